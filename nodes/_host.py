@@ -1,0 +1,59 @@
+"""Small, version-tolerant access to host services used by several nodes.
+
+Everything here degrades gracefully when a service is missing (for example the
+PromptServer in a script or a test without a server).
+"""
+import logging
+
+log = logging.getLogger("atelier")
+
+
+def send_event(event, payload):
+    """Send a frontend event through the PromptServer if one is running; never raise."""
+    try:
+        from server import PromptServer
+        inst = getattr(PromptServer, "instance", None)
+        if inst is not None:
+            inst.send_sync(event, payload, getattr(inst, "client_id", None))
+            return True
+    except Exception as exc:  # no server (tests, scripts) or an old host
+        log.debug("atelier: could not send %s: %s", event, exc)
+    return False
+
+
+def progress_bar(total):
+    """The host's progress bar (shown on the running node), or a no-op stand-in."""
+    try:
+        import comfy.utils
+        return comfy.utils.ProgressBar(total)
+    except Exception:
+        class _Null:
+            def update(self, n):
+                pass
+
+            def update_absolute(self, value, total=None, preview=None):
+                pass
+        return _Null()
+
+
+def output_directory():
+    import folder_paths
+    return folder_paths.get_output_directory()
+
+
+def throw_if_interrupted():
+    import comfy.model_management
+    comfy.model_management.throw_exception_if_processing_interrupted()
+
+
+def add_routes(register):
+    """Call ``register(routes)`` with the PromptServer's aiohttp route table, if a server runs."""
+    try:
+        from server import PromptServer
+        inst = getattr(PromptServer, "instance", None)
+        if inst is not None:
+            register(inst.routes)
+            return True
+    except Exception as exc:
+        log.debug("atelier: no routes registered: %s", exc)
+    return False

@@ -1,0 +1,210 @@
+"""MagCache node on a tiny random Wan2.1 through the host's real KSampler path."""
+import contextlib
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def mc(pack):
+    return pack.nodes.magcache_nodes
+
+
+@pytest.fixture(scope="module")
+def core(pack):
+    return pack.magcache
+
+
+@pytest.fixture(scope="module")
+def t2v(host):
+    return host.load_tiny_wan("t2v", seed=1)
+
+
+@contextlib.contextmanager
+def count_rows(model):
+    """Count rows entering the first block (block-stack evaluations), via a forward hook
+    that is removed afterwards (test-only instrumentation)."""
+    counter = {"rows": 0, "calls": 0}
+    blk = model.get_model_object("diffusion_model").blocks[0]
+
+    def hook(mod, args, kwargs):
+        counter["calls"] += 1
+        counter["rows"] += args[0].shape[0]
+
+    h = blk.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield counter
+    finally:
+        h.remove()
+
+
+def apply(mc, model, **kw):
+    args = dict(preset="wan2.1_t2v_1.3B", thresh=0.12, k=2, retention=0.2, start_step=-1,
+                end_step=-1, protect_last=0, cache_device="auto", preview_steps=50)
+    args.update(kw)
+    return mc.AtelierMagCacheWan().apply(model, **args)
+
+
+def planned(core, preset, steps, **kw):
+    cfg = core.MagCacheConfig(**kw)
+    return core.plan_schedule(core.get_preset(preset).ratios, steps, cfg)
+
+
+def test_thresh_zero_is_bit_identical(host, mc, t2v):
+    pos, neg = host.text_cond(1), host.text_cond(2)
+    ref = host.ksample(t2v, pos, neg, steps=12, cfg=5.0, seed=3)
+    m, _ = apply(mc, t2v, thresh=0.0)
+    out = host.ksample(m, pos, neg, steps=12, cfg=5.0, seed=3)
+    assert torch.equal(ref, out)
+
+
+@pytest.mark.parametrize("steps,cfg", [(20, 5.0), (30, 5.0), (20, 1.0)])
+def test_block_evaluations_follow_schedule(host, mc, core, t2v, steps, cfg):
+    sch = planned(core, "wan2.1_t2v_1.3B", steps, thresh=0.12, k=2, retention=0.2)
+    m, preview = apply(mc, t2v, preview_steps=steps)
+    pos, neg = host.text_cond(1), host.text_cond(2)
+    with count_rows(m) as c:
+        host.ksample(m, pos, neg, steps=steps, cfg=cfg, seed=0)
+    expect = steps - len(sch.cond_skipped) if cfg == 1.0 else sch.computed_calls
+    assert (sch.cond_skipped or sch.uncond_skipped), "test setting must skip something"
+    assert c["rows"] == expect
+    rep = m.model_options["transformer_options"]["atelier_magcache_run"].last_report
+    assert rep is not None and not rep["interrupted"]
+    skipped_cond = [i for i, x in enumerate(rep["branches"]["cond"]) if x == "S"]
+    assert skipped_cond == list(sch.cond_skipped)
+    if cfg != 1.0:
+        skipped_unc = [i for i, x in enumerate(rep["branches"]["uncond"]) if x == "S"]
+        assert skipped_unc == list(sch.uncond_skipped)
+    assert f"{len(sch.cond_skipped)}/{steps} cond" in preview
+
+
+def test_cached_output_close_but_not_identical(host, mc, t2v):
+    pos, neg = host.text_cond(1), host.text_cond(2)
+    ref = host.ksample(t2v, pos, neg, steps=20, cfg=5.0, seed=3)
+    m, _ = apply(mc, t2v)
+    out = host.ksample(m, pos, neg, steps=20, cfg=5.0, seed=3)
+    assert not torch.equal(ref, out)
+    assert torch.isfinite(out).all()
+
+
+def test_input_model_untouched(host, mc, t2v):
+    before = host.state_fingerprint(t2v)
+    m, _ = apply(mc, t2v)
+    host.ksample(m, host.text_cond(1), host.text_cond(2), steps=8, cfg=5.0)
+    assert host.state_fingerprint(t2v) == before
+    assert "atelier_magcache_run" not in t2v.model_options.get("transformer_options", {})
+
+
+def test_runs_with_different_step_counts(host, mc, core, t2v):
+    m, _ = apply(mc, t2v)
+    pos, neg = host.text_cond(1), host.text_cond(2)
+    for steps in (30, 20, 30):
+        sch = planned(core, "wan2.1_t2v_1.3B", steps, thresh=0.12, k=2, retention=0.2)
+        with count_rows(m) as c:
+            host.ksample(m, pos, neg, steps=steps, cfg=5.0)
+        assert c["rows"] == sch.computed_calls, steps
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_interrupted_then_full_run_is_clean(host, mc, t2v):
+    import comfy.patcher_extension as pe
+    pos, neg = host.text_cond(1), host.text_cond(2)
+    m, _ = apply(mc, t2v)
+    clean = host.ksample(m, pos, neg, steps=20, cfg=5.0, seed=9)
+
+    calls = {"n": 0}
+
+    def raiser(executor, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise Boom("interrupt")
+        return executor(*a, **k)
+
+    broken = m.clone()
+    broken.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "test_raiser", raiser)
+    with pytest.raises(Boom):
+        host.ksample(broken, pos, neg, steps=20, cfg=5.0, seed=9)
+    rep = m.model_options["transformer_options"]["atelier_magcache_run"].last_report
+    assert rep["interrupted"]
+    again = host.ksample(m, pos, neg, steps=20, cfg=5.0, seed=9)
+    assert torch.equal(clean, again)
+
+
+def test_second_order_sampler_runs_and_never_over_skips(host, mc, core, t2v):
+    steps = 12
+    sch = planned(core, "wan2.1_t2v_1.3B", steps, thresh=0.12, k=2, retention=0.2)
+    m, _ = apply(mc, t2v)
+    with count_rows(m) as c:
+        out = host.ksample(m, host.text_cond(1), host.text_cond(2), steps=steps, cfg=5.0, sampler="heun")
+    assert torch.isfinite(out).all()
+    # heun evaluates ~2x per step; skipped (branch, step) pairs never exceed the plan
+    total_rows = 2 * (2 * steps - 1)
+    assert c["rows"] >= total_rows - (len(sch.cond_skipped) + len(sch.uncond_skipped))
+
+
+def test_separate_cond_uncond_calls(host, mc, core, t2v):
+    """Prompts of different lengths run as separate calls ([0] then [1]); decisions stay per branch."""
+    steps = 20
+    sch = planned(core, "wan2.1_t2v_1.3B", steps, thresh=0.12, k=2, retention=0.2)
+    m, _ = apply(mc, t2v)
+    with count_rows(m) as c:
+        host.ksample(m, host.text_cond(1, length=8), host.text_cond(2, length=5), steps=steps, cfg=5.0)
+    assert c["rows"] == sch.computed_calls
+
+
+def test_i2v_runs(host, mc):
+    i2v = host.load_tiny_wan("i2v", seed=2)
+    extra = host.i2v_extra()
+    m, _ = apply(mc, i2v, preset="auto")
+    out = host.ksample(m, host.text_cond(1, extra=extra), host.text_cond(2, extra=extra), steps=10, cfg=5.0)
+    assert torch.isfinite(out).all()
+
+
+def test_not_wan_is_refused(mc):
+    class Fake:
+        model = type("M", (), {"model_config": type("C", (), {"unet_config": {"image_model": "flux"}})()})()
+
+        def get_model_object(self, name):
+            return torch.nn.Linear(2, 2)
+
+    with pytest.raises(ValueError, match="not a Wan model"):
+        apply(mc, Fake())
+
+
+def test_bad_curve_is_refused(mc, t2v):
+    with pytest.raises(ValueError):
+        apply(mc, t2v, custom_curve="{not json")
+    with pytest.raises(ValueError):
+        apply(mc, t2v, custom_curve="[1.0, 0.9]")
+
+
+def test_report_node(host, mc, t2v):
+    m, _ = apply(mc, t2v)
+    lat = host.ksample(m, host.text_cond(1), host.text_cond(2), steps=20, cfg=5.0)
+    (text,) = mc.AtelierMagCacheReport().report(m, {"samples": lat})
+    assert "computed" in text and "cond" in text and "S" in text
+
+
+def test_compare_node(mc):
+    a = torch.rand(3, 16, 16, 3)
+    b = (a + 0.01).clamp(0, 1)
+    diff, table, mp, ms = mc.AtelierMagCacheCompare().compare(a, a.clone(), 4.0)
+    assert ms == pytest.approx(1.0) and diff.abs().max() == 0
+    diff, table, mp, ms = mc.AtelierMagCacheCompare().compare(a, b, 4.0)
+    assert 30 < mp < 45 and 0.9 < ms < 1.0 and diff.shape == a.shape
+
+
+def test_calibrate_node_output_feeds_magcache(host, mc, core, t2v, tmp_path, monkeypatch):
+    monkeypatch.setattr(mc._host, "output_directory", lambda: str(tmp_path))
+    lat, curve_json, path = mc.AtelierMagCacheCalibrate().calibrate(
+        t2v, host.text_cond(1), host.text_cond(2), host.empty_latent(), 0, 10, 5.0, "euler", "simple",
+        "tiny_test")
+    assert path.startswith(str(tmp_path)) and path.endswith("tiny_test.json")
+    curve = core.parse_curve(open(path).read())
+    assert len(curve) == 20  # 10 steps x 2 branches, interleaved
+    m, preview = apply(mc, t2v, custom_curve=curve_json, preview_steps=10)
+    out = host.ksample(m, host.text_cond(1), host.text_cond(2), steps=10, cfg=5.0)
+    assert torch.isfinite(out).all()
