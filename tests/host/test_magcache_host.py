@@ -177,8 +177,9 @@ def test_not_wan_is_refused(mc):
 def test_bad_curve_is_refused(mc, t2v):
     with pytest.raises(ValueError):
         apply(mc, t2v, custom_curve="{not json")
-    with pytest.raises(ValueError):
-        apply(mc, t2v, custom_curve="[1.0, 0.9]")
+    for bad in ("[1.0, -0.9, 0.9, 0.8]", '{"ratios": "x"}', "[1.0, NaN, 0.9, 0.8]", "[]"):
+        with pytest.raises(ValueError):
+            apply(mc, t2v, custom_curve=bad)
 
 
 def test_report_node(host, mc, t2v):
