@@ -235,13 +235,17 @@ class AtelierDLoRALUpscale:
         }, "optional": {
             "vae_tile": ("INT", {"default": 0, "min": 0, "max": 512, "step": 8,
                                  "tooltip": "VAE decode tile in latent pixels (0 = let the host VAE manage memory)."}),
+            "process_size": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8,
+                                     "tooltip": "Frames whose ×4 short side is below this are upscaled to it first "
+                                                "and the result resized back to exactly ×4 (512: the size SD2.1-base "
+                                                "and DLoRAL were trained at)."}),
             "sample_posterior": ("BOOLEAN", {"default": False,
                                              "tooltip": "Sample the VAE posterior with the seed, like the official "
                                                         "code (which does it unseeded); off = posterior mean."}),
         }}
 
     def upscale(self, model, vae, positive, dloral, images, tile_size, tile_overlap, color_fix, seed, window,
-                vae_tile=0, sample_posterior=False):
+                vae_tile=0, process_size=512, sample_posterior=False):
         if images.dim() != 4 or images.shape[-1] != 3:
             raise ValueError(f"images: expected an IMAGE batch (N, H, W, 3), got {tuple(images.shape)}")
         if tile_size % 8 or tile_overlap % 8:
@@ -250,6 +254,7 @@ class AtelierDLoRALUpscale:
             raise ValueError(f"tile_overlap ({tile_overlap}) must be smaller than tile_size ({tile_size})")
         cfg = DLoRALConfig(tile=tile_size // 8, overlap=tile_overlap // 8, color_fix=color_fix, window=window,
                            seed=seed, sample_posterior=sample_posterior, vae_tile=vae_tile,
+                           process_size=process_size,
                            vae_overlap=min(16, max(vae_tile // 4, 0)))
         models = host_models(model, vae, positive, dloral, sample_posterior)
         n = images.shape[0]

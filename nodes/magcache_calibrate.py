@@ -9,7 +9,7 @@ import torch
 import comfy.patcher_extension as pe
 
 from ..magcache import CalibrationRecorder
-from .magcache_hook import find_transformer_options
+from .magcache_hook import eager, find_transformer_options
 
 KEY = "atelier_magcache_calibrate"
 CALL_KEY = "atelier_magcache_calibrate_call"
@@ -51,7 +51,7 @@ def _patch(index, last, recorder, state):
                 r = (x_out[c * n:(c + 1) * n] - x_in[c * n:(c + 1) * n]).float()
                 recorder.record(b, call["step"], r)
         return out
-    return patch
+    return eager(patch)
 
 
 def calibrate_run(model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler):

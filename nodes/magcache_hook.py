@@ -25,7 +25,7 @@ import torch
 
 import comfy.patcher_extension as pe
 
-from ..magcache import MagCacheRun
+from ..magcache import MagCacheRun, locate_segment
 
 log = logging.getLogger("atelier")
 
@@ -49,8 +49,10 @@ def find_transformer_options(args, kwargs):
 class RunHolder:
     """Per-run state: settings are fixed at node time, state is made per run."""
 
-    def __init__(self, curve, config, cache_device, node_id, on_report, subset_rows):
+    def __init__(self, curve, config, cache_device, node_id, on_report, subset_rows, schedule_steps=0):
         self.curve = curve
+        self.schedule_steps = schedule_steps
+        self.first_step = 0
         self.config = config
         self.cache_device = cache_device
         self.node_id = node_id
@@ -67,7 +69,7 @@ class RunHolder:
 
     def fresh(self):
         h = RunHolder(self.curve, self.config, self.cache_device, self.node_id, self.on_report,
-                      self.subset_rows)
+                      self.subset_rows, self.schedule_steps)
         h.t_start = time.perf_counter()
         return h
 
@@ -76,7 +78,15 @@ class RunHolder:
         sig = sample_sigmas.detach().float().cpu()
         self.sigmas = sig
         steps = max(1, len(sig) - 1)
-        self.run = MagCacheRun(self.curve, steps, self.config)
+        total = self.schedule_steps
+        if total and total != steps:
+            # This sampler runs part of a longer schedule (Wan2.2 A14B: one sampler per
+            # expert): place its steps on the one curve of the whole schedule.
+            self.first_step, last = locate_segment(sig, total_steps=total)
+            self.run = MagCacheRun(self.curve, total, self.config, step_range=(self.first_step, last))
+        else:
+            self.first_step = 0
+            self.run = MagCacheRun(self.curve, steps, self.config)
 
     def step_of(self, sigma):
         """Index of ``sigma`` in the run's schedule, or None for an off-schedule evaluation."""
@@ -84,7 +94,7 @@ class RunHolder:
         diffs = (self.sigmas[:-1] - s).abs()
         i = int(torch.argmin(diffs))
         tol = 1e-4 * max(1.0, abs(s))
-        return i if float(diffs[i]) <= tol else None
+        return i + self.first_step if float(diffs[i]) <= tol else None
 
     # --- report ------------------------------------------------------------
     def report(self, interrupted=False):
@@ -243,7 +253,19 @@ def make_block_patch(index, num_blocks):
             return {"img": out}
         return {"img": _finish(plan, out)}
 
-    return patch
+    return eager(patch)
+
+
+def eager(fn):
+    """Keep ``fn`` out of torch.compile graphs.
+
+    The host's TorchCompileModel compiles the whole diffusion model and filters out the guards
+    on ``transformer_options``, so a traced graph would not notice that the next call's plan
+    differs (skip vs compute). The patches therefore run eagerly (a graph break); the rest of
+    the model stays compiled.
+    """
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return disable(fn) if disable is not None else fn
 
 
 def _finish(plan, out):

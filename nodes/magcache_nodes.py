@@ -103,6 +103,10 @@ class AtelierMagCacheWan:
                 "cache_device": (["auto", "cpu"], {"default": "auto", "tooltip":
                                  "Where cached residuals live: 'auto' keeps them on the model's device; "
                                  "'cpu' saves GPU memory at a small copy cost."}),
+                "schedule_steps": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip":
+                                   "Steps of the whole schedule when this sampler runs only part of it "
+                                   "(Wan2.2 A14B: one KSamplerAdvanced per expert, each with this node); "
+                                   "0 = the sampler's own steps."}),
                 "preview_steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip":
                                   "Step count for the schedule preview output (set it to your sampler's steps)."}),
             },
@@ -114,7 +118,7 @@ class AtelierMagCacheWan:
         }
 
     def apply(self, model, preset, thresh, k, retention, start_step, end_step, protect_last,
-              cache_device, preview_steps, custom_curve=None, unique_id=None):
+              cache_device, preview_steps, schedule_steps=0, custom_curve=None, unique_id=None):
         cfg = wan_config(model)
         config = make_config(thresh, k, retention, start_step, end_step, protect_last)
         if custom_curve:
@@ -134,7 +138,7 @@ class AtelierMagCacheWan:
             _host.send_event(REPORT_EVENT, rep)
 
         holder = RunHolder(curve, config, dev, str(unique_id) if unique_id is not None else None,
-                           on_report, subset_rows)
+                           on_report, subset_rows, schedule_steps)
         return (apply_magcache(model, holder), text)
 
 

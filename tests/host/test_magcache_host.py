@@ -209,3 +209,48 @@ def test_calibrate_node_output_feeds_magcache(host, mc, core, t2v, tmp_path, mon
     m, preview = apply(mc, t2v, custom_curve=curve_json, preview_steps=10)
     out = host.ksample(m, host.text_cond(1), host.text_cond(2), steps=10, cfg=5.0)
     assert torch.isfinite(out).all()
+
+
+def test_two_samplers_split_one_schedule(host, mc, core, t2v):
+    """Wan2.2 A14B style: two KSamplerAdvanced over parts of one 20-step schedule, each with
+    schedule_steps=20, map their steps onto the one curve."""
+    steps, split = 20, 10
+    pos, neg = host.text_cond(1), host.text_cond(2)
+    m, _ = apply(mc, t2v, schedule_steps=steps)
+    cfg = core.MagCacheConfig(thresh=0.12, k=2, retention=0.2)
+    curve = core.get_preset("wan2.1_t2v_1.3B").ratios
+    holder = m.model_options["transformer_options"]["atelier_magcache_run"]
+    with count_rows(m) as c:
+        lat = host.ksample(m, pos, neg, steps=steps, cfg=5.0, start_step=0, last_step=split,
+                           force_full_denoise=False)
+        first_rep = holder.last_report
+        host.ksample(m, pos, neg, steps=steps, cfg=5.0, latent={"samples": lat}, start_step=split,
+                     last_step=steps, disable_noise=True)
+        second_rep = holder.last_report
+    a = core.plan_schedule(curve, steps, cfg, step_range=(0, split - 1))
+    b = core.plan_schedule(curve, steps, cfg, step_range=(split, steps - 1))
+    assert c["rows"] == a.computed_calls + b.computed_calls
+    assert first_rep["first_step"] == 0 and second_rep["first_step"] == split
+    assert [i for i, x in enumerate(second_rep["branches"]["cond"]) if x == "S"] == \
+        [s - split for s in b.cond_skipped]
+
+
+@pytest.mark.slow
+def test_under_torch_compile(host, mc, t2v):
+    """The host's TorchCompileModel wraps APPLY_MODEL; the skip decision stays outside it."""
+    import importlib
+    tc = importlib.import_module("comfy_extras.nodes_torch_compile")
+    pos, neg = host.text_cond(1), host.text_cond(2)
+    m, _ = apply(mc, t2v)
+    eager = host.ksample(m, pos, neg, steps=12, cfg=5.0, seed=4)
+    node = tc.TorchCompileModel
+    if hasattr(node, "execute"):
+        compiled = node.execute(m, "inductor")
+        compiled = compiled[0] if isinstance(compiled, tuple) else compiled.args[0]
+    else:
+        (compiled,) = node().patch(m, "inductor")
+    holder = compiled.model_options["transformer_options"]["atelier_magcache_run"]
+    out = host.ksample(compiled, pos, neg, steps=12, cfg=5.0, seed=4)
+    rep = holder.last_report
+    assert "S" in "".join(rep["branches"]["cond"])
+    assert torch.allclose(out, eager, atol=1e-3, rtol=1e-3)
