@@ -1,0 +1,209 @@
+"""DLoRAL benchmark: frames per second and peak memory, a 50-step sampler for comparison, and memory
+against clip length. Writes bench/results/dloral.json.
+
+    COMFYUI_DIR=/path/to/ComfyUI python bench/bench_dloral.py [--sizes 128 512] [--frames 50]
+        [--lengths 10 50 200] [--sampler-steps 50] [--device auto|cpu|cuda]
+
+No weights can be downloaded here, so the models are random-weight stand-ins with the real
+architectures, loaded by the host: the full SD2.1-base UNet (865 M parameters, 320/640/1280/1280
+channels) with a synthetic DLoRAL checkpoint (rank 4, official layout) converted by the pack, and
+the full SD VAE. Speed does not depend on the weight values. The memory-against-length part uses
+the small SD2-architecture UNet of the host tests so that hundreds of frames finish on a CPU.
+"""
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import threading
+import time
+
+import torch
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+FULL = dict(ch=(320, 640, 1280, 1280), layers=2, attn=(True, True, True, False), ctx=1024)
+SMALL = dict(ch=(320, 320), layers=1, attn=(True, False), ctx=1024)
+
+
+class PeakRSS:
+    """Peak resident memory of this process during a block (sampled every 20 ms), and CUDA peak."""
+
+    def __enter__(self):
+        import psutil
+        self.proc, self.peak, self.stop = psutil.Process(), 0, False
+        self.base = self.proc.memory_info().rss
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+        return self
+
+    def _run(self):
+        while not self.stop:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.02)
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.t.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+        self.rss_peak_mib = self.peak / 2**20
+        self.rss_growth_mib = (self.peak - self.base) / 2**20
+        self.cuda_peak_mib = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
+def _init_(module, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "norm" in name and p.dim() == 1 and name.endswith("weight"):
+                p.fill_(1.0)
+            elif p.dim() == 1:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.01)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+
+
+def build_unet(arch, seed=0):
+    import comfy.sd
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    n = len(arch["ch"])
+    mult = tuple(c // 320 for c in arch["ch"])
+    td = [int(a) for a in arch["attn"] for _ in range(arch["layers"])]
+    tdo = [int(a) for a in reversed(arch["attn"]) for _ in range(arch["layers"] + 1)][::-1]
+    m = UNetModel(image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=arch["layers"],
+                  channel_mult=mult, num_head_channels=64, transformer_depth=td, transformer_depth_output=tdo,
+                  transformer_depth_middle=1, context_dim=1024, use_linear_in_transformer=True,
+                  use_spatial_transformer=True, legacy=False, dtype=torch.float32, device="cpu")
+    _init_(m, seed)
+    assert n == len(mult)
+    sd = m.state_dict()
+    del m
+    return comfy.sd.load_diffusion_model_state_dict(sd)
+
+
+def build_vae(seed=1):
+    import comfy.sd
+    from comfy.ldm.modules.diffusionmodules.model import Decoder, Encoder
+    dd = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+          "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    enc, dec = Encoder(**dd), Decoder(**dd)
+    _init_(enc, seed)
+    _init_(dec, seed + 1)
+    sd = {"encoder." + k: v for k, v in enc.state_dict().items()}
+    sd.update({"decoder." + k: v for k, v in dec.state_dict().items()})
+    for name, c in (("quant_conv", 8), ("post_quant_conv", 4)):
+        sd[name + ".weight"] = torch.eye(c).view(c, c, 1, 1)
+        sd[name + ".bias"] = torch.zeros(c)
+    return comfy.sd.VAE(sd=sd)
+
+
+def dloral_weights(pack, arch):
+    from _dloral_synth import make_official, unet_shapes
+    ck, _ = make_official(unet_shapes(**arch), rank_q=4, rank_c=4, seed=2, std=0.02, base_values=False)
+    return pack.dloral.convert_official(ck)
+
+
+def run_dloral(pack, model, vae, w, size, frames, cfg_kw, stream=False):
+    """The node path (IMAGE batch in, IMAGE batch out), or with ``stream`` the CLI path: frames made
+    one at a time and each output dropped after use, so memory shows only the working set."""
+    nodes = pack.nodes.dloral_nodes
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(size, size, 3, generator=g)
+    cond = [[torch.randn(1, 77, 1024, generator=g), {}]]
+    cfg = pack.dloral.DLoRALConfig(**cfg_kw)
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        models = nodes.host_models(model, vae, cond, w)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            if stream:
+                gen = (base.roll(i, 1).movedim(-1, 0) for i in range(frames))
+                n = sum(1 for _ in pack.dloral.upscale_video(gen, models, cfg))
+                assert n == frames
+            else:
+                imgs = torch.stack([base.roll(i, 1) for i in range(frames)])
+                out = nodes.run_upscale(models, imgs, cfg)
+                assert out.shape == (frames, 4 * size, 4 * size, 3)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+    return {"input": size, "output": 4 * size, "frames": frames, "setup_s": round(t1 - t0, 2),
+            "seconds": round(t2 - t1, 2), "fps": round(frames / (t2 - t1), 4),
+            "s_per_frame": round((t2 - t1) / frames, 3), "rss_peak_mib": round(mem.rss_peak_mib),
+            "rss_growth_mib": round(mem.rss_growth_mib), "cuda_peak_mib": mem.cuda_peak_mib and round(mem.cuda_peak_mib),
+            "config": cfg_kw, "mode": "stream (outputs dropped)" if stream else "node (IMAGE batch out)"}
+
+
+def run_sampler(model, vae, size, steps):
+    """One frame from the same UNet as a plain sampler: `steps` Euler steps (cfg 1, one UNet call per
+    step) at the latent size DLoRAL uses for a `size` input, plus the VAE decode."""
+    import nodes as host_nodes
+    proc = max(4 * size, 512)
+    h = proc // 8
+    cond = [[torch.randn(1, 77, 1024), {}]]
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        (lat,) = host_nodes.common_ksampler(model, 0, steps, 1.0, "euler", "simple", cond, cond,
+                                            {"samples": torch.zeros(1, 4, h, h)})
+        img = vae.decode(lat["samples"])
+        t1 = time.perf_counter()
+    return {"input": size, "latent": h, "steps": steps, "seconds": round(t1 - t0, 2),
+            "rss_peak_mib": round(mem.rss_peak_mib), "image": list(img.shape)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR", str(pathlib.Path.home() / "ComfyUI")))
+    ap.add_argument("--sizes", type=int, nargs="*", default=[128, 512])
+    ap.add_argument("--frames", type=int, default=50)
+    ap.add_argument("--sampler-steps", type=int, default=50)
+    ap.add_argument("--lengths", type=int, nargs="*", default=[10, 50, 200])
+    ap.add_argument("--length-size", type=int, default=32, help="input size of the memory-vs-length runs")
+    ap.add_argument("--window", type=int, default=4)
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "dloral.json"))
+    a = ap.parse_args()
+    from dloral.__main__ import _load_pack
+    pack = _load_pack(a.comfyui)
+    import comfy.model_management as mm
+    dev = mm.get_torch_device()
+    res = {"device": str(dev), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+           "weights": "random (real architectures; speed does not depend on values)",
+           "dloral": [], "sampler": None, "memory_vs_length": []}
+    if a.sizes:
+        t = time.perf_counter()
+        model, vae, w = build_unet(FULL), build_vae(), dloral_weights(pack, FULL)
+        res["build_s"] = round(time.perf_counter() - t, 1)
+        for s in a.sizes:
+            r = run_dloral(pack, model, vae, w, s, a.frames, dict(window=a.window))
+            print(json.dumps(r), flush=True)
+            res["dloral"].append(r)
+        if a.sampler_steps:
+            mm.unload_all_models()
+            res["sampler"] = run_sampler(model, vae, a.sizes[0], a.sampler_steps)
+            d0 = res["dloral"][0]
+            res["sampler"]["dloral_s_per_frame"] = d0["s_per_frame"]
+            res["sampler"]["ratio"] = round(res["sampler"]["seconds"] / d0["s_per_frame"], 2)
+            print(json.dumps(res["sampler"]), flush=True)
+        del model, w
+        mm.unload_all_models()
+    if a.lengths:
+        model, vae, w = build_unet(SMALL), build_vae(), dloral_weights(pack, SMALL)
+        for n in a.lengths:
+            r = run_dloral(pack, model, vae, w, a.length_size, n,
+                           dict(window=a.window, process_size=4 * a.length_size), stream=True)
+            r["arch"] = "small SD2 (320,320), 1 res block"
+            print(json.dumps(r), flush=True)
+            res["memory_vs_length"].append(r)
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=1)
+    print("wrote", a.out)
+
+
+if __name__ == "__main__":
+    main()

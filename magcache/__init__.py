@@ -1,0 +1,45 @@
+"""MagCache (magnitude-aware cache) for diffusion transformers, pure torch.
+
+The skip rule of the official MagCache code, per branch (cond/uncond) with calls-counting
+retention, interleaved calibrated curves, round-half-to-even resampling, and the residual of
+the whole block stack. Nothing here imports ComfyUI.
+
+* :mod:`.curve` / :mod:`.presets`: calibrated curves and the shipped tables.
+* :mod:`.schedule`: :class:`MagCacheConfig`, :func:`plan_schedule` (the schedule preview).
+* :mod:`.state`: :class:`MagCacheRun`, the per-run state machine used while sampling.
+* :mod:`.calibrate`: :class:`CalibrationRecorder` for models without a table.
+* :mod:`.compare`: PSNR / SSIM / difference image for tuning thresh and K.
+
+The schedule part (curves, presets, config, plan) needs only numpy; the torch parts are
+imported on first use, so ``python -m magcache schedule`` starts fast.
+"""
+import importlib
+
+from .curve import Curve, parse_curve, resample_curve
+from .presets import Preset, get_preset, list_presets
+from .schedule import (MagCacheConfig, Schedule, plan_schedule, locate_segment, high_noise_steps,
+                       BRANCH_NAMES)
+
+_LAZY = {
+    "MagCacheRun": "state", "Decision": "state", "apply_blocks_with_cache": "state",
+    "CalibrationRecorder": "calibrate", "residual_stats": "calibrate",
+    "psnr": "compare", "ssim": "compare", "difference_image": "compare",
+}
+
+
+def __getattr__(name):
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+__all__ = [
+    "Curve", "parse_curve", "resample_curve",
+    "Preset", "get_preset", "list_presets",
+    "MagCacheConfig", "Schedule", "plan_schedule", "locate_segment", "high_noise_steps", "BRANCH_NAMES",
+    "MagCacheRun", "Decision", "apply_blocks_with_cache",
+    "CalibrationRecorder", "residual_stats",
+    "psnr", "ssim", "difference_image",
+]

@@ -1,0 +1,105 @@
+"""The shipped calibrated curves (``data/magcache_ratios.json``) as named presets.
+
+Names are the keys of the research table, e.g. ``"wan2.1_t2v_1.3B"``. Values are the
+official MagCache calibrations copied verbatim; defaults (thresh, K, retention) are the
+official README recommendations per model.
+
+Every preset is driven by the one rule of :mod:`magcache.schedule` (the official Wan rule:
+strict ``<``, floor retention on calls). The official FLUX / HunyuanVideo / FramePack scripts
+use ``<=``, other retention rounding and (FLUX) a never-skipped step 11, so schedules for those
+presets are not bit-compatible with those scripts; the Wan2.1/Wan2.2 ones are.
+"""
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from .curve import Curve
+from .schedule import MagCacheConfig
+
+__all__ = ["Preset", "list_presets", "get_preset"]
+
+_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "magcache_ratios.json")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One calibrated curve.
+
+    Attributes:
+        name: preset name.
+        ratios: the curve (:class:`~magcache.curve.Curve`, a tuple of floats), interleaved
+            ``[c0, u0, c1, u1, ...]`` when ``branches == 2``, one per step when 1.
+        calib_steps: steps of the calibration run (``len(ratios) == branches * calib_steps``).
+        branches: 2 for separate cond/uncond calls (CFG), 1 for single-branch curves.
+        defaults: ``{"thresh", "k", "retention"}`` recommended by the official README.
+        description: one line for people.
+        split_step: Wan2.2 A14B: first low-noise step at ``calib_steps`` (None otherwise).
+        split_mode: ``"t2v"`` or ``"i2v"`` official Wan2.2 retention rule (None otherwise).
+        boundary: Wan2.2 A14B expert boundary in sigma (None otherwise); see
+            :func:`~magcache.schedule.high_noise_steps`.
+        source: where the values come from.
+    """
+    name: str
+    ratios: Curve
+    calib_steps: int
+    branches: int
+    defaults: dict = field(default_factory=dict, hash=False, compare=False)
+    description: str = ""
+    split_step: int = None
+    split_mode: str = None
+    boundary: float = None
+    source: tuple = ()
+
+    def split_for(self, steps):
+        """Wan2.2 A14B: the first low-noise step at ``steps`` steps, estimated by scaling the
+        calibration's split (exact at ``calib_steps``); None for one-expert presets. The true
+        split depends on the sampler's sigmas and shift: prefer
+        :func:`~magcache.schedule.high_noise_steps` on the run's sigmas, or the step at which
+        the second sampler starts."""
+        if self.split_step is None:
+            return None
+        if steps == self.calib_steps:
+            return self.split_step
+        return int(round(self.split_step * steps / self.calib_steps))
+
+    def config(self, steps=None, **overrides):
+        """A validated :class:`MagCacheConfig` from the defaults, with ``overrides`` applied.
+        For Wan2.2 A14B presets it also sets ``split_mode`` and, when ``steps`` is given,
+        ``split_step = split_for(steps)``."""
+        kw = dict(self.defaults)
+        if self.split_mode is not None:
+            kw["split_mode"] = self.split_mode
+            if steps is not None:
+                kw["split_step"] = self.split_for(steps)
+        kw.update(overrides)
+        return MagCacheConfig(**kw).validate()
+
+
+@lru_cache(maxsize=1)
+def _load():
+    with open(_DATA, "r", encoding="utf-8") as f:
+        data = json.load(f)
+    out = {}
+    for name, e in data["presets"].items():
+        curve = Curve(e["ratios"], e["branches"])
+        if len(curve) != e["branches"] * e["calib_steps"]:
+            raise RuntimeError(f"corrupt preset table {_DATA}: {name} has {len(curve)} values")
+        out[name] = Preset(name=name, ratios=curve, calib_steps=e["calib_steps"], branches=e["branches"],
+                           defaults=dict(e["defaults"]), description=e.get("description", ""),
+                           split_step=e.get("split_step"), split_mode=e.get("split_mode"),
+                           boundary=e.get("boundary"), source=tuple(e.get("source", ())))
+    return out
+
+
+def list_presets():
+    """Names of all shipped presets, in table order (Wan2.1, Wan2.2, then others)."""
+    return list(_load())
+
+
+def get_preset(name):
+    """The :class:`Preset` called ``name``; ValueError listing the allowed names otherwise."""
+    presets = _load()
+    if name not in presets:
+        raise ValueError(f"preset: {name!r} is not a known preset; allowed: {', '.join(presets)}")
+    return presets[name]

@@ -1,0 +1,362 @@
+"""The MagCache skip rule and the schedule it gives, as pure functions.
+
+The rule (official MagCache for Wan2.1, ``MagCache4Wan2.1/magcache_generate.py``), per
+branch ``b`` (0 = cond, 1 = uncond) with its own accumulators, for every model call that
+is not *protected*::
+
+    ratio[b] *= gamma_b[step]; n[b] += 1; err[b] += |1 - ratio[b]|
+    if err[b] < thresh and n[b] <= K:  skip (reuse b's cached residual)
+    else:                              compute, and ratio[b], err[b], n[b] = 1, 0, 0
+
+A protected call always computes and leaves the accumulators as they are (as the official
+retention does). Protection, in this order:
+
+* ``end_step``: steps ``>= end_step`` (global index) always compute;
+* ``protect_last``: the last ``protect_last`` steps of the whole schedule always compute;
+* ``start_step`` (when given) *replaces* retention: steps ``< start_step`` compute, both branches;
+* otherwise retention counts **calls**: with two branches the call index is
+  ``2 * step + branch`` and calls ``< int(2 * S * retention)`` compute (so an odd count
+  protects the cond call of a step but not its uncond call); with one branch the call index
+  is the step and ``int(S * retention)`` steps compute;
+* Wan2.2 A14B (``split_step`` = first step of the low-noise expert), as the official Wan2.2
+  script: ``split_mode="t2v"`` protects calls ``< int(split * r)`` and the calls
+  ``split <= c <= (N - split) * r + split`` (retention restarts at the expert switch);
+  ``split_mode="i2v"`` protects calls ``< int(split + (N - split) * r)`` (the high-noise
+  expert never skips). Here ``split = branches * split_step`` and ``N = branches * S``.
+
+One guard is added to the official rule: a branch never skips while it has no cached
+residual (the official code relies on retention; with retention 0 or at the start of a
+segment it would use a missing residual). When the guard fires the call computes and the
+accumulators reset, as for any computed call.
+
+The decision depends only on (curve, S, config, step range), never on tensors, so the
+schedule can be shown before a run (:func:`plan_schedule`) and is reproduced call by call
+at sampling time by :class:`magcache.state.MagCacheRun`, which shares :class:`RuleState`.
+"""
+import json
+import math
+from dataclasses import dataclass, asdict
+from numbers import Real
+
+from .curve import as_curve, resample_curve, parse_curve, Curve  # noqa: F401 (re-exported)
+
+__all__ = ["MagCacheConfig", "Schedule", "plan_schedule", "resample_curve", "parse_curve",
+           "locate_segment", "high_noise_steps", "RuleState", "BRANCH_NAMES"]
+
+BRANCH_NAMES = ("cond", "uncond")
+SPLIT_MODES = ("t2v", "i2v")
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class MagCacheConfig:
+    """Settings of the skip rule (what the node's widgets fill in).
+
+    Attributes:
+        thresh: accumulated error allowed before a branch must compute; ``0`` never skips.
+            Strict ``<`` as the official Wan code. Range [0, 10].
+        k: most consecutive skipped steps per branch (``K``); ``0`` never skips. Range [0, 1000].
+        retention: fraction of the first *calls* that always compute, ``int(2*S*retention)``
+            calls with two branches. Range [0, 1]. Ignored when ``start_step`` is given.
+        start_step: when not None, steps ``< start_step`` always compute (both branches)
+            instead of retention. Global step index (0-based), >= 0.
+        end_step: when not None (``-1`` means None), steps ``>= end_step`` always compute.
+        protect_last: the last N steps always compute (0 = official schedule).
+        split_step: Wan2.2 A14B only: the first step of the low-noise expert (global index),
+            enabling the official per-phase retention of ``split_mode``. None = one phase.
+        split_mode: ``"t2v"`` (retention restarts at the switch) or ``"i2v"`` (the high-noise
+            expert never skips), as the official Wan2.2 script.
+    """
+    thresh: float = 0.12
+    k: int = 2
+    retention: float = 0.2
+    start_step: int = None
+    end_step: int = None
+    protect_last: int = 0
+    split_step: int = None
+    split_mode: str = "t2v"
+
+    def validate(self):
+        """Raise ValueError naming the first field outside its allowed range; returns self."""
+        t = self.thresh
+        if isinstance(t, bool) or not isinstance(t, Real) or not math.isfinite(t) or not 0 <= t <= 10:
+            raise ValueError(f"thresh: {t!r} is not allowed; use a finite number in [0, 10] (0 disables skipping)")
+        if not _is_int(self.k) or not 0 <= self.k <= 1000:
+            raise ValueError(f"k: {self.k!r} is not allowed; use an integer in [0, 1000] (0 disables skipping)")
+        r = self.retention
+        if isinstance(r, bool) or not isinstance(r, Real) or not math.isfinite(r) or not 0 <= r <= 1:
+            raise ValueError(f"retention: {r!r} is not allowed; use a number in [0, 1]")
+        if self.start_step is not None and (not _is_int(self.start_step) or self.start_step < 0):
+            raise ValueError(f"start_step: {self.start_step!r} is not allowed; use None or an integer >= 0")
+        if self.end_step is not None and (not _is_int(self.end_step) or self.end_step < -1):
+            raise ValueError(f"end_step: {self.end_step!r} is not allowed; use None, -1 (no end) "
+                             "or an integer >= 0")
+        if not _is_int(self.protect_last) or self.protect_last < 0:
+            raise ValueError(f"protect_last: {self.protect_last!r} is not allowed; use an integer >= 0")
+        if self.split_step is not None and (not _is_int(self.split_step) or self.split_step < 0):
+            raise ValueError(f"split_step: {self.split_step!r} is not allowed; use None or an integer >= 0")
+        if self.split_mode not in SPLIT_MODES:
+            raise ValueError(f"split_mode: {self.split_mode!r} is not allowed; use one of {list(SPLIT_MODES)}")
+        return self
+
+    @property
+    def end(self):
+        """``end_step`` with -1 read as None."""
+        return None if self.end_step is None or self.end_step == -1 else self.end_step
+
+
+def _check_steps(steps):
+    if not _is_int(steps) or steps < 1:
+        raise ValueError(f"steps: {steps!r} is not allowed; use an integer >= 1")
+
+
+def _check_range(step_range, steps):
+    if step_range is None:
+        return 0, steps - 1
+    try:
+        first, last = step_range
+    except (TypeError, ValueError):
+        raise ValueError(f"step_range: {step_range!r} must be a pair (first, last) of step indices") from None
+    if not (_is_int(first) and _is_int(last)) or not 0 <= first <= last < steps:
+        raise ValueError(f"step_range: {step_range!r} is not allowed; need 0 <= first <= last <= {steps - 1} "
+                         f"(inclusive global step indices of a {steps}-step schedule)")
+    return first, last
+
+
+class _Acc:
+    __slots__ = ("ratio", "err", "n")
+
+    def __init__(self):
+        self.ratio, self.err, self.n = 1.0, 0.0, 0
+
+    def reset(self):
+        self.ratio, self.err, self.n = 1.0, 0.0, 0
+
+
+class RuleState:
+    """The official accumulators of both branches for one run of ``steps`` steps.
+
+    Shared by :func:`plan_schedule` and :class:`magcache.state.MagCacheRun`. Branch ids are
+    0 (cond) and 1 (uncond). A one-branch curve serves both ids with its single column
+    (each id keeps its own accumulators); call indices then count steps.
+    """
+
+    def __init__(self, curve, steps, config, branches=None, step_range=None):
+        _check_steps(steps)
+        if not isinstance(config, MagCacheConfig):
+            raise ValueError(f"config: expected a MagCacheConfig, got {type(config).__name__}")
+        config.validate()
+        self.curve = as_curve(curve, branches)
+        self.branches = self.curve.branches
+        self.steps = steps
+        self.config = config
+        self.first, self.last = _check_range(step_range, steps)
+        if config.split_step is not None and config.split_step > steps:
+            raise ValueError(f"split_step: {config.split_step} is beyond the {steps}-step schedule")
+        self.columns = resample_curve(self.curve, steps)
+        self.acc = [_Acc(), _Acc()]
+        self.has_residual = [False, False]
+        # A segment (e.g. the low-noise expert of Wan2.2) starts in the state the whole
+        # schedule would have at its first step; only the residual is missing there.
+        for step in range(self.first):
+            for b in range(2):
+                self.advance(b, step, True)
+        self.has_residual = [False, False]
+
+    def protected(self, branch, step):
+        """True when (branch, step) always computes without touching the accumulators."""
+        c = self.config
+        end = c.end
+        if end is not None and step >= end:
+            return True
+        if c.protect_last and step >= self.steps - c.protect_last:
+            return True
+        if c.start_step is not None:
+            return step < c.start_step
+        nb = self.branches
+        call = nb * step + min(branch, nb - 1)
+        total = nb * self.steps
+        r = c.retention
+        if c.split_step is not None:
+            split = nb * c.split_step
+            if c.split_mode == "i2v":
+                return call < int(split + (total - split) * r)
+            return call < int(split * r) or split <= call <= (total - split) * r + split
+        return call < int(total * r)
+
+    def advance(self, branch, step, has_residual):
+        """Apply the rule to the first evaluation of (branch, step); True means skip."""
+        if branch not in (0, 1):
+            raise ValueError(f"branch: {branch!r} is not allowed; use 0 (cond) or 1 (uncond)")
+        if self.protected(branch, step):
+            skip = False
+        else:
+            a = self.acc[branch]
+            a.ratio *= self.columns[min(branch, self.branches - 1)][step]
+            a.n += 1
+            a.err += abs(1.0 - a.ratio)
+            skip = a.err < self.config.thresh and a.n <= self.config.k and has_residual
+            if not skip:
+                a.reset()
+        if not skip:
+            self.has_residual[branch] = True
+        return skip
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A planned skip schedule.
+
+    Attributes:
+        steps: S, the schedule's step count; ``first_step``/``last_step``: the planned range.
+        branches: 1 or 2 (curve columns); ``cond_skipped``/``uncond_skipped``: 0-based global
+            step indices each branch skips (``uncond_skipped`` is empty when the uncond branch
+            is not run: one-branch curve or cfg=1, see ``run_branches`` of plan_schedule).
+        computed_calls / total_calls: block-stack evaluations run / model calls in range.
+    """
+    steps: int
+    first_step: int
+    last_step: int
+    branches: int
+    cond_skipped: tuple
+    uncond_skipped: tuple
+    computed_calls: int
+    total_calls: int
+
+    @property
+    def expected_speedup(self):
+        """Ideal speedup ``total_calls / computed_calls`` (block stack only, no overhead)."""
+        return self.total_calls / self.computed_calls if self.computed_calls else float("inf")
+
+    def skipped(self, branch):
+        """Skipped steps of ``branch`` (0 cond, 1 uncond)."""
+        return self.cond_skipped if branch == 0 else self.uncond_skipped
+
+    def marks(self, branch):
+        """``"C"``/``"S"`` per step of the range for ``branch``."""
+        s = set(self.skipped(branch))
+        return ["S" if i in s else "C" for i in range(self.first_step, self.last_step + 1)]
+
+    def to_dict(self):
+        d = asdict(self)
+        d["cond_skipped"] = list(self.cond_skipped)
+        d["uncond_skipped"] = list(self.uncond_skipped)
+        d["expected_speedup"] = self.expected_speedup
+        return d
+
+    def to_json(self):
+        return json.dumps(self.to_dict())
+
+
+def plan_schedule(curve, steps, config, branches=None, step_range=None, run_branches=None):
+    """The skip schedule of a run, without running anything.
+
+    Args:
+        curve: a calibrated curve (:func:`parse_curve` input); interleaved when two branches.
+        steps: S, the step count of the *whole* schedule the curve is mapped onto.
+        config: a :class:`MagCacheConfig`.
+        branches: 1 or 2 (default: the curve's own, else 2). With one branch only
+            ``cond_skipped`` is filled and there is one call per step.
+        step_range: ``(first, last)`` inclusive global steps this run covers (a sampler that
+            runs part of the schedule, such as one expert of Wan2.2 A14B; see
+            :func:`locate_segment`). The rule state at ``first`` is the one the whole schedule
+            would have; the run starts without residuals, so each branch computes its first call.
+        run_branches: the branch ids the sampler evaluates: default ``(0, 1)`` for a two-branch
+            curve and ``(0,)`` for a one-branch curve. ``(0,)`` previews a cfg=1 run (the host
+            then drops the uncond call); ``(0, 1)`` with a one-branch curve previews CFG with
+            both branches reading the single column (each with its own accumulators).
+
+    Returns:
+        a :class:`Schedule`. Identical to driving :class:`magcache.state.MagCacheRun` call by call.
+    """
+    st = RuleState(curve, steps, config, branches, step_range)
+    if run_branches is None:
+        run_branches = tuple(range(st.branches))
+    run_branches = tuple(run_branches)
+    if not run_branches or any(b not in (0, 1) for b in run_branches) or len(set(run_branches)) != len(run_branches):
+        raise ValueError(f"run_branches: {run_branches!r} is not allowed; use (0,), (1,) or (0, 1)")
+    skipped = ([], [])
+    for step in range(st.first, st.last + 1):
+        for b in run_branches:
+            if st.advance(b, step, st.has_residual[b]):
+                skipped[b].append(step)
+    n = st.last - st.first + 1
+    total = len(run_branches) * n
+    computed = total - len(skipped[0]) - len(skipped[1])
+    return Schedule(steps, st.first, st.last, st.branches, tuple(skipped[0]), tuple(skipped[1]),
+                    computed, total)
+
+
+def locate_segment(segment_sigmas, total_steps=None, full_sigmas=None, start_step=None, sigma_max=None,
+                   atol=1e-4):
+    """Map a sampler's partial run onto the whole schedule: ``(first, last)`` global steps.
+
+    A sampler sees only its own sigmas (KSamplerAdvanced ``start_at_step``/``end_at_step``, or
+    split sigmas): ``len(segment_sigmas) - 1`` steps. Their place in the whole schedule is, in
+    order of preference:
+
+    1. ``start_step`` given: ``first = start_step``;
+    2. ``full_sigmas`` (the whole schedule's sigmas) given: where the segment occurs in it
+       (within ``atol``);
+    3. ``total_steps`` given: the segment that ends at sigma 0 is the tail
+       (``first = total_steps - n``); one that starts at the schedule's top
+       (``segment_sigmas[0] >= sigma_max - atol``, ``sigma_max`` defaulting to 1.0 for flow
+       models such as Wan) is the head (``first = 0``);
+    4. nothing given, or ``total_steps == n``: the segment is the whole schedule.
+
+    Args:
+        segment_sigmas: the n+1 sigmas of the segment (tensor or sequence), n >= 1.
+
+    Returns:
+        ``(first, last)`` inclusive, for :func:`plan_schedule` / ``MagCacheRun(step_range=...)``.
+
+    Raises:
+        ValueError: fewer than 2 sigmas, a segment not found in ``full_sigmas``, or a segment
+            that is neither head nor tail of ``total_steps`` when no start is given.
+    """
+    seg = [float(s) for s in (segment_sigmas.tolist() if hasattr(segment_sigmas, "tolist")
+                              else segment_sigmas)]
+    if len(seg) < 2:
+        raise ValueError(f"segment_sigmas: {len(seg)} sigmas cannot hold a step (need >= 2)")
+    n = len(seg) - 1
+    if start_step is not None:
+        if not _is_int(start_step) or start_step < 0:
+            raise ValueError(f"start_step: {start_step!r} must be an integer >= 0")
+        first = start_step
+    elif full_sigmas is not None:
+        full = [float(s) for s in (full_sigmas.tolist() if hasattr(full_sigmas, "tolist") else full_sigmas)]
+        first = None
+        for o in range(0, len(full) - n):
+            if all(abs(full[o + i] - seg[i]) <= atol * max(1.0, abs(seg[i])) for i in range(n + 1)):
+                first = o
+                break
+        if first is None:
+            raise ValueError(f"segment_sigmas: the {n}-step segment starting at sigma {seg[0]:.6g} is not part "
+                             f"of full_sigmas ({len(full) - 1} steps)")
+        total_steps = len(full) - 1 if total_steps is None else total_steps
+    elif total_steps is None or total_steps == n:
+        first = 0
+    else:
+        top = 1.0 if sigma_max is None else float(sigma_max)
+        if seg[-1] == 0.0:
+            first = total_steps - n
+        elif seg[0] >= top - atol:
+            first = 0
+        else:
+            raise ValueError(f"segment_sigmas: cannot place a {n}-step segment ({seg[0]:.4g} -> {seg[-1]:.4g}) "
+                             f"in a {total_steps}-step schedule; give its start step")
+    if total_steps is not None and (first < 0 or first + n > total_steps):
+        raise ValueError(f"segment_sigmas: steps {first}..{first + n - 1} do not fit in a "
+                         f"{total_steps}-step schedule")
+    return first, first + n - 1
+
+
+def high_noise_steps(sigmas, boundary):
+    """Steps run by the high-noise expert of Wan2.2 A14B: the official
+    ``(timesteps >= 1000 * boundary).sum()`` with ``timesteps = 1000 * sigma`` over the
+    n step sigmas (the final sigma excluded). This is the ``split_step`` of the run."""
+    s = [float(x) for x in (sigmas.tolist() if hasattr(sigmas, "tolist") else sigmas)][:-1]
+    return sum(1 for x in s if x * 1000.0 >= 1000.0 * float(boundary))

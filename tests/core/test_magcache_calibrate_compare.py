@@ -1,0 +1,182 @@
+"""CalibrationRecorder (research note section 3) and the PSNR / SSIM / difference helpers."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter
+
+from magcache import (CalibrationRecorder, MagCacheConfig, get_preset, parse_curve, plan_schedule, psnr, ssim,
+                      difference_image)
+
+
+# ---------------------------------------------------------------- calibration
+def test_recovers_a_known_curve():
+    """Residuals whose magnitude follows a preset's gammas give that preset back (5 decimals)."""
+    p = get_preset("wan2.1_i2v_480p_14B")
+    cols = p.ratios.columns()
+    g = torch.Generator().manual_seed(0)
+    base = [torch.randn(1, 24, 32, generator=g, dtype=torch.float64) for _ in range(2)]
+    rec = CalibrationRecorder(branches=2)
+    scale = [1.0, 1.0]
+    for step in range(p.calib_steps):
+        for b in (1, 0):                      # host order: uncond first
+            if step:
+                scale[b] *= cols[b][step]
+            rec.record(b, step, (base[b] * scale[b]).float())
+    got = rec.curve()
+    assert got.branches == 2 and len(got) == len(p.ratios)
+    assert max(abs(a - b) for a, b in zip(got, p.ratios)) <= 1.5e-5
+    assert got[:2] == (1.0, 1.0)
+    # same direction every step: std of the per-token ratio and cosine distance ~ 0
+    assert max(rec.std()) < 1e-4 and max(rec.cos_dis()) < 1e-4
+
+
+def test_stats_per_token_against_numpy():
+    g = torch.Generator().manual_seed(1)
+    r0 = torch.randn(2, 7, 5, generator=g)
+    r1 = torch.randn(2, 7, 5, generator=g)
+    rec = CalibrationRecorder(branches=1)
+    rec.record(0, 0, r0)
+    rec.record(0, 1, r1)
+    a, b = r1.double().numpy().reshape(-1, 5), r0.double().numpy().reshape(-1, 5)
+    ratio = np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    cos = 1 - (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    assert list(rec.curve()) == [1.0, round(float(ratio.mean()), 5)]
+    assert rec.std() == [0.0, round(float(ratio.std(ddof=1)), 5)]
+    assert rec.cos_dis() == [0.0, round(float(cos.mean()), 5)]
+
+
+def test_orthogonal_and_opposite_residuals_cosine():
+    rec = CalibrationRecorder(branches=1)
+    e0 = torch.tensor([[[1.0, 0.0, 0.0]]])
+    rec.record(0, 0, e0)
+    rec.record(0, 1, torch.tensor([[[0.0, 2.0, 0.0]]]))
+    rec.record(0, 2, torch.tensor([[[0.0, -3.0, 0.0]]]))
+    assert list(rec.curve()) == [1.0, 2.0, 1.5]
+    assert rec.cos_dis() == [0.0, 1.0, 2.0]
+
+
+def test_bf16_residuals_are_measured_in_float32():
+    g = torch.Generator().manual_seed(3)
+    r0 = torch.randn(1, 64, 16, generator=g).bfloat16()
+    r1 = (r0.float() * 1.003).bfloat16()
+    rec = CalibrationRecorder(branches=1)
+    rec.record(0, 0, r0)
+    rec.record(0, 1, r1)
+    ref = (r1.float().norm(dim=-1) / r0.float().norm(dim=-1)).mean().item()
+    assert rec.curve()[1] == round(ref, 5)
+
+
+def test_interleaving_duplicates_and_json_round_trip():
+    rec = CalibrationRecorder(branches=2)
+    for step in range(4):
+        for b in (0, 1):
+            r = torch.full((1, 3, 4), float((step + 1) * (b + 2)))
+            rec.record(b, step, r)
+            rec.record(b, step, r * 100)          # extra evaluation of the same step: ignored
+    # cond ratios (t+1)/t, uncond the same: [1, 1, 2, 2, 1.5, 1.5, 1.33333, 1.33333]
+    assert list(rec.curve()) == [1.0, 1.0, 2.0, 2.0, 1.5, 1.5, 1.33333, 1.33333]
+    d = json.loads(rec.to_json())
+    assert d["branches"] == 2 and d["calib_steps"] == 4 and len(d["mag_std"]) == 8
+    c = parse_curve(rec.to_json())
+    assert c == rec.curve() and c.branches == 2
+    sch = plan_schedule(c, 10, MagCacheConfig())
+    assert sch.total_calls == 20
+    one = CalibrationRecorder(branches=1)
+    for step in range(3):
+        one.record(0, step, torch.full((1, 2, 2), step + 1.0))
+    c1 = parse_curve(one.to_json())
+    assert c1.branches == 1 and list(c1) == [1.0, 2.0, 1.5]
+
+
+def test_recorder_bad_inputs():
+    rec = CalibrationRecorder(branches=2)
+    with pytest.raises(ValueError, match="branches"):
+        CalibrationRecorder(branches=3)
+    with pytest.raises(ValueError, match="step"):
+        rec.record(0, 1, torch.ones(1, 2, 2))           # must start at step 0
+    rec.record(0, 0, torch.ones(1, 2, 2))
+    with pytest.raises(ValueError, match="jumps"):
+        rec.record(0, 2, torch.ones(1, 2, 2))
+    with pytest.raises(ValueError, match="shape"):
+        rec.record(0, 1, torch.ones(1, 3, 2))
+    with pytest.raises(ValueError, match="branch"):
+        CalibrationRecorder(branches=1).record(1, 0, torch.ones(1, 2, 2))
+    with pytest.raises(ValueError, match="at least 2"):
+        rec.curve()
+
+
+# ---------------------------------------------------------------- compare
+def ssim_reference(a, b, c1=1e-4, c2=9e-4):
+    """Independent SSIM: scipy Gaussian filter (sigma 1.5, truncate 3.5 -> 11 taps), crop the 5-px
+    border (skimage's convention), mean over pixels and channels. a, b: [H, W, C] float64."""
+    out = []
+    for ch in range(a.shape[-1]):
+        x, y = a[..., ch], b[..., ch]
+        f = lambda t: gaussian_filter(t, 1.5, truncate=3.5, mode="reflect")  # noqa: E731
+        mx, my = f(x), f(y)
+        vx, vy, cxy = f(x * x) - mx ** 2, f(y * y) - my ** 2, f(x * y) - mx * my
+        m = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+        out.append(m[5:-5, 5:-5].mean())
+    return float(np.mean(out))
+
+
+def test_identical_frames():
+    a = torch.rand(3, 20, 24, 3)
+    assert torch.isinf(psnr(a, a.clone())).all()
+    assert torch.allclose(ssim(a, a.clone()), torch.ones(3, dtype=torch.float64))
+    assert difference_image(a, a).abs().max() == 0
+
+
+def test_psnr_constant_offset_closed_form():
+    a = torch.full((2, 8, 8, 3), 0.25, dtype=torch.float64)
+    for d in (0.01, 0.1, 0.5):
+        p = psnr(a, a + d)
+        assert torch.allclose(p, torch.full((2,), -20 * math.log10(d), dtype=torch.float64), atol=1e-9)
+    p = psnr(a * 255, a * 255 + 2.55, data_range=255.0)
+    assert torch.allclose(p, torch.full((2,), 40.0, dtype=torch.float64), atol=1e-9)
+
+
+def test_psnr_per_frame():
+    a = torch.zeros(3, 4, 4, 1)
+    b = a.clone()
+    b[1] += 0.1
+    b[2] += 0.01
+    p = psnr(a, b)
+    assert math.isinf(p[0]) and p[1] == pytest.approx(20.0) and p[2] == pytest.approx(40.0)
+
+
+def test_ssim_constant_frames_closed_form():
+    ma, mb = 0.3, 0.6
+    a, b = torch.full((1, 16, 16, 1), ma), torch.full((1, 16, 16, 1), mb)
+    c1 = 1e-4
+    want = (2 * ma * mb + c1) / (ma ** 2 + mb ** 2 + c1)
+    assert ssim(a, b).item() == pytest.approx(want, abs=1e-6)
+
+
+def test_ssim_against_independent_reference():
+    g = torch.Generator().manual_seed(4)
+    base = torch.rand(2, 32, 40, 3, generator=g, dtype=torch.float64)
+    noisy = (base + 0.1 * torch.randn(base.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    blurred = torch.from_numpy(gaussian_filter(base.numpy(), (0, 1.0, 1.0, 0)))
+    for other in (noisy, blurred):
+        got = ssim(base, other)
+        for i in range(2):
+            assert got[i].item() == pytest.approx(ssim_reference(base[i].numpy(), other[i].numpy()), abs=1e-10)
+        assert (got < 1).all() and (got > 0).all()
+    assert (ssim(base, noisy) < ssim(base, (base + 0.02).clamp(0, 1))).all()
+
+
+def test_difference_image_and_errors():
+    a = torch.zeros(1, 12, 12, 3)
+    b = torch.full((1, 12, 12, 3), 0.1)
+    d = difference_image(a, b, gain=4.0)
+    assert torch.allclose(d, torch.full_like(a, 0.4)) and difference_image(a, b, 100.0).max() == 1.0
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(a, b[:, :10])
+    with pytest.raises(ValueError, match="smaller"):
+        ssim(torch.zeros(1, 8, 8, 3), torch.zeros(1, 8, 8, 3))
+    with pytest.raises(ValueError, match="a: expected"):
+        ssim(torch.zeros(8, 8, 3), torch.zeros(8, 8, 3))
