@@ -107,7 +107,7 @@ def host_models(model, vae, positive, weights, sample_posterior=False):
 
     def unet(x, t, context):
         return unet_mod(x.to(device, dtype), t.to(device, torch.float32),
-                        context=context.to(device, dtype)).float()
+                        context=context.to(device, dtype), transformer_options={}).float()
 
     def encode(x):
         pixels = ((x.float() + 1) / 2).clamp(0, 1).movedim(1, -1)

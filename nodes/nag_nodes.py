@@ -1,3 +1,121 @@
-"""ComfyUI nodes for nag (filled in by its issue)."""
-NODE_CLASS_MAPPINGS = {}
-NODE_DISPLAY_NAME_MAPPINGS = {}
+"""NAG node: negative prompts for native Wan at CFG 1 (and with CFG), inside one forward pass."""
+import logging
+import math
+
+import torch
+
+from ..nag import NAGConfig
+from .nag_hook import NAGCrossAttention, apply_nag
+
+log = logging.getLogger("atelier")
+
+CATEGORY = "Atelier/Guidance"
+NODE = "Atelier NAG (Wan)"
+CROSS_ATTN_PARTS = ("q", "k", "v", "o", "norm_q", "norm_k")
+IMAGE_PARTS = ("k_img", "v_img", "norm_k_img")
+HOST_CLASSES = ("WanT2VCrossAttention", "WanI2VCrossAttention")
+
+
+def wan_text_width(model):
+    """Check that ``model`` is a Wan diffusion model NAG can patch; return its text width
+    (4096 for UMT5-XXL). Raises ValueError naming the input otherwise."""
+    dm = model.get_model_object("diffusion_model")
+    blocks = getattr(dm, "blocks", None)
+    te = getattr(dm, "text_embedding", None)
+    if blocks is None or te is None or len(blocks) == 0:
+        raise ValueError(f"{NODE}: input 'model' is a {type(dm).__name__}, not a Wan model (no Wan "
+                         "'blocks'/'text_embedding'). Allowed: Wan2.1/Wan2.2 diffusion models loaded by "
+                         "the host (T2V, I2V, FLF2V, VACE, camera).")
+    for i in range(len(blocks)):
+        ca = model.get_model_object(f"diffusion_model.blocks.{i}.cross_attn")
+        if isinstance(ca, NAGCrossAttention):
+            raise ValueError(f"{NODE}: input 'model' already has Atelier NAG applied; use one NAG node "
+                             "per model (change its settings instead of chaining).")
+        name = type(ca).__name__
+        missing = [p for p in CROSS_ATTN_PARTS + ("num_heads",) if not hasattr(ca, p)]
+        if name not in HOST_CLASSES or missing:
+            raise ValueError(f"{NODE}: input 'model' block {i} has cross-attention {name}"
+                             f"{' missing ' + str(missing) if missing else ''}; allowed: the host's "
+                             f"{' / '.join(HOST_CLASSES)} (Wan2.1/2.2 text and image cross-attention).")
+        if name == "WanI2VCrossAttention" and not all(hasattr(ca, p) for p in IMAGE_PARTS):
+            raise ValueError(f"{NODE}: input 'model' block {i}: I2V cross-attention without {IMAGE_PARTS}.")
+    first = te[0] if isinstance(te, torch.nn.Sequential) else te
+    width = getattr(first, "in_features", None)
+    if width is None:
+        raise ValueError(f"{NODE}: input 'model': cannot read the text width of {type(te).__name__}.")
+    return int(width)
+
+
+def negative_context(conditioning, width):
+    """The NAG-negative text tensor [N, L, width] from a CONDITIONING, checked."""
+    if not isinstance(conditioning, (list, tuple)) or not conditioning \
+            or not isinstance(conditioning[0], (list, tuple)) or not torch.is_tensor(conditioning[0][0]):
+        raise ValueError(f"{NODE}: input 'nag_negative' must be a CONDITIONING (from a text encoder such "
+                         "as CLIPTextEncode with the Wan UMT5 encoder).")
+    if len(conditioning) > 1:
+        log.warning("[Atelier] NAG: 'nag_negative' has %d entries; only the first is used.", len(conditioning))
+    ctx = conditioning[0][0]
+    if ctx.ndim != 3:
+        raise ValueError(f"{NODE}: input 'nag_negative' has a tensor of shape {tuple(ctx.shape)}; "
+                         "expected [batch, tokens, width].")
+    if ctx.shape[-1] != width:
+        raise ValueError(f"{NODE}: input 'nag_negative' is {ctx.shape[-1]} wide but the model's text "
+                         f"encoder width is {width}: encode the negative with the model's own text encoder "
+                         "(UMT5-XXL for Wan).")
+    if ctx.shape[1] == 0:
+        raise ValueError(f"{NODE}: input 'nag_negative' has no tokens.")
+    if not bool(torch.isfinite(ctx).all()):
+        raise ValueError(f"{NODE}: input 'nag_negative' contains NaN or infinite values.")
+    return ctx.detach()
+
+
+class AtelierNAGWan:
+    DESCRIPTION = ("Normalized Attention Guidance for native Wan2.1/Wan2.2: makes a negative prompt work "
+                   "at CFG 1 (distilled / few-step models) inside the single forward pass, at a fraction "
+                   "of a CFG pass. Works with CFG > 1 too (only the positive branch is guided) and with "
+                   "Atelier MagCache in either order. Connect its MODEL to your sampler.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with NAG (a clone; the input model is untouched).",)
+    FUNCTION = "apply"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "A Wan2.1 or Wan2.2 diffusion model (T2V or I2V)."}),
+            "nag_negative": ("CONDITIONING", {"tooltip":
+                             "What to steer away from, encoded with the model's text encoder (UMT5). "
+                             "Independent of the sampler's negative, which only acts when cfg > 1."}),
+            "scale": ("FLOAT", {"default": 11.0, "min": 1.0, "max": 100.0, "step": 0.1, "tooltip":
+                      "Guidance strength s (extrapolation s*Z+ - (s-1)*Z-; the paper's phi is s-1). "
+                      "1 turns NAG off; Wan at cfg 1: 9-11; with cfg > 1 lower (e.g. 5-9)."}),
+            "tau": ("FLOAT", {"default": 2.5, "min": 1.0, "max": 10.0, "step": 0.05, "tooltip":
+                    "Largest allowed L1 norm ratio of the guided to the positive attention output per "
+                    "token; larger = stronger, riskier. Few-step models: up to 3.5."}),
+            "alpha": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                      "Blend of the guided output into the positive one (0 = off). Few-step: up to 0.5."}),
+            "sigma_end": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip":
+                          "Guidance stops below this sigma (Wan sigmas run from 1 to 0); 0 = every step. "
+                          "E.g. 0.75 skips the cost on late detail steps."}),
+        }}
+
+    def apply(self, model, nag_negative, scale, tau, alpha, sigma_end):
+        width = wan_text_width(model)
+        for name, v in (("scale", scale), ("tau", tau), ("alpha", alpha), ("sigma_end", sigma_end)):
+            if not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+                raise ValueError(f"{NODE}: input '{name}' is {v!r}; must be a finite number.")
+        try:
+            config = NAGConfig(scale=float(scale), tau=float(tau), alpha=float(alpha),
+                               sigma_end=float(sigma_end)).validate()
+        except ValueError as exc:
+            raise ValueError(f"{NODE}: input {exc}") from None
+        negative = negative_context(nag_negative, width)
+        if not config.enabled:
+            log.info("[Atelier] NAG: scale 1 or alpha 0 turns NAG off; the model passes through unchanged.")
+            return (model.clone(),)
+        return (apply_nag(model, config, negative),)
+
+
+NODE_CLASS_MAPPINGS = {"AtelierNAGWan": AtelierNAGWan}
+NODE_DISPLAY_NAME_MAPPINGS = {"AtelierNAGWan": "Atelier NAG (Wan)"}

@@ -83,3 +83,24 @@ def state_fingerprint(model):
         "patches": len(model.patches),
         "weights_sum": w,
     }
+
+
+def load_trained_wan(path=None):
+    """The trained tiny Wan (tinywan/weights) loaded by the host; ``(model, metadata)``."""
+    from tinywan.weights import load_trained_state_dict
+    sd, meta = load_trained_state_dict(path)
+    model = comfy.sd.load_diffusion_model_state_dict(sd)
+    assert model is not None, "host did not detect the trained tiny Wan"
+    return model, meta
+
+
+def prompt_cond(prompt):
+    """A CONDITIONING with the tiny Wan's fixed text embedding of ``prompt`` (its vocabulary)."""
+    from tinywan.data import encode_prompt
+    return [[encode_prompt(prompt)[None], {}]]
+
+
+def host_latent_to_rgb01(samples):
+    """A host Wan LATENT [B, 16, F, H, W] -> RGB [B, 3, F, 2H, 2W] in [0, 1] via the tiny 'VAE'."""
+    from tinywan import vae
+    return vae.to_unit(vae.decode(vae.from_host_latent(samples.float())))

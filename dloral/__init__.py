@@ -1,0 +1,17 @@
+"""DLoRAL one-step video super-resolution (Sun et al., NeurIPS 2025), pure torch.
+
+- ``checkpoint``: safe loading of the official ``model.pkl`` and conversion to a small safetensors
+  file (LoRA deltas in the host's SD2 UNet naming, the 8-channel conv_in, the CFR weights);
+- ``cfr``: SpyNet flow, warping and the thresholded retrieval attention (chunked);
+- ``pipeline``: the frame scheduler over (previous, current) pairs, one-step update, tiling;
+- ``colorfix`` and ``tiling``: AdaIN / wavelet colour fixes, blended tiles and VAE tiling.
+
+No host imports here: the SD2.1 UNet and VAE are passed in as callables (``DLoRALModels``).
+"""
+from .checkpoint import (DLoRALWeights, load_official, convert_official, save_weights, load_weights,
+                         convert_file, apply_lora, lora_delta)
+from .cfr import CFR, SpyNet, RetrievalAttention, flow_warp, cfr_fuse
+from .colorfix import adain_color_fix, wavelet_color_fix, color_fix, COLOR_FIXES
+from .pipeline import (LATENT_SCALE, DLoRALConfig, DLoRALModels, prepare_frames, process_pairs,
+                       upscale_video, upscale_frames)
+from .tiling import tiles, tiled_decode, tiled_encode

@@ -1,0 +1,303 @@
+"""Loading the official DLoRAL ``model.pkl`` safely and converting it to a small safetensors file.
+
+The official checkpoint is a ``torch.save`` dict (see ``docs``/research notes):
+
+- ``lora_rank_unet_quality`` / ``lora_rank_unet_consistency``: int ranks;
+- ``unet_lora_{encoder,decoder,others}_modules_{quality,consistency}``: six lists of diffusers
+  module names, one per adapter ``default_{group}_{kind}``;
+- ``state_dict_unet``: the whole PEFT-wrapped UNet (``<m>.base_layer.*``, ``<m>.lora_A.<adapter>.weight``,
+  ``<m>.lora_B.<adapter>.weight``, plain keys for untargeted modules);
+- ``state_dict_bpp``: the whole CFR network, of which inference uses SpyNet and the retrieval attention.
+
+At inference all six adapters are active with weight 1 and PEFT's scaling ``alpha / r`` (alpha is
+PEFT's default 8, not stored), so each targeted weight becomes ``W + s_q B_q A_q + s_c B_c A_c``. The
+converter stores that sum exactly as one LoRA of rank ``r_q + r_c`` per module (``up = [s_q B_q | s_c B_c]``,
+``down = [A_q; A_c]``, ``alpha = r_q + r_c`` so the host's own scale is 1), in the host's LDM key naming,
+plus the merged 8-channel input convolution and the CFR weights. Base UNet weights are not stored:
+they come from the user's SD2.1-base checkpoint.
+"""
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+
+import torch
+
+from .keymap import diffusers_to_ldm, layout_from_names
+
+__all__ = ["DLoRALWeights", "ADAPTERS", "load_official", "convert_official", "save_weights",
+           "load_weights", "convert_file", "apply_lora", "lora_delta", "FORMAT"]
+
+FORMAT = "atelier-dloral"
+GROUPS = ("encoder", "decoder", "others")
+KINDS = ("quality", "consistency")
+ADAPTERS = tuple(f"default_{g}_{k}" for g in GROUPS for k in KINDS)
+PEFT_DEFAULT_ALPHA = 8.0
+
+_MODULE_LISTS = tuple(f"unet_lora_{g}_modules_{k}" for g in GROUPS for k in KINDS)
+_REQUIRED = ("lora_rank_unet_quality", "lora_rank_unet_consistency", *_MODULE_LISTS,
+             "state_dict_unet", "state_dict_bpp")
+_ATTN = {"query_conv": "q", "key_conv": "k", "value_conv": "v", "proj_out": "out", "threshold_fc": "threshold"}
+_UNUSED_BPP = ("feat_extract.", "weight_predict.", "weight_predict_final.", "reconstruction_feat.",
+               "conv_hr.", "conv_last.")
+
+
+def _spynet_keys():
+    """Official SpyNet key -> this pack's key (``levels.L.I.weight``)."""
+    out = {}
+    for lvl in range(6):
+        for i in range(5):
+            for p in ("weight", "bias"):
+                out[f"spynet.basic_module.{lvl}.basic_module.{i}.conv.{p}"] = f"levels.{lvl}.{i}.{p}"
+    return out
+
+
+_SPYNET = _spynet_keys()
+
+
+@dataclass
+class DLoRALWeights:
+    """What the pack needs from a DLoRAL checkpoint.
+
+    lora: host-format LoRA dict keyed ``diffusion_model.<ldm module>.{lora_up.weight,lora_down.weight,alpha}``.
+    conv_in_weight: [320, 8, 3, 3] merged input convolution (channels 0-3: warped previous latent,
+    4-7: fused current latent); conv_in_bias: [320].
+    spynet / attn: CFR weights in this pack's naming (see ``cfr.SpyNet`` / ``cfr.RetrievalAttention``).
+    """
+    lora: dict
+    conv_in_weight: torch.Tensor
+    conv_in_bias: torch.Tensor
+    spynet: dict
+    attn: dict
+    meta: dict = field(default_factory=dict)
+
+    def modules(self):
+        """LDM module names the LoRA patches (conv_in excluded: it is replaced whole)."""
+        return sorted(k[:-len(".lora_up.weight")] for k in self.lora if k.endswith(".lora_up.weight"))
+
+
+def load_official(path):
+    """Open an official ``model.pkl`` with ``torch.load(weights_only=True)``; nothing in it is executed.
+
+    Raises ValueError when the file needs more than tensors and plain containers (unsafe pickle).
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"DLoRAL checkpoint {path!r}: no such file")
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:  # legacy (non-zip) format cannot be memory-mapped
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"DLoRAL checkpoint {path!r} was refused: it needs more than tensors and plain containers to "
+            f"load (torch.load weights_only=True failed), so it is not the official DLoRAL model.pkl or it was "
+            f"tampered with; nothing in it was executed. Detail: {str(exc).splitlines()[0]}") from None
+
+
+def _check_official(ck):
+    if not isinstance(ck, dict):
+        raise ValueError(f"not a DLoRAL checkpoint: expected a dict at the top level, got {type(ck).__name__}")
+    missing = [k for k in _REQUIRED if k not in ck]
+    if missing:
+        raise ValueError(f"not a DLoRAL checkpoint: missing top-level keys {missing}")
+    for k in ("lora_rank_unet_quality", "lora_rank_unet_consistency"):
+        if not isinstance(ck[k], int) or ck[k] <= 0:
+            raise ValueError(f"not a DLoRAL checkpoint: {k} must be a positive int, got {ck[k]!r}")
+
+
+def lora_delta(up, down):
+    """``up @ down`` for Linear ([o,r] x [r,i]) or Conv ([o,r,1,1] x [r,i,k,k]) LoRA factors."""
+    d = up.flatten(1).float() @ down.flatten(1).float()
+    return d.reshape(up.shape[0], *down.shape[1:])
+
+
+def convert_official(ck, lora_alpha=PEFT_DEFAULT_ALPHA, dtype=torch.float32):
+    """Convert a loaded official checkpoint dict to :class:`DLoRALWeights`.
+
+    Every key of ``state_dict_unet`` and ``state_dict_bpp`` is accounted for (used, a base weight
+    the user's SD2.1 supplies, or a known unused CFR part); any other key raises ValueError.
+    """
+    _check_official(ck)
+    sd, bpp = ck["state_dict_unet"], ck["state_dict_bpp"]
+    rank = {"quality": ck["lora_rank_unet_quality"], "consistency": ck["lora_rank_unet_consistency"]}
+    scale = {k: float(lora_alpha) / r for k, r in rank.items()}
+    targets = {}  # module -> group
+    for g in GROUPS:
+        q, c = ck[f"unet_lora_{g}_modules_quality"], ck[f"unet_lora_{g}_modules_consistency"]
+        if sorted(q) != sorted(c):
+            raise ValueError(f"not a DLoRAL checkpoint: the {g} quality and consistency module lists differ")
+        for m in q:
+            if m in targets:
+                raise ValueError(f"not a DLoRAL checkpoint: module {m!r} is listed in two groups")
+            targets[m] = g
+    if "conv_in" not in targets:
+        raise ValueError("not a DLoRAL checkpoint: 'conv_in' is not among the LoRA target modules")
+
+    # account for every UNet key
+    used, leftover = set(), []
+    names = set()
+    for key in sd:
+        parts = key.split(".")
+        if ".lora_A." in key or ".lora_B." in key:
+            i = parts.index("lora_A") if "lora_A" in parts else parts.index("lora_B")
+            mod, adapter = ".".join(parts[:i]), parts[i + 1]
+            if mod not in targets or adapter not in (f"default_{targets[mod]}_{k}" for k in KINDS):
+                leftover.append(key)
+            continue
+        if ".base_layer." in key:
+            mod = key[:key.index(".base_layer.")]
+            (names.add(mod) if mod in targets else leftover.append(key))
+            continue
+        names.add(key.rsplit(".", 1)[0])
+    layout = layout_from_names(names)
+    for n in sorted(names):
+        try:
+            diffusers_to_ldm(n, layout)
+        except KeyError:
+            leftover.extend(k for k in sd if k.startswith(n + ".") and ".lora_" not in k)
+    if leftover:
+        raise ValueError(f"DLoRAL checkpoint: {len(leftover)} UNet keys match no known module or adapter, "
+                         f"e.g. {sorted(leftover)[:5]}")
+
+    lora = {}
+    need = []
+    for mod, g in sorted(targets.items()):
+        ks = {(ab, k): f"{mod}.lora_{ab}.default_{g}_{k}.weight" for ab in "AB" for k in KINDS}
+        miss = [v for v in ks.values() if v not in sd]
+        if miss:
+            need.extend(miss)
+            continue
+        down = torch.cat([sd[ks["A", "quality"]].float(), sd[ks["A", "consistency"]].float()], 0)
+        up = torch.cat([sd[ks["B", "quality"]].float() * scale["quality"],
+                        sd[ks["B", "consistency"]].float() * scale["consistency"]], 1)
+        used.update(ks.values())
+        if mod == "conv_in":
+            wkey, bkey = "conv_in.base_layer.weight", "conv_in.base_layer.bias"
+            if wkey not in sd or bkey not in sd:
+                need.extend(k for k in (wkey, bkey) if k not in sd)
+                continue
+            w = sd[wkey].float()
+            if w.dim() != 4 or w.shape[1] != 8:
+                raise ValueError(f"not a DLoRAL checkpoint: conv_in weight has shape {tuple(w.shape)}, "
+                                 "expected [*, 8, 3, 3]")
+            conv_w, conv_b = w + lora_delta(up, down), sd[bkey].float()
+            used.update((wkey, bkey))
+            continue
+        ldm = "diffusion_model." + diffusers_to_ldm(mod, layout)
+        lora[ldm + ".lora_up.weight"] = up.to(dtype).contiguous()
+        lora[ldm + ".lora_down.weight"] = down.to(dtype).contiguous()
+        lora[ldm + ".alpha"] = torch.tensor(float(down.shape[0]))
+    if need:
+        raise ValueError(f"not a DLoRAL checkpoint: {len(need)} LoRA keys missing, e.g. {need[:5]}")
+
+    spy, attn, bad = {}, {}, []
+    for key, v in bpp.items():
+        if key in _SPYNET:
+            spy[_SPYNET[key]] = v.float().to(dtype)
+        elif key.startswith("cross_attn_module."):
+            sub, _, p = key[len("cross_attn_module."):].rpartition(".")
+            if sub in _ATTN:
+                attn[f"{_ATTN[sub]}.{p}"] = v.float().to(dtype)
+            else:
+                bad.append(key)
+        elif key in ("spynet.mean", "spynet.std") or key.startswith(_UNUSED_BPP):
+            pass  # ImageNet constants (fixed in the pack) and CFR parts inference never runs
+        else:
+            bad.append(key)
+    miss = [k for k in _SPYNET if k not in bpp] + [
+        f"cross_attn_module.{s}.{p}" for s in _ATTN for p in ("weight", "bias")
+        if f"cross_attn_module.{s}.{p}" not in bpp]
+    if miss:
+        raise ValueError(f"not a DLoRAL checkpoint: state_dict_bpp lacks {len(miss)} CFR keys, e.g. {miss[:5]}")
+    if bad:
+        raise ValueError(f"DLoRAL checkpoint: unknown CFR keys {sorted(bad)[:5]}")
+    meta = {"format": FORMAT, "version": "1", "rank_quality": str(rank["quality"]),
+            "rank_consistency": str(rank["consistency"]), "lora_alpha": str(float(lora_alpha)),
+            "modules": str(len(targets))}
+    return DLoRALWeights(lora, conv_w.to(dtype), conv_b.to(dtype), spy, attn, meta)
+
+
+def save_weights(w, path):
+    """Write :class:`DLoRALWeights` as safetensors (to a temporary name, then renamed into place)."""
+    from safetensors.torch import save_file
+    tensors = dict(w.lora)
+    tensors["conv_in.weight"], tensors["conv_in.bias"] = w.conv_in_weight, w.conv_in_bias
+    tensors.update({"cfr.spynet." + k: v for k, v in w.spynet.items()})
+    tensors.update({"cfr.attn." + k: v for k, v in w.attn.items()})
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".dloral-", suffix=".tmp", dir=d)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=dict(w.meta))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_weights(path, dtype=None):
+    """Load pack weights from a converted ``.safetensors`` file, or convert an official ``.pkl`` in memory."""
+    if not str(path).endswith(".safetensors"):
+        w = convert_official(load_official(path))
+        return w if dtype is None else _cast(w, dtype)
+    from safetensors import safe_open
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path!r} is not a converted DLoRAL file (metadata format is "
+                             f"{meta.get('format')!r}, expected {FORMAT!r}); convert model.pkl first")
+        t = {k: f.get_tensor(k) for k in f.keys()}
+    need = ["conv_in.weight", "conv_in.bias"] + ["cfr.spynet." + v for v in _SPYNET.values()]
+    miss = [k for k in need if k not in t]
+    if miss:
+        raise ValueError(f"converted DLoRAL file {path!r} lacks keys {miss[:5]}")
+    w = DLoRALWeights(
+        lora={k: v for k, v in t.items() if k.startswith("diffusion_model.")},
+        conv_in_weight=t["conv_in.weight"], conv_in_bias=t["conv_in.bias"],
+        spynet={k[len("cfr.spynet."):]: v for k, v in t.items() if k.startswith("cfr.spynet.")},
+        attn={k[len("cfr.attn."):]: v for k, v in t.items() if k.startswith("cfr.attn.")},
+        meta=meta)
+    return w if dtype is None else _cast(w, dtype)
+
+
+def _cast(w, dtype):
+    c = lambda d: {k: (v if k.endswith(".alpha") else v.to(dtype)) for k, v in d.items()}
+    return DLoRALWeights(c(w.lora), w.conv_in_weight.to(dtype), w.conv_in_bias.to(dtype),
+                         c(w.spynet), c(w.attn), dict(w.meta))
+
+
+def convert_file(src, dst, dtype=torch.float16):
+    """Convert an official ``model.pkl`` to a converted safetensors file; returns the weights."""
+    w = convert_official(load_official(src), dtype=dtype)
+    save_weights(w, dst)
+    return w
+
+
+def apply_lora(state_dict, w, strength=1.0):
+    """Merge the converted weights into an LDM-named UNet state dict (keys ``diffusion_model.*`` or bare).
+
+    Returns a new dict with each targeted weight ``W + strength * up @ down * alpha / rank`` and the
+    8-channel conv_in. Raises ValueError if a LoRA module is missing or its shape does not match.
+    """
+    prefix = "diffusion_model." if any(k.startswith("diffusion_model.") for k in state_dict) else ""
+    out = dict(state_dict)
+    for mod in w.modules():
+        key = (mod if prefix else mod[len("diffusion_model."):]) + ".weight"
+        if key not in out:
+            raise ValueError(f"base UNet has no weight {key!r}: it is not an SD2.x UNet this DLoRAL fits")
+        up, down = w.lora[mod + ".lora_up.weight"], w.lora[mod + ".lora_down.weight"]
+        alpha = float(w.lora.get(mod + ".alpha", torch.tensor(float(down.shape[0]))))
+        d = lora_delta(up, down) * (alpha / down.shape[0]) * strength
+        if d.shape != out[key].shape:
+            raise ValueError(f"base UNet weight {key!r} has shape {tuple(out[key].shape)}, DLoRAL expects "
+                             f"{tuple(d.shape)}: not the SD2.x UNet this DLoRAL fits")
+        out[key] = (out[key].float() + d).to(out[key].dtype)
+    out[prefix + "input_blocks.0.0.weight"] = w.conv_in_weight
+    out[prefix + "input_blocks.0.0.bias"] = w.conv_in_bias
+    return out

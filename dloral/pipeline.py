@@ -1,0 +1,235 @@
+"""DLoRAL one-step video ×4 upscaling over a stream of frames.
+
+Models are plain callables (see :class:`DLoRALModels`), so the core runs on the host's SD2.1 UNet
+and VAE (adapted by the node) or on tiny pure-torch stand-ins (tests).
+
+Per frame t the pair (t-1, t) is processed; frame 0 is paired with itself (previous = current:
+the flow is SpyNet's estimate between identical frames and the retrieval attends to the frame's own
+latent), so N frames in give N frames out, in order. Each frame is VAE-encoded once; its latent and
+upsampled LR frame are carried over as the next pair's "previous". Frames are processed in windows
+of ``window`` pairs (one batch through CFR, UNet and VAE decode); only the last frame of a window is
+kept, so memory does not grow with the clip length.
+
+One step (official ``--stages 1``): ``x = [warp(z_prev), fused]`` (8 channels), ``eps = UNet(x, t=1,
+context)``, ``z0 = fused − eps``, ``image = decode(z0 / 0.18215)``, then a colour fix against the
+upsampled LR frame.
+"""
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .cfr import CFR, cfr_fuse
+from .colorfix import COLOR_FIXES, color_fix
+from .tiling import ramp_weight, tiles, tiled_decode, tiled_encode
+
+__all__ = ["LATENT_SCALE", "DLoRALConfig", "DLoRALModels", "prepare_frames", "process_pairs",
+           "upscale_video", "upscale_frames"]
+
+LATENT_SCALE = 0.18215
+MIN_SIDE = 8
+
+
+@dataclass(frozen=True)
+class DLoRALConfig:
+    """Settings of one upscaling run.
+
+    tile / overlap: latent tile size and overlap (latent pixels; ×8 in the image). A frame whose
+      latent has more than tile² positions is tiled (the official rule); tile 0 never tiles.
+    color_fix: "adain" | "wavelet" | "none".
+    window: pairs per batch (memory grows with it, not with the clip length).
+    seed: seeds posterior sampling (only used when ``sample_posterior``).
+    sample_posterior: sample the VAE posterior (the official code does, unseeded) instead of its mean.
+    process_size: frames whose ×4 short side is below this are pre-upscaled to it (official default
+      512) and the result resized back to exactly ×4.
+    vae_tile / vae_overlap: VAE decode tile and overlap in latent pixels (0: no VAE tiling); encode
+      uses the same ×8 in pixels.
+    attn_chunk: retrieval-attention queries per block ("auto": about 256 MiB per block; None: dense).
+    """
+    tile: int = 96
+    overlap: int = 32
+    color_fix: str = "adain"
+    window: int = 4
+    seed: int = 0
+    sample_posterior: bool = False
+    process_size: int = 512
+    vae_tile: int = 0
+    vae_overlap: int = 16
+    attn_chunk: object = "auto"
+
+    def __post_init__(self):
+        if self.tile < 0 or (self.tile and not 0 <= self.overlap < self.tile):
+            raise ValueError(f"tile must be 0 or > overlap >= 0, got tile={self.tile}, overlap={self.overlap}")
+        if self.color_fix not in COLOR_FIXES:
+            raise ValueError(f"color_fix must be one of {COLOR_FIXES}, got {self.color_fix!r}")
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
+        if self.process_size < 64 or self.process_size % 8:
+            raise ValueError(f"process_size must be a multiple of 8 and >= 64, got {self.process_size}")
+        if self.vae_tile < 0 or (self.vae_tile and not 0 <= self.vae_overlap < self.vae_tile):
+            raise ValueError(f"vae_tile must be 0 or > vae_overlap >= 0, got {self.vae_tile}/{self.vae_overlap}")
+
+
+@dataclass
+class DLoRALModels:
+    """The callables a run needs.
+
+    unet(x, t, context): x (B, 8, h, w) in ``dtype``, t (B,) timesteps (all 1), context (B, L, D) ->
+      eps (B, 4, h, w); the 8-channel conv_in and the DLoRAL LoRAs must already be applied.
+    encode(img): (B, 3, H, W) in [-1, 1] -> unscaled latent mean (B, 4, H/8, W/8), or a tuple
+      (mean, logvar) when posterior sampling is wanted.
+    decode(z): unscaled latent (B, 4, h, w) -> (B, 3, 8h, 8w) in [-1, 1].
+    cfr: the CFR module (``CFR.from_weights``); context: (1, L, D) prompt embedding.
+    """
+    unet: Callable
+    encode: Callable
+    decode: Callable
+    cfr: CFR
+    context: torch.Tensor
+    device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32
+
+
+def _resize(x, size):
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+
+
+def prepare_frames(frames, process_size=512):
+    """(B, 3, H, W) in [0, 1] -> ((B, 3, H', W') ×4-upsampled frames in [0, 1], H', W' multiples of 8,
+    and the final output size (4H, 4W)).
+
+    Like the official preprocessing: a frame whose short side is below ``process_size / 4`` is first
+    upscaled to that; then bicubic ×4 (antialiased kernel, as PIL); then resized down to a multiple of 8.
+    """
+    if frames.dim() != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must be (B, 3, H, W), got {tuple(frames.shape)}")
+    h, w = frames.shape[-2:]
+    if min(h, w) < MIN_SIDE:
+        raise ValueError(f"frames are {h}x{w}; DLoRAL needs at least {MIN_SIDE}x{MIN_SIDE} input pixels")
+    x = frames.float()
+    short = process_size // 4
+    if min(h, w) < short:
+        s = short / min(h, w)
+        x = _resize(x, (int(s * h), int(s * w)))
+    x = _resize(x, (x.shape[-2] * 4, x.shape[-1] * 4))
+    x = _resize(x, (x.shape[-2] // 8 * 8, x.shape[-1] // 8 * 8)).clamp(0, 1)
+    return x, (4 * h, 4 * w)
+
+
+def _pair_step(models, lr_prev, lr_cur, z_prev, z_cur, chunk):
+    warped, fused = cfr_fuse(models.cfr, lr_prev, lr_cur, z_prev, z_cur, chunk=chunk)
+    b = z_cur.shape[0]
+    t = torch.ones(b, device=z_cur.device, dtype=models.dtype)
+    ctx = models.context.to(z_cur.device, models.dtype).expand(b, -1, -1)
+    eps = models.unet(torch.cat((warped, fused), 1).to(models.dtype), t, ctx)
+    return fused.float(), eps.float()
+
+
+def process_pairs(models, lr_prev, lr_cur, z_prev, z_cur, cfg):
+    """z0 (B, 4, h, w) for a batch of pairs; tiled over the latent when it exceeds ``cfg.tile``².
+
+    lr_*: (B, 3, 8h, 8w) in [-1, 1]; z_*: (B, 4, h, w) scaled latents.
+    Tiles run CFR and UNet on their crop; the fused latents and eps are blended with ramp weights.
+    """
+    h, w = z_cur.shape[-2:]
+    if not cfg.tile or h * w <= cfg.tile * cfg.tile:
+        fused, eps = _pair_step(models, lr_prev, lr_cur, z_prev, z_cur, cfg.attn_chunk)
+        return fused - eps
+    acc_f = torch.zeros(z_cur.shape, device=z_cur.device)
+    acc_e = torch.zeros_like(acc_f)
+    acc_w = torch.zeros(1, 1, h, w, device=z_cur.device)
+    for box in tiles(h, w, cfg.tile, cfg.overlap):
+        y0, y1, x0, x1 = box
+        px = (slice(None), slice(None), slice(8 * y0, 8 * y1), slice(8 * x0, 8 * x1))
+        lt = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
+        fused, eps = _pair_step(models, lr_prev[px], lr_cur[px], z_prev[lt], z_cur[lt], cfg.attn_chunk)
+        wt = ramp_weight(box, h, w, cfg.overlap, 1, z_cur.device)
+        acc_f[lt] += fused * wt
+        acc_e[lt] += eps * wt
+        acc_w[lt] += wt
+    return (acc_f - acc_e) / acc_w
+
+
+def _encode(models, lr, cfg, first_index):
+    x = (lr * 2 - 1).to(models.device, models.dtype)
+    enc = models.encode
+    r = tiled_encode(enc, x, cfg.vae_tile * 8, cfg.vae_overlap * 8) if cfg.vae_tile else enc(x)
+    if isinstance(r, tuple):
+        mean, logvar = r
+        if cfg.sample_posterior:
+            noise = torch.stack([torch.randn(mean.shape[1:], generator=torch.Generator().manual_seed(
+                (cfg.seed * 1_000_003 + first_index + i) % (2 ** 63))) for i in range(mean.shape[0])])
+            mean = mean.float() + torch.exp(0.5 * logvar.float().clamp(-30, 20)) * noise.to(mean.device)
+    else:
+        if cfg.sample_posterior:
+            raise ValueError("sample_posterior needs a VAE encode that returns (mean, logvar)")
+        mean = r
+    return mean.to(models.dtype) * LATENT_SCALE
+
+
+def _decode(models, z0, cfg):
+    z = (z0 / LATENT_SCALE).to(models.dtype)
+    if cfg.vae_tile:
+        img = tiled_decode(models.decode, z, cfg.vae_tile, cfg.vae_overlap)
+    else:
+        img = models.decode(z)
+    return (img.float().clamp(-1, 1) + 1) / 2
+
+
+@torch.no_grad()
+def upscale_video(frames: Iterable[torch.Tensor], models: DLoRALModels, cfg: DLoRALConfig,
+                  progress: Optional[Callable[[int], None]] = None) -> Iterator[torch.Tensor]:
+    """Upscale a stream of frames ×4; yields one (3, 4H, 4W) frame in [0, 1] (float32, CPU) per input.
+
+    frames: iterable of (3, H, W) tensors in [0, 1], all the same size. Consumed ``cfg.window`` at a
+    time; ``progress(i)`` is called after frame i is produced.
+    """
+    carry, size, index, buf = None, None, 0, []
+
+    def run(batch):
+        nonlocal carry, index
+        x = torch.stack(batch).to(models.device)
+        lr, out_size = prepare_frames(x, cfg.process_size)
+        z = _encode(models, lr, cfg, index)
+        lr_pm = (lr * 2 - 1).to(models.dtype)
+        prev_lr, prev_z = carry if carry is not None else (lr_pm[:1], z[:1])
+        lr_prev = torch.cat((prev_lr, lr_pm[:-1]), 0)
+        z_prev = torch.cat((prev_z, z[:-1]), 0)
+        z0 = process_pairs(models, lr_prev, lr_pm, z_prev, z, cfg)
+        img = color_fix(_decode(models, z0, cfg), lr.float(), cfg.color_fix)
+        img = _resize(img, out_size).clamp(0, 1).cpu()
+        carry = (lr_pm[-1:], z[-1:])
+        for f in img:
+            if progress is not None:
+                progress(index)
+            index += 1
+            yield f
+
+    for i, f in enumerate(frames):
+        if f.dim() != 3 or f.shape[0] != 3:
+            raise ValueError(f"frame {i} must be (3, H, W), got {tuple(f.shape)}")
+        if size is None:
+            size = tuple(f.shape[-2:])
+        elif tuple(f.shape[-2:]) != size:
+            raise ValueError(f"frame {i} is {f.shape[-2]}x{f.shape[-1]} but frame 0 is {size[0]}x{size[1]}: "
+                             "all frames of a video must have the same size")
+        buf.append(f)
+        if len(buf) == cfg.window:
+            yield from run(buf)
+            buf = []
+    if buf:
+        yield from run(buf)
+
+
+def upscale_frames(frames: torch.Tensor, models: DLoRALModels, cfg: DLoRALConfig, progress=None):
+    """(N, 3, H, W) in [0, 1] -> (N, 3, 4H, 4W); the output is allocated once and filled per window."""
+    if frames.dim() != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must be (N, 3, H, W), got {tuple(frames.shape)}")
+    n, _, h, w = frames.shape
+    out = torch.empty(n, 3, 4 * h, 4 * w)
+    for i, f in enumerate(upscale_video(iter(frames), models, cfg, progress)):
+        out[i] = f
+    return out

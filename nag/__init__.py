@@ -1,0 +1,19 @@
+"""NAG (Normalized Attention Guidance) for Wan cross-attention, pure torch.
+
+Negative prompts at CFG 1 in one forward pass: inside each cross-attention, the video
+queries attend to the positive prompt (Z+) and to the NAG-negative prompt (Z-); the
+combine rule extrapolates away from Z-, clips the L1 norm ratio per token and blends.
+Nothing here imports ComfyUI.
+
+* :mod:`.combine`: :func:`nag_combine`, the rule itself (public, documented in the README).
+* :mod:`.config`: :class:`NAGConfig` (scale, tau, alpha, sigma_end) and the sigma gate.
+* :mod:`.rows`: :func:`guided_row_slices`, the positive chunks of a batched call.
+* :mod:`.cross_attention`: :func:`nag_cross_attention`, one Wan cross-attention call with NAG.
+"""
+from .combine import nag_combine, check_nag_params
+from .config import NAGConfig
+from .rows import guided_row_slices, remap_row_slices, COND
+from .cross_attention import nag_cross_attention, negative_kv
+
+__all__ = ["nag_combine", "check_nag_params", "NAGConfig", "guided_row_slices", "remap_row_slices", "COND",
+           "nag_cross_attention", "negative_kv"]

@@ -1,0 +1,93 @@
+"""The NAG combine rule (Normalized Attention Guidance), as one pure function.
+
+Chen et al., "Normalized Attention Guidance: Universal Negative Guidance for Diffusion
+Models" (arXiv 2505.21179). Per token, on cross-attention outputs taken after the heads are
+merged and before the output projection:
+
+1. extrapolate  ``G = s*Z+ - (s-1)*Z-``   (computed as ``Z+ + (s-1)*(Z+ - Z-)``, the same value)
+2. normalise    ``r = ||G||_1 / ||Z+||_1`` over all C channels of the token (not per head);
+                if ``r > tau`` then ``G <- G * tau / r``
+3. blend        ``out = alpha*G + (1-alpha)*Z+``   (computed as ``Z+ + alpha*(G - Z+)``)
+
+``s`` is the implementation's ``nag_scale`` (the paper's phi is ``s - 1``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["nag_combine", "check_nag_params"]
+
+
+def check_nag_params(scale: float, tau: float, alpha: float) -> None:
+    """Raise ValueError naming the parameter when scale, tau or alpha is not allowed.
+
+    Allowed: finite ``scale >= 1`` (1 turns NAG off), finite ``tau >= 1``, ``0 <= alpha <= 1``.
+    """
+    for name, v in (("scale", scale), ("tau", tau), ("alpha", alpha)):
+        if not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+            raise ValueError(f"{name}={v!r}: must be a finite number")
+    if scale < 1:
+        raise ValueError(f"scale={scale}: must be >= 1 (scale 1 turns NAG off; below 1 is not allowed)")
+    if tau < 1:
+        raise ValueError(f"tau={tau}: must be >= 1 (the largest allowed L1 ratio ||G||/||Z+|| per token)")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha={alpha}: must be in [0, 1] (0 turns NAG off)")
+
+
+def nag_combine(z_pos: torch.Tensor, z_neg: torch.Tensor, scale: float, tau: float, alpha: float,
+                *, chunk_tokens: int | None = None) -> torch.Tensor:
+    """Guided attention output from the positive and negative attention outputs.
+
+    Args:
+        z_pos: Z+, attention of the image/video queries on the positive prompt,
+            ``(..., L, C)`` (e.g. ``(B, L, C)``), heads merged, before the output projection.
+        z_neg: Z-, attention of the *same* queries on the NAG-negative prompt, same shape.
+        scale: ``s >= 1``; 1 returns Z+ unchanged.
+        tau: ``>= 1``; largest allowed ratio ``||G||_1 / ||Z+||_1`` per token.
+        alpha: in ``[0, 1]``; 0 returns Z+ unchanged, 1 returns the normalised G.
+        chunk_tokens: process this many tokens at a time (bounds the float32 temporaries;
+            the rule is per token, so the result does not depend on it). None: all at once.
+
+    Returns:
+        ``(..., L, C)`` tensor, dtype and device of ``z_pos``.
+
+    The arithmetic runs in float32 (float64 stays float64) whatever the input dtype, so the
+    two L1 norms over C channels are accurate for float16/bfloat16 activations. Zero-norm
+    guard: the rescale factor is ``tau*||Z+|| / ||G||`` applied only where
+    ``||G|| > tau*||Z+||``, which implies ``||G|| > 0``; a token with ``Z+ = 0`` therefore
+    gets ``G = 0`` and the output stays finite (0). Exact cases: ``Z- == Z+``, ``scale == 1``
+    or ``alpha == 0`` return Z+ bit for bit.
+    """
+    if z_pos.shape != z_neg.shape:
+        raise ValueError(f"z_neg: shape {tuple(z_neg.shape)} differs from z_pos {tuple(z_pos.shape)}")
+    if z_pos.ndim < 2:
+        raise ValueError(f"z_pos: expected (..., L, C), got shape {tuple(z_pos.shape)}")
+    check_nag_params(scale, tau, alpha)
+    if scale == 1 or alpha == 0:
+        return z_pos
+    if chunk_tokens is not None and chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens={chunk_tokens}: must be >= 1 or None")
+    length = z_pos.shape[-2]
+    step = length if chunk_tokens is None else int(chunk_tokens)
+    if step >= length:
+        return _combine(z_pos, z_neg, float(scale), float(tau), float(alpha))
+    out = torch.empty_like(z_pos)
+    for a in range(0, length, step):
+        sl = (..., slice(a, a + step), slice(None))
+        out[sl] = _combine(z_pos[sl], z_neg[sl], float(scale), float(tau), float(alpha))
+    return out
+
+
+def _combine(z_pos, z_neg, scale, tau, alpha):
+    work = torch.float64 if z_pos.dtype == torch.float64 else torch.float32
+    zp = z_pos.to(work)
+    g = zp + (scale - 1.0) * (zp - z_neg.to(work))
+    n_pos = zp.abs().sum(dim=-1, keepdim=True)
+    n_g = g.abs().sum(dim=-1, keepdim=True)
+    limit = tau * n_pos
+    clip = n_g > limit  # implies n_g > 0
+    factor = torch.where(clip, limit / torch.where(clip, n_g, torch.ones_like(n_g)), torch.ones_like(n_g))
+    g = g * factor
+    return (zp + alpha * (g - zp)).to(z_pos.dtype)

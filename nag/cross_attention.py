@@ -1,0 +1,71 @@
+"""NAG inside one Wan cross-attention call (T2V, and I2V with an unguided image branch)."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .combine import nag_combine
+from .config import NAGConfig
+
+__all__ = ["nag_cross_attention", "negative_kv", "Attend"]
+
+Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``attend(q, k, v) -> out``: multi-head attention, q ``(B, Lq, C)``, k/v ``(B, Lk, C)``,
+out ``(B, Lq, C)`` with heads merged (the host's ``optimized_attention`` with its heads)."""
+
+
+def negative_kv(module, neg_context: torch.Tensor):
+    """Keys and values of the NAG-negative context through the module's own text projections:
+    ``(norm_k(k(neg)), v(neg))``, each ``(N, Ln, C)``."""
+    return module.norm_k(module.k(neg_context)), module.v(neg_context)
+
+
+def _rows_for(t: torch.Tensor, n: int, name: str) -> torch.Tensor:
+    if t.shape[0] == n:
+        return t
+    if t.shape[0] == 1:
+        return t.expand(n, *t.shape[1:])
+    raise ValueError(f"{name}: batch {t.shape[0]} does not fit {n} guided rows (allowed: 1 or {n})")
+
+
+def nag_cross_attention(module, x: torch.Tensor, context: torch.Tensor, neg_context: torch.Tensor,
+                        attend: Attend, guided: Sequence[slice], config: NAGConfig,
+                        context_img_len: int | None = None) -> torch.Tensor:
+    """A Wan cross-attention forward with NAG on the guided rows.
+
+    Args:
+        module: a Wan cross-attention module (duck-typed): linear ``q, k, v, o`` and norms
+            ``norm_q, norm_k``; I2V modules also ``k_img, v_img, norm_k_img``. Only its
+            projections are called, in the host's order.
+        x: ``(B, Lx, C)`` hidden states (already normalised by the block).
+        context: ``(B, Limg + Lt, C)`` positive context after ``text_embedding``; in I2V the
+            first ``context_img_len`` tokens are the CLIP image tokens.
+        neg_context: ``(1 or n, Ln, C)`` NAG-negative text context after ``text_embedding``
+            (its own length ``Ln``: no padding, no truncation); ``n`` = rows of a guided chunk.
+        attend: multi-head attention, see :data:`Attend`.
+        guided: row slices to guide (positive chunks); the other rows are computed plainly.
+        config: :class:`~nag.config.NAGConfig`.
+        context_img_len: I2V only, number of CLIP tokens at the start of ``context`` (ignored by
+            modules without an image branch).
+
+    Returns:
+        ``(B, Lx, C)``: ``o(Z)`` where ``Z`` is ``nag_combine(Z+, Z-)`` on guided rows and
+        ``Z+`` elsewhere, plus (I2V) the image-branch attention of every row, unguided.
+        Z- of a row uses that row's own queries (the positive rows' queries).
+    """
+    image = hasattr(module, "k_img")
+    if image:  # like the host: with context_img_len None both branches see the whole context
+        ctx_img, context = context[:, :context_img_len], context[:, context_img_len:]
+    q = module.norm_q(module.q(x))
+    z = attend(q, module.norm_k(module.k(context)), module.v(context))
+    if guided and config.enabled:
+        k_neg, v_neg = negative_kv(module, neg_context.to(device=q.device, dtype=q.dtype))
+        for sl in guided:
+            n = sl.stop - sl.start
+            z_neg = attend(q[sl], _rows_for(k_neg, n, "neg_context"), _rows_for(v_neg, n, "neg_context"))
+            z[sl] = nag_combine(z[sl], z_neg, config.scale, config.tau, config.alpha,
+                                chunk_tokens=config.chunk_tokens)
+    if image:
+        z = z + attend(q, module.norm_k_img(module.k_img(ctx_img)), module.v_img(ctx_img))
+    return module.o(z)

@@ -1,0 +1,1 @@
+"""Film-mask restoration core (pure torch + numpy/OpenCV/scipy; no ComfyUI import)."""

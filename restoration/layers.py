@@ -1,0 +1,147 @@
+"""Bilayer separation (colour + white), print layout with fiducials, and mirroring (spec N8, N9)."""
+import numpy as np
+
+from .color import rgb_to_lab, srgb_to_linear
+from .scanio import mm_to_px
+
+WHITE_MODES = ("same_pattern", "choke", "spread", "minimal_white", "none")
+
+
+def _disk(r):
+    import cv2
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def separate(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0.0, white_reflectance=0.85,
+             min_feature_mm=0.0, white_on_black=False, density_gamma=1.0):
+    """Split the fill into print layers.
+
+    Args:
+        filled, original: (H, W, 3) float32 sRGB; mask: (H, W) bool footprint of the fill.
+        white_mode: one of WHITE_MODES; ``amount_mm`` is the choke/spread distance.
+        density_gamma: density curve applied to ``minimal_white`` coverage (a ** gamma).
+    Returns dict ``color_rgba`` (H, W, 4) float32 (A = footprint, RGB = fill inside, 0 outside) and
+    ``white`` (H, W) float32 coverage 0..1, plus the parameters.
+    """
+    import cv2
+    import torch
+    if white_mode not in WHITE_MODES:
+        raise ValueError(f"white_mode {white_mode!r} is not one of {WHITE_MODES}")
+    if mask.shape != filled.shape[:2] or original.shape != filled.shape:
+        raise ValueError(f"layer inputs differ in size: filled {filled.shape}, original {original.shape}, "
+                         f"mask {mask.shape}")
+    m = np.asarray(mask, bool)
+    if min_feature_mm > 0:
+        r = max(1, mm_to_px(min_feature_mm, dpi) // 2)
+        m = cv2.morphologyEx(m.view(np.uint8), cv2.MORPH_OPEN, _disk(r)) > 0
+    rgba = np.zeros(filled.shape[:2] + (4,), np.float32)
+    rgba[m, :3] = filled[m]
+    rgba[m, 3] = 1.0
+    if white_mode == "same_pattern":
+        white = m.astype(np.float32)
+    elif white_mode in ("choke", "spread"):
+        r = mm_to_px(amount_mm, dpi)
+        op = cv2.erode if white_mode == "choke" else cv2.dilate
+        white = (op(m.view(np.uint8), _disk(r)) > 0).astype(np.float32) if r > 0 else m.astype(np.float32)
+        if white_mode == "spread":
+            white = np.minimum(white, 1)
+    elif white_mode == "none":
+        white = np.zeros(m.shape, np.float32)
+    else:
+        t = srgb_to_linear(torch.from_numpy(filled[m])).numpy()
+        p = srgb_to_linear(torch.from_numpy(original[m])).numpy()
+        denom = white_reflectance - p
+        a = np.where(denom > 1e-6, (t - p) / np.maximum(denom, 1e-6), np.where(t > p, 1.0, 0.0))
+        a = np.clip(a.max(1), 0, 1) ** density_gamma
+        white = np.zeros(m.shape, np.float32)
+        white[m] = a
+    if not white_on_black:
+        lab_l = rgb_to_lab(torch.from_numpy(filled[m])).numpy()[:, 0]
+        wm = white[m]
+        wm[lab_l < 15] = 0
+        white[m] = wm
+    return {"color_rgba": rgba, "white": white, "white_mode": white_mode, "amount_mm": amount_mm,
+            "min_feature_mm": min_feature_mm, "white_on_black": white_on_black,
+            "white_reflectance": white_reflectance}
+
+
+def simulate(original, layers, shift_px=(0, 0), white_shift_px=(0, 0), white_reflectance=0.85):
+    """Idealised appearance of the film on the painting (linear RGB): where ink is present,
+    view = T^2 (a R_w + (1 - a) R_p) with T chosen so that a perfectly registered film shows the
+    target over full white. ``shift_px`` moves both films (dy, dx); ``white_shift_px`` moves white
+    relative to colour. Returns (H, W, 3) sRGB float32.
+    """
+    import torch
+    from .color import linear_to_srgb
+    rgba, white = layers["color_rgba"], layers["white"]
+    sh = lambda a, s: np.roll(a, s, axis=(0, 1))
+    rgba = sh(rgba, shift_px)
+    white = sh(white, tuple(a + b for a, b in zip(shift_px, white_shift_px)))
+    rp = srgb_to_linear(torch.from_numpy(original)).numpy()
+    tgt = srgb_to_linear(torch.from_numpy(np.ascontiguousarray(rgba[..., :3]))).numpy()
+    t2 = np.clip(tgt / white_reflectance, 0, 1)  # ink transmittance^2 designed over white
+    under = white[..., None] * white_reflectance + (1 - white[..., None]) * rp
+    view = np.where(rgba[..., 3:] > 0, t2 * under, rp)
+    return linear_to_srgb(torch.from_numpy(view.astype(np.float32))).numpy()
+
+
+def fiducials(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):
+    """Fiducial geometry on a canvas of the image plus margins.
+
+    Returns ``(canvas_h, canvas_w, offset_px, marks)`` where marks is a list of dicts with
+    ``kind`` ("cross"|"key"), centre ``(x, y)`` px and mm.
+    """
+    mpx = mm_to_px(margin_mm, dpi, 1)
+    arm = mm_to_px(arm_mm, dpi, 2)
+    ch, cw = h + 2 * mpx, w + 2 * mpx
+    c = mpx // 2
+    marks = [{"kind": "cross", "x_px": x, "y_px": y} for x, y in
+             ((c, c), (cw - 1 - c, c), (c, ch - 1 - c), (cw - 1 - c, ch - 1 - c))]
+    marks.append({"kind": "key", "x_px": c + 2 * arm if cw > c + 3 * arm else c, "y_px": c})
+    for mk in marks:
+        mk["x_mm"] = round((mk["x_px"] + 0.5) * 25.4 / dpi, 4)
+        mk["y_mm"] = round((mk["y_px"] + 0.5) * 25.4 / dpi, 4)
+    return ch, cw, mpx, marks, arm, max(1, mm_to_px(line_mm, dpi, 1))
+
+
+def _draw_marks(canvas_mask, marks, arm, lw):
+    import cv2
+    for mk in marks:
+        x, y = mk["x_px"], mk["y_px"]
+        if mk["kind"] == "cross":
+            cv2.line(canvas_mask, (x - arm, y), (x + arm, y), 1, lw)
+            cv2.line(canvas_mask, (x, y - arm), (x, y + arm), 1, lw)
+        else:  # asymmetric key: a filled triangle (shows orientation and mirroring)
+            pts = np.array([[x - arm // 2, y - arm // 2], [x + arm // 2, y - arm // 2], [x - arm // 2, y + arm // 2]])
+            cv2.fillPoly(canvas_mask, [pts.astype(np.int32)], 1)
+
+
+def layout(layers, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1, mirror=True):
+    """Place both layers on a canvas with margins and identical fiducials; mirror both if asked.
+
+    Fiducials print as full ink (colour: black, A = 1; white: coverage 1).
+    Returns dict with ``color_rgba`` (CH, CW, 4), ``white`` (CH, CW), ``fiducials`` (final
+    coordinates, after mirroring), ``canvas_mm``, ``offset_px``, ``mirror``.
+    """
+    rgba, white = layers["color_rgba"], layers["white"]
+    h, w = white.shape
+    ch, cw, off, marks, arm, lw = fiducials(h, w, dpi, margin_mm, arm_mm, line_mm)
+    fid = np.zeros((ch, cw), np.uint8)
+    _draw_marks(fid, marks, arm, lw)
+    c_rgba = np.zeros((ch, cw, 4), np.float32)
+    c_rgba[off:off + h, off:off + w] = rgba
+    c_white = np.zeros((ch, cw), np.float32)
+    c_white[off:off + h, off:off + w] = white
+    f = fid > 0
+    c_rgba[f] = (0, 0, 0, 1)
+    c_white[f] = 1.0
+    if mirror:
+        c_rgba, c_white = c_rgba[:, ::-1].copy(), c_white[:, ::-1].copy()
+        for mk in marks:
+            mk["x_px"] = cw - 1 - mk["x_px"]
+            mk["x_mm"] = round((mk["x_px"] + 0.5) * 25.4 / dpi, 4)
+    out = dict(layers)
+    out.update(color_rgba=c_rgba, white=c_white, fiducials=marks, mirror=bool(mirror), offset_px=off,
+               margin_mm=margin_mm, canvas_px=[cw, ch],
+               canvas_mm=[round(cw * 25.4 / dpi, 4), round(ch * 25.4 / dpi, 4)], fiducial_mask=f[:, ::-1] if mirror else f)
+    return out

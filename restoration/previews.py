@@ -1,0 +1,55 @@
+"""Preview renderings a person can judge (damage classes over the scan, labels, layers, heatmaps)."""
+import numpy as np
+
+from .classes import CLASS_COLORS
+
+
+def downscale(img, max_side=1024):
+    """Area-downscale an (H, W[, C]) array so its longer side is at most ``max_side``."""
+    import cv2
+    h, w = img.shape[:2]
+    s = max_side / max(h, w)
+    if s >= 1:
+        return img
+    return cv2.resize(img, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def class_overlay(img, classes, alpha=0.75):
+    """Classes painted over a dimmed scan (paper colours). (H, W, 3) float32."""
+    out = img * 0.6 + 0.2
+    for cid, col in CLASS_COLORS.items():
+        m = classes == cid
+        if m.any():
+            out[m] = (1 - alpha) * out[m] + alpha * np.array(col, np.float32)
+    return out.astype(np.float32)
+
+
+def label_colors(labels):
+    """Each region id in a pseudo-random colour (0 = black). (H, W, 3) float32."""
+    n = int(labels.max())
+    rng = np.random.default_rng(12345)
+    lut = rng.uniform(0.25, 1.0, (n + 1, 3)).astype(np.float32)
+    lut[0] = 0
+    return lut[labels]
+
+
+def heat(values, vmax):
+    """Scalar map -> (H, W, 3) float32 colour ramp (black-blue-red-yellow), clipped at vmax."""
+    t = np.clip(values / max(vmax, 1e-9), 0, 1)[..., None]
+    a = np.array([0, 0, 0], np.float32); b = np.array([0.1, 0.2, 0.9], np.float32)
+    c = np.array([0.9, 0.1, 0.1], np.float32); d = np.array([1.0, 0.95, 0.2], np.float32)
+    return np.where(t < 1 / 3, a + (b - a) * t * 3, np.where(t < 2 / 3, b + (c - b) * (t * 3 - 1),
+                                                             c + (d - c) * (t * 3 - 2))).astype(np.float32)
+
+
+def layers_preview(laid):
+    """Colour layer over a checkerboard next to the white plate (dark = white ink). (H, 2W, 3)."""
+    rgba, white = laid["color_rgba"], laid["white"]
+    h, w = white.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    board = np.where(((yy // 16 + xx // 16) % 2)[..., None] == 0, 0.8, 0.6).astype(np.float32)
+    col = rgba[..., :3] * rgba[..., 3:] + board * (1 - rgba[..., 3:])
+    wp = np.repeat((1 - 0.85 * white)[..., None], 3, 2) * np.array([0.55, 0.7, 1.0], np.float32) + 0.0
+    wp = np.where(white[..., None] > 0, wp, 1.0)
+    gap = np.ones((h, max(4, w // 100), 3), np.float32)
+    return np.concatenate([col, gap, wp], 1).astype(np.float32)

@@ -1,0 +1,111 @@
+"""Archival record (spec 4.5): manifest.json and a human-readable index.html with thumbnails."""
+import datetime
+import html
+import json
+import platform
+
+from .scanio import sha256_file, write_bytes
+
+SCHEMA = "atelier-restoration-record/1"
+
+
+def versions():
+    """Package versions relevant to reproducing the record."""
+    out = {"python": platform.python_version()}
+    for name in ("torch", "numpy", "scipy", "cv2", "kornia", "tifffile", "PIL"):
+        try:
+            mod = __import__(name)
+            out[name] = getattr(mod, "__version__", "?")
+        except Exception:
+            out[name] = None
+    try:
+        from importlib.metadata import version
+        out["atelier"] = version("atelier")
+    except Exception:
+        out["atelier"] = _pack_version()
+    return out
+
+
+def _pack_version():
+    import pathlib
+    import re
+    p = pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        m = re.search(r'^version\s*=\s*"([^"]+)"', p.read_text(), re.M)
+        return m.group(1) if m else "?"
+    except OSError:
+        return "?"
+
+
+def file_entry(out_dir, name, **meta):
+    return dict(path=name, sha256=sha256_file(f"{out_dir}/{name}"), **meta)
+
+
+def write_record(out_dir, manifest, thumbs, rows, max_rows=2000):
+    """Write ``manifest.json`` and ``index.html`` (thumbnails are file names inside out_dir).
+
+    ``manifest`` must hold the sections of spec 4.5; ``rows`` is the region table (the HTML lists the
+    first ``max_rows``; regions.csv / regions.json always have all of them).
+    """
+    manifest = dict(manifest)
+    manifest.setdefault("schema", SCHEMA)
+    manifest.setdefault("created_utc", datetime.datetime.now(datetime.timezone.utc).isoformat())
+    write_bytes(out_dir, "manifest.json", json.dumps(manifest, indent=1, default=_json_default))
+    write_bytes(out_dir, "index.html", render_html(manifest, thumbs, rows, max_rows))
+    return manifest
+
+
+def _json_default(o):
+    import numpy as np
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def render_html(m, thumbs, rows, max_rows=2000):
+    e = lambda v: html.escape(str(v))
+    st = m.get("stats", {})
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Restoration record</title><style>"
+             "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
+             "td,th{border:1px solid #bbb;padding:2px 6px}figure{display:inline-block;margin:6px;vertical-align:top}"
+             "img{max-width:420px;border:1px solid #999}.sw{display:inline-block;width:14px;height:14px;border:1px solid #333}"
+             "</style></head><body>",
+             f"<h1>Film-mask restoration record</h1><p>Schema {e(m.get('schema'))}, created {e(m.get('created_utc'))}. "
+             f"Input <code>{e(m.get('capture', {}).get('path'))}</code>, sha256 <code>{e(m.get('capture', {}).get('sha256'))}</code>, "
+             f"{e(m.get('capture', {}).get('ppi'))} ppi.</p>",
+             "<h2>Summary</h2><table>"]
+    for k in ("n_regions", "n_regions_filled", "n_regions_skipped_by_reason", "total_fill_area_mm2",
+              "count_rgb8", "count_dE1", "bit_depth_counted", "wallclock_s"):
+        if k in st:
+            parts.append(f"<tr><th>{e(k)}</th><td>{e(st[k])}</td></tr>")
+    parts.append("</table><h2>Images</h2>")
+    for name, caption in thumbs:
+        parts.append(f"<figure><a href='{e(name)}'><img src='{e(name)}'></a><figcaption>{e(caption)}</figcaption></figure>")
+    pal = m.get("palette", [])
+    if pal:
+        parts.append(f"<h2>Palette (ΔE00-merged leaders, top {len(pal)} by area)</h2><p>")
+        for c in pal:
+            parts.append(f"<span class='sw' title='{e(c['rgb8'])} x{e(c['pixels'])}' "
+                         f"style='background:rgb({c['rgb8'][0]},{c['rgb8'][1]},{c['rgb8'][2]})'></span>")
+        parts.append("</p>")
+    parts.append("<h2>Print</h2><pre>" + e(json.dumps(m.get("print", {}), indent=1, default=_json_default)) + "</pre>")
+    parts.append("<h2>Files</h2><table><tr><th>path</th><th>sha256</th><th>info</th></tr>")
+    for f in m.get("files", []):
+        info = {k: v for k, v in f.items() if k not in ("path", "sha256")}
+        parts.append(f"<tr><td><a href='{e(f['path'])}'>{e(f['path'])}</a></td><td><code>{e(f['sha256'])}</code></td><td>{e(info)}</td></tr>")
+    parts.append("</table>")
+    parts.append(f"<h2>Regions ({len(rows)}; full table in regions.csv)</h2><table><tr>")
+    cols = ["id", "class", "fill_decision", "skip_reason", "area_mm2", "bbox_mm", "centroid_mm",
+            "max_width_mm", "dE00_contrast", "dE00_edge", "fill_method", "generative", "needs_review"]
+    parts.append("".join(f"<th>{c}</th>" for c in cols) + "</tr>")
+    for r in rows[:max_rows]:
+        parts.append("<tr>" + "".join(f"<td>{e(r.get(c, ''))}</td>" for c in cols) + "</tr>")
+    parts.append("</table>")
+    parts.append("<h2>Processing</h2><pre>" + e(json.dumps(m.get("processing", {}), indent=1, default=_json_default)[:20000]) + "</pre>")
+    if m.get("workflow_file"):
+        parts.append(f"<p>ComfyUI workflow: <a href='{e(m['workflow_file'])}'>{e(m['workflow_file'])}</a></p>")
+    parts.append("<h2>Application (to be filled in by the conservator)</h2><pre>"
+                 + e(json.dumps(m.get("application", {}), indent=1)) + "</pre></body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,267 @@
+"""Generate example_workflows/*.json (ComfyUI UI format) from the node definitions snapshot.
+
+    .venv/bin/python scripts/make_workflows.py          # writes every workflow whose nodes exist
+
+Reads ``tests/data/node_defs.json`` (``scripts/dump_node_defs.py``), so widget order, defaults
+and link types always follow the real node definitions. A workflow whose nodes are not in the
+snapshot yet is skipped and named. ``tests/core/test_workflows.py`` checks the result.
+Model file names are those of the official releases (Comfy-Org repackaged files on Hugging Face).
+"""
+import json
+import pathlib
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from _workflows import Builder, load_defs  # noqa: E402
+
+OUT = REPO / "example_workflows"
+
+WAN_T2V = "wan2.1_t2v_1.3B_fp16.safetensors"
+UMT5 = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+WAN_VAE = "wan_2.1_vae.safetensors"
+CAUSVID = "Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors"
+SD21 = "v2-1_512-ema-pruned.safetensors"
+POS = "a red fox running through fresh snow, golden hour, cinematic, detailed fur"
+NEG = ("blurry, low quality, static, overexposed, worst quality, jpeg artifacts, deformed, "
+       "extra limbs, watermark, text")
+
+WAN_FILES = f"""Model files (Wan2.1, Comfy-Org repackaged release, huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged):
+- {WAN_T2V} -> ComfyUI/models/diffusion_models/
+- {UMT5} -> ComfyUI/models/text_encoders/
+- {WAN_VAE} -> ComfyUI/models/vae/
+14B: use wan2.1_t2v_14B_fp16.safetensors (or _fp8_e4m3fn) and MagCache thresh 0.24."""
+
+
+def wan_base(b, x0=0, with_neg=True, shift=8.0):
+    """Loaders + prompts + latent for Wan2.1 T2V. Returns dict of node ids."""
+    ids = {}
+    ids["unet"] = b.node("UNETLoader", (x0, 0), {"unet_name": WAN_T2V}, size=[340, 90])
+    ids["clip"] = b.node("CLIPLoader", (x0, 140), {"clip_name": UMT5, "type": "wan"}, size=[340, 110])
+    ids["vae"] = b.node("VAELoader", (x0, 300), {"vae_name": WAN_VAE}, size=[340, 60])
+    ids["shift"] = b.node("ModelSamplingSD3", (x0 + 380, 0), {"shift": shift}, size=[300, 60])
+    b.link(ids["unet"], 0, ids["shift"], "model")
+    ids["pos"] = b.node("CLIPTextEncode", (x0 + 380, 120), {"text": POS}, title="Positive prompt",
+                        size=[380, 140])
+    b.link(ids["clip"], 0, ids["pos"], "clip")
+    if with_neg:
+        ids["neg"] = b.node("CLIPTextEncode", (x0 + 380, 300), {"text": NEG}, title="Negative prompt",
+                            size=[380, 140])
+        b.link(ids["clip"], 0, ids["neg"], "clip")
+    ids["latent"] = b.node("EmptyHunyuanLatentVideo", (x0 + 380, 480),
+                           {"width": 832, "height": 480, "length": 33, "batch_size": 1}, size=[300, 130])
+    return ids
+
+
+def sampler(b, pos, model, ids, steps, cfg, seed=42, neg_node=None, title=None):
+    k = b.node("KSampler", pos, {"seed": seed, "steps": steps, "cfg": cfg, "sampler_name": "uni_pc",
+                                 "scheduler": "simple", "denoise": 1.0}, title=title, size=[320, 270])
+    b.link(model, 0, k, "model")
+    b.link(ids["pos"], 0, k, "positive")
+    b.link(neg_node or ids["neg"], 0, k, "negative")
+    b.link(ids["latent"], 0, k, "latent_image")
+    return k
+
+
+def decode_save(b, pos, samples, vae, prefix, fps=16.0):
+    d = b.node("VAEDecode", pos, size=[220, 50])
+    b.link(samples, 0, d, "samples")
+    b.link(vae, 0, d, "vae")
+    s = b.node("SaveAnimatedWEBP", (pos[0] + 260, pos[1]), {"filename_prefix": prefix, "fps": fps,
+                                                          "lossless": False, "quality": 85},
+               size=[420, 420])
+    b.link(d, 0, s, "images")
+    return d, s
+
+
+def magcache_node(b, pos, steps, thresh=0.12, k=2):
+    return b.node("AtelierMagCacheWan", pos, {"preset": "auto", "thresh": thresh, "k": k, "retention": 0.2,
+                                              "preview_steps": steps}, size=[360, 330])
+
+
+def wf_magcache_t2v(defs):
+    b = Builder(defs)
+    ids = wan_base(b)
+    mc = magcache_node(b, (800, 0), 30)
+    b.link(ids["shift"], 0, mc, "model")
+    k = sampler(b, (1200, 0), mc, ids, steps=30, cfg=6.0)
+    decode_save(b, (1560, 0), k, ids["vae"], "atelier/magcache_t2v")
+    b.node("Note", (0, 660), {"text": (
+        "Atelier MagCache on Wan2.1 T2V 1.3B\n\nMagCache reuses the cached residual of the whole "
+        "transformer block stack on steps where the calibrated magnitude-ratio curve says little changes "
+        "(cond and uncond decided separately). Before queueing, the node shows its plan for preview_steps "
+        "(set it to the sampler's steps): the strip on the node marks skipped steps. After the run the strip "
+        "shows what really ran and the time saved.\n\nOfficial settings: thresh 0.12, K 2, retention 0.2 "
+        "(1.3B); thresh 0.24 for 14B. Conservative: thresh 0.02, K 6, start_step 5.\n\n" + WAN_FILES)},
+        size=[740, 360])
+    return b
+
+
+def wf_magcache_compare(defs):
+    b = Builder(defs)
+    ids = wan_base(b)
+    k_full = sampler(b, (800, -320), ids["shift"], ids, steps=30, cfg=6.0, title="KSampler (full)")
+    mc = magcache_node(b, (800, 0), 30)
+    b.link(ids["shift"], 0, mc, "model")
+    k_mc = sampler(b, (1200, 0), mc, ids, steps=30, cfg=6.0, title="KSampler (MagCache)")
+    d_full = b.node("VAEDecode", (1200, -320), size=[220, 50])
+    b.link(k_full, 0, d_full, "samples")
+    b.link(ids["vae"], 0, d_full, "vae")
+    d_mc = b.node("VAEDecode", (1560, 0), size=[220, 50])
+    b.link(k_mc, 0, d_mc, "samples")
+    b.link(ids["vae"], 0, d_mc, "vae")
+    cmp_ = b.node("AtelierMagCacheCompare", (1560, 120), {"gain": 4.0}, size=[320, 130])
+    b.link(d_full, 0, cmp_, "reference")
+    b.link(d_mc, 0, cmp_, "test")
+    s = b.node("SaveAnimatedWEBP", (1920, 0), {"filename_prefix": "atelier/magcache_difference", "fps": 16.0,
+                                               "lossless": False, "quality": 85}, size=[420, 420])
+    b.link(cmp_, "difference", s, "images")
+    s2 = b.node("SaveAnimatedWEBP", (1560, -320), {"filename_prefix": "atelier/magcache_full", "fps": 16.0,
+                                                   "lossless": False, "quality": 85}, size=[340, 300])
+    b.link(d_full, 0, s2, "images")
+    if "PreviewAny" in defs:
+        p = b.node("PreviewAny", (1920, 460), size=[420, 300], title="PSNR / SSIM per frame")
+        b.link(cmp_, "table", p, "source")
+    b.node("Note", (0, 660), {"text": (
+        "Full run against MagCache run, same seed: per-frame PSNR/SSIM and an amplified difference video. "
+        "Use it once to tune thresh and K before long renders: PSNR above ~30 dB is hard to tell apart.\n\n"
+        + WAN_FILES)}, size=[740, 260])
+    return b
+
+
+def wf_magcache_calibrate(defs):
+    b = Builder(defs)
+    ids = wan_base(b)
+    cal = b.node("AtelierMagCacheCalibrate", (800, 0), {"seed": 42, "steps": 30, "cfg": 6.0,
+                                                        "sampler_name": "uni_pc", "scheduler": "simple",
+                                                        "name": "my_wan_model"}, size=[360, 330])
+    b.link(ids["shift"], 0, cal, "model")
+    b.link(ids["pos"], 0, cal, "positive")
+    b.link(ids["neg"], 0, cal, "negative")
+    b.link(ids["latent"], 0, cal, "latent_image")
+    decode_save(b, (1200, -300), cal, ids["vae"], "atelier/calibration_run")
+    mc = magcache_node(b, (1200, 160), 30)
+    b.link(ids["shift"], 0, mc, "model")
+    b.link(cal, "curve_json", mc, "custom_curve")
+    k = sampler(b, (1600, 160), mc, ids, steps=30, cfg=6.0, title="KSampler (with the new curve)")
+    decode_save(b, (1960, 160), k, ids["vae"], "atelier/magcache_custom_curve")
+    b.node("Note", (0, 660), {"text": (
+        "MagCache calibration for a model without a shipped curve (a fine-tune, a merge, a new size).\n\n"
+        "Atelier MagCache Calibrate samples once without caching and records, per call and branch, the "
+        "mean per-token magnitude ratio of the block-stack residual. The curve is saved as "
+        "output/atelier_magcache/<name>.json and fed to MagCache's custom_curve; the second sampler uses "
+        "it right away. Later, paste the saved JSON into a string node and connect it to custom_curve.\n\n"
+        + WAN_FILES)}, size=[740, 300])
+    return b
+
+
+def nag_node(b, pos):
+    return b.node("AtelierNAGWan", pos, {"scale": 11.0, "tau": 2.5, "alpha": 0.25}, size=[340, 200])
+
+
+def wf_nag_fewstep(defs):
+    b = Builder(defs)
+    ids = wan_base(b, with_neg=True)
+    lora = b.node("LoraLoaderModelOnly", (380, -140), {"lora_name": CAUSVID, "strength_model": 1.0},
+                  size=[380, 90])
+    b.link(ids["shift"], 0, lora, "model")
+    nagneg = b.node("CLIPTextEncode", (800, 280), {"text": "red, blurry, static"},
+                    title="NAG negative prompt", size=[360, 120])
+    b.link(ids["clip"], 0, nagneg, "clip")
+    nag = nag_node(b, (800, 0))
+    b.link(lora, 0, nag, "model")
+    b.link(nagneg, 0, nag, "nag_negative")
+    k = sampler(b, (1200, 0), nag, ids, steps=6, cfg=1.0,
+                title="KSampler (cfg 1: the negative prompt node is ignored)")
+    decode_save(b, (1560, 0), k, ids["vae"], "atelier/nag_fewstep")
+    b.node("Note", (0, 660), {"text": (
+        "NAG (Normalized Attention Guidance) at cfg 1 with a few-step distilled LoRA (CausVid).\n\n"
+        "At cfg 1 ComfyUI skips the negative branch, so the ordinary negative prompt does nothing. "
+        "Atelier NAG applies the 'NAG negative prompt' inside cross-attention of the single forward pass "
+        "(about +10% per step instead of 2x for CFG). Defaults for Wan at cfg 1: scale 11, tau 2.5, "
+        "alpha 0.25.\n\n" + WAN_FILES +
+        f"\n- {CAUSVID} -> ComfyUI/models/loras/ (Kijai/WanVideo_comfy on Hugging Face)")},
+        size=[740, 340])
+    return b
+
+
+def wf_nag_magcache(defs):
+    b = Builder(defs)
+    ids = wan_base(b)
+    nagneg = b.node("CLIPTextEncode", (800, 300), {"text": "blurry, static, washed out"},
+                    title="NAG negative prompt", size=[360, 120])
+    b.link(ids["clip"], 0, nagneg, "clip")
+    nag = nag_node(b, (800, 0))
+    b.link(ids["shift"], 0, nag, "model")
+    b.link(nagneg, 0, nag, "nag_negative")
+    mc = magcache_node(b, (1200, 0), 30)
+    b.link(nag, 0, mc, "model")
+    k = sampler(b, (1600, 0), mc, ids, steps=30, cfg=5.0)
+    decode_save(b, (1960, 0), k, ids["vae"], "atelier/nag_magcache")
+    b.node("Note", (0, 660), {"text": (
+        "NAG + MagCache together, 30 steps at cfg 5. The two nodes compose in either order: a skipped call "
+        "reuses a residual that was computed with guidance; the CFG negative rows are computed plainly.\n\n"
+        + WAN_FILES)}, size=[740, 260])
+    return b
+
+
+def wf_dloral(defs):
+    b = Builder(defs)
+    ck = b.node("CheckpointLoaderSimple", (0, 0), {"ckpt_name": SD21}, size=[340, 100])
+    te = b.node("CLIPTextEncode", (380, 0), {"text": (
+        "clean, high-resolution, 8k, ultra-detailed, ultra-realistic, sharp focus")},
+        title="Quality prompt", size=[360, 120])
+    b.link(ck, 1, te, "clip")
+    dl = b.node("AtelierDLoRALLoader", (0, 160), {"weights_name": "dloral.safetensors"}, size=[340, 60])
+    lv = b.node("LoadVideo", (0, 280), {"file": "input.mp4"}, size=[340, 380])
+    gc = b.node("GetVideoComponents", (380, 200), size=[260, 80])
+    b.link(lv, 0, gc, "video")
+    up = b.node("AtelierDLoRALUpscale", (780, 0), size=[360, 360])
+    b.link(ck, 0, up, "model")
+    b.link(ck, 2, up, "vae")
+    b.link(te, 0, up, "positive")
+    b.link(dl, 0, up, "dloral")
+    b.link(gc, "images", up, "images")
+    cv = b.node("CreateVideo", (1180, 0), size=[260, 80])
+    b.link(up, 0, cv, "images")
+    b.link(gc, "fps", cv, "fps")
+    sv = b.node("SaveVideo", (1480, 0), {"filename_prefix": "video/atelier_dloral"}, size=[420, 420])
+    b.link(cv, 0, sv, "video")
+    b.node("Note", (0, 720), {"text": (
+        "DLoRAL one-step video super-resolution (x4): every frame in, every frame out (frame 0 included), "
+        "deterministic for a seed, long clips processed in windows at flat memory.\n\nFiles:\n"
+        f"- {SD21} (Stable Diffusion 2.1-base, stabilityai/stable-diffusion-2-1-base) -> "
+        "ComfyUI/models/checkpoints/\n"
+        "- DLoRAL weights: the official model.pkl (yjsunnn/DLoRAL) -> ComfyUI/models/dloral/, then "
+        "convert once with 'Atelier DLoRAL Convert' (or `python -m dloral convert`) to dloral.safetensors.\n"
+        "- Your clip -> ComfyUI/input/ (pick it in Load Video).\n\nOn CPU use a short, small clip; tile_size "
+        "bounds memory on large frames.")}, size=[740, 300])
+    return b
+
+
+WORKFLOWS = {
+    "magcache_wan21_t2v": (wf_magcache_t2v, ["AtelierMagCacheWan"]),
+    "magcache_compare": (wf_magcache_compare, ["AtelierMagCacheWan", "AtelierMagCacheCompare"]),
+    "magcache_calibrate": (wf_magcache_calibrate, ["AtelierMagCacheCalibrate", "AtelierMagCacheWan"]),
+    "nag_cfg1_fewstep": (wf_nag_fewstep, ["AtelierNAGWan"]),
+    "nag_magcache": (wf_nag_magcache, ["AtelierNAGWan", "AtelierMagCacheWan"]),
+    "dloral_video_upscale": (wf_dloral, ["AtelierDLoRALLoader", "AtelierDLoRALUpscale", "LoadVideo"]),
+}
+
+
+def main():
+    defs = load_defs()
+    OUT.mkdir(exist_ok=True)
+    for name, (fn, needs) in WORKFLOWS.items():
+        missing = [n for n in needs if n not in defs]
+        if missing:
+            print(f"skip {name}: waiting for {missing}")
+            continue
+        wf = fn(defs).to_json()
+        (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n")
+        print(f"wrote example_workflows/{name}.json ({len(wf['nodes'])} nodes)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Start a local ComfyUI with this pack linked into its custom_nodes, on 127.0.0.1.
+#   COMFYUI_DIR  the ComfyUI tree (default ~/ComfyUI)
+#   PORT         the port (default 8188; COMFYUI_PORT is read too)
+#   extra arguments go to ComfyUI's main.py (e.g. --highvram); --cpu is added when torch sees no GPU.
+# The pack is linked as $COMFYUI_DIR/custom_nodes/ComfyUI-Atelier (a symlink to this checkout) unless a
+# folder of that name, or another link to this checkout, is already there. Stop the server with Ctrl-C.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+COMFY="${COMFYUI_DIR:-$HOME/ComfyUI}"
+PORT="${PORT:-${COMFYUI_PORT:-8188}}"
+[ -f "$COMFY/main.py" ] || { echo "no ComfyUI at $COMFY (set COMFYUI_DIR)" >&2; exit 1; }
+if [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"; else PY="${PYTHON:-python3}"; fi
+CN="$COMFY/custom_nodes"
+mkdir -p "$CN"
+linked=""
+for d in "$CN"/*; do
+  [ -e "$d" ] || continue
+  if [ "$(cd "$d" 2>/dev/null && pwd -P)" = "$(cd "$REPO" && pwd -P)" ]; then linked="$d"; break; fi
+done
+if [ -z "$linked" ]; then
+  if [ -e "$CN/ComfyUI-Atelier" ]; then
+    echo "$CN/ComfyUI-Atelier exists and is not this checkout; remove it or set COMFYUI_DIR" >&2; exit 1
+  fi
+  ln -s "$REPO" "$CN/ComfyUI-Atelier"
+  linked="$CN/ComfyUI-Atelier"
+  echo "[atelier] linked $linked -> $REPO"
+fi
+extra=()
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  case " $* " in *" --cpu "*) ;; *) extra+=(--cpu) ;; esac
+fi
+echo "[atelier] ComfyUI $COMFY with $PY on http://127.0.0.1:$PORT (pack: $linked)"
+cd "$COMFY"
+exec "$PY" main.py --listen 127.0.0.1 --port "$PORT" "${extra[@]}" "$@"

@@ -1,0 +1,59 @@
+"""The frontend extension, checked without a browser: syntax, and host imports that resolve.
+
+ComfyUI serves ``WEB_DIRECTORY`` at ``/extensions/<pack folder>/``; a module there must import the
+host's ``/scripts/app.js`` with a relative path that climbs exactly to the server root.
+"""
+import posixpath
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from _testenv import REPO
+
+WEB = REPO / "web"
+JS = sorted(WEB.rglob("*.js"))
+
+
+def _web_directory():
+    m = re.search(r'WEB_DIRECTORY\s*=\s*"([^"]+)"', (REPO / "__init__.py").read_text())
+    assert m, "__init__.py sets no WEB_DIRECTORY"
+    return (REPO / m.group(1)).resolve()
+
+
+def test_web_directory_is_web():
+    assert _web_directory() == WEB.resolve()
+    assert JS, "no .js files under web/"
+
+
+@pytest.mark.parametrize("path", JS, ids=[p.name for p in JS])
+def test_host_imports_resolve_to_server_root(path):
+    served = "/extensions/ComfyUI-Atelier/" + path.relative_to(WEB).as_posix()
+    imports = re.findall(r'^\s*import\s[^;]*?from\s+"([^"]+)"', path.read_text(), flags=re.M)
+    host = [i for i in imports if i.endswith(("scripts/app.js", "scripts/api.js"))]
+    assert host, "the extension should import the host's app.js"
+    for rel in host:
+        url = posixpath.normpath(posixpath.join(posixpath.dirname(served), rel))
+        assert url in ("/scripts/app.js", "/scripts/api.js"), f"{rel} resolves to {url}"
+
+
+@pytest.mark.parametrize("path", JS, ids=[p.name for p in JS])
+def test_js_syntax(path, tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node not installed")
+    mod = tmp_path / (path.stem + ".mjs")
+    mod.write_text(path.read_text())
+    r = subprocess.run([node, "--check", str(mod)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_extension_contract():
+    """The event name and DOM class the server side and the browser test rely on."""
+    src = (WEB / "js" / "atelier.js").read_text()
+    assert '"atelier.magcache.report"' in src
+    assert "atelier-step-strip" in src
+    assert "/atelier/magcache/schedule" in src
+    hook = (REPO / "nodes" / "magcache_hook.py").read_text()
+    assert 'REPORT_EVENT = "atelier.magcache.report"' in hook

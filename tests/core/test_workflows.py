@@ -1,0 +1,153 @@
+"""Example workflows and node definitions, checked without a host.
+
+Definitions come from ``tests/data/node_defs.json`` (``scripts/dump_node_defs.py``; the host tier
+checks that this snapshot matches a live server).
+"""
+import ast
+import copy
+import json
+import pathlib
+
+import pytest
+
+from _testenv import REPO
+from _workflows import load_defs, validate, to_api, all_inputs, spec_opts, spec_type
+
+WF_DIR = REPO / "example_workflows"
+WORKFLOWS = sorted(WF_DIR.glob("*.json"))
+EXPECTED = {"magcache_wan21_t2v", "magcache_calibrate", "magcache_compare", "nag_cfg1_fewstep",
+            "nag_magcache", "dloral_video_upscale"}
+
+
+@pytest.fixture(scope="module")
+def defs():
+    return load_defs()
+
+
+def _load(name):
+    return json.loads((WF_DIR / f"{name}.json").read_text())
+
+
+def _pack_node_ids():
+    """Node ids registered in nodes/*_nodes.py, read with ast (no import, no host)."""
+    ids = set()
+    for f in (REPO / "nodes").glob("*_nodes.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS"
+                                                    for t in node.targets) and isinstance(node.value, ast.Dict):
+                ids |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    return ids
+
+
+def test_expected_workflows_present():
+    names = {p.stem for p in WORKFLOWS}
+    missing = EXPECTED - names
+    assert not missing, f"missing example workflows: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_validates(path, defs):
+    wf = json.loads(path.read_text())
+    assert wf.get("nodes") and wf.get("links"), "empty workflow"
+    errs = validate(wf, defs)
+    assert errs == [], "\n".join(errs)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_is_annotated(path, defs):
+    """Every workflow has a note that says where the model files go, and uses an Atelier node."""
+    wf = json.loads(path.read_text())
+    notes = [n["widgets_values"][0] for n in wf["nodes"] if n["type"] in ("Note", "MarkdownNote")]
+    assert notes and any("models/" in t for t in notes), "no note saying where the files go"
+    assert any(n["type"].startswith("Atelier") for n in wf["nodes"])
+    api = to_api(wf, defs)
+    assert all(v["class_type"] in defs for v in api.values())
+
+
+def test_snapshot_covers_every_pack_node(defs):
+    ids = _pack_node_ids()
+    assert ids, "found no NODE_CLASS_MAPPINGS in nodes/*_nodes.py"
+    missing = ids - set(defs)
+    assert not missing, (f"tests/data/node_defs.json lacks {sorted(missing)}: run "
+                         "COMFYUI_DIR=... .venv/bin/python scripts/dump_node_defs.py")
+
+
+def test_every_input_has_tooltip_and_categories_are_consistent(defs):
+    problems = []
+    atelier = {k: v for k, v in defs.items() if k.startswith("Atelier")}
+    assert atelier
+    for key, d in atelier.items():
+        if not d.get("category", "").startswith("Atelier/"):
+            problems.append(f"{key}: category {d.get('category')!r} is not Atelier/...")
+        if not d.get("display_name", "").startswith("Atelier "):
+            problems.append(f"{key}: display name {d.get('display_name')!r} does not start with 'Atelier '")
+        if not d.get("description"):
+            problems.append(f"{key}: no DESCRIPTION")
+        for name, spec, _ in all_inputs(d):
+            if not spec_opts(spec).get("tooltip"):
+                problems.append(f"{key}.{name} ({spec_type(spec)}): no tooltip")
+    assert not problems, "\n".join(problems)
+
+
+def test_api_conversion_maps_widgets(defs):
+    """Widget values land on the right inputs, the seed's control value is skipped, links become refs."""
+    api = to_api(_load("magcache_wan21_t2v"), defs)
+    ks = next(v for v in api.values() if v["class_type"] == "KSampler")["inputs"]
+    assert (ks["seed"], ks["steps"], ks["cfg"], ks["sampler_name"], ks["scheduler"], ks["denoise"]) == \
+        (42, 30, 6.0, "uni_pc", "simple", 1.0)
+    mc_id = next(k for k, v in api.items() if v["class_type"] == "AtelierMagCacheWan")
+    assert ks["model"] == [mc_id, 0]
+    mc = api[mc_id]["inputs"]
+    assert (mc["thresh"], mc["k"], mc["retention"], mc["preview_steps"]) == (0.12, 2, 0.2, 30)
+
+
+# -- the validator catches broken workflows --------------------------------------------------------
+def _node(wf, type_):
+    return next(n for n in wf["nodes"] if n["type"] == type_)
+
+
+def _break_unknown_type(wf, defs):
+    _node(wf, "AtelierMagCacheWan")["type"] = "AtelierMagCacheWanTypo"
+
+
+def _break_unlinked_required(wf, defs):
+    ks = _node(wf, "KSampler")
+    i = next(i for i in ks["inputs"] if i["name"] == "positive")
+    wf["links"] = [link for link in wf["links"] if link[0] != i["link"]]
+    i["link"] = None
+
+
+def _break_out_of_bounds(wf, defs):
+    mc = _node(wf, "AtelierMagCacheWan")
+    names = [n for n, s, _ in all_inputs(defs["AtelierMagCacheWan"]) if spec_type(s) in ("INT", "FLOAT", "COMBO",
+                                                                                           "STRING", "BOOLEAN")]
+    mc["widgets_values"][names.index("thresh")] = 5.0   # max is 1.0
+
+
+def _break_link_type(wf, defs):
+    link = next(lk for lk in wf["links"] if lk[5] == "LATENT")
+    vae = _node(wf, "VAELoader")
+    link[1], link[2] = vae["id"], 0                      # a VAE into a LATENT input
+    link[5] = "VAE"
+
+
+def _break_combo(wf, defs):
+    _node(wf, "KSampler")["widgets_values"][3] = "no_such_sampler"
+
+
+def _break_widget_count(wf, defs):
+    _node(wf, "EmptyHunyuanLatentVideo")["widgets_values"].pop()
+
+
+BREAKERS = [_break_unknown_type, _break_unlinked_required, _break_out_of_bounds, _break_link_type,
+            _break_combo, _break_widget_count]
+
+
+@pytest.mark.parametrize("breaker", BREAKERS, ids=[b.__name__[7:] for b in BREAKERS])
+def test_validator_fails_on_broken_workflow(breaker, defs):
+    wf = _load("magcache_wan21_t2v")
+    assert validate(wf, defs) == []
+    broken = copy.deepcopy(wf)
+    breaker(broken, defs)
+    errs = validate(broken, defs)
+    assert errs, f"{breaker.__name__} was not detected"

@@ -1,0 +1,198 @@
+"""End-to-end in a real browser: headless Debian ``chromium`` (CDP) against a real ComfyUI server.
+
+Opens the UI, opens the templates browser (the menu's "Browse Templates" command) and clicks the
+pack's MagCache template; if the dialog's layout cannot be driven, loads the same template JSON
+from ``/api/workflow_templates`` into the graph the way the dialog does and says so in the output.
+The official model names are swapped in the graph for the tiny files and the two CLIPTextEncode
+nodes for the test-only encoder (see tests/_e2e.py). Queues with the Run button, waits for the
+run, and asserts that the MagCache step strip (planned, then as run) and the output preview are in
+the DOM. Screenshots: tests/_out/e2e_browser_*.png.
+"""
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from _cdp import Chromium, Page, find_chromium
+from _e2e import (ComfyServer, PACK_FOLDER, make_base_dir, cleanup, write_tiny_models, STEPS,
+                  TINY_UNET, TINY_VAE, SIZE, FRAMES)
+
+pytestmark = [pytest.mark.host, pytest.mark.slow]
+TEMPLATE = "magcache_wan21_t2v"
+
+APP = "(window.comfyAPI?.app?.app || window.app)"
+
+SWAP_JS = """(() => {
+  const app = %(app)s, g = app.graph;
+  const LG = window.LiteGraph || window.comfyAPI?.litegraph?.LiteGraph;
+  const set = (n, name, v) => { const w = n.widgets?.find(w => w.name === name);
+                                if (w) { w.value = v; w.callback?.(v); } };
+  for (const n of [...g._nodes]) {
+    if (n.type === 'UNETLoader') set(n, 'unet_name', %(unet)s);
+    if (n.type === 'VAELoader') set(n, 'vae_name', %(vae)s);
+    if (n.type === 'EmptyHunyuanLatentVideo') { set(n, 'width', %(size)d); set(n, 'height', %(size)d);
+                                                set(n, 'length', %(frames)d); }
+    if (n.type === 'KSampler') { set(n, 'steps', %(steps)d); set(n, 'control_after_generate', 'fixed'); }
+    if (n.type === 'AtelierMagCacheWan') set(n, 'preview_steps', %(steps)d);
+  }
+  const linkOf = id => (g.links?.get ? g.links.get(id) : g.links[id]);
+  for (const n of [...g._nodes]) if (n.type === 'CLIPTextEncode') {
+    const r = LG.createNode('AtelierE2ETextEncode');
+    r.pos = [n.pos[0], n.pos[1]];
+    g.add(r);
+    set(r, 'text', n.widgets.find(w => w.name === 'text').value);
+    const targets = (n.outputs[0].links || []).map(linkOf).filter(Boolean)
+      .map(l => [g.getNodeById(l.target_id), l.target_slot]);
+    g.remove(n);
+    for (const [t, slot] of targets) r.connect(0, t, slot);
+  }
+  for (const n of [...g._nodes]) if (n.type === 'CLIPLoader') g.remove(n);
+  g.setDirtyCanvas(true, true);
+  return g._nodes.map(n => n.type);
+})()"""
+
+VIEW_JS = """(() => { const app = %s, c = app.canvas;
+  c.ds.scale = 0.72; c.ds.offset = [-680, 150]; c.setDirty(true, true); return true; })()""" % APP
+
+CLICK_TEXT_JS = """((texts) => {
+  const els = [...document.querySelectorAll('[role=dialog] *, .p-dialog *')];
+  for (const t of texts) {
+    const el = els.find(e => e.children.length === 0 && e.textContent.trim() === t);
+    if (el) { (el.closest('[role=button],button,a,li,.cursor-pointer') || el).click(); return t; }
+  }
+  return null;
+})(%s)"""
+
+
+@pytest.fixture(scope="module")
+def server(comfy_dir):
+    base = make_base_dir()
+    srv = ComfyServer(comfy_dir, base)
+    try:
+        write_tiny_models(base)
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+        cleanup(base)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    exe = find_chromium()
+    if exe is None:
+        pytest.skip("no chromium: apt-get install -y chromium")
+    return exe
+
+
+def _graph_has(node_type):
+    return f"{APP}?.graph?._nodes?.some(n => n.type === '{node_type}')"
+
+
+async def _load_template(page, url, notes):
+    """Open the templates browser and click the pack's template; fall back to loading its JSON."""
+    try:
+        await page.eval(f"{APP}.extensionManager.command.execute('Comfy.BrowseTemplates')")
+        await page.wait_for(f"document.body.innerText.includes('{PACK_FOLDER}')", timeout=20)
+        await page.eval(CLICK_TEXT_JS % json.dumps([PACK_FOLDER]))
+        await page.wait_for(f"document.body.innerText.includes('{TEMPLATE}')", timeout=15)
+        notes.append("templates dialog lists the pack and its template")
+        clicked = await page.eval(CLICK_TEXT_JS % json.dumps([TEMPLATE]))
+        await page.wait_for(_graph_has("AtelierMagCacheWan"), timeout=20)
+        notes.append(f"template loaded by clicking {clicked!r} in the templates dialog")
+        return "menu"
+    except (TimeoutError, RuntimeError) as exc:
+        notes.append(f"menu path failed ({str(exc)[:200]}); loading via /api/workflow_templates")
+    await page.eval("document.querySelectorAll('[role=dialog] button[aria-label=Close], "
+                    ".p-dialog-close-button').forEach(b => b.click())")
+    await page.eval(f"""(async () => {{
+        const r = await fetch('/api/workflow_templates/{PACK_FOLDER}/{TEMPLATE}.json');
+        await {APP}.loadGraphData(await r.json(), true, true, '{TEMPLATE}'); return true; }})()""")
+    await page.wait_for(_graph_has("AtelierMagCacheWan"), timeout=20)
+    return "api"
+
+
+async def _scenario(server, exe, out_dir):
+    notes = []
+    browser = Chromium(exe)
+    ws_url = browser.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(ws_url, max_msg_size=0) as ws:
+                page = Page(ws)
+                await page.call("Runtime.enable")
+                await page.call("Page.enable")
+                await page.call("Emulation.setDeviceMetricsOverride", width=1600, height=1000,
+                                deviceScaleFactor=1, mobile=False)
+                await page.call("Page.navigate", url=server.url)
+                await page.wait_for(f"!!({APP}?.graph && document.querySelector('canvas'))", timeout=120)
+                try:
+                    await page.wait_for("!!window.__atelierUI", timeout=60)
+                except TimeoutError:
+                    raise AssertionError(f"atelier.js did not load; page errors: {page.errors()}")
+                await asyncio.sleep(2)
+                how = await _load_template(page, server.url, notes)
+                await page.eval("document.querySelectorAll('[role=dialog] button[aria-label=Close], "
+                                ".p-dialog-close-button').forEach(b => b.click())")
+                types = await page.eval(SWAP_JS % dict(app=APP, unet=json.dumps(TINY_UNET),
+                                                       vae=json.dumps(TINY_VAE), size=SIZE, frames=FRAMES,
+                                                       steps=STEPS))
+                assert "AtelierE2ETextEncode" in types and "CLIPTextEncode" not in types, types
+                await page.eval(VIEW_JS)
+                # the planned schedule is on the node before queueing
+                plan = await page.wait_for(
+                    "(() => { const d = document.querySelector('.atelier-step-strip[data-state=plan]');"
+                    " return d && d.querySelectorAll('.atl-cell').length ? d.innerText : null; })()", timeout=30)
+                await asyncio.sleep(1)
+                await page.screenshot(out_dir / "e2e_browser_plan.png")
+                hist_before = len(server.get_json("/history"))
+                clicked = await page.eval("""(() => {
+                    const b = [...document.querySelectorAll('button')].find(b =>
+                        /^(Run|Queue)\\b/i.test((b.innerText || b.getAttribute('aria-label') || '').trim()) ||
+                        b.dataset?.testid === 'queue-button');
+                    if (b) { b.click(); return b.innerText.trim() || b.getAttribute('aria-label'); }
+                    return null; })()""")
+                if not clicked:
+                    notes.append("no Run button found; queued with app.queuePrompt")
+                    await page.eval(f"{APP}.queuePrompt(0, 1)")
+                else:
+                    notes.append(f"queued with the {clicked!r} button")
+                for _ in range(600):
+                    h = server.get_json("/history")
+                    if len(h) > hist_before and all(v.get("status", {}).get("completed") is not None
+                                                    for v in h.values()):
+                        break
+                    await asyncio.sleep(0.5)
+                else:
+                    raise TimeoutError(f"run did not finish:\n{server.log_tail()}")
+                entry = list(h.values())[-1]
+                assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+                strip = await page.wait_for(
+                    "(() => { const d = document.querySelector('.atelier-step-strip[data-state=run]');"
+                    " return d ? {text: d.innerText, cells: d.querySelectorAll('.atl-cell').length,"
+                    " skipped: d.querySelectorAll('.atl-S').length, rows: d.querySelectorAll('.atl-row').length}"
+                    " : null; })()", timeout=30)
+                preview = await page.wait_for(f"""(() => {{
+                    const imgs = [...document.querySelectorAll('img')].filter(i => i.src.includes('magcache_t2v'));
+                    const save = {APP}.graph._nodes.find(n => n.type === 'SaveAnimatedWEBP');
+                    const n = imgs.length + (save?.imgs?.length || 0);
+                    return n ? {{dom: imgs.length, node: save?.imgs?.length || 0}} : null; }})()""", timeout=30)
+                await asyncio.sleep(1.5)
+                await page.screenshot(out_dir / "e2e_browser_run.png")
+                errors = [e for e in page.errors() if "atelier" in e.lower()]
+                return dict(how=how, notes=notes, plan=plan, strip=strip, preview=preview, errors=errors)
+    finally:
+        browser.stop()
+
+
+def test_browser_template_queue_strip(server, chromium, out_dir):
+    r = asyncio.run(_scenario(server, chromium, out_dir))
+    print("\n".join(r["notes"]))
+    assert "Plan" in r["plan"]
+    s = r["strip"]
+    assert s["rows"] == 2 and s["cells"] == 2 * STEPS, s
+    assert "calls computed" in s["text"]
+    assert r["preview"], "no output preview"
+    assert not r["errors"], r["errors"]
+    assert (out_dir / "e2e_browser_run.png").stat().st_size > 10_000

@@ -1,0 +1,227 @@
+"""End-to-end: a real ComfyUI server (``COMFYUI_DIR``) with the pack in custom_nodes runs every workflow.
+
+The server runs in a throw-away ``--base-directory`` (nothing is written into the host tree), with the
+pack symlinked into its ``custom_nodes``; it is stopped by its PID. Workflows are converted to API
+format by the test and their official model files swapped for tiny ones (see ``tests/_e2e.py``).
+"""
+import json
+
+import pytest
+from PIL import Image
+
+from _e2e import (ComfyServer, PACK_FOLDER, make_base_dir, cleanup, load_defs, write_tiny_models,
+                  tiny_prompt, run_prompt, STEPS, SIZE, FRAMES)
+from _testenv import REPO
+
+pytestmark = [pytest.mark.host, pytest.mark.slow]
+WF_DIR = REPO / "example_workflows"
+
+
+@pytest.fixture(scope="module")
+def server(comfy_dir):
+    base = make_base_dir()
+    srv = ComfyServer(comfy_dir, base)
+    try:
+        write_tiny_models(base)
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+        cleanup(base)
+
+
+@pytest.fixture(scope="module")
+def defs():
+    return load_defs()
+
+
+def _wf(name):
+    path = WF_DIR / f"{name}.json"
+    if not path.is_file():
+        pytest.skip(f"{path.name} not written yet")
+    return json.loads(path.read_text())
+
+
+def _run_ok(server, prompt):
+    status, body, events, hist = run_prompt(server, prompt)
+    assert status == 200, f"/prompt refused: {json.dumps(body)[:2000]}"
+    assert hist is not None, f"no history; server log:\n{server.log_tail()}"
+    errs = [e for e in events if e.get("type") == "execution_error"]
+    assert not errs and hist["status"].get("status_str") == "success", \
+        f"{json.dumps(errs)[:3000]}\n{server.log_tail()}"
+    return events, hist
+
+
+def _saved_files(server, hist, key="images"):
+    files = []
+    for out in hist["outputs"].values():
+        for item in out.get(key, []):
+            p = server.base / (item.get("type") or "output") / item.get("subfolder", "") / item["filename"]
+            files.append(p)
+    return files
+
+
+def _check_webp(path, frames):
+    assert path.is_file(), path
+    with Image.open(path) as im:
+        assert im.format == "WEBP"
+        assert getattr(im, "n_frames", 1) == frames
+        assert im.size == (SIZE, SIZE)
+        spreads = []
+        for k in range(frames):
+            im.seek(k)
+            ext = im.convert("RGB").getextrema()
+            spreads.append(max(hi - lo for lo, hi in ext))
+        assert max(spreads) > 0, "flat frames (NaN or constant output)"
+
+
+def _reports(events):
+    return [e["data"] for e in events if e.get("type") == "atelier.magcache.report"]
+
+
+# -- the server side of the pack ---------------------------------------------------------------------
+def test_snapshot_matches_live_server(server, defs):
+    """tests/data/node_defs.json (used by the core tests) is what this server reports."""
+    import sys
+    sys.path.insert(0, str(REPO / "scripts"))
+    from dump_node_defs import mark_file_lists
+    live = server.get_json("/object_info")
+    version = server.get_json("/system_stats")["system"].get("comfyui_version")
+    snap_version = json.loads((REPO / "tests" / "data" / "node_defs.json").read_text())["comfyui_version"]
+    pack = sorted(k for k in live if k.startswith("Atelier") and not k.startswith("AtelierE2E"))
+    assert pack == sorted(k for k in defs if k.startswith("Atelier")), \
+        "node set changed: run scripts/dump_node_defs.py"
+    for key in pack:
+        d = dict(live[key])
+        d.pop("python_module", None)
+        mark_file_lists(d)
+        s = defs[key]
+        for field in ("category", "display_name", "output", "output_name", "input_order"):
+            assert d.get(field) == s.get(field), f"{key}.{field} changed: run scripts/dump_node_defs.py"
+        for section, inputs in s["input"].items():
+            for name, spec in inputs.items():
+                ls = d["input"][section][name]
+                so = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                if so.get("atelier_file_list"):   # install-dependent file list: compare the options only
+                    lo = dict(ls[1]) if len(ls) > 1 and isinstance(ls[1], dict) else {}
+                    lo.pop("options", None)
+                    assert lo == {k: v for k, v in so.items() if k != "atelier_file_list"}, f"{key}.{name}"
+                elif version == snap_version or not isinstance(spec[0], list):
+                    assert ls == spec, f"{key}.{name} changed: run scripts/dump_node_defs.py"
+    for host_node in defs:
+        if not host_node.startswith("Atelier"):
+            assert host_node in live, f"host node {host_node} missing in this ComfyUI"
+
+
+def test_templates_and_extension_are_served(server):
+    listing = server.get_json("/api/workflow_templates")
+    names = sorted(p.stem for p in WF_DIR.glob("*.json"))
+    assert sorted(listing.get(PACK_FOLDER, [])) == names
+    for n in names:
+        got = server.get_json(f"/api/workflow_templates/{PACK_FOLDER}/{n}.json")
+        assert got == json.loads((WF_DIR / f"{n}.json").read_text())
+    exts = server.get_json("/extensions")
+    assert f"/extensions/{PACK_FOLDER}/js/atelier.js" in exts
+    status, body = server.request(f"/extensions/{PACK_FOLDER}/js/atelier.js")
+    assert status == 200 and b"registerExtension" in body
+
+
+def test_schedule_route(server):
+    s = server.get_json("/api/atelier/magcache/schedule?preset=wan2.1_t2v_1.3B&steps=50&thresh=0.12&k=2"
+                        "&retention=0.2")
+    assert s["total_calls"] == 100 and 0 < s["computed_calls"] < 100
+    assert all(0 <= i < 50 for i in s["cond_skipped"] + s["uncond_skipped"])
+    status, body = server.request("/api/atelier/magcache/schedule?thresh=abc")
+    assert status == 400 and b"error" in body
+
+
+# -- each workflow runs to completion -------------------------------------------------------------------
+def test_magcache_t2v(server, defs):
+    events, hist = _run_ok(server, tiny_prompt(_wf("magcache_wan21_t2v"), defs))
+    files = _saved_files(server, hist)
+    assert len(files) == 1
+    _check_webp(files[0], FRAMES)
+    reps = _reports(events)
+    assert len(reps) == 1, "one atelier.magcache.report event per sampling run"
+    r = reps[0]
+    mc_id = next(k for k, v in tiny_prompt(_wf("magcache_wan21_t2v"), defs).items()
+                 if v["class_type"] == "AtelierMagCacheWan")
+    assert str(r["node"]) == mc_id
+    assert set(r["branches"]) == {"cond", "uncond"}
+    for marks in r["branches"].values():
+        assert len(marks) == STEPS and set(marks) <= {"C", "S"}
+    computed = sum(m == "C" for marks in r["branches"].values() for m in marks)
+    assert r["computed_calls"] == computed and r["total_calls"] == 2 * STEPS
+    assert r["time_saved_s"] >= 0 and r["summary"].startswith("MagCache")
+
+
+def test_magcache_compare(server, defs):
+    events, hist = _run_ok(server, tiny_prompt(_wf("magcache_compare"), defs))
+    files = _saved_files(server, hist)
+    assert len(files) == 2
+    for f in files:
+        _check_webp(f, FRAMES)
+    texts = [t for out in hist["outputs"].values() for t in out.get("text", [])]
+    if texts:   # PreviewAny shows the PSNR/SSIM table
+        assert any("psnr" in t for t in texts)
+
+
+def test_magcache_calibrate(server, defs):
+    events, hist = _run_ok(server, tiny_prompt(_wf("magcache_calibrate"), defs))
+    for f in _saved_files(server, hist):
+        _check_webp(f, FRAMES)
+    saved = server.base / "output" / "atelier_magcache" / "my_wan_model.json"
+    assert saved.is_file()
+    curve = json.loads(saved.read_text())
+    assert curve, "empty calibration curve"
+    assert len(_reports(events)) == 1   # the MagCache sampler that uses the new curve
+
+
+@pytest.mark.parametrize("name", ["nag_cfg1_fewstep", "nag_magcache"])
+def test_nag_workflows(server, defs, name):
+    events, hist = _run_ok(server, tiny_prompt(_wf(name), defs))
+    files = _saved_files(server, hist)
+    assert len(files) == 1
+    _check_webp(files[0], FRAMES)
+    assert len(_reports(events)) == (1 if "magcache" in name else 0)
+
+
+# -- bad inputs get the server's validation error, not a crash ---------------------------------------
+def _node_id(api, t):
+    return next(k for k, v in api.items() if v["class_type"] == t)
+
+
+def test_bad_inputs_return_validation_errors(server, defs):
+    wf = _wf("magcache_wan21_t2v")
+    api = tiny_prompt(wf, defs)
+    mc = _node_id(api, "AtelierMagCacheWan")
+    api[mc]["inputs"]["thresh"] = 5.0
+    status, body = server.queue(api)
+    assert status == 400 and mc in body.get("node_errors", {}), body
+    assert "thresh" in json.dumps(body["node_errors"][mc])
+
+    api = tiny_prompt(wf, defs)
+    api[_node_id(api, "AtelierMagCacheWan")]["inputs"]["preset"] = "wan9_nope"
+    status, body = server.queue(api)
+    assert status == 400 and "preset" in json.dumps(body)
+
+    api = tiny_prompt(wf, defs)
+    del api[_node_id(api, "KSampler")]["inputs"]["model"]
+    status, body = server.queue(api)
+    assert status == 400 and "model" in json.dumps(body)
+
+    api = tiny_prompt(wf, defs)
+    api[mc]["class_type"] = "AtelierNoSuchNode"
+    status, body = server.queue(api)
+    assert status == 400
+    # the server still works afterwards
+    assert server.get_json("/system_stats")["system"]
+
+
+def test_missing_model_file_is_a_validation_error(server, defs):
+    """A model file that is not installed: the server names the input; it stays up."""
+    api = tiny_prompt(_wf("magcache_wan21_t2v"), defs)
+    api[_node_id(api, "UNETLoader")]["inputs"]["unet_name"] = "no_such_file.safetensors"
+    status, body = server.queue(api)
+    assert status == 400 and "unet_name" in json.dumps(body)
+    assert server.get_json("/system_stats")["system"]

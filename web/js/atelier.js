@@ -1,0 +1,213 @@
+// Atelier frontend extension (plain ES module, no build step).
+//
+// * Atelier MagCache (Wan): a step strip on the node. Before a run it shows the planned schedule
+//   (GET /atelier/magcache/schedule with the node's widget values); after a run it shows, per branch,
+//   which steps computed (C) or reused the cache (S), with computed/total calls and the time saved,
+//   from the server event "atelier.magcache.report".
+// * Atelier restoration nodes: a caption over the previews the node returned ({"ui": {"images"}}),
+//   naming what each preview shows.
+// The strip is a DOM widget (class "atelier-step-strip"), so tests can find it in the page.
+import { app } from "../../../scripts/app.js";
+import { api } from "../../../scripts/api.js";
+
+const MAGCACHE = "AtelierMagCacheWan";
+const REPORT_EVENT = "atelier.magcache.report";
+const STRIP_WIDGET = "atelier_step_strip";
+
+const STYLE = `
+.atelier-step-strip { font: 11px/1.35 ui-monospace, monospace; color: #ddd; background: #1c1c1c;
+  border: 1px solid #444; border-radius: 4px; padding: 4px 6px; box-sizing: border-box; overflow: hidden; }
+.atelier-step-strip .atl-head { color: #9cf; margin-bottom: 3px; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
+.atelier-step-strip .atl-row { display: flex; align-items: center; gap: 4px; margin: 2px 0; }
+.atelier-step-strip .atl-label { width: 46px; flex: none; color: #aaa; }
+.atelier-step-strip .atl-cells { display: flex; flex: 1; gap: 1px; min-width: 0; }
+.atelier-step-strip .atl-cell { flex: 1; height: 12px; min-width: 2px; border-radius: 1px; }
+.atelier-step-strip .atl-C { background: #3b82f6; }
+.atelier-step-strip .atl-S { background: #22c55e; }
+.atelier-step-strip .atl-dot { background: #555; }
+.atelier-step-strip.atl-plan .atl-C { background: #3b82f680; }
+.atelier-step-strip.atl-plan .atl-S { background: #22c55e80; }
+.atelier-step-strip .atl-foot { color: #ccc; margin-top: 3px; white-space: normal; }
+.atelier-step-strip .atl-legend { color: #888; }
+.atelier-preview-caption { font: 11px/1.3 sans-serif; color: #ddd; background: #222a; padding: 2px 6px; }
+`;
+
+function injectStyle() {
+  if (document.getElementById("atelier-style")) return;
+  const s = document.createElement("style");
+  s.id = "atelier-style";
+  s.textContent = STYLE;
+  document.head.appendChild(s);
+}
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+// Render marks {branch: ["C","S",...]} into the strip element.
+export function renderStrip(root, { title, branches, foot, plan }) {
+  root.replaceChildren();
+  root.classList.toggle("atl-plan", !!plan);
+  root.dataset.state = plan ? "plan" : "run";
+  root.appendChild(el("div", "atl-head", title));
+  for (const [name, marks] of Object.entries(branches || {})) {
+    const row = el("div", "atl-row");
+    row.dataset.branch = name;
+    row.appendChild(el("span", "atl-label", name));
+    const cells = el("div", "atl-cells");
+    marks.forEach((m, i) => {
+      const c = el("span", "atl-cell " + (m === "C" ? "atl-C" : m === "S" ? "atl-S" : "atl-dot"));
+      c.title = `step ${i}: ${m === "C" ? "computed" : m === "S" ? "skipped (cache reused)" : "not run"}`;
+      cells.appendChild(c);
+    });
+    row.appendChild(cells);
+    root.appendChild(row);
+  }
+  const f = el("div", "atl-foot", foot || "");
+  f.appendChild(el("div", "atl-legend", "blue = computed, green = skipped (cache reused)"));
+  root.appendChild(f);
+}
+
+function planMarks(steps, skipped) {
+  const s = new Set(skipped || []);
+  return Array.from({ length: steps }, (_, i) => (s.has(i) ? "S" : "C"));
+}
+
+function widgetValue(node, name, dflt) {
+  const w = node.widgets?.find((x) => x.name === name);
+  return w === undefined ? dflt : w.value;
+}
+
+function ensureStrip(node) {
+  if (node.__atelierStrip) return node.__atelierStrip;
+  injectStyle();
+  const div = el("div", "atelier-step-strip");
+  div.dataset.node = String(node.id);
+  let widget = null;
+  if (typeof node.addDOMWidget === "function") {
+    widget = node.addDOMWidget(STRIP_WIDGET, "atelier-strip", div, {
+      serialize: false, hideOnZoom: false, getMinHeight: () => 96, getHeight: () => 96,
+    });
+    if (widget) widget.serialize = false;   // never adds a widgets_values entry
+  }
+  node.__atelierStrip = div;
+  return div;
+}
+
+async function refreshPlan(node) {
+  const div = ensureStrip(node);
+  const q = new URLSearchParams({
+    preset: widgetValue(node, "preset", "auto"), steps: widgetValue(node, "preview_steps", 50),
+    thresh: widgetValue(node, "thresh", 0.12), k: widgetValue(node, "k", 2),
+    retention: widgetValue(node, "retention", 0.2), start_step: widgetValue(node, "start_step", -1),
+    end_step: widgetValue(node, "end_step", -1), protect_last: widgetValue(node, "protect_last", 0),
+  });
+  try {
+    const r = await api.fetchApi(`/atelier/magcache/schedule?${q}`);
+    const s = await r.json();
+    if (!r.ok || s.error) throw new Error(s.error || r.statusText);
+    if (node.__atelierHasRun) return;   // a real run's strip wins over the plan
+    const ideal = s.total_calls / Math.max(1, s.computed_calls);
+    renderStrip(div, {
+      plan: true,
+      title: `Plan (${s.preset}, ${s.steps} steps): skips ${s.cond_skipped.length} cond, ` +
+             `${s.uncond_skipped.length} uncond`,
+      branches: { cond: planMarks(s.steps, s.cond_skipped), uncond: planMarks(s.steps, s.uncond_skipped) },
+      foot: `computes ${s.computed_calls}/${s.total_calls} calls (ideal ${ideal.toFixed(2)}x)` +
+            (s.cond_skipped.length + s.uncond_skipped.length === 0 ? " - skips nothing at this setting" : ""),
+    });
+  } catch (err) {
+    if (!node.__atelierHasRun) renderStrip(div, { plan: true, title: "Plan unavailable", foot: String(err) });
+  }
+  node.setDirtyCanvas?.(true, true);
+}
+
+function findNode(id) {
+  const g = app.graph;
+  if (!g) return null;
+  const s = String(id);
+  let n = g.getNodeById?.(Number(s)) ?? g.getNodeById?.(s);
+  if (!n && s.includes(":")) n = g.getNodeById?.(Number(s.split(":").pop()));   // inside a subgraph
+  return n || null;
+}
+
+function onReport(ev) {
+  const p = ev.detail || {};
+  const node = findNode(p.node);
+  if (!node || node.comfyClass !== MAGCACHE) return;
+  node.__atelierHasRun = true;
+  const saved = typeof p.time_saved_s === "number" ? `${p.time_saved_s.toFixed(2)} s saved` : "";
+  const speed = typeof p.speedup === "number" ? `, ${p.speedup.toFixed(2)}x` : "";
+  renderStrip(ensureStrip(node), {
+    plan: false,
+    title: `Last run: ${p.computed_calls}/${p.total_calls} calls computed` + (p.interrupted ? " (interrupted)" : ""),
+    branches: p.branches,
+    foot: `${saved}${speed}${p.summary ? " - " + p.summary : ""}`,
+  });
+  node.setDirtyCanvas?.(true, true);
+}
+
+// Captions for restoration previews: what each returned image shows (the node may send "captions").
+function onRestorationExecuted(node, output) {
+  if (!output) return;
+  const caps = output.atelier_captions || output.captions;
+  const n = (output.images || []).length;
+  if (!n && !caps) return;
+  injectStyle();
+  let div = node.__atelierCaption;
+  if (!div) {
+    div = el("div", "atelier-preview-caption atelier-restoration-preview");
+    if (typeof node.addDOMWidget === "function") {
+      const w = node.addDOMWidget("atelier_preview_caption", "atelier-caption", div,
+        { serialize: false, getMinHeight: () => 22 });
+      if (w) w.serialize = false;
+    }
+    node.__atelierCaption = div;
+  }
+  const text = Array.isArray(caps) ? caps.join(" | ") : (caps || "");
+  div.textContent = `${n} preview${n === 1 ? "" : "s"}${text ? ": " + text : ""}`;
+  div.dataset.count = String(n);
+}
+
+app.registerExtension({
+  name: "atelier.ui",
+  setup() {
+    api.addEventListener(REPORT_EVENT, onReport);
+    window.__atelierUI = { loaded: true };   // lets tests and users check the extension loaded
+  },
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (nodeData?.name === MAGCACHE) {
+      const created = nodeType.prototype.onNodeCreated;
+      nodeType.prototype.onNodeCreated = function () {
+        const r = created?.apply(this, arguments);
+        ensureStrip(this);
+        let timer = null;
+        const schedule = () => { clearTimeout(timer); timer = setTimeout(() => refreshPlan(this), 250); };
+        for (const w of this.widgets || []) {
+          if (w.name === STRIP_WIDGET) continue;
+          const cb = w.callback;
+          w.callback = function () { const out = cb?.apply(this, arguments); schedule(); return out; };
+        }
+        schedule();
+        return r;
+      };
+      const configure = nodeType.prototype.onConfigure;
+      nodeType.prototype.onConfigure = function () {
+        const r = configure?.apply(this, arguments);
+        setTimeout(() => refreshPlan(this), 300);   // widget values are restored after creation
+        return r;
+      };
+    } else if (nodeData?.name?.startsWith("AtelierRestoration") || nodeData?.category?.startsWith("Atelier/Restoration")) {
+      const executed = nodeType.prototype.onExecuted;
+      nodeType.prototype.onExecuted = function (output) {
+        const r = executed?.apply(this, arguments);
+        onRestorationExecuted(this, output);
+        return r;
+      };
+    }
+  },
+});
