@@ -31,6 +31,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True, help="output folder (created)")
     ap.add_argument("--dpi", type=float, default=None, help="scan resolution; default: from the file's metadata")
     ap.add_argument("--seed", type=int, default=0, help="sample seed")
+    ap.add_argument("--size", default="1536x1024", help="sample size WxH in px (default 1536x1024 = 65 x 43 mm at 600 dpi)")
     ap.add_argument("--ground", default=None, help="ground colour R,G,B in 0..1 (default: auto)")
     ap.add_argument("--mask-add", default=None, help="user-painted mask to add (PNG, white = damage)")
     ap.add_argument("--mask-remove", default=None, help="user-painted mask of false detections to remove")
@@ -42,10 +43,16 @@ def main(argv=None):
     ap.add_argument("--no-mirror", action="store_true", help="do not mirror the print layers")
     ap.add_argument("--fill-classes", default="loss,small_defect,user",
                     help=f"comma list from {sorted(CLASS_IDS)}")
-    ap.add_argument("--tile", type=int, default=2048, help="tile size in px (0 = untiled)")
+    ap.add_argument("--tile", type=int, default=1024, help="tile size in px (0 = untiled)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: the work is per-tile elementwise maths and OpenCV, which "
+                         "gains little from torch threads and loses a lot on a busy machine; 0 = torch default)")
     args = ap.parse_args(argv)
     if bool(args.scan) == bool(args.sample):
         ap.error("give either SCAN or --sample")
+    if args.threads > 0:
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         manifest = run_cli(args)
     except ValueError as exc:
@@ -80,15 +87,23 @@ def run_cli(args):
         from .scanio import sha256_file
         t0 = time.perf_counter()
         dpi = args.dpi or 600.0
-        img, clean, gt, info = make_sample(SynthConfig(dpi=dpi), args.seed)
+        try:
+            sw, sh = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--size must be WxH, got {args.size!r}") from None
+        if not (64 <= sw <= 20000 and 64 <= sh <= 20000):
+            raise ValueError(f"--size {args.size} out of range 64..20000 px per side")
+        img, clean, gt, info = make_sample(SynthConfig(width=sw, height=sh, dpi=dpi), args.seed)
         ground = ground or tuple(info["ground_rgb"])
         p = write_tiff(out, "sample_scan.tif", to_uint(img, 16), dpi)
         write_png(out, "sample_clean.png", to_uint(clean, 8), dpi)
         write_png(out, "sample_ground_truth_classes.png", gt, dpi)
         scan_info = {"path": p.name, "sha256": sha256_file(p), "bits": 16, "dpi_source": "sample",
                      "seeds": {"sample": args.seed}}
-        # a simulated capture of the painting with the film applied, shifted 2.5 px right, 1 px down
-        capture = np.roll(clean, (1, 2), axis=(0, 1))
+        # a simulated capture of the painting with the film applied, shifted 2 px right, 1 px down
+        import cv2
+        capture = cv2.warpAffine(clean, np.float32([[1, 0, 2], [0, 1, 1]]), (clean.shape[1], clean.shape[0]),
+                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         extra["sample"] = {"seed": args.seed, "generator_s": round(time.perf_counter() - t0, 3),
                            "simulated_capture_shift_px": [2.0, 1.0]}
     else:

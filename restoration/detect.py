@@ -38,7 +38,7 @@ class DetectConfig:
     split_radius_mm: float = 0.25
     split_low: float = 12.0
     split_bridge_mm: float = 1.5
-    tile: int = 2048
+    tile: int = 1024
 
     def validate(self):
         for k in ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de"):
@@ -60,7 +60,10 @@ def _disk(r):
 
 def lab_of(img_np):
     """(H, W, 3) float32 sRGB numpy -> (H, W, 3) float32 Lab numpy."""
-    return rgb_to_lab(torch.from_numpy(np.ascontiguousarray(img_np, dtype=np.float32))).numpy()
+    a = np.ascontiguousarray(img_np, dtype=np.float32)
+    if not a.flags.writeable:
+        a = a.copy()
+    return rgb_to_lab(torch.from_numpy(a)).numpy()
 
 
 def auto_ground(img, max_px=2_000_000):

@@ -77,7 +77,7 @@ def simulate(original, layers, shift_px=(0, 0), white_shift_px=(0, 0), white_ref
     sh = lambda a, s: np.roll(a, s, axis=(0, 1))
     rgba = sh(rgba, shift_px)
     white = sh(white, tuple(a + b for a, b in zip(shift_px, white_shift_px)))
-    rp = srgb_to_linear(torch.from_numpy(original)).numpy()
+    rp = srgb_to_linear(torch.from_numpy(np.array(original, np.float32))).numpy()
     tgt = srgb_to_linear(torch.from_numpy(np.ascontiguousarray(rgba[..., :3]))).numpy()
     t2 = np.clip(tgt / white_reflectance, 0, 1)  # ink transmittance^2 designed over white
     under = white[..., None] * white_reflectance + (1 - white[..., None]) * rp
@@ -128,20 +128,22 @@ def layout(layers, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1, mirror=True):
     ch, cw, off, marks, arm, lw = fiducials(h, w, dpi, margin_mm, arm_mm, line_mm)
     fid = np.zeros((ch, cw), np.uint8)
     _draw_marks(fid, marks, arm, lw)
+    if mirror:  # fiducials are drawn, then the whole canvas is mirrored (image placed mirrored directly)
+        fid = np.ascontiguousarray(fid[:, ::-1])
+        rgba, white = rgba[:, ::-1], white[:, ::-1]
     c_rgba = np.zeros((ch, cw, 4), np.float32)
-    c_rgba[off:off + h, off:off + w] = rgba
+    c_rgba[off:off + h, cw - off - w:cw - off] = rgba
     c_white = np.zeros((ch, cw), np.float32)
-    c_white[off:off + h, off:off + w] = white
+    c_white[off:off + h, cw - off - w:cw - off] = white
     f = fid > 0
     c_rgba[f] = (0, 0, 0, 1)
     c_white[f] = 1.0
     if mirror:
-        c_rgba, c_white = c_rgba[:, ::-1].copy(), c_white[:, ::-1].copy()
         for mk in marks:
             mk["x_px"] = cw - 1 - mk["x_px"]
             mk["x_mm"] = round((mk["x_px"] + 0.5) * 25.4 / dpi, 4)
     out = dict(layers)
     out.update(color_rgba=c_rgba, white=c_white, fiducials=marks, mirror=bool(mirror), offset_px=off,
                margin_mm=margin_mm, canvas_px=[cw, ch],
-               canvas_mm=[round(cw * 25.4 / dpi, 4), round(ch * 25.4 / dpi, 4)], fiducial_mask=f[:, ::-1] if mirror else f)
+               canvas_mm=[round(cw * 25.4 / dpi, 4), round(ch * 25.4 / dpi, 4)], fiducial_mask=f)
     return out

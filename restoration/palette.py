@@ -17,46 +17,51 @@ def count_rgb8(rgb8):
     return int(len(unique_rgb8(np.asarray(rgb8).reshape(-1, 3))[0]))
 
 
-def merge_palette(rgb8, q=1.0, batch=2048):
+def merge_palette(rgb8, q=1.0, search_ab=3.0):
     """Greedy leader clustering of distinct colours at ΔE00 <= q.
 
-    Colours are visited by decreasing pixel count (ties: packed RGB order); each joins the first
-    leader (in creation order) within q, else becomes a leader. Deterministic.
-    Returns ``(leaders (K, 3) uint8, leader_counts (K,), assign (U,) index per unique colour,
+    Colours are visited by decreasing pixel count (ties: packed RGB order); each joins the earliest
+    leader within ΔE00 <= q, else becomes a leader. Candidate pairs come from a k-d tree in Lab with
+    Euclidean radius ``search_ab * q`` (ΔE*ab); ΔE00 is then computed exactly for those pairs. Pairs
+    with ΔE00 <= q but ΔE*ab > search_ab*q (saturated colours, C* above ~60) are not merged, so the
+    count is an upper bound there. Deterministic.
+    Returns ``(leaders (K, 3) uint8, leader_counts (K,), assign (U,) leader index per unique colour,
     uniques (U, 3))``.
     """
+    from scipy.spatial import cKDTree
     u, c = unique_rgb8(np.asarray(rgb8).reshape(-1, 3))
+    if len(u) == 0:
+        return np.zeros((0, 3), np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64), u
     order = np.lexsort((np.arange(len(c)), -c))
     lab = rgb_to_lab(torch.from_numpy(u[order].astype(np.float64) / 255))
-    leaders = torch.zeros((0, 3), dtype=torch.float64)
-    lead_idx = []
-    assign = np.full(len(u), -1, np.int64)
-    for s in range(0, len(order), batch):
-        blk = lab[s:s + batch]
-        a = np.full(len(blk), -1, np.int64)
-        if len(leaders):
-            for t in range(0, len(leaders), 4096):
-                d = ciede2000(blk[:, None], leaders[None, t:t + 4096]) <= q
-                hit = d.any(1).numpy() & (a < 0)
-                a[hit] = d.numpy()[hit].argmax(1) + t
-        free = np.nonzero(a < 0)[0]
-        if len(free):
-            dm = (ciede2000(blk[free][:, None], blk[free][None]) <= q).numpy()
-            local = np.full(len(free), -1)
-            new = []
-            for j in range(len(free)):
-                if local[j] >= 0:
-                    continue
-                local[j] = len(new)
-                new.append(free[j])
-                rest = dm[j] & (local < 0)
-                local[rest] = local[j]
-            a[free] = len(leaders) + local
-            leaders = torch.cat([leaders, blk[np.array(new)]])
-            lead_idx += [order[s + k] for k in new]
-        assign[order[s:s + batch]] = a
-    counts = np.bincount(assign, weights=c, minlength=len(lead_idx)).astype(np.int64)
-    return u[np.array(lead_idx, np.int64)] if lead_idx else np.zeros((0, 3), np.uint8), counts, assign, u
+    pairs = cKDTree(lab.numpy()).query_pairs(search_ab * q, output_type="ndarray")
+    if len(pairs):  # exact ΔE00 on the candidates, in chunks (bounded memory)
+        keep = np.zeros(len(pairs), bool)
+        for s in range(0, len(pairs), 1 << 20):
+            p = torch.from_numpy(pairs[s:s + (1 << 20)])
+            keep[s:s + len(p)] = (ciede2000(lab[p[:, 0]], lab[p[:, 1]]) <= q).numpy()
+        pairs = pairs[keep]
+    # adjacency (CSR) from the later colour to the earlier one (positions in visiting order)
+    lo, hi = pairs.min(1) if len(pairs) else np.zeros(0, int), pairs.max(1) if len(pairs) else np.zeros(0, int)
+    srt = np.lexsort((lo, hi))
+    lo, hi = lo[srt], hi[srt]
+    start = np.searchsorted(hi, np.arange(len(u) + 1))
+    leader_of = np.full(len(u), -1, np.int64)
+    is_leader = np.zeros(len(u), bool)
+    lead_pos = []
+    for i in range(len(u)):
+        cand = lo[start[i]:start[i + 1]]
+        cand = cand[is_leader[cand]]
+        if len(cand):
+            leader_of[i] = leader_of[cand.min()]
+        else:
+            is_leader[i] = True
+            leader_of[i] = len(lead_pos)
+            lead_pos.append(i)
+    assign = np.empty(len(u), np.int64)
+    assign[order] = leader_of
+    counts = np.bincount(assign, weights=c, minlength=len(lead_pos)).astype(np.int64)
+    return u[order[np.array(lead_pos, np.int64)]], counts, assign, u
 
 
 def count_de(rgb8, q=1.0):

@@ -15,7 +15,7 @@ from .layers import layout, separate, simulate
 from .palette import count_rgb8, merge_palette
 from .previews import class_overlay, downscale, heat, label_colors, layers_preview
 from .record import file_entry, versions, write_record
-from .regions import RegionConfig, decision_mask, label_regions, region_table, table_csv
+from .regions import RegionConfig, decision_mask, label_by_fill, region_table, table_csv
 from .scanio import check_dpi, prepare_out_dir, to_uint, write_bytes, write_png, write_tiff
 
 
@@ -32,7 +32,7 @@ class PipelineConfig:
     min_feature_mm: float = 0.0
     margin_mm: float = 10.0
     mirror: bool = True
-    tile: int = 2048
+    tile: int = 1024
     preview_side: int = 1024
     write_pdf: bool = True
     count_colours_dE: bool = True
@@ -84,7 +84,7 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     st.end()
 
     st.start("regions")
-    labels, n = label_regions(classes > 0)
+    labels, n = label_by_fill(classes, cfg.fill_classes)
     rows = region_table(labels, classes, img, dpi, cfg.fill_classes, cfg.regions)
     fill_fp = decision_mask(labels, rows, "fill")
     st.end()
@@ -119,10 +119,35 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     layers = separate(filled, img, used, dpi, cfg.white_mode, cfg.white_amount_mm, min_feature_mm=cfg.min_feature_mm)
     sim = simulate(img, layers) if h * w <= 40e6 else None
     laid = layout(layers, dpi, margin_mm=cfg.margin_mm, mirror=cfg.mirror)
+    del layers
     st.end()
 
+    parts = dict(img=img, dpi=dpi, classes=classes, labels=labels, rows=rows, fill_fp=fill_fp, filled=filled,
+                 used=used, method=method, qa_heat=qa_heat, n_rgb8=n_rgb8, palette=palette, n_de=n_de,
+                 count_q=cfg.count_q, laid=laid, sim=sim, responses=det["responses"], det_params=det["params"],
+                 ground_rgb=det["ground_rgb"], fill_classes=cfg.fill_classes, times=dict(st.times),
+                 user_mask={"add": user_add is not None, "remove": user_remove is not None})
+    return write_outputs(out, parts, st, asdict(cfg), scan_info, workflow, extra, capture, cfg.preview_side,
+                         cfg.write_pdf)
+
+
+def write_outputs(out, p, st=None, cfg_dict=None, scan_info=None, workflow=None, extra=None, capture=None,
+                  preview_side=1024, write_pdf=True):
+    """Write print files, tables, previews and the record from computed parts ``p``.
+
+    ``p`` keys: img, dpi, classes, labels, rows, fill_fp, filled, used, method, qa_heat, n_rgb8, palette,
+    n_de, count_q, laid, sim (or None), responses (dict or {}), det_params, ground_rgb, fill_classes,
+    white_mode, white_amount_mm, min_feature_mm, margin_mm. Returns the manifest.
+    """
+    st = st or Stages(("export", "previews", "record"))
+    img, dpi, classes, labels, rows = p["img"], p["dpi"], p["classes"], p["labels"], p["rows"]
+    filled, used, laid, method = p["filled"], p["used"], p["laid"], p["method"]
+    h, w = img.shape[:2]
+    n = int(labels.max())
+    files = []
+    ps = preview_side
     st.start("export")
-    files += export_layers(out, laid, dpi, pdf=cfg.write_pdf)
+    files += export_layers(out, laid, dpi, pdf=write_pdf)
     write_tiff(out, "fill_full.tif", to_uint(filled, 16), dpi)
     files.append(file_entry(out, "fill_full.tif", role="fill_full", px_w=w, px_h=h, dpi=dpi, bit_depth=16))
     lab_dtype = np.uint16 if n < 65536 else np.uint32
@@ -143,7 +168,6 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     st.end()
 
     st.start("previews")
-    ps = cfg.preview_side
     thumbs = []
 
     def prev(name, arr, caption):
@@ -153,16 +177,16 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     prev("damage_map_preview.png", class_overlay(_nearest(img, ps), _nearest(classes, ps)),
          "damage classes: green split, red craquelure, blue loss, pink small defect, yellow user")
     prev("preview_regions.png", label_colors(_nearest(labels, ps)), f"{n} regions (8-connected)")
-    prev("preview_fill_footprint.png", class_overlay(_nearest(img, ps), _nearest(fill_fp.astype(np.uint8) * 3, ps)),
+    prev("preview_fill_footprint.png", class_overlay(_nearest(img, ps), _nearest(p['fill_fp'].astype(np.uint8) * 3, ps)),
          "regions that are filled (blue); the rest are in the table with a skip reason")
     prev("preview_filled.png", filled, f"filled ({method})")
-    for k, v in det["responses"].items():
-        prev(f"response_{k}.png", heat(_nearest(v, ps).astype(np.float32), 255), f"response map {k} (x{4} units)")
-    prev("preview_qa.png", heat(_nearest(qa_heat, ps), 6.0), "fill QA: dE00 fill vs edge ring (yellow = 6+)")
+    for k, v in p.get("responses", {}).items():
+        prev(f"response_{k}.png", heat(_nearest(v, ps).astype(np.float32), 128), f"response map {k} (yellow = 32+ L* or dE00)")
+    prev("preview_qa.png", heat(_nearest(p['qa_heat'], ps), 6.0), "fill QA: dE00 fill vs edge ring (yellow = 6+)")
     lp = layers_preview({"color_rgba": _nearest(laid["color_rgba"], ps), "white": _nearest(laid["white"], ps)})
-    prev("preview_layers.png", lp, "print layers: colour (left, on checkerboard), white plate (right); mirrored" if cfg.mirror else "print layers")
-    if sim is not None:
-        prev("composite_preview.png", sim, "predicted appearance with the film (ideal registration)")
+    prev("preview_layers.png", lp, "print layers: colour (left, on checkerboard), white plate (right); mirrored" if laid["mirror"] else "print layers")
+    if p.get("sim") is not None:
+        prev("composite_preview.png", p["sim"], "predicted appearance with the film (ideal registration)")
     for t in thumbs:
         files.append(file_entry(out, t[0], role="preview"))
     st.end()
@@ -171,7 +195,7 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     reg = None
     if capture is not None:
         from .register import registration_check
-        reg = registration_check(capture, img, dpi)
+        reg = registration_check(capture, img, dpi, exclude=classes > 0)
         write_png(out, "registration_residual.png", to_uint(heat(reg["residual"], 10.0), 8))
         files.append(file_entry(out, "registration_residual.png", role="preview"))
         thumbs.append(("registration_residual.png", f"registration residual |dL*|, rms {reg['rms_um']:.1f} um"))
@@ -189,25 +213,25 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
                    "dimensions_mm": {"w": round(w * 25.4 / dpi, 3), "h": round(h * 25.4 / dpi, 3)}},
         "capture": {"path": info.get("path"), "sha256": info.get("sha256"), "ppi": dpi,
                     "dpi_source": info.get("dpi_source"), "bits": info.get("bits"), "px": [w, h]},
-        "processing": {"software": "Atelier restoration", "versions": versions(), "config": asdict(cfg),
-                       "detect_params": det["params"], "seeds": info.get("seeds", {}),
-                       "user_mask": {"add": user_add is not None, "remove": user_remove is not None}},
+        "processing": {"software": "Atelier restoration", "versions": versions(), "config": cfg_dict or {},
+                       "detect_params": p.get("det_params"), "seeds": info.get("seeds", {}),
+                       "user_mask": p.get("user_mask", {})},
         "generative": ([{"region_ids": [r["id"] for r in rows if r.get("generative")],
                          "model": (extra or {}).get("external_model", "external IMAGE (unknown model)"),
                          "approved_by": ""}] if method == "external" else []),
-        "detection": {"ground_rgb": det["ground_rgb"], "classes_filled": list(cfg.fill_classes),
-                      "classes_not_filled": [c for c in CLASS_IDS if c not in cfg.fill_classes]},
+        "detection": {"ground_rgb": p.get("ground_rgb"), "classes_filled": list(p["fill_classes"]),
+                      "classes_not_filled": [c for c in CLASS_IDS if c not in p["fill_classes"]]},
         "stats": {"n_regions": n, "n_regions_filled": sum(r["fill_decision"] == "fill" for r in rows),
                   "n_regions_skipped_by_reason": skipped,
                   "total_fill_area_mm2": round(float(used.sum()) * (25.4 / dpi) ** 2, 4),
                   "total_damage_area_mm2": round(float((classes > 0).sum()) * (25.4 / dpi) ** 2, 4),
-                  "count_rgb8": n_rgb8, "count_dE1": n_de, "count_dE_q": cfg.count_q, "bit_depth_counted": 8,
+                  "count_rgb8": p["n_rgb8"], "count_dE1": p["n_de"], "count_dE_q": p["count_q"], "bit_depth_counted": 8,
                   "wallclock_s": st.times},
-        "palette": palette[:64],
+        "palette": (p.get("palette") or [])[:64],
         "print": {"dpi": dpi, "canvas_mm": laid["canvas_mm"], "canvas_px": laid["canvas_px"], "mirror": laid["mirror"],
-                  "margin_mm": cfg.margin_mm, "fiducials_mm": laid["fiducials"], "color_file": "layer_color_rgba.tif",
-                  "white_file": "layer_white.tif", "white_polarity": WHITE_POLARITY, "white_mode": cfg.white_mode,
-                  "white_amount_mm": cfg.white_amount_mm, "min_feature_mm": cfg.min_feature_mm,
+                  "margin_mm": laid.get("margin_mm"), "fiducials_mm": laid["fiducials"], "color_file": "layer_color_rgba.tif",
+                  "white_file": "layer_white.tif", "white_polarity": WHITE_POLARITY, "white_mode": laid.get("white_mode"),
+                  "white_amount_mm": laid.get("amount_mm"), "min_feature_mm": laid.get("min_feature_mm"),
                   "icc_embedded": False, "printer": "", "ink_set": "", "film": "", "print_mode": ""},
         "registration": reg,
         "application": {"date": "", "method": "aligned by hand", "adhesive_varnish": "", "solvent_for_removal": "",
@@ -217,7 +241,7 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     }
     manifest.update(extra or {})
     st.end()
-    manifest["stats"]["wallclock_s"] = dict(st.times)
+    manifest["stats"]["wallclock_s"] = {**p.get("times", {}), **st.times}
     write_record(out, manifest, thumbs, rows)
     return manifest
 

@@ -23,7 +23,7 @@ class RegionConfig:
     registration_tol_um: float = 100.0
     invisible_de: float = 2.0
     ring_px: int = 3
-    tile: int = 2048
+    tile: int = 1024
 
 
 def area_mm2(n_px, dpi):
@@ -36,6 +36,22 @@ def label_regions(footprint):
     from scipy import ndimage
     lab, n = ndimage.label(np.asarray(footprint, bool), structure=STRUCT8)
     return lab.astype(np.int32, copy=False), int(n)
+
+
+def label_by_fill(classes, fill_classes):
+    """Label the fill-class footprint and the remaining damage separately.
+
+    Regions 1..Nf are the 8-connected components of the pixels whose class is filled (so a region is a
+    component of the fill footprint, spec 4.3); Nf+1..N the components of the other damage (they go
+    in the table as ``class_not_filled``). A loss touching a crack is therefore not merged with it.
+    Returns (labels int32, N).
+    """
+    from .detect import fill_mask_from_classes
+    fm = fill_mask_from_classes(classes, fill_classes)
+    la, na = label_regions(fm)
+    lb, nb = label_regions((classes > 0) & ~fm)
+    la[lb > 0] = lb[lb > 0] + na
+    return la, na + nb
 
 
 def region_table(labels, classes, img, dpi, fill_classes, cfg=RegionConfig()):
@@ -73,6 +89,8 @@ def region_table(labels, classes, img, dpi, fill_classes, cfg=RegionConfig()):
         width = 2 * r_in
         if name not in fill_classes:
             decision, reason = "skip", "class_not_filled"
+        elif name == "user":  # painted by the user: an explicit decision, not gated
+            decision, reason = "fill", ""
         elif width < 2 * cfg.registration_tol_um / 1000:
             decision, reason = "skip", "below_registration"
         elif contrast[i] < cfg.invisible_de or width < arcmin_mm:

@@ -7,11 +7,13 @@ from .detect import lab_of
 MOTIONS = ("translation", "euclidean", "affine", "homography")
 
 
-def registration_check(capture, original, dpi, motion="homography", max_side=1024, iters=200, eps=1e-6):
+def registration_check(capture, original, dpi, motion="homography", max_side=1024, iters=200, eps=1e-6, exclude=None):
     """ECC alignment (OpenCV) on L*.
 
     Args:
         capture, original: (H, W, 3) float32 sRGB of the same size.
+        exclude: optional (H, W) bool, pixels of the original to ignore (the damage: it is hidden in a
+            capture with the mask applied, and would bias the alignment towards zero shift).
     Returns dict: ``warp`` (3x3, maps original px -> capture px, full resolution), ``shift_px``
     (warp displacement at the image centre), ``rms_um`` / ``max_um`` of the warp displacement over
     the image, ``residual`` (H', W') float32 |L* difference| after alignment at analysis scale,
@@ -31,8 +33,14 @@ def registration_check(capture, original, dpi, motion="homography", max_side=102
             "affine": cv2.MOTION_AFFINE, "homography": cv2.MOTION_HOMOGRAPHY}[motion]
     warp = np.eye(3, dtype=np.float32) if motion == "homography" else np.eye(2, 3, dtype=np.float32)
     crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iters, eps)
+    tmask = None
+    if exclude is not None:
+        if exclude.shape != original.shape[:2]:
+            raise ValueError(f"exclude mask has size {exclude.shape}; the original is {original.shape[:2]}")
+        ex = cv2.dilate(exclude.astype(np.uint8), np.ones((5, 5), np.uint8))
+        tmask = (cv2.resize(ex, size, interpolation=cv2.INTER_NEAREST) == 0).astype(np.uint8)
     try:
-        _, warp = cv2.findTransformECC(a.astype(np.float32), b.astype(np.float32), warp, mode, crit, None, 5)
+        _, warp = cv2.findTransformECC(a.astype(np.float32), b.astype(np.float32), warp, mode, crit, tmask, 5)
     except cv2.error as exc:
         raise ValueError(f"registration did not converge ({exc.msg if hasattr(exc, 'msg') else exc}); "
                          "are the two captures of the same object?") from None

@@ -143,10 +143,16 @@ def atomic_write(out_dir, name, writer):
     return dest
 
 
-def to_uint(img, bits):
-    """Float [0, 1] array -> uint8/uint16 with round-half-up."""
+def to_uint(img, bits, rows=512):
+    """Float [0, 1] array -> uint8/uint16 with round-half-up (float64 maths, in row chunks)."""
     scale = 255.0 if bits == 8 else 65535.0
-    return np.floor(np.clip(np.asarray(img, np.float64), 0, 1) * scale + 0.5).astype(np.uint8 if bits == 8 else np.uint16)
+    img = np.asarray(img)
+    out = np.empty(img.shape, np.uint8 if bits == 8 else np.uint16)
+    flat_in = img.reshape(img.shape[0], -1) if img.ndim >= 2 else img.reshape(1, -1)
+    flat_out = out.reshape(flat_in.shape)
+    for y in range(0, flat_in.shape[0], rows):
+        flat_out[y:y + rows] = np.floor(np.clip(flat_in[y:y + rows].astype(np.float64), 0, 1) * scale + 0.5)
+    return out
 
 
 def write_tiff(out_dir, name, arr, dpi, extra_meta=None, icc=None):

@@ -240,6 +240,84 @@ def wf_dloral(defs):
     return b
 
 
+RESTO_NOTE = (
+    "Film-mask restoration: damage map -> regions in mm -> fill -> QA -> white + colour print layers at 1:1 "
+    "with fiducials -> print files (16-bit TIFF + PDF) -> archival record (manifest.json + HTML).\n\n"
+    "Each node shows its previews (damage classes over the scan, region labels, layers). Paint false "
+    "detections out with a MASK into Damage Map Edit's remove_mask (right-click a Load Image -> Open in "
+    "MaskEditor).\n\nFiles: print layers under ComfyUI/output/atelier_restoration/print/, the record under "
+    "ComfyUI/output/atelier_restoration/record/.")
+
+
+def resto_chain(b, image, ctx, x0=420):
+    """The stages from damage detection to the record; ``image``/``ctx`` are (node, output) pairs."""
+    det = b.node("AtelierDamageDetect", (x0, 0), size=[340, 420])
+    b.link(*image, det, "image")
+    b.link(*ctx, det, "ctx")
+    edit = b.node("AtelierDamageMapEdit", (x0 + 400, 0), size=[320, 260])
+    b.link(det, "damage_map", edit, "damage_map")
+    b.link(*image, edit, "image")
+    table = b.node("AtelierRegionTable", (x0 + 800, 0), size=[340, 260])
+    b.link(*image, table, "image")
+    b.link(edit, "damage_map", table, "damage_map")
+    b.link(*ctx, table, "ctx")
+    fill = b.node("AtelierRestorationFill", (x0 + 1200, 0), size=[320, 260])
+    b.link(*image, fill, "image")
+    b.link(table, "fill_mask", fill, "mask")
+    b.link(table, "regions", fill, "regions")
+    qa = b.node("AtelierFillQA", (x0 + 1600, 0), size=[320, 260])
+    b.link(*image, qa, "original")
+    b.link(fill, "filled", qa, "filled")
+    b.link(fill, "regions", qa, "regions")
+    save = b.node("SaveImage", (x0 + 1200, 760), {"filename_prefix": "atelier_restoration/filled"},
+                  size=[320, 360])
+    b.link(fill, "filled", save, "images")
+    bil = b.node("AtelierBilayerSeparate", (x0, 760), size=[340, 300])
+    b.link(fill, "filled", bil, "filled")
+    b.link(*image, bil, "original")
+    b.link(fill, "used_mask", bil, "mask")
+    b.link(*ctx, bil, "ctx")
+    lay = b.node("AtelierPrintLayout", (x0 + 400, 760), size=[320, 260])
+    b.link(bil, "layers", lay, "layers")
+    b.link(*ctx, lay, "ctx")
+    exp = b.node("AtelierPrintExport", (x0 + 800, 760), size=[340, 120])
+    b.link(lay, "layers", exp, "layers")
+    b.link(*ctx, exp, "ctx")
+    rec = b.node("AtelierRestorationRecord", (x0 + 1600, 760), size=[340, 260])
+    b.link(*image, rec, "original")
+    b.link(fill, "filled", rec, "filled")
+    b.link(fill, "used_mask", rec, "used_mask")
+    b.link(qa, "regions", rec, "regions")
+    b.link(lay, "layers", rec, "layers")
+    b.link(*ctx, rec, "ctx")
+    b.link(edit, "damage_map", rec, "damage_map")
+    if "PreviewAny" in b.defs:
+        p = b.node("PreviewAny", (x0 + 800, 960), size=[340, 200], title="Regions summary")
+        b.link(table, "summary", p, "source")
+    return dict(det=det, edit=edit, table=table, fill=fill, qa=qa, bil=bil, lay=lay, exp=exp, rec=rec)
+
+
+def wf_restoration_scan(defs):
+    b = Builder(defs)
+    scan = b.node("AtelierRestorationLoadScan", (0, 0), {"path": "scan.tif", "dpi": 0.0}, size=[360, 110])
+    resto_chain(b, (scan, "image"), (scan, "ctx"))
+    b.node("Note", (0, 160), {"text": (
+        RESTO_NOTE + "\n\nYour scan: put the PNG or 8/16-bit TIFF in ComfyUI/input/ and type its name in "
+        "Load Scan; dpi 0 reads the resolution from the file (set it when the file has none).")},
+        size=[380, 420])
+    return b
+
+
+def wf_restoration_sample(defs):
+    b = Builder(defs)
+    syn = b.node("AtelierSyntheticDamage", (0, 0), {"width": 768, "height": 512}, size=[360, 200])
+    resto_chain(b, (syn, "damaged"), (syn, "ctx"))
+    b.node("Note", (0, 240), {"text": (
+        "Bundled sample, no files needed: a procedurally generated painting with synthetic damage of every "
+        "class (its ground truth is on the generator's outputs).\n\n" + RESTO_NOTE)}, size=[380, 420])
+    return b
+
+
 WORKFLOWS = {
     "magcache_wan21_t2v": (wf_magcache_t2v, ["AtelierMagCacheWan"]),
     "magcache_compare": (wf_magcache_compare, ["AtelierMagCacheWan", "AtelierMagCacheCompare"]),
@@ -247,6 +325,8 @@ WORKFLOWS = {
     "nag_cfg1_fewstep": (wf_nag_fewstep, ["AtelierNAGWan"]),
     "nag_magcache": (wf_nag_magcache, ["AtelierNAGWan", "AtelierMagCacheWan"]),
     "dloral_video_upscale": (wf_dloral, ["AtelierDLoRALLoader", "AtelierDLoRALUpscale", "LoadVideo"]),
+    "restoration_scan_to_print": (wf_restoration_scan, ["AtelierRestorationLoadScan", "AtelierRestorationRecord"]),
+    "restoration_sample": (wf_restoration_sample, ["AtelierSyntheticDamage", "AtelierRestorationRecord"]),
 }
 
 

@@ -92,10 +92,31 @@ class ComfyServer:
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
+    def _shim_old_templates(self, env):
+        """ComfyUI <= 0.3.x serves ``comfyui_workflow_templates/templates``; the split packages that newer
+        hosts install have no such folder and the old server refuses to start. Give the child process an
+        empty stand-in package (the pack's own templates come from /api/workflow_templates anyway)."""
+        fm = self.comfy_dir / "app" / "frontend_management.py"
+        if not fm.is_file() or '(comfyui_workflow_templates) / "templates"' not in fm.read_text():
+            return
+        try:
+            import importlib.util
+            spec = importlib.util.find_spec("comfyui_workflow_templates")
+            if spec and spec.submodule_search_locations and any(
+                    (pathlib.Path(p) / "templates").is_dir() for p in spec.submodule_search_locations):
+                return
+        except ImportError:
+            pass
+        shim = self.base / "shims" / "comfyui_workflow_templates"
+        (shim / "templates").mkdir(parents=True, exist_ok=True)
+        (shim / "__init__.py").write_text("")
+        env["PYTHONPATH"] = os.pathsep.join([str(self.base / "shims"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+
     def start(self, timeout=240):
         cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base), "--disable-auto-launch"]
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        self._shim_old_templates(env)
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=self.comfy_dir, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, start_new_session=True)

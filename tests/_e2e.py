@@ -10,7 +10,12 @@ swap, in the API prompt converted from each workflow (``tiny_prompt``):
 * ``LoraLoaderModelOnly`` -> ``tiny_lora.safetensors``: a LoRA file with no matching keys;
 * ``CLIPLoader`` + ``CLIPTextEncode`` -> the test-only ``AtelierE2ETextEncode`` (a hash of the
   text, 4096 wide), since the host's UMT5-XXL has a fixed full-size config;
-* ``EmptyHunyuanLatentVideo`` -> 64x64, 5 frames; samplers -> at most ``STEPS`` steps.
+* ``EmptyHunyuanLatentVideo`` -> 64x64, 5 frames; samplers -> at most ``STEPS`` steps;
+* DLoRAL: ``CheckpointLoaderSimple`` (SD2.1-base) -> ``UNETLoader`` with a small SD2-architecture
+  UNet + ``VAELoader`` with a random SD VAE; the text encoder stub at width 1024; synthetic DLoRAL
+  weights in the official layout; ``LoadVideo`` -> a 3-frame 16x16 clip; process_size 64;
+* restoration: ``Load Scan`` reads a 256x256 16-bit TIFF (600 dpi tag) of the bundled synthetic
+  damaged painting; ``Synthetic Damaged Painting`` -> 256x256.
 """
 import asyncio
 import json
@@ -55,9 +60,91 @@ def write_tiny_models(base):
     save_file({"atelier_dummy": torch.zeros(1)}, str(base / "models" / "loras" / TINY_LORA))
 
 
+TINY_SD2 = "tiny_sd2_unet.safetensors"
+TINY_SD_VAE = "tiny_sd_vae.safetensors"
+TINY_DLORAL = "tiny_dloral.safetensors"
+TINY_VIDEO = "tiny_clip.mp4"
+VIDEO_FRAMES, VIDEO_SIZE = 3, 16
+SD2_SMALL = dict(ch=(320, 320), layers=1, attn=(True, False), ctx=1024)
+
+
+def _filled(sd, seed):
+    """Host modules are built without weight init: norms 1, biases small, weights ~ N(0, 1/fan_in)."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, v in sd.items():
+        if "norm" in k and k.endswith(".weight") and v.dim() == 1:
+            out[k] = torch.ones(v.shape)
+        elif v.dim() == 1:
+            out[k] = torch.randn(v.shape, generator=g) * 0.01
+        else:
+            out[k] = torch.randn(v.shape, generator=g) / (v[0].numel() ** 0.5)
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def write_tiny_dloral(base):
+    """A small SD2-architecture UNet (320 base channels, 2 levels, ~25 M params: the host detects SD2),
+    the SD VAE with random weights, synthetic DLoRAL weights in the official layout for that UNet,
+    and a 3-frame 16x16 clip in BASE/input. Needs the host importable."""
+    import numpy as np
+    import torch
+    import av
+    from safetensors.torch import save_file
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    from comfy.ldm.modules.diffusionmodules.model import Encoder, Decoder
+    from _dloral_synth import make_official, unet_shapes
+    from dloral import convert_official
+    from dloral.checkpoint import save_weights
+
+    torch.manual_seed(0)
+    unet = UNetModel(image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=1,
+                     channel_mult=(1, 1), num_head_channels=64, transformer_depth=[1, 0],
+                     transformer_depth_output=[1, 1, 0, 0], transformer_depth_middle=1, context_dim=1024,
+                     use_linear_in_transformer=True, use_spatial_transformer=True, legacy=False,
+                     dtype=torch.float32, device="cpu")
+    save_file(_filled(unet.state_dict(), 0), str(base / "models" / "diffusion_models" / TINY_SD2))
+    dd = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+          "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    sd = {("encoder." + k): v for k, v in Encoder(**dd).state_dict().items()}
+    sd.update({("decoder." + k): v for k, v in Decoder(**dd).state_dict().items()})
+    for name, c in (("quant_conv", 8), ("post_quant_conv", 4)):
+        sd[name + ".weight"], sd[name + ".bias"] = torch.zeros(c, c, 1, 1), torch.zeros(c)
+    save_file(_filled(sd, 1), str(base / "models" / "vae" / TINY_SD_VAE))
+    ck, _ = make_official(unet_shapes(**SD2_SMALL), rank_q=4, rank_c=4, seed=2, std=0.02)
+    (base / "models" / "dloral").mkdir(parents=True, exist_ok=True)
+    save_weights(convert_official(ck), str(base / "models" / "dloral" / TINY_DLORAL))
+    with av.open(str(base / "input" / TINY_VIDEO), "w") as out:
+        st = out.add_stream("mpeg4", rate=8)
+        st.width = st.height = VIDEO_SIZE
+        st.pix_fmt = "yuv420p"
+        g = np.random.default_rng(0)
+        for _ in range(VIDEO_FRAMES):
+            img = (g.random((VIDEO_SIZE, VIDEO_SIZE, 3)) * 255).astype(np.uint8)
+            for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(pkt)
+        for pkt in st.encode():
+            out.mux(pkt)
+
+
+SCAN_NAME, SCAN_PX = "scan.tif", 256
+
+
+def write_tiny_scan(base):
+    """A 256x256 16-bit TIFF with 600 dpi in its tags: the bundled synthetic damaged painting."""
+    import numpy as np
+    import tifffile
+    from restoration.synth import SynthConfig, make_sample
+    damaged, _, _, _ = make_sample(SynthConfig(height=SCAN_PX, width=SCAN_PX), seed=3)
+    img = np.round(np.clip(damaged, 0, 1) * 65535).astype(np.uint16)
+    tifffile.imwrite(str(base / "input" / SCAN_NAME), img, photometric="rgb",
+                     resolution=(600, 600), resolutionunit="INCH")
+
+
 def tiny_prompt(wf, defs, steps=STEPS):
     """API prompt of a UI workflow with the official model files swapped for the tiny ones."""
     api = to_api(wf, defs)
+    width = 1024 if any(v["class_type"] == "CheckpointLoaderSimple" for v in api.values()) else 4096
     for nid, node in list(api.items()):
         t, inp = node["class_type"], node["inputs"]
         if t == "UNETLoader":
@@ -68,7 +155,7 @@ def tiny_prompt(wf, defs, steps=STEPS):
             inp["lora_name"] = TINY_LORA
         elif t == "CLIPTextEncode":
             api[nid] = {"class_type": "AtelierE2ETextEncode",
-                        "inputs": {"text": inp["text"], "width": 4096, "tokens": 8}}
+                        "inputs": {"text": inp["text"], "width": width, "tokens": 8}}
         elif t == "CLIPLoader":
             del api[nid]
         elif t == "EmptyHunyuanLatentVideo":
@@ -77,6 +164,25 @@ def tiny_prompt(wf, defs, steps=STEPS):
             inp["steps"] = min(inp["steps"], steps)
         elif t == "AtelierMagCacheWan":
             inp["preview_steps"] = steps
+        elif t == "AtelierDLoRALLoader":
+            inp["weights_name"] = TINY_DLORAL
+        elif t == "LoadVideo":
+            inp["file"] = TINY_VIDEO
+        elif t == "AtelierSyntheticDamage":
+            inp.update(width=SCAN_PX, height=SCAN_PX)
+        elif t == "AtelierRestorationLoadScan":
+            inp["path"] = SCAN_NAME
+        elif t == "AtelierDLoRALUpscale":
+            inp.update(process_size=64, tile_size=32, tile_overlap=16, window=2)
+    for nid, node in list(api.items()):
+        if node["class_type"] == "CheckpointLoaderSimple":   # SD2.1 (DLoRAL): split into UNet + VAE
+            api[nid] = {"class_type": "UNETLoader", "inputs": {"unet_name": TINY_SD2, "weight_dtype": "default"}}
+            vae_id = nid + "000"
+            api[vae_id] = {"class_type": "VAELoader", "inputs": {"vae_name": TINY_SD_VAE}}
+            for other in api.values():
+                for k, v in other["inputs"].items():
+                    if v == [nid, 2]:
+                        other["inputs"][k] = [vae_id, 0]
     return api
 
 
@@ -124,4 +230,5 @@ def run_prompt(server, prompt, timeout=300):
 
 
 __all__ = ["ComfyServer", "PACK_FOLDER", "make_base_dir", "cleanup", "load_defs", "write_tiny_models",
+           "write_tiny_dloral", "VIDEO_FRAMES", "VIDEO_SIZE", "write_tiny_scan", "SCAN_PX",
            "tiny_prompt", "run_prompt", "STEPS", "SIZE", "FRAMES"]

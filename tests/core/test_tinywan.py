@@ -215,18 +215,19 @@ COLOUR_CFG = 5.0
 @pytest.mark.parametrize("prompt,colour", [("red square", "red"), ("blue square", "blue"),
                                            ("green circle moving down", "green")])
 def test_trained_model_follows_colour(trained, out_dir, prompt, colour):
-    shares = []
+    """20 Euler steps at cfg 5 (shift 8), two noise draws in one batch: the prompted colour
+    holds most of the foreground (measured about 0.98 each; asserted > 0.6 and the largest)."""
+    z = sample(trained, data.encode_prompt(prompt), steps=20, cfg=COLOUR_CFG, seed=0, shape=(2, 16, 3, 16, 16))
     rows = []
-    for seed in range(2):
-        z = sample(trained, data.encode_prompt(prompt), steps=20, cfg=COLOUR_CFG, seed=seed)
-        rgb = vae.to_unit(vae.decode(z))[0]
-        shares.append(data.colour_shares(rgb))
+    for row in z:
+        rgb = vae.to_unit(vae.decode(row[None]))[0]
+        sh = data.colour_shares(rgb)
+        print(prompt, {k: round(v, 3) for k, v in sh.items() if v > 0.01})
         assert data.foreground_mask(rgb).float().mean() > 0.03, "no shape drawn"
-        rows.append(render.strip(render.latent_to_frames(z[0])))
-    render.save_png(render.grid(rows), out_dir / f"tinywan_{prompt.replace(' ', '_')}.png")
-    for sh in shares:
         assert sh[colour] > 0.6, (prompt, sh)
         assert sh[colour] == max(sh.values())
+        rows.append(render.strip(render.latent_to_frames(row)))
+    render.save_png(render.grid(rows), out_dir / f"tinywan_{prompt.replace(' ', '_')}.png")
 
 
 def test_cross_attn_override_hook():

@@ -16,7 +16,7 @@ from _workflows import load_defs, validate, to_api, all_inputs, spec_opts, spec_
 WF_DIR = REPO / "example_workflows"
 WORKFLOWS = sorted(WF_DIR.glob("*.json"))
 EXPECTED = {"magcache_wan21_t2v", "magcache_calibrate", "magcache_compare", "nag_cfg1_fewstep",
-            "nag_magcache", "dloral_video_upscale"}
+            "nag_magcache", "dloral_video_upscale", "restoration_scan_to_print", "restoration_sample"}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,8 @@ def test_workflow_is_annotated(path, defs):
     """Every workflow has a note that says where the model files go, and uses an Atelier node."""
     wf = json.loads(path.read_text())
     notes = [n["widgets_values"][0] for n in wf["nodes"] if n["type"] in ("Note", "MarkdownNote")]
-    assert notes and any("models/" in t for t in notes), "no note saying where the files go"
+    assert notes and any(f"ComfyUI/{d}/" in t for t in notes for d in ("models", "input", "output")), \
+        "no note saying where the files go"
     assert any(n["type"].startswith("Atelier") for n in wf["nodes"])
     api = to_api(wf, defs)
     assert all(v["class_type"] in defs for v in api.values())

@@ -20,6 +20,7 @@ from _e2e import (ComfyServer, PACK_FOLDER, make_base_dir, cleanup, write_tiny_m
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 TEMPLATE = "magcache_wan21_t2v"
+SIZE_R = 256
 
 APP = "(window.comfyAPI?.app?.app || window.app)"
 
@@ -90,8 +91,9 @@ def _graph_has(node_type):
     return f"{APP}?.graph?._nodes?.some(n => n.type === '{node_type}')"
 
 
-async def _load_template(page, url, notes):
+async def _load_template(page, url, notes, template=TEMPLATE, marker="AtelierMagCacheWan"):
     """Open the templates browser and click the pack's template; fall back to loading its JSON."""
+    TEMPLATE = template  # noqa: N806
     try:
         await page.eval(f"{APP}.extensionManager.command.execute('Comfy.BrowseTemplates')")
         await page.wait_for(f"document.body.innerText.includes('{PACK_FOLDER}')", timeout=20)
@@ -99,7 +101,7 @@ async def _load_template(page, url, notes):
         await page.wait_for(f"document.body.innerText.includes('{TEMPLATE}')", timeout=15)
         notes.append("templates dialog lists the pack and its template")
         clicked = await page.eval(CLICK_TEXT_JS % json.dumps([TEMPLATE]))
-        await page.wait_for(_graph_has("AtelierMagCacheWan"), timeout=20)
+        await page.wait_for(_graph_has(marker), timeout=20)
         notes.append(f"template loaded by clicking {clicked!r} in the templates dialog")
         return "menu"
     except (TimeoutError, RuntimeError) as exc:
@@ -109,7 +111,7 @@ async def _load_template(page, url, notes):
     await page.eval(f"""(async () => {{
         const r = await fetch('/api/workflow_templates/{PACK_FOLDER}/{TEMPLATE}.json');
         await {APP}.loadGraphData(await r.json(), true, true, '{TEMPLATE}'); return true; }})()""")
-    await page.wait_for(_graph_has("AtelierMagCacheWan"), timeout=20)
+    await page.wait_for(_graph_has(marker), timeout=20)
     return "api"
 
 
@@ -180,10 +182,54 @@ async def _scenario(server, exe, out_dir):
                     return n ? {{dom: imgs.length, node: save?.imgs?.length || 0}} : null; }})()""", timeout=30)
                 await asyncio.sleep(1.5)
                 await page.screenshot(out_dir / "e2e_browser_run.png")
+                resto = await _restoration(page, server, notes, out_dir)
                 errors = [e for e in page.errors() if "atelier" in e.lower()]
-                return dict(how=how, notes=notes, plan=plan, strip=strip, preview=preview, errors=errors)
+                return dict(how=how, notes=notes, plan=plan, strip=strip, preview=preview, errors=errors,
+                            resto=resto)
     finally:
         browser.stop()
+
+
+async def _queue(page, server, notes):
+    hist_before = len(server.get_json("/history"))
+    clicked = await page.eval("""(() => {
+        const b = [...document.querySelectorAll('button')].find(b =>
+            /^(Run|Queue)\\b/i.test((b.innerText || b.getAttribute('aria-label') || '').trim()) ||
+            b.dataset?.testid === 'queue-button');
+        if (b) { b.click(); return b.innerText.trim() || b.getAttribute('aria-label'); }
+        return null; })()""")
+    if not clicked:
+        await page.eval(f"{APP}.queuePrompt(0, 1)")
+    for _ in range(900):
+        h = server.get_json("/history")
+        if len(h) > hist_before and all(v.get("status", {}).get("completed") is not None for v in h.values()):
+            entry = list(h.values())[-1]
+            assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+            return entry
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"run did not finish:\n{server.log_tail()}")
+
+
+async def _restoration(page, server, notes, out_dir):
+    """The restoration sample template: previews and their captions appear on the nodes."""
+    await _load_template(page, server.url, notes, template="restoration_sample", marker="AtelierSyntheticDamage")
+    await page.eval("document.querySelectorAll('[role=dialog] button[aria-label=Close], "
+                    ".p-dialog-close-button').forEach(b => b.click())")
+    await page.eval(f"""(() => {{ const g = {APP}.graph;
+        const n = g._nodes.find(n => n.type === 'AtelierSyntheticDamage');
+        for (const [k, v] of [['width', {SIZE_R}], ['height', {SIZE_R}]]) {{
+            const w = n.widgets.find(w => w.name === k); w.value = v; }}
+        const c = {APP}.canvas; c.ds.scale = 0.62; c.ds.offset = [40, 130]; c.setDirty(true, true);
+        return true; }})()""")
+    await _queue(page, server, notes)
+    caps = await page.wait_for("""(() => { const d = [...document.querySelectorAll('.atelier-restoration-preview')];
+        return d.length >= 4 ? d.map(x => x.textContent) : null; })()""", timeout=60)
+    imgs = await page.eval(f"""(() => {{ const app = {APP};
+        return app.graph._nodes.filter(n => n.type.startsWith('Atelier') &&
+            (n.imgs?.length || app.nodeOutputs?.[String(n.id)]?.images?.length)).map(n => n.type); }})()""")
+    await asyncio.sleep(2)
+    await page.screenshot(out_dir / "e2e_browser_restoration.png")
+    return dict(captions=caps, nodes_with_images=imgs)
 
 
 def test_browser_template_queue_strip(server, chromium, out_dir):
@@ -196,3 +242,7 @@ def test_browser_template_queue_strip(server, chromium, out_dir):
     assert r["preview"], "no output preview"
     assert not r["errors"], r["errors"]
     assert (out_dir / "e2e_browser_run.png").stat().st_size > 10_000
+    rs = r["resto"]
+    print("restoration previews:", rs)
+    assert len(rs["captions"]) >= 4 and all("preview" in c for c in rs["captions"])
+    assert len(rs["nodes_with_images"]) >= 4, rs

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from _e2e import (ComfyServer, PACK_FOLDER, make_base_dir, cleanup, load_defs, write_tiny_models,
-                  tiny_prompt, run_prompt, STEPS, SIZE, FRAMES)
+                  write_tiny_dloral, write_tiny_scan, SCAN_PX, tiny_prompt, run_prompt, STEPS, SIZE, FRAMES, VIDEO_FRAMES, VIDEO_SIZE)
 from _testenv import REPO
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
@@ -23,6 +23,8 @@ def server(comfy_dir):
     srv = ComfyServer(comfy_dir, base)
     try:
         write_tiny_models(base)
+        write_tiny_dloral(base)
+        write_tiny_scan(base)
         srv.start()
         yield srv
     finally:
@@ -184,6 +186,44 @@ def test_nag_workflows(server, defs, name):
     assert len(files) == 1
     _check_webp(files[0], FRAMES)
     assert len(_reports(events)) == (1 if "magcache" in name else 0)
+
+
+def test_dloral_video_upscale(server, defs):
+    """Load video -> DLoRAL x4 -> save video: every frame out (frame 0 included), 4x the size."""
+    import av
+    events, hist = _run_ok(server, tiny_prompt(_wf("dloral_video_upscale"), defs))
+    files = _saved_files(server, hist)
+    assert len(files) == 1 and files[0].is_file(), hist["outputs"]
+    with av.open(str(files[0])) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(frames) == VIDEO_FRAMES
+    assert frames[0].shape == (4 * VIDEO_SIZE, 4 * VIDEO_SIZE, 3)
+    assert max(int(f.max()) - int(f.min()) for f in frames) > 0
+
+
+@pytest.mark.parametrize("name", ["restoration_sample", "restoration_scan_to_print"])
+def test_restoration_workflows(server, defs, name):
+    """Scan (or bundled sample) -> print files and record: files exist and read back at 600 dpi."""
+    import tifffile
+    events, hist = _run_ok(server, tiny_prompt(_wf(name), defs))
+    out = server.base / "output" / "atelier_restoration"
+    tifs = sorted((out / "print").rglob("*.tif*"))
+    pdfs = sorted((out / "print").rglob("*.pdf"))
+    assert len(tifs) >= 2 and pdfs, sorted(p.name for p in (out / "print").rglob("*"))
+    for t in tifs:
+        with tifffile.TiffFile(t) as f:
+            page = f.pages[0]
+            xres = page.tags["XResolution"].value
+            assert abs(xres[0] / xres[1] - 600) < 1e-6, (t.name, xres)
+            assert page.shape[0] >= SCAN_PX and page.shape[1] >= SCAN_PX   # 1:1 plus margins
+    manifests = sorted((out / "record").rglob("manifest.json"))
+    assert manifests, "no manifest.json"
+    m = json.loads(manifests[-1].read_text())
+    assert m, "empty manifest"
+    assert sorted((out / "record").rglob("*.html")), "no HTML record"
+    previews = [i for o in hist["outputs"].values() for i in o.get("images", [])]
+    files = [p for p in _saved_files(server, hist) if p.is_file()]
+    assert len(previews) >= 5 and len(files) == len(previews), (len(previews), len(files))
 
 
 # -- bad inputs get the server's validation error, not a crash ---------------------------------------

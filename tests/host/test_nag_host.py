@@ -202,6 +202,7 @@ def _magcache(pack, model, thresh):
                                          cache_device="auto", preview_steps=12)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", [1.0, 5.0])
 def test_with_magcache_both_orders(host, pack, nn_, t2v, cfg):
     if not hasattr(pack.nodes.magcache_nodes, "AtelierMagCacheWan"):
@@ -221,6 +222,34 @@ def test_with_magcache_both_orders(host, pack, nn_, t2v, cfg):
     rep = b_model.model_options["transformer_options"]["atelier_magcache_run"].last_report
     assert rep["computed_calls"] < rep["total_calls"]
     assert maxdiff(a, only_nag) < maxdiff(a, only_mc)
+
+
+@pytest.mark.slow
+def test_with_magcache_running_only_the_cond_rows(host, pack, nn_, t2v, monkeypatch):
+    """cfg 5, batched [uncond, cond]: a curve that makes uncond skip and cond compute, so
+    MagCache runs the blocks on the cond row alone; NAG must still find and guide it."""
+    if not hasattr(pack.nodes.magcache_nodes, "AtelierMagCacheWan"):
+        pytest.skip("Atelier MagCache node not present")
+    import json
+    hook = pack.nodes.nag_hook
+    subset = []
+    real = hook._subset_rows
+    monkeypatch.setattr(hook, "_subset_rows", lambda *a: subset.append(real(*a)) or subset[-1])
+    curve = json.dumps([0.5, 1.0] * 12)  # interleaved [cond, uncond] per step
+    mc = pack.nodes.magcache_nodes.AtelierMagCacheWan()
+
+    def magcache(model):
+        return mc.apply(model, preset="wan2.1_t2v_1.3B", thresh=0.5, k=2, retention=0.2, start_step=-1,
+                        end_step=-1, protect_last=0, cache_device="auto", preview_steps=12,
+                        custom_curve=curve)[0]
+
+    pos, neg, cneg = host.text_cond(1), host.text_cond(5), host.text_cond(2)
+    a = ks(host, nag(nn_, magcache(t2v), neg), pos, cneg, steps=12, cfg=5.0, seed=2)
+    b = ks(host, magcache(nag(nn_, t2v, neg)), pos, cneg, steps=12, cfg=5.0, seed=2)
+    only_mc = ks(host, magcache(t2v), pos, cneg, steps=12, cfg=5.0, seed=2)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert subset and all(s == [slice(0, 1)] for s in subset)  # the one row present is the cond row
+    assert maxdiff(a, only_mc) > 1e-2
 
 
 # ------------------------------------------------------------------ bad input
@@ -279,17 +308,51 @@ def test_it_works_on_trained_tiny_wan_through_the_node(host, nn_, out_dir):
         pytest.skip(f"trained tiny Wan is an unfinished checkpoint ({tr.get('iters_done')}/{tr.get('iters')})")
     pos = host.prompt_cond("square moving right")
     lat = host.empty_latent(3, 16, 16)
-    base = host.ksample(model, pos, host.prompt_cond(""), steps=20, cfg=1.0, seed=1, latent=lat)
+    base = host.ksample(model, pos, host.prompt_cond(""), steps=20, cfg=1.0, seed=0, latent=lat)
     rgb0 = host.host_latent_to_rgb01(base)[0]
     shares0 = data.colour_shares(rgb0)
     colour = max(shares0, key=shares0.get)
     out = host.ksample(nag(nn_, model, host.prompt_cond(colour)), pos, host.prompt_cond(""),
-                       steps=20, cfg=1.0, seed=1, latent=lat)
+                       steps=20, cfg=1.0, seed=0, latent=lat)
     rgb1 = host.host_latent_to_rgb01(out)[0]
     shares1 = data.colour_shares(rgb1)
     frames = [(r.permute(1, 2, 3, 0).numpy() * 255 + 0.5).astype("uint8") for r in (rgb0, rgb1)]
     render.save_png(render.grid([render.strip(f) for f in frames]), out_dir / "nag_it_works_host.png")
-    shift = float((data.foreground_centroids(rgb0) - data.foreground_centroids(rgb1)).norm(dim=-1).max())
-    info = (colour, shares0[colour], shares1[colour], shift)
-    assert shares0[colour] - shares1[colour] > 0.3, info
-    assert shift < 3.0, info
+    m0, m1 = data.foreground_mask(rgb0), data.foreground_mask(rgb1)
+    iou = float((m0 & m1).sum() / (m0 | m1).sum())
+    info = (colour, shares0[colour], shares1[colour], iou)
+    # measured: white 0.72 -> 0.05, foreground IoU 0.81 (see tests/core/test_nag_tiny.py)
+    assert shares0[colour] - shares1[colour] > 0.5, info
+    assert iou > 0.6, info
+    # the node in the host reproduces the core run on the standalone tiny Wan (same sampler)
+    from _nagutil import nag_block_stack
+    from tinywan import load_trained, vae
+    from tinywan.sample import sample
+    tiny = load_trained()
+    z = sample(tiny, data.encode_prompt("square moving right"), steps=20, cfg=1.0, seed=0,
+               block_stack_fn=nag_block_stack(tiny, colour))
+    core_shares = data.colour_shares(vae.to_unit(vae.decode(z))[0])
+    assert abs(core_shares[colour] - shares1[colour]) < 0.02, (core_shares[colour], info)
+
+
+def test_module_tree_and_weight_patches_reach_the_patched_modules(host, nn_, t2v):
+    """The stand-in cross-attention keeps the state-dict keys, and a weight patch (as a LoRA
+    makes) on the NAG clone reaches the same modules: LoRA->NAG equals NAG->LoRA."""
+    import comfy.model_management
+    keys = sorted(t2v.get_model_object("diffusion_model").state_dict().keys())
+    pos, neg = host.text_cond(1), host.text_cond(5)
+    m = nag(nn_, t2v, neg)
+    comfy.model_management.load_models_gpu([m])
+    assert sorted(m.get_model_object("diffusion_model").state_dict().keys()) == keys
+    w = t2v.get_model_object("diffusion_model").blocks[0].cross_attn.q.weight
+    delta = {"diffusion_model.blocks.0.cross_attn.q.weight":
+             (0.5 * torch.randn(w.shape, generator=torch.Generator().manual_seed(0)),)}
+    lora_then_nag = t2v.clone()
+    lora_then_nag.add_patches(delta, 1.0)
+    lora_then_nag = nag(nn_, lora_then_nag, neg)
+    nag_then_lora = nag(nn_, t2v, neg).clone()
+    nag_then_lora.add_patches(delta, 1.0)
+    a = ks(host, lora_then_nag, pos, neg, steps=4, seed=1)
+    b = ks(host, nag_then_lora, pos, neg, steps=4, seed=1)
+    c = ks(host, m, pos, neg, steps=4, seed=1)
+    assert torch.equal(a, b) and maxdiff(a, c) > 1e-3

@@ -146,7 +146,7 @@ function onReport(ev) {
     plan: false,
     title: `Last run: ${p.computed_calls}/${p.total_calls} calls computed` + (p.interrupted ? " (interrupted)" : ""),
     branches: p.branches,
-    foot: `${saved}${speed}${p.summary ? " - " + p.summary : ""}`,
+    foot: p.summary || `${saved}${speed}`,
   });
   node.setDirtyCanvas?.(true, true);
 }
