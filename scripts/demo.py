@@ -44,8 +44,9 @@ def magcache_demo(out):
             return new
         return fn
 
+    tinywan.sample.sample(model, ctx, steps=3, cfg=cfg, seed=1)  # warm-up, not timed
     t = time.perf_counter()
-    ref = tinywan.sample(model, ctx, steps=steps, cfg=cfg, seed=1)
+    ref = tinywan.sample.sample(model, ctx, steps=steps, cfg=cfg, seed=1)
     t_full = time.perf_counter() - t
     ref_frames = render.latent_to_frames(ref)[0]
     rows, lines = [render.strip(ref_frames)], []
@@ -56,7 +57,7 @@ def magcache_demo(out):
     for name, config in settings.items():
         run = magcache.MagCacheRun(curve, steps, config)
         t = time.perf_counter()
-        lat = tinywan.sample(model, ctx, steps=steps, cfg=cfg, seed=1, block_stack_fn=cached(run))
+        lat = tinywan.sample.sample(model, ctx, steps=steps, cfg=cfg, seed=1, block_stack_fn=cached(run))
         dt = time.perf_counter() - t
         frames = render.latent_to_frames(lat)[0]
         a = torch.from_numpy(ref_frames).float() / 255
