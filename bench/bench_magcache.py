@@ -124,8 +124,8 @@ def main():
             rep = m.model_options["transformer_options"]["atelier_magcache_run"].last_report
             skipped_rows = rep["skipped_calls"]
             t_ideal = t_full - skipped_rows * t_block_row
-            fr = torch.from_numpy(tinywan.render.latent_to_frames(ref)[0]).float() / 255
-            fo = torch.from_numpy(tinywan.render.latent_to_frames(out)[0]).float() / 255
+            fr = torch.from_numpy(tinywan.render.latent_to_frames(tinywan.vae.from_host_latent(ref))[0]).float() / 255
+            fo = torch.from_numpy(tinywan.render.latent_to_frames(tinywan.vae.from_host_latent(out))[0]).float() / 255
             p = magcache.psnr(fr, fo)
             s = magcache.ssim(fr, fo)
             r = {
