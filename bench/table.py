@@ -1,0 +1,72 @@
+"""Print the README benchmark table (Markdown) from ``bench/results/*.json``.
+
+Usage: ``python bench/table.py`` (repo root); paste between the BENCHMARKS markers of the README.
+"""
+import json
+import pathlib
+
+RES = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def load(name):
+    p = RES / f"{name}.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def magcache():
+    d = load("magcache")
+    if not d:
+        return []
+    rows = ["| MagCache (tiny trained Wan, host KSampler, CPU) | steps | calls computed | speedup | ideal | vs ideal | hook overhead / step | PSNR dB | SSIM |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["results"]:
+        rows.append(f"| {r['preset']} {r['thresh']}/K{r['k']}/r{r['retention']} | {r['steps']} | "
+                    f"{r['computed_calls']}/{r['total_calls']} | {r['speedup']:.2f}x | {r['ideal_speedup']:.2f}x | "
+                    f"{r['speedup_vs_ideal']:.3f} | {100 * r['hook_overhead_frac_of_step']:+.1f}% | "
+                    f"{r['psnr_db_mean']:.1f} | {r['ssim_mean']:.3f} |")
+    return rows
+
+
+def nag():
+    d = load("nag")
+    if not d:
+        return []
+    rows = ["| NAG (tiny trained Wan, CPU time per step) | ratio vs unguided |", "|---|---|"]
+    for k, v in d["results"].items():
+        if isinstance(v, dict) and "ratio_vs_unguided" in v:
+            rows.append(f"| {k} | {v['ratio_vs_unguided']:.3f}x |")
+    return rows
+
+
+def restoration():
+    d = load("restoration")
+    if not d:
+        return []
+    rows = ["| Restoration full pipeline (CPU) | MP/s | peak memory above start | x input buffer |", "|---|---|---|---|"]
+    for r in d["results"]:
+        rows.append(f"| {r['megapixels']:.0f} MP | {r['mp_per_s']:.3f} | {r['peak_minus_before_gb']:.2f} GB | "
+                    f"{r['peak_over_input_buffer']:.1f} |")
+    return rows
+
+
+def dloral():
+    d = load("dloral")
+    if not d:
+        return []
+    rows = ["| DLoRAL (CPU, random weights, real architectures) | frames | s / frame | peak RSS | RSS growth |",
+            "|---|---|---|---|---|"]
+    for r in d.get("dloral", []) + d.get("memory_vs_length", []):
+        rows.append(f"| {r['input']} -> {r['output']} px, {r.get('mode', '')} | {r['frames']} | {r['s_per_frame']:.2f} | "
+                    f"{r['rss_peak_mib']} MiB | {r['rss_growth_mib']} MiB |")
+    smp = d.get("sampler")
+    if smp:
+        rows.append(f"| same UNet as a 50-step sampler (extrapolated from {smp['steps_run']} steps) | 1 | "
+                    f"{smp['seconds']:.0f} | {smp['rss_peak_mib']} MiB | ratio {smp['ratio']:.1f}x slower |")
+    return rows
+
+
+if __name__ == "__main__":
+    for part in (magcache(), nag(), restoration(), dloral()):
+        if part:
+            print("\n".join(part))
+            print()
