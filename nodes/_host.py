@@ -57,3 +57,14 @@ def add_routes(register):
     except Exception as exc:
         log.debug("atelier: no routes registered: %s", exc)
     return False
+
+
+def find_transformer_options(args, kwargs):
+    """The transformer_options dict of a wrapped model call, by name, not by position."""
+    to = kwargs.get("transformer_options")
+    if isinstance(to, dict):
+        return to
+    for a in reversed(args):
+        if isinstance(a, dict) and "cond_or_uncond" in a:
+            return a
+    return None

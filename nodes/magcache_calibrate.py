@@ -9,7 +9,8 @@ import torch
 import comfy.patcher_extension as pe
 
 from ..magcache import CalibrationRecorder
-from .magcache_hook import eager, find_transformer_options
+from ._host import find_transformer_options
+from .magcache_hook import eager
 
 KEY = "atelier_magcache_calibrate"
 CALL_KEY = "atelier_magcache_calibrate_call"

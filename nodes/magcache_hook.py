@@ -26,6 +26,7 @@ import torch
 import comfy.patcher_extension as pe
 
 from ..magcache import MagCacheRun, locate_segment
+from ._host import find_transformer_options
 
 log = logging.getLogger("atelier")
 
@@ -33,17 +34,6 @@ KEY = "atelier_magcache"
 RUN_KEY = "atelier_magcache_run"
 CALL_KEY = "atelier_magcache_call"
 REPORT_EVENT = "atelier.magcache.report"
-
-
-def find_transformer_options(args, kwargs):
-    """The transformer_options dict of an APPLY_MODEL call, by name, not by position."""
-    to = kwargs.get("transformer_options")
-    if isinstance(to, dict):
-        return to
-    for a in reversed(args):
-        if isinstance(a, dict) and "cond_or_uncond" in a:
-            return a
-    return None
 
 
 class RunHolder:

@@ -26,6 +26,7 @@ import torch
 import comfy.patcher_extension as pe
 
 from ..nag import NAGConfig, guided_row_slices, remap_row_slices, nag_cross_attention
+from ._host import find_transformer_options
 
 log = logging.getLogger("atelier")
 
@@ -72,16 +73,6 @@ class CallPlan:
         self.batch = batch
 
 
-def _find_options(args, kwargs):
-    to = kwargs.get("transformer_options")
-    if isinstance(to, dict):
-        return to
-    for a in reversed(args):
-        if isinstance(a, dict) and "cond_or_uncond" in a:
-            return a
-    return None
-
-
 def outer_sample_wrapper(executor, *args, **kwargs):
     guider = executor.class_obj
     orig = guider.model_options
@@ -101,7 +92,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
 
 
 def diffusion_model_wrapper(executor, *args, **kwargs):
-    to = _find_options(args, kwargs)
+    to = find_transformer_options(args, kwargs)
     run = to.get(RUN_KEY) if to is not None else None
     cu = to.get("cond_or_uncond") if to is not None else None
     if run is None or not cu or not run.config.active_at(to.get("sigmas")):
