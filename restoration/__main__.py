@@ -127,7 +127,7 @@ def run_cli(args):
         import json as _json
         from .metrics import detection_scores, fill_scores
         from .fill import fill_image
-        from .scanio import read_scan as _rs, write_bytes
+        from .scanio import write_bytes
         pred = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / "damage_classes.png"))
         filled_gt, _ = fill_image(img, gt > 0, args.fill, tile=args.tile)
         metrics = {"detection": detection_scores(pred, gt),

@@ -136,11 +136,12 @@ def fill_image(img, mask, method="harmonic", external=None, grow_px=1, tile=2048
     return out, m
 
 
-def fill_qa(original, filled, labels, rows, ring_px=2, edge_de=3.0, tile=2048):
+def fill_qa(original, filled, labels, rows, ring_px=2, edge_de=3.0, tile=2048, heat=True):
     """Per-region fill QA columns added to copies of ``rows``: ``dE00_edge`` (mean fill vs mean of a
     ``ring_px`` ring of the original), ``mean_fill_Lab``, ``edge_mismatch``, ``needs_review``.
 
-    Returns ``(rows, heat (H, W) float32)`` where heat is each filled region's dE00_edge.
+    Returns ``(rows, heat (H, W) float32)`` where heat is each filled region's dE00_edge; with
+    ``heat=False`` the second item is the per-label value (N + 1,) instead (``heat = per[labels]``).
     """
     from .color import ciede2000
     from .detect import label_ring_means
@@ -160,4 +161,4 @@ def fill_qa(original, filled, labels, rows, ring_px=2, edge_de=3.0, tile=2048):
         if r["fill_decision"] == "fill":
             per[i] = de[i]
         out.append(r)
-    return out, per[labels]
+    return out, (per[labels] if heat else per)

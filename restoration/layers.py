@@ -2,6 +2,7 @@
 import numpy as np
 
 from .color import rgb_to_lab, srgb_to_linear
+from .printfile import canvas_geometry, canvas_rows, draw_marks, fiducial_rows, fiducials  # noqa: F401
 from .scanio import mm_to_px
 
 WHITE_MODES = ("same_pattern", "choke", "spread", "minimal_white", "none")
@@ -85,65 +86,21 @@ def simulate(original, layers, shift_px=(0, 0), white_shift_px=(0, 0), white_ref
     return linear_to_srgb(torch.from_numpy(view.astype(np.float32))).numpy()
 
 
-def fiducials(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):
-    """Fiducial geometry on a canvas of the image plus margins.
-
-    Returns ``(canvas_h, canvas_w, offset_px, marks)`` where marks is a list of dicts with
-    ``kind`` ("cross"|"key"), centre ``(x, y)`` px and mm.
-    """
-    mpx = mm_to_px(margin_mm, dpi, 1)
-    arm = mm_to_px(arm_mm, dpi, 2)
-    ch, cw = h + 2 * mpx, w + 2 * mpx
-    c = mpx // 2
-    marks = [{"kind": "cross", "x_px": x, "y_px": y} for x, y in
-             ((c, c), (cw - 1 - c, c), (c, ch - 1 - c), (cw - 1 - c, ch - 1 - c))]
-    marks.append({"kind": "key", "x_px": c + 2 * arm if cw > c + 3 * arm else c, "y_px": c})
-    for mk in marks:
-        mk["x_mm"] = round((mk["x_px"] + 0.5) * 25.4 / dpi, 4)
-        mk["y_mm"] = round((mk["y_px"] + 0.5) * 25.4 / dpi, 4)
-    return ch, cw, mpx, marks, arm, max(1, mm_to_px(line_mm, dpi, 1))
-
-
-def _draw_marks(canvas_mask, marks, arm, lw):
-    import cv2
-    for mk in marks:
-        x, y = mk["x_px"], mk["y_px"]
-        if mk["kind"] == "cross":
-            cv2.line(canvas_mask, (x - arm, y), (x + arm, y), 1, lw)
-            cv2.line(canvas_mask, (x, y - arm), (x, y + arm), 1, lw)
-        else:  # asymmetric key: a filled triangle (shows orientation and mirroring)
-            pts = np.array([[x - arm // 2, y - arm // 2], [x + arm // 2, y - arm // 2], [x - arm // 2, y + arm // 2]])
-            cv2.fillPoly(canvas_mask, [pts.astype(np.int32)], 1)
-
-
 def layout(layers, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1, mirror=True):
     """Place both layers on a canvas with margins and identical fiducials; mirror both if asked.
 
-    Fiducials print as full ink (colour: black, A = 1; white: coverage 1).
+    Fiducials print as full ink (colour: black, A = 1; white: coverage 1). The whole canvas in
+    memory (small scans, the nodes); the pipeline streams the same rows (:mod:`restoration.printfile`).
     Returns dict with ``color_rgba`` (CH, CW, 4), ``white`` (CH, CW), ``fiducials`` (final
-    coordinates, after mirroring), ``canvas_mm``, ``offset_px``, ``mirror``.
+    coordinates, after mirroring), ``fiducial_mask``, ``canvas_mm``, ``canvas_px``, ``offset_px``, ``mirror``.
     """
     rgba, white = layers["color_rgba"], layers["white"]
     h, w = white.shape
-    ch, cw, off, marks, arm, lw = fiducials(h, w, dpi, margin_mm, arm_mm, line_mm)
-    fid = np.zeros((ch, cw), np.uint8)
-    _draw_marks(fid, marks, arm, lw)
-    if mirror:  # fiducials are drawn, then the whole canvas is mirrored (image placed mirrored directly)
-        fid = np.ascontiguousarray(fid[:, ::-1])
-        rgba, white = rgba[:, ::-1], white[:, ::-1]
-    c_rgba = np.zeros((ch, cw, 4), np.float32)
-    c_rgba[off:off + h, cw - off - w:cw - off] = rgba
-    c_white = np.zeros((ch, cw), np.float32)
-    c_white[off:off + h, cw - off - w:cw - off] = white
-    f = fid > 0
-    c_rgba[f] = (0, 0, 0, 1)
-    c_white[f] = 1.0
-    if mirror:
-        for mk in marks:
-            mk["x_px"] = cw - 1 - mk["x_px"]
-            mk["x_mm"] = round((mk["x_px"] + 0.5) * 25.4 / dpi, 4)
+    geom = canvas_geometry(h, w, dpi, margin_mm, arm_mm, line_mm, mirror)
+    cw, ch = geom["canvas_px"]
+    c_rgba, c_white = canvas_rows(geom, lambda y0, y1: (rgba[y0:y1], white[y0:y1]), 0, ch)
     out = dict(layers)
-    out.update(color_rgba=c_rgba, white=c_white, fiducials=marks, mirror=bool(mirror), offset_px=off,
-               margin_mm=margin_mm, canvas_px=[cw, ch],
-               canvas_mm=[round(cw * 25.4 / dpi, 4), round(ch * 25.4 / dpi, 4)], fiducial_mask=f)
+    out.update(color_rgba=c_rgba, white=c_white, fiducials=geom["fiducials"], mirror=bool(mirror),
+               offset_px=geom["offset_px"], margin_mm=margin_mm, canvas_px=geom["canvas_px"],
+               canvas_mm=geom["canvas_mm"], fiducial_mask=fiducial_rows(geom, 0, ch))
     return out

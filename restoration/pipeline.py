@@ -8,15 +8,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .classes import CLASS_IDS, DEFAULT_FILL_CLASSES
-from .detect import DetectConfig, detect_damage, fill_mask_from_classes, merge_user_mask
-from .export import WHITE_POLARITY, export_layers
+from .detect import DetectConfig, detect_damage, merge_user_mask
+from .export import WHITE_POLARITY
 from .fill import fill_image, fill_qa
-from .layers import layout, separate, simulate
+from .layers import separate, simulate
+from .printfile import canvas_geometry, canvas_rows, layer_rows_fn, write_print_files, write_tiff_rows
 from .palette import count_rgb8, merge_palette
 from .previews import class_overlay, downscale, heat, label_colors, layers_preview
 from .record import file_entry, versions, write_record
 from .regions import RegionConfig, decision_mask, label_by_fill, region_table, table_csv
-from .scanio import check_dpi, prepare_out_dir, to_uint, write_bytes, write_png, write_tiff
+from .scanio import check_dpi, prepare_out_dir, to_uint, write_bytes, write_png
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,6 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     out = prepare_out_dir(out_dir)
     st = Stages(STAGES, progress)
     h, w = img.shape[:2]
-    files = []
 
     st.start("detect")
     dcfg = cfg.detect if cfg.detect.tile == cfg.tile else DetectConfig(**{**asdict(cfg.detect), "tile": cfg.tile})
@@ -99,7 +99,7 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     st.end()
 
     st.start("qa")
-    rows, qa_heat = fill_qa(img, filled, labels, rows, tile=cfg.tile)
+    rows, qa_per_label = fill_qa(img, filled, labels, rows, tile=cfg.tile, heat=False)
     st.end()
 
     st.start("colours")
@@ -116,15 +116,18 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     st.end()
 
     st.start("layers")
-    layers = separate(filled, img, used, dpi, cfg.white_mode, cfg.white_amount_mm, min_feature_mm=cfg.min_feature_mm)
-    sim = simulate(img, layers) if h * w <= 40e6 else None
-    laid = layout(layers, dpi, margin_mm=cfg.margin_mm, mirror=cfg.mirror)
-    del layers
+    # the print canvas is produced in row strips while it is written (export stage), so memory stays
+    # bounded whatever the scan size; here only its geometry and a preview-scale appearance simulation
+    geom = canvas_geometry(h, w, dpi, margin_mm=cfg.margin_mm, mirror=cfg.mirror)
+    sep = dict(white_mode=cfg.white_mode, amount_mm=cfg.white_amount_mm, min_feature_mm=cfg.min_feature_mm)
+    layer_rows = layer_rows_fn(filled, img, used, dpi, **sep)
+    s = max(1, int(np.ceil(max(h, w) / cfg.preview_side)))
+    sim = simulate(img[::s, ::s], separate(filled[::s, ::s], img[::s, ::s], used[::s, ::s], dpi / s, **sep))
     st.end()
 
     parts = dict(img=img, dpi=dpi, classes=classes, labels=labels, rows=rows, fill_fp=fill_fp, filled=filled,
-                 used=used, method=method, qa_heat=qa_heat, n_rgb8=n_rgb8, palette=palette, n_de=n_de,
-                 count_q=cfg.count_q, laid=laid, sim=sim, responses=det["responses"], det_params=det["params"],
+                 used=used, method=method, qa_per_label=qa_per_label, n_rgb8=n_rgb8, palette=palette, n_de=n_de,
+                 count_q=cfg.count_q, laid=None, print_src=dict(geom=geom, layer_rows=layer_rows, **sep), sim=sim, responses=det["responses"], det_params=det["params"],
                  ground_rgb=det["ground_rgb"], fill_classes=cfg.fill_classes, times=dict(st.times),
                  user_mask={"add": user_add is not None, "remove": user_remove is not None})
     return write_outputs(out, parts, st, asdict(cfg), scan_info, workflow, extra, capture, cfg.preview_side,
@@ -135,27 +138,46 @@ def write_outputs(out, p, st=None, cfg_dict=None, scan_info=None, workflow=None,
                   preview_side=1024, write_pdf=True):
     """Write print files, tables, previews and the record from computed parts ``p``.
 
-    ``p`` keys: img, dpi, classes, labels, rows, fill_fp, filled, used, method, qa_heat, n_rgb8, palette,
-    n_de, count_q, laid, sim (or None), responses (dict or {}), det_params, ground_rgb, fill_classes,
-    white_mode, white_amount_mm, min_feature_mm, margin_mm. Returns the manifest.
+    ``p`` keys: img, dpi, classes, labels, rows, fill_fp, filled, used, method, ``qa_heat`` (H, W) or
+    ``qa_per_label`` (N + 1,), n_rgb8, palette, n_de, count_q, sim (or None), responses (dict or {}),
+    det_params, ground_rgb, fill_classes, and the print canvas as either ``laid`` (in memory, from
+    :func:`restoration.layers.layout`) or ``print_src`` (``geom`` from
+    :func:`restoration.printfile.canvas_geometry`, ``layer_rows`` and the separation parameters),
+    which is produced in row strips while the files are written. Returns the manifest.
     """
     st = st or Stages(("export", "previews", "record"))
     img, dpi, classes, labels, rows = p["img"], p["dpi"], p["classes"], p["labels"], p["rows"]
-    filled, used, laid, method = p["filled"], p["used"], p["laid"], p["method"]
+    filled, used, laid, method = p["filled"], p["used"], p.get("laid"), p["method"]
     h, w = img.shape[:2]
     n = int(labels.max())
     files = []
     ps = preview_side
     st.start("export")
-    files += export_layers(out, laid, dpi, pdf=write_pdf)
-    write_tiff(out, "fill_full.tif", to_uint(filled, 16), dpi)
+    if laid is not None:
+        canvas_fn = lambda r0, r1: (laid["color_rgba"][r0:r1], laid["white"][r0:r1])
+        cw, ch = laid["canvas_px"]
+        canvas = {k: laid.get(k) for k in ("canvas_mm", "canvas_px", "mirror", "margin_mm", "fiducials", "white_mode",
+                                           "amount_mm", "min_feature_mm")}
+    else:
+        src = p["print_src"]
+        geom = src["geom"]
+        canvas_fn = lambda r0, r1: canvas_rows(geom, src["layer_rows"], r0, r1)
+        cw, ch = geom["canvas_px"]
+        canvas = {**{k: geom[k] for k in ("canvas_mm", "canvas_px", "mirror", "margin_mm", "fiducials")},
+                  "white_mode": src["white_mode"], "amount_mm": src["amount_mm"],
+                  "min_feature_mm": src["min_feature_mm"]}
+    pf, lay_prev = write_print_files(out, canvas_fn, ch, cw, dpi, pdf=write_pdf, preview_side=preview_side,
+                                     progress=lambda i, k: st.tick(0.8 * i / k))
+    files += pf
+    write_tiff_rows(out, "fill_full.tif", lambda y0, y1: to_uint(filled[y0:y1], 16), filled.shape, np.uint16, dpi)
     files.append(file_entry(out, "fill_full.tif", role="fill_full", px_w=w, px_h=h, dpi=dpi, bit_depth=16))
     lab_dtype = np.uint16 if n < 65536 else np.uint32
     if lab_dtype == np.uint16:
         write_png(out, "damage_labels.png", labels.astype(np.uint16), dpi)
         files.append(file_entry(out, "damage_labels.png", role="labels", px_w=w, px_h=h, bit_depth=16))
     else:
-        write_tiff(out, "damage_labels.tif", labels.astype(np.uint32), dpi)
+        write_tiff_rows(out, "damage_labels.tif", lambda y0, y1: labels[y0:y1].astype(np.uint32), labels.shape,
+                        np.uint32, dpi)
         files.append(file_entry(out, "damage_labels.tif", role="labels", px_w=w, px_h=h, bit_depth=32))
     write_png(out, "damage_classes.png", classes, dpi)
     files.append(file_entry(out, "damage_classes.png", role="classes", px_w=w, px_h=h, bit_depth=8))
@@ -182,9 +204,10 @@ def write_outputs(out, p, st=None, cfg_dict=None, scan_info=None, workflow=None,
     prev("preview_filled.png", filled, f"filled ({method})")
     for k, v in p.get("responses", {}).items():
         prev(f"response_{k}.png", heat(_nearest(v, ps).astype(np.float32), 128), f"response map {k} (yellow = 32+ L* or dE00)")
-    prev("preview_qa.png", heat(_nearest(p['qa_heat'], ps), 6.0), "fill QA: dE00 fill vs edge ring (yellow = 6+)")
-    lp = layers_preview({"color_rgba": _nearest(laid["color_rgba"], ps), "white": _nearest(laid["white"], ps)})
-    prev("preview_layers.png", lp, "print layers: colour (left, on checkerboard), white plate (right); mirrored" if laid["mirror"] else "print layers")
+    qa = p["qa_per_label"][_nearest(labels, ps)] if p.get("qa_heat") is None else _nearest(p["qa_heat"], ps)
+    prev("preview_qa.png", heat(qa, 6.0), "fill QA: dE00 fill vs edge ring (yellow = 6+)")
+    prev("preview_layers.png", layers_preview(lay_prev),
+         "print layers: colour (left, on checkerboard), white plate (right); mirrored" if canvas["mirror"] else "print layers")
     if p.get("sim") is not None:
         prev("composite_preview.png", p["sim"], "predicted appearance with the film (ideal registration)")
     for t in thumbs:
@@ -228,11 +251,14 @@ def write_outputs(out, p, st=None, cfg_dict=None, scan_info=None, workflow=None,
                   "count_rgb8": p["n_rgb8"], "count_dE1": p["n_de"], "count_dE_q": p["count_q"], "bit_depth_counted": 8,
                   "wallclock_s": st.times},
         "palette": (p.get("palette") or [])[:64],
-        "print": {"dpi": dpi, "canvas_mm": laid["canvas_mm"], "canvas_px": laid["canvas_px"], "mirror": laid["mirror"],
-                  "margin_mm": laid.get("margin_mm"), "fiducials_mm": laid["fiducials"], "color_file": "layer_color_rgba.tif",
-                  "white_file": "layer_white.tif", "white_polarity": WHITE_POLARITY, "white_mode": laid.get("white_mode"),
-                  "white_amount_mm": laid.get("amount_mm"), "min_feature_mm": laid.get("min_feature_mm"),
-                  "icc_embedded": False, "printer": "", "ink_set": "", "film": "", "print_mode": ""},
+        "print": {"dpi": dpi, "canvas_mm": canvas["canvas_mm"], "canvas_px": canvas["canvas_px"],
+                  "mirror": canvas["mirror"], "margin_mm": canvas.get("margin_mm"), "fiducials_mm": canvas["fiducials"],
+                  "color_file": "layer_color_rgba.tif", "white_file": "layer_white.tif",
+                  "white_polarity": WHITE_POLARITY, "white_mode": canvas.get("white_mode"),
+                  "white_amount_mm": canvas.get("amount_mm"), "min_feature_mm": canvas.get("min_feature_mm"),
+                  "icc_embedded": bool(pf[0].get("icc_embedded")),
+                  "icc": "sRGB (LittleCMS built-in, colour TIFF)" if pf[0].get("icc_embedded") else None,
+                  "printer": "", "ink_set": "", "film": "", "print_mode": ""},
         "registration": reg,
         "application": {"date": "", "method": "aligned by hand", "adhesive_varnish": "", "solvent_for_removal": "",
                         "measured_registration_rms_um": reg["rms_um"] if reg else None, "conservator": ""},

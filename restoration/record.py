@@ -67,7 +67,7 @@ def _json_default(o):
 def render_html(m, thumbs, rows, max_rows=2000):
     e = lambda v: html.escape(str(v))
     st = m.get("stats", {})
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Restoration record</title><style>"
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Restoration record</title><style>"
              "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
              "td,th{border:1px solid #bbb;padding:2px 6px}figure{display:inline-block;margin:6px;vertical-align:top}"
              "img{max-width:420px;border:1px solid #999}.sw{display:inline-block;width:14px;height:14px;border:1px solid #333}"

@@ -3,7 +3,6 @@
 Images in memory are float32 ``(H, W, 3)`` arrays/tensors in [0, 1], sRGB-encoded.
 """
 import hashlib
-import io
 import os
 import pathlib
 import tempfile
@@ -133,6 +132,7 @@ def atomic_write(out_dir, name, writer):
     os.close(fd)
     try:
         writer(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, dest)
     except BaseException:
         try:
@@ -141,6 +141,20 @@ def atomic_write(out_dir, name, writer):
             pass
         raise
     return dest
+
+
+def _umask():
+    """The process umask, read without changing it where /proc allows (os.umask is process-wide)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
 
 
 def to_uint(img, bits, rows=512):
@@ -156,21 +170,11 @@ def to_uint(img, bits, rows=512):
 
 
 def write_tiff(out_dir, name, arr, dpi, extra_meta=None, icc=None):
-    """Write a uint8/uint16 (H, W[, C]) TIFF with the DPI tag (inch), atomically. C=4 is RGBA."""
-    import tifffile
-    arr = np.ascontiguousarray(arr)
-    photometric = "minisblack" if arr.ndim == 2 else "rgb"
-    kw = {}
-    if arr.ndim == 3 and arr.shape[2] == 4:
-        kw["extrasamples"] = ["unassalpha"]
-    if icc is not None:
-        kw["iccprofile"] = icc
-
-    def w(f):
-        tifffile.imwrite(f, arr, photometric=photometric, resolution=(float(dpi), float(dpi)),
-                         resolutionunit="INCH", compression="zlib", metadata=None,
-                         description=extra_meta or None, **kw)
-    return atomic_write(out_dir, name, w)
+    """Write a uint8/uint16 (H, W[, C]) TIFF with the DPI tag (inch), zlib strips, atomically. C=4 is RGBA."""
+    from .printfile import write_tiff_rows
+    arr = np.asarray(arr)
+    return write_tiff_rows(out_dir, name, lambda y0, y1: arr[y0:y1], arr.shape, arr.dtype, dpi,
+                           description=extra_meta, icc=icc)
 
 
 def write_png(out_dir, name, arr, dpi=None):
@@ -183,16 +187,6 @@ def write_png(out_dir, name, arr, dpi=None):
 
     def w(f):
         im.save(f, format="PNG", **({"dpi": (dpi, dpi)} if dpi else {}))
-    return atomic_write(out_dir, name, w)
-
-
-def write_pdf(out_dir, name, pages_uint8, dpi):
-    """Write RGB/gray uint8 pages into one PDF whose page size is the physical size (px / dpi inch)."""
-    from PIL import Image
-    ims = [Image.fromarray(np.asarray(p)) for p in pages_uint8]
-
-    def w(f):
-        ims[0].save(f, format="PDF", resolution=float(dpi), save_all=True, append_images=ims[1:])
     return atomic_write(out_dir, name, w)
 
 
