@@ -21,8 +21,8 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from _testenv import find_comfyui  # noqa: E402
+sys.path.insert(0, str(REPO / "bench"))
+from _hostpack import host_and_pack  # noqa: E402
 
 SETTINGS = {  # preset -> the official setting for it (README of MagCache: E012K2R02, E024K6R02)
     "wan2.1_t2v_1.3B": dict(thresh=0.12, k=2, retention=0.2),
@@ -42,28 +42,14 @@ def main():
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "magcache.json"))
     a = ap.parse_args()
 
-    host = find_comfyui()
-    if host is None:
-        sys.exit("bench_magcache: no ComfyUI tree found; set COMFYUI_DIR")
-    sys.path.insert(0, str(host))
-    from comfy.cli_args import args as host_args
-    host_args.cpu = True
-    import importlib
-    import importlib.util
+    host, pack, sub = host_and_pack("bench_magcache")
     import torch
     import comfy.sd
+    import comfy.utils  # noqa: F401
     import nodes as host_nodes
-
-    spec = importlib.util.spec_from_file_location("atelier_bench_pack", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = pack
-    spec.loader.exec_module(pack)
-    tinywan = importlib.import_module(spec.name + ".tinywan")
-    magcache = importlib.import_module(spec.name + ".magcache")
+    tinywan = sub("tinywan")
+    magcache = sub("magcache")
     mc_nodes = pack.nodes.magcache_nodes
-    import comfy.utils
-    comfy.utils.PROGRESS_BAR_ENABLED = False
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     sd, _ = tinywan.load_trained_state_dict(a.weights)

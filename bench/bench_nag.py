@@ -23,8 +23,8 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from _testenv import find_comfyui  # noqa: E402
+sys.path.insert(0, str(REPO / "bench"))
+from _hostpack import host_and_pack  # noqa: E402
 
 PROMPT, NAG_NEGATIVE = "square moving right", "red"
 
@@ -53,26 +53,12 @@ def main():
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "nag.json"))
     a = ap.parse_args()
 
-    host = find_comfyui()
-    if host is None:
-        sys.exit("bench_nag: no ComfyUI tree found; set COMFYUI_DIR")
-    sys.path.insert(0, str(host))
-    from comfy.cli_args import args as host_args
-    host_args.cpu = True
-    import importlib
-    import importlib.util
+    host, pack, sub = host_and_pack("bench_nag")
     import torch
     import comfy.sd
-    import comfy.utils
+    import comfy.utils  # noqa: F401
     import nodes as host_nodes
-
-    spec = importlib.util.spec_from_file_location("atelier_bench_pack", REPO / "__init__.py",
-                                                  submodule_search_locations=[str(REPO)])
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = pack
-    spec.loader.exec_module(pack)
-    tinywan = importlib.import_module(spec.name + ".tinywan")
-    comfy.utils.PROGRESS_BAR_ENABLED = False
+    tinywan = sub("tinywan")
     torch.set_num_threads(max(1, a.threads))
 
     sd, meta = tinywan.load_trained_state_dict(a.weights)

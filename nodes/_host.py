@@ -41,6 +41,13 @@ def output_directory():
     return folder_paths.get_output_directory()
 
 
+def output_subfolder(subfolder):
+    """``subfolder`` inside ComfyUI's output folder, created and checked writable; a path that leaves
+    the output folder (``..``, absolute) is refused with a ValueError naming it."""
+    from ..restoration.scanio import prepare_out_dir, safe_path
+    return prepare_out_dir(safe_path(output_directory(), subfolder))
+
+
 def throw_if_interrupted():
     import comfy.model_management
     comfy.model_management.throw_exception_if_processing_interrupted()

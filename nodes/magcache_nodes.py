@@ -8,7 +8,7 @@ import torch
 from ..magcache import (MagCacheConfig, get_preset, list_presets, parse_curve, plan_schedule,
                         psnr, ssim, difference_image)
 from . import _host
-from .magcache_hook import REPORT_EVENT, RunHolder, apply_magcache, KEY
+from .magcache_hook import REPORT_EVENT, RunHolder, apply_magcache
 from .magcache_calibrate import calibrate_run
 
 log = logging.getLogger("atelier")

@@ -23,9 +23,9 @@ from ..restoration.palette import count_rgb8, merge_palette
 from ..restoration.pipeline import write_outputs
 from ..restoration.previews import class_overlay, heat, label_colors, layers_preview
 from ..restoration.regions import RegionConfig, decision_mask, label_by_fill, region_table
-from ..restoration.scanio import check_dpi, prepare_out_dir, read_scan, to_uint
+from ..restoration.scanio import check_dpi, read_scan, to_uint
 from ..restoration.synth import SynthConfig, make_sample
-from ._host import progress_bar
+from ._host import output_directory, output_subfolder, progress_bar
 
 log = logging.getLogger("atelier")
 CAT = "Atelier/Restoration"
@@ -468,16 +468,9 @@ class AtelierPrintExport:
         }}
 
     def export(self, layers, ctx, subfolder):
-        out = _out_subfolder(subfolder)
+        out = output_subfolder(subfolder)
         files = export_layers(out, layers, ctx["dpi"])
         return (str(out), json.dumps(files))
-
-
-def _out_subfolder(subfolder):
-    import folder_paths
-    from ..restoration.scanio import safe_path
-    base = folder_paths.get_output_directory()
-    return prepare_out_dir(safe_path(base, subfolder))
 
 
 class AtelierRegistrationCheck:
@@ -537,7 +530,7 @@ class AtelierRestorationRecord:
         used = _mask_np(used_mask, o.shape[:2], "used_mask")
         if "fiducials" not in layers:
             raise ValueError("layers must come from Print Layout (the record documents the print canvas)")
-        out = _out_subfolder(subfolder)
+        out = output_subfolder(subfolder)
         t = time.perf_counter()
         rgb8 = to_uint(f[used], 8)
         leaders, counts, _, _ = merge_palette(rgb8, count_q) if len(rgb8) else (np.zeros((0, 3)), np.zeros(0), None, None)
@@ -568,16 +561,11 @@ class AtelierRestorationRecord:
         manifest = write_outputs(out, parts, cfg_dict={"source": "ComfyUI nodes"}, scan_info=ctx.get("scan"),
                                  workflow=workflow, extra=extra)
         manifest_files = [x["path"] for x in manifest["files"] if x["path"].startswith(("damage_map", "preview_layers"))]
-        ui = [{"filename": os.path.relpath(os.path.join(out, p), _output_dir()), "subfolder": "", "type": "output"}
+        ui = [{"filename": os.path.relpath(os.path.join(out, p), output_directory()), "subfolder": "", "type": "output"}
               for p in manifest_files]
         for u in ui:
             u["subfolder"], u["filename"] = os.path.split(u["filename"])
         return {"ui": {"images": ui}, "result": (str(out),)}
-
-
-def _output_dir():
-    import folder_paths
-    return folder_paths.get_output_directory()
 
 
 class AtelierSyntheticDamage:

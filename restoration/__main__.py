@@ -2,9 +2,14 @@
 
     python -m restoration SCAN --dpi 600 --out DIR [options]
     python -m restoration --sample --out DIR
+    python -m restoration --replay RECORD_DIR [SCAN] --out DIR
 
 Writes every artefact (damage map, region table, fill, print layers at 1:1, PDF, previews,
 manifest.json and index.html) to DIR, with a progress bar on stderr and a summary on stdout.
+
+``--replay`` regenerates a record made by this command: it checks the scan against the recorded
+SHA-256, reruns with the recorded parameters and user masks, and compares the new print files with
+the recorded hashes (exit status 0 only if every one is identical).
 """
 import argparse
 import json
@@ -28,6 +33,8 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scan", nargs="?", help="PNG or TIFF (8/16-bit) scan")
     ap.add_argument("--sample", action="store_true", help="run the bundled procedural sample (no data needed)")
+    ap.add_argument("--replay", default=None, metavar="RECORD",
+                    help="record folder (or its manifest.json) to regenerate; SCAN defaults to the recorded path")
     ap.add_argument("--out", required=True, help="output folder (created)")
     ap.add_argument("--dpi", type=float, default=None, help="scan resolution; default: from the file's metadata")
     ap.add_argument("--seed", type=int, default=0, help="sample seed")
@@ -48,12 +55,16 @@ def main(argv=None):
                     help="torch CPU threads (default 1: the work is per-tile elementwise maths and OpenCV, which "
                          "gains little from torch threads and loses a lot on a busy machine; 0 = torch default)")
     args = ap.parse_args(argv)
-    if bool(args.scan) == bool(args.sample):
+    if args.replay is None and bool(args.scan) == bool(args.sample):
         ap.error("give either SCAN or --sample")
+    if args.replay is not None and args.sample:
+        ap.error("--replay and --sample exclude each other")
     if args.threads > 0:
         import torch
         torch.set_num_threads(args.threads)
     try:
+        if args.replay is not None:
+            return replay_cli(args)
         manifest = run_cli(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -96,6 +107,7 @@ def run_cli(args):
         img, clean, gt, info = make_sample(SynthConfig(width=sw, height=sh, dpi=dpi), args.seed)
         ground = ground or tuple(info["ground_rgb"])
         p = write_tiff(out, "sample_scan.tif", to_uint(img, 16), dpi)
+        img, _, _ = read_scan(p, dpi)  # process the file as recorded (16-bit), so the record can be replayed
         write_png(out, "sample_clean.png", to_uint(clean, 8), dpi)
         write_png(out, "sample_ground_truth_classes.png", gt, dpi)
         scan_info = {"path": p.name, "sha256": sha256_file(p), "bits": 16, "dpi_source": "sample",
@@ -136,6 +148,66 @@ def run_cli(args):
         write_bytes(out, "sample_metrics.json", _json.dumps(metrics, indent=1))
         manifest["sample_metrics"] = metrics
     return manifest
+
+
+REPLAY_ROLES = ("color_layer", "white_layer", "print_pdf", "fill_full", "labels", "classes")
+
+
+def replay_cli(args):
+    """Regenerate a CLI-made record; print the per-file comparison; 0 if all print files are identical."""
+    import pathlib
+    import numpy as np
+    from .pipeline import config_from_dict, run
+    from .scanio import read_scan
+    rec = pathlib.Path(args.replay)
+    mpath = rec / "manifest.json" if rec.is_dir() else rec
+    try:
+        man = json.loads(mpath.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--replay {str(args.replay)!r}: no readable manifest.json ({exc})") from None
+    rdir = mpath.parent
+    conf = man.get("processing", {}).get("config") or {}
+    if conf.get("source") == "ComfyUI nodes":
+        raise ValueError("this record was made in ComfyUI: load its workflow.json in ComfyUI to reproduce it")
+    cfg = config_from_dict(conf)
+    cap = man.get("capture", {})
+    scan = args.scan or cap.get("path")
+    if not scan:
+        raise ValueError("the record names no scan; give SCAN")
+    sp = pathlib.Path(scan)
+    if not sp.is_absolute() and not sp.exists():
+        sp = rdir / sp  # the sample's scan is stored in the record folder
+    img, dpi, info = read_scan(sp, cap.get("ppi"))
+    if cap.get("sha256") and info["sha256"] != cap["sha256"]:
+        raise ValueError(f"scan {str(sp)!r} has sha256 {info['sha256'][:16]}..., the record's scan has "
+                         f"{cap['sha256'][:16]}...: not the same file")
+    files = {f.get("role"): f for f in man.get("files", [])}
+    masks = {}
+    for k in ("add", "remove"):
+        f = files.get(f"user_mask_{k}")
+        if f is not None:
+            m, _, _ = read_scan(rdir / f["path"], dpi)
+            masks[k] = m.mean(2) > 0.5
+        elif man.get("processing", {}).get("user_mask", {}).get(k):
+            raise ValueError(f"the record used a user '{k}' mask but does not contain user_mask_{k}.png")
+    external = None
+    if man.get("generative"):
+        external, _, _ = read_scan(rdir / files["fill_full"]["path"], dpi)  # the recorded composite
+    info.update(dpi_source="record", seeds=man.get("processing", {}).get("seeds", {}))
+    new = run(img, dpi, args.out, cfg, scan_info=info, user_add=masks.get("add"), user_remove=masks.get("remove"),
+              external_fill=external, extra={"replayed_from": {"manifest": str(mpath.resolve()),
+                                                               "created_utc": man.get("created_utc")}},
+              progress=_bar)
+    got = {f.get("role"): f for f in new["files"]}
+    report, same = [], True
+    for role in REPLAY_ROLES:
+        if role not in files:
+            continue
+        a, b = files[role]["sha256"], got.get(role, {}).get("sha256")
+        same &= a == b
+        report.append({"role": role, "file": files[role]["path"], "identical": a == b})
+    print(json.dumps({"replay_of": str(mpath), "identical": same, "files": report}, indent=1))
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -39,6 +39,26 @@ class PipelineConfig:
     count_colours_dE: bool = True
 
 
+def config_from_dict(d):
+    """A :class:`PipelineConfig` from its ``asdict`` form (as stored in a record's manifest); unknown keys
+    are refused by name, lists become tuples."""
+    from dataclasses import fields
+    from .detect import DetectConfig
+    from .regions import RegionConfig
+
+    def build(cls, v, where):
+        names = {f.name for f in fields(cls)}
+        bad = sorted(set(v) - names)
+        if bad:
+            raise ValueError(f"record config{where}: unknown keys {bad}; this version knows {sorted(names)}")
+        kw = {k: tuple(x) if isinstance(x, list) else x for k, x in v.items()}
+        return cls(**kw)
+    d = dict(d)
+    det = build(DetectConfig, d.pop("detect", {}), ".detect")
+    reg = build(RegionConfig, d.pop("regions", {}), ".regions")
+    return build(PipelineConfig, {**d, "detect": det, "regions": reg}, "")
+
+
 class Stages:
     """Wall-clock timing per stage and a progress callback ``cb(stage_index, n_stages, name, frac)``."""
 
@@ -129,7 +149,8 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
                  used=used, method=method, qa_per_label=qa_per_label, n_rgb8=n_rgb8, palette=palette, n_de=n_de,
                  count_q=cfg.count_q, laid=None, print_src=dict(geom=geom, layer_rows=layer_rows, **sep), sim=sim, responses=det["responses"], det_params=det["params"],
                  ground_rgb=det["ground_rgb"], fill_classes=cfg.fill_classes, times=dict(st.times),
-                 user_mask={"add": user_add is not None, "remove": user_remove is not None})
+                 user_mask={"add": user_add is not None, "remove": user_remove is not None},
+                 user_mask_arrays={"add": user_add, "remove": user_remove})
     return write_outputs(out, parts, st, asdict(cfg), scan_info, workflow, extra, capture, cfg.preview_side,
                          cfg.write_pdf)
 
@@ -181,6 +202,10 @@ def write_outputs(out, p, st=None, cfg_dict=None, scan_info=None, workflow=None,
         files.append(file_entry(out, "damage_labels.tif", role="labels", px_w=w, px_h=h, bit_depth=32))
     write_png(out, "damage_classes.png", classes, dpi)
     files.append(file_entry(out, "damage_classes.png", role="classes", px_w=w, px_h=h, bit_depth=8))
+    for k, m in (p.get("user_mask_arrays") or {}).items():  # kept so that the record can be replayed
+        if m is not None:
+            write_png(out, f"user_mask_{k}.png", (np.asarray(m) > 0.5).astype(np.uint8) * 255, dpi)
+            files.append(file_entry(out, f"user_mask_{k}.png", role=f"user_mask_{k}", px_w=w, px_h=h, bit_depth=8))
     write_bytes(out, "regions.csv", table_csv(rows))
     write_bytes(out, "regions.json", json.dumps(rows))
     write_bytes(out, "damage_classes.json", json.dumps({"classes": CLASS_IDS, "class_of_label": {

@@ -14,6 +14,7 @@ white, page 2 the white plate as dark ink), all at ``dpi`` so 1 px = 25.4/dpi mm
 import contextlib
 import math
 import os
+import struct
 import tempfile
 import zlib
 
@@ -26,12 +27,20 @@ STRIP_ROWS = 128
 
 
 def srgb_icc():
-    """An sRGB ICC profile (LittleCMS built-in sRGB, via Pillow) as bytes; None if unavailable."""
+    """An sRGB ICC profile (LittleCMS built-in sRGB, via Pillow) as bytes; None if unavailable.
+
+    LittleCMS stamps the creation time into the header (bytes 24-35); it is fixed here so that the same
+    job writes byte-identical files (records are replayed and compared by hash). The profile ID field
+    is zero ("not computed"), so no checksum depends on the date.
+    """
     try:
         from PIL import ImageCms
-        return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+        b = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
     except Exception:  # Pillow built without LittleCMS
         return None
+    if len(b) >= 128 and b[36:40] == b"acsp" and not any(b[84:100]):
+        b[24:36] = struct.pack(">6H", 2026, 1, 1, 0, 0, 0)
+    return bytes(b)
 
 
 def fiducials(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):

@@ -143,3 +143,52 @@ def test_cli_scan_roundtrip_and_errors(tmp_path, capsys):
         (tmp_path / "blocker").write_text("x")
         assert main([str(tmp_path / "scan.tif"), "--out", str(tmp_path / "blocker" / "o"), "--threads", "0"]) == 2
         assert "cannot be written" in capsys.readouterr().err
+
+
+def test_replay_regenerates_identical_print_files(tmp_path, capsys):
+    """User story: a colleague regenerates the same layers from the record years later. A scan run with
+    user-painted add/remove masks is replayed from its record alone: the print files, fill, labels and
+    classes must be byte-identical (sha256); a changed parameter or another scan must be caught."""
+    from restoration.__main__ import main
+    from restoration.synth import SynthConfig, make_sample
+    img, _, gt, _ = make_sample(SynthConfig(height=256, width=320), 5)
+    write_tiff(tmp_path, "scan.tif", to_uint(img, 16), 600)
+    add = np.zeros(img.shape[:2], np.uint8)
+    add[40:60, 50:90] = 255
+    rem = np.zeros_like(add)
+    rem[gt == 3] = 255  # remove the detected losses: the replay must know this to get the same layers
+    write_png(tmp_path, "add.png", add)
+    write_png(tmp_path, "rem.png", rem)
+    rec = tmp_path / "rec"
+    with one_thread():
+        assert main([str(tmp_path / "scan.tif"), "--out", str(rec), "--mask-add", str(tmp_path / "add.png"),
+                     "--mask-remove", str(tmp_path / "rem.png"), "--white-mode", "choke", "--white-amount-mm",
+                     "0.1", "--threads", "0"]) == 0
+        m = json.loads((rec / "manifest.json").read_text())
+        roles = {f["role"] for f in m["files"]}
+        assert {"user_mask_add", "user_mask_remove"} <= roles
+        capsys.readouterr()
+        assert main(["--replay", str(rec), "--out", str(tmp_path / "again"), "--threads", "0"]) == 0
+        rep = json.loads(capsys.readouterr().out)
+        assert rep["identical"] and {f["role"] for f in rep["files"]} >= {"color_layer", "white_layer", "print_pdf"}
+        # a record whose parameter was changed afterwards no longer reproduces its files
+        m["processing"]["config"]["white_amount_mm"] = 0.3
+        (rec / "manifest.json").write_text(json.dumps(m))
+        assert main(["--replay", str(rec), "--out", str(tmp_path / "changed"), "--threads", "0"]) == 1
+        rep = json.loads(capsys.readouterr().out)
+        white = next(f for f in rep["files"] if f["role"] == "white_layer")
+        assert white["identical"] is False
+        # another scan is refused before anything is written
+        write_tiff(tmp_path, "other.tif", to_uint(img[::-1].copy(), 16), 600)
+        assert main(["--replay", str(rec), str(tmp_path / "other.tif"), "--out", str(tmp_path / "o4"),
+                     "--threads", "0"]) == 2
+        assert "not the same file" in capsys.readouterr().err and not (tmp_path / "o4").exists()
+
+
+def test_replay_of_the_sample_record():
+    out = OUT / "restoration_cli_sample"  # written by the sample test above (same module, runs first)
+    if not (out / "manifest.json").exists():
+        assert _cli("--sample", "--size", "512x384", "--out", str(out)).returncode == 0
+    r = _cli("--replay", str(out), "--out", str(OUT / "restoration_cli_replay"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert json.loads(r.stdout)["identical"] is True
