@@ -108,7 +108,7 @@ def main():
              "peak_over_input_buffer": round((mem.peak - mem.base) / img_bytes, 2),
              "input_buffer_gb": round(img_bytes / 2 ** 30, 3), "image_buffers_gb": round(buffers / 2 ** 30, 3),
              "peak_beyond_image_buffers_gb": round(over / 2 ** 30, 3), "stage_s": man["stats"]["wallclock_s"],
-             "n_regions": man["stats"]["n_regions"], "output_gb": round(out_bytes / 2 ** 30, 3)}
+             "n_regions": man["stats"]["n_regions"], "load_avg_1min_after": round(os.getloadavg()[0], 2), "output_gb": round(out_bytes / 2 ** 30, 3)}
         print(json.dumps(r), flush=True)
         results.append(r)
         del img
