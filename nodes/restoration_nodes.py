@@ -275,7 +275,8 @@ class AtelierRegionTable:
 
 
 class AtelierRestorationFill:
-    DESCRIPTION = ("Fill the mask: harmonic (pure torch, default), OpenCV telea/ns, or 'external' to composite any "
+    DESCRIPTION = ("Fill the mask: harmonic (pure torch, default), OpenCV telea/ns, 'patch' (copy the best-matching "
+                   "nearby texture, seam-corrected; optionally only from source_mask), or 'external' to composite any "
                    "inpainting model's IMAGE strictly inside the mask (flagged generative in the record). Pixels "
                    "outside the mask stay bit-identical.")
     CATEGORY = CAT
@@ -288,15 +289,16 @@ class AtelierRestorationFill:
         return {"required": {
             "image": ("IMAGE", {"tooltip": "The scan."}),
             "mask": ("MASK", {"tooltip": "What to fill (e.g. fill_mask of Region Table, or your own)."}),
-            "method": (list(METHODS), {"default": "harmonic", "tooltip": "harmonic: smooth membrane (GPU capable); telea/ns: OpenCV; external: use external_fill inside the mask."}),
+            "method": (list(METHODS), {"default": "harmonic", "tooltip": "harmonic: smooth membrane (GPU capable); telea/ns: OpenCV; patch: copy matching texture from nearby (for patterned areas; holes over 256 px get harmonic); external: use external_fill inside the mask."}),
             "grow_px": ("INT", {"default": 1, "min": 0, "max": 32, "tooltip": "Grow the mask first so anti-aliased edges are absorbed."}),
         }, "optional": {
             "external_fill": ("IMAGE", {"tooltip": "An inpainted IMAGE of the same size (LaMa, diffusion...). Needed for method 'external'."}),
             "regions": ("REGION_TABLE", {"tooltip": "Region table to annotate with the fill method."}),
             "external_model": ("STRING", {"default": "", "tooltip": "Name of the model that made external_fill (goes into the record)."}),
+            "source_mask": ("MASK", {"tooltip": "For method 'patch': where texture may be copied from (white = allowed). Default: anywhere undamaged."}),
         }}
 
-    def fill(self, image, mask, method, grow_px, external_fill=None, regions=None, external_model=""):
+    def fill(self, image, mask, method, grow_px, external_fill=None, regions=None, external_model="", source_mask=None):
         img = _img_np(image)
         m = _mask_np(mask, img.shape[:2], "mask")
         ext = None
@@ -315,7 +317,10 @@ class AtelierRestorationFill:
             except Exception:
                 pass
         pbar = progress_bar(100)
-        filled, used = fill_image(img, m, method, external=ext, grow_px=grow_px, device=device,
+        src = _mask_np(source_mask, img.shape[:2], "source_mask") if source_mask is not None else None
+        if src is not None and method != "patch":
+            log.warning("atelier restoration: source_mask is connected but method is %r; it is ignored", method)
+        filled, used = fill_image(img, m, method, external=ext, grow_px=grow_px, device=device, source=src,
                                   progress=lambda i, n: pbar.update_absolute(int(100 * i / n), 100))
         tab = None
         if regions is not None:

@@ -43,7 +43,8 @@ def main(argv=None):
     ap.add_argument("--mask-add", default=None, help="user-painted mask to add (PNG, white = damage)")
     ap.add_argument("--mask-remove", default=None, help="user-painted mask of false detections to remove")
     ap.add_argument("--capture", default=None, help="capture with the mask applied, for the registration check")
-    ap.add_argument("--fill", default="harmonic", choices=("harmonic", "telea", "ns"))
+    ap.add_argument("--fill", default="harmonic", choices=("harmonic", "telea", "ns", "patch"),
+                    help="harmonic (default), OpenCV telea/ns, patch (copies matching texture from nearby)")
     ap.add_argument("--white-mode", default="same_pattern",
                     choices=("same_pattern", "choke", "spread", "minimal_white", "none"))
     ap.add_argument("--white-amount-mm", type=float, default=0.0, help="choke/spread distance")

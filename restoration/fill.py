@@ -1,7 +1,8 @@
 """Fill the damage footprint (spec 4.2 N5).
 
 Methods: ``harmonic`` (pure torch push-pull + Jacobi, the default, runs on any device), ``telea`` and
-``ns`` (OpenCV, 8-bit), ``external`` (composite a supplied fill, e.g. from a ComfyUI inpainting model,
+``ns`` (OpenCV, 8-bit), ``patch`` (exemplar copy from the best-matching place nearby, for patterned
+areas; see :func:`patch_fill`), ``external`` (composite a supplied fill, e.g. from a ComfyUI inpainting model,
 strictly inside the mask; flagged generative). Invariant: pixels outside the mask are bit-identical
 to the input.
 """
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 
 from .tiles import tile_boxes
 
-METHODS = ("harmonic", "telea", "ns", "external")
+METHODS = ("harmonic", "telea", "ns", "patch", "external")
 
 
 def grow_mask(mask, px):
@@ -79,13 +80,70 @@ def harmonic_fill(img, mask, iters=30, min_size=4):
     return torch.where(mask[None], x, img)
 
 
+def patch_fill(img, mask, source=None, band=4, search_px=None, max_side=256, progress=None):
+    """Exemplar fill: each 8-connected hole is copied from the place nearby whose surroundings match best.
+
+    For a hole, the template is its bounding box grown by ``band`` px; the sum of squared differences
+    over the template's known pixels (OpenCV ``matchTemplate`` with a mask) is searched in a window of
+    ``search_px`` px around it (default 3x the template side, at least 32), over source boxes that
+    contain no hole pixel (and lie inside ``source`` where given). The best box is copied into the hole,
+    plus a harmonic membrane of the mismatch on the known pixels of the template, so the copy joins its
+    border without a seam. Holes wider than ``max_side`` px, or with no valid source, are left for the
+    caller (returned as ``rest``).
+
+    Args:
+        img: (H, W, 3) float32 numpy in [0, 1]; mask: (H, W) bool, True = fill;
+        source: optional (H, W) bool, where copies may come from.
+    Returns ``(out, rest)``: ``out`` equals ``img`` outside ``mask`` bit for bit; ``rest`` (H, W) bool is
+    the part of the mask that was not filled here.
+    """
+    import cv2
+    from scipy import ndimage
+    h, w = mask.shape
+    out = img.copy()
+    rest = np.zeros((h, w), bool)
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    blocked = mask if source is None else (mask | ~np.asarray(source, bool))
+    for i, sl in enumerate(ndimage.find_objects(lab), 1):
+        y0, y1, x0, x1 = sl[0].start, sl[0].stop, sl[1].start, sl[1].stop
+        ty0, ty1, tx0, tx1 = max(0, y0 - band), min(h, y1 + band), max(0, x0 - band), min(w, x1 + band)
+        th, tw = ty1 - ty0, tx1 - tx0
+        region = lab[ty0:ty1, tx0:tx1] == i
+        hole = mask[ty0:ty1, tx0:tx1]
+        r = search_px if search_px is not None else max(32, 3 * max(th, tw))
+        wy0, wy1, wx0, wx1 = max(0, ty0 - r), min(h, ty1 + r), max(0, tx0 - r), min(w, tx1 + r)
+        known = (~hole).astype(np.float32)
+        ok = max(y1 - y0, x1 - x0) <= max_side and known.any() and wy1 - wy0 > th and wx1 - wx0 > tw
+        if ok:
+            win = np.ascontiguousarray(img[wy0:wy1, wx0:wx1])
+            tpl = np.ascontiguousarray(img[ty0:ty1, tx0:tx1])
+            ssd = cv2.matchTemplate(win, tpl, cv2.TM_SQDIFF, mask=known)
+            bad = cv2.matchTemplate(blocked[wy0:wy1, wx0:wx1].astype(np.float32), np.ones((th, tw), np.float32),
+                                    cv2.TM_CCORR)
+            ssd[(bad > 0.5) | ~np.isfinite(ssd)] = np.inf
+            ok = bool(np.isfinite(ssd).any())
+        if not ok:
+            rest[ty0:ty1, tx0:tx1] |= region
+        else:
+            py, px = np.unravel_index(int(np.argmin(ssd)), ssd.shape)
+            src = win[py:py + th, px:px + tw]
+            resid = torch.from_numpy(np.ascontiguousarray((tpl - src).transpose(2, 0, 1)))
+            corr = harmonic_fill(resid, torch.from_numpy(hole)).numpy().transpose(1, 2, 0)
+            out[ty0:ty1, tx0:tx1][region] = np.clip(src + corr, 0, 1)[region]
+        if progress:
+            progress(i, n)
+    return out, rest
+
+
 def fill_image(img, mask, method="harmonic", external=None, grow_px=1, tile=2048, overlap=128,
-               device="cpu", progress=None):
+               device="cpu", progress=None, source=None):
     """Fill ``mask`` in ``img``.
 
     Args:
         img: (H, W, 3) float32 numpy sRGB in [0, 1]; mask: (H, W) bool.
         external: (H, W, 3) float32 fill for ``method="external"``.
+        source: optional (H, W) bool for ``method="patch"``: where copies may come from. Holes the patch
+            method cannot serve (wider than 256 px, no clean source nearby) get the harmonic fill.
         grow_px: the mask is grown by this many px first (absorbs anti-aliased edges).
     Returns ``(filled (H, W, 3) float32, used_mask (H, W) bool)``; outside ``used_mask`` the output
     is bit-identical to ``img``. Harmonic fill runs per tile with ``overlap`` px of context (tiles
@@ -122,6 +180,19 @@ def fill_image(img, mask, method="harmonic", external=None, grow_px=1, tile=2048
             if progress:
                 progress(i + 1, len(boxes))
         return out, m
+    if method == "patch":
+        if source is not None and np.asarray(source).shape != m.shape:
+            raise ValueError(f"patch source mask has size {np.asarray(source).shape}; the image is {m.shape}")
+        del out
+        out, m_rest = patch_fill(img, m, source, progress=(lambda i, k: progress(i, 2 * k)) if progress else None)
+        if not m_rest.any():
+            return out, m
+        img = out  # the rest gets the harmonic fill, with the copied pixels as known context
+        used, m = m, m_rest
+        done = progress
+        progress = (lambda i, k: done(k + i, 2 * k)) if done else None
+    else:
+        used = m
     h, w = m.shape
     boxes = list(tile_boxes(h, w, tile, overlap))
     for i, (y0, y1, x0, x1, py0, py1, px0, px1) in enumerate(boxes):
@@ -133,7 +204,7 @@ def fill_image(img, mask, method="harmonic", external=None, grow_px=1, tile=2048
             out[y0:y1, x0:x1][sub] = res[y0 - py0:y1 - py0, x0 - px0:x1 - px0][sub]
         if progress:
             progress(i + 1, len(boxes))
-    return out, m
+    return out, used
 
 
 def fill_qa(original, filled, labels, rows, ring_px=2, edge_de=3.0, tile=2048, heat=True):
