@@ -73,8 +73,10 @@ def main():
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "restoration.json"))
     args = ap.parse_args()
     import torch
-    if args.threads > 0:
+    if args.threads > 0:  # torch and OpenCV alike, so that a shared machine gives comparable stage times
+        import cv2
         torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
     from restoration.detect import DetectConfig
     from restoration.pipeline import PipelineConfig, run
     from restoration.synth import SynthConfig, make_sample
@@ -123,6 +125,7 @@ def main():
                           "means memory grows only with the image buffers (35 B/px: scan and fill float32, class, "
                           "label, mask and response maps); the rest is tiles and print strips"}
     doc = {"bench": "restoration full pipeline", "device": "cpu", "torch_threads": torch.get_num_threads(),
+           "opencv_threads": __import__("cv2").getNumThreads(),
            "cpu_count": os.cpu_count(), "machine": platform.platform(), "tile": args.tile,
            "sample_generation_s": round(gen_s, 2), "results": results, "growth": growth,
            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -42,7 +42,7 @@ def restoration():
     d = load("restoration")
     if not d:
         return []
-    rows = ["| Restoration full pipeline (CPU) | MP/s | wall s | peak memory above start | image buffers (35 B/px) "
+    rows = ["| Restoration full pipeline (CPU, 1 thread) | MP/s | wall s | peak memory above start (scan loaded) | image buffers (35 B/px) "
             "| peak beyond the image buffers |", "|---|---|---|---|---|---|"]
     for r in d["results"]:
         beyond = r.get("peak_beyond_image_buffers_gb")
@@ -52,19 +52,28 @@ def restoration():
     return rows
 
 
+MODEL_LABEL = {"full": "full SD2.1 UNet", "small": "small SD2 UNet"}
+
+
 def dloral():
     d = load("dloral")
     if not d:
         return []
-    rows = ["| DLoRAL (CPU, random weights, real architectures) | frames | s / frame | peak RSS | RSS growth |",
-            "|---|---|---|---|---|"]
+    rows = ["| DLoRAL (CPU, random weights, SD VAE at full size) | UNet | threads | frames | s / frame | peak RSS | "
+            "RSS growth |", "|---|---|---|---|---|---|---|"]
     for r in d.get("dloral", []) + d.get("memory_vs_length", []):
-        rows.append(f"| {r['input']} -> {r['output']} px, {r.get('mode', '')} | {r['frames']} | {r['s_per_frame']:.2f} | "
-                    f"{r['rss_peak_mib']} MiB | {r['rss_growth_mib']} MiB |")
-    smp = d.get("sampler")
-    if smp:
-        rows.append(f"| same UNet as a 50-step sampler (extrapolated from {smp['steps_run']} steps) | 1 | "
-                    f"{smp['seconds']:.0f} | {smp['rss_peak_mib']} MiB | ratio {smp['ratio']:.1f}x slower |")
+        run = r.get("run") or {}
+        rows.append(f"| {r['input']} -> {r['output']} px, {r.get('mode', '')} | "
+                    f"{MODEL_LABEL.get(r.get('model'), r.get('model', '?'))} | {run.get('threads', '?')} | "
+                    f"{r['frames']} | {r['s_per_frame']:.2f} | {r['rss_peak_mib']} MiB | {r['rss_growth_mib']} MiB |")
+    samplers = d.get("samplers") or ([d["sampler"]] if d.get("sampler") else [])
+    for smp in samplers:
+        run = smp.get("run") or {}
+        steps = "" if smp["steps_run"] == 50 else f", extrapolated from {smp['steps_run']} steps"
+        rows.append(f"| same UNet as a 50-step sampler, {smp['input']} -> {4 * smp['input']} px{steps} | "
+                    f"{MODEL_LABEL.get(smp.get('model'), smp.get('model', 'full SD2.1 UNet'))} | "
+                    f"{run.get('threads', '?')} | 1 | {smp['seconds']:.0f} | {smp['rss_peak_mib']} MiB | "
+                    f"{smp['ratio']:.1f}x DLoRAL's time |")
     return rows
 
 
