@@ -96,7 +96,6 @@ def run_cli(args):
     extra, capture, user_add, user_remove = {}, None, None, None
     if args.sample:
         from .synth import SynthConfig, make_sample
-        from .scanio import sha256_file
         t0 = time.perf_counter()
         dpi = args.dpi or 600.0
         try:
@@ -108,10 +107,10 @@ def run_cli(args):
         img, clean, gt, info = make_sample(SynthConfig(width=sw, height=sh, dpi=dpi), args.seed)
         ground = ground or tuple(info["ground_rgb"])
         p = write_tiff(out, "sample_scan.tif", to_uint(img, 16), dpi)
-        img, _, _ = read_scan(p, dpi)  # process the file as recorded (16-bit), so the record can be replayed
+        img, _, sinfo = read_scan(p, dpi)  # process the file as recorded (16-bit), so the record can be replayed
         write_png(out, "sample_clean.png", to_uint(clean, 8), dpi)
         write_png(out, "sample_ground_truth_classes.png", gt, dpi)
-        scan_info = {"path": p.name, "sha256": sha256_file(p), "bits": 16, "dpi_source": "sample",
+        scan_info = {"path": p.name, "sha256": sinfo["sha256"], "bits": 16, "dpi_source": "sample",
                      "seeds": {"sample": args.seed}}
         # a simulated capture of the painting with the film applied, shifted 2 px right, 1 px down
         import cv2
@@ -157,7 +156,6 @@ REPLAY_ROLES = ("color_layer", "white_layer", "print_pdf", "fill_full", "labels"
 def replay_cli(args):
     """Regenerate a CLI-made record; print the per-file comparison; 0 if all print files are identical."""
     import pathlib
-    import numpy as np
     from .pipeline import config_from_dict, run
     from .scanio import read_scan
     rec = pathlib.Path(args.replay)

@@ -43,8 +43,6 @@ def config_from_dict(d):
     """A :class:`PipelineConfig` from its ``asdict`` form (as stored in a record's manifest); unknown keys
     are refused by name, lists become tuples."""
     from dataclasses import fields
-    from .detect import DetectConfig
-    from .regions import RegionConfig
 
     def build(cls, v, where):
         names = {f.name for f in fields(cls)}
@@ -147,7 +145,8 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
 
     parts = dict(img=img, dpi=dpi, classes=classes, labels=labels, rows=rows, fill_fp=fill_fp, filled=filled,
                  used=used, method=method, qa_per_label=qa_per_label, n_rgb8=n_rgb8, palette=palette, n_de=n_de,
-                 count_q=cfg.count_q, laid=None, print_src=dict(geom=geom, layer_rows=layer_rows, **sep), sim=sim, responses=det["responses"], det_params=det["params"],
+                 count_q=cfg.count_q, laid=None, print_src=dict(geom=geom, layer_rows=layer_rows, **sep), sim=sim,
+                 responses=det["responses"], det_params=det["params"],
                  ground_rgb=det["ground_rgb"], fill_classes=cfg.fill_classes, times=dict(st.times),
                  user_mask={"add": user_add is not None, "remove": user_remove is not None},
                  user_mask_arrays={"add": user_add, "remove": user_remove})
