@@ -317,7 +317,7 @@ class AtelierRestorationFill:
             except Exception:
                 pass
         pbar = progress_bar(100)
-        src = _mask_np(source_mask, img.shape[:2], "source_mask") if source_mask is not None else None
+        src = _mask_np(source_mask, img.shape[:2], "source_mask")
         if src is not None and method != "patch":
             log.warning("atelier restoration: source_mask is connected but method is %r; it is ignored", method)
         filled, used = fill_image(img, m, method, external=ext, grow_px=grow_px, device=device, source=src,
@@ -474,7 +474,8 @@ class AtelierPrintExport:
 
     def export(self, layers, ctx, subfolder):
         out = output_subfolder(subfolder)
-        files = export_layers(out, layers, ctx["dpi"])
+        pbar = progress_bar(100)
+        files = export_layers(out, layers, ctx["dpi"], progress=lambda i, n: pbar.update_absolute(int(100 * i / n), 100))
         return (str(out), json.dumps(files))
 
 
