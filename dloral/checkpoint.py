@@ -234,6 +234,9 @@ def save_weights(w, path):
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=dict(w.meta))
+        umask = os.umask(0o022)  # mkstemp makes 0600; give the file the usual permissions
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
