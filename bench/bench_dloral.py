@@ -1,14 +1,20 @@
 """DLoRAL benchmark: frames per second and peak memory, a 50-step sampler for comparison, and memory
 against clip length. Writes bench/results/dloral.json.
 
-    COMFYUI_DIR=/path/to/ComfyUI python bench/bench_dloral.py [--sizes 128 512] [--frames 50]
-        [--lengths 10 50 200] [--sampler-steps 50] [--device auto|cpu|cuda]
+    COMFYUI_DIR=/path/to/ComfyUI python bench/bench_dloral.py [--model full|small] [--sizes 128 512]
+        [--frames 50] [--lengths 10 50 200] [--sampler-steps 50] [--threads N]
 
-No weights can be downloaded here, so the models are random-weight stand-ins with the real
-architectures, loaded by the host: the full SD2.1-base UNet (865 M parameters, 320/640/1280/1280
-channels) with a synthetic DLoRAL checkpoint (rank 4, official layout) converted by the pack, and
-the full SD VAE. Speed does not depend on the weight values. The memory-against-length part uses
-the small SD2-architecture UNet of the host tests so that hundreds of frames finish on a CPU.
+No weights can be downloaded here, so the models are random-weight stand-ins loaded by the host,
+with a synthetic DLoRAL checkpoint (rank 4, official layout) converted by the pack:
+
+* ``--model full``: the full SD2.1-base UNet (865 M parameters, 320/640/1280/1280 channels);
+* ``--model small``: the reduced-width SD2-architecture UNet of the host tests (320/320 channels,
+  1 res block per level, about 25 M parameters), so that larger frames and more frames finish on a CPU.
+
+Both use the full SD VAE (real architecture), which dominates the CPU time of the small model.
+Speed does not depend on the weight values. The memory-against-length part always uses the small
+UNet. Results are merged into the JSON: every entry carries its ``model``; a rerun replaces only the
+entries with the same (model, input, frames, mode).
 """
 import argparse
 import json
@@ -26,6 +32,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 FULL = dict(ch=(320, 640, 1280, 1280), layers=2, attn=(True, True, True, False), ctx=1024)
 SMALL = dict(ch=(320, 320), layers=1, attn=(True, False), ctx=1024)
+MODELS = {"full": (FULL, "full SD2.1-base UNet (865 M params) + SD VAE"),
+          "small": (SMALL, "small SD2-architecture UNet (320/320 ch, 1 res block, ~25 M params) + full SD VAE")}
 
 
 class PeakRSS:
@@ -161,40 +169,107 @@ def run_sampler(model, vae, size, steps, target=50):
     return r
 
 
+def _key(r):
+    return (r.get("model"), r.get("input"), r.get("frames"), r.get("mode"))
+
+
+def _merge(old, new):
+    """Entries of ``old`` not replaced by one of ``new`` (same model, input, frames, mode), then ``new``."""
+    keys = {_key(r) for r in new}
+    return [r for r in old if _key(r) not in keys] + new
+
+
+def _load_old(path):
+    """The existing results, migrated to the per-entry labelled form (older files had one run, the
+    full model for the size runs and the sampler, the small one for memory against length)."""
+    if not os.path.isfile(path):
+        return {"dloral": [], "samplers": [], "memory_vs_length": []}
+    with open(path) as f:
+        old = json.load(f)
+    run = {k: old.get(k) for k in ("device", "cpu", "threads", "torch", "gpu")}
+    for r in old.get("dloral", []):
+        r.setdefault("model", "full")
+        r.setdefault("run", run)
+    samplers = old.get("samplers") or ([old["sampler"]] if old.get("sampler") else [])
+    for r in samplers:
+        r.setdefault("model", "full")
+        r.setdefault("run", run)
+    for r in old.get("memory_vs_length", []):
+        r.setdefault("model", "small")
+        r.setdefault("run", run)
+    return {"dloral": old.get("dloral", []), "samplers": samplers,
+            "memory_vs_length": old.get("memory_vs_length", []), "notes": old.get("notes", [])}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR", str(pathlib.Path.home() / "ComfyUI")))
+    ap.add_argument("--model", choices=sorted(MODELS), default="full",
+                    help="UNet of the size runs and the sampler comparison (the VAE is the full SD VAE)")
     ap.add_argument("--sizes", type=int, nargs="*", default=[128, 512])
-    ap.add_argument("--frames", type=int, default=50)
+    ap.add_argument("--frames", type=int, nargs="*", default=[50],
+                    help="frames per size run: one value for all sizes, or one per size")
     ap.add_argument("--sampler-steps", type=int, default=50)
     ap.add_argument("--lengths", type=int, nargs="*", default=[10, 50, 200])
     ap.add_argument("--length-size", type=int, default=32, help="input size of the memory-vs-length runs")
     ap.add_argument("--window", type=int, default=4)
+    ap.add_argument("--vae-tile", type=int, default=0,
+                    help="VAE tile (latent px) of the size runs; 0 = the host VAE decides (no tiling on CPU)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--note", default="", help="free text stored with this run (e.g. why frames were reduced)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "dloral.json"))
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    frames = a.frames * len(a.sizes) if len(a.frames) == 1 else a.frames
+    if len(frames) != len(a.sizes):
+        ap.error(f"--frames needs 1 or {len(a.sizes)} values, got {len(a.frames)}")
     from dloral.__main__ import _load_pack
     pack = _load_pack(a.comfyui)
     import comfy.model_management as mm
     dev = mm.get_torch_device()
-    res = {"device": str(dev), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    run = {"device": str(dev), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-           "weights": "random (real architectures; speed does not depend on values)",
-           "dloral": [], "sampler": None, "memory_vs_length": []}
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "nice": os.nice(0)}
+    if a.note:
+        run["note"] = a.note
+    res = _load_old(a.out)
+    new = {"dloral": [], "samplers": [], "memory_vs_length": []}
+
+    def save():
+        out = {"weights": "random (real architectures; speed does not depend on values)",
+               "models": {k: v[1] for k, v in MODELS.items()},
+               "gpu_fps": "not measured: no GPU was lent to this project",
+               "notes": res.get("notes", []),
+               **{k: _merge(res[k], new[k]) for k in ("dloral", "samplers", "memory_vs_length")}}
+        os.makedirs(os.path.dirname(a.out), exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump(out, f, indent=1)
+
+    def label(r, model):
+        r.update(model=model, run=run)
+        print(json.dumps(r), flush=True)
+        return r
+
+    if a.note:
+        res["notes"] = [n for n in res.get("notes", []) if not n.startswith(f"[{a.model}] ")] + [f"[{a.model}] {a.note}"]
+    arch = MODELS[a.model][0]
     if a.sizes:
         t = time.perf_counter()
-        model, vae, w = build_unet(FULL), build_vae(), dloral_weights(pack, FULL)
-        res["build_s"] = round(time.perf_counter() - t, 1)
-        for s in a.sizes:
-            r = run_dloral(pack, model, vae, w, s, a.frames, dict(window=a.window))
-            print(json.dumps(r), flush=True)
-            res["dloral"].append(r)
+        model, vae, w = build_unet(arch), build_vae(), dloral_weights(pack, arch)
+        run["build_s"] = round(time.perf_counter() - t, 1)
+        for s, n in zip(a.sizes, frames):
+            kw = dict(window=a.window, vae_tile=a.vae_tile) if a.vae_tile else dict(window=a.window)
+            new["dloral"].append(label(run_dloral(pack, model, vae, w, s, n, kw), a.model))
+            save()   # partial results survive an interrupted run
         if a.sampler_steps:
             mm.unload_all_models()
-            res["sampler"] = run_sampler(model, vae, a.sizes[0], a.sampler_steps)
-            d0 = res["dloral"][0]
-            res["sampler"]["dloral_s_per_frame"] = d0["s_per_frame"]
-            res["sampler"]["ratio"] = round(res["sampler"]["seconds"] / d0["s_per_frame"], 2)
-            print(json.dumps(res["sampler"]), flush=True)
+            r = run_sampler(model, vae, a.sizes[0], a.sampler_steps)
+            d0 = new["dloral"][0]
+            r["dloral_s_per_frame"] = d0["s_per_frame"]
+            r["ratio"] = round(r["seconds"] / d0["s_per_frame"], 2)
+            new["samplers"].append(label(r, a.model))
+            save()
         del model, w
         mm.unload_all_models()
     if a.lengths:
@@ -202,12 +277,9 @@ def main():
         for n in a.lengths:
             r = run_dloral(pack, model, vae, w, a.length_size, n,
                            dict(window=a.window, process_size=4 * a.length_size), stream=True)
-            r["arch"] = "small SD2 (320,320), 1 res block"
-            print(json.dumps(r), flush=True)
-            res["memory_vs_length"].append(r)
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as f:
-        json.dump(res, f, indent=1)
+            new["memory_vs_length"].append(label(r, "small"))
+            save()
+    save()
     print("wrote", a.out)
 
 

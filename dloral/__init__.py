@@ -4,7 +4,8 @@
   file (LoRA deltas in the host's SD2 UNet naming, the 8-channel conv_in, the CFR weights);
 - ``cfr``: SpyNet flow, warping and the thresholded retrieval attention (chunked);
 - ``pipeline``: the frame scheduler over (previous, current) pairs, one-step update, tiling;
-- ``colorfix`` and ``tiling``: AdaIN / wavelet colour fixes, blended tiles and VAE tiling.
+- ``colorfix`` and ``tiling``: AdaIN / wavelet colour fixes, blended tiles and VAE tiling;
+- ``precision``: the compute dtype rule (CPU fp32 unless forced; GPU fp16/bf16).
 
 No host imports here: the SD2.1 UNet and VAE are passed in as callables (``DLoRALModels``).
 """
@@ -15,3 +16,4 @@ from .colorfix import adain_color_fix, wavelet_color_fix, color_fix, COLOR_FIXES
 from .pipeline import (LATENT_SCALE, DLoRALConfig, DLoRALModels, prepare_frames, process_pairs,
                        upscale_video, upscale_frames)
 from .tiling import tiles, tiled_decode, tiled_encode
+from .precision import PRECISIONS, resolve_dtype

@@ -9,12 +9,21 @@ upscale  INPUT --out DIR --weights W --checkpoint SD21 --comfyui COMFYUI_DIR [op
     memory. The SD2.1-base UNet, VAE and text encoder are loaded from the checkpoint by a ComfyUI
     tree (``--comfyui``): this package never imports the host itself; the CLI loads the pack's
     node module (the one place that talks to the host) from the repo, with that tree on sys.path.
+
+    Batch safety: INPUT (frame count, one size for all frames, the minimum size) and the DLoRAL
+    weights are checked before any model is loaded. Frames are written into a hidden staging folder
+    next to DIR and moved into DIR only when every frame is done; on an error or Ctrl-C the staging
+    folder is removed, so DIR never holds a partial frame set. A DIR that already holds frames is
+    refused unless ``--overwrite`` (then the old frames are replaced only after a complete run).
+    Progress (frame i/N, s/frame, ETA) goes to stderr.
 """
 import argparse
 import importlib.util
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -22,6 +31,58 @@ import torch
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 QUALITY_PROMPT = "high quality, detailed, clean, natural, sharp"
+FRAME_GLOB = "frame_*.png"
+
+
+def _frame_files(p):
+    files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise ValueError(f"INPUT folder {str(p)!r} has no image files ({', '.join(IMAGE_EXTS)})")
+    return files
+
+
+def probe(path):
+    """``(frame_count or None, (H, W))`` of INPUT without decoding it all; raises ValueError naming the
+    problem: no frames, an unreadable frame, frames of different sizes, frames below the minimum size.
+
+    A folder is checked from the image headers of every file; a video from its first frame (OpenCV
+    gives every frame of a stream the same size); its frame count is the container's estimate.
+    """
+    import cv2
+    from PIL import Image
+    from .pipeline import MIN_SIDE
+    p = pathlib.Path(path)
+    if p.is_dir():
+        files = _frame_files(p)
+        size = None
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    hw = (im.size[1], im.size[0])
+            except Exception as exc:
+                raise ValueError(f"cannot read frame {str(f)!r}: {exc}") from None
+            if size is None:
+                size, first = hw, f
+            elif hw != size:
+                raise ValueError(f"frame {f.name!r} is {hw[0]}x{hw[1]} but {first.name!r} is {size[0]}x{size[1]}: "
+                                 "all frames of a video must have the same size")
+        count = len(files)
+    elif p.is_file():
+        cap = cv2.VideoCapture(str(p))
+        try:
+            ok, img = cap.read() if cap.isOpened() else (False, None)
+            if not ok:
+                raise ValueError(f"OpenCV cannot read a frame from {str(p)!r} (not a video, or an unsupported codec)")
+            size = img.shape[:2]
+            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            count = n if n > 0 else None
+        finally:
+            cap.release()
+    else:
+        raise ValueError(f"INPUT {str(p)!r} is neither a folder of frames nor a video file")
+    if min(size) < MIN_SIDE:
+        raise ValueError(f"INPUT frames are {size[0]}x{size[1]} px; DLoRAL needs at least {MIN_SIDE}x{MIN_SIDE}")
+    return count, tuple(size)
 
 
 def _frames(path):
@@ -29,10 +90,7 @@ def _frames(path):
     import cv2
     p = pathlib.Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
-        if not files:
-            raise ValueError(f"INPUT folder {path!r} has no image files ({', '.join(IMAGE_EXTS)})")
-        for f in files:
+        for f in _frame_files(p):
             img = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if img is None:
                 raise ValueError(f"cannot read frame {f}")
@@ -56,7 +114,72 @@ def _frames(path):
 def _save(frame, path):
     import cv2
     arr = (frame.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    cv2.imwrite(str(path), arr[..., ::-1])
+    if not cv2.imwrite(str(path), arr[..., ::-1]):
+        raise ValueError(f"cannot write {str(path)!r}")
+
+
+class _Staging:
+    """Frames go to a hidden folder next to ``out``; ``commit`` moves them into ``out`` (replacing
+    old ``frame_*.png`` only then), leaving the context without commit removes them."""
+
+    def __init__(self, out, overwrite):
+        self.out = pathlib.Path(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {str(self.out)!r} exists and is not a folder")
+        old = sorted(self.out.glob(FRAME_GLOB)) if self.out.is_dir() else []
+        if old and not overwrite:
+            raise ValueError(f"--out {str(self.out)!r} already holds {len(old)} frame files ({old[0].name}, ...); "
+                             "choose another folder or pass --overwrite")
+        self.dir = None
+
+    def __enter__(self):
+        parent = self.out.resolve().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        self.dir = pathlib.Path(tempfile.mkdtemp(prefix=f".{self.out.name}.dloral-staging-", dir=parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.dir, 0o777 & ~umask)     # mkdtemp makes it 0700; it may become DIR itself
+        return self
+
+    def commit(self):
+        if not self.out.exists():
+            os.replace(self.dir, self.out)     # one rename: DIR appears complete
+        else:
+            for f in self.out.glob(FRAME_GLOB):
+                f.unlink()
+            for f in sorted(self.dir.iterdir()):
+                os.replace(f, self.out / f.name)
+            self.dir.rmdir()
+        self.dir = None
+
+    def __exit__(self, *exc):
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return False
+
+
+class _Progress:
+    """``frame i/N  s/frame  ETA`` on stderr: one updating line on a terminal, a line per frame otherwise."""
+
+    def __init__(self, total, quiet=False):
+        self.total, self.quiet, self.t0, self.n = total, quiet, time.time(), 0
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self):
+        self.n += 1
+        if self.quiet:
+            return
+        spf = (time.time() - self.t0) / self.n
+        msg = f"frame {self.n}/{self.total or '?'}  {spf:.2f} s/frame"
+        if self.total:
+            eta = max(self.total - self.n, 0) * spf
+            msg += f"  ETA {int(eta // 60)}:{int(eta % 60):02d}"
+        print(("\r" + msg) if self.tty else msg, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def done(self):
+        if self.tty and not self.quiet:
+            print(file=sys.stderr)
+        return (time.time() - self.t0) / max(self.n, 1)
 
 
 def _load_pack(comfyui):
@@ -88,6 +211,18 @@ def cmd_convert(a):
 def cmd_upscale(a):
     from .checkpoint import load_weights
     from .pipeline import DLoRALConfig, upscale_video
+    for name in ("tile", "overlap"):
+        if getattr(a, name) % 8 or getattr(a, name) < 0:
+            raise ValueError(f"--{name} must be a non-negative multiple of 8 (output pixels), got {getattr(a, name)}")
+    cfg = DLoRALConfig(tile=a.tile // 8, overlap=a.overlap // 8, color_fix=a.color_fix, window=a.window,
+                       seed=a.seed, sample_posterior=a.sample_posterior, process_size=a.process_size,
+                       vae_tile=a.vae_tile)
+    # everything that can be checked without the SD2.1 models fails here, before minutes of loading
+    total, (h, w) = probe(a.input)
+    staging = _Staging(a.out, a.overwrite)
+    weights = load_weights(a.weights)
+    if not os.path.isfile(a.checkpoint):
+        raise ValueError(f"--checkpoint {a.checkpoint!r}: no such file")
     pack = _load_pack(a.comfyui)
     import comfy.sd
     nodes = pack.nodes.dloral_nodes
@@ -97,18 +232,22 @@ def cmd_upscale(a):
     tokens = clip.tokenize(a.prompt)
     cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
     positive = [[cond, {"pooled_output": pooled}]]
-    models = nodes.host_models(model, vae, positive, load_weights(a.weights), a.sample_posterior)
-    cfg = DLoRALConfig(tile=a.tile // 8, overlap=a.overlap // 8, color_fix=a.color_fix, window=a.window,
-                       seed=a.seed, sample_posterior=a.sample_posterior, process_size=a.process_size,
-                       vae_tile=a.vae_tile)
-    os.makedirs(a.out, exist_ok=True)
-    t0, n = time.time(), 0
-    with torch.inference_mode():
-        for i, f in enumerate(upscale_video(_frames(a.input), models, cfg)):
-            _save(f, pathlib.Path(a.out) / f"frame_{i:05d}.png")
-            n += 1
-            print(f"\rframe {i + 1} ({(time.time() - t0) / n:.2f} s/frame)", end="", flush=True)
-    print(f"\nwrote {n} frames to {a.out}")
+    models = nodes.host_models(model, vae, positive, weights, a.sample_posterior, a.precision)
+    if not a.quiet:
+        print(f"{a.input}: {total or '?'} frames {w}x{h} -> {4 * w}x{4 * h} "
+              f"({models.device}, {str(models.dtype).replace('torch.', '')})", file=sys.stderr)
+    progress = _Progress(total, a.quiet)
+    digits = max(5, len(str(total or 0)))
+    with staging, torch.inference_mode():
+        n = 0
+        for n, f in enumerate(upscale_video(_frames(a.input), models, cfg), 1):
+            _save(f, staging.dir / f"frame_{n - 1:0{digits}d}.png")
+            progress()
+        if n == 0:
+            raise ValueError(f"INPUT {a.input!r} gave no frames")
+        staging.commit()
+    spf = progress.done()
+    print(f"wrote {n} frames to {a.out} ({spf:.2f} s/frame)")
 
 
 def main(argv=None):
@@ -134,6 +273,12 @@ def main(argv=None):
     u.add_argument("--sample-posterior", action="store_true")
     u.add_argument("--process-size", type=int, default=512)
     u.add_argument("--vae-tile", type=int, default=0, help="VAE decode tile in latent px (0: host decides)")
+    u.add_argument("--precision", choices=("auto", "fp16", "bf16", "fp32"), default="auto",
+                   help="compute dtype: auto = fp32 on CPU, the UNet's host dtype (fp16/bf16) on a GPU; "
+                        "fp16/bf16 force half precision (see dloral/precision.py)")
+    u.add_argument("--overwrite", action="store_true",
+                   help="replace the frame_*.png already in --out (only once the new set is complete)")
+    u.add_argument("--quiet", action="store_true", help="no progress on stderr")
     u.set_defaults(fn=cmd_upscale)
     a = p.parse_args(argv)
     if a.cmd == "upscale" and not a.comfyui:
@@ -141,8 +286,11 @@ def main(argv=None):
     try:
         a.fn(a)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(("\n" if sys.stderr.isatty() else "") + f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was written to --out", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -5,15 +5,21 @@ reach the UNet through sanctioned host APIs only, on a clone: the merged LoRA de
 LoRA loader (``comfy.sd.load_lora_for_models``, which clones and ``add_patches``) and the 8-channel
 input convolution through ``add_object_patch``. The input model is never modified. The UNet is then
 called directly at timestep 1 (DLoRAL's one step, ``z0 = fused - eps``), not through a sampler.
+
+Precision (``dloral.resolve_dtype``): ``auto`` is float32 on CPU and, on a GPU, the dtype the host runs the
+UNet in (fp16 or bf16 for SD2.x on current GPUs). ``fp16``/``bf16`` force half precision: when that differs
+from the host's UNet dtype the UNet runs under ``torch.autocast``; CFR and the latents run in that dtype;
+the VAE keeps the host's dtype.
 """
+import contextlib
 import logging
 import os
 
 import torch
 import torch.nn.functional as F
 
-from ..dloral import (CFR, COLOR_FIXES, DLoRALConfig, DLoRALModels, convert_file, load_weights,
-                      upscale_video)
+from ..dloral import (CFR, COLOR_FIXES, PRECISIONS, DLoRALConfig, DLoRALModels, convert_file, load_weights,
+                      resolve_dtype, upscale_video)
 from ._host import progress_bar, throw_if_interrupted
 
 log = logging.getLogger("atelier")
@@ -87,8 +93,9 @@ def patch_model(model, weights):
     return patched
 
 
-def host_models(model, vae, positive, weights, sample_posterior=False):
-    """Adapt host MODEL / VAE / CONDITIONING + DLoRAL weights to the core's ``DLoRALModels``."""
+def host_models(model, vae, positive, weights, sample_posterior=False, precision="auto"):
+    """Adapt host MODEL / VAE / CONDITIONING + DLoRAL weights to the core's ``DLoRALModels``;
+    ``precision`` (auto / fp16 / bf16 / fp32) sets the compute dtype by ``dloral.resolve_dtype``."""
     import comfy.model_management as mm
     if not positive or not torch.is_tensor(positive[0][0]):
         raise ValueError("positive: expected a CONDITIONING from an SD2.x text encoder")
@@ -100,14 +107,21 @@ def host_models(model, vae, positive, weights, sample_posterior=False):
     mm.load_models_gpu([patched])
     device = mm.get_torch_device()
     base = patched.model
-    dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
-    if device.type == "cpu":
-        dtype = torch.float32
+    host_dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+    dtype = resolve_dtype(device, precision, host_dtype)
+    if dtype == host_dtype or dtype == torch.float32:
+        if dtype == torch.float32 and host_dtype != torch.float32 and device.type != "cpu":
+            raise ValueError(f"precision fp32: the host runs this UNet in {host_dtype}; load it in float32 "
+                             "(ComfyUI --force-fp32 or --fp32-unet) or choose auto, fp16 or bf16")
+        run_dtype, amp = dtype, contextlib.nullcontext
+    else:   # half precision other than the host's: inputs in the host dtype, matmuls/convs autocast
+        run_dtype, amp = host_dtype, lambda: torch.autocast(device.type, dtype=dtype)
     unet_mod = base.diffusion_model
 
     def unet(x, t, context):
-        return unet_mod(x.to(device, dtype), t.to(device, torch.float32),
-                        context=context.to(device, dtype), transformer_options={}).float()
+        with amp():
+            return unet_mod(x.to(device, run_dtype), t.to(device, torch.float32),
+                            context=context.to(device, run_dtype), transformer_options={}).float()
 
     def encode(x):
         pixels = ((x.float() + 1) / 2).clamp(0, 1).movedim(1, -1)
@@ -242,10 +256,15 @@ class AtelierDLoRALUpscale:
             "sample_posterior": ("BOOLEAN", {"default": False,
                                              "tooltip": "Sample the VAE posterior with the seed, like the official "
                                                         "code (which does it unseeded); off = posterior mean."}),
+            "precision": (list(PRECISIONS), {"default": "auto",
+                                             "tooltip": "Compute precision. auto: fp32 on CPU; on a GPU the dtype "
+                                                        "ComfyUI loaded the UNet in (fp16 or bf16). fp16 / bf16 force "
+                                                        "half precision (also on CPU, slowly); fp32 needs a UNet "
+                                                        "loaded in fp32 on a GPU."}),
         }}
 
     def upscale(self, model, vae, positive, dloral, images, tile_size, tile_overlap, color_fix, seed, window,
-                vae_tile=0, process_size=512, sample_posterior=False):
+                vae_tile=0, process_size=512, sample_posterior=False, precision="auto"):
         if images.dim() != 4 or images.shape[-1] != 3:
             raise ValueError(f"images: expected an IMAGE batch (N, H, W, 3), got {tuple(images.shape)}")
         if tile_size % 8 or tile_overlap % 8:
@@ -256,7 +275,7 @@ class AtelierDLoRALUpscale:
                            seed=seed, sample_posterior=sample_posterior, vae_tile=vae_tile,
                            process_size=process_size,
                            vae_overlap=min(16, max(vae_tile // 4, 0)))
-        models = host_models(model, vae, positive, dloral, sample_posterior)
+        models = host_models(model, vae, positive, dloral, sample_posterior, precision)
         n = images.shape[0]
         pbar = progress_bar(n)
 

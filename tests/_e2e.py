@@ -83,34 +83,71 @@ def _filled(sd, seed):
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def write_tiny_dloral(base):
-    """A small SD2-architecture UNet (320 base channels, 2 levels, ~25 M params: the host detects SD2),
-    the SD VAE with random weights, synthetic DLoRAL weights in the official layout for that UNet,
-    and a 3-frame 16x16 clip in BASE/input. Needs the host importable."""
-    import numpy as np
+def tiny_sd2_unet_sd(seed=0):
+    """State dict of a small SD2-architecture UNet (320 base channels, 2 levels, ~25 M params, context
+    1024, linear transformer projections): the host detects it as SD2. Needs the host importable."""
     import torch
-    import av
-    from safetensors.torch import save_file
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-    from comfy.ldm.modules.diffusionmodules.model import Encoder, Decoder
-    from _dloral_synth import make_official, unet_shapes
-    from dloral import convert_official
-    from dloral.checkpoint import save_weights
-
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     unet = UNetModel(image_size=32, in_channels=4, out_channels=4, model_channels=320, num_res_blocks=1,
                      channel_mult=(1, 1), num_head_channels=64, transformer_depth=[1, 0],
                      transformer_depth_output=[1, 1, 0, 0], transformer_depth_middle=1, context_dim=1024,
                      use_linear_in_transformer=True, use_spatial_transformer=True, legacy=False,
                      dtype=torch.float32, device="cpu")
-    save_file(_filled(unet.state_dict(), 0), str(base / "models" / "diffusion_models" / TINY_SD2))
+    return _filled(unet.state_dict(), seed)
+
+
+def tiny_sd_vae_sd(seed=1):
+    """State dict of the SD VAE (real architecture) with random weights. Needs the host importable."""
+    import torch
+    from comfy.ldm.modules.diffusionmodules.model import Encoder, Decoder
     dd = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
           "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
     sd = {("encoder." + k): v for k, v in Encoder(**dd).state_dict().items()}
     sd.update({("decoder." + k): v for k, v in Decoder(**dd).state_dict().items()})
     for name, c in (("quant_conv", 8), ("post_quant_conv", 4)):
         sd[name + ".weight"], sd[name + ".bias"] = torch.zeros(c, c, 1, 1), torch.zeros(c)
-    save_file(_filled(sd, 1), str(base / "models" / "vae" / TINY_SD_VAE))
+    return _filled(sd, seed)
+
+
+def write_tiny_sd2_checkpoint(path, seed=0):
+    """A single-file SD2 checkpoint the host loads with ``load_checkpoint_guess_config`` (detected as SD2,
+    eps): the small SD2 UNet, the random SD VAE and the host's SD2 (OpenCLIP-H) text encoder at its real,
+    fixed size (354 M params, stored fp16, ~0.7 GB; weights ~ N(0, 0.02²), LayerNorms 1/0) in the
+    checkpoint's own key layout (the host's conversion for saving). Needs the host importable."""
+    import torch
+    from safetensors.torch import save_file
+    import comfy.supported_models
+    from comfy.text_encoders import sd2_clip
+    shapes = sd2_clip.SD2ClipModel(device="meta", dtype=torch.float16).state_dict()
+    g = torch.Generator().manual_seed(seed + 3)
+    te = {}
+    for k, v in shapes.items():
+        if v.dim() >= 2:
+            te[k] = (torch.randn(v.shape, generator=g) * 0.02).half()
+        elif k.endswith("weight") and ("norm" in k or "ln" in k):
+            te[k] = torch.ones(v.shape, dtype=torch.float16)
+        else:
+            te[k] = torch.zeros(v.shape, dtype=torch.float16)
+    sd = comfy.supported_models.SD20({"in_channels": 4}).process_clip_state_dict_for_saving(te)
+    sd.update({"model.diffusion_model." + k: v for k, v in tiny_sd2_unet_sd(seed).items()})
+    sd.update({"first_stage_model." + k: v for k, v in tiny_sd_vae_sd(seed + 1).items()})
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+
+
+def write_tiny_dloral(base):
+    """A small SD2-architecture UNet (320 base channels, 2 levels, ~25 M params: the host detects SD2),
+    the SD VAE with random weights, synthetic DLoRAL weights in the official layout for that UNet,
+    and a 3-frame 16x16 clip in BASE/input. Needs the host importable."""
+    import numpy as np
+    import av
+    from safetensors.torch import save_file
+    from _dloral_synth import make_official, unet_shapes
+    from dloral import convert_official
+    from dloral.checkpoint import save_weights
+
+    save_file(tiny_sd2_unet_sd(0), str(base / "models" / "diffusion_models" / TINY_SD2))
+    save_file(tiny_sd_vae_sd(1), str(base / "models" / "vae" / TINY_SD_VAE))
     ck, _ = make_official(unet_shapes(**SD2_SMALL), rank_q=4, rank_c=4, seed=2, std=0.02)
     (base / "models" / "dloral").mkdir(parents=True, exist_ok=True)
     save_weights(convert_official(ck), str(base / "models" / "dloral" / TINY_DLORAL))
@@ -230,5 +267,6 @@ def run_prompt(server, prompt, timeout=300):
 
 
 __all__ = ["ComfyServer", "PACK_FOLDER", "make_base_dir", "cleanup", "load_defs", "write_tiny_models",
-           "write_tiny_dloral", "VIDEO_FRAMES", "VIDEO_SIZE", "write_tiny_scan", "SCAN_PX",
+           "write_tiny_dloral", "write_tiny_sd2_checkpoint", "tiny_sd2_unet_sd", "tiny_sd_vae_sd",
+           "VIDEO_FRAMES", "VIDEO_SIZE", "write_tiny_scan", "SCAN_PX",
            "tiny_prompt", "run_prompt", "STEPS", "SIZE", "FRAMES"]

@@ -43,3 +43,60 @@ def test_frames_from_folder_and_video(tmp_path):
     assert len(got) == 4 and got[0].shape == (3, 24, 32)
     with pytest.raises(ValueError, match="neither a folder"):
         list(_frames(str(tmp_path / "missing.mp4")))
+
+
+def _png_folder(d, sizes):
+    d.mkdir()
+    for i, (h, w) in enumerate(sizes):
+        _save(torch.rand(3, h, w, generator=torch.Generator().manual_seed(i)), d / f"f{i:03d}.png")
+    return d
+
+
+def test_upscale_bad_inputs_fail_before_loading_models(tmp_path, capsys):
+    """Everything checkable without the SD2.1 models fails first, with a message naming the problem,
+    and leaves nothing in --out or next to it (the checkpoint and ComfyUI paths are never reached)."""
+    from dloral import convert_official, save_weights
+    w = tmp_path / "w.safetensors"
+    save_weights(convert_official(make_official(unet_shapes(), seed=4)[0]), str(w))
+    good = _png_folder(tmp_path / "good", [(16, 16)] * 2)
+
+    def fails(inp, *want, weights=w, out=None, extra=()):
+        out = out or tmp_path / "out"
+        rc = main(["upscale", str(inp), "--out", str(out), "--weights", str(weights), "--checkpoint",
+                   str(tmp_path / "never_read.safetensors"), "--comfyui", str(tmp_path / "no_comfyui"), *extra])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        for s in want:
+            assert s in err, (s, err)
+        assert not out.exists() or [p.name for p in out.iterdir()] == ["frame_00000.png"]
+        assert not list(tmp_path.glob(".*staging*")) and not list(tmp_path.rglob("*.part"))
+        return err
+
+    mixed = _png_folder(tmp_path / "mixed", [(16, 16), (16, 16), (20, 16), (16, 16)])
+    fails(mixed, "frame 'f002.png' is 20x16 but 'f000.png' is 16x16", "same size")
+    fails(_png_folder(tmp_path / "tiny", [(4, 6)] * 2), "INPUT frames are 4x6 px", "at least 8x8")
+    (tmp_path / "empty").mkdir()
+    fails(tmp_path / "empty", "has no image files")
+    fails(tmp_path / "nope.mp4", "neither a folder of frames nor a video file")
+    (tmp_path / "notavideo.mp4").write_bytes(b"\0" * 100)
+    fails(tmp_path / "notavideo.mp4", "OpenCV cannot read a frame")
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "other.pkl")
+    fails(good, "not a DLoRAL checkpoint: missing top-level keys", "state_dict_unet", weights=tmp_path / "other.pkl")
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    fails(good, "not a converted DLoRAL file", weights=tmp_path / "other.safetensors")
+    fails(good, "--tile must be a non-negative multiple of 8", extra=("--tile", "100"))
+    # weights and input are fine: the next check is the SD2.1 checkpoint path
+    fails(good, "--checkpoint", "no such file")
+    # an --out that already holds frames is refused without --overwrite, and left as it was
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "frame_00000.png").write_bytes(b"old")
+    fails(good, "already holds 1 frame files", "--overwrite", out=full)
+    assert (full / "frame_00000.png").read_bytes() == b"old"
+
+
+def test_probe_counts_frames_without_decoding(tmp_path):
+    from dloral.__main__ import probe
+    d = _png_folder(tmp_path / "f", [(24, 32)] * 3)
+    assert probe(str(d)) == (3, (24, 32))

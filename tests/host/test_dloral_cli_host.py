@@ -1,0 +1,161 @@
+"""`python -m dloral upscale` end to end, as a batch user runs it: a subprocess from the repo root on a
+frames folder and on an OpenCV video, with a single-file SD2 checkpoint loaded by the real host (the
+small SD2-architecture UNet, the SD VAE and the host's full-size SD2 text encoder, random weights) and
+synthetic DLoRAL weights for that UNet. A failure mid-run leaves --out as it was. (Bad inputs caught
+before any model loads are tested without the host in tests/core/test_dloral_cli.py.)
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from _testenv import REPO
+
+pytestmark = pytest.mark.host
+
+N, SIZE = 3, 16
+# distinct mean colours: AdaIN matches each output frame's channel means to its own input frame,
+# so the means identify which input an output frame came from (order check on random weights)
+COLOURS = [(0.25, 0.5, 0.75), (0.75, 0.25, 0.5), (0.5, 0.75, 0.25)]
+
+
+def _frame(i, h=SIZE, w=SIZE, seed=0):
+    g = np.random.default_rng(seed + i)
+    tex = g.random((h, w, 3)) - 0.5
+    return np.clip(np.array(COLOURS[i % 3]) + 0.3 * tex, 0, 1)
+
+
+def _write_png(path, rgb01):
+    import cv2
+    assert cv2.imwrite(str(path), (rgb01[..., ::-1] * 255).round().astype(np.uint8))
+
+
+def _folder(d, sizes):
+    d.mkdir()
+    for i, (h, w) in enumerate(sizes):
+        _write_png(d / f"f{i:03d}.png", _frame(i, h, w))
+    return d
+
+
+@pytest.fixture(scope="module")
+def files(comfy_dir, tmp_path_factory):
+    from _e2e import SD2_SMALL, write_tiny_sd2_checkpoint
+    from _dloral_synth import make_official, unet_shapes
+    from dloral import convert_official, save_weights
+    import cv2
+    d = tmp_path_factory.mktemp("dloral_cli")
+    write_tiny_sd2_checkpoint(d / "sd2_tiny.safetensors")
+    save_weights(convert_official(make_official(unet_shapes(**SD2_SMALL), rank_q=4, rank_c=4, seed=2,
+                                                std=0.02)[0]), str(d / "dloral.safetensors"))
+    frames = _folder(d / "frames", [(SIZE, SIZE)] * N)
+    vid = d / "clip.avi"
+    wr = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"MJPG"), 8, (SIZE, SIZE))
+    for i in range(N):
+        wr.write((_frame(i)[..., ::-1] * 255).round().astype(np.uint8))
+    wr.release()
+    return {"dir": d, "ckpt": d / "sd2_tiny.safetensors", "weights": d / "dloral.safetensors",
+            "frames": frames, "video": vid, "comfy": comfy_dir}
+
+
+@pytest.fixture(scope="module")
+def good_run(files):
+    """One complete run on the frames folder: (result, output folder)."""
+    out = files["dir"] / "good"
+    r = _run(files, files["frames"], out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r, out
+
+
+def _run(files, inp, out, *extra, weights=None):
+    cmd = [sys.executable, "-m", "dloral", "upscale", str(inp), "--out", str(out),
+           "--weights", str(weights or files["weights"]), "--checkpoint", str(files["ckpt"]),
+           "--comfyui", str(files["comfy"]), "--process-size", "64", "--window", "2", "--seed", "7", *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH="")
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _leftovers(out):
+    """Anything a run may leave behind: staging folders next to --out, *.part files."""
+    parent = out.parent
+    return sorted(str(p) for p in parent.glob(".*dloral-staging*")) + sorted(str(p) for p in parent.rglob("*.part"))
+
+
+def _umask():
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def _read(path):
+    import cv2
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert img is not None, path
+    return img[..., ::-1].astype(np.float64) / 255
+
+
+def _check_frames(out, n, tol):
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"frame_{i:05d}.png" for i in range(n)], names
+    means = []
+    for name in names:
+        img = _read(out / name)
+        assert img.shape == (4 * SIZE, 4 * SIZE, 3)
+        assert img.std() > 0.01, f"{name} is flat"
+        means.append(img.reshape(-1, 3).mean(0))
+    want = np.array([_frame(i).reshape(-1, 3).mean(0) for i in range(n)])
+    dist = np.abs(np.array(means)[:, None, :] - want[None]).max(-1)     # output x input
+    assert list(dist.argmin(1)) == list(range(n)), dist                  # frame i came from input i
+    assert dist.diagonal().max() < tol, dist.diagonal()
+
+
+@pytest.mark.slow
+def test_folder_every_frame_in_order_x4_and_byte_identical(files, good_run, tmp_path, out_dir):
+    r, a = good_run
+    (out_dir / "dloral_cli_frame1.png").write_bytes((a / "frame_00001.png").read_bytes())
+    b = tmp_path / "b"
+    assert f"frame {N}/{N}" in r.stderr and f"wrote {N} frames" in r.stdout
+    _check_frames(a, N, tol=0.02)     # AdaIN: means match up to clamping and 8-bit rounding
+    assert (a.stat().st_mode & 0o777) == 0o777 & ~_umask(), oct(a.stat().st_mode)   # not mkdtemp's 0700
+    r = _run(files, files["frames"], b)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for i in range(N):
+        name = f"frame_{i:05d}.png"
+        assert (a / name).read_bytes() == (b / name).read_bytes(), f"{name} differs between two runs, same seed"
+    assert not _leftovers(a)
+
+
+@pytest.mark.slow
+def test_video_file(files, tmp_path):
+    import cv2
+    cap = cv2.VideoCapture(str(files["video"]))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == N
+    out = tmp_path / "v"
+    r = _run(files, files["video"], out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    _check_frames(out, N, tol=0.05)   # MJPG is lossy: the decoded input means move a little
+    assert not _leftovers(out)
+
+
+@pytest.mark.slow
+def test_failure_mid_run_leaves_out_untouched(files, good_run, tmp_path):
+    """A frame that passes the header check but cannot be decoded, after a first window was already
+    upscaled: the run fails naming the frame, and the complete set already in --out (from an
+    earlier run, replaced only with --overwrite) is left exactly as it was."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for f in good_run[1].iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = _folder(tmp_path / "bad", [(SIZE, SIZE)] * 4)
+    data = (bad / "f003.png").read_bytes()
+    (bad / "f003.png").write_bytes(data[:60])    # PNG header intact, image data cut
+    r = _run(files, bad, out, "--overwrite")
+    assert r.returncode == 2 and "cannot read frame" in r.stderr and "f003.png" in r.stderr, r.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not _leftovers(out)
