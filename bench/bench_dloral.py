@@ -22,45 +22,18 @@ import os
 import pathlib
 import platform
 import sys
-import threading
 import time
 
 import torch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
+from _peak import PeakRSS  # noqa: E402
 
 FULL = dict(ch=(320, 640, 1280, 1280), layers=2, attn=(True, True, True, False), ctx=1024)
 SMALL = dict(ch=(320, 320), layers=1, attn=(True, False), ctx=1024)
 MODELS = {"full": (FULL, "full SD2.1-base UNet (865 M params) + SD VAE"),
           "small": (SMALL, "small SD2-architecture UNet (320/320 ch, 1 res block, ~25 M params) + full SD VAE")}
-
-
-class PeakRSS:
-    """Peak resident memory of this process during a block (sampled every 20 ms), and CUDA peak."""
-
-    def __enter__(self):
-        import psutil
-        self.proc, self.peak, self.stop = psutil.Process(), 0, False
-        self.base = self.proc.memory_info().rss
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-        return self
-
-    def _run(self):
-        while not self.stop:
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.02)
-
-    def __exit__(self, *exc):
-        self.stop = True
-        self.t.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-        self.rss_peak_mib = self.peak / 2**20
-        self.rss_growth_mib = (self.peak - self.base) / 2**20
-        self.cuda_peak_mib = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
 def _init_(module, seed):

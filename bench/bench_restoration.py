@@ -16,35 +16,13 @@ import platform
 import shutil
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO)]
-
-
-class PeakRSS:
-    """Peak resident memory of this process during a block (sampled every 20 ms)."""
-
-    def __enter__(self):
-        import psutil
-        self.proc, self.peak, self.stop = psutil.Process(), 0, False
-        self.base = self.proc.memory_info().rss
-        self.t = threading.Thread(target=self._run, daemon=True)
-        self.t.start()
-        return self
-
-    def _run(self):
-        while not self.stop:
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.02)
-
-    def __exit__(self, *a):
-        self.stop = True
-        self.t.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+from _peak import PeakRSS  # noqa: E402
 
 
 BUFFER_BYTES_PER_PX = 12 + 12 + 1 + 4 + 2 + 4
