@@ -38,6 +38,7 @@ class DetectConfig:
     split_radius_mm: float = 0.25
     split_low: float = 12.0
     split_bridge_mm: float = 1.5
+    light_max_crack_ring: float = 0.3              # light spots ringed by craquelure are paint islands
     tile: int = 1024
 
     def validate(self):
@@ -122,6 +123,25 @@ def label_ring_means(img, labels, ring_px, tile=2048):
     return inside, ringm, c_in, c_ring
 
 
+def label_ring_fraction(labels, flag, ring_px, tile=2048):
+    """Per label, the fraction of its ``ring_px`` (Chebyshev) ring of unlabelled pixels where ``flag`` is
+    set (rings of two labels that meet go to the higher id, as in :func:`label_ring_means`). Returns
+    (N + 1,) float64 (0 where a label has no ring). Computed tile by tile (exact)."""
+    import cv2
+    n = int(labels.max())
+    hit, tot = np.zeros(n + 1), np.zeros(n + 1)
+    k = np.ones((2 * ring_px + 1, 2 * ring_px + 1), np.uint8)
+    h, w = labels.shape
+    for y0, y1, x0, x1, py0, py1, px0, px1 in tile_boxes(h, w, tile, ring_px + 1):
+        L = labels[y0:y1, x0:x1].ravel()
+        pad = labels[py0:py1, px0:px1].astype(np.float32)  # exact below 2^24 labels
+        dil = cv2.dilate(pad, k)[y0 - py0:y1 - py0, x0 - px0:x1 - px0].ravel().astype(np.int64)
+        ring = (L == 0) & (dil > 0)
+        tot += np.bincount(dil[ring], minlength=n + 1)
+        hit += np.bincount(dil[ring & flag[y0:y1, x0:x1].ravel()], minlength=n + 1)
+    return hit / np.maximum(tot, 1)
+
+
 def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
     """Detect damage classes on an sRGB scan.
 
@@ -181,6 +201,17 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
     del lab_l
     crack = _hysteresis(masks.pop("crack_lo"), masks.pop("crack_hi"), cfg.crack_min_px)
     light = _hysteresis(masks.pop("light_lo"), masks.pop("light_hi"), cfg.light_min_px)
+    # a light spot largely ringed by craquelure is an intact paint island between cracks, not a defect.
+    # Measured on the 384 x 512 samples (seeds 0-4): the false positives' 2 px ring is 17-21 % crack at
+    # the median, true light defects' at most ~15 % (90th pct); dropping spots above 30 % raises the
+    # small-defect precision from 0.43-0.62 to 0.53-0.69 at a recall of 0.89-0.94 (was 0.91-0.97)
+    lab_t, n_t = ndimage.label(light, structure=st)
+    if n_t and cfg.light_max_crack_ring < 1:
+        frac = label_ring_fraction(lab_t, crack, 2, cfg.tile)
+        keep = frac <= cfg.light_max_crack_ring
+        keep[0] = False
+        light = keep[lab_t]
+    del lab_t
     # support splits: wide dark lines (opening removes thinner ones) spanning > split_min_length_mm
     wide = masks.pop("split")
     ro = max(1, mm_to_px(cfg.split_min_width_mm, dpi) // 2)

@@ -120,3 +120,16 @@ def test_colour_counts_known():
     lab_u = rgb_to_lab(torch.from_numpy(u / 255.0))
     lab_l = rgb_to_lab(torch.from_numpy(leaders[assign] / 255.0))
     assert float(ciede2000(lab_u, lab_l).max()) <= 1.0
+
+
+def test_label_ring_fraction_known_values_and_tiling():
+    from restoration.detect import label_ring_fraction
+    labels = np.zeros((40, 60), np.int32)
+    labels[10:13, 10:13] = 1  # 3x3 square: its 2 px Chebyshev ring is 7x7 - 3x3 = 40 px
+    labels[25:28, 40:43] = 2
+    flag = np.zeros(labels.shape, bool)
+    flag[8:15, 8:15] = True  # the whole ring of label 1 (and the label itself, which does not count)
+    flag[23:26, 38:45] = True  # the top 3 rows of label 2's ring: 2 rows x 7 + 1 row x 4 = 18 px
+    f = label_ring_fraction(labels, flag, 2)
+    assert f[1] == 1.0 and f[2] == pytest.approx(18 / 40) and f[0] == 0
+    assert np.array_equal(label_ring_fraction(labels, flag, 2, tile=16), f)

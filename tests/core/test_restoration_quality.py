@@ -3,7 +3,8 @@
 Thresholds come from a measurement of seeds 0-4 at this size (default detector settings, the ground
 colour given, split length scaled to the 21.7 mm wide image), each set about 0.05-0.1 below the
 worst seed so a real regression fails while seed noise does not:
-  F1 (1 px)   split 0.75-0.82, craquelure 0.915-0.954, loss 0.9925-1.0, small_defect 0.58-0.76, all 0.918-0.959
+  F1 (1 px)   split 0.75-0.82, craquelure 0.915-0.954, loss 0.9925-1.0, small_defect 0.67-0.80, all 0.92-0.96
+  (small_defect was 0.58-0.76 before light spots ringed by craquelure were dropped, light_max_crack_ring)
   fill dE00 mean in the GT mask (harmonic) 2.81-5.67, no-fill baseline 28.4-35.2
 (the research note's prototype: F1 0.79-0.97, fill dE00 2.1-2.4 on 1024^2 images; at 1536 x 1024 our
 sample measures F1 0.99 and fill dE00 1.67 — small images carry proportionally more of the split).
@@ -16,7 +17,7 @@ from restoration.detect import DetectConfig, detect_damage
 from restoration.fill import fill_image
 from restoration.metrics import detection_scores, fill_scores
 
-F1_MIN = {"support_split": 0.65, "craquelure": 0.85, "loss": 0.97, "small_defect": 0.50, "all": 0.88}
+F1_MIN = {"support_split": 0.65, "craquelure": 0.85, "loss": 0.97, "small_defect": 0.60, "all": 0.88}
 
 
 @pytest.fixture(autouse=True)
