@@ -92,6 +92,21 @@ def _hysteresis(low, high, min_px=1):
     return keep[lab]
 
 
+def _ring_tiles(labels, ring_px, tile):
+    """Walk ``labels`` tile by tile: yields ``(box, L, dil, ring)`` with the core ``box`` (y0, y1, x0, x1),
+    its labels ``L`` (flat), the max-dilated labels ``dil`` (flat int64: the label owning each ring
+    pixel, the higher id where rings meet) and the boolean ``ring`` (unlabelled pixels within
+    ``ring_px`` Chebyshev of a label). Tiles read ``ring_px + 1`` px of context, so the walk is exact."""
+    import cv2
+    k = np.ones((2 * ring_px + 1, 2 * ring_px + 1), np.uint8)
+    h, w = labels.shape
+    for y0, y1, x0, x1, py0, py1, px0, px1 in tile_boxes(h, w, tile, ring_px + 1):
+        L = labels[y0:y1, x0:x1].ravel()
+        pad = labels[py0:py1, px0:px1].astype(np.float32)  # exact below 2^24 labels
+        dil = cv2.dilate(pad, k)[y0 - py0:y1 - py0, x0 - px0:x1 - px0].ravel().astype(np.int64)
+        yield (y0, y1, x0, x1), L, dil, (L == 0) & (dil > 0)
+
+
 def label_ring_means(img, labels, ring_px, tile=2048):
     """Mean Lab inside each label and in a ``ring_px`` (Chebyshev) ring outside it.
 
@@ -99,21 +114,14 @@ def label_ring_means(img, labels, ring_px, tile=2048):
     Ring pixels are unlabelled pixels within ``ring_px`` of a label; where rings of two labels meet,
     the higher id wins (max dilation). Computed tile by tile (exact).
     """
-    import cv2
     n = int(labels.max())
     s_in = np.zeros((n + 1, 3)); s_ring = np.zeros((n + 1, 3))
     c_in = np.zeros(n + 1); c_ring = np.zeros(n + 1)
-    k = np.ones((2 * ring_px + 1, 2 * ring_px + 1), np.uint8)
-    h, w = labels.shape
-    for y0, y1, x0, x1, py0, py1, px0, px1 in tile_boxes(h, w, tile, ring_px + 1):
+    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, ring_px, tile):
         lab = lab_of(img[y0:y1, x0:x1]).reshape(-1, 3).astype(np.float64)
-        L = labels[y0:y1, x0:x1].ravel()
         for ch in range(3):
             s_in[:, ch] += np.bincount(L, lab[:, ch], minlength=n + 1)
         c_in += np.bincount(L, minlength=n + 1)
-        pad = labels[py0:py1, px0:px1].astype(np.float32)  # exact below 2^24 labels
-        dil = cv2.dilate(pad, k)[y0 - py0:y1 - py0, x0 - px0:x1 - px0].ravel().astype(np.int64)
-        ring = (L == 0) & (dil > 0)
         R = dil[ring]
         for ch in range(3):
             s_ring[:, ch] += np.bincount(R, lab[ring, ch], minlength=n + 1)
@@ -127,16 +135,9 @@ def label_ring_fraction(labels, flag, ring_px, tile=2048):
     """Per label, the fraction of its ``ring_px`` (Chebyshev) ring of unlabelled pixels where ``flag`` is
     set (rings of two labels that meet go to the higher id, as in :func:`label_ring_means`). Returns
     (N + 1,) float64 (0 where a label has no ring). Computed tile by tile (exact)."""
-    import cv2
     n = int(labels.max())
     hit, tot = np.zeros(n + 1), np.zeros(n + 1)
-    k = np.ones((2 * ring_px + 1, 2 * ring_px + 1), np.uint8)
-    h, w = labels.shape
-    for y0, y1, x0, x1, py0, py1, px0, px1 in tile_boxes(h, w, tile, ring_px + 1):
-        L = labels[y0:y1, x0:x1].ravel()
-        pad = labels[py0:py1, px0:px1].astype(np.float32)  # exact below 2^24 labels
-        dil = cv2.dilate(pad, k)[y0 - py0:y1 - py0, x0 - px0:x1 - px0].ravel().astype(np.int64)
-        ring = (L == 0) & (dil > 0)
+    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, ring_px, tile):
         tot += np.bincount(dil[ring], minlength=n + 1)
         hit += np.bincount(dil[ring & flag[y0:y1, x0:x1].ravel()], minlength=n + 1)
     return hit / np.maximum(tot, 1)

@@ -1,7 +1,7 @@
 """Print export (spec N10): 16-bit colour RGBA TIFF (sRGB ICC embedded) + 8-bit white TIFF at 1:1 with
 the DPI tag, and a PDF at physical size, written in row strips (see :mod:`restoration.printfile`).
 Everything is written atomically inside the output folder."""
-from .printfile import WHITE_POLARITY, write_print_files  # noqa: F401
+from .printfile import WHITE_POLARITY, laid_rows, write_print_files  # noqa: F401
 
 
 def export_layers(out_dir, laid, dpi, prefix="layer", pdf=True, progress=None):
@@ -10,9 +10,8 @@ def export_layers(out_dir, laid, dpi, prefix="layer", pdf=True, progress=None):
     ink) from an in-memory canvas (:func:`restoration.layers.layout`), all at ``dpi`` so
     1 px = 25.4/dpi mm. Returns a list of file records (path, sha256, ...).
     """
-    rgba, white = laid["color_rgba"], laid["white"]
-    ch, cw = white.shape
-    files, _ = write_print_files(out_dir, lambda r0, r1: (rgba[r0:r1], white[r0:r1]), ch, cw, dpi, prefix=prefix,
+    ch, cw = laid["white"].shape
+    files, _ = write_print_files(out_dir, laid_rows(laid), ch, cw, dpi, prefix=prefix,
                                  pdf=pdf, progress=progress)
     return files
 

@@ -12,7 +12,7 @@ from .detect import DetectConfig, detect_damage, merge_user_mask
 from .export import WHITE_POLARITY
 from .fill import fill_image, fill_qa
 from .layers import separate, simulate
-from .printfile import canvas_geometry, canvas_rows, layer_rows_fn, write_print_files, write_tiff_rows
+from .printfile import canvas_geometry, canvas_rows, laid_rows, layer_rows_fn, write_print_files, write_tiff_rows
 from .palette import count_rgb8, merge_palette
 from .previews import class_overlay, downscale, heat, label_colors, layers_preview
 from .record import file_entry, versions, write_record
@@ -174,7 +174,7 @@ def write_outputs(out, p, st=None, cfg_dict=None, scan_info=None, workflow=None,
     ps = preview_side
     st.start("export")
     if laid is not None:
-        canvas_fn = lambda r0, r1: (laid["color_rgba"][r0:r1], laid["white"][r0:r1])
+        canvas_fn = laid_rows(laid)
         cw, ch = laid["canvas_px"]
         canvas = {k: laid.get(k) for k in ("canvas_mm", "canvas_px", "mirror", "margin_mm", "fiducials", "white_mode",
                                            "amount_mm", "min_feature_mm")}

@@ -143,6 +143,12 @@ def canvas_rows(geom, layer_rows, r0, r1):
     return rgba, white
 
 
+def laid_rows(laid):
+    """``canvas_fn(r0, r1)`` over an in-memory canvas from :func:`restoration.layers.layout`."""
+    rgba, white = laid["color_rgba"], laid["white"]
+    return lambda r0, r1: (rgba[r0:r1], white[r0:r1])
+
+
 def layer_rows_fn(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0.0, min_feature_mm=0.0,
                   **kw):
     """``layer_rows(y0, y1)`` computing :func:`restoration.layers.separate` on a strip of image rows.
