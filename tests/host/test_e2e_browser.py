@@ -82,8 +82,8 @@ def server(comfy_dir):
 @pytest.fixture(scope="module")
 def chromium():
     exe = find_chromium()
-    if exe is None:
-        pytest.skip("no chromium: apt-get install -y chromium")
+    # scripts/test.sh installs Debian's chromium; without it this test fails rather than skip
+    assert exe is not None, "no chromium on PATH: apt-get install -y chromium (scripts/setup.sh hosts does it as root)"
     return exe
 
 
