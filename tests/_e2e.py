@@ -142,13 +142,15 @@ def write_tiny_dloral(base):
     import numpy as np
     import av
     from safetensors.torch import save_file
-    from _dloral_synth import make_official, unet_shapes
+    from _dloral_synth import make_official, unet_shapes, with_base
     from dloral import convert_official
     from dloral.checkpoint import save_weights
 
     save_file(tiny_sd2_unet_sd(0), str(base / "models" / "diffusion_models" / TINY_SD2))
     save_file(tiny_sd_vae_sd(1), str(base / "models" / "vae" / TINY_SD_VAE))
-    ck, _ = make_official(unet_shapes(**SD2_SMALL), rank_q=4, rank_c=4, seed=2, std=0.02)
+    # made for that UNet: its base tensors pass the base-model check
+    ck = with_base(make_official(unet_shapes(**SD2_SMALL), rank_q=4, rank_c=4, seed=2, std=0.02)[0],
+                   tiny_sd2_unet_sd(0))
     (base / "models" / "dloral").mkdir(parents=True, exist_ok=True)
     save_weights(convert_official(ck), str(base / "models" / "dloral" / TINY_DLORAL))
     with av.open(str(base / "input" / TINY_VIDEO), "w") as out:
