@@ -32,6 +32,7 @@ class Setting:
     max: Optional[int] = None
     multiple: int = 1
     choices: Optional[Tuple[str, ...]] = None
+    step: Optional[int] = None      # the widget's step when it is not ``multiple`` (a UI hint, not a rule)
 
     @property
     def label(self):
@@ -58,7 +59,7 @@ SETTINGS = {s.name: s for s in (
     Setting("vae_tile", "--vae-tile", 0,
             f"VAE tile in latent pixels (0 = no VAE tiling: the host VAE manages memory); otherwise "
             f"{_TILE.MIN_VAE_TILE}..512, overlap min({_TILE.MAX_VAE_OVERLAP}, vae_tile // 4) latent px.",
-            min=0, max=512),
+            min=0, max=512, step=8),
     Setting("process_size", "--process-size", 512,
             "Frames whose ×4 short side is below this are upscaled to it first and the result resized back to "
             "exactly ×4 (512: the size SD2.1-base and DLoRAL were trained at).", min=64, max=2048,

@@ -54,7 +54,8 @@ def _fingerprint_in_folder(name):
 
 def _int_input(name, optional=False):
     s = SETTINGS[name]
-    kw = {"step": s.multiple} if s.multiple > 1 else {}
+    step = s.step or s.multiple
+    kw = {"step": step} if step > 1 else {}
     return io.Int.Input(name, default=s.default, min=s.min, max=s.max, tooltip=s.help, optional=optional, **kw)
 
 
@@ -73,7 +74,7 @@ class AtelierDLoRALLoader(io.ComfyNode):
             inputs=[io.Combo.Input("weights_name", options=model_files(EXTS),
                                    tooltip="DLoRAL weights in models/dloral: a .safetensors made by 'Atelier DLoRAL "
                                            "Convert' or the official model.pkl.")],
-            outputs=[DLORAL.Output("dloral", tooltip="The DLoRAL weights (LoRA deltas, 8-channel conv_in, CFR) and "
+            outputs=[DLORAL.Output("dloral", display_name="dloral", tooltip="The DLoRAL weights (LoRA deltas, 8-channel conv_in, CFR) and "
                                                      "the fingerprint of their base model, for 'Atelier DLoRAL "
                                                      "Video Upscale ×4'.")])
 
@@ -105,7 +106,7 @@ class AtelierDLoRALConvert(io.ComfyNode):
                 io.Combo.Input("precision", options=["fp16", "fp32"], default="fp16",
                                tooltip="Storage precision of the converted tensors (fp16 halves the size)."),
             ],
-            outputs=[io.String.Output("path", tooltip="Full path of the converted .safetensors file.")])
+            outputs=[io.String.Output("path", display_name="path", tooltip="Full path of the converted .safetensors file.")])
 
     @classmethod
     def validate_inputs(cls, output_name=None):
@@ -161,7 +162,7 @@ class AtelierDLoRALUpscale(io.ComfyNode):
                                  tooltip=SETTINGS["sample_posterior"].help, optional=True),
                 _combo_input("precision", optional=True),
             ],
-            outputs=[io.Image.Output("images", tooltip="The frames ×4 (N, 4H, 4W, 3), one per input frame, in order.")])
+            outputs=[io.Image.Output("upscaled", display_name="images", tooltip="The frames ×4 (N, 4H, 4W, 3), one per input frame, in order.")])
 
     @classmethod
     def validate_inputs(cls, tile_size=None, tile_overlap=None, color_fix=None, seed=None, window=None,

@@ -231,6 +231,9 @@ INPUTS = {"AtelierDLoRALLoader": (["weights_name"], []),
                                    ["vae_tile", "process_size", "sample_posterior", "precision"])}
 
 
+OUTPUTS = {"AtelierDLoRALLoader": ["dloral"], "AtelierDLoRALConvert": ["path"], "AtelierDLoRALUpscale": ["images"]}
+
+
 def test_node_registry_v3_schema_inputs_unchanged_and_tooltips(pack):
     from comfy_api.latest import io
     m = pack.nodes.NODE_CLASS_MAPPINGS
@@ -246,6 +249,8 @@ def test_node_registry_v3_schema_inputs_unchanged_and_tooltips(pack):
             for name, v in spec.get(group, {}).items():
                 assert len(v) > 1 and v[1].get("tooltip"), f"{k}.{name} has no tooltip"
         assert schema.outputs and all(o.tooltip for o in schema.outputs), f"{k}: an output has no tooltip"
+        info = cls.GET_NODE_INFO_V1()      # what the server's /object_info sends (validates the schema)
+        assert info["output_name"] == OUTPUTS[k] and all(info["output_tooltips"]), (k, info["output_name"])
     # the Upscale widgets are the core settings table (defaults and bounds the CLI uses too)
     spec = m["AtelierDLoRALUpscale"].INPUT_TYPES()
     ints = {**spec["required"], **spec["optional"]}
