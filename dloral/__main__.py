@@ -16,8 +16,8 @@ upscale  INPUT --out DIR --weights W --checkpoint SD21 --comfyui COMFYUI_DIR [op
     imports the host or the pack's nodes; ``main(argv, loader=...)`` takes any loader (tests pass
     stand-in models).
 
-    Batch safety: INPUT (frame count, one size for all frames, the minimum size) and the DLoRAL
-    weights are checked before any model is loaded. Frames are written into a hidden staging folder
+    Batch safety: the settings, INPUT (frame count, one size for all frames, the minimum size) and
+    the DLoRAL weights are checked before any model is loaded. Frames are written into a hidden staging folder
     next to DIR and moved into DIR only when every frame is done; on an error or Ctrl-C the staging
     folder is removed, so DIR never holds a partial frame set. A DIR that already holds frames is
     refused unless ``--overwrite`` (then the old frames are replaced only after a complete run).
@@ -198,7 +198,7 @@ class _Progress:
 class LoadRequest:
     """What a model loader gets: the host tree, the SD2.1 checkpoint, the prompt, the DLoRAL weights
     and the checked settings (``sample_posterior`` and ``precision`` shape the models)."""
-    comfyui: str
+    comfyui: Optional[str]
     checkpoint: str
     prompt: str
     weights: DLoRALWeights

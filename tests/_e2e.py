@@ -212,7 +212,9 @@ def tiny_prompt(wf, defs, steps=STEPS):
         elif t == "AtelierRestorationLoadScan":
             inp["path"] = SCAN_NAME
         elif t == "AtelierDLoRALUpscale":
-            inp.update(process_size=64, tile_size=32, tile_overlap=16, window=2)
+            # the smallest tiles the settings allow (the 8x8 latent of a 16 px frame fits in one; tiling
+            # through the host is tested in test_dloral_host / test_dloral_cli_host)
+            inp.update(process_size=64, tile_size=64, tile_overlap=32, vae_tile=8, window=2)
     for nid, node in list(api.items()):
         if node["class_type"] == "CheckpointLoaderSimple":   # SD2.1 (DLoRAL): split into UNet + VAE
             api[nid] = {"class_type": "UNETLoader", "inputs": {"unet_name": TINY_SD2, "weight_dtype": "default"}}
