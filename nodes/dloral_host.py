@@ -17,6 +17,7 @@ Used by the nodes (``dloral_nodes``) and by the CLI's host loader (``scripts/dlo
 import contextlib
 import logging
 import os
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -80,15 +81,24 @@ def check_sd2(model):
                          f"(expected {SD2} and no adm_in_channels)")
 
 
-def _unpatched_unet(model):
-    """The UNet's own weights, ``diffusion_model.*``: not ``model.model.state_dict()``, which holds the patched
-    values while a clone (an earlier DLoRAL run) is loaded; the host's ``get_key_patches`` gives each key's
-    original weight first (converted as the host's ops would for quantised weights)."""
-    out = {}
-    for k, entries in model.get_key_patches("diffusion_model.").items():
-        weight, convert = entries[0]
-        out[k] = convert(weight, inplace=False)
-    return out
+class _UnpatchedUNet(Mapping):
+    """The UNet's own weights, ``diffusion_model.*``, read one at a time: not ``model.model.state_dict()``,
+    which holds the patched values while a clone (an earlier DLoRAL run) is loaded; the host's
+    ``get_key_patches`` gives each key's original weight first (converted as the host's ops would for a
+    quantised weight, one tensor at a time)."""
+
+    def __init__(self, model):
+        self._entries = model.get_key_patches("diffusion_model.")
+
+    def __getitem__(self, key):
+        weight, convert = self._entries[key][0]
+        return convert(weight, inplace=False)
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self):
+        return len(self._entries)
 
 
 def patch_model(model, weights):
@@ -118,7 +128,7 @@ def patch_model(model, weights):
     have = sd_shapes.get("diffusion_model.input_blocks.0.0.weight")
     if have is None or have[0] != conv.shape[0] or tuple(have[2:]) != tuple(conv.shape[2:]):
         raise ValueError(f"DLoRAL conv_in {tuple(conv.shape)} does not fit this UNet's input conv {have}")
-    check_base(_unpatched_unet(model), weights)
+    check_base(_UnpatchedUNet(model), weights)
     patched, _ = comfy.sd.load_lora_for_models(model, None, weights.lora, 1.0, 0.0)
     if weights.base:   # base tensors the DLoRAL checkpoint changed: they replace the user's (on the clone)
         patched.add_patches({k: ("set", (v,)) for k, v in weights.base.items()}, 1.0)
