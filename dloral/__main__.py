@@ -1,17 +1,23 @@
 """Command line: ``python -m dloral convert|upscale ...`` (run from the repo root).
 
-convert  model.pkl --out dloral.safetensors [--precision fp16|fp32]
-    Open the official checkpoint safely (weights_only) and write the small converted file.
+convert  model.pkl --out dloral.safetensors [--precision fp16|fp32] [--base SD21]
+    Open the official checkpoint safely (weights_only) and write the small converted file, with a
+    fingerprint of the checkpoint's base UNet tensors (checked against the user's SD2.1 when upscaling);
+    with ``--base`` every base tensor the checkpoint changed is kept (conv_in always is).
 
 upscale  INPUT --out DIR --weights W --checkpoint SD21 --comfyui COMFYUI_DIR [options]
     INPUT is a folder of frames (sorted by name) or a video file (OpenCV). Frames are read, upscaled
     ×4 and written as DIR/frame_00000.png ... one window at a time, so long videos run in bounded
-    memory. The SD2.1-base UNet, VAE and text encoder are loaded from the checkpoint by a ComfyUI
-    tree (``--comfyui``): this package never imports the host itself; the CLI loads the pack's
-    node module (the one place that talks to the host) from the repo, with that tree on sys.path.
+    memory. The settings (flags named after the node's inputs, same defaults and bounds: the table
+    ``settings.SETTINGS``) are checked by ``settings.UpscaleSettings``, the constructor the node uses too.
+    The SD2.1-base UNet, VAE and text encoder are loaded from the checkpoint by a ComfyUI tree
+    (``--comfyui``) through a *loader* (``ModelLoader``): by default ``host_loader``, which runs the
+    pack's host side (``scripts/dloral_host.py`` -> ``nodes/dloral_host.py``). No module of this package
+    imports the host or the pack's nodes; ``main(argv, loader=...)`` takes any loader (tests pass
+    stand-in models).
 
-    Batch safety: INPUT (frame count, one size for all frames, the minimum size) and the DLoRAL
-    weights are checked before any model is loaded. Frames are written into a hidden staging folder
+    Batch safety: the settings, INPUT (frame count, one size for all frames, the minimum size) and
+    the DLoRAL weights are checked before any model is loaded. Frames are written into a hidden staging folder
     next to DIR and moved into DIR only when every frame is done; on an error or Ctrl-C the staging
     folder is removed, so DIR never holds a partial frame set. A DIR that already holds frames is
     refused unless ``--overwrite`` (then the old frames are replaced only after a complete run).
@@ -25,9 +31,15 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 import torch
+
+from .checkpoint import DLoRALWeights
+from .pipeline import DLoRALModels
+from .settings import SETTINGS, UpscaleSettings
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 QUALITY_PROMPT = "high quality, detailed, clean, natural, sharp"
@@ -182,57 +194,63 @@ class _Progress:
         return (time.time() - self.t0) / max(self.n, 1)
 
 
-def _load_pack(comfyui):
-    """The pack imported as a package with a ComfyUI tree on sys.path (as ComfyUI itself does)."""
-    comfyui = os.path.abspath(comfyui)
-    if not os.path.isfile(os.path.join(comfyui, "comfy", "model_patcher.py")):
-        raise ValueError(f"--comfyui {comfyui!r} is not a ComfyUI tree (no comfy/model_patcher.py)")
-    sys.path.insert(0, comfyui)
-    from comfy.cli_args import args as host_args  # the host reads its flags at import time
-    if not torch.cuda.is_available():
-        host_args.cpu = True
-    repo = pathlib.Path(__file__).resolve().parents[1]
-    name = "atelier_pack_cli"
-    spec = importlib.util.spec_from_file_location(name, repo / "__init__.py", submodule_search_locations=[str(repo)])
+@dataclass(frozen=True)
+class LoadRequest:
+    """What a model loader gets: the host tree, the SD2.1 checkpoint, the prompt, the DLoRAL weights
+    and the checked settings (``sample_posterior`` and ``precision`` shape the models)."""
+    comfyui: Optional[str]
+    checkpoint: str
+    prompt: str
+    weights: DLoRALWeights
+    settings: UpscaleSettings
+
+
+#: ``loader(request) -> DLoRALModels``: loads the SD2.1 UNet, VAE and text encoder and adapts them.
+ModelLoader = Callable[[LoadRequest], DLoRALModels]
+
+HOST_LOADER = pathlib.Path("scripts") / "dloral_host.py"
+
+
+def host_loader(request: LoadRequest) -> DLoRALModels:
+    """The default loader: the pack's host side, ``scripts/dloral_host.py`` next to this package, run as a
+    plain file. It puts the ComfyUI tree on sys.path, imports the pack as ComfyUI does and loads the
+    models with the host (``nodes/dloral_host.py``). This package imports nothing of the host: this is
+    where ``python -m dloral`` composes the host side in; ``main(loader=...)`` takes any other loader."""
+    path = pathlib.Path(__file__).resolve().parents[1] / HOST_LOADER
+    if not path.is_file():
+        raise ValueError(f"the host loader {str(path)!r} is missing: run from a complete copy of the pack")
+    spec = importlib.util.spec_from_file_location("_atelier_dloral_host_loader", path)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
     spec.loader.exec_module(mod)
-    return mod
+    return mod.load_models(request)
 
 
-def cmd_convert(a):
+def cmd_convert(a, loader=None):
     from .checkpoint import convert_file
     t = time.time()
-    w = convert_file(a.pkl, a.out, dtype=torch.float16 if a.precision == "fp16" else torch.float32)
-    print(f"wrote {a.out}: {len(w.modules())} LoRA modules + conv_in + CFR "
-          f"({os.path.getsize(a.out) / 2**20:.1f} MiB) in {time.time() - t:.1f} s")
+    w = convert_file(a.pkl, a.out, dtype=torch.float16 if a.precision == "fp16" else torch.float32, base=a.base)
+    kept = f" + {len(w.base)} changed base tensors" if w.base else ""
+    print(f"wrote {a.out}: {len(w.modules())} LoRA modules + conv_in{kept} + CFR, fingerprint of "
+          f"{len(w.fingerprint)} base tensors ({os.path.getsize(a.out) / 2**20:.1f} MiB) in {time.time() - t:.1f} s")
 
 
-def cmd_upscale(a):
+def settings_from_args(a) -> UpscaleSettings:
+    """The checked settings of ``upscale`` (ValueError naming the flag)."""
+    return UpscaleSettings(**{name: getattr(a, name) for name in SETTINGS})
+
+
+def cmd_upscale(a, loader: ModelLoader):
     from .checkpoint import load_weights
-    from .pipeline import DLoRALConfig, upscale_video
-    for name in ("tile", "overlap"):
-        if getattr(a, name) % 8 or getattr(a, name) < 0:
-            raise ValueError(f"--{name} must be a non-negative multiple of 8 (output pixels), got {getattr(a, name)}")
-    cfg = DLoRALConfig(tile=a.tile // 8, overlap=a.overlap // 8, color_fix=a.color_fix, window=a.window,
-                       seed=a.seed, sample_posterior=a.sample_posterior, process_size=a.process_size,
-                       vae_tile=a.vae_tile)
+    from .pipeline import upscale_video
+    settings = settings_from_args(a)
+    cfg = settings.config()
     # everything that can be checked without the SD2.1 models fails here, before minutes of loading
     total, (h, w) = probe(a.input)
     staging = _Staging(a.out, a.overwrite)
     weights = load_weights(a.weights)
     if not os.path.isfile(a.checkpoint):
         raise ValueError(f"--checkpoint {a.checkpoint!r}: no such file")
-    pack = _load_pack(a.comfyui)
-    import comfy.sd
-    nodes = pack.nodes.dloral_nodes
-    model, clip, vae = comfy.sd.load_checkpoint_guess_config(a.checkpoint, output_vae=True, output_clip=True)[:3]
-    if clip is None or vae is None:
-        raise ValueError(f"--checkpoint {a.checkpoint!r} has no text encoder or VAE; use a full SD2.1-base checkpoint")
-    tokens = clip.tokenize(a.prompt)
-    cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
-    positive = [[cond, {"pooled_output": pooled}]]
-    models = nodes.host_models(model, vae, positive, weights, a.sample_posterior, a.precision)
+    models = loader(LoadRequest(a.comfyui, a.checkpoint, a.prompt, weights, settings))
     if not a.quiet:
         print(f"{a.input}: {total or '?'} frames {w}x{h} -> {4 * w}x{4 * h} "
               f"({models.device}, {str(models.dtype).replace('torch.', '')})", file=sys.stderr)
@@ -250,13 +268,27 @@ def cmd_upscale(a):
     print(f"wrote {n} frames to {a.out} ({spf:.2f} s/frame)")
 
 
-def main(argv=None):
+def _add_setting(parser, s):
+    if isinstance(s.default, bool):
+        parser.add_argument(s.flag, dest=s.name, action="store_true", help=s.help)
+    elif s.choices is not None:
+        parser.add_argument(s.flag, dest=s.name, choices=s.choices, default=s.default, help=s.help)
+    else:
+        parser.add_argument(s.flag, dest=s.name, type=int, default=s.default, help=s.help)
+
+
+def main(argv=None, loader: Optional[ModelLoader] = None):
+    """Run the command line; ``loader`` loads the SD2.1 models for ``upscale`` (default: ``host_loader``).
+    Returns the exit status (2 for a bad input, with the message on stderr)."""
     p = argparse.ArgumentParser(prog="python -m dloral", description="DLoRAL one-step video super-resolution ×4")
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("convert", help="convert the official model.pkl to a small safetensors file")
     c.add_argument("pkl")
     c.add_argument("--out", required=True)
     c.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    c.add_argument("--base", default=None,
+                   help="the SD2.1-base checkpoint (.safetensors or .ckpt): base tensors the DLoRAL checkpoint "
+                        "changed are then kept in the converted file (without it: conv_in only)")
     c.set_defaults(fn=cmd_convert)
     u = sub.add_parser("upscale", help="upscale a folder of frames or a video file ×4")
     u.add_argument("input")
@@ -265,26 +297,17 @@ def main(argv=None):
     u.add_argument("--checkpoint", required=True, help="SD2.1-base checkpoint (UNet + VAE + text encoder)")
     u.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"), help="ComfyUI tree (default $COMFYUI_DIR)")
     u.add_argument("--prompt", default=QUALITY_PROMPT)
-    u.add_argument("--tile", type=int, default=768, help="latent tile in output pixels (0: never tile)")
-    u.add_argument("--overlap", type=int, default=256)
-    u.add_argument("--color-fix", choices=("adain", "wavelet", "none"), default="adain")
-    u.add_argument("--window", type=int, default=4)
-    u.add_argument("--seed", type=int, default=0)
-    u.add_argument("--sample-posterior", action="store_true")
-    u.add_argument("--process-size", type=int, default=512)
-    u.add_argument("--vae-tile", type=int, default=0, help="VAE decode tile in latent px (0: host decides)")
-    u.add_argument("--precision", choices=("auto", "fp16", "bf16", "fp32"), default="auto",
-                   help="compute dtype: auto = fp32 on CPU, the UNet's host dtype (fp16/bf16) on a GPU; "
-                        "fp16/bf16 force half precision (see dloral/precision.py)")
+    for setting in SETTINGS.values():
+        _add_setting(u, setting)
     u.add_argument("--overwrite", action="store_true",
                    help="replace the frame_*.png already in --out (only once the new set is complete)")
     u.add_argument("--quiet", action="store_true", help="no progress on stderr")
     u.set_defaults(fn=cmd_upscale)
     a = p.parse_args(argv)
-    if a.cmd == "upscale" and not a.comfyui:
+    if a.cmd == "upscale" and not a.comfyui and loader is None:
         p.error("upscale needs --comfyui (or $COMFYUI_DIR): the SD2.1 models are loaded by ComfyUI")
     try:
-        a.fn(a)
+        a.fn(a, loader or host_loader)
     except ValueError as exc:
         print(("\n" if sys.stderr.isatty() else "") + f"error: {exc}", file=sys.stderr)
         return 2

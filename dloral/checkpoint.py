@@ -13,20 +13,32 @@ At inference all six adapters are active with weight 1 and PEFT's scaling ``alph
 PEFT's default 8, not stored), so each targeted weight becomes ``W + s_q B_q A_q + s_c B_c A_c``. The
 converter stores that sum exactly as one LoRA of rank ``r_q + r_c`` per module (``up = [s_q B_q | s_c B_c]``,
 ``down = [A_q; A_c]``, ``alpha = r_q + r_c`` so the host's own scale is 1), in the host's LDM key naming,
-plus the merged 8-channel input convolution and the CFR weights. Base UNet weights are not stored:
-they come from the user's SD2.1-base checkpoint.
+plus the merged 8-channel input convolution and the CFR weights.
+
+Base UNet weights (every non-LoRA tensor of ``state_dict_unet``; the official loader takes them all from
+the checkpoint) are not stored: they come from the user's SD2.1-base checkpoint. So that a different base
+model is noticed, the converter records a **fingerprint** of each of them (its shape and 8 values at fixed
+positions, ``base_fingerprint``) and :func:`check_base` compares the user's UNet against it when the
+weights are applied, naming every tensor that differs beyond the rounding of the user's dtype. A base
+tensor the checkpoint *changed* is kept whole in the converted file (``DLoRALWeights.base``, applied as a
+replacement): ``conv_in`` always (8 input channels instead of 4), and, when the converter is given the
+SD2.1-base weights (``base=``, CLI ``--base``), every other tensor that differs from them.
 """
+import json
 import os
 import pickle
 import tempfile
 from dataclasses import dataclass, field
+from collections.abc import Mapping
+from typing import Optional
 
 import torch
 
 from .keymap import diffusers_to_ldm, layout_from_names
 
 __all__ = ["DLoRALWeights", "ADAPTERS", "load_official", "convert_official", "save_weights",
-           "load_weights", "convert_file", "apply_lora", "lora_delta", "FORMAT"]
+           "load_weights", "convert_file", "apply_lora", "lora_delta", "FORMAT", "base_fingerprint",
+           "base_mismatches", "check_base", "FINGERPRINT_SAMPLES", "open_base"]
 
 FORMAT = "atelier-dloral"
 GROUPS = ("encoder", "decoder", "others")
@@ -63,6 +75,10 @@ class DLoRALWeights:
     conv_in_weight: [320, 8, 3, 3] merged input convolution (channels 0-3: warped previous latent,
     4-7: fused current latent); conv_in_bias: [320].
     spynet / attn: CFR weights in this pack's naming (see ``cfr.SpyNet`` / ``cfr.RetrievalAttention``).
+    meta: string metadata (format, ranks, ``base_fingerprint`` as JSON).
+    base: base UNet tensors the checkpoint changed, other than conv_in, keyed ``diffusion_model.<ldm key>``;
+    each replaces the user's tensor. A LoRA-targeted weight kept here already includes its LoRA delta
+    (and has no LoRA entry).
     """
     lora: dict
     conv_in_weight: torch.Tensor
@@ -70,10 +86,95 @@ class DLoRALWeights:
     spynet: dict
     attn: dict
     meta: dict = field(default_factory=dict)
+    base: dict = field(default_factory=dict)
 
     def modules(self):
         """LDM module names the LoRA patches (conv_in excluded: it is replaced whole)."""
         return sorted(k[:-len(".lora_up.weight")] for k in self.lora if k.endswith(".lora_up.weight"))
+
+    @property
+    def fingerprint(self):
+        """``{ldm key: {"shape": [...], "sample": [...]}}`` of the checkpoint's base tensors ({} if not recorded)."""
+        return json.loads(self.meta.get("base_fingerprint", "{}"))
+
+
+FINGERPRINT_SAMPLES = 8
+
+
+def _sample_index(numel, n=FINGERPRINT_SAMPLES):
+    """``n`` fixed flat positions spread over a tensor of ``numel`` elements (all of them when fewer)."""
+    if numel <= n:
+        return list(range(numel))
+    return [(2 * i + 1) * numel // (2 * n) for i in range(n)]
+
+
+def _sample(t):
+    flat = t.detach().reshape(-1)
+    idx = _sample_index(flat.numel())
+    return flat[torch.tensor(idx, dtype=torch.long, device=flat.device)].float().cpu().tolist()
+
+
+def base_fingerprint(tensors: Mapping[str, torch.Tensor]) -> dict:
+    """Shape and ``FINGERPRINT_SAMPLES`` values at fixed positions of each tensor (empty placeholders,
+    as in shape-only test checkpoints, are left out: they have no values to check)."""
+    return {k: {"shape": list(v.shape), "sample": _sample(v)} for k, v in sorted(tensors.items()) if v.numel()}
+
+
+def _tolerance(dtype):
+    """(rtol, atol) for comparing a tensor held in ``dtype`` with float32 values of the same weights: twice
+    the dtype's unit roundoff (fp16 2^-10, bf16 2^-7, fp8 e4m3 2^-2), at least 2^-10 so that an fp16
+    copy of fp32 weights matches; atol covers the dtype's subnormal spacing (at least 1e-7, fp16's)."""
+    fi = torch.finfo(dtype) if dtype.is_floating_point else torch.finfo(torch.float32)
+    return max(2 * fi.eps, 2.0 ** -10), max(2 * fi.tiny * fi.eps, 1e-7)
+
+
+def _differs(have, want, dtype):
+    """None if ``have`` (values of a tensor in ``dtype``) matches ``want`` (float32 values), else the largest
+    relative difference."""
+    rtol, atol = _tolerance(dtype)
+    h, w = torch.tensor(have, dtype=torch.float64), torch.tensor(want, dtype=torch.float64)
+    if h.shape != w.shape:
+        return float("inf")
+    err = (h - w).abs()
+    if bool((err <= rtol * w.abs() + atol).all()):
+        return None
+    return float((err / w.abs().clamp_min(atol)).max())
+
+
+def base_mismatches(state_dict: Mapping[str, torch.Tensor], fingerprint: Mapping[str, dict]):
+    """The fingerprinted tensors ``state_dict`` (a UNet in LDM naming, keys ``diffusion_model.*``) does not
+    match: a list of ``(key, why)``, ``why`` one of "missing", "shape A vs B", "values differ (x rel)".
+
+    Cheap: it reads ``FINGERPRINT_SAMPLES`` values of each tensor, never a whole tensor."""
+    out = []
+    for k, fp in sorted(fingerprint.items()):
+        t = state_dict.get(k)
+        if t is None:
+            out.append((k, "missing"))
+        elif list(t.shape) != list(fp["shape"]):
+            out.append((k, f"shape {list(t.shape)} vs {fp['shape']}"))
+        else:
+            d = _differs(_sample(t), fp["sample"], t.dtype)
+            if d is not None:
+                out.append((k, f"values differ (up to {d:.3g} relative)"))
+    return out
+
+
+def check_base(state_dict: Mapping[str, torch.Tensor], weights: "DLoRALWeights"):
+    """Raise ValueError naming the tensors when the user's UNet is not the base the DLoRAL checkpoint was
+    trained on (see :func:`base_mismatches`); tensors the converted file replaces are not checked."""
+    fp = {k: v for k, v in weights.fingerprint.items() if k not in weights.base}
+    bad = base_mismatches(state_dict, fp)
+    if not bad:
+        return
+    names = "; ".join(f"{k}: {why}" for k, why in bad[:6]) + ("; ..." if len(bad) > 6 else "")
+    raise ValueError(
+        f"this UNet is not the base model the DLoRAL weights were made for: {len(bad)} of {len(fp)} base "
+        f"tensors differ ({FINGERPRINT_SAMPLES} values sampled from each): {names}. DLoRAL needs "
+        "stabilityai/stable-diffusion-2-1-base (e.g. v2-1_512-ema-pruned.safetensors). If this is that model, "
+        "the DLoRAL checkpoint changed these tensors: convert it again with the SD2.1-base weights "
+        "(python -m dloral convert model.pkl --out ... --base v2-1_512-ema-pruned.safetensors) so that the "
+        "converted file keeps them.")
 
 
 def load_official(path):
@@ -114,11 +215,15 @@ def lora_delta(up, down):
     return d.reshape(up.shape[0], *down.shape[1:])
 
 
-def convert_official(ck, lora_alpha=PEFT_DEFAULT_ALPHA, dtype=torch.float32):
+def convert_official(ck, lora_alpha=PEFT_DEFAULT_ALPHA, dtype=torch.float32,
+                     base: Optional[Mapping[str, torch.Tensor]] = None):
     """Convert a loaded official checkpoint dict to :class:`DLoRALWeights`.
 
     Every key of ``state_dict_unet`` and ``state_dict_bpp`` is accounted for (used, a base weight
     the user's SD2.1 supplies, or a known unused CFR part); any other key raises ValueError.
+    The base weights are fingerprinted (``meta["base_fingerprint"]``). ``base``: the SD2.1-base UNet in
+    LDM naming (``diffusion_model.*``, see :func:`open_base`); every base tensor of the checkpoint that
+    differs from it is kept whole in ``DLoRALWeights.base``.
     """
     _check_official(ck)
     sd, bpp = ck["state_dict_unet"], ck["state_dict_bpp"]
@@ -192,6 +297,14 @@ def convert_official(ck, lora_alpha=PEFT_DEFAULT_ALPHA, dtype=torch.float32):
         lora[ldm + ".alpha"] = torch.tensor(float(down.shape[0]))
     if need:
         raise ValueError(f"not a DLoRAL checkpoint: {len(need)} LoRA keys missing, e.g. {need[:5]}")
+    base_sd = _base_tensors(sd, targets, layout)
+    kept = _changed(base_sd, base) if base is not None else {}
+    for key in kept:   # a changed LoRA-targeted weight: kept with its delta merged, no LoRA entry
+        mod = key[:-len(".weight")]
+        if key.endswith(".weight") and mod + ".lora_up.weight" in lora:
+            up, down = lora.pop(mod + ".lora_up.weight"), lora.pop(mod + ".lora_down.weight")
+            lora.pop(mod + ".alpha")
+            kept[key] = base_sd[key].float() + lora_delta(up, down)
 
     spy, attn, bad = {}, {}, []
     for key, v in bpp.items():
@@ -216,8 +329,90 @@ def convert_official(ck, lora_alpha=PEFT_DEFAULT_ALPHA, dtype=torch.float32):
         raise ValueError(f"DLoRAL checkpoint: unknown CFR keys {sorted(bad)[:5]}")
     meta = {"format": FORMAT, "version": "1", "rank_quality": str(rank["quality"]),
             "rank_consistency": str(rank["consistency"]), "lora_alpha": str(float(lora_alpha)),
-            "modules": str(len(targets))}
-    return DLoRALWeights(lora, conv_w.to(dtype), conv_b.to(dtype), spy, attn, meta)
+            "modules": str(len(targets)), "base_fingerprint": json.dumps(base_fingerprint(base_sd)),
+            "base_kept": json.dumps(sorted(kept))}
+    return DLoRALWeights(lora, conv_w.to(dtype), conv_b.to(dtype), spy, attn, meta,
+                         {k: v.float().to(dtype).contiguous() for k, v in kept.items()})
+
+
+def _base_tensors(sd, targets, layout):
+    """The checkpoint's non-LoRA UNet tensors other than conv_in, keyed ``diffusion_model.<ldm key>``."""
+    out = {}
+    for key, v in sd.items():
+        if ".lora_A." in key or ".lora_B." in key:
+            continue
+        if ".base_layer." in key:
+            mod, p = key[:key.index(".base_layer.")], key.rsplit(".", 1)[1]
+        else:
+            mod, p = key.rsplit(".", 1)
+        if mod == "conv_in":
+            continue
+        out["diffusion_model." + diffusers_to_ldm(mod, layout) + "." + p] = v
+    return out
+
+
+def _changed(base_sd, reference):
+    """The tensors of ``base_sd`` that differ from ``reference`` beyond the rounding of the reference's dtype
+    (ValueError when the reference lacks one or has another shape: it is not an SD2.x UNet of this layout)."""
+    kept, bad = {}, []
+    for k, v in sorted(base_sd.items()):
+        if not v.numel():
+            continue
+        r = reference.get(k)
+        if r is None or tuple(r.shape) != tuple(v.shape):
+            bad.append(f"{k}: " + ("missing" if r is None else f"shape {tuple(r.shape)} vs {tuple(v.shape)}"))
+            continue
+        rtol, atol = _tolerance(r.dtype)
+        if not torch.allclose(r.double(), v.double(), rtol=rtol, atol=atol):
+            kept[k] = v
+    if bad:
+        raise ValueError(f"--base: not the SD2.x UNet this DLoRAL checkpoint was trained on: {len(bad)} tensors "
+                         f"missing or of another shape, e.g. {bad[:3]}")
+    return kept
+
+
+class _BaseFile(Mapping):
+    """The UNet tensors of an SD checkpoint file, keyed ``diffusion_model.*``, read one at a time."""
+
+    PREFIXES = ("model.diffusion_model.", "diffusion_model.", "")
+
+    def __init__(self, path):
+        self.path = str(path)
+        if self.path.endswith(".safetensors"):
+            from safetensors import safe_open
+            self._f = safe_open(self.path, framework="pt")
+            names = list(self._f.keys())
+            self._get = self._f.get_tensor
+        else:
+            try:
+                sd = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as exc:
+                raise ValueError(f"--base {self.path!r}: cannot be read as a checkpoint "
+                                 f"(torch.load weights_only): {str(exc).splitlines()[0]}") from None
+            sd = sd.get("state_dict", sd)
+            names, self._get = list(sd), sd.__getitem__
+        pre = next((p for p in self.PREFIXES if any(n.startswith(p + "input_blocks.") for n in names)), None)
+        if pre is None:
+            raise ValueError(f"--base {self.path!r} holds no SD UNet (no '...input_blocks.*' keys)")
+        self._keys = {"diffusion_model." + n[len(pre):]: n for n in names
+                      if n.startswith(pre) and not n.startswith("first_stage_model.")}
+
+    def __getitem__(self, k):
+        return self._get(self._keys[k])
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
+
+
+def open_base(path):
+    """The UNet of an SD2.1 checkpoint file (.safetensors, or a .ckpt read with weights_only) as a lazy
+    mapping in the naming :func:`convert_official`'s ``base`` expects."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--base {path!r}: no such file")
+    return _BaseFile(path)
 
 
 def save_weights(w, path):
@@ -227,6 +422,7 @@ def save_weights(w, path):
     tensors["conv_in.weight"], tensors["conv_in.bias"] = w.conv_in_weight, w.conv_in_bias
     tensors.update({"cfr.spynet." + k: v for k, v in w.spynet.items()})
     tensors.update({"cfr.attn." + k: v for k, v in w.attn.items()})
+    tensors.update({"base." + k: v for k, v in w.base.items()})
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
@@ -265,19 +461,20 @@ def load_weights(path, dtype=None):
         conv_in_weight=t["conv_in.weight"], conv_in_bias=t["conv_in.bias"],
         spynet={k[len("cfr.spynet."):]: v for k, v in t.items() if k.startswith("cfr.spynet.")},
         attn={k[len("cfr.attn."):]: v for k, v in t.items() if k.startswith("cfr.attn.")},
-        meta=meta)
+        meta=meta, base={k[len("base."):]: v for k, v in t.items() if k.startswith("base.")})
     return w if dtype is None else _cast(w, dtype)
 
 
 def _cast(w, dtype):
     c = lambda d: {k: (v if k.endswith(".alpha") else v.to(dtype)) for k, v in d.items()}
     return DLoRALWeights(c(w.lora), w.conv_in_weight.to(dtype), w.conv_in_bias.to(dtype),
-                         c(w.spynet), c(w.attn), dict(w.meta))
+                         c(w.spynet), c(w.attn), dict(w.meta), c(w.base))
 
 
-def convert_file(src, dst, dtype=torch.float16):
-    """Convert an official ``model.pkl`` to a converted safetensors file; returns the weights."""
-    w = convert_official(load_official(src), dtype=dtype)
+def convert_file(src, dst, dtype=torch.float16, base=None):
+    """Convert an official ``model.pkl`` to a converted safetensors file; returns the weights.
+    ``base``: path of the SD2.1-base checkpoint, to keep the base tensors the DLoRAL checkpoint changed."""
+    w = convert_official(load_official(src), dtype=dtype, base=open_base(base) if base else None)
     save_weights(w, dst)
     return w
 
@@ -285,8 +482,9 @@ def convert_file(src, dst, dtype=torch.float16):
 def apply_lora(state_dict, w, strength=1.0):
     """Merge the converted weights into an LDM-named UNet state dict (keys ``diffusion_model.*`` or bare).
 
-    Returns a new dict with each targeted weight ``W + strength * up @ down * alpha / rank`` and the
-    8-channel conv_in. Raises ValueError if a LoRA module is missing or its shape does not match.
+    Returns a new dict with each targeted weight ``W + strength * up @ down * alpha / rank``, the
+    8-channel conv_in and the kept base tensors (``w.base``, which replace the user's).
+    Raises ValueError if a LoRA module is missing or its shape does not match.
     """
     prefix = "diffusion_model." if any(k.startswith("diffusion_model.") for k in state_dict) else ""
     out = dict(state_dict)
@@ -303,4 +501,6 @@ def apply_lora(state_dict, w, strength=1.0):
         out[key] = (out[key].float() + d).to(out[key].dtype)
     out[prefix + "input_blocks.0.0.weight"] = w.conv_in_weight
     out[prefix + "input_blocks.0.0.bias"] = w.conv_in_bias
+    for k, v in w.base.items():
+        out[k if prefix else k[len("diffusion_model."):]] = v
     return out

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from .cfr import CFR, cfr_fuse
 from .colorfix import COLOR_FIXES, color_fix
-from .tiling import ramp_weight, tiles, tiled_decode, tiled_encode
+from .tiling import TilingConfig, ramp_weight, tiles, tiled_decode, tiled_encode, vae_overlap_for
 
 __all__ = ["LATENT_SCALE", "DLoRALConfig", "DLoRALModels", "prepare_frames", "process_pairs",
            "upscale_video", "upscale_frames"]
@@ -44,7 +44,9 @@ class DLoRALConfig:
     process_size: frames whose ×4 short side is below this are pre-upscaled to it (official default
       512) and the result resized back to exactly ×4.
     vae_tile / vae_overlap: VAE decode tile and overlap in latent pixels (0: no VAE tiling); encode
-      uses the same ×8 in pixels.
+      uses the same ×8 in pixels. vae_overlap None: ``tiling.vae_overlap_for(vae_tile)``.
+    The tiling fields are checked by ``tiling.TilingConfig``; user settings in pixels become this config
+    through ``settings.UpscaleSettings(...).config()`` (node and CLI).
     attn_chunk: retrieval-attention queries per block ("auto": about 256 MiB per block; None: dense).
     """
     tile: int = 96
@@ -55,20 +57,19 @@ class DLoRALConfig:
     sample_posterior: bool = False
     process_size: int = 512
     vae_tile: int = 0
-    vae_overlap: int = 16
+    vae_overlap: Optional[int] = None
     attn_chunk: object = "auto"
 
     def __post_init__(self):
-        if self.tile < 0 or (self.tile and not 0 <= self.overlap < self.tile):
-            raise ValueError(f"tile must be 0 or > overlap >= 0, got tile={self.tile}, overlap={self.overlap}")
+        if self.vae_overlap is None:
+            object.__setattr__(self, "vae_overlap", vae_overlap_for(self.vae_tile))
+        TilingConfig(self.tile, self.overlap, self.vae_tile, self.vae_overlap)   # the tiling rules, one place
         if self.color_fix not in COLOR_FIXES:
             raise ValueError(f"color_fix must be one of {COLOR_FIXES}, got {self.color_fix!r}")
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if self.process_size < 64 or self.process_size % 8:
             raise ValueError(f"process_size must be a multiple of 8 and >= 64, got {self.process_size}")
-        if self.vae_tile < 0 or (self.vae_tile and not 0 <= self.vae_overlap < self.vae_tile):
-            raise ValueError(f"vae_tile must be 0 or > vae_overlap >= 0, got {self.vae_tile}/{self.vae_overlap}")
 
 
 @dataclass

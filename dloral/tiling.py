@@ -3,10 +3,91 @@
 A tile's weight ramps linearly from 1/(overlap+1) to 1 over ``overlap`` pixels on each side that
 faces a neighbouring tile, and is 1 on image borders; the blended result divides by the summed
 weights, so where tiles agree the blend is exact.
+
+``TilingConfig`` is the one place where tiling settings become latent tile sizes: user settings in
+pixels of the ×4 frame (``from_settings``) -> latent pixels, the VAE overlap rule and every tiling check.
 """
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
 import torch
 
-__all__ = ["tile_starts", "tiles", "ramp_weight", "tiled_decode", "tiled_encode"]
+__all__ = ["LATENT_PX", "TilingConfig", "vae_overlap_for", "tile_starts", "tiles", "ramp_weight",
+           "tiled_decode", "tiled_encode"]
+
+LATENT_PX = 8   # pixels of the ×4 frame per latent pixel (the SD VAE's downsampling)
+
+
+def vae_overlap_for(vae_tile: int) -> int:
+    """The VAE tile overlap (latent px) used with a VAE tile of ``vae_tile`` latent px: a quarter of the
+    tile, at most ``TilingConfig.MAX_VAE_OVERLAP`` (0 when VAE tiling is off)."""
+    return min(TilingConfig.MAX_VAE_OVERLAP, max(vae_tile, 0) // 4)
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """Latent and VAE tiling of a run, all in latent pixels.
+
+    tile / overlap: latent tile (CFR + UNet) and overlap; tile 0 never tiles. A frame whose latent has
+      more than tile² positions is tiled (the official rule).
+    vae_tile / vae_overlap: VAE decode tile and overlap (encode uses the same ×8 in pixels); 0: off.
+
+    The constructor checks the structural rules (0 <= overlap < tile); ``from_settings`` also the user
+    minimums and the pixel multiples.
+    """
+    tile: int = 96
+    overlap: int = 32
+    vae_tile: int = 0
+    vae_overlap: int = 0
+
+    MIN_TILE = 8            # latent px: the SD2.1 UNet downsamples by 8, a smaller tile has no deepest pixel
+    MIN_VAE_TILE = 8        # latent px (64 image px)
+    MAX_VAE_OVERLAP = 16    # latent px
+
+    def __post_init__(self):
+        for k in ("tile", "overlap", "vae_tile", "vae_overlap"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"tiling {k} must be a non-negative integer (latent px), got {v!r}")
+        if self.tile and self.overlap >= self.tile:
+            raise ValueError(f"tiling: the overlap ({self.overlap} latent px) must be smaller than the tile "
+                             f"({self.tile} latent px)")
+        if self.vae_tile and self.vae_overlap >= self.vae_tile:
+            raise ValueError(f"tiling: the VAE overlap ({self.vae_overlap} latent px) must be smaller than the "
+                             f"VAE tile ({self.vae_tile} latent px)")
+
+    @classmethod
+    def from_settings(cls, tile_size: int, tile_overlap: int, vae_tile: int,
+                      names: Optional[Mapping[str, str]] = None) -> "TilingConfig":
+        """From the user's settings: ``tile_size`` / ``tile_overlap`` in pixels of the ×4 frame (multiples
+        of ``LATENT_PX``; tile 0 = never tile, else at least ``MIN_TILE`` latent px and above the overlap),
+        ``vae_tile`` in latent px (0 = off, else at least ``MIN_VAE_TILE``; overlap by ``vae_overlap_for``).
+
+        ``names`` maps the three setting names to the labels used in error messages (e.g. a CLI flag).
+        """
+        n = {k: k for k in ("tile_size", "tile_overlap", "vae_tile")}
+        n.update(names or {})
+        for k, v in (("tile_size", tile_size), ("tile_overlap", tile_overlap), ("vae_tile", vae_tile)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{n[k]}: {v!r} is not allowed; use a non-negative integer")
+        for k, v in (("tile_size", tile_size), ("tile_overlap", tile_overlap)):
+            if v % LATENT_PX:
+                raise ValueError(f"{n[k]}: {v} is not a multiple of {LATENT_PX} (pixels of the ×4 frame per "
+                                 f"latent pixel); use {v // LATENT_PX * LATENT_PX} or {(v // LATENT_PX + 1) * LATENT_PX}")
+        if tile_size:
+            lo = cls.MIN_TILE * LATENT_PX
+            if tile_size < lo:
+                raise ValueError(f"{n['tile_size']}: {tile_size} is below the smallest tile, {lo} px "
+                                 f"({cls.MIN_TILE} latent px); use 0 (never tile) or {lo} and more")
+            if tile_overlap >= tile_size:
+                raise ValueError(f"{n['tile_overlap']}: {tile_overlap} must be smaller than {n['tile_size']} "
+                                 f"({tile_size}); use 0..{tile_size - LATENT_PX}")
+        if vae_tile and vae_tile < cls.MIN_VAE_TILE:
+            raise ValueError(f"{n['vae_tile']}: {vae_tile} is below the smallest VAE tile, {cls.MIN_VAE_TILE} "
+                             f"latent px; use 0 (no VAE tiling) or {cls.MIN_VAE_TILE} and more")
+        return cls(tile=tile_size // LATENT_PX, overlap=tile_overlap // LATENT_PX if tile_size else 0,
+                   vae_tile=vae_tile, vae_overlap=vae_overlap_for(vae_tile))
+
 
 
 def tile_starts(size, tile, overlap):

@@ -214,3 +214,44 @@ class TinyUNet(nn.Module):
         self.calls += 1
         h = self.c1(x) + self.ctx(context.mean(1))[..., None, None] + t.view(-1, 1, 1, 1) * 0.01
         return self.c2(F.silu(h)) * self.gain
+
+
+def _base_key(key):
+    """(diffusers module, param) of a non-LoRA UNet key of the official layout, or None for a LoRA factor."""
+    if ".lora_A." in key or ".lora_B." in key:
+        return None
+    if ".base_layer." in key:
+        return key[:key.index(".base_layer.")], key.rsplit(".", 1)[1]
+    return tuple(key.rsplit(".", 1))
+
+
+def ldm_base(ck, with_conv_in=False):
+    """The checkpoint's base UNet (non-LoRA tensors) in the host's LDM naming, ``diffusion_model.*``:
+    what the user's SD2.1 holds when it is the base DLoRAL was trained on (conv_in left out by default:
+    the checkpoint's is 8-channel)."""
+    from dloral.keymap import diffusers_to_ldm, layout_from_names
+    sd = ck["state_dict_unet"]
+    lay = layout_from_names([k for k in sd if _base_key(k)])
+    out = {}
+    for k, v in sd.items():
+        mp = _base_key(k)
+        if mp and (with_conv_in or mp[0] != "conv_in"):
+            out["diffusion_model." + diffusers_to_ldm(mp[0], lay) + "." + mp[1]] = v
+    return out
+
+
+def with_base(ck, ldm_sd):
+    """A copy of ``ck`` whose base tensors (all but conv_in) are taken from an LDM-named UNet state dict
+    (keys with or without ``diffusion_model.``): a DLoRAL checkpoint made for that UNet."""
+    from dloral.keymap import diffusers_to_ldm, layout_from_names
+    sd = dict(ck["state_dict_unet"])
+    lay = layout_from_names([k for k in sd if _base_key(k)])
+    strip = lambda k: k[len("diffusion_model."):] if k.startswith("diffusion_model.") else k
+    src = {strip(k): v for k, v in ldm_sd.items()}
+    for k in list(sd):
+        mp = _base_key(k)
+        if mp and mp[0] != "conv_in":
+            v = src[diffusers_to_ldm(mp[0], lay) + "." + mp[1]]
+            assert tuple(v.shape) == tuple(sd[k].shape), (k, v.shape, sd[k].shape)
+            sd[k] = v.detach().clone().float()
+    return {**ck, "state_dict_unet": sd}

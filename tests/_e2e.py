@@ -142,13 +142,15 @@ def write_tiny_dloral(base):
     import numpy as np
     import av
     from safetensors.torch import save_file
-    from _dloral_synth import make_official, unet_shapes
+    from _dloral_synth import make_official, unet_shapes, with_base
     from dloral import convert_official
     from dloral.checkpoint import save_weights
 
     save_file(tiny_sd2_unet_sd(0), str(base / "models" / "diffusion_models" / TINY_SD2))
     save_file(tiny_sd_vae_sd(1), str(base / "models" / "vae" / TINY_SD_VAE))
-    ck, _ = make_official(unet_shapes(**SD2_SMALL), rank_q=4, rank_c=4, seed=2, std=0.02)
+    # made for that UNet: its base tensors pass the base-model check
+    ck = with_base(make_official(unet_shapes(**SD2_SMALL), rank_q=4, rank_c=4, seed=2, std=0.02)[0],
+                   tiny_sd2_unet_sd(0))
     (base / "models" / "dloral").mkdir(parents=True, exist_ok=True)
     save_weights(convert_official(ck), str(base / "models" / "dloral" / TINY_DLORAL))
     with av.open(str(base / "input" / TINY_VIDEO), "w") as out:
@@ -210,7 +212,9 @@ def tiny_prompt(wf, defs, steps=STEPS):
         elif t == "AtelierRestorationLoadScan":
             inp["path"] = SCAN_NAME
         elif t == "AtelierDLoRALUpscale":
-            inp.update(process_size=64, tile_size=32, tile_overlap=16, window=2)
+            # the smallest tiles the settings allow (the 8x8 latent of a 16 px frame fits in one; tiling
+            # through the host is tested in test_dloral_host / test_dloral_cli_host)
+            inp.update(process_size=64, tile_size=64, tile_overlap=32, vae_tile=8, window=2)
     for nid, node in list(api.items()):
         if node["class_type"] == "CheckpointLoaderSimple":   # SD2.1 (DLoRAL): split into UNet + VAE
             api[nid] = {"class_type": "UNETLoader", "inputs": {"unet_name": TINY_SD2, "weight_dtype": "default"}}

@@ -17,18 +17,27 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _pair(b=2, h=12, w=10, seed=0):
+# Equality claims (identity warp, integer shifts, chunked == dense attention, the references below)
+# run in float64: their error is then rounding only, a few ulp of the values' magnitude (|x| < 20, ulp
+# 3.6e-15), so a 1e-12 bound holds on any CPU whatever the summation order of its kernels, and any real
+# error (a wrong offset, a dropped chunk) is many orders of magnitude above it. In float32 the chunked and
+# dense attention differ by ~2 ulp of |out| ~ 14 (1.9e-6), above the 1e-6 once demanded here.
+F64 = torch.float64
+EXACT = dict(atol=1e-12, rtol=0)
+
+
+def _pair(b=2, h=12, w=10, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    lr = torch.rand(2 * b, 3, 8 * h, 8 * w, generator=g) * 2 - 1
-    z = torch.randn(2 * b, 4, h, w, generator=g)
+    lr = torch.rand(2 * b, 3, 8 * h, 8 * w, generator=g, dtype=dtype) * 2 - 1
+    z = torch.randn(2 * b, 4, h, w, generator=g, dtype=dtype)
     return lr[:b], lr[b:], z[:b], z[b:]
 
 
 def test_zero_flow_and_zero_attention_leave_current_unchanged():
-    lp, lc, zp, zc = _pair()
-    warped, fused = cfr_fuse(dm.cfr(zero_flow=True, zero_attn=True), lp, lc, zp, zc)
-    torch.testing.assert_close(warped, zp, atol=1e-5, rtol=0)   # zero flow: identity warp
-    assert torch.equal(fused, zc)                                # no retrieval: C + out(0) = C
+    lp, lc, zp, zc = _pair(dtype=F64)
+    warped, fused = cfr_fuse(dm.cfr(zero_flow=True, zero_attn=True).double(), lp, lc, zp, zc)
+    torch.testing.assert_close(warped, zp, **EXACT)   # zero flow: identity warp (grid rounding only)
+    assert torch.equal(fused, zc)                      # no retrieval: C + out(0) = C
 
 
 def test_attention_is_active_with_real_thresholds():
@@ -39,8 +48,8 @@ def test_attention_is_active_with_real_thresholds():
 
 @pytest.mark.parametrize("dx,dy", [(2, -1), (-3, 0), (0, 4)])
 def test_integer_flow_shifts_exactly(dx, dy):
-    x = torch.randn(2, 4, 9, 11)
-    flow = torch.zeros(2, 2, 9, 11)
+    x = torch.randn(2, 4, 9, 11, dtype=F64)
+    flow = torch.zeros(2, 2, 9, 11, dtype=F64)
     flow[:, 0], flow[:, 1] = dx, dy
     out = flow_warp(x, flow)
     ref = torch.zeros_like(x)
@@ -50,7 +59,7 @@ def test_integer_flow_shifts_exactly(dx, dy):
             si, sj = i + dy, j + dx
             if 0 <= si < h and 0 <= sj < w:
                 ref[..., i, j] = x[..., si, sj]
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out, ref, **EXACT)
 
 
 def _dense_reference(att, cur, prev):
@@ -68,16 +77,18 @@ def _dense_reference(att, cur, prev):
 
 @torch.no_grad()
 def test_chunked_attention_equals_dense_and_reference():
-    att = dm.cfr().attn
+    att = dm.cfr().attn.double()
     g = torch.Generator().manual_seed(3)
-    cur, prev = torch.randn(2, 4, 7, 9, generator=g) * 3, torch.randn(2, 4, 7, 9, generator=g) * 3
+    cur = torch.randn(2, 4, 7, 9, generator=g, dtype=F64) * 3
+    prev = torch.randn(2, 4, 7, 9, generator=g, dtype=F64) * 3
     dense = att(cur, prev, chunk=None)
+    assert dense.abs().max() < 20                     # the magnitude the 1e-12 bound is scaled to
     ref = _dense_reference(att, cur, prev)
-    torch.testing.assert_close(dense, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(dense, ref, **EXACT)
     frac = ((att.q(cur).view(2, 9, 64, -1).transpose(-1, -2) @ att.k(prev).view(2, 9, 64, -1)) / 8 > 0).float().mean()
     assert 0.05 < frac < 0.95  # a mix of retrieved and dropped pairs
     for chunk in (1, 5, 16, 62, 63, 1000):
-        torch.testing.assert_close(att(cur, prev, chunk=chunk), dense, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(att(cur, prev, chunk=chunk), dense, **EXACT)
 
 
 def test_adain_matches_reference_statistics():

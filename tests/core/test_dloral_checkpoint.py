@@ -149,3 +149,129 @@ def test_full_sd21_layout_maps_completely():
     assert len(mapped) == len(shapes)                  # injective
     assert "output_blocks.2.1.conv.weight" in mapped and "output_blocks.5.2.conv.weight" in mapped
     assert len(ADAPTERS) == 6
+
+
+# --- base-model integrity: fingerprint, check, kept tensors -------------------------------------------
+
+from dloral.checkpoint import FINGERPRINT_SAMPLES, base_mismatches, check_base, open_base
+from _dloral_synth import ldm_base
+
+
+def test_fingerprint_covers_every_base_tensor_with_values_at_fixed_positions(synth):
+    shapes, ck, _ = synth
+    w = convert_official(ck)
+    base = ldm_base(ck)
+    fp = w.fingerprint
+    n_lora = sum(".lora_A." in k or ".lora_B." in k for k in ck["state_dict_unet"])
+    assert set(fp) == set(base) and len(fp) == len(ck["state_dict_unet"]) - n_lora - 2   # conv_in w, b out
+    assert "diffusion_model.input_blocks.0.0.weight" not in fp
+    for k in ("diffusion_model.time_embed.0.weight", "diffusion_model.input_blocks.1.0.in_layers.2.weight",
+              "diffusion_model.out.2.bias"):
+        t = base[k].numpy().reshape(-1)
+        n = t.size
+        want = [t[(2 * i + 1) * n // (2 * FINGERPRINT_SAMPLES)] for i in range(FINGERPRINT_SAMPLES)] \
+            if n > FINGERPRINT_SAMPLES else list(t)
+        assert fp[k]["shape"] == list(base[k].shape) and fp[k]["sample"] == [float(v) for v in want], k
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_base_check_accepts_the_same_weights_in_any_precision(synth, dtype):
+    _, ck, _ = synth
+    w = convert_official(ck)
+    user = {k: v.to(dtype) for k, v in ldm_base(ck).items()}
+    user["diffusion_model.input_blocks.0.0.weight"] = torch.zeros(32, 4, 3, 3, dtype=dtype)   # the 4-ch conv_in
+    assert base_mismatches(user, w.fingerprint) == []
+    check_base(user, w)
+
+
+def test_base_check_names_every_tensor_that_differs(synth):
+    _, ck, _ = synth
+    w = convert_official(ck)
+    user = dict(ldm_base(ck))
+    k1, k2, k3 = ("diffusion_model.time_embed.2.weight", "diffusion_model.middle_block.1.proj_in.weight",
+                  "diffusion_model.output_blocks.0.0.in_layers.0.bias")
+    user[k1] = user[k1] * 1.01              # 1 %: ten times the fp32 tolerance (2^-10)
+    user[k2] = user[k2][:-1]                # another shape
+    del user[k3]
+    bad = dict(base_mismatches(user, w.fingerprint))
+    assert set(bad) == {k1, k2, k3}, bad
+    assert bad[k3] == "missing" and "values differ" in bad[k1]
+    with pytest.raises(ValueError, match="not the base model") as e:
+        check_base(user, w)
+    for k in (k1, k2, k3):
+        assert k in str(e.value)
+    assert "3 of" in str(e.value) and "--base" in str(e.value)
+    # another model of the same architecture: (nearly) every tensor is named
+    other = ldm_base(make_official(unet_shapes(), seed=9)[0])
+    assert len(base_mismatches(other, w.fingerprint)) > 0.9 * len(w.fingerprint)
+    # the tolerance follows the user's dtype (bf16: 2^-6 relative), so a bf16 model is judged by its own
+    # rounding: the unchanged tensors pass, a 10 % change is named
+    user16 = {k: v.to(torch.bfloat16) for k, v in ldm_base(ck).items()}
+    user16[k1] = (ldm_base(ck)[k1] * 1.1).to(torch.bfloat16)
+    assert [k for k, _ in base_mismatches(user16, w.fingerprint)] == [k1]
+
+
+def _changed_ck(ck):
+    """ck with one untargeted base tensor and one LoRA-targeted base weight changed (as if trained)."""
+    sd = dict(ck["state_dict_unet"])
+    sd["time_embedding.linear_1.weight"] = sd["time_embedding.linear_1.weight"] + 0.05
+    sd["down_blocks.0.resnets.0.conv1.base_layer.weight"] = sd["down_blocks.0.resnets.0.conv1.base_layer.weight"] * 1.5
+    return {**ck, "state_dict_unet": sd}
+
+
+def test_converter_keeps_the_base_tensors_the_checkpoint_changed(synth, tmp_path):
+    shapes, ck, raw = synth
+    sd21 = ldm_base(ck)                     # the SD2.1 the checkpoint started from
+    trained = _changed_ck(ck)
+    w = convert_official(trained, base=sd21)
+    te, conv1 = "diffusion_model.time_embed.0.weight", "diffusion_model.input_blocks.1.0.in_layers.2.weight"
+    assert set(w.base) == {te, conv1}
+    assert torch.equal(w.base[te], trained["state_dict_unet"]["time_embedding.linear_1.weight"])
+    # the targeted weight is kept with its LoRA delta merged, and has no LoRA entry any more
+    r = raw["down_blocks.0.resnets.0.conv1"]
+    dq = torch.einsum("or,ri...->oi...", r["B_q"].flatten(1), r["A_q"])
+    dc = torch.einsum("or,ri...->oi...", r["B_c"].flatten(1), r["A_c"])
+    want = trained["state_dict_unet"]["down_blocks.0.resnets.0.conv1.base_layer.weight"] + 8 / 2 * dq + 8 / 3 * dc
+    torch.testing.assert_close(w.base[conv1], want, rtol=1e-5, atol=1e-6)   # float32 products, |w| ~ 1: ~100 ulp
+    assert "diffusion_model.input_blocks.1.0.in_layers.2" not in w.modules()
+    # the official result (every UNet tensor from the checkpoint) is what apply_lora gives on the user's SD2.1
+    merged = apply_lora(sd21, w)
+    assert torch.equal(merged[te], w.base[te]) and torch.equal(merged[conv1], w.base[conv1])
+    check_base(sd21, w)                     # the user's SD2.1 passes: the changed tensors are replaced
+    # without --base the change is not known, and the check names exactly those tensors on that SD2.1
+    plain = convert_official(trained)
+    assert plain.base == {}
+    assert sorted(k for k, _ in base_mismatches(sd21, plain.fingerprint)) == sorted([conv1, te])
+    # kept tensors and the fingerprint survive the safetensors round trip
+    p = tmp_path / "kept.safetensors"
+    save_weights(w, str(p))
+    w2 = load_weights(str(p))
+    assert w2.base.keys() == w.base.keys() and all(torch.equal(w2.base[k], w.base[k]) for k in w.base)
+    assert w2.fingerprint == w.fingerprint and json_list(w2.meta["base_kept"]) == sorted(w.base)
+
+
+def json_list(s):
+    import json
+    return json.loads(s)
+
+
+def test_base_reference_from_a_checkpoint_file_and_the_cli(synth, tmp_path, capsys):
+    from safetensors.torch import save_file
+    from dloral.__main__ import main
+    _, ck, _ = synth
+    sd21 = ldm_base(ck)
+    f = tmp_path / "sd21.safetensors"     # the layout of a full SD checkpoint file
+    save_file({"model." + k: v.contiguous() for k, v in sd21.items()} |
+              {"first_stage_model.decoder.conv_in.weight": torch.zeros(1)}, str(f))
+    ref = open_base(str(f))
+    assert set(ref) == set(sd21) and torch.equal(ref["diffusion_model.out.2.weight"], sd21["diffusion_model.out.2.weight"])
+    pkl = tmp_path / "model.pkl"
+    torch.save(_changed_ck(ck), pkl)
+    out = tmp_path / "w.safetensors"
+    assert main(["convert", str(pkl), "--out", str(out), "--precision", "fp32", "--base", str(f)]) == 0
+    assert "2 changed base tensors" in capsys.readouterr().out
+    assert len(load_weights(str(out)).base) == 2
+    other = tmp_path / "other.safetensors"
+    save_file({"model.diffusion_model.input_blocks.1.0.in_layers.2.weight": torch.zeros(3, 3, 3, 3)}, str(other))
+    assert main(["convert", str(pkl), "--out", str(tmp_path / "x.safetensors"), "--base", str(other)]) == 2
+    assert "--base" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()

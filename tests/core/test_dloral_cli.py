@@ -85,7 +85,10 @@ def test_upscale_bad_inputs_fail_before_loading_models(tmp_path, capsys):
     from safetensors.torch import save_file
     save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     fails(good, "not a converted DLoRAL file", weights=tmp_path / "other.safetensors")
-    fails(good, "--tile must be a non-negative multiple of 8", extra=("--tile", "100"))
+    fails(good, "tile_size (--tile): 100 is not a multiple of 8", extra=("--tile", "100"))
+    fails(good, "tile_overlap (--overlap): 768 must be smaller than tile_size (--tile) (768)",
+          extra=("--overlap", "768"))
+    fails(good, "vae_tile (--vae-tile): 4 is below the smallest VAE tile", extra=("--vae-tile", "4"))
     # weights and input are fine: the next check is the SD2.1 checkpoint path
     fails(good, "--checkpoint", "no such file")
     # an --out that already holds frames is refused without --overwrite, and left as it was

@@ -41,14 +41,15 @@ def _folder(d, sizes):
 
 @pytest.fixture(scope="module")
 def files(comfy_dir, tmp_path_factory):
-    from _e2e import SD2_SMALL, write_tiny_sd2_checkpoint
-    from _dloral_synth import make_official, unet_shapes
+    from _e2e import SD2_SMALL, tiny_sd2_unet_sd, write_tiny_sd2_checkpoint
+    from _dloral_synth import make_official, unet_shapes, with_base
     from dloral import convert_official, save_weights
     import cv2
     d = tmp_path_factory.mktemp("dloral_cli")
     write_tiny_sd2_checkpoint(d / "sd2_tiny.safetensors")
-    save_weights(convert_official(make_official(unet_shapes(**SD2_SMALL), rank_q=4, rank_c=4, seed=2,
-                                                std=0.02)[0]), str(d / "dloral.safetensors"))
+    ck = make_official(unet_shapes(**SD2_SMALL), rank_q=4, rank_c=4, seed=2, std=0.02)[0]
+    save_weights(convert_official(with_base(ck, tiny_sd2_unet_sd(0))), str(d / "dloral.safetensors"))
+    save_weights(convert_official(ck), str(d / "dloral_other_base.safetensors"))
     frames = _folder(d / "frames", [(SIZE, SIZE)] * N)
     vid = d / "clip.avi"
     wr = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"MJPG"), 8, (SIZE, SIZE))
@@ -159,3 +160,53 @@ def test_failure_mid_run_leaves_out_untouched(files, good_run, tmp_path):
     assert r.returncode == 2 and "cannot read frame" in r.stderr and "f003.png" in r.stderr, r.stderr[-2000:]
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert not _leftovers(out)
+
+
+@pytest.mark.slow
+def test_other_base_model_refused_naming_tensors(files, tmp_path):
+    """Weights made for another base UNet: the run stops before any frame, naming the differing tensors."""
+    out = tmp_path / "o"
+    r = _run(files, files["frames"], out, weights=files["dir"] / "dloral_other_base.safetensors")
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "not the base model the DLoRAL weights were made for" in r.stderr
+    assert "diffusion_model.input_blocks.1.0.emb_layers.1.bias: values differ" in r.stderr and not out.exists()
+
+
+@pytest.mark.slow
+def test_node_and_cli_same_settings_byte_identical_frames(files, pack, tmp_path):
+    """The same settings through `python -m dloral upscale` (a subprocess, as the README runs it) and through
+    the Upscale node (in this process, on the same checkpoint loaded by the host, the same prompt encoded by
+    the host's CLIPTextEncode, the same frames read back from the PNGs): identical 8-bit frames. The 16x24
+    frames become 64x96 (latent 8x12), so the settings tile the latent (64 px = 8 latent px) and the VAE
+    (--vae-tile 8, overlap 2): the two rules node and CLI once computed differently (the CLI refused
+    --vae-tile 16 and used another VAE overlap for the other sizes)."""
+    import cv2
+    import torch
+    import comfy.sd
+    import comfy.model_management as mm
+    import nodes as host_nodes
+    from dloral.__main__ import QUALITY_PROMPT, _frames
+    inp = _folder(tmp_path / "wide", [(SIZE, 24)] * N)
+    out = tmp_path / "cli"
+    settings = dict(tile_size=64, tile_overlap=32, vae_tile=8, color_fix="wavelet", window=2, process_size=64)
+    r = _run(files, inp, out, "--tile", "64", "--overlap", "32", "--vae-tile", "8", "--color-fix", "wavelet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    n_threads = torch.get_num_threads()
+    torch.set_num_threads(1)     # as the subprocess (OMP_NUM_THREADS=1)
+    try:
+        model, clip, vae = comfy.sd.load_checkpoint_guess_config(str(files["ckpt"]), output_vae=True,
+                                                                 output_clip=True)[:3]
+        (positive,) = host_nodes.CLIPTextEncode().encode(clip, QUALITY_PROMPT)
+        images = torch.stack([f.movedim(0, -1) for f in _frames(str(inp))])
+        weights = pack.dloral.load_weights(str(files["weights"]))
+        node = pack.nodes.dloral_nodes.AtelierDLoRALUpscale
+        assert node.validate_inputs(seed=7, **settings) is True
+        got = node.execute(model, vae, positive, weights, images, seed=7, **settings).result[0]
+    finally:
+        torch.set_num_threads(n_threads)
+        mm.unload_all_models()
+    assert got.shape == (N, 4 * SIZE, 4 * 24, 3)
+    for i in range(N):
+        png = cv2.imread(str(out / f"frame_{i:05d}.png"), cv2.IMREAD_COLOR)[..., ::-1]
+        node8 = (got[i].clamp(0, 1).numpy() * 255).round().astype(np.uint8)    # the CLI's own rounding
+        assert np.array_equal(png, node8), f"frame {i}: {np.abs(png.astype(int) - node8).max()} levels apart"

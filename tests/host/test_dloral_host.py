@@ -5,10 +5,13 @@ transformer projections) but has 2 levels of 1 res block (attention on the first
 about 25 M parameters instead of 865 M, so it runs on CPU in seconds. The DLoRAL checkpoint is
 synthetic, in the official layout, built for that same architecture.
 """
+import os
+import pathlib
+
 import pytest
 import torch
 
-from _dloral_synth import SD21_BASE, make_official, unet_shapes
+from _dloral_synth import SD21_BASE, make_official, unet_shapes, with_base
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -73,9 +76,20 @@ def vae(comfy_dir):
 
 
 @pytest.fixture(scope="module")
-def weights(pack):
+def official(comfy_dir):
+    """A DLoRAL checkpoint in the official layout made for the small SD2 UNet (its base tensors)."""
     ck, _ = make_official(unet_shapes(**SMALL), rank_q=4, rank_c=4, seed=2, std=0.02)
-    return pack.dloral.convert_official(ck)
+    return with_base(ck, _host_unet_sd())
+
+
+@pytest.fixture(scope="module")
+def weights(pack, official):
+    return pack.dloral.convert_official(official)
+
+
+def _upscale(nodes, *args, **kw):
+    """The Upscale node's execute (V3), returning its IMAGE output."""
+    return nodes.AtelierDLoRALUpscale.execute(*args, **kw).result[0]
 
 
 @pytest.fixture(scope="module")
@@ -111,16 +125,15 @@ def test_full_sd21_names_map_like_the_host(pack):
 @pytest.mark.slow
 def test_nodes_upscale_through_host_models(sd2, vae, weights, nodes, out_dir):
     before = {k: v.clone() for k, v in sd2.model.diffusion_model.state_dict().items()}
-    imgs = torch.rand(3, 16, 16, 3, generator=torch.Generator().manual_seed(0))
-    node = nodes.AtelierDLoRALUpscale()
-    # process_size 64 keeps 16 px frames at 64 px (latent 8×8) so the CPU run is short; a 32 px
-    # tile (4 latent) exercises latent tiling through the host UNet
-    (out,) = node.upscale(sd2, vae, _cond(), weights, imgs, tile_size=32, tile_overlap=16,
-                          color_fix="adain", seed=0, window=2, process_size=64)
-    assert out.shape == (3, 64, 64, 3) and torch.isfinite(out).all()
+    imgs = torch.rand(3, 16, 24, 3, generator=torch.Generator().manual_seed(0))
+    # process_size 64 keeps 16x24 px frames at 64x96 px (latent 8x12) so the CPU run is short; the
+    # smallest tile, 64 px (8 latent), with a 32 px overlap exercises latent tiling through the host UNet
+    out = _upscale(nodes, sd2, vae, _cond(), weights, imgs, tile_size=64, tile_overlap=32,
+                   color_fix="adain", seed=0, window=2, process_size=64)
+    assert out.shape == (3, 64, 96, 3) and torch.isfinite(out).all()
     assert 0 <= out.min() and out.max() <= 1
-    (again,) = node.upscale(sd2, vae, _cond(), weights, imgs, tile_size=32, tile_overlap=16,
-                            color_fix="adain", seed=5, window=3, process_size=64)
+    again = _upscale(nodes, sd2, vae, _cond(), weights, imgs, tile_size=64, tile_overlap=32,
+                     color_fix="adain", seed=5, window=3, process_size=64)
     torch.testing.assert_close(out, again, atol=1e-4, rtol=0)   # deterministic, window-independent
     # the input model is untouched: same weights, no patches, 4-channel conv_in
     import comfy.model_management as mm
@@ -131,42 +144,75 @@ def test_nodes_upscale_through_host_models(sd2, vae, weights, nodes, out_dir):
     assert sd2.model.diffusion_model.input_blocks[0][0].weight.shape[1] == 4
 
 
-def test_patched_unet_weights_equal_core_merge(sd2, weights, nodes, pack):
-    """The host-applied LoRA (via its own loader) equals the core's merge, key by key."""
+def _changed(official):
+    """The checkpoint as if training had changed one untargeted and one LoRA-targeted base tensor."""
+    sd = dict(official["state_dict_unet"])
+    sd["time_embedding.linear_1.weight"] = sd["time_embedding.linear_1.weight"] + 0.05
+    sd["down_blocks.0.resnets.0.conv1.base_layer.weight"] = sd["down_blocks.0.resnets.0.conv1.base_layer.weight"] * 1.5
+    return {**official, "state_dict_unet": sd}
+
+
+def test_patched_unet_weights_equal_core_merge(sd2, official, nodes, pack):
+    """The host-applied LoRA (via its own loader) and the kept base tensors (converted with the SD2.1 base
+    as reference) equal the core's merge, key by key; the input model keeps its own weights."""
     import comfy.model_management as mm
     mm.unload_all_models()
-    patched = nodes.patch_model(sd2, weights)
     base = {k: v.clone() for k, v in sd2.model.state_dict().items() if k.startswith("diffusion_model.")}
+    weights = pack.dloral.convert_official(_changed(official), base=base)
+    kept = sorted(weights.base)
+    assert kept == ["diffusion_model.input_blocks.1.0.in_layers.2.weight", "diffusion_model.time_embed.0.weight"]
+    patched = nodes.patch_model(sd2, weights)
     want = pack.dloral.apply_lora(base, weights)
     mm.load_models_gpu([patched], force_full_load=True)
     try:
         got = patched.model.state_dict()
         n = 0
-        for mod in weights.modules():
-            k = mod + ".weight"
+        # |W| <= ~1 (N(0, 1/fan_in) plus deltas): float32 host patching vs float32 core merge, ~100 ulp
+        for k in [m + ".weight" for m in weights.modules()] + kept:
             torch.testing.assert_close(got[k].float(), want[k].float(), atol=1e-5, rtol=1e-5)
             assert not torch.equal(got[k], base[k])
             n += 1
-        assert n == len(weights.modules()) > 40
+        assert n == len(weights.modules()) + 2 > 40
         conv = patched.model.diffusion_model.input_blocks[0][0]
         assert torch.equal(conv.weight, weights.conv_in_weight)
     finally:
         mm.unload_all_models()
     assert sd2.model.diffusion_model.input_blocks[0][0].weight.shape[1] == 4
+    after = sd2.model.state_dict()
+    assert all(torch.equal(after[k], base[k]) for k in kept)
+
+
+def test_other_base_model_named_before_anything_runs(sd2, nodes, pack, official):
+    """Weights converted from a checkpoint whose base differs from this UNet (another SD2 of the same
+    architecture, or a checkpoint that changed tensors when converted without --base) are refused, naming them."""
+    import comfy.model_management as mm
+    mm.unload_all_models()
+    other = pack.dloral.convert_official(make_official(unet_shapes(**SMALL), rank_q=4, rank_c=4, seed=2,
+                                                       std=0.02)[0])
+    with pytest.raises(ValueError, match="not the base model the DLoRAL weights were made for") as e:
+        nodes.patch_model(sd2, other)
+    n = len(other.fingerprint)
+    assert f"{n} of {n} base tensors differ" in str(e.value)                       # every one of them
+    assert "diffusion_model.input_blocks.1.0.emb_layers.1.bias: values differ" in str(e.value)
+    plain = pack.dloral.convert_official(_changed(official))
+    with pytest.raises(ValueError, match=r"2 of \d+ base tensors differ") as e:
+        nodes.patch_model(sd2, plain)
+    for k in ("diffusion_model.input_blocks.1.0.in_layers.2.weight", "diffusion_model.time_embed.0.weight"):
+        assert k in str(e.value)
+    assert not sd2.patches and not sd2.object_patches
 
 
 def test_bad_inputs(sd2, vae, weights, nodes, pack):
-    node = nodes.AtelierDLoRALUpscale()
     imgs = torch.rand(2, 16, 16, 3)
     with pytest.raises(ValueError, match="width 768"):
-        node.upscale(sd2, vae, [[torch.zeros(1, 77, 768), {}]], weights, imgs, 256, 64, "adain", 0, 2,
-                     process_size=64)
+        _upscale(nodes, sd2, vae, [[torch.zeros(1, 77, 768), {}]], weights, imgs, 256, 64, "adain", 0, 2,
+                 process_size=64)
     other = pack.dloral.convert_official(make_official(unet_shapes(ch=(320, 640), layers=1, attn=(True, False),
                                                                    ctx=1024), seed=1)[0])
     with pytest.raises(ValueError, match="do not fit this UNet"):
         nodes.patch_model(sd2, other)
-    with pytest.raises(ValueError, match="multiples of 8"):
-        node.upscale(sd2, vae, _cond(), weights, imgs, 250, 64, "adain", 0, 2)
+    with pytest.raises(ValueError, match=r"tile_size \(--tile\): 250 is not a multiple of 8"):
+        _upscale(nodes, sd2, vae, _cond(), weights, imgs, 250, 64, "adain", 0, 2)
 
 
 def test_not_sd2_model_rejected(comfy_dir, nodes, weights):
@@ -177,14 +223,79 @@ def test_not_sd2_model_rejected(comfy_dir, nodes, weights):
         nodes.patch_model(sd15, weights)
 
 
-def test_node_registry(pack):
+IDS = ("AtelierDLoRALLoader", "AtelierDLoRALConvert", "AtelierDLoRALUpscale")
+INPUTS = {"AtelierDLoRALLoader": (["weights_name"], []),
+          "AtelierDLoRALConvert": (["pkl_name", "output_name", "precision"], []),
+          "AtelierDLoRALUpscale": (["model", "vae", "positive", "dloral", "images", "tile_size", "tile_overlap",
+                                    "color_fix", "seed", "window"],
+                                   ["vae_tile", "process_size", "sample_posterior", "precision"])}
+
+
+OUTPUTS = {"AtelierDLoRALLoader": ["dloral"], "AtelierDLoRALConvert": ["path"], "AtelierDLoRALUpscale": ["images"]}
+
+
+def test_node_registry_v3_schema_inputs_unchanged_and_tooltips(pack):
+    from comfy_api.latest import io
     m = pack.nodes.NODE_CLASS_MAPPINGS
-    for k in ("AtelierDLoRALLoader", "AtelierDLoRALConvert", "AtelierDLoRALUpscale"):
-        assert k in m and m[k].CATEGORY == "Atelier/Video"
-        spec = m[k].INPUT_TYPES()
-        for group in spec.values():
-            for name, v in group.items():
+    for k in IDS:
+        cls = m[k]
+        assert issubclass(cls, io.ComfyNode) and cls in pack.nodes.dloral_nodes.NODES
+        schema = cls.define_schema()
+        assert schema.node_id == k and schema.category == "Atelier/Video" and schema.description
+        spec = cls.INPUT_TYPES()
+        req, opt = INPUTS[k]
+        assert list(spec["required"]) == req and list(spec.get("optional", {})) == opt, k   # saved workflows
+        for group in ("required", "optional"):
+            for name, v in spec.get(group, {}).items():
                 assert len(v) > 1 and v[1].get("tooltip"), f"{k}.{name} has no tooltip"
+        assert schema.outputs and all(o.tooltip for o in schema.outputs), f"{k}: an output has no tooltip"
+        info = cls.GET_NODE_INFO_V1()      # what the server's /object_info sends (validates the schema)
+        assert info["output_name"] == OUTPUTS[k] and all(info["output_tooltips"]), (k, info["output_name"])
+    # the Upscale widgets are the core settings table (defaults and bounds the CLI uses too)
+    spec = m["AtelierDLoRALUpscale"].INPUT_TYPES()
+    ints = {**spec["required"], **spec["optional"]}
+    for name, s in pack.dloral.settings.SETTINGS.items():
+        v = ints[name][1]
+        assert v["default"] == s.default, name
+        if s.min is not None:
+            assert (v["min"], v["max"]) == (s.min, s.max), name
+
+
+def test_validate_inputs_is_the_core_check(nodes):
+    up = nodes.AtelierDLoRALUpscale
+    ok = dict(tile_size=768, tile_overlap=256, color_fix="adain", seed=0, window=4)
+    assert up.validate_inputs(**ok) is True
+    for bad, text in ((dict(tile_size=250), "tile_size (--tile): 250 is not a multiple of 8"),
+                      (dict(tile_size=256, tile_overlap=256), "tile_overlap (--overlap): 256 must be smaller"),
+                      (dict(tile_size=32, tile_overlap=0), "below the smallest tile"),
+                      (dict(vae_tile=4), "vae_tile (--vae-tile): 4 is below the smallest VAE tile"),
+                      (dict(window=0), "window (--window): 0 is out of range"),
+                      (dict(precision="half"), "precision (--precision): 'half' is not allowed")):
+        msg = up.validate_inputs(**{**ok, **bad})
+        assert isinstance(msg, str) and text in msg, (bad, msg)
+    assert up.validate_inputs(**{**ok, "tile_size": None, "tile_overlap": 1024}) is True   # linked: judged later
+    conv = nodes.AtelierDLoRALConvert
+    assert conv.validate_inputs("x.safetensors") is True
+    assert "output_name" in conv.validate_inputs("../x.safetensors")
+    assert "output_name" in conv.validate_inputs("x.pt")
+
+
+def test_models_folder_registered_and_created(nodes, tmp_path):
+    import folder_paths
+    paths = folder_paths.get_folder_paths("dloral")
+    assert paths[0] == str(pathlib.Path(folder_paths.models_dir) / "dloral") and pathlib.Path(paths[0]).is_dir()
+    # loader fingerprint: the content hash, so a file replaced in place reruns the loader
+    f = pathlib.Path(paths[0]) / "atelier_test_fingerprint.safetensors"
+    try:
+        f.write_bytes(b"one")
+        a = nodes.AtelierDLoRALLoader.fingerprint_inputs(f.name)
+        f.write_bytes(b"two")
+        os.utime(f, ns=(1, 1))
+        b = nodes.AtelierDLoRALLoader.fingerprint_inputs(f.name)
+        assert a and b and a != b
+        assert "atelier_test_fingerprint.safetensors" in nodes.model_files()
+    finally:
+        f.unlink()
 
 
 def test_precision_choice_reaches_the_host_unet(sd2, vae, weights, nodes):
