@@ -29,13 +29,22 @@ def _load(name):
 
 
 def _pack_node_ids():
-    """Node ids registered in nodes/*_nodes.py, read with ast (no import, no host)."""
+    """Node ids declared in nodes/*.py, read with ast (no import, no host): ``node_id="..."`` of V3
+    schemas, keys of ``NODE_CLASS_MAPPINGS`` dict literals, and V1 classes (``INPUT_TYPES``, no
+    ``define_schema``) named ``Atelier...`` (a comprehension keyed by ``__name__``). The host tier
+    (tests/host/test_node_defs_host.py) checks the real registration; this is the no-host check."""
     ids = set()
-    for f in (REPO / "nodes").glob("*_nodes.py"):
+    for f in sorted((REPO / "nodes").glob("*.py")):
         for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS"
-                                                    for t in node.targets) and isinstance(node.value, ast.Dict):
+            if isinstance(node, ast.keyword) and node.arg == "node_id" and isinstance(node.value, ast.Constant):
+                ids.add(node.value.value)
+            elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS"
+                                                      for t in node.targets) and isinstance(node.value, ast.Dict):
                 ids |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+            elif isinstance(node, ast.ClassDef) and node.name.startswith("Atelier"):
+                methods = {b.name for b in node.body if isinstance(b, ast.FunctionDef)}
+                if "INPUT_TYPES" in methods and "define_schema" not in methods:
+                    ids.add(node.name)
     return ids
 
 
@@ -67,10 +76,33 @@ def test_workflow_is_annotated(path, defs):
 
 def test_snapshot_covers_every_pack_node(defs):
     ids = _pack_node_ids()
-    assert ids, "found no NODE_CLASS_MAPPINGS in nodes/*_nodes.py"
-    missing = ids - set(defs)
-    assert not missing, (f"tests/data/node_defs.json lacks {sorted(missing)}: run "
-                         "COMFYUI_DIR=... .venv/bin/python scripts/dump_node_defs.py")
+    assert ids, "found no node ids in nodes/*.py"
+    snap = {k for k in defs if k.startswith("Atelier")}
+    missing, extra = sorted(ids - snap), sorted(snap - ids)
+    assert not missing and not extra, (f"tests/data/node_defs.json is stale: lacks {missing}, has {extra} that "
+                                       "the pack does not declare; regenerate it (scripts/dump_node_defs.py)")
+
+
+def test_snapshot_diff_sees_every_kind_of_change(defs):
+    """The comparison the host tier uses reports a removed, an added and a changed node."""
+    import sys
+    sys.path.insert(0, str(REPO / "scripts"))
+    from dump_node_defs import diff_defs
+    assert diff_defs(defs, copy.deepcopy(defs)) == []
+    some = sorted(k for k in defs if k.startswith("Atelier"))
+    for victim in some:                         # every pack node counts, whatever its technique
+        less = {k: v for k, v in defs.items() if k != victim}
+        assert diff_defs(defs, less) == [f"{victim}: in the snapshot but the pack has no such node"]
+        assert diff_defs(less, defs) == [f"{victim}: pack node not in the snapshot"]
+    changed = copy.deepcopy(defs)
+    node = changed[some[0]]
+    section, inputs = next(iter(node["input"].items()))
+    name = next(iter(inputs))
+    inputs[name] = ["INT", {"default": 12345}]
+    node["display_name"] += " (renamed)"
+    got = diff_defs(defs, changed)
+    assert len(got) == 2 and any(f".input.{section}.{name}:" in g for g in got) and \
+        any(".display_name:" in g for g in got), got
 
 
 def test_every_input_has_tooltip_and_categories_are_consistent(defs):
