@@ -66,3 +66,18 @@ def test_a_link_already_there_is_kept(tmp_path):
     assert p.returncode == 0, out
     assert (tree / "custom_nodes" / "mine").is_symlink()
     assert not (tree / "custom_nodes" / "ComfyUI-Atelier").exists() and "removed" not in out
+
+
+def test_demo_speedup_follows_the_call_counts():
+    """scripts/demo.py: the speedup comes from skipped calls x block time per call, so it never
+    exceeds total/computed calls (the demo once printed 2.16x for 60/100 calls computed)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("atelier_demo", REPO / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    assert demo.expected_speedup(10.0, 0.08, 50) == pytest.approx(10.0 / 6.0, rel=1e-12)
+    assert demo.expected_speedup(10.0, 0.1, 40) == pytest.approx(100 / 60, rel=1e-12)  # all time in blocks
+    for share in (0.5, 0.84, 0.99):      # block share of the full run
+        for computed in (50, 60, 99):
+            s = demo.expected_speedup(1.0, share / 100, 100 - computed)
+            assert 1.0 <= s <= 100 / computed
