@@ -99,12 +99,21 @@ def is_pack_id(key):
     return key.startswith("Atelier") and not key.startswith("AtelierE2E")
 
 
+def _without_options(spec):
+    """An input spec with its combo options left out."""
+    if not isinstance(spec, list) or not spec:
+        return spec
+    extra = {k: v for k, v in spec[1].items() if k != "options"} if len(spec) > 1 and isinstance(spec[1], dict) \
+        else spec[1:]
+    return ["COMBO" if isinstance(spec[0], list) else spec[0], extra]
+
+
 def diff_defs(snapshot, fresh, same_host_version=True):
     """Differences between two ``nodes`` dicts (``{id: normalized entry}``), as readable lines.
 
-    Pack nodes: missing, extra, and every field and input that differs. Host nodes: missing from
-    ``fresh``; their definitions are compared only when ``same_host_version`` (another host version
-    may list other samplers, for instance)."""
+    Pack nodes: missing, extra, and every field and input that differs (with another host version,
+    combo options are left out: a pack node may list the host's samplers). Host nodes: missing from
+    ``fresh``; their definitions are compared only when ``same_host_version``."""
     problems = []
     pack_s = {k for k in snapshot if is_pack_id(k)}
     pack_f = {k for k in fresh if is_pack_id(k)}
@@ -129,7 +138,10 @@ def diff_defs(snapshot, fresh, same_host_version=True):
         for section in sorted(set(si) | set(fi)):
             a, b = si.get(section, {}), fi.get(section, {})
             for name in sorted(set(a) | set(b)):
-                if a.get(name) != b.get(name):
+                sa, sb = a.get(name), b.get(name)
+                if not same_host_version:   # a combo of the host's lists (samplers...) differs by version
+                    sa, sb = _without_options(sa), _without_options(sb)
+                if sa != sb:
                     problems.append(f"{k}.input.{section}.{name}: snapshot {a.get(name)!r} != now {b.get(name)!r}")
     return problems
 
@@ -162,7 +174,9 @@ def collect(comfy_dir):
         sys.path.insert(0, comfy_dir)
     from comfy.cli_args import args
     args.cpu = True
+    import utils.extra_config  # noqa: F401  first, as main.py does: the host's `utils` package, not comfy/utils.py
     import folder_paths
+    import server  # noqa: F401
     import nodes
     base = pathlib.Path(tempfile.mkdtemp(prefix="atelier_defs_"))
     try:
