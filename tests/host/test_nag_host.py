@@ -59,6 +59,20 @@ def maxdiff(a, b):
     return float((a - b).abs().max())
 
 
+# Float32 agreement of two runs that take different but equivalent paths (another batch layout,
+# the NAG module on an unguided row, another patch order): relative to the largest value, in
+# float32 ulp. A single model call: 64 ulp; a whole sampling run feeds differences back through
+# every step: 256 ulp. Measured on x86 CPUs (v0.8.0): at most 2.7 ulp per call, 0 per run.
+# Differences that matter are >= 1e-2.
+EPS32 = torch.finfo(torch.float32).eps
+CALL_ULPS, RUN_ULPS = 64, 256
+
+
+def close(a, b, ulps):
+    err, scale = maxdiff(a, b), float(b.abs().max())
+    assert err <= ulps * EPS32 * scale, f"max error {err:.3g} > {ulps} ulp x {scale:.3g}"
+
+
 # ------------------------------------------------------------------ identity and effect
 
 def test_negative_equal_positive_is_identical_cfg1(host, nn_, t2v):
@@ -84,7 +98,7 @@ def test_cfg_above_one(host, nn_, t2v, neg_len):
     pos, cfg_neg = host.text_cond(1), host.text_cond(2, length=neg_len)
     ref = ks(host, t2v, pos, cfg_neg, steps=8, cfg=5.0, seed=4)
     same = ks(host, nag(nn_, t2v, pos), pos, cfg_neg, steps=8, cfg=5.0, seed=4)
-    assert maxdiff(ref, same) < 1e-4
+    close(same, ref, RUN_ULPS)
     guided = ks(host, nag(nn_, t2v, host.text_cond(7)), pos, cfg_neg, steps=8, cfg=5.0, seed=4)
     assert maxdiff(ref, guided) > 1e-2
 
@@ -115,10 +129,10 @@ def test_rows_found_from_cond_or_uncond_in_any_order(host, nn_, t2v, rows_per_ch
     plain_u = _direct_call(host, t2v, xu, cu, [1])
     nag_c = _direct_call(host, m, xc, cc, [0])
     plain_c = _direct_call(host, t2v, xc, cc, [0])
-    torch.testing.assert_close(a[:n], plain_u, atol=1e-5, rtol=1e-5)   # uncond rows plain
-    torch.testing.assert_close(b[n:], plain_u, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(a[n:], nag_c, atol=1e-5, rtol=1e-5)     # cond rows guided
-    torch.testing.assert_close(b[:n], nag_c, atol=1e-5, rtol=1e-5)
+    close(a[:n], plain_u, CALL_ULPS)   # uncond rows plain
+    close(b[n:], plain_u, CALL_ULPS)
+    close(a[n:], nag_c, CALL_ULPS)     # cond rows guided
+    close(b[:n], nag_c, CALL_ULPS)
     assert maxdiff(nag_c, plain_c) > 1e-3
 
 
@@ -142,7 +156,7 @@ def test_i2v(host, nn_, i2v, cfg):
     pos, cneg = host.text_cond(1, extra=extra), host.text_cond(2, extra=extra)
     ref = ks(host, i2v, pos, cneg, steps=6, cfg=cfg, seed=6)
     same = ks(host, nag(nn_, i2v, [[pos[0][0], {}]]), pos, cneg, steps=6, cfg=cfg, seed=6)
-    assert maxdiff(ref, same) < 1e-4
+    close(same, ref, RUN_ULPS)
     out = ks(host, nag(nn_, i2v, host.text_cond(8)), pos, cneg, steps=6, cfg=cfg, seed=6)
     assert torch.isfinite(out).all() and maxdiff(ref, out) > 1e-2
 
@@ -223,7 +237,7 @@ def test_with_magcache_both_orders(host, pack, nn_, t2v, cfg):
     b_model = _magcache(pack, nag(nn_, t2v, neg), 0.5)
     a = ks(host, a_model, pos, cneg, steps=12, cfg=cfg, seed=2)
     b = ks(host, b_model, pos, cneg, steps=12, cfg=cfg, seed=2)
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    close(a, b, RUN_ULPS)
     rep = b_model.model_options["transformer_options"]["atelier_magcache_run"].last_report
     assert rep["computed_calls"] < rep["total_calls"]
     assert maxdiff(a, only_nag) < maxdiff(a, only_mc)
@@ -250,7 +264,7 @@ def test_with_magcache_running_only_the_cond_rows(host, pack, nn_, t2v, monkeypa
     a = ks(host, nag(nn_, magcache(t2v), neg), pos, cneg, steps=12, cfg=5.0, seed=2)
     b = ks(host, magcache(nag(nn_, t2v, neg)), pos, cneg, steps=12, cfg=5.0, seed=2)
     only_mc = ks(host, magcache(t2v), pos, cneg, steps=12, cfg=5.0, seed=2)
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    close(a, b, RUN_ULPS)
     assert subset and all(s == [slice(0, 1)] for s in subset)  # the one row present is the cond row
     assert maxdiff(a, only_mc) > 1e-2
 
