@@ -73,3 +73,21 @@ def test_pyproject_fits_the_registry():
     assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
     assert comfy.get("requires-comfyui") == ">=0.3.64,<=0.8.0"
     assert (REPO / project["license"]["file"]).is_file()
+
+
+MACHINE_ROOTS = ("/work/", "/root/", "/home/", "/tmp/", "/Users/", "/mnt/", "/opt/", "/srv/", "/data/", "/var/")
+
+
+def test_no_absolute_machine_paths_in_tests_and_scripts():
+    """Tests and scripts find files from their own location (``_testenv.REPO``), ``COMFYUI_DIR`` or
+    a temporary folder, never from a path of one machine."""
+    found = []
+    for f in sorted(list((REPO / "tests").rglob("*.py")) + list((REPO / "scripts").glob("*.py"))):
+        if "_out" in f.parts:
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                v = node.value.strip()
+                if (v.startswith(MACHINE_ROOTS) and v not in MACHINE_ROOTS) or re.match(r"^[A-Za-z]:\\\\", v):
+                    found.append(f"{f.relative_to(REPO)}:{node.lineno}: {v[:80]!r}")
+    assert not found, "absolute machine paths:\n" + "\n".join(found)
