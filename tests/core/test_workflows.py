@@ -11,12 +11,14 @@ import pathlib
 import pytest
 
 from _testenv import REPO
-from _workflows import load_defs, validate, to_api, all_inputs, spec_opts, spec_type
+from _workflows import (load_defs, validate, to_api, all_inputs, spec_opts, spec_type, TEMPLATE_TITLES,
+                        template_path, overlaps, node_rect, VIEW_MARGIN)
 
 WF_DIR = REPO / "example_workflows"
 WORKFLOWS = sorted(WF_DIR.glob("*.json"))
 EXPECTED = {"magcache_wan21_t2v", "magcache_calibrate", "magcache_compare", "nag_cfg1_fewstep",
             "nag_magcache", "dloral_video_upscale", "restoration_scan_to_print", "restoration_sample"}
+assert set(TEMPLATE_TITLES) == EXPECTED
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def defs():
 
 
 def _load(name):
-    return json.loads((WF_DIR / f"{name}.json").read_text())
+    return json.loads(template_path(name).read_text())
 
 
 def _pack_node_ids():
@@ -50,8 +52,43 @@ def _pack_node_ids():
 
 def test_expected_workflows_present():
     names = {p.stem for p in WORKFLOWS}
-    missing = EXPECTED - names
-    assert not missing, f"missing example workflows: {sorted(missing)}"
+    titles = set(TEMPLATE_TITLES.values())
+    assert names == titles, f"missing {sorted(titles - names)}, unexpected {sorted(names - titles)}"
+
+
+def test_every_template_has_a_thumbnail():
+    """``<name>.jpg`` beside ``<name>.json``: what both frontends load as a custom template's picture."""
+    from PIL import Image
+    jpgs = {p.stem for p in WF_DIR.glob("*.jpg")}
+    assert jpgs == {p.stem for p in WORKFLOWS}, (sorted(jpgs ^ {p.stem for p in WORKFLOWS}))
+    assert not [p.name for p in WF_DIR.iterdir() if p.suffix not in (".json", ".jpg")]
+    for name in jpgs:
+        path = WF_DIR / f"{name}.jpg"
+        with Image.open(path) as im:
+            assert im.format == "JPEG" and im.size == (512, 512), (name, im.format, im.size)
+            assert max(hi - lo for lo, hi in im.convert("RGB").getextrema()) > 100, name  # not blank
+        assert path.stat().st_size < 100_000, name
+
+
+def test_titles_are_readable():
+    for slug, title in TEMPLATE_TITLES.items():
+        assert "_" not in title and title[0].isupper() and len(title) <= 60, title
+        assert all(c.isalnum() or c in " -." for c in title), title   # safe in a URL path and a file name
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_layout_no_overlap_and_opens_below_the_top_bars(path):
+    """Nodes (title bars and notes included) keep 20 canvas px apart at their saved sizes, and the
+    saved view puts the top-left of the graph VIEW_MARGIN screen px inside the canvas. The browser
+    test checks the sizes the frontends really give the nodes."""
+    wf = json.loads(path.read_text())
+    by_id = {n["id"]: n["type"] for n in wf["nodes"]}
+    bad = [(by_id[a], by_id[b]) for a, b in overlaps(wf, gap=20)]
+    assert not bad, f"overlapping nodes: {bad}"
+    ds = wf["extra"]["ds"]
+    top = min((node_rect(n)[1] + ds["offset"][1]) * ds["scale"] for n in wf["nodes"])
+    left = min((node_rect(n)[0] + ds["offset"][0]) * ds["scale"] for n in wf["nodes"])
+    assert (round(left, 6), round(top, 6)) == VIEW_MARGIN
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])

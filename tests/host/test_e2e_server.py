@@ -12,6 +12,7 @@ from PIL import Image
 from _e2e import (ComfyServer, PACK_FOLDER, make_base_dir, cleanup, load_defs, write_tiny_models,
                   write_tiny_dloral, write_tiny_scan, SCAN_PX, tiny_prompt, run_prompt, STEPS, SIZE, FRAMES, VIDEO_FRAMES, VIDEO_SIZE)
 from _testenv import REPO
+from _workflows import template_path
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 WF_DIR = REPO / "example_workflows"
@@ -38,7 +39,7 @@ def defs():
 
 
 def _wf(name):
-    path = WF_DIR / f"{name}.json"
+    path = template_path(name)
     assert path.is_file(), f"{path.name} ships with the pack and is missing (scripts/make_workflows.py)"
     return json.loads(path.read_text())
 
@@ -96,12 +97,15 @@ def test_snapshot_matches_live_server(server, defs):
 
 
 def test_templates_and_extension_are_served(server):
+    from urllib.parse import quote
     listing = server.get_json("/api/workflow_templates")
     names = sorted(p.stem for p in WF_DIR.glob("*.json"))
     assert sorted(listing.get(PACK_FOLDER, [])) == names
-    for n in names:
-        got = server.get_json(f"/api/workflow_templates/{PACK_FOLDER}/{n}.json")
+    for n in names:   # the frontends fetch <name>.json and show <name>.jpg from the same route
+        got = server.get_json(f"/api/workflow_templates/{PACK_FOLDER}/{quote(n)}.json")
         assert got == json.loads((WF_DIR / f"{n}.json").read_text())
+        status, body = server.request(f"/api/workflow_templates/{PACK_FOLDER}/{quote(n)}.jpg")
+        assert status == 200 and body == (WF_DIR / f"{n}.jpg").read_bytes(), n
     exts = server.get_json("/extensions")
     assert f"/extensions/{PACK_FOLDER}/js/atelier.js" in exts
     status, body = server.request(f"/extensions/{PACK_FOLDER}/js/atelier.js")
