@@ -99,12 +99,17 @@ def is_pack_id(key):
     return key.startswith("Atelier") and not key.startswith("AtelierE2E")
 
 
+def _is_file_list(spec):
+    return isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) and \
+        bool(spec[1].get("atelier_file_list"))
+
+
 def _without_options(spec):
-    """An input spec with its combo options left out."""
+    """An input spec with its combo options (and the file-list mark) left out."""
     if not isinstance(spec, list) or not spec:
         return spec
-    extra = {k: v for k, v in spec[1].items() if k != "options"} if len(spec) > 1 and isinstance(spec[1], dict) \
-        else spec[1:]
+    extra = {k: v for k, v in spec[1].items() if k not in ("options", "atelier_file_list")} \
+        if len(spec) > 1 and isinstance(spec[1], dict) else {}
     return ["COMBO" if isinstance(spec[0], list) else spec[0], extra]
 
 
@@ -139,7 +144,8 @@ def diff_defs(snapshot, fresh, same_host_version=True):
             a, b = si.get(section, {}), fi.get(section, {})
             for name in sorted(set(a) | set(b)):
                 sa, sb = a.get(name), b.get(name)
-                if not same_host_version:   # a combo of the host's lists (samplers...) differs by version
+                if not same_host_version or _is_file_list(sa) or _is_file_list(sb):
+                    # a combo of the host's lists (samplers...) differs by version; a file list by install
                     sa, sb = _without_options(sa), _without_options(sb)
                 if sa != sb:
                     problems.append(f"{k}.input.{section}.{name}: snapshot {a.get(name)!r} != now {b.get(name)!r}")
