@@ -68,12 +68,16 @@ def main():
     nag_neg = [[tinywan.encode_prompt(NAG_NEGATIVE)[None], {}]]
     latent = {"samples": torch.zeros(1, 16, a.frames, a.size, a.size)}
 
-    nag = pack.nodes.nag_nodes.AtelierNAGWan().apply(model, nag_neg, 11.0, 2.5, 0.25, 0.0)[0]
-    mc_node = pack.nodes.magcache_nodes.AtelierMagCacheWan()
+    def run_node(cls, **kw):   # V3 (execute) or V1 (FUNCTION) node class
+        return cls.execute(**kw)[0] if hasattr(cls, "define_schema") else getattr(cls(), cls.FUNCTION)(**kw)[0]
+
+    nag = run_node(pack.nodes.nag_nodes.AtelierNAGWan, model=model, nag_negative=nag_neg, scale=11.0, tau=2.5,
+                   alpha=0.25, sigma_end=0.0)
 
     def magcache(m):
-        return mc_node.apply(m, preset="wan2.1_t2v_1.3B", thresh=0.12, k=2, retention=0.2, start_step=-1,
-                             end_step=-1, protect_last=0, cache_device="auto", preview_steps=a.steps)[0]
+        return run_node(pack.nodes.magcache_nodes.AtelierMagCacheWan, model=m, preset="wan2.1_t2v_1.3B",
+                        thresh=0.12, k=2, retention=0.2, start_step=-1, end_step=-1, protect_last=0,
+                        cache_device="auto", preview_steps=a.steps)
 
     variants = {"unguided": (model, 1.0), "nag": (nag, 1.0), "cfg": (model, 5.0), "nag_cfg": (nag, 5.0),
                 "magcache": (magcache(model), 1.0), "nag_magcache": (magcache(nag), 1.0)}

@@ -3,6 +3,7 @@ import logging
 import math
 
 import torch
+from comfy_api.latest import io
 
 from ..nag import NAGConfig
 from .nag_hook import NAGCrossAttention, apply_nag
@@ -69,53 +70,94 @@ def negative_context(conditioning, width):
     return ctx.detach()
 
 
-class AtelierNAGWan:
-    DESCRIPTION = ("Normalized Attention Guidance for native Wan2.1/Wan2.2: makes a negative prompt work "
-                   "at CFG 1 (distilled / few-step models) inside the single forward pass, at a fraction "
-                   "of a CFG pass. Works with CFG > 1 too (only the positive branch is guided) and with "
-                   "Atelier MagCache in either order. Connect its MODEL to your sampler.")
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MODEL",)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The model with NAG (a clone; the input model is untouched).",)
-    FUNCTION = "apply"
+# Widget bounds (min, max, step, default): the schema and validate_inputs read them from here.
+BOUNDS = {"scale": (1.0, 100.0, 0.1, 11.0), "tau": (1.0, 10.0, 0.05, 2.5),
+          "alpha": (0.0, 1.0, 0.01, 0.25), "sigma_end": (0.0, 100.0, 0.01, 0.0)}
+TOOLTIPS = {
+    "scale": "Guidance strength s (extrapolation s*Z+ - (s-1)*Z-; the paper's phi is s-1). "
+             "1 turns NAG off; Wan at cfg 1: 9-11; with cfg > 1 lower (e.g. 5-9).",
+    "tau": "Largest allowed L1 norm ratio of the guided to the positive attention output per "
+           "token; larger = stronger, riskier. Few-step models: up to 3.5.",
+    "alpha": "Blend of the guided output into the positive one (0 = off). Few-step: up to 0.5.",
+    "sigma_end": "Guidance stops below this sigma (Wan sigmas run from 1 to 0); 0 = every step. "
+                 "E.g. 0.75 skips the cost on late detail steps.",
+}
+
+
+def nag_config(scale=None, tau=None, alpha=None, sigma_end=None):
+    """The node's settings as a validated :class:`NAGConfig`.
+
+    ``None`` stands for an input not known yet (linked to another node at validation time) and
+    takes the default. Raises ValueError naming the input, its value and what is allowed: the
+    widget bounds (the host skips its own range check for inputs that ``validate_inputs`` takes)
+    and then the core's rules (``NAGConfig.validate``)."""
+    given = {"scale": scale, "tau": tau, "alpha": alpha, "sigma_end": sigma_end}
+    values = {}
+    for name, v in given.items():
+        lo, hi, _, default = BOUNDS[name]
+        if v is None:
+            values[name] = default
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+            raise ValueError(f"{NODE}: input '{name}' is {v!r}; must be a finite number in [{lo}, {hi}].")
+        if not lo <= float(v) <= hi:
+            raise ValueError(f"{NODE}: input '{name}' is {v}; allowed: {lo} .. {hi}.")
+        values[name] = float(v)
+    try:
+        return NAGConfig(**values).validate()
+    except ValueError as exc:
+        raise ValueError(f"{NODE}: input {exc}") from None
+
+
+def _float_input(name):
+    lo, hi, step, default = BOUNDS[name]
+    return io.Float.Input(name, default=default, min=lo, max=hi, step=step, tooltip=TOOLTIPS[name])
+
+
+class AtelierNAGWan(io.ComfyNode):
+    """Normalized Attention Guidance on a clone of a native Wan model (see ``nag_hook``)."""
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "A Wan2.1 or Wan2.2 diffusion model (T2V or I2V)."}),
-            "nag_negative": ("CONDITIONING", {"tooltip":
-                             "What to steer away from, encoded with the model's text encoder (UMT5). "
-                             "Independent of the sampler's negative, which only acts when cfg > 1."}),
-            "scale": ("FLOAT", {"default": 11.0, "min": 1.0, "max": 100.0, "step": 0.1, "tooltip":
-                      "Guidance strength s (extrapolation s*Z+ - (s-1)*Z-; the paper's phi is s-1). "
-                      "1 turns NAG off; Wan at cfg 1: 9-11; with cfg > 1 lower (e.g. 5-9)."}),
-            "tau": ("FLOAT", {"default": 2.5, "min": 1.0, "max": 10.0, "step": 0.05, "tooltip":
-                    "Largest allowed L1 norm ratio of the guided to the positive attention output per "
-                    "token; larger = stronger, riskier. Few-step models: up to 3.5."}),
-            "alpha": ("FLOAT", {"default": 0.25, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
-                      "Blend of the guided output into the positive one (0 = off). Few-step: up to 0.5."}),
-            "sigma_end": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 100.0, "step": 0.01, "tooltip":
-                          "Guidance stops below this sigma (Wan sigmas run from 1 to 0); 0 = every step. "
-                          "E.g. 0.75 skips the cost on late detail steps."}),
-        }}
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="AtelierNAGWan",
+            display_name=NODE,
+            category=CATEGORY,
+            description=(
+                "Normalized Attention Guidance for native Wan2.1/Wan2.2: makes a negative prompt work "
+                "at CFG 1 (distilled / few-step models) inside the single forward pass, at a fraction "
+                "of a CFG pass. Works with CFG > 1 too (only the positive branch is guided) and with "
+                "Atelier MagCache in either order. Connect its MODEL to your sampler."),
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan2.1 or Wan2.2 diffusion model (T2V or I2V)."),
+                io.Conditioning.Input("nag_negative", tooltip=(
+                    "What to steer away from, encoded with the model's text encoder (UMT5). "
+                    "Independent of the sampler's negative, which only acts when cfg > 1.")),
+                _float_input("scale"), _float_input("tau"), _float_input("alpha"), _float_input("sigma_end"),
+            ],
+            outputs=[io.Model.Output(display_name="model", tooltip=(
+                "The model with NAG (a clone; the input model is untouched). Connect it to the sampler."))],
+        )
 
-    def apply(self, model, nag_negative, scale, tau, alpha, sigma_end):
-        width = wan_text_width(model)
-        for name, v in (("scale", scale), ("tau", tau), ("alpha", alpha), ("sigma_end", sigma_end)):
-            if not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-                raise ValueError(f"{NODE}: input '{name}' is {v!r}; must be a finite number.")
+    @classmethod
+    def validate_inputs(cls, scale=None, tau=None, alpha=None, sigma_end=None):
         try:
-            config = NAGConfig(scale=float(scale), tau=float(tau), alpha=float(alpha),
-                               sigma_end=float(sigma_end)).validate()
+            nag_config(scale, tau, alpha, sigma_end)
         except ValueError as exc:
-            raise ValueError(f"{NODE}: input {exc}") from None
+            return str(exc)
+        return True
+
+    @classmethod
+    def execute(cls, model, nag_negative, scale, tau, alpha, sigma_end) -> io.NodeOutput:
+        config = nag_config(scale, tau, alpha, sigma_end)
+        width = wan_text_width(model)
         negative = negative_context(nag_negative, width)
         if not config.enabled:
             log.info("[Atelier] NAG: scale 1 or alpha 0 turns NAG off; the model passes through unchanged.")
-            return (model.clone(),)
-        return (apply_nag(model, config, negative),)
+            return io.NodeOutput(model.clone())
+        return io.NodeOutput(apply_nag(model, config, negative))
 
 
-NODE_CLASS_MAPPINGS = {"AtelierNAGWan": AtelierNAGWan}
-NODE_DISPLAY_NAME_MAPPINGS = {"AtelierNAGWan": "Atelier NAG (Wan)"}
+NODES = [AtelierNAGWan]
+NODE_CLASS_MAPPINGS = {c.GET_SCHEMA().node_id: c for c in NODES}
+NODE_DISPLAY_NAME_MAPPINGS = {c.GET_SCHEMA().node_id: c.GET_SCHEMA().display_name for c in NODES}

@@ -1,6 +1,13 @@
-"""Generate example_workflows/*.json (ComfyUI UI format) from the node definitions snapshot.
+"""Generate example_workflows/*.json (ComfyUI UI format) and their thumbnails from the node snapshot.
 
     .venv/bin/python scripts/make_workflows.py          # writes every workflow whose nodes exist
+
+Each template is written as ``<title>.json`` plus ``<title>.jpg`` (``TEMPLATE_TITLES`` in
+tests/_workflows.py): ComfyUI's frontends (1.27 and 1.35) list a custom node's templates by file
+name and load the thumbnail ``<name>.jpg`` from the same folder. The thumbnail is a drawing of the
+graph (Atelier nodes highlighted). Each workflow opens (``extra.ds``) with its first row of nodes
+below the top bars; nodes, notes included, do not overlap (sizes at least what the frontends give
+the nodes; tests/host/test_e2e_browser.py checks that in both frontends).
 
 Reads ``tests/data/node_defs.json`` (``scripts/dump_node_defs.py``), so widget order, defaults
 and link types always follow the real node definitions. A workflow whose nodes are not in the
@@ -14,7 +21,7 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from _workflows import Builder, load_defs  # noqa: E402
+from _workflows import Builder, TEMPLATE_TITLES, load_defs, node_rect, template_path  # noqa: E402
 
 OUT = REPO / "example_workflows"
 
@@ -46,10 +53,10 @@ def wan_base(b, x0=0, with_neg=True, shift=8.0):
                         size=[380, 140])
     b.link(ids["clip"], 0, ids["pos"], "clip")
     if with_neg:
-        ids["neg"] = b.node("CLIPTextEncode", (x0 + 380, 300), {"text": NEG}, title="Negative prompt",
+        ids["neg"] = b.node("CLIPTextEncode", (x0 + 380, 330), {"text": NEG}, title="Negative prompt",
                             size=[380, 140])
         b.link(ids["clip"], 0, ids["neg"], "clip")
-    ids["latent"] = b.node("EmptyHunyuanLatentVideo", (x0 + 380, 480),
+    ids["latent"] = b.node("EmptyHunyuanLatentVideo", (x0 + 380, 540),
                            {"width": 832, "height": 480, "length": 33, "batch_size": 1}, size=[300, 130])
     return ids
 
@@ -77,7 +84,7 @@ def decode_save(b, pos, samples, vae, prefix, fps=16.0):
 
 def magcache_node(b, pos, steps, thresh=0.12, k=2):
     return b.node("AtelierMagCacheWan", pos, {"preset": "auto", "thresh": thresh, "k": k, "retention": 0.2,
-                                              "preview_steps": steps}, size=[360, 330])
+                                              "preview_steps": steps}, size=[360, 400])
 
 
 def wf_magcache_t2v(defs):
@@ -87,7 +94,7 @@ def wf_magcache_t2v(defs):
     b.link(ids["shift"], 0, mc, "model")
     k = sampler(b, (1200, 0), mc, ids, steps=30, cfg=6.0)
     decode_save(b, (1560, 0), k, ids["vae"], "atelier/magcache_t2v")
-    b.node("Note", (0, 660), {"text": (
+    b.node("Note", (0, 740), {"text": (
         "Atelier MagCache on Wan2.1 T2V 1.3B\n\nMagCache reuses the cached residual of the whole "
         "transformer block stack on steps where the calibrated magnitude-ratio curve says little changes "
         "(cond and uncond decided separately). Before queueing, the node shows its plan for preview_steps "
@@ -101,11 +108,11 @@ def wf_magcache_t2v(defs):
 def wf_magcache_compare(defs):
     b = Builder(defs)
     ids = wan_base(b)
-    k_full = sampler(b, (800, -320), ids["shift"], ids, steps=30, cfg=6.0, title="KSampler (full)")
+    k_full = sampler(b, (800, -400), ids["shift"], ids, steps=30, cfg=6.0, title="KSampler (full)")
     mc = magcache_node(b, (800, 0), 30)
     b.link(ids["shift"], 0, mc, "model")
     k_mc = sampler(b, (1200, 0), mc, ids, steps=30, cfg=6.0, title="KSampler (MagCache)")
-    d_full = b.node("VAEDecode", (1200, -320), size=[220, 50])
+    d_full = b.node("VAEDecode", (1200, -400), size=[220, 50])
     b.link(k_full, 0, d_full, "samples")
     b.link(ids["vae"], 0, d_full, "vae")
     d_mc = b.node("VAEDecode", (1560, 0), size=[220, 50])
@@ -117,13 +124,13 @@ def wf_magcache_compare(defs):
     s = b.node("SaveAnimatedWEBP", (1920, 0), {"filename_prefix": "atelier/magcache_difference", "fps": 16.0,
                                                "lossless": False, "quality": 85}, size=[420, 420])
     b.link(cmp_, "difference", s, "images")
-    s2 = b.node("SaveAnimatedWEBP", (1560, -320), {"filename_prefix": "atelier/magcache_full", "fps": 16.0,
+    s2 = b.node("SaveAnimatedWEBP", (1560, -400), {"filename_prefix": "atelier/magcache_full", "fps": 16.0,
                                                    "lossless": False, "quality": 85}, size=[340, 300])
     b.link(d_full, 0, s2, "images")
     if "PreviewAny" in defs:
-        p = b.node("PreviewAny", (1920, 460), size=[420, 300], title="PSNR / SSIM per frame")
+        p = b.node("PreviewAny", (1920, 480), size=[420, 300], title="PSNR / SSIM per frame")
         b.link(cmp_, "table", p, "source")
-    b.node("Note", (0, 660), {"text": (
+    b.node("Note", (0, 740), {"text": (
         "Full run against MagCache run, same seed: per-frame PSNR/SSIM and an amplified difference video. "
         "Use it once to tune thresh and K before long renders: PSNR above ~30 dB is hard to tell apart.\n\n"
         + WAN_FILES)}, size=[740, 260])
@@ -140,13 +147,13 @@ def wf_magcache_calibrate(defs):
     b.link(ids["pos"], 0, cal, "positive")
     b.link(ids["neg"], 0, cal, "negative")
     b.link(ids["latent"], 0, cal, "latent_image")
-    decode_save(b, (1200, -300), cal, ids["vae"], "atelier/calibration_run")
+    decode_save(b, (1200, -360), cal, ids["vae"], "atelier/calibration_run")
     mc = magcache_node(b, (1200, 160), 30)
     b.link(ids["shift"], 0, mc, "model")
     b.link(cal, "curve_json", mc, "custom_curve")
     k = sampler(b, (1600, 160), mc, ids, steps=30, cfg=6.0, title="KSampler (with the new curve)")
     decode_save(b, (1960, 160), k, ids["vae"], "atelier/magcache_custom_curve")
-    b.node("Note", (0, 660), {"text": (
+    b.node("Note", (0, 740), {"text": (
         "MagCache calibration for a model without a shipped curve (a fine-tune, a merge, a new size).\n\n"
         "Atelier MagCache Calibrate samples once without caching and records, per call and branch, the "
         "mean per-token magnitude ratio of the block-stack residual. The curve is saved as "
@@ -172,14 +179,13 @@ def wf_nag_fewstep(defs):
     nag = nag_node(b, (800, 0))
     b.link(lora, 0, nag, "model")
     b.link(nagneg, 0, nag, "nag_negative")
-    k = sampler(b, (1200, 0), nag, ids, steps=6, cfg=1.0,
-                title="KSampler (cfg 1: the negative prompt node is ignored)")
+    k = sampler(b, (1200, 0), nag, ids, steps=6, cfg=1.0, title="KSampler (cfg 1)")
     decode_save(b, (1560, 0), k, ids["vae"], "atelier/nag_fewstep")
-    b.node("Note", (0, 660), {"text": (
+    b.node("Note", (0, 740), {"text": (
         "NAG (Normalized Attention Guidance) at cfg 1 with a few-step distilled LoRA (CausVid).\n\n"
         "At cfg 1 ComfyUI skips the negative branch, so the ordinary negative prompt does nothing. "
         "Atelier NAG applies the 'NAG negative prompt' inside cross-attention of the single forward pass "
-        "(about +10% per step instead of 2x for CFG). Defaults for Wan at cfg 1: scale 11, tau 2.5, "
+        "(about +10% per step instead of 2x for CFG); the sampler's own negative prompt node is ignored at cfg 1. Defaults for Wan at cfg 1: scale 11, tau 2.5, "
         "alpha 0.25.\n\n" + WAN_FILES +
         f"\n- {CAUSVID} -> ComfyUI/models/loras/ (Kijai/WanVideo_comfy on Hugging Face)")},
         size=[740, 340])
@@ -199,7 +205,7 @@ def wf_nag_magcache(defs):
     b.link(nag, 0, mc, "model")
     k = sampler(b, (1600, 0), mc, ids, steps=30, cfg=5.0)
     decode_save(b, (1960, 0), k, ids["vae"], "atelier/nag_magcache")
-    b.node("Note", (0, 660), {"text": (
+    b.node("Note", (0, 740), {"text": (
         "NAG + MagCache together, 30 steps at cfg 5. The two nodes compose in either order: a skipped call "
         "reuses a residual that was computed with guidance; the CFG negative rows are computed plainly.\n\n"
         + WAN_FILES)}, size=[740, 260])
@@ -301,7 +307,7 @@ def wf_restoration_scan(defs):
     b = Builder(defs)
     scan = b.node("AtelierRestorationLoadScan", (0, 0), {"path": "scan.tif", "dpi": 0.0}, size=[360, 110])
     resto_chain(b, (scan, "image"), (scan, "ctx"))
-    b.node("Note", (0, 160), {"text": (
+    b.node("Note", (0, 200), {"text": (
         RESTO_NOTE + "\n\nYour scan: put the PNG or 8/16-bit TIFF in ComfyUI/input/ and type its name in "
         "Load Scan; dpi 0 reads the resolution from the file (set it when the file has none).")},
         size=[380, 420])
@@ -310,9 +316,9 @@ def wf_restoration_scan(defs):
 
 def wf_restoration_sample(defs):
     b = Builder(defs)
-    syn = b.node("AtelierSyntheticDamage", (0, 0), {"width": 768, "height": 512}, size=[360, 200])
+    syn = b.node("AtelierSyntheticDamage", (0, 0), {"width": 768, "height": 512}, size=[360, 300])
     resto_chain(b, (syn, "damaged"), (syn, "ctx"))
-    b.node("Note", (0, 240), {"text": (
+    b.node("Note", (0, 380), {"text": (
         "Bundled sample, no files needed: a procedurally generated painting with synthetic damage of every "
         "class (its ground truth is on the generator's outputs).\n\n" + RESTO_NOTE)}, size=[380, 420])
     return b
@@ -330,6 +336,58 @@ WORKFLOWS = {
 }
 
 
+THUMB = 512  # px, square (the template cards crop to a square)
+COLOURS = {"atelier": ((196, 120, 40), (58, 44, 30)), "note": ((102, 85, 51), (68, 51, 34)),
+           "host": ((70, 70, 76), (44, 44, 48))}
+
+
+def thumbnail(wf, title, defs):
+    """A drawing of the workflow: node boxes (Atelier nodes in amber, notes in brown), links, title."""
+    from PIL import Image, ImageDraw, ImageFont
+    img = Image.new("RGB", (THUMB, THUMB), (24, 24, 27))
+    d = ImageDraw.Draw(img)
+    head = ImageFont.load_default(size=24)
+    small = ImageFont.load_default(size=11)
+    d.rectangle([0, 0, THUMB, 76], fill=(36, 36, 40))
+    d.text((16, 10), "Atelier", font=head, fill=(230, 160, 70))
+    d.text((16, 44), title, font=ImageFont.load_default(size=17), fill=(225, 225, 225))
+    rects = {n["id"]: node_rect(n) for n in wf["nodes"]}
+    x0, y0 = min(r[0] for r in rects.values()), min(r[1] for r in rects.values())
+    x1, y1 = max(r[2] for r in rects.values()), max(r[3] for r in rects.values())
+    box = (16, 92, THUMB - 16, THUMB - 16)
+    k = min((box[2] - box[0]) / (x1 - x0), (box[3] - box[1]) / (y1 - y0))
+    ox = box[0] + ((box[2] - box[0]) - k * (x1 - x0)) / 2
+    oy = box[1] + ((box[3] - box[1]) - k * (y1 - y0)) / 2
+
+    def pt(x, y):
+        return ox + (x - x0) * k, oy + (y - y0) * k
+
+    by_id = {n["id"]: n for n in wf["nodes"]}
+    for _, src, slot, dst, dslot, _ in wf["links"]:
+        a, b_ = rects[src], rects[dst]
+        p0 = pt(a[2], a[1] + 30 + 20 * slot)
+        p1 = pt(b_[0], b_[1] + 30 + 20 * dslot)
+        mid = (p0[0] + p1[0]) / 2
+        curve = [(p0[0] + (mid - p0[0]) * t * 2 if t < 0.5 else mid + (p1[0] - mid) * (t - 0.5) * 2,
+                  p0[1] + (p1[1] - p0[1]) * (3 * t * t - 2 * t * t * t)) for t in [i / 24 for i in range(25)]]
+        d.line(curve, fill=(120, 170, 210), width=2)
+    for nid, r in rects.items():
+        n = by_id[nid]
+        kind = "note" if n["type"] in ("Note", "MarkdownNote") else \
+            "atelier" if n["type"].startswith("Atelier") else "host"
+        bar, body = COLOURS[kind]
+        a, b_ = pt(r[0], r[1]), pt(r[2], r[3])
+        d.rounded_rectangle([a, b_], radius=4, fill=body, outline=bar, width=2)
+        d.rectangle([a, (b_[0], a[1] + max(4, 30 * k))], fill=bar)
+        label = n.get("title") or defs.get(n["type"], {}).get("display_name") or n["type"]
+        label = label.removeprefix("Atelier ")
+        if kind != "note" and b_[0] - a[0] > 40:
+            while label and d.textlength(label, font=small) > b_[0] - a[0] - 6:
+                label = label[:-1]
+            d.text((a[0] + 3, a[1] + max(4, 30 * k) + 2), label, font=small, fill=(235, 235, 235))
+    return img
+
+
 def main():
     defs = load_defs()
     OUT.mkdir(exist_ok=True)
@@ -339,8 +397,10 @@ def main():
             print(f"skip {name}: waiting for {missing}")
             continue
         wf = fn(defs).to_json()
-        (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1) + "\n")
-        print(f"wrote example_workflows/{name}.json ({len(wf['nodes'])} nodes)")
+        path = template_path(name)
+        path.write_text(json.dumps(wf, indent=1) + "\n")
+        thumbnail(wf, TEMPLATE_TITLES[name], defs).save(path.with_suffix(".jpg"), quality=85, optimize=True)
+        print(f"wrote example_workflows/{path.name} ({len(wf['nodes'])} nodes) and its .jpg")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 #   PORT         the port (default 8188; COMFYUI_PORT is read too)
 #   extra arguments go to ComfyUI's main.py (e.g. --highvram); --cpu is added when torch sees no GPU.
 # The pack is linked as $COMFYUI_DIR/custom_nodes/ComfyUI-Atelier (a symlink to this checkout) unless a
-# folder of that name, or another link to this checkout, is already there. Stop the server with Ctrl-C.
+# folder of that name, or another link to this checkout, is already there; a link this script made is
+# removed again when the server stops (Ctrl-C, kill, or the server exiting). Stop the server with Ctrl-C.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 COMFY="${COMFYUI_DIR:-$HOME/ComfyUI}"
@@ -14,6 +15,13 @@ if [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"; else PY="$
 CN="$COMFY/custom_nodes"
 mkdir -p "$CN"
 linked=""
+created=""
+cleanup() {
+  if [ -n "$created" ] && [ -L "$created" ]; then
+    rm -f "$created" && echo "[atelier] removed the link $created"
+  fi
+}
+trap cleanup EXIT
 for d in "$CN"/*; do
   [ -e "$d" ] || continue
   if [ "$(cd "$d" 2>/dev/null && pwd -P)" = "$(cd "$REPO" && pwd -P)" ]; then linked="$d"; break; fi
@@ -24,6 +32,7 @@ if [ -z "$linked" ]; then
   fi
   ln -s "$REPO" "$CN/ComfyUI-Atelier"
   linked="$CN/ComfyUI-Atelier"
+  created="$linked"
   echo "[atelier] linked $linked -> $REPO"
 fi
 extra=()
@@ -32,4 +41,12 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
 fi
 echo "[atelier] ComfyUI $COMFY with $PY on http://127.0.0.1:$PORT (pack: $linked)"
 cd "$COMFY"
-exec "$PY" main.py --listen 127.0.0.1 --port "$PORT" "${extra[@]}" "$@"
+# Not exec: this shell stays to remove the link. The server runs in the background (so a signal to
+# this shell is handled at once) and gets a TERM when this shell is interrupted or terminated.
+"$PY" main.py --listen 127.0.0.1 --port "$PORT" ${extra[@]+"${extra[@]}"} "$@" &
+server=$!
+trap 'kill -TERM "$server" 2>/dev/null || true' INT TERM HUP
+rc=0
+wait "$server" || rc=$?
+while kill -0 "$server" 2>/dev/null; do wait "$server" || rc=$?; done
+exit "$rc"

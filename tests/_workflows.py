@@ -211,6 +211,50 @@ def to_api(wf, defs):
 
 
 # -- building UI workflows (used by scripts/make_workflows.py) ---------------------------------------
+# Template file names. Both frontends (1.27 and 1.35) title a custom node's template by its file name
+# and show ``<name>.jpg`` from the same folder as its thumbnail, so the names are the readable titles.
+TEMPLATE_TITLES = {
+    "magcache_wan21_t2v": "MagCache - Wan2.1 text to video",
+    "magcache_compare": "MagCache - full and cached runs compared",
+    "magcache_calibrate": "MagCache - calibrate a curve for a new model",
+    "nag_cfg1_fewstep": "NAG - negative prompt at cfg 1 with a few-step LoRA",
+    "nag_magcache": "NAG and MagCache together",
+    "dloral_video_upscale": "DLoRAL - one-step video upscale x4",
+    "restoration_scan_to_print": "Restoration - scan to print layers and record",
+    "restoration_sample": "Restoration - bundled sample painting",
+}
+WORKFLOW_DIR = pathlib.Path(__file__).resolve().parents[1] / "example_workflows"
+TITLE_HEIGHT = 30          # LiteGraph's NODE_TITLE_HEIGHT: a node's title bar sits above its pos
+VIEW_SCALE = 0.8           # the zoom a template opens at (extra.ds)
+VIEW_MARGIN = (100, 140)   # screen px left of / above the graph when it opens: clear of the side bar
+#                            (about 60 px) and of the top bars (at most about 90 px in 1.27 and 1.35)
+
+
+def template_path(slug):
+    """The UI workflow file of a template, by its short name (a key of ``TEMPLATE_TITLES``)."""
+    return WORKFLOW_DIR / f"{TEMPLATE_TITLES[slug]}.json"
+
+
+def node_rect(n):
+    """``(x0, y0, x1, y1)`` of a UI node in canvas units, its title bar included."""
+    x, y = n["pos"]
+    w, h = n["size"]
+    return x, y - TITLE_HEIGHT, x + w, y + h
+
+
+def overlaps(wf, gap=0):
+    """Pairs of node ids whose rectangles (title bars included) overlap or are closer than ``gap``."""
+    rects = [(n["id"], node_rect(n)) for n in wf["nodes"]]
+    return [(a, b) for i, (a, ra) in enumerate(rects) for b, rb in rects[i + 1:]
+            if ra[0] < rb[2] + gap and rb[0] < ra[2] + gap and ra[1] < rb[3] + gap and rb[1] < ra[3] + gap]
+
+
+def opening_view(nodes):
+    """``extra.ds`` that opens the graph with its top-left corner ``VIEW_MARGIN`` px inside the
+    canvas (screen = (canvas + offset) * scale), so no title bar starts under the top bars."""
+    x0 = min(node_rect(n)[0] for n in nodes)
+    y0 = min(node_rect(n)[1] for n in nodes)
+    return {"scale": VIEW_SCALE, "offset": [VIEW_MARGIN[0] / VIEW_SCALE - x0, VIEW_MARGIN[1] / VIEW_SCALE - y0]}
 class Builder:
     """Builds a UI-format workflow from node definitions: defaults filled in, links consistent."""
 
@@ -275,6 +319,5 @@ class Builder:
 
     def to_json(self):
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
-                "links": self.links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8,
-                                                                                   "offset": [0, 0]}},
+                "links": self.links, "groups": [], "config": {}, "extra": {"ds": opening_view(self.nodes)},
                 "version": 0.4}

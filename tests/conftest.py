@@ -3,10 +3,37 @@
 The host tree is found from ``COMFYUI_DIR`` or, failing that, the conventional
 ``~/ComfyUI``. When none is found every host test is skipped and the run ends
 with a loud banner saying so.
+
+``device`` (as in kornia's test suite): a test that takes a ``device`` argument runs once per
+device, ``cpu`` and, where torch sees one, ``cuda``. ``--device cpu`` (or ``cuda``) picks one;
+asking for ``cuda`` on a machine without one fails instead of quietly testing the CPU.
 """
 import pytest
 
 from _testenv import OUT, HOST_MISSING, find_comfyui
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", action="store", default="all", choices=("all", "cpu", "cuda"),
+                     help="devices for tests taking a 'device' argument: all (cpu + cuda where present), "
+                          "cpu or cuda")
+
+
+def selected_devices(config):
+    """The torch devices a ``device`` test runs on."""
+    import torch
+    choice = config.getoption("--device")
+    cuda = torch.cuda.is_available()
+    if choice == "cuda" and not cuda:
+        raise pytest.UsageError("--device cuda: torch sees no CUDA device")
+    names = {"cpu": ["cpu"], "cuda": ["cuda"], "all": ["cpu"] + (["cuda"] if cuda else [])}[choice]
+    return [torch.device(n) for n in names]
+
+
+def pytest_generate_tests(metafunc):
+    if "device" in metafunc.fixturenames:
+        devices = selected_devices(metafunc.config)
+        metafunc.parametrize("device", devices, ids=[d.type for d in devices])
 
 
 @pytest.fixture(scope="session")

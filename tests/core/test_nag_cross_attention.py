@@ -1,4 +1,12 @@
-"""NAG inside a Wan cross-attention (tiny random Wan modules, no host) and the row logic."""
+"""NAG inside a Wan cross-attention (tiny random Wan modules, no host) and the row logic.
+
+Tests taking ``device`` run on the CPU and on CUDA where present. Float32 results are compared
+with float64 references relative to the reference's largest value, ``TOL`` = 64 ulp of float32:
+the path is a few float32 matmuls over 128 channels and softmaxes over at most 700 tokens
+(measured: about 3 ulp). ``torch.equal`` is used where the same operations run on the same
+operands (unguided rows, a negative equal to the positive, see ``test_nag_combine``)."""
+import copy
+
 import pytest
 import torch
 
@@ -18,6 +26,31 @@ def setup(request):
     data = dict(x=torch.randn(4, 24, 128, generator=g), ctx=torch.randn(4, ctx_len, 128, generator=g),
                 neg=torch.randn(1, 30, 128, generator=g), n_img=n_img)
     return ca, data
+
+
+TOL = 64 * torch.finfo(torch.float32).eps
+
+
+def close(a, b, tol=TOL):
+    """|a - b| <= tol * max|b|, elementwise over the whole tensor (float64 comparison)."""
+    a, b = a.detach().cpu().double(), b.detach().cpu().double()
+    err, scale = (a - b).abs().max().item(), b.abs().max().item()
+    assert err <= tol * scale, f"max error {err:.3g} > {tol:.3g} x {scale:.3g}"
+
+
+_moved = {}
+
+
+def on(setup, device):
+    """The fixture's module and data on ``device`` (a copy; the CPU ones are the originals)."""
+    ca, d = setup
+    if device.type == "cpu":
+        return ca, d
+    key = (id(ca), str(device))
+    if key not in _moved:
+        _moved[key] = (copy.deepcopy(ca).to(device),
+                       {k: v.to(device) if torch.is_tensor(v) else v for k, v in d.items()})
+    return _moved[key]
 
 
 def attend_for(ca):
@@ -51,34 +84,33 @@ def by_hand(ca, x, ctx, neg, n_img, config):
 
 
 @torch.no_grad()
-def test_unguided_equals_module(setup):
-    ca, d = setup
+def test_unguided_equals_module(setup, device):
+    ca, d = on(setup, device)
     ref = ca(d["x"], d["ctx"], d["n_img"])
     assert torch.equal(run(ca, d, []), ref)
     assert torch.equal(run(ca, d, [slice(0, 4)], NAGConfig(scale=1.0)), ref)
 
 
 @torch.no_grad()
-def test_negative_equal_positive_is_exact(setup):
-    ca, d = setup
+def test_negative_equal_positive_is_exact(setup, device):
+    ca, d = on(setup, device)
     txt = d["ctx"][:, d["n_img"]:] if d["n_img"] else d["ctx"]
     ref = ca(d["x"], d["ctx"], d["n_img"])
     assert torch.equal(run(ca, d, [slice(0, 4)], neg=txt), ref)
 
 
 @torch.no_grad()
-def test_matches_hand_composition_with_unguided_image_branch(setup):
-    ca, d = setup
+def test_matches_hand_composition_with_unguided_image_branch(setup, device):
+    ca, d = on(setup, device)
     cfg = NAGConfig(scale=11, tau=2.5, alpha=0.25)
     out = run(ca, d, [slice(0, 4)], cfg)
-    torch.testing.assert_close(out.double(), by_hand(ca, d["x"], d["ctx"], d["neg"], d["n_img"], cfg),
-                               atol=2e-5, rtol=1e-5)
+    close(out, by_hand(ca, d["x"], d["ctx"], d["neg"], d["n_img"], cfg))
     assert (out - ca(d["x"], d["ctx"], d["n_img"])).abs().max() > 1e-3
 
 
 @torch.no_grad()
-def test_only_guided_rows_change_and_rows_are_independent(setup):
-    ca, d = setup
+def test_only_guided_rows_change_and_rows_are_independent(setup, device):
+    ca, d = on(setup, device)
     ref = ca(d["x"], d["ctx"], d["n_img"])
     out = run(ca, d, [slice(2, 4)])            # layout [1, 0] with 2 rows per chunk
     assert torch.equal(out[:2], ref[:2])
@@ -86,24 +118,23 @@ def test_only_guided_rows_change_and_rows_are_independent(setup):
     swapped = run(ca, d, [slice(0, 2)])        # layout [0, 1] guides the first half instead
     assert torch.equal(swapped[2:], ref[2:]) and (swapped[:2] - ref[:2]).abs().max() > 1e-3
     single = run(ca, d, [slice(0, 1)], x=d["x"][2:3], ctx=d["ctx"][2:3])
-    torch.testing.assert_close(single, out[2:3], atol=1e-6, rtol=1e-6)  # batch-size independent
+    close(single, out[2:3])  # batch-size independent (a matmul may block a batch of 1 differently)
 
 
 @torch.no_grad()
-def test_negative_lengths_and_batches(setup):
-    ca, d = setup
+def test_negative_lengths_and_batches(setup, device):
+    ca, d = on(setup, device)
     g = torch.Generator().manual_seed(5)
-    long_neg = torch.randn(1, 700, 128, generator=g)
+    long_neg = torch.randn(1, 700, 128, generator=g).to(d["x"].device)
     out = run(ca, d, [slice(0, 4)], neg=long_neg)
     cfg = NAGConfig()
-    torch.testing.assert_close(out.double(), by_hand(ca, d["x"], d["ctx"], long_neg, d["n_img"], cfg),
-                               atol=2e-5, rtol=1e-5)
+    close(out, by_hand(ca, d["x"], d["ctx"], long_neg, d["n_img"], cfg))
     # the tokens past 512 are used (no truncation)
     cut = run(ca, d, [slice(0, 4)], neg=long_neg[:, :512])
-    assert (out - cut).abs().max() > 1e-6
+    assert (out - cut).abs().max() > 100 * TOL * out.abs().max()  # far above rounding
     # a per-row negative batch matching the chunk
     per_row = run(ca, d, [slice(0, 2)], neg=long_neg.expand(2, -1, -1))
-    torch.testing.assert_close(per_row[:2], out[:2], atol=1e-6, rtol=1e-6)
+    close(per_row[:2], out[:2])
     with pytest.raises(ValueError, match="neg_context: batch 3"):
         run(ca, d, [slice(0, 2)], neg=long_neg.expand(3, -1, -1))
 

@@ -102,6 +102,16 @@ def test_bad_config_errors():
 
 # ---------------------------------------------------------------- split forward
 
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def close_ulps(a, b, ulps):
+    """|a - b| <= ulps float32 ulp of max|b| (a different batch layout may change a matmul's
+    blocking and so the rounding; measured here: at most about 3 ulp)."""
+    err, scale = float((a - b).abs().max()), float(b.abs().max())
+    assert err <= ulps * EPS32 * scale, f"max error {err:.3g} > {ulps} ulp x {scale:.3g}"
+
+
 def test_split_forward_and_rows():
     m = random_model(seed=2)
     g = torch.Generator().manual_seed(1)
@@ -115,10 +125,10 @@ def test_split_forward_and_rows():
         ran = m.run_blocks(tok, aux)
         part = m.run_blocks(tok, aux, rows=[0, 2])
         assert torch.equal(part[1], tok[1])  # row 1 passed through untouched
-        torch.testing.assert_close(part[[0, 2]], ran[[0, 2]], rtol=1e-5, atol=1e-5)
+        close_ulps(part[[0, 2]], ran[[0, 2]], 64)
         assert torch.equal(m.run_blocks(tok, aux, rows=[]), tok)
         one, aux1 = m.embed(x[1:2], t[1:2], ctx[1:2])  # batch rows are independent
-        torch.testing.assert_close(m.head_out(m.run_blocks(one, aux1), aux1), full[1:2], rtol=1e-5, atol=1e-5)
+        close_ulps(m.head_out(m.run_blocks(one, aux1), aux1), full[1:2], 64)
 
 
 # ---------------------------------------------------------------- vae and data
@@ -129,10 +139,10 @@ def test_vae_round_trip_and_projection():
     rgb = torch.rand(2, 3, 3, 32, 32) * 2 - 1
     z = vae.encode(rgb)
     assert z.shape == (2, 16, 3, 16, 16)
-    torch.testing.assert_close(vae.decode(z), rgb, rtol=0, atol=1e-5)
+    close_ulps(vae.decode(z), rgb, 32)       # an orthonormal map and back: measured 3 ulp
     zr = torch.randn(1, 16, 2, 4, 4)
     p = vae.encode(vae.decode(zr))
-    torch.testing.assert_close(vae.encode(vae.decode(p)), p, rtol=0, atol=1e-5)  # a projection
+    close_ulps(vae.encode(vae.decode(p)), p, 32)  # a projection: measured 1.2 ulp
     torch.testing.assert_close(vae.from_host_latent(vae.to_host_latent(zr)), zr)
     # one latent pixel decodes to exactly one 2x2 RGB patch
     one = torch.zeros(1, 16, 1, 4, 4)

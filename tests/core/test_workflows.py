@@ -11,12 +11,14 @@ import pathlib
 import pytest
 
 from _testenv import REPO
-from _workflows import load_defs, validate, to_api, all_inputs, spec_opts, spec_type
+from _workflows import (load_defs, validate, to_api, all_inputs, spec_opts, spec_type, TEMPLATE_TITLES,
+                        template_path, overlaps, node_rect, VIEW_MARGIN)
 
 WF_DIR = REPO / "example_workflows"
 WORKFLOWS = sorted(WF_DIR.glob("*.json"))
 EXPECTED = {"magcache_wan21_t2v", "magcache_calibrate", "magcache_compare", "nag_cfg1_fewstep",
             "nag_magcache", "dloral_video_upscale", "restoration_scan_to_print", "restoration_sample"}
+assert set(TEMPLATE_TITLES) == EXPECTED
 
 
 @pytest.fixture(scope="module")
@@ -25,24 +27,68 @@ def defs():
 
 
 def _load(name):
-    return json.loads((WF_DIR / f"{name}.json").read_text())
+    return json.loads(template_path(name).read_text())
 
 
 def _pack_node_ids():
-    """Node ids registered in nodes/*_nodes.py, read with ast (no import, no host)."""
+    """Node ids declared in nodes/*.py, read with ast (no import, no host): ``node_id="..."`` of V3
+    schemas, keys of ``NODE_CLASS_MAPPINGS`` dict literals, and V1 classes (``INPUT_TYPES``, no
+    ``define_schema``) named ``Atelier...`` (a comprehension keyed by ``__name__``). The host tier
+    (tests/host/test_node_defs_host.py) checks the real registration; this is the no-host check."""
     ids = set()
-    for f in (REPO / "nodes").glob("*_nodes.py"):
+    for f in sorted((REPO / "nodes").glob("*.py")):
         for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS"
-                                                    for t in node.targets) and isinstance(node.value, ast.Dict):
+            if isinstance(node, ast.keyword) and node.arg == "node_id" and isinstance(node.value, ast.Constant):
+                ids.add(node.value.value)
+            elif isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "NODE_CLASS_MAPPINGS"
+                                                      for t in node.targets) and isinstance(node.value, ast.Dict):
                 ids |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+            elif isinstance(node, ast.ClassDef) and node.name.startswith("Atelier"):
+                methods = {b.name for b in node.body if isinstance(b, ast.FunctionDef)}
+                if "INPUT_TYPES" in methods and "define_schema" not in methods:
+                    ids.add(node.name)
     return ids
 
 
 def test_expected_workflows_present():
     names = {p.stem for p in WORKFLOWS}
-    missing = EXPECTED - names
-    assert not missing, f"missing example workflows: {sorted(missing)}"
+    titles = set(TEMPLATE_TITLES.values())
+    assert names == titles, f"missing {sorted(titles - names)}, unexpected {sorted(names - titles)}"
+
+
+def test_every_template_has_a_thumbnail():
+    """``<name>.jpg`` beside ``<name>.json``: what both frontends load as a custom template's picture."""
+    from PIL import Image
+    jpgs = {p.stem for p in WF_DIR.glob("*.jpg")}
+    assert jpgs == {p.stem for p in WORKFLOWS}, (sorted(jpgs ^ {p.stem for p in WORKFLOWS}))
+    assert not [p.name for p in WF_DIR.iterdir() if p.suffix not in (".json", ".jpg")]
+    for name in jpgs:
+        path = WF_DIR / f"{name}.jpg"
+        with Image.open(path) as im:
+            assert im.format == "JPEG" and im.size == (512, 512), (name, im.format, im.size)
+            assert max(hi - lo for lo, hi in im.convert("RGB").getextrema()) > 100, name  # not blank
+        assert path.stat().st_size < 100_000, name
+
+
+def test_titles_are_readable():
+    for slug, title in TEMPLATE_TITLES.items():
+        assert "_" not in title and title[0].isupper() and len(title) <= 60, title
+        assert all(c.isalnum() or c in " -." for c in title), title   # safe in a URL path and a file name
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_layout_no_overlap_and_opens_below_the_top_bars(path):
+    """Nodes (title bars and notes included) keep 20 canvas px apart at their saved sizes, and the
+    saved view puts the top-left of the graph VIEW_MARGIN screen px inside the canvas. The browser
+    test checks the sizes the frontends really give the nodes."""
+    wf = json.loads(path.read_text())
+    by_id = {n["id"]: n["type"] for n in wf["nodes"]}
+    bad = [(by_id[a], by_id[b]) for a, b in overlaps(wf, gap=20)]
+    assert not bad, f"overlapping nodes: {bad}"
+    ds = wf["extra"]["ds"]
+    top = min((node_rect(n)[1] + ds["offset"][1]) * ds["scale"] for n in wf["nodes"])
+    left = min((node_rect(n)[0] + ds["offset"][0]) * ds["scale"] for n in wf["nodes"])
+    assert (round(left, 6), round(top, 6)) == VIEW_MARGIN
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
@@ -67,10 +113,33 @@ def test_workflow_is_annotated(path, defs):
 
 def test_snapshot_covers_every_pack_node(defs):
     ids = _pack_node_ids()
-    assert ids, "found no NODE_CLASS_MAPPINGS in nodes/*_nodes.py"
-    missing = ids - set(defs)
-    assert not missing, (f"tests/data/node_defs.json lacks {sorted(missing)}: run "
-                         "COMFYUI_DIR=... .venv/bin/python scripts/dump_node_defs.py")
+    assert ids, "found no node ids in nodes/*.py"
+    snap = {k for k in defs if k.startswith("Atelier")}
+    missing, extra = sorted(ids - snap), sorted(snap - ids)
+    assert not missing and not extra, (f"tests/data/node_defs.json is stale: lacks {missing}, has {extra} that "
+                                       "the pack does not declare; regenerate it (scripts/dump_node_defs.py)")
+
+
+def test_snapshot_diff_sees_every_kind_of_change(defs):
+    """The comparison the host tier uses reports a removed, an added and a changed node."""
+    import sys
+    sys.path.insert(0, str(REPO / "scripts"))
+    from dump_node_defs import diff_defs
+    assert diff_defs(defs, copy.deepcopy(defs)) == []
+    some = sorted(k for k in defs if k.startswith("Atelier"))
+    for victim in some:                         # every pack node counts, whatever its technique
+        less = {k: v for k, v in defs.items() if k != victim}
+        assert diff_defs(defs, less) == [f"{victim}: in the snapshot but the pack has no such node"]
+        assert diff_defs(less, defs) == [f"{victim}: pack node not in the snapshot"]
+    changed = copy.deepcopy(defs)
+    node = changed[some[0]]
+    section, inputs = next(iter(node["input"].items()))
+    name = next(iter(inputs))
+    inputs[name] = ["INT", {"default": 12345}]
+    node["display_name"] += " (renamed)"
+    got = diff_defs(defs, changed)
+    assert len(got) == 2 and any(f".input.{section}.{name}:" in g for g in got) and \
+        any(".display_name:" in g for g in got), got
 
 
 def test_every_input_has_tooltip_and_categories_are_consistent(defs):

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from _cdp import Chromium, Page, find_chromium
+from _workflows import TEMPLATE_TITLES
 from _e2e import (ComfyServer, PACK_FOLDER, make_base_dir, cleanup, write_tiny_models, STEPS,
                   TINY_UNET, TINY_VAE, SIZE, FRAMES)
 
@@ -72,6 +73,9 @@ def server(comfy_dir):
     srv = ComfyServer(comfy_dir, base)
     try:
         write_tiny_models(base)
+        # not a first start: the 1.3x frontend would open its templates browser over the canvas
+        (base / "user" / "default").mkdir(parents=True, exist_ok=True)
+        (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
         srv.start()
         yield srv
     finally:
@@ -93,7 +97,7 @@ def _graph_has(node_type):
 
 async def _load_template(page, url, notes, template=TEMPLATE, marker="AtelierMagCacheWan"):
     """Open the templates browser and click the pack's template; fall back to loading its JSON."""
-    TEMPLATE = template  # noqa: N806
+    TEMPLATE = TEMPLATE_TITLES[template]  # noqa: N806  the file name is the title the dialog shows
     try:
         await page.eval(f"{APP}.extensionManager.command.execute('Comfy.BrowseTemplates')")
         await page.wait_for(f"document.body.innerText.includes('{PACK_FOLDER}')", timeout=20)
@@ -109,8 +113,8 @@ async def _load_template(page, url, notes, template=TEMPLATE, marker="AtelierMag
     await page.eval("document.querySelectorAll('[role=dialog] button[aria-label=Close], "
                     ".p-dialog-close-button').forEach(b => b.click())")
     await page.eval(f"""(async () => {{
-        const r = await fetch('/api/workflow_templates/{PACK_FOLDER}/{TEMPLATE}.json');
-        await {APP}.loadGraphData(await r.json(), true, true, '{TEMPLATE}'); return true; }})()""")
+        const r = await fetch('/api/workflow_templates/{PACK_FOLDER}/' + encodeURIComponent({json.dumps(TEMPLATE)}) + '.json');
+        await {APP}.loadGraphData(await r.json(), true, true, {json.dumps(TEMPLATE)}); return true; }})()""")
     await page.wait_for(_graph_has(marker), timeout=20)
     return "api"
 
@@ -246,3 +250,87 @@ def test_browser_template_queue_strip(server, chromium, out_dir):
     print("restoration previews:", rs)
     assert len(rs["captions"]) >= 4 and all("preview" in c for c in rs["captions"])
     assert len(rs["nodes_with_images"]) >= 4, rs
+
+
+# -- templates: layout and thumbnails in the real frontend ----------------------------------------
+LAYOUT_JS = """(() => {
+  const app = %s, c = app.canvas, g = app.graph;
+  const LG = window.LiteGraph || window.comfyAPI?.litegraph?.LiteGraph;
+  const th = LG?.NODE_TITLE_HEIGHT ?? 30, cv = c.canvas.getBoundingClientRect();
+  const s = c.ds.scale, off = c.ds.offset, problems = [];
+  const rects = g._nodes.map(n => [n, n.pos[0], n.pos[1] - th, n.size[0], n.size[1] + th]);
+  for (let i = 0; i < rects.length; i++) for (let j = i + 1; j < rects.length; j++) {
+    const [a, ax, ay, aw, ah] = rects[i], [b, bx, by, bw, bh] = rects[j];
+    if (ax < bx + bw && bx < ax + aw && ay < by + bh && by < ay + ah)
+      problems.push(`overlap: ${a.type}#${a.id} [${[ax, ay, aw, ah]}] and ${b.type}#${b.id} [${[bx, by, bw, bh]}]`);
+  }
+  for (const [n, x, y, w] of rects) {
+    const sx = (x + off[0]) * s + cv.left, sy = (y + off[1]) * s + cv.top;
+    if (sx >= innerWidth) continue;                       // right of the window: scrolled to later
+    if (sy < cv.top) { problems.push(`${n.type}#${n.id}: title above the canvas (${Math.round(sy)} px)`); continue; }
+    for (const fx of [0.1, 0.5, 0.9]) {
+      const px = sx + fx * w * s, py = sy + 0.5 * th * s;
+      if (px >= innerWidth || py >= innerHeight) continue;
+      const e = document.elementFromPoint(px, py);
+      if (e && e !== c.canvas && !c.canvas.parentElement?.contains(e) && e.closest('button, nav, header, [class*=menu], [class*=bar], [class*=breadcrumb], [class*=tab]'))
+        problems.push(`${n.type}#${n.id}: title under ${String(e.className?.baseVal ?? e.className).slice(0, 60)} at ${Math.round(px)},${Math.round(py)}`);
+    }
+  }
+  return {problems, version: window.__COMFYUI_FRONTEND_VERSION__ || null, scale: s, offset: off};
+})()""" % APP
+
+
+async def _templates_layout(server, exe, out_dir):
+    browser = Chromium(exe)
+    ws_url = browser.start()
+    report = {}
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(ws_url, max_msg_size=0) as ws:
+                page = Page(ws)
+                await page.call("Runtime.enable")
+                await page.call("Page.enable")
+                await page.call("Emulation.setDeviceMetricsOverride", width=1600, height=1000,
+                                deviceScaleFactor=1, mobile=False)
+                await page.call("Page.navigate", url=server.url)
+                await page.wait_for(f"!!({APP}?.graph && document.querySelector('canvas'))", timeout=120)
+                await asyncio.sleep(3)
+                for slug, title in TEMPLATE_TITLES.items():
+                    await page.eval(f"""(async () => {{
+                        const r = await fetch('/api/workflow_templates/{PACK_FOLDER}/' + encodeURIComponent({json.dumps(title)}) + '.json');
+                        await {APP}.loadGraphData(await r.json(), true, true, {json.dumps(title)}); return true; }})()""")
+                    await asyncio.sleep(1.5)
+                    report[slug] = await page.eval(LAYOUT_JS)
+                    if slug.startswith("restoration"):
+                        await page.screenshot(out_dir / f"e2e_template_{slug}.png")
+                # the templates browser shows the pack's thumbnails
+                await page.eval(f"{APP}.extensionManager.command.execute('Comfy.BrowseTemplates')")
+                await page.wait_for(f"document.body.innerText.includes('{PACK_FOLDER}')", timeout=20)
+                await page.eval(CLICK_TEXT_JS % json.dumps([PACK_FOLDER]))
+                await asyncio.sleep(2)
+                await page.screenshot(out_dir / "e2e_templates_dialog.png")
+                thumbs = await page.wait_for("""(() => {
+                    // 1.35 points the card at /api/workflow_templates/<pack>/<name>.jpg; 1.27 fetches it into a blob
+                    const imgs = [...document.querySelectorAll('[role=dialog] img, .p-dialog img')]
+                        .filter(i => i.src.includes('/workflow_templates/') || i.src.startsWith('blob:'));
+                    const done = imgs.filter(i => i.complete);    // cards out of view load lazily
+                    return done.length ? done.map(i => [decodeURIComponent(i.src.split('/').pop()), i.naturalWidth])
+                        : null; })()""",
+                                             timeout=30)
+                return report, thumbs
+    finally:
+        browser.stop()
+
+
+def test_templates_layout_and_thumbnails(server, chromium, out_dir):
+    """Every template, as the frontend sizes its nodes: no two nodes (title bars included) overlap,
+    and no title bar starts above the canvas or under the top bars or the side bar. The templates
+    browser loads each template's <name>.jpg (a loaded image has a width)."""
+    report, thumbs = asyncio.run(_templates_layout(server, chromium, out_dir))
+    problems = [f"{slug}: {p}" for slug, r in report.items() for p in r["problems"]]
+    print("frontend", next(iter(report.values()))["version"])
+    assert not problems, "\n".join(problems)
+    print("thumbnails:", thumbs)
+    assert len(thumbs) >= 2 and all(w == 512 for _, w in thumbs), thumbs   # ours are 512 px wide
+    named = {name for name, _ in thumbs if name.endswith(".jpg")}
+    assert named <= {f"{t}.jpg" for t in TEMPLATE_TITLES.values()}, named

@@ -12,6 +12,7 @@ from PIL import Image
 from _e2e import (ComfyServer, PACK_FOLDER, make_base_dir, cleanup, load_defs, write_tiny_models,
                   write_tiny_dloral, write_tiny_scan, SCAN_PX, tiny_prompt, run_prompt, STEPS, SIZE, FRAMES, VIDEO_FRAMES, VIDEO_SIZE)
 from _testenv import REPO
+from _workflows import template_path
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 WF_DIR = REPO / "example_workflows"
@@ -38,9 +39,8 @@ def defs():
 
 
 def _wf(name):
-    path = WF_DIR / f"{name}.json"
-    if not path.is_file():
-        pytest.skip(f"{path.name} not written yet")
+    path = template_path(name)
+    assert path.is_file(), f"{path.name} ships with the pack and is missing (scripts/make_workflows.py)"
     return json.loads(path.read_text())
 
 
@@ -83,45 +83,29 @@ def _reports(events):
 
 # -- the server side of the pack ---------------------------------------------------------------------
 def test_snapshot_matches_live_server(server, defs):
-    """tests/data/node_defs.json (used by the core tests) is what this server reports."""
+    """tests/data/node_defs.json (used by the core tests) is what this server's /object_info serves,
+    every pack node in both directions, field by field (the comparison of scripts/dump_node_defs.py)."""
     import sys
     sys.path.insert(0, str(REPO / "scripts"))
-    from dump_node_defs import mark_file_lists
-    live = server.get_json("/object_info")
+    from dump_node_defs import diff_defs, normalize
+    live = {k: normalize(v) for k, v in server.get_json("/object_info").items()}
     version = server.get_json("/system_stats")["system"].get("comfyui_version")
     snap_version = json.loads((REPO / "tests" / "data" / "node_defs.json").read_text())["comfyui_version"]
-    pack = sorted(k for k in live if k.startswith("Atelier") and not k.startswith("AtelierE2E"))
-    assert pack == sorted(k for k in defs if k.startswith("Atelier")), \
-        "node set changed: run scripts/dump_node_defs.py"
-    for key in pack:
-        d = dict(live[key])
-        d.pop("python_module", None)
-        mark_file_lists(d)
-        s = defs[key]
-        for field in ("category", "display_name", "output", "output_name", "input_order"):
-            assert d.get(field) == s.get(field), f"{key}.{field} changed: run scripts/dump_node_defs.py"
-        for section, inputs in s["input"].items():
-            for name, spec in inputs.items():
-                ls = d["input"][section][name]
-                so = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-                if so.get("atelier_file_list"):   # install-dependent file list: compare the options only
-                    lo = dict(ls[1]) if len(ls) > 1 and isinstance(ls[1], dict) else {}
-                    lo.pop("options", None)
-                    assert lo == {k: v for k, v in so.items() if k != "atelier_file_list"}, f"{key}.{name}"
-                elif version == snap_version or not isinstance(spec[0], list):
-                    assert ls == spec, f"{key}.{name} changed: run scripts/dump_node_defs.py"
-    for host_node in defs:
-        if not host_node.startswith("Atelier"):
-            assert host_node in live, f"host node {host_node} missing in this ComfyUI"
+    problems = diff_defs(defs, live, same_host_version=version == snap_version)
+    assert not problems, "node_defs.json differs from the live server (regenerate it: " \
+        "scripts/dump_node_defs.py):\n" + "\n".join(problems)
 
 
 def test_templates_and_extension_are_served(server):
+    from urllib.parse import quote
     listing = server.get_json("/api/workflow_templates")
     names = sorted(p.stem for p in WF_DIR.glob("*.json"))
     assert sorted(listing.get(PACK_FOLDER, [])) == names
-    for n in names:
-        got = server.get_json(f"/api/workflow_templates/{PACK_FOLDER}/{n}.json")
+    for n in names:   # the frontends fetch <name>.json and show <name>.jpg from the same route
+        got = server.get_json(f"/api/workflow_templates/{PACK_FOLDER}/{quote(n)}.json")
         assert got == json.loads((WF_DIR / f"{n}.json").read_text())
+        status, body = server.request(f"/api/workflow_templates/{PACK_FOLDER}/{quote(n)}.jpg")
+        assert status == 200 and body == (WF_DIR / f"{n}.jpg").read_bytes(), n
     exts = server.get_json("/extensions")
     assert f"/extensions/{PACK_FOLDER}/js/atelier.js" in exts
     status, body = server.request(f"/extensions/{PACK_FOLDER}/js/atelier.js")

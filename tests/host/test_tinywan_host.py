@@ -13,6 +13,19 @@ def hu(comfy_dir):
     return _hostutil
 
 
+EPS32 = torch.finfo(torch.float32).eps
+# Two implementations of the same float32 model (other op order in attention, norms and
+# modulation): one forward within RUN_ULPS float32 ulp of the output's magnitude, a 6-step sampling
+# run (errors fed back through every step) within SAMPLE_ULPS. Measured on x86 (v0.8.0): at most
+# 4.5 ulp per forward, 6.2 per run.
+RUN_ULPS, SAMPLE_ULPS = 64, 256
+
+
+def close_ulps(a, b, ulps):
+    err, scale = float((a - b).abs().max()), float(b.abs().max())
+    assert err <= ulps * EPS32 * scale, f"max error {err:.3g} > {ulps} ulp x {scale:.3g}"
+
+
 def _host_model(sd):
     import comfy.sd
     m = comfy.sd.load_diffusion_model_state_dict({k: v.clone() for k, v in sd.items()})
@@ -54,8 +67,7 @@ def test_matches_host_wanmodel(comfy_dir, variant, shape):
         ref = host(x_host, t, ctx, transformer_options={}, **kw_host)
         out = ours(x, t, ctx, **kw)
     assert out.shape == ref.shape == (b, 16, *shape[2:])
-    err = (out - ref).abs().max().item()
-    assert err < 1e-4 * max(1.0, ref.abs().max().item()), err
+    close_ulps(out, ref, RUN_ULPS)
     # and not trivially: the output depends on the context
     with torch.no_grad():
         other = ours(x, t, ctx.flip(0) if b > 1 else -ctx, **kw)
@@ -73,7 +85,7 @@ def test_trained_weights_load_in_host(comfy_dir):
     with torch.no_grad():
         ref = host(x, torch.tensor([500.0]), ctx, transformer_options={})
         out = ours(x, torch.tensor([500.0]), ctx)
-    assert (out - ref).abs().max() < 1e-4
+    close_ulps(out, ref, RUN_ULPS)
 
 
 @pytest.mark.parametrize("steps", [1, 7, 20, 30])
@@ -84,6 +96,8 @@ def test_flow_sigmas_match_host_simple_scheduler(comfy_dir, steps):
     ms = m.get_model_object("model_sampling")
     assert float(ms.shift) == 8.0  # Wan2.1 T2V sampling_settings
     ref = comfy.samplers.calculate_sigmas(ms, "simple", steps)
+    # equal, not close: the same float32 expression (shift*t / (1 + (shift-1)*t) on arange/1000)
+    # evaluated by the same torch kernels on the same machine
     assert torch.equal(flow_sigmas(steps, 8.0), ref.float())
 
 
@@ -99,5 +113,4 @@ def test_sampler_matches_host_ksampler(hu, cfg):
     ref = hu.ksample(hm, pos, neg, steps=6, cfg=cfg, seed=42)
     z = sample.sample(ours, pos[0][0], neg[0][0], steps=6, cfg=cfg, seed=42, shape=(1, 16, 3, 16, 16))
     assert ref.shape == z.shape
-    err = (vae.to_host_latent(z) - ref).abs().max().item()
-    assert err < 1e-3, err
+    close_ulps(vae.to_host_latent(z), ref, SAMPLE_ULPS)

@@ -1,0 +1,93 @@
+"""Packaging metadata: requirements list exactly what the pack imports; pyproject fits the registry."""
+import ast
+import re
+import sys
+import tomllib
+
+from _testenv import REPO
+
+# Distribution name -> import name, where they differ.
+IMPORT_NAME = {"opencv-python-headless": "cv2", "pillow": "PIL"}
+# Provided by ComfyUI itself (its own requirements), imported by nodes/ only.
+HOST_PROVIDED = {"torch", "comfy", "comfy_api", "comfy_extras", "folder_paths", "server", "nodes", "execution",
+                 "node_helpers", "comfyui_version", "aiohttp"}
+PACK_CODE = ("__init__.py", "magcache", "nag", "dloral", "restoration", "tinywan", "nodes")
+
+
+def _requirements():
+    names = []
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(line)
+    return names
+
+
+def _dist(req):
+    return re.split(r"[<>=!~;\[ ]", req, 1)[0].strip().lower()
+
+
+def _top_level_imports():
+    """Absolute top-level imports of the shipped code (not tests, bench or scripts), by file."""
+    found = {}
+    for part in PACK_CODE:
+        p = REPO / part
+        for f in ([p] if p.is_file() else sorted(p.rglob("*.py"))):
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, ast.Import):
+                    mods = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    mods = [node.module]
+                else:
+                    continue
+                for m in mods:
+                    found.setdefault(m.split(".")[0], set()).add(str(f.relative_to(REPO)))
+    return found
+
+
+def test_requirements_are_exactly_the_imports():
+    imports = _top_level_imports()
+    declared = {IMPORT_NAME.get(_dist(r), _dist(r)): r for r in _requirements()}
+    unused = sorted(r for name, r in declared.items() if name not in imports)
+    assert not unused, f"requirements.txt lists {unused}, which no shipped module imports"
+    third_party = {m: files for m, files in imports.items()
+                   if m not in sys.stdlib_module_names and m not in HOST_PROVIDED}
+    undeclared = {m: sorted(f) for m, f in third_party.items() if m not in declared}
+    assert not undeclared, f"imported but not in requirements.txt: {undeclared}"
+
+
+def test_pyproject_dependencies_equal_requirements():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert sorted(project["dependencies"]) == sorted(_requirements())
+
+
+def test_pyproject_fits_the_registry():
+    """docs.comfy.org/registry/specifications: Icon is a URL (or absent), OS/accelerator classifiers,
+    requires-comfyui names the supported host versions."""
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    comfy, project = data["tool"]["comfy"], data["project"]
+    icon = comfy.get("Icon")
+    assert icon is None or re.match(r"^https://\S+\.(svg|png|jpg|gif)$", icon), f"Icon must be a URL: {icon!r}"
+    classifiers = project.get("classifiers", [])
+    assert any(c.startswith("Operating System :: ") for c in classifiers), classifiers
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
+    assert comfy.get("requires-comfyui") == ">=0.3.64,<=0.8.0"
+    assert (REPO / project["license"]["file"]).is_file()
+
+
+MACHINE_ROOTS = ("/work/", "/root/", "/home/", "/tmp/", "/Users/", "/mnt/", "/opt/", "/srv/", "/data/", "/var/")
+
+
+def test_no_absolute_machine_paths_in_tests_and_scripts():
+    """Tests and scripts find files from their own location (``_testenv.REPO``), ``COMFYUI_DIR`` or
+    a temporary folder, never from a path of one machine."""
+    found = []
+    for f in sorted(list((REPO / "tests").rglob("*.py")) + list((REPO / "scripts").glob("*.py"))):
+        if "_out" in f.parts:
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                v = node.value.strip()
+                if (v.startswith(MACHINE_ROOTS) and v not in MACHINE_ROOTS) or re.match(r"^[A-Za-z]:\\\\", v):
+                    found.append(f"{f.relative_to(REPO)}:{node.lineno}: {v[:80]!r}")
+    assert not found, "absolute machine paths:\n" + "\n".join(found)
