@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start a local ComfyUI with this pack linked into its custom_nodes, on 127.0.0.1.
-#   COMFYUI_DIR  the ComfyUI tree (default ~/ComfyUI)
+#   COMFYUI_DIR  the ComfyUI tree (default: the last tree of scripts/hosts.sh, the copy of v0.8.0 made for the
+#                host tier); the server runs in that tree's own venv (made by scripts/setup.sh hosts when missing)
 #   PORT         the port (default 8188; COMFYUI_PORT is read too)
 #   extra arguments go to ComfyUI's main.py (e.g. --highvram); --cpu is added when torch sees no GPU.
 # The pack is linked as $COMFYUI_DIR/custom_nodes/ComfyUI-Atelier (a symlink to this checkout) unless a
@@ -8,10 +9,13 @@
 # removed again when the server stops (Ctrl-C, kill, or the server exiting). Stop the server with Ctrl-C.
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-COMFY="${COMFYUI_DIR:-$HOME/ComfyUI}"
+COMFY="${COMFYUI_DIR:-}"
+if [ -z "$COMFY" ]; then COMFY=$(bash "$REPO/scripts/hosts.sh" | tail -n 1); fi
 PORT="${PORT:-${COMFYUI_PORT:-8188}}"
 [ -f "$COMFY/main.py" ] || { echo "no ComfyUI at $COMFY (set COMFYUI_DIR)" >&2; exit 1; }
-if [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"; else PY="${PYTHON:-python3}"; fi
+VENV=$(bash "$REPO/scripts/hosts.sh" --venv "$COMFY")
+if [ ! -x "$VENV/bin/python" ]; then COMFYUI_DIR="$COMFY" bash "$REPO/scripts/setup.sh" hosts; fi
+PY="$VENV/bin/python"
 CN="$COMFY/custom_nodes"
 mkdir -p "$CN"
 linked=""
