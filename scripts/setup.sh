@@ -38,10 +38,11 @@ if [ ! -f "$stamp" ]; then
 fi
 echo "[setup] core ready: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"
 [ "$what" = hosts ] || exit 0
-# --- system tools of the host tier: headless chromium (browser test), poppler (PDF check) -------------------
+# --- system tools of the tests: headless chromium (browser test), poppler (PDF check), node (web JS check) ---
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v pdftoppm >/dev/null 2>&1 || need+=(poppler-utils)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "[setup] installing ${need[*]} (Debian packages)"
