@@ -61,7 +61,8 @@ def detect(img, dpi, cfg=DetectConfig(), progress=None):
     """Damage detection -> :class:`DamageMap` (no user masks yet; default fill classes)."""
     t = time.perf_counter()
     det = detect_damage(img, dpi, cfg, progress=progress)
-    return DamageMap(det["classes"], det["responses"], tuple(det["ground_rgb"]), det["params"],
+    g = det.get("ground_rgb")
+    return DamageMap(det["classes"], det.get("responses", {}), None if g is None else tuple(g), det.get("params"),
                      times={"detect": round(time.perf_counter() - t, 3)})
 
 
