@@ -61,6 +61,12 @@ def ui_images(arrays, prefix):
     return {"images": out}
 
 
+def output(values, previews, prefix):
+    """``io.NodeOutput`` of ``values`` with ``previews`` ((H, W, 3) float arrays) shown on the node."""
+    from comfy_api.latest import io
+    return io.NodeOutput(*values, ui=ui_images(previews, prefix))
+
+
 def input_directory():
     import folder_paths
     return folder_paths.get_input_directory()
@@ -84,6 +90,15 @@ def output_ui(folder, names):
     """The "ui" dict listing files of an output folder (shown on the node)."""
     rel = os.path.relpath(str(folder), output_directory())
     return {"images": [{"filename": n, "subfolder": rel, "type": "output"} for n in names]}
+
+
+def torch_device():
+    """The host's compute device (the harmonic fill runs there); CPU when the host cannot say."""
+    try:
+        import comfy.model_management as mm
+        return mm.get_torch_device()
+    except Exception:
+        return "cpu"
 
 
 def comfyui_version():

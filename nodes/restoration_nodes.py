@@ -10,20 +10,19 @@ nodes are in :mod:`.restoration_print_nodes`.
 import json
 import time
 
-import numpy as np
 from comfy_api.latest import io
 
 from ..restoration import stages
 from ..restoration.artefacts import ScanContext, class_masks
 from ..restoration.detect import DetectConfig
 from ..restoration.fill import METHODS
-from ..restoration.previews import class_overlay, heat, label_colors
+from ..restoration.previews import class_overlay, heat, label_colors, response_previews
 from ..restoration.regions import RegionConfig
-from ..restoration.scanio import confined_file, list_scans, read_scan, sha256_file
+from ..restoration.scanio import confined_file, content_fingerprint, list_scans, read_confined
 from ..restoration.synth import SynthConfig, make_sample
 from . import restoration_print_nodes as _print
 from ._host import progress_bar
-from ._resto_io import img_np, input_directory, log, mask_np, to_image, to_mask, ui_images
+from ._resto_io import img_np, input_directory, mask_np, output, to_image, to_mask, torch_device
 
 CAT = "Atelier/Restoration"
 RestoCtx, DamageMapT, RegionTableT = io.Custom("RESTO_CTX"), io.Custom("DAMAGE_MAP"), io.Custom("REGION_TABLE")
@@ -37,10 +36,6 @@ def dpi_input(default=600.0, minimum=50.0, tip="Scan resolution in pixels per in
     return io.Float.Input("dpi", default=default, min=minimum, max=20000.0, step=1.0, tooltip=tip)
 
 
-def _out(values, previews, prefix):
-    return io.NodeOutput(*values, ui=ui_images(previews, prefix))
-
-
 class AtelierRestorationLoadScan(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -52,9 +47,9 @@ class AtelierRestorationLoadScan(io.ComfyNode):
                                    tooltip="A scan in ComfyUI's input folder (upload one with the button). Files "
                                            "outside the input folder cannot be read."),
                     dpi_input(0.0, 0.0, "0 = read the resolution from the file; otherwise this value wins.")],
-            outputs=[io.Image.Output("image", tooltip="The scan, sRGB in 0..1 (16-bit files keep their precision "
+            outputs=[io.Image.Output("image", display_name="image", tooltip="The scan, sRGB in 0..1 (16-bit files keep their precision "
                                                       "in float32)."),
-                     RestoCtx.Output("ctx", tooltip="Scale (dpi) and the file's name and SHA-256 for the record.")])
+                     RestoCtx.Output("ctx", display_name="ctx", tooltip="Scale (dpi) and the file's name and SHA-256 for the record.")])
 
     @classmethod
     def validate_inputs(cls, path=None):
@@ -68,21 +63,11 @@ class AtelierRestorationLoadScan(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, path=None, dpi=None):
-        try:  # the file's content, like the host's LoadImage: a changed file reruns the graph
-            return sha256_file(confined_file(input_directory(), path, "path")), dpi
-        except (ValueError, OSError):
-            return path, dpi
+        return content_fingerprint(input_directory(), path), dpi  # like LoadImage: a changed file reruns
 
     @classmethod
     def execute(cls, path, dpi):
-        p = confined_file(input_directory(), path, "path")
-        try:
-            img, d, info = read_scan(p, dpi if dpi > 0 else None)
-        except ValueError as exc:  # name the file as the user chose it, never the server's folders
-            raise ValueError(str(exc).replace(str(p), path)) from None
-        if info["lossy"]:
-            log.warning("atelier restoration: %s is %s (lossy compression); flagged in the record", path, info["format"])
-        scan = {k: info[k] for k in ("name", "sha256", "bits", "format", "lossy", "dpi_source")}
+        img, d, scan = read_confined(input_directory(), path, dpi)
         return io.NodeOutput(to_image(img), ScanContext.of(img, d, scan))
 
 
@@ -94,8 +79,8 @@ class AtelierRestorationContext(io.ComfyNode):
             description="Attach the physical scale (DPI) to an IMAGE loaded by any node; all later measurements "
                         "are in mm.",
             inputs=[io.Image.Input("image", tooltip="The scan (sRGB)."), dpi_input()],
-            outputs=[RestoCtx.Output("ctx", tooltip="Scale of the scan for the later nodes."),
-                     io.String.Output("summary", tooltip="Size in px and mm.")])
+            outputs=[RestoCtx.Output("ctx", display_name="ctx", tooltip="Scale of the scan for the later nodes."),
+                     io.String.Output("summary", display_name="summary", tooltip="Size in px and mm.")])
 
     @classmethod
     def execute(cls, image, dpi):
@@ -114,11 +99,11 @@ class AtelierSyntheticDamage(io.ComfyNode):
                     io.Int.Input("width", default=1536, min=256, max=16384, step=64, tooltip="Width in px."),
                     io.Int.Input("height", default=1024, min=256, max=16384, step=64, tooltip="Height in px."),
                     dpi_input()],
-            outputs=[io.Image.Output("damaged", tooltip="The damaged painting (the 'scan')."),
-                     io.Image.Output("clean", tooltip="The same painting without damage (ground truth)."),
-                     *[io.Mask.Output(f"gt_{k}", tooltip=f"Ground truth: {t}") for k, t in CLASS_TIPS],
-                     RestoCtx.Output("ctx", tooltip="Scale of the sample (the dpi given)."),
-                     io.String.Output("ground_color", tooltip="The exposed ground's colour R,G,B (for Damage Detect).")])
+            outputs=[io.Image.Output("damaged", display_name="damaged", tooltip="The damaged painting (the 'scan')."),
+                     io.Image.Output("clean", display_name="clean", tooltip="The same painting without damage (ground truth)."),
+                     *[io.Mask.Output(f"gt_{k}", display_name=f"gt_{k}", tooltip=f"Ground truth: {t}") for k, t in CLASS_TIPS],
+                     RestoCtx.Output("ctx", display_name="ctx", tooltip="Scale of the sample (the dpi given)."),
+                     io.String.Output("ground_color", display_name="ground_color", tooltip="The exposed ground's colour R,G,B (for Damage Detect).")])
 
     @classmethod
     def execute(cls, seed, width, height, dpi):
@@ -126,8 +111,8 @@ class AtelierSyntheticDamage(io.ComfyNode):
         ctx = ScanContext.of(img, dpi, {"name": f"synthetic seed {seed}", "seeds": {"sample": seed},
                                         "dpi_source": "given"})
         ground = ",".join(f"{v:.3f}" for v in info["ground_rgb"])
-        return _out((to_image(img), to_image(clean), *map(to_mask, class_masks(gt)), ctx, ground),
-                    [img, class_overlay(img, gt)], "synth")
+        return output((to_image(img), to_image(clean), *map(to_mask, class_masks(gt)), ctx, ground),
+                      [img, class_overlay(img, gt)], "synth")
 
 
 _D = DetectConfig()
@@ -158,13 +143,13 @@ class AtelierDamageDetect(io.ComfyNode):
                     io.Int.Input("tile", default=stages.TILE, min=0, max=16384, step=64,
                                  tooltip="Tile size in px for large scans (0 = untiled, else at least 64); results "
                                          "are identical.")],
-            outputs=[DamageMapT.Output("damage_map", tooltip="Classes, response maps and parameters (for Damage "
+            outputs=[DamageMapT.Output("damage_map", display_name="damage_map", tooltip="Classes, response maps and parameters (for Damage "
                                                              "Map Edit, Region Table and the record)."),
-                     io.Mask.Output("all_damage", tooltip="Every detected class."),
-                     *[io.Mask.Output(k, tooltip=t) for k, t in CLASS_TIPS],
-                     io.Image.Output("overlay", tooltip="Classes over the dimmed scan: green split, red craquelure, "
+                     io.Mask.Output("all_damage", display_name="all_damage", tooltip="Every detected class."),
+                     *[io.Mask.Output(k, display_name=k, tooltip=t) for k, t in CLASS_TIPS],
+                     io.Image.Output("overlay", display_name="overlay", tooltip="Classes over the dimmed scan: green split, red craquelure, "
                                                         "blue loss, pink small defect."),
-                     io.Image.Output("responses", tooltip="Response maps (batch of 4: crack, light, ground ΔE00, "
+                     io.Image.Output("responses", display_name="responses", tooltip="Response maps (batch of 4: crack, light, ground ΔE00, "
                                                           "split), yellow = 32+.")])
 
     @classmethod
@@ -190,11 +175,9 @@ class AtelierDamageDetect(io.ComfyNode):
         pbar = progress_bar(100)
         dmap = stages.detect(img, ctx.dpi, cfg, progress=lambda i, n: pbar.update_absolute(int(90 * i / n), 100))
         pbar.update_absolute(100, 100)
-        c = dmap.classes
-        overlay = class_overlay(img, c)
-        resp = np.stack([heat(v.astype(np.float32), 128) for v in dmap.responses.values()])
-        return _out((dmap, to_mask(c > 0), *map(to_mask, class_masks(c)), to_image(overlay), to_image(resp)[0]),
-                    [overlay, *resp], "detect")
+        c, overlay, resp = dmap.classes, class_overlay(img, dmap.classes), response_previews(dmap.responses)
+        return output((dmap, to_mask(c > 0), *map(to_mask, class_masks(c)), to_image(overlay), to_image(resp)[0]),
+                      [overlay, *resp], "detect")
 
 
 class AtelierDamageMapEdit(io.ComfyNode):
@@ -215,8 +198,8 @@ class AtelierDamageMapEdit(io.ComfyNode):
                     io.Mask.Input("add_mask", optional=True, tooltip="Painted damage to add (same size as the scan)."),
                     io.Mask.Input("remove_mask", optional=True, tooltip="Painted areas to clear (false detections).")],
             outputs=[DamageMapT.Output("damage_map_out", display_name="damage_map", tooltip="The edited damage map with the classes to fill."),
-                     io.Mask.Output("fill_candidates", tooltip="Pixels of the classes chosen for filling."),
-                     io.Image.Output("overlay", tooltip="The edited classes over the dimmed scan.")])
+                     io.Mask.Output("fill_candidates", display_name="fill_candidates", tooltip="Pixels of the classes chosen for filling."),
+                     io.Image.Output("overlay", display_name="overlay", tooltip="The edited classes over the dimmed scan.")])
 
     @classmethod
     def execute(cls, damage_map, image, fill_loss, fill_small_defect, fill_craquelure, fill_support_split, fill_user,
@@ -226,7 +209,7 @@ class AtelierDamageMapEdit(io.ComfyNode):
                          stages.fill_classes_of(fill_loss, fill_small_defect, fill_craquelure, fill_support_split,
                                                 fill_user))
         overlay = class_overlay(img_np(image), dm.classes)
-        return _out((dm, to_mask(stages.fill_candidates(dm)), to_image(overlay)), [overlay], "edit")
+        return output((dm, to_mask(stages.fill_candidates(dm)), to_image(overlay)), [overlay], "edit")
 
 
 class AtelierRegionTable(io.ComfyNode):
@@ -245,10 +228,10 @@ class AtelierRegionTable(io.ComfyNode):
                                    tooltip="Regions narrower than 1 arcmin at this distance are marked invisible."),
                     io.Float.Input("registration_tol_um", default=r.registration_tol_um, min=0.0, max=5000.0, step=5.0,
                                    tooltip="Regions narrower than twice this are skipped (below_registration).")],
-            outputs=[RegionTableT.Output("regions", tooltip="Labels and one row per region with its fill decision."),
-                     io.Mask.Output("fill_mask", tooltip="The regions to fill (for Restoration Fill)."),
-                     io.Image.Output("labels_preview", tooltip="Each region in its own colour."),
-                     io.String.Output("summary", tooltip="Regions found, filled, skipped and the fill area.")])
+            outputs=[RegionTableT.Output("regions", display_name="regions", tooltip="Labels and one row per region with its fill decision."),
+                     io.Mask.Output("fill_mask", display_name="fill_mask", tooltip="The regions to fill (for Restoration Fill)."),
+                     io.Image.Output("labels_preview", display_name="labels_preview", tooltip="Each region in its own colour."),
+                     io.String.Output("summary", display_name="summary", tooltip="Regions found, filled, skipped and the fill area.")])
 
     @classmethod
     def execute(cls, image, damage_map, ctx, viewing_distance_mm, registration_tol_um):
@@ -259,7 +242,7 @@ class AtelierRegionTable(io.ComfyNode):
         summary = (f"{tab.n_regions} regions, {nf} to fill, {tab.n_regions - nf} skipped; fill area "
                    f"{fp.sum() * ctx.mm_per_px ** 2:.3f} mm^2")
         prev = label_colors(tab.labels)
-        return _out((tab, to_mask(fp), to_image(prev), summary), [prev], "regions")
+        return output((tab, to_mask(fp), to_image(prev), summary), [prev], "regions")
 
 
 class AtelierRestorationFill(io.ComfyNode):
@@ -286,8 +269,8 @@ class AtelierRestorationFill(io.ComfyNode):
                                     tooltip="Name of the model that made external_fill (goes into the record)."),
                     io.Mask.Input("source_mask", optional=True, tooltip="For method 'patch': where texture may be "
                                   "copied from (white = allowed). Default: anywhere undamaged.")],
-            outputs=[io.Image.Output("filled", tooltip="The scan with the mask filled."),
-                     io.Mask.Output("used_mask", tooltip="The pixels actually filled (the mask grown by grow_px): the "
+            outputs=[io.Image.Output("filled", display_name="filled", tooltip="The scan with the mask filled."),
+                     io.Mask.Output("used_mask", display_name="used_mask", tooltip="The pixels actually filled (the mask grown by grow_px): the "
                                                          "ink footprint of the print layers."),
                      RegionTableT.Output("regions_out", display_name="regions", tooltip="The region table annotated with the fill method (None "
                                                             "when no table was connected).")])
@@ -296,31 +279,15 @@ class AtelierRestorationFill(io.ComfyNode):
     def execute(cls, image, mask, method, grow_px, external_fill=None, regions=None, external_model="",
                 source_mask=None):
         img = img_np(image)
-        m = mask_np(mask, img.shape[:2], "mask")
-        ext = None
-        if method == "external":
-            if external_fill is None:
-                raise ValueError("method 'external' needs the external_fill IMAGE input")
-            ext = img_np(external_fill, "external_fill")
-        elif external_fill is not None:
-            log.warning("atelier restoration: external_fill is connected but method is %r; it is ignored", method)
-        src = mask_np(source_mask, img.shape[:2], "source_mask")
-        if src is not None and method != "patch":
-            log.warning("atelier restoration: source_mask is connected but method is %r; it is ignored", method)
-        device = "cpu"
-        if method == "harmonic":
-            try:
-                import comfy.model_management as mm
-                device = mm.get_torch_device()
-            except Exception:
-                pass
-        t = time.perf_counter()
-        pbar = progress_bar(100)
-        filled, used = stages.fill(img, m, method, grow_px, external=ext, source=src, device=device,
+        ext = None if external_fill is None else img_np(external_fill, "external_fill")
+        t, pbar = time.perf_counter(), progress_bar(100)
+        filled, used = stages.fill(img, mask_np(mask, img.shape[:2], "mask"), method, grow_px, external=ext,
+                                   source=mask_np(source_mask, img.shape[:2], "source_mask"),
+                                   device=torch_device() if method == "harmonic" else "cpu",
                                    progress=lambda i, n: pbar.update_absolute(int(100 * i / n), 100))
         tab = None if regions is None else stages.annotate_fill(regions, method, external_model,
                                                                 round(time.perf_counter() - t, 3))
-        return _out((to_image(filled), to_mask(used), tab), [filled], "fill")
+        return output((to_image(filled), to_mask(used), tab), [filled], "fill")
 
 
 class AtelierFillQA(io.ComfyNode):
@@ -337,16 +304,16 @@ class AtelierFillQA(io.ComfyNode):
                                    tooltip="Flag regions whose fill differs from its edge ring by more than this ΔE00.")],
             outputs=[RegionTableT.Output("regions_out", display_name="regions", tooltip="The table with the QA columns (dE00_edge, edge_mismatch, "
                                                             "needs_review)."),
-                     io.Image.Output("heatmap", tooltip="dE00_edge per filled region (yellow = 2 x edge_de)."),
-                     io.String.Output("summary", tooltip="How many regions were flagged.")])
+                     io.Image.Output("heatmap", display_name="heatmap", tooltip="dE00_edge per filled region (yellow = 2 x edge_de)."),
+                     io.String.Output("summary", display_name="summary", tooltip="How many regions were flagged.")])
 
     @classmethod
     def execute(cls, original, filled, regions, edge_de):
         tab = stages.qa(img_np(original, "original"), img_np(filled, "filled"), regions, edge_de)
         flagged = sum(r["edge_mismatch"] for r in tab.rows)
         vis = heat(tab.qa_map(), 2 * edge_de)
-        return _out((tab, to_image(vis), f"{flagged} of {len(tab.rows)} regions flagged (dE00_edge > {edge_de})"),
-                    [vis], "qa")
+        return output((tab, to_image(vis), f"{flagged} of {len(tab.rows)} regions flagged (dE00_edge > {edge_de})"),
+                      [vis], "qa")
 
 
 class AtelierColourCount(io.ComfyNode):
@@ -360,10 +327,10 @@ class AtelierColourCount(io.ComfyNode):
                     io.Mask.Input("mask", tooltip="Where the colour layer has ink (used_mask of Fill)."),
                     io.Float.Input("q", default=1.0, min=0.05, max=20.0, step=0.05,
                                    tooltip="Merge colours closer than this ΔE00.")],
-            outputs=[io.Int.Output("count_rgb8", tooltip="Distinct 8-bit RGB triplets in the mask."),
-                     io.Int.Output("count_dE", tooltip="Colour clusters merged at ΔE00 <= q."),
-                     io.Image.Output("palette", tooltip="The first 32 cluster leaders by area."),
-                     io.String.Output("palette_json", tooltip="q, both counts and up to 256 leaders with their pixel "
+            outputs=[io.Int.Output("count_rgb8", display_name="count_rgb8", tooltip="Distinct 8-bit RGB triplets in the mask."),
+                     io.Int.Output("count_dE", display_name="count_dE", tooltip="Colour clusters merged at ΔE00 <= q."),
+                     io.Image.Output("palette", display_name="palette", tooltip="The first 32 cluster leaders by area."),
+                     io.String.Output("palette_json", display_name="palette_json", tooltip="q, both counts and up to 256 leaders with their pixel "
                                                               "counts (JSON).")])
 
     @classmethod
@@ -371,7 +338,7 @@ class AtelierColourCount(io.ComfyNode):
         f = img_np(filled, "filled")
         pal = stages.palette(f, mask_np(mask, f.shape[:2], "mask"), q)
         sw = stages.palette_swatch(pal)
-        return _out((pal.n_rgb8, pal.n_de, to_image(sw), json.dumps(pal.as_json())), [sw], "palette")
+        return output((pal.n_rgb8, pal.n_de, to_image(sw), json.dumps(pal.as_json())), [sw], "palette")
 
 
 NODES = [AtelierRestorationLoadScan, AtelierRestorationContext, AtelierSyntheticDamage, AtelierDamageDetect,

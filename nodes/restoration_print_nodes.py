@@ -4,20 +4,18 @@ check and the archival record. Export and Record write a NEW numbered folder per
 and moved in when complete, so an earlier run is never overwritten and an interrupted one leaves nothing.
 """
 import json
-from dataclasses import replace
 
 from comfy_api.latest import io
 
-from ..restoration import stages
-from ..restoration.artefacts import DamageMap, PrintCanvas, PrintLayers
+from ..restoration.artefacts import PrintCanvas, PrintLayers
 from ..restoration.layers import (MIN_FEATURE_MAX_MM, WHITE_AMOUNT_MAX_MM, WHITE_MODES, check_separation, layout,
                                   separate, simulate)
 from ..restoration.outputs import JobResult, write_job, write_print
 from ..restoration.previews import heat, layers_preview
 from ..restoration.register import MOTIONS, registration_check
 from ._host import progress_bar
-from ._resto_io import (check_subfolder, comfyui_version, img_np, mask_np, numbered_output, output_ui, to_image,
-                        to_mask, ui_images)
+from ._resto_io import (check_subfolder, comfyui_version, img_np, mask_np, numbered_output, output, output_ui,
+                        to_image, to_mask)
 
 CAT = "Atelier/Restoration"
 RestoCtx, DamageMapT = io.Custom("RESTO_CTX"), io.Custom("DAMAGE_MAP")
@@ -25,10 +23,6 @@ RegionTableT, MaskLayers = io.Custom("REGION_TABLE"), io.Custom("MASK_LAYERS")
 CTX_TIP = "Scale of the scan (from Restoration Context or Load Scan)."
 SUBFOLDER_TIP = ("Folder inside ComfyUI's output folder; each run writes a new numbered folder {subfolder}_00001, "
                  "_00002, ... (never overwrites).")
-
-
-def _out(values, previews, prefix):
-    return io.NodeOutput(*values, ui=ui_images(previews, prefix))
 
 
 class AtelierBilayerSeparate(io.ComfyNode):
@@ -51,10 +45,10 @@ class AtelierBilayerSeparate(io.ComfyNode):
                                    tooltip="Remove parts narrower than this (0 = off; see the research note)."),
                     io.Boolean.Input("white_on_black", default=False,
                                      tooltip="Allow white under very dark targets (L* < 15).")],
-            outputs=[MaskLayers.Output("layers", tooltip="Colour RGBA + white plate at image size (for Print Layout)."),
-                     io.Image.Output("layers_preview", tooltip="Colour layer on a checkerboard beside the white plate."),
-                     io.Image.Output("simulated_view", tooltip="Predicted appearance of the film on the painting."),
-                     io.Mask.Output("white", tooltip="White ink coverage (1 = full).")])
+            outputs=[MaskLayers.Output("layers", display_name="layers", tooltip="Colour RGBA + white plate at image size (for Print Layout)."),
+                     io.Image.Output("layers_preview", display_name="layers_preview", tooltip="Colour layer on a checkerboard beside the white plate."),
+                     io.Image.Output("simulated_view", display_name="simulated_view", tooltip="Predicted appearance of the film on the painting."),
+                     io.Mask.Output("white", display_name="white", tooltip="White ink coverage (1 = full).")])
 
     @classmethod
     def validate_inputs(cls, white_mode=None, amount_mm=None, min_feature_mm=None):
@@ -70,7 +64,7 @@ class AtelierBilayerSeparate(io.ComfyNode):
         lay = separate(f, o, mask_np(mask, o.shape[:2], "mask"), ctx.dpi, white_mode, amount_mm,
                        min_feature_mm=min_feature_mm, white_on_black=white_on_black)
         prev, sim = layers_preview(lay.color_rgba, lay.white), simulate(o, lay)
-        return _out((lay, to_image(prev), to_image(sim), to_mask(lay.white)), [prev, sim], "layers")
+        return output((lay, to_image(prev), to_image(sim), to_mask(lay.white)), [prev, sim], "layers")
 
 
 class AtelierPrintLayout(io.ComfyNode):
@@ -90,8 +84,8 @@ class AtelierPrintLayout(io.ComfyNode):
                                      tooltip="Mirror both layers (print on the film side facing the painting).")],
             outputs=[MaskLayers.Output("layers_out", display_name="layers", tooltip="Both layers on the print canvas (for Print Export and the "
                                                          "record)."),
-                     io.Image.Output("preview", tooltip="The canvas: colour on a checkerboard beside the white plate."),
-                     io.String.Output("fiducials_mm", tooltip="Fiducial centres in mm on the canvas (JSON), after "
+                     io.Image.Output("preview", display_name="preview", tooltip="The canvas: colour on a checkerboard beside the white plate."),
+                     io.String.Output("fiducials_mm", display_name="fiducials_mm", tooltip="Fiducial centres in mm on the canvas (JSON), after "
                                                               "mirroring.")])
 
     @classmethod
@@ -100,7 +94,7 @@ class AtelierPrintLayout(io.ComfyNode):
             raise ValueError("layers already went through Print Layout (or do not come from Bilayer Separate)")
         laid = layout(layers, ctx.dpi, margin_mm, arm_mm, line_mm, mirror)
         prev = layers_preview(laid.color_rgba, laid.white)
-        return _out((laid, to_image(prev), json.dumps(laid.fiducials)), [prev], "layout")
+        return output((laid, to_image(prev), json.dumps(laid.fiducials)), [prev], "layout")
 
 
 def _check_laid(layers):
@@ -120,8 +114,8 @@ class AtelierPrintExport(io.ComfyNode):
             inputs=[MaskLayers.Input("layers", tooltip="From Print Layout."),
                     RestoCtx.Input("ctx", tooltip=CTX_TIP),
                     io.String.Input("subfolder", default="atelier_restoration/print", tooltip=SUBFOLDER_TIP)],
-            outputs=[io.String.Output("folder", tooltip="The numbered folder written by this run."),
-                     io.String.Output("files_json", tooltip="The files with size, dpi and SHA-256 (JSON).")],
+            outputs=[io.String.Output("folder", display_name="folder", tooltip="The numbered folder written by this run."),
+                     io.String.Output("files_json", display_name="files_json", tooltip="The files with size, dpi and SHA-256 (JSON).")],
             is_output_node=True)
 
     @classmethod
@@ -151,17 +145,17 @@ class AtelierRegistrationCheck(io.ComfyNode):
                     RestoCtx.Input("ctx", tooltip=CTX_TIP),
                     io.Combo.Input("motion", options=list(MOTIONS), default="homography",
                                    tooltip="Motion model of the alignment.")],
-            outputs=[io.Image.Output("residual", tooltip="|ΔL*| after alignment (yellow = 10+)."),
-                     io.Float.Output("rms_um", tooltip="RMS misregistration over the image in µm."),
-                     io.Float.Output("max_um", tooltip="Largest misregistration in µm."),
-                     io.String.Output("warp_json", tooltip="The fitted warp, shift and statistics (JSON).")])
+            outputs=[io.Image.Output("residual", display_name="residual", tooltip="|ΔL*| after alignment (yellow = 10+)."),
+                     io.Float.Output("rms_um", display_name="rms_um", tooltip="RMS misregistration over the image in µm."),
+                     io.Float.Output("max_um", display_name="max_um", tooltip="Largest misregistration in µm."),
+                     io.String.Output("warp_json", display_name="warp_json", tooltip="The fitted warp, shift and statistics (JSON).")])
 
     @classmethod
     def execute(cls, capture, original, ctx, motion):
         r = registration_check(img_np(capture, "capture"), img_np(original, "original"), ctx.dpi, motion)
         vis = heat(r["residual"], 10.0)
-        return _out((to_image(vis), r["rms_um"], r["max_um"],
-                     json.dumps({k: v for k, v in r.items() if k != "residual"})), [vis], "register")
+        return output((to_image(vis), r["rms_um"], r["max_um"],
+                       json.dumps({k: v for k, v in r.items() if k != "residual"})), [vis], "register")
 
 
 class AtelierRestorationRecord(io.ComfyNode):
@@ -183,7 +177,7 @@ class AtelierRestorationRecord(io.ComfyNode):
                                    tooltip="ΔE00 merge threshold for the colour count."),
                     DamageMapT.Input("damage_map", optional=True,
                                      tooltip="Adds the response maps, detection parameters and user masks to the record.")],
-            outputs=[io.String.Output("record_folder", tooltip="The numbered record folder written by this run.")],
+            outputs=[io.String.Output("record_folder", display_name="record_folder", tooltip="The numbered record folder written by this run.")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo], is_output_node=True)
 
     @classmethod
@@ -192,14 +186,9 @@ class AtelierRestorationRecord(io.ComfyNode):
 
     @classmethod
     def execute(cls, original, filled, used_mask, regions, layers, ctx, subfolder, count_q, damage_map=None):
-        o = ctx.check(img_np(original, "original"), "original")
-        f = img_np(filled, "filled")
-        used = mask_np(used_mask, o.shape[:2], "used_mask")
-        laid = _check_laid(layers)
-        dmap = damage_map if damage_map is not None else DamageMap(regions.classes)
-        dmap = replace(dmap, fill_classes=regions.fill_classes)
-        pal = stages.palette(f, used, count_q)
-        job = JobResult(o, ctx, dmap, regions, f, used, pal, laid, times={**dmap.times, **regions.times})
+        o = img_np(original, "original")
+        job = JobResult.assemble(o, img_np(filled, "filled"), mask_np(used_mask, o.shape[:2], "used_mask"), regions,
+                                 layers, ctx, count_q, damage_map)
         hidden = getattr(cls, "hidden", None)
         prompt, pnginfo = getattr(hidden, "prompt", None), getattr(hidden, "extra_pnginfo", None)
         workflow = None

@@ -33,6 +33,21 @@ class JobResult:
     sim: Optional[np.ndarray] = None
     times: Mapping = field(default_factory=dict)
 
+    @classmethod
+    def assemble(cls, original, filled, used, table, canvas, ctx, count_q=1.0, damage=None):
+        """The job as the nodes hand it over (Restoration Record): the colour count made here, the damage
+        map (or one made of the table's classes) with the table's fill classes, the stage times merged."""
+        from dataclasses import replace
+        from .stages import palette
+        ctx.check(original, "original")
+        if not isinstance(canvas, PrintCanvas):
+            raise ValueError("layers must come from Print Layout (the print files and the record document the canvas)")
+        if filled.shape != original.shape or used.shape != original.shape[:2]:
+            raise ValueError(f"filled {filled.shape} and used mask {used.shape} differ from the scan {original.shape}")
+        dmap = replace(damage if damage is not None else DamageMap(table.classes), fill_classes=table.fill_classes)
+        return cls(original, ctx, dmap, table, filled, used, palette(filled, used, count_q), canvas,
+                   times={**dmap.times, **table.times})
+
 
 class _NoStages:
     """Stand-in for :class:`restoration.pipeline.Stages` (no timing, no progress)."""

@@ -11,7 +11,7 @@ from .color import parse_rgb
 from .detect import DetectConfig
 from .fileio import prepare_out_dir
 from .fill import METHODS
-from .layers import WHITE_MODES, check_separation, separate, simulate, stream_canvas
+from .layers import check_separation, separate, simulate, stream_canvas
 from .outputs import JobResult, write_job
 from .previews import PREVIEW_SIDE, preview_stride
 from .regions import RegionConfig

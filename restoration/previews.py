@@ -58,6 +58,11 @@ def heat(values, vmax):
                                                              c + (d - c) * (t * 3 - 2))).astype(np.float32)
 
 
+def response_previews(responses):
+    """The response maps ({name: (H, W) uint8}) as a (K, H, W, 3) float32 stack of heat maps (yellow = 32+)."""
+    return np.stack([heat(v.astype(np.float32), 128) for v in responses.values()])
+
+
 def layers_preview(rgba, white):
     """Colour layer ``rgba`` (H, W, 4) over a checkerboard next to the white plate ``white`` (H, W)
     (dark = white ink). (H, 2W + gap, 3) float32."""

@@ -119,6 +119,31 @@ def confined_file(folder, name, what="file"):
     return p
 
 
+RECORD_SCAN_KEYS = ("name", "sha256", "bits", "format", "lossy", "dpi_source")
+
+
+def read_confined(folder, name, dpi=None):
+    """:func:`read_scan` of a file of ``folder`` chosen by ``name`` (see :func:`confined_file`), for a server.
+
+    Errors name the file as chosen, never the server's folders; the returned info keeps only
+    ``RECORD_SCAN_KEYS`` (the file name and hash, not its path). ``dpi`` <= 0 or None: from the file.
+    """
+    p = confined_file(folder, name, "path")
+    try:
+        img, d, info = read_scan(p, dpi if dpi and dpi > 0 else None)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace(str(p), str(name))) from None
+    return img, d, {k: info[k] for k in RECORD_SCAN_KEYS}
+
+
+def content_fingerprint(folder, name):
+    """SHA-256 of a file of ``folder`` (a changed file reruns the graph); ``name`` itself when it is not one."""
+    try:
+        return sha256_file(confined_file(folder, name))
+    except (ValueError, OSError):
+        return str(name)
+
+
 def list_scans(folder):
     """Names of the image files a scan may be read from (PNG/TIFF, and JPEG flagged lossy) directly in
     ``folder`` (as the host's LoadImage lists its input folder), sorted; [] if it cannot be read."""

@@ -4,6 +4,7 @@ One function per rule, called by the CLI pipeline (:func:`restoration.pipeline.r
 ComfyUI nodes alike, so the same settings give the same maps, tables and files on both paths.
 Shapes: images (H, W, 3) float32 sRGB in [0, 1]; masks and maps (H, W).
 """
+import logging
 import time
 from dataclasses import replace
 
@@ -18,6 +19,7 @@ from .fill import METHODS, fill_image, fill_qa
 from .palette import count_rgb8, merge_palette
 from .regions import RegionConfig, label_by_fill, region_table
 
+log = logging.getLogger("atelier")
 TILE = 1024          # default tile of detection, fill and QA (px); results do not depend on it (tests)
 PALETTE_TOP = 256    # palette leaders kept (by area)
 
@@ -92,7 +94,17 @@ def regions(img, dmap, dpi, cfg=RegionConfig()):
 def fill(img, mask, method="harmonic", grow_px=1, external=None, source=None, tile=TILE, device="cpu",
          progress=None):
     """Fill ``mask`` (see :func:`restoration.fill.fill_image`) -> ``(filled, used)``; the tile is the
-    same on every path so node and CLI fills are identical."""
+    same on every path so node and CLI fills are identical. ``external`` is required by (and only used
+    with) method ``external``, ``source`` only with ``patch``; an input given to another method is
+    ignored with a warning."""
+    if method == "external" and external is None:
+        raise ValueError("fill method 'external' needs the external fill IMAGE (external_fill)")
+    if external is not None and method != "external":
+        log.warning("atelier restoration: an external fill is given but the method is %r; it is ignored", method)
+        external = None
+    if source is not None and method != "patch":
+        log.warning("atelier restoration: a source mask is given but the method is %r; it is ignored", method)
+        source = None
     return fill_image(img, mask, method, external=external, grow_px=grow_px, tile=tile, device=device,
                       progress=progress, source=source)
 

@@ -3,7 +3,6 @@ options checked first, no empty folders, errors on their own line, JPEG flagged,
 and the module structure (no import circle)."""
 import ast
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from _restoration_util import one_thread
 from _testenv import REPO
 from restoration.fileio import StagedFolder
-from restoration.scanio import to_uint, write_png, write_tiff
+from restoration.scanio import to_uint, write_tiff
 
 
 @pytest.fixture(autouse=True)
@@ -232,3 +231,27 @@ def test_cli_choices_come_from_the_core():
     acts = {a.dest: a for a in build_parser()._actions}
     assert tuple(acts["fill"].choices) == tuple(m for m in METHODS if m != "external")
     assert tuple(acts["white_mode"].choices) == WHITE_MODES
+
+
+def test_real_ctrl_c_on_the_command_line(tmp_path):
+    """SIGINT to a running ``python -m restoration`` once its progress bar shows: exit 130, one line on a
+    line of its own, and neither the output folder nor a hidden staging folder is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, "-m", "restoration", "--sample", "--size", "1024x1024", "--out",
+                          str(tmp_path / "o")], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = b""
+    while b"%" not in seen:  # the job is running (the sample is generated, detection started)
+        ch = p.stderr.read(1)
+        assert ch, "the CLI ended before its progress bar showed"
+        seen += ch
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=600)
+    err = (seen + err).decode()
+    assert p.returncode == 130, err[-2000:]
+    lines = _lines(err)
+    assert lines[-1].startswith("interrupted:") and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []

@@ -313,3 +313,12 @@ def test_nothing_to_fill_is_a_normal_record(M, host, dirs):
     man = json.loads((folder / "manifest.json").read_text())
     assert man["stats"]["n_regions"] == 0 and man["stats"]["total_fill_area_mm2"] == 0 and n8 == 0 and nde == 0
     assert torch.equal(filled, img)
+
+
+def test_output_names_are_the_saved_ones_on_every_host(M):
+    """Output names as saved UI workflows and the snapshot know them (v0.3.64 would otherwise name an
+    output by its type, v0.8.0 by its id)."""
+    from _workflows import load_defs
+    defs = load_defs()
+    for k in RESTO:
+        assert list(M[k].GET_NODE_INFO_V1()["output_name"]) == defs[k]["output_name"], k
