@@ -33,8 +33,8 @@ class ProgressLine:
     def __call__(self, stage_i, n, name, frac):
         done = (stage_i + frac) / n
         fill = int(done * self.width)
+        self.open = True  # before writing: an interrupt during the write still ends the line
         self.stream.write(f"\r[{'#' * fill}{'.' * (self.width - fill)}] {done * 100:5.1f}% {name:<10}")
-        self.open = True
         if stage_i == n - 1 and frac >= 1:
             self.close()
         self.stream.flush()
