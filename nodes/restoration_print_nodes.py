@@ -11,6 +11,7 @@ from ..restoration.artefacts import PrintCanvas, PrintLayers
 from ..restoration.layers import (MIN_FEATURE_MAX_MM, WHITE_AMOUNT_MAX_MM, WHITE_MODES, check_separation, layout,
                                   separate, simulate)
 from ..restoration.outputs import JobResult, write_job, write_print
+from ..restoration.printfile import check_layout
 from ..restoration.previews import heat, layers_preview
 from ..restoration.register import MOTIONS, registration_check
 from ._host import progress_bar
@@ -87,6 +88,14 @@ class AtelierPrintLayout(io.ComfyNode):
                      io.Image.Output("preview", display_name="preview", tooltip="The canvas: colour on a checkerboard beside the white plate."),
                      io.String.Output("fiducials_mm", display_name="fiducials_mm", tooltip="Fiducial centres in mm on the canvas (JSON), after "
                                                               "mirroring.")])
+
+    @classmethod
+    def validate_inputs(cls, margin_mm=None, arm_mm=None, line_mm=None):
+        try:  # the dpi comes with ctx (a link); 600 dpi decides here, the run checks at the scan's dpi
+            check_layout(600.0, margin_mm or 10.0, arm_mm or 3.0, line_mm or 0.1)
+        except ValueError as exc:
+            return str(exc)
+        return True
 
     @classmethod
     def execute(cls, layers, ctx, margin_mm, arm_mm, line_mm, mirror):

@@ -3,7 +3,7 @@ import numpy as np
 
 from .artefacts import PrintCanvas, PrintLayers
 from .color import rgb_to_lab, srgb_to_linear
-from .printfile import canvas_geometry, canvas_rows
+from .printfile import canvas_geometry, canvas_rows, check_layout
 from .scanio import mm_to_px
 
 WHITE_MODES = ("same_pattern", "choke", "spread", "minimal_white", "none")
@@ -108,6 +108,7 @@ def layout(layers, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1, mirror=True):
     """
     if not isinstance(layers, PrintLayers):
         raise ValueError("layers must come from Bilayer Separate (a layout cannot be laid out again)")
+    check_layout(dpi, margin_mm, arm_mm, line_mm)
     rgba, white = layers.color_rgba, layers.white
     h, w = white.shape
     geom = canvas_geometry(h, w, dpi, margin_mm, arm_mm, line_mm, mirror)
@@ -149,6 +150,7 @@ def stream_canvas(filled, original, mask, dpi, margin_mm=10.0, mirror=True, whit
     """:class:`PrintCanvas` whose rows are separated and laid out strip by strip while they are written
     (memory bounded by one strip; equal to ``layout(separate(...))``, see the tests)."""
     check_separation(white_mode, amount_mm, min_feature_mm)
+    check_layout(dpi, margin_mm)
     h, w = mask.shape
     geom = canvas_geometry(h, w, dpi, margin_mm=margin_mm, mirror=mirror)
     lrows = layer_rows_fn(filled, original, mask, dpi, white_mode, amount_mm, min_feature_mm)

@@ -14,6 +14,7 @@ from .fill import METHODS
 from .layers import check_separation, separate, simulate, stream_canvas
 from .outputs import JobResult, write_job
 from .previews import PREVIEW_SIDE, preview_stride
+from .printfile import check_layout
 from .regions import RegionConfig
 from . import stages
 
@@ -122,6 +123,7 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
         raise ValueError(f"image must be (H, W, 3), got {img.shape}")
     ctx = ScanContext.of(img, dpi, scan_info)
     dpi = ctx.dpi
+    check_layout(dpi, cfg.margin_mm)  # before any work: the fiducials must fit in the margin at this dpi
     out = prepare_out_dir(out_dir)
     st = Stages(STAGES, progress)
     h, w = img.shape[:2]

@@ -61,6 +61,20 @@ def fiducials(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):
     return ch, cw, mpx, marks, arm, max(1, mm_to_px(line_mm, dpi, 1))
 
 
+def check_layout(dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):
+    """ValueError unless the fiducials stay inside the margin (a crosshair printed over the painting would be
+    ink on original paint). The marks sit in the middle of the margin; the arm plus half the line must end
+    before the image starts."""
+    mpx = mm_to_px(margin_mm, dpi, 1)
+    arm, lw = mm_to_px(arm_mm, dpi, 2), max(1, mm_to_px(line_mm, dpi, 1))
+    room = mpx - 1 - mpx // 2 - (lw + 1) // 2  # px between a mark's centre and the image, minus the line
+    if arm > room:
+        mm = 25.4 / float(dpi)
+        raise ValueError(f"arm_mm={arm_mm:g} reaches into the image with margin_mm={margin_mm:g} and line_mm="
+                         f"{line_mm:g}: allowed arm_mm up to {max(room, 0) * mm:.2f} mm at this margin, or a margin "
+                         f"of at least {(2 * (arm + (lw + 1) // 2) + 2) * mm:.2f} mm")
+
+
 def draw_marks(canvas_mask, marks, arm, lw, dy=0):
     """Draw crosshairs and the asymmetric key (value 1) into a uint8 array whose row 0 is canvas row ``dy``."""
     import cv2

@@ -177,3 +177,32 @@ def test_tiff_rows_writer_equals_array(tmp_path):
     write_tiff_rows(tmp_path, "x.tif", lambda y0, y1: a[y0:y1], a.shape, a.dtype, 300, rows=32)
     b, dpi = read_tiff(tmp_path / "x.tif")
     assert np.array_equal(a, b) and dpi == pytest.approx(300)
+
+
+@pytest.mark.parametrize("dpi", [300, 600, 1200])
+def test_layout_check_keeps_every_mark_inside_the_margin(dpi):
+    """Every (margin, arm, line) the check accepts draws no fiducial pixel over the image (the check is
+    conservative by the line's half width and one pixel)."""
+    from restoration.printfile import check_layout
+    h, w = 120, 160
+    none = lambda y0, y1: (np.zeros((y1 - y0, w, 4), np.float32), np.zeros((y1 - y0, w), np.float32))
+    n_ok = n_bad = 0
+    for margin in (2.0, 4.0, 6.2, 10.0):
+        for line in (0.05, 0.1, 0.3):
+            for arm_px in range(2, 80, 3):
+                arm = arm_px * 25.4 / dpi
+                geom = canvas_geometry(h, w, dpi, margin, arm, line, False)
+                cw, ch = geom["canvas_px"]
+                white = canvas_rows(geom, none, 0, ch)[1]
+                off = geom["offset_px"]
+                over = white[off:off + h, off:off + w].any()
+                try:
+                    check_layout(dpi, margin, arm, line)
+                    assert not over, (margin, arm, line)
+                    n_ok += 1
+                except ValueError as exc:
+                    assert "reaches into the image" in str(exc)
+                    n_bad += 1
+    assert n_ok > 20 and n_bad > 20
+    with pytest.raises(ValueError, match="arm_mm=3 reaches into the image"):
+        layout(separate(*[np.zeros((h, w, 3), np.float32)] * 2, np.zeros((h, w), bool), dpi), dpi, 2.0, 3.0, 0.1)

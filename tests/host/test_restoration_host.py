@@ -322,3 +322,10 @@ def test_output_names_are_the_saved_ones_on_every_host(M):
     defs = load_defs()
     for k in RESTO:
         assert list(M[k].GET_NODE_INFO_V1()["output_name"]) == defs[k]["output_name"], k
+
+
+def test_layout_marks_must_fit_in_the_margin(M):
+    L = M["AtelierPrintLayout"]
+    assert L.validate_inputs(margin_mm=10.0, arm_mm=3.0, line_mm=0.1) is True
+    msg = L.validate_inputs(margin_mm=2.0, arm_mm=3.0, line_mm=0.1)
+    assert isinstance(msg, str) and "arm_mm=3 reaches into the image" in msg and "margin_mm=2" in msg
