@@ -11,6 +11,7 @@ from ..restoration.artefacts import PrintCanvas, PrintLayers
 from ..restoration.layers import (MIN_FEATURE_MAX_MM, WHITE_AMOUNT_MAX_MM, WHITE_MODES, check_separation, layout,
                                   separate, simulate)
 from ..restoration.outputs import JobResult, write_job, write_print
+from ..restoration.pipeline import Stages
 from ..restoration.printfile import check_layout
 from ..restoration.previews import heat, layers_preview
 from ..restoration.register import MOTIONS, registration_check
@@ -203,9 +204,11 @@ class AtelierRestorationRecord(io.ComfyNode):
         workflow = None
         if prompt is not None or pnginfo is not None:
             workflow = {"prompt": prompt, "workflow": (pnginfo or {}).get("workflow")}
+        pbar = progress_bar(100)
+        st = Stages(("export", "previews", "record"), lambda i, n, name, f: pbar.update_absolute(int(100 * (i + f) / n)))
         staged = numbered_output(subfolder)
         with staged as tmp:
-            manifest = write_job(tmp, job, {"source": "ComfyUI nodes"}, workflow=workflow,
+            manifest = write_job(tmp, job, {"source": "ComfyUI nodes"}, stages=st, workflow=workflow,
                                  extra={"comfyui_version": comfyui_version()})
         folder = staged.final
         shown = [x["path"] for x in manifest["files"] if x["path"].startswith(("damage_map", "preview_layers"))]

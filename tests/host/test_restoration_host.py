@@ -167,6 +167,7 @@ def test_node_chain_writes_record(M, host, dirs):
     assert man["stats"]["n_regions"] == len(tab3.rows) and man["stats"]["count_rgb8"] == n8
     assert man["stats"]["count_dE1"] == nde  # the one palette summary
     assert man["processing"]["user_mask"] == {"add": True, "remove": False}
+    assert set(man["stats"]["wallclock_s"]) >= {"detect", "regions", "fill", "qa", "export", "previews", "record"}
     assert (f / "index.html").is_file() and (f / "layer_white.tif").is_file() and (f / "user_mask_add.png").is_file()
     assert rec.ui["images"] and all(u["subfolder"] == "job/record_00001" for u in rec.ui["images"])
     from restoration.scanio import sha256_file
