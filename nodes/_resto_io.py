@@ -72,13 +72,19 @@ def input_directory():
     return folder_paths.get_input_directory()
 
 
+def checked(rule, *args, **kw):
+    """A core check as ``validate_inputs`` answers: True, or the check's message (input, value, what is allowed)."""
+    try:
+        rule(*args, **kw)
+    except ValueError as exc:
+        return str(exc)
+    return True
+
+
 def check_subfolder(subfolder):
     """True, or the message for a subfolder that leaves the output folder (for ``validate_inputs``)."""
-    try:
-        safe_path(output_directory(), subfolder)
-    except ValueError as exc:
-        return f"subfolder: {exc}"
-    return True
+    r = True if subfolder is None else checked(safe_path, output_directory(), subfolder)
+    return r if r is True else f"subfolder: {r}"
 
 
 def numbered_output(subfolder):

@@ -22,7 +22,7 @@ from ..restoration.scanio import confined_file, content_fingerprint, list_scans,
 from ..restoration.synth import SynthConfig, make_sample
 from . import restoration_print_nodes as _print
 from ._host import progress_bar
-from ._resto_io import img_np, input_directory, mask_np, output, to_image, to_mask, torch_device
+from ._resto_io import checked, img_np, input_directory, mask_np, output, to_image, to_mask, torch_device
 
 CAT = "Atelier/Restoration"
 RestoCtx, DamageMapT, RegionTableT = io.Custom("RESTO_CTX"), io.Custom("DAMAGE_MAP"), io.Custom("REGION_TABLE")
@@ -53,13 +53,7 @@ class AtelierRestorationLoadScan(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, path=None):
-        if path is None:
-            return True
-        try:
-            confined_file(input_directory(), path, "path")
-        except ValueError as exc:
-            return str(exc)
-        return True
+        return True if path is None else checked(confined_file, input_directory(), path, "path")
 
     @classmethod
     def fingerprint_inputs(cls, path=None, dpi=None):
@@ -157,12 +151,8 @@ class AtelierDamageDetect(io.ComfyNode):
                         ground_seed_de=None, ground_grow_de=None, loss_contrast_de=None, split_min_length_mm=None,
                         tile=None):
         given = {k: v for k, v in locals().items() if k not in ("cls", "ground_color", "tile") and v is not None}
-        try:
-            stages.detect_config("auto" if ground_color is None else ground_color,
-                                 stages.TILE if tile is None else tile, **given)
-        except ValueError as exc:
-            return str(exc)
-        return True
+        return checked(stages.detect_config, "auto" if ground_color is None else ground_color,
+                       stages.TILE if tile is None else tile, **given)
 
     @classmethod
     def execute(cls, image, ctx, ground_color, crack_low, crack_high, light_low, light_high, ground_seed_de,

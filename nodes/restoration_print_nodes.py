@@ -16,7 +16,7 @@ from ..restoration.printfile import check_layout
 from ..restoration.previews import heat, layers_preview
 from ..restoration.register import MOTIONS, registration_check
 from ._host import progress_bar
-from ._resto_io import (check_subfolder, comfyui_version, img_np, mask_np, numbered_output, output, output_ui,
+from ._resto_io import (check_subfolder, checked, comfyui_version, img_np, mask_np, numbered_output, output, output_ui,
                         to_image, to_mask)
 
 CAT = "Atelier/Restoration"
@@ -54,11 +54,7 @@ class AtelierBilayerSeparate(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, white_mode=None, amount_mm=None, min_feature_mm=None):
-        try:
-            check_separation(white_mode or "same_pattern", amount_mm or 0.0, min_feature_mm or 0.0)
-        except ValueError as exc:
-            return str(exc)
-        return True
+        return checked(check_separation, white_mode or "same_pattern", amount_mm or 0.0, min_feature_mm or 0.0)
 
     @classmethod
     def execute(cls, filled, original, mask, ctx, white_mode, amount_mm, min_feature_mm, white_on_black):
@@ -92,11 +88,8 @@ class AtelierPrintLayout(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, margin_mm=None, arm_mm=None, line_mm=None):
-        try:  # the dpi comes with ctx (a link); 600 dpi decides here, the run checks at the scan's dpi
-            check_layout(600.0, margin_mm or 10.0, arm_mm or 3.0, line_mm or 0.1)
-        except ValueError as exc:
-            return str(exc)
-        return True
+        # the dpi comes with ctx (a link): checked here at 600 dpi, and again at the scan's dpi when it runs
+        return checked(check_layout, 600.0, margin_mm or 10.0, arm_mm or 3.0, line_mm or 0.1)
 
     @classmethod
     def execute(cls, layers, ctx, margin_mm, arm_mm, line_mm, mirror):
@@ -130,7 +123,7 @@ class AtelierPrintExport(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, subfolder=None):
-        return True if subfolder is None else check_subfolder(subfolder)
+        return check_subfolder(subfolder)
 
     @classmethod
     def execute(cls, layers, ctx, subfolder):
@@ -192,7 +185,7 @@ class AtelierRestorationRecord(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, subfolder=None):
-        return True if subfolder is None else check_subfolder(subfolder)
+        return check_subfolder(subfolder)
 
     @classmethod
     def execute(cls, original, filled, used_mask, regions, layers, ctx, subfolder, count_q, damage_map=None):
