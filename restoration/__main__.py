@@ -5,7 +5,11 @@
     python -m restoration --replay RECORD_DIR [SCAN] --out DIR
 
 Writes every artefact (damage map, region table, fill, print layers at 1:1, PDF, previews,
-manifest.json and index.html) to DIR, with a progress bar on stderr and a summary on stdout.
+manifest.json and index.html) to DIR, with a progress bar on stderr and a summary on stdout. DIR must
+not hold anything yet: the job is written into a hidden folder beside it and moved to DIR when
+complete, so an error or Ctrl-C (exit status 130) leaves a complete record or nothing new. Options are
+checked before any work starts (exit status 2 with one line naming the problem). A scan with nothing
+to fill is a normal result.
 
 ``--replay`` regenerates a record made by this command: it checks the scan against the recorded
 SHA-256, reruns with the recorded parameters and user masks, and compares the new print files with
@@ -16,26 +20,44 @@ import json
 import sys
 import time
 
-
-def _bar(stage_i, n, name, frac):
-    done = (stage_i + frac) / n
-    width = 30
-    fill = int(done * width)
-    sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done * 100:5.1f}% {name:<10}")
-    if stage_i == n - 1 and frac >= 1:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
 
-def main(argv=None):
-    from .classes import CLASS_IDS
+class ProgressLine:
+    """The progress bar on stderr (``cb(stage_index, n_stages, name, frac)``); ``close()`` ends the line so
+    that a message printed afterwards starts on a line of its own."""
+
+    def __init__(self, stream=None, width=30):
+        self.stream, self.width, self.open = stream or sys.stderr, width, False
+
+    def __call__(self, stage_i, n, name, frac):
+        done = (stage_i + frac) / n
+        fill = int(done * self.width)
+        self.open = True  # before writing: an interrupt during the write still ends the line
+        self.stream.write(f"\r[{'#' * fill}{'.' * (self.width - fill)}] {done * 100:5.1f}% {name:<10}")
+        if stage_i == n - 1 and frac >= 1:
+            self.close()
+        self.stream.flush()
+
+    def close(self):
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
+
+
+def build_parser():
+    from .classes import CLASS_IDS, DEFAULT_FILL_CLASSES
+    from .layers import WHITE_MODES
+    from .pipeline import CLI_FILL_METHODS, PipelineConfig
+    d = PipelineConfig()
     ap = argparse.ArgumentParser(prog="python -m restoration", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scan", nargs="?", help="PNG or TIFF (8/16-bit) scan")
+    ap.add_argument("scan", nargs="?", help="PNG or TIFF (8/16-bit) scan; JPEG is read but flagged lossy in the record")
     ap.add_argument("--sample", action="store_true", help="run the bundled procedural sample (no data needed)")
     ap.add_argument("--replay", default=None, metavar="RECORD",
                     help="record folder (or its manifest.json) to regenerate; SCAN defaults to the recorded path")
-    ap.add_argument("--out", required=True, help="output folder (created)")
+    ap.add_argument("--out", required=True, help="output folder (must not exist yet, or be empty)")
     ap.add_argument("--dpi", type=float, default=None, help="scan resolution; default: from the file's metadata")
     ap.add_argument("--seed", type=int, default=0, help="sample seed")
     ap.add_argument("--size", default="1536x1024", help="sample size WxH in px (default 1536x1024 = 65 x 43 mm at 600 dpi)")
@@ -43,18 +65,37 @@ def main(argv=None):
     ap.add_argument("--mask-add", default=None, help="user-painted mask to add (PNG, white = damage)")
     ap.add_argument("--mask-remove", default=None, help="user-painted mask of false detections to remove")
     ap.add_argument("--capture", default=None, help="capture with the mask applied, for the registration check")
-    ap.add_argument("--fill", default="harmonic", choices=("harmonic", "telea", "ns", "patch"),
+    ap.add_argument("--fill", default=d.fill_method, choices=CLI_FILL_METHODS,
                     help="harmonic (default), OpenCV telea/ns, patch (copies matching texture from nearby)")
-    ap.add_argument("--white-mode", default="same_pattern",
-                    choices=("same_pattern", "choke", "spread", "minimal_white", "none"))
-    ap.add_argument("--white-amount-mm", type=float, default=0.0, help="choke/spread distance")
+    ap.add_argument("--white-mode", default=d.white_mode, choices=WHITE_MODES)
+    ap.add_argument("--white-amount-mm", type=float, default=d.white_amount_mm, help="choke/spread distance (>= 0)")
     ap.add_argument("--no-mirror", action="store_true", help="do not mirror the print layers")
-    ap.add_argument("--fill-classes", default="loss,small_defect,user",
+    ap.add_argument("--fill-classes", default=",".join(DEFAULT_FILL_CLASSES),
                     help=f"comma list from {sorted(CLASS_IDS)}")
-    ap.add_argument("--tile", type=int, default=1024, help="tile size in px (0 = untiled)")
+    ap.add_argument("--tile", type=int, default=d.tile, help="tile size in px (0 = untiled)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: the work is per-tile elementwise maths and OpenCV, which "
                          "gains little from torch threads and loses a lot on a busy machine; 0 = torch default)")
+    return ap
+
+
+def config_from_args(args):
+    """The :class:`PipelineConfig` of the command line, validated (before anything is read or written)."""
+    from .pipeline import PipelineConfig
+    from .stages import detect_config
+    fill_classes = tuple(c.strip() for c in args.fill_classes.split(",") if c.strip())
+    try:
+        det = detect_config(args.ground or "auto", args.tile)
+    except ValueError as exc:  # name the options as the command line spells them
+        raise ValueError(str(exc).replace("ground_color=", "--ground ").replace("tile=", "--tile ")) from None
+    cfg = PipelineConfig(detect=det, fill_classes=fill_classes,
+                         fill_method=args.fill, white_mode=args.white_mode, white_amount_mm=args.white_amount_mm,
+                         mirror=not args.no_mirror, tile=args.tile)
+    return cfg.validate()
+
+
+def main(argv=None):
+    ap = build_parser()
     args = ap.parse_args(argv)
     if args.replay is None and bool(args.scan) == bool(args.sample):
         ap.error("give either SCAN or --sample")
@@ -63,13 +104,19 @@ def main(argv=None):
     if args.threads > 0:
         import torch
         torch.set_num_threads(args.threads)
+    bar = ProgressLine()
     try:
         if args.replay is not None:
-            return replay_cli(args)
-        manifest = run_cli(args)
+            return replay_cli(args, bar)
+        manifest = run_cli(args, bar)
     except ValueError as exc:
+        bar.close()
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"interrupted: nothing new was written to {args.out}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     st = manifest["stats"]
     summary = {k: st[k] for k in ("n_regions", "n_regions_filled", "n_regions_skipped_by_reason",
                                   "total_fill_area_mm2", "count_rgb8", "count_dE1")}
@@ -77,47 +124,34 @@ def main(argv=None):
     if "sample_metrics" in manifest:
         sm = manifest["sample_metrics"]
         summary["detection_f1"] = {k: v["f1"] for k, v in sm["detection"].items()}
-        summary["fill_dE00_mean"] = sm["fill"]["dE00_mean"]
+        summary["fill_dE00_mean"] = sm["fill"].get("dE00_mean")
+    if manifest["capture"].get("lossy"):
+        summary["warning"] = f"the scan is {manifest['capture'].get('format')} (lossy compression); flagged in the record"
     summary["record"] = f"{args.out}/index.html"
     print(json.dumps(summary, indent=1))
     return 0
 
 
-def run_cli(args):
+def _sample_size(text):
+    try:
+        sw, sh = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size must be WxH, got {text!r}") from None
+    if not (64 <= sw <= 20000 and 64 <= sh <= 20000):
+        raise ValueError(f"--size {text} out of range 64..20000 px per side")
+    return sw, sh
+
+
+def run_cli(args, progress=None):
     import numpy as np
-    from .detect import DetectConfig
-    from .pipeline import PipelineConfig, run
-    from .scanio import prepare_out_dir, read_scan, to_uint, write_png, write_tiff
-    out = prepare_out_dir(args.out)
-    fill_classes = tuple(c.strip() for c in args.fill_classes.split(",") if c.strip())
-    ground = tuple(float(v) for v in args.ground.split(",")) if args.ground else None
-    if ground is not None and len(ground) != 3:
-        raise ValueError(f"--ground must be R,G,B, got {args.ground!r}")
+    from .fileio import StagedFolder, write_png, write_tiff, to_uint
+    from .pipeline import run
+    from .scanio import check_dpi, read_scan
+    cfg = config_from_args(args)  # every option is checked before anything is read, written or detected
     extra, capture, user_add, user_remove = {}, None, None, None
     if args.sample:
-        from .synth import SynthConfig, make_sample
-        t0 = time.perf_counter()
-        dpi = args.dpi or 600.0
-        try:
-            sw, sh = (int(v) for v in args.size.lower().split("x"))
-        except ValueError:
-            raise ValueError(f"--size must be WxH, got {args.size!r}") from None
-        if not (64 <= sw <= 20000 and 64 <= sh <= 20000):
-            raise ValueError(f"--size {args.size} out of range 64..20000 px per side")
-        img, clean, gt, info = make_sample(SynthConfig(width=sw, height=sh, dpi=dpi), args.seed)
-        ground = ground or tuple(info["ground_rgb"])
-        p = write_tiff(out, "sample_scan.tif", to_uint(img, 16), dpi)
-        img, _, sinfo = read_scan(p, dpi)  # process the file as recorded (16-bit), so the record can be replayed
-        write_png(out, "sample_clean.png", to_uint(clean, 8), dpi)
-        write_png(out, "sample_ground_truth_classes.png", gt, dpi)
-        scan_info = {"path": p.name, "sha256": sinfo["sha256"], "bits": 16, "dpi_source": "sample",
-                     "seeds": {"sample": args.seed}}
-        # a simulated capture of the painting with the film applied, shifted 2 px right, 1 px down
-        import cv2
-        capture = cv2.warpAffine(clean, np.float32([[1, 0, 2], [0, 1, 1]]), (clean.shape[1], clean.shape[0]),
-                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        extra["sample"] = {"seed": args.seed, "generator_s": round(time.perf_counter() - t0, 3),
-                           "simulated_capture_shift_px": [2.0, 1.0]}
+        sw, sh = _sample_size(args.size)
+        dpi = check_dpi(args.dpi or 600.0, "--dpi")
     else:
         img, dpi, scan_info = read_scan(args.scan, args.dpi)
         if args.capture:
@@ -130,47 +164,69 @@ def run_cli(args):
                 user_add = m.mean(2) > 0.5
             else:
                 user_remove = m.mean(2) > 0.5
-    cfg = PipelineConfig(detect=DetectConfig(ground_rgb=ground, tile=args.tile), fill_classes=fill_classes,
-                         fill_method=args.fill, white_mode=args.white_mode, white_amount_mm=args.white_amount_mm,
-                         mirror=not args.no_mirror, tile=args.tile)
-    manifest = run(img, dpi, out, cfg, scan_info=scan_info, user_add=user_add, user_remove=user_remove,
-                   extra=extra, progress=_bar, capture=capture)
-    if args.sample:
-        import json as _json
-        from .metrics import detection_scores, fill_scores
-        from .fill import fill_image
-        from .scanio import write_bytes
-        pred = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / "damage_classes.png"))
-        filled_gt, _ = fill_image(img, gt > 0, args.fill, tile=args.tile)
-        metrics = {"detection": detection_scores(pred, gt),
-                   "fill": fill_scores(filled_gt, clean, gt > 0, damaged=img),
-                   "note": "detection: 1 px tolerance; fill: the method run on the ground-truth mask, dE00 vs the clean image"}
-        write_bytes(out, "sample_metrics.json", _json.dumps(metrics, indent=1))
-        manifest["sample_metrics"] = metrics
+    with StagedFolder(args.out) as out:
+        if args.sample:
+            from dataclasses import replace
+            from .synth import SynthConfig, make_sample
+            t0 = time.perf_counter()
+            img, clean, gt, info = make_sample(SynthConfig(width=sw, height=sh, dpi=dpi), args.seed)
+            if cfg.detect.ground_rgb is None:
+                cfg = replace(cfg, detect=replace(cfg.detect, ground_rgb=tuple(info["ground_rgb"])))
+            p = write_tiff(out, "sample_scan.tif", to_uint(img, 16), dpi)
+            img, _, sinfo = read_scan(p, dpi)  # process the file as recorded (16-bit), so the record can be replayed
+            write_png(out, "sample_clean.png", to_uint(clean, 8), dpi)
+            write_png(out, "sample_ground_truth_classes.png", gt, dpi)
+            scan_info = {"path": p.name, "name": p.name, "sha256": sinfo["sha256"], "bits": 16, "format": "TIFF",
+                         "dpi_source": "sample", "seeds": {"sample": args.seed}}
+            # a simulated capture of the painting with the film applied, shifted 2 px right, 1 px down
+            import cv2
+            capture = cv2.warpAffine(clean, np.float32([[1, 0, 2], [0, 1, 1]]), (clean.shape[1], clean.shape[0]),
+                                     flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            extra["sample"] = {"seed": args.seed, "generator_s": round(time.perf_counter() - t0, 3),
+                               "simulated_capture_shift_px": [2.0, 1.0]}
+        manifest = run(img, dpi, out, cfg, scan_info=scan_info, user_add=user_add, user_remove=user_remove,
+                       extra=extra, progress=progress, capture=capture)
+        if args.sample:
+            manifest = _sample_metrics(out, manifest, img, clean, gt, args)
     return manifest
+
+
+def _sample_metrics(out, manifest, img, clean, gt, args):
+    import numpy as np
+    from PIL import Image
+    from .fileio import write_bytes
+    from .fill import fill_image
+    from .metrics import detection_scores, fill_scores
+    with Image.open(out / "damage_classes.png") as im:
+        pred = np.asarray(im)
+    filled_gt, _ = fill_image(img, gt > 0, args.fill, tile=args.tile)
+    metrics = {"detection": detection_scores(pred, gt),
+               "fill": fill_scores(filled_gt, clean, gt > 0, damaged=img),
+               "note": "detection: 1 px tolerance; fill: the method run on the ground-truth mask, dE00 vs the clean image"}
+    write_bytes(out, "sample_metrics.json", json.dumps(metrics, indent=1))
+    return dict(manifest, sample_metrics=metrics)
 
 
 REPLAY_ROLES = ("color_layer", "white_layer", "print_pdf", "fill_full", "labels", "classes")
 
 
-def replay_cli(args):
+def replay_cli(args, progress=None):
     """Regenerate a CLI-made record; print the per-file comparison; 0 if all print files are identical."""
     import pathlib
+    from .fileio import StagedFolder
     from .pipeline import config_from_dict, run
+    from .record import load_manifest
     from .scanio import read_scan
-    rec = pathlib.Path(args.replay)
-    mpath = rec / "manifest.json" if rec.is_dir() else rec
-    try:
-        man = json.loads(mpath.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"--replay {str(args.replay)!r}: no readable manifest.json ({exc})") from None
-    rdir = mpath.parent
-    conf = man.get("processing", {}).get("config") or {}
+    man, rdir = load_manifest(args.replay)
+    conf = man["processing"]["config"]
     if conf.get("source") == "ComfyUI nodes":
         raise ValueError("this record was made in ComfyUI: load its workflow.json in ComfyUI to reproduce it")
-    cfg = config_from_dict(conf)
-    cap = man.get("capture", {})
-    scan = args.scan or cap.get("path")
+    cfg = config_from_dict(conf).validate()
+    files = {f["role"]: f for f in man["files"]}
+    if not any(r in files for r in REPLAY_ROLES):
+        raise ValueError(f"record {str(rdir)!r} lists none of the files a replay compares ({', '.join(REPLAY_ROLES)})")
+    cap = man["capture"]
+    scan = args.scan or cap.get("path") or cap.get("file")
     if not scan:
         raise ValueError("the record names no scan; give SCAN")
     sp = pathlib.Path(scan)
@@ -179,24 +235,26 @@ def replay_cli(args):
     img, dpi, info = read_scan(sp, cap.get("ppi"))
     if cap.get("sha256") and info["sha256"] != cap["sha256"]:
         raise ValueError(f"scan {str(sp)!r} has sha256 {info['sha256'][:16]}..., the record's scan has "
-                         f"{cap['sha256'][:16]}...: not the same file")
-    files = {f.get("role"): f for f in man.get("files", [])}
+                         f"{str(cap['sha256'])[:16]}...: not the same file")
     masks = {}
     for k in ("add", "remove"):
         f = files.get(f"user_mask_{k}")
         if f is not None:
             m, _, _ = read_scan(rdir / f["path"], dpi)
             masks[k] = m.mean(2) > 0.5
-        elif man.get("processing", {}).get("user_mask", {}).get(k):
+        elif man["processing"].get("user_mask", {}).get(k):
             raise ValueError(f"the record used a user '{k}' mask but does not contain user_mask_{k}.png")
     external = None
     if man.get("generative"):
+        if "fill_full" not in files:
+            raise ValueError("the record's fill is generative but fill_full.tif is not listed")
         external, _, _ = read_scan(rdir / files["fill_full"]["path"], dpi)  # the recorded composite
-    info.update(dpi_source="record", seeds=man.get("processing", {}).get("seeds", {}))
-    new = run(img, dpi, args.out, cfg, scan_info=info, user_add=masks.get("add"), user_remove=masks.get("remove"),
-              external_fill=external, extra={"replayed_from": {"manifest": str(mpath.resolve()),
-                                                               "created_utc": man.get("created_utc")}},
-              progress=_bar)
+    info.update(dpi_source="record", seeds=man["processing"].get("seeds", {}))
+    with StagedFolder(args.out) as out:
+        new = run(img, dpi, out, cfg, scan_info=info, user_add=masks.get("add"), user_remove=masks.get("remove"),
+                  external_fill=external, extra={"replayed_from": {"manifest": str((rdir / "manifest.json").resolve()),
+                                                                   "created_utc": man.get("created_utc")}},
+                  progress=progress)
     got = {f.get("role"): f for f in new["files"]}
     report, same = [], True
     for role in REPLAY_ROLES:
@@ -205,7 +263,7 @@ def replay_cli(args):
         a, b = files[role]["sha256"], got.get(role, {}).get("sha256")
         same &= a == b
         report.append({"role": role, "file": files[role]["path"], "identical": a == b})
-    print(json.dumps({"replay_of": str(mpath), "identical": same, "files": report}, indent=1))
+    print(json.dumps({"replay_of": str(rdir / "manifest.json"), "identical": same, "files": report}, indent=1))
     return 0 if same else 1
 
 

@@ -106,3 +106,29 @@ def ciede2000(lab1, lab2, kL=1.0, kC=1.0, kH=1.0):
     RT = -torch.sin(2 * dtheta / deg) * RC
     tL, tC, tH = dLp / (kL * SL), dCp / (kC * SC), dHp / (kH * SH)
     return torch.sqrt(tL * tL + tC * tC + tH * tH + RT * tC * tH)
+
+
+def parse_rgb(text, name="ground_color"):
+    """A colour option as text -> ``(r, g, b)`` floats in 0..1, or None for ``auto`` / empty.
+
+    Accepts ``R,G,B`` in 0..1 (``0.86,0.80,0.68``). ValueError names the option, the value and what
+    is allowed. The one parser of colour options (CLI ``--ground``, the Damage Detect node, its
+    validation and replayed records).
+    """
+    if text is None:
+        return None
+    if isinstance(text, (tuple, list)):
+        vals = text
+    else:
+        t = str(text).strip()
+        if t.lower() in ("", "auto"):
+            return None
+        vals = t.split(",")
+    try:
+        rgb = tuple(float(v) for v in vals)
+    except (TypeError, ValueError):
+        rgb = ()
+    if len(rgb) != 3 or not all(0.0 <= v <= 1.0 for v in rgb):
+        raise ValueError(f"{name}={text!r} is not a colour; allowed 'auto' or R,G,B with each value in 0..1 "
+                         "(e.g. 0.86,0.80,0.68)")
+    return rgb

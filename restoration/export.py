@@ -1,18 +1,17 @@
 """Print export (spec N10): 16-bit colour RGBA TIFF (sRGB ICC embedded) + 8-bit white TIFF at 1:1 with
 the DPI tag, and a PDF at physical size, written in row strips (see :mod:`restoration.printfile`).
 Everything is written atomically inside the output folder."""
-from .printfile import WHITE_POLARITY, laid_rows, write_print_files  # noqa: F401
+from .printfile import WHITE_POLARITY, write_print_files  # noqa: F401
 
 
 def export_layers(out_dir, laid, dpi, prefix="layer", pdf=True, progress=None):
     """Write ``{prefix}_color_rgba.tif`` (uint16 RGBA), ``{prefix}_white.tif`` (uint8, 255 = full white
     ink) and ``print_layers.pdf`` (page 1 colour over paper white, page 2 white plate shown as dark
-    ink) from an in-memory canvas (:func:`restoration.layers.layout`), all at ``dpi`` so
+    ink) from a :class:`restoration.artefacts.PrintCanvas` (in memory or streamed), all at ``dpi`` so
     1 px = 25.4/dpi mm. Returns a list of file records (path, sha256, ...).
     """
-    ch, cw = laid["white"].shape
-    files, _ = write_print_files(out_dir, laid_rows(laid), ch, cw, dpi, prefix=prefix,
-                                 pdf=pdf, progress=progress)
+    cw, ch = laid.canvas_px
+    files, _ = write_print_files(out_dir, laid.rows, ch, cw, dpi, prefix=prefix, pdf=pdf, progress=progress)
     return files
 
 

@@ -1,11 +1,25 @@
 """Bilayer separation (colour + white), print layout with fiducials, and mirroring (spec N8, N9)."""
 import numpy as np
 
+from .artefacts import PrintCanvas, PrintLayers
 from .color import rgb_to_lab, srgb_to_linear
-from .printfile import canvas_geometry, canvas_rows, draw_marks, fiducial_rows, fiducials  # noqa: F401
+from .printfile import canvas_geometry, canvas_rows, check_layout
 from .scanio import mm_to_px
 
 WHITE_MODES = ("same_pattern", "choke", "spread", "minimal_white", "none")
+WHITE_AMOUNT_MAX_MM = 5.0
+MIN_FEATURE_MAX_MM = 5.0
+
+
+def check_separation(white_mode="same_pattern", amount_mm=0.0, min_feature_mm=0.0):
+    """ValueError naming the setting unless the white plate settings are allowed."""
+    if white_mode not in WHITE_MODES:
+        raise ValueError(f"white_mode {white_mode!r} is not one of {WHITE_MODES}")
+    for name, v, hi in (("white amount_mm", amount_mm, WHITE_AMOUNT_MAX_MM),
+                        ("min_feature_mm", min_feature_mm, MIN_FEATURE_MAX_MM)):
+        if not (0 <= float(v) <= hi):
+            raise ValueError(f"{name}={v!r} is out of range; allowed 0..{hi:g} mm (a negative amount is "
+                             "neither choke nor spread: choose the mode instead)")
 
 
 def _disk(r):
@@ -21,13 +35,12 @@ def separate(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0
         filled, original: (H, W, 3) float32 sRGB; mask: (H, W) bool footprint of the fill.
         white_mode: one of WHITE_MODES; ``amount_mm`` is the choke/spread distance.
         density_gamma: density curve applied to ``minimal_white`` coverage (a ** gamma).
-    Returns dict ``color_rgba`` (H, W, 4) float32 (A = footprint, RGB = fill inside, 0 outside) and
-    ``white`` (H, W) float32 coverage 0..1, plus the parameters.
+    Returns :class:`PrintLayers`: ``color_rgba`` (H, W, 4) float32 (A = footprint, RGB = fill inside,
+    0 outside) and ``white`` (H, W) float32 coverage 0..1, plus the parameters.
     """
     import cv2
     import torch
-    if white_mode not in WHITE_MODES:
-        raise ValueError(f"white_mode {white_mode!r} is not one of {WHITE_MODES}")
+    check_separation(white_mode, amount_mm, min_feature_mm)
     if mask.shape != filled.shape[:2] or original.shape != filled.shape:
         raise ValueError(f"layer inputs differ in size: filled {filled.shape}, original {original.shape}, "
                          f"mask {mask.shape}")
@@ -61,9 +74,8 @@ def separate(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0
         wm = white[m]
         wm[lab_l < 15] = 0
         white[m] = wm
-    return {"color_rgba": rgba, "white": white, "white_mode": white_mode, "amount_mm": amount_mm,
-            "min_feature_mm": min_feature_mm, "white_on_black": white_on_black,
-            "white_reflectance": white_reflectance}
+    return PrintLayers(rgba, white, white_mode, float(amount_mm), float(min_feature_mm), bool(white_on_black),
+                       float(white_reflectance))
 
 
 def simulate(original, layers, shift_px=(0, 0), white_shift_px=(0, 0), white_reflectance=0.85):
@@ -74,7 +86,7 @@ def simulate(original, layers, shift_px=(0, 0), white_shift_px=(0, 0), white_ref
     """
     import torch
     from .color import linear_to_srgb
-    rgba, white = layers["color_rgba"], layers["white"]
+    rgba, white = layers.color_rgba, layers.white
     sh = lambda a, s: np.roll(a, s, axis=(0, 1))
     rgba = sh(rgba, shift_px)
     white = sh(white, tuple(a + b for a, b in zip(shift_px, white_shift_px)))
@@ -90,17 +102,57 @@ def layout(layers, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1, mirror=True):
     """Place both layers on a canvas with margins and identical fiducials; mirror both if asked.
 
     Fiducials print as full ink (colour: black, A = 1; white: coverage 1). The whole canvas in
-    memory (small scans, the nodes); the pipeline streams the same rows (:mod:`restoration.printfile`).
-    Returns dict with ``color_rgba`` (CH, CW, 4), ``white`` (CH, CW), ``fiducials`` (final
-    coordinates, after mirroring), ``fiducial_mask``, ``canvas_mm``, ``canvas_px``, ``offset_px``, ``mirror``.
+    memory (the nodes); :func:`stream_canvas` gives the same rows strip by strip (the CLI pipeline).
+    ``layers``: :class:`PrintLayers`. Returns :class:`PrintCanvas` with ``color_rgba`` (CH, CW, 4)
+    and ``white`` (CH, CW) filled in.
     """
-    rgba, white = layers["color_rgba"], layers["white"]
+    if not isinstance(layers, PrintLayers):
+        raise ValueError("layers must come from Bilayer Separate (a layout cannot be laid out again)")
+    check_layout(dpi, margin_mm, arm_mm, line_mm)
+    rgba, white = layers.color_rgba, layers.white
     h, w = white.shape
     geom = canvas_geometry(h, w, dpi, margin_mm, arm_mm, line_mm, mirror)
     cw, ch = geom["canvas_px"]
     c_rgba, c_white = canvas_rows(geom, lambda y0, y1: (rgba[y0:y1], white[y0:y1]), 0, ch)
-    out = dict(layers)
-    out.update(color_rgba=c_rgba, white=c_white, fiducials=geom["fiducials"], mirror=bool(mirror),
-               offset_px=geom["offset_px"], margin_mm=margin_mm, canvas_px=geom["canvas_px"],
-               canvas_mm=geom["canvas_mm"], fiducial_mask=fiducial_rows(geom, 0, ch))
-    return out
+    return PrintCanvas(geom, lambda r0, r1: (c_rgba[r0:r1], c_white[r0:r1]), _separation(layers), c_rgba, c_white)
+
+
+def _separation(lay):
+    return {"white_mode": lay.white_mode, "amount_mm": lay.amount_mm, "min_feature_mm": lay.min_feature_mm}
+
+
+def layer_rows_fn(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0.0, min_feature_mm=0.0,
+                  **kw):
+    """``layer_rows(y0, y1)`` computing :func:`restoration.layers.separate` on a strip of image rows.
+
+    The strip is read with a halo covering the reach of the morphology (opening by ``min_feature_mm``,
+    choke/spread by ``amount_mm``); everything else is per pixel, so the rows equal those of the
+    whole-image separation exactly.
+    """
+    h = filled.shape[0]
+    halo = 0
+    if min_feature_mm > 0:
+        halo += 2 * max(1, mm_to_px(min_feature_mm, dpi) // 2)
+    if white_mode in ("choke", "spread"):
+        halo += mm_to_px(amount_mm, dpi)
+    halo += 2 if halo else 0
+
+    def rows(y0, y1):
+        a, b = max(0, y0 - halo), min(h, y1 + halo)
+        lay = separate(filled[a:b], original[a:b], mask[a:b], dpi, white_mode, amount_mm,
+                       min_feature_mm=min_feature_mm, **kw)
+        return lay.color_rgba[y0 - a:y1 - a], lay.white[y0 - a:y1 - a]
+    return rows
+
+
+def stream_canvas(filled, original, mask, dpi, margin_mm=10.0, mirror=True, white_mode="same_pattern",
+                  amount_mm=0.0, min_feature_mm=0.0):
+    """:class:`PrintCanvas` whose rows are separated and laid out strip by strip while they are written
+    (memory bounded by one strip; equal to ``layout(separate(...))``, see the tests)."""
+    check_separation(white_mode, amount_mm, min_feature_mm)
+    check_layout(dpi, margin_mm)
+    h, w = mask.shape
+    geom = canvas_geometry(h, w, dpi, margin_mm=margin_mm, mirror=mirror)
+    lrows = layer_rows_fn(filled, original, mask, dpi, white_mode, amount_mm, min_feature_mm)
+    return PrintCanvas(geom, lambda r0, r1: canvas_rows(geom, lrows, r0, r1),
+                       {"white_mode": white_mode, "amount_mm": amount_mm, "min_feature_mm": min_feature_mm})

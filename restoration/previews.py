@@ -4,7 +4,23 @@ import numpy as np
 from .classes import CLASS_COLORS
 
 
-def downscale(img, max_side=1024):
+PREVIEW_SIDE = 1024  # longer side of every preview (files, node previews, record thumbnails)
+
+
+def preview_stride(h, w, side=PREVIEW_SIDE):
+    """Whole-pixel step ``s = ceil(max(h, w) / side)`` (>= 1) that brings the longer side to ``side`` or less.
+    The one preview subsampling rule (nearest-neighbour previews, the preview-scale simulation, the print
+    canvas preview)."""
+    return max(1, -(-max(int(h), int(w)) // int(side)))
+
+
+def nearest(a, side=PREVIEW_SIDE):
+    """Every ``preview_stride``-th pixel of an (H, W[, C]) array (for class and label maps: no new values)."""
+    s = preview_stride(a.shape[0], a.shape[1], side)
+    return a[::s, ::s]
+
+
+def downscale(img, max_side=PREVIEW_SIDE):
     """Area-downscale an (H, W[, C]) array so its longer side is at most ``max_side``."""
     import cv2
     h, w = img.shape[:2]
@@ -42,9 +58,14 @@ def heat(values, vmax):
                                                              c + (d - c) * (t * 3 - 2))).astype(np.float32)
 
 
-def layers_preview(laid):
-    """Colour layer over a checkerboard next to the white plate (dark = white ink). (H, 2W, 3)."""
-    rgba, white = laid["color_rgba"], laid["white"]
+def response_previews(responses):
+    """The response maps ({name: (H, W) uint8}) as a (K, H, W, 3) float32 stack of heat maps (yellow = 32+)."""
+    return np.stack([heat(v.astype(np.float32), 128) for v in responses.values()])
+
+
+def layers_preview(rgba, white):
+    """Colour layer ``rgba`` (H, W, 4) over a checkerboard next to the white plate ``white`` (H, W)
+    (dark = white ink). (H, 2W + gap, 3) float32."""
     h, w = white.shape
     yy, xx = np.mgrid[0:h, 0:w]
     board = np.where(((yy // 16 + xx // 16) % 2)[..., None] == 0, 0.8, 0.6).astype(np.float32)

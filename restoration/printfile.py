@@ -12,18 +12,17 @@ Files: ``{prefix}_color_rgba.tif`` (uint16 RGBA, sRGB ICC profile embedded, alph
 white, page 2 the white plate as dark ink), all at ``dpi`` so 1 px = 25.4/dpi mm.
 """
 import contextlib
-import math
 import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
 
-from .scanio import atomic_write, mm_to_px, sha256_file, to_uint
+from .fileio import STRIP_ROWS, Spool, atomic_write, sha256_file, tiff_writer, to_uint, write_tiff_rows  # noqa: F401
+from .previews import preview_stride
+from .scanio import mm_to_px
 
 WHITE_POLARITY = "255=full_ink"
-STRIP_ROWS = 128
 
 
 def srgb_icc():
@@ -60,6 +59,20 @@ def fiducials(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):
         mk["x_mm"] = round((mk["x_px"] + 0.5) * 25.4 / dpi, 4)
         mk["y_mm"] = round((mk["y_px"] + 0.5) * 25.4 / dpi, 4)
     return ch, cw, mpx, marks, arm, max(1, mm_to_px(line_mm, dpi, 1))
+
+
+def check_layout(dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):
+    """ValueError unless the fiducials stay inside the margin (a crosshair printed over the painting would be
+    ink on original paint). The marks sit in the middle of the margin; the arm plus half the line must end
+    before the image starts."""
+    mpx = mm_to_px(margin_mm, dpi, 1)
+    arm, lw = mm_to_px(arm_mm, dpi, 2), max(1, mm_to_px(line_mm, dpi, 1))
+    room = mpx - 1 - mpx // 2 - (lw + 1) // 2  # px between a mark's centre and the image, minus the line
+    if arm > room:
+        mm = 25.4 / float(dpi)
+        raise ValueError(f"arm_mm={arm_mm:g} reaches into the image with margin_mm={margin_mm:g} and line_mm="
+                         f"{line_mm:g}: allowed arm_mm up to {max(room, 0) * mm:.2f} mm at this margin, or a margin "
+                         f"of at least {(2 * (arm + (lw + 1) // 2) + 2) * mm:.2f} mm")
 
 
 def draw_marks(canvas_mask, marks, arm, lw, dy=0):
@@ -143,96 +156,6 @@ def canvas_rows(geom, layer_rows, r0, r1):
     return rgba, white
 
 
-def laid_rows(laid):
-    """``canvas_fn(r0, r1)`` over an in-memory canvas from :func:`restoration.layers.layout`."""
-    rgba, white = laid["color_rgba"], laid["white"]
-    return lambda r0, r1: (rgba[r0:r1], white[r0:r1])
-
-
-def layer_rows_fn(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0.0, min_feature_mm=0.0,
-                  **kw):
-    """``layer_rows(y0, y1)`` computing :func:`restoration.layers.separate` on a strip of image rows.
-
-    The strip is read with a halo covering the reach of the morphology (opening by ``min_feature_mm``,
-    choke/spread by ``amount_mm``); everything else is per pixel, so the rows equal those of the
-    whole-image separation exactly.
-    """
-    from .layers import separate
-    h = filled.shape[0]
-    halo = 0
-    if min_feature_mm > 0:
-        halo += 2 * max(1, mm_to_px(min_feature_mm, dpi) // 2)
-    if white_mode in ("choke", "spread"):
-        halo += mm_to_px(amount_mm, dpi)
-    halo += 2 if halo else 0
-
-    def rows(y0, y1):
-        a, b = max(0, y0 - halo), min(h, y1 + halo)
-        lay = separate(filled[a:b], original[a:b], mask[a:b], dpi, white_mode, amount_mm,
-                       min_feature_mm=min_feature_mm, **kw)
-        return lay["color_rgba"][y0 - a:y1 - a], lay["white"][y0 - a:y1 - a]
-    return rows
-
-
-class _Spool:
-    """Compressed chunks appended to an unnamed temporary file in ``folder`` (same file system as the
-    outputs; the file has no name, so nothing is left behind even if the process dies); read back in order."""
-
-    def __init__(self, folder):
-        self.f = tempfile.TemporaryFile(dir=folder)
-        self.sizes = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()
-
-    def add(self, data):
-        if data:
-            self.f.write(data)
-            self.sizes.append(len(data))
-
-    def chunks(self):
-        self.f.seek(0)
-        for n in self.sizes:
-            yield self.f.read(n)
-
-    @property
-    def nbytes(self):
-        return sum(self.sizes)
-
-
-def _tiff_writer(spool, shape, dtype, dpi, rows, description, extrasamples=None, icc=None):
-    import tifffile
-    kw = {}
-    if extrasamples:
-        kw["extrasamples"] = extrasamples
-    if icc is not None:
-        kw["iccprofile"] = icc
-
-    def w(path):
-        with tifffile.TiffWriter(path) as tw:
-            tw.write(spool.chunks(), shape=shape, dtype=dtype, photometric="minisblack" if len(shape) == 2 else "rgb",
-                     rowsperstrip=rows, compression="zlib", resolution=(float(dpi), float(dpi)),
-                     resolutionunit="INCH", metadata=None, description=description, **kw)
-    return w
-
-
-def write_tiff_rows(out_dir, name, rows_fn, shape, dtype, dpi, description=None, icc=None, rows=STRIP_ROWS):
-    """Write a zlib-compressed strip TIFF from ``rows_fn(y0, y1)`` (uint8/uint16 arrays), atomically.
-
-    Strips are compressed as they are produced and spooled to a temporary file, so memory holds one
-    strip. ``shape`` is (H, W) or (H, W, C); C = 4 is RGBA (unassociated alpha). Returns the path.
-    """
-    with _Spool(out_dir) as spool:
-        for y0 in range(0, shape[0], rows):
-            spool.add(zlib.compress(np.ascontiguousarray(rows_fn(y0, min(shape[0], y0 + rows)), dtype).tobytes(), 6))
-        es = ["unassalpha"] if len(shape) == 3 and shape[2] == 4 else None
-        return atomic_write(out_dir, name, _tiff_writer(spool, tuple(shape), np.dtype(dtype), dpi, rows, description,
-                                                        es, icc))
-
-
 def _pdf_writer(w, h, dpi, page_spools):
     """A minimal PDF 1.4: one page per spooled Flate stream (8-bit image of w x h px), page size w x h
     pixels at ``dpi`` (points = px * 72 / dpi), each image drawn over the whole page."""
@@ -282,12 +205,12 @@ def write_print_files(out_dir, canvas_fn, ch, cw, dpi, prefix="layer", pdf=True,
     file records with sha256, and the canvas subsampled every ``s`` px (``s = ceil(max(CH, CW) /
     preview_side)``, as ``{"color_rgba", "white"}``) when ``preview_side`` is given.
     """
-    s = max(1, math.ceil(max(ch, cw) / preview_side)) if preview_side else 0
+    s = preview_stride(ch, cw, preview_side) if preview_side else 0
     prev_c, prev_w = [], []
     icc = srgb_icc()
     files = []
     with contextlib.ExitStack() as stack:
-        sp = {k: stack.enter_context(_Spool(out_dir)) for k in ("color", "white", "page1", "page2")}
+        sp = {k: stack.enter_context(Spool(out_dir)) for k in ("color", "white", "page1", "page2")}
         z1, z2 = zlib.compressobj(6), zlib.compressobj(6)
         n = -(-ch // rows)
         for i, r0 in enumerate(range(0, ch, rows)):
@@ -308,12 +231,12 @@ def write_print_files(out_dir, canvas_fn, ch, cw, dpi, prefix="layer", pdf=True,
                 progress(i + 1, n)
         sp["page1"].add(z1.flush())
         sp["page2"].add(z2.flush())
-        p = atomic_write(out_dir, f"{prefix}_color_rgba.tif", _tiff_writer(
+        p = atomic_write(out_dir, f"{prefix}_color_rgba.tif", tiff_writer(
             sp["color"], (ch, cw, 4), np.dtype(np.uint16), dpi, rows,
             "Atelier colour layer (sRGB, 16-bit, alpha=ink footprint)", ["unassalpha"], icc))
         files.append({"path": p.name, "role": "color_layer", "px_w": cw, "px_h": ch, "dpi": dpi, "bit_depth": 16,
                       "colour_space": "sRGB", "channels": "RGBA", "icc_embedded": icc is not None})
-        p = atomic_write(out_dir, f"{prefix}_white.tif", _tiff_writer(
+        p = atomic_write(out_dir, f"{prefix}_white.tif", tiff_writer(
             sp["white"], (ch, cw), np.dtype(np.uint8), dpi, rows, f"Atelier white layer ({WHITE_POLARITY})"))
         files.append({"path": p.name, "role": "white_layer", "px_w": cw, "px_h": ch, "dpi": dpi, "bit_depth": 8,
                       "colour_space": "gray", "white_polarity": WHITE_POLARITY})

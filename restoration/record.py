@@ -4,7 +4,7 @@ import html
 import json
 import platform
 
-from .scanio import sha256_file, write_bytes
+from .fileio import sha256_file, write_bytes
 
 SCHEMA = "atelier-restoration-record/1"
 
@@ -73,7 +73,7 @@ def render_html(m, thumbs, rows, max_rows=2000):
              "img{max-width:420px;border:1px solid #999}.sw{display:inline-block;width:14px;height:14px;border:1px solid #333}"
              "</style></head><body>",
              f"<h1>Film-mask restoration record</h1><p>Schema {e(m.get('schema'))}, created {e(m.get('created_utc'))}. "
-             f"Input <code>{e(m.get('capture', {}).get('path'))}</code>, sha256 <code>{e(m.get('capture', {}).get('sha256'))}</code>, "
+             f"Input <code>{e(m.get('capture', {}).get('file'))}</code>, sha256 <code>{e(m.get('capture', {}).get('sha256'))}</code>, "
              f"{e(m.get('capture', {}).get('ppi'))} ppi.</p>",
              "<h2>Summary</h2><table>"]
     for k in ("n_regions", "n_regions_filled", "n_regions_skipped_by_reason", "total_fill_area_mm2",
@@ -109,3 +109,40 @@ def render_html(m, thumbs, rows, max_rows=2000):
     parts.append("<h2>Application (to be filled in by the conservator)</h2><pre>"
                  + e(json.dumps(m.get("application", {}), indent=1)) + "</pre></body></html>")
     return "\n".join(parts)
+
+
+def load_manifest(path):
+    """Read a record's ``manifest.json`` (``path``: the record folder or the file) for a replay.
+
+    Returns ``(manifest dict, record folder)``. ValueError with one line naming the problem when the
+    file is missing or not JSON, or a section a replay needs is absent or malformed (``files`` must
+    be a non-empty list of entries with path, role and sha256; ``processing.config`` and ``capture``
+    objects).
+    """
+    import pathlib
+    p = pathlib.Path(path)
+    mpath = p / "manifest.json" if p.is_dir() else p
+    try:
+        man = json.loads(mpath.read_text())
+    except OSError as exc:
+        raise ValueError(f"record {str(path)!r}: no readable manifest.json ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"record {str(mpath)!r}: manifest.json is not valid JSON ({exc})") from None
+    where = f"record {str(mpath)!r}"
+    if not isinstance(man, dict):
+        raise ValueError(f"{where}: manifest.json must hold an object, got {type(man).__name__}")
+    files = man.get("files")
+    if not isinstance(files, list) or not files:
+        raise ValueError(f"{where}: the manifest lists no files ('files' is "
+                         f"{'empty' if isinstance(files, list) else 'missing or not a list'}); nothing to compare")
+    for i, f in enumerate(files):
+        if not isinstance(f, dict) or not all(isinstance(f.get(k), str) for k in ("path", "role", "sha256")):
+            raise ValueError(f"{where}: files[{i}] must be an object with path, role and sha256 strings, got {f!r:.80}")
+    for sect in ("processing", "capture"):
+        if not isinstance(man.get(sect), dict):
+            raise ValueError(f"{where}: section '{sect}' is missing or not an object")
+    if not isinstance(man["processing"].get("config"), dict):
+        raise ValueError(f"{where}: processing.config is missing or not an object")
+    if not isinstance(man["processing"].get("user_mask", {}), dict):
+        raise ValueError(f"{where}: processing.user_mask must be an object")
+    return man, mpath.parent

@@ -1,16 +1,20 @@
-"""Reading scans and writing files safely (temp name + rename, paths kept inside the output folder).
+"""Reading scans: PNG / TIFF with their resolution, a file confined to a folder, units.
 
-Images in memory are float32 ``(H, W, 3)`` arrays/tensors in [0, 1], sRGB-encoded.
+Images in memory are float32 ``(H, W, 3)`` arrays/tensors in [0, 1], sRGB-encoded. Writing lives in
+:mod:`restoration.fileio` (its names are re-exported here for callers of the old module).
 """
-import hashlib
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 
+from .fileio import (atomic_write, prepare_out_dir, safe_path, sha256_file, to_uint, write_bytes,  # noqa: F401
+                     write_png, write_tiff)
+
 DPI_RANGE = (50.0, 20000.0)
 MM_PER_INCH = 25.4
+SCAN_SUFFIXES = (".png", ".tif", ".tiff")
+LOSSY_FORMATS = ("JPEG", "MPO", "WEBP")  # read, but flagged lossy in the record (WebP may be lossless)
 
 
 def check_dpi(dpi, name="dpi"):
@@ -41,6 +45,7 @@ def read_scan(path, dpi=None):
         raise ValueError(f"scan {str(path)!r} does not exist or is not a file")
     file_dpi = None
     arr = None
+    fmt = "TIFF"
     suffix = p.suffix.lower()
     if suffix in (".tif", ".tiff"):
         import tifffile
@@ -62,6 +67,7 @@ def read_scan(path, dpi=None):
         import cv2
         try:
             with Image.open(p) as im:
+                fmt = im.format or "?"
                 info_dpi = im.info.get("dpi")
                 if info_dpi and float(info_dpi[0]) > 1:
                     file_dpi = float(info_dpi[0])
@@ -90,110 +96,63 @@ def read_scan(path, dpi=None):
     if dpi is None and file_dpi is None:
         raise ValueError(f"dpi missing: {str(path)!r} has no resolution tag; pass --dpi (e.g. 600)")
     dpi_f = check_dpi(dpi if dpi is not None else file_dpi)
-    return img, dpi_f, {"path": str(p), "bits": bits, "dpi_source": "given" if dpi is not None else "file",
+    return img, dpi_f, {"path": str(p), "name": p.name, "bits": bits, "format": fmt,
+                        "lossy": fmt in LOSSY_FORMATS, "dpi_source": "given" if dpi is not None else "file",
                         "sha256": sha256_file(p), "shape": list(img.shape)}
 
 
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def confined_file(folder, name, what="file"):
+    """``folder / name`` resolved (links followed) if it is an existing file inside ``folder``.
 
-
-def prepare_out_dir(out):
-    """Create ``out`` if needed and check it is writable; ValueError otherwise."""
-    p = pathlib.Path(out)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=p, prefix=".probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ValueError(f"output folder {str(out)!r} cannot be written: {exc}") from None
-    return p.resolve()
-
-
-def safe_path(out_dir, name):
-    """``out_dir / name`` resolved, refused (ValueError) if it leaves ``out_dir``."""
-    base = pathlib.Path(out_dir).resolve()
+    Anything else -- ``..``, an absolute path, a link leading out, a missing file -- raises the same
+    ValueError, which names only ``name`` and never says whether a path exists elsewhere (a server
+    must not become a probe of its own file system).
+    """
+    base = pathlib.Path(folder).resolve()
+    msg = (f"{what} {str(name)!r} is not a file of the input folder; upload it or copy it into the input "
+           "folder and choose it from the list")
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+        raise ValueError(msg)
     p = (base / name).resolve()
-    if p != base and base not in p.parents:
-        raise ValueError(f"export path {name!r} leaves the output folder {str(base)!r}")
+    if base not in p.parents or not p.is_file():
+        raise ValueError(msg)
     return p
 
 
-def atomic_write(out_dir, name, writer):
-    """Write via ``writer(tmp_path)`` to a temp name in the same folder, then rename. Returns path."""
-    dest = safe_path(out_dir, name)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix="." + dest.name + ".", suffix=".part")
-    os.close(fd)
-    try:
-        writer(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return dest
+RECORD_SCAN_KEYS = ("name", "sha256", "bits", "format", "lossy", "dpi_source")
 
 
-def _umask():
-    """The process umask, read without changing it where /proc allows (os.umask is process-wide)."""
+def read_confined(folder, name, dpi=None):
+    """:func:`read_scan` of a file of ``folder`` chosen by ``name`` (see :func:`confined_file`), for a server.
+
+    Errors name the file as chosen, never the server's folders; the returned info keeps only
+    ``RECORD_SCAN_KEYS`` (the file name and hash, not its path). ``dpi`` <= 0 or None: from the file.
+    """
+    p = confined_file(folder, name, "path")
     try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
+        img, d, info = read_scan(p, dpi if dpi and dpi > 0 else None)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace(str(p), str(name))) from None
+    return img, d, {k: info[k] for k in RECORD_SCAN_KEYS}
+
+
+def content_fingerprint(folder, name):
+    """SHA-256 of a file of ``folder`` (a changed file reruns the graph); ``name`` itself when it is not one."""
+    try:
+        return sha256_file(confined_file(folder, name))
+    except (ValueError, OSError):
+        return str(name)
+
+
+def list_scans(folder):
+    """Names of the image files a scan may be read from (PNG/TIFF, and JPEG flagged lossy) directly in
+    ``folder`` (as the host's LoadImage lists its input folder), sorted; [] if it cannot be read."""
+    try:
+        names = os.listdir(folder)
     except OSError:
-        pass
-    m = os.umask(0o022)
-    os.umask(m)
-    return m
+        return []
+    ok = SCAN_SUFFIXES + (".jpg", ".jpeg")
+    return sorted(f for f in names if f.lower().endswith(ok) and not f.startswith(".")
+                  and os.path.isfile(os.path.join(folder, f)))
 
 
-def to_uint(img, bits, rows=512):
-    """Float [0, 1] array -> uint8/uint16 with round-half-up (float64 maths, in row chunks)."""
-    scale = 255.0 if bits == 8 else 65535.0
-    img = np.asarray(img)
-    out = np.empty(img.shape, np.uint8 if bits == 8 else np.uint16)
-    flat_in = img.reshape(img.shape[0], -1) if img.ndim >= 2 else img.reshape(1, -1)
-    flat_out = out.reshape(flat_in.shape)
-    for y in range(0, flat_in.shape[0], rows):
-        flat_out[y:y + rows] = np.floor(np.clip(flat_in[y:y + rows].astype(np.float64), 0, 1) * scale + 0.5)
-    return out
-
-
-def write_tiff(out_dir, name, arr, dpi, extra_meta=None, icc=None):
-    """Write a uint8/uint16 (H, W[, C]) TIFF with the DPI tag (inch), zlib strips, atomically. C=4 is RGBA."""
-    from .printfile import write_tiff_rows
-    arr = np.asarray(arr)
-    return write_tiff_rows(out_dir, name, lambda y0, y1: arr[y0:y1], arr.shape, arr.dtype, dpi,
-                           description=extra_meta, icc=icc)
-
-
-def write_png(out_dir, name, arr, dpi=None):
-    """Write a uint8/uint16 array as PNG (DPI in pHYs when given), atomically."""
-    from PIL import Image
-    arr = np.asarray(arr)
-    if arr.dtype == np.uint16 and arr.ndim == 3:
-        raise ValueError("16-bit colour goes to TIFF (write_tiff); PNG here is 8-bit or 16-bit gray")
-    im = Image.fromarray(np.ascontiguousarray(arr))
-
-    def w(f):
-        im.save(f, format="PNG", **({"dpi": (dpi, dpi)} if dpi else {}))
-    return atomic_write(out_dir, name, w)
-
-
-def write_bytes(out_dir, name, data):
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    def w(path):
-        with open(path, "wb") as f:
-            f.write(data)
-    return atomic_write(out_dir, name, w)

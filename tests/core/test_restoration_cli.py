@@ -1,6 +1,7 @@
 """Reading scans, bad input (clear errors, nothing half-written) and the CLI end to end."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -99,6 +100,7 @@ def _cli(*args, timeout=240):
 
 def test_cli_sample_writes_every_artefact_and_a_consistent_record():
     out = OUT / "restoration_cli_sample"
+    shutil.rmtree(out, ignore_errors=True)  # records are never overwritten: the folder must be new
     r = _cli("--sample", "--size", "512x384", "--out", str(out))
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout)
@@ -189,6 +191,7 @@ def test_replay_of_the_sample_record():
     out = OUT / "restoration_cli_sample"  # written by the sample test above (same module, runs first)
     if not (out / "manifest.json").exists():
         assert _cli("--sample", "--size", "512x384", "--out", str(out)).returncode == 0
+    shutil.rmtree(OUT / "restoration_cli_replay", ignore_errors=True)
     r = _cli("--replay", str(out), "--out", str(OUT / "restoration_cli_replay"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert json.loads(r.stdout)["identical"] is True

@@ -36,28 +36,28 @@ def test_layers_same_pattern_footprint_and_alpha(parts):
     img, clean, m = parts
     filled, used = fill_image(img, m)
     lay = separate(filled, img, used, 600, "same_pattern", white_on_black=True)
-    assert np.array_equal(lay["white"] > 0, used) and set(np.unique(lay["white"])) <= {0.0, 1.0}
-    assert np.array_equal(lay["color_rgba"][..., 3] > 0, used)
-    assert np.all(lay["color_rgba"][~used] == 0)
-    assert np.array_equal(lay["color_rgba"][used, :3], filled[used])
+    assert np.array_equal(lay.white > 0, used) and set(np.unique(lay.white)) <= {0.0, 1.0}
+    assert np.array_equal(lay.color_rgba[..., 3] > 0, used)
+    assert np.all(lay.color_rgba[~used] == 0)
+    assert np.array_equal(lay.color_rgba[used, :3], filled[used])
 
 
 def test_choke_spread_and_minimal_white(parts):
     import cv2
     img, clean, m = parts
     filled, used = fill_image(img, m)
-    ch = separate(filled, img, used, 600, "choke", 0.085, white_on_black=True)["white"] > 0  # 2 px
+    ch = separate(filled, img, used, 600, "choke", 0.085, white_on_black=True).white > 0  # 2 px
     er = cv2.erode(used.view(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))) > 0
     assert np.array_equal(ch, er) and ch.sum() < used.sum()
-    sp = separate(filled, img, used, 600, "spread", 0.085, white_on_black=True)["white"] > 0
+    sp = separate(filled, img, used, 600, "spread", 0.085, white_on_black=True).white > 0
     assert np.all(sp[used]) and sp.sum() > used.sum()
     # minimal_white: no white where the target is not lighter than the painting in any channel
     target = img.copy()
     target[used] = img[used] * 0.8
-    mw = separate(target, img, used, 600, "minimal_white", white_on_black=True)["white"]
+    mw = separate(target, img, used, 600, "minimal_white", white_on_black=True).white
     assert np.all(mw == 0)
     target[used] = np.minimum(img[used] + 0.3, 1.0)
-    mw = separate(target, img, used, 600, "minimal_white", white_on_black=True)["white"]
+    mw = separate(target, img, used, 600, "minimal_white", white_on_black=True).white
     assert mw[used].min() > 0 and np.all(mw[~used] == 0) and mw.max() <= 1
 
 
@@ -75,8 +75,8 @@ def test_bilayer_simulation_hides_damage(parts):
 
 
 def _white_and_color_marks(laid):
-    f = laid["fiducial_mask"]
-    return f, laid["white"][f], laid["color_rgba"][f]
+    f = laid.fiducial_mask
+    return f, laid.white[f], laid.color_rgba[f]
 
 
 @pytest.mark.parametrize("mirror", [False, True])
@@ -88,19 +88,19 @@ def test_fiducials_identical_in_both_layers(parts, mirror):
     assert f.sum() > 100
     assert np.all(w == 1) and np.all(c == np.array([0, 0, 0, 1], np.float32))
     # the ink footprints of both layers coincide exactly outside the image area (only the marks)
-    off = laid["offset_px"]
+    off = laid.offset_px
     h, w_ = m.shape
-    outside = np.ones(laid["white"].shape, bool)
+    outside = np.ones(laid.white.shape, bool)
     if mirror:
-        cw = laid["white"].shape[1]
+        cw = laid.white.shape[1]
         outside[off:off + h, cw - off - w_:cw - off] = False
     else:
         outside[off:off + h, off:off + w_] = False
-    assert np.array_equal((laid["white"] > 0) & outside, (laid["color_rgba"][..., 3] > 0) & outside)
-    for mk in laid["fiducials"]:
-        assert laid["white"][mk["y_px"], mk["x_px"]] == 1 and laid["color_rgba"][mk["y_px"], mk["x_px"], 3] == 1
-    mm = [(mk["x_mm"], mk["y_mm"]) for mk in laid["fiducials"]]
-    assert all(0 < x < laid["canvas_mm"][0] and 0 < y < laid["canvas_mm"][1] for x, y in mm)
+    assert np.array_equal((laid.white > 0) & outside, (laid.color_rgba[..., 3] > 0) & outside)
+    for mk in laid.fiducials:
+        assert laid.white[mk["y_px"], mk["x_px"]] == 1 and laid.color_rgba[mk["y_px"], mk["x_px"], 3] == 1
+    mm = [(mk["x_mm"], mk["y_mm"]) for mk in laid.fiducials]
+    assert all(0 < x < laid.canvas_mm[0] and 0 < y < laid.canvas_mm[1] for x, y in mm)
 
 
 def test_mirroring_mirrors_both_layers(parts):
@@ -109,10 +109,10 @@ def test_mirroring_mirrors_both_layers(parts):
     lay = separate(filled, img, used, 600)
     a = layout(lay, 600, mirror=False)
     b = layout(lay, 600, mirror=True)
-    assert np.array_equal(b["white"], a["white"][:, ::-1])
-    assert np.array_equal(b["color_rgba"], a["color_rgba"][:, ::-1])
-    cw = a["white"].shape[1]
-    assert [k["x_px"] for k in b["fiducials"]] == [cw - 1 - k["x_px"] for k in a["fiducials"]]
+    assert np.array_equal(b.white, a.white[:, ::-1])
+    assert np.array_equal(b.color_rgba, a.color_rgba[:, ::-1])
+    cw = a.white.shape[1]
+    assert [k["x_px"] for k in b.fiducials] == [cw - 1 - k["x_px"] for k in a.fiducials]
 
 
 def test_export_round_trip(parts, tmp_path):
@@ -123,12 +123,12 @@ def test_export_round_trip(parts, tmp_path):
     from restoration.scanio import sha256_file, to_uint
     col, dpi_c = read_tiff(tmp_path / "layer_color_rgba.tif")
     wh, dpi_w = read_tiff(tmp_path / "layer_white.tif")
-    assert col.dtype == np.uint16 and col.shape == laid["color_rgba"].shape and dpi_c == pytest.approx(600)
-    assert wh.dtype == np.uint8 and wh.shape == laid["white"].shape and dpi_w == pytest.approx(600)
-    assert np.array_equal(col, to_uint(laid["color_rgba"], 16)) and np.array_equal(wh, to_uint(laid["white"], 8))
+    assert col.dtype == np.uint16 and col.shape == laid.color_rgba.shape and dpi_c == pytest.approx(600)
+    assert wh.dtype == np.uint8 and wh.shape == laid.white.shape and dpi_w == pytest.approx(600)
+    assert np.array_equal(col, to_uint(laid.color_rgba, 16)) and np.array_equal(wh, to_uint(laid.white, 8))
     h, w = wh.shape
-    assert laid["canvas_mm"] == pytest.approx([w * 25.4 / 600, h * 25.4 / 600], abs=1e-3)
-    assert laid["canvas_mm"][0] == pytest.approx(img.shape[1] * 25.4 / 600 + 20, abs=0.05)  # 10 mm margins
+    assert laid.canvas_mm == pytest.approx([w * 25.4 / 600, h * 25.4 / 600], abs=1e-3)
+    assert laid.canvas_mm[0] == pytest.approx(img.shape[1] * 25.4 / 600 + 20, abs=0.05)  # 10 mm margins
     for f in files:
         assert f["sha256"] == sha256_file(tmp_path / f["path"])
     # PDF page size is the physical size (points = 1/72 inch)

@@ -12,9 +12,8 @@ import pytest
 from _restoration_util import one_thread, small_sample
 from restoration.export import export_layers, read_tiff
 from restoration.fill import fill_image
-from restoration.layers import layout, separate
-from restoration.printfile import (canvas_geometry, canvas_rows, draw_marks, fiducials, layer_rows_fn,
-                                   write_print_files, write_tiff_rows)
+from restoration.layers import layer_rows_fn, layout, separate
+from restoration.printfile import canvas_geometry, canvas_rows, draw_marks, fiducials, write_print_files, write_tiff_rows
 from restoration.scanio import to_uint
 
 
@@ -59,18 +58,18 @@ def test_streamed_canvas_equals_whole_canvas(parts, mode, amount, minf, mirror):
     geom = canvas_geometry(h, w, 600, mirror=mirror)
     rows = layer_rows_fn(filled, img, used, 600, mode, amount, min_feature_mm=minf)
     cw, ch = geom["canvas_px"]
-    assert [cw, ch] == ref["canvas_px"] and geom["fiducials"] == ref["fiducials"]
+    assert [cw, ch] == ref.canvas_px and geom["fiducials"] == ref.fiducials
     for step in (13, 100):
         parts_ = [canvas_rows(geom, rows, r, min(ch, r + step)) for r in range(0, ch, step)]
-        assert np.array_equal(np.concatenate([p[0] for p in parts_]), ref["color_rgba"])
+        assert np.array_equal(np.concatenate([p[0] for p in parts_]), ref.color_rgba)
         white = np.concatenate([p[1] for p in parts_])
         if mode == "minimal_white":
             # per-pixel float32 maths (sRGB -> linear via torch pow) run on arrays of other lengths: torch's
             # SIMD body/tail split moves results by at most an ulp; the 8-bit print values are unchanged
-            assert np.abs(white - ref["white"]).max() <= 1e-6
-            assert np.array_equal(to_uint(white, 8), to_uint(ref["white"], 8))
+            assert np.abs(white - ref.white).max() <= 1e-6
+            assert np.array_equal(to_uint(white, 8), to_uint(ref.white, 8))
         else:
-            assert np.array_equal(white, ref["white"])
+            assert np.array_equal(white, ref.white)
 
 
 def _pdf_objects(pdf):
@@ -102,7 +101,7 @@ def test_print_files_round_trip_and_pdf(parts, tmp_path):
     col, dpi = read_tiff(tmp_path / "layer_color_rgba.tif")
     wh, _ = read_tiff(tmp_path / "layer_white.tif")
     assert dpi == pytest.approx(600)
-    assert np.array_equal(col, to_uint(laid["color_rgba"], 16)) and np.array_equal(wh, to_uint(laid["white"], 8))
+    assert np.array_equal(col, to_uint(laid.color_rgba, 16)) and np.array_equal(wh, to_uint(laid.white, 8))
     # sRGB ICC profile embedded in the colour TIFF
     import io
     import tifffile
@@ -121,8 +120,8 @@ def test_print_files_round_trip_and_pdf(parts, tmp_path):
         box = [float(v) for v in re.search(rb"/MediaBox \[0 0 ([\d.]+) ([\d.]+)\]", d).groups()]
         assert box == pytest.approx([cw / 600 * 72, ch / 600 * 72], abs=1e-3)
     images = [(d, s) for d, s in objs.values() if b"/Subtype /Image" in d]
-    a = laid["color_rgba"][..., 3:]
-    want1 = to_uint(laid["color_rgba"][..., :3] * a + (1 - a), 8)
+    a = laid.color_rgba[..., 3:]
+    want1 = to_uint(laid.color_rgba[..., :3] * a + (1 - a), 8)
     got1 = np.frombuffer(zlib.decompress(images[0][1]), np.uint8).reshape(ch, cw, 3)
     got2 = np.frombuffer(zlib.decompress(images[1][1]), np.uint8).reshape(ch, cw)
     assert b"/DeviceRGB" in images[0][0] and b"/DeviceGray" in images[1][0]
@@ -139,7 +138,7 @@ def test_pdf_renders_in_poppler(parts, tmp_path):
                     str(tmp_path / "p")], check=True, capture_output=True)
     from PIL import Image
     page = np.asarray(Image.open(next(tmp_path.glob("p*.pgm")))).astype(np.float64)
-    want = 255.0 - to_uint(laid["white"], 8)
+    want = 255.0 - to_uint(laid.white, 8)
     assert page.shape == want.shape  # page size at 600 dpi == the canvas in px
     # poppler smooths image edges when it scales, so compare content, not bits (measured r = 0.93)
     assert np.corrcoef(page.ravel(), want.ravel())[0, 1] > 0.85
@@ -178,3 +177,32 @@ def test_tiff_rows_writer_equals_array(tmp_path):
     write_tiff_rows(tmp_path, "x.tif", lambda y0, y1: a[y0:y1], a.shape, a.dtype, 300, rows=32)
     b, dpi = read_tiff(tmp_path / "x.tif")
     assert np.array_equal(a, b) and dpi == pytest.approx(300)
+
+
+@pytest.mark.parametrize("dpi", [300, 600, 1200])
+def test_layout_check_keeps_every_mark_inside_the_margin(dpi):
+    """Every (margin, arm, line) the check accepts draws no fiducial pixel over the image (the check is
+    conservative by the line's half width and one pixel)."""
+    from restoration.printfile import check_layout
+    h, w = 120, 160
+    none = lambda y0, y1: (np.zeros((y1 - y0, w, 4), np.float32), np.zeros((y1 - y0, w), np.float32))
+    n_ok = n_bad = 0
+    for margin in (2.0, 4.0, 6.2, 10.0):
+        for line in (0.05, 0.1, 0.3):
+            for arm_px in range(2, 80, 3):
+                arm = arm_px * 25.4 / dpi
+                geom = canvas_geometry(h, w, dpi, margin, arm, line, False)
+                cw, ch = geom["canvas_px"]
+                white = canvas_rows(geom, none, 0, ch)[1]
+                off = geom["offset_px"]
+                over = white[off:off + h, off:off + w].any()
+                try:
+                    check_layout(dpi, margin, arm, line)
+                    assert not over, (margin, arm, line)
+                    n_ok += 1
+                except ValueError as exc:
+                    assert "reaches into the image" in str(exc)
+                    n_bad += 1
+    assert n_ok > 20 and n_bad > 20
+    with pytest.raises(ValueError, match="arm_mm=3 reaches into the image"):
+        layout(separate(*[np.zeros((h, w, 3), np.float32)] * 2, np.zeros((h, w), bool), dpi), dpi, 2.0, 3.0, 0.1)

@@ -191,20 +191,22 @@ def test_restoration_workflows(server, defs, name):
     import tifffile
     events, hist = _run_ok(server, tiny_prompt(_wf(name), defs))
     out = server.base / "output" / "atelier_restoration"
-    tifs = sorted((out / "print").rglob("*.tif*"))
-    pdfs = sorted((out / "print").rglob("*.pdf"))
-    assert len(tifs) >= 2 and pdfs, sorted(p.name for p in (out / "print").rglob("*"))
+    prints = sorted(out.glob("print_*"))  # a new numbered folder per run (never overwritten)
+    assert prints and not sorted(out.glob(".*")), sorted(p.name for p in out.iterdir())
+    tifs = sorted(prints[-1].glob("*.tif*"))
+    pdfs = sorted(prints[-1].glob("*.pdf"))
+    assert len(tifs) >= 2 and pdfs, sorted(p.name for p in prints[-1].iterdir())
     for t in tifs:
         with tifffile.TiffFile(t) as f:
             page = f.pages[0]
             xres = page.tags["XResolution"].value
             assert abs(xres[0] / xres[1] - 600) < 1e-6, (t.name, xres)
             assert page.shape[0] >= SCAN_PX and page.shape[1] >= SCAN_PX   # 1:1 plus margins
-    manifests = sorted((out / "record").rglob("manifest.json"))
+    manifests = sorted(out.glob("record_*/manifest.json"))
     assert manifests, "no manifest.json"
     m = json.loads(manifests[-1].read_text())
     assert m, "empty manifest"
-    assert sorted((out / "record").rglob("*.html")), "no HTML record"
+    assert (manifests[-1].parent / "index.html").is_file(), "no HTML record"
     previews = [i for o in hist["outputs"].values() for i in o.get("images", [])]
     files = [p for p in _saved_files(server, hist) if p.is_file()]
     assert len(previews) >= 5 and len(files) == len(previews), (len(previews), len(files))
@@ -239,6 +241,23 @@ def test_bad_inputs_return_validation_errors(server, defs):
     status, body = server.queue(api)
     assert status == 400
     # the server still works afterwards
+    assert server.get_json("/system_stats")["system"]
+
+
+def test_restoration_bad_inputs_return_validation_errors(server, defs):
+    """A bad ground colour and a scan outside the input folder come back as validation errors naming the input."""
+    wf = _wf("restoration_scan_to_print")
+    api = tiny_prompt(wf, defs)
+    det = _node_id(api, "AtelierDamageDetect")
+    api[det]["inputs"]["ground_color"] = "0.8,0.7"
+    status, body = server.queue(api)
+    assert status == 400 and det in body.get("node_errors", {}), body
+    assert "ground_color" in json.dumps(body["node_errors"][det])
+    api = tiny_prompt(wf, defs)
+    ls = _node_id(api, "AtelierRestorationLoadScan")
+    api[ls]["inputs"]["path"] = "../../etc/passwd"
+    status, body = server.queue(api)
+    assert status == 400 and "not a file of the input folder" in json.dumps(body.get("node_errors", {}).get(ls))
     assert server.get_json("/system_stats")["system"]
 
 

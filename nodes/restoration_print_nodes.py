@@ -1,0 +1,212 @@
+"""Film-mask restoration nodes, part 2 (V3 schema): print layers, layout, print export, registration
+check and the archival record. Export and Record write a NEW numbered folder per run
+(``subfolder_00001``, ``_00002``, ... as the host's SaveImage counts files), staged under a hidden name
+and moved in when complete, so an earlier run is never overwritten and an interrupted one leaves nothing.
+"""
+import json
+
+from comfy_api.latest import io
+
+from ..restoration.artefacts import PrintCanvas, PrintLayers
+from ..restoration.layers import (MIN_FEATURE_MAX_MM, WHITE_AMOUNT_MAX_MM, WHITE_MODES, check_separation, layout,
+                                  separate, simulate)
+from ..restoration.outputs import JobResult, write_job, write_print
+from ..restoration.pipeline import Stages
+from ..restoration.printfile import check_layout
+from ..restoration.previews import heat, layers_preview
+from ..restoration.register import MOTIONS, registration_check
+from ._host import progress_bar
+from ._resto_io import (check_subfolder, checked, comfyui_version, img_np, mask_np, numbered_output, output, output_ui,
+                        to_image, to_mask)
+
+CAT = "Atelier/Restoration"
+RestoCtx, DamageMapT = io.Custom("RESTO_CTX"), io.Custom("DAMAGE_MAP")
+RegionTableT, MaskLayers = io.Custom("REGION_TABLE"), io.Custom("MASK_LAYERS")
+CTX_TIP = "Scale of the scan (from Restoration Context or Load Scan)."
+SUBFOLDER_TIP = ("Folder inside ComfyUI's output folder; each run writes a new numbered folder {subfolder}_00001, "
+                 "_00002, ... (never overwrites).")
+
+
+class AtelierBilayerSeparate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AtelierBilayerSeparate", display_name="Atelier Bilayer Separate (colour + white)", category=CAT,
+            description="Split the fill into a colour layer (RGBA, A = footprint) and a white plate. same_pattern "
+                        "(default, the paper's behaviour) puts white exactly under the colour; choke/spread shrink/"
+                        "grow it; minimal_white prints white only where ink alone cannot reach the target.",
+            inputs=[io.Image.Input("filled", tooltip="The filled image."),
+                    io.Image.Input("original", tooltip="The painting under the film (the scan)."),
+                    io.Mask.Input("mask", tooltip="Fill footprint (used_mask of Fill)."),
+                    RestoCtx.Input("ctx", tooltip=CTX_TIP),
+                    io.Combo.Input("white_mode", options=list(WHITE_MODES), default="same_pattern",
+                                   tooltip="How the white plate follows the colour footprint."),
+                    io.Float.Input("amount_mm", default=0.0, min=0.0, max=WHITE_AMOUNT_MAX_MM, step=0.01,
+                                   tooltip="Choke/spread distance in mm (>= 0)."),
+                    io.Float.Input("min_feature_mm", default=0.0, min=0.0, max=MIN_FEATURE_MAX_MM, step=0.01,
+                                   tooltip="Remove parts narrower than this (0 = off; see the research note)."),
+                    io.Boolean.Input("white_on_black", default=False,
+                                     tooltip="Allow white under very dark targets (L* < 15).")],
+            outputs=[MaskLayers.Output("layers", display_name="layers", tooltip="Colour RGBA + white plate at image size (for Print Layout)."),
+                     io.Image.Output("layers_preview", display_name="layers_preview", tooltip="Colour layer on a checkerboard beside the white plate."),
+                     io.Image.Output("simulated_view", display_name="simulated_view", tooltip="Predicted appearance of the film on the painting."),
+                     io.Mask.Output("white", display_name="white", tooltip="White ink coverage (1 = full).")])
+
+    @classmethod
+    def validate_inputs(cls, white_mode=None, amount_mm=None, min_feature_mm=None):
+        return checked(check_separation, white_mode or "same_pattern", amount_mm or 0.0, min_feature_mm or 0.0)
+
+    @classmethod
+    def execute(cls, filled, original, mask, ctx, white_mode, amount_mm, min_feature_mm, white_on_black):
+        f, o = img_np(filled, "filled"), ctx.check(img_np(original, "original"), "original")
+        lay = separate(f, o, mask_np(mask, o.shape[:2], "mask"), ctx.dpi, white_mode, amount_mm,
+                       min_feature_mm=min_feature_mm, white_on_black=white_on_black)
+        prev, sim = layers_preview(lay.color_rgba, lay.white), simulate(o, lay)
+        return output((lay, to_image(prev), to_image(sim), to_mask(lay.white)), [prev, sim], "layers")
+
+
+class AtelierPrintLayout(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AtelierPrintLayout", display_name="Atelier Print Layout (fiducials)", category=CAT,
+            description="Place both layers on a canvas with margins and identical fiducials (4 crosshairs + an "
+                        "asymmetric key) and mirror both if the film is printed on the side that faces the painting.",
+            inputs=[MaskLayers.Input("layers", tooltip="From Bilayer Separate."),
+                    RestoCtx.Input("ctx", tooltip=CTX_TIP),
+                    io.Float.Input("margin_mm", default=10.0, min=2.0, max=200.0, step=0.5,
+                                   tooltip="Margin around the image for the fiducials."),
+                    io.Float.Input("arm_mm", default=3.0, min=0.5, max=50.0, step=0.1, tooltip="Crosshair arm length."),
+                    io.Float.Input("line_mm", default=0.1, min=0.02, max=2.0, step=0.01, tooltip="Crosshair line width."),
+                    io.Boolean.Input("mirror", default=True,
+                                     tooltip="Mirror both layers (print on the film side facing the painting).")],
+            outputs=[MaskLayers.Output("layers_out", display_name="layers", tooltip="Both layers on the print canvas (for Print Export and the "
+                                                         "record)."),
+                     io.Image.Output("preview", display_name="preview", tooltip="The canvas: colour on a checkerboard beside the white plate."),
+                     io.String.Output("fiducials_mm", display_name="fiducials_mm", tooltip="Fiducial centres in mm on the canvas (JSON), after "
+                                                              "mirroring.")])
+
+    @classmethod
+    def validate_inputs(cls, margin_mm=None, arm_mm=None, line_mm=None):
+        # the dpi comes with ctx (a link): checked here at 600 dpi, and again at the scan's dpi when it runs
+        return checked(check_layout, 600.0, margin_mm or 10.0, arm_mm or 3.0, line_mm or 0.1)
+
+    @classmethod
+    def execute(cls, layers, ctx, margin_mm, arm_mm, line_mm, mirror):
+        if not isinstance(layers, PrintLayers):
+            raise ValueError("layers already went through Print Layout (or do not come from Bilayer Separate)")
+        laid = layout(layers, ctx.dpi, margin_mm, arm_mm, line_mm, mirror)
+        prev = layers_preview(laid.color_rgba, laid.white)
+        return output((laid, to_image(prev), json.dumps(laid.fiducials)), [prev], "layout")
+
+
+def _check_laid(layers):
+    if not isinstance(layers, PrintCanvas):
+        raise ValueError("layers must come from Print Layout (the print files and the record document the canvas)")
+    return layers
+
+
+class AtelierPrintExport(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AtelierPrintExport", display_name="Atelier Print Export (TIFF + PDF)", category=CAT,
+            description="Write the print files into a new numbered folder in the output folder: 16-bit colour RGBA "
+                        "TIFF and 8-bit white TIFF (255 = full white ink) at 1:1 with the DPI tag, and a PDF at "
+                        "physical size.",
+            inputs=[MaskLayers.Input("layers", tooltip="From Print Layout."),
+                    RestoCtx.Input("ctx", tooltip=CTX_TIP),
+                    io.String.Input("subfolder", default="atelier_restoration/print", tooltip=SUBFOLDER_TIP)],
+            outputs=[io.String.Output("folder", display_name="folder", tooltip="The numbered folder written by this run."),
+                     io.String.Output("files_json", display_name="files_json", tooltip="The files with size, dpi and SHA-256 (JSON).")],
+            is_output_node=True)
+
+    @classmethod
+    def validate_inputs(cls, subfolder=None):
+        return check_subfolder(subfolder)
+
+    @classmethod
+    def execute(cls, layers, ctx, subfolder):
+        laid = _check_laid(layers)
+        pbar = progress_bar(100)
+        staged = numbered_output(subfolder)
+        with staged as tmp:
+            files, _ = write_print(tmp, laid, ctx.dpi, preview_side=None,
+                                   progress=lambda i, n: pbar.update_absolute(int(100 * i / n), 100))
+        return io.NodeOutput(str(staged.final), json.dumps(files))
+
+
+class AtelierRegistrationCheck(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AtelierRegistrationCheck", display_name="Atelier Registration Check", category=CAT,
+            description="Align a capture of the painting with the mask applied (or a test print) to the original "
+                        "capture (ECC on L*) and report the misregistration in micrometres with a residual map.",
+            inputs=[io.Image.Input("capture", tooltip="Capture with the mask applied."),
+                    io.Image.Input("original", tooltip="The original capture."),
+                    RestoCtx.Input("ctx", tooltip=CTX_TIP),
+                    io.Combo.Input("motion", options=list(MOTIONS), default="homography",
+                                   tooltip="Motion model of the alignment.")],
+            outputs=[io.Image.Output("residual", display_name="residual", tooltip="|ΔL*| after alignment (yellow = 10+)."),
+                     io.Float.Output("rms_um", display_name="rms_um", tooltip="RMS misregistration over the image in µm."),
+                     io.Float.Output("max_um", display_name="max_um", tooltip="Largest misregistration in µm."),
+                     io.String.Output("warp_json", display_name="warp_json", tooltip="The fitted warp, shift and statistics (JSON).")])
+
+    @classmethod
+    def execute(cls, capture, original, ctx, motion):
+        r = registration_check(img_np(capture, "capture"), img_np(original, "original"), ctx.dpi, motion)
+        vis = heat(r["residual"], 10.0)
+        return output((to_image(vis), r["rms_um"], r["max_um"],
+                       json.dumps({k: v for k, v in r.items() if k != "residual"})), [vis], "register")
+
+
+class AtelierRestorationRecord(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="AtelierRestorationRecord", display_name="Atelier Restoration Record", category=CAT,
+            description="Write the archival record into a new numbered folder in the output folder: print files, "
+                        "region table (CSV/JSON), label map, previews, manifest.json and index.html with the "
+                        "parameters, versions, counts, timings, file hashes and this ComfyUI workflow.",
+            inputs=[io.Image.Input("original", tooltip="The scan."),
+                    io.Image.Input("filled", tooltip="The filled image."),
+                    io.Mask.Input("used_mask", tooltip="Fill footprint (used_mask of Fill)."),
+                    RegionTableT.Input("regions", tooltip="Region table (after Fill / Fill QA for the full columns)."),
+                    MaskLayers.Input("layers", tooltip="From Print Layout."),
+                    RestoCtx.Input("ctx", tooltip="Scale and scan info."),
+                    io.String.Input("subfolder", default="atelier_restoration/record", tooltip=SUBFOLDER_TIP),
+                    io.Float.Input("count_q", default=1.0, min=0.05, max=20.0, step=0.05,
+                                   tooltip="ΔE00 merge threshold for the colour count."),
+                    DamageMapT.Input("damage_map", optional=True,
+                                     tooltip="Adds the response maps, detection parameters and user masks to the record.")],
+            outputs=[io.String.Output("record_folder", display_name="record_folder", tooltip="The numbered record folder written by this run.")],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo], is_output_node=True)
+
+    @classmethod
+    def validate_inputs(cls, subfolder=None):
+        return check_subfolder(subfolder)
+
+    @classmethod
+    def execute(cls, original, filled, used_mask, regions, layers, ctx, subfolder, count_q, damage_map=None):
+        o = img_np(original, "original")
+        job = JobResult.assemble(o, img_np(filled, "filled"), mask_np(used_mask, o.shape[:2], "used_mask"), regions,
+                                 layers, ctx, count_q, damage_map)
+        hidden = getattr(cls, "hidden", None)
+        prompt, pnginfo = getattr(hidden, "prompt", None), getattr(hidden, "extra_pnginfo", None)
+        workflow = None
+        if prompt is not None or pnginfo is not None:
+            workflow = {"prompt": prompt, "workflow": (pnginfo or {}).get("workflow")}
+        pbar = progress_bar(100)
+        st = Stages(("export", "previews", "record"), lambda i, n, name, f: pbar.update_absolute(int(100 * (i + f) / n)))
+        staged = numbered_output(subfolder)
+        with staged as tmp:
+            manifest = write_job(tmp, job, {"source": "ComfyUI nodes"}, stages=st, workflow=workflow,
+                                 extra={"comfyui_version": comfyui_version()})
+        folder = staged.final
+        shown = [x["path"] for x in manifest["files"] if x["path"].startswith(("damage_map", "preview_layers"))]
+        return io.NodeOutput(str(folder), ui=output_ui(folder, shown))
+
+
+NODES = [AtelierBilayerSeparate, AtelierPrintLayout, AtelierPrintExport, AtelierRegistrationCheck,
+         AtelierRestorationRecord]

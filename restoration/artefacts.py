@@ -1,0 +1,181 @@
+"""Typed stage artefacts: what one stage hands to the next (CLI pipeline and ComfyUI nodes alike).
+
+Frozen dataclasses (``eq=False``: they hold arrays, compared by identity). Arrays are numpy:
+images (H, W, 3) float32 sRGB in [0, 1], maps (H, W). A stage never edits an artefact it received;
+it returns a new one (``dataclasses.replace``).
+"""
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+
+from .classes import CLASS_IDS, DEFAULT_FILL_CLASSES
+from .scanio import MM_PER_INCH, check_dpi
+
+
+@dataclass(frozen=True, eq=False)
+class ScanContext:
+    """Physical scale and provenance of a scan (the nodes' ``RESTO_CTX``).
+
+    ``scan``: what the record keeps about the input -- file ``name`` (never a server path), ``sha256``,
+    ``bits``, ``format``, ``lossy``, ``dpi_source``, ``seeds``.
+    """
+    dpi: float
+    width: int
+    height: int
+    scan: Mapping = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, img, dpi, scan=None):
+        return cls(check_dpi(dpi), int(img.shape[1]), int(img.shape[0]), dict(scan or {}))
+
+    @property
+    def mm_per_px(self):
+        return MM_PER_INCH / self.dpi
+
+    def check(self, img, name="image"):
+        """ValueError unless ``img`` (H, W, ...) has this context's size."""
+        if (img.shape[1], img.shape[0]) != (self.width, self.height):
+            raise ValueError(f"{name} is {img.shape[1]}x{img.shape[0]} px but the context was made for "
+                             f"{self.width}x{self.height} px")
+        return img
+
+    def summary(self):
+        return (f"{self.width}x{self.height} px at {self.dpi:g} dpi = {self.width * self.mm_per_px:.2f} x "
+                f"{self.height * self.mm_per_px:.2f} mm")
+
+
+@dataclass(frozen=True, eq=False)
+class DamageMap:
+    """Detected (and edited) damage (``DAMAGE_MAP``): ``classes`` (H, W) uint8 ids of ``CLASS_IDS``;
+    ``responses`` {name: (H, W) uint8}; the ground colour and detection parameters; the classes chosen
+    for filling; the user's add/remove masks ((H, W) bool or None, kept so a record can be replayed)."""
+    classes: np.ndarray
+    responses: Mapping = field(default_factory=dict)
+    ground_rgb: Optional[tuple] = None
+    params: Optional[Mapping] = None
+    fill_classes: tuple = DEFAULT_FILL_CLASSES
+    user_add: Optional[np.ndarray] = None
+    user_remove: Optional[np.ndarray] = None
+    times: Mapping = field(default_factory=dict)
+
+    @property
+    def user_mask(self):
+        return {"add": self.user_add is not None, "remove": self.user_remove is not None}
+
+
+@dataclass(frozen=True, eq=False)
+class RegionTable:
+    """Labelled regions and their rows (``REGION_TABLE``): ``labels`` (H, W) int32 (0 = none);
+    ``rows`` one dict per region (see :func:`restoration.regions.region_table`), ordered by id;
+    after a fill the ``method``; after QA ``qa_per_label`` (N + 1,) float32 dE00 per label."""
+    labels: np.ndarray
+    rows: tuple
+    classes: np.ndarray
+    fill_classes: tuple
+    dpi: float
+    method: Optional[str] = None
+    external_model: str = ""
+    qa_per_label: Optional[np.ndarray] = None
+    times: Mapping = field(default_factory=dict)
+
+    @property
+    def n_regions(self):
+        return int(self.labels.max()) if self.labels.size else 0
+
+    def footprint(self, decision="fill"):
+        """Boolean (H, W) map of the regions whose ``fill_decision`` equals ``decision``."""
+        from .regions import decision_mask
+        return decision_mask(self.labels, self.rows, decision)
+
+    def qa_map(self):
+        """(H, W) float32 fill QA (dE00 per filled region), zeros before QA."""
+        if self.qa_per_label is None:
+            return np.zeros(self.labels.shape, np.float32)
+        return self.qa_per_label[self.labels]
+
+    def with_times(self, **t):
+        return replace(self, times={**self.times, **t})
+
+
+@dataclass(frozen=True, eq=False)
+class Palette:
+    """Colour count of the fill: distinct 8-bit triplets, ΔE00-merged clusters at ``q`` (None when not
+    counted) and the leaders by decreasing area (``{"rgb8": [r, g, b], "pixels": n}``, at most 256)."""
+    n_rgb8: int
+    n_de: Optional[int]
+    q: float
+    colours: tuple = ()
+
+    def as_json(self):
+        return {"q": self.q, "count_rgb8": self.n_rgb8, "count_dE": self.n_de, "palette": list(self.colours)}
+
+
+@dataclass(frozen=True, eq=False)
+class PrintLayers:
+    """The fill split into print layers at image size (``MASK_LAYERS`` before layout): ``color_rgba``
+    (H, W, 4) float32 (A = ink footprint), ``white`` (H, W) float32 coverage 0..1, and how they were made."""
+    color_rgba: np.ndarray
+    white: np.ndarray
+    white_mode: str
+    amount_mm: float
+    min_feature_mm: float
+    white_on_black: bool
+    white_reflectance: float
+
+
+@dataclass(frozen=True, eq=False)
+class PrintCanvas:
+    """Both layers on the print canvas with fiducials (``MASK_LAYERS`` after layout).
+
+    ``geom`` from :func:`restoration.printfile.canvas_geometry`; ``rows(r0, r1)`` gives canvas rows
+    ``(rgba (R, CW, 4), white (R, CW))`` float32 -- from memory (:func:`restoration.layers.layout`) or
+    computed strip by strip from the image (the CLI pipeline, any scan size). ``separation`` holds the
+    white plate settings (white_mode, amount_mm, min_feature_mm).
+    """
+    geom: Mapping
+    rows: Callable
+    separation: Mapping
+    color_rgba: Optional[np.ndarray] = None
+    white: Optional[np.ndarray] = None
+
+    @property
+    def canvas_px(self):
+        return list(self.geom["canvas_px"])
+
+    @property
+    def canvas_mm(self):
+        return list(self.geom["canvas_mm"])
+
+    @property
+    def fiducials(self):
+        return self.geom["fiducials"]
+
+    @property
+    def mirror(self):
+        return bool(self.geom["mirror"])
+
+    @property
+    def offset_px(self):
+        return self.geom["offset_px"]
+
+    @property
+    def margin_mm(self):
+        return self.geom["margin_mm"]
+
+    @property
+    def fiducial_mask(self):
+        from .printfile import fiducial_rows
+        return fiducial_rows(self.geom, 0, self.canvas_px[1])
+
+    def print_section(self):
+        """The canvas part of the record's ``print`` section."""
+        return {"canvas_mm": self.canvas_mm, "canvas_px": self.canvas_px, "mirror": self.mirror,
+                "margin_mm": self.margin_mm, "fiducials_mm": self.fiducials,
+                "white_mode": self.separation.get("white_mode"), "white_amount_mm": self.separation.get("amount_mm"),
+                "min_feature_mm": self.separation.get("min_feature_mm")}
+
+
+def class_masks(classes, names=("support_split", "craquelure", "loss", "small_defect")):
+    """Boolean (H, W) masks of the named classes, in the order given."""
+    return [classes == CLASS_IDS[k] for k in names]

@@ -1,0 +1,167 @@
+"""The restoration stages as functions on typed artefacts (:mod:`restoration.artefacts`).
+
+One function per rule, called by the CLI pipeline (:func:`restoration.pipeline.run`) and by the
+ComfyUI nodes alike, so the same settings give the same maps, tables and files on both paths.
+Shapes: images (H, W, 3) float32 sRGB in [0, 1]; masks and maps (H, W).
+"""
+import logging
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from .artefacts import DamageMap, Palette, RegionTable
+from .classes import CLASS_IDS, DEFAULT_FILL_CLASSES
+from .color import parse_rgb
+from .detect import DetectConfig, detect_damage, fill_mask_from_classes, merge_user_mask
+from .fileio import to_uint
+from .fill import METHODS, fill_image, fill_qa
+from .palette import count_rgb8, merge_palette
+from .regions import RegionConfig, label_by_fill, region_table
+
+log = logging.getLogger("atelier")
+TILE = 1024          # default tile of detection, fill and QA (px); results do not depend on it (tests)
+PALETTE_TOP = 256    # palette leaders kept (by area)
+
+
+def check_fill_classes(fill_classes, name="fill classes"):
+    """The class names as a tuple, or ValueError naming the unknown ones and the allowed names."""
+    fc = tuple(fill_classes)
+    bad = [c for c in fc if c not in CLASS_IDS]
+    if bad:
+        raise ValueError(f"{name}: unknown {bad}; allowed {sorted(CLASS_IDS)}")
+    return fc
+
+
+def check_tile(tile, name="tile"):
+    """``tile`` as int if 0 (untiled) or 64..16384 px, else ValueError naming it."""
+    t = int(tile)
+    if not (t == 0 or 64 <= t <= 16384):
+        raise ValueError(f"{name}={tile!r} is out of range; allowed 0 (untiled) or 64..16384 px")
+    return t
+
+
+def detect_config(ground_color="auto", tile=TILE, **thresholds):
+    """The :class:`DetectConfig` of the detection settings a user sets (the Damage Detect node's widgets,
+    the CLI's ``--ground`` / ``--tile``), parsed and validated: ``ground_color`` text ('auto' or R,G,B),
+    ``tile``, and any DetectConfig threshold by name. ValueError names the setting and what is allowed."""
+    unknown = sorted(set(thresholds) - set(DetectConfig.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown detection settings {unknown}")
+    cfg = DetectConfig(ground_rgb=parse_rgb(ground_color, "ground_color"), tile=check_tile(tile), **thresholds)
+    return cfg.validate()
+
+
+def fill_classes_of(loss=True, small_defect=True, craquelure=False, support_split=False, user=True):
+    """The fill classes chosen by switches (Damage Map Edit), in a fixed order."""
+    on = {"loss": loss, "small_defect": small_defect, "craquelure": craquelure, "support_split": support_split,
+          "user": user}
+    return tuple(k for k, v in on.items() if v)
+
+
+def detect(img, dpi, cfg=DetectConfig(), progress=None):
+    """Damage detection -> :class:`DamageMap` (no user masks yet; default fill classes)."""
+    t = time.perf_counter()
+    det = detect_damage(img, dpi, cfg, progress=progress)
+    g = det.get("ground_rgb")
+    return DamageMap(det["classes"], det.get("responses", {}), None if g is None else tuple(g), det.get("params"),
+                     times={"detect": round(time.perf_counter() - t, 3)})
+
+
+def edit(dmap, add=None, remove=None, fill_classes=None):
+    """User masks merged into the class map (``add``: (H, W) bool painted as ``user`` where nothing was
+    found, ``remove``: cleared) and the classes chosen for filling. Returns a new :class:`DamageMap`."""
+    classes = merge_user_mask(dmap.classes, add, remove)
+    fc = dmap.fill_classes if fill_classes is None else check_fill_classes(fill_classes)
+    to_b = lambda m: None if m is None else np.asarray(m) > 0.5
+    return replace(dmap, classes=classes, fill_classes=fc, user_add=to_b(add), user_remove=to_b(remove))
+
+
+def fill_candidates(dmap):
+    """(H, W) bool: pixels of the classes chosen for filling."""
+    return fill_mask_from_classes(dmap.classes, dmap.fill_classes)
+
+
+def regions(img, dmap, dpi, cfg=RegionConfig()):
+    """Label and measure every region -> :class:`RegionTable` (rows with fill decisions)."""
+    t = time.perf_counter()
+    labels, _ = label_by_fill(dmap.classes, dmap.fill_classes)
+    rows = region_table(labels, dmap.classes, img, dpi, dmap.fill_classes, cfg)
+    return RegionTable(labels, tuple(rows), dmap.classes, tuple(dmap.fill_classes), float(dpi),
+                       times={"regions": round(time.perf_counter() - t, 3)})
+
+
+def fill(img, mask, method="harmonic", grow_px=1, external=None, source=None, tile=TILE, device="cpu",
+         progress=None):
+    """Fill ``mask`` (see :func:`restoration.fill.fill_image`) -> ``(filled, used)``; the tile is the
+    same on every path so node and CLI fills are identical. ``external`` is required by (and only used
+    with) method ``external``, ``source`` only with ``patch``; an input given to another method is
+    ignored with a warning."""
+    if method == "external" and external is None:
+        raise ValueError("fill method 'external' needs the external fill IMAGE (external_fill)")
+    if external is not None and method != "external":
+        log.warning("atelier restoration: an external fill is given but the method is %r; it is ignored", method)
+        external = None
+    if source is not None and method != "patch":
+        log.warning("atelier restoration: a source mask is given but the method is %r; it is ignored", method)
+        source = None
+    return fill_image(img, mask, method, external=external, grow_px=grow_px, tile=tile, device=device,
+                      progress=progress, source=source)
+
+
+def annotate_fill(table, method, external_model="", seconds=None):
+    """The table after a fill by ``method``: each filled region's ``fill_method`` and ``generative``
+    (an external model made it); returns a new :class:`RegionTable`."""
+    if method not in METHODS:
+        raise ValueError(f"fill method {method!r} is not one of {METHODS}")
+    rows = []
+    for r in table.rows:
+        r = dict(r)
+        filled = r["fill_decision"] == "fill"
+        r["fill_method"] = method if filled else ""
+        r["generative"] = method == "external" and filled
+        rows.append(r)
+    t = {"fill": seconds} if seconds is not None else {}
+    return replace(table, rows=tuple(rows), method=method, external_model=external_model or "",
+                   times={**table.times, **t})
+
+
+def qa(original, filled, table, edge_de=3.0, tile=TILE):
+    """Fill QA per region (dE00 of the fill against its edge ring) -> new :class:`RegionTable` with
+    the QA columns and ``qa_per_label``."""
+    if original.shape != filled.shape or original.shape[:2] != table.labels.shape:
+        raise ValueError(f"original {original.shape}, filled {filled.shape} and regions {table.labels.shape} "
+                         "differ in size")
+    t = time.perf_counter()
+    rows, per = fill_qa(original, filled, table.labels, list(table.rows), edge_de=edge_de, tile=tile, heat=False)
+    return replace(table, rows=tuple(rows), qa_per_label=per,
+                   times={**table.times, "qa": round(time.perf_counter() - t, 3)})
+
+
+def palette(filled, used, q=1.0, merge=True, top=PALETTE_TOP):
+    """The colour count of the fill (inside ``used``) -> :class:`Palette`. The one palette summary
+    (pipeline, Colour Count node, Record node). ``merge=False`` skips the ΔE00 clustering."""
+    if not q > 0:
+        raise ValueError(f"colour count q={q!r} must be > 0 (ΔE00)")
+    rgb8 = to_uint(np.asarray(filled)[np.asarray(used, bool)], 8)
+    n8 = count_rgb8(rgb8)
+    if not merge:
+        return Palette(n8, None, float(q))
+    leaders, counts, _, _ = merge_palette(rgb8, q)
+    order = np.argsort(-counts, kind="stable")[:top]
+    cols = tuple({"rgb8": [int(v) for v in leaders[i]], "pixels": int(counts[i])} for i in order)
+    return Palette(n8, int(len(leaders)), float(q), cols)
+
+
+def palette_swatch(pal, n=32, side=64):
+    """(side, side * k, 3) float32 swatches of the first ``k = min(n, len)`` leaders (white when none)."""
+    cols = pal.colours[:n]
+    sw = np.ones((side, side * max(1, len(cols)), 3), np.float32)
+    for j, c in enumerate(cols):
+        sw[:, side * j:side * (j + 1)] = np.array(c["rgb8"], np.float32) / 255
+    return sw
+
+
+__all__ = ["TILE", "DEFAULT_FILL_CLASSES", "check_fill_classes", "check_tile", "detect_config", "fill_classes_of",
+           "detect", "edit", "fill_candidates", "regions",
+           "fill", "annotate_fill", "qa", "palette", "palette_swatch"]
