@@ -42,7 +42,7 @@ def apply(mc, model, **kw):
     args = dict(preset="wan2.1_t2v_1.3B", thresh=0.12, k=2, retention=0.2, start_step=-1,
                 end_step=-1, protect_last=0, cache_device="auto", preview_steps=50)
     args.update(kw)
-    return mc.AtelierMagCacheWan().apply(model, **args)
+    return tuple(mc.AtelierMagCacheWan.execute(model, **args).result)
 
 
 def planned(core, preset, steps, **kw):
@@ -185,24 +185,30 @@ def test_bad_curve_is_refused(mc, t2v):
 def test_report_node(host, mc, t2v):
     m, _ = apply(mc, t2v)
     lat = host.ksample(m, host.text_cond(1), host.text_cond(2), steps=20, cfg=5.0)
-    (text,) = mc.AtelierMagCacheReport().report(m, {"samples": lat})
+    (text,) = mc.AtelierMagCacheReport.execute(m, {"samples": lat}).result
     assert "computed" in text and "cond" in text and "S" in text
+
+
+def run_compare(mc, *a):
+    return tuple(mc.AtelierMagCacheCompare.execute(*a).result)
 
 
 def test_compare_node(mc):
     a = torch.rand(3, 16, 16, 3)
     b = (a + 0.01).clamp(0, 1)
-    diff, table, mp, ms = mc.AtelierMagCacheCompare().compare(a, a.clone(), 4.0)
+    diff, table, mp, ms = run_compare(mc, a, a.clone(), 4.0)
     assert ms == pytest.approx(1.0) and diff.abs().max() == 0
-    diff, table, mp, ms = mc.AtelierMagCacheCompare().compare(a, b, 4.0)
+    diff, table, mp, ms = run_compare(mc, a, b, 4.0)
     assert 30 < mp < 45 and 0.9 < ms < 1.0 and diff.shape == a.shape
 
 
 def test_calibrate_node_output_feeds_magcache(host, mc, core, t2v, tmp_path, monkeypatch):
-    monkeypatch.setattr(mc._host, "output_directory", lambda: str(tmp_path))
-    lat, curve_json, path = mc.AtelierMagCacheCalibrate().calibrate(
+    import importlib
+    cal = importlib.import_module(mc.__name__.rsplit(".", 1)[0] + ".magcache_calibrate")
+    monkeypatch.setattr(cal._host, "output_directory", lambda: str(tmp_path))
+    lat, curve_json, path = mc.AtelierMagCacheCalibrate.execute(
         t2v, host.text_cond(1), host.text_cond(2), host.empty_latent(), 0, 10, 5.0, "euler", "simple",
-        "tiny_test")
+        "tiny_test").result
     assert path.startswith(str(tmp_path)) and path.endswith("tiny_test.json")
     curve = core.parse_curve(open(path).read())
     assert len(curve) == 20  # 10 steps x 2 branches, interleaved
