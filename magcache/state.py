@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from .schedule import BRANCH_NAMES, RuleState
+from .schedule import BRANCH_NAMES, RuleState, plan_schedule
 
 __all__ = ["MagCacheRun", "Decision", "CallPlan", "apply_blocks_with_cache"]
 
@@ -71,6 +71,10 @@ class MagCacheRun:
         """Forget every decision and residual (a fresh run with the same settings)."""
         self._rule = RuleState(*self._init_args)
         self.branches = self._rule.branches
+        curve, steps, config, branches, step_range = self._init_args
+        sch = plan_schedule(curve, steps, config, branches=branches, step_range=step_range, run_branches=(0, 1))
+        # the last step at which each branch reuses a residual: later residuals are never read
+        self._last_skip = [max(sch.cond_skipped, default=-1), max(sch.uncond_skipped, default=-1)]
         self.first_step, self.last_step = self._rule.first, self._rule.last
         self._decided = {}
         self._residuals = {}
@@ -119,6 +123,13 @@ class MagCacheRun:
         if r is not None and like is not None and (r.device != like.device or r.dtype != like.dtype):
             r = r.to(device=like.device, dtype=like.dtype)
         return r
+
+    def wants_residual(self, branch, step):
+        """Whether a residual computed at ``step`` (None: between steps) can still be read: some
+        later step of ``branch`` is planned to skip. The plan is exact (the rule does not depend
+        on tensors), so a computing call after the branch's last planned skip need not store its
+        residual (with ``thresh`` 0 nothing is ever stored)."""
+        return step is None or step < self._last_skip[branch]
 
     def has_residual(self, branch, key=None):
         return (branch, key) in self._residuals
@@ -183,11 +194,25 @@ class MagCacheRun:
         }
 
 
-def _index(rows, batch):
-    """Rows (slice, list, LongTensor) as a CPU LongTensor of batch indices."""
+def _as_rows(rows, batch):
+    """Rows as a unit-step slice with explicit bounds when possible (no tensor work), else a CPU
+    LongTensor of batch indices."""
+    if isinstance(rows, slice):
+        start, stop, step = rows.indices(batch)
+        if step == 1:
+            return slice(start, max(start, stop))
+        rows = range(start, stop, step)
     if torch.is_tensor(rows):
         return rows.to(torch.long).cpu()
-    return torch.arange(batch)[rows] if isinstance(rows, slice) else torch.as_tensor(list(rows), dtype=torch.long)
+    return torch.as_tensor(list(rows), dtype=torch.long)
+
+
+def _count(rows):
+    return rows.stop - rows.start if isinstance(rows, slice) else rows.numel()
+
+
+def _indices(rows):
+    return list(range(rows.start, rows.stop)) if isinstance(rows, slice) else rows.tolist()
 
 
 def _rows(t, rows):
@@ -206,50 +231,63 @@ class CallPlan:
     gives the full ``[B, L, D]``: computing rows are ``y`` (and refresh their residual
     ``y - x``), each skipping row is ``x + its own (branch, key)'s cached residual``.
 
+    The per-call work is done once per call here, never per block: the decision (one per
+    branch), the rows, the cut of per-row inputs (cached per tensor). Contiguous chunks (the
+    host's) need no index tensors unless some rows skip and others compute.
+
     Attributes:
         all_compute: no row skips (the blocks run on the whole batch, bit-identical to no cache).
         all_skip: every row skips; the blocks need not run.
         subset: some rows skip: the blocks run on :attr:`compute_rows` only (when the caller
             can cut per-row inputs; otherwise it runs all rows and :meth:`leave` discards the
             skipped rows' output, pass ``subset_rows=False`` to :meth:`enter`).
-        compute_rows: LongTensor of the computing batch rows, in the order ``y`` holds them.
+        compute_rows: LongTensor of the computing batch rows, in the order ``y`` holds them
+            (made on first use).
     """
-    __slots__ = ("run", "step", "batch", "compute", "skip", "compute_rows", "all_compute", "all_skip",
-                 "subset", "x_in", "t0", "_cut", "_dev_rows")
+    __slots__ = ("run", "step", "batch", "compute", "skip", "all_compute", "all_skip", "subset", "x_in", "t0",
+                 "_cut", "_dev_rows", "_compute_rows")
 
     def __init__(self, run, step, chunks, batch):
         self.run, self.step, self.batch = run, step, batch
-        seen, parts = set(), []
-        for chunk in chunks:
-            branch, key, rows = chunk
+        parts, seen, covered = [], set(), []
+        for branch, key, rows in chunks:
             if branch not in (0, 1):
                 raise ValueError(f"chunks: branch {branch!r} is not allowed; use 0 (cond) or 1 (uncond)")
             if (branch, key) in seen:
                 raise ValueError(f"branch_rows: branch {branch} (key {key!r}) appears twice")
             seen.add((branch, key))
-            parts.append((branch, key, rows, _index(rows, batch)))
-        covered = torch.cat([p[3] for p in parts]) if parts else torch.arange(0)
-        if covered.numel() != batch or not torch.equal(covered.sort().values, torch.arange(batch)):
-            raise ValueError(f"branch_rows: rows {covered.tolist()} must cover each of the {batch} batch rows "
-                             "exactly once")
+            r = _as_rows(rows, batch)
+            parts.append((branch, key, r))
+            covered.extend(_indices(r))
+        if len(covered) != batch or sorted(covered) != list(range(batch)):
+            raise ValueError(f"branch_rows: rows {covered} must cover each of the {batch} batch rows exactly once")
         skip_branch = {}
         if step is not None:
-            for branch, _, _, idx in parts:
-                if branch in skip_branch:
-                    continue
-                fits = all(_fits(run._residuals.get((b, k)), i.numel()) for b, k, _, i in parts if b == branch)
-                skip_branch[branch] = run.decide(branch, step, has_residual=fits)
-        self.compute = [(b, k, r, i) for b, k, r, i in parts if not skip_branch.get(b, False)]
-        self.skip = [(b, k, r, i) for b, k, r, i in parts if skip_branch.get(b, False)]
+            store = run._residuals
+            for branch, _, _ in parts:
+                if branch not in skip_branch:
+                    fits = all(_fits(store.get((b, k)), _count(r)) for b, k, r in parts if b == branch)
+                    skip_branch[branch] = run.decide(branch, step, has_residual=fits)
+        if any(skip_branch.values()):
+            self.compute = [c for c in parts if not skip_branch.get(c[0], False)]
+            self.skip = [c for c in parts if skip_branch.get(c[0], False)]
+        else:
+            self.compute, self.skip = parts, []
         self.all_compute = not self.skip
         self.all_skip = not self.compute
         self.subset = not (self.all_compute or self.all_skip)
-        self.compute_rows = (torch.cat([p[3] for p in self.compute]) if self.compute
-                             else torch.zeros(0, dtype=torch.long))
         self.x_in = None
         self.t0 = 0.0
         self._cut = {}
         self._dev_rows = None
+        self._compute_rows = None
+
+    @property
+    def compute_rows(self):
+        if self._compute_rows is None:
+            self._compute_rows = torch.as_tensor([i for _, _, r in self.compute for i in _indices(r)],
+                                                 dtype=torch.long)
+        return self._compute_rows
 
     def _rows_on(self, device):
         if self._dev_rows is None or self._dev_rows.device != device:
@@ -286,26 +324,34 @@ class CallPlan:
         (rows as :meth:`enter` returned them; ignored when :attr:`all_skip`). Stores the
         residuals of computing chunks and records the block time."""
         run, x = self.run, self.x_in
+        if self.all_compute:
+            run.note_block_time(time.perf_counter() - self.t0, len(self.compute), 0)
+            keep = [c for c in self.compute if run.wants_residual(c[0], self.step)]
+            if keep:
+                res = y.detach() - x.detach()   # one subtraction; each chunk keeps a view of its rows
+                for b, k, rows in keep:
+                    run.store_residual(b, _rows(res, rows), key=k)
+            return y
         if self.all_skip:
             full = x.clone()
-        elif self.subset:
-            full = x.clone()
-            full.index_copy_(0, self._rows_on(x.device), y)
         else:
-            full = y.clone() if self.skip else y
-        if not self.all_skip:
+            if self.subset:
+                full = x.clone()
+                full.index_copy_(0, self._rows_on(x.device), y)
+            else:
+                full = y.clone()
             run.note_block_time(time.perf_counter() - self.t0, len(self.compute), 0)
-            for b, k, rows, _ in self.compute:
-                run.store_residual(b, _rows(full, rows) - _rows(x, rows), key=k)
-        for b, k, rows, idx in self.skip:
+            for b, k, rows in self.compute:
+                if run.wants_residual(b, self.step):
+                    run.store_residual(b, _rows(full, rows) - _rows(x, rows), key=k)
+        for b, k, rows in self.skip:
             res = run.get_residual(b, like=x, key=k)
             if isinstance(rows, slice):
                 full[rows] = x[rows] + res
             else:
-                di = idx.to(x.device)
+                di = rows.to(x.device)
                 full.index_copy_(0, di, x.index_select(0, di) + res)
-        if self.skip:
-            run.note_block_time(0.0, 0, len(self.skip))
+        run.note_block_time(0.0, 0, len(self.skip))
         self._cut.clear()
         return full
 
