@@ -23,7 +23,7 @@ from .presets import Preset, get_preset, list_presets
 from .schedule import MagCacheConfig, Schedule, plan_schedule
 
 __all__ = ["AUTO", "WIDGETS", "Resolved", "resolve", "detect_preset", "query_settings", "check_settings",
-           "plan_query", "WAN_PRESETS", "DEFAULT_SETTINGS"]
+           "plan_query", "WAN_PRESETS", "DEFAULT_SETTINGS", "wan_model_from_shapes", "safetensors_shapes"]
 
 AUTO = "auto"
 WAN_PRESETS = tuple(p for p in list_presets() if p.startswith("wan"))
@@ -63,6 +63,51 @@ def detect_preset(model):
     if kind in ("i2v", "camera", "flf2v"):
         return "wan2.1_i2v_480p_14B"
     return "wan2.1_t2v_14B" if big else "wan2.1_t2v_1.3B"
+
+
+_PREFIXES = ("", "model.diffusion_model.", "diffusion_model.", "model.")
+
+
+def wan_model_from_shapes(shapes, what="model"):
+    """The model config ``auto`` needs (``dim``, ``in_dim``, ``model_type``) from the tensor
+    shapes of a Wan diffusion-model checkpoint (``{key: shape}``), read as the host detects a
+    Wan model (``head.modulation`` -> dim, ``patch_embedding.weight`` -> in_dim, VACE / camera /
+    I2V keys -> model_type). ValueError naming ``what`` when it is not a Wan model."""
+    for p in _PREFIXES:
+        if p + "head.modulation" in shapes and p + "patch_embedding.weight" in shapes:
+            break
+    else:
+        raise ValueError(f"{what}: not a Wan diffusion model (no head.modulation / patch_embedding.weight); "
+                         "preset 'auto' needs a Wan2.1/Wan2.2 model, or pick a preset")
+    model = {"dim": int(shapes[p + "head.modulation"][-1]), "in_dim": int(shapes[p + "patch_embedding.weight"][1])}
+    has = lambda k: p + k in shapes  # noqa: E731
+    if has("vace_patch_embedding.weight"):
+        model["model_type"] = "vace"
+    elif has("control_adapter.conv.weight"):
+        model["model_type"] = "camera" if has("img_emb.proj.0.bias") else "camera_2.2"
+    elif has("img_emb.proj.0.bias"):
+        model["model_type"] = "i2v"
+    else:
+        model["model_type"] = "t2v"
+    return model
+
+
+def safetensors_shapes(path, what="model"):
+    """``{key: shape}`` from a .safetensors file's header (the tensors are not read)."""
+    import json
+    import struct
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError(f"{what}: {path!r} is not a .safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        if not 2 <= n <= 256 << 20:
+            raise ValueError(f"{what}: {path!r} has no readable .safetensors header")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            raise ValueError(f"{what}: {path!r} has no readable .safetensors header") from None
+    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
 
 
 @dataclass(frozen=True)

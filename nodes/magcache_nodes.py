@@ -10,7 +10,7 @@ from comfy_api.latest import io
 
 from ..magcache import (AUTO, WIDGETS, MagCacheSession, check_settings, parse_curve, psnr, resolve, ssim,
                         difference_image)
-from ..magcache.resolve import WAN_PRESETS, plan_query
+from ..magcache.resolve import WAN_PRESETS, plan_query, safetensors_shapes, wan_model_from_shapes
 from . import _host
 from .magcache_hook import REPORT_EVENT, RUN_KEY, apply_magcache
 from .magcache_calibrate import AtelierMagCacheCalibrate, wan_config
@@ -185,6 +185,29 @@ class AtelierMagCacheCompare(io.ComfyNode):
         return io.NodeOutput(difference_image(a, b, gain), "\n".join(rows), mp, ms)
 
 
+LOADER_FOLDERS = {"unet_name": "diffusion_models", "ckpt_name": "checkpoints"}
+
+
+def route_plan(query):
+    """The route's work, off the event loop: for ``auto`` without a model config, the config of
+    the loader's file (``unet_name`` / ``ckpt_name``, its .safetensors header), then the plan."""
+    q = dict(query)
+    files = {k: q.pop(k) for k in list(q) if k in LOADER_FOLDERS}
+    if files and q.get("preset", AUTO) == AUTO and "dim" not in q:
+        import folder_paths
+        param, name = next(iter(files.items()))
+        path = folder_paths.get_full_path(LOADER_FOLDERS[param], name)
+        if path is None or not path.endswith(".safetensors"):
+            raise ValueError(f"{param}: {name!r} is not a .safetensors file in models/{LOADER_FOLDERS[param]}; "
+                             "run the workflow once so the node reports its model, or pick a preset")
+        try:
+            shapes = safetensors_shapes(path, param)
+        except OSError as exc:
+            raise ValueError(f"{param}: cannot read {name!r} ({exc.strerror})") from None
+        q.update({k: str(v) for k, v in wan_model_from_shapes(shapes, param).items()})
+    return plan_query(q)
+
+
 def _schedule_route(routes):
     import asyncio
     from aiohttp import web
@@ -193,7 +216,7 @@ def _schedule_route(routes):
     async def schedule(request):
         try:
             loop = asyncio.get_running_loop()
-            d = await loop.run_in_executor(None, plan_query, dict(request.rel_url.query))
+            d = await loop.run_in_executor(None, route_plan, dict(request.rel_url.query))
             return web.json_response(d)
         except ValueError as exc:
             param = str(exc).split(":", 1)[0]

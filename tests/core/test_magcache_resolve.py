@@ -141,3 +141,37 @@ def test_session_residuals_keyed_by_cond_uuid():
 def test_preset_split_for_is_official():
     p = get_preset("wan2.2_i2v_A14B")
     assert p.split_for(25) == 10 and p.split_for(40) == 15 and get_preset("wan2.1_t2v_1.3B").split_for(25) is None
+
+
+# ---------------------------------------------------------------- auto from a checkpoint's header
+def _shapes(variant, prefix="", **kw):
+    from tinywan.build import random_state_dict
+    return {prefix + k: tuple(v.shape) for k, v in random_state_dict(variant=variant, **kw).items()}
+
+
+def test_wan_model_from_shapes_and_detection():
+    from magcache.resolve import wan_model_from_shapes
+    assert wan_model_from_shapes(_shapes("t2v")) == {"dim": 128, "in_dim": 16, "model_type": "t2v"}
+    assert wan_model_from_shapes(_shapes("i2v", "model.diffusion_model.")) == \
+        {"dim": 128, "in_dim": 36, "model_type": "i2v"}
+    big = {"head.modulation": (1, 2, 5120), "patch_embedding.weight": (5120, 16, 1, 2, 2),
+           "vace_patch_embedding.weight": (5120, 96, 1, 2, 2)}
+    assert resolve("auto", steps=20, model=wan_model_from_shapes(big)).name == "wan2.1_vace_14B"
+    with pytest.raises(ValueError, match="^unet_name: not a Wan"):
+        wan_model_from_shapes({"x.weight": (2, 2)}, "unet_name")
+
+
+def test_safetensors_header_only(tmp_path):
+    import json
+    import struct
+    from magcache.resolve import safetensors_shapes
+    header = {"head.modulation": {"dtype": "F32", "shape": [1, 2, 1536], "data_offsets": [0, 12288]},
+              "__metadata__": {"format": "pt"}}
+    raw = json.dumps(header).encode()
+    f = tmp_path / "m.safetensors"
+    f.write_bytes(struct.pack("<Q", len(raw)) + raw)   # no tensor data: only the header is read
+    assert safetensors_shapes(str(f)) == {"head.modulation": (1, 2, 1536)}
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\xff" * 16)
+    with pytest.raises(ValueError, match="^unet_name: "):
+        safetensors_shapes(str(bad), "unet_name")

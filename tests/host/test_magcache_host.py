@@ -423,3 +423,20 @@ def test_v3_schema_tooltips_and_validation(mc):
     assert v(custom_curve="[1.0, -1.0]").startswith("custom_curve:")
     assert v(preview_steps=5000).startswith("preview_steps:")
     assert mc.AtelierMagCacheCalibrate.validate_inputs(name="../x").startswith("name:")
+
+
+def test_route_auto_reads_the_loader_file(mc, core, tmp_path):
+    """Before the node has run, the frontend sends the loader's file name; the route reads its header."""
+    import folder_paths
+    from safetensors.torch import save_file
+    from tinywan.build import random_state_dict
+    save_file(random_state_dict(variant="i2v", seed=0), str(tmp_path / "tiny_i2v_atelier.safetensors"))
+    folder_paths.add_model_folder_path("diffusion_models", str(tmp_path))
+    base = {"preset": "auto", "steps": "40", "thresh": "0.24", "k": "6", "retention": "0.2"}
+    status, body = _get(mc, dict(base, unet_name="tiny_i2v_atelier.safetensors"))
+    assert status == 200 and body["preset"] == "wan2.1_i2v_480p_14B" and body["detected"], body
+    named = core.plan_schedule(core.get_preset("wan2.1_i2v_480p_14B").ratios, 40,
+                               core.MagCacheConfig(thresh=0.24, k=6, retention=0.2))
+    assert (body["cond_skipped"], body["uncond_skipped"]) == (list(named.cond_skipped), list(named.uncond_skipped))
+    status, body = _get(mc, dict(base, unet_name="missing.safetensors"))
+    assert status == 400 and body["param"] == "unet_name"

@@ -99,8 +99,25 @@ function ensureStrip(node) {
   return div;
 }
 
+// The model loader upstream of a node's "model" input (through LoRA, ModelSampling... nodes): its file
+// widget, {unet_name: ...} or {ckpt_name: ...}, or null.
+function loaderFile(node) {
+  let n = node;
+  for (let hop = 0; n && hop < 16; hop++) {
+    for (const name of ["unet_name", "ckpt_name"]) {
+      const w = n.widgets?.find((x) => x.name === name);
+      if (w && typeof w.value === "string" && w.value) return { [name]: w.value };
+    }
+    const slot = (n.inputs || []).findIndex((i) => i.type === "MODEL" || i.name === "model");
+    if (slot < 0 || typeof n.getInputNode !== "function") return null;
+    n = n.getInputNode(slot);
+  }
+  return null;
+}
+
 // Query of GET /atelier/magcache/schedule: the node's widgets and, for preset "auto", the model config the
-// node reported when it last ran (dim, in_dim, model_type), so the server resolves the curve the node uses.
+// node reported when it last ran (dim, in_dim, model_type) or else the loader's file (the server reads its
+// header), so the server resolves the curve the node will use.
 export function planQuery(node) {
   const q = {
     preset: widgetValue(node, "preset", "auto"), steps: widgetValue(node, "preview_steps", 50),
@@ -111,7 +128,10 @@ export function planQuery(node) {
   };
   const m = node.__atelierModel;
   if (q.preset === "auto") {
-    if (!m || m.dim === undefined) return null;   // the model is known after the node ran once
+    if (!m || m.dim === undefined) {
+      const file = loaderFile(node);
+      return file ? new URLSearchParams({ ...q, ...file }) : null;
+    }
     q.dim = m.dim;
     if (m.in_dim !== undefined) q.in_dim = m.in_dim;
     if (m.model_type !== undefined) q.model_type = m.model_type;
@@ -125,7 +145,7 @@ async function refreshPlan(node) {
   if (q === null) {
     if (!node.__atelierHasRun) {
       renderStrip(div, { plan: true, title: "Plan: 'auto' picks the curve from the model",
-                         foot: "Run the workflow once (or pick a preset) to preview the schedule." });
+                         foot: "Connect a model loader, run the workflow once, or pick a preset to preview." });
     }
     node.setDirtyCanvas?.(true, true);
     return;
@@ -145,8 +165,11 @@ async function refreshPlan(node) {
       foot: `computes ${s.computed_calls}/${s.total_calls} calls (ideal ${s.expected_speedup.toFixed(2)}x)${split}` +
             (s.cond_skipped.length + s.uncond_skipped.length === 0 ? " - skips nothing at this setting" : ""),
     });
+    node.__atelierRetries = 0;
   } catch (err) {
     if (!node.__atelierHasRun) renderStrip(div, { plan: true, title: "Plan unavailable", foot: String(err) });
+    // the loader's file may change without touching this node (a template's model swapped): try again
+    if ((node.__atelierRetries = (node.__atelierRetries || 0) + 1) <= 30) setTimeout(() => refreshPlan(node), 2000);
   }
   node.setDirtyCanvas?.(true, true);
 }
@@ -225,6 +248,12 @@ app.registerExtension({
         const r = executed?.apply(this, arguments);
         const info = output?.atelier_magcache?.[0];   // the model config the node resolved "auto" with
         if (info) { this.__atelierModel = info; refreshPlan(this); }
+        return r;
+      };
+      const connections = nodeType.prototype.onConnectionsChange;
+      nodeType.prototype.onConnectionsChange = function () {
+        const r = connections?.apply(this, arguments);
+        setTimeout(() => refreshPlan(this), 300);   // another model loader upstream
         return r;
       };
       const configure = nodeType.prototype.onConfigure;
