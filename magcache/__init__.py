@@ -6,7 +6,12 @@ the whole block stack. Nothing here imports ComfyUI.
 
 * :mod:`.curve` / :mod:`.presets`: calibrated curves and the shipped tables.
 * :mod:`.schedule`: :class:`MagCacheConfig`, :func:`plan_schedule` (the schedule preview).
-* :mod:`.state`: :class:`MagCacheRun`, the per-run state machine used while sampling.
+* :mod:`.resolve`: :func:`resolve`, the one resolver (preset / custom curve / ``auto`` + model
+  config + settings + steps -> curve and config) of the node, the web route, Calibrate and the CLI.
+* :mod:`.state`: :class:`MagCacheRun` (per-run rule state, residual store) and :class:`CallPlan`
+  (one model call: rows that compute, row assembly).
+* :mod:`.session`: :class:`MagCacheSession`, one sampling run as the host's node runs it
+  (sigma -> step, segment and Wan2.2 split from the samplers, timing, report).
 * :mod:`.calibrate`: :class:`CalibrationRecorder` for models without a table.
 * :mod:`.compare`: PSNR / SSIM / difference image for tuning thresh and K.
 
@@ -18,10 +23,12 @@ import importlib
 from .curve import Curve, parse_curve, resample_curve
 from .presets import Preset, get_preset, list_presets
 from .schedule import (MagCacheConfig, Schedule, plan_schedule, locate_segment, high_noise_steps,
-                       BRANCH_NAMES)
+                       official_split, BRANCH_NAMES)
+from .resolve import AUTO, WIDGETS, Resolved, resolve, detect_preset, query_settings, check_settings
 
 _LAZY = {
-    "MagCacheRun": "state", "Decision": "state", "apply_blocks_with_cache": "state",
+    "MagCacheRun": "state", "Decision": "state", "CallPlan": "state", "apply_blocks_with_cache": "state",
+    "MagCacheSession": "session",
     "CalibrationRecorder": "calibrate", "residual_stats": "calibrate",
     "psnr": "compare", "ssim": "compare", "difference_image": "compare",
 }
@@ -38,8 +45,9 @@ def __getattr__(name):
 __all__ = [
     "Curve", "parse_curve", "resample_curve",
     "Preset", "get_preset", "list_presets",
-    "MagCacheConfig", "Schedule", "plan_schedule", "locate_segment", "high_noise_steps", "BRANCH_NAMES",
-    "MagCacheRun", "Decision", "apply_blocks_with_cache",
+    "MagCacheConfig", "Schedule", "plan_schedule", "locate_segment", "high_noise_steps", "official_split",
+    "BRANCH_NAMES", "AUTO", "WIDGETS", "Resolved", "resolve", "detect_preset", "query_settings", "check_settings",
+    "MagCacheRun", "Decision", "CallPlan", "apply_blocks_with_cache", "MagCacheSession",
     "CalibrationRecorder", "residual_stats",
     "psnr", "ssim", "difference_image",
 ]

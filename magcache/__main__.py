@@ -5,7 +5,10 @@
     python -m magcache presets
 
 ``schedule`` prints one JSON object: ``cond_skipped``, ``uncond_skipped`` (0-based steps),
-``computed_calls``, ``total_calls``, ``expected_speedup`` and the settings used. thresh, k and
+``computed_calls``, ``total_calls``, ``expected_speedup`` and the settings used, through the
+same resolver as the node and the web route (:func:`magcache.resolve.resolve`). Wan2.2 A14B
+presets use the official phase rule with the official split (``split_step``/``split_source``
+in the JSON, and a line on stderr), or ``--split-step`` / ``--shift``. thresh, k and
 retention default to the preset's recommended values (``--curve``: 0.12, 2, 0.2). Bad
 arguments print a message naming the argument and exit with code 2.
 """
@@ -15,7 +18,7 @@ import sys
 
 from .curve import parse_curve
 from .presets import get_preset, list_presets
-from .schedule import MagCacheConfig, plan_schedule
+from .resolve import resolve
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,7 +43,9 @@ def _parser():
     s.add_argument("--end-step", type=int, help="steps from this on always compute (-1: no end)")
     s.add_argument("--protect-last", type=int, default=0, help="always compute the last N steps")
     s.add_argument("--split-step", type=int, help="Wan2.2 A14B: first low-noise step (default: the "
-                   "preset's, scaled to --steps)")
+                   "official split, from the official scheduler at --steps with the preset's shift and boundary)")
+    s.add_argument("--shift", type=float, help="Wan2.2 A14B: sample shift for the official split (default: "
+                   "the preset's official shift, T2V 12, I2V 5)")
     s.add_argument("--split-mode", choices=["t2v", "i2v"], help="Wan2.2 A14B retention rule")
     s.add_argument("--step-range", type=int, nargs=2, metavar=("FIRST", "LAST"),
                    help="plan only this inclusive range of global steps (one sampler of a split run)")
@@ -49,33 +54,23 @@ def _parser():
 
 
 def _schedule(a):
+    curve = None
     if a.curve:
         try:
             with open(a.curve, "r", encoding="utf-8") as f:
-                text = f.read()
+                curve = f.read()
         except OSError as exc:
             raise ValueError(f"--curve: cannot read {a.curve!r} ({exc.strerror})") from None
-        curve, defaults, name, preset = parse_curve(text, what=f"--curve {a.curve}"), {}, None, None
-    else:
-        name = a.preset or "wan2.1_t2v_1.3B"
-        preset = get_preset(name)
-        curve, defaults = preset.ratios, dict(preset.defaults)
-    kw = {"thresh": a.thresh if a.thresh is not None else defaults.get("thresh", 0.12),
-          "k": a.k if a.k is not None else defaults.get("k", 2),
-          "retention": a.retention if a.retention is not None else defaults.get("retention", 0.2),
-          "start_step": a.start_step, "end_step": a.end_step, "protect_last": a.protect_last,
-          "split_step": a.split_step}
-    if a.split_step is None and preset is not None and preset.split_step is not None:
-        kw["split_step"] = preset.split_for(a.steps)
-    mode = a.split_mode or (preset.split_mode if preset is not None else None)
-    if mode:
-        kw["split_mode"] = mode
-    config = MagCacheConfig(**kw).validate()
-    sch = plan_schedule(curve, a.steps, config, step_range=tuple(a.step_range) if a.step_range else None)
-    out = sch.to_dict()
-    out.update({"preset": name, "curve": a.curve, "thresh": config.thresh, "k": config.k,
-                "retention": config.retention, "start_step": config.start_step, "end_step": config.end_step,
-                "protect_last": config.protect_last, "split_step": config.split_step})
+        curve = parse_curve(curve, what=f"--curve {a.curve}")
+    r = resolve(a.preset or "wan2.1_t2v_1.3B", steps=a.steps, custom_curve=curve, thresh=a.thresh, k=a.k,
+                retention=a.retention, start_step=a.start_step, end_step=a.end_step,
+                protect_last=a.protect_last, split_step=a.split_step, split_mode=a.split_mode, shift=a.shift)
+    sch = r.plan(step_range=tuple(a.step_range) if a.step_range else None)
+    out = r.to_dict(sch)
+    out.update({"curve": a.curve, "preset": None if a.curve else r.name})
+    if r.config.split_step is not None:
+        print(f"python -m magcache schedule: Wan2.2 {r.config.split_mode} phase rule, split at step "
+              f"{r.config.split_step} ({r.split_source})", file=sys.stderr)
     print(json.dumps(out))
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .curve import Curve
-from .schedule import MagCacheConfig
+from .schedule import MagCacheConfig, official_split
 
 __all__ = ["Preset", "list_presets", "get_preset"]
 
@@ -38,6 +38,8 @@ class Preset:
         split_mode: ``"t2v"`` or ``"i2v"`` official Wan2.2 retention rule (None otherwise).
         boundary: Wan2.2 A14B expert boundary in sigma (None otherwise); see
             :func:`~magcache.schedule.high_noise_steps`.
+        shift: Wan2.2 A14B official sample shift (T2V 12, I2V 5; None otherwise), used with
+            ``boundary`` by :func:`official_split`.
         source: where the values come from.
     """
     name: str
@@ -49,19 +51,18 @@ class Preset:
     split_step: int = None
     split_mode: str = None
     boundary: float = None
+    shift: float = None
     source: tuple = ()
 
-    def split_for(self, steps):
-        """Wan2.2 A14B: the first low-noise step at ``steps`` steps, estimated by scaling the
-        calibration's split (exact at ``calib_steps``); None for one-expert presets. The true
-        split depends on the sampler's sigmas and shift: prefer
-        :func:`~magcache.schedule.high_noise_steps` on the run's sigmas, or the step at which
-        the second sampler starts."""
+    def split_for(self, steps, shift=None):
+        """Wan2.2 A14B: the first low-noise step at ``steps`` steps as the official script
+        computes it (:func:`official_split` with this preset's ``shift`` and ``boundary``, or
+        ``shift`` when given); None for one-expert presets. In ComfyUI the samplers give the
+        split (where the high-noise sampler's segment ends), see
+        :class:`~magcache.session.MagCacheSession`."""
         if self.split_step is None:
             return None
-        if steps == self.calib_steps:
-            return self.split_step
-        return int(round(self.split_step * steps / self.calib_steps))
+        return official_split(steps, self.shift if shift is None else shift, self.boundary)
 
     def config(self, steps=None, **overrides):
         """A validated :class:`MagCacheConfig` from the defaults, with ``overrides`` applied.
@@ -88,7 +89,7 @@ def _load():
         out[name] = Preset(name=name, ratios=curve, calib_steps=e["calib_steps"], branches=e["branches"],
                            defaults=dict(e["defaults"]), description=e.get("description", ""),
                            split_step=e.get("split_step"), split_mode=e.get("split_mode"),
-                           boundary=e.get("boundary"), source=tuple(e.get("source", ())))
+                           boundary=e.get("boundary"), shift=e.get("shift"), source=tuple(e.get("source", ())))
     return out
 
 

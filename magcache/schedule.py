@@ -41,7 +41,7 @@ from numbers import Real
 from .curve import as_curve, resample_curve, parse_curve, Curve  # noqa: F401 (re-exported)
 
 __all__ = ["MagCacheConfig", "Schedule", "plan_schedule", "resample_curve", "parse_curve",
-           "locate_segment", "high_noise_steps", "RuleState", "BRANCH_NAMES"]
+           "locate_segment", "high_noise_steps", "official_split", "RuleState", "BRANCH_NAMES"]
 
 BRANCH_NAMES = ("cond", "uncond")
 SPLIT_MODES = ("t2v", "i2v")
@@ -360,3 +360,23 @@ def high_noise_steps(sigmas, boundary):
     n step sigmas (the final sigma excluded). This is the ``split_step`` of the run."""
     s = [float(x) for x in (sigmas.tolist() if hasattr(sigmas, "tolist") else sigmas)][:-1]
     return sum(1 for x in s if x * 1000.0 >= 1000.0 * float(boundary))
+
+
+def official_split(steps, shift, boundary, num_train_timesteps=1000):
+    """High-noise steps of Wan2.2 A14B as the official MagCache4Wan2.2 script computes them
+    (its ``get_timesteps``): ``sigmas = linspace(1.0, 0.01, S + 1)[:-1]`` shifted with the
+    sample shift ``shift * s / (1 + (shift - 1) * s)``, cast to float32, ``timesteps =
+    int64(sigmas * 1000)``; the split is ``(timesteps >= 1000 * boundary).sum()``.
+
+    Official values: T2V-A14B shift 12.0 / boundary 0.875, I2V-A14B shift 5.0 / boundary 0.900
+    (so 10 high-noise steps at 25 steps I2V, 22 at 33 steps T2V). Returns an int in [0, S].
+    """
+    import numpy as np
+    _check_steps(steps)
+    for name, v, lo in (("shift", shift, 0.0), ("boundary", boundary, 0.0)):
+        if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v <= lo:
+            raise ValueError(f"{name}: {v!r} is not allowed; use a finite number > 0")
+    s = np.linspace(1.0, 0.01, steps + 1)[:-1]
+    s = shift * s / (1 + (shift - 1) * s)
+    t = (s.astype(np.float32) * np.float32(num_train_timesteps)).astype(np.int64)
+    return int((t >= num_train_timesteps * float(boundary)).sum())

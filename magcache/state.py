@@ -6,13 +6,14 @@ same rule as :func:`magcache.schedule.plan_schedule` (shared code), so driving i
 first evaluation of every (branch, step) reproduces the planned schedule exactly, whatever
 the order of cond and uncond inside a step: decisions are per branch, never ORed.
 """
+import time
 from typing import NamedTuple
 
 import torch
 
-from .schedule import BRANCH_NAMES, RuleState
+from .schedule import BRANCH_NAMES, RuleState, plan_schedule
 
-__all__ = ["MagCacheRun", "Decision", "apply_blocks_with_cache"]
+__all__ = ["MagCacheRun", "Decision", "CallPlan", "apply_blocks_with_cache"]
 
 
 class Decision(NamedTuple):
@@ -36,6 +37,10 @@ class MagCacheRun:
             (``local + self.first_step``).
         cache_device: where :meth:`store_residual` keeps residuals; None = the residual's own
             device.
+
+    The run also holds the residual store (keyed by branch and cond key) and the block-stack
+    timing of the calls planned with :meth:`plan_call`; the host's node and
+    :func:`apply_blocks_with_cache` both run through :meth:`plan_call` and :class:`CallPlan`.
 
     Decision policy:
 
@@ -66,11 +71,18 @@ class MagCacheRun:
         """Forget every decision and residual (a fresh run with the same settings)."""
         self._rule = RuleState(*self._init_args)
         self.branches = self._rule.branches
+        curve, steps, config, branches, step_range = self._init_args
+        sch = plan_schedule(curve, steps, config, branches=branches, step_range=step_range, run_branches=(0, 1))
+        # the last step at which each branch reuses a residual: later residuals are never read
+        self._last_skip = [max(sch.cond_skipped, default=-1), max(sch.uncond_skipped, default=-1)]
         self.first_step, self.last_step = self._rule.first, self._rule.last
         self._decided = {}
-        self._residuals = [None, None]
+        self._residuals = {}
         self.log = []
         self.extra_calls = [0, 0]
+        self.block_time = 0.0
+        self.block_evals = 0
+        self.skipped_evals = 0
 
     def decide(self, branch, step, has_residual=None):
         """Whether ``branch`` (0 cond, 1 uncond) skips the block stack at global ``step``.
@@ -88,29 +100,68 @@ class MagCacheRun:
             self.extra_calls[branch] += 1
             return False
         if has_residual is None:
-            has_residual = self._residuals[branch] is not None
+            has_residual = (branch, None) in self._residuals
         skip = self._rule.advance(branch, step, bool(has_residual))
         self._decided[key] = skip
         self.log.append(Decision(branch, step, skip))
         return skip
 
     # --------------------------------------------------------------- residuals
-    def store_residual(self, branch, residual):
-        """Keep ``residual`` (detached, on ``cache_device``) as ``branch``'s cached residual."""
+    def store_residual(self, branch, residual, key=None):
+        """Keep ``residual`` (detached, on ``cache_device``) as the cached residual of
+        ``(branch, key)``; ``key`` tells apart several conds of one branch (the host's cond
+        uuid), None for the usual one cond per branch."""
         r = residual.detach()
         if self.cache_device is not None and r.device != self.cache_device:
             r = r.to(self.cache_device)  # blocking: a non-blocking GPU->CPU copy may not be complete
-        self._residuals[branch] = r
+        self._residuals[(branch, key)] = r
 
-    def get_residual(self, branch, like=None):
-        """The cached residual of ``branch`` (None if none), moved to ``like``'s device and dtype."""
-        r = self._residuals[branch]
-        if r is not None and like is not None:
+    def get_residual(self, branch, like=None, key=None):
+        """The cached residual of ``(branch, key)`` (None if none), moved to ``like``'s device
+        and dtype."""
+        r = self._residuals.get((branch, key))
+        if r is not None and like is not None and (r.device != like.device or r.dtype != like.dtype):
             r = r.to(device=like.device, dtype=like.dtype)
         return r
 
-    def has_residual(self, branch):
-        return self._residuals[branch] is not None
+    def wants_residual(self, branch, step):
+        """Whether a residual computed at ``step`` (None: between steps) can still be read: some
+        later step of ``branch`` is planned to skip. The plan is exact (the rule does not depend
+        on tensors), so a computing call after the branch's last planned skip need not store its
+        residual (with ``thresh`` 0 nothing is ever stored)."""
+        return step is None or step < self._last_skip[branch]
+
+    def has_residual(self, branch, key=None):
+        return (branch, key) in self._residuals
+
+    def clear_residuals(self):
+        """Drop every cached residual (end of a run); decisions and the log stay."""
+        self._residuals.clear()
+
+    # ------------------------------------------------------------- one call
+    def plan_call(self, step, chunks, batch):
+        """Decide one model call whose batch rows belong to several (branch, key) chunks.
+
+        Args:
+            step: global step of the call, or None for an evaluation that is not a step of
+                the schedule (the midpoint of a 2nd-order sampler): everything computes and
+                the accumulators are left alone.
+            chunks: ``[(branch, key, rows), ...]``: branch 0 (cond) / 1 (uncond), the
+                residual key (None, or the host's cond uuid), and the batch rows (a slice, a
+                list or a LongTensor); together they must cover each of the ``batch`` rows once.
+            batch: B, the rows of the call.
+
+        The decision is made once per branch (several conds of one branch share it), with
+        ``has_residual`` true only when every chunk of the branch has a cached residual of its
+        row count. Returns a :class:`CallPlan` for :meth:`CallPlan.enter` / :meth:`CallPlan.leave`.
+        """
+        return CallPlan(self, step, chunks, batch)
+
+    def note_block_time(self, seconds, computed, skipped):
+        """Timing of one call's block stack (computed / skipped row chunks), for :meth:`report`."""
+        self.block_time += seconds
+        self.block_evals += computed
+        self.skipped_evals += skipped
 
     # ------------------------------------------------------------------ report
     def report(self):
@@ -143,6 +194,172 @@ class MagCacheRun:
         }
 
 
+def _as_rows(rows, batch):
+    """Rows as a unit-step slice with explicit bounds when possible (no tensor work), else a CPU
+    LongTensor of batch indices."""
+    if isinstance(rows, slice):
+        start, stop, step = rows.indices(batch)
+        if step == 1:
+            return slice(start, max(start, stop))
+        rows = range(start, stop, step)
+    if torch.is_tensor(rows):
+        return rows.to(torch.long).cpu()
+    return torch.as_tensor(list(rows), dtype=torch.long)
+
+
+def _count(rows):
+    return rows.stop - rows.start if isinstance(rows, slice) else rows.numel()
+
+
+def _indices(rows):
+    return list(range(rows.start, rows.stop)) if isinstance(rows, slice) else rows.tolist()
+
+
+def _rows(t, rows):
+    """``t[rows]`` along dim 0 (a view for a slice)."""
+    if isinstance(rows, slice):
+        return t[rows]
+    return t.index_select(0, rows if rows.device == t.device else rows.to(t.device))
+
+
+class CallPlan:
+    """What the block stack does in one model call (made by :meth:`MagCacheRun.plan_call`).
+
+    Use: ``x_blocks = plan.enter(x)`` with the tokens entering the first block ``[B, L, D]``;
+    run the blocks on ``x_blocks`` (unless :attr:`all_skip`), with per-row inputs cut by
+    :meth:`rows_of` when :attr:`subset`; then ``plan.leave(y)`` with the last block's output
+    gives the full ``[B, L, D]``: computing rows are ``y`` (and refresh their residual
+    ``y - x``), each skipping row is ``x + its own (branch, key)'s cached residual``.
+
+    The per-call work is done once per call here, never per block: the decision (one per
+    branch), the rows, the cut of per-row inputs (cached per tensor). Contiguous chunks (the
+    host's) need no index tensors unless some rows skip and others compute.
+
+    Attributes:
+        all_compute: no row skips (the blocks run on the whole batch, bit-identical to no cache).
+        all_skip: every row skips; the blocks need not run.
+        subset: some rows skip: the blocks run on :attr:`compute_rows` only (when the caller
+            can cut per-row inputs; otherwise it runs all rows and :meth:`leave` discards the
+            skipped rows' output, pass ``subset_rows=False`` to :meth:`enter`).
+        compute_rows: LongTensor of the computing batch rows, in the order ``y`` holds them
+            (made on first use).
+    """
+    __slots__ = ("run", "step", "batch", "compute", "skip", "all_compute", "all_skip", "subset", "x_in", "t0",
+                 "_cut", "_dev_rows", "_compute_rows")
+
+    def __init__(self, run, step, chunks, batch):
+        self.run, self.step, self.batch = run, step, batch
+        parts, seen, covered = [], set(), []
+        for branch, key, rows in chunks:
+            if branch not in (0, 1):
+                raise ValueError(f"chunks: branch {branch!r} is not allowed; use 0 (cond) or 1 (uncond)")
+            if (branch, key) in seen:
+                raise ValueError(f"branch_rows: branch {branch} (key {key!r}) appears twice")
+            seen.add((branch, key))
+            r = _as_rows(rows, batch)
+            parts.append((branch, key, r))
+            covered.extend(_indices(r))
+        if len(covered) != batch or sorted(covered) != list(range(batch)):
+            raise ValueError(f"branch_rows: rows {covered} must cover each of the {batch} batch rows exactly once")
+        skip_branch = {}
+        if step is not None:
+            store = run._residuals
+            for branch, _, _ in parts:
+                if branch not in skip_branch:
+                    fits = all(_fits(store.get((b, k)), _count(r)) for b, k, r in parts if b == branch)
+                    skip_branch[branch] = run.decide(branch, step, has_residual=fits)
+        if any(skip_branch.values()):
+            self.compute = [c for c in parts if not skip_branch.get(c[0], False)]
+            self.skip = [c for c in parts if skip_branch.get(c[0], False)]
+        else:
+            self.compute, self.skip = parts, []
+        self.all_compute = not self.skip
+        self.all_skip = not self.compute
+        self.subset = not (self.all_compute or self.all_skip)
+        self.x_in = None
+        self.t0 = 0.0
+        self._cut = {}
+        self._dev_rows = None
+        self._compute_rows = None
+
+    @property
+    def compute_rows(self):
+        if self._compute_rows is None:
+            self._compute_rows = torch.as_tensor([i for _, _, r in self.compute for i in _indices(r)],
+                                                 dtype=torch.long)
+        return self._compute_rows
+
+    def _rows_on(self, device):
+        if self._dev_rows is None or self._dev_rows.device != device:
+            self._dev_rows = self.compute_rows.to(device)
+        return self._dev_rows
+
+    def enter(self, x, subset_rows=True):
+        """Record the tokens ``x`` ``[B, L, D]`` entering the first block and return what the
+        blocks run on: ``x`` itself, or its computing rows when :attr:`subset` (and
+        ``subset_rows``)."""
+        self.x_in = x
+        self.t0 = time.perf_counter()
+        if not subset_rows:
+            self.subset = False
+        if self.subset:
+            return x.index_select(0, self._rows_on(x.device))
+        return x
+
+    def rows_of(self, t):
+        """A per-row block input (context, modulation, ...) cut to the computing rows when
+        :attr:`subset`; tensors whose first dim is not the batch pass unchanged. Cut once
+        per tensor and call, whatever the number of blocks."""
+        if not self.subset or not torch.is_tensor(t) or t.dim() == 0 or t.shape[0] != self.batch:
+            return t
+        hit = self._cut.get(id(t))
+        if hit is not None and hit[0] is t:
+            return hit[1]
+        out = t.index_select(0, self._rows_on(t.device))
+        self._cut[id(t)] = (t, out)
+        return out
+
+    def leave(self, y):
+        """The full ``[B, L, D]`` output of the block stack from the last block's output ``y``
+        (rows as :meth:`enter` returned them; ignored when :attr:`all_skip`). Stores the
+        residuals of computing chunks and records the block time."""
+        run, x = self.run, self.x_in
+        if self.all_compute:
+            run.note_block_time(time.perf_counter() - self.t0, len(self.compute), 0)
+            keep = [c for c in self.compute if run.wants_residual(c[0], self.step)]
+            if keep:
+                res = y.detach() - x.detach()   # one subtraction; each chunk keeps a view of its rows
+                for b, k, rows in keep:
+                    run.store_residual(b, _rows(res, rows), key=k)
+            return y
+        if self.all_skip:
+            full = x.clone()
+        else:
+            if self.subset:
+                full = x.clone()
+                full.index_copy_(0, self._rows_on(x.device), y)
+            else:
+                full = y.clone()
+            run.note_block_time(time.perf_counter() - self.t0, len(self.compute), 0)
+            for b, k, rows in self.compute:
+                if run.wants_residual(b, self.step):
+                    run.store_residual(b, _rows(full, rows) - _rows(x, rows), key=k)
+        for b, k, rows in self.skip:
+            res = run.get_residual(b, like=x, key=k)
+            if isinstance(rows, slice):
+                full[rows] = x[rows] + res
+            else:
+                di = rows.to(x.device)
+                full.index_copy_(0, di, x.index_select(0, di) + res)
+        run.note_block_time(0.0, 0, len(self.skip))
+        self._cut.clear()
+        return full
+
+
+def _fits(res, rows):
+    return res is not None and res.shape[0] == rows
+
+
 def apply_blocks_with_cache(x, run_blocks, run, step, branch_rows):
     """Run a block stack with MagCache on a batch whose rows belong to different branches.
 
@@ -151,49 +368,25 @@ def apply_blocks_with_cache(x, run_blocks, run, step, branch_rows):
         run_blocks: ``run_blocks(x_sub, rows) -> y_sub``: the whole block stack applied to the
             rows ``rows`` (a LongTensor of indices into the batch, for slicing any per-row
             context) of ``x``; ``x_sub = x[rows]``.
-        run: the run's :class:`MagCacheRun` (its own residual cache is used).
-        step: global step index of this call (the first evaluation decides, see MagCacheRun).
-        branch_rows: ``[(branch, rows), ...]``: which rows (a slice, list or LongTensor) hold
-            which branch; each branch at most once.
+        run: the run's :class:`MagCacheRun` (its own residual store is used).
+        step: global step index of this call (the first evaluation decides, see MagCacheRun);
+            None for an off-schedule evaluation (computes).
+        branch_rows: ``[(branch, rows), ...]`` or ``[(branch, rows, key), ...]``: which rows
+            (a slice, list or LongTensor) hold which branch (and residual key); each
+            (branch, key) at most once.
 
     Returns:
-        ``[B, L, D]``: computing rows get ``run_blocks`` output (and refresh their branch's
-        residual ``y - x``); each skipping row gets ``x + its own branch's cached residual``.
-        Only rows that compute go through ``run_blocks``; when all compute it is called once on
-        the whole batch (bit-identical to no cache).
+        ``[B, L, D]``: computing rows get ``run_blocks`` output (and refresh their residual
+        ``y - x``); each skipping row gets ``x + its own cached residual``. Only rows that
+        compute go through ``run_blocks``; when all compute it is called once on the whole
+        batch (bit-identical to no cache). The same :class:`CallPlan` the node's block patches
+        use.
     """
     B = x.shape[0]
-    seen, parts = set(), []
-    for branch, rows in branch_rows:
-        if branch in seen:
-            raise ValueError(f"branch_rows: branch {branch} appears twice")
-        seen.add(branch)
-        parts.append((branch, torch.arange(B)[rows] if not torch.is_tensor(rows) else rows.to(torch.long).cpu()))
-    covered = torch.cat([i for _, i in parts]) if parts else torch.arange(0)
-    if covered.numel() != B or not torch.equal(covered.sort().values, torch.arange(B)):
-        raise ValueError(f"branch_rows: rows {covered.tolist()} must cover each of the {B} batch rows exactly once")
-    plan = []
-    for branch, idx in parts:
-        r = run.get_residual(branch)
-        fits = r is not None and tuple(r.shape) == (idx.numel(),) + tuple(x.shape[1:])
-        plan.append((branch, idx, run.decide(branch, step, has_residual=fits)))
-    compute = [(b, i) for b, i, s in plan if not s]
-    skip = [(b, i) for b, i, s in plan if s]
-    if not skip:
-        y = run_blocks(x, torch.arange(B))
-        for b, i in compute:
-            di = i.to(x.device)
-            run.store_residual(b, y.index_select(0, di) - x.index_select(0, di))
-        return y
-    out = x.clone()
-    if compute:
-        rows = torch.cat([i for _, i in compute]).to(x.device)
-        y = run_blocks(x.index_select(0, rows), rows)
-        out.index_copy_(0, rows, y)
-        for b, i in compute:
-            di = i.to(x.device)
-            run.store_residual(b, out.index_select(0, di) - x.index_select(0, di))
-    for b, i in skip:
-        di = i.to(x.device)
-        out.index_copy_(0, di, x.index_select(0, di) + run.get_residual(b, like=x))
-    return out
+    chunks = [(e[0], e[2] if len(e) > 2 else None, e[1]) for e in branch_rows]
+    plan = run.plan_call(step, chunks, B)
+    xb = plan.enter(x)
+    if plan.all_skip:
+        return plan.leave(xb)
+    rows = plan.compute_rows if plan.subset else torch.arange(B)
+    return plan.leave(run_blocks(xb, rows))

@@ -1,32 +1,48 @@
-"""Calibration run: sample once without caching and record the block-stack residual per call.
+"""MagCache Calibrate node (V3): sample once without caching and record the block-stack residual per call.
 
-Hooks on a clone only: one APPLY_MODEL wrapper tells the block patches which step
-and branches the call has; patches on the first and last block take the residual
-``x_out - x_in`` and hand it to the core's ``CalibrationRecorder``.
+Hooks on a clone only: one APPLY_MODEL wrapper tells the block patches which step (the core's
+:class:`~magcache.session.SigmaSteps`) and branches the call has; patches on the first and last
+block take the residual ``x_out - x_in`` and hand it to the core's ``CalibrationRecorder``. The
+curve it writes goes through the core resolver, so the MagCache node accepts it as is.
+The node is registered through ``magcache_nodes.NODES``.
 """
-import torch
+import os
 
 import comfy.patcher_extension as pe
+from comfy_api.latest import io
 
-from ..magcache import CalibrationRecorder
+from ..magcache import CalibrationRecorder, resolve
+from ..magcache.session import SigmaSteps
+from . import _host
 from ._host import find_transformer_options
-from .magcache_hook import eager
 
 KEY = "atelier_magcache_calibrate"
 CALL_KEY = "atelier_magcache_calibrate_call"
+CATEGORY = "Atelier/MagCache"
 
 
-def _wrapper(recorder):
+def wan_config(model):
+    """The host's unet_config of a Wan model, or a ValueError naming the input."""
+    dm = model.get_model_object("diffusion_model")
+    cfg = getattr(getattr(model.model, "model_config", None), "unet_config", {}) or {}
+    if cfg.get("image_model") != "wan2.1" or not hasattr(dm, "blocks"):
+        raise ValueError(
+            f"Atelier MagCache (Wan): input 'model' is a {type(dm).__name__} "
+            f"(image_model={cfg.get('image_model')!r}), not a Wan model. Allowed: Wan2.1 and Wan2.2 "
+            "diffusion models (T2V, I2V, VACE, TI2V-5B) loaded by the host.")
+    return cfg
+
+
+def _wrapper(state):
     def apply_model(executor, *args, **kwargs):
         to = find_transformer_options(args, kwargs)
         if to is None or "sample_sigmas" not in to:
             return executor(*args, **kwargs)
-        sig = to["sample_sigmas"].detach().float().cpu()[:-1]
-        s = float((args[1] if len(args) > 1 else kwargs["t"]).flatten()[0])
-        d = (sig - s).abs()
-        i = int(torch.argmin(d))
-        step = i if float(d[i]) <= 1e-4 * max(1.0, abs(s)) else None
-        to[CALL_KEY] = {"step": step, "cu": list(to["cond_or_uncond"])}
+        steps = state.get("steps")
+        if steps is None or steps.sigmas[0] != float(to["sample_sigmas"][0]):
+            steps = state["steps"] = SigmaSteps(to["sample_sigmas"])
+        sigma = (args[1] if len(args) > 1 else kwargs["t"]).flatten()[0]
+        to[CALL_KEY] = {"step": steps.step_of(sigma), "cu": list(to["cond_or_uncond"])}
         try:
             return executor(*args, **kwargs)
         finally:
@@ -49,25 +65,95 @@ def _patch(index, last, recorder, state):
                 if b in seen:  # several conds of one branch: the first one calibrates
                     continue
                 seen.add(b)
-                r = (x_out[c * n:(c + 1) * n] - x_in[c * n:(c + 1) * n]).float()
-                recorder.record(b, call["step"], r)
+                recorder.record(b, call["step"], (x_out[c * n:(c + 1) * n] - x_in[c * n:(c + 1) * n]).float())
         return out
+    from .magcache_hook import eager
     return eager(patch)
 
 
 def calibrate_run(model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler):
     """Run the host sampler once with recording; returns (LATENT, curve JSON text)."""
     import nodes as host_nodes  # the host's nodes module (KSampler path)
-    branches = 2 if cfg != 1.0 else 1
-    recorder = CalibrationRecorder(branches=branches)
+    recorder = CalibrationRecorder(branches=2 if cfg != 1.0 else 1)
     m = model.clone()
-    dm = m.get_model_object("diffusion_model")
-    n = len(dm.blocks)
+    n = len(m.get_model_object("diffusion_model").blocks)
     state = {}
-    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, KEY, _wrapper(recorder))
-    for i in range(n):
-        if i == 0 or i == n - 1:
-            m.set_model_patch_replace(_patch(i, i == n - 1, recorder, state), "dit", "double_block", i)
+    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, KEY, _wrapper(state))
+    for i in (0, n - 1) if n > 1 else (0,):
+        m.set_model_patch_replace(_patch(i, i == n - 1, recorder, state), "dit", "double_block", i)
     (out,) = host_nodes.common_ksampler(m, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                         latent_image)
-    return out, recorder.to_json()
+    curve_json = recorder.to_json()
+    resolve("custom", steps=steps, custom_curve=curve_json)  # what the MagCache node will accept
+    return out, curve_json
+
+
+def save_curve(curve_json, name, out_root):
+    """Write ``curve_json`` to ``<out_root>/atelier_magcache/<name>.json`` (atomically)."""
+    folder = os.path.join(out_root, "atelier_magcache")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name + ".json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(curve_json)
+    os.replace(tmp, path)
+    return path
+
+
+def check_name(name):
+    if not isinstance(name, str) or not name or any(not (ch.isalnum() or ch in "-_") for ch in name):
+        return (f"name: {name!r} is not allowed; use letters, digits, '-' and '_' (the JSON is saved as "
+                "output/atelier_magcache/<name>.json)")
+    return True
+
+
+class AtelierMagCacheCalibrate(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        import comfy.samplers
+        return io.Schema(
+            node_id="AtelierMagCacheCalibrate", display_name="Atelier MagCache Calibrate", category=CATEGORY,
+            description=("Samples once without caching while recording, per call and branch, the mean per-token "
+                         "L2 magnitude ratio of the block-stack residual (plus its std and cosine distance). "
+                         "Outputs a curve for Atelier MagCache (custom_curve) and saves it as JSON in the output "
+                         "folder."),
+            inputs=[
+                io.Model.Input("model", tooltip="The Wan model to calibrate (no MagCache on it)."),
+                io.Conditioning.Input("positive", tooltip="Positive prompt of the calibration sample."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt (used when cfg > 1)."),
+                io.Latent.Input("latent_image", tooltip="Empty latent of the size you will render at."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, tooltip="Noise seed."),
+                io.Int.Input("steps", default=50, min=2, max=1000, tooltip=(
+                    "Steps of the calibration run; the curve is resampled to other step counts.")),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="CFG scale; > 1 calibrates cond and uncond separately."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS,
+                               tooltip="Sampler (use a 1st-order one, e.g. euler)."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, tooltip="Scheduler."),
+                io.String.Input("name", default="my_wan_model", tooltip=(
+                    "File name (letters, digits, - and _) of the JSON saved under output/atelier_magcache/.")),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="samples", tooltip="The uncached sample of the calibration run."),
+                io.String.Output(display_name="curve_json", tooltip=(
+                    "The calibrated curve (mag_ratios interleaved cond/uncond, plus std and cosine distance); "
+                    "feed it to custom_curve of Atelier MagCache (Wan).")),
+                io.String.Output(display_name="saved_path", tooltip=(
+                    "Where the JSON was written: output/atelier_magcache/<name>.json.")),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, name=None):
+        return True if name is None else check_name(name)
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, name):
+        ok = check_name(name)
+        if ok is not True:
+            raise ValueError(f"Atelier MagCache Calibrate: {ok}")
+        wan_config(model)
+        samples, curve_json = calibrate_run(model, positive, negative, latent_image, seed, steps, cfg,
+                                            sampler_name, scheduler)
+        return io.NodeOutput(samples, curve_json, save_curve(curve_json, name, _host.output_directory()))
+

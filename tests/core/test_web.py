@@ -57,3 +57,21 @@ def test_extension_contract():
     assert "/atelier/magcache/schedule" in src
     hook = (REPO / "nodes" / "magcache_hook.py").read_text()
     assert 'REPORT_EVENT = "atelier.magcache.report"' in hook
+
+
+def test_plan_query_params_are_accepted_by_the_route():
+    """Every parameter the frontend sends to /atelier/magcache/schedule is one the route accepts, reads a
+    widget the node has, and for 'auto' the model fields the node reports (dim, in_dim, model_type)."""
+    from magcache.resolve import WIDGETS, plan_query
+    src = (WEB / "js" / "atelier.js").read_text()
+    body = src[src.index("export function planQuery"):src.index("async function refreshPlan")]
+    sent = dict(re.findall(r'(\w+): widgetValue\(node, "(\w+)"', body))
+    assert sent, "planQuery sends no widget values"
+    for param, widget in sent.items():
+        assert widget in WIDGETS or widget == "preset", widget
+    model = set(re.findall(r"q\.(\w+) = m\.\1", body))
+    assert model == {"dim", "in_dim", "model_type"}
+    q = {p: str(WIDGETS[w][1]) if w in WIDGETS else "auto" for p, w in sent.items()}
+    q.update(dim="5120", in_dim="36", model_type="i2v")
+    assert plan_query(q)["preset"] == "wan2.1_i2v_480p_14B"
+    assert "atelier_magcache" in src  # the node's ui key that carries the model config

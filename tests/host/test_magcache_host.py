@@ -40,9 +40,9 @@ def count_rows(model):
 
 def apply(mc, model, **kw):
     args = dict(preset="wan2.1_t2v_1.3B", thresh=0.12, k=2, retention=0.2, start_step=-1,
-                end_step=-1, protect_last=0, cache_device="auto", preview_steps=50)
+                end_step=-1, protect_last=0, cache_device="auto", schedule_steps=0, preview_steps=50)
     args.update(kw)
-    return mc.AtelierMagCacheWan().apply(model, **args)
+    return tuple(mc.AtelierMagCacheWan.execute(model, **args).result)
 
 
 def planned(core, preset, steps, **kw):
@@ -185,24 +185,30 @@ def test_bad_curve_is_refused(mc, t2v):
 def test_report_node(host, mc, t2v):
     m, _ = apply(mc, t2v)
     lat = host.ksample(m, host.text_cond(1), host.text_cond(2), steps=20, cfg=5.0)
-    (text,) = mc.AtelierMagCacheReport().report(m, {"samples": lat})
+    (text,) = mc.AtelierMagCacheReport.execute(m, {"samples": lat}).result
     assert "computed" in text and "cond" in text and "S" in text
+
+
+def run_compare(mc, *a):
+    return tuple(mc.AtelierMagCacheCompare.execute(*a).result)
 
 
 def test_compare_node(mc):
     a = torch.rand(3, 16, 16, 3)
     b = (a + 0.01).clamp(0, 1)
-    diff, table, mp, ms = mc.AtelierMagCacheCompare().compare(a, a.clone(), 4.0)
+    diff, table, mp, ms = run_compare(mc, a, a.clone(), 4.0)
     assert ms == pytest.approx(1.0) and diff.abs().max() == 0
-    diff, table, mp, ms = mc.AtelierMagCacheCompare().compare(a, b, 4.0)
+    diff, table, mp, ms = run_compare(mc, a, b, 4.0)
     assert 30 < mp < 45 and 0.9 < ms < 1.0 and diff.shape == a.shape
 
 
 def test_calibrate_node_output_feeds_magcache(host, mc, core, t2v, tmp_path, monkeypatch):
-    monkeypatch.setattr(mc._host, "output_directory", lambda: str(tmp_path))
-    lat, curve_json, path = mc.AtelierMagCacheCalibrate().calibrate(
+    import importlib
+    cal = importlib.import_module(mc.__name__.rsplit(".", 1)[0] + ".magcache_calibrate")
+    monkeypatch.setattr(cal._host, "output_directory", lambda: str(tmp_path))
+    lat, curve_json, path = mc.AtelierMagCacheCalibrate.execute(
         t2v, host.text_cond(1), host.text_cond(2), host.empty_latent(), 0, 10, 5.0, "euler", "simple",
-        "tiny_test")
+        "tiny_test").result
     assert path.startswith(str(tmp_path)) and path.endswith("tiny_test.json")
     curve = core.parse_curve(open(path).read())
     assert len(curve) == 20  # 10 steps x 2 branches, interleaved
@@ -254,3 +260,183 @@ def test_under_torch_compile(host, mc, t2v):
     rep = holder.last_report
     assert "S" in "".join(rep["branches"]["cond"])
     assert torch.allclose(out, eager, atol=1e-3, rtol=1e-3)
+
+
+# ---------------------------------------------------------------- parity: node == CLI == core
+def _parity_ref():
+    """The independent official Wan2.2 loop and official split of the core parity test (it imports
+    the core as the top-level ``magcache``; its plan_schedule/core_config are used together)."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "core" / "test_magcache_parity.py"
+    spec = importlib.util.spec_from_file_location("atelier_magcache_parity_ref", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _cli(core, *args):
+    import contextlib
+    import importlib
+    import io
+    import json
+    main = importlib.import_module(core.__name__ + ".__main__").main
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        assert main(list(args)) == 0
+    return json.loads(out.getvalue())
+
+
+def _skipped_from_text(text):
+    lines = dict(line.split(": ", 1) for line in text.splitlines()[1:3])
+    return eval(lines["cond skipped"]), eval(lines["uncond skipped"])  # noqa: S307 (our own list repr)
+
+
+@pytest.mark.parametrize("steps", (10, 25, 33))
+def test_node_preview_equals_cli_and_core_every_preset(mc, core, t2v, steps):
+    ref = _parity_ref()
+    for preset in core.resolve.__globals__["WAN_PRESETS"]:
+        p = core.get_preset(preset)
+        d = p.defaults
+        _, text = apply(mc, t2v, preset=preset, preview_steps=steps, thresh=d["thresh"], k=d["k"],
+                        retention=d["retention"])
+        cli = _cli(core, "schedule", "--preset", preset, "--steps", str(steps))
+        plan = ref.plan_schedule(p.ratios, steps, ref.core_config(preset, steps))  # the core's own copy
+        want = (list(plan.cond_skipped), list(plan.uncond_skipped))
+        assert _skipped_from_text(text) == want == (cli["cond_skipped"], cli["uncond_skipped"]), preset
+        assert text == cli["text"]
+
+
+@pytest.mark.parametrize("preset,steps", [("wan2.2_t2v_A14B", 20), ("wan2.2_i2v_A14B", 25),
+                                          ("wan2.2_t2v_A14B", 33)])
+def test_wan22_two_samplers_follow_official_split_and_loop(host, mc, core, t2v, preset, steps):
+    """Wan2.2 A14B in ComfyUI: one MagCache node and KSamplerAdvanced per expert over one schedule,
+    split at the official step. The run equals the node's preview, the core plan and the
+    independent official loop (the low-noise sampler starts without residuals)."""
+    ref = _parity_ref()
+    shift, boundary, mode = ref.OFFICIAL[preset]
+    split = ref.ref_high_noise_steps(steps, shift, boundary)
+    p = core.get_preset(preset)
+    d = p.defaults
+    high, text = apply(mc, t2v, preset=preset, schedule_steps=steps, preview_steps=steps, **d)
+    low, _ = apply(mc, t2v, preset=preset, schedule_steps=steps, preview_steps=steps, **d)
+    pos, neg = host.text_cond(1), host.text_cond(2)
+    with count_rows(high) as c:  # both clones share the tiny model's block modules
+        lat = host.ksample(high, pos, neg, steps=steps, cfg=5.0, start_step=0, last_step=split,
+                           force_full_denoise=False)
+        host.ksample(low, pos, neg, steps=steps, cfg=5.0, latent={"samples": lat}, start_step=split,
+                     last_step=steps, disable_noise=True)
+    reps = [m.model_options["transformer_options"]["atelier_magcache_run"].last_report for m in (high, low)]
+    assert [r["split_step"] for r in reps] == [split, split] and reps[1]["first_step"] == split
+    got = tuple([r["first_step"] + i for r in reps for i, x in enumerate(r["branches"][b]) if x == "S"]
+                for b in ("cond", "uncond"))
+    cfg = ref.core_config(preset, steps)
+    hi = ref.plan_schedule(p.ratios, steps, cfg, step_range=(0, split - 1))
+    lo = ref.plan_schedule(p.ratios, steps, cfg, step_range=(split, steps - 1))
+    assert got == (list(hi.cond_skipped + lo.cond_skipped), list(hi.uncond_skipped + lo.uncond_skipped))
+    assert c["rows"] == hi.computed_calls + lo.computed_calls
+    official = ref.ref_wan22(p.ratios, steps, d["thresh"], d["k"], d["retention"], split, mode, shared_cache=False)
+    assert official is not None and got == tuple(official)
+    assert got == _skipped_from_text(text)   # the node's preview (official split) is what ran
+    if mode == "i2v":  # the official I2V rule: calls < int(split + (N - split) * r) never skip (in calls)
+        protected = int(2 * split + (2 * steps - 2 * split) * d["retention"])
+        assert all(2 * s >= protected for s in got[0]) and all(2 * s + 1 >= protected for s in got[1])
+
+
+# ---------------------------------------------------------------- web route
+def _route_client(mc):
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+    routes = web.RouteTableDef()
+    mc._schedule_route(routes)
+    app = web.Application()
+    app.add_routes(routes)
+    return TestClient(TestServer(app))
+
+
+def _get(mc, params):
+    import asyncio
+
+    async def go():
+        client = _route_client(mc)
+        await client.start_server()
+        try:
+            r = await client.get("/atelier/magcache/schedule", params=params)
+            return r.status, await r.json()
+        finally:
+            await client.close()
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("param,value", [("steps", "1000000"), ("steps", "abc"), ("k", "0"),
+                                         ("thresh", "inf"), ("schedule_steps", "-1"), ("nope", "1")])
+def test_route_bounds_parameters_like_widgets(mc, param, value):
+    status, body = _get(mc, {"preset": "wan2.1_t2v_1.3B", "steps": "20", param: value})
+    assert status == 400 and body["param"] == param and body["error"].startswith(param + ":")
+
+
+def test_route_plans_off_the_event_loop(mc, monkeypatch):
+    import threading
+    seen = {}
+    real = mc.plan_query
+
+    def spy(q):
+        seen["thread"] = threading.current_thread()
+        return real(q)
+
+    monkeypatch.setattr(mc, "plan_query", spy)
+    status, body = _get(mc, {"preset": "wan2.2_i2v_A14B", "steps": "25", "thresh": "0.06", "k": "2",
+                             "retention": "0.1"})
+    assert status == 200 and seen["thread"] is not threading.main_thread()
+    assert body["split_step"] == 10 and min(body["cond_skipped"] + body["uncond_skipped"]) >= 11
+
+
+def test_route_auto_preview_equals_node_detected_plan(mc, core, t2v):
+    out = mc.AtelierMagCacheWan.execute(t2v, preset="auto", thresh=0.12, k=2, retention=0.2, start_step=-1,
+                                        end_step=-1, protect_last=0, cache_device="auto", schedule_steps=0,
+                                        preview_steps=30)
+    info = out.ui["atelier_magcache"][0]
+    assert info["preset"] == "wan2.1_t2v_1.3B" and info["dim"] == 128
+    q = {"preset": "auto", "steps": "30", "thresh": "0.12", "k": "2", "retention": "0.2",
+         **{k: str(info[k]) for k in ("dim", "in_dim", "model_type") if k in info}}
+    status, body = _get(mc, q)
+    assert status == 200 and body["preset"] == info["preset"] and body["detected"]
+    assert body["text"] == out.result[1]
+    named = core.plan_schedule(core.get_preset(info["preset"]).ratios, 30,
+                               core.MagCacheConfig(thresh=0.12, k=2, retention=0.2))
+    assert (body["cond_skipped"], body["uncond_skipped"]) == (list(named.cond_skipped), list(named.uncond_skipped))
+    status, body = _get(mc, {"preset": "auto", "steps": "30"})
+    assert status == 400 and body["param"] == "dim"
+
+
+def test_v3_schema_tooltips_and_validation(mc):
+    for cls in mc.NODES:
+        schema = cls.define_schema()
+        assert schema.node_id.startswith("AtelierMagCache")
+        assert all(o.tooltip for o in schema.outputs), schema.node_id
+    names = [i.id for i in mc.AtelierMagCacheWan.define_schema().inputs]
+    assert names == ["model", "preset", "thresh", "k", "retention", "start_step", "end_step", "protect_last",
+                     "cache_device", "schedule_steps", "preview_steps", "custom_curve"]
+    v = mc.AtelierMagCacheWan.validate_inputs
+    assert v(preset="auto", thresh=0.12, k=2, preview_steps=50, custom_curve="[1.0, 1.0, 0.9, 0.9]") is True
+    assert v(custom_curve="{oops").startswith("custom_curve:")
+    assert v(custom_curve="[1.0, -1.0]").startswith("custom_curve:")
+    assert v(preview_steps=5000).startswith("preview_steps:")
+    assert mc.AtelierMagCacheCalibrate.validate_inputs(name="../x").startswith("name:")
+
+
+def test_route_auto_reads_the_loader_file(mc, core, tmp_path):
+    """Before the node has run, the frontend sends the loader's file name; the route reads its header."""
+    import folder_paths
+    from safetensors.torch import save_file
+    from tinywan.build import random_state_dict
+    save_file(random_state_dict(variant="i2v", seed=0), str(tmp_path / "tiny_i2v_atelier.safetensors"))
+    folder_paths.add_model_folder_path("diffusion_models", str(tmp_path))
+    base = {"preset": "auto", "steps": "40", "thresh": "0.24", "k": "6", "retention": "0.2"}
+    status, body = _get(mc, dict(base, unet_name="tiny_i2v_atelier.safetensors"))
+    assert status == 200 and body["preset"] == "wan2.1_i2v_480p_14B" and body["detected"], body
+    named = core.plan_schedule(core.get_preset("wan2.1_i2v_480p_14B").ratios, 40,
+                               core.MagCacheConfig(thresh=0.24, k=6, retention=0.2))
+    assert (body["cond_skipped"], body["uncond_skipped"]) == (list(named.cond_skipped), list(named.uncond_skipped))
+    status, body = _get(mc, dict(base, unet_name="missing.safetensors"))
+    assert status == 400 and body["param"] == "unet_name"

@@ -1,7 +1,8 @@
 // Atelier frontend extension (plain ES module, no build step).
 //
 // * Atelier MagCache (Wan): a step strip on the node. Before a run it shows the planned schedule
-//   (GET /atelier/magcache/schedule with the node's widget values); after a run it shows, per branch,
+//   (GET /atelier/magcache/schedule with the node's widget values, and for preset "auto" the model config
+//   the node reported when it ran, so the preview uses the detected curve); after a run it shows, per branch,
 //   which steps computed (C) or reused the cache (S), with computed/total calls and the time saved,
 //   from the server event "atelier.magcache.report".
 // * Atelier restoration nodes: a caption over the previews the node returned ({"ui": {"images"}}),
@@ -98,30 +99,77 @@ function ensureStrip(node) {
   return div;
 }
 
-async function refreshPlan(node) {
-  const div = ensureStrip(node);
-  const q = new URLSearchParams({
+// The model loader upstream of a node's "model" input (through LoRA, ModelSampling... nodes): its file
+// widget, {unet_name: ...} or {ckpt_name: ...}, or null.
+function loaderFile(node) {
+  let n = node;
+  for (let hop = 0; n && hop < 16; hop++) {
+    for (const name of ["unet_name", "ckpt_name"]) {
+      const w = n.widgets?.find((x) => x.name === name);
+      if (w && typeof w.value === "string" && w.value) return { [name]: w.value };
+    }
+    const slot = (n.inputs || []).findIndex((i) => i.type === "MODEL" || i.name === "model");
+    if (slot < 0 || typeof n.getInputNode !== "function") return null;
+    n = n.getInputNode(slot);
+  }
+  return null;
+}
+
+// Query of GET /atelier/magcache/schedule: the node's widgets and, for preset "auto", the model config the
+// node reported when it last ran (dim, in_dim, model_type) or else the loader's file (the server reads its
+// header), so the server resolves the curve the node will use.
+export function planQuery(node) {
+  const q = {
     preset: widgetValue(node, "preset", "auto"), steps: widgetValue(node, "preview_steps", 50),
     thresh: widgetValue(node, "thresh", 0.12), k: widgetValue(node, "k", 2),
     retention: widgetValue(node, "retention", 0.2), start_step: widgetValue(node, "start_step", -1),
     end_step: widgetValue(node, "end_step", -1), protect_last: widgetValue(node, "protect_last", 0),
-  });
+    schedule_steps: widgetValue(node, "schedule_steps", 0),
+  };
+  const m = node.__atelierModel;
+  if (q.preset === "auto") {
+    if (!m || m.dim === undefined) {
+      const file = loaderFile(node);
+      return file ? new URLSearchParams({ ...q, ...file }) : null;
+    }
+    q.dim = m.dim;
+    if (m.in_dim !== undefined) q.in_dim = m.in_dim;
+    if (m.model_type !== undefined) q.model_type = m.model_type;
+  }
+  return new URLSearchParams(q);
+}
+
+async function refreshPlan(node) {
+  const div = ensureStrip(node);
+  const q = planQuery(node);
+  if (q === null) {
+    if (!node.__atelierHasRun) {
+      renderStrip(div, { plan: true, title: "Plan: 'auto' picks the curve from the model",
+                         foot: "Connect a model loader, run the workflow once, or pick a preset to preview." });
+    }
+    node.setDirtyCanvas?.(true, true);
+    return;
+  }
   try {
     const r = await api.fetchApi(`/atelier/magcache/schedule?${q}`);
     const s = await r.json();
     if (!r.ok || s.error) throw new Error(s.error || r.statusText);
     if (node.__atelierHasRun) return;   // a real run's strip wins over the plan
-    const ideal = s.total_calls / Math.max(1, s.computed_calls);
+    const split = s.split_step === null || s.split_step === undefined ? "" :
+      `; Wan2.2 ${s.split_mode} rule, low-noise from step ${s.split_step}`;
     renderStrip(div, {
       plan: true,
-      title: `Plan (${s.preset}, ${s.steps} steps): skips ${s.cond_skipped.length} cond, ` +
-             `${s.uncond_skipped.length} uncond`,
+      title: `Plan (${s.preset}${s.detected ? ", auto" : ""}, ${s.steps} steps): skips ` +
+             `${s.cond_skipped.length} cond, ${s.uncond_skipped.length} uncond`,
       branches: { cond: planMarks(s.steps, s.cond_skipped), uncond: planMarks(s.steps, s.uncond_skipped) },
-      foot: `computes ${s.computed_calls}/${s.total_calls} calls (ideal ${ideal.toFixed(2)}x)` +
+      foot: `computes ${s.computed_calls}/${s.total_calls} calls (ideal ${s.expected_speedup.toFixed(2)}x)${split}` +
             (s.cond_skipped.length + s.uncond_skipped.length === 0 ? " - skips nothing at this setting" : ""),
     });
+    node.__atelierRetries = 0;
   } catch (err) {
     if (!node.__atelierHasRun) renderStrip(div, { plan: true, title: "Plan unavailable", foot: String(err) });
+    // the loader's file may change without touching this node (a template's model swapped): try again
+    if ((node.__atelierRetries = (node.__atelierRetries || 0) + 1) <= 30) setTimeout(() => refreshPlan(node), 2000);
   }
   node.setDirtyCanvas?.(true, true);
 }
@@ -193,6 +241,19 @@ app.registerExtension({
           w.callback = function () { const out = cb?.apply(this, arguments); schedule(); return out; };
         }
         schedule();
+        return r;
+      };
+      const executed = nodeType.prototype.onExecuted;
+      nodeType.prototype.onExecuted = function (output) {
+        const r = executed?.apply(this, arguments);
+        const info = output?.atelier_magcache?.[0];   // the model config the node resolved "auto" with
+        if (info) { this.__atelierModel = info; refreshPlan(this); }
+        return r;
+      };
+      const connections = nodeType.prototype.onConnectionsChange;
+      nodeType.prototype.onConnectionsChange = function () {
+        const r = connections?.apply(this, arguments);
+        setTimeout(() => refreshPlan(this), 300);   // another model loader upstream
         return r;
       };
       const configure = nodeType.prototype.onConfigure;

@@ -1,0 +1,307 @@
+"""One resolver: preset, custom curve or ``auto`` + model config + settings + steps -> curve and config.
+
+Used by the node (its preview and its sampling session), the web route
+``/atelier/magcache/schedule``, the Calibrate node (its curve output) and ``python -m magcache``,
+so the four show and run the same schedule.
+
+* :data:`WIDGETS`: the bounds of every setting, as the node's widgets declare them (the node
+  builds its widgets from this table; the web route bounds its query parameters with it).
+* :func:`detect_preset`: the shipped curve that fits a Wan model config (``auto``).
+* :func:`resolve`: a :class:`Resolved` (name, curve, validated config, whole-schedule steps).
+  Wan2.2 A14B presets get the official phase rule with the official split
+  (:func:`~magcache.schedule.official_split` from the preset's shift and boundary) unless a
+  split is given; at sampling time the samplers give it (:mod:`magcache.session`).
+* :func:`query_settings`: the web route's query string -> :func:`resolve` arguments, each
+  parameter checked against :data:`WIDGETS` (ValueError naming the parameter).
+"""
+import math
+from dataclasses import dataclass, replace
+from typing import Mapping, Optional
+
+from .curve import Curve, parse_curve
+from .presets import Preset, get_preset, list_presets
+from .schedule import MagCacheConfig, Schedule, plan_schedule
+
+__all__ = ["AUTO", "WIDGETS", "Resolved", "resolve", "detect_preset", "query_settings", "check_settings",
+           "plan_query", "WAN_PRESETS", "DEFAULT_SETTINGS", "wan_model_from_shapes", "safetensors_shapes"]
+
+AUTO = "auto"
+WAN_PRESETS = tuple(p for p in list_presets() if p.startswith("wan"))
+DEFAULT_SETTINGS = {"thresh": 0.12, "k": 2, "retention": 0.2}
+
+# name -> (type, default, min, max, step). The node's widgets are built from this table.
+WIDGETS = {
+    "thresh": (float, 0.12, 0.0, 1.0, 0.005),
+    "k": (int, 2, 1, 50, 1),
+    "retention": (float, 0.2, 0.0, 1.0, 0.01),
+    "start_step": (int, -1, -1, 10000, 1),
+    "end_step": (int, -1, -1, 10000, 1),
+    "protect_last": (int, 0, 0, 100, 1),
+    "schedule_steps": (int, 0, 0, 10000, 1),
+    "preview_steps": (int, 50, 1, 1000, 1),
+}
+# model config fields the route accepts for ``auto`` (from the node's last run)
+MODEL_FIELDS = {"dim": (int, 1, 1 << 16), "in_dim": (int, 1, 1 << 12)}
+MODEL_TYPES = ("t2v", "i2v", "vace", "camera", "camera_2.2", "flf2v", "s2v", "humo", "animate")
+
+
+def detect_preset(model):
+    """The shipped curve that fits a Wan model config (the host's ``unet_config``: ``dim``,
+    ``in_dim``, ``model_type``). TI2V-5B (in_dim 48 or dim 3072), VACE 1.3B/14B, I2V 14B
+    (480p curve), else T2V 1.3B/14B by ``dim``. Wan2.2 A14B experts have the Wan2.1 14B
+    config, so ``auto`` cannot tell them apart: pick their preset by hand."""
+    if not isinstance(model, Mapping):
+        raise ValueError(f"model: {model!r} is not a model config; preset 'auto' needs the model's "
+                         "dim, in_dim and model_type")
+    kind = model.get("model_type", "t2v")
+    dim = int(model.get("dim", 1536))
+    big = dim >= 4096
+    if model.get("in_dim") == 48 or dim == 3072:
+        return "wan2.2_ti2v_5B_t2v"
+    if kind == "vace":
+        return "wan2.1_vace_14B" if big else "wan2.1_vace_1.3B"
+    if kind in ("i2v", "camera", "flf2v"):
+        return "wan2.1_i2v_480p_14B"
+    return "wan2.1_t2v_14B" if big else "wan2.1_t2v_1.3B"
+
+
+_PREFIXES = ("", "model.diffusion_model.", "diffusion_model.", "model.")
+
+
+def wan_model_from_shapes(shapes, what="model"):
+    """The model config ``auto`` needs (``dim``, ``in_dim``, ``model_type``) from the tensor
+    shapes of a Wan diffusion-model checkpoint (``{key: shape}``), read as the host detects a
+    Wan model (``head.modulation`` -> dim, ``patch_embedding.weight`` -> in_dim, VACE / camera /
+    I2V keys -> model_type). ValueError naming ``what`` when it is not a Wan model."""
+    for p in _PREFIXES:
+        if p + "head.modulation" in shapes and p + "patch_embedding.weight" in shapes:
+            break
+    else:
+        raise ValueError(f"{what}: not a Wan diffusion model (no head.modulation / patch_embedding.weight); "
+                         "preset 'auto' needs a Wan2.1/Wan2.2 model, or pick a preset")
+    model = {"dim": int(shapes[p + "head.modulation"][-1]), "in_dim": int(shapes[p + "patch_embedding.weight"][1])}
+    has = lambda k: p + k in shapes  # noqa: E731
+    if has("vace_patch_embedding.weight"):
+        model["model_type"] = "vace"
+    elif has("control_adapter.conv.weight"):
+        model["model_type"] = "camera" if has("img_emb.proj.0.bias") else "camera_2.2"
+    elif has("img_emb.proj.0.bias"):
+        model["model_type"] = "i2v"
+    else:
+        model["model_type"] = "t2v"
+    return model
+
+
+def safetensors_shapes(path, what="model"):
+    """``{key: shape}`` from a .safetensors file's header (the tensors are not read)."""
+    import json
+    import struct
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError(f"{what}: {path!r} is not a .safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        if not 2 <= n <= 256 << 20:
+            raise ValueError(f"{what}: {path!r} has no readable .safetensors header")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError:
+            raise ValueError(f"{what}: {path!r} has no readable .safetensors header") from None
+    return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A curve and a validated config for a whole schedule of ``steps`` steps.
+
+    Attributes:
+        name: the preset's name, or ``"custom"``.
+        curve: the :class:`~magcache.curve.Curve`.
+        config: the :class:`~magcache.schedule.MagCacheConfig` (``split_step`` set for Wan2.2
+            A14B presets).
+        steps: steps of the whole schedule the plan covers.
+        preset: the :class:`~magcache.presets.Preset`, None for a custom curve.
+        split_source: where ``config.split_step`` comes from (None without a split).
+        detected: True when ``name`` was chosen by ``auto``.
+    """
+    name: str
+    curve: Curve
+    config: MagCacheConfig
+    steps: int
+    preset: Optional[Preset] = None
+    split_source: Optional[str] = None
+    detected: bool = False
+
+    def plan(self, step_range=None, run_branches=None) -> Schedule:
+        """The planned :class:`~magcache.schedule.Schedule` (see :func:`plan_schedule`)."""
+        return plan_schedule(self.curve, self.steps, self.config, step_range=step_range, run_branches=run_branches)
+
+    def with_split(self, split_step, source):
+        """This resolution with another Wan2.2 split (no-op for one-expert curves)."""
+        if self.config.split_step is None and not (self.preset is not None and self.preset.split_mode):
+            return self
+        return replace(self, config=replace(self.config, split_step=split_step).validate(), split_source=source)
+
+    def describe(self, schedule=None):
+        """The preview text: skipped steps per branch, computed calls, the split used, a
+        warning when nothing is skipped."""
+        sch = schedule if schedule is not None else self.plan()
+        cs, us, n = list(sch.cond_skipped), list(sch.uncond_skipped), self.steps
+        head = f"preset {self.name}{' (auto)' if self.detected else ''}, {n} steps"
+        lines = [f"{head}: skips {len(cs)}/{n} cond and {len(us)}/{n} uncond steps; computes "
+                 f"{sch.computed_calls}/{sch.total_calls} calls (ideal {sch.expected_speedup:.2f}x)",
+                 f"cond skipped: {cs}", f"uncond skipped: {us}"]
+        if self.config.split_step is not None:
+            lines.append(f"Wan2.2 {self.config.split_mode} phase rule, low-noise expert from step "
+                         f"{self.config.split_step} ({self.split_source})")
+        if not cs and not us:
+            lines.append("WARNING: this setting skips nothing at this step count "
+                         "(few-step distilled models gain nothing from MagCache).")
+        return "\n".join(lines)
+
+    def to_dict(self, schedule=None):
+        """JSON-ready: the schedule's fields, the settings and the split used."""
+        sch = schedule if schedule is not None else self.plan()
+        c = self.config
+        d = sch.to_dict()
+        d.update({"preset": self.name, "detected": self.detected, "thresh": c.thresh, "k": c.k,
+                  "retention": c.retention, "start_step": c.start_step, "end_step": c.end_step,
+                  "protect_last": c.protect_last, "split_step": c.split_step,
+                  "split_mode": c.split_mode if c.split_step is not None else None,
+                  "split_source": self.split_source, "text": self.describe(sch)})
+        return d
+
+
+def _opt_step(v):
+    return None if v is None or v == -1 else v
+
+
+def resolve(preset=AUTO, *, steps, custom_curve=None, model=None, thresh=None, k=None, retention=None,
+            start_step=None, end_step=None, protect_last=0, schedule_steps=0, split_step=None,
+            split_mode=None, shift=None):
+    """Curve and config for a run.
+
+    Args:
+        preset: a preset name or ``"auto"`` (then ``model`` is required).
+        steps: the sampler's steps (the node's ``preview_steps``).
+        custom_curve: a curve (JSON text, list or dict, see :func:`parse_curve`); overrides
+            ``preset``.
+        model: the model config for ``auto`` (``dim``, ``in_dim``, ``model_type``).
+        thresh, k, retention: None takes the preset's recommended value (custom curve:
+            0.12, 2, 0.2).
+        start_step, end_step: -1 or None = unused.
+        schedule_steps: > 0: the whole schedule's steps when a sampler runs only part of it;
+            the plan then covers ``schedule_steps`` steps instead of ``steps``.
+        split_step: Wan2.2 A14B first low-noise step; None = the official split at the plan's
+            steps (preset's shift and boundary, or ``shift``).
+        split_mode: ``"t2v"``/``"i2v"``; None = the preset's (custom curves: no phase rule
+            unless ``split_step`` is given, then ``"t2v"``).
+        shift: sample shift for the official split (default: the preset's official one).
+
+    Raises:
+        ValueError naming the bad input.
+    """
+    total = schedule_steps if schedule_steps else steps
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise ValueError(f"steps: {total!r} is not allowed; use an integer >= 1")
+    detected = False
+    if custom_curve is not None and not (isinstance(custom_curve, str) and not custom_curve.strip()):
+        curve, name, p, defaults = parse_curve(custom_curve, what="custom_curve"), "custom", None, DEFAULT_SETTINGS
+    else:
+        if preset == AUTO:
+            name, detected = detect_preset(model), True
+        else:
+            name = preset
+        p = get_preset(name)
+        curve, defaults = p.ratios, p.defaults
+    kw = {"thresh": defaults["thresh"] if thresh is None else thresh,
+          "k": defaults["k"] if k is None else k,
+          "retention": defaults["retention"] if retention is None else retention,
+          "start_step": _opt_step(start_step), "end_step": _opt_step(end_step), "protect_last": protect_last}
+    mode = split_mode or (p.split_mode if p is not None else None)
+    source = None
+    if split_step is not None:
+        kw["split_step"], kw["split_mode"], source = split_step, mode or "t2v", "given"
+    elif mode and p is not None and p.split_step is not None:
+        sh = p.shift if shift is None else shift
+        kw["split_step"], kw["split_mode"] = p.split_for(total, shift=sh), mode
+        source = f"official scheduler at {total} steps, shift {sh:g}, boundary {p.boundary:g}"
+    config = MagCacheConfig(**kw).validate()
+    if config.split_step is not None and config.split_step > total:
+        raise ValueError(f"split_step: {config.split_step} is beyond the {total}-step schedule")
+    return Resolved(name, curve, config, total, p, source, detected)
+
+
+def _bounded(name, raw, typ, lo, hi):
+    text = str(raw).strip()
+    try:
+        v = int(text) if typ is int else float(text)
+    except ValueError:
+        v = None
+    if v is None or (typ is float and not math.isfinite(v)) or not lo <= v <= hi:
+        what = "an integer" if typ is int else "a number"
+        raise ValueError(f"{name}: {raw!r} is not allowed; use {what} in [{lo}, {hi}]")
+    return v
+
+
+def check_settings(**kw):
+    """Check node settings against :data:`WIDGETS` (and ``preset`` against the presets);
+    raise ValueError naming the first bad one. Unknown names are ignored."""
+    for name, v in kw.items():
+        if name in WIDGETS and v is not None:
+            typ, _, lo, hi, _ = WIDGETS[name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (typ is int and not isinstance(v, int)):
+                raise ValueError(f"{name}: {v!r} is not allowed; use {'an integer' if typ is int else 'a number'} "
+                                 f"in [{lo}, {hi}]")
+            _bounded(name, v, typ, lo, hi)
+    preset = kw.get("preset")
+    if preset is not None and preset != AUTO and preset not in WAN_PRESETS:
+        raise ValueError(f"preset: {preset!r} is not allowed; use 'auto' or one of {', '.join(WAN_PRESETS)}")
+
+
+def query_settings(query):
+    """The web route's query parameters -> keyword arguments of :func:`resolve`.
+
+    Accepted: ``preset`` ('auto' or a Wan preset), ``steps`` (as ``preview_steps``), the
+    settings of :data:`WIDGETS`, and for ``auto`` the model's ``dim``, ``in_dim`` and
+    ``model_type``. Every value is bounded as the node's widget; a bad or unknown parameter
+    raises ValueError naming it.
+    """
+    q = dict(query)
+    allowed = {"preset", "steps", "model_type"} | set(WIDGETS) | set(MODEL_FIELDS)
+    for name in q:
+        if name not in allowed:
+            raise ValueError(f"{name}: unknown parameter; allowed: {', '.join(sorted(allowed))}")
+    out = {}
+    preset = q.get("preset", AUTO)
+    check_settings(preset=preset)
+    out["preset"] = preset
+    typ, default, lo, hi, _ = WIDGETS["preview_steps"]
+    out["steps"] = _bounded("steps", q["steps"], typ, lo, hi) if "steps" in q else default
+    for name, (typ, default, lo, hi, _) in WIDGETS.items():
+        if name == "preview_steps":
+            continue
+        out[name] = _bounded(name, q[name], typ, lo, hi) if name in q else default
+    model = {}
+    for name, (typ, lo, hi) in MODEL_FIELDS.items():
+        if name in q:
+            model[name] = _bounded(name, q[name], typ, lo, hi)
+    if "model_type" in q:
+        if q["model_type"] not in MODEL_TYPES:
+            raise ValueError(f"model_type: {q['model_type']!r} is not allowed; use one of {', '.join(MODEL_TYPES)}")
+        model["model_type"] = q["model_type"]
+    if preset == AUTO:
+        if "dim" not in model:
+            raise ValueError("dim: preset 'auto' needs the model's dim (and in_dim, model_type); run the "
+                             "workflow once so the node knows its model, or pick a preset")
+        out["model"] = model
+    return out
+
+
+def plan_query(query):
+    """The web route's work: its query parameters -> the JSON plan (:meth:`Resolved.to_dict`),
+    resolved exactly as the node resolves its widgets. ValueError names a bad parameter."""
+    kw = query_settings(query)
+    steps, preset = kw.pop("steps"), kw.pop("preset")
+    kw.pop("preview_steps", None)
+    return resolve(preset, steps=steps, **kw).to_dict()

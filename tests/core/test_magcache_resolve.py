@@ -1,0 +1,177 @@
+"""The one resolver (:func:`magcache.resolve`), the web route's parameter bounds and the sampling
+session (sigma -> step, segments, residual keys)."""
+import pytest
+import torch
+
+from magcache import MagCacheSession, WIDGETS, get_preset, resolve
+from magcache.resolve import check_settings, plan_query, query_settings
+
+
+# ---------------------------------------------------------------- resolver
+def test_defaults_and_overrides():
+    r = resolve("wan2.1_t2v_14B", steps=30)
+    assert (r.config.thresh, r.config.k, r.config.retention) == (0.24, 6, 0.2)
+    r = resolve("wan2.1_t2v_14B", steps=30, thresh=0.1, k=3, retention=0.3, start_step=-1, end_step=-1)
+    assert (r.config.thresh, r.config.k, r.config.retention, r.config.start_step, r.config.end) == \
+        (0.1, 3, 0.3, None, None)
+    c = resolve("x", steps=10, custom_curve="[1.0, 1.0, 0.99, 0.98]")
+    assert c.name == "custom" and c.preset is None and c.config.split_step is None
+    assert (c.config.thresh, c.config.k, c.config.retention) == (0.12, 2, 0.2)
+
+
+def test_schedule_steps_sets_the_plan_length():
+    r = resolve("wan2.1_t2v_1.3B", steps=10, schedule_steps=40)
+    assert r.steps == 40 and r.plan().total_calls == 80
+
+
+def test_wan22_split_sources():
+    r = resolve("wan2.2_t2v_A14B", steps=33)
+    assert r.config.split_step == 22 and r.config.split_mode == "t2v" and "shift 12" in r.split_source
+    assert resolve("wan2.2_t2v_A14B", steps=33, shift=5.0).config.split_step != 22
+    g = resolve("wan2.2_i2v_A14B", steps=25, split_step=12)
+    assert (g.config.split_step, g.config.split_mode, g.split_source) == (12, "i2v", "given")
+    assert "low-noise expert from step 12" in g.describe()
+    with pytest.raises(ValueError, match="split_step"):
+        resolve("wan2.2_i2v_A14B", steps=25, split_step=26)
+
+
+@pytest.mark.parametrize("kw,frag", [
+    (dict(preset="nope"), "preset: 'nope'"),
+    (dict(preset="auto"), "model"),
+    (dict(thresh=-1.0), "thresh"),
+    (dict(k=-1), "k: "),
+    (dict(custom_curve="{oops"), "custom_curve"),
+    (dict(steps=0), "steps"),
+])
+def test_resolve_errors_name_the_input(kw, frag):
+    args = dict(preset="wan2.1_t2v_1.3B", steps=20)
+    args.update(kw)
+    with pytest.raises(ValueError, match=frag):
+        resolve(args.pop("preset"), **args)
+
+
+# ---------------------------------------------------------------- route parameters
+def test_query_defaults_are_the_widgets():
+    q = query_settings({"preset": "wan2.1_t2v_1.3B"})
+    assert q["steps"] == WIDGETS["preview_steps"][1]
+    for name in ("thresh", "k", "retention", "start_step", "end_step", "protect_last", "schedule_steps"):
+        assert q[name] == WIDGETS[name][1]
+
+
+@pytest.mark.parametrize("param,value", [
+    ("steps", "1000000"), ("steps", "0"), ("steps", "abc"), ("steps", "2.5"),
+    ("thresh", "nan"), ("thresh", "1.5"), ("k", "0"), ("k", "51"), ("retention", "-0.1"),
+    ("start_step", "-2"), ("end_step", "10001"), ("protect_last", "101"), ("schedule_steps", "99999"),
+    ("dim", "0"), ("model_type", "flux"), ("bogus", "1"), ("preset", "flux"),
+])
+def test_query_out_of_widget_bounds_names_parameter(param, value):
+    q = {"preset": "wan2.1_t2v_1.3B", "steps": "20", param: value}
+    with pytest.raises(ValueError) as e:
+        plan_query(q)
+    assert str(e.value).startswith(param + ":"), str(e.value)
+
+
+def test_query_at_widget_bounds_plans():
+    top = {name: str(w[3]) for name, w in WIDGETS.items() if name != "preview_steps"}
+    d = plan_query({"preset": "wan2.1_t2v_1.3B", "steps": str(WIDGETS["preview_steps"][3]), **top})
+    assert d["steps"] == 10000  # schedule_steps at its maximum is the plan's length
+
+
+def test_auto_without_model_names_dim():
+    with pytest.raises(ValueError, match="^dim: "):
+        plan_query({"preset": "auto", "steps": "20"})
+
+
+def test_check_settings():
+    check_settings(preset="auto", thresh=0.0, k=50, preview_steps=1000)
+    with pytest.raises(ValueError, match="preview_steps"):
+        check_settings(preview_steps=1001)
+    with pytest.raises(ValueError, match="k: "):
+        check_settings(k=2.5)
+
+
+# ---------------------------------------------------------------- session
+def test_session_sigma_mapping_and_midpoints():
+    r = resolve("wan2.1_t2v_1.3B", steps=10)
+    s = MagCacheSession(r).fresh()
+    sig = torch.linspace(1.0, 0.0, 11)
+    s.start(sig)
+    assert [s.step_of(float(v)) for v in sig[:-1]] == list(range(10))
+    assert s.step_of(0.95) is None and s.step_of(float(sig[3]) * (1 + 5e-5)) == 3
+    assert s.step_of(float(sig[1])) == 1  # going back is found too
+
+
+def test_session_segment_and_wan22_split_from_sigmas():
+    r = resolve("wan2.2_t2v_A14B", steps=20, schedule_steps=20)
+    sig = [1.0 - i / 20 for i in range(21)]
+    hi = MagCacheSession(r, schedule_steps=20).fresh()
+    hi.start(sig[:9])
+    assert (hi.first_step, hi.split_step) == (0, 8) and "high-noise" in hi.split_source
+    lo = MagCacheSession(r, schedule_steps=20).fresh()
+    lo.start(sig[8:])
+    assert (lo.first_step, lo.split_step) == (8, 8)
+    one = MagCacheSession(resolve("wan2.2_t2v_A14B", steps=20)).fresh()
+    one.start(sig)
+    assert one.split_step == sum(1 for v in sig[:-1] if v >= 0.875) and "boundary" in one.split_source
+
+
+def test_session_residuals_keyed_by_cond_uuid():
+    """Two positive conds (different uuids) of one branch keep their own residuals."""
+    r = resolve("wan2.1_t2v_1.3B", steps=10, thresh=0.5, k=3, retention=0.0)
+    s = MagCacheSession(r).fresh()
+    sig = [1.0 - i / 10 for i in range(11)]
+    s.start(sig)
+    seen_skip = False
+    for i in range(10):
+        x = torch.randint(-8, 8, (3, 2, 4)).double()   # integers: every sum below is exact
+        plan = s.plan_call(sig[i], [0, 0, 1], ["a", "b", "u"], 3)
+        xb = plan.enter(x)
+        y = xb + torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)[plan.compute_rows].view(-1, 1, 1) \
+            if plan.subset else xb + torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64).view(-1, 1, 1)
+        out = plan.leave(xb if plan.all_skip else y)
+        # each row gets its own offset back, computed or from its own key's residual
+        assert torch.equal(out - x, torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64).view(-1, 1, 1)
+                           .expand_as(x))
+        seen_skip |= bool(plan.skip)
+    assert seen_skip
+    rep = s.finish(False)
+    assert rep["skipped_calls"] > 0 and not s.run.has_residual(0, "a")
+
+
+def test_preset_split_for_is_official():
+    p = get_preset("wan2.2_i2v_A14B")
+    assert p.split_for(25) == 10 and p.split_for(40) == 15 and get_preset("wan2.1_t2v_1.3B").split_for(25) is None
+
+
+# ---------------------------------------------------------------- auto from a checkpoint's header
+def _shapes(variant, prefix="", **kw):
+    from tinywan.build import random_state_dict
+    return {prefix + k: tuple(v.shape) for k, v in random_state_dict(variant=variant, **kw).items()}
+
+
+def test_wan_model_from_shapes_and_detection():
+    from magcache.resolve import wan_model_from_shapes
+    assert wan_model_from_shapes(_shapes("t2v")) == {"dim": 128, "in_dim": 16, "model_type": "t2v"}
+    assert wan_model_from_shapes(_shapes("i2v", "model.diffusion_model.")) == \
+        {"dim": 128, "in_dim": 36, "model_type": "i2v"}
+    big = {"head.modulation": (1, 2, 5120), "patch_embedding.weight": (5120, 16, 1, 2, 2),
+           "vace_patch_embedding.weight": (5120, 96, 1, 2, 2)}
+    assert resolve("auto", steps=20, model=wan_model_from_shapes(big)).name == "wan2.1_vace_14B"
+    with pytest.raises(ValueError, match="^unet_name: not a Wan"):
+        wan_model_from_shapes({"x.weight": (2, 2)}, "unet_name")
+
+
+def test_safetensors_header_only(tmp_path):
+    import json
+    import struct
+    from magcache.resolve import safetensors_shapes
+    header = {"head.modulation": {"dtype": "F32", "shape": [1, 2, 1536], "data_offsets": [0, 12288]},
+              "__metadata__": {"format": "pt"}}
+    raw = json.dumps(header).encode()
+    f = tmp_path / "m.safetensors"
+    f.write_bytes(struct.pack("<Q", len(raw)) + raw)   # no tensor data: only the header is read
+    assert safetensors_shapes(str(f)) == {"head.modulation": (1, 2, 1536)}
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\xff" * 16)
+    with pytest.raises(ValueError, match="^unet_name: "):
+        safetensors_shapes(str(bad), "unet_name")
