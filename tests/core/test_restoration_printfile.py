@@ -129,8 +129,8 @@ def test_print_files_round_trip_and_pdf(parts, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp or spool files left
 
 
-@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils (pdftoppm) not installed")
 def test_pdf_renders_in_poppler(parts, tmp_path):
+    assert shutil.which("pdftoppm"), "poppler-utils (pdftoppm) not installed: scripts/setup.sh hosts installs it"
     img, filled, used = parts
     laid = layout(separate(filled, img, used, 600), 600, mirror=False)
     export_layers(tmp_path, laid, 600)

@@ -41,8 +41,7 @@ def test_host_imports_resolve_to_server_root(path):
 @pytest.mark.parametrize("path", JS, ids=[p.name for p in JS])
 def test_js_syntax(path, tmp_path):
     node = shutil.which("node")
-    if node is None:
-        pytest.skip("node not installed")
+    assert node is not None, "node (Node.js) not on PATH: apt-get install -y nodejs (scripts/setup.sh hosts does it)"
     mod = tmp_path / (path.stem + ".mjs")
     mod.write_text(path.read_text())
     r = subprocess.run([node, "--check", str(mod)], capture_output=True, text=True)
