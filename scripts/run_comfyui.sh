@@ -2,6 +2,7 @@
 # Start a local ComfyUI with this pack linked into its custom_nodes, on 127.0.0.1.
 #   COMFYUI_DIR  the ComfyUI tree (default: the last tree of scripts/hosts.sh, the copy of v0.8.0 made for the
 #                host tier); the server runs in that tree's own venv (made by scripts/setup.sh hosts when missing)
+#   COMFYUI_PYTHON  the Python to run the server with instead (one that has the tree's requirements)
 #   PORT         the port (default 8188; COMFYUI_PORT is read too)
 #   extra arguments go to ComfyUI's main.py (e.g. --highvram); --cpu is added when torch sees no GPU.
 # The pack is linked as $COMFYUI_DIR/custom_nodes/ComfyUI-Atelier (a symlink to this checkout) unless a
@@ -13,9 +14,11 @@ COMFY="${COMFYUI_DIR:-}"
 if [ -z "$COMFY" ]; then COMFY=$(bash "$REPO/scripts/hosts.sh" | tail -n 1); fi
 PORT="${PORT:-${COMFYUI_PORT:-8188}}"
 [ -f "$COMFY/main.py" ] || { echo "no ComfyUI at $COMFY (set COMFYUI_DIR)" >&2; exit 1; }
-VENV=$(bash "$REPO/scripts/hosts.sh" --venv "$COMFY")
-if [ ! -x "$VENV/bin/python" ]; then COMFYUI_DIR="$COMFY" bash "$REPO/scripts/setup.sh" hosts; fi
-PY="$VENV/bin/python"
+if [ -n "${COMFYUI_PYTHON:-}" ]; then PY=$COMFYUI_PYTHON; else
+  VENV=$(bash "$REPO/scripts/hosts.sh" --venv "$COMFY")
+  if [ ! -x "$VENV/bin/python" ]; then COMFYUI_DIR="$COMFY" bash "$REPO/scripts/setup.sh" hosts; fi
+  PY="$VENV/bin/python"
+fi
 CN="$COMFY/custom_nodes"
 mkdir -p "$CN"
 linked=""

@@ -27,7 +27,7 @@ def fake_tree(tmp_path, sleep=None):
 
 
 def start(tree):
-    env = dict(os.environ, COMFYUI_DIR=str(tree), PYTHON=sys.executable, PORT="8999")
+    env = dict(os.environ, COMFYUI_DIR=str(tree), COMFYUI_PYTHON=sys.executable, PORT="8999")
     return subprocess.Popen(["bash", str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 
