@@ -5,7 +5,7 @@ with an overlap larger than the biggest morphological reach, so they equal the u
 exactly. Thresholds are applied per tile; the decisions that need whole components (hysteresis,
 region contrast, split length) run on full-size uint8/int32 maps only.
 """
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -28,11 +28,26 @@ class DetectConfig:
     light_low: float = 10.0
     light_high: float = 15.0
     light_min_px: int = 6
-    ground_rgb: tuple = None                       # None -> auto (top 1 % L* with C* < 30)
+    ground_rgb: tuple = None                       # None -> estimated from loss candidates (auto_ground)
     ground_seed_de: float = 7.0
     ground_grow_de: float = 14.0
     loss_contrast_de: float = 8.0
     loss_ring_px: int = 3
+    flat_grad: float = 3.0                         # Lab units / px: below this a pixel is "flat"
+    loss_max_chroma: float = 35.0                  # C*: exposed grounds and old fills are low-chroma
+    loss_edge_frac: float = 0.6                    # share of a loss's ring that must show a sharp edge
+    loss_edge_rel: float = 0.25                    # "sharp": gradient >= this x the loss's contrast per px
+    loss_flat_std: float = 4.0                     # L* std inside a loss (paint is textured, grounds flat)
+    loss_max_share: float = 0.2                    # a component covering more of the picture is no loss
+    loss_border_frac: float = 0.3                  # at most this share of a loss's outline on the image border
+    loss_grow_px: int = 1                          # a loss grows (by colour) at most this far from its seed
+    auto_seed_de: float = 4.5                      # seed dE00 to a ground estimated from the losses themselves
+    ground_cluster_de: float = 6.0                 # candidates within this dE00 share a ground colour
+    ground_min_regions: int = 3                    # candidates needed before a colour counts as a ground
+    ground_min_L: float = 20.0                     # grounds (gesso, bole, imprimatura, wood) are not black
+    ground_vote_mm2: float = 0.03                  # candidates that vote for a ground: at least this large ...
+    ground_vote_std: float = 2.0                   # ... and this flat (L* std): small flat paint patches do not vote
+    auto_grounds: int = 1                          # ground colours estimated (give ground_rgb for another)
     split_min_length_mm: float = 50.0
     split_min_width_mm: float = 0.2
     split_radius_mm: float = 0.25
@@ -67,16 +82,160 @@ def lab_of(img_np):
     return rgb_to_lab(torch.from_numpy(a)).numpy()
 
 
-def auto_ground(img, max_px=2_000_000):
-    """Median Lab of the brightest 1 % (L*) among pixels with C* < 30, as sRGB (spec N2 auto mode)."""
+def lab_grad(lab):
+    """(H, W, 3) float32 Lab -> (H, W) float32 colour gradient magnitude in Lab units per px (Sobel / 8)."""
+    import cv2
+    g = np.zeros(lab.shape[:2], np.float32)
+    for c in range(3):
+        ch = np.ascontiguousarray(lab[..., c])
+        gx = cv2.Sobel(ch, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+        gy = cv2.Sobel(ch, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+        g += gx * gx + gy * gy
+    return np.sqrt(g)
+
+
+def component_features(img, labels, grad_max, cfg, tile=2048, core=None, exclude=None):
+    """Per component of ``labels`` (int32 (H, W), 0 = none, N = max) the evidence that it is a loss.
+
+    grad_max: (H, W) colour gradient (Lab units / px), already max-filtered over 3 x 3 (any dtype; in
+    units of 1/RESP_SCALE when uint8); core: optional (H, W) bool, the pixels whose colour describes
+    the component (its seeds; the anti-aliased rim is left out of ``lab`` and ``std_L``); exclude:
+    optional (H, W) bool, pixels left out of the ring (thin dark lines: a paint island between cracks
+    has the same paint beyond its cracks, so it is no loss). Returns a dict of (N + 1,) float64 arrays: ``n`` (px),
+    ``lab`` (N + 1, 3) mean inside, ``std_L``, ``ring_lab``, ``n_ring`` (``cfg.loss_ring_px`` ring),
+    ``contrast`` (dE00 inside vs ring), ``edge_frac`` (share of the 1 px ring where a gradient of at
+    least ``loss_edge_rel`` x contrast lies within 1 px: an edge all round), ``border_frac`` (share of
+    the outline on the image border), ``chroma`` (C* inside). Computed tile by tile (exact).
+    """
+    n = int(labels.max())
+    s_in = np.zeros((n + 1, 3)); s_ring = np.zeros((n + 1, 3)); s_l2 = np.zeros(n + 1)
+    c_in = np.zeros(n + 1); c_ring = np.zeros(n + 1)
+    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, cfg.loss_ring_px, tile):
+        lab = lab_of(img[y0:y1, x0:x1]).reshape(-1, 3).astype(np.float64)
+        sel = L > 0
+        if core is not None:
+            sel &= core[y0:y1, x0:x1].ravel()
+        Ls, labs = L[sel], lab[sel]
+        for ch in range(3):
+            s_in[:, ch] += np.bincount(Ls, labs[:, ch], minlength=n + 1)
+        s_l2 += np.bincount(Ls, labs[:, 0] ** 2, minlength=n + 1)
+        c_in += np.bincount(Ls, minlength=n + 1)
+        if exclude is not None:
+            ring = ring & ~exclude[y0:y1, x0:x1].ravel()
+        R = dil[ring]
+        for ch in range(3):
+            s_ring[:, ch] += np.bincount(R, lab[ring, ch], minlength=n + 1)
+        c_ring += np.bincount(R, minlength=n + 1)
+    if core is not None:
+        c_core = c_in
+        c_in = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+    else:
+        c_core = c_in
+    inside = s_in / np.maximum(c_core, 1)[:, None]
+    ringm = s_ring / np.maximum(c_ring, 1)[:, None]
+    std_l = np.sqrt(np.maximum(s_l2 / np.maximum(c_core, 1) - inside[:, 0] ** 2, 0))
+    contrast = ciede2000(torch.from_numpy(inside), torch.from_numpy(ringm)).numpy()
+    contrast[c_ring == 0] = 0
+    scale = RESP_SCALE if grad_max.dtype == np.uint8 else 1.0
+    thr = cfg.loss_edge_rel * contrast * scale
+    hit, tot = np.zeros(n + 1), np.zeros(n + 1)
+    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, 1, tile):
+        R = dil[ring]
+        g = grad_max[y0:y1, x0:x1].ravel()[ring]
+        tot += np.bincount(R, minlength=n + 1)
+        hit += np.bincount(R, (g >= thr[R]).astype(np.float64), minlength=n + 1)
+    h, w = labels.shape
+    edge_px = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]]) if h > 1 and w > 1 \
+        else labels.ravel()
+    b = np.bincount(edge_px, minlength=n + 1).astype(np.float64)
+    return {"n": c_in, "lab": inside, "std_L": std_l, "ring_lab": ringm, "n_ring": c_ring, "contrast": contrast,
+            "edge_frac": hit / np.maximum(tot, 1), "border_frac": b / np.maximum(b + tot, 1),
+            "chroma": np.hypot(inside[:, 1], inside[:, 2])}
+
+
+def loss_signature(f, total_px, cfg):
+    """Boolean (N + 1,) per component: has the signature of missing paint (a contrast to its own
+    surroundings, an edge all round, a flat interior, not a background that fills the picture or runs
+    along its border). ``f`` from :func:`component_features`; index 0 is False."""
+    ok = (f["n_ring"] > 0) & (f["contrast"] > cfg.loss_contrast_de) & (f["edge_frac"] >= cfg.loss_edge_frac)
+    ok &= (f["std_L"] <= cfg.loss_flat_std) & (f["n"] <= cfg.loss_max_share * total_px)
+    ok &= f["border_frac"] <= cfg.loss_border_frac
+    ok[0] = False
+    return ok
+
+
+def ground_candidates(img, dpi, cfg=None, max_px=4_000_000):
+    """Loss candidates found without any ground colour, on the scan subsampled to ``max_px`` at most.
+
+    A candidate is a connected flat (colour gradient < ``flat_grad``), low-chroma (C* <=
+    ``loss_max_chroma``) area with the loss signature of :func:`loss_signature`. Returns ``(lab (K, 3),
+    n_px (K,))`` float64, the mean Lab and size of each candidate (K may be 0).
+    """
+    from scipy import ndimage
+    cfg = cfg or DetectConfig()
+    import cv2
+    step = max(1, int(np.ceil((img.shape[0] * img.shape[1] / max_px) ** 0.5)))
+    sub = np.ascontiguousarray(img[::step, ::step])
+    lab = lab_of(sub)
+    g = lab_grad(lab)
+    cand = (g < cfg.flat_grad) & (np.hypot(lab[..., 1], lab[..., 2]) <= cfg.loss_max_chroma)
+    cand &= lab[..., 0] >= cfg.ground_min_L
+    L = np.ascontiguousarray(lab[..., 0])
+    thin_dark = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(max(1, mm_to_px(0.085, dpi / step, 1)))) >= cfg.crack_low
+    labels, n = ndimage.label(cand, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros((0, 3)), np.zeros(0)
+    min_px = max(3, int(cfg.ground_vote_mm2 * (dpi / step / 25.4) ** 2))  # at the subsampled scale
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = (sizes >= min_px) & (sizes <= cfg.loss_max_share * labels.size)
+    keep[0] = False
+    remap = np.zeros(n + 1, np.int32)
+    remap[keep] = np.arange(1, int(keep.sum()) + 1)
+    labels = remap[labels]
+    if labels.max() == 0:
+        return np.zeros((0, 3)), np.zeros(0)
+    f = component_features(sub, labels, cv2.dilate(g, np.ones((3, 3), np.uint8)), cfg, tile=0, exclude=thin_dark)
+    ok = loss_signature(f, labels.size, cfg) & (f["std_L"] <= cfg.ground_vote_std)
+    return f["lab"][ok], f["n"][ok] * step * step
+
+
+def estimate_grounds(lab, n_px, cfg=None, max_grounds=2):
+    """Ground colours from loss candidates: colour modes shared by several candidates.
+
+    lab: (K, 3) candidate mean Lab; n_px: (K,) sizes. Returns a list (at most ``max_grounds``) of
+    ``{"lab": [L, a, b], "rgb": [r, g, b], "support": regions}`` ordered by support; a mode with fewer
+    than ``ground_min_regions`` candidates is still returned (support tells how much it is worth), an
+    empty list when there is no candidate.
+    """
     from .color import lab_to_rgb
-    step = max(1, int((img.shape[0] * img.shape[1] / max_px) ** 0.5))
-    lab = lab_of(img[::step, ::step]).reshape(-1, 3)
-    c = np.hypot(lab[:, 1], lab[:, 2])
-    cand = lab[c < 30] if (c < 30).any() else lab
-    thr = np.quantile(cand[:, 0], 0.99)
-    med = np.median(cand[cand[:, 0] >= thr], axis=0)
-    return tuple(float(v) for v in lab_to_rgb(torch.tensor(med, dtype=torch.float64)).tolist())
+    cfg = cfg or DetectConfig()
+    lab = np.asarray(lab, np.float64)
+    out = []
+    alive = np.ones(len(lab), bool)
+    if len(lab) > 3000:  # bound the K x K comparison: keep the largest candidates
+        alive[np.argsort(-np.asarray(n_px), kind="stable")[3000:]] = False
+    while alive.any() and len(out) < max_grounds:
+        idx = np.nonzero(alive)[0]
+        t = torch.from_numpy(lab[idx])
+        d = ciede2000(t[:, None, :], t[None, :, :]).numpy()
+        near = d < cfg.ground_cluster_de
+        support = near.sum(1)
+        best = int(np.argmax(support))
+        members = idx[near[best]]
+        med = np.median(lab[members], axis=0)
+        out.append({"lab": [float(v) for v in med],
+                    "rgb": [float(v) for v in lab_to_rgb(torch.tensor(med, dtype=torch.float64)).tolist()],
+                    "support": int(len(members))})
+        alive[members] = False
+    return out
+
+
+def auto_ground(img, max_px=4_000_000, dpi=600.0, cfg=None):
+    """The ground colour (sRGB tuple) of the best-supported colour mode among loss candidates
+    (:func:`ground_candidates`), or None when no candidate is found. Not a global guess: only areas
+    with the loss signature vote."""
+    g = estimate_grounds(*ground_candidates(img, dpi, cfg, max_px), cfg)
+    return tuple(g[0]["rgb"]) if g else None
 
 
 def _hysteresis(low, high, min_px=1):
@@ -143,6 +302,43 @@ def label_ring_fraction(labels, flag, ring_px, tile=2048):
     return hit / np.maximum(tot, 1)
 
 
+# evidence bits of the per-pixel ``evidence`` map (uint8) returned by :func:`detect_damage`; the review
+# (:mod:`restoration.review`) turns them into reasons
+EVIDENCE = {"ground_confirmed": 1,   # colour of a ground given by the user or shared by several candidates
+            "ground_unconfirmed": 2,  # colour of a single candidate only: no ground confirmed on the scan
+            "low_contrast": 4,        # contrast to its surroundings below 1.5 x loss_contrast_de
+            "weak_edge": 8,           # sharp edge on less than 85 % of its outline
+            "textured": 16}           # interior less flat than a ground usually is
+
+
+def loss_confidence(f, grounds, cfg):
+    """Per loss component a confidence in 0..255 (uint8) and evidence bits (uint8, :data:`EVIDENCE`).
+
+    confidence = support x contrast margin x edge share, where support is 1 for a ground given by the
+    user or shared by ``ground_min_regions`` candidates and 0.5 otherwise, the contrast margin
+    sqrt(min(1, contrast / (2 loss_contrast_de))) and the edge share ``edge_frac``.
+    """
+    n = len(f["n"])
+    lab = torch.from_numpy(f["lab"])
+    support = np.zeros(n)
+    confirmed = np.zeros(n, bool)
+    best = np.full(n, np.inf)
+    for g in grounds:
+        d = ciede2000(lab, torch.tensor(g["lab"], dtype=torch.float64)).numpy()
+        closer = d < best
+        best = np.where(closer, d, best)
+        ok = g["support"] < 0 or g["support"] >= cfg.ground_min_regions
+        confirmed = np.where(closer, ok, confirmed)
+    support = np.where(confirmed, 1.0, 0.5)
+    margin = np.sqrt(np.clip(f["contrast"] / (2 * cfg.loss_contrast_de), 0, 1))
+    conf = support * margin * np.clip(f["edge_frac"], 0, 1)
+    bits = np.where(confirmed, EVIDENCE["ground_confirmed"], EVIDENCE["ground_unconfirmed"])
+    bits = bits | np.where(f["contrast"] < 1.5 * cfg.loss_contrast_de, EVIDENCE["low_contrast"], 0)
+    bits = bits | np.where(f["edge_frac"] < 0.85, EVIDENCE["weak_edge"], 0)
+    bits = bits | np.where(f["std_L"] > 0.6 * cfg.loss_flat_std, EVIDENCE["textured"], 0)
+    return np.clip(np.round(conf * 255), 0, 255).astype(np.uint8), bits.astype(np.uint8)
+
+
 def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
     """Detect damage classes on an sRGB scan.
 
@@ -157,14 +353,27 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
     from scipy import ndimage
     cfg.validate()
     h, w, _ = img.shape
-    ground = cfg.ground_rgb if cfg.ground_rgb is not None else auto_ground(img)
-    ground_lab = rgb_to_lab(torch.tensor(ground, dtype=torch.float32))
+    if cfg.ground_rgb is not None:  # given by the user: a confirmed ground
+        g_lab = rgb_to_lab(torch.tensor(cfg.ground_rgb, dtype=torch.float64))
+        grounds = [{"lab": [float(v) for v in g_lab], "rgb": [float(v) for v in cfg.ground_rgb], "support": -1}]
+    else:
+        grounds = estimate_grounds(*ground_candidates(img, dpi, cfg), cfg, cfg.auto_grounds)
+        if not grounds:  # no ground confirmed: every candidate with the loss signature still counts (unsure)
+            relaxed = replace(cfg, ground_vote_mm2=0.0, ground_vote_std=cfg.loss_flat_std)
+            grounds = [dict(g, support=0) for g in
+                       estimate_grounds(*ground_candidates(img, dpi, relaxed), relaxed, cfg.auto_grounds)]
+    ground_labs = [torch.tensor(g["lab"], dtype=torch.float32) for g in grounds]
+    seed_de = cfg.ground_seed_de if cfg.ground_rgb is not None else min(cfg.auto_seed_de, cfg.ground_seed_de)
     cr = sorted({mm_to_px(r, dpi, 1) for r in cfg.crack_radii_mm})
     lr = sorted({mm_to_px(r, dpi, 1) for r in cfg.light_radii_mm})
     sr = mm_to_px(cfg.split_radius_mm, dpi, 2)
     overlap = 2 * max(cr + lr + [sr]) + 2
-    masks = {k: np.zeros((h, w), bool) for k in ("crack_lo", "crack_hi", "light_lo", "light_hi",
-                                                   "seed", "grow", "split")}
+    overlap = max(overlap, cfg.loss_grow_px + 2)
+    masks = {k: np.zeros((h, w), bool) for k in ("crack_lo", "crack_hi", "light_lo", "light_hi", "split")}
+    seeds = [np.zeros((h, w), bool) for _ in grounds]   # per ground: a loss belongs to one ground colour
+    grows = [np.zeros((h, w), bool) for _ in grounds]
+    grad_max = np.zeros((h, w), np.uint8)  # 3 x 3 max of the Lab gradient, 1/RESP_SCALE units
+    disk_grow = _disk(max(1, cfg.loss_grow_px))
     resp = {k: np.zeros((h, w), np.uint8) for k in ("crack_dark", "light", "ground_de", "split")}
     boxes = list(tile_boxes(h, w, cfg.tile, overlap))
     for i, (y0, y1, x0, x1, py0, py1, px0, px1) in enumerate(boxes):
@@ -172,16 +381,31 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
         L = np.ascontiguousarray(lab[..., 0])
         sl = (slice(y0 - py0, y1 - py0), slice(x0 - px0, x1 - px0))
         out = (slice(y0, y1), slice(x0, x1))
-        bh = np.max([cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(r)) for r in cr], 0)[sl]
+        bhs = [cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(r)) for r in cr]
+        thin = bhs[0] >= cfg.crack_low  # thin dark lines (cracks) never seed a loss
+        bh = np.max(bhs, 0)[sl]
+        del bhs
         th = np.max([cv2.morphologyEx(L, cv2.MORPH_TOPHAT, _disk(r)) for r in lr], 0)[sl]
         sp = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(sr))[sl]
-        de = ciede2000(torch.from_numpy(lab[sl]), ground_lab).numpy()
+        if ground_labs:
+            lab_t = torch.from_numpy(lab)
+            de = None
+            for j, gl in enumerate(ground_labs):
+                dj = ciede2000(lab_t, gl).numpy()
+                seed = (dj < seed_de) & ~thin
+                # a loss grows by colour only a few px from its seed: no flooding into similar paint
+                grow = (dj < cfg.ground_grow_de) & (cv2.dilate(seed.view(np.uint8), disk_grow) > 0)
+                seeds[j][out] = seed[sl]
+                grows[j][out] = grow[sl]
+                de = dj if de is None else np.minimum(de, dj)
+            de = de[sl]
+        else:
+            de = np.full((y1 - y0, x1 - x0), 255.0 / RESP_SCALE, np.float32)
+        grad_max[out] = np.clip(cv2.dilate(lab_grad(lab), np.ones((3, 3), np.uint8))[sl] * RESP_SCALE, 0, 255)
         masks["crack_lo"][out] = bh >= cfg.crack_low
         masks["crack_hi"][out] = bh >= cfg.crack_high
         masks["light_lo"][out] = th >= cfg.light_low
         masks["light_hi"][out] = th >= cfg.light_high
-        masks["seed"][out] = de < cfg.ground_seed_de
-        masks["grow"][out] = de < cfg.ground_grow_de
         masks["split"][out] = sp >= cfg.split_low
         resp["crack_dark"][out] = np.clip(bh * RESP_SCALE, 0, 255)
         resp["light"][out] = np.clip(th * RESP_SCALE, 0, 255)
@@ -190,16 +414,30 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
         if progress:
             progress(i + 1, len(boxes))
     st = np.ones((3, 3), bool)
-    # losses: ground-coloured seeds grown by hysteresis, then the region contrast gate
-    loss = _hysteresis(masks.pop("grow"), masks.pop("seed"))
-    lab_l, n_l = ndimage.label(loss, structure=st)
-    if n_l:
-        inside, ring, _, n_ring = label_ring_means(img, lab_l, cfg.loss_ring_px, cfg.tile)
-        contrast = ciede2000(torch.from_numpy(inside), torch.from_numpy(ring)).numpy()
-        keep = (contrast > cfg.loss_contrast_de) | (n_ring == 0)
-        keep[0] = False
-        loss = keep[lab_l]
-    del lab_l
+    # losses: seeds of a ground colour (estimated from loss candidates only) grown a few px by colour,
+    # then each component must show the signature of missing paint against its own surroundings
+    confidence = np.zeros((h, w), np.uint8)
+    evidence = np.zeros((h, w), np.uint8)
+    loss = np.zeros((h, w), bool)
+    loss_stats = {"candidates": 0, "kept": 0}
+    for j in range(len(grounds)):
+        seed = seeds[j]
+        lab_l, n_l = ndimage.label(_hysteresis(grows[j], seed), structure=st)
+        grows[j] = None
+        if n_l == 0:
+            continue
+        f = component_features(img, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"])
+        keep = loss_signature(f, h * w, cfg)
+        conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
+        m = keep[lab_l]
+        better = m & (conf[lab_l] > confidence)
+        confidence[better] = conf[lab_l][better]
+        evidence[better] = bits[lab_l][better]
+        loss |= m
+        loss_stats["candidates"] += int(n_l)
+        loss_stats["kept"] += int(keep.sum())
+        del lab_l
+    del seeds, grows
     crack = _hysteresis(masks.pop("crack_lo"), masks.pop("crack_hi"), cfg.crack_min_px)
     light = _hysteresis(masks.pop("light_lo"), masks.pop("light_hi"), cfg.light_min_px)
     # a light spot largely ringed by craquelure is an intact paint island between cracks, not a defect.
@@ -236,10 +474,20 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
     classes[light] = CLASS_IDS["small_defect"]
     classes[loss] = CLASS_IDS["loss"]
     classes[split] = CLASS_IDS["support_split"]
+    # per-pixel confidence of the other classes (their regions get it in the review): a detected crack,
+    # split or small defect passed its own tests; losses keep theirs
+    for name, m in (("craquelure", crack & ~loss), ("small_defect", light & ~loss), ("support_split", split)):
+        confidence[m] = 255
+        evidence[m] = 0
+    confidence[classes == 0] = 0
+    evidence[classes == 0] = 0
     params = asdict(cfg)
-    params.update(ground_rgb=list(ground), ground_lab=[float(v) for v in ground_lab],
+    g0 = grounds[0] if grounds else None
+    params.update(ground_rgb=g0["rgb"] if g0 else None, ground_lab=g0["lab"] if g0 else None,
+                  grounds=grounds, loss_components=loss_stats,
                   radii_px={"crack": cr, "light": lr, "split": sr}, overlap_px=overlap)
-    return {"classes": classes, "responses": resp, "ground_rgb": list(ground), "params": params}
+    return {"classes": classes, "responses": resp, "ground_rgb": g0["rgb"] if g0 else None, "params": params,
+            "confidence": confidence, "evidence": evidence}
 
 
 def merge_user_mask(classes, add=None, remove=None, add_class="user"):
