@@ -42,6 +42,7 @@ class DetectConfig:
     loss_border_frac: float = 0.3                  # at most this share of a loss's outline on the image border
     loss_grow_px: int = 1                          # a loss grows (by colour) at most this far from its seed
     auto_seed_de: float = 4.5                      # seed dE00 to a ground estimated from the losses themselves
+    loss_match_de: float = 2.5                     # a loss's mean colour lies this close to its ground (else unsure)
     ground_cluster_de: float = 6.0                 # candidates within this dE00 share a ground colour
     ground_min_regions: int = 3                    # candidates needed before a colour counts as a ground
     ground_min_L: float = 20.0                     # grounds (gesso, bole, imprimatura, wood) are not black
@@ -308,14 +309,17 @@ EVIDENCE = {"ground_confirmed": 1,   # colour of a ground given by the user or s
             "ground_unconfirmed": 2,  # colour of a single candidate only: no ground confirmed on the scan
             "low_contrast": 4,        # contrast to its surroundings below 1.5 x loss_contrast_de
             "weak_edge": 8,           # sharp edge on less than 85 % of its outline
-            "textured": 16}           # interior less flat than a ground usually is
+            "textured": 16,           # interior less flat than a ground usually is
+            "colour_off": 32}         # mean colour further than loss_match_de from the ground colour
 
 
 def loss_confidence(f, grounds, cfg):
     """Per loss component a confidence in 0..255 (uint8) and evidence bits (uint8, :data:`EVIDENCE`).
 
-    confidence = support x contrast margin x edge share, where support is 1 for a ground given by the
-    user or shared by ``ground_min_regions`` candidates and 0.5 otherwise, the contrast margin
+    confidence = support x match x contrast margin x edge share, where support is 1 for a ground given
+    by the user or shared by ``ground_min_regions`` candidates and 0.5 otherwise, match is 1 when the
+    component's mean colour lies within ``loss_match_de`` of its ground and 0.5 otherwise (paint of a
+    similar colour: seeds reach ``auto_seed_de``, a loss's mean sits much closer), the contrast margin
     sqrt(min(1, contrast / (2 loss_contrast_de))) and the edge share ``edge_frac``.
     """
     n = len(f["n"])
@@ -330,12 +334,15 @@ def loss_confidence(f, grounds, cfg):
         ok = g["support"] < 0 or g["support"] >= cfg.ground_min_regions
         confirmed = np.where(closer, ok, confirmed)
     support = np.where(confirmed, 1.0, 0.5)
+    off = best > cfg.loss_match_de
+    support = support * np.where(off, 0.5, 1.0)
     margin = np.sqrt(np.clip(f["contrast"] / (2 * cfg.loss_contrast_de), 0, 1))
     conf = support * margin * np.clip(f["edge_frac"], 0, 1)
     bits = np.where(confirmed, EVIDENCE["ground_confirmed"], EVIDENCE["ground_unconfirmed"])
     bits = bits | np.where(f["contrast"] < 1.5 * cfg.loss_contrast_de, EVIDENCE["low_contrast"], 0)
     bits = bits | np.where(f["edge_frac"] < 0.85, EVIDENCE["weak_edge"], 0)
     bits = bits | np.where(f["std_L"] > 0.6 * cfg.loss_flat_std, EVIDENCE["textured"], 0)
+    bits = bits | np.where(off, EVIDENCE["colour_off"], 0)
     return np.clip(np.round(conf * 255), 0, 255).astype(np.uint8), bits.astype(np.uint8)
 
 

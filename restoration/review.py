@@ -46,7 +46,8 @@ REASONS = {"ground_confirmed": "colour of a ground shared by several losses (or 
            "ground_unconfirmed": "colour not confirmed as a ground on this scan",
            "low_contrast": "low contrast to the surrounding paint",
            "weak_edge": "no sharp edge along part of the outline",
-           "textured": "interior less flat than an exposed ground"}
+           "textured": "interior less flat than an exposed ground",
+           "colour_off": "mean colour off the ground colour (paint of a similar colour?)"}
 
 
 @dataclass(frozen=True)
