@@ -34,10 +34,12 @@ class DetectConfig:
     light_low: float = 10.0
     light_high: float = 15.0
     light_min_px: int = 6
+    light_texture_ratio: float = 4.0               # seed top-hat >= this x (1 + local mean black-hat): not grain/gloss
+    light_texture_low: float = 3.0                 # the same for the hysteresis low mask
     ground_rgb: tuple = None                       # None -> estimated from loss candidates (auto_ground)
     ground_seed_de: float = 7.0
     ground_grow_de: float = 14.0
-    loss_contrast_de: float = 8.0
+    loss_contrast_de: float = 6.0
     loss_ring_px: int = 3
     flat_grad: float = 3.0                         # Lab units / px: below this a pixel is "flat"
     loss_max_chroma: float = 35.0                  # C*: exposed grounds and old fills are low-chroma
@@ -47,7 +49,7 @@ class DetectConfig:
     loss_max_share: float = 0.2                    # a component covering more of the picture is no loss
     loss_border_frac: float = 0.3                  # at most this share of a loss's outline on the image border
     loss_grow_px: int = 1                          # a loss grows (by colour) at most this far from its seed
-    auto_seed_de: float = 4.5                      # seed dE00 to a ground estimated from the losses themselves
+    auto_seed_de: float = 3.5                      # seed dE00 to a ground estimated from the losses themselves
     loss_match_de: float = 2.5                     # a loss's mean colour lies this close to its ground (else unsure)
     ground_cluster_de: float = 6.0                 # candidates within this dE00 share a ground colour
     ground_min_regions: int = 8                    # candidates needed before a colour counts as a ground
@@ -446,6 +448,7 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
         # strokes are dark lines between light ones: their neighbourhood has a strong top-hat too)
         k = 2 * max(cr) + 1
         tex = cv2.boxFilter(thp, -1, (k, k), borderType=cv2.BORDER_REFLECT)[sl]
+        tex_dark = cv2.boxFilter(bhp, -1, (k, k), borderType=cv2.BORDER_REFLECT)[sl]  # the same for light defects
         bh, th = bhp[sl], thp[sl]
         del bhp, thp
         sp = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(sr))[sl]
@@ -466,8 +469,8 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
         grad_max[out] = np.clip(cv2.dilate(lab_grad(lab), np.ones((3, 3), np.uint8))[sl] * RESP_SCALE, 0, 255)
         masks["crack_lo"][out] = (bh >= cfg.crack_low) & (bh >= cfg.crack_texture_low * (1 + tex))
         masks["crack_hi"][out] = (bh >= cfg.crack_high) & (bh >= cfg.crack_texture_ratio * (1 + tex))
-        masks["light_lo"][out] = th >= cfg.light_low
-        masks["light_hi"][out] = th >= cfg.light_high
+        masks["light_lo"][out] = (th >= cfg.light_low) & (th >= cfg.light_texture_low * (1 + tex_dark))
+        masks["light_hi"][out] = (th >= cfg.light_high) & (th >= cfg.light_texture_ratio * (1 + tex_dark))
         masks["split"][out] = sp >= cfg.split_low
         resp["crack_dark"][out] = np.clip(bh * RESP_SCALE, 0, 255)
         resp["light"][out] = np.clip(th * RESP_SCALE, 0, 255)
