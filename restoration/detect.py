@@ -53,9 +53,12 @@ class DetectConfig:
     loss_match_de: float = 2.5                     # a loss's mean colour lies this close to its ground (else unsure)
     ground_cluster_de: float = 6.0                 # candidates within this dE00 share a ground colour
     ground_min_regions: int = 8                    # candidates needed before a colour counts as a ground
-    ground_min_L: float = 20.0                     # grounds (gesso, bole, imprimatura, wood) are not black
+    ground_min_L: float = 25.0                     # grounds (gesso, bole, imprimatura, wood) are not black
+    ground_hue_deg: tuple = (15.0, 110.0)          # a chromatic ground is warm (reds, browns, ochres, creams)
+    ground_neutral_chroma: float = 8.0             # below this C* any hue is a neutral (grey, white) ground
     ground_vote_mm2: float = 0.03                  # candidates that vote for a ground: at least this large ...
     ground_vote_std: float = 2.0                   # ... and this flat (L* std): small flat paint patches do not vote
+    ground_vote_same: float = 0.1                  # ... and its own colour on at most this share of its ring
     auto_grounds: int = 1                          # ground colours estimated (give ground_rgb for another)
     split_min_length_mm: float = 50.0
     split_min_width_mm: float = 0.2
@@ -205,6 +208,26 @@ def ground_candidates(img, dpi, cfg=None, max_px=2_000_000):
         return np.zeros((0, 3)), np.zeros(0)
     f = component_features(sub, labels, cv2.dilate(g, np.ones((3, 3), np.uint8)), cfg, tile=0, exclude=thin_dark)
     ok = loss_signature(f, labels.size, cfg) & (f["std_L"] <= cfg.ground_vote_std)
+    # a voter has different paint all round: a piece of a painted form cut off by cracks finds its own
+    # colour again beyond them (share of its ring, cracks left out, within max(loss_contrast_de, half its
+    # contrast))
+    # (the ring from 3 to 5 px out: the first pixels are the candidate's own rim, steep but its colour)
+    lf = labels.astype(np.float32)
+    dil = cv2.dilate(lf, np.ones((11, 11), np.uint8)).ravel().astype(np.int64)
+    near = cv2.dilate(lf, np.ones((5, 5), np.uint8)).ravel() > 0
+    ring = (dil > 0) & ~near & ~thin_dark.ravel()
+    R = dil[ring]
+    d = ciede2000(torch.from_numpy(lab.reshape(-1, 3)[ring].astype(np.float64)), torch.from_numpy(f["lab"][R])).numpy()
+    same = np.bincount(R, d < np.maximum(cfg.loss_contrast_de, 0.5 * f["contrast"][R]), minlength=len(ok)) / np.maximum(np.bincount(R, minlength=len(ok)), 1)
+    ok &= same <= cfg.ground_vote_same
+    # the colour of an exposed ground: gesso and chalk, bole and ochres, umber or grey imprimaturas,
+    # wood and canvas are neutral or warm (hue within ground_hue_deg) and not black; a dark purple or
+    # green flat passage is paint, however flat
+    lab_c = f["lab"]
+    hue = np.degrees(np.arctan2(lab_c[:, 2], lab_c[:, 1])) % 360
+    lo, hi = cfg.ground_hue_deg
+    warm = (hue >= lo) & (hue <= hi)
+    ok &= (lab_c[:, 0] >= cfg.ground_min_L) & ((f["chroma"] <= cfg.ground_neutral_chroma) | warm)
     return f["lab"][ok], f["n"][ok] * step * step
 
 
