@@ -159,6 +159,7 @@ def damage_image(clean: np.ndarray, seed: int = 0, cfg: DamageConfig = DamageCon
     dark = 0.35 + 0.25 * _smooth(rng, h, w, 40)
     img[crack] *= dark[crack][:, None]
     gt["craquelure"] = crack
+    gt["stain"] &= ~crack
     # losses: flakes between cracks and irregular losses, filled with a textured ground
     grounds = LIGHT_GROUNDS if cfg.ground == "light" else DARK_GROUNDS
     g = np.array(grounds[int(rng.integers(len(grounds)))], np.float32)
