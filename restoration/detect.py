@@ -1,9 +1,28 @@
-"""Damage detection per class on CIELAB, with response maps (spec section 4.2, N2).
+"""Damage detection per class on CIELAB, with response maps, a confidence and evidence (spec 4.2, N2).
 
-Local responses (black-hat / top-hat on L*, CIEDE2000 to the ground colour) are computed tile by tile
-with an overlap larger than the biggest morphological reach, so they equal the untiled result
-exactly. Thresholds are applied per tile; the decisions that need whole components (hysteresis,
-region contrast, split length) run on full-size uint8/int32 maps only.
+Losses are found by local evidence, not by one global colour (issue 11). A loss is a region that
+differs from its own surroundings with the signature of missing paint (:func:`loss_signature`): a
+contrast to the ring around it (thin dark lines left out of the ring, so a paint island between cracks
+is no loss), a sharp edge all round, a flat interior, not a background that fills the picture or runs
+along its border. The ground colour, when not given, is estimated only from such candidates
+(:func:`ground_candidates`, :func:`estimate_grounds`): flat low-chroma areas with the signature, large
+and flat enough, with different paint all round and a plausible ground colour (not black; neutral or
+warm), vote, and the colour most of them share is the ground. No candidate, no ground, no loss (other
+classes are unaffected; give ``ground_rgb`` to search for a ground colour anyway). A ground shared by
+fewer than ``ground_min_regions`` candidates is used but unconfirmed: its losses get half the
+confidence and go to review (:mod:`restoration.review`). Pixels within ``auto_seed_de`` of the ground
+seed a loss, which grows by colour at most ``loss_grow_px``; each component is then tested for the
+signature and given a confidence (:func:`loss_confidence`).
+
+Craquelure is a dark thin line that is dark relative to the local paint: black-hat on L* with a
+hysteresis whose thresholds also scale with the local mean top-hat (hair, fur, grass, wood grain and
+brush strokes are dark lines between light ones), then components too shallow or long and straight
+(outlines) are dropped (:func:`_crack_gate`). Light small defects (scratches) are the mirror image
+(top-hat against the local black-hat).
+
+Local responses are computed tile by tile with an overlap larger than the biggest morphological reach,
+so they equal the untiled result exactly; decisions that need whole components run on full-size
+uint8/int32 maps (component statistics walk the tiles, exactly).
 """
 from dataclasses import asdict, dataclass
 
@@ -15,7 +34,8 @@ from .color import ciede2000, rgb_to_lab
 from .scanio import mm_to_px
 from .tiles import tile_boxes
 
-RESP_SCALE = 4.0  # response maps are stored as uint8 in units of 0.25 L* / 0.25 dE00
+from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, estimate_grounds,  # noqa: F401
+                     ground_candidates, lab_grad, lab_of, loss_confidence, loss_signature)
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,16 @@ class DetectConfig:
                 raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
         if self.crack_low > self.crack_high or self.light_low > self.light_high:
             raise ValueError("hysteresis low threshold must be <= high threshold")
+        for k in ("auto_seed_de", "loss_contrast_de", "flat_grad", "loss_flat_std", "loss_match_de",
+                  "ground_cluster_de", "crack_min_depth", "crack_texture_ratio", "crack_texture_low",
+                  "light_texture_ratio", "light_texture_low", "crack_max_straight_mm"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
+        for k in ("loss_edge_frac", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
+            if not 0 <= getattr(self, k) <= 1:
+                raise ValueError(f"{k}={getattr(self, k)} must be in 0..1")
+        if self.auto_grounds < 1 or self.loss_grow_px < 0:
+            raise ValueError(f"auto_grounds={self.auto_grounds} must be >= 1 and loss_grow_px={self.loss_grow_px} >= 0")
         if self.ground_seed_de > self.ground_grow_de:
             raise ValueError("ground_seed_de must be <= ground_grow_de")
         if self.ground_rgb is not None and (len(self.ground_rgb) != 3 or not all(0 <= v <= 1 for v in self.ground_rgb)):
@@ -81,192 +111,12 @@ class DetectConfig:
         return self
 
 
-def _disk(r):
-    import cv2
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-
-
-def lab_of(img_np):
-    """(H, W, 3) float32 sRGB numpy -> (H, W, 3) float32 Lab numpy."""
-    a = np.ascontiguousarray(img_np, dtype=np.float32)
-    if not a.flags.writeable:
-        a = a.copy()
-    return rgb_to_lab(torch.from_numpy(a)).numpy()
-
-
-def lab_grad(lab):
-    """(H, W, 3) float32 Lab -> (H, W) float32 colour gradient magnitude in Lab units per px (Sobel / 8)."""
-    import cv2
-    g = np.zeros(lab.shape[:2], np.float32)
-    for c in range(3):
-        ch = np.ascontiguousarray(lab[..., c])
-        gx = cv2.Sobel(ch, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
-        gy = cv2.Sobel(ch, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
-        g += gx * gx + gy * gy
-    return np.sqrt(g)
-
-
-def component_features(img, labels, grad_max, cfg, tile=2048, core=None, exclude=None):
-    """Per component of ``labels`` (int32 (H, W), 0 = none, N = max) the evidence that it is a loss.
-
-    grad_max: (H, W) colour gradient (Lab units / px), already max-filtered over 3 x 3 (any dtype; in
-    units of 1/RESP_SCALE when uint8); core: optional (H, W) bool, the pixels whose colour describes
-    the component (its seeds; the anti-aliased rim is left out of ``lab`` and ``std_L``); exclude:
-    optional (H, W) bool, pixels left out of the ring (thin dark lines: a paint island between cracks
-    has the same paint beyond its cracks, so it is no loss). Returns a dict of (N + 1,) float64 arrays: ``n`` (px),
-    ``lab`` (N + 1, 3) mean inside, ``std_L``, ``ring_lab``, ``n_ring`` (``cfg.loss_ring_px`` ring),
-    ``contrast`` (dE00 inside vs ring), ``edge_frac`` (share of the 1 px ring where a gradient of at
-    least ``loss_edge_rel`` x contrast lies within 1 px: an edge all round), ``border_frac`` (share of
-    the outline on the image border), ``chroma`` (C* inside). Computed tile by tile (exact).
-    """
-    n = int(labels.max())
-    s_in = np.zeros((n + 1, 3)); s_ring = np.zeros((n + 1, 3)); s_l2 = np.zeros(n + 1)
-    c_in = np.zeros(n + 1); c_ring = np.zeros(n + 1)
-    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, cfg.loss_ring_px, tile):
-        lab = lab_of(img[y0:y1, x0:x1]).reshape(-1, 3).astype(np.float64)
-        sel = L > 0
-        if core is not None:
-            sel &= core[y0:y1, x0:x1].ravel()
-        Ls, labs = L[sel], lab[sel]
-        for ch in range(3):
-            s_in[:, ch] += np.bincount(Ls, labs[:, ch], minlength=n + 1)
-        s_l2 += np.bincount(Ls, labs[:, 0] ** 2, minlength=n + 1)
-        c_in += np.bincount(Ls, minlength=n + 1)
-        if exclude is not None:
-            ring = ring & ~exclude[y0:y1, x0:x1].ravel()
-        R = dil[ring]
-        for ch in range(3):
-            s_ring[:, ch] += np.bincount(R, lab[ring, ch], minlength=n + 1)
-        c_ring += np.bincount(R, minlength=n + 1)
-    if core is not None:
-        c_core = c_in
-        c_in = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
-    else:
-        c_core = c_in
-    inside = s_in / np.maximum(c_core, 1)[:, None]
-    ringm = s_ring / np.maximum(c_ring, 1)[:, None]
-    std_l = np.sqrt(np.maximum(s_l2 / np.maximum(c_core, 1) - inside[:, 0] ** 2, 0))
-    contrast = ciede2000(torch.from_numpy(inside), torch.from_numpy(ringm)).numpy()
-    contrast[c_ring == 0] = 0
-    scale = RESP_SCALE if grad_max.dtype == np.uint8 else 1.0
-    thr = cfg.loss_edge_rel * contrast * scale
-    hit, tot = np.zeros(n + 1), np.zeros(n + 1)
-    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, 1, tile):
-        R = dil[ring]
-        g = grad_max[y0:y1, x0:x1].ravel()[ring]
-        tot += np.bincount(R, minlength=n + 1)
-        hit += np.bincount(R, (g >= thr[R]).astype(np.float64), minlength=n + 1)
-    h, w = labels.shape
-    edge_px = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]]) if h > 1 and w > 1 \
-        else labels.ravel()
-    b = np.bincount(edge_px, minlength=n + 1).astype(np.float64)
-    return {"n": c_in, "lab": inside, "std_L": std_l, "ring_lab": ringm, "n_ring": c_ring, "contrast": contrast,
-            "edge_frac": hit / np.maximum(tot, 1), "border_frac": b / np.maximum(b + tot, 1),
-            "chroma": np.hypot(inside[:, 1], inside[:, 2])}
-
-
-def loss_signature(f, total_px, cfg):
-    """Boolean (N + 1,) per component: has the signature of missing paint (a contrast to its own
-    surroundings, an edge all round, a flat interior, not a background that fills the picture or runs
-    along its border). ``f`` from :func:`component_features`; index 0 is False."""
-    ok = (f["n_ring"] > 0) & (f["contrast"] > cfg.loss_contrast_de) & (f["edge_frac"] >= cfg.loss_edge_frac)
-    ok &= (f["std_L"] <= cfg.loss_flat_std) & (f["n"] <= cfg.loss_max_share * total_px)
-    ok &= f["border_frac"] <= cfg.loss_border_frac
-    ok[0] = False
-    return ok
-
-
-def ground_candidates(img, dpi, cfg=None, max_px=2_000_000):
-    """Loss candidates found without any ground colour, on the scan subsampled to ``max_px`` at most.
-
-    A candidate is a connected flat (colour gradient < ``flat_grad``), low-chroma (C* <=
-    ``loss_max_chroma``) area with the loss signature of :func:`loss_signature`. Returns ``(lab (K, 3),
-    n_px (K,))`` float64, the mean Lab and size of each candidate (K may be 0).
-    """
-    from scipy import ndimage
-    cfg = cfg or DetectConfig()
-    import cv2
-    step = max(1, int(np.ceil((img.shape[0] * img.shape[1] / max_px) ** 0.5)))
-    sub = np.ascontiguousarray(img[::step, ::step])
-    lab = lab_of(sub)
-    g = lab_grad(lab)
-    cand = (g < cfg.flat_grad) & (np.hypot(lab[..., 1], lab[..., 2]) <= cfg.loss_max_chroma)
-    cand &= lab[..., 0] >= cfg.ground_min_L
-    L = np.ascontiguousarray(lab[..., 0])
-    thin_dark = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(max(1, mm_to_px(0.085, dpi / step, 1)))) >= cfg.crack_low
-    labels, n = ndimage.label(cand, structure=np.ones((3, 3), bool))
-    if n == 0:
-        return np.zeros((0, 3)), np.zeros(0)
-    min_px = max(3, int(cfg.ground_vote_mm2 * (dpi / step / 25.4) ** 2))  # at the subsampled scale
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = (sizes >= min_px) & (sizes <= cfg.loss_max_share * labels.size)
-    keep[0] = False
-    remap = np.zeros(n + 1, np.int32)
-    remap[keep] = np.arange(1, int(keep.sum()) + 1)
-    labels = remap[labels]
-    if labels.max() == 0:
-        return np.zeros((0, 3)), np.zeros(0)
-    f = component_features(sub, labels, cv2.dilate(g, np.ones((3, 3), np.uint8)), cfg, tile=0, exclude=thin_dark)
-    ok = loss_signature(f, labels.size, cfg) & (f["std_L"] <= cfg.ground_vote_std)
-    # a voter has different paint all round: a piece of a painted form cut off by cracks finds its own
-    # colour again beyond them (share of its ring, cracks left out, within max(loss_contrast_de, half its
-    # contrast))
-    # (the ring from 3 to 5 px out: the first pixels are the candidate's own rim, steep but its colour)
-    lf = labels.astype(np.float32)
-    dil = cv2.dilate(lf, np.ones((11, 11), np.uint8)).ravel().astype(np.int64)
-    near = cv2.dilate(lf, np.ones((5, 5), np.uint8)).ravel() > 0
-    ring = (dil > 0) & ~near & ~thin_dark.ravel()
-    R = dil[ring]
-    d = ciede2000(torch.from_numpy(lab.reshape(-1, 3)[ring].astype(np.float64)), torch.from_numpy(f["lab"][R])).numpy()
-    same = np.bincount(R, d < np.maximum(cfg.loss_contrast_de, 0.5 * f["contrast"][R]), minlength=len(ok)) / np.maximum(np.bincount(R, minlength=len(ok)), 1)
-    ok &= same <= cfg.ground_vote_same
-    # the colour of an exposed ground: gesso and chalk, bole and ochres, umber or grey imprimaturas,
-    # wood and canvas are neutral or warm (hue within ground_hue_deg) and not black; a dark purple or
-    # green flat passage is paint, however flat
-    lab_c = f["lab"]
-    hue = np.degrees(np.arctan2(lab_c[:, 2], lab_c[:, 1])) % 360
-    lo, hi = cfg.ground_hue_deg
-    warm = (hue >= lo) & (hue <= hi)
-    ok &= (lab_c[:, 0] >= cfg.ground_min_L) & ((f["chroma"] <= cfg.ground_neutral_chroma) | warm)
-    return f["lab"][ok], f["n"][ok] * step * step
-
-
-def estimate_grounds(lab, n_px, cfg=None, max_grounds=2):
-    """Ground colours from loss candidates: colour modes shared by several candidates.
-
-    lab: (K, 3) candidate mean Lab; n_px: (K,) sizes. Returns a list (at most ``max_grounds``) of
-    ``{"lab": [L, a, b], "rgb": [r, g, b], "support": regions}`` ordered by support; a mode with fewer
-    than ``ground_min_regions`` candidates is still returned (support tells how much it is worth), an
-    empty list when there is no candidate.
-    """
-    from .color import lab_to_rgb
-    cfg = cfg or DetectConfig()
-    lab = np.asarray(lab, np.float64)
-    out = []
-    alive = np.ones(len(lab), bool)
-    if len(lab) > 3000:  # bound the K x K comparison: keep the largest candidates
-        alive[np.argsort(-np.asarray(n_px), kind="stable")[3000:]] = False
-    while alive.any() and len(out) < max_grounds:
-        idx = np.nonzero(alive)[0]
-        t = torch.from_numpy(lab[idx])
-        d = ciede2000(t[:, None, :], t[None, :, :]).numpy()
-        near = d < cfg.ground_cluster_de
-        support = near.sum(1)
-        best = int(np.argmax(support))
-        members = idx[near[best]]
-        med = np.median(lab[members], axis=0)
-        out.append({"lab": [float(v) for v in med],
-                    "rgb": [float(v) for v in lab_to_rgb(torch.tensor(med, dtype=torch.float64)).tolist()],
-                    "support": int(len(members))})
-        alive[members] = False
-    return out
-
-
 def auto_ground(img, max_px=2_000_000, dpi=600.0, cfg=None):
     """The ground colour (sRGB tuple) of the best-supported colour mode among loss candidates
     (:func:`ground_candidates`), or None when no candidate is found. Not a global guess: only areas
     with the loss signature vote."""
-    g = estimate_grounds(*ground_candidates(img, dpi, cfg, max_px), cfg)
+    cfg = cfg or DetectConfig()
+    g = estimate_grounds(*ground_candidates(img, dpi, cfg, max_px), cfg, cfg.auto_grounds)
     return tuple(g[0]["rgb"]) if g else None
 
 
@@ -281,21 +131,6 @@ def _hysteresis(low, high, min_px=1):
     keep &= sizes >= min_px
     keep[0] = False
     return keep[lab]
-
-
-def _ring_tiles(labels, ring_px, tile):
-    """Walk ``labels`` tile by tile: yields ``(box, L, dil, ring)`` with the core ``box`` (y0, y1, x0, x1),
-    its labels ``L`` (flat), the max-dilated labels ``dil`` (flat int64: the label owning each ring
-    pixel, the higher id where rings meet) and the boolean ``ring`` (unlabelled pixels within
-    ``ring_px`` Chebyshev of a label). Tiles read ``ring_px + 1`` px of context, so the walk is exact."""
-    import cv2
-    k = np.ones((2 * ring_px + 1, 2 * ring_px + 1), np.uint8)
-    h, w = labels.shape
-    for y0, y1, x0, x1, py0, py1, px0, px1 in tile_boxes(h, w, tile, ring_px + 1):
-        L = labels[y0:y1, x0:x1].ravel()
-        pad = labels[py0:py1, px0:px1].astype(np.float32)  # exact below 2^24 labels
-        dil = cv2.dilate(pad, k)[y0 - py0:y1 - py0, x0 - px0:x1 - px0].ravel().astype(np.int64)
-        yield (y0, y1, x0, x1), L, dil, (L == 0) & (dil > 0)
 
 
 def label_ring_means(img, labels, ring_px, tile=2048):
@@ -380,49 +215,6 @@ def _crack_gate(crack, resp, thin, cfg, mm_per_px):
     return keep[labels], {"components": int(n), "kept": int(keep.sum())}
 
 
-# evidence bits of the per-pixel ``evidence`` map (uint8) returned by :func:`detect_damage`; the review
-# (:mod:`restoration.review`) turns them into reasons
-EVIDENCE = {"ground_confirmed": 1,   # colour of a ground given by the user or shared by several candidates
-            "ground_unconfirmed": 2,  # colour of a single candidate only: no ground confirmed on the scan
-            "low_contrast": 4,        # contrast to its surroundings below 1.5 x loss_contrast_de
-            "weak_edge": 8,           # sharp edge on less than 85 % of its outline
-            "textured": 16,           # interior less flat than a ground usually is
-            "colour_off": 32}         # mean colour further than loss_match_de from the ground colour
-
-
-def loss_confidence(f, grounds, cfg):
-    """Per loss component a confidence in 0..255 (uint8) and evidence bits (uint8, :data:`EVIDENCE`).
-
-    confidence = support x match x contrast margin x edge share, where support is 1 for a ground given
-    by the user or shared by ``ground_min_regions`` candidates and 0.5 otherwise, match is 1 when the
-    component's mean colour lies within ``loss_match_de`` of its ground and 0.5 otherwise (paint of a
-    similar colour: seeds reach ``auto_seed_de``, a loss's mean sits much closer), the contrast margin
-    sqrt(min(1, contrast / (2 loss_contrast_de))) and the edge share ``edge_frac``.
-    """
-    n = len(f["n"])
-    lab = torch.from_numpy(f["lab"])
-    support = np.zeros(n)
-    confirmed = np.zeros(n, bool)
-    best = np.full(n, np.inf)
-    for g in grounds:
-        d = ciede2000(lab, torch.tensor(g["lab"], dtype=torch.float64)).numpy()
-        closer = d < best
-        best = np.where(closer, d, best)
-        ok = g["support"] < 0 or g["support"] >= cfg.ground_min_regions
-        confirmed = np.where(closer, ok, confirmed)
-    support = np.where(confirmed, 1.0, 0.5)
-    off = best > cfg.loss_match_de
-    support = support * np.where(off, 0.5, 1.0)
-    margin = np.sqrt(np.clip(f["contrast"] / (2 * cfg.loss_contrast_de), 0, 1))
-    conf = support * margin * np.clip(f["edge_frac"], 0, 1)
-    bits = np.where(confirmed, EVIDENCE["ground_confirmed"], EVIDENCE["ground_unconfirmed"])
-    bits = bits | np.where(f["contrast"] < 1.5 * cfg.loss_contrast_de, EVIDENCE["low_contrast"], 0)
-    bits = bits | np.where(f["edge_frac"] < 0.85, EVIDENCE["weak_edge"], 0)
-    bits = bits | np.where(f["std_L"] > 0.6 * cfg.loss_flat_std, EVIDENCE["textured"], 0)
-    bits = bits | np.where(off, EVIDENCE["colour_off"], 0)
-    return np.clip(np.round(conf * 255), 0, 255).astype(np.uint8), bits.astype(np.uint8)
-
-
 def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
     """Detect damage classes on an sRGB scan.
 
@@ -431,7 +223,11 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
         dpi: pixels per inch of the scan.
     Returns dict: ``classes`` (H, W) uint8 with ids of ``CLASS_IDS`` (0 = none); ``responses``
     {crack_dark, light, ground_de, split}: (H, W) uint8 in units of 1/RESP_SCALE (L* or dE00,
-    ground_de inverted: 255 = equal to ground); ``ground_rgb``; ``params``.
+    ground_de inverted: 255 = equal to the nearest ground, 0 everywhere when there is none);
+    ``confidence`` (H, W) uint8 (255 = 1; losses from :func:`loss_confidence`, other detected classes
+    255, 0 where nothing is detected); ``evidence`` (H, W) uint8 bits of :data:`EVIDENCE`;
+    ``ground_rgb`` (the best ground, or None when no candidate was found); ``params`` (the config, the
+    grounds with their support, component counts).
     """
     import cv2
     from scipy import ndimage
