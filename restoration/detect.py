@@ -120,6 +120,28 @@ def auto_ground(img, max_px=2_000_000, dpi=600.0, cfg=None):
     return tuple(g[0]["rgb"]) if g else None
 
 
+def user_ground(img, dpi, cfg):
+    """The ground the user gave (``cfg.ground_rgb``, picked by eye), refined locally: the median of the
+    loss candidates within ``ground_seed_de`` of it (no colour prior: the user knows the ground), used
+    with the tight seed and match of an estimated ground. Without such a candidate the given colour is
+    used as it is, seeding within ``ground_seed_de`` and matching within it. Support -1: confirmed."""
+    from .color import lab_to_rgb
+    g_lab = rgb_to_lab(torch.tensor(cfg.ground_rgb, dtype=torch.float64))
+    given = {"lab": [float(v) for v in g_lab], "rgb": [float(v) for v in cfg.ground_rgb], "support": -1,
+             "given_rgb": [float(v) for v in cfg.ground_rgb], "refined_from": 0,
+             "seed_de": cfg.ground_seed_de, "match_de": cfg.ground_seed_de}
+    lab, _ = ground_candidates(img, dpi, cfg, prior=False)
+    if not len(lab):
+        return [given]
+    near = ciede2000(torch.from_numpy(lab), g_lab).numpy() < cfg.ground_seed_de
+    if not near.any():
+        return [given]
+    med = np.median(lab[near], axis=0)
+    return [dict(given, lab=[float(v) for v in med], refined_from=int(near.sum()),
+                 rgb=[float(v) for v in lab_to_rgb(torch.tensor(med, dtype=torch.float64)).tolist()],
+                 seed_de=min(cfg.auto_seed_de, cfg.ground_seed_de), match_de=cfg.loss_match_de)]
+
+
 def _hysteresis(low, high, min_px=1):
     from scipy import ndimage
     lab, n = ndimage.label(low, structure=np.ones((3, 3), bool))
@@ -233,13 +255,10 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
     from scipy import ndimage
     cfg.validate()
     h, w, _ = img.shape
-    if cfg.ground_rgb is not None:  # given by the user: a confirmed ground
-        g_lab = rgb_to_lab(torch.tensor(cfg.ground_rgb, dtype=torch.float64))
-        grounds = [{"lab": [float(v) for v in g_lab], "rgb": [float(v) for v in cfg.ground_rgb], "support": -1}]
-    else:
-        grounds = estimate_grounds(*ground_candidates(img, dpi, cfg), cfg, cfg.auto_grounds)
+    grounds = user_ground(img, dpi, cfg) if cfg.ground_rgb is not None else \
+        estimate_grounds(*ground_candidates(img, dpi, cfg), cfg, cfg.auto_grounds)
     ground_labs = [torch.tensor(g["lab"], dtype=torch.float32) for g in grounds]
-    seed_de = cfg.ground_seed_de if cfg.ground_rgb is not None else min(cfg.auto_seed_de, cfg.ground_seed_de)
+    auto_seed = min(cfg.auto_seed_de, cfg.ground_seed_de)
     cr = sorted({mm_to_px(r, dpi, 1) for r in cfg.crack_radii_mm})
     lr = sorted({mm_to_px(r, dpi, 1) for r in cfg.light_radii_mm})
     sr = mm_to_px(cfg.split_radius_mm, dpi, 2)
@@ -279,7 +298,7 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
             de = None
             for j, gl in enumerate(ground_labs):
                 dj = ciede2000(lab_t, gl).numpy()
-                seed = (dj < seed_de) & ~thin
+                seed = (dj < grounds[j].get("seed_de", auto_seed)) & ~thin
                 # a loss grows by colour only a few px from its seed: no flooding into similar paint
                 grow = (dj < cfg.ground_grow_de) & (cv2.dilate(seed.view(np.uint8), disk_grow) > 0)
                 seeds[j][out] = seed[sl]

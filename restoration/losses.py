@@ -109,7 +109,7 @@ def loss_signature(f, total_px, cfg):
     return ok
 
 
-def ground_candidates(img, dpi, cfg, max_px=2_000_000):
+def ground_candidates(img, dpi, cfg, max_px=2_000_000, prior=True):
     """Loss candidates found without any ground colour, on the scan subsampled to ``max_px`` at most.
 
     A candidate is a connected flat (colour gradient < ``flat_grad``), low-chroma (C* <=
@@ -159,7 +159,8 @@ def ground_candidates(img, dpi, cfg, max_px=2_000_000):
     hue = np.degrees(np.arctan2(lab_c[:, 2], lab_c[:, 1])) % 360
     lo, hi = cfg.ground_hue_deg
     warm = (hue >= lo) & (hue <= hi)
-    ok &= (lab_c[:, 0] >= cfg.ground_min_L) & ((f["chroma"] <= cfg.ground_neutral_chroma) | warm)
+    if prior:
+        ok &= (lab_c[:, 0] >= cfg.ground_min_L) & ((f["chroma"] <= cfg.ground_neutral_chroma) | warm)
     return f["lab"][ok], f["n"][ok] * step * step
 
 
@@ -223,7 +224,8 @@ def loss_confidence(f, grounds, cfg):
 
     confidence = support x match x contrast margin x edge share, where support is 1 for a ground given
     by the user or shared by ``ground_min_regions`` candidates and 0.5 otherwise, match is 1 when the
-    component's mean colour lies within ``loss_match_de`` of its ground and 0.5 otherwise (paint of a
+    component's mean colour lies within the ground's ``match_de`` (``loss_match_de`` unless the ground
+    says otherwise) and 0.5 otherwise (paint of a
     similar colour: seeds reach ``auto_seed_de``, a loss's mean sits much closer), the contrast margin
     sqrt(min(1, contrast / (2 loss_contrast_de))) and the edge share ``edge_frac``.
     """
@@ -232,14 +234,16 @@ def loss_confidence(f, grounds, cfg):
     support = np.zeros(n)
     confirmed = np.zeros(n, bool)
     best = np.full(n, np.inf)
+    tol = np.full(n, cfg.loss_match_de)
     for g in grounds:
         d = ciede2000(lab, torch.tensor(g["lab"], dtype=torch.float64)).numpy()
         closer = d < best
         best = np.where(closer, d, best)
         ok = g["support"] < 0 or g["support"] >= cfg.ground_min_regions
         confirmed = np.where(closer, ok, confirmed)
+        tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
     support = np.where(confirmed, 1.0, 0.5)
-    off = best > cfg.loss_match_de
+    off = best > tol
     support = support * np.where(off, 0.5, 1.0)
     margin = np.sqrt(np.clip(f["contrast"] / (2 * cfg.loss_contrast_de), 0, 1))
     conf = support * margin * np.clip(f["edge_frac"], 0, 1)
