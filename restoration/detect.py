@@ -166,13 +166,17 @@ def label_ring_means(img, labels, ring_px, tile=2048):
     s_in = np.zeros((n + 1, 3)); s_ring = np.zeros((n + 1, 3))
     c_in = np.zeros(n + 1); c_ring = np.zeros(n + 1)
     for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, ring_px, tile):
-        lab = lab_of(img[y0:y1, x0:x1]).reshape(-1, 3).astype(np.float64)
+        sel = L > 0
+        if not (sel.any() or ring.any()):
+            continue
+        rgb = img[y0:y1, x0:x1].reshape(-1, 3)  # CIELAB of the labelled and ring pixels only (elementwise: exact)
+        Ls, lab = L[sel], lab_of(rgb[sel][None])[0].astype(np.float64)
         for ch in range(3):
-            s_in[:, ch] += np.bincount(L, lab[:, ch], minlength=n + 1)
-        c_in += np.bincount(L, minlength=n + 1)
-        R = dil[ring]
+            s_in[:, ch] += np.bincount(Ls, lab[:, ch], minlength=n + 1)
+        c_in += np.bincount(Ls, minlength=n + 1)
+        R, labr = dil[ring], lab_of(rgb[ring][None])[0].astype(np.float64)
         for ch in range(3):
-            s_ring[:, ch] += np.bincount(R, lab[ring, ch], minlength=n + 1)
+            s_ring[:, ch] += np.bincount(R, labr[:, ch], minlength=n + 1)
         c_ring += np.bincount(R, minlength=n + 1)
     inside = s_in / np.maximum(c_in, 1)[:, None]
     ringm = s_ring / np.maximum(c_ring, 1)[:, None]
@@ -219,9 +223,8 @@ def _crack_gate(crack, resp, thin, cfg, mm_per_px):
     keep = (depth >= cfg.crack_min_depth) & (depth >= cfg.crack_ring_ratio * (1 + tex))
     keep &= thin_share >= cfg.crack_thin_share
     if cfg.crack_max_straight_mm > 0:  # a long straight dark line is drawn (an outline), cracks wander
-        ys, xs = np.divmod(np.arange(flat.size, dtype=np.int64), labels.shape[1])
-        sel = flat > 0
-        fl, xs, ys = flat[sel], xs[sel].astype(np.float64), ys[sel].astype(np.float64)
+        ys, xs = np.nonzero(labels)
+        fl, xs, ys = labels[ys, xs], xs.astype(np.float64), ys.astype(np.float64)
         c = np.maximum(cnt, 1)
         mx, my = np.bincount(fl, xs, n + 1) / c, np.bincount(fl, ys, n + 1) / c
         sxx = np.bincount(fl, xs * xs, n + 1) / c - mx ** 2
@@ -336,10 +339,12 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
         keep = loss_signature(f, h * w, cfg)
         conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
         m = keep[lab_l]
-        better = m & (conf[lab_l] > confidence)
-        confidence[better] = conf[lab_l][better]
-        evidence[better] = bits[lab_l][better]
+        cl = conf[lab_l]
+        better = m & (cl > confidence)
+        confidence[better] = cl[better]
+        evidence[better] = bits[lab_l[better]]
         loss |= m
+        del cl
         loss_stats["candidates"] += int(n_l)
         loss_stats["kept"] += int(keep.sum())
         del lab_l

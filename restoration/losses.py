@@ -56,20 +56,23 @@ def component_features(img, labels, grad_max, cfg, tile=2048, core=None, exclude
     s_in = np.zeros((n + 1, 3)); s_ring = np.zeros((n + 1, 3)); s_l2 = np.zeros(n + 1)
     c_in = np.zeros(n + 1); c_ring = np.zeros(n + 1)
     for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, cfg.loss_ring_px, tile):
-        lab = lab_of(img[y0:y1, x0:x1]).reshape(-1, 3).astype(np.float64)
         sel = L > 0
         if core is not None:
             sel &= core[y0:y1, x0:x1].ravel()
-        Ls, labs = L[sel], lab[sel]
+        if exclude is not None:
+            ring = ring & ~exclude[y0:y1, x0:x1].ravel()
+        if not (sel.any() or ring.any()):
+            continue
+        # CIELAB of the pixels that count only (components and rings are a small part of a scan)
+        rgb = img[y0:y1, x0:x1].reshape(-1, 3)
+        Ls, labs = L[sel], lab_of(rgb[sel][None])[0].astype(np.float64)
         for ch in range(3):
             s_in[:, ch] += np.bincount(Ls, labs[:, ch], minlength=n + 1)
         s_l2 += np.bincount(Ls, labs[:, 0] ** 2, minlength=n + 1)
         c_in += np.bincount(Ls, minlength=n + 1)
-        if exclude is not None:
-            ring = ring & ~exclude[y0:y1, x0:x1].ravel()
-        R = dil[ring]
+        R, labr = dil[ring], lab_of(rgb[ring][None])[0].astype(np.float64)
         for ch in range(3):
-            s_ring[:, ch] += np.bincount(R, lab[ring, ch], minlength=n + 1)
+            s_ring[:, ch] += np.bincount(R, labr[:, ch], minlength=n + 1)
         c_ring += np.bincount(R, minlength=n + 1)
     if core is not None:
         c_core = c_in
