@@ -11,6 +11,9 @@ IMPORT_NAME = {"opencv-python-headless": "cv2", "pillow": "PIL"}
 # Provided by ComfyUI itself (its own requirements), imported by nodes/ only.
 HOST_PROVIDED = {"torch", "comfy", "comfy_api", "comfy_extras", "folder_paths", "server", "nodes", "execution",
                  "node_helpers", "comfyui_version", "aiohttp"}
+# Used only by the real-image benchmark (restoration/realbench.py, imported inside its picture loader):
+# a development requirement, listed in requirements-dev.txt, never needed to run the nodes.
+DEV_ONLY = {"skimage": ("scikit-image", {"restoration/realbench.py"})}
 PACK_CODE = ("__init__.py", "magcache", "nag", "dloral", "restoration", "tinywan", "nodes")
 
 
@@ -51,9 +54,13 @@ def test_requirements_are_exactly_the_imports():
     unused = sorted(r for name, r in declared.items() if name not in imports)
     assert not unused, f"requirements.txt lists {unused}, which no shipped module imports"
     third_party = {m: files for m, files in imports.items()
-                   if m not in sys.stdlib_module_names and m not in HOST_PROVIDED}
+                   if m not in sys.stdlib_module_names and m not in HOST_PROVIDED and m not in DEV_ONLY}
     undeclared = {m: sorted(f) for m, f in third_party.items() if m not in declared}
     assert not undeclared, f"imported but not in requirements.txt: {undeclared}"
+    dev = (REPO / "requirements-dev.txt").read_text().lower()
+    for mod, (dist, allowed) in DEV_ONLY.items():
+        assert imports.get(mod, set()) <= allowed, f"{mod} imported outside {allowed}: {imports[mod]}"
+        assert dist in dev, f"{dist} (imported as {mod} by {allowed}) missing from requirements-dev.txt"
 
 
 def test_pyproject_dependencies_equal_requirements():
