@@ -3,8 +3,12 @@
 Thresholds come from a measurement of seeds 0-4 at this size (default detector settings, the ground
 colour given, split length scaled to the 21.7 mm wide image), each set about 0.05-0.1 below the
 worst seed so a real regression fails while seed noise does not:
-  F1 (1 px)   split 0.75-0.82, craquelure 0.915-0.954, loss 0.9925-1.0, small_defect 0.67-0.80, all 0.92-0.96
-  (small_defect was 0.58-0.76 before light spots ringed by craquelure were dropped, light_max_crack_ring)
+  F1 (1 px)   split 0.75-0.82, craquelure 0.79-0.89 (seeds 0-2: 0.865-0.895), loss 0.97-1.0,
+              small_defect 0.74-0.82, all 0.90-0.94
+  (craquelure was 0.915-0.954 before the texture-relative crack thresholds that keep hair, fur and grass
+  out of the craquelure class on real pictures; small_defect was 0.58-0.76 before light spots ringed by
+  craquelure were dropped, light_max_crack_ring; with the ground estimated instead of given the F1 are
+  the same to 0.005: loss 0.9997-1.0)
   fill dE00 mean in the GT mask (harmonic) 2.81-5.67, no-fill baseline 28.4-35.2
 (the research note's prototype: F1 0.79-0.97, fill dE00 2.1-2.4 on 1024^2 images; at 1536 x 1024 our
 sample measures F1 0.99 and fill dE00 1.67 — small images carry proportionally more of the split).
@@ -55,14 +59,16 @@ def test_fill_de00_on_ground_truth_mask(seed):
     assert b["0-1.5"] <= min(b.values()) + 1e-9 or b["0-1.5"] < s["dE00_mean"]
 
 
-def test_auto_ground_finds_the_gesso():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auto_ground_finds_the_gesso(seed):
     from restoration.color import ciede2000, rgb_to_lab
     import torch
-    img, _, _, info = small_sample(0)
+    img, _, _, info = small_sample(seed)
     from restoration.detect import auto_ground
     g = auto_ground(img)
     de = float(ciede2000(rgb_to_lab(torch.tensor(g)), rgb_to_lab(torch.tensor(info["ground_rgb"]))))
-    assert de < 7.0, (g, de)
+    # measured 0.0-0.1 dE00 (candidates vote; the old brightest-low-chroma rule was 6.6-6.9 off)
+    assert de < 1.0, (g, de)
 
 
 def test_tiled_detection_equals_untiled():

@@ -1,0 +1,255 @@
+"""Loss evidence: the per-component signature of missing paint, the ground colour estimated only from
+loss candidates, and each loss's confidence (used by :func:`restoration.detect.detect_damage`; the
+rules are described in that module's docstring). Also the small Lab / tiling helpers both share.
+
+Every function takes the detector's config (:class:`restoration.detect.DetectConfig`) as ``cfg``.
+"""
+import numpy as np
+import torch
+
+from .color import ciede2000, rgb_to_lab
+from .scanio import mm_to_px
+from .tiles import tile_boxes
+
+RESP_SCALE = 4.0  # response maps are stored as uint8 in units of 0.25 L* / 0.25 dE00
+
+
+def _disk(r):
+    import cv2
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def lab_of(img_np):
+    """(H, W, 3) float32 sRGB numpy -> (H, W, 3) float32 Lab numpy."""
+    a = np.ascontiguousarray(img_np, dtype=np.float32)
+    if not a.flags.writeable:
+        a = a.copy()
+    return rgb_to_lab(torch.from_numpy(a)).numpy()
+
+
+def lab_grad(lab):
+    """(H, W, 3) float32 Lab -> (H, W) float32 colour gradient magnitude in Lab units per px (Sobel / 8)."""
+    import cv2
+    g = np.zeros(lab.shape[:2], np.float32)
+    for c in range(3):
+        ch = np.ascontiguousarray(lab[..., c])
+        gx = cv2.Sobel(ch, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+        gy = cv2.Sobel(ch, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+        g += gx * gx + gy * gy
+    return np.sqrt(g)
+
+
+def component_features(img, labels, grad_max, cfg, tile=2048, core=None, exclude=None):
+    """Per component of ``labels`` (int32 (H, W), 0 = none, N = max) the evidence that it is a loss.
+
+    grad_max: (H, W) colour gradient (Lab units / px), already max-filtered over 3 x 3 (any dtype; in
+    units of 1/RESP_SCALE when uint8); core: optional (H, W) bool, the pixels whose colour describes
+    the component (its seeds; the anti-aliased rim is left out of ``lab`` and ``std_L``); exclude:
+    optional (H, W) bool, pixels left out of the ring (thin dark lines: a paint island between cracks
+    has the same paint beyond its cracks, so it is no loss). Returns a dict of (N + 1,) float64 arrays: ``n`` (px),
+    ``lab`` (N + 1, 3) mean inside, ``std_L``, ``ring_lab``, ``n_ring`` (``cfg.loss_ring_px`` ring),
+    ``contrast`` (dE00 inside vs ring), ``edge_frac`` (share of the 1 px ring where a gradient of at
+    least ``loss_edge_rel`` x contrast lies within 1 px: an edge all round), ``border_frac`` (share of
+    the outline on the image border), ``chroma`` (C* inside). Computed tile by tile (exact).
+    """
+    n = int(labels.max())
+    s_in = np.zeros((n + 1, 3)); s_ring = np.zeros((n + 1, 3)); s_l2 = np.zeros(n + 1)
+    c_in = np.zeros(n + 1); c_ring = np.zeros(n + 1)
+    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, cfg.loss_ring_px, tile):
+        lab = lab_of(img[y0:y1, x0:x1]).reshape(-1, 3).astype(np.float64)
+        sel = L > 0
+        if core is not None:
+            sel &= core[y0:y1, x0:x1].ravel()
+        Ls, labs = L[sel], lab[sel]
+        for ch in range(3):
+            s_in[:, ch] += np.bincount(Ls, labs[:, ch], minlength=n + 1)
+        s_l2 += np.bincount(Ls, labs[:, 0] ** 2, minlength=n + 1)
+        c_in += np.bincount(Ls, minlength=n + 1)
+        if exclude is not None:
+            ring = ring & ~exclude[y0:y1, x0:x1].ravel()
+        R = dil[ring]
+        for ch in range(3):
+            s_ring[:, ch] += np.bincount(R, lab[ring, ch], minlength=n + 1)
+        c_ring += np.bincount(R, minlength=n + 1)
+    if core is not None:
+        c_core = c_in
+        c_in = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
+    else:
+        c_core = c_in
+    inside = s_in / np.maximum(c_core, 1)[:, None]
+    ringm = s_ring / np.maximum(c_ring, 1)[:, None]
+    std_l = np.sqrt(np.maximum(s_l2 / np.maximum(c_core, 1) - inside[:, 0] ** 2, 0))
+    contrast = ciede2000(torch.from_numpy(inside), torch.from_numpy(ringm)).numpy()
+    contrast[c_ring == 0] = 0
+    scale = RESP_SCALE if grad_max.dtype == np.uint8 else 1.0
+    thr = cfg.loss_edge_rel * contrast * scale
+    hit, tot = np.zeros(n + 1), np.zeros(n + 1)
+    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, 1, tile):
+        R = dil[ring]
+        g = grad_max[y0:y1, x0:x1].ravel()[ring]
+        tot += np.bincount(R, minlength=n + 1)
+        hit += np.bincount(R, (g >= thr[R]).astype(np.float64), minlength=n + 1)
+    h, w = labels.shape
+    edge_px = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]]) if h > 1 and w > 1 \
+        else labels.ravel()
+    b = np.bincount(edge_px, minlength=n + 1).astype(np.float64)
+    return {"n": c_in, "lab": inside, "std_L": std_l, "ring_lab": ringm, "n_ring": c_ring, "contrast": contrast,
+            "edge_frac": hit / np.maximum(tot, 1), "border_frac": b / np.maximum(b + tot, 1),
+            "chroma": np.hypot(inside[:, 1], inside[:, 2])}
+
+
+def loss_signature(f, total_px, cfg):
+    """Boolean (N + 1,) per component: has the signature of missing paint (a contrast to its own
+    surroundings, an edge all round, a flat interior, not a background that fills the picture or runs
+    along its border). ``f`` from :func:`component_features`; index 0 is False."""
+    ok = (f["n_ring"] > 0) & (f["contrast"] > cfg.loss_contrast_de) & (f["edge_frac"] >= cfg.loss_edge_frac)
+    ok &= (f["std_L"] <= cfg.loss_flat_std) & (f["n"] <= cfg.loss_max_share * total_px)
+    ok &= f["border_frac"] <= cfg.loss_border_frac
+    ok[0] = False
+    return ok
+
+
+def ground_candidates(img, dpi, cfg, max_px=2_000_000, prior=True):
+    """Loss candidates found without any ground colour, on the scan subsampled to ``max_px`` at most.
+
+    A candidate is a connected flat (colour gradient < ``flat_grad``), low-chroma (C* <=
+    ``loss_max_chroma``) area with the loss signature of :func:`loss_signature`. Returns ``(lab (K, 3),
+    n_px (K,))`` float64, the mean Lab and size of each candidate (K may be 0).
+    """
+    from scipy import ndimage
+    import cv2
+    step = max(1, int(np.ceil((img.shape[0] * img.shape[1] / max_px) ** 0.5)))
+    sub = np.ascontiguousarray(img[::step, ::step])
+    lab = lab_of(sub)
+    g = lab_grad(lab)
+    cand = (g < cfg.flat_grad) & (np.hypot(lab[..., 1], lab[..., 2]) <= cfg.loss_max_chroma)
+    cand &= lab[..., 0] >= cfg.ground_min_L
+    L = np.ascontiguousarray(lab[..., 0])
+    thin_dark = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(max(1, mm_to_px(0.085, dpi / step, 1)))) >= cfg.crack_low
+    labels, n = ndimage.label(cand, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros((0, 3)), np.zeros(0)
+    min_px = max(3, int(cfg.ground_vote_mm2 * (dpi / step / 25.4) ** 2))  # at the subsampled scale
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = (sizes >= min_px) & (sizes <= cfg.loss_max_share * labels.size)
+    keep[0] = False
+    remap = np.zeros(n + 1, np.int32)
+    remap[keep] = np.arange(1, int(keep.sum()) + 1)
+    labels = remap[labels]
+    if labels.max() == 0:
+        return np.zeros((0, 3)), np.zeros(0)
+    f = component_features(sub, labels, cv2.dilate(g, np.ones((3, 3), np.uint8)), cfg, tile=0, exclude=thin_dark)
+    ok = loss_signature(f, labels.size, cfg) & (f["std_L"] <= cfg.ground_vote_std)
+    # a voter has different paint all round: a piece of a painted form cut off by cracks finds its own
+    # colour again beyond them (share of its ring, cracks left out, within max(loss_contrast_de, half its
+    # contrast))
+    # (the ring from 3 to 5 px out: the first pixels are the candidate's own rim, steep but its colour)
+    lf = labels.astype(np.float32)
+    dil = cv2.dilate(lf, np.ones((11, 11), np.uint8)).ravel().astype(np.int64)
+    near = cv2.dilate(lf, np.ones((5, 5), np.uint8)).ravel() > 0
+    ring = (dil > 0) & ~near & ~thin_dark.ravel()
+    R = dil[ring]
+    d = ciede2000(torch.from_numpy(lab.reshape(-1, 3)[ring].astype(np.float64)), torch.from_numpy(f["lab"][R])).numpy()
+    same = np.bincount(R, d < np.maximum(cfg.loss_contrast_de, 0.5 * f["contrast"][R]), minlength=len(ok)) / np.maximum(np.bincount(R, minlength=len(ok)), 1)
+    ok &= same <= cfg.ground_vote_same
+    # the colour of an exposed ground: gesso and chalk, bole and ochres, umber or grey imprimaturas,
+    # wood and canvas are neutral or warm (hue within ground_hue_deg) and not black; a dark purple or
+    # green flat passage is paint, however flat
+    lab_c = f["lab"]
+    hue = np.degrees(np.arctan2(lab_c[:, 2], lab_c[:, 1])) % 360
+    lo, hi = cfg.ground_hue_deg
+    warm = (hue >= lo) & (hue <= hi)
+    if prior:
+        ok &= (lab_c[:, 0] >= cfg.ground_min_L) & ((f["chroma"] <= cfg.ground_neutral_chroma) | warm)
+    return f["lab"][ok], f["n"][ok] * step * step
+
+
+def estimate_grounds(lab, n_px, cfg, max_grounds=2):
+    """Ground colours from loss candidates: colour modes shared by several candidates.
+
+    lab: (K, 3) candidate mean Lab; n_px: (K,) sizes. Returns a list (at most ``max_grounds``) of
+    ``{"lab": [L, a, b], "rgb": [r, g, b], "support": regions}`` ordered by support; a mode with fewer
+    than ``ground_min_regions`` candidates is still returned (support tells how much it is worth), an
+    empty list when there is no candidate.
+    """
+    from .color import lab_to_rgb
+    lab = np.asarray(lab, np.float64)
+    out = []
+    alive = np.ones(len(lab), bool)
+    if len(lab) > 3000:  # bound the K x K comparison: keep the largest candidates
+        alive[np.argsort(-np.asarray(n_px), kind="stable")[3000:]] = False
+    while alive.any() and len(out) < max_grounds:
+        idx = np.nonzero(alive)[0]
+        t = torch.from_numpy(lab[idx])
+        d = ciede2000(t[:, None, :], t[None, :, :]).numpy()
+        near = d < cfg.ground_cluster_de
+        support = near.sum(1)
+        best = int(np.argmax(support))
+        members = idx[near[best]]
+        med = np.median(lab[members], axis=0)
+        out.append({"lab": [float(v) for v in med],
+                    "rgb": [float(v) for v in lab_to_rgb(torch.tensor(med, dtype=torch.float64)).tolist()],
+                    "support": int(len(members))})
+        alive[members] = False
+    return out
+
+
+def _ring_tiles(labels, ring_px, tile):
+    """Walk ``labels`` tile by tile: yields ``(box, L, dil, ring)`` with the core ``box`` (y0, y1, x0, x1),
+    its labels ``L`` (flat), the max-dilated labels ``dil`` (flat int64: the label owning each ring
+    pixel, the higher id where rings meet) and the boolean ``ring`` (unlabelled pixels within
+    ``ring_px`` Chebyshev of a label). Tiles read ``ring_px + 1`` px of context, so the walk is exact."""
+    import cv2
+    k = np.ones((2 * ring_px + 1, 2 * ring_px + 1), np.uint8)
+    h, w = labels.shape
+    for y0, y1, x0, x1, py0, py1, px0, px1 in tile_boxes(h, w, tile, ring_px + 1):
+        L = labels[y0:y1, x0:x1].ravel()
+        pad = labels[py0:py1, px0:px1].astype(np.float32)  # exact below 2^24 labels
+        dil = cv2.dilate(pad, k)[y0 - py0:y1 - py0, x0 - px0:x1 - px0].ravel().astype(np.int64)
+        yield (y0, y1, x0, x1), L, dil, (L == 0) & (dil > 0)
+
+
+# evidence bits of the per-pixel ``evidence`` map (uint8) returned by :func:`detect_damage`; the review
+# (:mod:`restoration.review`) turns them into reasons
+EVIDENCE = {"ground_confirmed": 1,   # colour of a ground given by the user or shared by several candidates
+            "ground_unconfirmed": 2,  # colour of a single candidate only: no ground confirmed on the scan
+            "low_contrast": 4,        # contrast to its surroundings below 1.5 x loss_contrast_de
+            "weak_edge": 8,           # sharp edge on less than 85 % of its outline
+            "textured": 16,           # interior less flat than a ground usually is
+            "colour_off": 32}         # mean colour further than loss_match_de from the ground colour
+
+
+def loss_confidence(f, grounds, cfg):
+    """Per loss component a confidence in 0..255 (uint8) and evidence bits (uint8, :data:`EVIDENCE`).
+
+    confidence = support x match x contrast margin x edge share, where support is 1 for a ground given
+    by the user or shared by ``ground_min_regions`` candidates and 0.5 otherwise, match is 1 when the
+    component's mean colour lies within the ground's ``match_de`` (``loss_match_de`` unless the ground
+    says otherwise) and 0.5 otherwise (paint of a
+    similar colour: seeds reach ``auto_seed_de``, a loss's mean sits much closer), the contrast margin
+    sqrt(min(1, contrast / (2 loss_contrast_de))) and the edge share ``edge_frac``.
+    """
+    n = len(f["n"])
+    lab = torch.from_numpy(f["lab"])
+    support = np.zeros(n)
+    confirmed = np.zeros(n, bool)
+    best = np.full(n, np.inf)
+    tol = np.full(n, cfg.loss_match_de)
+    for g in grounds:
+        d = ciede2000(lab, torch.tensor(g["lab"], dtype=torch.float64)).numpy()
+        closer = d < best
+        best = np.where(closer, d, best)
+        ok = g["support"] < 0 or g["support"] >= cfg.ground_min_regions
+        confirmed = np.where(closer, ok, confirmed)
+        tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
+    support = np.where(confirmed, 1.0, 0.5)
+    off = best > tol
+    support = support * np.where(off, 0.5, 1.0)
+    margin = np.sqrt(np.clip(f["contrast"] / (2 * cfg.loss_contrast_de), 0, 1))
+    conf = support * margin * np.clip(f["edge_frac"], 0, 1)
+    bits = np.where(confirmed, EVIDENCE["ground_confirmed"], EVIDENCE["ground_unconfirmed"])
+    bits = bits | np.where(f["contrast"] < 1.5 * cfg.loss_contrast_de, EVIDENCE["low_contrast"], 0)
+    bits = bits | np.where(f["edge_frac"] < 0.85, EVIDENCE["weak_edge"], 0)
+    bits = bits | np.where(f["std_L"] > 0.6 * cfg.loss_flat_std, EVIDENCE["textured"], 0)
+    bits = bits | np.where(off, EVIDENCE["colour_off"], 0)
+    return np.clip(np.round(conf * 255), 0, 255).astype(np.uint8), bits.astype(np.uint8)
