@@ -103,7 +103,7 @@ def render_html(m, thumbs, rows, max_rows=2000):
             "centroid_mm", "max_width_mm", "dE00_contrast", "dE00_edge", "fill_method", "generative", "needs_review"]
     parts.append("".join(f"<th>{c}</th>" for c in cols) + "</tr>")
     for r in rows[:max_rows]:
-        parts.append("<tr>" + "".join(f"<td>{e(r.get(c, ''))}</td>" for c in cols) + "</tr>")
+        parts.append("<tr>" + "".join(f"<td>{e(_cell(r.get(c, '')))}</td>" for c in cols) + "</tr>")
     parts.append("</table>")
     parts.append("<h2>Processing</h2><pre>" + e(json.dumps(m.get("processing", {}), indent=1, default=_json_default)[:20000]) + "</pre>")
     if m.get("workflow_file"):
@@ -113,13 +113,21 @@ def render_html(m, thumbs, rows, max_rows=2000):
     return "\n".join(parts)
 
 
+def _cell(v):
+    """A table cell's text: numbers of a list by spaces, phrases (reasons) by '; ', numpy scalars as numbers."""
+    if isinstance(v, (list, tuple)):
+        return ("; " if any(isinstance(x, str) for x in v) else " ").join(str(_cell(x)) for x in v)
+    return v.item() if hasattr(v, "item") else v
+
+
 def _review_html(rv, rows, e):
     """The record's review section: what waits for a person, what was accepted or rejected, the settings."""
     if not rv:
         return []
     c = rv.get("config", {})
     out = [f"<h2>Review before print</h2><p>Filled by default: confident regions of the fill classes no larger than "
-           f"{e(c.get('max_fill_mm2'))} mm^2 and {e(c.get('max_fill_share'))} of the picture, with confidence "
+           f"{e(c.get('max_fill_mm2'))} mm^2 and {100 * float(c.get('max_fill_share') or 0):.4g} % of the picture, "
+           f"with confidence "
            f"&ge; {e(c.get('min_confidence'))}. Accepted ids: <b>{e(rv.get('accepted') or 'none')}</b>; rejected ids: "
            f"<b>{e(rv.get('rejected') or 'none')}</b>. Decisions by rule: {e(rv.get('summary', {}).get('by_rule'))}.</p>"]
     wait = [r for r in rows if r.get("fill_decision") == "review"]
@@ -129,7 +137,7 @@ def _review_html(rv, rows, e):
         cols = ["id", "class", "rule", "confidence", "reasons", "area_mm2", "centroid_mm", "bbox_mm"]
         out.append("<table><tr>" + "".join(f"<th>{k}</th>" for k in cols) + "</tr>")
         for r in wait[:2000]:
-            out.append("<tr>" + "".join(f"<td>{e(r.get(k, ''))}</td>" for k in cols) + "</tr>")
+            out.append("<tr>" + "".join(f"<td>{e(_cell(r.get(k, '')))}</td>" for k in cols) + "</tr>")
         out.append("</table>")
     return out
 
