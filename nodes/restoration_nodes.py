@@ -247,7 +247,7 @@ class AtelierRegionTable(io.ComfyNode):
     def validate_inputs(cls, accept_ids=None, reject_ids=None, min_confidence=None, max_fill_mm2=None,
                         max_fill_share=None):
         return checked(stages.check_review, _review_cfg(min_confidence, max_fill_mm2, max_fill_share),
-                       accept_ids or "", reject_ids or "", ("accept_ids", "reject_ids"))
+                       accept_ids or "", reject_ids or "", REVIEW_NAMES)
 
     @classmethod
     def execute(cls, image, damage_map, ctx, viewing_distance_mm, registration_tol_um, accept_ids="", reject_ids="",
@@ -257,7 +257,7 @@ class AtelierRegionTable(io.ComfyNode):
         tab = stages.regions(img, damage_map, ctx.dpi, RegionConfig(viewing_distance_mm, registration_tol_um),
                              _review_cfg(min_confidence, max_fill_mm2, max_fill_share), accept_ids or "",
                              reject_ids or "", mask_np(accept_mask, sh, "accept_mask"),
-                             mask_np(reject_mask, sh, "reject_mask"))
+                             mask_np(reject_mask, sh, "reject_mask"), REVIEW_NAMES)
         fp, rv = tab.footprint(), tab.review["for_review"]
         nf = sum(r["fill_decision"] == "fill" for r in tab.rows)
         summary = (f"{tab.n_regions} regions, {nf} to fill, {len(rv)} waiting for review (not filled; accept by id: "
@@ -266,6 +266,9 @@ class AtelierRegionTable(io.ComfyNode):
         prev = label_colors(tab.labels)
         return output((tab, to_mask(fp), to_image(prev), summary), [prev, review_overlay(img, fp, tab.footprint("review"))],
                       "regions")
+
+
+REVIEW_NAMES = ("accept_ids", "reject_ids", "accept_mask", "reject_mask")
 
 
 def _review_cfg(min_confidence=None, max_fill_mm2=None, max_fill_share=None):

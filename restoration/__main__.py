@@ -224,7 +224,8 @@ def review_choice(args, masks):
     """The review options as :func:`restoration.pipeline.run` takes them (the ids are resolved there, by
     :func:`restoration.stages.review_ids`, with the options' names in its messages)."""
     return {"accept": args.accept, "reject": args.reject, "accept_mask": masks.get("accept_mask"),
-            "reject_mask": masks.get("reject_mask")}
+            "reject_mask": masks.get("reject_mask"),
+            "review_names": ("--accept", "--reject", "--accept-mask", "--reject-mask")}
 
 
 def recorded_review(man):

@@ -5,6 +5,8 @@ stage functions (:mod:`restoration.stages`) and the same writer (:func:`restorat
 import time
 from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
+
 from .artefacts import ScanContext
 from .classes import DEFAULT_FILL_CLASSES
 from .color import parse_rgb
@@ -115,7 +117,7 @@ STAGES = ("detect", "regions", "fill", "qa", "colours", "layers", "export", "pre
 
 def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, user_remove=None,
         external_fill=None, workflow=None, extra=None, progress=None, capture=None, accept=(), reject=(),
-        accept_mask=None, reject_mask=None):
+        accept_mask=None, reject_mask=None, review_names=None):
     """Run every stage on ``img`` ((H, W, 3) float32 sRGB in [0, 1]) and write all artefacts into
     ``out_dir`` (the CLI stages it in a hidden folder, :class:`restoration.fileio.StagedFolder`).
 
@@ -123,12 +125,18 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     ``capture`` (same size as img) triggers the registration check. A scan with nothing to fill is a
     normal result (empty region table, empty print layers apart from the fiducials). ``accept`` /
     ``reject`` (region ids) and ``accept_mask`` / ``reject_mask`` ((H, W) bool) are the user's review
-    choices (:func:`restoration.stages.review_ids`); the record keeps the ids they resolve to.
+    choices (:func:`restoration.stages.review_ids`; ``review_names``: how the caller spells them in
+    messages); the record keeps the ids they resolve to.
     """
     cfg.validate()
-    stages.check_review(cfg.review, accept, reject)
+    stages.check_review(cfg.review, accept, reject, review_names or stages.REVIEW_INPUTS)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3), got {img.shape}")
+    rn = review_names or stages.REVIEW_INPUTS
+    for name, m in (("user mask 'add'", user_add), ("user mask 'remove'", user_remove), (rn[2], accept_mask),
+                    (rn[3], reject_mask)):  # before any work: a mask of another size is refused by name
+        if m is not None and tuple(np.shape(m)) != img.shape[:2]:
+            raise ValueError(f"{name}: the mask has size {tuple(np.shape(m))}; the scan is {img.shape[:2]} (H, W)")
     ctx = ScanContext.of(img, dpi, scan_info)
     dpi = ctx.dpi
     check_layout(dpi, cfg.margin_mm)  # before any work: the fiducials must fit in the margin at this dpi
@@ -143,7 +151,8 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     st.end()
 
     st.start("regions")
-    table = stages.regions(img, dmap, dpi, cfg.regions, cfg.review, accept, reject, accept_mask, reject_mask)
+    table = stages.regions(img, dmap, dpi, cfg.regions, cfg.review, accept, reject, accept_mask, reject_mask,
+                           review_names)
     st.end()
 
     st.start("fill")

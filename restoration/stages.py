@@ -84,6 +84,9 @@ def fill_candidates(dmap):
     return fill_mask_from_classes(dmap.classes, dmap.fill_classes)
 
 
+REVIEW_INPUTS = ("accept", "reject", "accept_mask", "reject_mask")  # default names in review messages
+
+
 def parse_ids(ids, name="accept"):
     """Region ids as a sorted tuple of ints from text ('3,7,12' or '3 7 12'; empty = none) or an iterable
     of ints. ValueError names the input, the bad value and what is allowed."""
@@ -103,7 +106,7 @@ def parse_ids(ids, name="accept"):
     return tuple(sorted(out))
 
 
-def check_review(cfg=ReviewConfig(), accept="", reject="", names=("accept", "reject")):
+def check_review(cfg=ReviewConfig(), accept="", reject="", names=REVIEW_INPUTS):
     """The checks that need no region map (before detection starts): the review settings and the id lists.
     Returns ``(accept ids, reject ids)``; ValueError names the input."""
     cfg.validate()
@@ -114,12 +117,12 @@ def check_review(cfg=ReviewConfig(), accept="", reject="", names=("accept", "rej
     return a, r
 
 
-def review_ids(labels, accept="", reject="", accept_mask=None, reject_mask=None,
-               names=("accept", "reject", "accept_mask", "reject_mask")):
+def review_ids(labels, accept="", reject="", accept_mask=None, reject_mask=None, names=None):
     """THE rule that turns a user's accept/reject choice into region ids (Region Table node, CLI, replay):
     ids given as text or ints (:func:`parse_ids`) united with the regions each mask ((H, W) bool, the
     region map's size) touches (:func:`restoration.review.ids_under_mask`). Returns ``(accept, reject)``
     sorted tuples; ValueError names the input (a mask of the wrong size, a bad id, an id in both)."""
+    names = names or REVIEW_INPUTS
     a, r = set(parse_ids(accept, names[0])), set(parse_ids(reject, names[1]))
     for ids, m, name in ((a, accept_mask, names[2]), (r, reject_mask, names[3])):
         if m is not None:
@@ -135,7 +138,7 @@ def review_ids(labels, accept="", reject="", accept_mask=None, reject_mask=None,
 
 
 def regions(img, dmap, dpi, cfg=RegionConfig(), review=ReviewConfig(), accept="", reject="", accept_mask=None,
-            reject_mask=None):
+            reject_mask=None, names=REVIEW_INPUTS):
     """Label and measure every region and decide what gets filled -> :class:`RegionTable`.
 
     The review before print (:mod:`restoration.review`): each region gets the mean detector confidence
@@ -145,13 +148,14 @@ def regions(img, dmap, dpi, cfg=RegionConfig(), review=ReviewConfig(), accept=""
     one place). A region that :func:`restoration.regions.region_table` finds invisible (contrast, or
     narrower than 1 arcmin at the viewing distance) meets the ``invisible`` rule. Each row gets
     ``fill_decision`` (fill | review | skip), ``skip_reason`` (the rule, for skips), ``rule``,
-    ``confidence`` and ``reasons``; the table's ``review`` keeps the config, ids and per-region decisions."""
+    ``confidence`` and ``reasons``; the table's ``review`` keeps the config, ids and per-region decisions.
+    ``names``: how the caller spells the four review inputs (for the error messages)."""
     t = time.perf_counter()
     labels, _ = label_by_fill(dmap.classes, dmap.fill_classes)
     rows = region_table(labels, dmap.classes, img, dpi, dmap.fill_classes, cfg)
     rcfg = replace(review, registration_tol_um=float(cfg.registration_tol_um), invisible_de=float(cfg.invisible_de),
                    fill_classes=tuple(dmap.fill_classes)).validate()
-    acc, rej = review_ids(labels, accept, reject, accept_mask, reject_mask)
+    acc, rej = review_ids(labels, accept, reject, accept_mask, reject_mask, names)
     zeros = np.zeros(labels.shape, np.uint8)  # no detector maps (a hand-made DamageMap): every region unsure
     conf, bits = region_confidence(labels, zeros if dmap.confidence is None else dmap.confidence,
                                    zeros if dmap.evidence is None else dmap.evidence)

@@ -168,7 +168,11 @@ def test_cli_record_keeps_decisions_and_replay_rebuilds_the_choice(tmp_path, cap
 def test_cli_checks_review_options_before_work(tmp_path, capsys):
     from restoration.__main__ import main
     scan = _scan(tmp_path)
+    blank = np.zeros((10, 10), np.uint8)
+    write_png(tmp_path, "small.png", blank, 600)
     for opts, msg in ((["--accept", "3,x"], "--accept: 'x' is not a region id"),
+                      (["--reject-mask", str(tmp_path / "small.png")], "--reject-mask: the mask has size (10, 10); the scan is (256, 320)"),
+                      (["--accept", "999"], "regions [999] that do not exist"),
                       (["--accept", "3", "--reject", "3"], "named in both --accept and --reject"),
                       (["--min-confidence", "1.5"], "--min-confidence 1.5 must be in 0..1"),
                       (["--max-fill-mm2", "-1"], "--max-fill-mm2 -1.0 must be >= 0")):
