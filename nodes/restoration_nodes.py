@@ -16,8 +16,9 @@ from ..restoration import stages
 from ..restoration.artefacts import ScanContext, class_masks
 from ..restoration.detect import DetectConfig
 from ..restoration.fill import METHODS
-from ..restoration.previews import class_overlay, heat, label_colors, response_previews
+from ..restoration.previews import class_overlay, heat, label_colors, response_previews, review_overlay
 from ..restoration.regions import RegionConfig
+from ..restoration.review import ReviewConfig
 from ..restoration.scanio import confined_file, content_fingerprint, list_scans, read_confined
 from ..restoration.synth import SynthConfig, make_sample
 from . import restoration_print_nodes as _print
@@ -205,34 +206,75 @@ class AtelierDamageMapEdit(io.ComfyNode):
 class AtelierRegionTable(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        r = RegionConfig()
+        r, v = RegionConfig(), ReviewConfig()
+        ids_tip = "Region ids (from the table / record) to {}, comma-separated, e.g. 3,7,12."
         return io.Schema(
             node_id="AtelierRegionTable", display_name="Atelier Region Table (mm)", category=CAT,
-            description="Label every 8-connected damage region and measure it in mm (area, bbox, centroid, inscribed "
-                        "radius, perimeter, contrast). Nothing is dropped: regions too small or invisible get a skip "
-                        "reason.",
+            description="Label every 8-connected damage region, measure it in mm (area, bbox, centroid, inscribed "
+                        "radius, perimeter, contrast) and decide what gets filled (review before print): only "
+                        "confident losses and small defects by default; large and unsure regions are listed for "
+                        "review (orange in the preview) and filled only when accepted. Nothing is dropped: every "
+                        "region has its decision, rule, confidence and reasons.",
             inputs=[io.Image.Input("image", tooltip="The scan."),
                     DamageMapT.Input("damage_map", tooltip="From Damage Detect or Damage Map Edit."),
                     RestoCtx.Input("ctx", tooltip=CTX_TIP),
                     io.Float.Input("viewing_distance_mm", default=r.viewing_distance_mm, min=50.0, max=20000.0, step=10.0,
                                    tooltip="Regions narrower than 1 arcmin at this distance are marked invisible."),
                     io.Float.Input("registration_tol_um", default=r.registration_tol_um, min=0.0, max=5000.0, step=5.0,
-                                   tooltip="Regions narrower than twice this are skipped (below_registration).")],
-            outputs=[RegionTableT.Output("regions", display_name="regions", tooltip="Labels and one row per region with its fill decision."),
-                     io.Mask.Output("fill_mask", display_name="fill_mask", tooltip="The regions to fill (for Restoration Fill)."),
-                     io.Image.Output("labels_preview", display_name="labels_preview", tooltip="Each region in its own colour."),
-                     io.String.Output("summary", display_name="summary", tooltip="Regions found, filled, skipped and the fill area.")])
+                                   tooltip="Regions narrower than twice this are flagged and not filled unless accepted "
+                                           "(below_registration)."),
+                    io.String.Input("accept_ids", optional=True, default="", tooltip=ids_tip.format(
+                        "fill although listed for review or skipped")),
+                    io.String.Input("reject_ids", optional=True, default="", tooltip=ids_tip.format("never fill")),
+                    io.Mask.Input("accept_mask", optional=True, tooltip="Every region this mask touches is accepted."),
+                    io.Mask.Input("reject_mask", optional=True, tooltip="Every region this mask touches is rejected."),
+                    io.Float.Input("min_confidence", optional=True, default=v.min_confidence, min=0.0, max=1.0,
+                                   step=0.05, tooltip="Regions less confident than this go to review."),
+                    io.Float.Input("max_fill_mm2", optional=True, default=v.max_fill_mm2, min=0.0, max=1e6, step=0.5,
+                                   tooltip="Regions larger than this (mm^2) go to review."),
+                    io.Float.Input("max_fill_share", optional=True, default=v.max_fill_share, min=0.0, max=1.0,
+                                   step=0.001, tooltip="Regions above this share of the picture go to review.")],
+            outputs=[RegionTableT.Output("regions", display_name="regions", tooltip="Labels and one row per region with its "
+                                         "fill decision (fill / review / skip), rule, confidence and reasons."),
+                     io.Mask.Output("fill_mask", display_name="fill_mask", tooltip="The regions to fill (for Restoration "
+                                    "Fill): never those waiting for review."),
+                     io.Image.Output("labels_preview", display_name="labels_preview", tooltip="Each region in its own "
+                                     "colour; then the decision: blue fill, orange (magenta outline) review."),
+                     io.String.Output("summary", display_name="summary", tooltip="Regions found, filled, waiting for "
+                                      "review (their ids), skipped, and the fill area.")])
 
     @classmethod
-    def execute(cls, image, damage_map, ctx, viewing_distance_mm, registration_tol_um):
+    def validate_inputs(cls, accept_ids=None, reject_ids=None, min_confidence=None, max_fill_mm2=None,
+                        max_fill_share=None):
+        return checked(stages.check_review, _review_cfg(min_confidence, max_fill_mm2, max_fill_share),
+                       accept_ids or "", reject_ids or "", REVIEW_NAMES)
+
+    @classmethod
+    def execute(cls, image, damage_map, ctx, viewing_distance_mm, registration_tol_um, accept_ids="", reject_ids="",
+                accept_mask=None, reject_mask=None, min_confidence=None, max_fill_mm2=None, max_fill_share=None):
         img = ctx.check(img_np(image))
-        tab = stages.regions(img, damage_map, ctx.dpi, RegionConfig(viewing_distance_mm, registration_tol_um))
-        fp = tab.footprint()
+        sh = img.shape[:2]
+        tab = stages.regions(img, damage_map, ctx.dpi, RegionConfig(viewing_distance_mm, registration_tol_um),
+                             _review_cfg(min_confidence, max_fill_mm2, max_fill_share), accept_ids or "",
+                             reject_ids or "", mask_np(accept_mask, sh, "accept_mask"),
+                             mask_np(reject_mask, sh, "reject_mask"), REVIEW_NAMES)
+        fp, rv = tab.footprint(), tab.review["for_review"]
         nf = sum(r["fill_decision"] == "fill" for r in tab.rows)
-        summary = (f"{tab.n_regions} regions, {nf} to fill, {tab.n_regions - nf} skipped; fill area "
-                   f"{fp.sum() * ctx.mm_per_px ** 2:.3f} mm^2")
+        summary = (f"{tab.n_regions} regions, {nf} to fill, {len(rv)} waiting for review (not filled; accept by id: "
+                   f"{','.join(map(str, rv[:40]))}{' ...' if len(rv) > 40 else ''}), {tab.n_regions - nf - len(rv)} "
+                   f"skipped; fill area {fp.sum() * ctx.mm_per_px ** 2:.3f} mm^2")
         prev = label_colors(tab.labels)
-        return output((tab, to_mask(fp), to_image(prev), summary), [prev], "regions")
+        return output((tab, to_mask(fp), to_image(prev), summary), [prev, review_overlay(img, fp, tab.footprint("review"))],
+                      "regions")
+
+
+REVIEW_NAMES = ("accept_ids", "reject_ids", "accept_mask", "reject_mask")
+
+
+def _review_cfg(min_confidence=None, max_fill_mm2=None, max_fill_share=None):
+    """The Region Table's review settings (an input left unset keeps the core default)."""
+    given = {"min_confidence": min_confidence, "max_fill_mm2": max_fill_mm2, "max_fill_share": max_fill_share}
+    return ReviewConfig(**{k: float(x) for k, x in given.items() if x is not None})
 
 
 class AtelierRestorationFill(io.ComfyNode):

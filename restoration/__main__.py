@@ -11,8 +11,14 @@ complete, so an error or Ctrl-C (exit status 130) leaves a complete record or no
 checked before any work starts (exit status 2 with one line naming the problem). A scan with nothing
 to fill is a normal result.
 
+Review before print: by default only confident losses and small defects are filled; large regions
+(``--max-fill-mm2``, ``--max-fill-share``) and unsure ones (``--min-confidence``) are listed for review
+(regions.csv, the fill preview, index.html) and filled only when accepted: ``--accept 3,7,12`` or
+``--accept-mask PNG`` (every region the white pixels touch); ``--reject`` / ``--reject-mask`` leave
+regions unfilled. Region ids are those of the record's regions.csv of the same scan and settings.
+
 ``--replay`` regenerates a record made by this command: it checks the scan against the recorded
-SHA-256, reruns with the recorded parameters and user masks, and compares the new print files with
+SHA-256, reruns with the recorded parameters, user masks and accepted/rejected region ids, and compares the new print files with
 the recorded hashes (exit status 0 only if every one is identical).
 """
 import argparse
@@ -64,6 +70,19 @@ def build_parser():
     ap.add_argument("--ground", default=None, help="ground colour R,G,B in 0..1 (default: auto)")
     ap.add_argument("--mask-add", default=None, help="user-painted mask to add (PNG, white = damage)")
     ap.add_argument("--mask-remove", default=None, help="user-painted mask of false detections to remove")
+    r = d.review
+    ap.add_argument("--accept", default="", metavar="IDS",
+                    help="region ids to fill although listed for review or skipped, e.g. 3,7,12 (from regions.csv)")
+    ap.add_argument("--reject", default="", metavar="IDS", help="region ids never to fill, e.g. 4,9")
+    ap.add_argument("--accept-mask", default=None, metavar="PNG",
+                    help="mask (white) naming regions to accept: every region it touches is accepted")
+    ap.add_argument("--reject-mask", default=None, metavar="PNG", help="mask (white) naming regions to reject")
+    ap.add_argument("--min-confidence", type=float, default=r.min_confidence,
+                    help=f"regions less confident than this go to review (0..1, default {r.min_confidence})")
+    ap.add_argument("--max-fill-mm2", type=float, default=r.max_fill_mm2,
+                    help=f"larger regions go to review (mm^2, default {r.max_fill_mm2})")
+    ap.add_argument("--max-fill-share", type=float, default=r.max_fill_share,
+                    help=f"regions above this share of the picture go to review (default {r.max_fill_share})")
     ap.add_argument("--capture", default=None, help="capture with the mask applied, for the registration check")
     ap.add_argument("--fill", default=d.fill_method, choices=CLI_FILL_METHODS,
                     help="harmonic (default), OpenCV telea/ns, patch (copies matching texture from nearby)")
@@ -88,7 +107,16 @@ def config_from_args(args):
         det = detect_config(args.ground or "auto", args.tile)
     except ValueError as exc:  # name the options as the command line spells them
         raise ValueError(str(exc).replace("ground_color=", "--ground ").replace("tile=", "--tile ")) from None
-    cfg = PipelineConfig(detect=det, fill_classes=fill_classes,
+    from .review import ReviewConfig
+    from .stages import check_review
+    rev = ReviewConfig(min_confidence=args.min_confidence, max_fill_mm2=args.max_fill_mm2,
+                       max_fill_share=args.max_fill_share)
+    try:
+        check_review(rev, args.accept, args.reject, ("--accept", "--reject"))
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("min_confidence=", "--min-confidence ").replace(
+            "max_fill_mm2=", "--max-fill-mm2 ").replace("max_fill_share=", "--max-fill-share ")) from None
+    cfg = PipelineConfig(detect=det, fill_classes=fill_classes, review=rev,
                          fill_method=args.fill, white_mode=args.white_mode, white_amount_mm=args.white_amount_mm,
                          mirror=not args.no_mirror, tile=args.tile)
     return cfg.validate()
@@ -118,8 +146,10 @@ def main(argv=None):
         print(f"interrupted: nothing new was written to {args.out}", file=sys.stderr)
         return EXIT_INTERRUPTED
     st = manifest["stats"]
-    summary = {k: st[k] for k in ("n_regions", "n_regions_filled", "n_regions_skipped_by_reason",
+    summary = {k: st[k] for k in ("n_regions", "n_regions_filled", "n_regions_for_review", "n_regions_skipped_by_reason",
                                   "total_fill_area_mm2", "count_rgb8", "count_dE1")}
+    if manifest.get("review"):
+        summary["for_review_ids"] = manifest["review"]["for_review"][:50]
     summary["wallclock_s_total"] = round(sum(st["wallclock_s"].values()), 2)
     if "sample_metrics" in manifest:
         sm = manifest["sample_metrics"]
@@ -156,14 +186,13 @@ def run_cli(args, progress=None):
         img, dpi, scan_info = read_scan(args.scan, args.dpi)
         if args.capture:
             capture, _, _ = read_scan(args.capture, dpi)
-    for name in ("mask_add", "mask_remove"):
+    masks = {}
+    for name in ("mask_add", "mask_remove", "accept_mask", "reject_mask"):
         path = getattr(args, name)
         if path:
             m, _, _ = read_scan(path, dpi)
-            if name == "mask_add":
-                user_add = m.mean(2) > 0.5
-            else:
-                user_remove = m.mean(2) > 0.5
+            masks[name] = m.mean(2) > 0.5
+    user_add, user_remove = masks.get("mask_add"), masks.get("mask_remove")
     with StagedFolder(args.out) as out:
         if args.sample:
             from dataclasses import replace
@@ -185,10 +214,32 @@ def run_cli(args, progress=None):
             extra["sample"] = {"seed": args.seed, "generator_s": round(time.perf_counter() - t0, 3),
                                "simulated_capture_shift_px": [2.0, 1.0]}
         manifest = run(img, dpi, out, cfg, scan_info=scan_info, user_add=user_add, user_remove=user_remove,
-                       extra=extra, progress=progress, capture=capture)
+                       extra=extra, progress=progress, capture=capture, **review_choice(args, masks))
         if args.sample:
             manifest = _sample_metrics(out, manifest, img, clean, gt, args)
     return manifest
+
+
+def review_choice(args, masks):
+    """The review options as :func:`restoration.pipeline.run` takes them (the ids are resolved there, by
+    :func:`restoration.stages.review_ids`, with the options' names in its messages)."""
+    return {"accept": args.accept, "reject": args.reject, "accept_mask": masks.get("accept_mask"),
+            "reject_mask": masks.get("reject_mask"),
+            "review_names": ("--accept", "--reject", "--accept-mask", "--reject-mask")}
+
+
+def recorded_review(man):
+    """The accepted and rejected region ids a record keeps (``review`` section); none for records made
+    before the review. ValueError with one line when the section is malformed."""
+    rv = man.get("review")
+    if rv is None:
+        return (), ()
+    ok = isinstance(rv, dict) and all(isinstance(rv.get(k, []), list) and all(
+        isinstance(i, int) and i > 0 for i in rv.get(k, [])) for k in ("accepted", "rejected"))
+    if not ok:
+        raise ValueError("the record's review section must be an object whose 'accepted' and 'rejected' are lists "
+                         "of region ids")
+    return tuple(rv.get("accepted", [])), tuple(rv.get("rejected", []))
 
 
 def _sample_metrics(out, manifest, img, clean, gt, args):
@@ -222,6 +273,7 @@ def replay_cli(args, progress=None):
     if conf.get("source") == "ComfyUI nodes":
         raise ValueError("this record was made in ComfyUI: load its workflow.json in ComfyUI to reproduce it")
     cfg = config_from_dict(conf).validate()
+    accept, reject = recorded_review(man)
     files = {f["role"]: f for f in man["files"]}
     if not any(r in files for r in REPLAY_ROLES):
         raise ValueError(f"record {str(rdir)!r} lists none of the files a replay compares ({', '.join(REPLAY_ROLES)})")
@@ -252,7 +304,7 @@ def replay_cli(args, progress=None):
     info.update(dpi_source="record", seeds=man["processing"].get("seeds", {}))
     with StagedFolder(args.out) as out:
         new = run(img, dpi, out, cfg, scan_info=info, user_add=masks.get("add"), user_remove=masks.get("remove"),
-                  external_fill=external, extra={"replayed_from": {"manifest": str((rdir / "manifest.json").resolve()),
+                  external_fill=external, accept=accept, reject=reject, extra={"replayed_from": {"manifest": str((rdir / "manifest.json").resolve()),
                                                                    "created_utc": man.get("created_utc")}},
                   progress=progress)
     got = {f.get("role"): f for f in new["files"]}

@@ -49,7 +49,9 @@ class ScanContext:
 class DamageMap:
     """Detected (and edited) damage (``DAMAGE_MAP``): ``classes`` (H, W) uint8 ids of ``CLASS_IDS``;
     ``responses`` {name: (H, W) uint8}; the ground colour and detection parameters; the classes chosen
-    for filling; the user's add/remove masks ((H, W) bool or None, kept so a record can be replayed)."""
+    for filling; the user's add/remove masks ((H, W) bool or None, kept so a record can be replayed);
+    the detector's ``confidence`` (H, W) uint8 (255 = 1) and ``evidence`` (H, W) uint8 bits (see
+    :mod:`restoration.review`; None when the map did not come from the detector)."""
     classes: np.ndarray
     responses: Mapping = field(default_factory=dict)
     ground_rgb: Optional[tuple] = None
@@ -58,6 +60,8 @@ class DamageMap:
     user_add: Optional[np.ndarray] = None
     user_remove: Optional[np.ndarray] = None
     times: Mapping = field(default_factory=dict)
+    confidence: Optional[np.ndarray] = None
+    evidence: Optional[np.ndarray] = None
 
     @property
     def user_mask(self):
@@ -68,7 +72,10 @@ class DamageMap:
 class RegionTable:
     """Labelled regions and their rows (``REGION_TABLE``): ``labels`` (H, W) int32 (0 = none);
     ``rows`` one dict per region (see :func:`restoration.regions.region_table`), ordered by id;
-    after a fill the ``method``; after QA ``qa_per_label`` (N + 1,) float32 dE00 per label."""
+    after a fill the ``method``; after QA ``qa_per_label`` (N + 1,) float32 dE00 per label; ``review``
+    the review before print (:func:`restoration.stages.regions`): the effective ``config``, the
+    ``accepted`` and ``rejected`` ids, a ``summary`` and per region its ``decision``, ``rule``,
+    ``confidence`` and ``reasons``."""
     labels: np.ndarray
     rows: tuple
     classes: np.ndarray
@@ -78,6 +85,7 @@ class RegionTable:
     external_model: str = ""
     qa_per_label: Optional[np.ndarray] = None
     times: Mapping = field(default_factory=dict)
+    review: Optional[Mapping] = None
 
     @property
     def n_regions(self):

@@ -13,7 +13,8 @@ import numpy as np
 from .artefacts import DamageMap, Palette, PrintCanvas, RegionTable, ScanContext
 from .classes import CLASS_IDS
 from .fileio import to_uint, write_bytes, write_png, write_tiff_rows
-from .previews import PREVIEW_SIDE, class_overlay, downscale, heat, label_colors, layers_preview, nearest
+from .previews import (PREVIEW_SIDE, class_overlay, downscale, heat, label_colors, layers_preview, nearest,
+                       review_overlay)
 from .printfile import WHITE_POLARITY, write_print_files
 from .record import file_entry, versions, write_record
 from .regions import table_csv
@@ -116,9 +117,11 @@ def write_previews(out, job, canvas_preview, side=PREVIEW_SIDE):
     prev("damage_map_preview.png", class_overlay(small, nearest(classes, side)),
          "damage classes: green split, red craquelure, blue loss, pink small defect, yellow user")
     prev("preview_regions.png", label_colors(nearest(labels, side)), f"{job.table.n_regions} regions (8-connected)")
+    n_rev = len((job.table.review or {}).get("for_review", ()))
     prev("preview_fill_footprint.png",
-         class_overlay(small, nearest(job.table.footprint().astype(np.uint8) * CLASS_IDS["loss"], side)),
-         "regions that are filled (blue); the rest are in the table with a skip reason")
+         review_overlay(small, nearest(job.table.footprint(), side), nearest(job.table.footprint("review"), side)),
+         f"filled (blue); {n_rev} regions waiting for review, NOT filled (orange, magenta outline): accept them by "
+         "id or mask to fill; the rest are in the table with a skip reason")
     prev("preview_filled.png", job.filled, f"filled ({job.table.method})")
     for k, v in job.damage.responses.items():
         prev(f"response_{k}.png", heat(nearest(v, side).astype(np.float32), 128),
@@ -149,10 +152,12 @@ def build_manifest(job, files, config, times, icc_embedded, workflow=False, regi
     ``config``: the settings that made the job (the CLI's ``PipelineConfig`` as a dict, or the nodes'
     ``{"source": "ComfyUI nodes"}``); ``times``: wall-clock seconds per stage; ``workflow``: whether
     ``workflow.json`` is in the record; ``registration``: the registration check without its map.
+    ``review``: the review before print as the Region Table made it (config, accepted and rejected ids,
+    per region decision, rule, confidence and reasons; ``--replay`` rebuilds the choice from it).
     """
     ctx, rows, dmap, pal = job.ctx, job.table.rows, job.damage, job.palette
     mm2 = ctx.mm_per_px ** 2
-    skipped = {}
+    skipped, review = {}, dict(job.table.review or {})
     for r in rows:
         if r["fill_decision"] == "skip":
             skipped[r["skip_reason"]] = skipped.get(r["skip_reason"], 0) + 1
@@ -177,10 +182,12 @@ def build_manifest(job, files, config, times, icc_embedded, workflow=False, regi
         "stats": {"n_regions": job.table.n_regions,
                   "n_regions_filled": sum(r["fill_decision"] == "fill" for r in rows),
                   "n_regions_skipped_by_reason": skipped,
+                  "n_regions_for_review": sum(r["fill_decision"] == "review" for r in rows),
                   "total_fill_area_mm2": round(float(np.count_nonzero(job.used)) * mm2, 4),
                   "total_damage_area_mm2": round(float(np.count_nonzero(job.table.classes)) * mm2, 4),
                   "count_rgb8": pal.n_rgb8, "count_dE1": pal.n_de, "count_dE_q": pal.q, "bit_depth_counted": 8,
                   "wallclock_s": dict(times)},
+        "review": review or None,
         "palette": list(pal.colours[:64]),
         "print": {"dpi": ctx.dpi, **job.canvas.print_section(),
                   "color_file": "layer_color_rgba.tif", "white_file": "layer_white.tif",

@@ -5,6 +5,8 @@ stage functions (:mod:`restoration.stages`) and the same writer (:func:`restorat
 import time
 from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
+
 from .artefacts import ScanContext
 from .classes import DEFAULT_FILL_CLASSES
 from .color import parse_rgb
@@ -16,6 +18,7 @@ from .outputs import JobResult, write_job
 from .previews import PREVIEW_SIDE, preview_stride
 from .printfile import check_layout
 from .regions import RegionConfig
+from .review import ReviewConfig
 from . import stages
 
 CLI_FILL_METHODS = tuple(m for m in METHODS if m != "external")  # external needs an IMAGE from a model
@@ -25,6 +28,7 @@ CLI_FILL_METHODS = tuple(m for m in METHODS if m != "external")  # external need
 class PipelineConfig:
     detect: DetectConfig = field(default_factory=DetectConfig)
     regions: RegionConfig = field(default_factory=RegionConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
     fill_classes: tuple = DEFAULT_FILL_CLASSES
     fill_method: str = "harmonic"
     grow_px: int = 1
@@ -42,6 +46,7 @@ class PipelineConfig:
     def validate(self):
         """Check every setting before any work starts; ValueError names the setting, value and what is allowed."""
         self.detect.validate()
+        self.review.validate()
         if self.detect.ground_rgb is not None:
             parse_rgb(self.detect.ground_rgb, "ground colour")
         stages.check_fill_classes(self.fill_classes)
@@ -82,7 +87,8 @@ def config_from_dict(d):
     d = dict(d)
     det = build(DetectConfig, d.pop("detect", {}), ".detect")
     reg = build(RegionConfig, d.pop("regions", {}), ".regions")
-    return build(PipelineConfig, {**d, "detect": det, "regions": reg}, "")
+    rev = build(ReviewConfig, d.pop("review", {}), ".review")  # records made before the review: the defaults
+    return build(PipelineConfig, {**d, "detect": det, "regions": reg, "review": rev}, "")
 
 
 class Stages:
@@ -110,17 +116,27 @@ STAGES = ("detect", "regions", "fill", "qa", "colours", "layers", "export", "pre
 
 
 def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, user_remove=None,
-        external_fill=None, workflow=None, extra=None, progress=None, capture=None):
+        external_fill=None, workflow=None, extra=None, progress=None, capture=None, accept=(), reject=(),
+        accept_mask=None, reject_mask=None, review_names=None):
     """Run every stage on ``img`` ((H, W, 3) float32 sRGB in [0, 1]) and write all artefacts into
     ``out_dir`` (the CLI stages it in a hidden folder, :class:`restoration.fileio.StagedFolder`).
 
     Returns the manifest dict. ``extra`` is merged into the manifest (e.g. sample metrics);
     ``capture`` (same size as img) triggers the registration check. A scan with nothing to fill is a
-    normal result (empty region table, empty print layers apart from the fiducials).
+    normal result (empty region table, empty print layers apart from the fiducials). ``accept`` /
+    ``reject`` (region ids) and ``accept_mask`` / ``reject_mask`` ((H, W) bool) are the user's review
+    choices (:func:`restoration.stages.review_ids`; ``review_names``: how the caller spells them in
+    messages); the record keeps the ids they resolve to.
     """
     cfg.validate()
+    stages.check_review(cfg.review, accept, reject, review_names or stages.REVIEW_INPUTS)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3), got {img.shape}")
+    rn = review_names or stages.REVIEW_INPUTS
+    for name, m in (("user mask 'add'", user_add), ("user mask 'remove'", user_remove), (rn[2], accept_mask),
+                    (rn[3], reject_mask)):  # before any work: a mask of another size is refused by name
+        if m is not None and tuple(np.shape(m)) != img.shape[:2]:
+            raise ValueError(f"{name}: the mask has size {tuple(np.shape(m))}; the scan is {img.shape[:2]} (H, W)")
     ctx = ScanContext.of(img, dpi, scan_info)
     dpi = ctx.dpi
     check_layout(dpi, cfg.margin_mm)  # before any work: the fiducials must fit in the margin at this dpi
@@ -135,7 +151,8 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     st.end()
 
     st.start("regions")
-    table = stages.regions(img, dmap, dpi, cfg.regions)
+    table = stages.regions(img, dmap, dpi, cfg.regions, cfg.review, accept, reject, accept_mask, reject_mask,
+                           review_names)
     st.end()
 
     st.start("fill")

@@ -74,3 +74,20 @@ def layers_preview(rgba, white):
     wp = np.where(white[..., None] > 0, wp, 1.0)
     gap = np.ones((h, max(4, w // 100), 3), np.float32)
     return np.concatenate([col, gap, wp], 1).astype(np.float32)
+
+
+REVIEW_COLOR = (1.0, 0.55, 0.0)   # orange: regions listed for review (not filled unless accepted)
+REVIEW_OUTLINE = (0.85, 0.0, 0.85)  # magenta outline around them
+
+
+def review_overlay(img, fill, review, alpha=0.75):
+    """The review before print over a dimmed scan: regions to fill in blue (the loss colour), regions
+    waiting for review in orange with a magenta 1 px outline (so that a small one is seen). ``fill``,
+    ``review``: (H, W) bool. (H, W, 3) float32."""
+    from scipy import ndimage
+    out = class_overlay(img, np.where(fill, 3, 0).astype(np.uint8), alpha)
+    rv = np.asarray(review, bool)
+    out[rv] = (1 - alpha) * out[rv] + alpha * np.array(REVIEW_COLOR, np.float32)
+    ring = ndimage.binary_dilation(rv, np.ones((3, 3), bool), iterations=2) & ~rv
+    out[ring] = REVIEW_OUTLINE
+    return out.astype(np.float32)

@@ -76,11 +76,13 @@ def render_html(m, thumbs, rows, max_rows=2000):
              f"Input <code>{e(m.get('capture', {}).get('file'))}</code>, sha256 <code>{e(m.get('capture', {}).get('sha256'))}</code>, "
              f"{e(m.get('capture', {}).get('ppi'))} ppi.</p>",
              "<h2>Summary</h2><table>"]
-    for k in ("n_regions", "n_regions_filled", "n_regions_skipped_by_reason", "total_fill_area_mm2",
+    for k in ("n_regions", "n_regions_filled", "n_regions_for_review", "n_regions_skipped_by_reason", "total_fill_area_mm2",
               "count_rgb8", "count_dE1", "bit_depth_counted", "wallclock_s"):
         if k in st:
             parts.append(f"<tr><th>{e(k)}</th><td>{e(st[k])}</td></tr>")
-    parts.append("</table><h2>Images</h2>")
+    parts.append("</table>")
+    parts.extend(_review_html(m.get("review"), rows, e))
+    parts.append("<h2>Images</h2>")
     for name, caption in thumbs:
         parts.append(f"<figure><a href='{e(name)}'><img src='{e(name)}'></a><figcaption>{e(caption)}</figcaption></figure>")
     pal = m.get("palette", [])
@@ -97,11 +99,11 @@ def render_html(m, thumbs, rows, max_rows=2000):
         parts.append(f"<tr><td><a href='{e(f['path'])}'>{e(f['path'])}</a></td><td><code>{e(f['sha256'])}</code></td><td>{e(info)}</td></tr>")
     parts.append("</table>")
     parts.append(f"<h2>Regions ({len(rows)}; full table in regions.csv)</h2><table><tr>")
-    cols = ["id", "class", "fill_decision", "skip_reason", "area_mm2", "bbox_mm", "centroid_mm",
-            "max_width_mm", "dE00_contrast", "dE00_edge", "fill_method", "generative", "needs_review"]
+    cols = ["id", "class", "fill_decision", "rule", "confidence", "reasons", "skip_reason", "area_mm2", "bbox_mm",
+            "centroid_mm", "max_width_mm", "dE00_contrast", "dE00_edge", "fill_method", "generative", "needs_review"]
     parts.append("".join(f"<th>{c}</th>" for c in cols) + "</tr>")
     for r in rows[:max_rows]:
-        parts.append("<tr>" + "".join(f"<td>{e(r.get(c, ''))}</td>" for c in cols) + "</tr>")
+        parts.append("<tr>" + "".join(f"<td>{e(_cell(r.get(c, '')))}</td>" for c in cols) + "</tr>")
     parts.append("</table>")
     parts.append("<h2>Processing</h2><pre>" + e(json.dumps(m.get("processing", {}), indent=1, default=_json_default)[:20000]) + "</pre>")
     if m.get("workflow_file"):
@@ -109,6 +111,35 @@ def render_html(m, thumbs, rows, max_rows=2000):
     parts.append("<h2>Application (to be filled in by the conservator)</h2><pre>"
                  + e(json.dumps(m.get("application", {}), indent=1)) + "</pre></body></html>")
     return "\n".join(parts)
+
+
+def _cell(v):
+    """A table cell's text: numbers of a list by spaces, phrases (reasons) by '; ', numpy scalars as numbers."""
+    if isinstance(v, (list, tuple)):
+        return ("; " if any(isinstance(x, str) for x in v) else " ").join(str(_cell(x)) for x in v)
+    return v.item() if hasattr(v, "item") else v
+
+
+def _review_html(rv, rows, e):
+    """The record's review section: what waits for a person, what was accepted or rejected, the settings."""
+    if not rv:
+        return []
+    c = rv.get("config", {})
+    out = [f"<h2>Review before print</h2><p>Filled by default: confident regions of the fill classes no larger than "
+           f"{e(c.get('max_fill_mm2'))} mm^2 and {100 * float(c.get('max_fill_share') or 0):.4g} % of the picture, "
+           f"with confidence "
+           f"&ge; {e(c.get('min_confidence'))}. Accepted ids: <b>{e(rv.get('accepted') or 'none')}</b>; rejected ids: "
+           f"<b>{e(rv.get('rejected') or 'none')}</b>. Decisions by rule: {e(rv.get('summary', {}).get('by_rule'))}.</p>"]
+    wait = [r for r in rows if r.get("fill_decision") == "review"]
+    out.append(f"<p><b>{len(wait)} regions wait for review and were NOT filled</b> (orange in the fill preview); "
+               "accept them by id (node input accept_ids, CLI --accept) or by mask to fill them.</p>")
+    if wait:
+        cols = ["id", "class", "rule", "confidence", "reasons", "area_mm2", "centroid_mm", "bbox_mm"]
+        out.append("<table><tr>" + "".join(f"<th>{k}</th>" for k in cols) + "</tr>")
+        for r in wait[:2000]:
+            out.append("<tr>" + "".join(f"<td>{e(_cell(r.get(k, '')))}</td>" for k in cols) + "</tr>")
+        out.append("</table>")
+    return out
 
 
 def load_manifest(path):

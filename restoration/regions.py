@@ -134,8 +134,8 @@ def table_csv(rows):
         vals = []
         for k in keys:
             v = r.get(k)
-            if isinstance(v, (list, tuple)):
-                v = " ".join(str(x) for x in v)
+            if isinstance(v, (list, tuple)):  # numbers by spaces; phrases (reasons) by "; "
+                v = ("; " if any(isinstance(x, str) for x in v) else " ").join(str(x) for x in v)
             vals.append("" if v is None else str(v).replace(",", ";"))
         out.append(",".join(vals))
     return "\n".join(out) + "\n"

@@ -6,7 +6,7 @@ Shapes: images (H, W, 3) float32 sRGB in [0, 1]; masks and maps (H, W).
 """
 import logging
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from .fileio import to_uint
 from .fill import METHODS, fill_image, fill_qa
 from .palette import count_rgb8, merge_palette
 from .regions import RegionConfig, label_by_fill, region_table
+from .review import ReviewConfig, decide, ids_under_mask, region_confidence, summary
 
 log = logging.getLogger("atelier")
 TILE = 1024          # default tile of detection, fill and QA (px); results do not depend on it (tests)
@@ -65,7 +66,8 @@ def detect(img, dpi, cfg=DetectConfig(), progress=None):
     det = detect_damage(img, dpi, cfg, progress=progress)
     g = det.get("ground_rgb")
     return DamageMap(det["classes"], det.get("responses", {}), None if g is None else tuple(g), det.get("params"),
-                     times={"detect": round(time.perf_counter() - t, 3)})
+                     times={"detect": round(time.perf_counter() - t, 3)}, confidence=det.get("confidence"),
+                     evidence=det.get("evidence"))
 
 
 def edit(dmap, add=None, remove=None, fill_classes=None):
@@ -82,13 +84,91 @@ def fill_candidates(dmap):
     return fill_mask_from_classes(dmap.classes, dmap.fill_classes)
 
 
-def regions(img, dmap, dpi, cfg=RegionConfig()):
-    """Label and measure every region -> :class:`RegionTable` (rows with fill decisions)."""
+REVIEW_INPUTS = ("accept", "reject", "accept_mask", "reject_mask")  # default names in review messages
+
+
+def parse_ids(ids, name="accept"):
+    """Region ids as a sorted tuple of ints from text ('3,7,12' or '3 7 12'; empty = none) or an iterable
+    of ints. ValueError names the input, the bad value and what is allowed."""
+    if ids is None:
+        return ()
+    items = ids.replace(",", " ").split() if isinstance(ids, str) else list(ids)
+    out = set()
+    for v in items:
+        try:
+            i = int(v)
+        except (TypeError, ValueError):
+            i = None
+        if i is None or i < 1 or (isinstance(v, float) and v != i):
+            raise ValueError(f"{name}: {v!r} is not a region id; give region ids (integers >= 1) separated by "
+                             "commas, e.g. 3,7,12")
+        out.add(i)
+    return tuple(sorted(out))
+
+
+def check_review(cfg=ReviewConfig(), accept="", reject="", names=REVIEW_INPUTS):
+    """The checks that need no region map (before detection starts): the review settings and the id lists.
+    Returns ``(accept ids, reject ids)``; ValueError names the input."""
+    cfg.validate()
+    a, r = parse_ids(accept, names[0]), parse_ids(reject, names[1])
+    both = sorted(set(a) & set(r))
+    if both:
+        raise ValueError(f"regions {both} are named in both {names[0]} and {names[1]}; name each in one list only")
+    return a, r
+
+
+def review_ids(labels, accept="", reject="", accept_mask=None, reject_mask=None, names=None):
+    """THE rule that turns a user's accept/reject choice into region ids (Region Table node, CLI, replay):
+    ids given as text or ints (:func:`parse_ids`) united with the regions each mask ((H, W) bool, the
+    region map's size) touches (:func:`restoration.review.ids_under_mask`). Returns ``(accept, reject)``
+    sorted tuples; ValueError names the input (a mask of the wrong size, a bad id, an id in both)."""
+    names = names or REVIEW_INPUTS
+    a, r = set(parse_ids(accept, names[0])), set(parse_ids(reject, names[1]))
+    for ids, m, name in ((a, accept_mask, names[2]), (r, reject_mask, names[3])):
+        if m is not None:
+            try:
+                ids |= ids_under_mask(labels, m)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+    both = sorted(a & r)
+    if both:
+        raise ValueError(f"regions {both} are both accepted and rejected ({names[0]}/{names[2]} vs "
+                         f"{names[1]}/{names[3]}); name each in one list only")
+    return tuple(sorted(a)), tuple(sorted(r))
+
+
+def regions(img, dmap, dpi, cfg=RegionConfig(), review=ReviewConfig(), accept="", reject="", accept_mask=None,
+            reject_mask=None, names=REVIEW_INPUTS):
+    """Label and measure every region and decide what gets filled -> :class:`RegionTable`.
+
+    The review before print (:mod:`restoration.review`): each region gets the mean detector confidence
+    and the evidence reasons, then :func:`restoration.review.decide` with the accepted/rejected ids of
+    :func:`review_ids`. ``review`` gives min_confidence, max_fill_mm2 and max_fill_share; its registration
+    tolerance, invisibility threshold and fill classes are those of ``cfg`` and ``dmap`` (one setting,
+    one place). A region that :func:`restoration.regions.region_table` finds invisible (contrast, or
+    narrower than 1 arcmin at the viewing distance) meets the ``invisible`` rule. Each row gets
+    ``fill_decision`` (fill | review | skip), ``skip_reason`` (the rule, for skips), ``rule``,
+    ``confidence`` and ``reasons``; the table's ``review`` keeps the config, ids and per-region decisions.
+    ``names``: how the caller spells the four review inputs (for the error messages)."""
     t = time.perf_counter()
     labels, _ = label_by_fill(dmap.classes, dmap.fill_classes)
     rows = region_table(labels, dmap.classes, img, dpi, dmap.fill_classes, cfg)
+    rcfg = replace(review, registration_tol_um=float(cfg.registration_tol_um), invisible_de=float(cfg.invisible_de),
+                   fill_classes=tuple(dmap.fill_classes)).validate()
+    acc, rej = review_ids(labels, accept, reject, accept_mask, reject_mask, names)
+    zeros = np.zeros(labels.shape, np.uint8)  # no detector maps (a hand-made DamageMap): every region unsure
+    conf, bits = region_confidence(labels, zeros if dmap.confidence is None else dmap.confidence,
+                                   zeros if dmap.evidence is None else dmap.evidence)
+    mm = 25.4 / float(dpi)
+    gate = [dict(r, dE00_contrast=0.0) if r["skip_reason"] == "invisible" else r for r in rows]
+    decs = decide(gate, conf, bits, labels.size * mm * mm, rcfg, acc, rej)
+    for r, d in zip(rows, decs):
+        r.update(fill_decision=d.decision, skip_reason=d.rule if d.decision == "skip" else "", rule=d.rule,
+                 confidence=d.confidence, reasons=list(d.reasons))
+    rv = {"config": asdict(rcfg), "accepted": list(acc), "rejected": list(rej), "summary": summary(decs),
+          "for_review": [d.id for d in decs if d.decision == "review"], "regions": [d.as_row() for d in decs]}
     return RegionTable(labels, tuple(rows), dmap.classes, tuple(dmap.fill_classes), float(dpi),
-                       times={"regions": round(time.perf_counter() - t, 3)})
+                       times={"regions": round(time.perf_counter() - t, 3)}, review=rv)
 
 
 def fill(img, mask, method="harmonic", grow_px=1, external=None, source=None, tile=TILE, device="cpu",
@@ -163,5 +243,5 @@ def palette_swatch(pal, n=32, side=64):
 
 
 __all__ = ["TILE", "DEFAULT_FILL_CLASSES", "check_fill_classes", "check_tile", "detect_config", "fill_classes_of",
-           "detect", "edit", "fill_candidates", "regions",
+           "detect", "edit", "fill_candidates", "parse_ids", "check_review", "review_ids", "regions",
            "fill", "annotate_fill", "qa", "palette", "palette_swatch"]

@@ -71,7 +71,7 @@ def test_all_14_nodes_are_v3_with_tooltips_everywhere(M):
         assert s.outputs and all(o.tooltip for o in s.outputs), (k, [o.id for o in s.outputs if not o.tooltip])
         assert c.INPUT_TYPES()  # the V1 view the host serves to the frontend
     from pathlib import Path
-    wf = json.loads((Path(__file__).parents[2] / "example_workflows" / "restoration_scan_to_print.json").read_text())
+    wf = json.loads((Path(__file__).parents[2] / "example_workflows" / "Restoration - scan to print layers and record.json").read_text())
     # saved workflows keep their input names in order (widgets_values are positional)
     for n in wf["nodes"]:
         if n["type"] in M:
@@ -330,3 +330,51 @@ def test_layout_marks_must_fit_in_the_margin(M):
     assert L.validate_inputs(margin_mm=10.0, arm_mm=3.0, line_mm=0.1) is True
     msg = L.validate_inputs(margin_mm=2.0, arm_mm=3.0, line_mm=0.1)
     assert isinstance(msg, str) and "arm_mm=3 reaches into the image" in msg and "margin_mm=2" in msg
+
+
+def test_review_accept_list_node_equals_cli(M, host, dirs):
+    """Review before print through the nodes: by default the Region Table lists large/unsure regions for review
+    and leaves them out of fill_mask; the same accept/reject choice given to the node (ids and a MASK) and to
+    the CLI (--accept/--reject) gives the same decisions and a byte-identical fill (fill_full.tif)."""
+    from restoration.__main__ import main
+    from restoration.detect import DetectConfig
+    scan, _, _ = _scan_file(dirs / "input")
+    img, ctx = run(M["AtelierRestorationLoadScan"], path="scan.tif", dpi=0.0).args
+    d = DetectConfig()
+    dmap = run(M["AtelierDamageDetect"], image=img, ctx=ctx, ground_color="auto", tile=1024,
+               **{k: getattr(d, k) for k in ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de",
+                                             "ground_grow_de", "loss_contrast_de", "split_min_length_mm")}).args[0]
+    rt = dict(image=img, damage_map=dmap, ctx=ctx, viewing_distance_mm=500.0, registration_tol_um=100.0)
+    tab0, mask0, _, summary0 = run(M["AtelierRegionTable"], **rt).args
+    wait = tab0.review["for_review"]
+    assert len(wait) >= 2 and "waiting for review" in summary0 and str(wait[0]) in summary0
+    assert not bool(mask0[0][torch.from_numpy(tab0.footprint("review"))].any())  # not in fill_mask by default
+    a, b = wait[0], wait[1]
+    keep = next(r["id"] for r in tab0.rows if r["fill_decision"] == "fill")
+    m = torch.from_numpy(tab0.labels == b).float()[None]
+    assert M["AtelierRegionTable"].validate_inputs(accept_ids=f"{a}", reject_ids=f"{keep}") is True
+    msg = M["AtelierRegionTable"].validate_inputs(accept_ids="3,x")
+    assert isinstance(msg, str) and "accept_ids: 'x' is not a region id" in msg
+    tab, mask, _, _ = run(M["AtelierRegionTable"], accept_ids=f"{a}", reject_ids=f"{keep}", accept_mask=m, **rt).args
+    assert tab.review["accepted"] == sorted([a, b]) and tab.review["rejected"] == [keep]
+    filled, used, tab = run(M["AtelierRestorationFill"], image=img, mask=mask, method="harmonic", grow_px=1,
+                            regions=tab).args
+    tab, _, _ = run(M["AtelierFillQA"], original=img, filled=filled, regions=tab, edge_de=3.0).args
+    lay = run(M["AtelierBilayerSeparate"], filled=filled, original=img, mask=used, ctx=ctx, white_mode="same_pattern",
+              amount_mm=0.0, min_feature_mm=0.0, white_on_black=False).args[0]
+    laid = run(M["AtelierPrintLayout"], layers=lay, ctx=ctx, margin_mm=10.0, arm_mm=3.0, line_mm=0.1,
+               mirror=True).args[0]
+    folder = pathlib.Path(run(M["AtelierRestorationRecord"], original=img, filled=filled, used_mask=used, regions=tab,
+                              layers=laid, ctx=ctx, subfolder="rec", count_q=1.0, damage_map=dmap).args[0])
+    node = json.loads((folder / "manifest.json").read_text())
+    assert main([str(scan), "--out", str(dirs / "cli"), "--accept", f"{a},{b}", "--reject", f"{keep}",
+                 "--threads", "0"]) == 0
+    cli = json.loads((dirs / "cli" / "manifest.json").read_text())
+    fa = {f["role"]: f["sha256"] for f in cli["files"]}
+    fb = {f["role"]: f["sha256"] for f in node["files"]}
+    for role in ("fill_full", "color_layer", "white_layer", "labels"):
+        assert fa[role] == fb[role], role
+    assert cli["review"] == node["review"] and node["stats"]["n_regions_for_review"] == len(wait) - 2
+    dec = {x["id"]: x for x in node["review"]["regions"]}
+    assert dec[a]["rule"] == dec[b]["rule"] == "accepted" and dec[keep]["rule"] == "rejected"
+    assert (dirs / "cli" / "regions.json").read_bytes() == (folder / "regions.json").read_bytes()
