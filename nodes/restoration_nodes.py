@@ -125,12 +125,15 @@ class AtelierDamageDetect(io.ComfyNode):
         return io.Schema(
             node_id="AtelierDamageDetect", display_name="Atelier Damage Detect", category=CAT,
             description="Find damage per class on CIELAB: craquelure (black-hat on L*), small light defects "
-                        "(top-hat), losses to the ground (CIEDE2000 to the ground colour + contrast gate), support "
+                        "(top-hat), each relative to the local paint's own texture; losses by local evidence (differs from "
+                        "its own ring, an edge all round, a flat interior, the colour of a ground estimated from the "
+                        "loss candidates themselves); support "
                         "splits (long wide dark lines). Outputs one MASK per class, the response maps and an overlay.",
             inputs=[io.Image.Input("image", tooltip="The scan."), RestoCtx.Input("ctx", tooltip=CTX_TIP),
                     io.String.Input("ground_color", default="auto",
                                     tooltip="Colour of the exposed ground as R,G,B in 0..1 (e.g. 0.86,0.80,0.68), or "
-                                            "'auto' (brightest low-chroma pixels). Strongly recommended."),
+                                            "'auto' (estimated from the loss candidates: regions with an edge all round and a flat "
+                                            "interior; none found = no losses). A given colour is refined on the scan."),
                     *[io.Float.Input(k, default=getattr(_D, k), min=0.0, max=100.0, step=0.5, tooltip=t)
                       for k, t in _THRESHOLDS],
                     io.Float.Input("split_min_length_mm", default=_D.split_min_length_mm, min=1.0, max=5000.0, step=1.0,
