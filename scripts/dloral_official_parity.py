@@ -69,6 +69,22 @@ def _init(module, seed):
                 p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
 
 
+class Stages:
+    """Wall time per named stage (wrapped callables); ``table`` gives seconds per output frame."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    def wrap(self, fn, name):
+        def timed(*x, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*x, **k)
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+        return timed
+
+
 def _official_imports(official):
     os.chdir(official)
     sys.path[:0] = [official, os.path.join(official, "src")]
@@ -204,6 +220,13 @@ def cmd_official(a):
         rec["context"] = e.detach().float().cpu().clone()
         return e
     Generator_eval.forward, Generator_eval.encode_prompt = forward, encode_prompt
+    from diffusers import AutoencoderKL
+    st = Stages()
+    AutoencoderKL.encode = st.wrap(AutoencoderKL.encode, "vae_encode")
+    AutoencoderKL.decode = st.wrap(AutoencoderKL.decode, "vae_decode")
+    UNet2DConditionModel.forward = st.wrap(UNet2DConditionModel.forward, "unet")
+    cfr_main.CFR_model.forward = st.wrap(cfr_main.CFR_model.forward, "cfr")
+    Generator_eval.encode_prompt = st.wrap(Generator_eval.encode_prompt, "prompt")
     out = work / "official"
     sys.argv = ["test_DLoRAL.py", "-i", str(work / "official_in" / "clip.mp4"), "-o", str(out),
                 "--pretrained_path", str(work / "model.pkl"), "--pretrained_model_path", str(work / "sd21"),
@@ -213,6 +236,7 @@ def cmd_official(a):
     t0 = time.perf_counter()
     runpy.run_path(os.path.join(a.official, "src", "test_DLoRAL.py"), run_name="__main__")
     rec["total_s"] = time.perf_counter() - t0
+    rec["stages"] = st.seconds
     torch.save(rec, work / "official.pt")
     print("official:", len(rec["decoded"]), "frames,", [round(s, 1) for s in rec["seconds"]], "s per call")
 
@@ -258,6 +282,12 @@ def cmd_pack(a):
         decoded.extend(img.float().cpu().clamp(-1, 1).clone())
         return img
     models.decode = decode
+    st = Stages()
+    models.encode = st.wrap(models.encode, "vae_encode")
+    models.decode = st.wrap(models.decode, "vae_decode")
+    models.unet = st.wrap(models.unet, "unet")
+    pl = sys.modules[pack.dloral.pipeline.__name__]
+    pl.cfr_fuse = st.wrap(pl.cfr_fuse, "cfr")
     cfg = pack.dloral.DLoRALConfig(window=a.window, processing=a.processing, color_fix=a.color_fix)
     files = sorted((work / "input").glob("*.png"))
     frames = (torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1).float() / 255 for f in files)
@@ -269,7 +299,8 @@ def cmd_pack(a):
             times.append(time.perf_counter() - t0)
             arr = (f.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             Image.fromarray(arr).save(out / f"frame_{i:04d}.png")
-    torch.save({"decoded": decoded, "total_s": time.perf_counter() - t0, "times": times}, work / f"pack_{a.processing}.pt")
+    torch.save({"decoded": decoded, "total_s": time.perf_counter() - t0, "times": times, "stages": st.seconds},
+               work / f"pack_{a.processing}.pt")
     print(f"pack ({a.processing}): {len(files)} frames in {time.perf_counter() - t0:.1f} s")
 
 
@@ -295,8 +326,16 @@ def cmd_compare(a):
                          "saturated": float(((od.abs() >= 1)).float().mean()),
                          "png_equal": None if e is None else float((e == 0).mean()),
                          "png_max_levels": None if e is None else int(e.max())})
-        res[mode] = {"frames": rows, "official_s_per_frame": sum(off["seconds"]) / len(off["seconds"]),
-                     "pack_s_per_frame": pk["total_s"] / len(pk["decoded"])}
+        n_off, n_pack = len(off["decoded"]), len(pk["decoded"])
+        res[mode] = {"frames": rows, "official_s_per_frame": sum(off["seconds"]) / n_off,
+                     "pack_s_per_frame": pk["total_s"] / n_pack}
+        if "stages" in off and "stages" in pk:   # seconds per output frame (official N-1 frames, pack N)
+            so, sp = off["stages"], pk["stages"]
+            so = dict(so, other=sum(off["seconds"]) - sum(so.values()))
+            sp = dict(sp, other=pk["total_s"] - sum(sp.values()))
+            res[mode]["stages_s_per_frame"] = {k: {"official": round(so.get(k, 0) / n_off, 3),
+                                                   "pack": round(sp.get(k, 0) / n_pack, 3)}
+                                               for k in ("prompt", "vae_encode", "cfr", "unet", "vae_decode", "other")}
     (work / "parity.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
 
