@@ -2,10 +2,11 @@
 
 Optional (not part of CI): it needs a copy of the official repository (github.com/yjsunnn/DLoRAL,
 checked at 40c1308) and a Python environment pinned as that repository's requirements, as close as
-PyPI allows on Python 3.11 (the official pins torch 2.0.1; a CPU torch 2.13 was used here):
+PyPI allows on Python 3.11 (the official pins torch 2.0.1; the measurements below used torch 2.14.1
+with torchvision 0.29.1, a matching pair: torchvision fails to load against a torch of another release):
 
     python3.11 -m venv /work/dloral_official_env
-    /work/dloral_official_env/bin/pip install torch==2.13.0 torchvision==0.28.0 diffusers==0.25.0 \\
+    /work/dloral_official_env/bin/pip install torch==2.14.1 torchvision==0.29.1 diffusers==0.25.0 \\
         peft==0.9.0 transformers==4.28.1 huggingface_hub==0.25.0 accelerate==0.25.0 Pillow==9.5.0 \\
         numpy==1.26.4 mmcv-lite==2.2.0 mmengine==0.10.7 einops==0.7.0 pyyaml \\
         opencv-python-headless==4.9.0.80 safetensors
@@ -353,9 +354,10 @@ def cmd_compare(a):
 
 def cmd_all(a):
     me, common = [os.path.abspath(__file__)], ["--work", a.work, "--threads", str(a.threads)]
-    off = ["--official", a.official, "--comfyui", a.comfyui]
+    off = ["--official", a.official]
     run = lambda py, *x: subprocess.run([py, *me, *x], check=True)
-    run(a.official_python, "make", *common, *off, "--unet", a.unet, "--frames", str(a.frames), "--size", str(a.size))
+    run(a.official_python, "make", *common, *off, "--comfyui", a.comfyui, "--unet", a.unet,
+        "--frames", str(a.frames), "--size", str(a.size))
     run(a.official_python, "official", *common, *off, "--color-fix", a.color_fix)
     for mode in ("official", "float"):
         run(a.pack_python, "pack", *common, "--comfyui", a.comfyui, "--processing", mode, "--color-fix", a.color_fix)
