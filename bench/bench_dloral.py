@@ -12,6 +12,20 @@ with a synthetic DLoRAL checkpoint (rank 4, official layout) converted by the pa
   1 res block per level, about 25 M parameters), so that larger frames and more frames finish on a CPU.
 
 Both use the full SD VAE (real architecture), which dominates the CPU time of the small model.
+
+GPU suite (one command for a lent GPU, under 8 minutes on an H100/H200-class card; writes
+bench/results/dloral_gpu.json, every part saved as soon as it ends):
+
+    COMFYUI_DIR=/path/to/ComfyUI python bench/bench_dloral.py --suite gpu
+
+50 frames 512x512 -> 2048x2048 with the full SD2.1-base UNet (random weights; 16 latent tiles of
+96x96 per frame), in this order: fp32 on the first ``--ref-frames`` frames (the reference), fp16 and
+bf16 on all frames (frames/s, peak GPU memory, max |difference| to fp32 on the reference frames), and
+the low-memory setting (fp16, window 1, VAE tiles of 64 latent px (512 px) with overlap 8, latent
+tiles 96/32) on ``--lowmem-frames`` frames. Each speed run stops at ``--run-cap-s`` seconds (120;
+the reference and low-memory runs at 60) and reports the frames it finished, so the suite ends
+within about 7 minutes whatever the card. UNet and VAE run in the dtype under test (as the official code). On CPU
+``--suite gpu --smoke`` runs the same code at tiny sizes (small UNet, 16 -> 64 px).
 Speed does not depend on the weight values. The memory-against-length part always uses the small
 UNet. Results are merged into the JSON: every entry carries its ``model``; a rerun replaces only the
 entries with the same (model, input, frames, mode).
@@ -48,8 +62,21 @@ def _init_(module, seed):
                 p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
 
 
-def build_unet(arch, seed=0):
+_SD_CACHE = {}
+
+
+def build_unet(arch, seed=0, dtype=None):
+    """The host's model for a random-weight UNet of ``arch``; the weights are drawn once per
+    (arch, seed) and copied for each call (the GPU suite loads the same UNet in several dtypes)."""
     import comfy.sd
+    key = ("unet", repr(arch), seed)
+    if key not in _SD_CACHE:
+        _SD_CACHE[key] = _unet_sd(arch, seed)
+    sd = {k: v.clone() for k, v in _SD_CACHE[key].items()}
+    return comfy.sd.load_diffusion_model_state_dict(sd, model_options={"dtype": dtype} if dtype else {})
+
+
+def _unet_sd(arch, seed):
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
     n = len(arch["ch"])
     mult = tuple(c // 320 for c in arch["ch"])
@@ -61,12 +88,10 @@ def build_unet(arch, seed=0):
                   use_spatial_transformer=True, legacy=False, dtype=torch.float32, device="cpu")
     _init_(m, seed)
     assert n == len(mult)
-    sd = m.state_dict()
-    del m
-    return comfy.sd.load_diffusion_model_state_dict(sd)
+    return m.state_dict()
 
 
-def build_vae(seed=1):
+def build_vae(seed=1, dtype=None):
     import comfy.sd
     from comfy.ldm.modules.diffusionmodules.model import Decoder, Encoder
     dd = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
@@ -79,7 +104,7 @@ def build_vae(seed=1):
     for name, c in (("quant_conv", 8), ("post_quant_conv", 4)):
         sd[name + ".weight"] = torch.eye(c).view(c, c, 1, 1)
         sd[name + ".bias"] = torch.zeros(c)
-    return comfy.sd.VAE(sd=sd)
+    return comfy.sd.VAE(sd=sd, dtype=dtype)
 
 
 def dloral_weights(pack, arch):
@@ -142,6 +167,95 @@ def run_sampler(model, vae, size, steps, target=50):
     return r
 
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _suite_run(pack, arch, w, name, precision, size, frames, cfg_kw, keep, cap_s):
+    """One GPU-suite run: fresh host models in ``precision``, ``frames`` moving frames (size x size),
+    stopped after ``cap_s`` seconds. Returns (result row, the first ``keep`` output frames)."""
+    import comfy.model_management as mm
+    nodes = pack.nodes.dloral_nodes
+    cuda = torch.cuda.is_available()
+    dtype = DTYPES[precision] if cuda else None          # on CPU the host keeps fp32 and autocasts
+    model, vae = build_unet(arch, dtype=dtype), build_vae(dtype=dtype)
+    g = torch.Generator().manual_seed(0)
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, size // 8 + 2, size // 8 + 2, generator=g),
+                                           size=(size + 64, size + 64), mode="bicubic")[0].clamp(0, 1)
+    base = base * 0.85 + 0.15 * torch.rand(base.shape, generator=g)
+    cond = [[torch.randn(1, 77, 1024, generator=g), {}]]
+    models = nodes.host_models(model, vae, cond, w, precision=precision)
+    cfg = pack.dloral.DLoRALConfig(**cfg_kw)
+    gen = (base[:, i % 64:i % 64 + size, (2 * i) % 64:(2 * i) % 64 + size] for i in range(frames))
+    kept, done, first = [], 0, None
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for f in pack.dloral.upscale_video(gen, models, cfg):
+            done += 1
+            if done <= keep:
+                kept.append(f.clone())
+            if first is None:
+                first = time.perf_counter() - t0
+            if time.perf_counter() - t0 > cap_s and done % cfg.window == 0:
+                break
+    if cuda:
+        torch.cuda.synchronize()
+    sec = time.perf_counter() - t0
+    r = {"run": name, "precision": precision, "input": size, "output": 4 * size, "frames": done,
+         "frames_asked": frames, "seconds": round(sec, 2), "fps": round(done / sec, 3),
+         "fps_after_first_window": round((done - cfg.window) / (sec - first), 3) if done > cfg.window else None,
+         "cuda_peak_mib": round(torch.cuda.max_memory_allocated() / 2**20) if cuda else None,
+         "config": cfg_kw, "finite": bool(all(torch.isfinite(k).all() for k in kept))}
+    del models, model, vae
+    mm.unload_all_models()
+    mm.soft_empty_cache()
+    return r, kept
+
+
+def gpu_suite(pack, a):
+    """fp32 reference, fp16, bf16 and the low-memory setting; see the module docstring."""
+    arch = SMALL if a.smoke else FULL
+    size = 16 if a.smoke else a.suite_size
+    frames, ref, low = (3, 2, 2) if a.smoke else (a.suite_frames, a.ref_frames, a.lowmem_frames)
+    w = dloral_weights(pack, arch)
+    base_cfg = dict(window=a.window, process_size=4 * size) if a.smoke else dict(window=a.window)
+    lowmem = dict(base_cfg, window=1, vae_tile=8 if a.smoke else 64, vae_overlap=2 if a.smoke else 8)
+    out = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+           "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "model": "small SD2-architecture UNet (smoke)" if a.smoke else MODELS["full"][1],
+           "weights": "random", "runs": []}
+    path = a.suite_out
+
+    def save():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(out, f, indent=1)
+
+    t_all = time.perf_counter()
+    short_cap = min(a.run_cap_s, 60)      # reference and low-memory runs: fewer frames, shorter cap
+    r, refs = _suite_run(pack, arch, w, "reference", "fp32", size, ref, base_cfg, ref, short_cap)
+    out["runs"].append(r)
+    print(json.dumps(r), flush=True)
+    save()
+    plan = [("speed", "fp16", frames, base_cfg), ("lowmem", "fp16", low, lowmem), ("speed", "bf16", frames, base_cfg)]
+    for name, prec, n, kw in plan:
+        r, kept = _suite_run(pack, arch, w, name, prec, size, n, kw, len(refs),
+                             short_cap if name == "lowmem" else a.run_cap_s)
+        k = min(len(kept), len(refs))
+        if k:
+            d = torch.stack([(kept[i] - refs[i]).abs() for i in range(k)])
+            r["vs_fp32"] = {"frames": k, "max_abs": round(float(d.max()), 5), "mean_abs": round(float(d.mean()), 6),
+                            "psnr_db": round(float(-10 * torch.log10((d ** 2).mean().clamp_min(1e-12))), 2)}
+        out["runs"].append(r)
+        print(json.dumps(r), flush=True)
+        save()
+    out["total_s"] = round(time.perf_counter() - t_all, 1)
+    save()
+    print("wrote", path, f"({out['total_s']} s)")
+
+
 def _key(r):
     return (r.get("model"), r.get("input"), r.get("frames"), r.get("mode"))
 
@@ -191,6 +305,16 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--note", default="", help="free text stored with this run (e.g. why frames were reduced)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "dloral.json"))
+    ap.add_argument("--suite", choices=("cpu", "gpu"), default="cpu",
+                    help="gpu: the one-command GPU suite (fp32/fp16/bf16, low-memory setting), see above")
+    ap.add_argument("--smoke", action="store_true", help="--suite gpu at tiny sizes (runs on a CPU)")
+    ap.add_argument("--suite-size", type=int, default=512, help="GPU suite input size (output x4)")
+    ap.add_argument("--suite-frames", type=int, default=50)
+    ap.add_argument("--ref-frames", type=int, default=4, help="frames of the fp32 reference run")
+    ap.add_argument("--lowmem-frames", type=int, default=8)
+    ap.add_argument("--run-cap-s", type=float, default=120,
+                    help="each GPU-suite speed run stops after this many seconds (reference/low-memory: 60)")
+    ap.add_argument("--suite-out", default=str(REPO / "bench" / "results" / "dloral_gpu.json"))
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -199,6 +323,10 @@ def main():
         ap.error(f"--frames needs 1 or {len(a.sizes)} values, got {len(a.frames)}")
     from dloral.__main__ import _load_pack
     pack = _load_pack(a.comfyui)
+    if a.suite == "gpu":
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        return gpu_suite(pack, a)
     import comfy.model_management as mm
     dev = mm.get_torch_device()
     run = {"device": str(dev), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),

@@ -5,6 +5,8 @@
 - ``cfr``: SpyNet flow, warping and the thresholded retrieval attention (chunked);
 - ``pipeline``: the frame scheduler over (previous, current) pairs, one-step update, tiling;
 - ``colorfix`` and ``tiling``: AdaIN / wavelet colour fixes, blended tiles and VAE tiling;
+- ``resample``: Pillow's resize filters in torch (exact 8-bit results, or float) for the official
+  frame preparation;
 - ``precision``: the compute dtype rule (CPU fp32 unless forced; GPU fp16/bf16).
 
 No host imports here: the SD2.1 UNet and VAE are passed in as callables (``DLoRALModels``).
@@ -13,7 +15,8 @@ from .checkpoint import (DLoRALWeights, load_official, convert_official, save_we
                          convert_file, apply_lora, lora_delta)
 from .cfr import CFR, SpyNet, RetrievalAttention, flow_warp, cfr_fuse
 from .colorfix import adain_color_fix, wavelet_color_fix, color_fix, COLOR_FIXES
-from .pipeline import (LATENT_SCALE, DLoRALConfig, DLoRALModels, prepare_frames, process_pairs,
-                       upscale_video, upscale_frames)
+from .pipeline import (LATENT_SCALE, PROCESSINGS, DLoRALConfig, DLoRALModels, prepare_frames, finish_frames,
+                       process_pairs, upscale_video, upscale_frames)
+from .resample import resize_u8, resize_float
 from .tiling import tiles, tiled_decode, tiled_encode
 from .precision import PRECISIONS, resolve_dtype

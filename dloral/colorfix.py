@@ -1,6 +1,10 @@
 """Colour correction of the upscaled frame against the ×4-upsampled LR frame.
 
-All functions take (B, 3, H, W) images in [0, 1] and return the same, clamped to [0, 1].
+All functions take (B, 3, H, W) images in [0, 1] and return the same, clamped to [0, 1]. The
+arithmetic follows the official ``wavelet_color_fix.py`` operation for operation (AdaIN: unbiased
+variance + 1e-5; wavelet: high frequencies accumulated per level), so that on the same 8-bit inputs
+the results agree to float rounding. The 8-bit truncations around them are the pipeline's
+(``pipeline.finish_frames``).
 """
 import torch
 import torch.nn.functional as F
@@ -31,11 +35,15 @@ def _blur(x, dilation):
 
 def wavelet_split(x, levels=5):
     """À-trous decomposition with the [1,2,1]/16 kernel at dilations 1, 2, …, 2^(levels-1):
-    returns (high, low) with ``high + low == x``."""
+    returns (high, low) with ``high + low == x`` up to float rounding. ``high`` is accumulated level
+    by level (sum of ``low_i - low_(i+1)``), the official order of operations."""
+    high = torch.zeros_like(x)
     low = x
     for i in range(levels):
-        low = _blur(low, 2 ** i)
-    return x - low, low
+        nxt = _blur(low, 2 ** i)
+        high += low - nxt
+        low = nxt
+    return high, low
 
 
 def wavelet_color_fix(img, ref, levels=5):

@@ -10,6 +10,24 @@ upsampled LR frame are carried over as the next pair's "previous". Frames are pr
 of ``window`` pairs (one batch through CFR, UNet and VAE decode); only the last frame of a window is
 kept, so memory does not grow with the clip length.
 
+Frames go in through :func:`prepare_frames` and out through :func:`finish_frames`, whose
+``processing`` setting (one of ``PROCESSINGS``) decides their arithmetic:
+
+- ``"official"`` (default): the official inference script's 8-bit steps, in its order. The frame is
+  taken as 8-bit (``round(255 x)``); Pillow's bicubic enlarges it when a side is below
+  ``process_size / 4``; Pillow's bicubic resizes it ×4; Pillow's LANCZOS squeezes it to a multiple
+  of 8 (each step an 8-bit image, Pillow 9.5's arithmetic, see :mod:`.resample`). The decoded frame
+  is cut to 8 bits (``int(255 x)``, as torchvision's ``ToPILImage``), colour-fixed against the 8-bit
+  LR frame and cut to 8 bits again; when the frame was enlarged or squeezed, Pillow's bicubic resizes
+  the 8-bit result to exactly ×4 of the input (the official script does this only for enlarged
+  frames; for a squeezed one it keeps the squeezed size). Outputs are multiples of 1/255.
+- ``"float"``: the same kernels in float32 and no 8-bit step: a 16-bit or float input keeps its
+  precision and outputs are not quantised. Against ``"official"`` this drops the rounding of every
+  resize (up to 2 levels of 255 on the LR frame) and the truncations of the output (the official
+  output is half a level darker on average): each of the two steps alone changes values by less than
+  3 levels of 255. The model then sees a slightly different LR frame (on random weights, which
+  amplify it, decoded frames differ by up to 0.04, 47 dB, see scripts/dloral_official_parity.py).
+
 One step (official ``--stages 1``): ``x = [warp(z_prev), fused]`` (8 channels), ``eps = UNet(x, t=1,
 context)``, ``z0 = fused − eps``, ``image = decode(z0 / 0.18215)``, then a colour fix against the
 upsampled LR frame.
@@ -18,17 +36,18 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional
 
 import torch
-import torch.nn.functional as F
 
 from .cfr import CFR, cfr_fuse
 from .colorfix import COLOR_FIXES, color_fix
+from .resample import from_u8, resize_float, resize_u8, to_u8
 from .tiling import TilingConfig, ramp_weight, tiles, tiled_decode, tiled_encode, vae_overlap_for
 
-__all__ = ["LATENT_SCALE", "DLoRALConfig", "DLoRALModels", "prepare_frames", "process_pairs",
-           "upscale_video", "upscale_frames"]
+__all__ = ["LATENT_SCALE", "PROCESSINGS", "DLoRALConfig", "DLoRALModels", "prepare_frames", "finish_frames",
+           "process_pairs", "upscale_video", "upscale_frames"]
 
 LATENT_SCALE = 0.18215
 MIN_SIDE = 8
+PROCESSINGS = ("official", "float")
 
 
 @dataclass(frozen=True)
@@ -48,6 +67,8 @@ class DLoRALConfig:
     The tiling fields are checked by ``tiling.TilingConfig``; user settings in pixels become this config
     through ``settings.UpscaleSettings(...).config()`` (node and CLI).
     attn_chunk: retrieval-attention queries per block ("auto": about 256 MiB per block; None: dense).
+    processing: "official" (the official script's 8-bit frame preparation and finishing, default) or
+      "float" (the same kernels in float32, no 8-bit step); see the module docstring.
     """
     tile: int = 96
     overlap: int = 32
@@ -59,11 +80,14 @@ class DLoRALConfig:
     vae_tile: int = 0
     vae_overlap: Optional[int] = None
     attn_chunk: object = "auto"
+    processing: str = "official"
 
     def __post_init__(self):
         if self.vae_overlap is None:
             object.__setattr__(self, "vae_overlap", vae_overlap_for(self.vae_tile))
         TilingConfig(self.tile, self.overlap, self.vae_tile, self.vae_overlap)   # the tiling rules, one place
+        if self.processing not in PROCESSINGS:
+            raise ValueError(f"processing must be one of {PROCESSINGS}, got {self.processing!r}")
         if self.color_fix not in COLOR_FIXES:
             raise ValueError(f"color_fix must be one of {COLOR_FIXES}, got {self.color_fix!r}")
         if self.window < 1:
@@ -92,32 +116,61 @@ class DLoRALModels:
     dtype: torch.dtype = torch.float32
 
 
-def _resize(x, size):
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True)
+def _check_processing(processing):
+    if processing not in PROCESSINGS:
+        raise ValueError(f"processing must be one of {PROCESSINGS}, got {processing!r}")
 
 
-def prepare_frames(frames, process_size=512):
-    """(B, 3, H, W) in [0, 1] -> ((B, 3, H', W') ×4-upsampled frames in [0, 1], H', W' multiples of 8,
-    and the final output size (4H, 4W)).
+def prepare_frames(frames: torch.Tensor, process_size: int = 512, processing: str = "official"):
+    """(B, 3, H, W) in [0, 1] -> ``(lr, (4H, 4W))``: the ×4-upsampled frames (B, 3, H', W') float32 in
+    [0, 1], H' and W' multiples of 8, and the size the output is brought back to.
 
-    Like the official preprocessing: a frame whose short side is below ``process_size / 4`` is first
-    upscaled to that; then bicubic ×4 (antialiased kernel, as PIL); then resized down to a multiple of 8.
+    As the official script: when a side is below ``process_size // 4`` the frame is first enlarged by
+    ``s = (process_size // 4) / min(H, W)`` to ``(int(s H), int(s W))`` (bicubic); then bicubic ×4; then
+    LANCZOS down to the multiples of 8 below. ``processing="official"`` does this on 8-bit images
+    (Pillow 9.5's arithmetic; ``lr`` holds multiples of 1/255), ``"float"`` with the same kernels in float.
     """
+    _check_processing(processing)
     if frames.dim() != 4 or frames.shape[1] != 3:
         raise ValueError(f"frames must be (B, 3, H, W), got {tuple(frames.shape)}")
     h, w = frames.shape[-2:]
     if min(h, w) < MIN_SIDE:
         raise ValueError(f"frames are {h}x{w}; DLoRAL needs at least {MIN_SIDE}x{MIN_SIDE} input pixels")
-    x = frames.float()
+    official = processing == "official"
+    x = to_u8(frames, "round") if official else frames.float().clamp(0, 1)
+    resize = resize_u8 if official else resize_float
     short = process_size // 4
     if min(h, w) < short:
         s = short / min(h, w)
-        x = _resize(x, (int(s * h), int(s * w)))
-    x = _resize(x, (x.shape[-2] * 4, x.shape[-1] * 4))
-    x = _resize(x, (x.shape[-2] // 8 * 8, x.shape[-1] // 8 * 8)).clamp(0, 1)
-    return x, (4 * h, 4 * w)
+        x = resize(x, (int(s * h), int(s * w)), "bicubic")
+    x = resize(x, (x.shape[-2] * 4, x.shape[-1] * 4), "bicubic")
+    x = resize(x, (x.shape[-2] // 8 * 8, x.shape[-1] // 8 * 8), "lanczos")
+    return (from_u8(x) if official else x), (4 * h, 4 * w)
+
+
+def finish_frames(decoded: torch.Tensor, lr: torch.Tensor, out_size, color_fix_method: str = "adain",
+                  processing: str = "official") -> torch.Tensor:
+    """Decoded frames (B, 3, H', W') in [-1, 1] (clamped here) -> (B, 3, out_size) float32 in [0, 1].
+
+    ``lr``: the frames from :func:`prepare_frames` (colour reference, same size as ``decoded``).
+    ``"official"``: ``int(255 (x / 2 + 1 / 2))`` to 8 bits, colour fix against ``lr``, ``int(255 x)``
+    again, Pillow's 8-bit bicubic to ``out_size`` when the size differs; the result holds multiples of
+    1/255. ``"float"``: the same without the 8-bit steps (float bicubic with Pillow's kernel).
+    """
+    _check_processing(processing)
+    img = decoded.float().clamp(-1, 1) * 0.5 + 0.5
+    size = tuple(int(v) for v in out_size)
+    if processing == "float":
+        img = color_fix(img, lr.float(), color_fix_method)
+        if tuple(img.shape[-2:]) != size:
+            img = resize_float(img, size, "bicubic")
+        return img.clamp(0, 1)
+    u8 = to_u8(img, "trunc")
+    if color_fix_method != "none":
+        u8 = to_u8(color_fix(from_u8(u8), lr.float(), color_fix_method), "trunc")
+    if tuple(u8.shape[-2:]) != size:
+        u8 = resize_u8(u8, size, "bicubic")
+    return from_u8(u8)
 
 
 def _pair_step(models, lr_prev, lr_cur, z_prev, z_cur, chunk):
@@ -177,7 +230,7 @@ def _decode(models, z0, cfg):
         img = tiled_decode(models.decode, z, cfg.vae_tile, cfg.vae_overlap)
     else:
         img = models.decode(z)
-    return (img.float().clamp(-1, 1) + 1) / 2
+    return img.float()
 
 
 @torch.no_grad()
@@ -193,15 +246,14 @@ def upscale_video(frames: Iterable[torch.Tensor], models: DLoRALModels, cfg: DLo
     def run(batch):
         nonlocal carry, index
         x = torch.stack(batch).to(models.device)
-        lr, out_size = prepare_frames(x, cfg.process_size)
+        lr, out_size = prepare_frames(x, cfg.process_size, cfg.processing)
         z = _encode(models, lr, cfg, index)
         lr_pm = (lr * 2 - 1).to(models.dtype)
         prev_lr, prev_z = carry if carry is not None else (lr_pm[:1], z[:1])
         lr_prev = torch.cat((prev_lr, lr_pm[:-1]), 0)
         z_prev = torch.cat((prev_z, z[:-1]), 0)
         z0 = process_pairs(models, lr_prev, lr_pm, z_prev, z, cfg)
-        img = color_fix(_decode(models, z0, cfg), lr.float(), cfg.color_fix)
-        img = _resize(img, out_size).clamp(0, 1).cpu()
+        img = finish_frames(_decode(models, z0, cfg), lr, out_size, cfg.color_fix, cfg.processing).cpu()
         carry = (lr_pm[-1:], z[-1:])
         for f in img:
             if progress is not None:

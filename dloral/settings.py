@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Optional, Tuple
 
 from .colorfix import COLOR_FIXES
+from .pipeline import PROCESSINGS
 from .precision import PRECISIONS
 from .tiling import LATENT_PX, TilingConfig
 
@@ -71,6 +72,11 @@ SETTINGS = {s.name: s for s in (
             "Compute precision. auto: fp32 on CPU; on a GPU the dtype ComfyUI loaded the UNet in (fp16 or bf16). "
             "fp16 / bf16 force half precision (also on CPU, slowly); fp32 on a GPU needs a UNet loaded in fp32.",
             choices=tuple(PRECISIONS)),
+    Setting("processing", "--processing", "official",
+            "official: the frames are prepared and finished as the official inference script does (8-bit "
+            "PIL-exact bicubic ×4, LANCZOS to a multiple of 8, colour fix on the 8-bit decode, truncated output). "
+            "float: the same kernels without any 8-bit step (up to a few levels of 255 apart).",
+            choices=tuple(PROCESSINGS)),
 )}
 
 
@@ -104,6 +110,7 @@ class UpscaleSettings:
     process_size: int = 512
     sample_posterior: bool = False
     precision: str = "auto"
+    processing: str = "official"
 
     def __post_init__(self):
         for f in fields(self):
@@ -122,7 +129,8 @@ class UpscaleSettings:
         t = self.tiling()
         return DLoRALConfig(tile=t.tile, overlap=t.overlap, vae_tile=t.vae_tile, vae_overlap=t.vae_overlap,
                             color_fix=self.color_fix, window=self.window, seed=self.seed,
-                            sample_posterior=self.sample_posterior, process_size=self.process_size)
+                            sample_posterior=self.sample_posterior, process_size=self.process_size,
+                            processing=self.processing)
 
 
 def check_settings(**values) -> Optional[str]:

@@ -161,25 +161,28 @@ class AtelierDLoRALUpscale(io.ComfyNode):
                 io.Boolean.Input("sample_posterior", default=SETTINGS["sample_posterior"].default,
                                  tooltip=SETTINGS["sample_posterior"].help, optional=True),
                 _combo_input("precision", optional=True),
+                _combo_input("processing", optional=True),
             ],
             outputs=[io.Image.Output("upscaled", display_name="images", tooltip="The frames ×4 (N, 4H, 4W, 3), one per input frame, in order.")])
 
     @classmethod
     def validate_inputs(cls, tile_size=None, tile_overlap=None, color_fix=None, seed=None, window=None,
-                        vae_tile=0, process_size=512, sample_posterior=False, precision="auto"):
+                        vae_tile=0, process_size=512, sample_posterior=False, precision="auto",
+                        processing="official"):
         msg = check_settings(tile_size=tile_size, tile_overlap=tile_overlap, color_fix=color_fix, seed=seed,
                              window=window, vae_tile=vae_tile, process_size=process_size,
-                             sample_posterior=sample_posterior, precision=precision)
+                             sample_posterior=sample_posterior, precision=precision, processing=processing)
         return True if msg is None else msg
 
     @classmethod
     def execute(cls, model, vae, positive, dloral, images, tile_size, tile_overlap, color_fix, seed, window,
-                vae_tile=0, process_size=512, sample_posterior=False, precision="auto"):
+                vae_tile=0, process_size=512, sample_posterior=False, precision="auto", processing="official"):
         if images.dim() != 4 or images.shape[-1] != 3:
             raise ValueError(f"images: expected an IMAGE batch (N, H, W, 3), got {tuple(images.shape)}")
         settings = UpscaleSettings(tile_size=tile_size, tile_overlap=tile_overlap, color_fix=color_fix, seed=seed,
                                    window=window, vae_tile=vae_tile, process_size=process_size,
-                                   sample_posterior=sample_posterior, precision=precision)
+                                   sample_posterior=sample_posterior, precision=precision,
+                                   processing=processing)
         models = host_models(model, vae, positive, dloral, settings.sample_posterior, settings.precision)
         n = images.shape[0]
         pbar = progress_bar(n)

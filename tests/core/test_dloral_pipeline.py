@@ -35,9 +35,9 @@ def test_every_frame_out_in_order_and_windows_do_not_matter():
 @torch.no_grad()
 def test_frame0_paired_with_itself_and_later_frames_with_previous():
     m, f = dm.models(), dm.frames(3)
-    c = dm.cfg(color_fix="none", window=3)
+    c = dm.cfg(color_fix="none", window=3, processing="float")
     out = upscale_frames(f, m, c)
-    lr, _ = prepare_frames(f, 64)
+    lr, _ = prepare_frames(f, 64, "float")
     z = m.encode(lr * 2 - 1) * LATENT_SCALE
     lpm = lr * 2 - 1
     for t, p in ((0, 0), (1, 0), (2, 1)):
@@ -62,9 +62,9 @@ def test_one_step_update_is_fused_minus_eps_at_t1():
         return torch.full_like(x[:, :4], 0.3)
     m.unet = unet
     f = dm.frames(1)
-    out = upscale_frames(f, m, dm.cfg(color_fix="none"))
+    out = upscale_frames(f, m, dm.cfg(color_fix="none", processing="float"))
     assert torch.equal(seen["t"], torch.ones(1))
-    lr, _ = prepare_frames(f, 64)
+    lr, _ = prepare_frames(f, 64, "float")
     z = m.encode(lr * 2 - 1) * LATENT_SCALE
     torch.testing.assert_close(seen["x"][:, 4:], z)                     # fused = current (no retrieval)
     torch.testing.assert_close(seen["x"][:, :4], z, atol=1e-5, rtol=0)  # warped previous = itself (frame 0)

@@ -134,7 +134,10 @@ def test_nodes_upscale_through_host_models(sd2, vae, weights, nodes, out_dir):
     assert 0 <= out.min() and out.max() <= 1
     again = _upscale(nodes, sd2, vae, _cond(), weights, imgs, tile_size=64, tile_overlap=32,
                      color_fix="adain", seed=5, window=3, process_size=64)
-    torch.testing.assert_close(out, again, atol=1e-4, rtol=0)   # deterministic, window-independent
+    # deterministic and window-independent up to the official 8-bit truncation of the output: float noise
+    # between batch sizes (~1e-6) can move a value across a level boundary, which changes it by exactly 1/255
+    d = (out - again).abs()
+    assert d.max() <= 1 / 255 + 1e-6 and (d > 1e-6).float().mean() < 1e-3, (d.max(), (d > 1e-6).float().mean())
     # the input model is untouched: same weights, no patches, 4-channel conv_in
     import comfy.model_management as mm
     mm.unload_all_models()     # the host restores the shared weights when the patched clone unloads
