@@ -16,12 +16,14 @@ float32 whatever the residual's dtype (bf16 norms quantise the ratios). A token 
 previous residual has zero norm would divide by zero; its denominator is clamped to 1e-12.
 """
 import json
+import os
+import re
 
 import torch
 
 from .curve import Curve
 
-__all__ = ["CalibrationRecorder", "residual_stats"]
+__all__ = ["CalibrationRecorder", "residual_stats", "check_curve_name", "save_curve"]
 
 FORMAT = "atelier.magcache.curve"
 
@@ -119,3 +121,40 @@ class CalibrationRecorder:
     def to_json(self):
         """JSON text that :func:`~magcache.curve.parse_curve` accepts (``mag_ratios`` + metadata)."""
         return json.dumps(self.to_dict())
+
+
+def check_curve_name(name) -> "str | None":
+    """None when ``name`` may name a saved curve (letters, digits, ``-`` and ``_``), else the message."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        return (f"name: {name!r} is not allowed; use letters, digits, '-' and '_' (the JSON is saved as "
+                "output/atelier_magcache/<name>_NNNNN.json)")
+    return None
+
+
+def save_curve(curve_json: str, name: str, out_root: str) -> str:
+    """Write ``curve_json`` to a new ``<out_root>/atelier_magcache/<name>_NNNNN.json`` and return its path.
+
+    Never overwrites: the counter continues after the highest number already there for ``name`` (as the
+    host's SaveImage counts), and the file is created exclusively and written completely before it gets
+    its name (a temp file in the same folder, then ``os.link``, which fails if the name was taken)."""
+    msg = check_curve_name(name)
+    if msg is not None:
+        raise ValueError(msg)
+    folder = os.path.join(out_root, "atelier_magcache")
+    os.makedirs(folder, exist_ok=True)
+    pat = re.compile(re.escape(name) + r"_(\d{5,})\.json$")
+    n = max([int(m.group(1)) for f in os.listdir(folder) if (m := pat.match(f))], default=0)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(curve_json)
+    try:
+        while True:
+            n += 1
+            path = os.path.join(folder, f"{name}_{n:05d}.json")
+            try:
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                continue
+    finally:
+        os.unlink(tmp)

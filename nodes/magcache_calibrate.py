@@ -6,12 +6,12 @@ block take the residual ``x_out - x_in`` and hand it to the core's ``Calibration
 curve it writes goes through the core resolver, so the MagCache node accepts it as is.
 The node is registered through ``magcache_nodes.NODES``.
 """
-import os
 
 import comfy.patcher_extension as pe
 from comfy_api.latest import io
 
 from ..magcache import CalibrationRecorder, resolve
+from ..magcache.calibrate import check_curve_name, save_curve
 from ..magcache.session import SigmaSteps
 from . import _host
 from ._host import find_transformer_options
@@ -88,25 +88,6 @@ def calibrate_run(model, positive, negative, latent_image, seed, steps, cfg, sam
     return out, curve_json
 
 
-def save_curve(curve_json, name, out_root):
-    """Write ``curve_json`` to ``<out_root>/atelier_magcache/<name>.json`` (atomically)."""
-    folder = os.path.join(out_root, "atelier_magcache")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, name + ".json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(curve_json)
-    os.replace(tmp, path)
-    return path
-
-
-def check_name(name):
-    if not isinstance(name, str) or not name or any(not (ch.isalnum() or ch in "-_") for ch in name):
-        return (f"name: {name!r} is not allowed; use letters, digits, '-' and '_' (the JSON is saved as "
-                "output/atelier_magcache/<name>.json)")
-    return True
-
-
 class AtelierMagCacheCalibrate(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -131,7 +112,8 @@ class AtelierMagCacheCalibrate(io.ComfyNode):
                                tooltip="Sampler (use a 1st-order one, e.g. euler)."),
                 io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, tooltip="Scheduler."),
                 io.String.Input("name", default="my_wan_model", tooltip=(
-                    "File name (letters, digits, - and _) of the JSON saved under output/atelier_magcache/.")),
+                    "Name (letters, digits, - and _) of the JSON saved under output/atelier_magcache/ as "
+                    "<name>_NNNNN.json; earlier files are never overwritten.")),
             ],
             outputs=[
                 io.Latent.Output(display_name="samples", tooltip="The uncached sample of the calibration run."),
@@ -139,19 +121,20 @@ class AtelierMagCacheCalibrate(io.ComfyNode):
                     "The calibrated curve (mag_ratios interleaved cond/uncond, plus std and cosine distance); "
                     "feed it to custom_curve of Atelier MagCache (Wan).")),
                 io.String.Output(display_name="saved_path", tooltip=(
-                    "Where the JSON was written: output/atelier_magcache/<name>.json.")),
+                    "Where the JSON was written: output/atelier_magcache/<name>_NNNNN.json (a new file each run).")),
             ],
         )
 
     @classmethod
     def validate_inputs(cls, name=None):
-        return True if name is None else check_name(name)
+        msg = None if name is None else check_curve_name(name)
+        return True if msg is None else msg
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, name):
-        ok = check_name(name)
-        if ok is not True:
-            raise ValueError(f"Atelier MagCache Calibrate: {ok}")
+        msg = check_curve_name(name)
+        if msg is not None:
+            raise ValueError(f"Atelier MagCache Calibrate: {msg}")
         wan_config(model)
         samples, curve_json = calibrate_run(model, positive, negative, latent_image, seed, steps, cfg,
                                             sampler_name, scheduler)

@@ -157,7 +157,7 @@ def wf_magcache_calibrate(defs):
         "MagCache calibration for a model without a shipped curve (a fine-tune, a merge, a new size).\n\n"
         "Atelier MagCache Calibrate samples once without caching and records, per call and branch, the "
         "mean per-token magnitude ratio of the block-stack residual. The curve is saved as "
-        "output/atelier_magcache/<name>.json and fed to MagCache's custom_curve; the second sampler uses "
+        "output/atelier_magcache/<name>_NNNNN.json and fed to MagCache's custom_curve; the second sampler uses "
         "it right away. Later, paste the saved JSON into a string node and connect it to custom_curve.\n\n"
         + WAN_FILES)}, size=[740, 300])
     return b

@@ -180,3 +180,23 @@ def test_difference_image_and_errors():
         ssim(torch.zeros(1, 8, 8, 3), torch.zeros(1, 8, 8, 3))
     with pytest.raises(ValueError, match="a: expected"):
         ssim(torch.zeros(8, 8, 3), torch.zeros(8, 8, 3))
+
+
+def test_save_curve_numbers_files_and_never_overwrites(tmp_path):
+    from magcache.calibrate import check_curve_name, save_curve
+    a = save_curve('{"a": 1}', "my_model", str(tmp_path))
+    b = save_curve('{"b": 2}', "my_model", str(tmp_path))
+    other = save_curve('{"c": 3}', "my_model-2", str(tmp_path))
+    folder = tmp_path / "atelier_magcache"
+    assert [a, b, other] == [str(folder / "my_model_00001.json"), str(folder / "my_model_00002.json"),
+                             str(folder / "my_model-2_00001.json")]
+    assert open(a).read() == '{"a": 1}' and open(b).read() == '{"b": 2}'
+    (folder / "my_model_00007.json").write_text("kept")          # the count continues after the highest
+    assert save_curve("x", "my_model", str(tmp_path)).endswith("my_model_00008.json")
+    assert (folder / "my_model_00007.json").read_text() == "kept"
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []   # no temp file left
+    for bad in ("", "../x", "a b", "a/b", None):
+        assert "not allowed" in check_curve_name(bad)
+        with pytest.raises(ValueError, match="not allowed"):
+            save_curve("x", bad, str(tmp_path))
+    assert check_curve_name("ok_Name-1") is None

@@ -156,7 +156,7 @@ def test_magcache_calibrate(server, defs):
     events, hist = _run_ok(server, tiny_prompt(_wf("magcache_calibrate"), defs))
     for f in _saved_files(server, hist):
         _check_webp(f, FRAMES)
-    saved = server.base / "output" / "atelier_magcache" / "my_wan_model.json"
+    saved = server.base / "output" / "atelier_magcache" / "my_wan_model_00001.json"   # numbered, never overwritten
     assert saved.is_file()
     curve = json.loads(saved.read_text())
     assert curve, "empty calibration curve"

@@ -209,7 +209,7 @@ def test_calibrate_node_output_feeds_magcache(host, mc, core, t2v, tmp_path, mon
     lat, curve_json, path = mc.AtelierMagCacheCalibrate.execute(
         t2v, host.text_cond(1), host.text_cond(2), host.empty_latent(), 0, 10, 5.0, "euler", "simple",
         "tiny_test").result
-    assert path.startswith(str(tmp_path)) and path.endswith("tiny_test.json")
+    assert path.startswith(str(tmp_path)) and path.endswith("tiny_test_00001.json")
     curve = core.parse_curve(open(path).read())
     assert len(curve) == 20  # 10 steps x 2 branches, interleaved
     m, preview = apply(mc, t2v, custom_curve=curve_json, preview_steps=10)
