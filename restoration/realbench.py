@@ -291,32 +291,26 @@ def evaluate(name: str, seed: int = 0, detect_cfg=None, review_cfg=None, fill: b
     Returns the score dict (plus ``n_review``, ``n_fill``, ``review_mm2``); with ``keep`` also
     ``(score, arrays)`` where arrays holds damaged, clean, classes, footprint, review map and filled.
     """
-    from .classes import DEFAULT_FILL_CLASSES
-    from .detect import DetectConfig, detect_damage
-    from .fill import fill_image
-    from .regions import label_by_fill, region_table
-    from .review import ReviewConfig, decide, footprint, region_confidence
-    dcfg = detect_cfg or DetectConfig()
-    rcfg = review_cfg or ReviewConfig()
+    from . import stages
+    from .detect import DetectConfig
+    from .regions import RegionConfig
+    from .review import ReviewConfig
     clean = reference_image(name)
     dmg = DamageConfig(ground=IMAGES[name])
     img, gt, info = damage_image(clean, seed, dmg)
-    det = detect_damage(img, dmg.dpi, dcfg)
-    labels, _ = label_by_fill(det["classes"], rcfg.fill_classes)
-    rows = region_table(labels, det["classes"], img, dmg.dpi, rcfg.fill_classes)
-    conf, bits = region_confidence(labels, det["confidence"], det["evidence"])
-    h, w = img.shape[:2]
-    dec = decide(rows, conf, bits, h * w * (25.4 / dmg.dpi) ** 2, rcfg)
-    fp = footprint(labels, dec, "fill")
-    rv = footprint(labels, dec, "review")
-    filled = fill_image(img, fp, "harmonic")[0] if fill else None
-    s = score(det["classes"], fp, gt, dmg.dpi, filled, clean)
-    s["n_fill"] = sum(d.decision == "fill" for d in dec)
-    s["n_review"] = sum(d.decision == "review" for d in dec)
+    # the stages the nodes and the CLI run (detection, region table with the review decision, fill)
+    dmap = stages.detect(img, dmg.dpi, detect_cfg or DetectConfig())
+    table = stages.regions(img, dmap, dmg.dpi, RegionConfig(), review_cfg or ReviewConfig())
+    fp, rv = table.footprint("fill"), table.footprint("review")
+    filled = stages.fill(img, fp, "harmonic")[0] if fill else None
+    dec = [r["fill_decision"] for r in table.rows]
+    s = score(dmap.classes, fp, gt, dmg.dpi, filled, clean)
+    s["n_fill"] = dec.count("fill")
+    s["n_review"] = dec.count("review")
     s["review_mm2"] = round(float(rv.sum()) * (25.4 / dmg.dpi) ** 2, 4)
-    s["ground_found"] = [round(v, 3) for v in det["ground_rgb"]] if det["ground_rgb"] else None
+    s["ground_found"] = [round(v, 3) for v in dmap.ground_rgb] if dmap.ground_rgb else None
     s["ground_true"] = [round(v, 3) for v in info["ground_rgb"]]
     if keep:
-        return s, {"damaged": img, "clean": clean, "classes": det["classes"], "fill": fp, "review": rv,
+        return s, {"damaged": img, "clean": clean, "classes": dmap.classes, "fill": fp, "review": rv,
                    "filled": filled, "gt": gt}
     return s
