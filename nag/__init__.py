@@ -8,12 +8,17 @@ Nothing here imports ComfyUI.
 * :mod:`.combine`: :func:`nag_combine`, the rule itself (public, documented in the README).
 * :mod:`.config`: :class:`NAGConfig` (scale, tau, alpha, sigma_end) and the sigma gate.
 * :mod:`.rows`: :func:`guided_row_slices`, the positive chunks of a batched call.
+* :mod:`.run`: :class:`NAGRun` (per-run projected-negative cache) and :class:`CallPlan` (one call).
+* :mod:`.inputs`: checks of the node's model and NAG-negative inputs.
 * :mod:`.cross_attention`: :func:`nag_cross_attention`, one Wan cross-attention call with NAG.
 """
 from .combine import nag_combine, check_nag_params
-from .config import NAGConfig
+from .config import NAGConfig, WIDGET_BOUNDS, config_from_inputs
 from .rows import guided_row_slices, remap_row_slices, COND
 from .cross_attention import nag_cross_attention, negative_kv
+from .run import NAGRun, CallPlan
+from .inputs import check_wan_model, check_negative_context
 
 __all__ = ["nag_combine", "check_nag_params", "NAGConfig", "guided_row_slices", "remap_row_slices", "COND",
-           "nag_cross_attention", "negative_kv"]
+           "nag_cross_attention", "negative_kv", "WIDGET_BOUNDS", "config_from_inputs", "NAGRun", "CallPlan",
+           "check_wan_model", "check_negative_context"]

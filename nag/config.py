@@ -6,7 +6,11 @@ from dataclasses import dataclass
 
 from .combine import check_nag_params
 
-__all__ = ["NAGConfig"]
+__all__ = ["NAGConfig", "WIDGET_BOUNDS", "config_from_inputs"]
+
+# Widget bounds (min, max, step, default) of the node's inputs; the schema and the checks read them.
+WIDGET_BOUNDS = {"scale": (1.0, 100.0, 0.1, 11.0), "tau": (1.0, 10.0, 0.05, 2.5),
+                 "alpha": (0.0, 1.0, 0.01, 0.25), "sigma_end": (0.0, 100.0, 0.01, 0.0)}
 
 
 @dataclass(frozen=True)
@@ -52,3 +56,28 @@ class NAGConfig:
             return True
         s = float(sigma.max()) if hasattr(sigma, "max") else float(sigma)
         return s >= self.sigma_end
+
+
+def config_from_inputs(scale=None, tau=None, alpha=None, sigma_end=None) -> NAGConfig:
+    """The node's inputs as a validated :class:`NAGConfig`.
+
+    ``None`` stands for an input not known yet (linked to another node at validation time) and
+    takes the default. Raises ValueError starting ``input '<name>'`` with its value and what is
+    allowed: first the widget bounds (:data:`WIDGET_BOUNDS`; the host skips its own range check
+    for inputs that ``validate_inputs`` takes), then :meth:`NAGConfig.validate`."""
+    given = {"scale": scale, "tau": tau, "alpha": alpha, "sigma_end": sigma_end}
+    values = {}
+    for name, v in given.items():
+        lo, hi, _, default = WIDGET_BOUNDS[name]
+        if v is None:
+            values[name] = default
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+            raise ValueError(f"input '{name}' is {v!r}; must be a finite number in [{lo}, {hi}].")
+        if not lo <= float(v) <= hi:
+            raise ValueError(f"input '{name}' is {v}; allowed: {lo} .. {hi}.")
+        values[name] = float(v)
+    try:
+        return NAGConfig(**values).validate()
+    except ValueError as exc:
+        raise ValueError(f"input {exc}") from None

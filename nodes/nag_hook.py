@@ -9,14 +9,15 @@ wrappers, all on a *clone* of the user's model.
   read at call time, so attention overrides still apply); calls without a NAG plan go to the
   host module's own ``forward`` unchanged. No ``dit`` block patches are used, so it composes
   with MagCache's block patches.
-* ``OUTER_SAMPLE`` wrapper: one sampling run gets a fresh :class:`NAGRun` (settings from the
+* ``OUTER_SAMPLE`` wrapper: one sampling run gets a fresh ``nag.NAGRun`` (settings from the
   node, empty cache); ``finally`` drops the cache, so an interrupted run leaves nothing behind.
 * ``DIFFUSION_MODEL`` wrapper: one model call. It reads ``cond_or_uncond`` and ``sigmas`` from
-  ``transformer_options``, projects the NAG negative through the live model's
-  ``text_embedding`` (once per run and device/dtype, then cached), and leaves a per-call
-  :class:`CallPlan` (guided row slices, negative context) for the cross-attention patches.
+  ``transformer_options`` and hands them, with the live model's ``text_embedding`` as the
+  projection, to ``NAGRun.plan_call`` (core), which leaves a per-call ``nag.CallPlan`` (guided
+  row slices, projected negative, cached once per run and device/dtype) for the patches.
 
-The rule itself lives in the pure core (``nag.nag_cross_attention`` / ``nag.nag_combine``).
+The rules live in the pure core: ``nag.run`` (run state, call plan, row subsets),
+``nag.nag_cross_attention`` / ``nag.nag_combine``.
 """
 import logging
 import sys
@@ -25,7 +26,7 @@ import torch
 
 import comfy.patcher_extension as pe
 
-from ..nag import NAGConfig, guided_row_slices, remap_row_slices, nag_cross_attention
+from ..nag import NAGConfig, NAGRun, nag_cross_attention
 from ._host import find_transformer_options
 
 log = logging.getLogger("atelier")
@@ -36,75 +37,34 @@ CALL_KEY = "atelier_nag_call"
 MAGCACHE_CALL_KEY = "atelier_magcache_call"  # MagCache's per-call plan (rows it runs)
 
 
-class NAGRun:
-    """Settings fixed at node time; per-run state (the projected negative) made per run."""
-
-    def __init__(self, config: NAGConfig, negative: torch.Tensor, per_run=False):
-        self.config = config
-        self.negative = negative          # raw NAG-negative text context [N, Ln, text_dim]
-        self.per_run = per_run
-        self.cache = {}                   # (device, dtype) -> text_embedding(negative)
-        self.projections = 0
-        self.guided_calls = 0
-
-    def fresh(self):
-        return NAGRun(self.config, self.negative, per_run=True)
-
-    def projected_negative(self, diffusion_model, device, dtype):
-        """``text_embedding(negative)`` by the live model; cached for the run (not across runs:
-        weights may be patched differently next time)."""
-        key = (str(device), dtype)
-        neg = self.cache.get(key)
-        if neg is None:
-            neg = diffusion_model.text_embedding(self.negative.to(device=device, dtype=dtype))
-            self.projections += 1
-            if self.per_run:
-                self.cache[key] = neg
-        return neg
-
-
-class CallPlan:
-    """What the cross-attention patches do in one model call."""
-
-    def __init__(self, config, negative, guided, batch):
-        self.config = config
-        self.negative = negative   # [N, Ln, dim]
-        self.guided = guided       # row slices of the full batch
-        self.batch = batch
-
-
 def outer_sample_wrapper(executor, *args, **kwargs):
     guider = executor.class_obj
     orig = guider.model_options
     import comfy.model_patcher
     guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
     to = guider.model_options["transformer_options"]
-    run = to[RUN_KEY].fresh()
-    to[RUN_KEY] = run
+    run = to[RUN_KEY] = to[RUN_KEY].fresh()
     try:
         return executor(*args, **kwargs)
     finally:
-        if run.guided_calls:
-            log.info("[Atelier] NAG: guided %d model calls; negative projected %d time(s)",
-                     run.guided_calls, run.projections)
-        run.cache.clear()
+        summary = run.finish()
+        if summary:
+            log.info(summary)
         guider.model_options = orig
 
 
 def diffusion_model_wrapper(executor, *args, **kwargs):
     to = find_transformer_options(args, kwargs)
     run = to.get(RUN_KEY) if to is not None else None
-    cu = to.get("cond_or_uncond") if to is not None else None
-    if run is None or not cu or not run.config.active_at(to.get("sigmas")):
+    if run is None:
         return executor(*args, **kwargs)
     x = args[0] if args else kwargs["x"]
     context = args[2] if len(args) > 2 else kwargs["context"]
-    guided = guided_row_slices(cu, x.shape[0])
-    if not guided:
+    plan = run.plan_call(to.get("cond_or_uncond"), to.get("sigmas"), x.shape[0],
+                         executor.class_obj.text_embedding, context.device, context.dtype)
+    if plan is None:
         return executor(*args, **kwargs)
-    neg = run.projected_negative(executor.class_obj, context.device, context.dtype)
-    to[CALL_KEY] = CallPlan(run.config, neg, guided, x.shape[0])
-    run.guided_calls += 1
+    to[CALL_KEY] = plan
     try:
         return executor(*args, **kwargs)
     finally:
@@ -142,9 +102,7 @@ class NAGCrossAttention(torch.nn.Module):
         if plan is None:
             return self._host(x, context, context_img_len=context_img_len,
                               transformer_options=transformer_options, **kwargs)
-        guided = plan.guided
-        if x.shape[0] != plan.batch:
-            guided = _subset_rows(plan, transformer_options, x.shape[0])
+        guided = plan.guided if x.shape[0] == plan.batch else _subset_rows(plan, transformer_options, x.shape[0])
         attention = _host_attention(self._host)
         heads = self.num_heads
 
@@ -156,18 +114,10 @@ class NAGCrossAttention(torch.nn.Module):
 
 
 def _subset_rows(plan, to, rows):
-    """Guided rows when a cache runs the blocks on part of the batch."""
-    full = {r for sl in plan.guided for r in range(sl.start, sl.stop)}
-    if len(full) == plan.batch:        # every row is positive: any subset is all guided
-        return [slice(0, rows)]
-    mc = to.get(MAGCACHE_CALL_KEY)
-    present = getattr(mc, "compute_rows", None)
-    if present is not None and len(present) == rows:
-        return remap_row_slices(plan.guided, present.tolist())
-    raise RuntimeError(
-        f"Atelier NAG: the cross-attention got {rows} of the call's {plan.batch} rows and no node "
-        "said which; NAG cannot tell the positive rows apart. Put the node that subsets rows "
-        "after NAG or report this combination.")
+    """Guided rows when a cache runs the blocks on part of the batch (MagCache's published
+    per-call plan says which rows: ``compute_rows``)."""
+    present = getattr(to.get(MAGCACHE_CALL_KEY), "compute_rows", None)
+    return plan.rows_for(rows, None if present is None else present.tolist())
 
 
 def apply_nag(model, config: NAGConfig, negative: torch.Tensor):

@@ -219,7 +219,7 @@ def test_input_model_untouched_and_interrupt_leaves_nothing(host, nn_, t2v):
 def _magcache(pack, model, thresh):
     mc = pack.nodes.magcache_nodes
     return run_node(mc.AtelierMagCacheWan, model=model, preset="wan2.1_t2v_1.3B", thresh=thresh, k=2,
-                    retention=0.2, start_step=-1, end_step=-1, protect_last=0, cache_device="auto",
+                    retention=0.2, start_step=-1, end_step=-1, protect_last=0, cache_device="auto", schedule_steps=0,
                     preview_steps=12)
 
 
@@ -257,8 +257,8 @@ def test_with_magcache_running_only_the_cond_rows(host, pack, nn_, t2v, monkeypa
 
     def magcache(model):
         return run_node(mc, model=model, preset="wan2.1_t2v_1.3B", thresh=0.5, k=2, retention=0.2,
-                        start_step=-1, end_step=-1, protect_last=0, cache_device="auto", preview_steps=12,
-                        custom_curve=curve)
+                        start_step=-1, end_step=-1, protect_last=0, cache_device="auto", schedule_steps=0,
+                        preview_steps=12, custom_curve=curve)
 
     pos, neg, cneg = host.text_cond(1), host.text_cond(5), host.text_cond(2)
     a = ks(host, nag(nn_, magcache(t2v), neg), pos, cneg, steps=12, cfg=5.0, seed=2)
