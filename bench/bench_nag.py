@@ -77,7 +77,7 @@ def main():
     def magcache(m):
         return run_node(pack.nodes.magcache_nodes.AtelierMagCacheWan, model=m, preset="wan2.1_t2v_1.3B",
                         thresh=0.12, k=2, retention=0.2, start_step=-1, end_step=-1, protect_last=0,
-                        cache_device="auto", preview_steps=a.steps)
+                        cache_device="auto", schedule_steps=0, preview_steps=a.steps)
 
     variants = {"unguided": (model, 1.0), "nag": (nag, 1.0), "cfg": (model, 5.0), "nag_cfg": (nag, 5.0),
                 "magcache": (magcache(model), 1.0), "nag_magcache": (magcache(nag), 1.0)}
