@@ -134,10 +134,11 @@ def test_nodes_upscale_through_host_models(sd2, vae, weights, nodes, out_dir):
     assert 0 <= out.min() and out.max() <= 1
     again = _upscale(nodes, sd2, vae, _cond(), weights, imgs, tile_size=64, tile_overlap=32,
                      color_fix="adain", seed=5, window=3, process_size=64)
-    # deterministic and window-independent up to the official 8-bit truncation of the output: float noise
-    # between batch sizes (~1e-6) can move a value across a level boundary, which changes it by exactly 1/255
+    # deterministic and window-independent up to the official 8-bit truncations: float noise between batch
+    # sizes (~1e-6) can move a value across a level boundary of the truncated decode (1/255), and the colour
+    # fix and the output truncation after it can carry that to one more level: at most 2/255, on rare values
     d = (out - again).abs()
-    assert d.max() <= 1 / 255 + 1e-6 and (d > 1e-6).float().mean() < 1e-3, (d.max(), (d > 1e-6).float().mean())
+    assert d.max() <= 2 / 255 + 1e-6 and (d > 1e-6).float().mean() < 1e-3, (d.max(), (d > 1e-6).float().mean())
     # the input model is untouched: same weights, no patches, 4-channel conv_in
     import comfy.model_management as mm
     mm.unload_all_models()     # the host restores the shared weights when the patched clone unloads
@@ -231,7 +232,7 @@ INPUTS = {"AtelierDLoRALLoader": (["weights_name"], []),
           "AtelierDLoRALConvert": (["pkl_name", "output_name", "precision"], []),
           "AtelierDLoRALUpscale": (["model", "vae", "positive", "dloral", "images", "tile_size", "tile_overlap",
                                     "color_fix", "seed", "window"],
-                                   ["vae_tile", "process_size", "sample_posterior", "precision"])}
+                                   ["vae_tile", "process_size", "sample_posterior", "precision", "processing"])}
 
 
 OUTPUTS = {"AtelierDLoRALLoader": ["dloral"], "AtelierDLoRALConvert": ["path"], "AtelierDLoRALUpscale": ["images"]}
