@@ -9,6 +9,7 @@ run, and asserts that the MagCache step strip (planned, then as run) and the out
 the DOM. Screenshots: tests/_out/e2e_browser_*.png.
 """
 import asyncio
+import contextlib
 import json
 
 import aiohttp
@@ -119,8 +120,10 @@ async def _load_template(page, url, notes, template=TEMPLATE, marker="AtelierMag
     return "api"
 
 
-async def _scenario(server, exe, out_dir):
-    notes = []
+@contextlib.asynccontextmanager
+async def _comfy_page(server, exe):
+    """A headless chromium page (1600x1000) on the server's UI, once the graph canvas is up; the browser is
+    stopped on the way out."""
     browser = Chromium(exe)
     ws_url = browser.start()
     try:
@@ -133,65 +136,71 @@ async def _scenario(server, exe, out_dir):
                                 deviceScaleFactor=1, mobile=False)
                 await page.call("Page.navigate", url=server.url)
                 await page.wait_for(f"!!({APP}?.graph && document.querySelector('canvas'))", timeout=120)
-                try:
-                    await page.wait_for("!!window.__atelierUI", timeout=60)
-                except TimeoutError:
-                    raise AssertionError(f"atelier.js did not load; page errors: {page.errors()}")
-                await asyncio.sleep(2)
-                how = await _load_template(page, server.url, notes)
-                await page.eval("document.querySelectorAll('[role=dialog] button[aria-label=Close], "
-                                ".p-dialog-close-button').forEach(b => b.click())")
-                types = await page.eval(SWAP_JS % dict(app=APP, unet=json.dumps(TINY_UNET),
-                                                       vae=json.dumps(TINY_VAE), size=SIZE, frames=FRAMES,
-                                                       steps=STEPS))
-                assert "AtelierE2ETextEncode" in types and "CLIPTextEncode" not in types, types
-                await page.eval(VIEW_JS)
-                # the planned schedule is on the node before queueing
-                plan = await page.wait_for(
-                    "(() => { const d = document.querySelector('.atelier-step-strip[data-state=plan]');"
-                    " return d && d.querySelectorAll('.atl-cell').length ? d.innerText : null; })()", timeout=30)
-                await asyncio.sleep(1)
-                await page.screenshot(out_dir / "e2e_browser_plan.png")
-                hist_before = len(server.get_json("/history"))
-                clicked = await page.eval("""(() => {
-                    const b = [...document.querySelectorAll('button')].find(b =>
-                        /^(Run|Queue)\\b/i.test((b.innerText || b.getAttribute('aria-label') || '').trim()) ||
-                        b.dataset?.testid === 'queue-button');
-                    if (b) { b.click(); return b.innerText.trim() || b.getAttribute('aria-label'); }
-                    return null; })()""")
-                if not clicked:
-                    notes.append("no Run button found; queued with app.queuePrompt")
-                    await page.eval(f"{APP}.queuePrompt(0, 1)")
-                else:
-                    notes.append(f"queued with the {clicked!r} button")
-                for _ in range(600):
-                    h = server.get_json("/history")
-                    if len(h) > hist_before and all(v.get("status", {}).get("completed") is not None
-                                                    for v in h.values()):
-                        break
-                    await asyncio.sleep(0.5)
-                else:
-                    raise TimeoutError(f"run did not finish:\n{server.log_tail()}")
-                entry = list(h.values())[-1]
-                assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
-                strip = await page.wait_for(
-                    "(() => { const d = document.querySelector('.atelier-step-strip[data-state=run]');"
-                    " return d ? {text: d.innerText, cells: d.querySelectorAll('.atl-cell').length,"
-                    " skipped: d.querySelectorAll('.atl-S').length, rows: d.querySelectorAll('.atl-row').length}"
-                    " : null; })()", timeout=30)
-                preview = await page.wait_for(f"""(() => {{
-                    const imgs = [...document.querySelectorAll('img')].filter(i => i.src.includes('magcache_t2v'));
-                    const save = {APP}.graph._nodes.find(n => n.type === 'SaveAnimatedWEBP');
-                    const n = imgs.length + (save?.imgs?.length || 0);
-                    return n ? {{dom: imgs.length, node: save?.imgs?.length || 0}} : null; }})()""", timeout=30)
-                await asyncio.sleep(1.5)
-                await page.screenshot(out_dir / "e2e_browser_run.png")
-                resto = await _restoration(page, server, notes, out_dir)
-                errors = [e for e in page.errors() if "atelier" in e.lower()]
-                return dict(how=how, notes=notes, plan=plan, strip=strip, preview=preview, errors=errors,
-                            resto=resto)
+                yield page
     finally:
         browser.stop()
+
+
+async def _scenario(server, exe, out_dir):
+    notes = []
+    async with _comfy_page(server, exe) as page:
+        try:
+            await page.wait_for("!!window.__atelierUI", timeout=60)
+        except TimeoutError:
+            raise AssertionError(f"atelier.js did not load; page errors: {page.errors()}")
+        await asyncio.sleep(2)
+        how = await _load_template(page, server.url, notes)
+        await page.eval("document.querySelectorAll('[role=dialog] button[aria-label=Close], "
+                        ".p-dialog-close-button').forEach(b => b.click())")
+        types = await page.eval(SWAP_JS % dict(app=APP, unet=json.dumps(TINY_UNET),
+                                               vae=json.dumps(TINY_VAE), size=SIZE, frames=FRAMES,
+                                               steps=STEPS))
+        assert "AtelierE2ETextEncode" in types and "CLIPTextEncode" not in types, types
+        await page.eval(VIEW_JS)
+        # the planned schedule is on the node before queueing
+        plan = await page.wait_for(
+            "(() => { const d = document.querySelector('.atelier-step-strip[data-state=plan]');"
+            " return d && d.querySelectorAll('.atl-cell').length ? d.innerText : null; })()", timeout=30)
+        await asyncio.sleep(1)
+        await page.screenshot(out_dir / "e2e_browser_plan.png")
+        hist_before = len(server.get_json("/history"))
+        clicked = await page.eval("""(() => {
+            const b = [...document.querySelectorAll('button')].find(b =>
+                /^(Run|Queue)\\b/i.test((b.innerText || b.getAttribute('aria-label') || '').trim()) ||
+                b.dataset?.testid === 'queue-button');
+            if (b) { b.click(); return b.innerText.trim() || b.getAttribute('aria-label'); }
+            return null; })()""")
+        if not clicked:
+            notes.append("no Run button found; queued with app.queuePrompt")
+            await page.eval(f"{APP}.queuePrompt(0, 1)")
+        else:
+            notes.append(f"queued with the {clicked!r} button")
+        for _ in range(600):
+            h = server.get_json("/history")
+            if len(h) > hist_before and all(v.get("status", {}).get("completed") is not None
+                                            for v in h.values()):
+                break
+            await asyncio.sleep(0.5)
+        else:
+            raise TimeoutError(f"run did not finish:\n{server.log_tail()}")
+        entry = list(h.values())[-1]
+        assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+        strip = await page.wait_for(
+            "(() => { const d = document.querySelector('.atelier-step-strip[data-state=run]');"
+            " return d ? {text: d.innerText, cells: d.querySelectorAll('.atl-cell').length,"
+            " skipped: d.querySelectorAll('.atl-S').length, rows: d.querySelectorAll('.atl-row').length}"
+            " : null; })()", timeout=30)
+        preview = await page.wait_for(f"""(() => {{
+            const imgs = [...document.querySelectorAll('img')].filter(i => i.src.includes('magcache_t2v'));
+            const save = {APP}.graph._nodes.find(n => n.type === 'SaveAnimatedWEBP');
+            const n = imgs.length + (save?.imgs?.length || 0);
+            return n ? {{dom: imgs.length, node: save?.imgs?.length || 0}} : null; }})()""", timeout=30)
+        await asyncio.sleep(1.5)
+        await page.screenshot(out_dir / "e2e_browser_run.png")
+        resto = await _restoration(page, server, notes, out_dir)
+        errors = [e for e in page.errors() if "atelier" in e.lower()]
+        return dict(how=how, notes=notes, plan=plan, strip=strip, preview=preview, errors=errors,
+                    resto=resto)
 
 
 async def _queue(page, server, notes):
@@ -281,45 +290,32 @@ LAYOUT_JS = """(() => {
 
 
 async def _templates_layout(server, exe, out_dir):
-    browser = Chromium(exe)
-    ws_url = browser.start()
     report = {}
-    try:
-        async with aiohttp.ClientSession() as s:
-            async with s.ws_connect(ws_url, max_msg_size=0) as ws:
-                page = Page(ws)
-                await page.call("Runtime.enable")
-                await page.call("Page.enable")
-                await page.call("Emulation.setDeviceMetricsOverride", width=1600, height=1000,
-                                deviceScaleFactor=1, mobile=False)
-                await page.call("Page.navigate", url=server.url)
-                await page.wait_for(f"!!({APP}?.graph && document.querySelector('canvas'))", timeout=120)
-                await asyncio.sleep(3)
-                for slug, title in TEMPLATE_TITLES.items():
-                    await page.eval(f"""(async () => {{
-                        const r = await fetch('/api/workflow_templates/{PACK_FOLDER}/' + encodeURIComponent({json.dumps(title)}) + '.json');
-                        await {APP}.loadGraphData(await r.json(), true, true, {json.dumps(title)}); return true; }})()""")
-                    await asyncio.sleep(1.5)
-                    report[slug] = await page.eval(LAYOUT_JS)
-                    if slug.startswith("restoration"):
-                        await page.screenshot(out_dir / f"e2e_template_{slug}.png")
-                # the templates browser shows the pack's thumbnails
-                await page.eval(f"{APP}.extensionManager.command.execute('Comfy.BrowseTemplates')")
-                await page.wait_for(f"document.body.innerText.includes('{PACK_FOLDER}')", timeout=20)
-                await page.eval(CLICK_TEXT_JS % json.dumps([PACK_FOLDER]))
-                await asyncio.sleep(2)
-                await page.screenshot(out_dir / "e2e_templates_dialog.png")
-                thumbs = await page.wait_for("""(() => {
-                    // 1.35 points the card at /api/workflow_templates/<pack>/<name>.jpg; 1.27 fetches it into a blob
-                    const imgs = [...document.querySelectorAll('[role=dialog] img, .p-dialog img')]
-                        .filter(i => i.src.includes('/workflow_templates/') || i.src.startsWith('blob:'));
-                    const done = imgs.filter(i => i.complete);    // cards out of view load lazily
-                    return done.length ? done.map(i => [decodeURIComponent(i.src.split('/').pop()), i.naturalWidth])
-                        : null; })()""",
-                                             timeout=30)
-                return report, thumbs
-    finally:
-        browser.stop()
+    async with _comfy_page(server, exe) as page:
+        await asyncio.sleep(3)
+        for slug, title in TEMPLATE_TITLES.items():
+            await page.eval(f"""(async () => {{
+                const r = await fetch('/api/workflow_templates/{PACK_FOLDER}/' + encodeURIComponent({json.dumps(title)}) + '.json');
+                await {APP}.loadGraphData(await r.json(), true, true, {json.dumps(title)}); return true; }})()""")
+            await asyncio.sleep(1.5)
+            report[slug] = await page.eval(LAYOUT_JS)
+            if slug.startswith("restoration"):
+                await page.screenshot(out_dir / f"e2e_template_{slug}.png")
+        # the templates browser shows the pack's thumbnails
+        await page.eval(f"{APP}.extensionManager.command.execute('Comfy.BrowseTemplates')")
+        await page.wait_for(f"document.body.innerText.includes('{PACK_FOLDER}')", timeout=20)
+        await page.eval(CLICK_TEXT_JS % json.dumps([PACK_FOLDER]))
+        await asyncio.sleep(2)
+        await page.screenshot(out_dir / "e2e_templates_dialog.png")
+        thumbs = await page.wait_for("""(() => {
+            // 1.35 points the card at /api/workflow_templates/<pack>/<name>.jpg; 1.27 fetches it into a blob
+            const imgs = [...document.querySelectorAll('[role=dialog] img, .p-dialog img')]
+                .filter(i => i.src.includes('/workflow_templates/') || i.src.startsWith('blob:'));
+            const done = imgs.filter(i => i.complete);    // cards out of view load lazily
+            return done.length ? done.map(i => [decodeURIComponent(i.src.split('/').pop()), i.naturalWidth])
+                : null; })()""",
+                                     timeout=30)
+        return report, thumbs
 
 
 def test_templates_layout_and_thumbnails(server, chromium, out_dir):

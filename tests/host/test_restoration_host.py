@@ -187,6 +187,22 @@ def _scan_file(folder, seed=5, h=256, w=320):
 PARITY_ROLES = ("color_layer", "white_layer", "print_pdf", "fill_full", "labels", "classes", "user_mask_add")
 
 
+def _fill_to_record(M, img, mask, tab, ctx, dmap):
+    """The node chain after the Region Table, on the default settings the CLI uses too: Fill (harmonic) ->
+    Fill QA -> Bilayer Separate -> Print Layout -> Restoration Record. Returns (manifest, record folder,
+    laid-out layers)."""
+    filled, used, tab = run(M["AtelierRestorationFill"], image=img, mask=mask, method="harmonic", grow_px=1,
+                            regions=tab).args
+    tab = run(M["AtelierFillQA"], original=img, filled=filled, regions=tab, edge_de=3.0).args[0]
+    lay = run(M["AtelierBilayerSeparate"], filled=filled, original=img, mask=used, ctx=ctx, white_mode="same_pattern",
+              amount_mm=0.0, min_feature_mm=0.0, white_on_black=False).args[0]
+    laid = run(M["AtelierPrintLayout"], layers=lay, ctx=ctx, margin_mm=10.0, arm_mm=3.0, line_mm=0.1,
+               mirror=True).args[0]
+    folder = pathlib.Path(run(M["AtelierRestorationRecord"], original=img, filled=filled, used_mask=used, regions=tab,
+                              layers=laid, ctx=ctx, subfolder="rec", count_q=1.0, damage_map=dmap).args[0])
+    return json.loads((folder / "manifest.json").read_text()), folder, laid
+
+
 def test_nodes_write_the_same_files_as_the_cli(M, host, dirs):
     """node == CLI == core: one scan, the same settings (defaults, the ground colour given, a user mask)
     through the node chain and through ``python -m restoration`` give byte-identical print files, fill,
@@ -212,16 +228,7 @@ def test_nodes_write_the_same_files_as_the_cli(M, host, dirs):
                      add_mask=torch.from_numpy(add > 0).float()[None]).args
     tab, mask, _, _ = run(M["AtelierRegionTable"], image=img, damage_map=dmap, ctx=ctx, viewing_distance_mm=500.0,
                           registration_tol_um=100.0).args
-    filled, used, tab = run(M["AtelierRestorationFill"], image=img, mask=mask, method="harmonic", grow_px=1,
-                            regions=tab).args
-    tab, _, _ = run(M["AtelierFillQA"], original=img, filled=filled, regions=tab, edge_de=3.0).args
-    lay = run(M["AtelierBilayerSeparate"], filled=filled, original=img, mask=used, ctx=ctx, white_mode="same_pattern",
-              amount_mm=0.0, min_feature_mm=0.0, white_on_black=False).args[0]
-    laid = run(M["AtelierPrintLayout"], layers=lay, ctx=ctx, margin_mm=10.0, arm_mm=3.0, line_mm=0.1,
-               mirror=True).args[0]
-    folder = pathlib.Path(run(M["AtelierRestorationRecord"], original=img, filled=filled, used_mask=used, regions=tab,
-                              layers=laid, ctx=ctx, subfolder="rec", count_q=1.0, damage_map=dmap).args[0])
-    node = json.loads((folder / "manifest.json").read_text())
+    node, folder, laid = _fill_to_record(M, img, mask, tab, ctx, dmap)
     a = {f["role"]: f["sha256"] for f in cli["files"]}
     b = {f["role"]: f["sha256"] for f in node["files"]}
     for role in PARITY_ROLES:
@@ -357,16 +364,7 @@ def test_review_accept_list_node_equals_cli(M, host, dirs):
     assert isinstance(msg, str) and "accept_ids: 'x' is not a region id" in msg
     tab, mask, _, _ = run(M["AtelierRegionTable"], accept_ids=f"{a}", reject_ids=f"{keep}", accept_mask=m, **rt).args
     assert tab.review["accepted"] == sorted([a, b]) and tab.review["rejected"] == [keep]
-    filled, used, tab = run(M["AtelierRestorationFill"], image=img, mask=mask, method="harmonic", grow_px=1,
-                            regions=tab).args
-    tab, _, _ = run(M["AtelierFillQA"], original=img, filled=filled, regions=tab, edge_de=3.0).args
-    lay = run(M["AtelierBilayerSeparate"], filled=filled, original=img, mask=used, ctx=ctx, white_mode="same_pattern",
-              amount_mm=0.0, min_feature_mm=0.0, white_on_black=False).args[0]
-    laid = run(M["AtelierPrintLayout"], layers=lay, ctx=ctx, margin_mm=10.0, arm_mm=3.0, line_mm=0.1,
-               mirror=True).args[0]
-    folder = pathlib.Path(run(M["AtelierRestorationRecord"], original=img, filled=filled, used_mask=used, regions=tab,
-                              layers=laid, ctx=ctx, subfolder="rec", count_q=1.0, damage_map=dmap).args[0])
-    node = json.loads((folder / "manifest.json").read_text())
+    node, folder, _ = _fill_to_record(M, img, mask, tab, ctx, dmap)
     assert main([str(scan), "--out", str(dirs / "cli"), "--accept", f"{a},{b}", "--reject", f"{keep}",
                  "--threads", "0"]) == 0
     cli = json.loads((dirs / "cli" / "manifest.json").read_text())
