@@ -97,6 +97,39 @@ class Stages:
         return timed
 
 
+class Memory:
+    """Resident memory of this process from /proc (no extra package): ``mark()`` notes the level when the
+    first frame starts, a thread samples every 20 ms; ``peak_mib`` is the process peak, ``working_mib`` the
+    peak above the mark (what the frames themselves hold: latents, activations, windows)."""
+
+    def __init__(self):
+        import threading
+        self.mark_b, self.peak_b, self.stop = None, 0, False
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def rss(self):
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page
+
+    def _run(self):
+        while not self.stop:
+            self.peak_b = max(self.peak_b, self.rss())
+            time.sleep(0.02)
+
+    def mark(self):
+        if self.mark_b is None:
+            self.mark_b = self.rss()
+
+    def result(self):
+        self.stop = True
+        self.t.join()
+        import resource
+        peak = max(self.peak_b, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        return {"peak_mib": round(peak / 2**20), "working_mib": round((peak - (self.mark_b or 0)) / 2**20)}
+
+
 def _official_imports(official):
     os.chdir(official)
     sys.path[:0] = [official, os.path.join(official, "src")]
@@ -221,6 +254,7 @@ def cmd_official(a):
     fwd, enc = Generator_eval.forward, Generator_eval.encode_prompt
 
     def forward(self, *x, **k):
+        mem.mark()
         t = time.perf_counter()
         out = fwd(self, *x, **k)
         rec["seconds"].append(time.perf_counter() - t)
@@ -233,7 +267,7 @@ def cmd_official(a):
         return e
     Generator_eval.forward, Generator_eval.encode_prompt = forward, encode_prompt
     from diffusers import AutoencoderKL
-    st = Stages()
+    st, mem = Stages(), Memory()
     AutoencoderKL.encode = st.wrap(AutoencoderKL.encode, "vae_encode")
     AutoencoderKL.decode = st.wrap(AutoencoderKL.decode, "vae_decode")
     UNet2DConditionModel.forward = st.wrap(UNet2DConditionModel.forward, "unet")
@@ -248,7 +282,7 @@ def cmd_official(a):
     t0 = time.perf_counter()
     runpy.run_path(os.path.join(a.official, "src", "test_DLoRAL.py"), run_name="__main__")
     rec["total_s"] = time.perf_counter() - t0
-    rec["stages"] = st.seconds
+    rec["stages"], rec["memory"] = st.seconds, mem.result()
     torch.save(rec, work / "official.pt")
     print("official:", len(rec["decoded"]), "frames,", [round(s, 1) for s in rec["seconds"]], "s per call")
 
@@ -265,9 +299,9 @@ def _ldm_config(arch):
 
 
 def cmd_pack(a):
-    sys.path[:0] = [str(REPO)]
-    from dloral.__main__ import _load_pack
-    pack = _load_pack(a.comfyui)
+    sys.path[:0] = [str(REPO / "scripts")]
+    from dloral_host import import_pack
+    pack = import_pack(a.comfyui)
     import comfy.sd
     import comfy.utils
     from PIL import Image
@@ -286,7 +320,7 @@ def cmd_pack(a):
     rec = torch.load(work / "official.pt", weights_only=True) if (work / "official.pt").exists() else None
     if rec is None or rec["context"] is None:
         raise SystemExit("run the 'official' step first: the prompt embedding comes from it")
-    models = pack.nodes.dloral_nodes.host_models(model, vae, [[rec["context"], {}]], weights, precision="fp32")
+    models = pack.nodes.dloral_host.host_models(model, vae, [[rec["context"], {}]], weights, precision="fp32")
     decoded, dec = [], models.decode
 
     def decode(z):
@@ -305,13 +339,16 @@ def cmd_pack(a):
     frames = (torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1).float() / 255 for f in files)
     out = work / f"pack_{a.processing}"
     out.mkdir(parents=True, exist_ok=True)
+    mem = Memory()
+    mem.mark()
     t0, times = time.perf_counter(), []
     with torch.inference_mode():
         for i, f in enumerate(pack.dloral.upscale_video(frames, models, cfg)):
             times.append(time.perf_counter() - t0)
             arr = (f.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
             Image.fromarray(arr).save(out / f"frame_{i:04d}.png")
-    torch.save({"decoded": decoded, "total_s": time.perf_counter() - t0, "times": times, "stages": st.seconds},
+    torch.save({"decoded": decoded, "total_s": time.perf_counter() - t0, "times": times, "stages": st.seconds,
+                "memory": mem.result()},
                work / f"pack_{a.processing}.pt")
     print(f"pack ({a.processing}): {len(files)} frames in {time.perf_counter() - t0:.1f} s")
 
@@ -348,6 +385,8 @@ def cmd_compare(a):
             res[mode]["stages_s_per_frame"] = {k: {"official": round(so.get(k, 0) / n_off, 3),
                                                    "pack": round(sp.get(k, 0) / n_pack, 3)}
                                                for k in ("prompt", "vae_encode", "cfr", "unet", "vae_decode", "other")}
+        if "memory" in off and "memory" in pk:
+            res[mode]["memory_mib"] = {"official": off["memory"], "pack": pk["memory"]}
     (work / "parity.json").write_text(json.dumps(res, indent=1))
     print(json.dumps(res, indent=1))
 
