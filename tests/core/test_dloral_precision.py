@@ -85,3 +85,19 @@ def test_fp16_pipeline_close_to_fp32(seed):
     d = (a - b).abs()
     assert d.max() > 1e-5, "fp16 run identical to fp32: it did not run in fp16"
     assert d.max() < 0.005 and d.mean() < 0.0005, (d.max().item(), d.mean().item())
+
+
+def test_run_precision_rule():
+    from dloral.precision import run_precision
+    # the host's dtype: no autocast
+    assert run_precision("cuda", "auto", FP16) == (FP16, FP16, None)
+    assert run_precision("cuda", "bf16", BF16) == (BF16, BF16, None)
+    assert run_precision("cpu", "auto", FP16) == (FP32, FP32, None)      # CPU auto: fp32 inputs
+    assert run_precision("cpu", "fp32", FP16) == (FP32, FP32, None)
+    # another half precision: inputs in the host's dtype, matmuls autocast to the chosen one
+    assert run_precision("cuda", "bf16", FP16) == (BF16, FP16, BF16)
+    assert run_precision("cpu", "fp16", FP32) == (FP16, FP32, FP16)
+    # fp32 cannot be reached by autocast on a GPU from a half-precision UNet
+    with pytest.raises(ValueError, match=r"precision fp32: the host runs this UNet in torch.float16"):
+        run_precision("cuda:0", "fp32", FP16)
+    assert run_precision("cuda", "fp32", FP32) == (FP32, FP32, None)
