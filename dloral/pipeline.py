@@ -43,7 +43,7 @@ from .resample import from_u8, resize_float, resize_u8, to_u8
 from .tiling import TilingConfig, ramp_weight, tiles, tiled_decode, tiled_encode, vae_overlap_for
 
 __all__ = ["LATENT_SCALE", "PROCESSINGS", "DLoRALConfig", "DLoRALModels", "prepare_frames", "finish_frames",
-           "process_pairs", "upscale_video", "upscale_frames", "upscale_images", "check_context", "to_vae_pixels",
+           "process_pairs", "upscale_video", "upscale_frames", "upscale_images", "check_images", "check_context", "to_vae_pixels",
            "from_vae_pixels"]
 
 LATENT_SCALE = 0.18215
@@ -312,12 +312,17 @@ def upscale_frames(frames: torch.Tensor, models: DLoRALModels, cfg: DLoRALConfig
     return out
 
 
+def check_images(images: torch.Tensor) -> torch.Tensor:
+    """``images`` when it is a channels-last batch ``(N, H, W, 3)``, else ValueError naming the input."""
+    if images.dim() != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images: expected an IMAGE batch (N, H, W, 3), got {tuple(images.shape)}")
+    return images
+
+
 def upscale_images(images: torch.Tensor, models: DLoRALModels, cfg: DLoRALConfig, progress=None) -> torch.Tensor:
     """Channels-last frames ``(N, H, W, 3)`` in [0, 1] -> ``(N, 4H, 4W, 3)`` float32 (CPU), as
     :func:`upscale_frames`; the output is allocated once, frames are streamed per window."""
-    if images.dim() != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images: expected an IMAGE batch (N, H, W, 3), got {tuple(images.shape)}")
-    n, h, w, _ = images.shape
+    n, h, w, _ = check_images(images).shape
     out = torch.empty(n, 4 * h, 4 * w, 3)
     for i, f in enumerate(upscale_video((im.movedim(-1, 0) for im in images), models, cfg, progress)):
         out[i] = f.movedim(0, -1)

@@ -23,7 +23,7 @@ import torch
 
 from ..dloral import CFR, DLoRALModels
 from ..dloral.checkpoint import ConvIn8, check_base, check_fit, check_sd2_config
-from ..dloral.pipeline import check_context, from_vae_pixels, to_vae_pixels
+from ..dloral.pipeline import check_context, from_vae_pixels, to_vae_pixels, upscale_images
 from ..dloral.precision import run_precision
 
 log = logging.getLogger("atelier")
@@ -140,6 +140,11 @@ def host_models(model, vae, positive, weights, sample_posterior=False, precision
     cfr = CFR.from_weights(weights).to(device, dtype)
     return DLoRALModels(unet=unet, encode=encode, decode=decode, cfr=cfr, context=ctx,
                         device=device, dtype=dtype)
+
+
+def run_upscale(models, images, cfg, progress=None):
+    """IMAGE (N, H, W, 3) -> IMAGE (N, 4H, 4W, 3) (``dloral.pipeline.upscale_images``)."""
+    return upscale_images(images, models, cfg, progress)
 
 
 def load_checkpoint_models(checkpoint, prompt, weights, sample_posterior=False, precision="auto"):

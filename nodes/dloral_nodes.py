@@ -13,11 +13,11 @@ from comfy_api.latest import io
 
 from ..dloral import convert_file, load_weights
 from ..dloral.checkpoint import check_output_name, converted_path, file_sha256
-from ..dloral.pipeline import upscale_images as run_upscale
+from ..dloral.pipeline import check_images
 from ..dloral.settings import SETTINGS, UpscaleSettings, check_settings
 from ._host import progress_bar, throw_if_interrupted
 from .dloral_host import (EXTS, FOLDER, check_sd2, full_path, host_models, model_files, patch_model,  # noqa: F401
-                          register_folder)
+                          register_folder, run_upscale)
 
 log = logging.getLogger("atelier")
 
@@ -148,6 +148,7 @@ class AtelierDLoRALUpscale(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, positive, dloral, images, tile_size, tile_overlap, color_fix, seed, window,
                 vae_tile=0, process_size=512, sample_posterior=False, precision="auto", processing="official"):
+        check_images(images)
         settings = UpscaleSettings(tile_size=tile_size, tile_overlap=tile_overlap, color_fix=color_fix, seed=seed,
                                    window=window, vae_tile=vae_tile, process_size=process_size,
                                    sample_posterior=sample_posterior, precision=precision,
