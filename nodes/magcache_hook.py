@@ -10,9 +10,10 @@ segment and Wan2.2 split, residual store keyed by branch and cond uuid, row asse
   present, never ORed) and the :class:`~magcache.state.CallPlan` rides in
   ``transformer_options``. It sits outside the diffusion model, so outside a
   ``TorchCompileModel`` compiled module.
-* ``dit``/``double_block`` patches: block 0 enters the plan, every block runs on the rows
-  that compute (per-row inputs cut once per call), the last block leaves it (assembly).
-  When every row computes, a middle block only forwards to the original block.
+* ``dit``/``double_block`` patches: each hands its block to ``CallPlan.run_block`` (core):
+  block 0 enters the plan, every block runs on the rows that compute (per-row inputs cut
+  once per call), the last block leaves it (assembly). When every row computes, a middle
+  block only forwards to the original block.
 """
 import logging
 
@@ -61,14 +62,13 @@ def apply_model_wrapper(executor, *args, **kwargs):
     session = to.get(RUN_KEY) if to is not None else None
     if session is None or "cond_or_uncond" not in to:
         return executor(*args, **kwargs)
-    if session.run is None:
-        sample_sigmas = to.get("sample_sigmas")
-        if sample_sigmas is None:
-            return executor(*args, **kwargs)
-        session.start(sample_sigmas)
     x = args[0] if args else kwargs["x"]
     sigma = (args[1] if len(args) > 1 else kwargs["t"]).flatten()[0]
-    to[CALL_KEY] = session.plan_call(sigma, to["cond_or_uncond"], to.get("uuids"), x.shape[0])
+    plan = session.plan_sampler_call(to.get("sample_sigmas"), sigma, to["cond_or_uncond"], to.get("uuids"),
+                                     x.shape[0])
+    if plan is None:
+        return executor(*args, **kwargs)
+    to[CALL_KEY] = plan
     try:
         return executor(*args, **kwargs)
     finally:
@@ -82,20 +82,9 @@ def make_block_patch(index, num_blocks, subset_rows=True):
 
     def patch(args, extra):
         plan = args["transformer_options"].get(CALL_KEY)
-        original = extra["original_block"]
-        if plan is None or (plan.all_compute and not first and not last):
-            return original(args)
-        img = plan.enter(args["img"], subset_rows) if first else args["img"]
-        if plan.all_skip:
-            out = img
-        elif plan.subset:
-            a = dict(args)
-            a["img"], a["txt"], a["vec"], a["pe"] = img, plan.rows_of(args["txt"]), plan.rows_of(args["vec"]), \
-                plan.rows_of(args["pe"])
-            out = original(a)["img"]
-        else:
-            out = original(args)["img"]
-        return {"img": plan.leave(out) if last else out}
+        if plan is None:
+            return extra["original_block"](args)
+        return plan.run_block(args, extra["original_block"], first, last, subset_rows)
 
     return eager(patch)
 
