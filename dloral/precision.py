@@ -10,9 +10,11 @@
 
 The official code runs UNet, VAE and CFR in fp16 on a GPU (text encoder fp32).
 """
+import contextlib
+
 import torch
 
-__all__ = ["PRECISIONS", "resolve_dtype", "run_precision"]
+__all__ = ["PRECISIONS", "resolve_dtype", "run_precision", "unet_caller"]
 
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 _NAMED = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -58,3 +60,17 @@ def run_precision(device, precision="auto", host_dtype=torch.float32):
                              "(ComfyUI --force-fp32 or --fp32-unet) or choose auto, fp16 or bf16")
         return dtype, dtype, None
     return dtype, host_dtype, dtype
+
+
+def unet_caller(fn, device, input_dtype, autocast_dtype=None):
+    """``unet(x, t, context)`` as :class:`~dloral.pipeline.DLoRALModels` calls it, running ``fn(x, t, context)``
+    (the host's UNet) the way :func:`run_precision` says: x ``(B, 8, h, w)`` and context ``(B, L, D)`` on
+    ``device`` in ``input_dtype``, t ``(B,)`` in float32, under ``torch.autocast`` to ``autocast_dtype`` when
+    it is given; the output eps ``(B, 4, h, w)`` as float32."""
+    device = torch.device(device)
+
+    def unet(x, t, context):
+        amp = contextlib.nullcontext() if autocast_dtype is None else torch.autocast(device.type, dtype=autocast_dtype)
+        with amp:
+            return fn(x.to(device, input_dtype), t.to(device, torch.float32), context.to(device, input_dtype)).float()
+    return unet

@@ -14,7 +14,6 @@ the VAE keeps the host's dtype.
 
 Used by the nodes (``dloral_nodes``) and by the CLI's host loader (``scripts/dloral_host.py``).
 """
-import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ import torch
 from ..dloral import CFR, DLoRALModels
 from ..dloral.checkpoint import ConvIn8, check_base, check_fit, check_sd2_config
 from ..dloral.pipeline import check_context, from_vae_pixels, to_vae_pixels, upscale_images
-from ..dloral.precision import run_precision
+from ..dloral.precision import run_precision, unet_caller
 
 log = logging.getLogger("atelier")
 
@@ -114,13 +113,8 @@ def host_models(model, vae, positive, weights, sample_posterior=False, precision
     base = patched.model
     host_dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
     dtype, run_dtype, cast = run_precision(device, precision, host_dtype)
-    amp = contextlib.nullcontext if cast is None else (lambda: torch.autocast(device.type, dtype=cast))
-    unet_mod = base.diffusion_model
-
-    def unet(x, t, context):
-        with amp():
-            return unet_mod(x.to(device, run_dtype), t.to(device, torch.float32),
-                            context=context.to(device, run_dtype), transformer_options={}).float()
+    dm = base.diffusion_model
+    unet = unet_caller(lambda x, t, c: dm(x, t, context=c, transformer_options={}), device, run_dtype, cast)
 
     def encode(x):
         if not sample_posterior:

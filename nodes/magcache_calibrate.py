@@ -14,7 +14,7 @@ from ..magcache import CalibrationRecorder, resolve
 from ..magcache.calibrate import check_curve_name, save_curve
 from ..magcache.resolve import wan_model_info
 from . import _host
-from ._host import find_transformer_options
+from ._host import call_with, find_transformer_options
 
 KEY = "atelier_magcache_calibrate"
 CALL_KEY = "atelier_magcache_calibrate_call"
@@ -34,11 +34,8 @@ def _wrapper(recorder):
         if to is None or "sample_sigmas" not in to:
             return executor(*args, **kwargs)
         sigma = (args[1] if len(args) > 1 else kwargs["t"]).flatten()[0]
-        to[CALL_KEY] = {"step": recorder.step_of(to["sample_sigmas"], sigma), "cu": list(to["cond_or_uncond"])}
-        try:
-            return executor(*args, **kwargs)
-        finally:
-            to.pop(CALL_KEY, None)
+        call = {"step": recorder.step_of(to["sample_sigmas"], sigma), "cu": list(to["cond_or_uncond"])}
+        return call_with(to, CALL_KEY, call, executor, *args, **kwargs)
     return apply_model
 
 

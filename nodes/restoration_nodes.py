@@ -275,8 +275,8 @@ REVIEW_NAMES = ("accept_ids", "reject_ids", "accept_mask", "reject_mask")
 
 def _review_cfg(min_confidence=None, max_fill_mm2=None, max_fill_share=None):
     """The Region Table's review settings (an input left unset keeps the core default)."""
-    given = {"min_confidence": min_confidence, "max_fill_mm2": max_fill_mm2, "max_fill_share": max_fill_share}
-    return ReviewConfig(**{k: float(x) for k, x in given.items() if x is not None})
+    return ReviewConfig.given(min_confidence=min_confidence, max_fill_mm2=max_fill_mm2,
+                              max_fill_share=max_fill_share)
 
 
 class AtelierRestorationFill(io.ComfyNode):

@@ -89,3 +89,12 @@ def test_record_workflow_and_node_previews():
 def test_registration_summary_drops_only_the_residual():
     r = {"warp": [[1, 0, 0]], "rms_um": 1.5, "max_um": 2.0, "residual": np.zeros((2, 2)), "scale": 0.5}
     assert registration_summary(r) == {"warp": [[1, 0, 0]], "rms_um": 1.5, "max_um": 2.0, "scale": 0.5}
+
+
+def test_review_config_given_keeps_defaults_for_unset_inputs():
+    from restoration.review import ReviewConfig
+    d = ReviewConfig()
+    assert ReviewConfig.given() == d
+    c = ReviewConfig.given(min_confidence=None, max_fill_mm2=2, max_fill_share=None)
+    assert c.max_fill_mm2 == 2.0 and isinstance(c.max_fill_mm2, float)
+    assert (c.min_confidence, c.max_fill_share) == (d.min_confidence, d.max_fill_share)
