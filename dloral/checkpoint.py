@@ -24,12 +24,13 @@ tensor the checkpoint *changed* is kept whole in the converted file (``DLoRALWei
 replacement): ``conv_in`` always (8 input channels instead of 4), and, when the converter is given the
 SD2.1-base weights (``base=``, CLI ``--base``), every other tensor that differs from them.
 """
+import hashlib
 import json
 import os
 import pickle
 import tempfile
 from dataclasses import dataclass, field
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Optional
 
 import torch
@@ -38,7 +39,8 @@ from .keymap import diffusers_to_ldm, layout_from_names
 
 __all__ = ["DLoRALWeights", "ADAPTERS", "load_official", "convert_official", "save_weights",
            "load_weights", "convert_file", "apply_lora", "lora_delta", "FORMAT", "base_fingerprint",
-           "base_mismatches", "check_base", "FINGERPRINT_SAMPLES", "open_base"]
+           "base_mismatches", "check_base", "FINGERPRINT_SAMPLES", "open_base", "SD2_UNET", "check_sd2_config",
+           "fit_problems", "check_fit", "ConvIn8", "file_sha256", "check_output_name", "converted_path"]
 
 FORMAT = "atelier-dloral"
 GROUPS = ("encoder", "decoder", "others")
@@ -175,6 +177,113 @@ def check_base(state_dict: Mapping[str, torch.Tensor], weights: "DLoRALWeights")
         "the DLoRAL checkpoint changed these tensors: convert it again with the SD2.1-base weights "
         "(python -m dloral convert model.pkl --out ... --base v2-1_512-ema-pruned.safetensors) so that the "
         "converted file keeps them.")
+
+
+SD2_UNET = {"context_dim": 1024, "model_channels": 320, "use_linear_in_transformer": True}
+
+
+def check_sd2_config(unet_config: Mapping) -> None:
+    """Raise ValueError unless ``unet_config`` (a UNet's config: ``context_dim``, ``model_channels``,
+    ``use_linear_in_transformer``, ``adm_in_channels``, as the host's ``unet_config``) is SD2.x: the values
+    of :data:`SD2_UNET` and no ``adm_in_channels`` (SD2.1-base, which DLoRAL was trained on)."""
+    cfg = unet_config or {}
+    bad = {k: cfg.get(k) for k, v in SD2_UNET.items() if cfg.get(k) != v}
+    if bad or cfg.get("adm_in_channels") is not None:
+        raise ValueError(f"DLoRAL needs an SD2.x (SD2.1-base) UNet; this model has {bad or dict(cfg)} "
+                         f"(expected {SD2_UNET} and no adm_in_channels)")
+
+
+def fit_problems(weights: "DLoRALWeights", key_map: Mapping[str, str],
+                 shapes: Mapping[str, Sequence[int]]) -> "tuple[list, list]":
+    """What keeps ``weights`` from fitting a UNet: ``(missing, wrong)``.
+
+    key_map: the UNet's LoRA key map, module name as the weights name it (``diffusion_model.<ldm module>``)
+    -> the key of its weight in ``shapes`` (the host's ``model_lora_keys_unet``).
+    shapes: UNet weight key -> shape (Linear ``[o, i]``, Conv ``[o, i, k, k]``).
+    missing: the LoRA modules ``key_map`` lacks. wrong: ``"key: model (..), DLoRAL (..)"`` for each weight whose
+    shape is not ``(up.shape[0],) + down.shape[1:]``, and for the input conv when its output channels or kernel
+    (``diffusion_model.input_blocks.0.0.weight``, ``[320, 4, 3, 3]`` in SD2) differ from ``conv_in_weight``'s.
+    """
+    missing, wrong = [], []
+    for mod in weights.modules():
+        key = key_map.get(mod)
+        if key is None:
+            missing.append(mod)
+            continue
+        up, down = weights.lora[mod + ".lora_up.weight"], weights.lora[mod + ".lora_down.weight"]
+        want = (up.shape[0],) + tuple(down.shape[1:])
+        if tuple(shapes[key]) != want:
+            wrong.append(f"{key}: model {tuple(shapes[key])}, DLoRAL {want}")
+    conv, key = tuple(weights.conv_in_weight.shape), "diffusion_model.input_blocks.0.0.weight"
+    have = shapes.get(key)
+    if have is None or have[0] != conv[0] or tuple(have[2:]) != conv[2:]:
+        wrong.append(f"{key}: model {None if have is None else tuple(have)}, DLoRAL conv_in {conv}")
+    return missing, wrong
+
+
+def check_fit(weights: "DLoRALWeights", key_map: Mapping[str, str], shapes: Mapping[str, Sequence[int]]) -> None:
+    """Raise ValueError, with counts and examples, when ``weights`` do not fit the UNet (see :func:`fit_problems`)."""
+    missing, wrong = fit_problems(weights, key_map, shapes)
+    if missing or wrong:
+        raise ValueError("the DLoRAL weights do not fit this UNet (it is not the SD2.1-base DLoRAL was "
+                         f"trained on): {len(missing)} modules missing, e.g. {missing[:3]}; "
+                         f"{len(wrong)} shape mismatches, e.g. {wrong[:3]}")
+
+
+class ConvIn8(torch.nn.Module):
+    """DLoRAL's 8-channel input convolution (3x3, padding 1): x ``(B, 8, h, w)`` = [warped previous latent,
+    fused latent] -> ``(B, C, h, w)``; the weights ``[C, 8, 3, 3]`` / ``[C]`` follow the input's device and dtype."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weight", weight.detach().clone())
+        self.register_buffer("bias", bias.detach().clone())
+
+    def forward(self, x, *args, **kwargs):
+        return torch.nn.functional.conv2d(x, self.weight.to(x), self.bias.to(x), padding=1)
+
+
+_SHA256 = {}
+
+
+def file_sha256(path) -> "str | None":
+    """sha256 (hex) of a file's content, computed once per file version (path, size, mtime, inode); None when
+    the file cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _SHA256:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _SHA256[key] = h.hexdigest()
+    return _SHA256[key]
+
+
+def check_output_name(output_name: str) -> "str | None":
+    """None when ``output_name`` may name a converted file (a plain file name ending with .safetensors), else
+    the message naming the input."""
+    name = os.path.basename(output_name.strip())
+    if not name.endswith(".safetensors") or name != output_name.strip():
+        return (f"output_name: {output_name!r} is not allowed; give a plain file name ending with "
+                ".safetensors (it is written to models/dloral)")
+    return None
+
+
+def converted_path(folder: str, output_name: str) -> str:
+    """Where a conversion named ``output_name`` goes in ``folder``; ValueError naming the input when the name
+    is not allowed (:func:`check_output_name`) or the file exists (converted files are never overwritten)."""
+    msg = check_output_name(output_name)
+    if msg is not None:
+        raise ValueError(msg)
+    dst = os.path.join(folder, output_name.strip())
+    if os.path.exists(dst):
+        raise ValueError(f"output_name: {output_name!r} already exists in {folder}; choose another "
+                         "name (converted files are never overwritten)")
+    return dst
 
 
 def load_official(path):

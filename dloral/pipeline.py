@@ -43,7 +43,8 @@ from .resample import from_u8, resize_float, resize_u8, to_u8
 from .tiling import TilingConfig, ramp_weight, tiles, tiled_decode, tiled_encode, vae_overlap_for
 
 __all__ = ["LATENT_SCALE", "PROCESSINGS", "DLoRALConfig", "DLoRALModels", "prepare_frames", "finish_frames",
-           "process_pairs", "upscale_video", "upscale_frames"]
+           "process_pairs", "upscale_video", "upscale_frames", "upscale_images", "check_images", "check_context", "to_vae_pixels",
+           "from_vae_pixels"]
 
 LATENT_SCALE = 0.18215
 MIN_SIDE = 8
@@ -114,6 +115,29 @@ class DLoRALModels:
     context: torch.Tensor
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
+
+
+def check_context(ctx) -> torch.Tensor:
+    """The prompt embedding ``(1, L, 1024)`` (SD2.x text encoder), or ValueError naming the ``positive`` input
+    (not a tensor, or another width)."""
+    if not torch.is_tensor(ctx):
+        raise ValueError("positive: expected a CONDITIONING from an SD2.x text encoder")
+    if ctx.shape[-1] != 1024:
+        raise ValueError(f"positive conditioning has width {ctx.shape[-1]}; DLoRAL needs the SD2.x "
+                         "text encoder (width 1024)")
+    return ctx
+
+
+def to_vae_pixels(x: torch.Tensor) -> torch.Tensor:
+    """Frames as :class:`DLoRALModels` encodes them, ``(B, 3, H, W)`` in [-1, 1], -> channels-last
+    ``(B, H, W, 3)`` float32 in [0, 1] (clamped), the layout of an image VAE that takes [0, 1] pixels."""
+    return ((x.float() + 1) / 2).clamp(0, 1).movedim(1, -1)
+
+
+def from_vae_pixels(img: torch.Tensor) -> torch.Tensor:
+    """A channels-last decode in [0, 1], ``(..., H, W, 3)`` (leading dims flattened into the batch), ->
+    ``(B, 3, H, W)`` float32 in [-1, 1], as :class:`DLoRALModels` ``decode`` returns it."""
+    return img.reshape(-1, *img.shape[-3:]).movedim(-1, 1).float() * 2 - 1
 
 
 def _check_processing(processing):
@@ -285,4 +309,21 @@ def upscale_frames(frames: torch.Tensor, models: DLoRALModels, cfg: DLoRALConfig
     out = torch.empty(n, 3, 4 * h, 4 * w)
     for i, f in enumerate(upscale_video(iter(frames), models, cfg, progress)):
         out[i] = f
+    return out
+
+
+def check_images(images: torch.Tensor) -> torch.Tensor:
+    """``images`` when it is a channels-last batch ``(N, H, W, 3)``, else ValueError naming the input."""
+    if images.dim() != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images: expected an IMAGE batch (N, H, W, 3), got {tuple(images.shape)}")
+    return images
+
+
+def upscale_images(images: torch.Tensor, models: DLoRALModels, cfg: DLoRALConfig, progress=None) -> torch.Tensor:
+    """Channels-last frames ``(N, H, W, 3)`` in [0, 1] -> ``(N, 4H, 4W, 3)`` float32 (CPU), as
+    :func:`upscale_frames`; the output is allocated once, frames are streamed per window."""
+    n, h, w, _ = check_images(images).shape
+    out = torch.empty(n, 4 * h, 4 * w, 3)
+    for i, f in enumerate(upscale_video((im.movedim(-1, 0) for im in images), models, cfg, progress)):
+        out[i] = f.movedim(0, -1)
     return out

@@ -10,9 +10,11 @@
 
 The official code runs UNet, VAE and CFR in fp16 on a GPU (text encoder fp32).
 """
+import contextlib
+
 import torch
 
-__all__ = ["PRECISIONS", "resolve_dtype"]
+__all__ = ["PRECISIONS", "resolve_dtype", "run_precision", "unet_caller"]
 
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 _NAMED = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -36,3 +38,39 @@ def resolve_dtype(device, precision="auto", model_dtype=None, bf16_supported=Non
     if bf16_supported is None:
         bf16_supported = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return torch.bfloat16 if bf16_supported else torch.float16
+
+
+def run_precision(device, precision="auto", host_dtype=torch.float32):
+    """How a run on a host UNet held in ``host_dtype`` computes: ``(dtype, input_dtype, autocast_dtype)``.
+
+    dtype: the compute dtype (:func:`resolve_dtype`; CFR and the latents run in it).
+    input_dtype: the dtype the UNet's inputs are cast to: ``dtype`` when it is the host's dtype or float32,
+    else the host's dtype, with ``autocast_dtype`` = ``dtype`` (matmuls and convolutions under
+    ``torch.autocast``); ``autocast_dtype`` is None when no autocast is needed.
+    Raises ValueError for fp32 on a GPU when the host holds the UNet in half precision (autocast cannot
+    raise precision: load the UNet in float32 instead).
+    """
+    device = torch.device(device)
+    dtype = resolve_dtype(device, precision, host_dtype)
+    if dtype == host_dtype:
+        return dtype, dtype, None
+    if dtype == torch.float32:
+        if device.type != "cpu":
+            raise ValueError(f"precision fp32: the host runs this UNet in {host_dtype}; load it in float32 "
+                             "(ComfyUI --force-fp32 or --fp32-unet) or choose auto, fp16 or bf16")
+        return dtype, dtype, None
+    return dtype, host_dtype, dtype
+
+
+def unet_caller(fn, device, input_dtype, autocast_dtype=None):
+    """``unet(x, t, context)`` as :class:`~dloral.pipeline.DLoRALModels` calls it, running ``fn(x, t, context)``
+    (the host's UNet) the way :func:`run_precision` says: x ``(B, 8, h, w)`` and context ``(B, L, D)`` on
+    ``device`` in ``input_dtype``, t ``(B,)`` in float32, under ``torch.autocast`` to ``autocast_dtype`` when
+    it is given; the output eps ``(B, 4, h, w)`` as float32."""
+    device = torch.device(device)
+
+    def unet(x, t, context):
+        amp = contextlib.nullcontext() if autocast_dtype is None else torch.autocast(device.type, dtype=autocast_dtype)
+        with amp:
+            return fn(x.to(device, input_dtype), t.to(device, torch.float32), context.to(device, input_dtype)).float()
+    return unet

@@ -22,6 +22,7 @@ import re
 import torch
 
 from .curve import Curve
+from .session import SigmaSteps
 
 __all__ = ["CalibrationRecorder", "residual_stats", "check_curve_name", "save_curve"]
 
@@ -61,6 +62,30 @@ class CalibrationRecorder:
         self._prev = [None, None]     # (step, residual)
         self._stats = [{}, {}]        # step -> (ratio, std, cos)
         self._steps = [set(), set()]
+        self._sigma_steps = None
+
+    def step_of(self, sample_sigmas, sigma):
+        """The 0-based step of a call at ``sigma`` in a sampler run with ``sample_sigmas`` (its n+1 sigmas;
+        a run whose first sigma differs from the last one seen starts over), None between steps
+        (:class:`~magcache.session.SigmaSteps`)."""
+        if self._sigma_steps is None or self._sigma_steps.sigmas[0] != float(sample_sigmas[0]):
+            self._sigma_steps = SigmaSteps(sample_sigmas)
+        return self._sigma_steps.step_of(sigma)
+
+    def record_call(self, step, cond_or_uncond, x_in, x_out):
+        """Record one model call: ``x_in`` / ``x_out`` ``[B, L, D]`` the tokens entering the first block and
+        leaving the last, in ``len(cond_or_uncond)`` chunks of equal size (the host's branch ids per chunk:
+        0 cond, any other uncond). The first chunk of each branch records its residual ``x_out - x_in``
+        (float32); a call between steps (``step`` None) records nothing."""
+        if step is None:
+            return
+        n = x_out.shape[0] // len(cond_or_uncond)
+        seen = set()
+        for c, branch in enumerate(cond_or_uncond):
+            b = 0 if branch == 0 else 1
+            if b not in seen:   # several conds of one branch: the first one calibrates
+                seen.add(b)
+                self.record(b, step, (x_out[c * n:(c + 1) * n] - x_in[c * n:(c + 1) * n]).float())
 
     def record(self, branch, step, residual):
         """Record the block-stack residual ``[B, L, D]`` of ``branch`` at 0-based ``step``.

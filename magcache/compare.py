@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["psnr", "ssim", "difference_image", "gaussian_window"]
+__all__ = ["psnr", "ssim", "difference_image", "gaussian_window", "compare_frames"]
 
 
 def _check_pair(a, b):
@@ -90,3 +90,30 @@ def difference_image(a, b, gain=4.0):
     if not gain > 0:
         raise ValueError(f"gain: {gain!r} must be > 0")
     return ((a.float() - b.float()).abs() * gain).clamp(0, 1)
+
+
+def _frames(images, name):
+    if not torch.is_tensor(images) or images.dim() != 4:
+        raise ValueError(f"{name}: must be an IMAGE batch [N, H, W, C], got "
+                         f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
+    return images.float()
+
+
+def compare_frames(reference, test, gain=4.0):
+    """A full run's frames against a cached run's, both ``[N, H, W, C]`` in [0, 1]:
+    ``(difference, table, mean_psnr, mean_ssim)``.
+
+    difference: :func:`difference_image` ``[N, H, W, C]``. table: a header line, one line per frame
+    (index, PSNR in dB to 2 decimals, SSIM to 4), then the means. mean_psnr: over the frames with a finite
+    PSNR (identical frames excluded; ``inf`` when every frame is identical). ValueError names the input."""
+    a, b = _frames(reference, "reference"), _frames(test, "test")
+    if a.shape != b.shape:
+        raise ValueError(f"test: {tuple(b.shape)} differs from reference {tuple(a.shape)}; both need the same "
+                         "frame count and size")
+    p, s = psnr(a, b), ssim(a, b)
+    finite = p[torch.isfinite(p)]
+    mp = float(finite.mean()) if finite.numel() else float("inf")
+    ms = float(s.mean())
+    rows = ["frame  psnr_db  ssim"] + [f"{i:5d}  {float(pi):7.2f}  {float(si):.4f}" for i, (pi, si) in enumerate(zip(p, s))]
+    rows.append(f" mean  {mp:7.2f}  {ms:.4f}")
+    return difference_image(a, b, gain), "\n".join(rows), mp, ms

@@ -23,7 +23,7 @@ from .presets import Preset, get_preset, list_presets
 from .schedule import MagCacheConfig, Schedule, plan_schedule
 
 __all__ = ["AUTO", "WIDGETS", "Resolved", "resolve", "detect_preset", "query_settings", "check_settings",
-           "plan_query", "WAN_PRESETS", "DEFAULT_SETTINGS", "wan_model_from_shapes", "safetensors_shapes"]
+           "plan_query", "WAN_PRESETS", "DEFAULT_SETTINGS", "wan_model_from_shapes", "safetensors_shapes", "wan_model_info", "query_model_from_file", "LOADER_FOLDERS"]
 
 AUTO = "auto"
 WAN_PRESETS = tuple(p for p in list_presets() if p.startswith("wan"))
@@ -63,6 +63,20 @@ def detect_preset(model):
     if kind in ("i2v", "camera", "flf2v"):
         return "wan2.1_i2v_480p_14B"
     return "wan2.1_t2v_14B" if big else "wan2.1_t2v_1.3B"
+
+
+def wan_model_info(unet_config, model_class="?", has_blocks=True):
+    """What ``auto`` needs of a loaded Wan model (``dim``, ``in_dim``, ``model_type``, those present) from its
+    config (the host's ``unet_config``); ValueError naming the ``model`` input unless the config says Wan2.1
+    (``image_model`` "wan2.1", Wan2.2 included) and the model has its ``blocks`` (``model_class``: the
+    diffusion model's class name, for the message)."""
+    cfg = unet_config or {}
+    if cfg.get("image_model") != "wan2.1" or not has_blocks:
+        raise ValueError(
+            f"Atelier MagCache (Wan): input 'model' is a {model_class} "
+            f"(image_model={cfg.get('image_model')!r}), not a Wan model. Allowed: Wan2.1 and Wan2.2 "
+            "diffusion models (T2V, I2V, VACE, TI2V-5B) loaded by the host.")
+    return {k: cfg[k] for k in ("dim", "in_dim", "model_type") if k in cfg}
 
 
 _PREFIXES = ("", "model.diffusion_model.", "diffusion_model.", "model.")
@@ -305,3 +319,28 @@ def plan_query(query):
     steps, preset = kw.pop("steps"), kw.pop("preset")
     kw.pop("preview_steps", None)
     return resolve(preset, steps=steps, **kw).to_dict()
+
+
+LOADER_FOLDERS = {"unet_name": "diffusion_models", "ckpt_name": "checkpoints"}
+
+
+def query_model_from_file(query, find_file):
+    """The web route's query, whose model may be named by the loader's file (``unet_name`` / ``ckpt_name``,
+    folders :data:`LOADER_FOLDERS`), as :func:`plan_query` takes it: the file parameters removed and, for
+    ``auto`` without ``dim``, the model config read from that file's .safetensors header
+    (:func:`wan_model_from_shapes`). ``find_file(folder, name)`` gives the file's path (None when it is not
+    there). ValueError names the parameter."""
+    q = dict(query)
+    files = {k: q.pop(k) for k in list(q) if k in LOADER_FOLDERS}
+    if files and q.get("preset", AUTO) == AUTO and "dim" not in q:
+        param, name = next(iter(files.items()))
+        path = find_file(LOADER_FOLDERS[param], name)
+        if path is None or not path.endswith(".safetensors"):
+            raise ValueError(f"{param}: {name!r} is not a .safetensors file in models/{LOADER_FOLDERS[param]}; "
+                             "run the workflow once so the node reports its model, or pick a preset")
+        try:
+            shapes = safetensors_shapes(path, param)
+        except OSError as exc:
+            raise ValueError(f"{param}: cannot read {name!r} ({exc.strerror})") from None
+        q.update({k: str(v) for k, v in wan_model_from_shapes(shapes, param).items()})
+    return q

@@ -20,7 +20,7 @@ import time
 from .schedule import high_noise_steps, locate_segment
 from .state import MagCacheRun
 
-__all__ = ["MagCacheSession", "SigmaSteps"]
+__all__ = ["MagCacheSession", "SigmaSteps", "report_text"]
 
 
 class SigmaSteps:
@@ -135,6 +135,16 @@ class MagCacheSession:
         return self.run.plan_call(self.step_of(sigma), chunks, batch)
 
     # -------------------------------------------------------------- report
+    def plan_sampler_call(self, sample_sigmas, sigma, cond_or_uncond, uuids, batch):
+        """:meth:`plan_call` for a call inside a sampler: the first call of the run :meth:`start` s it from
+        ``sample_sigmas`` (the sampler's n+1 sigmas); None (the call runs uncached) when the run has not
+        started and the call brings no ``sample_sigmas``."""
+        if self.run is None:
+            if sample_sigmas is None:
+                return None
+            self.start(sample_sigmas)
+        return self.plan_call(sigma, cond_or_uncond, uuids, batch)
+
     def finish(self, interrupted):
         """End of the run: the report (also kept as :attr:`last_report` and given to
         ``on_report``), then the residuals are dropped."""
@@ -167,3 +177,13 @@ class MagCacheSession:
         rep["summary"] = (f"MagCache: computed {cc}/{tc} calls, skipped {tc - cc} "
                           f"({'interrupted, ' if interrupted else ''}~{saved:.2f}s saved, ~{rep['speedup']:.2f}x)")
         return rep
+
+
+def report_text(report) -> str:
+    """A run's report (:meth:`MagCacheSession.report`, or None before any run) as text: the summary line,
+    then per branch one mark per step (``C`` computed, ``S`` skipped, ``.`` not run), the name right-aligned
+    to 6 characters; ``"no run yet"`` for None."""
+    if report is None:
+        return "no run yet"
+    lines = [report["summary"]] + [f"{b:>6}: {''.join(m)}" for b, m in report.get("branches", {}).items()]
+    return "\n".join(lines)

@@ -319,6 +319,27 @@ class CallPlan:
         self._cut[id(t)] = (t, out)
         return out
 
+    def run_block(self, inputs, block, first, last, subset_rows=True, per_row=("txt", "vec", "pe")):
+        """Run one block of the stack under this plan: ``block(inputs) -> {"img": ...}``.
+
+        inputs: the block's inputs by name; ``"img"`` the tokens ``[B, L, D]``, ``per_row`` the names of inputs
+        with one row per batch row (Wan: context ``txt``, modulation ``vec``, rope ``pe``). first / last: the
+        block is the stack's first (the plan :meth:`enter` s there) / last (:meth:`leave` gives the full
+        ``[B, L, D]``). A middle block forwards ``inputs`` unchanged when every row computes; when every row
+        skips no block runs; when some rows skip the blocks see the computing rows only (``subset_rows``).
+        Returns ``{"img": tokens}``."""
+        if self.all_compute and not first and not last:
+            return block(inputs)
+        img = self.enter(inputs["img"], subset_rows) if first else inputs["img"]
+        if self.all_skip:
+            out = img
+        elif self.subset:
+            cut = {k: self.rows_of(inputs[k]) for k in per_row if k in inputs}
+            out = block(dict(inputs, **cut, img=img))["img"]
+        else:
+            out = block(inputs)["img"]
+        return {"img": self.leave(out) if last else out}
+
     def leave(self, y):
         """The full ``[B, L, D]`` output of the block stack from the last block's output ``y``
         (rows as :meth:`enter` returned them; ignored when :attr:`all_skip`). Stores the

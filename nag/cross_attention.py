@@ -8,11 +8,24 @@ import torch
 from .combine import nag_combine
 from .config import NAGConfig
 
-__all__ = ["nag_cross_attention", "negative_kv", "Attend"]
+__all__ = ["nag_cross_attention", "negative_kv", "Attend", "share_modules"]
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``attend(q, k, v) -> out``: multi-head attention, q ``(B, Lq, C)``, k/v ``(B, Lk, C)``,
 out ``(B, Lq, C)`` with heads merged (the host's ``optimized_attention`` with its heads)."""
+
+
+def share_modules(target: torch.nn.Module, source: torch.nn.Module) -> torch.nn.Module:
+    """Register ``source``'s own children, parameters and buffers on ``target`` under the same names (the same
+    objects, not copies): ``target.state_dict()`` has ``source``'s keys, and weight patches, device moves and
+    casts of either reach both. Returns ``target``."""
+    for name, child in source.named_children():
+        target.add_module(name, child)
+    for name, p in source.named_parameters(recurse=False):
+        target.register_parameter(name, p)
+    for name, b in source.named_buffers(recurse=False):
+        target.register_buffer(name, b)
+    return target
 
 
 def negative_kv(module, neg_context: torch.Tensor):

@@ -9,7 +9,8 @@ from typing import Callable
 
 import torch
 
-__all__ = ["CROSS_ATTN_PARTS", "IMAGE_PARTS", "HOST_CLASSES", "check_wan_model", "check_negative_context"]
+__all__ = ["CROSS_ATTN_PARTS", "IMAGE_PARTS", "HOST_CLASSES", "check_wan_model", "check_negative_context",
+           "negative_from_conditioning"]
 
 CROSS_ATTN_PARTS = ("q", "k", "v", "o", "norm_q", "norm_k")
 IMAGE_PARTS = ("k_img", "v_img", "norm_k_img")
@@ -74,3 +75,12 @@ def check_negative_context(ctx, width: int) -> torch.Tensor:
     if not bool(torch.isfinite(ctx).all()):
         raise ValueError("input 'nag_negative' contains NaN or infinite values.")
     return ctx.detach()
+
+
+def negative_from_conditioning(conditioning, width: int) -> "tuple[torch.Tensor, int]":
+    """The NAG-negative context from a CONDITIONING (a list of ``[tensor (N, Ln, width), options]`` entries):
+    the first entry's tensor, checked by :func:`check_negative_context`, and the number of entries (only the
+    first is used). ValueError names input 'nag_negative'."""
+    ok = isinstance(conditioning, (list, tuple)) and conditioning and isinstance(conditioning[0], (list, tuple))
+    ctx = conditioning[0][0] if ok else None
+    return check_negative_context(ctx, width), len(conditioning) if ok else 0

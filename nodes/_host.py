@@ -75,3 +75,42 @@ def find_transformer_options(args, kwargs):
         if isinstance(a, dict) and "cond_or_uncond" in a:
             return a
     return None
+
+
+def fresh_run_wrapper(key, finish):
+    """An ``OUTER_SAMPLE`` wrapper that gives each sampling run its own state: the guider's
+    ``model_options`` are cloned for the run and ``transformer_options[key]`` replaced by its ``fresh()``
+    copy; in ``finally`` ``finish(state, interrupted)`` runs (a line it returns is logged) and the
+    guider's options are put back, so an interrupted run leaves nothing behind."""
+    def wrapper(executor, *args, **kwargs):
+        import comfy.model_patcher
+        guider = executor.class_obj
+        orig = guider.model_options
+        guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
+        to = guider.model_options["transformer_options"]
+        state = to[key] = to[key].fresh()
+        interrupted = True
+        try:
+            out = executor(*args, **kwargs)
+            interrupted = False
+            return out
+        finally:
+            try:
+                line = finish(state, interrupted)
+                if line:
+                    log.info(line)
+            finally:
+                guider.model_options = orig
+    return wrapper
+
+
+def call_with(to, key, plan, executor, *args, **kwargs):
+    """``executor(*args, **kwargs)`` with ``plan`` in ``to[key]`` (``transformer_options``) for the call and
+    removed after it, also on error; a None plan runs the call as it is."""
+    if plan is None:
+        return executor(*args, **kwargs)
+    to[key] = plan
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        to.pop(key, None)

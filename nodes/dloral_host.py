@@ -7,29 +7,28 @@ is then called directly at timestep 1 (DLoRAL's one step, ``z0 = fused - eps``),
 Before patching, a sample of the UNet's base weights is checked against the fingerprint the converter
 recorded (``dloral.checkpoint.check_base``): a different base model is named, not silently used.
 
-Precision (``dloral.resolve_dtype``): ``auto`` is float32 on CPU and, on a GPU, the dtype the host runs the
+Precision (``dloral.precision.run_precision``): ``auto`` is float32 on CPU and, on a GPU, the dtype the host runs the
 UNet in (fp16 or bf16 for SD2.x on current GPUs). ``fp16``/``bf16`` force half precision: when that differs
 from the host's UNet dtype the UNet runs under ``torch.autocast``; CFR and the latents run in that dtype;
 the VAE keeps the host's dtype.
 
 Used by the nodes (``dloral_nodes``) and by the CLI's host loader (``scripts/dloral_host.py``).
 """
-import contextlib
 import logging
 import os
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 
-from ..dloral import CFR, DLoRALModels, resolve_dtype, upscale_video
-from ..dloral.checkpoint import check_base
+from ..dloral import CFR, DLoRALModels
+from ..dloral.checkpoint import ConvIn8, check_base, check_fit, check_sd2_config
+from ..dloral.pipeline import check_context, from_vae_pixels, to_vae_pixels, upscale_images
+from ..dloral.precision import run_precision, unet_caller
 
 log = logging.getLogger("atelier")
 
 FOLDER = "dloral"
 EXTS = {".pkl", ".pth", ".safetensors"}
-SD2 = {"context_dim": 1024, "model_channels": 320, "use_linear_in_transformer": True}
 
 
 def register_folder():
@@ -60,25 +59,9 @@ def full_path(input_name, name):
     return path
 
 
-class _Conv8(torch.nn.Module):
-    """DLoRAL's 8-channel conv_in ([warped previous latent, fused latent]); follows the input's device/dtype."""
-
-    def __init__(self, weight, bias):
-        super().__init__()
-        self.register_buffer("weight", weight.detach().clone())
-        self.register_buffer("bias", bias.detach().clone())
-
-    def forward(self, x, *args, **kwargs):
-        return F.conv2d(x, self.weight.to(x), self.bias.to(x), padding=1)
-
-
 def check_sd2(model):
-    """Raise ValueError unless ``model`` (a ModelPatcher) is an SD2.x UNet."""
-    cfg = getattr(model.model.model_config, "unet_config", {})
-    bad = {k: cfg.get(k) for k, v in SD2.items() if cfg.get(k) != v}
-    if bad or cfg.get("adm_in_channels") is not None:
-        raise ValueError(f"DLoRAL needs an SD2.x (SD2.1-base) UNet; this model has {bad or cfg} "
-                         f"(expected {SD2} and no adm_in_channels)")
+    """Raise ValueError unless ``model`` (a ModelPatcher) is an SD2.x UNet (``dloral.checkpoint.check_sd2_config``)."""
+    check_sd2_config(getattr(model.model.model_config, "unet_config", {}))
 
 
 class _UnpatchedUNet(Mapping):
@@ -108,68 +91,34 @@ def patch_model(model, weights):
     import comfy.lora
     import comfy.sd
     check_sd2(model)
-    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
-    sd_shapes = {k: v.shape for k, v in model.model.state_dict().items()}
-    missing, wrong = [], []
-    for mod in weights.modules():
-        key = key_map.get(mod)
-        if key is None:
-            missing.append(mod)
-            continue
-        up, down = weights.lora[mod + ".lora_up.weight"], weights.lora[mod + ".lora_down.weight"]
-        want = (up.shape[0],) + tuple(down.shape[1:])
-        if tuple(sd_shapes[key]) != want:
-            wrong.append(f"{key}: model {tuple(sd_shapes[key])}, DLoRAL {want}")
-    if missing or wrong:
-        raise ValueError("the DLoRAL weights do not fit this UNet (it is not the SD2.1-base DLoRAL was "
-                         f"trained on): {len(missing)} modules missing, e.g. {missing[:3]}; "
-                         f"{len(wrong)} shape mismatches, e.g. {wrong[:3]}")
-    conv = weights.conv_in_weight
-    have = sd_shapes.get("diffusion_model.input_blocks.0.0.weight")
-    if have is None or have[0] != conv.shape[0] or tuple(have[2:]) != tuple(conv.shape[2:]):
-        raise ValueError(f"DLoRAL conv_in {tuple(conv.shape)} does not fit this UNet's input conv {have}")
+    check_fit(weights, comfy.lora.model_lora_keys_unet(model.model, {}),
+              {k: v.shape for k, v in model.model.state_dict().items()})
     check_base(_UnpatchedUNet(model), weights)
     patched, _ = comfy.sd.load_lora_for_models(model, None, weights.lora, 1.0, 0.0)
     if weights.base:   # base tensors the DLoRAL checkpoint changed: they replace the user's (on the clone)
         patched.add_patches({k: ("set", (v,)) for k, v in weights.base.items()}, 1.0)
-    patched.add_object_patch("diffusion_model.input_blocks.0.0", _Conv8(conv, weights.conv_in_bias))
+    conv = ConvIn8(weights.conv_in_weight, weights.conv_in_bias)
+    patched.add_object_patch("diffusion_model.input_blocks.0.0", conv)
     return patched
 
 
 def host_models(model, vae, positive, weights, sample_posterior=False, precision="auto"):
     """Adapt host MODEL / VAE / CONDITIONING + DLoRAL weights to the core's ``DLoRALModels``;
-    ``precision`` (auto / fp16 / bf16 / fp32) sets the compute dtype by ``dloral.resolve_dtype``."""
+    ``precision`` (auto / fp16 / bf16 / fp32) sets the compute dtype by ``dloral.precision.run_precision``."""
     import comfy.model_management as mm
-    if not positive or not torch.is_tensor(positive[0][0]):
-        raise ValueError("positive: expected a CONDITIONING from an SD2.x text encoder")
-    ctx = positive[0][0]
-    if ctx.shape[-1] != 1024:
-        raise ValueError(f"positive conditioning has width {ctx.shape[-1]}; DLoRAL needs the SD2.x "
-                         "text encoder (width 1024)")
+    ctx = check_context(positive[0][0] if positive else None)
     patched = patch_model(model, weights)
     mm.load_models_gpu([patched])
     device = mm.get_torch_device()
     base = patched.model
     host_dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
-    dtype = resolve_dtype(device, precision, host_dtype)
-    if dtype == host_dtype or dtype == torch.float32:
-        if dtype == torch.float32 and host_dtype != torch.float32 and device.type != "cpu":
-            raise ValueError(f"precision fp32: the host runs this UNet in {host_dtype}; load it in float32 "
-                             "(ComfyUI --force-fp32 or --fp32-unet) or choose auto, fp16 or bf16")
-        run_dtype, amp = dtype, contextlib.nullcontext
-    else:   # half precision other than the host's: inputs in the host dtype, matmuls/convs autocast
-        run_dtype, amp = host_dtype, lambda: torch.autocast(device.type, dtype=dtype)
-    unet_mod = base.diffusion_model
-
-    def unet(x, t, context):
-        with amp():
-            return unet_mod(x.to(device, run_dtype), t.to(device, torch.float32),
-                            context=context.to(device, run_dtype), transformer_options={}).float()
+    dtype, run_dtype, cast = run_precision(device, precision, host_dtype)
+    dm = base.diffusion_model
+    unet = unet_caller(lambda x, t, c: dm(x, t, context=c, transformer_options={}), device, run_dtype, cast)
 
     def encode(x):
-        pixels = ((x.float() + 1) / 2).clamp(0, 1).movedim(1, -1)
         if not sample_posterior:
-            return vae.encode(pixels).to(device)
+            return vae.encode(to_vae_pixels(x)).to(device)
         fsm = vae.first_stage_model
         if not (hasattr(fsm, "encoder") and hasattr(fsm, "quant_conv")):
             raise ValueError("sample_posterior: this VAE does not expose its posterior; turn it off")
@@ -180,8 +129,7 @@ def host_models(model, vae, positive, weights, sample_posterior=False, precision
         return mean.to(device), logvar.to(device)
 
     def decode(z):
-        img = vae.decode(z.float())
-        return img.reshape(-1, *img.shape[-3:]).movedim(-1, 1).to(device).float() * 2 - 1
+        return from_vae_pixels(vae.decode(z.float())).to(device)
 
     cfr = CFR.from_weights(weights).to(device, dtype)
     return DLoRALModels(unet=unet, encode=encode, decode=decode, cfr=cfr, context=ctx,
@@ -189,13 +137,8 @@ def host_models(model, vae, positive, weights, sample_posterior=False, precision
 
 
 def run_upscale(models, images, cfg, progress=None):
-    """IMAGE (N, H, W, 3) -> IMAGE (N, 4H, 4W, 3); output allocated once, frames streamed per window."""
-    n, h, w, _ = images.shape
-    out = torch.empty(n, 4 * h, 4 * w, 3)
-    frames = (images[i].movedim(-1, 0) for i in range(n))
-    for i, f in enumerate(upscale_video(frames, models, cfg, progress)):
-        out[i] = f.movedim(0, -1)
-    return out
+    """IMAGE (N, H, W, 3) -> IMAGE (N, 4H, 4W, 3) (``dloral.pipeline.upscale_images``)."""
+    return upscale_images(images, models, cfg, progress)
 
 
 def load_checkpoint_models(checkpoint, prompt, weights, sample_posterior=False, precision="auto"):

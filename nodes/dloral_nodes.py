@@ -5,7 +5,6 @@ uses too; ``validate_inputs`` returns its message before anything runs) and the 
 and tooltips come from its table ``SETTINGS``; the host plumbing (LoRA and conv_in patches on a clone,
 the base-model check, the host UNet/VAE as callables) is ``dloral_host``.
 """
-import hashlib
 import logging
 import os
 
@@ -13,6 +12,8 @@ import torch
 from comfy_api.latest import io
 
 from ..dloral import convert_file, load_weights
+from ..dloral.checkpoint import check_output_name, converted_path, file_sha256
+from ..dloral.pipeline import check_images
 from ..dloral.settings import SETTINGS, UpscaleSettings, check_settings
 from ._host import progress_bar, throw_if_interrupted
 from .dloral_host import (EXTS, FOLDER, check_sd2, full_path, host_models, model_files, patch_model,  # noqa: F401
@@ -26,28 +27,9 @@ CATEGORY = "Atelier/Video"
 
 register_folder()
 
-_HASHES = {}
-
-
-def file_fingerprint(path):
-    """sha256 of a file's content, computed once per file version (path, size, mtime, inode)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    key = (path, st.st_size, st.st_mtime_ns, st.st_ino)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
-
-
 def _fingerprint_in_folder(name):
     try:
-        return file_fingerprint(full_path("name", name)) if name else None
+        return file_sha256(full_path("name", name)) if name else None
     except ValueError:
         return None   # a missing file: the run reports it
 
@@ -110,13 +92,8 @@ class AtelierDLoRALConvert(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, output_name=None):
-        if output_name is None:
-            return True
-        name = os.path.basename(output_name.strip())
-        if not name.endswith(".safetensors") or name != output_name.strip():
-            return (f"output_name: {output_name!r} is not allowed; give a plain file name ending with "
-                    ".safetensors (it is written to models/dloral)")
-        return True
+        msg = None if output_name is None else check_output_name(output_name)
+        return True if msg is None else msg
 
     @classmethod
     def fingerprint_inputs(cls, pkl_name, output_name, precision):
@@ -126,13 +103,7 @@ class AtelierDLoRALConvert(io.ComfyNode):
     @classmethod
     def execute(cls, pkl_name, output_name, precision):
         src = full_path("pkl_name", pkl_name)
-        msg = cls.validate_inputs(output_name)
-        if msg is not True:
-            raise ValueError(msg)
-        dst = os.path.join(register_folder().get_folder_paths(FOLDER)[0], output_name.strip())
-        if os.path.exists(dst):
-            raise ValueError(f"output_name: {output_name!r} already exists in models/{FOLDER}; choose another "
-                             "name (converted files are never overwritten)")
+        dst = converted_path(register_folder().get_folder_paths(FOLDER)[0], output_name)
         convert_file(src, dst, dtype=torch.float16 if precision == "fp16" else torch.float32)
         log.info("atelier: DLoRAL weights converted to %s", dst)
         return io.NodeOutput(dst, ui={"text": [dst]})
@@ -177,8 +148,7 @@ class AtelierDLoRALUpscale(io.ComfyNode):
     @classmethod
     def execute(cls, model, vae, positive, dloral, images, tile_size, tile_overlap, color_fix, seed, window,
                 vae_tile=0, process_size=512, sample_posterior=False, precision="auto", processing="official"):
-        if images.dim() != 4 or images.shape[-1] != 3:
-            raise ValueError(f"images: expected an IMAGE batch (N, H, W, 3), got {tuple(images.shape)}")
+        check_images(images)
         settings = UpscaleSettings(tile_size=tile_size, tile_overlap=tile_overlap, color_fix=color_fix, seed=seed,
                                    window=window, vae_tile=vae_tile, process_size=process_size,
                                    sample_posterior=sample_posterior, precision=precision,

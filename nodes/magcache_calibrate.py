@@ -1,8 +1,8 @@
 """MagCache Calibrate node (V3): sample once without caching and record the block-stack residual per call.
 
 Hooks on a clone only: one APPLY_MODEL wrapper tells the block patches which step (the core's
-:class:`~magcache.session.SigmaSteps`) and branches the call has; patches on the first and last
-block take the residual ``x_out - x_in`` and hand it to the core's ``CalibrationRecorder``. The
+``CalibrationRecorder.step_of``) and branches the call has; patches on the first and last
+block hand the tokens entering and leaving the stack to ``CalibrationRecorder.record_call``. The
 curve it writes goes through the core resolver, so the MagCache node accepts it as is.
 The node is registered through ``magcache_nodes.NODES``.
 """
@@ -12,9 +12,9 @@ from comfy_api.latest import io
 
 from ..magcache import CalibrationRecorder, resolve
 from ..magcache.calibrate import check_curve_name, save_curve
-from ..magcache.session import SigmaSteps
+from ..magcache.resolve import wan_model_info
 from . import _host
-from ._host import find_transformer_options
+from ._host import call_with, find_transformer_options
 
 KEY = "atelier_magcache_calibrate"
 CALL_KEY = "atelier_magcache_calibrate_call"
@@ -22,31 +22,20 @@ CATEGORY = "Atelier/MagCache"
 
 
 def wan_config(model):
-    """The host's unet_config of a Wan model, or a ValueError naming the input."""
+    """What ``auto`` needs of a Wan model (``magcache.resolve.wan_model_info``), or a ValueError naming the input."""
     dm = model.get_model_object("diffusion_model")
-    cfg = getattr(getattr(model.model, "model_config", None), "unet_config", {}) or {}
-    if cfg.get("image_model") != "wan2.1" or not hasattr(dm, "blocks"):
-        raise ValueError(
-            f"Atelier MagCache (Wan): input 'model' is a {type(dm).__name__} "
-            f"(image_model={cfg.get('image_model')!r}), not a Wan model. Allowed: Wan2.1 and Wan2.2 "
-            "diffusion models (T2V, I2V, VACE, TI2V-5B) loaded by the host.")
-    return cfg
+    cfg = getattr(getattr(model.model, "model_config", None), "unet_config", {})
+    return wan_model_info(cfg, type(dm).__name__, hasattr(dm, "blocks"))
 
 
-def _wrapper(state):
+def _wrapper(recorder):
     def apply_model(executor, *args, **kwargs):
         to = find_transformer_options(args, kwargs)
         if to is None or "sample_sigmas" not in to:
             return executor(*args, **kwargs)
-        steps = state.get("steps")
-        if steps is None or steps.sigmas[0] != float(to["sample_sigmas"][0]):
-            steps = state["steps"] = SigmaSteps(to["sample_sigmas"])
         sigma = (args[1] if len(args) > 1 else kwargs["t"]).flatten()[0]
-        to[CALL_KEY] = {"step": steps.step_of(sigma), "cu": list(to["cond_or_uncond"])}
-        try:
-            return executor(*args, **kwargs)
-        finally:
-            to.pop(CALL_KEY, None)
+        call = {"step": recorder.step_of(to["sample_sigmas"], sigma), "cu": list(to["cond_or_uncond"])}
+        return call_with(to, CALL_KEY, call, executor, *args, **kwargs)
     return apply_model
 
 
@@ -56,16 +45,8 @@ def _patch(index, last, recorder, state):
         if index == 0:
             state["x_in"] = args["img"]
         out = extra["original_block"](args)
-        if last and call is not None and call["step"] is not None:
-            x_in, x_out = state.pop("x_in"), out["img"]
-            n = x_out.shape[0] // len(call["cu"])
-            seen = set()
-            for c, branch in enumerate(call["cu"]):
-                b = 0 if branch == 0 else 1
-                if b in seen:  # several conds of one branch: the first one calibrates
-                    continue
-                seen.add(b)
-                recorder.record(b, call["step"], (x_out[c * n:(c + 1) * n] - x_in[c * n:(c + 1) * n]).float())
+        if last and call is not None:
+            recorder.record_call(call["step"], call["cu"], state.pop("x_in"), out["img"])
         return out
     from .magcache_hook import eager
     return eager(patch)
@@ -78,7 +59,7 @@ def calibrate_run(model, positive, negative, latent_image, seed, steps, cfg, sam
     m = model.clone()
     n = len(m.get_model_object("diffusion_model").blocks)
     state = {}
-    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, KEY, _wrapper(state))
+    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, KEY, _wrapper(recorder))
     for i in (0, n - 1) if n > 1 else (0,):
         m.set_model_patch_replace(_patch(i, i == n - 1, recorder, state), "dit", "double_block", i)
     (out,) = host_nodes.common_ksampler(m, seed, steps, cfg, sampler_name, scheduler, positive, negative,

@@ -10,19 +10,16 @@ segment and Wan2.2 split, residual store keyed by branch and cond uuid, row asse
   present, never ORed) and the :class:`~magcache.state.CallPlan` rides in
   ``transformer_options``. It sits outside the diffusion model, so outside a
   ``TorchCompileModel`` compiled module.
-* ``dit``/``double_block`` patches: block 0 enters the plan, every block runs on the rows
-  that compute (per-row inputs cut once per call), the last block leaves it (assembly).
-  When every row computes, a middle block only forwards to the original block.
+* ``dit``/``double_block`` patches: each hands its block to ``CallPlan.run_block`` (core):
+  block 0 enters the plan, every block runs on the rows that compute (per-row inputs cut
+  once per call), the last block leaves it (assembly). When every row computes, a middle
+  block only forwards to the original block.
 """
-import logging
-
 import torch
 
 import comfy.patcher_extension as pe
 
-from ._host import find_transformer_options
-
-log = logging.getLogger("atelier")
+from ._host import call_with, find_transformer_options, fresh_run_wrapper
 
 KEY = "atelier_magcache"
 RUN_KEY = "atelier_magcache_run"
@@ -30,30 +27,10 @@ CALL_KEY = "atelier_magcache_call"
 REPORT_EVENT = "atelier.magcache.report"
 
 
-def outer_sample_wrapper(executor, *args, **kwargs):
-    guider = executor.class_obj
-    orig = guider.model_options
-    guider.model_options = _clone_options(orig)
-    to = guider.model_options["transformer_options"]
-    session = to[RUN_KEY].fresh()
-    to[RUN_KEY] = session
-    interrupted = True
-    try:
-        out = executor(*args, **kwargs)
-        interrupted = False
-        return out
-    finally:
-        try:
-            rep = session.finish(interrupted)
-            if rep is not None:
-                log.info("[Atelier] %s", rep["summary"])
-        finally:
-            guider.model_options = orig
-
-
-def _clone_options(model_options):
-    import comfy.model_patcher
-    return comfy.model_patcher.create_model_options_clone(model_options)
+def finish_run(session, interrupted):
+    """End of a sampling run (``_host.fresh_run_wrapper``): the session reports; its summary is logged."""
+    rep = session.finish(interrupted)
+    return None if rep is None else "[Atelier] " + rep["summary"]
 
 
 def apply_model_wrapper(executor, *args, **kwargs):
@@ -61,18 +38,11 @@ def apply_model_wrapper(executor, *args, **kwargs):
     session = to.get(RUN_KEY) if to is not None else None
     if session is None or "cond_or_uncond" not in to:
         return executor(*args, **kwargs)
-    if session.run is None:
-        sample_sigmas = to.get("sample_sigmas")
-        if sample_sigmas is None:
-            return executor(*args, **kwargs)
-        session.start(sample_sigmas)
     x = args[0] if args else kwargs["x"]
     sigma = (args[1] if len(args) > 1 else kwargs["t"]).flatten()[0]
-    to[CALL_KEY] = session.plan_call(sigma, to["cond_or_uncond"], to.get("uuids"), x.shape[0])
-    try:
-        return executor(*args, **kwargs)
-    finally:
-        to.pop(CALL_KEY, None)
+    plan = session.plan_sampler_call(to.get("sample_sigmas"), sigma, to["cond_or_uncond"], to.get("uuids"),
+                                     x.shape[0])
+    return call_with(to, CALL_KEY, plan, executor, *args, **kwargs)
 
 
 def make_block_patch(index, num_blocks, subset_rows=True):
@@ -82,20 +52,9 @@ def make_block_patch(index, num_blocks, subset_rows=True):
 
     def patch(args, extra):
         plan = args["transformer_options"].get(CALL_KEY)
-        original = extra["original_block"]
-        if plan is None or (plan.all_compute and not first and not last):
-            return original(args)
-        img = plan.enter(args["img"], subset_rows) if first else args["img"]
-        if plan.all_skip:
-            out = img
-        elif plan.subset:
-            a = dict(args)
-            a["img"], a["txt"], a["vec"], a["pe"] = img, plan.rows_of(args["txt"]), plan.rows_of(args["vec"]), \
-                plan.rows_of(args["pe"])
-            out = original(a)["img"]
-        else:
-            out = original(args)["img"]
-        return {"img": plan.leave(out) if last else out}
+        if plan is None:
+            return extra["original_block"](args)
+        return plan.run_block(args, extra["original_block"], first, last, subset_rows)
 
     return eager(patch)
 
@@ -118,7 +77,7 @@ def apply_magcache(model, session, subset_rows=True):
     n = len(m.get_model_object("diffusion_model").blocks)
     to = m.model_options.setdefault("transformer_options", {})
     to[RUN_KEY] = session
-    m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, KEY, outer_sample_wrapper)
+    m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, KEY, fresh_run_wrapper(RUN_KEY, finish_run))
     m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, KEY, apply_model_wrapper)
     for i in range(n):
         m.set_model_patch_replace(make_block_patch(i, n, subset_rows), "dit", "double_block", i)

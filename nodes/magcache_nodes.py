@@ -8,9 +8,10 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..magcache import (AUTO, WIDGETS, MagCacheSession, check_settings, parse_curve, psnr, resolve, ssim,
-                        difference_image)
-from ..magcache.resolve import WAN_PRESETS, plan_query, safetensors_shapes, wan_model_from_shapes
+from ..magcache import AUTO, WIDGETS, MagCacheSession, check_settings, parse_curve, resolve
+from ..magcache.compare import compare_frames
+from ..magcache.resolve import WAN_PRESETS, plan_query, query_model_from_file
+from ..magcache.session import report_text
 from . import _host
 from .magcache_hook import REPORT_EVENT, RUN_KEY, apply_magcache
 from .magcache_calibrate import AtelierMagCacheCalibrate, wan_config
@@ -29,8 +30,7 @@ def _widget(name, tooltip):
 
 def model_info(model):
     """What the resolver needs of a Wan model for ``auto`` (dim, in_dim, model_type)."""
-    cfg = wan_config(model)
-    return {k: cfg[k] for k in ("dim", "in_dim", "model_type") if k in cfg}
+    return wan_config(model)
 
 
 class AtelierMagCacheWan(io.ComfyNode):
@@ -139,17 +139,7 @@ class AtelierMagCacheReport(io.ComfyNode):
         if session is None:
             raise ValueError("Atelier MagCache Report: input 'model' has no MagCache; connect the MODEL "
                              "output of Atelier MagCache (Wan).")
-        rep = session.last_report
-        if rep is None:
-            return io.NodeOutput("no run yet")
-        lines = [rep["summary"]] + [f"{b:>6}: {''.join(m)}" for b, m in rep.get("branches", {}).items()]
-        return io.NodeOutput("\n".join(lines))
-
-
-def _frames(images, name):
-    if not torch.is_tensor(images) or images.dim() != 4:
-        raise ValueError(f"Atelier MagCache Compare: input '{name}' must be an IMAGE batch [N,H,W,C].")
-    return images.float()
+        return io.NodeOutput(report_text(session.last_report))
 
 
 class AtelierMagCacheCompare(io.ComfyNode):
@@ -171,41 +161,14 @@ class AtelierMagCacheCompare(io.ComfyNode):
 
     @classmethod
     def execute(cls, reference, test, gain):
-        a, b = _frames(reference, "reference"), _frames(test, "test")
-        if a.shape != b.shape:
-            raise ValueError(f"Atelier MagCache Compare: 'reference' {tuple(a.shape)} and 'test' "
-                             f"{tuple(b.shape)} must have the same frame count and size.")
-        p, s = psnr(a, b), ssim(a, b)
-        rows = ["frame  psnr_db  ssim"] + [f"{i:5d}  {float(pi):7.2f}  {float(si):.4f}"
-                                           for i, (pi, si) in enumerate(zip(p, s))]
-        finite = p[torch.isfinite(p)]
-        mp = float(finite.mean()) if finite.numel() else float("inf")
-        ms = float(s.mean())
-        rows.append(f" mean  {mp:7.2f}  {ms:.4f}")
-        return io.NodeOutput(difference_image(a, b, gain), "\n".join(rows), mp, ms)
-
-
-LOADER_FOLDERS = {"unet_name": "diffusion_models", "ckpt_name": "checkpoints"}
+        return io.NodeOutput(*compare_frames(reference, test, gain))
 
 
 def route_plan(query):
-    """The route's work, off the event loop: for ``auto`` without a model config, the config of
-    the loader's file (``unet_name`` / ``ckpt_name``, its .safetensors header), then the plan."""
-    q = dict(query)
-    files = {k: q.pop(k) for k in list(q) if k in LOADER_FOLDERS}
-    if files and q.get("preset", AUTO) == AUTO and "dim" not in q:
-        import folder_paths
-        param, name = next(iter(files.items()))
-        path = folder_paths.get_full_path(LOADER_FOLDERS[param], name)
-        if path is None or not path.endswith(".safetensors"):
-            raise ValueError(f"{param}: {name!r} is not a .safetensors file in models/{LOADER_FOLDERS[param]}; "
-                             "run the workflow once so the node reports its model, or pick a preset")
-        try:
-            shapes = safetensors_shapes(path, param)
-        except OSError as exc:
-            raise ValueError(f"{param}: cannot read {name!r} ({exc.strerror})") from None
-        q.update({k: str(v) for k, v in wan_model_from_shapes(shapes, param).items()})
-    return plan_query(q)
+    """The route's work, off the event loop: the model config of the loader's file when the query
+    names one (``magcache.resolve.query_model_from_file``, the host's folders), then the plan."""
+    import folder_paths
+    return plan_query(query_model_from_file(query, folder_paths.get_full_path))
 
 
 def _schedule_route(routes):

@@ -19,7 +19,6 @@ wrappers, all on a *clone* of the user's model.
 The rules live in the pure core: ``nag.run`` (run state, call plan, row subsets),
 ``nag.nag_cross_attention`` / ``nag.nag_combine``.
 """
-import logging
 import sys
 
 import torch
@@ -27,30 +26,13 @@ import torch
 import comfy.patcher_extension as pe
 
 from ..nag import NAGConfig, NAGRun, nag_cross_attention
-from ._host import find_transformer_options
-
-log = logging.getLogger("atelier")
+from ..nag.cross_attention import share_modules
+from ._host import call_with, find_transformer_options, fresh_run_wrapper
 
 KEY = "atelier_nag"
 RUN_KEY = "atelier_nag_run"
 CALL_KEY = "atelier_nag_call"
 MAGCACHE_CALL_KEY = "atelier_magcache_call"  # MagCache's per-call plan (rows it runs)
-
-
-def outer_sample_wrapper(executor, *args, **kwargs):
-    guider = executor.class_obj
-    orig = guider.model_options
-    import comfy.model_patcher
-    guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
-    to = guider.model_options["transformer_options"]
-    run = to[RUN_KEY] = to[RUN_KEY].fresh()
-    try:
-        return executor(*args, **kwargs)
-    finally:
-        summary = run.finish()
-        if summary:
-            log.info(summary)
-        guider.model_options = orig
 
 
 def diffusion_model_wrapper(executor, *args, **kwargs):
@@ -62,13 +44,7 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
     context = args[2] if len(args) > 2 else kwargs["context"]
     plan = run.plan_call(to.get("cond_or_uncond"), to.get("sigmas"), x.shape[0],
                          executor.class_obj.text_embedding, context.device, context.dtype)
-    if plan is None:
-        return executor(*args, **kwargs)
-    to[CALL_KEY] = plan
-    try:
-        return executor(*args, **kwargs)
-    finally:
-        to.pop(CALL_KEY, None)
+    return call_with(to, CALL_KEY, plan, executor, *args, **kwargs)
 
 
 def _host_attention(host_module):
@@ -85,12 +61,7 @@ class NAGCrossAttention(torch.nn.Module):
     def __init__(self, host_module, index):
         super().__init__()
         object.__setattr__(self, "_host", host_module)  # outside the module tree on purpose
-        for name, child in host_module.named_children():
-            self.add_module(name, child)
-        for name, p in host_module.named_parameters(recurse=False):
-            self.register_parameter(name, p)
-        for name, b in host_module.named_buffers(recurse=False):
-            self.register_buffer(name, b)
+        share_modules(self, host_module)
         self.num_heads = host_module.num_heads
         self.index = index
 
@@ -126,7 +97,7 @@ def apply_nag(model, config: NAGConfig, negative: torch.Tensor):
     dm = m.get_model_object("diffusion_model")
     to = m.model_options.setdefault("transformer_options", {})
     to[RUN_KEY] = NAGRun(config, negative)
-    m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, KEY, outer_sample_wrapper)
+    m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, KEY, fresh_run_wrapper(RUN_KEY, lambda run, _: run.finish()))
     m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, KEY, diffusion_model_wrapper)
     for i in range(len(dm.blocks)):
         name = f"diffusion_model.blocks.{i}.cross_attn"

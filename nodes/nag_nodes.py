@@ -1,10 +1,10 @@
 """NAG node: negative prompts for native Wan at CFG 1 (and with CFG), inside one forward pass."""
 import logging
 
-import torch
 from comfy_api.latest import io
 
-from ..nag import WIDGET_BOUNDS, check_negative_context, check_wan_model, config_from_inputs
+from ..nag import WIDGET_BOUNDS, check_wan_model, config_from_inputs
+from ..nag.inputs import negative_from_conditioning
 from .nag_hook import NAGCrossAttention, apply_nag
 
 log = logging.getLogger("atelier")
@@ -22,11 +22,10 @@ def wan_text_width(model):
 
 def negative_context(conditioning, width):
     """The NAG-negative text tensor [N, L, width] from a CONDITIONING, checked by the core."""
-    ok = isinstance(conditioning, (list, tuple)) and conditioning and isinstance(conditioning[0], (list, tuple))
-    ctx = conditioning[0][0] if ok else None
-    if torch.is_tensor(ctx) and len(conditioning) > 1:
-        log.warning("[Atelier] NAG: 'nag_negative' has %d entries; only the first is used.", len(conditioning))
-    return _named(check_negative_context, ctx, width)
+    ctx, entries = _named(negative_from_conditioning, conditioning, width)
+    if entries > 1:
+        log.warning("[Atelier] NAG: 'nag_negative' has %d entries; only the first is used.", entries)
+    return ctx
 
 
 def nag_config(scale=None, tau=None, alpha=None, sigma_end=None):

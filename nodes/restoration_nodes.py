@@ -14,6 +14,7 @@ from comfy_api.latest import io
 
 from ..restoration import stages
 from ..restoration.artefacts import ScanContext, class_masks
+from ..restoration.color import format_rgb
 from ..restoration.detect import DetectConfig
 from ..restoration.fill import METHODS
 from ..restoration.previews import class_overlay, heat, label_colors, response_previews, review_overlay
@@ -23,7 +24,8 @@ from ..restoration.scanio import confined_file, content_fingerprint, list_scans,
 from ..restoration.synth import SynthConfig, make_sample
 from . import restoration_print_nodes as _print
 from ._host import progress_bar
-from ._resto_io import checked, img_np, input_directory, mask_np, output, to_image, to_mask, torch_device
+from ..restoration.tensors import image_array, image_batch, mask_array, mask_batch
+from ._resto_io import checked, input_directory, output, torch_device
 
 CAT = "Atelier/Restoration"
 RestoCtx, DamageMapT, RegionTableT = io.Custom("RESTO_CTX"), io.Custom("DAMAGE_MAP"), io.Custom("REGION_TABLE")
@@ -63,7 +65,7 @@ class AtelierRestorationLoadScan(io.ComfyNode):
     @classmethod
     def execute(cls, path, dpi):
         img, d, scan = read_confined(input_directory(), path, dpi)
-        return io.NodeOutput(to_image(img), ScanContext.of(img, d, scan))
+        return io.NodeOutput(image_batch(img), ScanContext.of(img, d, scan))
 
 
 class AtelierRestorationContext(io.ComfyNode):
@@ -79,7 +81,7 @@ class AtelierRestorationContext(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, dpi):
-        ctx = ScanContext.of(img_np(image), dpi)
+        ctx = ScanContext.of(image_array(image), dpi)
         return io.NodeOutput(ctx, ctx.summary())
 
 
@@ -105,8 +107,8 @@ class AtelierSyntheticDamage(io.ComfyNode):
         img, clean, gt, info = make_sample(SynthConfig(height=height, width=width, dpi=dpi), seed)
         ctx = ScanContext.of(img, dpi, {"name": f"synthetic seed {seed}", "seeds": {"sample": seed},
                                         "dpi_source": "given"})
-        ground = ",".join(f"{v:.3f}" for v in info["ground_rgb"])
-        return output((to_image(img), to_image(clean), *map(to_mask, class_masks(gt)), ctx, ground),
+        return output((image_batch(img), image_batch(clean), *map(mask_batch, class_masks(gt)), ctx,
+                       format_rgb(info["ground_rgb"])),
                       [img, class_overlay(img, gt)], "synth")
 
 
@@ -161,7 +163,7 @@ class AtelierDamageDetect(io.ComfyNode):
     @classmethod
     def execute(cls, image, ctx, ground_color, crack_low, crack_high, light_low, light_high, ground_seed_de,
                 ground_grow_de, loss_contrast_de, split_min_length_mm, tile):
-        img = ctx.check(img_np(image))
+        img = ctx.check(image_array(image))
         cfg = stages.detect_config(ground_color, tile, crack_low=crack_low, crack_high=crack_high,
                                    light_low=light_low, light_high=light_high, ground_seed_de=ground_seed_de,
                                    ground_grow_de=ground_grow_de, loss_contrast_de=loss_contrast_de,
@@ -170,7 +172,8 @@ class AtelierDamageDetect(io.ComfyNode):
         dmap = stages.detect(img, ctx.dpi, cfg, progress=lambda i, n: pbar.update_absolute(int(90 * i / n), 100))
         pbar.update_absolute(100, 100)
         c, overlay, resp = dmap.classes, class_overlay(img, dmap.classes), response_previews(dmap.responses)
-        return output((dmap, to_mask(c > 0), *map(to_mask, class_masks(c)), to_image(overlay), to_image(resp)[0]),
+        return output((dmap, mask_batch(c > 0), *map(mask_batch, class_masks(c)), image_batch(overlay),
+                       image_batch(resp)[0]),
                       [overlay, *resp], "detect")
 
 
@@ -199,11 +202,12 @@ class AtelierDamageMapEdit(io.ComfyNode):
     def execute(cls, damage_map, image, fill_loss, fill_small_defect, fill_craquelure, fill_support_split, fill_user,
                 add_mask=None, remove_mask=None):
         shape = damage_map.classes.shape
-        dm = stages.edit(damage_map, mask_np(add_mask, shape, "add_mask"), mask_np(remove_mask, shape, "remove_mask"),
+        dm = stages.edit(damage_map, mask_array(add_mask, shape, "add_mask"),
+                         mask_array(remove_mask, shape, "remove_mask"),
                          stages.fill_classes_of(fill_loss, fill_small_defect, fill_craquelure, fill_support_split,
                                                 fill_user))
-        overlay = class_overlay(img_np(image), dm.classes)
-        return output((dm, to_mask(stages.fill_candidates(dm)), to_image(overlay)), [overlay], "edit")
+        overlay = class_overlay(image_array(image), dm.classes)
+        return output((dm, mask_batch(stages.fill_candidates(dm)), image_batch(overlay)), [overlay], "edit")
 
 
 class AtelierRegionTable(io.ComfyNode):
@@ -255,20 +259,15 @@ class AtelierRegionTable(io.ComfyNode):
     @classmethod
     def execute(cls, image, damage_map, ctx, viewing_distance_mm, registration_tol_um, accept_ids="", reject_ids="",
                 accept_mask=None, reject_mask=None, min_confidence=None, max_fill_mm2=None, max_fill_share=None):
-        img = ctx.check(img_np(image))
+        img = ctx.check(image_array(image))
         sh = img.shape[:2]
         tab = stages.regions(img, damage_map, ctx.dpi, RegionConfig(viewing_distance_mm, registration_tol_um),
                              _review_cfg(min_confidence, max_fill_mm2, max_fill_share), accept_ids or "",
-                             reject_ids or "", mask_np(accept_mask, sh, "accept_mask"),
-                             mask_np(reject_mask, sh, "reject_mask"), REVIEW_NAMES)
-        fp, rv = tab.footprint(), tab.review["for_review"]
-        nf = sum(r["fill_decision"] == "fill" for r in tab.rows)
-        summary = (f"{tab.n_regions} regions, {nf} to fill, {len(rv)} waiting for review (not filled; accept by id: "
-                   f"{','.join(map(str, rv[:40]))}{' ...' if len(rv) > 40 else ''}), {tab.n_regions - nf - len(rv)} "
-                   f"skipped; fill area {fp.sum() * ctx.mm_per_px ** 2:.3f} mm^2")
-        prev = label_colors(tab.labels)
-        return output((tab, to_mask(fp), to_image(prev), summary), [prev, review_overlay(img, fp, tab.footprint("review"))],
-                      "regions")
+                             reject_ids or "", mask_array(accept_mask, sh, "accept_mask"),
+                             mask_array(reject_mask, sh, "reject_mask"), REVIEW_NAMES)
+        fp, prev = tab.footprint(), label_colors(tab.labels)
+        return output((tab, mask_batch(fp), image_batch(prev), tab.summary(ctx.mm_per_px)),
+                      [prev, review_overlay(img, fp, tab.footprint("review"))], "regions")
 
 
 REVIEW_NAMES = ("accept_ids", "reject_ids", "accept_mask", "reject_mask")
@@ -276,8 +275,8 @@ REVIEW_NAMES = ("accept_ids", "reject_ids", "accept_mask", "reject_mask")
 
 def _review_cfg(min_confidence=None, max_fill_mm2=None, max_fill_share=None):
     """The Region Table's review settings (an input left unset keeps the core default)."""
-    given = {"min_confidence": min_confidence, "max_fill_mm2": max_fill_mm2, "max_fill_share": max_fill_share}
-    return ReviewConfig(**{k: float(x) for k, x in given.items() if x is not None})
+    return ReviewConfig.given(min_confidence=min_confidence, max_fill_mm2=max_fill_mm2,
+                              max_fill_share=max_fill_share)
 
 
 class AtelierRestorationFill(io.ComfyNode):
@@ -313,16 +312,16 @@ class AtelierRestorationFill(io.ComfyNode):
     @classmethod
     def execute(cls, image, mask, method, grow_px, external_fill=None, regions=None, external_model="",
                 source_mask=None):
-        img = img_np(image)
-        ext = None if external_fill is None else img_np(external_fill, "external_fill")
+        img = image_array(image)
+        ext = None if external_fill is None else image_array(external_fill, "external_fill")
         t, pbar = time.perf_counter(), progress_bar(100)
-        filled, used = stages.fill(img, mask_np(mask, img.shape[:2], "mask"), method, grow_px, external=ext,
-                                   source=mask_np(source_mask, img.shape[:2], "source_mask"),
+        filled, used = stages.fill(img, mask_array(mask, img.shape[:2], "mask"), method, grow_px, external=ext,
+                                   source=mask_array(source_mask, img.shape[:2], "source_mask"),
                                    device=torch_device() if method == "harmonic" else "cpu",
                                    progress=lambda i, n: pbar.update_absolute(int(100 * i / n), 100))
         tab = None if regions is None else stages.annotate_fill(regions, method, external_model,
                                                                 round(time.perf_counter() - t, 3))
-        return output((to_image(filled), to_mask(used), tab), [filled], "fill")
+        return output((image_batch(filled), mask_batch(used), tab), [filled], "fill")
 
 
 class AtelierFillQA(io.ComfyNode):
@@ -344,11 +343,9 @@ class AtelierFillQA(io.ComfyNode):
 
     @classmethod
     def execute(cls, original, filled, regions, edge_de):
-        tab = stages.qa(img_np(original, "original"), img_np(filled, "filled"), regions, edge_de)
-        flagged = sum(r["edge_mismatch"] for r in tab.rows)
+        tab = stages.qa(image_array(original, "original"), image_array(filled, "filled"), regions, edge_de)
         vis = heat(tab.qa_map(), 2 * edge_de)
-        return output((tab, to_image(vis), f"{flagged} of {len(tab.rows)} regions flagged (dE00_edge > {edge_de})"),
-                      [vis], "qa")
+        return output((tab, image_batch(vis), tab.qa_summary(edge_de)), [vis], "qa")
 
 
 class AtelierColourCount(io.ComfyNode):
@@ -370,10 +367,10 @@ class AtelierColourCount(io.ComfyNode):
 
     @classmethod
     def execute(cls, filled, mask, q):
-        f = img_np(filled, "filled")
-        pal = stages.palette(f, mask_np(mask, f.shape[:2], "mask"), q)
+        f = image_array(filled, "filled")
+        pal = stages.palette(f, mask_array(mask, f.shape[:2], "mask"), q)
         sw = stages.palette_swatch(pal)
-        return output((pal.n_rgb8, pal.n_de, to_image(sw), json.dumps(pal.as_json())), [sw], "palette")
+        return output((pal.n_rgb8, pal.n_de, image_batch(sw), json.dumps(pal.as_json())), [sw], "palette")
 
 
 NODES = [AtelierRestorationLoadScan, AtelierRestorationContext, AtelierSyntheticDamage, AtelierDamageDetect,

@@ -10,14 +10,14 @@ from comfy_api.latest import io
 from ..restoration.artefacts import PrintCanvas, PrintLayers
 from ..restoration.layers import (MIN_FEATURE_MAX_MM, WHITE_AMOUNT_MAX_MM, WHITE_MODES, check_separation, layout,
                                   separate, simulate)
-from ..restoration.outputs import JobResult, write_job, write_print
+from ..restoration.outputs import JobResult, comfy_workflow, node_previews, write_job, write_print
 from ..restoration.pipeline import Stages
 from ..restoration.printfile import check_layout
 from ..restoration.previews import heat, layers_preview
-from ..restoration.register import MOTIONS, registration_check
+from ..restoration.register import MOTIONS, registration_check, registration_summary
 from ._host import progress_bar
-from ._resto_io import (check_subfolder, checked, comfyui_version, img_np, mask_np, numbered_output, output, output_ui,
-                        to_image, to_mask)
+from ..restoration.tensors import image_array, image_batch, mask_array, mask_batch
+from ._resto_io import check_subfolder, checked, comfyui_version, numbered_output, output, output_ui
 
 CAT = "Atelier/Restoration"
 RestoCtx, DamageMapT = io.Custom("RESTO_CTX"), io.Custom("DAMAGE_MAP")
@@ -58,11 +58,11 @@ class AtelierBilayerSeparate(io.ComfyNode):
 
     @classmethod
     def execute(cls, filled, original, mask, ctx, white_mode, amount_mm, min_feature_mm, white_on_black):
-        f, o = img_np(filled, "filled"), ctx.check(img_np(original, "original"), "original")
-        lay = separate(f, o, mask_np(mask, o.shape[:2], "mask"), ctx.dpi, white_mode, amount_mm,
+        f, o = image_array(filled, "filled"), ctx.check(image_array(original, "original"), "original")
+        lay = separate(f, o, mask_array(mask, o.shape[:2], "mask"), ctx.dpi, white_mode, amount_mm,
                        min_feature_mm=min_feature_mm, white_on_black=white_on_black)
         prev, sim = layers_preview(lay.color_rgba, lay.white), simulate(o, lay)
-        return output((lay, to_image(prev), to_image(sim), to_mask(lay.white)), [prev, sim], "layers")
+        return output((lay, image_batch(prev), image_batch(sim), mask_batch(lay.white)), [prev, sim], "layers")
 
 
 class AtelierPrintLayout(io.ComfyNode):
@@ -97,7 +97,7 @@ class AtelierPrintLayout(io.ComfyNode):
             raise ValueError("layers already went through Print Layout (or do not come from Bilayer Separate)")
         laid = layout(layers, ctx.dpi, margin_mm, arm_mm, line_mm, mirror)
         prev = layers_preview(laid.color_rgba, laid.white)
-        return output((laid, to_image(prev), json.dumps(laid.fiducials)), [prev], "layout")
+        return output((laid, image_batch(prev), json.dumps(laid.fiducials)), [prev], "layout")
 
 
 def _check_laid(layers):
@@ -155,10 +155,10 @@ class AtelierRegistrationCheck(io.ComfyNode):
 
     @classmethod
     def execute(cls, capture, original, ctx, motion):
-        r = registration_check(img_np(capture, "capture"), img_np(original, "original"), ctx.dpi, motion)
+        r = registration_check(image_array(capture, "capture"), image_array(original, "original"), ctx.dpi, motion)
         vis = heat(r["residual"], 10.0)
-        return output((to_image(vis), r["rms_um"], r["max_um"],
-                       json.dumps({k: v for k, v in r.items() if k != "residual"})), [vis], "register")
+        return output((image_batch(vis), r["rms_um"], r["max_um"], json.dumps(registration_summary(r))), [vis],
+                      "register")
 
 
 class AtelierRestorationRecord(io.ComfyNode):
@@ -189,23 +189,19 @@ class AtelierRestorationRecord(io.ComfyNode):
 
     @classmethod
     def execute(cls, original, filled, used_mask, regions, layers, ctx, subfolder, count_q, damage_map=None):
-        o = img_np(original, "original")
-        job = JobResult.assemble(o, img_np(filled, "filled"), mask_np(used_mask, o.shape[:2], "used_mask"), regions,
+        o = image_array(original, "original")
+        job = JobResult.assemble(o, image_array(filled, "filled"), mask_array(used_mask, o.shape[:2], "used_mask"),
+                                 regions,
                                  layers, ctx, count_q, damage_map)
         hidden = getattr(cls, "hidden", None)
-        prompt, pnginfo = getattr(hidden, "prompt", None), getattr(hidden, "extra_pnginfo", None)
-        workflow = None
-        if prompt is not None or pnginfo is not None:
-            workflow = {"prompt": prompt, "workflow": (pnginfo or {}).get("workflow")}
+        workflow = comfy_workflow(getattr(hidden, "prompt", None), getattr(hidden, "extra_pnginfo", None))
         pbar = progress_bar(100)
         st = Stages(("export", "previews", "record"), lambda i, n, name, f: pbar.update_absolute(int(100 * (i + f) / n)))
         staged = numbered_output(subfolder)
         with staged as tmp:
             manifest = write_job(tmp, job, {"source": "ComfyUI nodes"}, stages=st, workflow=workflow,
                                  extra={"comfyui_version": comfyui_version()})
-        folder = staged.final
-        shown = [x["path"] for x in manifest["files"] if x["path"].startswith(("damage_map", "preview_layers"))]
-        return io.NodeOutput(str(folder), ui=output_ui(folder, shown))
+        return io.NodeOutput(str(staged.final), ui=output_ui(staged.final, node_previews(manifest)))
 
 
 NODES = [AtelierBilayerSeparate, AtelierPrintLayout, AtelierPrintExport, AtelierRegistrationCheck,

@@ -105,6 +105,20 @@ class RegionTable:
     def with_times(self, **t):
         return replace(self, times={**self.times, **t})
 
+    def summary(self, mm_per_px, shown=40):
+        """One line for a person: regions found, to fill, waiting for review (not filled; the first ``shown``
+        ids, to accept by id), skipped, and the fill area in mm^2 (``mm_per_px``: the scan's scale)."""
+        rv = list(self.review["for_review"]) if self.review else []
+        nf = sum(r["fill_decision"] == "fill" for r in self.rows)
+        return (f"{self.n_regions} regions, {nf} to fill, {len(rv)} waiting for review (not filled; accept by id: "
+                f"{','.join(map(str, rv[:shown]))}{' ...' if len(rv) > shown else ''}), "
+                f"{self.n_regions - nf - len(rv)} skipped; fill area {self.footprint().sum() * mm_per_px ** 2:.3f} mm^2")
+
+    def qa_summary(self, edge_de):
+        """One line after fill QA: how many regions have an edge mismatch (dE00_edge > ``edge_de``)."""
+        flagged = sum(r["edge_mismatch"] for r in self.rows)
+        return f"{flagged} of {len(self.rows)} regions flagged (dE00_edge > {edge_de})"
+
 
 @dataclass(frozen=True, eq=False)
 class Palette:

@@ -108,6 +108,11 @@ def ciede2000(lab1, lab2, kL=1.0, kC=1.0, kH=1.0):
     return torch.sqrt(tL * tL + tC * tC + tH * tH + RT * tC * tH)
 
 
+def format_rgb(rgb):
+    """``(r, g, b)`` in 0..1 as the text :func:`parse_rgb` reads (3 decimals, ``"0.860,0.800,0.680"``)."""
+    return ",".join(f"{float(v):.3f}" for v in rgb)
+
+
 def parse_rgb(text, name="ground_color"):
     """A colour option as text -> ``(r, g, b)`` floats in 0..1, or None for ``auto`` / empty.
 

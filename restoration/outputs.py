@@ -205,6 +205,23 @@ def build_manifest(job, files, config, times, icc_embedded, workflow=False, regi
     return manifest
 
 
+def comfy_workflow(prompt, extra_pnginfo):
+    """What a record stores of the ComfyUI run that made it (``workflow.json``): the API ``prompt`` and the
+    editor's ``workflow`` (from the host's ``extra_pnginfo``); None when neither is known."""
+    if prompt is None and extra_pnginfo is None:
+        return None
+    return {"prompt": prompt, "workflow": (extra_pnginfo or {}).get("workflow")}
+
+
+NODE_PREVIEWS = ("damage_map", "preview_layers")
+
+
+def node_previews(manifest, prefixes=NODE_PREVIEWS):
+    """The record's files a node shows (paths in ``manifest["files"]`` starting with one of ``prefixes``:
+    the damage map previews and the layer previews), in the manifest's order."""
+    return [x["path"] for x in manifest["files"] if x["path"].startswith(tuple(prefixes))]
+
+
 def write_job(out, job, config, stages=None, workflow=None, extra=None, capture=None, preview_side=PREVIEW_SIDE,
               pdf=True, external_model=None):
     """Write every artefact of ``job`` into ``out`` and the record last; returns the manifest.
@@ -227,12 +244,12 @@ def write_job(out, job, config, stages=None, workflow=None, extra=None, capture=
     st.start("record")
     reg = None
     if capture is not None:
-        from .register import registration_check
+        from .register import registration_check, registration_summary
         reg = registration_check(capture, job.img, dpi, exclude=job.table.classes > 0)
         write_png(out, "registration_residual.png", to_uint(heat(reg["residual"], 10.0), 8))
         files.append(file_entry(out, "registration_residual.png", role="preview"))
         thumbs.append(("registration_residual.png", f"registration residual |dL*|, rms {reg['rms_um']:.1f} um"))
-        reg = {k: v for k, v in reg.items() if k != "residual"}
+        reg = registration_summary(reg)
     if workflow is not None:
         write_bytes(out, "workflow.json", json.dumps(workflow))
         files.append(file_entry(out, "workflow.json", role="workflow"))

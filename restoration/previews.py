@@ -91,3 +91,17 @@ def review_overlay(img, fill, review, alpha=0.75):
     ring = ndimage.binary_dilation(rv, np.ones((3, 3), bool), iterations=2) & ~rv
     out[ring] = REVIEW_OUTLINE
     return out.astype(np.float32)
+
+
+def save_previews(folder, arrays, prefix, stamp):
+    """Write ``(H, W, 3)`` float previews as 8-bit PNGs ``atelier_<prefix>_<stamp>_<i>.png`` into ``folder``
+    (each subsampled by :func:`nearest`, fast compression); returns the file names in order."""
+    import os
+    from PIL import Image
+    from .fileio import to_uint
+    names = []
+    for i, a in enumerate(arrays):
+        name = f"atelier_{prefix}_{stamp}_{i}.png"
+        Image.fromarray(to_uint(nearest(a), 8)).save(os.path.join(folder, name), compress_level=1)
+        names.append(name)
+    return names

@@ -7,6 +7,12 @@ from .detect import lab_of
 MOTIONS = ("translation", "euclidean", "affine", "homography")
 
 
+def registration_summary(result):
+    """A :func:`registration_check` result without its residual map: what the record and the node's JSON keep
+    (``warp``, ``shift_px``, ``rms_um``, ``max_um``, ``scale``, ...)."""
+    return {k: v for k, v in result.items() if k != "residual"}
+
+
 def registration_check(capture, original, dpi, motion="homography", max_side=1024, iters=200, eps=1e-6, exclude=None):
     """ECC alignment (OpenCV) on L*.
 

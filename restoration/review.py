@@ -59,6 +59,12 @@ class ReviewConfig:
     invisible_de: float = 2.0
     fill_classes: tuple = DEFAULT_FILL_CLASSES
 
+    @classmethod
+    def given(cls, **values) -> "ReviewConfig":
+        """The config with the ``values`` that are given (as floats); a None value keeps the default (an
+        optional node input left unset)."""
+        return cls(**{k: float(v) for k, v in values.items() if v is not None})
+
     def validate(self) -> "ReviewConfig":
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"min_confidence={self.min_confidence} must be in 0..1")

@@ -275,3 +275,97 @@ def test_base_reference_from_a_checkpoint_file_and_the_cli(synth, tmp_path, caps
     save_file({"model.diffusion_model.input_blocks.1.0.in_layers.2.weight": torch.zeros(3, 3, 3, 3)}, str(other))
     assert main(["convert", str(pkl), "--out", str(tmp_path / "x.safetensors"), "--base", str(other)]) == 2
     assert "--base" in capsys.readouterr().err and not (tmp_path / "x.safetensors").exists()
+
+
+# --- the host's checks, as core rules: SD2 config, weight fit, conv_in, file hash, output name ------------
+
+from dloral.checkpoint import (ConvIn8, SD2_UNET, check_fit, check_output_name, check_sd2_config, converted_path,
+                               file_sha256, fit_problems)
+
+
+def test_sd2_config_rule():
+    check_sd2_config(dict(SD2_UNET, adm_in_channels=None, in_channels=4))
+    with pytest.raises(ValueError, match=r"SD2.x .*'context_dim': 768"):
+        check_sd2_config(dict(SD2_UNET, context_dim=768))                    # SD1.x
+    with pytest.raises(ValueError, match="no adm_in_channels"):
+        check_sd2_config(dict(SD2_UNET, adm_in_channels=2816))               # SD2 unCLIP / SDXL-like
+    with pytest.raises(ValueError, match="SD2.x"):
+        check_sd2_config({})
+
+
+def _unet_of(ck):
+    """An SD2-like UNet for the synthetic checkpoint: key map as the host's (module -> its weight) and shapes,
+    the input conv 4-channel as in the user's SD2.1."""
+    shapes = {k: tuple(v.shape) for k, v in ldm_base(ck, with_conv_in=True).items()}
+    conv = shapes["diffusion_model.input_blocks.0.0.weight"]
+    shapes["diffusion_model.input_blocks.0.0.weight"] = (conv[0], 4) + conv[2:]
+    return shapes
+
+
+def test_fit_problems_name_missing_modules_and_shape_mismatches(synth):
+    _, ck, _ = synth
+    w = convert_official(ck)
+    shapes = _unet_of(ck)
+    key_map = {m: m + ".weight" for m in w.modules()}
+    assert fit_problems(w, key_map, shapes) == ([], [])
+    check_fit(w, key_map, shapes)
+    # independent reference: the core merge accepts the same UNet
+    apply_lora({k: torch.zeros(s) for k, s in shapes.items()}, w)
+    gone = w.modules()[3]
+    missing, wrong = fit_problems(w, {k: v for k, v in key_map.items() if k != gone}, shapes)
+    assert missing == [gone] and wrong == []
+    bad = w.modules()[0] + ".weight"
+    other = dict(shapes, **{bad: (shapes[bad][0] + 1,) + shapes[bad][1:]})
+    missing, wrong = fit_problems(w, key_map, other)
+    assert missing == [] and len(wrong) == 1 and wrong[0].startswith(bad + ": model (")
+    with pytest.raises(ValueError, match=r"0 modules missing.*1 shape mismatches"):
+        check_fit(w, key_map, other)
+    with pytest.raises(ValueError):   # the core merge refuses it too
+        apply_lora({k: torch.zeros(s) for k, s in other.items()}, w)
+    conv = "diffusion_model.input_blocks.0.0.weight"
+    for have in (None, (shapes[conv][0] * 2, 4, 3, 3), (shapes[conv][0], 4, 1, 1)):
+        s = {k: v for k, v in shapes.items() if k != conv}
+        if have is not None:
+            s[conv] = have
+        missing, wrong = fit_problems(w, key_map, s)
+        assert missing == [] and len(wrong) == 1 and wrong[0].startswith(conv + ": model")
+
+
+def test_conv_in8_is_the_padded_3x3_convolution_in_the_input_dtype():
+    g = torch.Generator().manual_seed(0)
+    wt, b = torch.randn(5, 8, 3, 3, generator=g), torch.randn(5, generator=g)
+    x = torch.randn(2, 8, 6, 7, generator=g)
+    conv = ConvIn8(wt, b)
+    y = conv(x, "ignored", transformer_options={})
+    # independent reference: the sum over channels and the 3x3 window, written out on the zero-padded input
+    xp = torch.nn.functional.pad(x, (1, 1, 1, 1)).double()
+    ref = torch.zeros(2, 5, 6, 7, dtype=torch.float64) + b.double()[None, :, None, None]
+    for dy in range(3):
+        for dx in range(3):
+            ref += torch.einsum("bchw,oc->bohw", xp[:, :, dy:dy + 6, dx:dx + 7], wt.double()[:, :, dy, dx])
+    assert y.shape == (2, 5, 6, 7) and torch.allclose(y.double(), ref, atol=1e-5)
+    assert conv(x.to(torch.bfloat16)).dtype == torch.bfloat16
+    wt.zero_()   # the module keeps its own copy
+    assert torch.equal(conv(x), y)
+
+
+def test_file_sha256_known_value_and_new_content(tmp_path):
+    import hashlib
+    p = tmp_path / "w.safetensors"
+    p.write_bytes(b"abc")
+    assert file_sha256(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"   # FIPS 180-2
+    p.write_bytes(b"abcd" * 100)
+    assert file_sha256(p) == hashlib.sha256(b"abcd" * 100).hexdigest()
+    assert file_sha256(tmp_path / "missing") is None
+
+
+def test_converted_path_rule(tmp_path):
+    assert check_output_name("dloral.safetensors") is None
+    for bad in ("dloral.pkl", "../x.safetensors", "sub/x.safetensors", " "):
+        assert check_output_name(bad).startswith("output_name:")
+    assert converted_path(str(tmp_path), " new.safetensors ") == str(tmp_path / "new.safetensors")
+    (tmp_path / "old.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="output_name: 'old.safetensors' already exists"):
+        converted_path(str(tmp_path), "old.safetensors")
+    with pytest.raises(ValueError, match="output_name: .* is not allowed"):
+        converted_path(str(tmp_path), "../old.safetensors")

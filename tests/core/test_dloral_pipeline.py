@@ -194,3 +194,41 @@ def test_small_frames_pre_upscaled_and_returned_at_exactly_x4():
     m = dm.models()
     out = upscale_frames(dm.frames(2, h=9, w=13), m, dm.cfg(process_size=64))
     assert out.shape == (2, 3, 36, 52)
+
+
+# --- the host adapter's conversions, as core rules ------------------------------------------------------
+
+from dloral.pipeline import check_context, from_vae_pixels, to_vae_pixels, upscale_images
+
+
+def test_vae_pixel_conversions_known_values():
+    x = torch.tensor([-1.5, -1.0, 0.0, 0.5, 1.0, 2.0]).reshape(1, 3, 1, 2)      # (B, 3, H, W) in [-1, 1]
+    px = to_vae_pixels(x)
+    assert px.shape == (1, 1, 2, 3) and px.dtype == torch.float32
+    assert px[0, 0, :, 0].tolist() == [0.0, 0.0] and px[0, 0, :, 1].tolist() == [0.5, 0.75]
+    assert px[0, 0, :, 2].tolist() == [1.0, 1.0]                                  # clamped to [0, 1]
+    img = torch.tensor([0.0, 0.25, 0.5, 1.0, 0.75, 0.125]).reshape(1, 1, 1, 2, 3)   # (1, 1, H, W, 3): flattened
+    back = from_vae_pixels(img)
+    assert back.shape == (1, 3, 1, 2)
+    assert back[0, :, 0, 0].tolist() == [-1.0, -0.5, 0.0] and back[0, :, 0, 1].tolist() == [1.0, 0.5, -0.75]
+    y = torch.rand(2, 3, 4, 5) * 2 - 1
+    assert torch.allclose(from_vae_pixels(to_vae_pixels(y)), y, atol=1e-6)
+
+
+def test_check_context_names_the_input():
+    ctx = torch.zeros(1, 77, 1024)
+    assert check_context(ctx) is ctx
+    with pytest.raises(ValueError, match="positive: expected a CONDITIONING"):
+        check_context(None)
+    with pytest.raises(ValueError, match="positive conditioning has width 768"):
+        check_context(torch.zeros(1, 77, 768))
+
+
+def test_upscale_images_is_upscale_frames_channels_last():
+    m, c = dm.models(), dm.cfg(window=2)
+    f = dm.frames(3, 16, 16, seed=5)                                  # (N, 3, H, W)
+    out = upscale_images(f.movedim(1, -1).contiguous(), m, c)
+    assert out.shape == (3, 64, 64, 3) and out.is_contiguous()
+    assert torch.equal(out, upscale_frames(f, m, c).movedim(1, -1))
+    with pytest.raises(ValueError, match=r"images: expected an IMAGE batch \(N, H, W, 3\), got \(3, 16, 16\)"):
+        upscale_images(f[:, 0], m, c)

@@ -85,3 +85,41 @@ def test_fp16_pipeline_close_to_fp32(seed):
     d = (a - b).abs()
     assert d.max() > 1e-5, "fp16 run identical to fp32: it did not run in fp16"
     assert d.max() < 0.005 and d.mean() < 0.0005, (d.max().item(), d.mean().item())
+
+
+def test_run_precision_rule():
+    from dloral.precision import run_precision
+    # the host's dtype: no autocast
+    assert run_precision("cuda", "auto", FP16) == (FP16, FP16, None)
+    assert run_precision("cuda", "bf16", BF16) == (BF16, BF16, None)
+    assert run_precision("cpu", "auto", FP16) == (FP32, FP32, None)      # CPU auto: fp32 inputs
+    assert run_precision("cpu", "fp32", FP16) == (FP32, FP32, None)
+    # another half precision: inputs in the host's dtype, matmuls autocast to the chosen one
+    assert run_precision("cuda", "bf16", FP16) == (BF16, FP16, BF16)
+    assert run_precision("cpu", "fp16", FP32) == (FP16, FP32, FP16)
+    # fp32 cannot be reached by autocast on a GPU from a half-precision UNet
+    with pytest.raises(ValueError, match=r"precision fp32: the host runs this UNet in torch.float16"):
+        run_precision("cuda:0", "fp32", FP16)
+    assert run_precision("cuda", "fp32", FP32) == (FP32, FP32, None)
+
+
+def test_unet_caller_casts_inputs_and_autocasts():
+    from dloral.precision import unet_caller
+    seen = []
+    lin = torch.nn.Linear(4, 4).to(FP32)
+
+    def fn(x, t, c):
+        y = lin(x)                                          # autocast decides the matmul's dtype
+        seen.append((x.dtype, t.dtype, c.dtype, y.dtype))
+        return y
+
+    x, t, c = torch.randn(2, 3, 4, dtype=torch.float64), torch.ones(2, dtype=FP16), torch.randn(2, 5, 4)
+    out = unet_caller(fn, "cpu", FP32)(x, t, c)
+    assert seen[-1] == (FP32, FP32, FP32, FP32) and out.dtype == FP32
+    assert torch.allclose(out, lin(x.float()))
+    out = unet_caller(fn, "cpu", FP32, BF16)(x, t, c)      # inputs in the host's dtype, matmuls in bf16
+    assert seen[-1] == (FP32, FP32, FP32, BF16) and out.dtype == FP32
+    assert torch.allclose(out, lin(x.float()), atol=0.05) and not torch.equal(out, lin(x.float()))
+    lin.to(BF16)                                            # a UNet held in bf16, no autocast
+    out = unet_caller(fn, torch.device("cpu"), BF16)(x, t, c)
+    assert seen[-1] == (BF16, FP32, BF16, BF16) and out.dtype == FP32

@@ -200,3 +200,46 @@ def test_save_curve_numbers_files_and_never_overwrites(tmp_path):
         with pytest.raises(ValueError, match="not allowed"):
             save_curve("x", bad, str(tmp_path))
     assert check_curve_name("ok_Name-1") is None
+
+
+# ---------------------------------------------------------------- one model call, as the node records it
+def test_record_call_takes_the_first_chunk_of_each_branch():
+    g = torch.Generator().manual_seed(4)
+    by_call, by_hand = CalibrationRecorder(branches=2), CalibrationRecorder(branches=2)
+    for step in range(4):
+        x_in = torch.randn(6, 5, 8, generator=g, dtype=torch.float64)
+        x_out = x_in + torch.randn(6, 5, 8, generator=g, dtype=torch.float64)
+        by_call.record_call(step, [1, 0, 0], x_in, x_out)            # uncond, cond, a second cond: 2 rows each
+        by_call.record_call(None, [1, 0, 0], x_in, 2 * x_out)        # between steps: nothing
+        by_hand.record(1, step, (x_out[0:2] - x_in[0:2]).float())
+        by_hand.record(0, step, (x_out[2:4] - x_in[2:4]).float())
+    assert by_call.to_dict() == by_hand.to_dict() and by_call.steps == 4
+    one = CalibrationRecorder(branches=1)
+    with pytest.raises(ValueError, match="branch: 1 is not allowed"):
+        one.record_call(0, [2], torch.zeros(1, 2, 3), torch.ones(1, 2, 3))     # any id but 0 is uncond
+
+
+def test_recorder_maps_sigmas_to_steps_and_restarts_with_a_new_run():
+    rec = CalibrationRecorder()
+    sig = torch.tensor([1.0, 0.8, 0.5, 0.2, 0.0])
+    assert [rec.step_of(sig, s) for s in (1.0, 0.8, 0.65, 0.5, 0.2)] == [0, 1, None, 2, 3]
+    other = torch.tensor([0.9, 0.4, 0.0])
+    assert rec.step_of(other, 0.4) == 1 and rec.step_of(other, 0.8) is None
+
+
+def test_compare_frames_known_values():
+    from magcache.compare import compare_frames
+    a = torch.rand(2, 12, 12, 3, generator=torch.Generator().manual_seed(0)) * 0.9
+    b = a.clone()
+    b[1] += 0.01                                                     # MSE 1e-4: PSNR 40 dB exactly
+    diff, table, mp, ms = compare_frames(a, b, 4.0)
+    assert mp == pytest.approx(40.0, abs=1e-3) and ms == pytest.approx(float(ssim(a, b).mean()))
+    assert torch.allclose(diff[1], torch.full_like(diff[1], 0.04)) and diff[0].abs().max() == 0
+    lines = table.splitlines()
+    assert lines[0] == "frame  psnr_db  ssim" and lines[1].startswith("    0      inf  1.0000")
+    assert lines[2].startswith("    1    40.00  0.") and lines[3] == f" mean    40.00  {ms:.4f}"
+    assert compare_frames(a, a.clone())[2] == math.inf
+    with pytest.raises(ValueError, match="^test: "):
+        compare_frames(a, b[:1])
+    with pytest.raises(ValueError, match="^reference: must be an IMAGE batch"):
+        compare_frames(a[0], b)

@@ -175,3 +175,58 @@ def test_safetensors_header_only(tmp_path):
     bad.write_bytes(b"\xff" * 16)
     with pytest.raises(ValueError, match="^unet_name: "):
         safetensors_shapes(str(bad), "unet_name")
+
+
+def test_session_plans_a_sampler_call_once_started():
+    s = MagCacheSession(resolve("wan2.1_t2v_1.3B", steps=4)).fresh()
+    assert s.plan_sampler_call(None, 1.0, [1, 0], None, 2) is None and s.run is None   # outside a sampler
+    sig = [1.0, 0.75, 0.5, 0.25, 0.0]
+    plan = s.plan_sampler_call(sig, 0.75, [1, 0], None, 2)
+    assert s.run is not None and plan.step == 1 and plan.all_compute
+    assert s.plan_sampler_call(None, 0.5, [1, 0], None, 2).step == 2                    # started: sigmas not needed
+
+
+def test_report_text():
+    from magcache.session import report_text
+    assert report_text(None) == "no run yet"
+    rep = {"summary": "MagCache: computed 3/4 calls", "branches": {"cond": ["C", "S"], "uncond": ["C", "C"]}}
+    assert report_text(rep) == "MagCache: computed 3/4 calls\n  cond: CS\nuncond: CC"
+    assert report_text({"summary": "x"}) == "x"
+
+
+def test_wan_model_info_from_the_host_config():
+    from magcache.resolve import wan_model_info
+    cfg = {"image_model": "wan2.1", "dim": 5120, "in_dim": 36, "model_type": "i2v", "num_heads": 40}
+    assert wan_model_info(cfg, "WanModel") == {"dim": 5120, "in_dim": 36, "model_type": "i2v"}
+    assert wan_model_info({"image_model": "wan2.1"}) == {}
+    with pytest.raises(ValueError, match=r"input 'model' is a Flux \(image_model='flux'\), not a Wan model"):
+        wan_model_info({"image_model": "flux"}, "Flux")
+    with pytest.raises(ValueError, match="not a Wan model"):
+        wan_model_info(cfg, "WanModel", has_blocks=False)
+    with pytest.raises(ValueError, match="image_model=None"):
+        wan_model_info(None, "Linear")
+
+
+def test_query_model_from_the_loader_file(tmp_path):
+    from safetensors.torch import save_file
+    from tinywan.build import random_state_dict
+    from magcache.resolve import query_model_from_file
+    save_file(random_state_dict(variant="i2v", seed=0), str(tmp_path / "w.safetensors"))
+    asked = []
+
+    def find(folder, name):
+        asked.append((folder, name))
+        return str(tmp_path / name) if (tmp_path / name).exists() else None
+
+    q = {"preset": "auto", "steps": "20", "unet_name": "w.safetensors"}
+    assert query_model_from_file(q, find) == {"preset": "auto", "steps": "20", "dim": "128", "in_dim": "36",
+                                              "model_type": "i2v"}
+    assert asked == [("diffusion_models", "w.safetensors")] and "unet_name" in q       # the query is not changed
+    assert plan_query(query_model_from_file(q, find))["preset"] == "wan2.1_i2v_480p_14B"
+    # a named preset or a given dim: the file is not read, only its parameter dropped
+    assert query_model_from_file({"preset": "wan2.1_t2v_1.3B", "ckpt_name": "x"}, find) == {"preset": "wan2.1_t2v_1.3B"}
+    assert query_model_from_file({"dim": "5120", "ckpt_name": "x"}, find) == {"dim": "5120"}
+    assert len(asked) == 2                                                               # the two reads above
+    with pytest.raises(ValueError, match="^ckpt_name: 'missing.safetensors' is not a .safetensors file in "
+                                         "models/checkpoints"):
+        query_model_from_file({"ckpt_name": "missing.safetensors"}, find)

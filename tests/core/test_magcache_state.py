@@ -237,3 +237,45 @@ def test_apply_blocks_bad_rows():
         apply_blocks_with_cache(torch.zeros(2, 1, 4), lambda x, r: x, run, 0, [(0, slice(0, 1)), (0, slice(1, 2))])
     with pytest.raises(ValueError, match="cover"):
         apply_blocks_with_cache(torch.zeros(3, 1, 4), lambda x, r: x, run, 0, [(0, slice(0, 1)), (1, slice(1, 2))])
+
+
+def test_run_block_chain_matches_the_plain_stack_row_by_row():
+    """Three blocks through ``CallPlan.run_block``: every row gets what the plain stack gives (exact integer
+    sums), computed rows through blocks that see only them (per-row inputs cut alike), skipped rows from
+    their own residual; a middle block gets the inputs as they are when every row computes."""
+    from magcache import MagCacheSession, resolve
+    # section 8.4 settings: cond and uncond skip on alternate steps, and a second cond ("b") rides with cond
+    s = MagCacheSession(resolve("wan2.1_t2v_14B", steps=30, thresh=0.01, k=1, retention=0.25)).fresh()
+    sig = [1.0 - i / 30 for i in range(31)]
+    s.start(sig)
+    txt, vec, pe = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), torch.ones(3, dtype=torch.float64), \
+        torch.zeros(1)
+    seen = []
+
+    def block(j):
+        def f(inp):
+            seen.append((j, inp["img"].shape[0], inp))
+            assert inp["pe"] is pe                                   # not one row per batch row: passed as is
+            return {"img": inp["img"] + inp["txt"].view(-1, 1, 1) * (j + 1) + inp["vec"].view(-1, 1, 1)}
+        return f
+
+    kinds = set()
+    for i in range(30):
+        x = torch.randint(-8, 8, (3, 2, 4)).double()
+        plan = s.plan_call(sig[i], [0, 0, 1], ["a", "b", "u"], 3)
+        seen.clear()
+        args = {"img": x, "txt": txt, "vec": vec, "pe": pe}
+        for j in range(3):
+            args = dict(args, **plan.run_block(args, block(j), j == 0, j == 2))
+        assert torch.equal(args["img"], x + 6 * txt.view(-1, 1, 1) + 3)
+        rows = {n for _, n, _ in seen}
+        if plan.all_skip:
+            kinds.add("skip")
+            assert not seen
+        elif plan.subset:
+            kinds.add("subset")
+            assert rows == {len(plan.compute_rows)} and rows != {3}
+        else:
+            kinds.add("compute")
+            assert rows == {3} and seen[1][2]["txt"] is txt
+    assert kinds == {"compute", "subset"}

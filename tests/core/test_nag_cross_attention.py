@@ -156,3 +156,24 @@ def test_row_errors_and_remap():
     assert remap_row_slices([slice(2, 4)], [1, 2]) == [slice(1, 2)]
     assert remap_row_slices([slice(2, 4)], [0, 1]) == []
     assert remap_row_slices([slice(0, 1), slice(2, 3)], [0, 2, 3]) == [slice(0, 2)]
+
+
+def test_share_modules_shares_the_very_same_objects():
+    from nag.cross_attention import share_modules
+
+    class Host(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.norm_q = torch.nn.Linear(4, 4), torch.nn.LayerNorm(4)
+            self.scale = torch.nn.Parameter(torch.ones(1))
+            self.register_buffer("table", torch.arange(3.0))
+
+    host, stand_in = Host(), torch.nn.Module()
+    assert share_modules(stand_in, host) is stand_in
+    assert stand_in.state_dict().keys() == host.state_dict().keys()
+    assert stand_in.q is host.q and stand_in.scale is host.scale and stand_in.table is host.table
+    with torch.no_grad():
+        host.q.weight.add_(1.0)                                   # a weight patch on the host module ...
+    assert torch.equal(stand_in.q.weight, host.q.weight)          # ... is seen through the stand-in
+    stand_in.to(torch.float64)                                    # a cast of the stand-in reaches the host's children
+    assert host.q.weight.dtype == torch.float64

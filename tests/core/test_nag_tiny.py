@@ -78,3 +78,16 @@ def test_colour_negative_lowers_that_colour_and_keeps_the_shape(out_dir):
     assert mean_iou > 0.5 and mean_iou > 2 * mean_cross, (report, mean_cross)
     assert max(shifts) < 5.0, report
     assert min(fg_ratio) > 0.25, report                # and is not erased
+
+
+def test_negative_from_conditioning_takes_the_first_entry():
+    import pytest
+    from nag.inputs import negative_from_conditioning
+    a, b = torch.randn(1, 7, 16), torch.randn(1, 3, 16)
+    ctx, n = negative_from_conditioning([[a, {"pooled_output": None}], [b, {}]], 16)
+    assert torch.equal(ctx, a) and n == 2 and not ctx.requires_grad
+    for bad in (None, [], [a], "text", [[None, {}]]):
+        with pytest.raises(ValueError, match="^input 'nag_negative' must be a CONDITIONING"):
+            negative_from_conditioning(bad, 16)
+    with pytest.raises(ValueError, match="is 8 wide but the model's text encoder width is 16"):
+        negative_from_conditioning([[torch.randn(1, 3, 8), {}]], 16)
