@@ -3,7 +3,9 @@
 Losses are found by local evidence, not by one global colour (issue 11). A loss is a region that
 differs from its own surroundings with the signature of missing paint (:func:`loss_signature`): a
 contrast to the ring around it (thin dark lines left out of the ring, so a paint island between cracks
-is no loss), a sharp edge all round, a flat interior, not a background that fills the picture or runs
+is no loss), in its mean colour or point by point (most of the ring differs: a loss across light and
+dark paint whose ring averages to the ground's colour; such a loss goes to review, see
+:func:`loss_confidence`), a sharp edge all round, a flat interior, not a background that fills the picture or runs
 along its border. The ground colour, when not given, is estimated only from such candidates
 (:func:`ground_candidates`, :func:`estimate_grounds`): flat low-chroma areas with the signature, large
 and flat enough, with different paint all round and a plausible ground colour (not black; neutral or
@@ -59,7 +61,8 @@ class DetectConfig:
     ground_rgb: tuple = None                       # None -> estimated from loss candidates (auto_ground)
     ground_seed_de: float = 7.0
     ground_grow_de: float = 14.0
-    loss_contrast_de: float = 6.0
+    loss_contrast_de: float = 6.0                  # a loss's mean colour differs from its ring's mean by this ...
+    loss_ring_differs: float = 0.5                 # ... or this share of its ring differs from it by this
     loss_ring_px: int = 3
     flat_grad: float = 3.0                         # Lab units / px: below this a pixel is "flat"
     loss_max_chroma: float = 35.0                  # C*: exposed grounds and old fills are low-chroma
@@ -99,7 +102,7 @@ class DetectConfig:
                   "light_texture_ratio", "light_texture_low", "crack_max_straight_mm"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
-        for k in ("loss_edge_frac", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
+        for k in ("loss_edge_frac", "loss_ring_differs", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
             if not 0 <= getattr(self, k) <= 1:
                 raise ValueError(f"{k}={getattr(self, k)} must be in 0..1")
         if self.auto_grounds < 1 or self.loss_grow_px < 0:

@@ -48,7 +48,8 @@ def component_features(img, labels, grad_max, cfg, tile=2048, core=None, exclude
     optional (H, W) bool, pixels left out of the ring (thin dark lines: a paint island between cracks
     has the same paint beyond its cracks, so it is no loss). Returns a dict of (N + 1,) float64 arrays: ``n`` (px),
     ``lab`` (N + 1, 3) mean inside, ``std_L``, ``ring_lab``, ``n_ring`` (``cfg.loss_ring_px`` ring),
-    ``contrast`` (dE00 inside vs ring), ``edge_frac`` (share of the 1 px ring where a gradient of at
+    ``contrast`` (dE00 inside vs ring), ``ring_differs`` (share of the ring whose colour lies more
+    than ``loss_contrast_de`` from the inside mean), ``edge_frac`` (share of the 1 px ring where a gradient of at
     least ``loss_edge_rel`` x contrast lies within 1 px: an edge all round), ``border_frac`` (share of
     the outline on the image border), ``chroma`` (C* inside). Computed tile by tile (exact).
     """
@@ -84,6 +85,20 @@ def component_features(img, labels, grad_max, cfg, tile=2048, core=None, exclude
     std_l = np.sqrt(np.maximum(s_l2 / np.maximum(c_core, 1) - inside[:, 0] ** 2, 0))
     contrast = ciede2000(torch.from_numpy(inside), torch.from_numpy(ringm)).numpy()
     contrast[c_ring == 0] = 0
+    # the contrast point by point: the share of the ring (cracks left out) whose colour lies more than
+    # loss_contrast_de from the inside mean. Around a loss that crosses light and dark paint the ring's
+    # mean colour can equal the ground's while every ring pixel differs from it
+    differ = np.zeros(n + 1)
+    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, cfg.loss_ring_px, tile):
+        if exclude is not None:
+            ring = ring & ~exclude[y0:y1, x0:x1].ravel()
+        if not ring.any():
+            continue
+        R = dil[ring]
+        labr = lab_of(img[y0:y1, x0:x1].reshape(-1, 3)[ring][None])[0].astype(np.float64)
+        d = ciede2000(torch.from_numpy(labr), torch.from_numpy(inside[R])).numpy()
+        differ += np.bincount(R, (d > cfg.loss_contrast_de).astype(np.float64), minlength=n + 1)
+    ring_differs = differ / np.maximum(c_ring, 1)
     scale = RESP_SCALE if grad_max.dtype == np.uint8 else 1.0
     thr = cfg.loss_edge_rel * contrast * scale
     hit, tot = np.zeros(n + 1), np.zeros(n + 1)
@@ -97,15 +112,17 @@ def component_features(img, labels, grad_max, cfg, tile=2048, core=None, exclude
         else labels.ravel()
     b = np.bincount(edge_px, minlength=n + 1).astype(np.float64)
     return {"n": c_in, "lab": inside, "std_L": std_l, "ring_lab": ringm, "n_ring": c_ring, "contrast": contrast,
-            "edge_frac": hit / np.maximum(tot, 1), "border_frac": b / np.maximum(b + tot, 1),
+            "ring_differs": ring_differs, "edge_frac": hit / np.maximum(tot, 1), "border_frac": b / np.maximum(b + tot, 1),
             "chroma": np.hypot(inside[:, 1], inside[:, 2])}
 
 
 def loss_signature(f, total_px, cfg):
     """Boolean (N + 1,) per component: has the signature of missing paint (a contrast to its own
-    surroundings, an edge all round, a flat interior, not a background that fills the picture or runs
+    surroundings: its mean colour differs from the ring's mean by more than ``loss_contrast_de``, or
+    at least ``loss_ring_differs`` of the ring differs from it by that much point by point; an edge all round, a flat interior, not a background that fills the picture or runs
     along its border). ``f`` from :func:`component_features`; index 0 is False."""
-    ok = (f["n_ring"] > 0) & (f["contrast"] > cfg.loss_contrast_de) & (f["edge_frac"] >= cfg.loss_edge_frac)
+    differs = (f["contrast"] > cfg.loss_contrast_de) | (f["ring_differs"] >= cfg.loss_ring_differs)
+    ok = (f["n_ring"] > 0) & differs & (f["edge_frac"] >= cfg.loss_edge_frac)
     ok &= (f["std_L"] <= cfg.loss_flat_std) & (f["n"] <= cfg.loss_max_share * total_px)
     ok &= f["border_frac"] <= cfg.loss_border_frac
     ok[0] = False
@@ -219,7 +236,8 @@ EVIDENCE = {"ground_confirmed": 1,   # colour of a ground given by the user or s
             "low_contrast": 4,        # contrast to its surroundings below 1.5 x loss_contrast_de
             "weak_edge": 8,           # sharp edge on less than 85 % of its outline
             "textured": 16,           # interior less flat than a ground usually is
-            "colour_off": 32}         # mean colour further than loss_match_de from the ground colour
+            "colour_off": 32,         # mean colour further than loss_match_de from the ground colour
+            "mixed_ring": 64}         # differs point by point only: its ring's mean colour is near its own
 
 
 def loss_confidence(f, grounds, cfg):
@@ -230,7 +248,8 @@ def loss_confidence(f, grounds, cfg):
     component's mean colour lies within the ground's ``match_de`` (``loss_match_de`` unless the ground
     says otherwise) and 0.5 otherwise (paint of a
     similar colour: seeds reach ``auto_seed_de``, a loss's mean sits much closer), the contrast margin
-    sqrt(min(1, contrast / (2 loss_contrast_de))) and the edge share ``edge_frac``.
+    sqrt(min(1, contrast / (2 loss_contrast_de))) and the edge share ``edge_frac``. A loss found by its
+    point-by-point contrast only (mean contrast <= ``loss_contrast_de``) gets half (``mixed_ring``).
     """
     n = len(f["n"])
     lab = torch.from_numpy(f["lab"])
@@ -248,6 +267,11 @@ def loss_confidence(f, grounds, cfg):
     support = np.where(confirmed, 1.0, 0.5)
     off = best > tol
     support = support * np.where(off, 0.5, 1.0)
+    # a loss that differs from its ring point by point but not on average (the ring mixes lighter and
+    # darker paint) may have paint of the ground's colour on its outline, which its component then
+    # takes in: half the confidence, so it is listed for review rather than filled
+    mixed = f["contrast"] <= cfg.loss_contrast_de
+    support = support * np.where(mixed, 0.5, 1.0)
     margin = np.sqrt(np.clip(f["contrast"] / (2 * cfg.loss_contrast_de), 0, 1))
     conf = support * margin * np.clip(f["edge_frac"], 0, 1)
     bits = np.where(confirmed, EVIDENCE["ground_confirmed"], EVIDENCE["ground_unconfirmed"])
@@ -255,4 +279,5 @@ def loss_confidence(f, grounds, cfg):
     bits = bits | np.where(f["edge_frac"] < 0.85, EVIDENCE["weak_edge"], 0)
     bits = bits | np.where(f["std_L"] > 0.6 * cfg.loss_flat_std, EVIDENCE["textured"], 0)
     bits = bits | np.where(off, EVIDENCE["colour_off"], 0)
+    bits = bits | np.where(mixed, EVIDENCE["mixed_ring"], 0)
     return np.clip(np.round(conf * 255), 0, 255).astype(np.uint8), bits.astype(np.uint8)

@@ -47,7 +47,9 @@ REASONS = {"ground_confirmed": "colour of a ground shared by several losses (or 
            "low_contrast": "low contrast to the surrounding paint",
            "weak_edge": "no sharp edge along part of the outline",
            "textured": "interior less flat than an exposed ground",
-           "colour_off": "mean colour off the ground colour (paint of a similar colour?)"}
+           "colour_off": "mean colour off the ground colour (paint of a similar colour?)",
+           "mixed_ring": "differs from the paint around it point by point only (lighter and darker paint around it; "
+                         "paint of the ground's colour may touch it)"}
 
 
 @dataclass(frozen=True)
