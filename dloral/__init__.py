@@ -7,12 +7,14 @@
 - ``colorfix`` and ``tiling``: AdaIN / wavelet colour fixes, blended tiles and VAE tiling;
 - ``resample``: Pillow's resize filters in torch (exact 8-bit results, or float) for the official
   frame preparation;
+- ``lora``: LoRA in the forward pass, unmerged (no second copy of the base weights);
 - ``precision``: the compute dtype rule (CPU fp32 unless forced; GPU fp16/bf16).
 
 No host imports here: the SD2.1 UNet and VAE are passed in as callables (``DLoRALModels``).
 """
 from .checkpoint import (DLoRALWeights, load_official, convert_official, save_weights, load_weights,
                          convert_file, apply_lora, lora_delta)
+from .lora import lora_module, lora_base, lora_scale
 from .cfr import CFR, SpyNet, RetrievalAttention, flow_warp, cfr_fuse
 from .colorfix import adain_color_fix, wavelet_color_fix, color_fix, COLOR_FIXES
 from .pipeline import (LATENT_SCALE, PROCESSINGS, DLoRALConfig, DLoRALModels, prepare_frames, finish_frames,

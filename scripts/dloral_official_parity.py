@@ -21,16 +21,16 @@ downloads, or for a deterministic reference):
 - RAM/DAPE is replaced by a fixed tag string; the video reader yields the input PNGs;
 - the VAE posterior is its mean instead of an unseeded sample (the pack's default too).
 
-Measured (2026-12-01, CPU, 2 threads on a shared machine, reduced UNet: 2 levels of 320 channels,
-full SD VAE, 3 frames 128 -> 512, AdaIN; the official code outputs frames 1 and 2):
+Measured (2026-12-01, CPU, fp32, 2 threads, idle machine; full SD2.1-base UNet, full SD VAE, 5 frames
+128 -> 512, AdaIN, window 4; the official code outputs frames 1-4; README "Speed and memory"):
 
-- ``processing="official"`` (default): decoded frames max |diff| 1.7e-5 on [0, 1] (114 dB);
-  PNGs byte-identical in 99.96 % of values, the rest 1-2 levels (truncations flipped by float noise);
-- ``processing="float"``: decoded max |diff| 0.042 (47 dB; random weights amplify the LR difference),
-  PNGs equal in 36.5 % of values, up to 12 levels;
-- seconds per output frame: official 281, pack 111 (VAE encode 136 vs 37: the official encodes each
-  frame twice; UNet 25.6 vs 5.9; VAE decode 106 vs 63; CFR 11 vs 5). The machine's load average
-  was 4-12 during the runs, higher during the official one: indicative only.
+- ``processing="official"`` (default): decoded frames max |diff| 1.5-1.9e-5 on [0, 1]; PNGs byte-identical
+  in 99.96 / 99.77 / 99.96 / 99.96 % of values, the rest 1-2 levels (truncations flipped by float noise);
+- seconds per output frame: official 57.7, pack 47.4 (VAE encode 22.2 vs 11.6: the official encodes each
+  frame twice; CFR 2.1 vs 2.0; UNet 9.0 vs 9.3; VAE decode 23.7 vs 24.3); peak resident memory 8232 vs
+  7423 MiB, working memory (peak above the level at the first frame) 2657 vs 2922 MiB;
+- reduced UNet (2 levels of 320 channels, 3 frames), earlier: 1.7e-5 and 99.96 %; ``processing="float"``:
+  max 0.042, 36.5 % of PNG values equal.
 
 Steps (``all`` runs them in order, each in its own interpreter):
 
@@ -45,6 +45,7 @@ Steps (``all`` runs them in order, each in its own interpreter):
         --comfyui /path/to/ComfyUI [--unet small|full] [--frames 3] [--size 128]
 """
 import argparse
+import gc
 import json
 import os
 import pathlib
@@ -315,8 +316,16 @@ def cmd_pack(a):
     if missing:
         raise SystemExit(f"unmapped UNet keys: {missing[:5]}")
     model = comfy.sd.load_diffusion_model_state_dict({keymap[k]: v for k, v in sd.items()})
+    del sd   # as the host's loaders: the file's tensors are not kept beside the model
+    gc.collect()
     vae = comfy.sd.VAE(sd=load_file(str(work / "sd21" / "vae" / "diffusion_pytorch_model.safetensors")))
-    weights = pack.dloral.load_weights(str(work / "model.pkl"))
+    # converted once, in its own process, as a user does (README); fp32: the comparison is in fp32
+    conv = work / "dloral_fp32.safetensors"
+    if not conv.exists():
+        subprocess.run([sys.executable, "-m", "dloral", "convert", str(work / "model.pkl"), "--out", str(conv),
+                        "--precision", "fp32"],
+                       cwd=str(REPO), check=True)
+    weights = pack.dloral.load_weights(str(conv))
     rec = torch.load(work / "official.pt", weights_only=True) if (work / "official.pt").exists() else None
     if rec is None or rec["context"] is None:
         raise SystemExit("run the 'official' step first: the prompt embedding comes from it")
