@@ -17,12 +17,14 @@ def magcache():
     d = load("magcache")
     if not d:
         return []
-    rows = ["| MagCache (tiny trained Wan, host KSampler, CPU) | steps | calls computed | speedup | ideal | vs ideal | hook overhead / step | PSNR dB | SSIM |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| MagCache (tiny trained Wan, host KSampler, CPU) | steps | calls computed | speedup | ideal | vs ideal | "
+            "wall overhead / step (thresh 0) | hooks' CPU / model call | PSNR dB | SSIM |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["results"]:
         rows.append(f"| {r['preset']} {r['thresh']}/K{r['k']}/r{r['retention']} | {r['steps']} | "
                     f"{r['computed_calls']}/{r['total_calls']} | {r['speedup']:.2f}x | {r['ideal_speedup']:.2f}x | "
-                    f"{r['speedup_vs_ideal']:.3f} | {100 * r['hook_overhead_frac_of_step']:+.1f}% | "
+                    f"{r['speedup_vs_ideal']:.3f} | {100 * r['hook_overhead_frac_of_step']:+.1f}% "
+                    f"({r['hook_overhead_ms_per_step']:+.1f} ms) | {r['hook_cpu_us_per_call']:.0f} µs | "
                     f"{r['psnr_db_mean']:.1f} | {r['ssim_mean']:.3f} |")
     return rows
 
