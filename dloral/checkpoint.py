@@ -36,6 +36,7 @@ from typing import Optional
 import torch
 
 from .keymap import diffusers_to_ldm, layout_from_names
+from .lora import lora_scale
 
 __all__ = ["DLoRALWeights", "ADAPTERS", "load_official", "convert_official", "save_weights",
            "load_weights", "convert_file", "apply_lora", "lora_delta", "FORMAT", "base_fingerprint",
@@ -602,8 +603,7 @@ def apply_lora(state_dict, w, strength=1.0):
         if key not in out:
             raise ValueError(f"base UNet has no weight {key!r}: it is not an SD2.x UNet this DLoRAL fits")
         up, down = w.lora[mod + ".lora_up.weight"], w.lora[mod + ".lora_down.weight"]
-        alpha = float(w.lora.get(mod + ".alpha", torch.tensor(float(down.shape[0]))))
-        d = lora_delta(up, down) * (alpha / down.shape[0]) * strength
+        d = lora_delta(up, down) * lora_scale(w.lora, mod) * strength
         if d.shape != out[key].shape:
             raise ValueError(f"base UNet weight {key!r} has shape {tuple(out[key].shape)}, DLoRAL expects "
                              f"{tuple(d.shape)}: not the SD2.x UNet this DLoRAL fits")

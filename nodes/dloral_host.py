@@ -3,9 +3,9 @@
 The DLoRAL weights reach the UNet through sanctioned host APIs only, on a clone: each LoRA module as an
 ``add_object_patch`` of ``dloral.lora.lora_module`` of the host's own module (unmerged, as the official
 code runs it: the host's merged patching keeps a second copy of every patched weight, 3.3 GB more on a CPU), the
-8-channel input convolution through ``add_object_patch``; where the user's model already patches a weight, or
-the checkpoint changed a base tensor of the module, that module's LoRA goes through the host's LoRA loader
-(``comfy.sd.load_lora_for_models``, merged). The input model is never modified. The UNet
+8-channel input convolution through ``add_object_patch``, base tensors the checkpoint changed through
+``add_patches`` (the copies share the host modules' parameters, so weight patches still reach them). The input
+model is never modified. The UNet
 is then called directly at timestep 1 (DLoRAL's one step, ``z0 = fused - eps``), not through a sampler.
 Before patching, a sample of the UNet's base weights is checked against the fingerprint the converter
 recorded (``dloral.checkpoint.check_base``): a different base model is named, not silently used.
@@ -93,7 +93,6 @@ def patch_model(model, weights):
     untouched. Raises ValueError when the model is not SD2.x, the weights do not fit it, or its base weights
     differ from the fingerprint the converter recorded (``dloral.checkpoint.check_base``, naming them)."""
     import comfy.lora
-    import comfy.sd
     check_sd2(model)
     key_map = comfy.lora.model_lora_keys_unet(model.model, {})
     check_fit(weights, key_map, {k: v.shape for k, v in model.model.state_dict().items()})
