@@ -36,7 +36,7 @@ from typing import Optional
 import torch
 
 from .keymap import diffusers_to_ldm, layout_from_names
-from .lora import lora_scale
+from .lora import lora_module, lora_scale
 
 __all__ = ["DLoRALWeights", "ADAPTERS", "load_official", "convert_official", "save_weights",
            "load_weights", "convert_file", "apply_lora", "lora_delta", "FORMAT", "base_fingerprint",
@@ -82,6 +82,9 @@ class DLoRALWeights:
     base: base UNet tensors the checkpoint changed, other than conv_in, keyed ``diffusion_model.<ldm key>``;
     each replaces the user's tensor. A LoRA-targeted weight kept here already includes its LoRA delta
     (and has no LoRA entry).
+    conv_in_lora: conv_in unmerged, as the official code runs it: ``base_weight`` [320, 8, 3, 3] and the
+    stacked factors ``lora_down.weight`` [r, 8, 3, 3] / ``lora_up.weight`` [320, r, 1, 1] (scaled); empty in
+    files converted before it was recorded (the merged ``conv_in_weight`` is then used).
     """
     lora: dict
     conv_in_weight: torch.Tensor
@@ -90,10 +93,24 @@ class DLoRALWeights:
     attn: dict
     meta: dict = field(default_factory=dict)
     base: dict = field(default_factory=dict)
+    conv_in_lora: dict = field(default_factory=dict)
 
     def modules(self):
         """LDM module names the LoRA patches (conv_in excluded: it is replaced whole)."""
         return sorted(k[:-len(".lora_up.weight")] for k in self.lora if k.endswith(".lora_up.weight"))
+
+    def adapter_ranks(self) -> "Optional[tuple]":
+        """``(r_quality, r_consistency)``: the ranks stacked in each module's factors, quality first (PEFT's
+        order of the active adapters); None when the metadata does not record them."""
+        try:
+            return int(self.meta["rank_quality"]), int(self.meta["rank_consistency"])
+        except (KeyError, ValueError):
+            return None
+
+    def split(self, rank: int) -> "Optional[tuple]":
+        """The adapter ranks of a module whose stacked rank is ``rank`` (None: run it as one product)."""
+        r = self.adapter_ranks()
+        return r if r is not None and sum(r) == rank else None
 
     @property
     def fingerprint(self):
@@ -102,6 +119,7 @@ class DLoRALWeights:
 
 
 FINGERPRINT_SAMPLES = 8
+CONV_IN_LORA = ("base_weight", "lora_down.weight", "lora_up.weight")
 
 
 def _sample_index(numel, n=FINGERPRINT_SAMPLES):
@@ -234,6 +252,7 @@ def check_fit(weights: "DLoRALWeights", key_map: Mapping[str, str], shapes: Mapp
 class ConvIn8(torch.nn.Module):
     """DLoRAL's 8-channel input convolution (3x3, padding 1): x ``(B, 8, h, w)`` = [warped previous latent,
     fused latent] -> ``(B, C, h, w)``; the weights ``[C, 8, 3, 3]`` / ``[C]`` follow the input's device and dtype."""
+    stride, padding, dilation = (1, 1), (1, 1), (1, 1)
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
         super().__init__()
@@ -242,6 +261,17 @@ class ConvIn8(torch.nn.Module):
 
     def forward(self, x, *args, **kwargs):
         return torch.nn.functional.conv2d(x, self.weight.to(x), self.bias.to(x), padding=1)
+
+
+def conv_in_module(w: "DLoRALWeights") -> torch.nn.Module:
+    """The module that replaces the UNet's input convolution: the base 8-channel conv with its LoRA
+    unmerged (``lora.lora_module``, adapters added one at a time as PEFT does) when the file records it,
+    else the merged ``ConvIn8``. Either computes ``conv(x, W + up @ down) + b``."""
+    if w.conv_in_lora:
+        down, up = w.conv_in_lora["lora_down.weight"], w.conv_in_lora["lora_up.weight"]
+        return lora_module(ConvIn8(w.conv_in_lora["base_weight"], w.conv_in_bias), down, up,
+                           split=w.split(down.shape[0]))
+    return ConvIn8(w.conv_in_weight, w.conv_in_bias)
 
 
 _SHA256 = {}
@@ -399,6 +429,7 @@ def convert_official(ck, lora_alpha=PEFT_DEFAULT_ALPHA, dtype=torch.float32,
                 raise ValueError(f"not a DLoRAL checkpoint: conv_in weight has shape {tuple(w.shape)}, "
                                  "expected [*, 8, 3, 3]")
             conv_w, conv_b = w + lora_delta(up, down), sd[bkey].float()
+            conv_lora = {"base_weight": w, "lora_down.weight": down, "lora_up.weight": up}
             used.update((wkey, bkey))
             continue
         ldm = "diffusion_model." + diffusers_to_ldm(mod, layout)
@@ -442,7 +473,8 @@ def convert_official(ck, lora_alpha=PEFT_DEFAULT_ALPHA, dtype=torch.float32,
             "modules": str(len(targets)), "base_fingerprint": json.dumps(base_fingerprint(base_sd)),
             "base_kept": json.dumps(sorted(kept))}
     return DLoRALWeights(lora, conv_w.to(dtype), conv_b.to(dtype), spy, attn, meta,
-                         {k: v.float().to(dtype).contiguous() for k, v in kept.items()})
+                         {k: v.float().to(dtype).contiguous() for k, v in kept.items()},
+                         {k: v.to(dtype).contiguous() for k, v in conv_lora.items()})
 
 
 def _base_tensors(sd, targets, layout):
@@ -533,6 +565,7 @@ def save_weights(w, path):
     tensors.update({"cfr.spynet." + k: v for k, v in w.spynet.items()})
     tensors.update({"cfr.attn." + k: v for k, v in w.attn.items()})
     tensors.update({"base." + k: v for k, v in w.base.items()})
+    tensors.update({"conv_in." + k: v for k, v in w.conv_in_lora.items()})
     tensors = {k: v.contiguous() for k, v in tensors.items()}
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
@@ -571,14 +604,18 @@ def load_weights(path, dtype=None):
         conv_in_weight=t["conv_in.weight"], conv_in_bias=t["conv_in.bias"],
         spynet={k[len("cfr.spynet."):]: v for k, v in t.items() if k.startswith("cfr.spynet.")},
         attn={k[len("cfr.attn."):]: v for k, v in t.items() if k.startswith("cfr.attn.")},
-        meta=meta, base={k[len("base."):]: v for k, v in t.items() if k.startswith("base.")})
+        meta=meta, base={k[len("base."):]: v for k, v in t.items() if k.startswith("base.")},
+        conv_in_lora={k: t["conv_in." + k] for k in CONV_IN_LORA if "conv_in." + k in t})
+    if w.conv_in_lora and len(w.conv_in_lora) != len(CONV_IN_LORA):
+        raise ValueError(f"converted DLoRAL file {path!r} has part of conv_in's LoRA: "
+                         f"{sorted(w.conv_in_lora)} of {list(CONV_IN_LORA)}")
     return w if dtype is None else _cast(w, dtype)
 
 
 def _cast(w, dtype):
     c = lambda d: {k: (v if k.endswith(".alpha") else v.to(dtype)) for k, v in d.items()}
     return DLoRALWeights(c(w.lora), w.conv_in_weight.to(dtype), w.conv_in_bias.to(dtype),
-                         c(w.spynet), c(w.attn), dict(w.meta), c(w.base))
+                         c(w.spynet), c(w.attn), dict(w.meta), c(w.base), c(w.conv_in_lora))
 
 
 def convert_file(src, dst, dtype=torch.float16, base=None):

@@ -7,7 +7,7 @@ the extra work is a rank-r product per module (DLoRAL: r = 8 against 320-1280 ch
 UNet's multiply-adds).
 """
 import copy
-from typing import Dict
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +15,15 @@ import torch.nn.functional as F
 MARK = "_dloral_lora_base"
 
 
-def lora_module(base: torch.nn.Module, down: torch.Tensor, up: torch.Tensor, scale: float = 1.0) -> torch.nn.Module:
+def lora_module(base: torch.nn.Module, down: torch.Tensor, up: torch.Tensor, scale: float = 1.0,
+                split: Optional[Sequence[int]] = None) -> torch.nn.Module:
     """A module that computes ``base(x) + up(down(x)) * scale`` and is otherwise ``base``.
+
+    split: ranks of the adapters stacked in ``down`` / ``up`` (``down = [A_1; A_2]``, ``up = [B_1 | B_2]``,
+    summing to r). Each adapter's term is then added on its own, in order, as PEFT adds its active adapters
+    (``y = y + B_1(A_1 x); y = y + B_2(A_2 x)``): the same sum as one rank-r product, in PEFT's float
+    rounding, so a checkpoint run this way gives the official code's numbers to the bit (fp32, scales that
+    are powers of two, as PEFT's default ``alpha / r`` for r = 1, 2, 4, 8, 16 ...).
 
     base: a Linear-like module (weight ``[o, i]``; x ``(..., i)`` -> ``(..., o)``) or a Conv2d-like one
     (weight ``[o, i, k, k]``; x ``(B, i, H, W)`` -> ``(B, o, H', W')``). down: ``[r, i]`` or ``[r, i, k, k]``
@@ -30,6 +37,10 @@ def lora_module(base: torch.nn.Module, down: torch.Tensor, up: torch.Tensor, sca
     """
     if down.dim() not in (2, 4) or up.dim() != down.dim() or up.shape[1] != down.shape[0]:
         raise ValueError(f"LoRA factors do not chain: down {tuple(down.shape)}, up {tuple(up.shape)}")
+    r = down.shape[0]
+    split = [r] if not split else [int(v) for v in split]
+    if sum(split) != r or min(split) < 1:
+        raise ValueError(f"LoRA split {split} does not add up to the rank {r}")
     base = lora_base(base)
     conv = down.dim() == 4
     conv_args = dict(stride=base.stride, padding=base.padding, dilation=base.dilation) if conv else {}
@@ -45,15 +56,23 @@ def lora_module(base: torch.nn.Module, down: torch.Tensor, up: torch.Tensor, sca
             y = type(base).forward(mod, x, *args, **kwargs)
         key = (x.device, x.dtype)
         if key not in cache:
-            cache[key] = tuple(f.to(x.device, x.dtype) for f in factors)
-        d, u = cache[key]
-        if conv:
-            return y + F.conv2d(F.conv2d(x, d, None, **conv_args), u)
-        return y + F.linear(F.linear(x, d), u)
+            d, u = (f.to(x.device, x.dtype) for f in factors)
+            cache[key] = [(d[i:i + n].contiguous(), u[:, i:i + n].contiguous()) for i, n in zip(_starts(split), split)]
+        for d, u in cache[key]:
+            y = y + (F.conv2d(F.conv2d(x, d, None, **conv_args), u) if conv else F.linear(F.linear(x, d), u))
+        return y
 
     mod.__dict__["forward"] = forward
     mod.__dict__[MARK] = base
     return mod
+
+
+def _starts(split):
+    out, i = [], 0
+    for n in split:
+        out.append(i)
+        i += n
+    return out
 
 
 def lora_base(module: torch.nn.Module) -> torch.nn.Module:

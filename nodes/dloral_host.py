@@ -17,6 +17,7 @@ the VAE keeps the host's dtype.
 
 Used by the nodes (``dloral_nodes``) and by the CLI's host loader (``scripts/dloral_host.py``).
 """
+import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -24,9 +25,10 @@ from collections.abc import Mapping
 import torch
 
 from ..dloral import CFR, DLoRALModels
-from ..dloral.checkpoint import ConvIn8, check_base, check_fit, check_sd2_config
+from ..dloral.checkpoint import check_base, conv_in_module, check_fit, check_sd2_config
 from ..dloral.pipeline import check_context, from_vae_pixels, to_vae_pixels, upscale_images
 from ..dloral.lora import lora_module, lora_scale
+from ..dloral.vae_attention import sdpa_attention_block, vae_attention_paths
 from ..dloral.precision import run_precision, unet_caller
 
 log = logging.getLogger("atelier")
@@ -100,13 +102,29 @@ def patch_model(model, weights):
     patched = model.clone()   # LoRA unmerged (no second copy of the weights); host weight patches still apply
     for m in weights.modules():
         path = key_map[m][:-len(".weight")]
-        patched.add_object_patch(path, lora_module(model.get_model_object(path), weights.lora[m + ".lora_down.weight"],
-                                                   weights.lora[m + ".lora_up.weight"], lora_scale(weights.lora, m)))
+        down = weights.lora[m + ".lora_down.weight"]
+        patched.add_object_patch(path, lora_module(model.get_model_object(path), down, weights.lora[m + ".lora_up.weight"],
+                                                   lora_scale(weights.lora, m), split=weights.split(down.shape[0])))
     if weights.base:   # base tensors the DLoRAL checkpoint changed: they replace the user's (on the clone)
         patched.add_patches({k: ("set", (v,)) for k, v in weights.base.items()}, 1.0)
-    conv = ConvIn8(weights.conv_in_weight, weights.conv_in_bias)
-    patched.add_object_patch("diffusion_model.input_blocks.0.0", conv)
+    patched.add_object_patch("diffusion_model.input_blocks.0.0", conv_in_module(weights))
     return patched
+
+
+def patch_vae(vae):
+    """A copy of the host VAE whose patcher is a clone with each attention block (``encoder.mid.attn_1``,
+    ``decoder.mid.attn_1``) object-patched to ``dloral.vae_attention.sdpa_attention_block``: diffusers'
+    arithmetic, so the decode is the official code's to the bit, and no (H*W)^2 score matrix. The input VAE
+    and its patcher are untouched (the shared model carries the patches only while the clone is loaded)."""
+    fsm = vae.first_stage_model
+    paths = vae_attention_paths(fsm)
+    if not paths:
+        return vae
+    out = copy.copy(vae)
+    out.patcher = vae.patcher.clone()
+    for path in paths:
+        out.patcher.add_object_patch(path, sdpa_attention_block(out.patcher.get_model_object(path)))
+    return out
 
 
 def attention_options(device):
@@ -130,6 +148,7 @@ def host_models(model, vae, positive, weights, sample_posterior=False, precision
     import comfy.model_management as mm
     ctx = check_context(positive[0][0] if positive else None)
     patched = patch_model(model, weights)
+    vae = patch_vae(vae)
     mm.load_models_gpu([patched])
     device = mm.get_torch_device()
     base = patched.model

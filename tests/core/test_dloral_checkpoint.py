@@ -369,3 +369,45 @@ def test_converted_path_rule(tmp_path):
         converted_path(str(tmp_path), "old.safetensors")
     with pytest.raises(ValueError, match="output_name: .* is not allowed"):
         converted_path(str(tmp_path), "../old.safetensors")
+
+
+def test_conv_in_kept_unmerged_as_the_official_code_runs_it(synth, tmp_path):
+    """conv_in's base weight and its two adapters are kept apart (saved, loaded, cast) and run unmerged,
+    quality adapter first; the result is the conv with the merged weight (float64 reference)."""
+    from dloral.checkpoint import conv_in_module
+    from dloral.lora import lora_base
+    _, ck, raw = synth
+    w = convert_official(ck)
+    r = raw["conv_in"]
+    assert w.adapter_ranks() == (2, 3) and w.split(5) == (2, 3) and w.split(4) is None
+    assert torch.equal(w.conv_in_lora["base_weight"], r["base"].float())
+    assert torch.equal(w.conv_in_lora["lora_down.weight"], torch.cat([r["A_q"], r["A_c"]]))
+    p = tmp_path / "d.safetensors"
+    save_weights(w, str(p))
+    w2 = load_weights(str(p))
+    assert all(torch.equal(w.conv_in_lora[k], w2.conv_in_lora[k]) for k in w.conv_in_lora)
+    assert load_weights(str(p), dtype=torch.float16).conv_in_lora["lora_up.weight"].dtype == torch.float16
+    mod = conv_in_module(w2)
+    assert torch.equal(lora_base(mod).weight, r["base"].float())   # the base weight as the checkpoint has it
+    x = torch.randn(1, 8, 9, 7, generator=torch.Generator().manual_seed(1))
+    dq = torch.einsum("or,ri...->oi...", r["B_q"].double().flatten(1), r["A_q"].double())
+    dc = torch.einsum("or,ri...->oi...", r["B_c"].double().flatten(1), r["A_c"].double())
+    wm = r["base"].double() + 8 / 2 * dq + 8 / 3 * dc
+    bias = ck["state_dict_unet"]["conv_in.base_layer.bias"].double()
+    ref = torch.nn.functional.conv2d(x.double(), wm, bias, padding=1)
+    with torch.no_grad():
+        torch.testing.assert_close(mod(x, "emb", transformer_options={}).double(), ref, atol=1e-5, rtol=1e-5)
+    # a file converted before conv_in's factors were recorded: the merged conv, same result
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    with safe_open(str(p), framework="pt") as f:
+        meta = f.metadata()
+    old = {k: v for k, v in load_file(str(p)).items() if k not in ("conv_in.base_weight", "conv_in.lora_down.weight", "conv_in.lora_up.weight")}
+    save_file(old, str(tmp_path / "old.safetensors"), metadata=meta)
+    wo = load_weights(str(tmp_path / "old.safetensors"))
+    assert not wo.conv_in_lora
+    with torch.no_grad():
+        torch.testing.assert_close(conv_in_module(wo)(x).double(), ref, atol=1e-5, rtol=1e-5)
+    save_file({**old, "conv_in.base_weight": w.conv_in_lora["base_weight"]}, str(tmp_path / "part.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="part of conv_in's LoRA"):
+        load_weights(str(tmp_path / "part.safetensors"))

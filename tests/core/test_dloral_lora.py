@@ -64,3 +64,44 @@ def test_bad_factors_and_scale():
     lora = {"m.lora_down.weight": torch.zeros(4, 8), "m.lora_up.weight": torch.zeros(5, 4)}
     assert lora_scale(lora, "m") == 1.0
     assert lora_scale({**lora, "m.alpha": torch.tensor(8.0)}, "m") == 2.0
+
+    with pytest.raises(ValueError, match="does not add up"):
+        lora_module(torch.nn.Linear(8, 5), torch.zeros(4, 8), torch.zeros(5, 4), split=(2, 3))
+
+
+def _peft_style(base, adapters, x, conv):
+    """PEFT's LoRA forward, written out: ``y = base(x)``, then per active adapter ``y = y + B(A(x)) * s``
+    with A and B layers of their own (A with the base conv's stride and padding, B 1x1, no biases)."""
+    y = base(x)
+    for a, b, s in adapters:
+        if conv:
+            la = torch.nn.Conv2d(a.shape[1], a.shape[0], a.shape[-1], base.stride, base.padding, bias=False)
+            lb = torch.nn.Conv2d(b.shape[1], b.shape[0], 1, bias=False)
+        else:
+            la, lb = torch.nn.Linear(a.shape[1], a.shape[0], bias=False), torch.nn.Linear(b.shape[1], b.shape[0], bias=False)
+        la.weight.data.copy_(a)
+        lb.weight.data.copy_(b)
+        y = y + lb(la(x)) * s
+    return y
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_split_adapters_are_peft_to_the_bit(conv):
+    """Two adapters stacked in one factor pair (the converted file's layout: down = [A_q; A_c], up = [s B_q | s B_c])
+    run with ``split`` give PEFT's float32 numbers exactly; as one rank-16 product they do not."""
+    torch.manual_seed(0)
+    base = torch.nn.Conv2d(32, 48, 3, padding=1) if conv else torch.nn.Linear(96, 80)
+    k = (3, 3) if conv else ()
+    i, o = (32, 48) if conv else (96, 80)
+    aq, ac = torch.randn(8, i, *k) * 0.2, torch.randn(8, i, *k) * 0.2
+    bq, bc = (torch.randn(o, 8, *((1, 1) if conv else ())) * 0.2 for _ in range(2))
+    s = 2.0                                              # PEFT's default alpha 8 over rank 4: a power of two
+    down, up = torch.cat([aq, ac]), torch.cat([bq * s, bc * s], 1)
+    x = torch.randn(2, 32, 12, 10) if conv else torch.randn(3, 50, 96)
+    with torch.no_grad():
+        ref = _peft_style(base, [(aq, bq, s), (ac, bc, s)], x, conv)
+        split = lora_module(base, down, up, split=(8, 8))(x)
+        whole = lora_module(base, down, up)(x)
+    assert torch.equal(split, ref)
+    assert not torch.equal(whole, ref)                   # one product rounds differently: what split is for
+    torch.testing.assert_close(whole, ref, atol=1e-4, rtol=1e-4)

@@ -197,8 +197,13 @@ def test_patched_unet_equals_core_merge(sd2, official, nodes, pack):
         for k in kept:
             torch.testing.assert_close(got[k].float(), want[k].float(), atol=1e-6, rtol=1e-6)
             assert not torch.equal(got[k], base[k])
-        conv = patched.model.diffusion_model.input_blocks[0][0]
-        assert torch.equal(conv.weight, weights.conv_in_weight)
+        conv = patched.model.diffusion_model.input_blocks[0][0]   # base conv_in + its LoRA, unmerged
+        assert torch.equal(pack.dloral.lora_base(conv).weight, weights.conv_in_lora["base_weight"])
+        x8 = torch.randn(1, 8, 6, 5, generator=torch.Generator().manual_seed(2))
+        with torch.no_grad():
+            torch.testing.assert_close(conv(x8).double(), F.conv2d(x8.double(), weights.conv_in_weight.double(),
+                                                                   weights.conv_in_bias.double(), padding=1),
+                                       atol=1e-4, rtol=1e-4)
     finally:
         mm.unload_all_models()
     assert sd2.model.diffusion_model.input_blocks[0][0].weight.shape[1] == 4
@@ -344,3 +349,26 @@ def test_precision_choice_reaches_the_host_unet(sd2, vae, weights, nodes):
     assert 1e-4 < rel < 0.05, rel
     with pytest.raises(ValueError, match="precision must be one of"):
         nodes.host_models(sd2, vae, _cond(1), weights, precision="half")
+
+
+def test_vae_attention_patched_on_a_clone(vae, nodes, pack):
+    """``patch_vae``: the VAE's attention blocks run the diffusers way (``dloral.vae_attention``) on a clone of
+    its patcher; the user's VAE is untouched and decodes as before, to the bit, after the patched one ran."""
+    import comfy.model_management as mm
+    host = pack.nodes.dloral_host
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    img = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(4))
+    fsm = vae.first_stage_model
+    blocks = {p: fsm.get_submodule(p) for p in ("encoder.mid.attn_1", "decoder.mid.attn_1")}
+    ref_dec, ref_enc = vae.decode(z), vae.encode(img)
+    patched = host.patch_vae(vae)
+    assert patched is not vae and patched.patcher is not vae.patcher and not vae.patcher.object_patches
+    assert sorted(patched.patcher.object_patches) == sorted(blocks)
+    got_dec, got_enc = patched.decode(z), patched.encode(img)
+    for got, ref in ((got_dec, ref_dec), (got_enc, ref_enc)):
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)   # the same function
+        assert not torch.equal(got, ref)                             # in other arithmetic
+    # the shared model carries the clone's patches only while the clone is loaded
+    assert torch.equal(vae.decode(z), ref_dec) and torch.equal(vae.encode(img), ref_enc)
+    mm.unload_all_models()
+    assert all(fsm.get_submodule(p) is b for p, b in blocks.items())
