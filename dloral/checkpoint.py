@@ -13,7 +13,9 @@ At inference all six adapters are active with weight 1 and PEFT's scaling ``alph
 PEFT's default 8, not stored), so each targeted weight becomes ``W + s_q B_q A_q + s_c B_c A_c``. The
 converter stores that sum exactly as one LoRA of rank ``r_q + r_c`` per module (``up = [s_q B_q | s_c B_c]``,
 ``down = [A_q; A_c]``, ``alpha = r_q + r_c`` so the host's own scale is 1), in the host's LDM key naming,
-plus the merged 8-channel input convolution and the CFR weights.
+plus the 8-channel input convolution (merged, and its base weight and factors apart) and the CFR weights.
+Run with the ranks as a split (``lora.lora_module(split=...)``) the stacked factors add each adapter's term on
+its own, in PEFT's order and float rounding.
 
 Base UNet weights (every non-LoRA tensor of ``state_dict_unet``; the official loader takes them all from
 the checkpoint) are not stored: they come from the user's SD2.1-base checkpoint. So that a different base

@@ -21,14 +21,14 @@ downloads, or for a deterministic reference):
 - RAM/DAPE is replaced by a fixed tag string; the video reader yields the input PNGs;
 - the VAE posterior is its mean instead of an unseeded sample (the pack's default too).
 
-Measured (2026-12-01, CPU, fp32, 2 threads, idle machine; full SD2.1-base UNet, full SD VAE, 5 frames
-128 -> 512, AdaIN, window 4; the official code outputs frames 1-4; README "Speed and memory"):
+Measured (2026-12-01, CPU, fp32, 2 threads; full SD2.1-base UNet, full SD VAE, 5 frames 128 -> 512, AdaIN,
+window 4; the official code outputs frames 1-4; README "Parity" and "Speed and memory"):
 
-- ``processing="official"`` (default): decoded frames max |diff| 1.5-1.9e-5 on [0, 1]; PNGs byte-identical
-  in 99.96 / 99.77 / 99.96 / 99.96 % of values, the rest 1-2 levels (truncations flipped by float noise);
-- seconds per output frame: official 57.7, pack 47.4 (VAE encode 22.2 vs 11.6: the official encodes each
-  frame twice; CFR 2.1 vs 2.0; UNet 9.0 vs 9.3; VAE decode 23.7 vs 24.3); peak resident memory 8232 vs
-  7423 MiB, working memory (peak above the level at the first frame) 2657 vs 2922 MiB;
+- ``processing="official"`` (default): decoded frames max |diff| 1.6-2.0e-5 on [0, 1]; PNGs byte-identical
+  in 99.96 % of values on each frame, the rest 1-2 levels (truncations flipped by the UNet's float noise; the
+  VAE is bit-identical to diffusers');
+- seconds per output frame, one sitting: official 62.5, pack 54.1 (0.86x; an earlier sitting on an idle
+  machine, before the VAE/LoRA parity change: 57.7 vs 47.4, 0.82x); peak resident memory 8282 vs 7422 MiB;
 - reduced UNet (2 levels of 320 channels, 3 frames), earlier: 1.7e-5 and 99.96 %; ``processing="float"``:
   max 0.042, 36.5 % of PNG values equal.
 
