@@ -7,7 +7,9 @@
 - ``colorfix`` and ``tiling``: AdaIN / wavelet colour fixes, blended tiles and VAE tiling;
 - ``resample``: Pillow's resize filters in torch (exact 8-bit results, or float) for the official
   frame preparation;
-- ``lora``: LoRA in the forward pass, unmerged (no second copy of the base weights);
+- ``lora``: LoRA in the forward pass, unmerged (no second copy of the base weights), adapters added as PEFT does;
+- ``vae_attention``: the SD VAE's attention blocks in diffusers' arithmetic (the official decode to the bit);
+- ``modcopy``: shallow module copies with a forward of their own (what the host's object patches receive);
 - ``precision``: the compute dtype rule (CPU fp32 unless forced; GPU fp16/bf16).
 
 No host imports here: the SD2.1 UNet and VAE are passed in as callables (``DLoRALModels``).

@@ -6,11 +6,13 @@ with DLoRAL's 257 modules). Computing ``base(x) + up(down(x))`` instead uses the
 the extra work is a rank-r product per module (DLoRAL: r = 8 against 320-1280 channels, about 1 % of the
 UNet's multiply-adds).
 """
-import copy
+import itertools
 from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from .modcopy import copied_from, forward_copy
 
 MARK = "_dloral_lora_base"
 
@@ -45,39 +47,31 @@ def lora_module(base: torch.nn.Module, down: torch.Tensor, up: torch.Tensor, sca
     conv = down.dim() == 4
     conv_args = dict(stride=base.stride, padding=base.padding, dilation=base.dilation) if conv else {}
     factors = (down.detach(), up.detach() * scale)
-    cache: Dict[tuple, tuple] = {}
+    starts = [0, *itertools.accumulate(split)][:-1]
+    cache: Dict[tuple, list] = {}
     base_forward = base.forward
-    mod = copy.copy(base)
 
-    def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        if "forward" in base.__dict__:   # a forward set on the instance itself
-            y = base_forward(x, *args, **kwargs)
-        else:                            # the class's forward on the copy (its own attributes, e.g. casting)
-            y = type(base).forward(mod, x, *args, **kwargs)
-        key = (x.device, x.dtype)
-        if key not in cache:
-            d, u = (f.to(x.device, x.dtype) for f in factors)
-            cache[key] = [(d[i:i + n].contiguous(), u[:, i:i + n].contiguous()) for i, n in zip(_starts(split), split)]
-        for d, u in cache[key]:
-            y = y + (F.conv2d(F.conv2d(x, d, None, **conv_args), u) if conv else F.linear(F.linear(x, d), u))
-        return y
+    def make_forward(mod):
+        def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            if "forward" in base.__dict__:   # a forward set on the instance itself
+                y = base_forward(x, *args, **kwargs)
+            else:                            # the class's forward on the copy (its own attributes, e.g. casting)
+                y = type(base).forward(mod, x, *args, **kwargs)
+            key = (x.device, x.dtype)
+            if key not in cache:
+                d, u = (f.to(x.device, x.dtype) for f in factors)
+                cache[key] = [(d[i:i + n].contiguous(), u[:, i:i + n].contiguous()) for i, n in zip(starts, split)]
+            for d, u in cache[key]:
+                y = y + (F.conv2d(F.conv2d(x, d, None, **conv_args), u) if conv else F.linear(F.linear(x, d), u))
+            return y
+        return forward
 
-    mod.__dict__["forward"] = forward
-    mod.__dict__[MARK] = base
-    return mod
-
-
-def _starts(split):
-    out, i = [], 0
-    for n in split:
-        out.append(i)
-        i += n
-    return out
+    return forward_copy(base, make_forward, MARK)
 
 
 def lora_base(module: torch.nn.Module) -> torch.nn.Module:
     """The module :func:`lora_module` wrapped (``module`` itself when it is not such a wrapper)."""
-    return module.__dict__.get(MARK, module)
+    return copied_from(module, MARK)
 
 
 def lora_scale(lora: Dict[str, torch.Tensor], module: str) -> float:
