@@ -27,6 +27,7 @@ import torch
 from ..dloral import CFR, DLoRALModels
 from ..dloral.checkpoint import check_base, conv_in_module, check_fit, check_sd2_config
 from ..dloral.pipeline import check_context, from_vae_pixels, to_vae_pixels, upscale_images
+from ..dloral.cpu import THP_VAR, thp_env
 from ..dloral.lora import lora_module, lora_scale
 from ..dloral.vae_attention import sdpa_attention_block, vae_attention_paths
 from ..dloral.precision import run_precision, unet_caller
@@ -34,6 +35,7 @@ from ..dloral.precision import run_precision, unet_caller
 log = logging.getLogger("atelier")
 
 FOLDER = "dloral"
+_HINTED = []   # the large-pages hint is logged once per process
 EXTS = {".pkl", ".pth", ".safetensors"}
 
 
@@ -151,6 +153,10 @@ def host_models(model, vae, positive, weights, sample_posterior=False, precision
     vae = patch_vae(vae)
     mm.load_models_gpu([patched])
     device = mm.get_torch_device()
+    if torch.device(device).type == "cpu" and thp_env() is not None and not _HINTED:
+        _HINTED.append(True)
+        log.info("atelier: DLoRAL on a CPU runs about 15 %% faster when ComfyUI is started with %s=1 "
+                 "(PyTorch reads it at start; see dloral/cpu.py)", THP_VAR)
     base = patched.model
     host_dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
     dtype, run_dtype, cast = run_precision(device, precision, host_dtype)

@@ -27,8 +27,9 @@ window 4; the official code outputs frames 1-4; README "Parity" and "Speed and m
 - ``processing="official"`` (default): decoded frames max |diff| 1.6-2.0e-5 on [0, 1]; PNGs byte-identical
   in 99.96 % of values on each frame, the rest 1-2 levels (truncations flipped by the UNet's float noise; the
   VAE is bit-identical to diffusers');
-- seconds per output frame, one sitting: official 62.5, pack 54.1 (0.86x; an earlier sitting on an idle
-  machine, before the VAE/LoRA parity change: 57.7 vs 47.4, 0.82x); peak resident memory 8282 vs 7422 MiB;
+- seconds per output frame, one sitting (pack first): official 64.9, pack 54.1 (0.83x); both processes
+  started with ``THP_MEM_ALLOC_ENABLE=1`` (``dloral/cpu.py``): official 62.5, pack 45.7 (0.73x); peak resident
+  memory 8283 vs 7422 MiB. Set the variable for both steps to compare them that way;
 - reduced UNet (2 levels of 320 channels, 3 frames), earlier: 1.7e-5 and 99.96 %; ``processing="float"``:
   max 0.042, 36.5 % of PNG values equal.
 

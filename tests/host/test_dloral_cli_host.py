@@ -117,6 +117,10 @@ def test_folder_every_frame_in_order_x4_and_byte_identical(files, good_run, tmp_
     (out_dir / "dloral_cli_frame1.png").write_bytes((a / "frame_00001.png").read_bytes())
     b = tmp_path / "b"
     assert f"frame {N}/{N}" in r.stderr and f"wrote {N} frames" in r.stdout
+    # on Linux the CLI started itself again with large pages for PyTorch's CPU tensors (dloral.cpu), unless set
+    from dloral.cpu import THP_VAR, thp_env
+    want = "1" if thp_env(os.environ) else os.environ.get(THP_VAR, "unset")
+    assert f"{THP_VAR}={want})" in r.stderr, r.stderr[-2000:]
     _check_frames(a, N, tol=0.02)     # AdaIN: means match up to clamping and 8-bit rounding
     assert (a.stat().st_mode & 0o777) == 0o777 & ~_umask(), oct(a.stat().st_mode)   # not mkdtemp's 0700
     r = _run(files, files["frames"], b)
