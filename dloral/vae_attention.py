@@ -6,7 +6,8 @@ code) with ``Linear`` layers on ``(B, H*W, C)`` tokens and PyTorch's fused atten
 same, the float sums are not: on the full SD VAE (fp32, 512x512 decode) the two differ by up to 7e-6 on
 [0, 1] (mean 7e-7); everything else in the two VAEs is bit-identical. Computed the diffusers way, the host's VAE gives diffusers' numbers exactly,
 and the fused attention needs no ``(H*W)^2`` score matrix (at a 2048x2048 decode the latent has 65 536
-positions: a 17 GB matrix in fp32 that the host's CPU path computes in slices).
+positions: a 17 GB matrix in fp32 that the host's CPU path computes in slices). The pack uses it for a VAE
+on a CPU (``nodes/dloral_host.patch_vae``).
 """
 import torch
 import torch.nn.functional as F

@@ -117,7 +117,14 @@ def patch_vae(vae):
     """A copy of the host VAE whose patcher is a clone with each attention block (``encoder.mid.attn_1``,
     ``decoder.mid.attn_1``) object-patched to ``dloral.vae_attention.sdpa_attention_block``: diffusers'
     arithmetic, so the decode is the official code's to the bit, and no (H*W)^2 score matrix. The input VAE
-    and its patcher are untouched (the shared model carries the patches only while the clone is loaded)."""
+    and its patcher are untouched (the shared model carries the patches only while the clone is loaded).
+
+    Only for a VAE that runs on a CPU, where it was measured (fp32). On a GPU the host's own path stays: it
+    already uses PyTorch's attention there and falls back to slices when that runs out of memory, which
+    matters for single-head attention of head size 512 on a 2048x2048 decode; bit parity in fp16/bf16 is
+    not on offer anyway."""
+    if torch.device(vae.device).type != "cpu":
+        return vae
     fsm = vae.first_stage_model
     paths = vae_attention_paths(fsm)
     if not paths:

@@ -372,3 +372,8 @@ def test_vae_attention_patched_on_a_clone(vae, nodes, pack):
     assert torch.equal(vae.decode(z), ref_dec) and torch.equal(vae.encode(img), ref_enc)
     mm.unload_all_models()
     assert all(fsm.get_submodule(p) is b for p, b in blocks.items())
+    # a VAE on a GPU keeps the host's attention (with its out-of-memory fallback): nothing is patched
+    import copy
+    gpu_vae = copy.copy(vae)
+    gpu_vae.device = torch.device("cuda", 0)
+    assert host.patch_vae(gpu_vae) is gpu_vae
