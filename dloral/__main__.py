@@ -323,6 +323,7 @@ def main(argv=None, loader: Optional[ModelLoader] = None):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["upscale"] and thp_env() is not None:   # PyTorch reads it at start: start again with it
-        os.execve(sys.executable, [sys.executable, "-m", "dloral", *sys.argv[1:]], {**os.environ, **thp_env()})
+    pages = thp_env() if sys.argv[1:2] == ["upscale"] else None
+    if pages:   # PyTorch reads it at start: start again with it
+        os.execve(sys.executable, [sys.executable, "-m", "dloral", *sys.argv[1:]], {**os.environ, **pages})
     sys.exit(main())
