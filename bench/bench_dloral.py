@@ -41,7 +41,7 @@ import time
 import torch
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
+sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench"), str(REPO / "scripts")]
 from _peak import PeakRSS  # noqa: E402
 
 FULL = dict(ch=(320, 640, 1280, 1280), layers=2, attn=(True, True, True, False), ctx=1024)
@@ -321,8 +321,8 @@ def main():
     frames = a.frames * len(a.sizes) if len(a.frames) == 1 else a.frames
     if len(frames) != len(a.sizes):
         ap.error(f"--frames needs 1 or {len(a.sizes)} values, got {len(a.frames)}")
-    from dloral.__main__ import _load_pack
-    pack = _load_pack(a.comfyui)
+    from dloral_host import import_pack   # scripts/: the CLI's own way of importing the pack
+    pack = import_pack(a.comfyui)
     if a.suite == "gpu":
         if a.threads:
             torch.set_num_threads(a.threads)

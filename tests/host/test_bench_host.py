@@ -1,0 +1,54 @@
+"""The GPU benchmark commands run as a user with a lent GPU would type them, at tiny sizes on the CPU.
+
+A lent GPU is rare and short: a benchmark that fails at its first line wastes it. Session 6 found
+``bench/bench_dloral.py`` failing on start (an import renamed three sessions earlier) although its
+README entry said "ready". These tests run the same scripts through the same code paths (the GPU suite's
+``--smoke``; MagCache's random-weight model path at tiny dims) and check what they write.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from _testenv import REPO
+
+pytestmark = pytest.mark.host
+
+
+def _run(comfy_dir, args, timeout=240):
+    env = {**os.environ, "COMFYUI_DIR": str(comfy_dir)}
+    r = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{args[0]} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    return r
+
+
+def test_dloral_gpu_suite_smoke(comfy_dir, tmp_path):
+    out = tmp_path / "dloral_gpu.json"
+    _run(comfy_dir, ["bench/bench_dloral.py", "--suite", "gpu", "--smoke", "--suite-out", str(out)])
+    res = json.loads(out.read_text())
+    runs = [(r["run"], r["precision"]) for r in res["runs"]]
+    assert runs == [("reference", "fp32"), ("speed", "fp16"), ("lowmem", "fp16"), ("speed", "bf16")]
+    for r in res["runs"]:
+        assert r["finite"] and r["frames"] == r["frames_asked"] > 0, r
+        assert r["output"] == 4 * r["input"]
+    low = res["runs"][2]
+    assert low["config"]["window"] == 1 and low["config"]["vae_tile"] > 0
+    for r in res["runs"][1:]:
+        # half precision against the fp32 reference: off by at most a few 8-bit levels, never garbage
+        assert 0 <= r["vs_fp32"]["max_abs"] < 0.05 and r["vs_fp32"]["psnr_db"] > 35, r
+    assert res["total_s"] > 0
+
+
+def test_magcache_random_model_bench_smoke(comfy_dir, tmp_path):
+    """The path of ``--random-1.3B --gpu`` (random Wan weights, one preset) at tiny dims on the CPU."""
+    out = tmp_path / "magcache.json"
+    _run(comfy_dir, ["bench/bench_magcache.py", "--dims", "128", "256", "2", "--size", "8", "8", "--frames", "2",
+                     "--steps", "8", "--repeats", "1", "--out", str(out)])
+    res = json.loads(out.read_text())
+    rows = res["results"] if isinstance(res, dict) else res
+    assert rows, res
+    for r in rows:
+        assert r["steps"] == 8 and r["computed_calls"] <= r["total_calls"] == 2 * 8, r
+        assert r["full_s"] > 0 and r["magcache_s"] > 0 and 0 <= r["latent_rel_err"] < 1, r
