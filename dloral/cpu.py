@@ -7,6 +7,9 @@ and more and advises huge pages (``madvise``): 75 thousand faults, 4 s, and the 
 (full SD2.1 UNet, fp32; same peak memory; the numbers are the same bit for bit). PyTorch reads the variable
 once, when it starts, so it has to be in the environment of the process: the CLI sets it and starts itself
 again; ComfyUI users on a CPU set it when they launch ComfyUI (README).
+
+(glibc's ``mallopt``, which a running process can set, was measured too and not adopted: more peak memory,
+and no effect in ComfyUI's worker thread; README, bench/results/dloral_cpu_allocator.json.)
 """
 import os
 import sys
