@@ -1,7 +1,7 @@
 """The GPU benchmark commands run as a user with a lent GPU would type them, at tiny sizes on the CPU.
 
 A lent GPU is rare and short: a benchmark that fails at its first line wastes it. Session 6 found
-``bench/bench_dloral.py`` failing on start (an import renamed three sessions earlier) although its
+``bench/bench_dloral.py`` failing on start (an import renamed in commit 9b54841) although its
 README entry said "ready". These tests run the same scripts through the same code paths (the GPU suite's
 ``--smoke``; MagCache's random-weight model path at tiny dims) and check what they write.
 """
