@@ -218,7 +218,7 @@ def gpu_suite(pack, a):
     """fp32 reference, fp16, bf16 and the low-memory setting; see the module docstring."""
     arch = SMALL if a.smoke else FULL
     size = 16 if a.smoke else a.suite_size
-    frames, ref, low = (3, 2, 2) if a.smoke else (a.suite_frames, a.ref_frames, a.lowmem_frames)
+    frames, ref, low = (2, 1, 1) if a.smoke else (a.suite_frames, a.ref_frames, a.lowmem_frames)
     w = dloral_weights(pack, arch)
     base_cfg = dict(window=a.window, process_size=4 * size) if a.smoke else dict(window=a.window)
     lowmem = dict(base_cfg, window=1, vae_tile=8 if a.smoke else 64, vae_overlap=2 if a.smoke else 8)
