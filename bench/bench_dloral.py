@@ -324,8 +324,6 @@ def main():
     from dloral_host import import_pack   # scripts/: the CLI's own way of importing the pack
     pack = import_pack(a.comfyui)
     if a.suite == "gpu":
-        if a.threads:
-            torch.set_num_threads(a.threads)
         return gpu_suite(pack, a)
     import comfy.model_management as mm
     dev = mm.get_torch_device()
