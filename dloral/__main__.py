@@ -273,15 +273,6 @@ def cmd_upscale(a, loader: ModelLoader):
     print(f"wrote {n} frames to {a.out} ({spf:.2f} s/frame)")
 
 
-def _add_setting(parser, s):
-    if isinstance(s.default, bool):
-        parser.add_argument(s.flag, dest=s.name, action="store_true", help=s.help)
-    elif s.choices is not None:
-        parser.add_argument(s.flag, dest=s.name, choices=s.choices, default=s.default, help=s.help)
-    else:
-        parser.add_argument(s.flag, dest=s.name, type=int, default=s.default, help=s.help)
-
-
 def main(argv=None, loader: Optional[ModelLoader] = None):
     """Run the command line; ``loader`` loads the SD2.1 models for ``upscale`` (default: ``host_loader``).
     Returns the exit status (2 for a bad input, with the message on stderr)."""
@@ -302,13 +293,15 @@ def main(argv=None, loader: Optional[ModelLoader] = None):
     u.add_argument("--checkpoint", required=True, help="SD2.1-base checkpoint (UNet + VAE + text encoder)")
     u.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"), help="ComfyUI tree (default $COMFYUI_DIR)")
     u.add_argument("--prompt", default=QUALITY_PROMPT)
-    for setting in SETTINGS.values():
-        _add_setting(u, setting)
+    SETTINGS.add_arguments(u)
     u.add_argument("--overwrite", action="store_true",
                    help="replace the frame_*.png already in --out (only once the new set is complete)")
     u.add_argument("--quiet", action="store_true", help="no progress on stderr")
     u.set_defaults(fn=cmd_upscale)
-    a = p.parse_args(argv)
+    try:
+        a = p.parse_args(argv)
+    except SystemExit as exc:   # a flag refused by its record (or --help): the status argparse chose
+        return exc.code if isinstance(exc.code, int) else 2
     if a.cmd == "upscale" and not a.comfyui and loader is None:
         p.error("upscale needs --comfyui (or $COMFYUI_DIR): the SD2.1 models are loaded by ComfyUI")
     try:

@@ -12,109 +12,78 @@ the CLI's flags and defaults, so the two cannot drift apart. ``check_settings`` 
 instead of raising (the node's ``validate_inputs``).
 """
 from dataclasses import dataclass, fields
-from typing import Optional, Tuple
+from typing import Optional
+
+try:
+    from ..atelier_settings import Setting, SettingError, SettingsTable
+except ImportError:  # the core imported as a top-level package (tests, ``python -m dloral``)
+    from atelier_settings import Setting, SettingError, SettingsTable
 
 from .colorfix import COLOR_FIXES
 from .pipeline import PROCESSINGS
 from .precision import PRECISIONS
 from .tiling import LATENT_PX, TilingConfig
 
-__all__ = ["Setting", "SETTINGS", "UpscaleSettings", "check_settings"]
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One user setting: node input name, CLI flag, default, bounds (ints) or choices, help text."""
-    name: str
-    flag: str
-    default: object
-    help: str
-    min: Optional[int] = None
-    max: Optional[int] = None
-    multiple: int = 1
-    choices: Optional[Tuple[str, ...]] = None
-    step: Optional[int] = None      # the widget's step when it is not ``multiple`` (a UI hint, not a rule)
-
-    @property
-    def label(self):
-        return f"{self.name} ({self.flag})"
+__all__ = ["Setting", "SettingError", "SETTINGS", "UpscaleSettings", "check_settings"]
 
 
 _TILE = TilingConfig
-SETTINGS = {s.name: s for s in (
-    Setting("tile_size", "--tile", 768,
+SETTINGS = SettingsTable("Atelier DLoRAL Upscale", (
+    Setting("tile_size", 768,
             f"Latent tile in pixels of the ×4 frame (768 = 96 latent px, the official default); frames whose "
             f"latent has more than (tile_size/8)² positions are tiled. 0 = never tile; otherwise "
             f"{_TILE.MIN_TILE * LATENT_PX}..4096 in steps of {LATENT_PX}.",
-            min=0, max=4096, multiple=LATENT_PX),
-    Setting("tile_overlap", "--overlap", 256,
+            flag="--tile", min=0, max=4096, multiple=LATENT_PX),
+    Setting("tile_overlap", 256,
             f"Overlap of neighbouring latent tiles in pixels of the ×4 frame (a multiple of {LATENT_PX}, "
-            "below tile_size), blended with linear ramps.", min=0, max=2048, multiple=LATENT_PX),
-    Setting("color_fix", "--color-fix", "adain",
+            "below tile_size), blended with linear ramps.", flag="--overlap", min=0, max=2048, multiple=LATENT_PX),
+    Setting("color_fix", "adain",
             "Colour correction against the upsampled input: adain (mean/std, the official default), wavelet "
             "(keeps the input's low frequencies) or none.", choices=tuple(COLOR_FIXES)),
-    Setting("seed", "--seed", 0, "Seed of VAE posterior sampling; used only with sample_posterior "
+    Setting("seed", 0, "Seed of VAE posterior sampling; used only with sample_posterior "
             "(otherwise the posterior mean is used and the output is deterministic).", min=0, max=2 ** 64 - 1),
-    Setting("window", "--window", 4, "Frames processed as one batch. Larger is faster on a GPU and uses more "
+    Setting("window", 4, "Frames processed as one batch. Larger is faster on a GPU and uses more "
             "memory; the result does not depend on it.", min=1, max=64),
-    Setting("vae_tile", "--vae-tile", 0,
+    Setting("vae_tile", 0,
             f"VAE tile in latent pixels (0 = no VAE tiling: the host VAE manages memory); otherwise "
             f"{_TILE.MIN_VAE_TILE}..512, overlap min({_TILE.MAX_VAE_OVERLAP}, vae_tile // 4) latent px.",
             min=0, max=512, step=8),
-    Setting("process_size", "--process-size", 512,
+    Setting("process_size", 512,
             "Frames whose ×4 short side is below this are upscaled to it first and the result resized back to "
             "exactly ×4 (512: the size SD2.1-base and DLoRAL were trained at).", min=64, max=2048,
             multiple=LATENT_PX),
-    Setting("sample_posterior", "--sample-posterior", False,
+    Setting("sample_posterior", False,
             "Sample the VAE posterior with the seed, like the official code (which does it unseeded); "
             "off = posterior mean."),
-    Setting("precision", "--precision", "auto",
+    Setting("precision", "auto",
             "Compute precision. auto: fp32 on CPU; on a GPU the dtype ComfyUI loaded the UNet in (fp16 or bf16). "
             "fp16 / bf16 force half precision (also on CPU, slowly); fp32 on a GPU needs a UNet loaded in fp32.",
             choices=tuple(PRECISIONS)),
-    Setting("processing", "--processing", "official",
+    Setting("processing", "official",
             "official: the frames are prepared and finished as the official inference script does (8-bit "
             "PIL-exact bicubic ×4, LANCZOS to a multiple of 8, colour fix on the 8-bit decode, truncated output). "
             "float: the same kernels without any 8-bit step (up to a few levels of 255 apart).",
             choices=tuple(PROCESSINGS)),
-)}
-
-
-def _check_one(s, v):
-    if s.choices is not None:
-        if v not in s.choices:
-            raise ValueError(f"{s.label}: {v!r} is not allowed; choose one of {', '.join(s.choices)}")
-        return
-    if isinstance(s.default, bool):
-        if not isinstance(v, bool):
-            raise ValueError(f"{s.label}: {v!r} is not allowed; give true or false")
-        return
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"{s.label}: {v!r} is not an integer")
-    step = f" in steps of {s.multiple}" if s.multiple > 1 else ""
-    if not s.min <= v <= s.max:
-        raise ValueError(f"{s.label}: {v} is out of range; use {s.min}..{s.max}{step}")
-    if v % s.multiple:
-        raise ValueError(f"{s.label}: {v} is not a multiple of {s.multiple}; use {s.min}..{s.max}{step}")
+))
 
 
 @dataclass(frozen=True)
 class UpscaleSettings:
     """A checked set of user settings (see the module docstring); field names are the node's inputs."""
-    tile_size: int = 768
-    tile_overlap: int = 256
-    color_fix: str = "adain"
-    seed: int = 0
-    window: int = 4
-    vae_tile: int = 0
-    process_size: int = 512
-    sample_posterior: bool = False
-    precision: str = "auto"
-    processing: str = "official"
+    tile_size: int = SETTINGS["tile_size"].default
+    tile_overlap: int = SETTINGS["tile_overlap"].default
+    color_fix: str = SETTINGS["color_fix"].default
+    seed: int = SETTINGS["seed"].default
+    window: int = SETTINGS["window"].default
+    vae_tile: int = SETTINGS["vae_tile"].default
+    process_size: int = SETTINGS["process_size"].default
+    sample_posterior: bool = SETTINGS["sample_posterior"].default
+    precision: str = SETTINGS["precision"].default
+    processing: str = SETTINGS["processing"].default
 
     def __post_init__(self):
         for f in fields(self):
-            _check_one(SETTINGS[f.name], getattr(self, f.name))
+            SETTINGS[f.name].check(getattr(self, f.name))
         self.tiling()   # the cross-field tiling rules (minimums, overlap < tile)
 
     def tiling(self) -> TilingConfig:
@@ -142,7 +111,7 @@ def check_settings(**values) -> Optional[str]:
         if any(v is None for v in values.values()):
             for k, v in values.items():
                 if v is not None:
-                    _check_one(SETTINGS[k], v)
+                    SETTINGS[k].check(v)
             t = {k: values.get(k, SETTINGS[k].default) for k in ("tile_size", "tile_overlap", "vae_tile")}
             if None not in t.values():
                 UpscaleSettings(**t)

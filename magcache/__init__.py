@@ -24,7 +24,8 @@ from .curve import Curve, parse_curve, resample_curve
 from .presets import Preset, get_preset, list_presets
 from .schedule import (MagCacheConfig, Schedule, plan_schedule, locate_segment, high_noise_steps,
                        official_split, BRANCH_NAMES)
-from .resolve import AUTO, WIDGETS, Resolved, resolve, detect_preset, query_settings, check_settings
+from .settings import SETTINGS
+from .resolve import AUTO, Resolved, resolve, detect_preset, query_settings, check_settings
 
 _LAZY = {
     "MagCacheRun": "state", "Decision": "state", "CallPlan": "state", "apply_blocks_with_cache": "state",
@@ -46,7 +47,7 @@ __all__ = [
     "Curve", "parse_curve", "resample_curve",
     "Preset", "get_preset", "list_presets",
     "MagCacheConfig", "Schedule", "plan_schedule", "locate_segment", "high_noise_steps", "official_split",
-    "BRANCH_NAMES", "AUTO", "WIDGETS", "Resolved", "resolve", "detect_preset", "query_settings", "check_settings",
+    "BRANCH_NAMES", "AUTO", "SETTINGS", "Resolved", "resolve", "detect_preset", "query_settings", "check_settings",
     "MagCacheRun", "Decision", "CallPlan", "apply_blocks_with_cache", "MagCacheSession",
     "CalibrationRecorder", "residual_stats",
     "psnr", "ssim", "difference_image",

@@ -19,6 +19,11 @@ import sys
 from .curve import parse_curve
 from .presets import get_preset, list_presets
 from .resolve import resolve
+from .settings import SETTINGS
+
+#: The rule's settings ``schedule`` takes as flags (``--steps`` is ``preview_steps``'s flag).
+CLI_SETTINGS = ("thresh", "k", "retention", "start_step", "end_step", "protect_last", "split_step", "shift",
+                "split_mode")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,18 +40,10 @@ def _parser():
     src = s.add_mutually_exclusive_group()
     src.add_argument("--preset", help="preset name (see 'presets'); default wan2.1_t2v_1.3B")
     src.add_argument("--curve", metavar="FILE", help="a curve JSON file (from calibration) instead of a preset")
-    s.add_argument("--steps", type=int, required=True, help="sampler steps S (>= 1)")
-    s.add_argument("--thresh", type=float, help="accumulated error threshold, [0, 10]")
-    s.add_argument("--k", type=int, help="most consecutive skips per branch, >= 0")
-    s.add_argument("--retention", type=float, help="fraction of first calls always computed, [0, 1]")
-    s.add_argument("--start-step", type=int, help="steps before this always compute (replaces retention)")
-    s.add_argument("--end-step", type=int, help="steps from this on always compute (-1: no end)")
-    s.add_argument("--protect-last", type=int, default=0, help="always compute the last N steps")
-    s.add_argument("--split-step", type=int, help="Wan2.2 A14B: first low-noise step (default: the "
-                   "official split, from the official scheduler at --steps with the preset's shift and boundary)")
-    s.add_argument("--shift", type=float, help="Wan2.2 A14B: sample shift for the official split (default: "
-                   "the preset's official shift, T2V 12, I2V 5)")
-    s.add_argument("--split-mode", choices=["t2v", "i2v"], help="Wan2.2 A14B retention rule")
+    SETTINGS.add_arguments(s, ("preview_steps",))
+    s._option_string_actions["--steps"].required = True
+    # thresh, k, retention: None = the preset's recommendation (a curve file: the table's defaults)
+    SETTINGS.add_arguments(s, CLI_SETTINGS, defaults={"thresh": None, "k": None, "retention": None})
     s.add_argument("--step-range", type=int, nargs=2, metavar=("FIRST", "LAST"),
                    help="plan only this inclusive range of global steps (one sampler of a split run)")
     sub.add_parser("presets", help="list the presets with their calibration length and defaults")
@@ -62,7 +59,7 @@ def _schedule(a):
         except OSError as exc:
             raise ValueError(f"--curve: cannot read {a.curve!r} ({exc.strerror})") from None
         curve = parse_curve(curve, what=f"--curve {a.curve}")
-    r = resolve(a.preset or "wan2.1_t2v_1.3B", steps=a.steps, custom_curve=curve, thresh=a.thresh, k=a.k,
+    r = resolve(a.preset or "wan2.1_t2v_1.3B", steps=a.preview_steps, custom_curve=curve, thresh=a.thresh, k=a.k,
                 retention=a.retention, start_step=a.start_step, end_step=a.end_step,
                 protect_last=a.protect_last, split_step=a.split_step, split_mode=a.split_mode, shift=a.shift)
     sch = r.plan(step_range=tuple(a.step_range) if a.step_range else None)
@@ -90,8 +87,6 @@ def main(argv=None):
         return 2
     try:
         if a.command == "schedule":
-            if a.steps < 1:
-                raise ValueError(f"--steps: {a.steps} is not allowed; use an integer >= 1")
             _schedule(a)
         else:
             _presets()

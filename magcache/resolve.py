@@ -4,42 +4,27 @@ Used by the node (its preview and its sampling session), the web route
 ``/atelier/magcache/schedule``, the Calibrate node (its curve output) and ``python -m magcache``,
 so the four show and run the same schedule.
 
-* :data:`WIDGETS`: the bounds of every setting, as the node's widgets declare them (the node
-  builds its widgets from this table; the web route bounds its query parameters with it).
+* :data:`~magcache.settings.SETTINGS`: every setting's record (bounds, default, help), from which the
+  node's widgets, the web route's query bounds and the CLI's flags are built.
 * :func:`detect_preset`: the shipped curve that fits a Wan model config (``auto``).
 * :func:`resolve`: a :class:`Resolved` (name, curve, validated config, whole-schedule steps).
   Wan2.2 A14B presets get the official phase rule with the official split
   (:func:`~magcache.schedule.official_split` from the preset's shift and boundary) unless a
   split is given; at sampling time the samplers give it (:mod:`magcache.session`).
 * :func:`query_settings`: the web route's query string -> :func:`resolve` arguments, each
-  parameter checked against :data:`WIDGETS` (ValueError naming the parameter).
+  parameter parsed by its record (:class:`~atelier_settings.SettingError` naming the parameter).
 """
-import math
 from dataclasses import dataclass, replace
 from typing import Mapping, Optional
 
 from .curve import Curve, parse_curve
 from .presets import Preset, get_preset, list_presets
 from .schedule import MagCacheConfig, Schedule, plan_schedule
+from .settings import AUTO, DEFAULT_SETTINGS, SETTINGS, WAN_PRESETS, Setting, SettingError
 
-__all__ = ["AUTO", "WIDGETS", "Resolved", "resolve", "detect_preset", "query_settings", "check_settings",
+__all__ = ["AUTO", "SETTINGS", "Resolved", "resolve", "detect_preset", "query_settings", "check_settings",
            "plan_query", "WAN_PRESETS", "DEFAULT_SETTINGS", "wan_model_from_shapes", "safetensors_shapes", "wan_model_info", "query_model_from_file", "LOADER_FOLDERS"]
 
-AUTO = "auto"
-WAN_PRESETS = tuple(p for p in list_presets() if p.startswith("wan"))
-DEFAULT_SETTINGS = {"thresh": 0.12, "k": 2, "retention": 0.2}
-
-# name -> (type, default, min, max, step). The node's widgets are built from this table.
-WIDGETS = {
-    "thresh": (float, 0.12, 0.0, 1.0, 0.005),
-    "k": (int, 2, 1, 50, 1),
-    "retention": (float, 0.2, 0.0, 1.0, 0.01),
-    "start_step": (int, -1, -1, 10000, 1),
-    "end_step": (int, -1, -1, 10000, 1),
-    "protect_last": (int, 0, 0, 100, 1),
-    "schedule_steps": (int, 0, 0, 10000, 1),
-    "preview_steps": (int, 50, 1, 1000, 1),
-}
 # model config fields the route accepts for ``auto`` (from the node's last run)
 MODEL_FIELDS = {"dim": (int, 1, 1 << 16), "in_dim": (int, 1, 1 << 12)}
 MODEL_TYPES = ("t2v", "i2v", "vace", "camera", "camera_2.2", "flf2v", "s2v", "humo", "animate")
@@ -51,7 +36,7 @@ def detect_preset(model):
     (480p curve), else T2V 1.3B/14B by ``dim``. Wan2.2 A14B experts have the Wan2.1 14B
     config, so ``auto`` cannot tell them apart: pick their preset by hand."""
     if not isinstance(model, Mapping):
-        raise ValueError(f"model: {model!r} is not a model config; preset 'auto' needs the model's "
+        raise SettingError("model", "model", f"model: {model!r} is not a model config; preset 'auto' needs the model's "
                          "dim, in_dim and model_type")
     kind = model.get("model_type", "t2v")
     dim = int(model.get("dim", 1536))
@@ -91,7 +76,7 @@ def wan_model_from_shapes(shapes, what="model"):
         if p + "head.modulation" in shapes and p + "patch_embedding.weight" in shapes:
             break
     else:
-        raise ValueError(f"{what}: not a Wan diffusion model (no head.modulation / patch_embedding.weight); "
+        raise SettingError(what, what, f"{what}: not a Wan diffusion model (no head.modulation / patch_embedding.weight); "
                          "preset 'auto' needs a Wan2.1/Wan2.2 model, or pick a preset")
     model = {"dim": int(shapes[p + "head.modulation"][-1]), "in_dim": int(shapes[p + "patch_embedding.weight"][1])}
     has = lambda k: p + k in shapes  # noqa: E731
@@ -113,14 +98,14 @@ def safetensors_shapes(path, what="model"):
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) != 8:
-            raise ValueError(f"{what}: {path!r} is not a .safetensors file")
+            raise SettingError(what, what, f"{what}: {path!r} is not a .safetensors file")
         (n,) = struct.unpack("<Q", head)
         if not 2 <= n <= 256 << 20:
-            raise ValueError(f"{what}: {path!r} has no readable .safetensors header")
+            raise SettingError(what, what, f"{what}: {path!r} has no readable .safetensors header")
         try:
             header = json.loads(f.read(n))
         except ValueError:
-            raise ValueError(f"{what}: {path!r} has no readable .safetensors header") from None
+            raise SettingError(what, what, f"{what}: {path!r} has no readable .safetensors header") from None
     return {k: tuple(v["shape"]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
 
 
@@ -217,7 +202,7 @@ def resolve(preset=AUTO, *, steps, custom_curve=None, model=None, thresh=None, k
     """
     total = schedule_steps if schedule_steps else steps
     if isinstance(total, bool) or not isinstance(total, int) or total < 1:
-        raise ValueError(f"steps: {total!r} is not allowed; use an integer >= 1")
+        raise SettingError("steps", "steps", f"steps: {total!r} is not allowed; use an integer >= 1")
     detected = False
     if custom_curve is not None and not (isinstance(custom_curve, str) and not custom_curve.strip()):
         curve, name, p, defaults = parse_curve(custom_curve, what="custom_curve"), "custom", None, DEFAULT_SETTINGS
@@ -242,72 +227,55 @@ def resolve(preset=AUTO, *, steps, custom_curve=None, model=None, thresh=None, k
         source = f"official scheduler at {total} steps, shift {sh:g}, boundary {p.boundary:g}"
     config = MagCacheConfig(**kw).validate()
     if config.split_step is not None and config.split_step > total:
-        raise ValueError(f"split_step: {config.split_step} is beyond the {total}-step schedule")
+        raise SettingError("split_step", SETTINGS["split_step"].label, f"split_step: {config.split_step} is beyond the {total}-step schedule")
     return Resolved(name, curve, config, total, p, source, detected)
 
 
-def _bounded(name, raw, typ, lo, hi):
-    text = str(raw).strip()
-    try:
-        v = int(text) if typ is int else float(text)
-    except ValueError:
-        v = None
-    if v is None or (typ is float and not math.isfinite(v)) or not lo <= v <= hi:
-        what = "an integer" if typ is int else "a number"
-        raise ValueError(f"{name}: {raw!r} is not allowed; use {what} in [{lo}, {hi}]")
-    return v
+#: The rule's settings the web route takes (``preview_steps`` comes as ``steps``).
+QUERY_SETTINGS = ("thresh", "k", "retention", "start_step", "end_step", "protect_last", "schedule_steps")
 
 
-def check_settings(**kw):
-    """Check node settings against :data:`WIDGETS` (and ``preset`` against the presets);
-    raise ValueError naming the first bad one. Unknown names are ignored."""
+def _model_field(name: str, raw: str, lo: int, hi: int) -> int:
+    return Setting(name, lo, flag=name, min=lo, max=hi).parse(raw)
+
+
+def check_settings(**kw: object) -> None:
+    """Check node settings by their records in :data:`SETTINGS` (None = linked, unchecked); raise
+    :class:`~atelier_settings.SettingError` naming the first bad one. Names not in the table are ignored."""
     for name, v in kw.items():
-        if name in WIDGETS and v is not None:
-            typ, _, lo, hi, _ = WIDGETS[name]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or (typ is int and not isinstance(v, int)):
-                raise ValueError(f"{name}: {v!r} is not allowed; use {'an integer' if typ is int else 'a number'} "
-                                 f"in [{lo}, {hi}]")
-            _bounded(name, v, typ, lo, hi)
-    preset = kw.get("preset")
-    if preset is not None and preset != AUTO and preset not in WAN_PRESETS:
-        raise ValueError(f"preset: {preset!r} is not allowed; use 'auto' or one of {', '.join(WAN_PRESETS)}")
+        if name in SETTINGS and v is not None:
+            SETTINGS[name].check(v)
 
 
-def query_settings(query):
+def query_settings(query: Mapping[str, str]) -> dict:
     """The web route's query parameters -> keyword arguments of :func:`resolve`.
 
-    Accepted: ``preset`` ('auto' or a Wan preset), ``steps`` (as ``preview_steps``), the
-    settings of :data:`WIDGETS`, and for ``auto`` the model's ``dim``, ``in_dim`` and
-    ``model_type``. Every value is bounded as the node's widget; a bad or unknown parameter
-    raises ValueError naming it.
+    Accepted: ``preset`` ('auto' or a Wan preset), ``steps`` (as ``preview_steps``), the settings
+    :data:`QUERY_SETTINGS`, and for ``auto`` the model's ``dim``, ``in_dim`` and ``model_type``. Every value
+    is parsed by its record, as the node's widget bounds it; a bad or unknown parameter raises
+    :class:`~atelier_settings.SettingError` naming it.
     """
     q = dict(query)
-    allowed = {"preset", "steps", "model_type"} | set(WIDGETS) | set(MODEL_FIELDS)
+    allowed = {"preset", "steps", "model_type", "preview_steps"} | set(QUERY_SETTINGS) | set(MODEL_FIELDS)
     for name in q:
         if name not in allowed:
-            raise ValueError(f"{name}: unknown parameter; allowed: {', '.join(sorted(allowed))}")
-    out = {}
-    preset = q.get("preset", AUTO)
-    check_settings(preset=preset)
-    out["preset"] = preset
-    typ, default, lo, hi, _ = WIDGETS["preview_steps"]
-    out["steps"] = _bounded("steps", q["steps"], typ, lo, hi) if "steps" in q else default
-    for name, (typ, default, lo, hi, _) in WIDGETS.items():
-        if name == "preview_steps":
-            continue
-        out[name] = _bounded(name, q[name], typ, lo, hi) if name in q else default
+            raise SettingError(name, name, f"{name}: unknown parameter; allowed: {', '.join(sorted(allowed))}")
+    out = SETTINGS.parse_query(q, ("preset",) + QUERY_SETTINGS)
+    # the route's ``steps`` is the node's ``preview_steps`` (the same record, named as the route names it)
+    steps = replace(SETTINGS["preview_steps"], name="steps")
+    out["steps"] = steps.parse(q["steps"]) if "steps" in q else (
+        SETTINGS["preview_steps"].parse(q["preview_steps"]) if "preview_steps" in q else steps.default)
     model = {}
     for name, (typ, lo, hi) in MODEL_FIELDS.items():
         if name in q:
-            model[name] = _bounded(name, q[name], typ, lo, hi)
+            model[name] = _model_field(name, q[name], lo, hi)
     if "model_type" in q:
-        if q["model_type"] not in MODEL_TYPES:
-            raise ValueError(f"model_type: {q['model_type']!r} is not allowed; use one of {', '.join(MODEL_TYPES)}")
-        model["model_type"] = q["model_type"]
-    if preset == AUTO:
+        model["model_type"] = Setting("model_type", MODEL_TYPES[0], flag="model_type",
+                                      choices=MODEL_TYPES).parse(q["model_type"])
+    if out["preset"] == AUTO:
         if "dim" not in model:
-            raise ValueError("dim: preset 'auto' needs the model's dim (and in_dim, model_type); run the "
-                             "workflow once so the node knows its model, or pick a preset")
+            raise SettingError("dim", "dim", "dim: preset 'auto' needs the model's dim (and in_dim, model_type); "
+                               "run the workflow once so the node knows its model, or pick a preset")
         out["model"] = model
     return out
 
@@ -317,7 +285,6 @@ def plan_query(query):
     resolved exactly as the node resolves its widgets. ValueError names a bad parameter."""
     kw = query_settings(query)
     steps, preset = kw.pop("steps"), kw.pop("preset")
-    kw.pop("preview_steps", None)
     return resolve(preset, steps=steps, **kw).to_dict()
 
 
@@ -336,11 +303,11 @@ def query_model_from_file(query, find_file):
         param, name = next(iter(files.items()))
         path = find_file(LOADER_FOLDERS[param], name)
         if path is None or not path.endswith(".safetensors"):
-            raise ValueError(f"{param}: {name!r} is not a .safetensors file in models/{LOADER_FOLDERS[param]}; "
+            raise SettingError(param, param, f"{param}: {name!r} is not a .safetensors file in models/{LOADER_FOLDERS[param]}; "
                              "run the workflow once so the node reports its model, or pick a preset")
         try:
             shapes = safetensors_shapes(path, param)
         except OSError as exc:
-            raise ValueError(f"{param}: cannot read {name!r} ({exc.strerror})") from None
+            raise SettingError(param, param, f"{param}: cannot read {name!r} ({exc.strerror})") from None
         q.update({k: str(v) for k, v in wan_model_from_shapes(shapes, param).items()})
     return q

@@ -57,11 +57,12 @@ class MagCacheConfig:
 
     Attributes:
         thresh: accumulated error allowed before a branch must compute; ``0`` never skips.
-            Strict ``<`` as the official Wan code. Range [0, 10].
-        k: most consecutive skipped steps per branch (``K``); ``0`` never skips. Range [0, 1000].
+            Strict ``<`` as the official Wan code.
+        k: most consecutive skipped steps per branch (``K``).
+        (Bounds: the records of :data:`magcache.settings.SETTINGS`.)
         retention: fraction of the first *calls* that always compute, ``int(2*S*retention)``
             calls with two branches. Range [0, 1]. Ignored when ``start_step`` is given.
-        start_step: when not None, steps ``< start_step`` always compute (both branches)
+        start_step: when not None (``-1`` means None), steps ``< start_step`` always compute (both branches)
             instead of retention. Global step index (0-based), >= 0.
         end_step: when not None (``-1`` means None), steps ``>= end_step`` always compute.
         protect_last: the last N steps always compute (0 = official schedule).
@@ -79,28 +80,23 @@ class MagCacheConfig:
     split_step: int = None
     split_mode: str = "t2v"
 
-    def validate(self):
-        """Raise ValueError naming the first field outside its allowed range; returns self."""
-        t = self.thresh
-        if isinstance(t, bool) or not isinstance(t, Real) or not math.isfinite(t) or not 0 <= t <= 10:
-            raise ValueError(f"thresh: {t!r} is not allowed; use a finite number in [0, 10] (0 disables skipping)")
-        if not _is_int(self.k) or not 0 <= self.k <= 1000:
-            raise ValueError(f"k: {self.k!r} is not allowed; use an integer in [0, 1000] (0 disables skipping)")
-        r = self.retention
-        if isinstance(r, bool) or not isinstance(r, Real) or not math.isfinite(r) or not 0 <= r <= 1:
-            raise ValueError(f"retention: {r!r} is not allowed; use a number in [0, 1]")
-        if self.start_step is not None and (not _is_int(self.start_step) or self.start_step < 0):
-            raise ValueError(f"start_step: {self.start_step!r} is not allowed; use None or an integer >= 0")
-        if self.end_step is not None and (not _is_int(self.end_step) or self.end_step < -1):
-            raise ValueError(f"end_step: {self.end_step!r} is not allowed; use None, -1 (no end) "
-                             "or an integer >= 0")
-        if not _is_int(self.protect_last) or self.protect_last < 0:
-            raise ValueError(f"protect_last: {self.protect_last!r} is not allowed; use an integer >= 0")
-        if self.split_step is not None and (not _is_int(self.split_step) or self.split_step < 0):
-            raise ValueError(f"split_step: {self.split_step!r} is not allowed; use None or an integer >= 0")
-        if self.split_mode not in SPLIT_MODES:
-            raise ValueError(f"split_mode: {self.split_mode!r} is not allowed; use one of {list(SPLIT_MODES)}")
+    def validate(self) -> "MagCacheConfig":
+        """Raise :class:`~atelier_settings.SettingError` (a ValueError) naming the first field outside its
+        allowed range (the records of :data:`magcache.settings.SETTINGS`); returns self."""
+        from .settings import SETTINGS   # settings -> presets -> schedule: imported here, not at the top
+        for name in ("thresh", "k", "retention", "protect_last"):
+            SETTINGS[name].check(getattr(self, name))
+        for name in ("start_step", "end_step"):
+            if getattr(self, name) is not None:
+                SETTINGS[name].check(getattr(self, name))
+        SETTINGS["split_step"].check(self.split_step)
+        SETTINGS["split_mode"].check(self.split_mode)
         return self
+
+    @property
+    def start(self) -> "int | None":
+        """``start_step`` with -1 read as None."""
+        return None if self.start_step is None or self.start_step == -1 else self.start_step
 
     @property
     def end(self):
@@ -174,8 +170,8 @@ class RuleState:
             return True
         if c.protect_last and step >= self.steps - c.protect_last:
             return True
-        if c.start_step is not None:
-            return step < c.start_step
+        if c.start is not None:
+            return step < c.start
         nb = self.branches
         call = nb * step + min(branch, nb - 1)
         total = nb * self.steps

@@ -13,12 +13,12 @@ Nothing here imports ComfyUI.
 * :mod:`.cross_attention`: :func:`nag_cross_attention`, one Wan cross-attention call with NAG.
 """
 from .combine import nag_combine, check_nag_params
-from .config import NAGConfig, WIDGET_BOUNDS, config_from_inputs
+from .config import NAGConfig, SETTINGS, config_from_inputs
 from .rows import guided_row_slices, remap_row_slices, COND
 from .cross_attention import nag_cross_attention, negative_kv
 from .run import NAGRun, CallPlan
 from .inputs import check_wan_model, check_negative_context
 
 __all__ = ["nag_combine", "check_nag_params", "NAGConfig", "guided_row_slices", "remap_row_slices", "COND",
-           "nag_cross_attention", "negative_kv", "WIDGET_BOUNDS", "config_from_inputs", "NAGRun", "CallPlan",
+           "nag_cross_attention", "negative_kv", "SETTINGS", "config_from_inputs", "NAGRun", "CallPlan",
            "check_wan_model", "check_negative_context"]

@@ -1,16 +1,11 @@
 """NAG settings (frozen; what the node's widgets fill in) and the sigma gate."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from .combine import check_nag_params
+from .settings import SETTINGS
 
-__all__ = ["NAGConfig", "WIDGET_BOUNDS", "config_from_inputs"]
-
-# Widget bounds (min, max, step, default) of the node's inputs; the schema and the checks read them.
-WIDGET_BOUNDS = {"scale": (1.0, 100.0, 0.1, 11.0), "tau": (1.0, 10.0, 0.05, 2.5),
-                 "alpha": (0.0, 1.0, 0.01, 0.25), "sigma_end": (0.0, 100.0, 0.01, 0.0)}
+__all__ = ["NAGConfig", "SETTINGS", "config_from_inputs"]
 
 
 @dataclass(frozen=True)
@@ -27,18 +22,17 @@ class NAGConfig:
             and is off below it (0 = every step). Wan flow sigmas run from 1 down to 0.
         chunk_tokens: tokens per chunk in :func:`~nag.combine.nag_combine` (None = all).
     """
-    scale: float = 11.0
-    tau: float = 2.5
-    alpha: float = 0.25
-    sigma_end: float = 0.0
+    scale: float = SETTINGS["scale"].default
+    tau: float = SETTINGS["tau"].default
+    alpha: float = SETTINGS["alpha"].default
+    sigma_end: float = SETTINGS["sigma_end"].default
     chunk_tokens: int | None = None
 
     def validate(self) -> "NAGConfig":
-        """Raise ValueError naming the bad field; return self."""
-        check_nag_params(self.scale, self.tau, self.alpha)
-        if not isinstance(self.sigma_end, (int, float)) or not math.isfinite(float(self.sigma_end)) \
-                or self.sigma_end < 0:
-            raise ValueError(f"sigma_end={self.sigma_end!r}: must be a finite number >= 0 (0 = always on)")
+        """Raise :class:`~atelier_settings.SettingError` naming the bad field (the records of
+        :data:`nag.settings.SETTINGS`); return self."""
+        for name in SETTINGS:
+            SETTINGS[name].check(getattr(self, name))
         if self.chunk_tokens is not None and (not isinstance(self.chunk_tokens, int) or self.chunk_tokens < 1):
             raise ValueError(f"chunk_tokens={self.chunk_tokens!r}: must be an int >= 1 or None")
         return self
@@ -58,26 +52,13 @@ class NAGConfig:
         return s >= self.sigma_end
 
 
-def config_from_inputs(scale=None, tau=None, alpha=None, sigma_end=None) -> NAGConfig:
+def config_from_inputs(scale: float | None = None, tau: float | None = None, alpha: float | None = None,
+                       sigma_end: float | None = None) -> NAGConfig:
     """The node's inputs as a validated :class:`NAGConfig`.
 
-    ``None`` stands for an input not known yet (linked to another node at validation time) and
-    takes the default. Raises ValueError starting ``input '<name>'`` with its value and what is
-    allowed: first the widget bounds (:data:`WIDGET_BOUNDS`; the host skips its own range check
-    for inputs that ``validate_inputs`` takes), then :meth:`NAGConfig.validate`."""
+    ``None`` stands for an input not known yet (linked to another node at validation time) and takes the
+    default. Raises :class:`~atelier_settings.SettingError` naming the input, its value and what is allowed
+    (the records of :data:`nag.settings.SETTINGS`)."""
     given = {"scale": scale, "tau": tau, "alpha": alpha, "sigma_end": sigma_end}
-    values = {}
-    for name, v in given.items():
-        lo, hi, _, default = WIDGET_BOUNDS[name]
-        if v is None:
-            values[name] = default
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-            raise ValueError(f"input '{name}' is {v!r}; must be a finite number in [{lo}, {hi}].")
-        if not lo <= float(v) <= hi:
-            raise ValueError(f"input '{name}' is {v}; allowed: {lo} .. {hi}.")
-        values[name] = float(v)
-    try:
-        return NAGConfig(**values).validate()
-    except ValueError as exc:
-        raise ValueError(f"input {exc}") from None
+    values = {name: SETTINGS[name].default if v is None else SETTINGS[name].check(v) for name, v in given.items()}
+    return NAGConfig(**values).validate()

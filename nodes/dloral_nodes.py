@@ -16,6 +16,7 @@ from ..dloral.checkpoint import check_output_name, converted_path, file_sha256
 from ..dloral.pipeline import check_images
 from ..dloral.settings import SETTINGS, UpscaleSettings, check_settings
 from ._host import progress_bar, throw_if_interrupted
+from ._settings_io import validator, widgets
 from .dloral_host import (EXTS, FOLDER, check_sd2, full_path, host_models, model_files, patch_model,  # noqa: F401
                           register_folder, run_upscale)
 
@@ -32,18 +33,6 @@ def _fingerprint_in_folder(name):
         return file_sha256(full_path("name", name)) if name else None
     except ValueError:
         return None   # a missing file: the run reports it
-
-
-def _int_input(name, optional=False):
-    s = SETTINGS[name]
-    step = s.step or s.multiple
-    kw = {"step": step} if step > 1 else {}
-    return io.Int.Input(name, default=s.default, min=s.min, max=s.max, tooltip=s.help, optional=optional, **kw)
-
-
-def _combo_input(name, optional=False):
-    s = SETTINGS[name]
-    return io.Combo.Input(name, options=list(s.choices), default=s.default, tooltip=s.help, optional=optional)
 
 
 class AtelierDLoRALLoader(io.ComfyNode):
@@ -109,6 +98,17 @@ class AtelierDLoRALConvert(io.ComfyNode):
         return io.NodeOutput(dst, ui={"text": [dst]})
 
 
+#: The Upscale node's settings: the required widgets, then the optional ones (older workflows lack them).
+REQUIRED = ("tile_size", "tile_overlap", "color_fix", "seed", "window")
+OPTIONAL = tuple(n for n in SETTINGS if n not in REQUIRED)
+
+
+def _check(message):
+    """The cross-field rules of ``check_settings`` (tile_overlap < tile_size, tiling minimums)."""
+    if message is not None:
+        raise ValueError(message)
+
+
 class AtelierDLoRALUpscale(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -126,24 +126,11 @@ class AtelierDLoRALUpscale(io.ComfyNode):
                                                           "works well."),
                 DLORAL.Input("dloral", tooltip="Weights from 'Atelier DLoRAL Load Weights'."),
                 io.Image.Input("images", tooltip="Video frames (a batch is a video, in order); all the same size."),
-                _int_input("tile_size"), _int_input("tile_overlap"), _combo_input("color_fix"),
-                _int_input("seed"), _int_input("window"),
-                _int_input("vae_tile", optional=True), _int_input("process_size", optional=True),
-                io.Boolean.Input("sample_posterior", default=SETTINGS["sample_posterior"].default,
-                                 tooltip=SETTINGS["sample_posterior"].help, optional=True),
-                _combo_input("precision", optional=True),
-                _combo_input("processing", optional=True),
+                *widgets(SETTINGS, REQUIRED), *widgets(SETTINGS, OPTIONAL, optional=True),
             ],
             outputs=[io.Image.Output("upscaled", display_name="images", tooltip="The frames ×4 (N, 4H, 4W, 3), one per input frame, in order.")])
 
-    @classmethod
-    def validate_inputs(cls, tile_size=None, tile_overlap=None, color_fix=None, seed=None, window=None,
-                        vae_tile=0, process_size=512, sample_posterior=False, precision="auto",
-                        processing="official"):
-        msg = check_settings(tile_size=tile_size, tile_overlap=tile_overlap, color_fix=color_fix, seed=seed,
-                             window=window, vae_tile=vae_tile, process_size=process_size,
-                             sample_posterior=sample_posterior, precision=precision, processing=processing)
-        return True if msg is None else msg
+    validate_inputs = validator(SETTINGS, extra=lambda v: _check(check_settings(**v)))
 
     @classmethod
     def execute(cls, model, vae, positive, dloral, images, tile_size, tile_overlap, color_fix, seed, window,

@@ -8,24 +8,19 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from ..magcache import AUTO, WIDGETS, MagCacheSession, check_settings, parse_curve, resolve
+from ..magcache import MagCacheSession, parse_curve, resolve
 from ..magcache.compare import compare_frames
-from ..magcache.resolve import WAN_PRESETS, plan_query, query_model_from_file
+from ..magcache.resolve import plan_query, query_model_from_file
+from ..magcache.settings import SETTINGS
 from ..magcache.session import report_text
 from . import _host
+from ._settings_io import validator, widget
 from .magcache_hook import REPORT_EVENT, RUN_KEY, apply_magcache
 from .magcache_calibrate import AtelierMagCacheCalibrate, wan_config
 
 log = logging.getLogger("atelier")
 
 CATEGORY = "Atelier/MagCache"
-
-
-def _widget(name, tooltip):
-    typ, default, lo, hi, step = WIDGETS[name]
-    if typ is int:
-        return io.Int.Input(name, default=default, min=lo, max=hi, tooltip=tooltip)
-    return io.Float.Input(name, default=default, min=lo, max=hi, step=step, tooltip=tooltip)
 
 
 def model_info(model):
@@ -44,27 +39,8 @@ class AtelierMagCacheWan(io.ComfyNode):
                          "Connect its MODEL to your sampler."),
             inputs=[
                 io.Model.Input("model", tooltip="A Wan2.1 or Wan2.2 diffusion model."),
-                io.Combo.Input("preset", options=[AUTO] + list(WAN_PRESETS), default=AUTO, tooltip=(
-                    "Calibrated magnitude-ratio curve. 'auto' picks one from the model's size and type "
-                    "(I2V: 480p curve; pick 720p and the Wan2.2 A14B curves by hand).")),
-                _widget("thresh", "Accumulated error allowed before a step must compute. 0 disables skipping. "
-                                  "Official: 0.12 (1.3B), 0.24 (14B); conservative: 0.02."),
-                _widget("k", "Most consecutive skipped steps per branch (official 2; conservative 6 with low thresh)."),
-                _widget("retention", "Fraction of the first calls that always compute (official rule counts calls; "
-                                     "Wan2.2 A14B: per expert phase as the official script). Ignored when "
-                                     "start_step >= 0."),
-                _widget("start_step", "Steps before this always compute, both branches; -1 uses retention instead."),
-                _widget("end_step", "Steps from this on always compute; -1 = no end."),
-                _widget("protect_last", "Always compute the last N steps (0 keeps the official schedule)."),
-                io.Combo.Input("cache_device", options=["auto", "cpu"], default="auto", tooltip=(
-                    "Where cached residuals live: 'auto' keeps them on the model's device; "
-                    "'cpu' saves GPU memory at a small copy cost.")),
-                _widget("schedule_steps", "Steps of the whole schedule when this sampler runs only part of it "
-                                          "(Wan2.2 A14B: one KSamplerAdvanced per expert, each with this node; "
-                                          "the split is where the high-noise sampler stops); 0 = the sampler's "
-                                          "own steps."),
-                _widget("preview_steps", "Step count for the schedule preview output (set it to your sampler's "
-                                         "steps; schedule_steps > 0 previews the whole schedule)."),
+                *[widget(SETTINGS[n]) for n in ("preset", "thresh", "k", "retention", "start_step", "end_step",
+                                                "protect_last", "cache_device", "schedule_steps", "preview_steps")],
                 io.String.Input("custom_curve", optional=True, force_input=True, tooltip=(
                     "A calibrated curve as JSON (from Atelier MagCache Calibrate); overrides preset.")),
             ],
@@ -78,18 +54,12 @@ class AtelierMagCacheWan(io.ComfyNode):
             hidden=[io.Hidden.unique_id],
         )
 
-    @classmethod
-    def validate_inputs(cls, preset=None, thresh=None, k=None, retention=None, start_step=None, end_step=None,
-                        protect_last=None, schedule_steps=None, preview_steps=None, custom_curve=None):
-        try:
-            check_settings(preset=preset, thresh=thresh, k=k, retention=retention, start_step=start_step,
-                           end_step=end_step, protect_last=protect_last, schedule_steps=schedule_steps,
-                           preview_steps=preview_steps)
-            if isinstance(custom_curve, str) and custom_curve.strip():
-                parse_curve(custom_curve, what="custom_curve")
-        except ValueError as exc:
-            return str(exc)
-        return True
+    validate_inputs = validator(
+        SETTINGS, ("preset", "thresh", "k", "retention", "start_step", "end_step", "protect_last", "cache_device",
+                   "schedule_steps", "preview_steps"),
+        extra=lambda v: (parse_curve(v["custom_curve"], what="custom_curve")
+                         if isinstance(v.get("custom_curve"), str) and v["custom_curve"].strip() else None),
+        more=("custom_curve",))
 
     @classmethod
     def execute(cls, model, preset, thresh, k, retention, start_step, end_step, protect_last, cache_device,
@@ -181,9 +151,8 @@ def _schedule_route(routes):
             loop = asyncio.get_running_loop()
             d = await loop.run_in_executor(None, route_plan, dict(request.rel_url.query))
             return web.json_response(d)
-        except ValueError as exc:
-            param = str(exc).split(":", 1)[0]
-            return web.json_response({"error": str(exc), "param": param}, status=400)
+        except ValueError as exc:   # a SettingError names its parameter; any other error names none
+            return web.json_response({"error": str(exc), "param": getattr(exc, "param", None)}, status=400)
 
 
 _host.add_routes(_schedule_route)

@@ -3,8 +3,9 @@ import logging
 
 from comfy_api.latest import io
 
-from ..nag import WIDGET_BOUNDS, check_wan_model, config_from_inputs
+from ..nag import SETTINGS, check_wan_model, config_from_inputs
 from ..nag.inputs import negative_from_conditioning
+from ._settings_io import validator, widgets
 from .nag_hook import NAGCrossAttention, apply_nag
 
 log = logging.getLogger("atelier")
@@ -41,22 +42,6 @@ def _named(check, *args):
         raise ValueError(f"{NODE}: {exc}") from None
 
 
-TOOLTIPS = {
-    "scale": "Guidance strength s (extrapolation s*Z+ - (s-1)*Z-; the paper's phi is s-1). "
-             "1 turns NAG off; Wan at cfg 1: 9-11; with cfg > 1 lower (e.g. 5-9).",
-    "tau": "Largest allowed L1 norm ratio of the guided to the positive attention output per "
-           "token; larger = stronger, riskier. Few-step models: up to 3.5.",
-    "alpha": "Blend of the guided output into the positive one (0 = off). Few-step: up to 0.5.",
-    "sigma_end": "Guidance stops below this sigma (Wan sigmas run from 1 to 0); 0 = every step. "
-                 "E.g. 0.75 skips the cost on late detail steps.",
-}
-
-
-def _float_input(name):
-    lo, hi, step, default = WIDGET_BOUNDS[name]
-    return io.Float.Input(name, default=default, min=lo, max=hi, step=step, tooltip=TOOLTIPS[name])
-
-
 class AtelierNAGWan(io.ComfyNode):
     """Normalized Attention Guidance on a clone of a native Wan model (see ``nag_hook``)."""
 
@@ -76,19 +61,13 @@ class AtelierNAGWan(io.ComfyNode):
                 io.Conditioning.Input("nag_negative", tooltip=(
                     "What to steer away from, encoded with the model's text encoder (UMT5). "
                     "Independent of the sampler's negative, which only acts when cfg > 1.")),
-                _float_input("scale"), _float_input("tau"), _float_input("alpha"), _float_input("sigma_end"),
+                *widgets(SETTINGS, ("scale", "tau", "alpha", "sigma_end")),
             ],
             outputs=[io.Model.Output(display_name="model", tooltip=(
                 "The model with NAG (a clone; the input model is untouched). Connect it to the sampler."))],
         )
 
-    @classmethod
-    def validate_inputs(cls, scale=None, tau=None, alpha=None, sigma_end=None):
-        try:
-            nag_config(scale, tau, alpha, sigma_end)
-        except ValueError as exc:
-            return str(exc)
-        return True
+    validate_inputs = validator(SETTINGS, ("scale", "tau", "alpha", "sigma_end"))
 
     @classmethod
     def execute(cls, model, nag_negative, scale, tau, alpha, sigma_end) -> io.NodeOutput:

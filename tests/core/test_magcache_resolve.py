@@ -3,7 +3,7 @@ session (sigma -> step, segments, residual keys)."""
 import pytest
 import torch
 
-from magcache import MagCacheSession, WIDGETS, get_preset, resolve
+from magcache import MagCacheSession, SETTINGS, get_preset, resolve
 from magcache.resolve import check_settings, plan_query, query_settings
 
 
@@ -39,7 +39,7 @@ def test_wan22_split_sources():
     (dict(preset="nope"), "preset: 'nope'"),
     (dict(preset="auto"), "model"),
     (dict(thresh=-1.0), "thresh"),
-    (dict(k=-1), "k: "),
+    (dict(k=-1), r"^k \(--k\): "),
     (dict(custom_curve="{oops"), "custom_curve"),
     (dict(steps=0), "steps"),
 ])
@@ -53,14 +53,14 @@ def test_resolve_errors_name_the_input(kw, frag):
 # ---------------------------------------------------------------- route parameters
 def test_query_defaults_are_the_widgets():
     q = query_settings({"preset": "wan2.1_t2v_1.3B"})
-    assert q["steps"] == WIDGETS["preview_steps"][1]
+    assert q["steps"] == SETTINGS["preview_steps"].default
     for name in ("thresh", "k", "retention", "start_step", "end_step", "protect_last", "schedule_steps"):
-        assert q[name] == WIDGETS[name][1]
+        assert q[name] == SETTINGS[name].default
 
 
 @pytest.mark.parametrize("param,value", [
     ("steps", "1000000"), ("steps", "0"), ("steps", "abc"), ("steps", "2.5"),
-    ("thresh", "nan"), ("thresh", "1.5"), ("k", "0"), ("k", "51"), ("retention", "-0.1"),
+    ("thresh", "nan"), ("thresh", "1.5"), ("k", "-1"), ("k", "51"), ("retention", "-0.1"),
     ("start_step", "-2"), ("end_step", "10001"), ("protect_last", "101"), ("schedule_steps", "99999"),
     ("dim", "0"), ("model_type", "flux"), ("bogus", "1"), ("preset", "flux"),
 ])
@@ -68,12 +68,13 @@ def test_query_out_of_widget_bounds_names_parameter(param, value):
     q = {"preset": "wan2.1_t2v_1.3B", "steps": "20", param: value}
     with pytest.raises(ValueError) as e:
         plan_query(q)
-    assert str(e.value).startswith(param + ":"), str(e.value)
+    assert e.value.param == param and str(e.value).startswith(param), str(e.value)   # named by the record
 
 
 def test_query_at_widget_bounds_plans():
-    top = {name: str(w[3]) for name, w in WIDGETS.items() if name != "preview_steps"}
-    d = plan_query({"preset": "wan2.1_t2v_1.3B", "steps": str(WIDGETS["preview_steps"][3]), **top})
+    from magcache.resolve import QUERY_SETTINGS
+    top = {name: str(SETTINGS[name].max) for name in QUERY_SETTINGS}
+    d = plan_query({"preset": "wan2.1_t2v_1.3B", "steps": str(SETTINGS["preview_steps"].max), **top})
     assert d["steps"] == 10000  # schedule_steps at its maximum is the plan's length
 
 
@@ -86,7 +87,7 @@ def test_check_settings():
     check_settings(preset="auto", thresh=0.0, k=50, preview_steps=1000)
     with pytest.raises(ValueError, match="preview_steps"):
         check_settings(preview_steps=1001)
-    with pytest.raises(ValueError, match="k: "):
+    with pytest.raises(ValueError, match=r"^k \(--k\): 2.5 is not an integer"):
         check_settings(k=2.5)
 
 

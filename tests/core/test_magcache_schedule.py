@@ -418,7 +418,7 @@ def test_locate_segment():
     (dict(split_step=-1), "split_step"), (dict(split_mode="x"), "split_mode"),
 ])
 def test_config_validate_names_field(kw, name):
-    with pytest.raises(ValueError, match=rf"^{name}: "):
+    with pytest.raises(ValueError, match=rf"^{name} \(--"):
         MagCacheConfig(**kw).validate()
 
 
@@ -428,7 +428,7 @@ def test_plan_bad_inputs():
         plan_schedule(c, 0, MagCacheConfig())
     with pytest.raises(ValueError, match="step_range"):
         plan_schedule(c, 10, MagCacheConfig(), step_range=(5, 10))
-    with pytest.raises(ValueError, match="k: "):
+    with pytest.raises(ValueError, match=r"^k \(--k\): "):
         plan_schedule(c, 10, MagCacheConfig(k=-1))
     with pytest.raises(ValueError, match="split_step"):
         plan_schedule(c, 10, MagCacheConfig(split_step=11))

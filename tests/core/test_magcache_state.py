@@ -158,7 +158,7 @@ def test_bad_decide_inputs():
         run.decide(2, 0)
     with pytest.raises(ValueError, match="step"):
         run.decide(0, 10)
-    with pytest.raises(ValueError, match="k: "):
+    with pytest.raises(ValueError, match=r"^k \(--k\): "):
         MagCacheRun(CURVE, 10, MagCacheConfig(k=-2))
 
 

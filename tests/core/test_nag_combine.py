@@ -178,8 +178,10 @@ def test_bad_parameters(kw, match):
     args.update(kw)
     with pytest.raises(ValueError, match=match):
         nag_combine(torch.ones(1, 4), torch.zeros(1, 4), **args)
-    with pytest.raises(ValueError, match=match):
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=rf"^{name} \(--{name}\): ") as e:   # the settings record names it
         NAGConfig(**args).validate()
+    assert e.value.param == name
 
 
 def test_bad_shapes_and_config():

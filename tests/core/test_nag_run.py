@@ -3,7 +3,7 @@ known values, counts and messages, on tiny hand-made tensors and modules."""
 import pytest
 import torch
 
-from nag import (CallPlan, NAGConfig, NAGRun, WIDGET_BOUNDS, check_negative_context, check_wan_model,
+from nag import (CallPlan, NAGConfig, NAGRun, SETTINGS, check_negative_context, check_wan_model,
                  config_from_inputs)
 
 
@@ -83,19 +83,17 @@ def test_config_from_inputs():
     assert config_from_inputs() == NAGConfig(scale=11.0, tau=2.5, alpha=0.25, sigma_end=0.0)
     c = config_from_inputs(9, 3.0, 0.5, 0.75)
     assert (c.scale, c.tau, c.alpha, c.sigma_end) == (9.0, 3.0, 0.5, 0.75) and isinstance(c.scale, float)
-    for name, (lo, hi, _, _) in WIDGET_BOUNDS.items():
-        assert getattr(config_from_inputs(**{name: lo}), name) == lo
-        assert getattr(config_from_inputs(**{name: hi}), name) == hi
-    with pytest.raises(ValueError, match=r"^input 'scale' is 0.5; allowed: 1.0 .. 100.0.$"):
-        config_from_inputs(scale=0.5)
-    with pytest.raises(ValueError, match=r"^input 'tau' is 12.0; allowed: 1.0 .. 10.0.$"):
-        config_from_inputs(tau=12.0)
-    with pytest.raises(ValueError, match=r"^input 'alpha' is True; must be a finite number in \[0.0, 1.0\]"):
-        config_from_inputs(alpha=True)
-    with pytest.raises(ValueError, match=r"^input 'sigma_end' is nan; must be a finite number"):
-        config_from_inputs(sigma_end=float("nan"))
-    with pytest.raises(ValueError, match=r"^input 'scale' is '3'"):
-        config_from_inputs(scale="3")
+    for name, s in SETTINGS.items():
+        assert getattr(config_from_inputs(**{name: s.min}), name) == s.min
+        assert getattr(config_from_inputs(**{name: s.max}), name) == s.max
+    for kw, message in ((dict(scale=0.5), r"scale (--scale): 0.5 is out of range; use a number in [1, 100]"),
+                        (dict(tau=12.0), r"tau (--tau): 12.0 is out of range; use a number in [1, 10]"),
+                        (dict(alpha=True), r"alpha (--alpha): True is not a number; use a number in [0, 1]"),
+                        (dict(sigma_end=float("nan")), r"sigma_end (--sigma-end): nan is not finite"),
+                        (dict(scale="3"), r"scale (--scale): '3' is not a number")):
+        with pytest.raises(ValueError) as e:
+            config_from_inputs(**kw)
+        assert str(e.value).startswith(message) and e.value.param == next(iter(kw)), str(e.value)
 
 
 class _Parts(torch.nn.Module):

@@ -60,17 +60,24 @@ def test_extension_contract():
 
 def test_plan_query_params_are_accepted_by_the_route():
     """Every parameter the frontend sends to /atelier/magcache/schedule is one the route accepts, reads a
-    widget the node has, and for 'auto' the model fields the node reports (dim, in_dim, model_type)."""
-    from magcache.resolve import WIDGETS, plan_query
+    widget the node has, and for 'auto' the model fields the node reports (dim, in_dim, model_type). The
+    frontend writes no default of its own: a missing widget leaves the parameter out and the route takes the
+    settings table's default."""
+    from magcache.resolve import plan_query
+    from magcache.settings import SETTINGS
     src = (WEB / "js" / "atelier.js").read_text()
     body = src[src.index("export function planQuery"):src.index("async function refreshPlan")]
-    sent = dict(re.findall(r'(\w+): widgetValue\(node, "(\w+)"', body))
+    sent = dict(re.findall(r'\["(\w+)", "(\w+)"\]', body))
     assert sent, "planQuery sends no widget values"
+    assert "widgetValue" not in body and "0.12" not in body
     for param, widget in sent.items():
-        assert widget in WIDGETS or widget == "preset", widget
+        assert widget in SETTINGS, widget
     model = set(re.findall(r"q\.(\w+) = m\.\1", body))
     assert model == {"dim", "in_dim", "model_type"}
-    q = {p: str(WIDGETS[w][1]) if w in WIDGETS else "auto" for p, w in sent.items()}
+    q = {p: str(SETTINGS[w].default) for p, w in sent.items()}
     q.update(dim="5120", in_dim="36", model_type="i2v")
     assert plan_query(q)["preset"] == "wan2.1_i2v_480p_14B"
+    # leaving every setting out gives the same plan: the route's defaults are the table's
+    assert plan_query({"preset": "wan2.1_t2v_1.3B"}) == plan_query(
+        {p: str(SETTINGS[w].default) for p, w in sent.items() if p != "preset"} | {"preset": "wan2.1_t2v_1.3B"})
     assert "atelier_magcache" in src  # the node's ui key that carries the model config

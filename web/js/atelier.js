@@ -78,11 +78,6 @@ function planMarks(steps, skipped) {
   return Array.from({ length: steps }, (_, i) => (s.has(i) ? "S" : "C"));
 }
 
-function widgetValue(node, name, dflt) {
-  const w = node.widgets?.find((x) => x.name === name);
-  return w === undefined ? dflt : w.value;
-}
-
 function ensureStrip(node) {
   if (node.__atelierStrip) return node.__atelierStrip;
   injectStyle();
@@ -119,15 +114,18 @@ function loaderFile(node) {
 // node reported when it last ran (dim, in_dim, model_type) or else the loader's file (the server reads its
 // header), so the server resolves the curve the node will use.
 export function planQuery(node) {
-  const q = {
-    preset: widgetValue(node, "preset", "auto"), steps: widgetValue(node, "preview_steps", 50),
-    thresh: widgetValue(node, "thresh", 0.12), k: widgetValue(node, "k", 2),
-    retention: widgetValue(node, "retention", 0.2), start_step: widgetValue(node, "start_step", -1),
-    end_step: widgetValue(node, "end_step", -1), protect_last: widgetValue(node, "protect_last", 0),
-    schedule_steps: widgetValue(node, "schedule_steps", 0),
-  };
+  // Query parameter -> the node widget it reads. A widget the node lacks is left out: the route takes that
+  // setting's default from the pack's settings table, so no default is written here.
+  const PARAMS = [["preset", "preset"], ["steps", "preview_steps"], ["thresh", "thresh"], ["k", "k"],
+                  ["retention", "retention"], ["start_step", "start_step"], ["end_step", "end_step"],
+                  ["protect_last", "protect_last"], ["schedule_steps", "schedule_steps"]];
+  const q = {};
+  for (const [param, name] of PARAMS) {
+    const w = node.widgets?.find((x) => x.name === name);
+    if (w !== undefined) q[param] = w.value;
+  }
   const m = node.__atelierModel;
-  if (q.preset === "auto") {
+  if ((q.preset ?? "auto") === "auto") {
     if (!m || m.dim === undefined) {
       const file = loaderFile(node);
       return file ? new URLSearchParams({ ...q, ...file }) : null;
