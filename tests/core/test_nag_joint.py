@@ -248,3 +248,23 @@ def test_fused_backend_reaches_the_kernel_on_cpu(monkeypatch):
     assert (out.double() - ref).abs().max() < 1e-5 and (lse.double() - ref_lse).abs().max() < 1e-5
     joint.fused_attention_with_lse(q, k, v, torch.ones(1, 1, 1, 5, dtype=torch.bool))
     assert calls == [1]
+
+
+def test_bench_script_smoke(tmp_path, monkeypatch):
+    """bench/bench_nag_joint.py runs at tiny dims and records the LSE and naive outputs agreeing."""
+    import json
+    import pathlib
+    import runpy
+    import sys
+    script = pathlib.Path(__file__).resolve().parents[2] / "bench" / "bench_nag_joint.py"
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(sys, "argv", [str(script), "--image", "24", "--text", "3", "--negative", "5",
+                                      "--repeats", "1", "--warmup", "0", "--out", str(out)])
+    threads = torch.get_num_threads()
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:
+        torch.set_num_threads(threads)
+    r = json.loads(out.read_text())
+    assert r["max_abs_diff_lse_vs_naive_image_output"] < 1e-5
+    assert r["logit_model"]["lse"] == 27 ** 2 + 24 * 5 and set(r["results"]) == {"plain", "naive", "lse"}
