@@ -11,6 +11,9 @@ Nothing here imports ComfyUI.
 * :mod:`.run`: :class:`NAGRun` (per-run projected-negative cache) and :class:`CallPlan` (one call).
 * :mod:`.inputs`: checks of the node's model and NAG-negative inputs.
 * :mod:`.cross_attention`: :func:`nag_cross_attention`, one Wan cross-attention call with NAG.
+* :mod:`.joint`: NAG on joint (MM-DiT) attention: :func:`joint_nag` / :func:`joint_pair` attend the
+  image keys once and the two texts each once, merged by log-sum-exp (:func:`merge_attention`,
+  :func:`attention_with_lse`, :func:`fused_attention_with_lse`).
 """
 from .combine import nag_combine, check_nag_params
 from .config import NAGConfig, SETTINGS, config_from_inputs
@@ -18,7 +21,10 @@ from .rows import guided_row_slices, remap_row_slices, COND
 from .cross_attention import nag_cross_attention, negative_kv
 from .run import NAGRun, CallPlan
 from .inputs import check_wan_model, check_negative_context
+from .joint import (attention_with_lse, fused_attention_with_lse, merge_attention, merge_heads, joint_pair,
+                    joint_nag)
 
 __all__ = ["nag_combine", "check_nag_params", "NAGConfig", "guided_row_slices", "remap_row_slices", "COND",
            "nag_cross_attention", "negative_kv", "SETTINGS", "config_from_inputs", "NAGRun", "CallPlan",
-           "check_wan_model", "check_negative_context"]
+           "check_wan_model", "check_negative_context", "attention_with_lse", "fused_attention_with_lse",
+           "merge_attention", "merge_heads", "joint_pair", "joint_nag"]
