@@ -153,10 +153,16 @@ class Resolved:
         if self.config.split_step is not None:
             lines.append(f"Wan2.2 {self.config.split_mode} phase rule, low-noise expert from step "
                          f"{self.config.split_step} ({self.split_source})")
-        if not cs and not us:
-            lines.append("WARNING: this setting skips nothing at this step count "
-                         "(few-step distilled models gain nothing from MagCache).")
+        lines += [f"WARNING: {w}" for w in self.warnings(sch)]
         return "\n".join(lines)
+
+    def warnings(self, schedule=None):
+        """What a user should be warned of before the run (a list of sentences; empty when nothing)."""
+        sch = schedule if schedule is not None else self.plan()
+        if not sch.cond_skipped and not sch.uncond_skipped:
+            return ["this setting skips nothing at this step count (few-step distilled models gain nothing "
+                    "from MagCache)."]
+        return []
 
     def to_dict(self, schedule=None):
         """JSON-ready: the schedule's fields, the settings and the split used."""

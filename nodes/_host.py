@@ -66,6 +66,20 @@ def add_routes(register):
     return False
 
 
+#: The one contract between a cache that runs the block stack on part of the batch (MagCache) and code that
+#: patches inside the blocks (NAG): for the duration of one model call, ``transformer_options[BLOCK_ROWS_KEY]``
+#: holds an object whose ``compute_rows`` (a LongTensor) lists the batch rows the blocks run, in the order the
+#: blocks see them. Absent: the blocks run every row. Read it with :func:`block_rows`.
+BLOCK_ROWS_KEY = "atelier_block_rows"
+
+
+def block_rows(to):
+    """The batch rows the block stack runs in this call (a list of ints, in order), or None for all rows
+    (the :data:`BLOCK_ROWS_KEY` contract)."""
+    rows = getattr(to.get(BLOCK_ROWS_KEY), "compute_rows", None) if isinstance(to, dict) else None
+    return None if rows is None else rows.tolist()
+
+
 def find_transformer_options(args, kwargs):
     """The transformer_options dict of a wrapped model call, by name, not by position."""
     to = kwargs.get("transformer_options")

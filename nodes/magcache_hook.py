@@ -8,7 +8,8 @@ segment and Wan2.2 split, residual store keyed by branch and cond uuid, row asse
   leaves nothing behind.
 * ``APPLY_MODEL`` wrapper: one model call; the session plans it (one decision per branch
   present, never ORed) and the :class:`~magcache.state.CallPlan` rides in
-  ``transformer_options``. It sits outside the diffusion model, so outside a
+  ``transformer_options`` under ``_host.BLOCK_ROWS_KEY``, the published contract saying which rows the
+  blocks run (NAG reads it). It sits outside the diffusion model, so outside a
   ``TorchCompileModel`` compiled module.
 * ``dit``/``double_block`` patches: each hands its block to ``CallPlan.run_block`` (core):
   block 0 enters the plan, every block runs on the rows that compute (per-row inputs cut
@@ -19,11 +20,11 @@ import torch
 
 import comfy.patcher_extension as pe
 
-from ._host import call_with, find_transformer_options, fresh_run_wrapper
+from ._host import BLOCK_ROWS_KEY, call_with, find_transformer_options, fresh_run_wrapper
 
 KEY = "atelier_magcache"
 RUN_KEY = "atelier_magcache_run"
-CALL_KEY = "atelier_magcache_call"
+CALL_KEY = BLOCK_ROWS_KEY   # the per-call plan; its ``compute_rows`` is the published rows contract (_host)
 REPORT_EVENT = "atelier.magcache.report"
 
 

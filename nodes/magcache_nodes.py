@@ -68,9 +68,10 @@ class AtelierMagCacheWan(io.ComfyNode):
         r = resolve(preset, steps=preview_steps, custom_curve=custom_curve, model=info, thresh=thresh, k=k,
                     retention=retention, start_step=start_step, end_step=end_step, protect_last=protect_last,
                     schedule_steps=schedule_steps)
-        text = r.describe()
-        if "WARNING" in text:
-            log.warning("[Atelier] MagCache: %s", text.splitlines()[-1])
+        schedule = r.plan()
+        text = r.describe(schedule)
+        for warning in r.warnings(schedule):
+            log.warning("[Atelier] MagCache: %s", warning)
         uid = getattr(getattr(cls, "hidden", None), "unique_id", None)
 
         def on_report(rep):

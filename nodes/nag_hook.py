@@ -27,12 +27,11 @@ import comfy.patcher_extension as pe
 
 from ..nag import NAGConfig, NAGRun, nag_cross_attention
 from ..nag.cross_attention import share_modules
-from ._host import call_with, find_transformer_options, fresh_run_wrapper
+from ._host import block_rows, call_with, find_transformer_options, fresh_run_wrapper
 
 KEY = "atelier_nag"
 RUN_KEY = "atelier_nag_run"
 CALL_KEY = "atelier_nag_call"
-MAGCACHE_CALL_KEY = "atelier_magcache_call"  # MagCache's per-call plan (rows it runs)
 
 
 def diffusion_model_wrapper(executor, *args, **kwargs):
@@ -85,10 +84,9 @@ class NAGCrossAttention(torch.nn.Module):
 
 
 def _subset_rows(plan, to, rows):
-    """Guided rows when a cache runs the blocks on part of the batch (MagCache's published
-    per-call plan says which rows: ``compute_rows``)."""
-    present = getattr(to.get(MAGCACHE_CALL_KEY), "compute_rows", None)
-    return plan.rows_for(rows, None if present is None else present.tolist())
+    """Guided rows when a cache runs the blocks on part of the batch (the rows contract of ``_host``:
+    :func:`~._host.block_rows`)."""
+    return plan.rows_for(rows, block_rows(to))
 
 
 def apply_nag(model, config: NAGConfig, negative: torch.Tensor):

@@ -231,3 +231,14 @@ def test_query_model_from_the_loader_file(tmp_path):
     with pytest.raises(ValueError, match="^ckpt_name: 'missing.safetensors' is not a .safetensors file in "
                                          "models/checkpoints"):
         query_model_from_file({"ckpt_name": "missing.safetensors"}, find)
+
+
+def test_warnings_are_a_field_not_text_to_sniff():
+    """A schedule that skips nothing carries its warning in ``Resolved.warnings`` (the node logs those);
+    the preview text shows the same sentence."""
+    few = resolve("wan2.1_t2v_1.3B", steps=2)
+    assert few.plan().computed_calls == few.plan().total_calls
+    assert len(few.warnings()) == 1 and "skips nothing" in few.warnings()[0]
+    assert few.describe().endswith("WARNING: " + few.warnings()[0])
+    full = resolve("wan2.1_t2v_1.3B", steps=50)
+    assert full.warnings() == [] and "WARNING" not in full.describe()

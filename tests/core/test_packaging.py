@@ -14,7 +14,10 @@ HOST_PROVIDED = {"torch", "comfy", "comfy_api", "comfy_extras", "folder_paths", 
 # Used only by the real-image benchmark (restoration/realbench.py, imported inside its picture loader):
 # a development requirement, listed in requirements-dev.txt, never needed to run the nodes.
 DEV_ONLY = {"skimage": ("scikit-image", {"restoration/realbench.py"})}
-PACK_CODE = ("__init__.py", "magcache", "nag", "dloral", "restoration", "tinywan", "nodes")
+PACK_CODE = ("__init__.py", "atelier_settings.py", "magcache", "nag", "dloral", "restoration", "tinywan", "nodes")
+# The pack's own top-level module: a core imports it relatively inside the pack and, as the fallback of that
+# import, absolutely when the core itself is a top-level package (tests, CLIs run from the repository root).
+OWN_TOP_LEVEL = {"atelier_settings"}
 
 
 def _requirements():
@@ -54,7 +57,8 @@ def test_requirements_are_exactly_the_imports():
     unused = sorted(r for name, r in declared.items() if name not in imports)
     assert not unused, f"requirements.txt lists {unused}, which no shipped module imports"
     third_party = {m: files for m, files in imports.items()
-                   if m not in sys.stdlib_module_names and m not in HOST_PROVIDED and m not in DEV_ONLY}
+                   if m not in sys.stdlib_module_names and m not in HOST_PROVIDED and m not in DEV_ONLY
+                   and m not in OWN_TOP_LEVEL}
     undeclared = {m: sorted(f) for m, f in third_party.items() if m not in declared}
     assert not undeclared, f"imported but not in requirements.txt: {undeclared}"
     dev = (REPO / "requirements-dev.txt").read_text().lower()
@@ -98,3 +102,26 @@ def test_no_absolute_machine_paths_in_tests_and_scripts():
                 if (v.startswith(MACHINE_ROOTS) and v not in MACHINE_ROOTS) or re.match(r"^[A-Za-z]:\\\\", v):
                     found.append(f"{f.relative_to(REPO)}:{node.lineno}: {v[:80]!r}")
     assert not found, "absolute machine paths:\n" + "\n".join(found)
+
+
+def test_own_module_is_imported_relatively_first():
+    """Every absolute import of ``atelier_settings`` in the shipped code is the fallback of a relative import
+    of the same module (``try: from ..atelier_settings import ... except ImportError: from atelier_settings
+    import ...``), so inside ComfyUI the pack never depends on a top-level name."""
+    users, bad = set(), []
+    for part in PACK_CODE:
+        p = REPO / part
+        for f in ([p] if p.is_file() else sorted(p.rglob("*.py"))):
+            tree = ast.parse(f.read_text())
+            allowed = set()
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Try) and any(isinstance(n, ast.ImportFrom) and n.level == 2
+                                                     and n.module in OWN_TOP_LEVEL for n in node.body):
+                    allowed |= {id(n) for h in node.handlers for n in h.body}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in OWN_TOP_LEVEL:
+                    users.add(str(f.relative_to(REPO)))
+                    if id(node) not in allowed:
+                        bad.append(f"{f.relative_to(REPO)}:{node.lineno}")
+    assert not bad, f"absolute imports of {OWN_TOP_LEVEL} that are not the fallback of a relative one: {bad}"
+    assert users >= {"magcache/settings.py", "nag/settings.py", "dloral/settings.py"}, users

@@ -268,3 +268,48 @@ def test_missing_model_file_is_a_validation_error(server, defs):
     status, body = server.queue(api)
     assert status == 400 and "unet_name" in json.dumps(body)
     assert server.get_json("/system_stats")["system"]
+
+
+# -- every setting of every pack node, through the host's real validation (an API prompt to the server) -----
+def test_every_pack_input_is_validated_by_the_server(server, defs):
+    """Each numeric and choice input of each pack node, below its min, above its max, of a wrong type, not an
+    option, or (required) missing: the server refuses the prompt (400) with an error for that node naming the
+    input, and nothing runs (the queue and the history stay as they were). The host skips its own min/max
+    and option checks for the inputs a node's ``validate_inputs`` names, so this is what proves the pack's
+    validators enforce the settings tables."""
+    from _walk import cases, names_input, pack_prompts
+    info = server.get_json("/object_info")
+    is_pack_id = lambda k: k.startswith("Atelier") and not k.startswith("AtelierE2E")   # noqa: E731
+    prompts = pack_prompts(defs, info, is_pack_id)
+    assert set(prompts) == {k for k in info if is_pack_id(k)}, \
+        sorted({k for k in info if is_pack_id(k)} - set(prompts))   # every pack node is walked
+    history = len(server.get_json("/history"))
+    failures, n = [], 0
+    for t, (api, nid) in sorted(prompts.items()):
+        for name, what, prompt in cases(api, nid, info):
+            n += 1
+            status, body = server.queue(prompt)
+            if status != 400 or not names_input(body.get("node_errors", {}), nid, name):
+                failures.append(f"{t}.{name} {what}: {status} {json.dumps(body)[:400]}")
+    assert n > 150, n
+    assert not failures, f"{len(failures)} of {n} bad values were not refused naming the input:\n" + \
+        "\n".join(failures[:40])
+    q = server.get_json("/queue")
+    assert not q["queue_running"] and not q["queue_pending"] and len(server.get_json("/history")) == history
+
+
+def test_isolated_chain_of_each_pack_node_runs_valid(server, defs):
+    """The walk's prompts are sound: each pack node's isolated chain with its own values passes validation
+    (so a refusal in the walk is due to the one bad value). Checked by validation only: a prompt whose
+    outputs are all valid is queued (200); it is then removed from the queue before it runs far."""
+    from _walk import isolate, pack_prompts
+    info = server.get_json("/object_info")
+    prompts = pack_prompts(defs, info, lambda k: k.startswith("Atelier") and not k.startswith("AtelierE2E"))
+    refused = []
+    for t, (api, nid) in sorted(prompts.items()):
+        status, body = server.queue(isolate(api, nid, info))
+        if status != 200:
+            refused.append(f"{t}: {json.dumps(body)[:300]}")
+    server.request("/queue", {"clear": True})
+    server.request("/interrupt", {})
+    assert not refused, "\n".join(refused)

@@ -302,8 +302,8 @@ def test_not_wan_is_refused(nn_):
 
 
 def test_node_registered(pack):
-    assert pack.NODE_DISPLAY_NAME_MAPPINGS["AtelierNAGWan"] == "Atelier NAG (Wan)"
-    cls = pack.NODE_CLASS_MAPPINGS["AtelierNAGWan"]
+    assert pack.nodes.NODE_DISPLAY_NAME_MAPPINGS["AtelierNAGWan"] == "Atelier NAG (Wan)"
+    cls = pack.nodes.NODE_CLASS_MAPPINGS["AtelierNAGWan"]
     from comfy_api.latest import io
     assert issubclass(cls, io.ComfyNode)
     info = cls.GET_NODE_INFO_V1()

@@ -19,3 +19,17 @@ def test_host_reads_the_pyproject(comfy_dir):
     assert "kornia" not in deps and deps == sorted(
         line.split(">")[0] for line in (REPO / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#"))
+
+
+def test_nodes_are_registered_through_the_v3_entry_point(pack):
+    """The pack's root module offers the host ``comfy_entrypoint`` and no ``NODE_CLASS_MAPPINGS`` (the host
+    prefers the V1 dict when both exist), and the extension lists every node class of ``nodes/``."""
+    import asyncio
+    from comfy_api.latest import ComfyExtension
+    assert not hasattr(pack, "NODE_CLASS_MAPPINGS") and callable(pack.comfy_entrypoint)
+    ext = asyncio.run(pack.comfy_entrypoint())
+    assert isinstance(ext, ComfyExtension)
+    listed = asyncio.run(ext.get_node_list())
+    ids = [c.GET_SCHEMA().node_id for c in listed]
+    assert sorted(ids) == sorted(pack.nodes.NODE_CLASS_MAPPINGS) and len(set(ids)) == len(ids) >= 20
+    assert all(i.startswith("Atelier") for i in ids)
