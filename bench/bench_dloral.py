@@ -290,7 +290,7 @@ def _load_old(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR", str(pathlib.Path.home() / "ComfyUI")))
+    ap.add_argument("--comfyui", default=None, help="ComfyUI tree (default $COMFYUI_DIR, else ~/ComfyUI)")
     ap.add_argument("--model", choices=sorted(MODELS), default="full",
                     help="UNet of the size runs and the sampler comparison (the VAE is the full SD VAE)")
     ap.add_argument("--sizes", type=int, nargs="*", default=[128, 512])
@@ -321,8 +321,11 @@ def main():
     frames = a.frames * len(a.sizes) if len(a.frames) == 1 else a.frames
     if len(frames) != len(a.sizes):
         ap.error(f"--frames needs 1 or {len(a.sizes)} values, got {len(a.frames)}")
-    from dloral_host import import_pack   # scripts/: the CLI's own way of importing the pack
-    pack = import_pack(a.comfyui)
+    import hostbridge   # scripts/: the pack imported as the DLoRAL CLI imports it (CPU only without CUDA)
+    try:
+        pack = hostbridge.import_pack(a.comfyui, name="atelier_bench_pack", cpu="no-cuda", label="--comfyui")
+    except hostbridge.HostTreeError as exc:
+        sys.exit(f"bench_dloral: {exc}")
     if a.suite == "gpu":
         return gpu_suite(pack, a)
     import comfy.model_management as mm

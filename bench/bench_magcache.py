@@ -29,8 +29,8 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from _hostpack import host_and_pack  # noqa: E402
+sys.path.insert(0, str(REPO / "scripts"))
+import hostbridge  # noqa: E402
 
 SETTINGS = {  # preset -> the official setting for it (README of MagCache: E012K2R02, E024K6R02)
     "wan2.1_t2v_1.3B": dict(thresh=0.12, k=2, retention=0.2),
@@ -103,13 +103,18 @@ def main():
     size = a.size or ([60, 104] if a.random13 else [16, 16])
     frames = a.frames or (9 if a.random13 else 3)
 
-    host, pack, sub = host_and_pack("bench_magcache", cpu=not a.gpu)
+    try:   # the CPU unless --gpu (then the CPU only where torch sees no CUDA device)
+        pack = hostbridge.import_pack(name="atelier_bench_pack", cpu="no-cuda" if a.gpu else "force",
+                                      progress_bars=False)
+    except hostbridge.HostTreeError as exc:
+        sys.exit(f"bench_magcache: {exc}")
+    host = hostbridge.host_tree()
     import torch
     import comfy.sd
     import comfy.model_management as mm
     import nodes as host_nodes
-    tinywan = sub("tinywan")
-    magcache = sub("magcache")
+    tinywan = hostbridge.submodule(pack, "tinywan")
+    magcache = hostbridge.submodule(pack, "magcache")
     hook = pack.nodes.magcache_hook
     mc_nodes = pack.nodes.magcache_nodes
 

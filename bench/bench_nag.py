@@ -23,8 +23,8 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from _hostpack import host_and_pack  # noqa: E402
+sys.path.insert(0, str(REPO / "scripts"))
+import hostbridge  # noqa: E402
 
 PROMPT, NAG_NEGATIVE = "square moving right", "red"
 
@@ -53,12 +53,16 @@ def main():
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "nag.json"))
     a = ap.parse_args()
 
-    host, pack, sub = host_and_pack("bench_nag")
+    try:
+        pack = hostbridge.import_pack(name="atelier_bench_pack", cpu="force", progress_bars=False)
+    except hostbridge.HostTreeError as exc:
+        sys.exit(f"bench_nag: {exc}")
+    host = hostbridge.host_tree()
     import torch
     import comfy.sd
     import comfy.utils  # noqa: F401
     import nodes as host_nodes
-    tinywan = sub("tinywan")
+    tinywan = hostbridge.submodule(pack, "tinywan")
     torch.set_num_threads(max(1, a.threads))
 
     sd, meta = tinywan.load_trained_state_dict(a.weights)

@@ -11,10 +11,11 @@ upscale  INPUT --out DIR --weights W --checkpoint SD21 --comfyui COMFYUI_DIR [op
     memory. The settings (flags named after the node's inputs, same defaults and bounds: the table
     ``settings.SETTINGS``) are checked by ``settings.UpscaleSettings``, the constructor the node uses too.
     The SD2.1-base UNet, VAE and text encoder are loaded from the checkpoint by a ComfyUI tree
-    (``--comfyui``) through a *loader* (``ModelLoader``): by default ``host_loader``, which runs the
-    pack's host side (``scripts/dloral_host.py`` -> ``nodes/dloral_host.py``). No module of this package
-    imports the host or the pack's nodes; ``main(argv, loader=...)`` takes any loader (tests pass
-    stand-in models).
+    (``--comfyui``) through a *loader* (``ModelLoader``) that the caller passes: ``main(argv, loader=...)``.
+    No module of this package imports the host, the pack's nodes or anything outside the package, so
+    ``python -m dloral`` has no loader and runs ``convert`` only; ``upscale`` there stops with one line
+    naming the pack's host entry point (``HOST_ENTRY_POINT``, README "DLoRAL"), which passes the loader
+    built on the host. Tests pass stand-in models.
 
     Batch safety: the settings, INPUT (frame count, one size for all frames, the minimum size) and
     the DLoRAL weights are checked before any model is loaded. Frames are written into a hidden staging folder
@@ -27,7 +28,6 @@ upscale  INPUT --out DIR --weights W --checkpoint SD21 --comfyui COMFYUI_DIR [op
     (``dloral.cpu.thp_env``: large CPU tensors on huge pages, 15 % faster on a CPU).
 """
 import argparse
-import importlib.util
 import os
 import pathlib
 import shutil
@@ -212,21 +212,10 @@ class LoadRequest:
 #: ``loader(request) -> DLoRALModels``: loads the SD2.1 UNet, VAE and text encoder and adapts them.
 ModelLoader = Callable[[LoadRequest], DLoRALModels]
 
-HOST_LOADER = pathlib.Path("scripts") / "dloral_host.py"
-
-
-def host_loader(request: LoadRequest) -> DLoRALModels:
-    """The default loader: the pack's host side, ``scripts/dloral_host.py`` next to this package, run as a
-    plain file. It puts the ComfyUI tree on sys.path, imports the pack as ComfyUI does and loads the
-    models with the host (``nodes/dloral_host.py``). This package imports nothing of the host: this is
-    where ``python -m dloral`` composes the host side in; ``main(loader=...)`` takes any other loader."""
-    path = pathlib.Path(__file__).resolve().parents[1] / HOST_LOADER
-    if not path.is_file():
-        raise ValueError(f"the host loader {str(path)!r} is missing: run from a complete copy of the pack")
-    spec = importlib.util.spec_from_file_location("_atelier_dloral_host_loader", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.load_models(request)
+#: Named by ``python -m dloral upscale``, which has no loader: the entry point that passes the host's.
+HOST_ENTRY_POINT = "dloral_cli.py in the pack's scripts folder"
+NO_LOADER = ("error: `python -m dloral upscale` cannot load the SD2.1 models (ComfyUI loads them): run the same "
+             f"arguments through the host entry point, {HOST_ENTRY_POINT} (README, 'DLoRAL')")
 
 
 def cmd_convert(a, loader=None):
@@ -273,10 +262,11 @@ def cmd_upscale(a, loader: ModelLoader):
     print(f"wrote {n} frames to {a.out} ({spf:.2f} s/frame)")
 
 
-def main(argv=None, loader: Optional[ModelLoader] = None):
-    """Run the command line; ``loader`` loads the SD2.1 models for ``upscale`` (default: ``host_loader``).
-    Returns the exit status (2 for a bad input, with the message on stderr)."""
-    p = argparse.ArgumentParser(prog="python -m dloral", description="DLoRAL one-step video super-resolution ×4")
+def main(argv=None, loader: Optional[ModelLoader] = None, prog: str = "python -m dloral"):
+    """Run the command line; ``loader`` loads the SD2.1 models for ``upscale`` (without one, ``upscale``
+    stops with ``NO_LOADER``); ``prog`` names the command in the usage line. Returns the exit status
+    (2 for a bad input, with the message on stderr)."""
+    p = argparse.ArgumentParser(prog=prog, description="DLoRAL one-step video super-resolution ×4")
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("convert", help="convert the official model.pkl to a small safetensors file")
     c.add_argument("pkl")
@@ -291,7 +281,8 @@ def main(argv=None, loader: Optional[ModelLoader] = None):
     u.add_argument("--out", required=True, help="output folder for frame_00000.png ...")
     u.add_argument("--weights", required=True, help="converted .safetensors or the official model.pkl")
     u.add_argument("--checkpoint", required=True, help="SD2.1-base checkpoint (UNet + VAE + text encoder)")
-    u.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"), help="ComfyUI tree (default $COMFYUI_DIR)")
+    u.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"),
+                   help="ComfyUI tree (default $COMFYUI_DIR; without it the host entry point tries ~/ComfyUI)")
     u.add_argument("--prompt", default=QUALITY_PROMPT)
     SETTINGS.add_arguments(u)
     u.add_argument("--overwrite", action="store_true",
@@ -302,10 +293,11 @@ def main(argv=None, loader: Optional[ModelLoader] = None):
         a = p.parse_args(argv)
     except SystemExit as exc:   # a flag refused by its record (or --help): the status argparse chose
         return exc.code if isinstance(exc.code, int) else 2
-    if a.cmd == "upscale" and not a.comfyui and loader is None:
-        p.error("upscale needs --comfyui (or $COMFYUI_DIR): the SD2.1 models are loaded by ComfyUI")
+    if a.cmd == "upscale" and loader is None:
+        print(NO_LOADER, file=sys.stderr)
+        return 2
     try:
-        a.fn(a, loader or host_loader)
+        a.fn(a, loader)
     except ValueError as exc:
         print(("\n" if sys.stderr.isatty() else "") + f"error: {exc}", file=sys.stderr)
         return 2
@@ -315,8 +307,17 @@ def main(argv=None, loader: Optional[ModelLoader] = None):
     return 0
 
 
+def run(loader: Optional[ModelLoader] = None, restart: Optional[list] = None,
+        prog: str = "python -m dloral") -> int:
+    """A process's entry: ``main(sys.argv[1:], loader, prog)``, where ``upscale`` with a loader first starts
+    the process again with large pages on Linux (``dloral.cpu.thp_env``; PyTorch reads the variable at start)
+    through ``restart``, the command that starts this entry point (``[python, script]``)."""
+    argv = sys.argv[1:]
+    pages = thp_env() if loader is not None and restart and argv[:1] == ["upscale"] else None
+    if pages:
+        os.execve(restart[0], [*restart, *argv], {**os.environ, **pages})
+    return main(argv, loader, prog)
+
+
 if __name__ == "__main__":
-    pages = thp_env() if sys.argv[1:2] == ["upscale"] else None
-    if pages:   # PyTorch reads it at start: start again with it
-        os.execve(sys.executable, [sys.executable, "-m", "dloral", *sys.argv[1:]], {**os.environ, **pages})
-    sys.exit(main())
+    sys.exit(run())

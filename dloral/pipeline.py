@@ -26,7 +26,7 @@ Frames go in through :func:`prepare_frames` and out through :func:`finish_frames
   resize (up to 2 levels of 255 on the LR frame) and the truncations of the output (the official
   output is half a level darker on average): each of the two steps alone changes values by less than
   3 levels of 255. The model then sees a slightly different LR frame (on random weights, which
-  amplify it, decoded frames differ by up to 0.04, 47 dB, see scripts/dloral_official_parity.py).
+  amplify it, decoded frames differ by up to 0.04, 47 dB; README, 'Parity with the official code').
 
 One step (official ``--stages 1``): ``x = [warp(z_prev), fused]`` (8 channels), ``eps = UNet(x, t=1,
 context)``, ``z0 = fused − eps``, ``image = decode(z0 / 0.18215)``, then a colour fix against the

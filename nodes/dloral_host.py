@@ -15,7 +15,7 @@ UNet in (fp16 or bf16 for SD2.x on current GPUs). ``fp16``/``bf16`` force half p
 from the host's UNet dtype the UNet runs under ``torch.autocast``; CFR and the latents run in that dtype;
 the VAE keeps the host's dtype.
 
-Used by the nodes (``dloral_nodes``) and by the CLI's host loader (``scripts/dloral_host.py``).
+Used by the nodes (``dloral_nodes``) and by the CLI's host loader (``scripts/dloral_cli.py``).
 """
 import copy
 import logging

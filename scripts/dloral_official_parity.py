@@ -302,8 +302,8 @@ def _ldm_config(arch):
 
 def cmd_pack(a):
     sys.path[:0] = [str(REPO / "scripts")]
-    from dloral_host import import_pack
-    pack = import_pack(a.comfyui)
+    import hostbridge   # the pack as the DLoRAL CLI imports it (CPU only without CUDA)
+    pack = hostbridge.import_pack(a.comfyui, name="atelier_pack_cli", cpu="no-cuda", label="--comfyui")
     import comfy.sd
     import comfy.utils
     from PIL import Image

@@ -1,6 +1,8 @@
-"""Paths and host discovery shared by the test tiers (imported by both conftests)."""
-import os
+"""Paths and host discovery shared by the test tiers (imported by both conftests). The rule that
+finds the ComfyUI tree lives in ``scripts/hostbridge.py`` (on sys.path through pytest.ini)."""
 import pathlib
+
+import hostbridge
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 OUT = REPO / "tests" / "_out"
@@ -14,8 +16,6 @@ HOST_MISSING = (
 
 
 def find_comfyui():
-    """The ComfyUI tree to test against: ``$COMFYUI_DIR``, else ``~/ComfyUI``, else None."""
-    for c in (os.environ.get("COMFYUI_DIR"), str(pathlib.Path.home() / "ComfyUI")):
-        if c and (pathlib.Path(c) / "comfy" / "model_patcher.py").is_file():
-            return pathlib.Path(c).resolve()
-    return None
+    """The ComfyUI tree to test against (``hostbridge.find_comfyui``: ``$COMFYUI_DIR``, else
+    ``~/ComfyUI``), or None."""
+    return hostbridge.find_comfyui()

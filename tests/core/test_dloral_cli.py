@@ -1,4 +1,5 @@
-"""`python -m dloral` convert subcommand and frame reading (folders and videos)."""
+"""`python -m dloral` convert subcommand and frame reading (folders and videos); `upscale`'s checks before
+any model is loaded, with a loader that fails the test if it is reached; `upscale` without a loader."""
 import numpy as np
 import pytest
 import torch
@@ -52,6 +53,25 @@ def _png_folder(d, sizes):
     return d
 
 
+def _never(request):
+    raise AssertionError(f"the model loader was reached: {request}")
+
+
+def test_upscale_without_loader_names_the_host_entry_point(tmp_path, capsys):
+    """`python -m dloral upscale` has no host side: one line naming the entry point that has, nothing run."""
+    from dloral.__main__ import HOST_ENTRY_POINT
+    good = _png_folder(tmp_path / "good", [(16, 16)] * 2)
+    out = tmp_path / "out"
+    rc = main(["upscale", str(good), "--out", str(out), "--weights", "w.safetensors", "--checkpoint", "c.safetensors"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert "dloral_cli.py" in HOST_ENTRY_POINT and HOST_ENTRY_POINT in err
+    assert not out.exists() and not list(tmp_path.glob(".*staging*"))
+    # the entry point named there exists and passes a loader (tests/host/test_dloral_cli_host.py runs it)
+    from _testenv import REPO
+    assert (REPO / "scripts" / "dloral_cli.py").is_file()
+
+
 def test_upscale_bad_inputs_fail_before_loading_models(tmp_path, capsys):
     """Everything checkable without the SD2.1 models fails first, with a message naming the problem,
     and leaves nothing in --out or next to it (the checkpoint and ComfyUI paths are never reached)."""
@@ -63,7 +83,8 @@ def test_upscale_bad_inputs_fail_before_loading_models(tmp_path, capsys):
     def fails(inp, *want, weights=w, out=None, extra=()):
         out = out or tmp_path / "out"
         rc = main(["upscale", str(inp), "--out", str(out), "--weights", str(weights), "--checkpoint",
-                   str(tmp_path / "never_read.safetensors"), "--comfyui", str(tmp_path / "no_comfyui"), *extra])
+                   str(tmp_path / "never_read.safetensors"), "--comfyui", str(tmp_path / "no_comfyui"), *extra],
+                  loader=_never)
         err = capsys.readouterr().err
         assert rc == 2, err
         for s in want:

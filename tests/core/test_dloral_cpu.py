@@ -18,14 +18,16 @@ def test_rule(tmp_path):
 
 
 def test_cli_start_again_keeps_arguments_errors_and_exit_status(tmp_path):
-    """``python -m dloral upscale`` with a bad INPUT: the same message and exit status 2 whether the CLI starts
-    itself again (variable unset) or not (set by the user)."""
+    """``python scripts/dloral_cli.py upscale`` (the host entry point) with a bad INPUT: the same message and
+    exit status 2 whether the CLI starts itself again (variable unset) or not (set by the user), from any
+    working directory."""
     outs = []
     for extra in ({}, {THP_VAR: "0"}):
         env = {k: v for k, v in __import__("os").environ.items() if k != THP_VAR}
         env.update(extra, PYTHONPATH="")
-        r = subprocess.run([sys.executable, "-m", "dloral", "upscale", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
-                            "--weights", "w.safetensors", "--checkpoint", "c.safetensors", "--comfyui", str(tmp_path)],
-                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run([sys.executable, str(REPO / "scripts" / "dloral_cli.py"), "upscale", str(tmp_path / "nope"),
+                            "--out", str(tmp_path / "o"), "--weights", "w.safetensors", "--checkpoint", "c.safetensors",
+                            "--comfyui", str(tmp_path)],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         outs.append((r.returncode, r.stderr.strip().splitlines()[-1]))
     assert outs[0] == outs[1] and outs[0][0] == 2 and "nope" in outs[0][1], outs

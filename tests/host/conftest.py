@@ -1,37 +1,26 @@
-"""Host tier: imports a real ComfyUI tree in-process (CPU) and the pack as ComfyUI would."""
-import importlib.util
-import sys
-
+"""Host tier: imports a real ComfyUI tree in-process (CPU) and the pack as ComfyUI would, both through
+``scripts/hostbridge.py`` (the bridge the benchmarks and the DLoRAL CLI use too)."""
 import pytest
 
-from _testenv import REPO, HOST_MISSING, find_comfyui
+import hostbridge
+from _testenv import HOST_MISSING, find_comfyui
+
+PACK_NAME = "atelier_pack_under_test"
 
 
 @pytest.fixture(scope="session")
 def comfy_dir():
+    """The tree under test on sys.path, the host's CPU flag forced before anything of it is imported."""
     d = find_comfyui()
     if d is None:
         pytest.skip(HOST_MISSING)
-    if str(d) not in sys.path:
-        sys.path.insert(0, str(d))
-    # The host reads its CLI args at import time; force CPU before anything else.
-    from comfy.cli_args import args
-    args.cpu = True
-    return d
+    return hostbridge.enter_host(d, cpu="force")
 
 
 @pytest.fixture(scope="session")
 def pack(comfy_dir):
     """The pack imported as a package under an arbitrary name, like ComfyUI does."""
-    name = "atelier_pack_under_test"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return hostbridge.import_pack(comfy_dir, name=PACK_NAME, cpu="force")
 
 
 @pytest.fixture(scope="session")

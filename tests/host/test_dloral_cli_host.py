@@ -1,4 +1,4 @@
-"""`python -m dloral upscale` end to end, as a batch user runs it: a subprocess from the repo root on a
+"""`python scripts/dloral_cli.py upscale` end to end, as a batch user runs it: a subprocess on a
 frames folder and on an OpenCV video, with a single-file SD2 checkpoint loaded by the real host (the
 small SD2-architecture UNet, the SD VAE and the host's full-size SD2 text encoder, random weights) and
 synthetic DLoRAL weights for that UNet. A failure mid-run leaves --out as it was. (Bad inputs caught
@@ -70,7 +70,7 @@ def good_run(files):
 
 
 def _run(files, inp, out, *extra, weights=None):
-    cmd = [sys.executable, "-m", "dloral", "upscale", str(inp), "--out", str(out),
+    cmd = [sys.executable, str(REPO / "scripts" / "dloral_cli.py"), "upscale", str(inp), "--out", str(out),
            "--weights", str(weights or files["weights"]), "--checkpoint", str(files["ckpt"]),
            "--comfyui", str(files["comfy"]), "--process-size", "64", "--window", "2", "--seed", "7", *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH="")
@@ -178,8 +178,8 @@ def test_other_base_model_refused_naming_tensors(files, tmp_path):
 
 @pytest.mark.slow
 def test_node_and_cli_same_settings_byte_identical_frames(files, pack, tmp_path):
-    """The same settings through `python -m dloral upscale` (a subprocess, as the README runs it) and through
-    the Upscale node (in this process, on the same checkpoint loaded by the host, the same prompt encoded by
+    """The same settings through `python scripts/dloral_cli.py upscale` (a subprocess, as the README runs it) and
+    through the Upscale node (in this process, on the same checkpoint loaded by the host, the same prompt encoded by
     the host's CLIPTextEncode, the same frames read back from the PNGs): identical 8-bit frames. The 16x24
     frames become 64x96 (latent 8x12), so the settings tile the latent (64 px = 8 latent px) and the VAE
     (--vae-tile 8, overlap 2): the two rules node and CLI once computed differently (the CLI refused
