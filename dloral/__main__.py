@@ -280,7 +280,9 @@ def cmd_upscale(a, loader: ModelLoader):
             staging.commit()
     spf = progress.done()
     dest = staging.path if isinstance(staging, VideoWriter) else a.out
-    audio = f", audio {staging.audio_mode}" if isinstance(staging, VideoWriter) and staging.audio_mode else ""
+    audio = ""
+    if isinstance(staging, VideoWriter):
+        audio = f", {staging.format} {staging.bits}-bit, audio {staging.audio_mode or 'none'}"
     print(f"wrote {n} frames to {dest} ({spf:.2f} s/frame{audio})")
 
 
@@ -329,7 +331,8 @@ def main(argv=None, loader: Optional[ModelLoader] = None):
     u.add_argument("--fps", type=_fps, default=Fraction(24),
                    help="frame rate of a video written from a folder of frames (e.g. 25 or 24000/1001; default 24)")
     u.add_argument("--overwrite", action="store_true",
-                   help="replace the frame_*.png already in --out (only once the new set is complete)")
+                   help="replace the frame files already in an --out folder (only once the new set is complete); "
+                        "a video file is never replaced (the new one gets a numbered name)")
     u.add_argument("--quiet", action="store_true", help="no progress on stderr")
     u.set_defaults(fn=cmd_upscale)
     a = p.parse_args(argv)
