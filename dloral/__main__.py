@@ -5,10 +5,14 @@ convert  model.pkl --out dloral.safetensors [--precision fp16|fp32] [--base SD21
     fingerprint of the checkpoint's base UNet tensors (checked against the user's SD2.1 when upscaling);
     with ``--base`` every base tensor the checkpoint changed is kept (conv_in always is).
 
-upscale  INPUT --out DIR --weights W --checkpoint SD21 --comfyui COMFYUI_DIR [options]
-    INPUT is a folder of frames (sorted by name) or a video file (OpenCV). Frames are read, upscaled
-    ×4 and written as DIR/frame_00000.png ... one window at a time, so long videos run in bounded
-    memory. The settings (flags named after the node's inputs, same defaults and bounds: the table
+upscale  INPUT --out DIR|FILE.mp4|.mov|.mkv --weights W --checkpoint SD21 --comfyui COMFYUI_DIR [options]
+    INPUT is a folder of frames (sorted by name) or a video file (PyAV, ``dloral.video``). Frames are
+    read, upscaled ×4 and written one window at a time, so long videos run in bounded memory: into a
+    video file (``--video-format``: 8-bit H.264, 10-bit H.265 or ProRes; each frame keeps its input
+    timestamp, variable rate included; the input's audio stream copied untouched where the container
+    allows, else re-encoded to AAC; ``--fps`` for a folder input; an existing file is never
+    overwritten: a numbered name) or as DIR/frame_00000.png ... (``--frames png|tiff16``; from a video,
+    with ``timecodes.txt`` and the audio stream untouched in ``audio.mka``). The settings (flags named after the node's inputs, same defaults and bounds: the table
     ``settings.SETTINGS``) are checked by ``settings.UpscaleSettings``, the constructor the node uses too.
     The SD2.1-base UNet, VAE and text encoder are loaded from the checkpoint by a ComfyUI tree
     (``--comfyui``) through a *loader* (``ModelLoader``) that the caller passes: ``main(argv, loader=...)``.
@@ -35,6 +39,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable, Optional
 
 import numpy as np
@@ -43,11 +48,13 @@ import torch
 from .checkpoint import DLoRALWeights
 from .cpu import THP_VAR, thp_env
 from .pipeline import DLoRALModels
-from .settings import SETTINGS, UpscaleSettings
+from .settings import OUTPUT_SETTINGS, SETTINGS, UpscaleSettings
+from .video import FRAME_FORMATS, VideoWriter, copy_audio, is_video_path, iter_frames, probe_video, save_frame, \
+    write_timecodes
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 QUALITY_PROMPT = "high quality, detailed, clean, natural, sharp"
-FRAME_GLOB = "frame_*.png"
+FRAME_GLOBS = ("frame_*.png", "frame_*.tif")
 
 
 def _frame_files(p):
@@ -61,10 +68,9 @@ def probe(path):
     """``(frame_count or None, (H, W))`` of INPUT without decoding it all; raises ValueError naming the
     problem: no frames, an unreadable frame, frames of different sizes, frames below the minimum size.
 
-    A folder is checked from the image headers of every file; a video from its first frame (OpenCV
-    gives every frame of a stream the same size); its frame count is the container's estimate.
+    A folder is checked from the image headers of every file; a video from its first frame (every frame
+    of a decoded stream has the same size); its frame count is the container's count or estimate.
     """
-    import cv2
     from PIL import Image
     from .pipeline import MIN_SIDE
     p = pathlib.Path(path)
@@ -84,16 +90,8 @@ def probe(path):
                                  "all frames of a video must have the same size")
         count = len(files)
     elif p.is_file():
-        cap = cv2.VideoCapture(str(p))
-        try:
-            ok, img = cap.read() if cap.isOpened() else (False, None)
-            if not ok:
-                raise ValueError(f"OpenCV cannot read a frame from {str(p)!r} (not a video, or an unsupported codec)")
-            size = img.shape[:2]
-            n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-            count = n if n > 0 else None
-        finally:
-            cap.release()
+        info = probe_video(p)
+        size, count = (info.height, info.width), info.frame_count
     else:
         raise ValueError(f"INPUT {str(p)!r} is neither a folder of frames nor a video file")
     if min(size) < MIN_SIDE:
@@ -101,8 +99,9 @@ def probe(path):
     return count, tuple(size)
 
 
-def _frames(path):
-    """Yield (3, H, W) float frames in [0, 1] from a folder of images or a video file."""
+def _frames(path, times=None):
+    """Yield (3, H, W) float frames in [0, 1] from a folder of images or a video file; a video's frame
+    times (seconds) are appended to ``times`` as the frames are read."""
     import cv2
     p = pathlib.Path(path)
     if p.is_dir():
@@ -114,17 +113,10 @@ def _frames(path):
         return
     if not p.is_file():
         raise ValueError(f"INPUT {path!r} is neither a folder of frames nor a video file")
-    cap = cv2.VideoCapture(str(p))
-    if not cap.isOpened():
-        raise ValueError(f"OpenCV cannot open video {path!r}")
-    try:
-        while True:
-            ok, img = cap.read()
-            if not ok:
-                break
-            yield torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1).float() / 255
-    finally:
-        cap.release()
+    for f in iter_frames(p):
+        if times is not None:
+            times.append(f.time)
+        yield f.image.permute(2, 0, 1)
 
 
 def _save(frame, path):
@@ -142,7 +134,7 @@ class _Staging:
         self.out = pathlib.Path(out)
         if self.out.exists() and not self.out.is_dir():
             raise ValueError(f"--out {str(self.out)!r} exists and is not a folder")
-        old = sorted(self.out.glob(FRAME_GLOB)) if self.out.is_dir() else []
+        old = sorted(f for g in FRAME_GLOBS for f in self.out.glob(g)) if self.out.is_dir() else []
         if old and not overwrite:
             raise ValueError(f"--out {str(self.out)!r} already holds {len(old)} frame files ({old[0].name}, ...); "
                              "choose another folder or pass --overwrite")
@@ -161,7 +153,7 @@ class _Staging:
         if not self.out.exists():
             os.replace(self.dir, self.out)     # one rename: DIR appears complete
         else:
-            for f in self.out.glob(FRAME_GLOB):
+            for f in [f for g in FRAME_GLOBS for f in self.out.glob(g)]:
                 f.unlink()
             for f in sorted(self.dir.iterdir()):
                 os.replace(f, self.out / f.name)
@@ -239,7 +231,13 @@ def cmd_upscale(a, loader: ModelLoader):
     cfg = settings.config()
     # everything that can be checked without the SD2.1 models fails here, before minutes of loading
     total, (h, w) = probe(a.input)
-    staging = _Staging(a.out, a.overwrite)
+    src = probe_video(a.input) if os.path.isfile(a.input) else None
+    if is_video_path(a.out):
+        tb = src.time_base if src else 1 / a.fps
+        staging = VideoWriter(a.out, 4 * w, 4 * h, tb, src.rate if src else a.fps, a.video_format,
+                              audio_from=a.input if src else None)
+    else:
+        staging = _Staging(a.out, a.overwrite)
     weights = load_weights(a.weights)
     if not os.path.isfile(a.checkpoint):
         raise ValueError(f"--checkpoint {a.checkpoint!r}: no such file")
@@ -250,16 +248,41 @@ def cmd_upscale(a, loader: ModelLoader):
               f"({models.device}, {str(models.dtype).replace('torch.', '')}{pages})", file=sys.stderr)
     progress = _Progress(total, a.quiet)
     digits = max(5, len(str(total or 0)))
+    times = [] if src else None
     with staging, torch.inference_mode():
         n = 0
-        for n, f in enumerate(upscale_video(_frames(a.input), models, cfg), 1):
-            _save(f, staging.dir / f"frame_{n - 1:0{digits}d}.png")
+        for n, f in enumerate(upscale_video(_frames(a.input, times), models, cfg), 1):
+            if isinstance(staging, VideoWriter):
+                staging.write(f.permute(1, 2, 0), times[n - 1] if src else (n - 1) / a.fps)
+            elif a.frames == "png":
+                _save(f, staging.dir / f"frame_{n - 1:0{digits}d}.png")
+            else:
+                save_frame(f.permute(1, 2, 0), staging.dir / f"frame_{n - 1:0{digits}d}{FRAME_FORMATS[a.frames]}",
+                           a.frames)
             progress()
         if n == 0:
             raise ValueError(f"INPUT {a.input!r} gave no frames")
-        staging.commit()
+        if not isinstance(staging, VideoWriter):
+            if src:   # a frame folder keeps the clip's timing and sound beside the frames
+                write_timecodes(staging.dir / "timecodes.txt", times)
+                copy_audio(a.input, staging.dir / "audio.mka")
+            staging.commit()
     spf = progress.done()
-    print(f"wrote {n} frames to {a.out} ({spf:.2f} s/frame)")
+    dest = staging.path if isinstance(staging, VideoWriter) else a.out
+    audio = ""
+    if isinstance(staging, VideoWriter):
+        audio = f", {staging.format} {staging.bits}-bit, audio {staging.audio_mode or 'none'}"
+    print(f"wrote {n} frames to {dest} ({spf:.2f} s/frame{audio})")
+
+
+def _fps(text):
+    try:
+        v = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate (e.g. 25 or 24000/1001)") from None
+    if not 0 < v <= 1000:
+        raise argparse.ArgumentTypeError(f"{text}: a frame rate must be in (0, 1000]")
+    return v
 
 
 def main(argv=None, loader: Optional[ModelLoader] = None, prog: str = "python -m dloral"):
@@ -278,15 +301,20 @@ def main(argv=None, loader: Optional[ModelLoader] = None, prog: str = "python -m
     c.set_defaults(fn=cmd_convert)
     u = sub.add_parser("upscale", help="upscale a folder of frames or a video file ×4")
     u.add_argument("input")
-    u.add_argument("--out", required=True, help="output folder for frame_00000.png ...")
+    u.add_argument("--out", required=True, help="output video file (.mp4, .mov, .mkv; an existing one is kept and "
+                   "a numbered name used) or folder for frame_00000.png ...")
     u.add_argument("--weights", required=True, help="converted .safetensors or the official model.pkl")
     u.add_argument("--checkpoint", required=True, help="SD2.1-base checkpoint (UNet + VAE + text encoder)")
     u.add_argument("--comfyui", default=os.environ.get("COMFYUI_DIR"),
                    help="ComfyUI tree (default $COMFYUI_DIR; without it the host entry point tries ~/ComfyUI)")
     u.add_argument("--prompt", default=QUALITY_PROMPT)
     SETTINGS.add_arguments(u)
+    OUTPUT_SETTINGS.add_arguments(u)
+    u.add_argument("--fps", type=_fps, default=Fraction(24),
+                   help="frame rate of a video written from a folder of frames (e.g. 25 or 24000/1001; default 24)")
     u.add_argument("--overwrite", action="store_true",
-                   help="replace the frame_*.png already in --out (only once the new set is complete)")
+                   help="replace the frame files already in an --out folder (only once the new set is complete); "
+                        "a video file is never replaced (the new one gets a numbered name)")
     u.add_argument("--quiet", action="store_true", help="no progress on stderr")
     u.set_defaults(fn=cmd_upscale)
     try:

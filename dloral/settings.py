@@ -23,8 +23,9 @@ from .colorfix import COLOR_FIXES
 from .pipeline import PROCESSINGS
 from .precision import PRECISIONS
 from .tiling import LATENT_PX, TilingConfig
+from .video import FRAME_FORMATS, VIDEO_FORMATS
 
-__all__ = ["Setting", "SettingError", "SETTINGS", "UpscaleSettings", "check_settings"]
+__all__ = ["Setting", "SettingError", "SETTINGS", "OUTPUT_SETTINGS", "UpscaleSettings", "check_settings"]
 
 
 _TILE = TilingConfig
@@ -64,6 +65,19 @@ SETTINGS = SettingsTable("Atelier DLoRAL Upscale", (
             "PIL-exact bicubic ×4, LANCZOS to a multiple of 8, colour fix on the 8-bit decode, truncated output). "
             "float: the same kernels without any 8-bit step (up to a few levels of 255 apart).",
             choices=tuple(PROCESSINGS)),
+))
+
+
+#: How the CLI writes its output (``--out`` a video file or a folder); the node returns the host's VIDEO or
+#: IMAGE and leaves the file format to the host's save nodes. Checked by ``video.resolve_format``.
+OUTPUT_SETTINGS = SettingsTable("dloral upscale output", (
+    Setting("video_format", "auto",
+            "Encoder when --out is a video file: h264 (8-bit, .mp4/.mkv/.mov), h265-10 (H.265 10-bit 4:2:0, "
+            ".mkv/.mp4/.mov), prores (ProRes 422 HQ 10-bit, .mov/.mkv); auto: .mp4 -> h264, .mkv -> h265-10, "
+            ".mov -> prores.", choices=tuple(VIDEO_FORMATS)),
+    Setting("frames", "png",
+            "Frame files when --out is a folder: png (8-bit RGB) or tiff16 (16-bit RGB TIFF).",
+            choices=tuple(FRAME_FORMATS)),
 ))
 
 

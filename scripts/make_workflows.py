@@ -221,22 +221,18 @@ def wf_dloral(defs):
     b.link(ck, 1, te, "clip")
     dl = b.node("AtelierDLoRALLoader", (0, 160), {"weights_name": "dloral.safetensors"}, size=[340, 60])
     lv = b.node("LoadVideo", (0, 280), {"file": "input.mp4"}, size=[340, 380])
-    gc = b.node("GetVideoComponents", (380, 200), size=[260, 80])
-    b.link(lv, 0, gc, "video")
-    up = b.node("AtelierDLoRALUpscale", (780, 0), size=[360, 360])
+    up = b.node("AtelierDLoRALUpscaleVideo", (780, 0), size=[360, 360])
     b.link(ck, 0, up, "model")
     b.link(ck, 2, up, "vae")
     b.link(te, 0, up, "positive")
     b.link(dl, 0, up, "dloral")
-    b.link(gc, "images", up, "images")
-    cv = b.node("CreateVideo", (1180, 0), size=[260, 80])
-    b.link(up, 0, cv, "images")
-    b.link(gc, "fps", cv, "fps")
-    sv = b.node("SaveVideo", (1480, 0), {"filename_prefix": "video/atelier_dloral"}, size=[420, 420])
-    b.link(cv, 0, sv, "video")
+    b.link(lv, 0, up, "video")
+    sv = b.node("SaveVideo", (1180, 0), {"filename_prefix": "video/atelier_dloral"}, size=[420, 420])
+    b.link(up, 0, sv, "video")
     b.node("Note", (0, 720), {"text": (
         "DLoRAL one-step video super-resolution (x4): every frame in, every frame out (frame 0 included), "
-        "deterministic for a seed, long clips processed in windows at flat memory.\n\nFiles:\n"
+        "deterministic for a seed, long clips processed in windows at flat memory. The clip's frame rate and "
+        "sound go through to Save Video untouched.\n\nFiles:\n"
         f"- {SD21} (Stable Diffusion 2.1-base, stabilityai/stable-diffusion-2-1-base) -> "
         "ComfyUI/models/checkpoints/\n"
         "- DLoRAL weights: the official model.pkl (yjsunnn/DLoRAL) -> ComfyUI/models/dloral/, then "
@@ -330,7 +326,7 @@ WORKFLOWS = {
     "magcache_calibrate": (wf_magcache_calibrate, ["AtelierMagCacheCalibrate", "AtelierMagCacheWan"]),
     "nag_cfg1_fewstep": (wf_nag_fewstep, ["AtelierNAGWan"]),
     "nag_magcache": (wf_nag_magcache, ["AtelierNAGWan", "AtelierMagCacheWan"]),
-    "dloral_video_upscale": (wf_dloral, ["AtelierDLoRALLoader", "AtelierDLoRALUpscale", "LoadVideo"]),
+    "dloral_video_upscale": (wf_dloral, ["AtelierDLoRALLoader", "AtelierDLoRALUpscaleVideo", "LoadVideo"]),
     "restoration_scan_to_print": (wf_restoration_scan, ["AtelierRestorationLoadScan", "AtelierRestorationRecord"]),
     "restoration_sample": (wf_restoration_sample, ["AtelierSyntheticDamage", "AtelierRestorationRecord"]),
 }

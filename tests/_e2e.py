@@ -138,7 +138,7 @@ def write_tiny_sd2_checkpoint(path, seed=0):
 def write_tiny_dloral(base):
     """A small SD2-architecture UNet (320 base channels, 2 levels, ~25 M params: the host detects SD2),
     the SD VAE with random weights, synthetic DLoRAL weights in the official layout for that UNet,
-    and a 3-frame 16x16 clip in BASE/input. Needs the host importable."""
+    and a 3-frame 16x16 clip with a stereo tone in BASE/input. Needs the host importable."""
     import numpy as np
     import av
     from safetensors.torch import save_file
@@ -157,12 +157,20 @@ def write_tiny_dloral(base):
         st = out.add_stream("mpeg4", rate=8)
         st.width = st.height = VIDEO_SIZE
         st.pix_fmt = "yuv420p"
+        au = out.add_stream("aac", rate=48000, layout="stereo")
         g = np.random.default_rng(0)
         for _ in range(VIDEO_FRAMES):
             img = (g.random((VIDEO_SIZE, VIDEO_SIZE, 3)) * 255).astype(np.uint8)
             for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 out.mux(pkt)
         for pkt in st.encode():
+            out.mux(pkt)
+        # with sound (a 440 Hz stereo tone as long as the clip): the workflow must save it too
+        t = np.arange(48000 * VIDEO_FRAMES // 8) / 48000
+        s = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        fr = av.AudioFrame.from_ndarray(np.stack([s, s]), format="fltp", layout="stereo")
+        fr.sample_rate, fr.pts = 48000, 0
+        for pkt in [*au.encode(fr), *au.encode()]:
             out.mux(pkt)
 
 
@@ -211,7 +219,7 @@ def tiny_prompt(wf, defs, steps=STEPS):
             inp.update(width=SCAN_PX, height=SCAN_PX)
         elif t == "AtelierRestorationLoadScan":
             inp["path"] = SCAN_NAME
-        elif t == "AtelierDLoRALUpscale":
+        elif t in ("AtelierDLoRALUpscale", "AtelierDLoRALUpscaleVideo"):
             # the smallest tiles the settings allow (the 8x8 latent of a 16 px frame fits in one; tiling
             # through the host is tested in test_dloral_host / test_dloral_cli_host)
             inp.update(process_size=64, tile_size=64, tile_overlap=32, vae_tile=8, window=2)

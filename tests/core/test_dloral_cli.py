@@ -100,7 +100,7 @@ def test_upscale_bad_inputs_fail_before_loading_models(tmp_path, capsys):
     fails(tmp_path / "empty", "has no image files")
     fails(tmp_path / "nope.mp4", "neither a folder of frames nor a video file")
     (tmp_path / "notavideo.mp4").write_bytes(b"\0" * 100)
-    fails(tmp_path / "notavideo.mp4", "OpenCV cannot read a frame")
+    fails(tmp_path / "notavideo.mp4", "notavideo.mp4", "cannot be opened by PyAV")
     torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "other.pkl")
     fails(good, "not a DLoRAL checkpoint: missing top-level keys", "state_dict_unet", weights=tmp_path / "other.pkl")
     from safetensors.torch import save_file

@@ -143,6 +143,9 @@ def test_video_file(files, tmp_path):
     out = tmp_path / "v"
     r = _run(files, files["video"], out)
     assert r.returncode == 0, r.stderr[-3000:]
+    # from a video, the folder keeps the clip's frame times beside the frames (this clip has no sound)
+    assert len((out / "timecodes.txt").read_text().splitlines()) == N + 1 and not (out / "audio.mka").exists()
+    (out / "timecodes.txt").unlink()
     _check_frames(out, N, tol=0.05)   # MJPG is lossy: the decoded input means move a little
     assert not _leftovers(out)
 

@@ -377,3 +377,59 @@ def test_vae_attention_patched_on_a_clone(vae, nodes, pack):
     gpu_vae = copy.copy(vae)
     gpu_vae.device = torch.device("cuda", 0)
     assert host.patch_vae(gpu_vae) is gpu_vae
+
+
+def _clip(path, frames, rate=25, tone=True):
+    """An .mp4 of ``frames`` (T, H, W, 3) at ``rate`` fps (lossless H.264 4:4:4) with a 440 Hz stereo AAC tone."""
+    import av
+    import numpy as np
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=rate, options={"crf": "0"})
+        v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv444p"
+        a = out.add_stream("aac", rate=48000, layout="stereo") if tone else None
+        for img in frames:
+            for p in v.encode(av.VideoFrame.from_ndarray((img.numpy() * 255).round().astype(np.uint8), "rgb24")):
+                out.mux(p)
+        for p in v.encode():
+            out.mux(p)
+        if a is not None:
+            t = np.arange(int(48000 * len(frames) / rate)) / 48000
+            s = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+            f = av.AudioFrame.from_ndarray(np.stack([s, 0.8 * s]), format="fltp", layout="stereo")
+            f.sample_rate, f.pts = 48000, 0
+            for p in [*a.encode(f), *a.encode()]:
+                out.mux(p)
+
+
+def test_video_node_keeps_audio_and_frame_rate(sd2, vae, weights, nodes, pack, tmp_path):
+    """VIDEO in (a file with sound, as Load Video gives it) -> VIDEO out: the frames are exactly the IMAGE node's
+    on the same frames, the frame rate and the audio object pass through untouched, and the host's Save Video
+    writes them (the sound in the file: same rate, channels and length within a frame)."""
+    import av
+    from comfy_api.latest import InputImpl, io
+    registered = "AtelierDLoRALUpscaleVideo" in pack.nodes.NODE_CLASS_MAPPINGS
+    assert registered == hasattr(io, "Video")     # registered exactly where the host has VIDEO
+    if not registered:
+        pytest.skip("this host's V3 API has no VIDEO type")
+    frames = torch.rand(3, 16, 24, 3, generator=torch.Generator().manual_seed(3))
+    _clip(tmp_path / "in.mp4", frames, rate=25)
+    video = InputImpl.VideoFromFile(str(tmp_path / "in.mp4"))
+    src = video.get_components()
+    kw = dict(tile_size=0, tile_overlap=0, color_fix="adain", seed=0, window=2, process_size=64)
+    out = nodes.AtelierDLoRALUpscaleVideo.execute(sd2, vae, _cond(), weights, video, **kw).result[0]
+    c = out.get_components()
+    assert c.images.shape == (3, 64, 96, 3) and c.frame_rate == src.frame_rate == 25
+    assert torch.equal(c.images, _upscale(nodes, sd2, vae, _cond(), weights, src.images, **kw))
+    assert c.audio["sample_rate"] == 48000 and torch.equal(c.audio["waveform"], src.audio["waveform"])
+    # an in-memory VIDEO (Create Video): the very same audio object comes back
+    made = InputImpl.VideoFromComponents(type(src)(images=src.images, audio=src.audio, frame_rate=src.frame_rate))
+    assert nodes.AtelierDLoRALUpscaleVideo.execute(sd2, vae, _cond(), weights, made, **kw).result[0] \
+        .get_components().audio is src.audio
+    out.save_to(str(tmp_path / "out.mp4"))     # what Save Video calls
+    with av.open(str(tmp_path / "out.mp4")) as f:
+        vs, aus = f.streams.video[0], f.streams.audio[0]
+        assert (vs.width, vs.height, vs.average_rate) == (96, 64, 25)
+        assert (aus.sample_rate, aus.channels) == (48000, 2)
+        n = sum(fr.samples for fr in f.decode(aus))
+    assert abs(n / 48000 - 3 / 25) <= 1 / 25, n
+    assert nodes.AtelierDLoRALUpscaleVideo.validate_inputs(tile_size=250) != True   # noqa: E712 - the core check

@@ -173,12 +173,15 @@ def test_nag_workflows(server, defs, name):
 
 
 def test_dloral_video_upscale(server, defs):
-    """Load video -> DLoRAL x4 -> save video: every frame out (frame 0 included), 4x the size."""
+    """Load video -> DLoRAL x4 (VIDEO node) -> save video: every frame out (frame 0 included), 4x the size,
+    the clip's frame rate and its sound kept."""
     import av
     events, hist = _run_ok(server, tiny_prompt(_wf("dloral_video_upscale"), defs))
     files = _saved_files(server, hist)
     assert len(files) == 1 and files[0].is_file(), hist["outputs"]
     with av.open(str(files[0])) as c:
+        assert c.streams.video[0].average_rate == 8 and len(c.streams.audio) == 1
+        assert (c.streams.audio[0].sample_rate, c.streams.audio[0].channels) == (48000, 2)
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == VIDEO_FRAMES
     assert frames[0].shape == (4 * VIDEO_SIZE, 4 * VIDEO_SIZE, 3)
