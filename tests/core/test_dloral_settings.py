@@ -163,7 +163,7 @@ def test_cli_flags_are_the_settings_table():
     orig = cli.cmd_upscale
     try:
         cli.cmd_upscale = fake
-        assert cli.main(parser_argv) == 0
+        assert cli.main(parser_argv, loader=lambda request: None) == 0
     finally:
         cli.cmd_upscale = orig
     a = seen["a"]
