@@ -33,7 +33,7 @@ import pickle
 import tempfile
 from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
-from typing import Optional
+from typing import Dict, List, Optional, Set, Tuple
 
 import torch
 
@@ -255,6 +255,8 @@ class ConvIn8(torch.nn.Module):
     """DLoRAL's 8-channel input convolution (3x3, padding 1): x ``(B, 8, h, w)`` = [warped previous latent,
     fused latent] -> ``(B, C, h, w)``; the weights ``[C, 8, 3, 3]`` / ``[C]`` follow the input's device and dtype."""
     stride, padding, dilation = (1, 1), (1, 1), (1, 1)
+    weight: torch.Tensor       # buffers
+    bias: torch.Tensor
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
         super().__init__()
@@ -276,7 +278,7 @@ def conv_in_module(w: "DLoRALWeights") -> torch.nn.Module:
     return ConvIn8(w.conv_in_weight, w.conv_in_bias)
 
 
-_SHA256 = {}
+_SHA256: Dict[Tuple[str, int, int, int], str] = {}     # (path, size, mtime_ns, inode) -> hex digest
 
 
 def file_sha256(path) -> "str | None":
@@ -384,8 +386,9 @@ def convert_official(ck, lora_alpha=PEFT_DEFAULT_ALPHA, dtype=torch.float32,
         raise ValueError("not a DLoRAL checkpoint: 'conv_in' is not among the LoRA target modules")
 
     # account for every UNet key
-    used, leftover = set(), []
-    names = set()
+    used: Set[str] = set()
+    leftover: List[str] = []
+    names: Set[str] = set()
     for key in sd:
         parts = key.split(".")
         if ".lora_A." in key or ".lora_B." in key:

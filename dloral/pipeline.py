@@ -33,7 +33,7 @@ context)``, ``z0 = fused − eps``, ``image = decode(z0 / 0.18215)``, then a col
 upsampled LR frame.
 """
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Tuple
 
 import torch
 
@@ -84,9 +84,9 @@ class DLoRALConfig:
     processing: str = "official"
 
     def __post_init__(self):
-        if self.vae_overlap is None:
-            object.__setattr__(self, "vae_overlap", vae_overlap_for(self.vae_tile))
-        TilingConfig(self.tile, self.overlap, self.vae_tile, self.vae_overlap)   # the tiling rules, one place
+        vae_overlap = vae_overlap_for(self.vae_tile) if self.vae_overlap is None else self.vae_overlap
+        object.__setattr__(self, "vae_overlap", vae_overlap)
+        TilingConfig(self.tile, self.overlap, self.vae_tile, vae_overlap)   # the tiling rules, one place
         if self.processing not in PROCESSINGS:
             raise ValueError(f"processing must be one of {PROCESSINGS}, got {self.processing!r}")
         if self.color_fix not in COLOR_FIXES:
@@ -172,7 +172,7 @@ def prepare_frames(frames: torch.Tensor, process_size: int = 512, processing: st
     return (from_u8(x) if official else x), (4 * h, 4 * w)
 
 
-def finish_frames(decoded: torch.Tensor, lr: torch.Tensor, out_size, color_fix_method: str = "adain",
+def finish_frames(decoded: torch.Tensor, lr: torch.Tensor, out_size: Tuple[int, int], color_fix_method: str = "adain",
                   processing: str = "official") -> torch.Tensor:
     """Decoded frames (B, 3, H', W') in [-1, 1] (clamped here) -> (B, 3, out_size) float32 in [0, 1].
 
@@ -183,7 +183,7 @@ def finish_frames(decoded: torch.Tensor, lr: torch.Tensor, out_size, color_fix_m
     """
     _check_processing(processing)
     img = decoded.float().clamp(-1, 1) * 0.5 + 0.5
-    size = tuple(int(v) for v in out_size)
+    size = (int(out_size[0]), int(out_size[1]))
     if processing == "float":
         img = color_fix(img, lr.float(), color_fix_method)
         if tuple(img.shape[-2:]) != size:

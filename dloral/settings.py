@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Optional
 
 try:
-    from ..atelier_settings import Setting, SettingError, SettingsTable
+    from ..atelier_settings import Setting, SettingError, SettingsTable  # type: ignore[import-not-found]
 except ImportError:  # the core imported as a top-level package (tests, ``python -m dloral``)
     from atelier_settings import Setting, SettingError, SettingsTable
 

@@ -8,7 +8,7 @@ weights, so where tiles agree the blend is exact.
 pixels of the ×4 frame (``from_settings``) -> latent pixels, the VAE overlap rule and every tiling check.
 """
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import List, Mapping, Optional
 
 import torch
 
@@ -133,16 +133,18 @@ def tiled_decode(decode, z, tile=64, overlap=16, scale=8):
     boxes = tiles(h, w, tile, overlap)
     if len(boxes) == 1:
         return decode(z)
-    out = acc = None
+    out: Optional[torch.Tensor] = None
+    acc: Optional[torch.Tensor] = None
     for box in boxes:
         y0, y1, x0, x1 = box
         img = decode(z[:, :, y0:y1, x0:x1]).float()
-        if out is None:
+        if out is None or acc is None:
             out = img.new_zeros(b, img.shape[1], h * scale, w * scale)
             acc = img.new_zeros(1, 1, h * scale, w * scale)
         wt = ramp_weight(box, h, w, overlap, scale, img.device)
         out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] += img * wt
         acc[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] += wt
+    assert out is not None and acc is not None    # boxes is never empty
     return out / acc
 
 
@@ -158,19 +160,21 @@ def tiled_encode(encode, x, tile=512, overlap=64, scale=8):
     boxes = tiles(h, w, tile // scale, overlap // scale)
     if len(boxes) == 1:
         return encode(x)
-    outs = acc = None
+    outs: Optional[List[torch.Tensor]] = None
+    acc = None
     single = False
     for box in boxes:
         y0, y1, x0, x1 = box
         r = encode(x[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale])
         if not isinstance(r, tuple):
             r, single = (r,), True
-        if outs is None:
+        if outs is None or acc is None:
             outs = [t.new_zeros(b, t.shape[1], h, w, dtype=torch.float32) for t in r]
             acc = r[0].new_zeros(1, 1, h, w, dtype=torch.float32)
         wt = ramp_weight(box, h, w, overlap // scale, 1, r[0].device)
         for o, t in zip(outs, r):
             o[:, :, y0:y1, x0:x1] += t.float() * wt
         acc[:, :, y0:y1, x0:x1] += wt
+    assert outs is not None and acc is not None   # boxes is never empty
     res = tuple(o / acc for o in outs)
     return res[0] if single else res
