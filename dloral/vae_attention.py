@@ -9,7 +9,7 @@ and the fused attention needs no ``(H*W)^2`` score matrix (at a 2048x2048 decode
 positions: a 17 GB matrix in fp32 that the host's CPU path computes in slices). The pack uses it for a VAE
 on a CPU (``nodes/dloral_host.patch_vae``).
 """
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -56,10 +56,10 @@ def sdpa_base(module: torch.nn.Module) -> torch.nn.Module:
     return copied_from(module, MARK)
 
 
-def vae_attention_paths(vae_model: torch.nn.Module):
+def vae_attention_paths(vae_model: torch.nn.Module) -> List[str]:
     """Dotted paths of the LDM VAE attention blocks in ``vae_model`` (``encoder.mid.attn_1``, ...): modules
     with ``norm``, ``q``, ``k``, ``v`` and ``proj_out`` children, 1x1 convolutions."""
-    out = []
+    out: List[str] = []
     for name, m in vae_model.named_modules():
         kids = dict(m.named_children())
         if all(n in kids for n in ("norm", "q", "k", "v", "proj_out")) and \
