@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple, Union, cast
 
 __all__ = ["Setting", "SettingError", "SettingsTable"]
 
@@ -224,16 +224,17 @@ class SettingsTable(Mapping[str, Setting]):
         the help from the record; booleans are ``--flag`` / ``--no-flag`` switches."""
         for name in (names if names is not None else list(self)):
             s = self[name]
+            flag, kind = cast(str, s.flag), cast(type, s.kind)    # both set by Setting.__post_init__
             default = (defaults or {}).get(name, s.default)
-            if s.kind is bool:
-                parser.add_argument(s.flag, dest=name, default=default, action=argparse.BooleanOptionalAction,
+            if kind is bool:
+                parser.add_argument(flag, dest=name, default=default, action=argparse.BooleanOptionalAction,
                                     help=s.help)
             elif s.choices is not None:
-                parser.add_argument(s.flag, dest=name, default=default, choices=s.choices, help=s.help)
+                parser.add_argument(flag, dest=name, default=default, choices=s.choices, help=s.help)
             else:
                 shown = "" if default is None else f" (default {default})"
-                parser.add_argument(s.flag, dest=name, default=default, type=s.argparse_type,
-                                    metavar=s.kind.__name__.upper(), help=s.help + shown)
+                parser.add_argument(flag, dest=name, default=default, type=s.argparse_type,
+                                    metavar=kind.__name__.upper(), help=s.help + shown)
 
     def from_args(self, namespace: argparse.Namespace, names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         """The parsed flags of these settings as name -> value."""

@@ -12,10 +12,14 @@ For a pair (previous, current), at latent resolution (h, w) = (H/8, W/8):
 The attention is computed over query chunks, so memory grows with ``chunk × N`` instead of ``N²``.
 """
 import math
+from typing import TYPE_CHECKING, Literal, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .checkpoint import DLoRALWeights
 
 __all__ = ["flow_warp", "SpyNet", "RetrievalAttention", "CFR", "cfr_fuse"]
 
@@ -23,7 +27,7 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def flow_warp(x, flow, padding_mode="zeros"):
+def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
     """Sample ``x`` at ``p + flow(p)`` (bilinear, ``align_corners=True``).
 
     x: (B, C, H, W); flow: (B, 2, H, W) in pixels, channel 0 = x (width) offset, 1 = y offset.
@@ -48,8 +52,10 @@ class SpyNet(nn.Module):
     """
 
     _CH = (8, 32, 64, 32, 16, 2)
+    mean: torch.Tensor          # buffers (1, 3, 1, 1)
+    std: torch.Tensor
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.levels = nn.ModuleList(
             nn.ModuleList(nn.Conv2d(a, b, 7, padding=3) for a, b in zip(self._CH[:-1], self._CH[1:]))
@@ -65,7 +71,7 @@ class SpyNet(nn.Module):
                 x = F.relu(x)
         return x
 
-    def forward(self, ref, supp):
+    def forward(self, ref: torch.Tensor, supp: torch.Tensor) -> torch.Tensor:
         h, w = ref.shape[-2:]
         hp, wp = math.ceil(h / 32) * 32, math.ceil(w / 32) * 32
         if (hp, wp) != (h, w):
@@ -95,7 +101,7 @@ class RetrievalAttention(nn.Module):
     ``chunk`` = queries per block (None: all at once, the dense N×N form).
     """
 
-    def __init__(self, channels=4, heads=9, head_dim=64, temperature=3000.0):
+    def __init__(self, channels: int = 4, heads: int = 9, head_dim: int = 64, temperature: float = 3000.0) -> None:
         super().__init__()
         inner = heads * head_dim
         self.heads, self.head_dim, self.temperature = heads, head_dim, float(temperature)
@@ -105,7 +111,7 @@ class RetrievalAttention(nn.Module):
         self.out = nn.Conv2d(inner, channels, 1)
         self.threshold = nn.Linear(head_dim, 1)
 
-    def forward(self, cur, prev, chunk=None):
+    def forward(self, cur: torch.Tensor, prev: torch.Tensor, chunk: Optional[int] = None) -> torch.Tensor:
         b, _, h, w = cur.shape
         n, hd = h * w, self.heads
         q = self.q(cur).view(b, hd, self.head_dim, n).transpose(-1, -2)  # B, heads, N, d
@@ -127,25 +133,26 @@ class RetrievalAttention(nn.Module):
 class CFR(nn.Module):
     """SpyNet + retrieval attention, loaded from converted weights (``DLoRALWeights``)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.spynet = SpyNet()
         self.attn = RetrievalAttention()
 
     @classmethod
-    def from_weights(cls, w):
+    def from_weights(cls, w: "DLoRALWeights") -> "CFR":
         m = cls()
         m.spynet.load_state_dict({k: v.float() for k, v in w.spynet.items()}, strict=True)
         m.attn.load_state_dict({k: v.float() for k, v in w.attn.items()}, strict=True)
         return m.eval().requires_grad_(False)
 
 
-def auto_chunk(batch, n, heads=9, budget_bytes=256 << 20, itemsize=4):
+def auto_chunk(batch: int, n: int, heads: int = 9, budget_bytes: int = 256 << 20, itemsize: int = 4) -> int:
     """Queries per attention block so that one block's similarity matrix stays under ``budget_bytes``."""
     return max(64, int(budget_bytes // max(1, batch * heads * n * itemsize * 2)))
 
 
-def cfr_fuse(cfr, lr_prev, lr_cur, z_prev, z_cur, chunk="auto"):
+def cfr_fuse(cfr: CFR, lr_prev: torch.Tensor, lr_cur: torch.Tensor, z_prev: torch.Tensor, z_cur: torch.Tensor,
+             chunk: Union[int, Literal["auto"], None] = "auto") -> Tuple[torch.Tensor, torch.Tensor]:
     """One CFR step for a batch of pairs.
 
     lr_prev, lr_cur: (B, 3, H, W) ×4-upsampled LR frames in [-1, 1], H = 8h, W = 8w.

@@ -33,7 +33,7 @@ import pickle
 import tempfile
 from dataclasses import dataclass, field
 from collections.abc import Mapping, Sequence
-from typing import Optional
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 
@@ -50,6 +50,9 @@ GROUPS = ("encoder", "decoder", "others")
 KINDS = ("quality", "consistency")
 ADAPTERS = tuple(f"default_{g}_{k}" for g in GROUPS for k in KINDS)
 PEFT_DEFAULT_ALPHA = 8.0
+
+PathArg = Union[str, "os.PathLike[str]"]
+"""A file path (str or a path object)."""
 
 _MODULE_LISTS = tuple(f"unet_lora_{g}_modules_{k}" for g in GROUPS for k in KINDS)
 _REQUIRED = ("lora_rank_unet_quality", "lora_rank_unet_consistency", *_MODULE_LISTS,
@@ -97,7 +100,7 @@ class DLoRALWeights:
     base: dict = field(default_factory=dict)
     conv_in_lora: dict = field(default_factory=dict)
 
-    def modules(self):
+    def modules(self) -> List[str]:
         """LDM module names the LoRA patches (conv_in excluded: it is replaced whole)."""
         return sorted(k[:-len(".lora_up.weight")] for k in self.lora if k.endswith(".lora_up.weight"))
 
@@ -115,7 +118,7 @@ class DLoRALWeights:
         return r if r is not None and sum(r) == rank else None
 
     @property
-    def fingerprint(self):
+    def fingerprint(self) -> Dict[str, Any]:
         """``{ldm key: {"shape": [...], "sample": [...]}}`` of the checkpoint's base tensors ({} if not recorded)."""
         return json.loads(self.meta.get("base_fingerprint", "{}"))
 
@@ -164,12 +167,12 @@ def _differs(have, want, dtype):
     return float((err / w.abs().clamp_min(atol)).max())
 
 
-def base_mismatches(state_dict: Mapping[str, torch.Tensor], fingerprint: Mapping[str, dict]):
+def base_mismatches(state_dict: Mapping[str, torch.Tensor], fingerprint: Mapping[str, dict]) -> List[Tuple[str, str]]:
     """The fingerprinted tensors ``state_dict`` (a UNet in LDM naming, keys ``diffusion_model.*``) does not
     match: a list of ``(key, why)``, ``why`` one of "missing", "shape A vs B", "values differ (x rel)".
 
     Cheap: it reads ``FINGERPRINT_SAMPLES`` values of each tensor, never a whole tensor."""
-    out = []
+    out: List[Tuple[str, str]] = []
     for k, fp in sorted(fingerprint.items()):
         t = state_dict.get(k)
         if t is None:
@@ -183,7 +186,7 @@ def base_mismatches(state_dict: Mapping[str, torch.Tensor], fingerprint: Mapping
     return out
 
 
-def check_base(state_dict: Mapping[str, torch.Tensor], weights: "DLoRALWeights"):
+def check_base(state_dict: Mapping[str, torch.Tensor], weights: "DLoRALWeights") -> None:
     """Raise ValueError naming the tensors when the user's UNet is not the base the DLoRAL checkpoint was
     trained on (see :func:`base_mismatches`); tensors the converted file replaces are not checked."""
     fp = {k: v for k, v in weights.fingerprint.items() if k not in weights.base}
@@ -255,13 +258,15 @@ class ConvIn8(torch.nn.Module):
     """DLoRAL's 8-channel input convolution (3x3, padding 1): x ``(B, 8, h, w)`` = [warped previous latent,
     fused latent] -> ``(B, C, h, w)``; the weights ``[C, 8, 3, 3]`` / ``[C]`` follow the input's device and dtype."""
     stride, padding, dilation = (1, 1), (1, 1), (1, 1)
+    weight: torch.Tensor       # buffers
+    bias: torch.Tensor
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
         super().__init__()
         self.register_buffer("weight", weight.detach().clone())
         self.register_buffer("bias", bias.detach().clone())
 
-    def forward(self, x, *args, **kwargs):
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         return torch.nn.functional.conv2d(x, self.weight.to(x), self.bias.to(x), padding=1)
 
 
@@ -276,10 +281,10 @@ def conv_in_module(w: "DLoRALWeights") -> torch.nn.Module:
     return ConvIn8(w.conv_in_weight, w.conv_in_bias)
 
 
-_SHA256 = {}
+_SHA256: Dict[Tuple[str, int, int, int], str] = {}     # (path, size, mtime_ns, inode) -> hex digest
 
 
-def file_sha256(path) -> "str | None":
+def file_sha256(path: PathArg) -> Optional[str]:
     """sha256 (hex) of a file's content, computed once per file version (path, size, mtime, inode); None when
     the file cannot be read."""
     try:
@@ -319,7 +324,7 @@ def converted_path(folder: str, output_name: str) -> str:
     return dst
 
 
-def load_official(path):
+def load_official(path: PathArg) -> Dict[str, Any]:
     """Open an official ``model.pkl`` with ``torch.load(weights_only=True)``; nothing in it is executed.
 
     Raises ValueError when the file needs more than tensors and plain containers (unsafe pickle).
@@ -351,14 +356,14 @@ def _check_official(ck):
             raise ValueError(f"not a DLoRAL checkpoint: {k} must be a positive int, got {ck[k]!r}")
 
 
-def lora_delta(up, down):
+def lora_delta(up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
     """``up @ down`` for Linear ([o,r] x [r,i]) or Conv ([o,r,1,1] x [r,i,k,k]) LoRA factors."""
     d = up.flatten(1).float() @ down.flatten(1).float()
     return d.reshape(up.shape[0], *down.shape[1:])
 
 
-def convert_official(ck, lora_alpha=PEFT_DEFAULT_ALPHA, dtype=torch.float32,
-                     base: Optional[Mapping[str, torch.Tensor]] = None):
+def convert_official(ck: Mapping[str, Any], lora_alpha: float = PEFT_DEFAULT_ALPHA, dtype: torch.dtype = torch.float32,
+                     base: Optional[Mapping[str, torch.Tensor]] = None) -> "DLoRALWeights":
     """Convert a loaded official checkpoint dict to :class:`DLoRALWeights`.
 
     Every key of ``state_dict_unet`` and ``state_dict_bpp`` is accounted for (used, a base weight
@@ -384,8 +389,9 @@ def convert_official(ck, lora_alpha=PEFT_DEFAULT_ALPHA, dtype=torch.float32,
         raise ValueError("not a DLoRAL checkpoint: 'conv_in' is not among the LoRA target modules")
 
     # account for every UNet key
-    used, leftover = set(), []
-    names = set()
+    used: Set[str] = set()
+    leftover: List[str] = []
+    names: Set[str] = set()
     for key in sd:
         parts = key.split(".")
         if ".lora_A." in key or ".lora_B." in key:
@@ -551,7 +557,7 @@ class _BaseFile(Mapping):
         return len(self._keys)
 
 
-def open_base(path):
+def open_base(path: PathArg) -> Mapping[str, torch.Tensor]:
     """The UNet of an SD2.1 checkpoint file (.safetensors, or a .ckpt read with weights_only) as a lazy
     mapping in the naming :func:`convert_official`'s ``base`` expects."""
     if not os.path.isfile(path):
@@ -559,7 +565,7 @@ def open_base(path):
     return _BaseFile(path)
 
 
-def save_weights(w, path):
+def save_weights(w: "DLoRALWeights", path: PathArg) -> PathArg:
     """Write :class:`DLoRALWeights` as safetensors (to a temporary name, then renamed into place)."""
     from safetensors.torch import save_file
     tensors = dict(w.lora)
@@ -585,7 +591,7 @@ def save_weights(w, path):
     return path
 
 
-def load_weights(path, dtype=None):
+def load_weights(path: PathArg, dtype: Optional[torch.dtype] = None) -> "DLoRALWeights":
     """Load pack weights from a converted ``.safetensors`` file, or convert an official ``.pkl`` in memory."""
     if not str(path).endswith(".safetensors"):
         w = convert_official(load_official(path))
@@ -620,7 +626,8 @@ def _cast(w, dtype):
                          c(w.spynet), c(w.attn), dict(w.meta), c(w.base), c(w.conv_in_lora))
 
 
-def convert_file(src, dst, dtype=torch.float16, base=None):
+def convert_file(src: PathArg, dst: PathArg, dtype: torch.dtype = torch.float16,
+                 base: Optional[PathArg] = None) -> "DLoRALWeights":
     """Convert an official ``model.pkl`` to a converted safetensors file; returns the weights.
     ``base``: path of the SD2.1-base checkpoint, to keep the base tensors the DLoRAL checkpoint changed."""
     w = convert_official(load_official(src), dtype=dtype, base=open_base(base) if base else None)
@@ -628,7 +635,8 @@ def convert_file(src, dst, dtype=torch.float16, base=None):
     return w
 
 
-def apply_lora(state_dict, w, strength=1.0):
+def apply_lora(state_dict: Mapping[str, torch.Tensor], w: "DLoRALWeights",
+               strength: float = 1.0) -> Dict[str, torch.Tensor]:
     """Merge the converted weights into an LDM-named UNet state dict (keys ``diffusion_model.*`` or bare).
 
     Returns a new dict with each targeted weight ``W + strength * up @ down * alpha / rank``, the

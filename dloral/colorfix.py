@@ -6,6 +6,8 @@ variance + 1e-5; wavelet: high frequencies accumulated per level), so that on th
 the results agree to float rounding. The 8-bit truncations around them are the pipeline's
 (``pipeline.finish_frames``).
 """
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 
@@ -19,7 +21,7 @@ def _mean_std(x, eps=1e-5):
     return flat.mean(-1)[..., None, None], (flat.var(-1, unbiased=True) + eps).sqrt()[..., None, None]
 
 
-def adain_color_fix(img, ref):
+def adain_color_fix(img: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Give ``img`` the per-channel mean and std of ``ref`` (std from the unbiased variance + 1e-5)."""
     m, s = _mean_std(img)
     rm, rs = _mean_std(ref)
@@ -33,7 +35,7 @@ def _blur(x, dilation):
     return F.conv2d(x, k2, groups=x.shape[1], dilation=dilation)
 
 
-def wavelet_split(x, levels=5):
+def wavelet_split(x: torch.Tensor, levels: int = 5) -> Tuple[torch.Tensor, torch.Tensor]:
     """À-trous decomposition with the [1,2,1]/16 kernel at dilations 1, 2, …, 2^(levels-1):
     returns (high, low) with ``high + low == x`` up to float rounding. ``high`` is accumulated level
     by level (sum of ``low_i - low_(i+1)``), the official order of operations."""
@@ -46,12 +48,13 @@ def wavelet_split(x, levels=5):
     return high, low
 
 
-def wavelet_color_fix(img, ref, levels=5):
+def wavelet_color_fix(img: torch.Tensor, ref: torch.Tensor, levels: int = 5) -> torch.Tensor:
     """High frequencies of ``img`` + low frequencies of ``ref``."""
     return (wavelet_split(img, levels)[0] + wavelet_split(ref, levels)[1]).clamp(0, 1)
 
 
-def color_fix(img, ref, method):
+def color_fix(img: torch.Tensor, ref: torch.Tensor, method: str) -> torch.Tensor:
+    """``img`` (B, 3, H, W) in [0, 1] with the colours of ``ref`` by ``method`` (:data:`COLOR_FIXES`)."""
     if method == "adain":
         return adain_color_fix(img, ref)
     if method == "wavelet":

@@ -5,6 +5,7 @@ which up blocks carry attention), so it works for the full SD2.1 UNet and for th
 UNets alike. Names are module paths without the ``.weight``/``.bias`` suffix.
 """
 import re
+from typing import Iterable, Set
 
 __all__ = ["UNetLayout", "layout_from_names", "diffusers_to_ldm"]
 
@@ -17,19 +18,20 @@ _TOP = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0"
 class UNetLayout:
     """What the mapping needs to know about a UNet: resnets per down block, blocks with attention."""
 
-    def __init__(self, layers_per_block, num_blocks, up_attention):
+    def __init__(self, layers_per_block: int, num_blocks: int, up_attention: Iterable[int]) -> None:
         self.layers_per_block = layers_per_block
         self.num_blocks = num_blocks
         self.up_attention = frozenset(up_attention)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"UNetLayout(layers_per_block={self.layers_per_block}, num_blocks={self.num_blocks}, "
                 f"up_attention={sorted(self.up_attention)})")
 
 
-def layout_from_names(names):
+def layout_from_names(names: Iterable[str]) -> UNetLayout:
     """Infer the layout from diffusers module (or parameter) names."""
-    res, blocks, up_att = -1, -1, set()
+    res, blocks = -1, -1
+    up_att: Set[int] = set()
     for n in names:
         m = re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.", n + ".")
         if m:
@@ -51,7 +53,7 @@ def _inner_resnet(rest):
     return _RESNET[head] + ("." + tail if tail else "")
 
 
-def diffusers_to_ldm(name, layout):
+def diffusers_to_ldm(name: str, layout: UNetLayout) -> str:
     """Map one diffusers module name to LDM naming; raises KeyError for an unknown name.
 
     >>> lay = UNetLayout(2, 4, {1, 2, 3})

@@ -7,7 +7,7 @@ the extra work is a rank-r product per module (DLoRAL: r = 8 against 320-1280 ch
 UNet's multiply-adds).
 """
 import itertools
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ def lora_module(base: torch.nn.Module, down: torch.Tensor, up: torch.Tensor, sca
         raise ValueError(f"LoRA split {split} does not add up to the rank {r}")
     base = lora_base(base)
     conv = down.dim() == 4
-    conv_args = dict(stride=base.stride, padding=base.padding, dilation=base.dilation) if conv else {}
+    conv_args: Dict[str, Any] = dict(stride=base.stride, padding=base.padding, dilation=base.dilation) if conv else {}
     factors = (down.detach(), up.detach() * scale)
     starts = [0, *itertools.accumulate(split)][:-1]
     cache: Dict[tuple, list] = {}

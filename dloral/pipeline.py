@@ -33,7 +33,7 @@ context)``, ``z0 = fused − eps``, ``image = decode(z0 / 0.18215)``, then a col
 upsampled LR frame.
 """
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Tuple
 
 import torch
 
@@ -83,10 +83,10 @@ class DLoRALConfig:
     attn_chunk: object = "auto"
     processing: str = "official"
 
-    def __post_init__(self):
-        if self.vae_overlap is None:
-            object.__setattr__(self, "vae_overlap", vae_overlap_for(self.vae_tile))
-        TilingConfig(self.tile, self.overlap, self.vae_tile, self.vae_overlap)   # the tiling rules, one place
+    def __post_init__(self) -> None:
+        vae_overlap = vae_overlap_for(self.vae_tile) if self.vae_overlap is None else self.vae_overlap
+        object.__setattr__(self, "vae_overlap", vae_overlap)
+        TilingConfig(self.tile, self.overlap, self.vae_tile, vae_overlap)   # the tiling rules, one place
         if self.processing not in PROCESSINGS:
             raise ValueError(f"processing must be one of {PROCESSINGS}, got {self.processing!r}")
         if self.color_fix not in COLOR_FIXES:
@@ -117,7 +117,7 @@ class DLoRALModels:
     dtype: torch.dtype = torch.float32
 
 
-def check_context(ctx) -> torch.Tensor:
+def check_context(ctx: object) -> torch.Tensor:
     """The prompt embedding ``(1, L, 1024)`` (SD2.x text encoder), or ValueError naming the ``positive`` input
     (not a tensor, or another width)."""
     if not torch.is_tensor(ctx):
@@ -145,7 +145,8 @@ def _check_processing(processing):
         raise ValueError(f"processing must be one of {PROCESSINGS}, got {processing!r}")
 
 
-def prepare_frames(frames: torch.Tensor, process_size: int = 512, processing: str = "official"):
+def prepare_frames(frames: torch.Tensor, process_size: int = 512,
+                   processing: str = "official") -> Tuple[torch.Tensor, Tuple[int, int]]:
     """(B, 3, H, W) in [0, 1] -> ``(lr, (4H, 4W))``: the ×4-upsampled frames (B, 3, H', W') float32 in
     [0, 1], H' and W' multiples of 8, and the size the output is brought back to.
 
@@ -172,7 +173,7 @@ def prepare_frames(frames: torch.Tensor, process_size: int = 512, processing: st
     return (from_u8(x) if official else x), (4 * h, 4 * w)
 
 
-def finish_frames(decoded: torch.Tensor, lr: torch.Tensor, out_size, color_fix_method: str = "adain",
+def finish_frames(decoded: torch.Tensor, lr: torch.Tensor, out_size: Tuple[int, int], color_fix_method: str = "adain",
                   processing: str = "official") -> torch.Tensor:
     """Decoded frames (B, 3, H', W') in [-1, 1] (clamped here) -> (B, 3, out_size) float32 in [0, 1].
 
@@ -183,7 +184,7 @@ def finish_frames(decoded: torch.Tensor, lr: torch.Tensor, out_size, color_fix_m
     """
     _check_processing(processing)
     img = decoded.float().clamp(-1, 1) * 0.5 + 0.5
-    size = tuple(int(v) for v in out_size)
+    size = (int(out_size[0]), int(out_size[1]))
     if processing == "float":
         img = color_fix(img, lr.float(), color_fix_method)
         if tuple(img.shape[-2:]) != size:
@@ -206,7 +207,8 @@ def _pair_step(models, lr_prev, lr_cur, z_prev, z_cur, chunk):
     return fused.float(), eps.float()
 
 
-def process_pairs(models, lr_prev, lr_cur, z_prev, z_cur, cfg):
+def process_pairs(models: DLoRALModels, lr_prev: torch.Tensor, lr_cur: torch.Tensor, z_prev: torch.Tensor, z_cur: torch.Tensor,
+                  cfg: DLoRALConfig) -> torch.Tensor:
     """z0 (B, 4, h, w) for a batch of pairs; tiled over the latent when it exceeds ``cfg.tile``².
 
     lr_*: (B, 3, 8h, 8w) in [-1, 1]; z_*: (B, 4, h, w) scaled latents.
@@ -317,7 +319,8 @@ def upscale_video(frames: Iterable[torch.Tensor], models: DLoRALModels, cfg: DLo
         yield from run(buf)
 
 
-def upscale_frames(frames: torch.Tensor, models: DLoRALModels, cfg: DLoRALConfig, progress=None):
+def upscale_frames(frames: torch.Tensor, models: DLoRALModels, cfg: DLoRALConfig,
+                   progress: Optional[Callable[[int], None]] = None) -> torch.Tensor:
     """(N, 3, H, W) in [0, 1] -> (N, 3, 4H, 4W); the output is allocated once and filled per window."""
     if frames.dim() != 4 or frames.shape[1] != 3:
         raise ValueError(f"frames must be (N, 3, H, W), got {tuple(frames.shape)}")
@@ -335,7 +338,8 @@ def check_images(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
-def upscale_images(images: torch.Tensor, models: DLoRALModels, cfg: DLoRALConfig, progress=None) -> torch.Tensor:
+def upscale_images(images: torch.Tensor, models: DLoRALModels, cfg: DLoRALConfig,
+                   progress: Optional[Callable[[int], None]] = None) -> torch.Tensor:
     """Channels-last frames ``(N, H, W, 3)`` in [0, 1] -> ``(N, 4H, 4W, 3)`` float32 (CPU), as
     :func:`upscale_frames`; the output is allocated once, frames are streamed per window."""
     n, h, w, _ = check_images(images).shape

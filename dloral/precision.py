@@ -12,15 +12,21 @@ The official code runs UNet, VAE and CFR in fp16 on a GPU (text encoder fp32).
 """
 import contextlib
 
+from typing import Callable, Optional, Tuple, Union
+
 import torch
 
 __all__ = ["PRECISIONS", "resolve_dtype", "run_precision", "unet_caller"]
 
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+UNetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``unet(x, t, context) -> eps``: x ``(B, 8, h, w)``, t ``(B,)``, context ``(B, L, D)`` -> ``(B, 4, h, w)``."""
+
 _NAMED = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def resolve_dtype(device, precision="auto", model_dtype=None, bf16_supported=None):
+def resolve_dtype(device: Union[str, torch.device], precision: str = "auto", model_dtype: Optional[torch.dtype] = None,
+                  bf16_supported: Optional[bool] = None) -> torch.dtype:
     """The compute dtype for ``device`` (a ``torch.device`` or a string such as ``"cuda:0"``).
 
     model_dtype: the dtype the host runs the UNet in, if known (used by ``"auto"`` on a GPU).
@@ -40,7 +46,8 @@ def resolve_dtype(device, precision="auto", model_dtype=None, bf16_supported=Non
     return torch.bfloat16 if bf16_supported else torch.float16
 
 
-def run_precision(device, precision="auto", host_dtype=torch.float32):
+def run_precision(device: Union[str, torch.device], precision: str = "auto",
+                  host_dtype: torch.dtype = torch.float32) -> Tuple[torch.dtype, torch.dtype, Optional[torch.dtype]]:
     """How a run on a host UNet held in ``host_dtype`` computes: ``(dtype, input_dtype, autocast_dtype)``.
 
     dtype: the compute dtype (:func:`resolve_dtype`; CFR and the latents run in it).
@@ -62,14 +69,15 @@ def run_precision(device, precision="auto", host_dtype=torch.float32):
     return dtype, host_dtype, dtype
 
 
-def unet_caller(fn, device, input_dtype, autocast_dtype=None):
+def unet_caller(fn: UNetFn, device: Union[str, torch.device], input_dtype: torch.dtype,
+                autocast_dtype: Optional[torch.dtype] = None) -> UNetFn:
     """``unet(x, t, context)`` as :class:`~dloral.pipeline.DLoRALModels` calls it, running ``fn(x, t, context)``
     (the host's UNet) the way :func:`run_precision` says: x ``(B, 8, h, w)`` and context ``(B, L, D)`` on
     ``device`` in ``input_dtype``, t ``(B,)`` in float32, under ``torch.autocast`` to ``autocast_dtype`` when
     it is given; the output eps ``(B, 4, h, w)`` as float32."""
     device = torch.device(device)
 
-    def unet(x, t, context):
+    def unet(x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         amp = contextlib.nullcontext() if autocast_dtype is None else torch.autocast(device.type, dtype=autocast_dtype)
         with amp:
             return fn(x.to(device, input_dtype), t.to(device, torch.float32), context.to(device, input_dtype)).float()

@@ -94,7 +94,7 @@ def _coefficients(in_size: int, out_size: int, name: str):
             torch.tensor(fixed, dtype=torch.int32))
 
 
-def pil_weights(in_size: int, out_size: int, name: str = "bicubic"):
+def pil_weights(in_size: int, out_size: int, name: str = "bicubic") -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pillow's resampling taps along one axis: ``(index (out, K) long, weight (out, K) float64,
     fixed (out, K) int32)``; output pixel ``i`` is ``sum_k src[index[i, k]] * weight[i, k]``."""
     if name not in FILTERS:

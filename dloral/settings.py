@@ -12,10 +12,13 @@ the CLI's flags and defaults, so the two cannot drift apart. ``check_settings`` 
 instead of raising (the node's ``validate_inputs``).
 """
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from .pipeline import DLoRALConfig
 
 try:
-    from ..atelier_settings import Setting, SettingError, SettingsTable
+    from ..atelier_settings import Setting, SettingError, SettingsTable  # type: ignore[import-not-found]
 except ImportError:  # the core imported as a top-level package (tests, ``python -m dloral``)
     from atelier_settings import Setting, SettingError, SettingsTable
 
@@ -95,7 +98,7 @@ class UpscaleSettings:
     precision: str = SETTINGS["precision"].default
     processing: str = SETTINGS["processing"].default
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for f in fields(self):
             SETTINGS[f.name].check(getattr(self, f.name))
         self.tiling()   # the cross-field tiling rules (minimums, overlap < tile)
@@ -106,7 +109,7 @@ class UpscaleSettings:
                                           names={k: SETTINGS[k].label for k in ("tile_size", "tile_overlap",
                                                                                  "vae_tile")})
 
-    def config(self):
+    def config(self) -> "DLoRALConfig":
         """The pipeline's ``DLoRALConfig`` for these settings."""
         from .pipeline import DLoRALConfig
         t = self.tiling()
@@ -116,7 +119,7 @@ class UpscaleSettings:
                             processing=self.processing)
 
 
-def check_settings(**values) -> Optional[str]:
+def check_settings(**values: Any) -> Optional[str]:
     """None when ``UpscaleSettings(**values)`` is valid, else its message (for a node's validate_inputs).
 
     A value that is None (an input linked from another node, unknown before the run) is not checked, nor

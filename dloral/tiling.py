@@ -8,9 +8,14 @@ weights, so where tiles agree the blend is exact.
 pixels of the ×4 frame (``from_settings``) -> latent pixels, the VAE overlap rule and every tiling check.
 """
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Callable, List, Mapping, Optional, Tuple, Union
 
 import torch
+
+Box = Tuple[int, int, int, int]
+"""A tile ``(y0, y1, x0, x1)``, end-exclusive."""
+Encoded = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
+"""What an encoder returns: a latent ``(B, C, h, w)`` or a tuple of such (e.g. mean, logvar)."""
 
 __all__ = ["LATENT_PX", "TilingConfig", "vae_overlap_for", "tile_starts", "tiles", "ramp_weight",
            "tiled_decode", "tiled_encode"]
@@ -44,7 +49,7 @@ class TilingConfig:
     MIN_VAE_TILE = 8        # latent px (64 image px)
     MAX_VAE_OVERLAP = 16    # latent px
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for k in ("tile", "overlap", "vae_tile", "vae_overlap"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -90,7 +95,7 @@ class TilingConfig:
 
 
 
-def tile_starts(size, tile, overlap):
+def tile_starts(size: int, tile: int, overlap: int) -> List[int]:
     """Start offsets of tiles of length ``min(tile, size)`` covering ``[0, size)`` with at least ``overlap``."""
     if tile <= 0 or overlap < 0 or overlap >= tile:
         raise ValueError(f"need 0 <= overlap < tile, got tile={tile}, overlap={overlap}")
@@ -102,7 +107,7 @@ def tile_starts(size, tile, overlap):
     return starts
 
 
-def tiles(h, w, tile, overlap):
+def tiles(h: int, w: int, tile: int, overlap: int) -> List[Box]:
     """List of (y0, y1, x0, x1) covering an h×w grid."""
     th, tw = min(tile, h), min(tile, w)
     return [(y, y + th, x, x + tw) for y in tile_starts(h, tile, overlap) for x in tile_starts(w, tile, overlap)]
@@ -119,7 +124,8 @@ def _ramp(n, lo_inner, hi_inner, overlap, device, dtype):
     return r
 
 
-def ramp_weight(box, h, w, overlap, scale=1, device=None, dtype=torch.float32):
+def ramp_weight(box: Box, h: int, w: int, overlap: int, scale: int = 1, device: Union[str, torch.device, None] = None,
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Blend weight (1, 1, (y1-y0)*scale, (x1-x0)*scale) for a tile box of an h×w grid."""
     y0, y1, x0, x1 = box
     ry = _ramp((y1 - y0) * scale, y0 > 0, y1 < h, overlap * scale, device, dtype)
@@ -127,26 +133,30 @@ def ramp_weight(box, h, w, overlap, scale=1, device=None, dtype=torch.float32):
     return (ry[:, None] * rx[None, :])[None, None]
 
 
-def tiled_decode(decode, z, tile=64, overlap=16, scale=8):
+def tiled_decode(decode: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, tile: int = 64, overlap: int = 16,
+                 scale: int = 8) -> torch.Tensor:
     """Decode latents (B, C, h, w) tile by tile; ``decode`` maps (B, C, th, tw) -> (B, 3, th*scale, tw*scale)."""
     b, _, h, w = z.shape
     boxes = tiles(h, w, tile, overlap)
     if len(boxes) == 1:
         return decode(z)
-    out = acc = None
+    out: Optional[torch.Tensor] = None
+    acc: Optional[torch.Tensor] = None
     for box in boxes:
         y0, y1, x0, x1 = box
         img = decode(z[:, :, y0:y1, x0:x1]).float()
-        if out is None:
+        if out is None or acc is None:
             out = img.new_zeros(b, img.shape[1], h * scale, w * scale)
             acc = img.new_zeros(1, 1, h * scale, w * scale)
         wt = ramp_weight(box, h, w, overlap, scale, img.device)
         out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] += img * wt
         acc[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] += wt
+    assert out is not None and acc is not None    # boxes is never empty
     return out / acc
 
 
-def tiled_encode(encode, x, tile=512, overlap=64, scale=8):
+def tiled_encode(encode: Callable[[torch.Tensor], Encoded], x: torch.Tensor, tile: int = 512, overlap: int = 64,
+                 scale: int = 8) -> Encoded:
     """Encode images (B, 3, H, W) (H, W multiples of ``scale``) tile by tile; tile/overlap in pixels.
 
     ``encode`` returns a latent (B, C, H/scale, W/scale) or a tuple of such (e.g. mean, logvar).
@@ -158,19 +168,21 @@ def tiled_encode(encode, x, tile=512, overlap=64, scale=8):
     boxes = tiles(h, w, tile // scale, overlap // scale)
     if len(boxes) == 1:
         return encode(x)
-    outs = acc = None
+    outs: Optional[List[torch.Tensor]] = None
+    acc = None
     single = False
     for box in boxes:
         y0, y1, x0, x1 = box
         r = encode(x[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale])
         if not isinstance(r, tuple):
             r, single = (r,), True
-        if outs is None:
+        if outs is None or acc is None:
             outs = [t.new_zeros(b, t.shape[1], h, w, dtype=torch.float32) for t in r]
             acc = r[0].new_zeros(1, 1, h, w, dtype=torch.float32)
         wt = ramp_weight(box, h, w, overlap // scale, 1, r[0].device)
         for o, t in zip(outs, r):
             o[:, :, y0:y1, x0:x1] += t.float() * wt
         acc[:, :, y0:y1, x0:x1] += wt
+    assert outs is not None and acc is not None   # boxes is never empty
     res = tuple(o / acc for o in outs)
     return res[0] if single else res

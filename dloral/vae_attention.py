@@ -9,6 +9,8 @@ and the fused attention needs no ``(H*W)^2`` score matrix (at a 2048x2048 decode
 positions: a 17 GB matrix in fp32 that the host's CPU path computes in slices). The pack uses it for a VAE
 on a CPU (``nodes/dloral_host.patch_vae``).
 """
+from typing import Any, List, Optional, Tuple
+
 import torch
 import torch.nn.functional as F
 
@@ -17,7 +19,7 @@ from .modcopy import copied_from, forward_copy
 MARK = "_dloral_sdpa_base"
 
 
-def _as_linear(conv: torch.nn.Module, like: torch.Tensor):
+def _as_linear(conv: torch.nn.Conv2d, like: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """A 1x1 conv's weight ``[o, i, 1, 1]`` as a Linear weight ``[o, i]`` (and its bias), on ``like``'s device
     and dtype (the host may keep weights elsewhere and cast per call)."""
     w = conv.weight.to(like.device, like.dtype)
@@ -36,17 +38,17 @@ def sdpa_attention_block(block: torch.nn.Module) -> torch.nn.Module:
     for name in ("norm", "q", "k", "v", "proj_out"):
         if not hasattr(block, name):
             raise ValueError(f"not an LDM VAE attention block: {type(block).__name__} has no {name!r}")
-    block = sdpa_base(block)
+    base: Any = sdpa_base(block)      # duck-typed: norm, q, k, v, proj_out
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        t = block.norm(x).reshape(b, c, h * w).transpose(1, 2)          # (B, HW, C)
-        q, k, v = (F.linear(t, *_as_linear(getattr(block, n), t)) for n in ("q", "k", "v"))
+        t = base.norm(x).reshape(b, c, h * w).transpose(1, 2)          # (B, HW, C)
+        q, k, v = (F.linear(t, *_as_linear(getattr(base, n), t)) for n in ("q", "k", "v"))
         o = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]   # (B, HW, C)
-        o = F.linear(o, *_as_linear(block.proj_out, o))
+        o = F.linear(o, *_as_linear(base.proj_out, o))
         return o.transpose(1, 2).reshape(b, c, h, w) + x
 
-    return forward_copy(block, lambda mod: forward, MARK)
+    return forward_copy(base, lambda mod: forward, MARK)
 
 
 def sdpa_base(module: torch.nn.Module) -> torch.nn.Module:
@@ -54,10 +56,10 @@ def sdpa_base(module: torch.nn.Module) -> torch.nn.Module:
     return copied_from(module, MARK)
 
 
-def vae_attention_paths(vae_model: torch.nn.Module):
+def vae_attention_paths(vae_model: torch.nn.Module) -> List[str]:
     """Dotted paths of the LDM VAE attention blocks in ``vae_model`` (``encoder.mid.attn_1``, ...): modules
     with ``norm``, ``q``, ``k``, ``v`` and ``proj_out`` children, 1x1 convolutions."""
-    out = []
+    out: List[str] = []
     for name, m in vae_model.named_modules():
         kids = dict(m.named_children())
         if all(n in kids for n in ("norm", "q", "k", "v", "proj_out")) and \

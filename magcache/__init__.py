@@ -19,6 +19,7 @@ The schedule part (curves, presets, config, plan) needs only numpy; the torch pa
 imported on first use, so ``python -m magcache schedule`` starts fast.
 """
 import importlib
+from typing import Any, Dict
 
 from .curve import Curve, parse_curve, resample_curve
 from .presets import Preset, get_preset, list_presets
@@ -27,7 +28,7 @@ from .schedule import (MagCacheConfig, Schedule, plan_schedule, locate_segment, 
 from .settings import SETTINGS
 from .resolve import AUTO, Resolved, resolve, detect_preset, query_settings, check_settings
 
-_LAZY = {
+_LAZY: Dict[str, str] = {
     "MagCacheRun": "state", "Decision": "state", "CallPlan": "state", "apply_blocks_with_cache": "state",
     "MagCacheSession": "session",
     "CalibrationRecorder": "calibrate", "residual_stats": "calibrate",
@@ -35,7 +36,8 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
+    """The torch parts (:data:`_LAZY`), imported on first use."""
     mod = _LAZY.get(name)
     if mod is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

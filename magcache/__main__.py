@@ -12,28 +12,31 @@ in the JSON, and a line on stderr), or ``--split-step`` / ``--shift``. thresh, k
 retention default to the preset's recommended values (``--curve``: 0.12, 2, 0.2). Bad
 arguments print a message naming the argument and exit with code 2.
 """
+from __future__ import annotations
+
 import argparse
 import json
 import sys
+from typing import NoReturn, Optional, Sequence
 
-from .curve import parse_curve
+from .curve import Curve, parse_curve
 from .presets import get_preset, list_presets
 from .resolve import resolve
 from .settings import SETTINGS
 
 #: The rule's settings ``schedule`` takes as flags (``--steps`` is ``preview_steps``'s flag).
-CLI_SETTINGS = ("thresh", "k", "retention", "start_step", "end_step", "protect_last", "split_step", "shift",
+CLI_SETTINGS: tuple[str, ...] = ("thresh", "k", "retention", "start_step", "end_step", "protect_last", "split_step", "shift",
                 "split_mode")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
-def _parser():
+def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m magcache", description="MagCache schedule preview and presets.")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     s = sub.add_parser("schedule", help="print the skip schedule as JSON")
@@ -50,15 +53,15 @@ def _parser():
     return p
 
 
-def _schedule(a):
-    curve = None
+def _schedule(a: argparse.Namespace) -> None:
+    curve: Optional[Curve] = None
     if a.curve:
         try:
             with open(a.curve, "r", encoding="utf-8") as f:
-                curve = f.read()
+                text = f.read()
         except OSError as exc:
             raise ValueError(f"--curve: cannot read {a.curve!r} ({exc.strerror})") from None
-        curve = parse_curve(curve, what=f"--curve {a.curve}")
+        curve = parse_curve(text, what=f"--curve {a.curve}")
     r = resolve(a.preset or "wan2.1_t2v_1.3B", steps=a.preview_steps, custom_curve=curve, thresh=a.thresh, k=a.k,
                 retention=a.retention, start_step=a.start_step, end_step=a.end_step,
                 protect_last=a.protect_last, split_step=a.split_step, split_mode=a.split_mode, shift=a.shift)
@@ -71,7 +74,7 @@ def _schedule(a):
     print(json.dumps(out))
 
 
-def _presets():
+def _presets() -> None:
     for n in list_presets():
         p = get_preset(n)
         d = p.defaults
@@ -79,7 +82,8 @@ def _presets():
               f"thresh={d['thresh']} k={d['k']} retention={d['retention']}  {p.description}")
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``); the exit code (0, or 2 on a bad argument)."""
     parser = _parser()
     a = parser.parse_args(argv)
     if a.command is None:

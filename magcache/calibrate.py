@@ -15,21 +15,28 @@ distance use the same layout with ``0.0`` pads; the official script saves them u
 float32 whatever the residual's dtype (bf16 norms quantise the ratios). A token whose
 previous residual has zero norm would divide by zero; its denominator is clamped to 1e-12.
 """
+from __future__ import annotations
+
 import json
 import os
 import re
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 
 from .curve import Curve
+from .schedule import Sigmas
 from .session import SigmaSteps
+
+Stats = Tuple[float, float, float]
+"""``(mean ratio, ratio std, mean cosine distance)`` of one residual against the previous step's."""
 
 __all__ = ["CalibrationRecorder", "residual_stats", "check_curve_name", "save_curve"]
 
 FORMAT = "atelier.magcache.curve"
 
 
-def residual_stats(residual, previous):
+def residual_stats(residual: torch.Tensor, previous: torch.Tensor) -> Stats:
     """``(mean ratio, ratio std, mean cosine distance)`` of two residuals ``[B, L, D]`` (or any
     ``[..., D]``), per token over the last dim, as Python floats (unrounded)."""
     if residual.shape != previous.shape:
@@ -55,16 +62,16 @@ class CalibrationRecorder:
     step's residual is kept per branch (memory: one residual per branch, on its own device).
     """
 
-    def __init__(self, branches=2):
+    def __init__(self, branches: int = 2) -> None:
         if branches not in (1, 2):
             raise ValueError(f"branches: {branches!r} is not allowed; use 1 or 2")
         self.branches = branches
-        self._prev = [None, None]     # (step, residual)
-        self._stats = [{}, {}]        # step -> (ratio, std, cos)
-        self._steps = [set(), set()]
-        self._sigma_steps = None
+        self._prev: List[Optional[Tuple[int, torch.Tensor]]] = [None, None]     # (step, residual)
+        self._stats: List[Dict[int, Stats]] = [{}, {}]        # step -> (ratio, std, cos)
+        self._steps: List[Set[int]] = [set(), set()]
+        self._sigma_steps: Optional[SigmaSteps] = None
 
-    def step_of(self, sample_sigmas, sigma):
+    def step_of(self, sample_sigmas: Sigmas, sigma: Union[float, torch.Tensor]) -> Optional[int]:
         """The 0-based step of a call at ``sigma`` in a sampler run with ``sample_sigmas`` (its n+1 sigmas;
         a run whose first sigma differs from the last one seen starts over), None between steps
         (:class:`~magcache.session.SigmaSteps`)."""
@@ -72,7 +79,8 @@ class CalibrationRecorder:
             self._sigma_steps = SigmaSteps(sample_sigmas)
         return self._sigma_steps.step_of(sigma)
 
-    def record_call(self, step, cond_or_uncond, x_in, x_out):
+    def record_call(self, step: Optional[int], cond_or_uncond: Sequence[int], x_in: torch.Tensor,
+                    x_out: torch.Tensor) -> None:
         """Record one model call: ``x_in`` / ``x_out`` ``[B, L, D]`` the tokens entering the first block and
         leaving the last, in ``len(cond_or_uncond)`` chunks of equal size (the host's branch ids per chunk:
         0 cond, any other uncond). The first chunk of each branch records its residual ``x_out - x_in``
@@ -80,14 +88,14 @@ class CalibrationRecorder:
         if step is None:
             return
         n = x_out.shape[0] // len(cond_or_uncond)
-        seen = set()
+        seen: Set[int] = set()
         for c, branch in enumerate(cond_or_uncond):
             b = 0 if branch == 0 else 1
             if b not in seen:   # several conds of one branch: the first one calibrates
                 seen.add(b)
                 self.record(b, step, (x_out[c * n:(c + 1) * n] - x_in[c * n:(c + 1) * n]).float())
 
-    def record(self, branch, step, residual):
+    def record(self, branch: int, step: int, residual: torch.Tensor) -> None:
         """Record the block-stack residual ``[B, L, D]`` of ``branch`` at 0-based ``step``.
 
         Steps must come in increasing order per branch; a gap (a step never recorded) raises.
@@ -113,42 +121,44 @@ class CalibrationRecorder:
         self._prev[branch] = (step, residual.detach().float().clone())
 
     @property
-    def steps(self):
+    def steps(self) -> int:
         """Steps recorded for every branch (the calibration length)."""
         return min(len(s) for s in self._steps[:self.branches])
 
-    def _column(self, b, k, steps, pad):
+    def _column(self, b: int, k: int, steps: int, pad: float) -> List[float]:
         return [pad] + [round(self._stats[b][t][k], 5) for t in range(1, steps)]
 
-    def _interleave(self, k, pad):
+    def _interleave(self, k: int, pad: float) -> List[float]:
         s = self.steps
         if s < 2:
             raise ValueError(f"calibration: {s} step(s) recorded per branch; need at least 2")
         cols = [self._column(b, k, s, pad) for b in range(self.branches)]
         return [cols[b][t] for t in range(s) for b in range(self.branches)]
 
-    def curve(self):
+    def curve(self) -> Curve:
         """The ratio curve (:class:`~magcache.curve.Curve`), interleaved, with 1.0 pads."""
         return Curve(self._interleave(0, 1.0), self.branches)
 
-    def std(self):
+    def std(self) -> List[float]:
         """Per-call std of the per-token ratio, same layout as :meth:`curve` (pads 0.0)."""
         return self._interleave(1, 0.0)
 
-    def cos_dis(self):
+    def cos_dis(self) -> List[float]:
         """Per-call mean cosine distance, same layout as :meth:`curve` (pads 0.0)."""
         return self._interleave(2, 0.0)
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
+        """The curve file's fields (``format``, ``version``, ``branches``, ``calib_steps``, ``mag_ratios``,
+        ``mag_std``, ``cos_dis``)."""
         return {"format": FORMAT, "version": 1, "branches": self.branches, "calib_steps": self.steps,
                 "mag_ratios": list(self.curve()), "mag_std": self.std(), "cos_dis": self.cos_dis()}
 
-    def to_json(self):
+    def to_json(self) -> str:
         """JSON text that :func:`~magcache.curve.parse_curve` accepts (``mag_ratios`` + metadata)."""
         return json.dumps(self.to_dict())
 
 
-def check_curve_name(name) -> "str | None":
+def check_curve_name(name: object) -> Optional[str]:
     """None when ``name`` may name a saved curve (letters, digits, ``-`` and ``_``), else the message."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         return (f"name: {name!r} is not allowed; use letters, digits, '-' and '_' (the JSON is saved as "

@@ -3,7 +3,10 @@
 Images are ComfyUI IMAGE batches ``[N, H, W, C]`` with values in ``[0, 1]`` (a batch is a
 video: one value per frame).
 """
+from __future__ import annotations
+
 import math
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +14,7 @@ import torch.nn.functional as F
 __all__ = ["psnr", "ssim", "difference_image", "gaussian_window", "compare_frames"]
 
 
-def _check_pair(a, b):
+def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     for name, t in (("a", a), ("b", b)):
         if not torch.is_tensor(t) or t.dim() != 4:
             raise ValueError(f"{name}: expected an image batch [N, H, W, C], got "
@@ -20,7 +23,7 @@ def _check_pair(a, b):
         raise ValueError(f"a {tuple(a.shape)} and b {tuple(b.shape)} must have the same shape")
 
 
-def psnr(a, b, data_range=1.0):
+def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Peak signal-to-noise ratio per frame, in dB.
 
     Args:
@@ -39,14 +42,15 @@ def psnr(a, b, data_range=1.0):
     return out
 
 
-def gaussian_window(size=11, sigma=1.5, dtype=torch.float64):
+def gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Normalised 1-D Gaussian window ``[size]``."""
     x = torch.arange(size, dtype=dtype) - (size - 1) / 2
     w = torch.exp(-(x ** 2) / (2 * sigma ** 2))
     return w / w.sum()
 
 
-def ssim(a, b, data_range=1.0, win_size=11, sigma=1.5, k1=0.01, k2=0.03):
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, win_size: int = 11, sigma: float = 1.5,
+         k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
     """Structural similarity per frame (Wang et al. 2004).
 
     Gaussian window ``win_size`` x ``win_size`` with ``sigma`` (11, 1.5), ``C1 = (k1 L)^2``,
@@ -70,7 +74,7 @@ def ssim(a, b, data_range=1.0, win_size=11, sigma=1.5, k1=0.01, k2=0.03):
     kh = g.view(1, 1, win_size, 1).repeat(c, 1, 1, 1)
     kw = g.view(1, 1, 1, win_size).repeat(c, 1, 1, 1)
 
-    def blur(t):
+    def blur(t: torch.Tensor) -> torch.Tensor:
         return F.conv2d(F.conv2d(t, kh, groups=c), kw, groups=c)
 
     x = a.double().permute(0, 3, 1, 2)
@@ -84,7 +88,7 @@ def ssim(a, b, data_range=1.0, win_size=11, sigma=1.5, k1=0.01, k2=0.03):
     return m.flatten(1).mean(1)
 
 
-def difference_image(a, b, gain=4.0):
+def difference_image(a: torch.Tensor, b: torch.Tensor, gain: float = 4.0) -> torch.Tensor:
     """``clamp(|a - b| * gain, 0, 1)``, ``[N, H, W, C]`` float32, for looking at where runs differ."""
     _check_pair(a, b)
     if not gain > 0:
@@ -92,14 +96,15 @@ def difference_image(a, b, gain=4.0):
     return ((a.float() - b.float()).abs() * gain).clamp(0, 1)
 
 
-def _frames(images, name):
+def _frames(images: torch.Tensor, name: str) -> torch.Tensor:
     if not torch.is_tensor(images) or images.dim() != 4:
         raise ValueError(f"{name}: must be an IMAGE batch [N, H, W, C], got "
                          f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
     return images.float()
 
 
-def compare_frames(reference, test, gain=4.0):
+def compare_frames(reference: torch.Tensor, test: torch.Tensor,
+                   gain: float = 4.0) -> Tuple[torch.Tensor, str, float, float]:
     """A full run's frames against a cached run's, both ``[N, H, W, C]`` in [0, 1]:
     ``(difference, table, mean_psnr, mean_ssim)``.
 

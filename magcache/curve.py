@@ -6,49 +6,57 @@ A curve holds the calibrated magnitude ratios gamma of one model. With two branc
 branch (embedded guidance, or a calibration made at cfg 1) it has one value per step.
 The first entry of every branch is a ``1.0`` pad (step 0 has no previous residual).
 """
+from __future__ import annotations
+
 import json
 import math
 from numbers import Real
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["Curve", "parse_curve", "resample_curve", "as_curve"]
+__all__ = ["Curve", "CurveLike", "parse_curve", "resample_curve", "as_curve"]
 
 _RATIO_KEYS = ("mag_ratios", "ratios", "values")
 
+CurveLike = Union["Curve", Sequence[float], Mapping[str, Any], str, bytes, bytearray]
+"""What :func:`parse_curve` takes: a :class:`Curve`, a sequence of ratios, a dict with ``"mag_ratios"``, or
+JSON text (str or bytes) of the last two."""
 
-class Curve(tuple):
+
+class Curve(Tuple[float, ...]):
     """An immutable tuple of floats with the number of ``branches`` it interleaves.
 
     ``Curve([1.0, 1.0, 0.99, 0.98], branches=2)`` is a two-step, two-branch curve.
     ``len(curve)`` is the number of values (``branches * calib_steps``).
     """
+    branches: int
 
-    def __new__(cls, values, branches=2):
+    def __new__(cls, values: Iterable[float], branches: int = 2) -> "Curve":
         self = super().__new__(cls, (float(v) for v in values))
         self.branches = int(branches)
         return self
 
     @property
-    def calib_steps(self):
+    def calib_steps(self) -> int:
         """Steps the curve was calibrated at (values per branch)."""
         return len(self) // self.branches
 
-    def columns(self):
+    def columns(self) -> List[List[float]]:
         """The per-branch columns, a list of ``branches`` lists of ``calib_steps`` floats."""
         return [list(self[b::self.branches]) for b in range(self.branches)]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Curve(calib_steps={self.calib_steps}, branches={self.branches})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[type, Tuple[Tuple[float, ...], int]]:
         return (Curve, (tuple(self), self.branches))
 
 
-def _check_values(values, what, branches):
+def _check_values(values: Iterable[object], what: str, branches: int) -> Curve:
     if branches not in (1, 2):
         raise ValueError(f"{what}: branches must be 1 or 2, got {branches!r}")
-    out = []
+    out: List[float] = []
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, Real):
             raise ValueError(f"{what}: entry {i} is {v!r}, not a number")
@@ -67,7 +75,7 @@ def _check_values(values, what, branches):
     return Curve(out, branches)
 
 
-def parse_curve(obj, branches=None, what="curve"):
+def parse_curve(obj: CurveLike, branches: Optional[int] = None, what: str = "curve") -> Curve:
     """Validate a user or calibrated curve and return a :class:`Curve`.
 
     Args:
@@ -97,7 +105,7 @@ def parse_curve(obj, branches=None, what="curve"):
         except json.JSONDecodeError as exc:
             raise ValueError(f"{what}: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
                              "expected a list of ratios or an object with 'mag_ratios'") from None
-    declared = None
+    declared: Optional[int] = None
     if isinstance(obj, Curve):
         declared = obj.branches
     elif isinstance(obj, dict):
@@ -121,14 +129,14 @@ def parse_curve(obj, branches=None, what="curve"):
     return _check_values(obj, what, b)
 
 
-def as_curve(curve, branches=None, what="curve"):
+def as_curve(curve: CurveLike, branches: Optional[int] = None, what: str = "curve") -> Curve:
     """``curve`` as a validated :class:`Curve` (cheap when it already is one)."""
     if isinstance(curve, Curve) and (branches is None or branches == curve.branches):
         return curve
     return parse_curve(curve, branches=branches, what=what)
 
 
-def nearest_indices(src_len, steps):
+def nearest_indices(src_len: int, steps: int) -> List[int]:
     """Source index per target step, the official ``nearest_interp`` mapping.
 
     ``round(j * (src_len - 1) / (steps - 1))`` with numpy's round-half-to-even (so ties such
@@ -142,7 +150,7 @@ def nearest_indices(src_len, steps):
     return [int(i) for i in np.round(np.arange(steps) * scale).astype(int)]
 
 
-def resample_curve(ratios_interleaved, steps, branches=None):
+def resample_curve(ratios_interleaved: CurveLike, steps: int, branches: Optional[int] = None) -> List[List[float]]:
     """Per-branch ratio columns for a run of ``steps`` steps, as the official code resamples.
 
     Args:

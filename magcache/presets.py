@@ -9,10 +9,13 @@ strict ``<``, floor retention on calls). The official FLUX / HunyuanVideo / Fram
 use ``<=``, other retention rounding and (FLUX) a never-skipped step 11, so schedules for those
 presets are not bit-compatible with those scripts; the Wan2.1/Wan2.2 ones are.
 """
+from __future__ import annotations
+
 import json
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, Dict, List, Optional, Tuple
 
 from .curve import Curve
 from .schedule import MagCacheConfig, official_split
@@ -46,15 +49,15 @@ class Preset:
     ratios: Curve
     calib_steps: int
     branches: int
-    defaults: dict = field(default_factory=dict, hash=False, compare=False)
+    defaults: Dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     description: str = ""
-    split_step: int = None
-    split_mode: str = None
-    boundary: float = None
-    shift: float = None
-    source: tuple = ()
+    split_step: Optional[int] = None
+    split_mode: Optional[str] = None
+    boundary: Optional[float] = None
+    shift: Optional[float] = None
+    source: Tuple[str, ...] = ()
 
-    def split_for(self, steps, shift=None):
+    def split_for(self, steps: int, shift: Optional[float] = None) -> Optional[int]:
         """Wan2.2 A14B: the first low-noise step at ``steps`` steps as the official script
         computes it (:func:`official_split` with this preset's ``shift`` and ``boundary``, or
         ``shift`` when given); None for one-expert presets. In ComfyUI the samplers give the
@@ -62,9 +65,13 @@ class Preset:
         :class:`~magcache.session.MagCacheSession`."""
         if self.split_step is None:
             return None
-        return official_split(steps, self.shift if shift is None else shift, self.boundary)
+        sh = self.shift if shift is None else shift
+        if sh is None or self.boundary is None:
+            raise ValueError(f"preset {self.name}: the official split needs a shift and a boundary "
+                             f"(shift={sh!r}, boundary={self.boundary!r})")
+        return official_split(steps, sh, self.boundary)
 
-    def config(self, steps=None, **overrides):
+    def config(self, steps: Optional[int] = None, **overrides: Any) -> MagCacheConfig:
         """A validated :class:`MagCacheConfig` from the defaults, with ``overrides`` applied.
         For Wan2.2 A14B presets it also sets ``split_mode`` and, when ``steps`` is given,
         ``split_step = split_for(steps)``."""
@@ -78,7 +85,7 @@ class Preset:
 
 
 @lru_cache(maxsize=1)
-def _load():
+def _load() -> Dict[str, Preset]:
     with open(_DATA, "r", encoding="utf-8") as f:
         data = json.load(f)
     out = {}
@@ -93,12 +100,12 @@ def _load():
     return out
 
 
-def list_presets():
+def list_presets() -> List[str]:
     """Names of all shipped presets, in table order (Wan2.1, Wan2.2, then others)."""
     return list(_load())
 
 
-def get_preset(name):
+def get_preset(name: str) -> Preset:
     """The :class:`Preset` called ``name``; ValueError listing the allowed names otherwise."""
     presets = _load()
     if name not in presets:

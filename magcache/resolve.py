@@ -14,23 +14,25 @@ so the four show and run the same schedule.
 * :func:`query_settings`: the web route's query string -> :func:`resolve` arguments, each
   parameter parsed by its record (:class:`~atelier_settings.SettingError` naming the parameter).
 """
-from dataclasses import dataclass, replace
-from typing import Mapping, Optional
+from __future__ import annotations
 
-from .curve import Curve, parse_curve
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .curve import Curve, CurveLike, parse_curve
 from .presets import Preset, get_preset, list_presets
-from .schedule import MagCacheConfig, Schedule, plan_schedule
+from .schedule import MagCacheConfig, Schedule, StepRange, plan_schedule
 from .settings import AUTO, DEFAULT_SETTINGS, SETTINGS, WAN_PRESETS, Setting, SettingError
 
 __all__ = ["AUTO", "SETTINGS", "Resolved", "resolve", "detect_preset", "query_settings", "check_settings",
            "plan_query", "WAN_PRESETS", "DEFAULT_SETTINGS", "wan_model_from_shapes", "safetensors_shapes", "wan_model_info", "query_model_from_file", "LOADER_FOLDERS"]
 
 # model config fields the route accepts for ``auto`` (from the node's last run)
-MODEL_FIELDS = {"dim": (int, 1, 1 << 16), "in_dim": (int, 1, 1 << 12)}
-MODEL_TYPES = ("t2v", "i2v", "vace", "camera", "camera_2.2", "flf2v", "s2v", "humo", "animate")
+MODEL_FIELDS: Dict[str, Tuple[type, int, int]] = {"dim": (int, 1, 1 << 16), "in_dim": (int, 1, 1 << 12)}
+MODEL_TYPES: Tuple[str, ...] = ("t2v", "i2v", "vace", "camera", "camera_2.2", "flf2v", "s2v", "humo", "animate")
 
 
-def detect_preset(model):
+def detect_preset(model: Optional[Mapping[str, Any]]) -> str:
     """The shipped curve that fits a Wan model config (the host's ``unet_config``: ``dim``,
     ``in_dim``, ``model_type``). TI2V-5B (in_dim 48 or dim 3072), VACE 1.3B/14B, I2V 14B
     (480p curve), else T2V 1.3B/14B by ``dim``. Wan2.2 A14B experts have the Wan2.1 14B
@@ -50,7 +52,8 @@ def detect_preset(model):
     return "wan2.1_t2v_14B" if big else "wan2.1_t2v_1.3B"
 
 
-def wan_model_info(unet_config, model_class="?", has_blocks=True):
+def wan_model_info(unet_config: Optional[Mapping[str, Any]], model_class: str = "?",
+                   has_blocks: bool = True) -> Dict[str, Any]:
     """What ``auto`` needs of a loaded Wan model (``dim``, ``in_dim``, ``model_type``, those present) from its
     config (the host's ``unet_config``); ValueError naming the ``model`` input unless the config says Wan2.1
     (``image_model`` "wan2.1", Wan2.2 included) and the model has its ``blocks`` (``model_class``: the
@@ -67,7 +70,7 @@ def wan_model_info(unet_config, model_class="?", has_blocks=True):
 _PREFIXES = ("", "model.diffusion_model.", "diffusion_model.", "model.")
 
 
-def wan_model_from_shapes(shapes, what="model"):
+def wan_model_from_shapes(shapes: Mapping[str, Sequence[int]], what: str = "model") -> Dict[str, Union[int, str]]:
     """The model config ``auto`` needs (``dim``, ``in_dim``, ``model_type``) from the tensor
     shapes of a Wan diffusion-model checkpoint (``{key: shape}``), read as the host detects a
     Wan model (``head.modulation`` -> dim, ``patch_embedding.weight`` -> in_dim, VACE / camera /
@@ -78,7 +81,7 @@ def wan_model_from_shapes(shapes, what="model"):
     else:
         raise SettingError(what, what, f"{what}: not a Wan diffusion model (no head.modulation / patch_embedding.weight); "
                          "preset 'auto' needs a Wan2.1/Wan2.2 model, or pick a preset")
-    model = {"dim": int(shapes[p + "head.modulation"][-1]), "in_dim": int(shapes[p + "patch_embedding.weight"][1])}
+    model: Dict[str, Union[int, str]] = {"dim": int(shapes[p + "head.modulation"][-1]), "in_dim": int(shapes[p + "patch_embedding.weight"][1])}
     has = lambda k: p + k in shapes  # noqa: E731
     if has("vace_patch_embedding.weight"):
         model["model_type"] = "vace"
@@ -91,7 +94,7 @@ def wan_model_from_shapes(shapes, what="model"):
     return model
 
 
-def safetensors_shapes(path, what="model"):
+def safetensors_shapes(path: str, what: str = "model") -> Dict[str, Tuple[int, ...]]:
     """``{key: shape}`` from a .safetensors file's header (the tensors are not read)."""
     import json
     import struct
@@ -131,17 +134,17 @@ class Resolved:
     split_source: Optional[str] = None
     detected: bool = False
 
-    def plan(self, step_range=None, run_branches=None) -> Schedule:
+    def plan(self, step_range: Optional[StepRange] = None, run_branches: Optional[Sequence[int]] = None) -> Schedule:
         """The planned :class:`~magcache.schedule.Schedule` (see :func:`plan_schedule`)."""
         return plan_schedule(self.curve, self.steps, self.config, step_range=step_range, run_branches=run_branches)
 
-    def with_split(self, split_step, source):
+    def with_split(self, split_step: Optional[int], source: Optional[str]) -> Resolved:
         """This resolution with another Wan2.2 split (no-op for one-expert curves)."""
         if self.config.split_step is None and not (self.preset is not None and self.preset.split_mode):
             return self
         return replace(self, config=replace(self.config, split_step=split_step).validate(), split_source=source)
 
-    def describe(self, schedule=None):
+    def describe(self, schedule: Optional[Schedule] = None) -> str:
         """The preview text: skipped steps per branch, computed calls, the split used, a
         warning when nothing is skipped."""
         sch = schedule if schedule is not None else self.plan()
@@ -156,7 +159,7 @@ class Resolved:
         lines += [f"WARNING: {w}" for w in self.warnings(sch)]
         return "\n".join(lines)
 
-    def warnings(self, schedule=None):
+    def warnings(self, schedule: Optional[Schedule] = None) -> List[str]:
         """What a user should be warned of before the run (a list of sentences; empty when nothing)."""
         sch = schedule if schedule is not None else self.plan()
         if not sch.cond_skipped and not sch.uncond_skipped:
@@ -164,7 +167,7 @@ class Resolved:
                     "from MagCache)."]
         return []
 
-    def to_dict(self, schedule=None):
+    def to_dict(self, schedule: Optional[Schedule] = None) -> Dict[str, Any]:
         """JSON-ready: the schedule's fields, the settings and the split used."""
         sch = schedule if schedule is not None else self.plan()
         c = self.config
@@ -177,13 +180,15 @@ class Resolved:
         return d
 
 
-def _opt_step(v):
+def _opt_step(v: Optional[int]) -> Optional[int]:
     return None if v is None or v == -1 else v
 
 
-def resolve(preset=AUTO, *, steps, custom_curve=None, model=None, thresh=None, k=None, retention=None,
-            start_step=None, end_step=None, protect_last=0, schedule_steps=0, split_step=None,
-            split_mode=None, shift=None):
+def resolve(preset: str = AUTO, *, steps: int, custom_curve: Optional[CurveLike] = None,
+            model: Optional[Mapping[str, Any]] = None, thresh: Optional[float] = None, k: Optional[int] = None,
+            retention: Optional[float] = None, start_step: Optional[int] = None, end_step: Optional[int] = None,
+            protect_last: int = 0, schedule_steps: int = 0, split_step: Optional[int] = None,
+            split_mode: Optional[str] = None, shift: Optional[float] = None) -> Resolved:
     """Curve and config for a run.
 
     Args:
@@ -210,6 +215,8 @@ def resolve(preset=AUTO, *, steps, custom_curve=None, model=None, thresh=None, k
     if isinstance(total, bool) or not isinstance(total, int) or total < 1:
         raise SettingError("steps", "steps", f"steps: {total!r} is not allowed; use an integer >= 1")
     detected = False
+    p: Optional[Preset]
+    defaults: Mapping[str, Any]
     if custom_curve is not None and not (isinstance(custom_curve, str) and not custom_curve.strip()):
         curve, name, p, defaults = parse_curve(custom_curve, what="custom_curve"), "custom", None, DEFAULT_SETTINGS
     else:
@@ -219,7 +226,7 @@ def resolve(preset=AUTO, *, steps, custom_curve=None, model=None, thresh=None, k
             name = preset
         p = get_preset(name)
         curve, defaults = p.ratios, p.defaults
-    kw = {"thresh": defaults["thresh"] if thresh is None else thresh,
+    kw: Dict[str, Any] = {"thresh": defaults["thresh"] if thresh is None else thresh,
           "k": defaults["k"] if k is None else k,
           "retention": defaults["retention"] if retention is None else retention,
           "start_step": _opt_step(start_step), "end_step": _opt_step(end_step), "protect_last": protect_last}
@@ -238,7 +245,7 @@ def resolve(preset=AUTO, *, steps, custom_curve=None, model=None, thresh=None, k
 
 
 #: The rule's settings the web route takes (``preview_steps`` comes as ``steps``).
-QUERY_SETTINGS = ("thresh", "k", "retention", "start_step", "end_step", "protect_last", "schedule_steps")
+QUERY_SETTINGS: Tuple[str, ...] = ("thresh", "k", "retention", "start_step", "end_step", "protect_last", "schedule_steps")
 
 
 def _model_field(name: str, raw: str, lo: int, hi: int) -> int:
@@ -253,7 +260,7 @@ def check_settings(**kw: object) -> None:
             SETTINGS[name].check(v)
 
 
-def query_settings(query: Mapping[str, str]) -> dict:
+def query_settings(query: Mapping[str, str]) -> Dict[str, Any]:
     """The web route's query parameters -> keyword arguments of :func:`resolve`.
 
     Accepted: ``preset`` ('auto' or a Wan preset), ``steps`` (as ``preview_steps``), the settings
@@ -271,7 +278,7 @@ def query_settings(query: Mapping[str, str]) -> dict:
     steps = replace(SETTINGS["preview_steps"], name="steps")
     out["steps"] = steps.parse(q["steps"]) if "steps" in q else (
         SETTINGS["preview_steps"].parse(q["preview_steps"]) if "preview_steps" in q else steps.default)
-    model = {}
+    model: Dict[str, Any] = {}
     for name, (typ, lo, hi) in MODEL_FIELDS.items():
         if name in q:
             model[name] = _model_field(name, q[name], lo, hi)
@@ -286,7 +293,7 @@ def query_settings(query: Mapping[str, str]) -> dict:
     return out
 
 
-def plan_query(query):
+def plan_query(query: Mapping[str, str]) -> Dict[str, Any]:
     """The web route's work: its query parameters -> the JSON plan (:meth:`Resolved.to_dict`),
     resolved exactly as the node resolves its widgets. ValueError names a bad parameter."""
     kw = query_settings(query)
@@ -294,10 +301,11 @@ def plan_query(query):
     return resolve(preset, steps=steps, **kw).to_dict()
 
 
-LOADER_FOLDERS = {"unet_name": "diffusion_models", "ckpt_name": "checkpoints"}
+LOADER_FOLDERS: Dict[str, str] = {"unet_name": "diffusion_models", "ckpt_name": "checkpoints"}
 
 
-def query_model_from_file(query, find_file):
+def query_model_from_file(query: Mapping[str, str],
+                          find_file: Callable[[str, str], Optional[str]]) -> Dict[str, str]:
     """The web route's query, whose model may be named by the loader's file (``unet_name`` / ``ckpt_name``,
     folders :data:`LOADER_FOLDERS`), as :func:`plan_query` takes it: the file parameters removed and, for
     ``auto`` without ``dim``, the model config read from that file's .safetensors header

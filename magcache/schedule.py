@@ -33,21 +33,39 @@ The decision depends only on (curve, S, config, step range), never on tensors, s
 schedule can be shown before a run (:func:`plan_schedule`) and is reproduced call by call
 at sampling time by :class:`magcache.state.MagCacheRun`, which shares :class:`RuleState`.
 """
+from __future__ import annotations
+
 import json
 import math
 from dataclasses import dataclass, asdict
 from numbers import Real
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, TypeGuard, Union
 
-from .curve import as_curve, resample_curve, parse_curve, Curve  # noqa: F401 (re-exported)
+from .curve import as_curve, resample_curve, parse_curve, Curve, CurveLike  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:   # torch is imported on first use only (``python -m magcache schedule`` starts fast)
+    import torch
 
 __all__ = ["MagCacheConfig", "Schedule", "plan_schedule", "resample_curve", "parse_curve",
-           "locate_segment", "high_noise_steps", "official_split", "RuleState", "BRANCH_NAMES"]
+           "locate_segment", "high_noise_steps", "official_split", "RuleState", "BRANCH_NAMES",
+           "StepRange", "Sigmas"]
 
-BRANCH_NAMES = ("cond", "uncond")
-SPLIT_MODES = ("t2v", "i2v")
+BRANCH_NAMES: Tuple[str, str] = ("cond", "uncond")
+SPLIT_MODES: Tuple[str, str] = ("t2v", "i2v")
+
+StepRange = Tuple[int, int]
+"""``(first, last)``: inclusive global step indices of the part of a schedule a run covers."""
+Sigmas = Union["torch.Tensor", Sequence[float]]
+"""A sampler's sigmas: a 1-D tensor or a sequence of floats."""
 
 
-def _is_int(v):
+def _floats(values: Sigmas) -> List[float]:
+    """A tensor's or a sequence's values as Python floats."""
+    tolist = getattr(values, "tolist", None)
+    return [float(v) for v in (tolist() if tolist is not None else values)]
+
+
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -74,10 +92,10 @@ class MagCacheConfig:
     thresh: float = 0.12
     k: int = 2
     retention: float = 0.2
-    start_step: int = None
-    end_step: int = None
+    start_step: Optional[int] = None
+    end_step: Optional[int] = None
     protect_last: int = 0
-    split_step: int = None
+    split_step: Optional[int] = None
     split_mode: str = "t2v"
 
     def validate(self) -> "MagCacheConfig":
@@ -94,22 +112,22 @@ class MagCacheConfig:
         return self
 
     @property
-    def start(self) -> "int | None":
+    def start(self) -> Optional[int]:
         """``start_step`` with -1 read as None."""
         return None if self.start_step is None or self.start_step == -1 else self.start_step
 
     @property
-    def end(self):
+    def end(self) -> Optional[int]:
         """``end_step`` with -1 read as None."""
         return None if self.end_step is None or self.end_step == -1 else self.end_step
 
 
-def _check_steps(steps):
+def _check_steps(steps: object) -> None:
     if not _is_int(steps) or steps < 1:
         raise ValueError(f"steps: {steps!r} is not allowed; use an integer >= 1")
 
 
-def _check_range(step_range, steps):
+def _check_range(step_range: Optional[StepRange], steps: int) -> StepRange:
     if step_range is None:
         return 0, steps - 1
     try:
@@ -124,11 +142,14 @@ def _check_range(step_range, steps):
 
 class _Acc:
     __slots__ = ("ratio", "err", "n")
+    ratio: float
+    err: float
+    n: int
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.ratio, self.err, self.n = 1.0, 0.0, 0
 
-    def reset(self):
+    def reset(self) -> None:
         self.ratio, self.err, self.n = 1.0, 0.0, 0
 
 
@@ -140,7 +161,8 @@ class RuleState:
     (each id keeps its own accumulators); call indices then count steps.
     """
 
-    def __init__(self, curve, steps, config, branches=None, step_range=None):
+    def __init__(self, curve: CurveLike, steps: int, config: MagCacheConfig, branches: Optional[int] = None,
+                 step_range: Optional[StepRange] = None) -> None:
         _check_steps(steps)
         if not isinstance(config, MagCacheConfig):
             raise ValueError(f"config: expected a MagCacheConfig, got {type(config).__name__}")
@@ -153,8 +175,8 @@ class RuleState:
         if config.split_step is not None and config.split_step > steps:
             raise ValueError(f"split_step: {config.split_step} is beyond the {steps}-step schedule")
         self.columns = resample_curve(self.curve, steps)
-        self.acc = [_Acc(), _Acc()]
-        self.has_residual = [False, False]
+        self.acc: List[_Acc] = [_Acc(), _Acc()]
+        self.has_residual: List[bool] = [False, False]
         # A segment (e.g. the low-noise expert of Wan2.2) starts in the state the whole
         # schedule would have at its first step; only the residual is missing there.
         for step in range(self.first):
@@ -162,7 +184,7 @@ class RuleState:
                 self.advance(b, step, True)
         self.has_residual = [False, False]
 
-    def protected(self, branch, step):
+    def protected(self, branch: int, step: int) -> bool:
         """True when (branch, step) always computes without touching the accumulators."""
         c = self.config
         end = c.end
@@ -183,7 +205,7 @@ class RuleState:
             return call < int(split * r) or split <= call <= (total - split) * r + split
         return call < int(total * r)
 
-    def advance(self, branch, step, has_residual):
+    def advance(self, branch: int, step: int, has_residual: bool) -> bool:
         """Apply the rule to the first evaluation of (branch, step); True means skip."""
         if branch not in (0, 1):
             raise ValueError(f"branch: {branch!r} is not allowed; use 0 (cond) or 1 (uncond)")
@@ -217,37 +239,39 @@ class Schedule:
     first_step: int
     last_step: int
     branches: int
-    cond_skipped: tuple
-    uncond_skipped: tuple
+    cond_skipped: Tuple[int, ...]
+    uncond_skipped: Tuple[int, ...]
     computed_calls: int
     total_calls: int
 
     @property
-    def expected_speedup(self):
+    def expected_speedup(self) -> float:
         """Ideal speedup ``total_calls / computed_calls`` (block stack only, no overhead)."""
         return self.total_calls / self.computed_calls if self.computed_calls else float("inf")
 
-    def skipped(self, branch):
+    def skipped(self, branch: int) -> Tuple[int, ...]:
         """Skipped steps of ``branch`` (0 cond, 1 uncond)."""
         return self.cond_skipped if branch == 0 else self.uncond_skipped
 
-    def marks(self, branch):
+    def marks(self, branch: int) -> List[str]:
         """``"C"``/``"S"`` per step of the range for ``branch``."""
         s = set(self.skipped(branch))
         return ["S" if i in s else "C" for i in range(self.first_step, self.last_step + 1)]
 
-    def to_dict(self):
+    def to_dict(self) -> Dict[str, Any]:
+        """The fields (skipped steps as lists) and ``expected_speedup``, JSON-ready."""
         d = asdict(self)
         d["cond_skipped"] = list(self.cond_skipped)
         d["uncond_skipped"] = list(self.uncond_skipped)
         d["expected_speedup"] = self.expected_speedup
         return d
 
-    def to_json(self):
+    def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
 
-def plan_schedule(curve, steps, config, branches=None, step_range=None, run_branches=None):
+def plan_schedule(curve: CurveLike, steps: int, config: MagCacheConfig, branches: Optional[int] = None,
+                  step_range: Optional[StepRange] = None, run_branches: Optional[Sequence[int]] = None) -> Schedule:
     """The skip schedule of a run, without running anything.
 
     Args:
@@ -271,23 +295,24 @@ def plan_schedule(curve, steps, config, branches=None, step_range=None, run_bran
     st = RuleState(curve, steps, config, branches, step_range)
     if run_branches is None:
         run_branches = tuple(range(st.branches))
-    run_branches = tuple(run_branches)
-    if not run_branches or any(b not in (0, 1) for b in run_branches) or len(set(run_branches)) != len(run_branches):
-        raise ValueError(f"run_branches: {run_branches!r} is not allowed; use (0,), (1,) or (0, 1)")
-    skipped = ([], [])
+    runs = tuple(run_branches)
+    if not runs or any(b not in (0, 1) for b in runs) or len(set(runs)) != len(runs):
+        raise ValueError(f"run_branches: {runs!r} is not allowed; use (0,), (1,) or (0, 1)")
+    skipped: Tuple[List[int], List[int]] = ([], [])
     for step in range(st.first, st.last + 1):
-        for b in run_branches:
+        for b in runs:
             if st.advance(b, step, st.has_residual[b]):
                 skipped[b].append(step)
     n = st.last - st.first + 1
-    total = len(run_branches) * n
+    total = len(runs) * n
     computed = total - len(skipped[0]) - len(skipped[1])
     return Schedule(steps, st.first, st.last, st.branches, tuple(skipped[0]), tuple(skipped[1]),
                     computed, total)
 
 
-def locate_segment(segment_sigmas, total_steps=None, full_sigmas=None, start_step=None, sigma_max=None,
-                   atol=1e-4):
+def locate_segment(segment_sigmas: Sigmas, total_steps: Optional[int] = None, full_sigmas: Optional[Sigmas] = None,
+                   start_step: Optional[int] = None, sigma_max: Optional[float] = None,
+                   atol: float = 1e-4) -> StepRange:
     """Map a sampler's partial run onto the whole schedule: ``(first, last)`` global steps.
 
     A sampler sees only its own sigmas (KSamplerAdvanced ``start_at_step``/``end_at_step``, or
@@ -313,17 +338,17 @@ def locate_segment(segment_sigmas, total_steps=None, full_sigmas=None, start_ste
         ValueError: fewer than 2 sigmas, a segment not found in ``full_sigmas``, or a segment
             that is neither head nor tail of ``total_steps`` when no start is given.
     """
-    seg = [float(s) for s in (segment_sigmas.tolist() if hasattr(segment_sigmas, "tolist")
-                              else segment_sigmas)]
+    seg = _floats(segment_sigmas)
     if len(seg) < 2:
         raise ValueError(f"segment_sigmas: {len(seg)} sigmas cannot hold a step (need >= 2)")
     n = len(seg) - 1
+    first: Optional[int]
     if start_step is not None:
         if not _is_int(start_step) or start_step < 0:
             raise ValueError(f"start_step: {start_step!r} must be an integer >= 0")
         first = start_step
     elif full_sigmas is not None:
-        full = [float(s) for s in (full_sigmas.tolist() if hasattr(full_sigmas, "tolist") else full_sigmas)]
+        full = _floats(full_sigmas)
         first = None
         for o in range(0, len(full) - n):
             if all(abs(full[o + i] - seg[i]) <= atol * max(1.0, abs(seg[i])) for i in range(n + 1)):
@@ -350,15 +375,15 @@ def locate_segment(segment_sigmas, total_steps=None, full_sigmas=None, start_ste
     return first, first + n - 1
 
 
-def high_noise_steps(sigmas, boundary):
+def high_noise_steps(sigmas: Sigmas, boundary: float) -> int:
     """Steps run by the high-noise expert of Wan2.2 A14B: the official
     ``(timesteps >= 1000 * boundary).sum()`` with ``timesteps = 1000 * sigma`` over the
     n step sigmas (the final sigma excluded). This is the ``split_step`` of the run."""
-    s = [float(x) for x in (sigmas.tolist() if hasattr(sigmas, "tolist") else sigmas)][:-1]
+    s = _floats(sigmas)[:-1]
     return sum(1 for x in s if x * 1000.0 >= 1000.0 * float(boundary))
 
 
-def official_split(steps, shift, boundary, num_train_timesteps=1000):
+def official_split(steps: int, shift: float, boundary: float, num_train_timesteps: int = 1000) -> int:
     """High-noise steps of Wan2.2 A14B as the official MagCache4Wan2.2 script computes them
     (its ``get_timesteps``): ``sigmas = linspace(1.0, 0.01, S + 1)[:-1]`` shifted with the
     sample shift ``shift * s / (1 + (shift - 1) * s)``, cast to float32, ``timesteps =

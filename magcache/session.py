@@ -15,12 +15,21 @@ and config, ``schedule_steps``, where residuals live) and, per run (:meth:`fresh
   :class:`~magcache.state.MagCacheRun`;
 * :meth:`report`: computed/skipped per branch and step, measured block time and time saved.
 """
+from __future__ import annotations
+
 import time
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence, Union
 
-from .schedule import high_noise_steps, locate_segment
-from .state import MagCacheRun
+import torch
 
-__all__ = ["MagCacheSession", "SigmaSteps", "report_text"]
+from .resolve import Resolved
+from .schedule import Sigmas, _floats, high_noise_steps, locate_segment
+from .state import CallPlan, MagCacheRun
+
+Report = Dict[str, Any]
+"""A run's report (:meth:`MagCacheSession.report`)."""
+
+__all__ = ["MagCacheSession", "SigmaSteps", "report_text", "Report"]
 
 
 class SigmaSteps:
@@ -35,14 +44,15 @@ class SigmaSteps:
     come in order, so the previous match and the next step are tried first.
     """
 
-    def __init__(self, sample_sigmas, first_step=0):
-        sig = [float(s) for s in (sample_sigmas.tolist() if hasattr(sample_sigmas, "tolist") else sample_sigmas)]
+    def __init__(self, sample_sigmas: Sigmas, first_step: int = 0) -> None:
+        sig = _floats(sample_sigmas)
         self.sigmas = sig
         self.first_step = first_step
         self._steps = sig[:max(1, len(sig) - 1)]
         self._last = 0
 
-    def step_of(self, sigma):
+    def step_of(self, sigma: Union[float, torch.Tensor]) -> Optional[int]:
+        """The global step whose sigma matches ``sigma``, None between steps."""
         s = float(sigma)
         tol = 1e-4 * max(1.0, abs(s))
         sig, i = self._steps, self._last
@@ -68,29 +78,30 @@ class MagCacheSession:
         on_report: called with the report dict when a run ends (finished or interrupted).
     """
 
-    def __init__(self, resolved, schedule_steps=0, cache_device=None, node_id=None, on_report=None):
+    def __init__(self, resolved: Resolved, schedule_steps: int = 0, cache_device: Union[str, torch.device, None] = None,
+                 node_id: Optional[str] = None, on_report: Optional[Callable[[Report], None]] = None) -> None:
         self.resolved = resolved
         self.schedule_steps = schedule_steps
         self.cache_device = cache_device
         self.node_id = node_id
         self.on_report = on_report
-        self.run = None
+        self.run: Optional[MagCacheRun] = None
         self.first_step = 0
-        self.split_step = None
-        self.split_source = None
-        self.last_report = None
-        self._steps = None
+        self.split_step: Optional[int] = None
+        self.split_source: Optional[str] = None
+        self.last_report: Optional[Report] = None
+        self._steps: Optional[SigmaSteps] = None
         self.t_start = time.perf_counter()
 
-    def fresh(self):
+    def fresh(self) -> MagCacheSession:
         """A new session with the same settings and empty state (one per sampling run)."""
         return MagCacheSession(self.resolved, self.schedule_steps, self.cache_device, self.node_id, self.on_report)
 
     # --------------------------------------------------------------- steps
-    def start(self, sample_sigmas):
+    def start(self, sample_sigmas: Sigmas) -> MagCacheRun:
         """Place the run (its ``sample_sigmas``, the n+1 sigmas of the sampler) in the schedule
         and make its :class:`MagCacheRun`."""
-        sig = [float(s) for s in (sample_sigmas.tolist() if hasattr(sample_sigmas, "tolist") else sample_sigmas)]
+        sig = _floats(sample_sigmas)
         n = max(1, len(sig) - 1)
         total = self.schedule_steps or n
         if total != n:
@@ -99,7 +110,8 @@ class MagCacheSession:
             first, last = 0, n - 1
         r = self.resolved
         p = r.preset
-        if r.config.split_step is not None and p is not None and p.split_mode and r.split_source != "given":
+        if (r.config.split_step is not None and p is not None and p.split_mode and p.boundary is not None
+                and r.split_source != "given"):
             if first > 0:
                 split, src = first, f"samplers: the low-noise segment starts at step {first}"
             elif last < total - 1:
@@ -114,11 +126,14 @@ class MagCacheSession:
         self._steps = SigmaSteps(sig, first)
         return self.run
 
-    def step_of(self, sigma):
+    def step_of(self, sigma: Union[float, torch.Tensor]) -> Optional[int]:
         """Global step of ``sigma`` (see :class:`SigmaSteps`), None between steps."""
+        if self._steps is None:
+            raise RuntimeError("MagCacheSession.step_of: the run has not started (call start() first)")
         return self._steps.step_of(sigma)
 
-    def plan_call(self, sigma, cond_or_uncond, uuids, batch):
+    def plan_call(self, sigma: Union[float, torch.Tensor], cond_or_uncond: Sequence[int],
+                  uuids: Optional[Sequence[Hashable]], batch: int) -> CallPlan:
         """The :class:`~magcache.state.CallPlan` of one model call.
 
         Args:
@@ -128,14 +143,18 @@ class MagCacheSession:
             uuids: the conds' uuids per chunk (residual keys), or None.
             batch: B.
         """
+        if self.run is None:
+            raise RuntimeError("MagCacheSession.plan_call: the run has not started (call start() first)")
         cu = list(cond_or_uncond)
-        keys = list(uuids) if uuids else [None] * len(cu)
+        keys: List[Optional[Hashable]] = list(uuids) if uuids else [None] * len(cu)
         n = batch // len(cu)
         chunks = [(0 if b == 0 else 1, keys[c], slice(c * n, (c + 1) * n)) for c, b in enumerate(cu)]
         return self.run.plan_call(self.step_of(sigma), chunks, batch)
 
     # -------------------------------------------------------------- report
-    def plan_sampler_call(self, sample_sigmas, sigma, cond_or_uncond, uuids, batch):
+    def plan_sampler_call(self, sample_sigmas: Optional[Sigmas], sigma: Union[float, torch.Tensor],
+                          cond_or_uncond: Sequence[int], uuids: Optional[Sequence[Hashable]],
+                          batch: int) -> Optional[CallPlan]:
         """:meth:`plan_call` for a call inside a sampler: the first call of the run :meth:`start` s it from
         ``sample_sigmas`` (the sampler's n+1 sigmas); None (the call runs uncached) when the run has not
         started and the call brings no ``sample_sigmas``."""
@@ -145,7 +164,7 @@ class MagCacheSession:
             self.start(sample_sigmas)
         return self.plan_call(sigma, cond_or_uncond, uuids, batch)
 
-    def finish(self, interrupted):
+    def finish(self, interrupted: bool) -> Optional[Report]:
         """End of the run: the report (also kept as :attr:`last_report` and given to
         ``on_report``), then the residuals are dropped."""
         rep = self.report(interrupted)
@@ -157,7 +176,7 @@ class MagCacheSession:
                 self.on_report(rep)
         return rep
 
-    def report(self, interrupted=False):
+    def report(self, interrupted: bool = False) -> Optional[Report]:
         """The run's report dict (None before :meth:`start`): the fields of
         :meth:`MagCacheRun.report` plus ``node``, ``preset``, ``interrupted``, ``split_step``,
         ``split_source``, ``block_stack_s_per_eval``, ``time_saved_s``, ``wall_s``,
@@ -179,7 +198,7 @@ class MagCacheSession:
         return rep
 
 
-def report_text(report) -> str:
+def report_text(report: Optional[Mapping[str, Any]]) -> str:
     """A run's report (:meth:`MagCacheSession.report`, or None before any run) as text: the summary line,
     then per branch one mark per step (``C`` computed, ``S`` skipped, ``.`` not run), the name right-aligned
     to 6 characters; ``"no run yet"`` for None."""

@@ -9,9 +9,11 @@ them where the front end leaves them unset (the CLI).
 from __future__ import annotations
 
 try:
-    from ..atelier_settings import Setting, SettingError, SettingsTable
+    from ..atelier_settings import Setting, SettingError, SettingsTable  # type: ignore[import-not-found]
 except ImportError:  # the core imported as a top-level package (tests, ``python -m magcache``)
     from atelier_settings import Setting, SettingError, SettingsTable
+
+from typing import Any, Dict, Tuple
 
 from .presets import list_presets
 from .schedule import SPLIT_MODES
@@ -19,11 +21,11 @@ from .schedule import SPLIT_MODES
 __all__ = ["SETTINGS", "AUTO", "WAN_PRESETS", "SPLIT_MODES", "CACHE_DEVICES", "DEFAULT_SETTINGS",
            "Setting", "SettingError"]
 
-AUTO = "auto"
-WAN_PRESETS = tuple(p for p in list_presets() if p.startswith("wan"))
-CACHE_DEVICES = ("auto", "cpu")
+AUTO: str = "auto"
+WAN_PRESETS: Tuple[str, ...] = tuple(p for p in list_presets() if p.startswith("wan"))
+CACHE_DEVICES: Tuple[str, ...] = ("auto", "cpu")
 
-SETTINGS = SettingsTable("Atelier MagCache", (
+SETTINGS: SettingsTable = SettingsTable("Atelier MagCache", (
     Setting("preset", AUTO, "Calibrated magnitude-ratio curve. 'auto' picks one from the model's size and type "
             "(I2V: 480p curve; pick 720p and the Wan2.2 A14B curves by hand).", choices=(AUTO,) + WAN_PRESETS),
     Setting("thresh", 0.12, "Accumulated error allowed before a step must compute. 0 disables skipping. "
@@ -54,4 +56,4 @@ SETTINGS = SettingsTable("Atelier MagCache", (
 ))
 
 #: The rule's settings of a custom curve (a preset has its own :attr:`~magcache.presets.Preset.defaults`).
-DEFAULT_SETTINGS = {n: SETTINGS[n].default for n in ("thresh", "k", "retention")}
+DEFAULT_SETTINGS: Dict[str, Any] = {n: SETTINGS[n].default for n in ("thresh", "k", "retention")}

@@ -6,14 +6,27 @@ same rule as :func:`magcache.schedule.plan_schedule` (shared code), so driving i
 first evaluation of every (branch, step) reproduces the planned schedule exactly, whatever
 the order of cond and uncond inside a step: decisions are per branch, never ORed.
 """
+from __future__ import annotations
+
 import time
-from typing import NamedTuple
+from typing import Any, Callable, Dict, Hashable, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .schedule import BRANCH_NAMES, RuleState, plan_schedule
+from .curve import CurveLike
+from .schedule import BRANCH_NAMES, MagCacheConfig, RuleState, StepRange, plan_schedule
 
-__all__ = ["MagCacheRun", "Decision", "CallPlan", "apply_blocks_with_cache"]
+__all__ = ["MagCacheRun", "Decision", "CallPlan", "apply_blocks_with_cache", "Rows", "Chunk", "Block"]
+
+Rows = Union[slice, Sequence[int], torch.Tensor]
+"""Batch rows of a chunk: a slice, a list of indices or a LongTensor of indices."""
+Chunk = Tuple[int, Optional[Hashable], Rows]
+"""``(branch, key, rows)``: branch 0 (cond) / 1 (uncond), residual key (None or the host's cond uuid), rows."""
+Block = Callable[[Dict[str, Any]], Dict[str, Any]]
+"""One block of the stack: its inputs by name (``"img"`` the tokens ``[B, L, D]``) -> ``{"img": tokens}``."""
+_Rows = Union[slice, torch.Tensor]          # rows as held by a plan: a unit-step slice or a CPU LongTensor
+_Chunk = Tuple[int, Optional[Hashable], _Rows]
+_Key = Tuple[int, Optional[Hashable]]      # (branch, key) of a residual
 
 
 class Decision(NamedTuple):
@@ -59,15 +72,17 @@ class MagCacheRun:
       (e.g. a sampler that goes back to a higher sigma) is an extra evaluation.
     """
 
-    def __init__(self, curve, steps, config, branches=None, step_range=None, cache_device=None):
+    def __init__(self, curve: CurveLike, steps: int, config: MagCacheConfig, branches: Optional[int] = None,
+                 step_range: Optional[StepRange] = None,
+                 cache_device: Union[str, torch.device, None] = None) -> None:
         self.config = config
         self.steps = steps
         self._init_args = (curve, steps, config, branches, step_range)
-        self.cache_device = torch.device(cache_device) if isinstance(cache_device, str) else cache_device
+        self.cache_device: Optional[torch.device] = torch.device(cache_device) if isinstance(cache_device, str) else cache_device
         self.reset()
 
     # ------------------------------------------------------------------ state
-    def reset(self):
+    def reset(self) -> None:
         """Forget every decision and residual (a fresh run with the same settings)."""
         self._rule = RuleState(*self._init_args)
         self.branches = self._rule.branches
@@ -76,15 +91,15 @@ class MagCacheRun:
         # the last step at which each branch reuses a residual: later residuals are never read
         self._last_skip = [max(sch.cond_skipped, default=-1), max(sch.uncond_skipped, default=-1)]
         self.first_step, self.last_step = self._rule.first, self._rule.last
-        self._decided = {}
-        self._residuals = {}
-        self.log = []
+        self._decided: Dict[Tuple[int, int], bool] = {}
+        self._residuals: Dict[_Key, torch.Tensor] = {}
+        self.log: List[Decision] = []
         self.extra_calls = [0, 0]
         self.block_time = 0.0
         self.block_evals = 0
         self.skipped_evals = 0
 
-    def decide(self, branch, step, has_residual=None):
+    def decide(self, branch: int, step: int, has_residual: Optional[bool] = None) -> bool:
         """Whether ``branch`` (0 cond, 1 uncond) skips the block stack at global ``step``.
 
         ``has_residual``: whether a residual is cached for this branch (for callers that keep
@@ -107,7 +122,7 @@ class MagCacheRun:
         return skip
 
     # --------------------------------------------------------------- residuals
-    def store_residual(self, branch, residual, key=None):
+    def store_residual(self, branch: int, residual: torch.Tensor, key: Optional[Hashable] = None) -> None:
         """Keep ``residual`` (detached, on ``cache_device``) as the cached residual of
         ``(branch, key)``; ``key`` tells apart several conds of one branch (the host's cond
         uuid), None for the usual one cond per branch."""
@@ -116,7 +131,8 @@ class MagCacheRun:
             r = r.to(self.cache_device)  # blocking: a non-blocking GPU->CPU copy may not be complete
         self._residuals[(branch, key)] = r
 
-    def get_residual(self, branch, like=None, key=None):
+    def get_residual(self, branch: int, like: Optional[torch.Tensor] = None,
+                     key: Optional[Hashable] = None) -> Optional[torch.Tensor]:
         """The cached residual of ``(branch, key)`` (None if none), moved to ``like``'s device
         and dtype."""
         r = self._residuals.get((branch, key))
@@ -124,22 +140,23 @@ class MagCacheRun:
             r = r.to(device=like.device, dtype=like.dtype)
         return r
 
-    def wants_residual(self, branch, step):
+    def wants_residual(self, branch: int, step: Optional[int]) -> bool:
         """Whether a residual computed at ``step`` (None: between steps) can still be read: some
         later step of ``branch`` is planned to skip. The plan is exact (the rule does not depend
         on tensors), so a computing call after the branch's last planned skip need not store its
         residual (with ``thresh`` 0 nothing is ever stored)."""
         return step is None or step < self._last_skip[branch]
 
-    def has_residual(self, branch, key=None):
+    def has_residual(self, branch: int, key: Optional[Hashable] = None) -> bool:
+        """Whether a residual of ``(branch, key)`` is cached."""
         return (branch, key) in self._residuals
 
-    def clear_residuals(self):
+    def clear_residuals(self) -> None:
         """Drop every cached residual (end of a run); decisions and the log stay."""
         self._residuals.clear()
 
     # ------------------------------------------------------------- one call
-    def plan_call(self, step, chunks, batch):
+    def plan_call(self, step: Optional[int], chunks: Iterable[Chunk], batch: int) -> CallPlan:
         """Decide one model call whose batch rows belong to several (branch, key) chunks.
 
         Args:
@@ -157,14 +174,14 @@ class MagCacheRun:
         """
         return CallPlan(self, step, chunks, batch)
 
-    def note_block_time(self, seconds, computed, skipped):
+    def note_block_time(self, seconds: float, computed: int, skipped: int) -> None:
         """Timing of one call's block stack (computed / skipped row chunks), for :meth:`report`."""
         self.block_time += seconds
         self.block_evals += computed
         self.skipped_evals += skipped
 
     # ------------------------------------------------------------------ report
-    def report(self):
+    def report(self) -> Dict[str, Any]:
         """What the run did so far.
 
         Returns a dict: ``branches`` maps ``"cond"``/``"uncond"`` (those evaluated at least
@@ -175,7 +192,7 @@ class MagCacheRun:
         """
         n = self.last_step - self.first_step + 1
         marks = {0: ["."] * n, 1: ["."] * n}
-        seen = set()
+        seen: set[int] = set()
         for d in self.log:
             marks[d.branch][d.step - self.first_step] = "S" if d.skipped else "C"
             seen.add(d.branch)
@@ -194,7 +211,7 @@ class MagCacheRun:
         }
 
 
-def _as_rows(rows, batch):
+def _as_rows(rows: Rows, batch: int) -> _Rows:
     """Rows as a unit-step slice with explicit bounds when possible (no tensor work), else a CPU
     LongTensor of batch indices."""
     if isinstance(rows, slice):
@@ -207,15 +224,15 @@ def _as_rows(rows, batch):
     return torch.as_tensor(list(rows), dtype=torch.long)
 
 
-def _count(rows):
+def _count(rows: _Rows) -> int:
     return rows.stop - rows.start if isinstance(rows, slice) else rows.numel()
 
 
-def _indices(rows):
+def _indices(rows: _Rows) -> List[int]:
     return list(range(rows.start, rows.stop)) if isinstance(rows, slice) else rows.tolist()
 
 
-def _rows(t, rows):
+def _rows(t: torch.Tensor, rows: _Rows) -> torch.Tensor:
     """``t[rows]`` along dim 0 (a view for a slice)."""
     if isinstance(rows, slice):
         return t[rows]
@@ -246,10 +263,25 @@ class CallPlan:
     """
     __slots__ = ("run", "step", "batch", "compute", "skip", "all_compute", "all_skip", "subset", "x_in", "t0",
                  "_cut", "_dev_rows", "_compute_rows")
+    run: MagCacheRun
+    step: Optional[int]
+    batch: int
+    compute: List[_Chunk]
+    skip: List[_Chunk]
+    all_compute: bool
+    all_skip: bool
+    subset: bool
+    x_in: Optional[torch.Tensor]
+    t0: float
+    _cut: Dict[int, Tuple[torch.Tensor, torch.Tensor]]
+    _dev_rows: Optional[torch.Tensor]
+    _compute_rows: Optional[torch.Tensor]
 
-    def __init__(self, run, step, chunks, batch):
+    def __init__(self, run: MagCacheRun, step: Optional[int], chunks: Iterable[Chunk], batch: int) -> None:
         self.run, self.step, self.batch = run, step, batch
-        parts, seen, covered = [], set(), []
+        parts: List[_Chunk] = []
+        seen: set[_Key] = set()
+        covered: List[int] = []
         for branch, key, rows in chunks:
             if branch not in (0, 1):
                 raise ValueError(f"chunks: branch {branch!r} is not allowed; use 0 (cond) or 1 (uncond)")
@@ -261,7 +293,7 @@ class CallPlan:
             covered.extend(_indices(r))
         if len(covered) != batch or sorted(covered) != list(range(batch)):
             raise ValueError(f"branch_rows: rows {covered} must cover each of the {batch} batch rows exactly once")
-        skip_branch = {}
+        skip_branch: Dict[int, bool] = {}
         if step is not None:
             store = run._residuals
             for branch, _, _ in parts:
@@ -283,18 +315,19 @@ class CallPlan:
         self._compute_rows = None
 
     @property
-    def compute_rows(self):
+    def compute_rows(self) -> torch.Tensor:
+        """LongTensor of the computing batch rows, in the order ``y`` holds them (made on first use)."""
         if self._compute_rows is None:
             self._compute_rows = torch.as_tensor([i for _, _, r in self.compute for i in _indices(r)],
                                                  dtype=torch.long)
         return self._compute_rows
 
-    def _rows_on(self, device):
+    def _rows_on(self, device: torch.device) -> torch.Tensor:
         if self._dev_rows is None or self._dev_rows.device != device:
             self._dev_rows = self.compute_rows.to(device)
         return self._dev_rows
 
-    def enter(self, x, subset_rows=True):
+    def enter(self, x: torch.Tensor, subset_rows: bool = True) -> torch.Tensor:
         """Record the tokens ``x`` ``[B, L, D]`` entering the first block and return what the
         blocks run on: ``x`` itself, or its computing rows when :attr:`subset` (and
         ``subset_rows``)."""
@@ -306,7 +339,7 @@ class CallPlan:
             return x.index_select(0, self._rows_on(x.device))
         return x
 
-    def rows_of(self, t):
+    def rows_of(self, t: Any) -> Any:
         """A per-row block input (context, modulation, ...) cut to the computing rows when
         :attr:`subset`; tensors whose first dim is not the batch pass unchanged. Cut once
         per tensor and call, whatever the number of blocks."""
@@ -319,7 +352,8 @@ class CallPlan:
         self._cut[id(t)] = (t, out)
         return out
 
-    def run_block(self, inputs, block, first, last, subset_rows=True, per_row=("txt", "vec", "pe")):
+    def run_block(self, inputs: Dict[str, Any], block: Block, first: bool, last: bool, subset_rows: bool = True,
+                  per_row: Sequence[str] = ("txt", "vec", "pe")) -> Dict[str, Any]:
         """Run one block of the stack under this plan: ``block(inputs) -> {"img": ...}``.
 
         inputs: the block's inputs by name; ``"img"`` the tokens ``[B, L, D]``, ``per_row`` the names of inputs
@@ -340,19 +374,31 @@ class CallPlan:
             out = block(inputs)["img"]
         return {"img": self.leave(out) if last else out}
 
-    def leave(self, y):
+    def _entered(self) -> torch.Tensor:
+        if self.x_in is None:
+            raise RuntimeError("CallPlan.leave: the plan was never entered (call enter() at the first block)")
+        return self.x_in
+
+    def _residual(self, branch: int, like: torch.Tensor, key: Optional[Hashable]) -> torch.Tensor:
+        r = self.run.get_residual(branch, like=like, key=key)
+        if r is None:
+            raise RuntimeError(f"CallPlan.leave: branch {branch} (key {key!r}) skips without a cached residual")
+        return r
+
+    def leave(self, y: torch.Tensor) -> torch.Tensor:
         """The full ``[B, L, D]`` output of the block stack from the last block's output ``y``
         (rows as :meth:`enter` returned them; ignored when :attr:`all_skip`). Stores the
         residuals of computing chunks and records the block time."""
-        run, x = self.run, self.x_in
+        run = self.run
         if self.all_compute:
             run.note_block_time(time.perf_counter() - self.t0, len(self.compute), 0)
             keep = [c for c in self.compute if run.wants_residual(c[0], self.step)]
             if keep:
-                res = y.detach() - x.detach()   # one subtraction; each chunk keeps a view of its rows
+                res = y.detach() - self._entered().detach()   # one subtraction; each chunk keeps a view of its rows
                 for b, k, rows in keep:
                     run.store_residual(b, _rows(res, rows), key=k)
             return y
+        x = self._entered()
         if self.all_skip:
             full = x.clone()
         else:
@@ -366,7 +412,7 @@ class CallPlan:
                 if run.wants_residual(b, self.step):
                     run.store_residual(b, _rows(full, rows) - _rows(x, rows), key=k)
         for b, k, rows in self.skip:
-            res = run.get_residual(b, like=x, key=k)
+            res = self._residual(b, x, k)
             if isinstance(rows, slice):
                 full[rows] = x[rows] + res
             else:
@@ -377,11 +423,13 @@ class CallPlan:
         return full
 
 
-def _fits(res, rows):
+def _fits(res: Optional[torch.Tensor], rows: int) -> bool:
     return res is not None and res.shape[0] == rows
 
 
-def apply_blocks_with_cache(x, run_blocks, run, step, branch_rows):
+def apply_blocks_with_cache(x: torch.Tensor, run_blocks: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                            run: MagCacheRun, step: Optional[int],
+                            branch_rows: Sequence[Union[Tuple[int, Rows], Tuple[int, Rows, Hashable]]]) -> torch.Tensor:
     """Run a block stack with MagCache on a batch whose rows belong to different branches.
 
     Args:

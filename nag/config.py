@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+if TYPE_CHECKING:
+    import torch
 
 from .settings import SETTINGS
 
@@ -42,7 +46,7 @@ class NAGConfig:
         """False when the settings make NAG a no-op (scale 1 or alpha 0)."""
         return self.scale > 1 and self.alpha > 0
 
-    def active_at(self, sigma) -> bool:
+    def active_at(self, sigma: Union[float, torch.Tensor, None]) -> bool:
         """Whether guidance runs at this sigma (a float, or a tensor of per-row sigmas: its max)."""
         if not self.enabled:
             return False

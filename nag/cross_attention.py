@@ -1,18 +1,31 @@
 """NAG inside one Wan cross-attention call (T2V, and I2V with an unguided image branch)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence, Tuple
 
 import torch
 
 from .combine import nag_combine
 from .config import NAGConfig
 
-__all__ = ["nag_cross_attention", "negative_kv", "Attend", "share_modules"]
+__all__ = ["nag_cross_attention", "negative_kv", "Attend", "share_modules", "CrossAttention"]
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``attend(q, k, v) -> out``: multi-head attention, q ``(B, Lq, C)``, k/v ``(B, Lk, C)``,
 out ``(B, Lq, C)`` with heads merged (the host's ``optimized_attention`` with its heads)."""
+
+
+class CrossAttention(Protocol):
+    """What NAG calls of a Wan cross-attention module (duck-typed; the host's ``WanT2VCrossAttention``):
+    the projections ``q, k, v, o`` and the norms ``norm_q, norm_k``, each ``(B, L, C) -> (B, L, C)``.
+    An I2V module (``WanI2VCrossAttention``) also has ``k_img, v_img, norm_k_img``."""
+
+    def q(self, x: torch.Tensor) -> torch.Tensor: ...
+    def k(self, x: torch.Tensor) -> torch.Tensor: ...
+    def v(self, x: torch.Tensor) -> torch.Tensor: ...
+    def o(self, x: torch.Tensor) -> torch.Tensor: ...
+    def norm_q(self, x: torch.Tensor) -> torch.Tensor: ...
+    def norm_k(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
 def share_modules(target: torch.nn.Module, source: torch.nn.Module) -> torch.nn.Module:
@@ -28,7 +41,7 @@ def share_modules(target: torch.nn.Module, source: torch.nn.Module) -> torch.nn.
     return target
 
 
-def negative_kv(module, neg_context: torch.Tensor):
+def negative_kv(module: CrossAttention, neg_context: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Keys and values of the NAG-negative context through the module's own text projections:
     ``(norm_k(k(neg)), v(neg))``, each ``(N, Ln, C)``."""
     return module.norm_k(module.k(neg_context)), module.v(neg_context)
@@ -42,7 +55,7 @@ def _rows_for(t: torch.Tensor, n: int, name: str) -> torch.Tensor:
     raise ValueError(f"{name}: batch {t.shape[0]} does not fit {n} guided rows (allowed: 1 or {n})")
 
 
-def nag_cross_attention(module, x: torch.Tensor, context: torch.Tensor, neg_context: torch.Tensor,
+def nag_cross_attention(module: CrossAttention, x: torch.Tensor, context: torch.Tensor, neg_context: torch.Tensor,
                         attend: Attend, guided: Sequence[slice], config: NAGConfig,
                         context_img_len: int | None = None) -> torch.Tensor:
     """A Wan cross-attention forward with NAG on the guided rows.
@@ -80,5 +93,6 @@ def nag_cross_attention(module, x: torch.Tensor, context: torch.Tensor, neg_cont
             z[sl] = nag_combine(z[sl], z_neg, config.scale, config.tau, config.alpha,
                                 chunk_tokens=config.chunk_tokens)
     if image:
-        z = z + attend(q, module.norm_k_img(module.k_img(ctx_img)), module.v_img(ctx_img))
+        img: Any = module   # the I2V parts (checked by hasattr above)
+        z = z + attend(q, img.norm_k_img(img.k_img(ctx_img)), img.v_img(ctx_img))
     return module.o(z)

@@ -5,7 +5,7 @@ allowed, so the node only prefixes its display name.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Tuple, Union
 
 import torch
 
@@ -17,7 +17,8 @@ IMAGE_PARTS = ("k_img", "v_img", "norm_k_img")
 HOST_CLASSES = ("WanT2VCrossAttention", "WanI2VCrossAttention")
 
 
-def check_wan_model(diffusion_model, cross_attention: Callable[[int], object], patched_type=()) -> int:
+def check_wan_model(diffusion_model: object, cross_attention: Callable[[int], object],
+                    patched_type: Union[type, Tuple[type, ...]] = ()) -> int:
     """Check that a Wan diffusion model can take NAG; return its text width (4096 for UMT5-XXL).
 
     Args:
@@ -54,7 +55,7 @@ def check_wan_model(diffusion_model, cross_attention: Callable[[int], object], p
     return int(width)
 
 
-def check_negative_context(ctx, width: int) -> torch.Tensor:
+def check_negative_context(ctx: object, width: int) -> torch.Tensor:
     """The NAG-negative text context ``(N, Ln, width)``, checked and detached.
 
     Raises ValueError naming input 'nag_negative' when ``ctx`` is not a tensor, not 3-D, not
@@ -77,10 +78,10 @@ def check_negative_context(ctx, width: int) -> torch.Tensor:
     return ctx.detach()
 
 
-def negative_from_conditioning(conditioning, width: int) -> "tuple[torch.Tensor, int]":
+def negative_from_conditioning(conditioning: object, width: int) -> Tuple[torch.Tensor, int]:
     """The NAG-negative context from a CONDITIONING (a list of ``[tensor (N, Ln, width), options]`` entries):
     the first entry's tensor, checked by :func:`check_negative_context`, and the number of entries (only the
     first is used). ValueError names input 'nag_negative'."""
-    ok = isinstance(conditioning, (list, tuple)) and conditioning and isinstance(conditioning[0], (list, tuple))
-    ctx = conditioning[0][0] if ok else None
-    return check_negative_context(ctx, width), len(conditioning) if ok else 0
+    if not (isinstance(conditioning, (list, tuple)) and conditioning and isinstance(conditioning[0], (list, tuple))):
+        return check_negative_context(None, width), 0      # raises: not a CONDITIONING
+    return check_negative_context(conditioning[0][0], width), len(conditioning)

@@ -1,12 +1,14 @@
 """Which rows of a batched model call are guided: the positive (cond) chunks only."""
 from __future__ import annotations
 
+from typing import Iterable, List, Sequence, Set, SupportsInt
+
 __all__ = ["guided_row_slices", "remap_row_slices", "COND"]
 
 COND = 0  # ComfyUI's cond_or_uncond marks positive chunks 0 and negative (CFG uncond) chunks 1
 
 
-def guided_row_slices(cond_or_uncond, batch: int) -> list:
+def guided_row_slices(cond_or_uncond: Sequence[SupportsInt], batch: int) -> List[slice]:
     """Row slices of the positive chunks of a batch.
 
     The host concatenates ``len(cond_or_uncond)`` chunks of equal size along the batch, in any
@@ -26,7 +28,7 @@ def guided_row_slices(cond_or_uncond, batch: int) -> list:
     if batch % len(cu):
         raise ValueError(f"batch={batch}: not a multiple of len(cond_or_uncond)={len(cu)}")
     n = batch // len(cu)
-    out = []
+    out: List[slice] = []
     for i, kind in enumerate(cu):
         if int(kind) != COND:
             continue
@@ -37,7 +39,7 @@ def guided_row_slices(cond_or_uncond, batch: int) -> list:
     return out
 
 
-def remap_row_slices(guided, present_rows) -> list:
+def remap_row_slices(guided: Iterable[slice], present_rows: Iterable[SupportsInt]) -> List[slice]:
     """Guided slices of a full batch, re-expressed for a call that runs only some rows.
 
     A cache (e.g. MagCache skipping one branch) may run the blocks on a subset of the batch.
@@ -47,10 +49,10 @@ def remap_row_slices(guided, present_rows) -> list:
     Returns:
         slices over the *present* rows that are guided (adjacent ones merged).
     """
-    full = set()
+    full: Set[int] = set()
     for sl in guided:
         full.update(range(sl.start, sl.stop))
-    out = []
+    out: List[slice] = []
     for j, r in enumerate(int(r) for r in present_rows):
         if r not in full:
             continue

@@ -13,7 +13,7 @@ live Wan ``text_embedding``), so nothing here touches a host model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, SupportsInt, Tuple, Union
 
 import torch
 
@@ -38,10 +38,10 @@ class CallPlan:
     """
     config: NAGConfig
     negative: torch.Tensor
-    guided: list
+    guided: List[slice]
     batch: int
 
-    def rows_for(self, rows: int, present_rows: Optional[Sequence[int]] = None) -> list:
+    def rows_for(self, rows: int, present_rows: Optional[Sequence[int]] = None) -> List[slice]:
         """Guided slices for a block call on ``rows`` rows of the batch.
 
         ``rows == batch``: :attr:`guided`. Fewer rows (a cache running only some rows): all
@@ -72,11 +72,11 @@ class NAGRun:
             :meth:`fresh`); False for the template, which projects on every call.
     """
 
-    def __init__(self, config: NAGConfig, negative: torch.Tensor, *, cache_projection: bool = False):
+    def __init__(self, config: NAGConfig, negative: torch.Tensor, *, cache_projection: bool = False) -> None:
         self.config = config
         self.negative = negative
         self.cache_projection = cache_projection
-        self.cache: dict = {}             # (str(device), dtype) -> project(negative)
+        self.cache: Dict[Tuple[str, torch.dtype], torch.Tensor] = {}   # (str(device), dtype) -> project(negative)
         self.projections = 0
         self.guided_calls = 0
 
@@ -84,7 +84,7 @@ class NAGRun:
         """A run's own state: same settings, empty cache, counters at 0."""
         return NAGRun(self.config, self.negative, cache_projection=True)
 
-    def projected_negative(self, project: Project, device, dtype: torch.dtype) -> torch.Tensor:
+    def projected_negative(self, project: Project, device: Union[str, torch.device], dtype: torch.dtype) -> torch.Tensor:
         """``project(negative)`` on ``device``/``dtype``; cached for the run when caching."""
         key = (str(device), dtype)
         neg = self.cache.get(key)
@@ -95,7 +95,8 @@ class NAGRun:
                 self.cache[key] = neg
         return neg
 
-    def plan_call(self, cond_or_uncond, sigmas, batch: int, project: Project, device,
+    def plan_call(self, cond_or_uncond: Optional[Sequence[SupportsInt]], sigmas: Union[float, torch.Tensor, None],
+                  batch: int, project: Project, device: Union[str, torch.device],
                   dtype: torch.dtype) -> Optional[CallPlan]:
         """The plan of one model call, or None when the call runs unguided.
 

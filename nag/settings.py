@@ -7,7 +7,7 @@ cfg 1 (research note section 2.2).
 from __future__ import annotations
 
 try:
-    from ..atelier_settings import Setting, SettingError, SettingsTable
+    from ..atelier_settings import Setting, SettingError, SettingsTable  # type: ignore[import-not-found]
 except ImportError:  # the core imported as a top-level package (tests)
     from atelier_settings import Setting, SettingError, SettingsTable
 
