@@ -10,39 +10,50 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 
 from .classes import CLASS_IDS, DEFAULT_FILL_CLASSES
-from .scanio import MM_PER_INCH, check_dpi
+from .scale import Scale
 
 
 @dataclass(frozen=True, eq=False)
 class ScanContext:
     """Physical scale and provenance of a scan (the nodes' ``RESTO_CTX``).
 
-    ``scan``: what the record keeps about the input -- file ``name`` (never a server path), ``sha256``,
-    ``bits``, ``format``, ``lossy``, ``dpi_source``, ``seeds``.
+    ``scale``: the scan's :class:`~restoration.scale.Scale` (its dpi checked once, when it was made); the
+    stages convert mm <-> px with it. ``scan``: what the record keeps about the input -- file ``name``
+    (never a server path), ``sha256``, ``bits``, ``format``, ``lossy``, ``dpi_source``, ``seeds``.
     """
-    dpi: float
+    scale: Scale
     width: int
     height: int
     scan: Mapping = field(default_factory=dict)
 
     @classmethod
-    def of(cls, img, dpi, scan=None):
-        return cls(check_dpi(dpi), int(img.shape[1]), int(img.shape[0]), dict(scan or {}))
+    def of(cls, img: np.ndarray, dpi: "float | Scale", scan: Optional[Mapping] = None) -> "ScanContext":
+        """The context of ``img`` (H, W, ...) at ``dpi`` (a number, checked, or a :class:`Scale`)."""
+        scale = dpi if isinstance(dpi, Scale) else Scale(dpi)
+        return cls(scale, int(img.shape[1]), int(img.shape[0]), dict(scan or {}))
 
     @property
-    def mm_per_px(self):
-        return MM_PER_INCH / self.dpi
+    def dpi(self) -> float:
+        """Pixels per inch."""
+        return self.scale.dpi
 
-    def check(self, img, name="image"):
+    @property
+    def mm_per_px(self) -> float:
+        """Millimetres per pixel."""
+        return self.scale.mm_per_px
+
+    def check(self, img: np.ndarray, name: str = "image") -> np.ndarray:
         """ValueError unless ``img`` (H, W, ...) has this context's size."""
         if (img.shape[1], img.shape[0]) != (self.width, self.height):
             raise ValueError(f"{name} is {img.shape[1]}x{img.shape[0]} px but the context was made for "
                              f"{self.width}x{self.height} px")
         return img
 
-    def summary(self):
-        return (f"{self.width}x{self.height} px at {self.dpi:g} dpi = {self.width * self.mm_per_px:.2f} x "
-                f"{self.height * self.mm_per_px:.2f} mm")
+    def summary(self) -> str:
+        """``W x H px at D dpi = w x h mm``."""
+        s = self.scale
+        return (f"{self.width}x{self.height} px at {self.dpi:g} dpi = {s.px_to_mm(self.width):.2f} x "
+                f"{s.px_to_mm(self.height):.2f} mm")
 
 
 @dataclass(frozen=True, eq=False)

@@ -33,7 +33,8 @@ import torch
 
 from .classes import CLASS_IDS
 from .color import ciede2000, rgb_to_lab
-from .scanio import mm_to_px
+from .scale import Scale
+from .settings import SETTINGS, check_tile
 from .tiles import tile_boxes
 
 from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, estimate_grounds,  # noqa: F401
@@ -43,8 +44,8 @@ from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_feature
 @dataclass(frozen=True)
 class DetectConfig:
     crack_radii_mm: tuple = (0.04, 0.085, 0.13)   # 1, 2, 3 px at 600 dpi
-    crack_low: float = 6.0                         # L*
-    crack_high: float = 12.0
+    crack_low: float = SETTINGS["crack_low"].default                         # L*
+    crack_high: float = SETTINGS["crack_high"].default
     crack_min_px: int = 3
     crack_min_depth: float = 12.0                  # mean black-hat of a crack component (L*)
     crack_texture_ratio: float = 3.0               # seed black-hat >= this x (1 + local mean top-hat): not texture
@@ -53,15 +54,15 @@ class DetectConfig:
     crack_ring_ratio: float = 0.0                  # component depth >= this x (1 + mean top-hat in its ring)
     crack_thin_share: float = 0.0                  # share found at the smallest radius: not a painted line
     light_radii_mm: tuple = (0.04, 0.085)
-    light_low: float = 10.0
-    light_high: float = 15.0
+    light_low: float = SETTINGS["light_low"].default
+    light_high: float = SETTINGS["light_high"].default
     light_min_px: int = 6
     light_texture_ratio: float = 4.0               # seed top-hat >= this x (1 + local mean black-hat): not grain/gloss
     light_texture_low: float = 3.0                 # the same for the hysteresis low mask
     ground_rgb: tuple = None                       # None -> estimated from loss candidates (auto_ground)
-    ground_seed_de: float = 7.0
-    ground_grow_de: float = 14.0
-    loss_contrast_de: float = 6.0                  # a loss's mean colour differs from its ring's mean by this ...
+    ground_seed_de: float = SETTINGS["ground_seed_de"].default
+    ground_grow_de: float = SETTINGS["ground_grow_de"].default
+    loss_contrast_de: float = SETTINGS["loss_contrast_de"].default                  # a loss's mean colour differs from its ring's mean by this ...
     loss_ring_differs: float = 0.5                 # ... or this share of its ring differs from it by this
     loss_ring_px: int = 3
     flat_grad: float = 3.0                         # Lab units / px: below this a pixel is "flat"
@@ -83,20 +84,32 @@ class DetectConfig:
     ground_vote_std: float = 2.0                   # ... and this flat (L* std): small flat paint patches do not vote
     ground_vote_same: float = 0.1                  # ... and its own colour on at most this share of its ring
     auto_grounds: int = 1                          # ground colours estimated (give ground_rgb for another)
-    split_min_length_mm: float = 50.0
+    split_min_length_mm: float = SETTINGS["split_min_length_mm"].default
     split_min_width_mm: float = 0.2
     split_radius_mm: float = 0.25
     split_low: float = 12.0
     split_bridge_mm: float = 1.5
     light_max_crack_ring: float = 0.3              # light spots ringed by craquelure are paint islands
-    tile: int = 1024
+    tile: int = SETTINGS["tile"].default
 
-    def validate(self):
-        for k in ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de"):
-            if getattr(self, k) < 0:
-                raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
-        if self.crack_low > self.crack_high or self.light_low > self.light_high:
-            raise ValueError("hysteresis low threshold must be <= high threshold")
+    #: the fields a user sets (node widgets, CLI flags): checked by their records of
+    #: :data:`restoration.settings.SETTINGS`; the others are the method's constants.
+    RECORDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
+               "loss_contrast_de", "split_min_length_mm", "tile")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "DetectConfig":
+        """Every setting checked by its record, then the cross-field rules; ValueError (a
+        :class:`~atelier_settings.SettingError` for one setting) naming the setting."""
+        for k in self.RECORDS:
+            SETTINGS[k].check(getattr(self, k))
+        check_tile(self.tile)
+        for lo, hi in (("crack_low", "crack_high"), ("light_low", "light_high")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"{lo}={getattr(self, lo):g} is above {hi}={getattr(self, hi):g}: the hysteresis "
+                                 "low threshold must be <= the high threshold")
         for k in ("auto_seed_de", "loss_contrast_de", "flat_grad", "loss_flat_std", "loss_match_de",
                   "ground_cluster_de", "crack_min_depth", "crack_texture_ratio", "crack_texture_low",
                   "light_texture_ratio", "light_texture_low", "crack_max_straight_mm"):
@@ -108,7 +121,8 @@ class DetectConfig:
         if self.auto_grounds < 1 or self.loss_grow_px < 0:
             raise ValueError(f"auto_grounds={self.auto_grounds} must be >= 1 and loss_grow_px={self.loss_grow_px} >= 0")
         if self.ground_seed_de > self.ground_grow_de:
-            raise ValueError("ground_seed_de must be <= ground_grow_de")
+            raise ValueError(f"ground_seed_de={self.ground_seed_de:g} is above ground_grow_de="
+                             f"{self.ground_grow_de:g}; it must be <= ground_grow_de")
         if self.ground_rgb is not None and (len(self.ground_rgb) != 3 or not all(0 <= v <= 1 for v in self.ground_rgb)):
             raise ValueError(f"ground_rgb={self.ground_rgb!r} must be three values in 0..1")
         return self
@@ -248,7 +262,7 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
 
     Args:
         img: (H, W, 3) float32 numpy in [0, 1].
-        dpi: pixels per inch of the scan.
+        dpi: pixels per inch of the scan (a number, checked, or a :class:`~restoration.scale.Scale`).
     Returns dict: ``classes`` (H, W) uint8 with ids of ``CLASS_IDS`` (0 = none); ``responses``
     {crack_dark, light, ground_de, split}: (H, W) uint8 in units of 1/RESP_SCALE (L* or dE00,
     ground_de inverted: 255 = equal to the nearest ground, 0 everywhere when there is none);
@@ -260,14 +274,16 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
     import cv2
     from scipy import ndimage
     cfg.validate()
+    scale = Scale.of(dpi)
+    dpi = scale.dpi
     h, w, _ = img.shape
     grounds = user_ground(img, dpi, cfg) if cfg.ground_rgb is not None else \
         estimate_grounds(*ground_candidates(img, dpi, cfg), cfg, cfg.auto_grounds)
     ground_labs = [torch.tensor(g["lab"], dtype=torch.float32) for g in grounds]
     auto_seed = min(cfg.auto_seed_de, cfg.ground_seed_de)
-    cr = sorted({mm_to_px(r, dpi, 1) for r in cfg.crack_radii_mm})
-    lr = sorted({mm_to_px(r, dpi, 1) for r in cfg.light_radii_mm})
-    sr = mm_to_px(cfg.split_radius_mm, dpi, 2)
+    cr = sorted({scale.whole_px(r, 1) for r in cfg.crack_radii_mm})
+    lr = sorted({scale.whole_px(r, 1) for r in cfg.light_radii_mm})
+    sr = scale.whole_px(cfg.split_radius_mm, 2)
     overlap = 2 * max(cr + lr + [sr]) + 2
     overlap = max(overlap, cfg.loss_grow_px + 2)
     masks = {k: np.zeros((h, w), bool) for k in ("crack_lo", "crack_hi", "light_lo", "light_hi", "split")}
@@ -353,7 +369,7 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
         del lab_l
     del seeds, grows
     crack = _hysteresis(masks.pop("crack_lo"), masks.pop("crack_hi"), cfg.crack_min_px)
-    crack, crack_stats = _crack_gate(crack, resp, masks.pop("thin", None), cfg, 25.4 / dpi)
+    crack, crack_stats = _crack_gate(crack, resp, masks.pop("thin", None), cfg, scale.mm_per_px)
     light = _hysteresis(masks.pop("light_lo"), masks.pop("light_hi"), cfg.light_min_px)
     # a light spot largely ringed by craquelure is an intact paint island between cracks, not a defect.
     # Measured on the 384 x 512 samples (seeds 0-4): the false positives' 2 px ring is 17-21 % crack at
@@ -368,14 +384,14 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
     del lab_t
     # support splits: wide dark lines (opening removes thinner ones) spanning > split_min_length_mm
     wide = masks.pop("split")
-    ro = max(1, mm_to_px(cfg.split_min_width_mm, dpi) // 2)
+    ro = max(1, scale.whole_px(cfg.split_min_width_mm) // 2)
     opened = cv2.morphologyEx(wide.view(np.uint8), cv2.MORPH_OPEN, _disk(ro)) > 0
-    rb = mm_to_px(cfg.split_bridge_mm, dpi, 1)  # bridge gaps (a loss across the split) for the length test
+    rb = scale.whole_px(cfg.split_bridge_mm, 1)  # bridge gaps (a loss across the split) for the length test
     lab_s, n_s = ndimage.label(cv2.dilate(opened.view(np.uint8), _disk(rb)) > 0, structure=st)
     split = np.zeros((h, w), bool)
     if n_s:
         objs = ndimage.find_objects(lab_s)
-        min_len = cfg.split_min_length_mm * dpi / 25.4
+        min_len = scale.mm_to_px(cfg.split_min_length_mm)
         keep = np.zeros(n_s + 1, bool)
         for j, sl in enumerate(objs, 1):
             ext = np.hypot(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)

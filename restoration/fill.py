@@ -10,9 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .settings import FILL_METHODS as METHODS  # the record's choices
 from .tiles import tile_boxes
-
-METHODS = ("harmonic", "telea", "ns", "patch", "external")
 
 
 def grow_mask(mask, px):

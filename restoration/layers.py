@@ -4,22 +4,19 @@ import numpy as np
 from .artefacts import PrintCanvas, PrintLayers
 from .color import rgb_to_lab, srgb_to_linear
 from .printfile import canvas_geometry, canvas_rows, check_layout
-from .scanio import mm_to_px
+from .scale import Scale
+from .settings import SETTINGS, WHITE_MODES  # noqa: F401  (WHITE_MODES: the record's choices, for callers)
 
-WHITE_MODES = ("same_pattern", "choke", "spread", "minimal_white", "none")
-WHITE_AMOUNT_MAX_MM = 5.0
-MIN_FEATURE_MAX_MM = 5.0
+WHITE_AMOUNT_MAX_MM = SETTINGS["amount_mm"].max
+MIN_FEATURE_MAX_MM = SETTINGS["min_feature_mm"].max
 
 
-def check_separation(white_mode="same_pattern", amount_mm=0.0, min_feature_mm=0.0):
-    """ValueError naming the setting unless the white plate settings are allowed."""
-    if white_mode not in WHITE_MODES:
-        raise ValueError(f"white_mode {white_mode!r} is not one of {WHITE_MODES}")
-    for name, v, hi in (("white amount_mm", amount_mm, WHITE_AMOUNT_MAX_MM),
-                        ("min_feature_mm", min_feature_mm, MIN_FEATURE_MAX_MM)):
-        if not (0 <= float(v) <= hi):
-            raise ValueError(f"{name}={v!r} is out of range; allowed 0..{hi:g} mm (a negative amount is "
-                             "neither choke nor spread: choose the mode instead)")
+def check_separation(white_mode: str = "same_pattern", amount_mm: float = 0.0, min_feature_mm: float = 0.0) -> None:
+    """The white plate settings checked by their records (:class:`~atelier_settings.SettingError` naming the
+    setting; a negative amount is neither choke nor spread: the mode chooses)."""
+    SETTINGS["white_mode"].check(white_mode)
+    SETTINGS["amount_mm"].check(amount_mm)
+    SETTINGS["min_feature_mm"].check(min_feature_mm)
 
 
 def _disk(r):
@@ -41,12 +38,13 @@ def separate(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0
     import cv2
     import torch
     check_separation(white_mode, amount_mm, min_feature_mm)
+    scale = Scale.of(dpi)
     if mask.shape != filled.shape[:2] or original.shape != filled.shape:
         raise ValueError(f"layer inputs differ in size: filled {filled.shape}, original {original.shape}, "
                          f"mask {mask.shape}")
     m = np.asarray(mask, bool)
     if min_feature_mm > 0:
-        r = max(1, mm_to_px(min_feature_mm, dpi) // 2)
+        r = max(1, scale.whole_px(min_feature_mm) // 2)
         m = cv2.morphologyEx(m.view(np.uint8), cv2.MORPH_OPEN, _disk(r)) > 0
     rgba = np.zeros(filled.shape[:2] + (4,), np.float32)
     rgba[m, :3] = filled[m]
@@ -54,7 +52,7 @@ def separate(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0
     if white_mode == "same_pattern":
         white = m.astype(np.float32)
     elif white_mode in ("choke", "spread"):
-        r = mm_to_px(amount_mm, dpi)
+        r = scale.whole_px(amount_mm)
         op = cv2.erode if white_mode == "choke" else cv2.dilate
         white = (op(m.view(np.uint8), _disk(r)) > 0).astype(np.float32) if r > 0 else m.astype(np.float32)
         if white_mode == "spread":
@@ -130,11 +128,12 @@ def layer_rows_fn(filled, original, mask, dpi, white_mode="same_pattern", amount
     whole-image separation exactly.
     """
     h = filled.shape[0]
+    scale = Scale.of(dpi)
     halo = 0
     if min_feature_mm > 0:
-        halo += 2 * max(1, mm_to_px(min_feature_mm, dpi) // 2)
+        halo += 2 * max(1, scale.whole_px(min_feature_mm) // 2)
     if white_mode in ("choke", "spread"):
-        halo += mm_to_px(amount_mm, dpi)
+        halo += scale.whole_px(amount_mm)
     halo += 2 if halo else 0
 
     def rows(y0, y1):

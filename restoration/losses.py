@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .color import ciede2000, rgb_to_lab
-from .scanio import mm_to_px
+from .scale import Scale
 from .tiles import tile_boxes
 
 RESP_SCALE = 4.0  # response maps are stored as uint8 in units of 0.25 L* / 0.25 dE00
@@ -134,22 +134,24 @@ def ground_candidates(img, dpi, cfg, max_px=2_000_000, prior=True):
 
     A candidate is a connected flat (colour gradient < ``flat_grad``), low-chroma (C* <=
     ``loss_max_chroma``) area with the loss signature of :func:`loss_signature`. Returns ``(lab (K, 3),
-    n_px (K,))`` float64, the mean Lab and size of each candidate (K may be 0).
+    n_px (K,))`` float64, the mean Lab and size of each candidate (K may be 0). ``dpi``: a number or a
+    :class:`~restoration.scale.Scale`.
     """
     from scipy import ndimage
     import cv2
     step = max(1, int(np.ceil((img.shape[0] * img.shape[1] / max_px) ** 0.5)))
+    sub_scale = Scale.of(dpi).coarser(step)
     sub = np.ascontiguousarray(img[::step, ::step])
     lab = lab_of(sub)
     g = lab_grad(lab)
     cand = (g < cfg.flat_grad) & (np.hypot(lab[..., 1], lab[..., 2]) <= cfg.loss_max_chroma)
     cand &= lab[..., 0] >= cfg.ground_min_L
     L = np.ascontiguousarray(lab[..., 0])
-    thin_dark = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(max(1, mm_to_px(0.085, dpi / step, 1)))) >= cfg.crack_low
+    thin_dark = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(max(1, sub_scale.whole_px(0.085, 1)))) >= cfg.crack_low
     labels, n = ndimage.label(cand, structure=np.ones((3, 3), bool))
     if n == 0:
         return np.zeros((0, 3)), np.zeros(0)
-    min_px = max(3, int(cfg.ground_vote_mm2 * (dpi / step / 25.4) ** 2))  # at the subsampled scale
+    min_px = max(3, int(sub_scale.mm2_to_px_area(cfg.ground_vote_mm2)))  # at the subsampled scale
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = (sizes >= min_px) & (sizes <= cfg.loss_max_share * labels.size)
     keep[0] = False

@@ -156,7 +156,7 @@ def build_manifest(job, files, config, times, icc_embedded, workflow=False, regi
     per region decision, rule, confidence and reasons; ``--replay`` rebuilds the choice from it).
     """
     ctx, rows, dmap, pal = job.ctx, job.table.rows, job.damage, job.palette
-    mm2 = ctx.mm_per_px ** 2
+    scale = ctx.scale
     skipped, review = {}, dict(job.table.review or {})
     for r in rows:
         if r["fill_decision"] == "skip":
@@ -169,8 +169,8 @@ def build_manifest(job, files, config, times, icc_embedded, workflow=False, regi
                        "approved_by": ""}]
     manifest = {
         "object": {"title": "", "attribution": "", "date": "", "support": "", "inventory_no": "", "owner": "",
-                   "dimensions_mm": {"w": round(ctx.width * ctx.mm_per_px, 3),
-                                     "h": round(ctx.height * ctx.mm_per_px, 3)}},
+                   "dimensions_mm": {"w": round(scale.px_to_mm(ctx.width), 3),
+                                     "h": round(scale.px_to_mm(ctx.height), 3)}},
         "capture": capture_section(ctx),
         "processing": {"software": "Atelier restoration", "versions": versions(), "config": dict(config or {}),
                        "detect_params": dmap.params, "seeds": dict(ctx.scan.get("seeds", {})),
@@ -183,8 +183,8 @@ def build_manifest(job, files, config, times, icc_embedded, workflow=False, regi
                   "n_regions_filled": sum(r["fill_decision"] == "fill" for r in rows),
                   "n_regions_skipped_by_reason": skipped,
                   "n_regions_for_review": sum(r["fill_decision"] == "review" for r in rows),
-                  "total_fill_area_mm2": round(float(np.count_nonzero(job.used)) * mm2, 4),
-                  "total_damage_area_mm2": round(float(np.count_nonzero(job.table.classes)) * mm2, 4),
+                  "total_fill_area_mm2": round(scale.px_area_to_mm2(np.count_nonzero(job.used)), 4),
+                  "total_damage_area_mm2": round(scale.px_area_to_mm2(np.count_nonzero(job.table.classes)), 4),
                   "count_rgb8": pal.n_rgb8, "count_dE1": pal.n_de, "count_dE_q": pal.q, "bit_depth_counted": 8,
                   "wallclock_s": dict(times)},
         "review": review or None,

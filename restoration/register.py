@@ -3,8 +3,9 @@ original capture and report the residual in micrometres."""
 import numpy as np
 
 from .detect import lab_of
+from .scale import Scale
 
-MOTIONS = ("translation", "euclidean", "affine", "homography")
+from .settings import MOTIONS, SETTINGS
 
 
 def registration_summary(result):
@@ -26,8 +27,7 @@ def registration_check(capture, original, dpi, motion="homography", max_side=102
     ``scale``.
     """
     import cv2
-    if motion not in MOTIONS:
-        raise ValueError(f"motion {motion!r} is not one of {MOTIONS}")
+    SETTINGS["motion"].check(motion)
     if capture.shape != original.shape:
         raise ValueError(f"capture has size {capture.shape}; the original is {original.shape}")
     h, w = original.shape[:2]
@@ -63,7 +63,7 @@ def registration_check(capture, original, dpi, motion="homography", max_side=102
     q = Wf @ pts
     q = q[:2] / q[2:]
     d = np.hypot(q[0] - pts[0], q[1] - pts[1])
-    um = 25400.0 / dpi
+    um = 1000.0 * Scale(dpi).mm_per_px
     c = Wf @ np.array([w / 2, h / 2, 1.0])
     return {"warp": Wf.tolist(), "shift_px": [float(c[0] / c[2] - w / 2), float(c[1] / c[2] - h / 2)],
             "rms_um": float(np.sqrt((d ** 2).mean()) * um), "max_um": float(d.max() * um),

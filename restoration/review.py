@@ -39,6 +39,7 @@ import numpy as np
 
 from .classes import DEFAULT_FILL_CLASSES
 from .detect import EVIDENCE
+from .settings import SETTINGS
 
 RULES = ("rejected", "accepted", "class_not_filled", "user_painted", "below_registration", "invisible",
          "large", "unsure", "confident")
@@ -52,14 +53,24 @@ REASONS = {"ground_confirmed": "colour of a ground shared by several losses (or 
                          "paint of the ground's colour may touch it)"}
 
 
+_S = SETTINGS
+
+
 @dataclass(frozen=True)
 class ReviewConfig:
-    min_confidence: float = 0.6       # below: review
-    max_fill_mm2: float = 4.0         # larger regions go to review ...
-    max_fill_share: float = 0.005     # ... as do regions above this share of the picture
-    registration_tol_um: float = 100.0
+    """The review rules' settings; every field but ``invisible_de`` and ``fill_classes`` is a record of
+    :data:`restoration.settings.SETTINGS` (default and bounds), checked when the config is made."""
+    min_confidence: float = _S["min_confidence"].default       # below: review
+    max_fill_mm2: float = _S["max_fill_mm2"].default           # larger regions go to review ...
+    max_fill_share: float = _S["max_fill_share"].default       # ... as do regions above this share of the picture
+    registration_tol_um: float = _S["registration_tol_um"].default
     invisible_de: float = 2.0
     fill_classes: tuple = DEFAULT_FILL_CLASSES
+
+    RECORDS = ("min_confidence", "max_fill_mm2", "max_fill_share", "registration_tol_um")  # not fields
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     @classmethod
     def given(cls, **values) -> "ReviewConfig":
@@ -68,11 +79,11 @@ class ReviewConfig:
         return cls(**{k: float(v) for k, v in values.items() if v is not None})
 
     def validate(self) -> "ReviewConfig":
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"min_confidence={self.min_confidence} must be in 0..1")
-        for k in ("max_fill_mm2", "max_fill_share", "registration_tol_um", "invisible_de"):
-            if getattr(self, k) < 0:
-                raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
+        """Every setting checked by its record (:class:`~atelier_settings.SettingError` naming it)."""
+        for k in self.RECORDS:
+            _S[k].check(getattr(self, k))
+        if not self.invisible_de >= 0:
+            raise ValueError(f"invisible_de={self.invisible_de!r} must be >= 0")
         return self
 
 

@@ -11,27 +11,30 @@ import numpy as np
 from .fileio import (atomic_write, prepare_out_dir, safe_path, sha256_file, to_uint, write_bytes,  # noqa: F401
                      write_png, write_tiff)
 
-DPI_RANGE = (50.0, 20000.0)
-MM_PER_INCH = 25.4
+from .scale import MM_PER_INCH, Scale, whole_px  # noqa: F401  (MM_PER_INCH: for callers of the old module)
+from .settings import SETTINGS
+
+DPI_RANGE = (SETTINGS["dpi"].min, SETTINGS["dpi"].max)
 SCAN_SUFFIXES = (".png", ".tif", ".tiff")
 LOSSY_FORMATS = ("JPEG", "MPO", "WEBP")  # read, but flagged lossy in the record (WebP may be lossless)
 
 
-def check_dpi(dpi, name="dpi"):
-    """Return ``dpi`` as float or raise ValueError naming the allowed range."""
-    try:
-        d = float(dpi)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {dpi!r}") from None
-    if not (DPI_RANGE[0] <= d <= DPI_RANGE[1]) or d != d:
-        raise ValueError(f"{name}={dpi!r} is out of range; allowed {DPI_RANGE[0]:g}..{DPI_RANGE[1]:g} "
-                         "pixels per inch (600 is a typical 1:1 museum capture)")
-    return d
+def check_dpi(dpi: object) -> float:
+    """``dpi`` (a number, or a number's text as a file's metadata may give it) as a float checked by the
+    ``dpi`` record (:class:`~restoration.scale.Scale`); ValueError naming ``dpi (--dpi)`` otherwise."""
+    if isinstance(dpi, str):
+        try:
+            dpi = float(dpi)
+        except ValueError:
+            pass
+    elif not isinstance(dpi, (bool, int, float)) and hasattr(dpi, "__float__"):
+        dpi = float(dpi)  # numpy scalars, TIFF rationals
+    return Scale(dpi).dpi
 
 
-def mm_to_px(mm, dpi, minimum=0):
-    """Millimetres -> whole pixels (rounded), at least ``minimum``."""
-    return max(int(minimum), int(round(float(mm) * float(dpi) / MM_PER_INCH)))
+def mm_to_px(mm: float, dpi: float, minimum: int = 0) -> int:
+    """Millimetres -> whole pixels (rounded), at least ``minimum`` (:func:`restoration.scale.whole_px`)."""
+    return whole_px(mm, dpi, minimum)
 
 
 def read_scan(path, dpi=None):

@@ -19,9 +19,10 @@ from .fill import METHODS, fill_image, fill_qa
 from .palette import count_rgb8, merge_palette
 from .regions import RegionConfig, label_by_fill, region_table
 from .review import ReviewConfig, decide, ids_under_mask, region_confidence, summary
+from .scale import Scale
+from .settings import SETTINGS, TILE, check_tile
 
 log = logging.getLogger("atelier")
-TILE = 1024          # default tile of detection, fill and QA (px); results do not depend on it (tests)
 PALETTE_TOP = 256    # palette leaders kept (by area)
 
 
@@ -34,23 +35,16 @@ def check_fill_classes(fill_classes, name="fill classes"):
     return fc
 
 
-def check_tile(tile, name="tile"):
-    """``tile`` as int if 0 (untiled) or 64..16384 px, else ValueError naming it."""
-    t = int(tile)
-    if not (t == 0 or 64 <= t <= 16384):
-        raise ValueError(f"{name}={tile!r} is out of range; allowed 0 (untiled) or 64..16384 px")
-    return t
-
-
-def detect_config(ground_color="auto", tile=TILE, **thresholds):
+def detect_config(ground_color: str = "auto", tile: int = TILE, **thresholds: float) -> DetectConfig:
     """The :class:`DetectConfig` of the detection settings a user sets (the Damage Detect node's widgets,
     the CLI's ``--ground`` / ``--tile``), parsed and validated: ``ground_color`` text ('auto' or R,G,B),
     ``tile``, and any DetectConfig threshold by name. ValueError names the setting and what is allowed."""
     unknown = sorted(set(thresholds) - set(DetectConfig.__dataclass_fields__))
     if unknown:
         raise ValueError(f"unknown detection settings {unknown}")
-    cfg = DetectConfig(ground_rgb=parse_rgb(ground_color, "ground_color"), tile=check_tile(tile), **thresholds)
-    return cfg.validate()
+    SETTINGS["ground_color"].check(ground_color)
+    return DetectConfig(ground_rgb=parse_rgb(ground_color, SETTINGS["ground_color"].label),
+                        tile=check_tile(tile), **thresholds)
 
 
 def fill_classes_of(loss=True, small_defect=True, craquelure=False, support_split=False, user=True):
@@ -151,23 +145,23 @@ def regions(img, dmap, dpi, cfg=RegionConfig(), review=ReviewConfig(), accept=""
     ``confidence`` and ``reasons``; the table's ``review`` keeps the config, ids and per-region decisions.
     ``names``: how the caller spells the four review inputs (for the error messages)."""
     t = time.perf_counter()
+    scale = Scale.of(dpi)
     labels, _ = label_by_fill(dmap.classes, dmap.fill_classes)
-    rows = region_table(labels, dmap.classes, img, dpi, dmap.fill_classes, cfg)
+    rows = region_table(labels, dmap.classes, img, scale, dmap.fill_classes, cfg)
     rcfg = replace(review, registration_tol_um=float(cfg.registration_tol_um), invisible_de=float(cfg.invisible_de),
                    fill_classes=tuple(dmap.fill_classes)).validate()
     acc, rej = review_ids(labels, accept, reject, accept_mask, reject_mask, names)
     zeros = np.zeros(labels.shape, np.uint8)  # no detector maps (a hand-made DamageMap): every region unsure
     conf, bits = region_confidence(labels, zeros if dmap.confidence is None else dmap.confidence,
                                    zeros if dmap.evidence is None else dmap.evidence)
-    mm = 25.4 / float(dpi)
     gate = [dict(r, dE00_contrast=0.0) if r["skip_reason"] == "invisible" else r for r in rows]
-    decs = decide(gate, conf, bits, labels.size * mm * mm, rcfg, acc, rej)
+    decs = decide(gate, conf, bits, scale.px_area_to_mm2(labels.size), rcfg, acc, rej)
     for r, d in zip(rows, decs):
         r.update(fill_decision=d.decision, skip_reason=d.rule if d.decision == "skip" else "", rule=d.rule,
                  confidence=d.confidence, reasons=list(d.reasons))
     rv = {"config": asdict(rcfg), "accepted": list(acc), "rejected": list(rej), "summary": summary(decs),
           "for_review": [d.id for d in decs if d.decision == "review"], "regions": [d.as_row() for d in decs]}
-    return RegionTable(labels, tuple(rows), dmap.classes, tuple(dmap.fill_classes), float(dpi),
+    return RegionTable(labels, tuple(rows), dmap.classes, tuple(dmap.fill_classes), scale.dpi,
                        times={"regions": round(time.perf_counter() - t, 3)}, review=rv)
 
 
@@ -176,7 +170,9 @@ def fill(img, mask, method="harmonic", grow_px=1, external=None, source=None, ti
     """Fill ``mask`` (see :func:`restoration.fill.fill_image`) -> ``(filled, used)``; the tile is the
     same on every path so node and CLI fills are identical. ``external`` is required by (and only used
     with) method ``external``, ``source`` only with ``patch``; an input given to another method is
-    ignored with a warning."""
+    ignored with a warning. ``method`` and ``grow_px`` are checked by their records."""
+    SETTINGS["method"].check(method)
+    SETTINGS["grow_px"].check(grow_px)
     if method == "external" and external is None:
         raise ValueError("fill method 'external' needs the external fill IMAGE (external_fill)")
     if external is not None and method != "external":
@@ -212,6 +208,7 @@ def qa(original, filled, table, edge_de=3.0, tile=TILE):
     if original.shape != filled.shape or original.shape[:2] != table.labels.shape:
         raise ValueError(f"original {original.shape}, filled {filled.shape} and regions {table.labels.shape} "
                          "differ in size")
+    SETTINGS["edge_de"].check(edge_de)
     t = time.perf_counter()
     rows, per = fill_qa(original, filled, table.labels, list(table.rows), edge_de=edge_de, tile=tile, heat=False)
     return replace(table, rows=tuple(rows), qa_per_label=per,
@@ -221,8 +218,7 @@ def qa(original, filled, table, edge_de=3.0, tile=TILE):
 def palette(filled, used, q=1.0, merge=True, top=PALETTE_TOP):
     """The colour count of the fill (inside ``used``) -> :class:`Palette`. The one palette summary
     (pipeline, Colour Count node, Record node). ``merge=False`` skips the ΔE00 clustering."""
-    if not q > 0:
-        raise ValueError(f"colour count q={q!r} must be > 0 (ΔE00)")
+    SETTINGS["q"].check(q)
     rgb8 = to_uint(np.asarray(filled)[np.asarray(used, bool)], 8)
     n8 = count_rgb8(rgb8)
     if not merge:

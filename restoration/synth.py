@@ -8,15 +8,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from .classes import CLASS_IDS
+from .scale import Scale
+from .settings import SETTINGS
 
 GROUND_RGB = (0.86, 0.80, 0.68)  # gesso-like ground exposed by losses
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    height: int = 1024
-    width: int = 1536
-    dpi: float = 600.0
+    """The synthetic painting's size and scale (``height``, ``width``, ``dpi``: records of
+    :data:`restoration.settings.SETTINGS`, checked when the config is made) and its damage densities."""
+    height: int = SETTINGS["height"].default
+    width: int = SETTINGS["width"].default
+    dpi: float = SETTINGS["dpi"].default
     n_forms: int = 12
     n_painted_lines: int = 25
     crack_seeds: int = 900          # per 1024^2 px, scaled by area
@@ -26,6 +30,10 @@ class SynthConfig:
     n_scratches: int = 15
     n_splits: int = 1
     noise: float = 0.01
+
+    def __post_init__(self) -> None:
+        for k in ("height", "width", "dpi"):
+            SETTINGS[k].check(getattr(self, k))
 
 
 def _smooth_field(rng, h, w, cells, ch):
@@ -106,13 +114,13 @@ def make_sample(cfg=SynthConfig(), seed=0):
     ``classes.CLASS_IDS`` (0 = undamaged); info: dict with the ground colour and counts.
     """
     import cv2
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(SETTINGS["seed"].check(seed))
     h, w = cfg.height, cfg.width
     clean = clean_painting(cfg, rng)
     img = clean.copy()
     gt = np.zeros((h, w), np.uint8)
     area_scale = h * w / 1024 ** 2
-    mm = 25.4 / cfg.dpi
+    mm = Scale(cfg.dpi).mm_per_px
     # craquelure: part of a Voronoi network, 1-2 px wide, darkened to 35-60 %
     edges, lab = _voronoi_edges(rng, h, w, int(cfg.crack_seeds * area_scale))
     keep_cell = rng.random(lab.max() + 1) < cfg.crack_keep
