@@ -62,9 +62,13 @@ class ProgressLine:
             self.open = False
 
 
+#: the detection thresholds a user may set (Damage Detect's widgets)
+THRESHOLDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
+              "loss_contrast_de", "split_min_length_mm")
 #: the settings records the command line exposes (flags, defaults, bounds and help from the records)
-CLI_SETTINGS = ("dpi", "seed", "ground_color", "accept_ids", "reject_ids", "min_confidence", "max_fill_mm2",
-                "max_fill_share", "white_mode", "amount_mm", "mirror", "tile")
+CLI_SETTINGS = ("dpi", "seed", "ground_color", *THRESHOLDS, "accept_ids", "reject_ids", "min_confidence",
+                "max_fill_mm2", "max_fill_share", "grow_px", "count_q", "white_mode", "amount_mm", "min_feature_mm",
+                "margin_mm", "mirror", "tile")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,13 +113,14 @@ def config_from_args(args: argparse.Namespace):
     from .review import ReviewConfig
     from .stages import check_review, detect_config
     fill_classes = tuple(c.strip() for c in args.fill_classes.split(",") if c.strip())
-    det = detect_config(args.ground_color or "auto", args.tile)
+    det = detect_config(args.ground_color or "auto", args.tile, **{k: getattr(args, k) for k in THRESHOLDS})
     rev = ReviewConfig(min_confidence=args.min_confidence, max_fill_mm2=args.max_fill_mm2,
                        max_fill_share=args.max_fill_share)
     check_review(rev, args.accept_ids, args.reject_ids, ("--accept", "--reject"))
     return PipelineConfig(detect=det, fill_classes=fill_classes, review=rev, fill_method=args.fill,
-                          white_mode=args.white_mode, white_amount_mm=args.amount_mm, mirror=args.mirror,
-                          tile=args.tile)
+                          grow_px=args.grow_px, count_q=args.count_q, white_mode=args.white_mode,
+                          white_amount_mm=args.amount_mm, min_feature_mm=args.min_feature_mm,
+                          margin_mm=args.margin_mm, mirror=args.mirror, tile=args.tile)
 
 
 def main(argv=None):

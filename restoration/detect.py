@@ -27,6 +27,7 @@ so they equal the untiled result exactly; decisions that need whole components r
 uint8/int32 maps (component statistics walk the tiles, exactly).
 """
 from dataclasses import asdict, dataclass
+from typing import Mapping, Optional
 
 import numpy as np
 import torch
@@ -106,10 +107,7 @@ class DetectConfig:
         for k in self.RECORDS:
             SETTINGS[k].check(getattr(self, k))
         check_tile(self.tile)
-        for lo, hi in (("crack_low", "crack_high"), ("light_low", "light_high")):
-            if getattr(self, lo) > getattr(self, hi):
-                raise ValueError(f"{lo}={getattr(self, lo):g} is above {hi}={getattr(self, hi):g}: the hysteresis "
-                                 "low threshold must be <= the high threshold")
+        check_order({k: getattr(self, k) for k in self.RECORDS})
         for k in ("auto_seed_de", "loss_contrast_de", "flat_grad", "loss_flat_std", "loss_match_de",
                   "ground_cluster_de", "crack_min_depth", "crack_texture_ratio", "crack_texture_low",
                   "light_texture_ratio", "light_texture_low", "crack_max_straight_mm"):
@@ -120,12 +118,24 @@ class DetectConfig:
                 raise ValueError(f"{k}={getattr(self, k)} must be in 0..1")
         if self.auto_grounds < 1 or self.loss_grow_px < 0:
             raise ValueError(f"auto_grounds={self.auto_grounds} must be >= 1 and loss_grow_px={self.loss_grow_px} >= 0")
-        if self.ground_seed_de > self.ground_grow_de:
-            raise ValueError(f"ground_seed_de={self.ground_seed_de:g} is above ground_grow_de="
-                             f"{self.ground_grow_de:g}; it must be <= ground_grow_de")
         if self.ground_rgb is not None and (len(self.ground_rgb) != 3 or not all(0 <= v <= 1 for v in self.ground_rgb)):
             raise ValueError(f"ground_rgb={self.ground_rgb!r} must be three values in 0..1")
         return self
+
+
+#: (low, high) settings of which the first must not exceed the second
+ORDERED = (("crack_low", "crack_high", "the hysteresis low threshold must be <= the high threshold"),
+           ("light_low", "light_high", "the hysteresis low threshold must be <= the high threshold"),
+           ("ground_seed_de", "ground_grow_de", "a loss cannot seed beyond where it may grow"))
+
+
+def check_order(values: Mapping[str, Optional[float]]) -> None:
+    """The cross-field rules of the detection settings (:data:`ORDERED`) on the ``values`` given (a missing
+    or None value, e.g. a linked node input, skips its rule); ValueError naming both settings."""
+    for lo, hi, why in ORDERED:
+        a, b = values.get(lo), values.get(hi)
+        if a is not None and b is not None and a > b:
+            raise ValueError(f"{lo}={a:g} is above {hi}={b:g}: {why}")
 
 
 def auto_ground(img, max_px=2_000_000, dpi=600.0, cfg=None):

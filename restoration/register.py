@@ -63,7 +63,7 @@ def registration_check(capture, original, dpi, motion="homography", max_side=102
     q = Wf @ pts
     q = q[:2] / q[2:]
     d = np.hypot(q[0] - pts[0], q[1] - pts[1])
-    um = 1000.0 * Scale(dpi).mm_per_px
+    um = 1000.0 * Scale.of(dpi).mm_per_px
     c = Wf @ np.array([w / 2, h / 2, 1.0])
     return {"warp": Wf.tolist(), "shift_px": [float(c[0] / c[2] - w / 2), float(c[1] / c[2] - h / 2)],
             "rms_um": float(np.sqrt((d ** 2).mean()) * um), "max_um": float(d.max() * um),
