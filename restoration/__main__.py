@@ -22,10 +22,17 @@ regions unfilled. Region ids are those of the record's regions.csv of the same s
 SHA-256, reruns with the recorded parameters, user masks and accepted/rejected region ids, and compares the new print files with
 the recorded hashes (exit status 0 only if every one is identical).
 """
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional, TYPE_CHECKING
 import argparse
 import json
 import sys
 import time
+
+if TYPE_CHECKING:
+    from .pipeline import PipelineConfig
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 
@@ -55,7 +62,7 @@ class ProgressLine:
             self.close()
         self.stream.flush()
 
-    def close(self):
+    def close(self) -> None:
         if self.open:
             self.stream.write("\n")
             self.stream.flush()
@@ -105,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> "PipelineConfig":
     """The :class:`PipelineConfig` of the command line, validated (before anything is read or written).
     Every flag of a setting was checked by its record when it was parsed; here the rules beyond one
     setting (the ground colour's syntax, a tile of 0 or >= 64, ids named twice)."""
@@ -123,7 +130,7 @@ def config_from_args(args: argparse.Namespace):
                           margin_mm=args.margin_mm, mirror=args.mirror, tile=args.tile)
 
 
-def main(argv=None):
+def main(argv: Optional[list] = None) -> int:
     ap = build_parser()
     try:
         args = ap.parse_args(argv)
@@ -177,7 +184,7 @@ def _sample_size(text: str) -> tuple:
     return SETTINGS["width"].check(sw), SETTINGS["height"].check(sh)
 
 
-def run_cli(args, progress=None):
+def run_cli(args: argparse.Namespace, progress: Optional[Callable[..., None]] = None) -> dict:
     import numpy as np
     from .fileio import StagedFolder, write_png, write_tiff, to_uint
     from .pipeline import run
@@ -215,7 +222,7 @@ def run_cli(args, progress=None):
                          "dpi_source": "sample", "seeds": {"sample": args.seed}}
             # a simulated capture of the painting with the film applied, shifted 2 px right, 1 px down
             import cv2
-            capture = cv2.warpAffine(clean, np.float32([[1, 0, 2], [0, 1, 1]]), (clean.shape[1], clean.shape[0]),
+            capture = cv2.warpAffine(clean, np.array([[1, 0, 2], [0, 1, 1]], np.float32), (clean.shape[1], clean.shape[0]),
                                      flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
             extra["sample"] = {"seed": args.seed, "generator_s": round(time.perf_counter() - t0, 3),
                                "simulated_capture_shift_px": [2.0, 1.0]}
@@ -226,7 +233,7 @@ def run_cli(args, progress=None):
     return manifest
 
 
-def review_choice(args, masks):
+def review_choice(args: argparse.Namespace, masks: Mapping[str, Any]) -> dict:
     """The review options as :func:`restoration.pipeline.run` takes them (the ids are resolved there, by
     :func:`restoration.stages.review_ids`, with the options' names in its messages)."""
     return {"accept": args.accept_ids, "reject": args.reject_ids, "accept_mask": masks.get("accept_mask"),
@@ -234,7 +241,7 @@ def review_choice(args, masks):
             "review_names": ("--accept", "--reject", "--accept-mask", "--reject-mask")}
 
 
-def recorded_review(man):
+def recorded_review(man: Mapping[str, Any]) -> tuple:
     """The accepted and rejected region ids a record keeps (``review`` section); none for records made
     before the review. ValueError with one line when the section is malformed."""
     rv = man.get("review")
@@ -267,7 +274,7 @@ def _sample_metrics(out, manifest, img, clean, gt, args):
 REPLAY_ROLES = ("color_layer", "white_layer", "print_pdf", "fill_full", "labels", "classes")
 
 
-def replay_cli(args, progress=None):
+def replay_cli(args: argparse.Namespace, progress: Optional[Callable[..., None]] = None) -> int:
     """Regenerate a CLI-made record; print the per-file comparison; 0 if all print files are identical."""
     import pathlib
     from .fileio import StagedFolder

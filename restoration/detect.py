@@ -26,8 +26,10 @@ Local responses are computed tile by tile with an overlap larger than the bigges
 so they equal the untiled result exactly; decisions that need whole components run on full-size
 uint8/int32 maps (component statistics walk the tiles, exactly).
 """
+
+from __future__ import annotations
 from dataclasses import asdict, dataclass
-from typing import Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -60,7 +62,7 @@ class DetectConfig:
     light_min_px: int = 6
     light_texture_ratio: float = 4.0               # seed top-hat >= this x (1 + local mean black-hat): not grain/gloss
     light_texture_low: float = 3.0                 # the same for the hysteresis low mask
-    ground_rgb: tuple = None                       # None -> estimated from loss candidates (auto_ground)
+    ground_rgb: Optional[tuple] = None             # None -> estimated from loss candidates (auto_ground)
     ground_seed_de: float = SETTINGS["ground_seed_de"].default
     ground_grow_de: float = SETTINGS["ground_grow_de"].default
     loss_contrast_de: float = SETTINGS["loss_contrast_de"].default                  # a loss's mean colour differs from its ring's mean by this ...
@@ -138,7 +140,8 @@ def check_order(values: Mapping[str, Optional[float]]) -> None:
             raise ValueError(f"{lo}={a:g} is above {hi}={b:g}: {why}")
 
 
-def auto_ground(img, max_px=2_000_000, dpi=600.0, cfg=None):
+def auto_ground(img: np.ndarray, max_px: int = 2_000_000, dpi: "float | Scale" = 600.0,
+                cfg: Optional[DetectConfig] = None) -> Optional[tuple]:
     """The ground colour (sRGB tuple) of the best-supported colour mode among loss candidates
     (:func:`ground_candidates`), or None when no candidate is found. Not a global guess: only areas
     with the loss signature vote."""
@@ -147,15 +150,18 @@ def auto_ground(img, max_px=2_000_000, dpi=600.0, cfg=None):
     return tuple(g[0]["rgb"]) if g else None
 
 
-def user_ground(img, dpi, cfg):
+def user_ground(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) -> list:
     """The ground the user gave (``cfg.ground_rgb``, picked by eye), refined locally: the median of the
     loss candidates within ``ground_seed_de`` of it (no colour prior: the user knows the ground), used
     with the tight seed and match of an estimated ground. Without such a candidate the given colour is
     used as it is, seeding within ``ground_seed_de`` and matching within it. Support -1: confirmed."""
     from .color import lab_to_rgb
-    g_lab = rgb_to_lab(torch.tensor(cfg.ground_rgb, dtype=torch.float64))
-    given = {"lab": [float(v) for v in g_lab], "rgb": [float(v) for v in cfg.ground_rgb], "support": -1,
-             "given_rgb": [float(v) for v in cfg.ground_rgb], "refined_from": 0,
+    if cfg.ground_rgb is None:
+        raise ValueError("user_ground needs a config with ground_rgb")
+    rgb = cfg.ground_rgb
+    g_lab = rgb_to_lab(torch.tensor(rgb, dtype=torch.float64))
+    given = {"lab": [float(v) for v in g_lab], "rgb": [float(v) for v in rgb], "support": -1,
+             "given_rgb": [float(v) for v in rgb], "refined_from": 0,
              "seed_de": cfg.ground_seed_de, "match_de": cfg.ground_seed_de}
     lab, _ = ground_candidates(img, dpi, cfg, prior=False)
     if not len(lab):
@@ -182,7 +188,8 @@ def _hysteresis(low, high, min_px=1):
     return keep[lab]
 
 
-def label_ring_means(img, labels, ring_px, tile=2048):
+def label_ring_means(img: np.ndarray, labels: np.ndarray, ring_px: int, tile: int = 2048
+                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean Lab inside each label and in a ``ring_px`` (Chebyshev) ring outside it.
 
     Returns ``(inside (N+1, 3), ring (N+1, 3), n_inside (N+1,), n_ring (N+1,))``, float64.
@@ -210,7 +217,7 @@ def label_ring_means(img, labels, ring_px, tile=2048):
     return inside, ringm, c_in, c_ring
 
 
-def label_ring_fraction(labels, flag, ring_px, tile=2048):
+def label_ring_fraction(labels: np.ndarray, flag: np.ndarray, ring_px: int, tile: int = 2048) -> np.ndarray:
     """Per label, the fraction of its ``ring_px`` (Chebyshev) ring of unlabelled pixels where ``flag`` is
     set (rings of two labels that meet go to the higher id, as in :func:`label_ring_means`). Returns
     (N + 1,) float64 (0 where a label has no ring). Computed tile by tile (exact)."""
@@ -267,7 +274,8 @@ def _crack_gate(crack, resp, thin, cfg, mm_per_px):
     return keep[labels], {"components": int(n), "kept": int(keep.sum())}
 
 
-def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
+def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = DetectConfig(),
+                  progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Detect damage classes on an sRGB scan.
 
     Args:
@@ -300,7 +308,7 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
     if cfg.crack_thin_share > 0:
         masks["thin"] = np.zeros((h, w), bool)
     seeds = [np.zeros((h, w), bool) for _ in grounds]   # per ground: a loss belongs to one ground colour
-    grows = [np.zeros((h, w), bool) for _ in grounds]
+    grows: list = [np.zeros((h, w), bool) for _ in grounds]
     grad_max = np.zeros((h, w), np.uint8)  # 3 x 3 max of the Lab gradient, 1/RESP_SCALE units
     disk_grow = _disk(max(1, cfg.loss_grow_px))
     resp = {k: np.zeros((h, w), np.uint8) for k in ("crack_dark", "light", "ground_de", "split")}
@@ -327,7 +335,7 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
         sp = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(sr))[sl]
         if ground_labs:
             lab_t = torch.from_numpy(lab)
-            de = None
+            de: Any = None
             for j, gl in enumerate(ground_labs):
                 dj = ciede2000(lab_t, gl).numpy()
                 seed = (dj < grounds[j].get("seed_de", auto_seed)) & ~thin
@@ -431,7 +439,8 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
             "confidence": confidence, "evidence": evidence}
 
 
-def merge_user_mask(classes, add=None, remove=None, add_class="user"):
+def merge_user_mask(classes: np.ndarray, add: Optional[np.ndarray] = None, remove: Optional[np.ndarray] = None,
+                    add_class: str = "user") -> np.ndarray:
     """Merge user-painted masks into a class map (copies).
 
     add: (H, W) bool/float mask (> 0.5 counts) painted as ``add_class`` where not already damage;
@@ -449,7 +458,7 @@ def merge_user_mask(classes, add=None, remove=None, add_class="user"):
     return out
 
 
-def fill_mask_from_classes(classes, fill_classes):
+def fill_mask_from_classes(classes: np.ndarray, fill_classes: Sequence[str]) -> np.ndarray:
     """Boolean (H, W) footprint of the classes to fill (names from CLASS_IDS)."""
     bad = [c for c in fill_classes if c not in CLASS_IDS]
     if bad:

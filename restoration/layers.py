@@ -1,4 +1,8 @@
 """Bilayer separation (colour + white), print layout with fiducials, and mirroring (spec N8, N9)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, Tuple
 import numpy as np
 
 from .artefacts import PrintCanvas, PrintLayers
@@ -24,8 +28,9 @@ def _disk(r):
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
-def separate(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0.0, white_reflectance=0.85,
-             min_feature_mm=0.0, white_on_black=False, density_gamma=1.0):
+def separate(filled: np.ndarray, original: np.ndarray, mask: np.ndarray, dpi: "float | Scale",
+             white_mode: str = "same_pattern", amount_mm: float = 0.0, white_reflectance: float = 0.85,
+             min_feature_mm: float = 0.0, white_on_black: bool = False, density_gamma: float = 1.0) -> PrintLayers:
     """Split the fill into print layers.
 
     Args:
@@ -76,7 +81,8 @@ def separate(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0
                        float(white_reflectance))
 
 
-def simulate(original, layers, shift_px=(0, 0), white_shift_px=(0, 0), white_reflectance=0.85):
+def simulate(original: np.ndarray, layers: Any, shift_px: Sequence[float] = (0, 0),
+             white_shift_px: Sequence[float] = (0, 0), white_reflectance: float = 0.85) -> np.ndarray:
     """Idealised appearance of the film on the painting (linear RGB): where ink is present,
     view = T^2 (a R_w + (1 - a) R_p) with T chosen so that a perfectly registered film shows the
     target over full white. ``shift_px`` moves both films (dy, dx); ``white_shift_px`` moves white
@@ -96,7 +102,8 @@ def simulate(original, layers, shift_px=(0, 0), white_shift_px=(0, 0), white_ref
     return linear_to_srgb(torch.from_numpy(view.astype(np.float32))).numpy()
 
 
-def layout(layers, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1, mirror=True):
+def layout(layers: PrintLayers, dpi: "float | Scale", margin_mm: float = 10.0, arm_mm: float = 3.0,
+           line_mm: float = 0.1, mirror: bool = True) -> PrintCanvas:
     """Place both layers on a canvas with margins and identical fiducials; mirror both if asked.
 
     Fiducials print as full ink (colour: black, A = 1; white: coverage 1). The whole canvas in
@@ -119,8 +126,9 @@ def _separation(lay):
     return {"white_mode": lay.white_mode, "amount_mm": lay.amount_mm, "min_feature_mm": lay.min_feature_mm}
 
 
-def layer_rows_fn(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0.0, min_feature_mm=0.0,
-                  **kw):
+def layer_rows_fn(filled: np.ndarray, original: np.ndarray, mask: np.ndarray, dpi: "float | Scale",
+                  white_mode: str = "same_pattern", amount_mm: float = 0.0, min_feature_mm: float = 0.0,
+                  **kw: Any) -> Callable[[int, int], Tuple[np.ndarray, np.ndarray]]:
     """``layer_rows(y0, y1)`` computing :func:`restoration.layers.separate` on a strip of image rows.
 
     The strip is read with a halo covering the reach of the morphology (opening by ``min_feature_mm``,
@@ -144,8 +152,9 @@ def layer_rows_fn(filled, original, mask, dpi, white_mode="same_pattern", amount
     return rows
 
 
-def stream_canvas(filled, original, mask, dpi, margin_mm=10.0, mirror=True, white_mode="same_pattern",
-                  amount_mm=0.0, min_feature_mm=0.0):
+def stream_canvas(filled: np.ndarray, original: np.ndarray, mask: np.ndarray, dpi: "float | Scale",
+                  margin_mm: float = 10.0, mirror: bool = True, white_mode: str = "same_pattern",
+                  amount_mm: float = 0.0, min_feature_mm: float = 0.0) -> PrintCanvas:
     """:class:`PrintCanvas` whose rows are separated and laid out strip by strip while they are written
     (memory bounded by one strip; equal to ``layout(separate(...))``, see the tests)."""
     check_separation(white_mode, amount_mm, min_feature_mm)

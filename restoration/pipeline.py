@@ -2,6 +2,10 @@
 record. Used by the CLI (``python -m restoration``) and the benchmark; the nodes call the same
 stage functions (:mod:`restoration.stages`) and the same writer (:func:`restoration.outputs.write_job`).
 """
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TYPE_CHECKING
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -20,6 +24,9 @@ from .regions import RegionConfig
 from .review import ReviewConfig
 from .settings import CLI_FILL_METHODS, SETTINGS, check_tile  # noqa: F401  (CLI_FILL_METHODS: for callers)
 from . import stages
+
+if TYPE_CHECKING:
+    from .scale import Scale
 
 
 _S = SETTINGS
@@ -71,7 +78,7 @@ class PipelineConfig:
         return self
 
 
-def config_from_dict(d):
+def config_from_dict(d: Mapping[str, Any]) -> PipelineConfig:
     """A :class:`PipelineConfig` from its ``asdict`` form (as stored in a record's manifest); unknown keys
     are refused by name, lists become tuples."""
     from dataclasses import fields
@@ -103,17 +110,17 @@ class Stages:
     def __init__(self, names, cb=None):
         self.names, self.cb, self.times, self.i = list(names), cb, {}, -1
 
-    def start(self, name):
+    def start(self, name: str) -> None:
         self.i = self.names.index(name)
         self._t = time.perf_counter()
         self.cur = name
         self.tick(0.0)
 
-    def tick(self, frac):
+    def tick(self, frac: float) -> None:
         if self.cb:
             self.cb(self.i, len(self.names), self.cur, frac)
 
-    def end(self):
+    def end(self) -> None:
         self.times[self.cur] = round(time.perf_counter() - self._t, 3)
         self.tick(1.0)
 
@@ -121,9 +128,14 @@ class Stages:
 STAGES = ("detect", "regions", "fill", "qa", "colours", "layers", "export", "previews", "record")
 
 
-def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, user_remove=None,
-        external_fill=None, workflow=None, extra=None, progress=None, capture=None, accept=(), reject=(),
-        accept_mask=None, reject_mask=None, review_names=None):
+def run(img: np.ndarray, dpi: "float | Scale", out_dir: Any, cfg: PipelineConfig = PipelineConfig(),
+        scan_info: Optional[Mapping[str, Any]] = None, user_add: Optional[np.ndarray] = None,
+        user_remove: Optional[np.ndarray] = None, external_fill: Optional[np.ndarray] = None,
+        workflow: Optional[dict] = None, extra: Optional[Mapping[str, Any]] = None,
+        progress: Optional[Callable[[int, int, str, float], None]] = None, capture: Optional[np.ndarray] = None,
+        accept: "str | Iterable[int]" = (), reject: "str | Iterable[int]" = (),
+        accept_mask: Optional[np.ndarray] = None, reject_mask: Optional[np.ndarray] = None,
+        review_names: Optional[Sequence[str]] = None) -> dict:
     """Run every stage on ``img`` ((H, W, 3) float32 sRGB in [0, 1]) and write all artefacts into
     ``out_dir`` (the CLI stages it in a hidden folder, :class:`restoration.fileio.StagedFolder`).
 
@@ -179,7 +191,7 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     st.start("layers")
     # the print canvas is produced in row strips while it is written (export stage), so memory stays
     # bounded whatever the scan size; here only its geometry and a preview-scale appearance simulation
-    sep = dict(white_mode=cfg.white_mode, amount_mm=cfg.white_amount_mm, min_feature_mm=cfg.min_feature_mm)
+    sep: dict[str, Any] = dict(white_mode=cfg.white_mode, amount_mm=cfg.white_amount_mm, min_feature_mm=cfg.min_feature_mm)
     canvas = stream_canvas(filled, img, used, scale, margin_mm=cfg.margin_mm, mirror=cfg.mirror, **sep)
     s = preview_stride(h, w, cfg.preview_side)
     sim = simulate(img[::s, ::s], separate(filled[::s, ::s], img[::s, ::s], used[::s, ::s], scale.coarser(s), **sep))

@@ -11,6 +11,10 @@ Files: ``{prefix}_color_rgba.tif`` (uint16 RGBA, sRGB ICC profile embedded, alph
 ``{prefix}_white.tif`` (uint8, 255 = full white ink), ``print_layers.pdf`` (page 1 colour over paper
 white, page 2 the white plate as dark ink), all at ``dpi`` so 1 px = 25.4/dpi mm (:class:`~restoration.scale.Scale`).
 """
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 import contextlib
 import os
 import struct
@@ -26,7 +30,7 @@ from .settings import SETTINGS
 WHITE_POLARITY = "255=full_ink"
 
 
-def srgb_icc():
+def srgb_icc() -> Optional[bytes]:
     """An sRGB ICC profile (LittleCMS built-in sRGB, via Pillow) as bytes; None if unavailable.
 
     LittleCMS stamps the creation time into the header (bytes 24-35); it is fixed here so that the same
@@ -43,7 +47,8 @@ def srgb_icc():
     return bytes(b)
 
 
-def fiducials(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):
+def fiducials(h: int, w: int, dpi: "float | Scale", margin_mm: float = 10.0, arm_mm: float = 3.0,
+              line_mm: float = 0.1) -> Tuple[int, int, int, List[dict], int, int]:
     """Fiducial geometry on a canvas of the image plus margins (before mirroring).
 
     Returns ``(canvas_h, canvas_w, offset_px, marks, arm_px, line_px)``; marks is a list of dicts
@@ -54,7 +59,7 @@ def fiducials(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):
     arm = scale.whole_px(arm_mm, 2)
     ch, cw = h + 2 * mpx, w + 2 * mpx
     c = mpx // 2
-    marks = [{"kind": "cross", "x_px": x, "y_px": y} for x, y in
+    marks: List[dict] = [{"kind": "cross", "x_px": x, "y_px": y} for x, y in
              ((c, c), (cw - 1 - c, c), (c, ch - 1 - c), (cw - 1 - c, ch - 1 - c))]
     marks.append({"kind": "key", "x_px": c + 2 * arm if cw > c + 3 * arm else c, "y_px": c})
     for mk in marks:
@@ -63,7 +68,7 @@ def fiducials(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):
     return ch, cw, mpx, marks, arm, max(1, scale.whole_px(line_mm, 1))
 
 
-def check_layout(dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):
+def check_layout(dpi: "float | Scale", margin_mm: float = 10.0, arm_mm: float = 3.0, line_mm: float = 0.1) -> None:
     """ValueError unless the fiducials stay inside the margin (a crosshair printed over the painting would be
     ink on original paint). The marks sit in the middle of the margin; the arm plus half the line must end
     before the image starts. Each of ``margin_mm``, ``arm_mm`` and ``line_mm`` is first checked by its record
@@ -81,7 +86,7 @@ def check_layout(dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):
                          f"of at least {(2 * (arm + (lw + 1) // 2) + 2) * mm:.2f} mm")
 
 
-def draw_marks(canvas_mask, marks, arm, lw, dy=0):
+def draw_marks(canvas_mask: np.ndarray, marks: List[dict], arm: int, lw: int, dy: int = 0) -> None:
     """Draw crosshairs and the asymmetric key (value 1) into a uint8 array whose row 0 is canvas row ``dy``."""
     import cv2
     for mk in marks:
@@ -94,7 +99,8 @@ def draw_marks(canvas_mask, marks, arm, lw, dy=0):
             cv2.fillPoly(canvas_mask, [pts.astype(np.int32)], 1)
 
 
-def canvas_geometry(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1, mirror=True):
+def canvas_geometry(h: int, w: int, dpi: "float | Scale", margin_mm: float = 10.0, arm_mm: float = 3.0,
+                    line_mm: float = 0.1, mirror: bool = True) -> dict:
     """Everything needed to produce canvas rows for an ``h x w`` image: size, offset, final fiducial
     coordinates (after mirroring) and the fiducial pixels as a few row bands.
 
@@ -107,7 +113,7 @@ def canvas_geometry(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1, mirror=T
     ch, cw, off, marks, arm, lw = fiducials(h, w, scale, margin_mm, arm_mm, line_mm)
     pad = arm + lw + 2
     spans = sorted((max(0, mk["y_px"] - pad), min(ch, mk["y_px"] + pad + 1)) for mk in marks)
-    merged = []
+    merged: List[list] = []
     for a, b in spans:
         if merged and a <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], b)
@@ -130,7 +136,7 @@ def canvas_geometry(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1, mirror=T
             "canvas_mm": [round(scale.px_to_mm(cw), 4), round(scale.px_to_mm(ch), 4)]}
 
 
-def fiducial_rows(geom, r0, r1):
+def fiducial_rows(geom: Mapping[str, Any], r0: int, r1: int) -> np.ndarray:
     """Boolean (r1 - r0, CW) fiducial pixels of canvas rows ``r0:r1``."""
     cw = geom["canvas_px"][0]
     f = np.zeros((r1 - r0, cw), bool)
@@ -141,7 +147,8 @@ def fiducial_rows(geom, r0, r1):
     return f
 
 
-def canvas_rows(geom, layer_rows, r0, r1):
+def canvas_rows(geom: Mapping[str, Any], layer_rows: Callable[[int, int], Tuple[np.ndarray, np.ndarray]], r0: int, r1: int
+                ) -> Tuple[np.ndarray, np.ndarray]:
     """Canvas rows ``r0:r1``: ``(rgba (R, CW, 4) float32, white (R, CW) float32)``.
 
     ``layer_rows(y0, y1)`` returns image rows ``y0:y1`` of the layers (colour RGBA, white), not mirrored.
@@ -203,8 +210,10 @@ def _pdf_writer(w, h, dpi, page_spools):
     return write
 
 
-def write_print_files(out_dir, canvas_fn, ch, cw, dpi, prefix="layer", pdf=True, rows=STRIP_ROWS,
-                      preview_side=None, progress=None):
+def write_print_files(out_dir: Any, canvas_fn: Callable[[int, int], Tuple[np.ndarray, np.ndarray]], ch: int,
+                      cw: int, dpi: float, prefix: str = "layer", pdf: bool = True, rows: int = STRIP_ROWS,
+                      preview_side: Optional[int] = None, progress: Optional[Callable[[int, int], None]] = None
+                      ) -> Tuple[List[dict], Any]:
     """Write the print files from ``canvas_fn(r0, r1) -> (rgba float32 (R, CW, 4), white float32 (R, CW))``.
 
     One pass over the canvas in strips of ``rows`` rows; each strip is converted (round half up) and
@@ -216,7 +225,7 @@ def write_print_files(out_dir, canvas_fn, ch, cw, dpi, prefix="layer", pdf=True,
     s = preview_stride(ch, cw, preview_side) if preview_side else 0
     prev_c, prev_w = [], []
     icc = srgb_icc()
-    files = []
+    files: List[dict] = []
     with contextlib.ExitStack() as stack:
         sp = {k: stack.enter_context(Spool(out_dir)) for k in ("color", "white", "page1", "page2")}
         z1, z2 = zlib.compressobj(6), zlib.compressobj(6)

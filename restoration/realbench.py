@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,10 @@ import torch
 from .classes import CLASS_IDS
 from .color import ciede2000, rgb_to_lab
 from .scale import Scale
+
+if TYPE_CHECKING:
+    from .detect import DetectConfig
+    from .review import ReviewConfig
 
 # the pictures used, and which ground each gets (light gesso or a dark ground), chosen so that both
 # grounds meet bright, dark, smooth and textured content
@@ -128,7 +133,8 @@ def _blob(rng, r):
     return np.stack([x * math.cos(rot) - y * math.sin(rot), x * math.sin(rot) + y * math.cos(rot)], -1)
 
 
-def damage_image(clean: np.ndarray, seed: int = 0, cfg: DamageConfig = DamageConfig()):
+def damage_image(clean: np.ndarray, seed: int = 0, cfg: DamageConfig = DamageConfig()
+                 ) -> tuple[np.ndarray, dict, dict]:
     """Draw damage on ``clean`` ((H, W, 3) float32 sRGB in [0, 1]); deterministic in ``seed``.
 
     Returns ``(damaged (H, W, 3) float32, gt {loss, craquelure, scratch, stain: (H, W) bool}, info)``.
@@ -180,7 +186,7 @@ def damage_image(clean: np.ndarray, seed: int = 0, cfg: DamageConfig = DamageCon
         cv2.fillPoly(lm, [np.round(_blob(rng, r) + c).astype(np.int32)], 1)
     loss = lm > 0
     # anti-aliased edge: a scan blurs the step over about a pixel
-    a = cv2.GaussianBlur(loss.astype(np.float32), (0, 0), 0.6)
+    a: np.ndarray = cv2.GaussianBlur(loss.astype(np.float32), (0, 0), 0.6)
     a = np.where(loss, np.maximum(a, 0.5), np.minimum(a, 0.49))[..., None]
     img = img * (1 - a) + ground * a
     gt["loss"] = loss
@@ -285,7 +291,8 @@ def summarize(per_image: dict) -> dict:
     return out
 
 
-def evaluate(name: str, seed: int = 0, detect_cfg=None, review_cfg=None, fill: bool = True, keep: bool = False):
+def evaluate(name: str, seed: int = 0, detect_cfg: DetectConfig | None = None, review_cfg: ReviewConfig | None = None,
+             fill: bool = True, keep: bool = False) -> dict | tuple[dict, dict]:
     """Damage picture ``name`` (with its ground variant from :data:`IMAGES`), run detection, the region
     table and the default review decision, fill what is decided ``fill`` and score it (:func:`score`).
 

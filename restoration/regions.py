@@ -3,6 +3,10 @@
 Every 8-connected component of the footprint is a region; every region is in the table, with a
 ``fill_decision`` and ``skip_reason`` instead of being dropped.
 """
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
 import math
 from dataclasses import dataclass
 
@@ -41,14 +45,14 @@ def area_mm2(n_px: float, dpi: float) -> float:
     return Scale(dpi).px_area_to_mm2(n_px)
 
 
-def label_regions(footprint):
+def label_regions(footprint: np.ndarray) -> Tuple[np.ndarray, int]:
     """8-connected labels of a boolean (H, W) map, raster-order ids (int32), and the count N."""
     from scipy import ndimage
     lab, n = ndimage.label(np.asarray(footprint, bool), structure=STRUCT8)
     return lab.astype(np.int32, copy=False), int(n)
 
 
-def label_by_fill(classes, fill_classes):
+def label_by_fill(classes: np.ndarray, fill_classes: Sequence[str]) -> Tuple[np.ndarray, int]:
     """Label the fill-class footprint and the remaining damage separately.
 
     Regions 1..Nf are the 8-connected components of the pixels whose class is filled (so a region is a
@@ -64,7 +68,8 @@ def label_by_fill(classes, fill_classes):
     return la, na + nb
 
 
-def region_table(labels, classes, img, dpi, fill_classes, cfg=RegionConfig()):
+def region_table(labels: np.ndarray, classes: np.ndarray, img: np.ndarray, dpi: "float | Scale",
+                 fill_classes: Sequence[str], cfg: RegionConfig = RegionConfig()) -> List[dict]:
     """Per-region rows (dicts), ordered by id. Coordinates: origin top-left, x right, y down, mm.
 
     labels: (H, W) int32 from :func:`label_regions`; classes: (H, W) uint8 class ids;
@@ -123,7 +128,7 @@ def region_table(labels, classes, img, dpi, fill_classes, cfg=RegionConfig()):
     return rows
 
 
-def decision_mask(labels, rows, decision="fill"):
+def decision_mask(labels: np.ndarray, rows: Sequence[dict], decision: str = "fill") -> np.ndarray:
     """Boolean (H, W) map of the regions whose ``fill_decision`` equals ``decision``."""
     keep = np.zeros(int(labels.max()) + 1, bool)
     for r in rows:
@@ -131,7 +136,7 @@ def decision_mask(labels, rows, decision="fill"):
     return keep[labels]
 
 
-def table_csv(rows):
+def table_csv(rows: Sequence[dict]) -> str:
     """The table as CSV text (lists joined by spaces)."""
     if not rows:
         return "id\n"

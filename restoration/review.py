@@ -34,6 +34,7 @@ the picture) -> review; ``unsure`` (confidence below ``min_confidence``) -> revi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -73,10 +74,11 @@ class ReviewConfig:
         self.validate()
 
     @classmethod
-    def given(cls, **values) -> "ReviewConfig":
+    def given(cls, **values: Optional[float]) -> "ReviewConfig":
         """The config with the ``values`` that are given (as floats); a None value keeps the default (an
         optional node input left unset)."""
-        return cls(**{k: float(v) for k, v in values.items() if v is not None})
+        kw: dict[str, Any] = {k: float(v) for k, v in values.items() if v is not None}
+        return cls(**kw)
 
     def validate(self) -> "ReviewConfig":
         """Every setting checked by its record (:class:`~atelier_settings.SettingError` naming it)."""
@@ -101,7 +103,8 @@ class Decision:
         return d
 
 
-def region_confidence(labels: np.ndarray, confidence: np.ndarray, evidence: np.ndarray):
+def region_confidence(labels: np.ndarray, confidence: np.ndarray, evidence: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Per label of ``labels`` ((H, W) int, 0 = none, N = max): mean of ``confidence`` ((H, W) uint8,
     255 = 1) as (N + 1,) float64 in [0, 1], and the OR of ``evidence`` bits as (N + 1,) uint8."""
     lab = np.asarray(labels).ravel()
@@ -130,7 +133,9 @@ def ids_under_mask(labels: np.ndarray, mask: np.ndarray) -> set:
     return {int(i) for i in ids if i > 0}
 
 
-def decide(rows, conf, bits, picture_mm2: float, cfg: ReviewConfig = ReviewConfig(), accept=(), reject=()):
+def decide(rows: Sequence[Mapping[str, Any]], conf: np.ndarray, bits: np.ndarray, picture_mm2: float,
+           cfg: ReviewConfig = ReviewConfig(), accept: Iterable[int] = (), reject: Iterable[int] = ()
+           ) -> list[Decision]:
     """One :class:`Decision` per region row, in row order (rules in the module docstring).
 
     rows: dicts with ``id``, ``class``, ``area_mm2``, ``max_width_mm`` and optionally
@@ -176,7 +181,7 @@ def decide(rows, conf, bits, picture_mm2: float, cfg: ReviewConfig = ReviewConfi
     return out
 
 
-def footprint(labels: np.ndarray, decisions, decision: str = "fill") -> np.ndarray:
+def footprint(labels: np.ndarray, decisions: Sequence[Decision], decision: str = "fill") -> np.ndarray:
     """Boolean (H, W) map of the regions whose decision is ``decision``."""
     n = int(np.asarray(labels).max()) if np.size(labels) else 0
     keep = np.zeros(n + 1, bool)
@@ -186,9 +191,10 @@ def footprint(labels: np.ndarray, decisions, decision: str = "fill") -> np.ndarr
     return keep[labels]
 
 
-def summary(decisions) -> dict:
+def summary(decisions: Sequence[Decision]) -> dict:
     """Counts per decision and per rule (for the record's stats)."""
-    by_d, by_r = {}, {}
+    by_d: dict = {}
+    by_r: dict = {}
     for d in decisions:
         by_d[d.decision] = by_d.get(d.decision, 0) + 1
         by_r[d.rule] = by_r.get(d.rule, 0) + 1

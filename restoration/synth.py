@@ -2,6 +2,10 @@
 
 Deterministic in ``seed``. Everything is numpy + OpenCV; a 1536 x 1024 sample takes about a second.
 """
+
+from __future__ import annotations
+
+from typing import Tuple
 import math
 from dataclasses import dataclass
 
@@ -42,21 +46,21 @@ def _smooth_field(rng, h, w, cells, ch):
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC).reshape(h, w, ch)
 
 
-def clean_painting(cfg, rng):
+def clean_painting(cfg: "SynthConfig", rng: np.random.Generator) -> np.ndarray:
     """(H, W, 3) float32 clean image: colour fields, brushwork, hard-edged forms, painted lines."""
     import cv2
     h, w = cfg.height, cfg.width
     from .color import rgb_to_lab
     import torch
     # muted palette kept away from the ground colour (so a loss is distinguishable from paint)
-    palette = []
+    colours: list = []
     ground_lab = rgb_to_lab(torch.tensor(GROUND_RGB, dtype=torch.float64))
-    while len(palette) < 24:
+    while len(colours) < 24:
         c = rng.uniform(0.05, 0.85, 3) * rng.uniform(0.5, 1.0)
         lab = rgb_to_lab(torch.tensor(c, dtype=torch.float64))
         if float(torch.linalg.norm(lab - ground_lab)) > 30:
-            palette.append(c)
-    palette = np.array(palette, np.float32)
+            colours.append(c)
+    palette = np.array(colours, np.float32)
     wts = _smooth_field(rng, h, w, 4, 3)
     base = (wts[..., :1] * palette[0] + wts[..., 1:2] * palette[1] + wts[..., 2:3] * palette[2]) / (
         wts.sum(-1, keepdims=True) + 1e-6)
@@ -107,7 +111,7 @@ def _voronoi_edges(rng, h, w, n_seeds):
     return e, lab
 
 
-def make_sample(cfg=SynthConfig(), seed=0):
+def make_sample(cfg: "SynthConfig" = SynthConfig(), seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Return ``(damaged, clean, gt_classes, info)``.
 
     damaged/clean: (H, W, 3) float32 in [0, 1]; gt_classes: (H, W) uint8 with the ids of
