@@ -14,18 +14,19 @@ from comfy_api.latest import io
 
 from ..restoration import stages
 from ..restoration.artefacts import ScanContext, class_masks
-from ..restoration.color import format_rgb
-from ..restoration.detect import DetectConfig
-from ..restoration.fill import METHODS
+from ..restoration.color import format_rgb, parse_rgb
+from ..restoration.detect import check_order
 from ..restoration.previews import class_overlay, heat, label_colors, response_previews, review_overlay
 from ..restoration.regions import RegionConfig
 from ..restoration.review import ReviewConfig
 from ..restoration.scanio import confined_file, content_fingerprint, list_scans, read_confined
+from ..restoration.settings import LOAD_SCAN, SETTINGS, check_tile
 from ..restoration.synth import SynthConfig, make_sample
 from . import restoration_print_nodes as _print
 from ._host import progress_bar
 from ..restoration.tensors import image_array, image_batch, mask_array, mask_batch
-from ._resto_io import checked, input_directory, output, torch_device
+from ._resto_io import input_directory, output, torch_device
+from ._settings_io import validator, widget, widgets
 
 CAT = "Atelier/Restoration"
 RestoCtx, DamageMapT, RegionTableT = io.Custom("RESTO_CTX"), io.Custom("DAMAGE_MAP"), io.Custom("REGION_TABLE")
@@ -35,8 +36,14 @@ CLASS_TIPS = (("support_split", "Support splits (long, wide dark lines)."),
               ("small_defect", "Small light defects (scratches, abrasion)."))
 
 
-def dpi_input(default=600.0, minimum=50.0, tip="Scan resolution in pixels per inch at 1:1 (600 = 42.3 µm per pixel)."):
-    return io.Float.Input("dpi", default=default, min=minimum, max=20000.0, step=1.0, tooltip=tip)
+
+
+def _load_scan_rules(values):
+    """Load Scan: the file inside the input folder; a dpi other than 0 (from the file) is a scan dpi."""
+    if values.get("path") is not None:
+        confined_file(input_directory(), values["path"], "path")
+    if values.get("dpi"):
+        SETTINGS["dpi"].check(values["dpi"])
 
 
 class AtelierRestorationLoadScan(io.ComfyNode):
@@ -49,14 +56,12 @@ class AtelierRestorationLoadScan(io.ComfyNode):
             inputs=[io.Combo.Input("path", options=list_scans(input_directory()), upload=io.UploadType.image,
                                    tooltip="A scan in ComfyUI's input folder (upload one with the button). Files "
                                            "outside the input folder cannot be read."),
-                    dpi_input(0.0, 0.0, "0 = read the resolution from the file; otherwise this value wins.")],
+                    widget(LOAD_SCAN["dpi"])],
             outputs=[io.Image.Output("image", display_name="image", tooltip="The scan, sRGB in 0..1 (16-bit files keep their precision "
                                                       "in float32)."),
                      RestoCtx.Output("ctx", display_name="ctx", tooltip="Scale (dpi) and the file's name and SHA-256 for the record.")])
 
-    @classmethod
-    def validate_inputs(cls, path=None):
-        return True if path is None else checked(confined_file, input_directory(), path, "path")
+    validate_inputs = validator(LOAD_SCAN, ("dpi",), extra=_load_scan_rules, more=("path",))
 
     @classmethod
     def fingerprint_inputs(cls, path=None, dpi=None):
@@ -75,14 +80,19 @@ class AtelierRestorationContext(io.ComfyNode):
             node_id="AtelierRestorationContext", display_name="Atelier Restoration Context", category=CAT,
             description="Attach the physical scale (DPI) to an IMAGE loaded by any node; all later measurements "
                         "are in mm.",
-            inputs=[io.Image.Input("image", tooltip="The scan (sRGB)."), dpi_input()],
+            inputs=[io.Image.Input("image", tooltip="The scan (sRGB)."), widget(SETTINGS["dpi"])],
             outputs=[RestoCtx.Output("ctx", display_name="ctx", tooltip="Scale of the scan for the later nodes."),
                      io.String.Output("summary", display_name="summary", tooltip="Size in px and mm.")])
+
+    validate_inputs = validator(SETTINGS, ("dpi",))
 
     @classmethod
     def execute(cls, image, dpi):
         ctx = ScanContext.of(image_array(image), dpi)
         return io.NodeOutput(ctx, ctx.summary())
+
+
+SYNTH = ("seed", "width", "height", "dpi")
 
 
 class AtelierSyntheticDamage(io.ComfyNode):
@@ -92,15 +102,14 @@ class AtelierSyntheticDamage(io.ComfyNode):
             node_id="AtelierSyntheticDamage", display_name="Atelier Synthetic Damaged Painting", category=CAT,
             description="A procedural 'painting' with synthetic damage of every class and its ground truth (for "
                         "trying the chain and for benchmarks; no data needed).",
-            inputs=[io.Int.Input("seed", default=0, min=0, max=2 ** 31 - 1, tooltip="Generator seed (deterministic)."),
-                    io.Int.Input("width", default=1536, min=256, max=16384, step=64, tooltip="Width in px."),
-                    io.Int.Input("height", default=1024, min=256, max=16384, step=64, tooltip="Height in px."),
-                    dpi_input()],
+            inputs=widgets(SETTINGS, SYNTH),
             outputs=[io.Image.Output("damaged", display_name="damaged", tooltip="The damaged painting (the 'scan')."),
                      io.Image.Output("clean", display_name="clean", tooltip="The same painting without damage (ground truth)."),
                      *[io.Mask.Output(f"gt_{k}", display_name=f"gt_{k}", tooltip=f"Ground truth: {t}") for k, t in CLASS_TIPS],
                      RestoCtx.Output("ctx", display_name="ctx", tooltip="Scale of the sample (the dpi given)."),
                      io.String.Output("ground_color", display_name="ground_color", tooltip="The exposed ground's colour R,G,B (for Damage Detect).")])
+
+    validate_inputs = validator(SETTINGS, SYNTH)
 
     @classmethod
     def execute(cls, seed, width, height, dpi):
@@ -112,13 +121,19 @@ class AtelierSyntheticDamage(io.ComfyNode):
                       [img, class_overlay(img, gt)], "synth")
 
 
-_D = DetectConfig()
-_THRESHOLDS = (("crack_low", "Crack hysteresis low threshold (L* units)."),
-               ("crack_high", "Crack hysteresis high threshold (L* units)."),
-               ("light_low", "Light-defect hysteresis low (L*)."), ("light_high", "Light-defect hysteresis high (L*)."),
-               ("ground_seed_de", "ΔE00 to the ground that seeds a loss."),
-               ("ground_grow_de", "ΔE00 to the ground up to which a loss grows."),
-               ("loss_contrast_de", "A loss must differ from its 3 px ring by more than this ΔE00."))
+THRESHOLDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
+              "loss_contrast_de", "split_min_length_mm")
+DETECT = ("ground_color", *THRESHOLDS, "tile")
+
+
+def _detect_rules(values):
+    """Damage Detect beyond one setting: the ground colour's syntax, a tile of 0 or >= 64, the ordered
+    thresholds (each rule only where its inputs are given, not linked)."""
+    if values.get("ground_color") is not None:
+        parse_rgb(values["ground_color"], SETTINGS["ground_color"].label)
+    if values.get("tile") is not None:
+        check_tile(values["tile"])
+    check_order(values)
 
 
 class AtelierDamageDetect(io.ComfyNode):
@@ -132,17 +147,7 @@ class AtelierDamageDetect(io.ComfyNode):
                         "loss candidates themselves); support "
                         "splits (long wide dark lines). Outputs one MASK per class, the response maps and an overlay.",
             inputs=[io.Image.Input("image", tooltip="The scan."), RestoCtx.Input("ctx", tooltip=CTX_TIP),
-                    io.String.Input("ground_color", default="auto",
-                                    tooltip="Colour of the exposed ground as R,G,B in 0..1 (e.g. 0.86,0.80,0.68), or "
-                                            "'auto' (estimated from the loss candidates: regions with an edge all round and a flat "
-                                            "interior; none found = no losses). A given colour is refined on the scan."),
-                    *[io.Float.Input(k, default=getattr(_D, k), min=0.0, max=100.0, step=0.5, tooltip=t)
-                      for k, t in _THRESHOLDS],
-                    io.Float.Input("split_min_length_mm", default=_D.split_min_length_mm, min=1.0, max=5000.0, step=1.0,
-                                   tooltip="Support splits must span at least this length (mm)."),
-                    io.Int.Input("tile", default=stages.TILE, min=0, max=16384, step=64,
-                                 tooltip="Tile size in px for large scans (0 = untiled, else at least 64); results "
-                                         "are identical.")],
+                    *widgets(SETTINGS, DETECT)],
             outputs=[DamageMapT.Output("damage_map", display_name="damage_map", tooltip="Classes, response maps and parameters (for Damage "
                                                              "Map Edit, Region Table and the record)."),
                      io.Mask.Output("all_damage", display_name="all_damage", tooltip="Every detected class."),
@@ -152,13 +157,7 @@ class AtelierDamageDetect(io.ComfyNode):
                      io.Image.Output("responses", display_name="responses", tooltip="Response maps (batch of 4: crack, light, ground ΔE00, "
                                                           "split), yellow = 32+.")])
 
-    @classmethod
-    def validate_inputs(cls, ground_color=None, crack_low=None, crack_high=None, light_low=None, light_high=None,
-                        ground_seed_de=None, ground_grow_de=None, loss_contrast_de=None, split_min_length_mm=None,
-                        tile=None):
-        given = {k: v for k, v in locals().items() if k not in ("cls", "ground_color", "tile") and v is not None}
-        return checked(stages.detect_config, "auto" if ground_color is None else ground_color,
-                       stages.TILE if tile is None else tile, **given)
+    validate_inputs = validator(SETTINGS, DETECT, extra=_detect_rules)
 
     @classmethod
     def execute(cls, image, ctx, ground_color, crack_low, crack_high, light_low, light_high, ground_seed_de,
@@ -169,7 +168,7 @@ class AtelierDamageDetect(io.ComfyNode):
                                    ground_grow_de=ground_grow_de, loss_contrast_de=loss_contrast_de,
                                    split_min_length_mm=split_min_length_mm)
         pbar = progress_bar(100)
-        dmap = stages.detect(img, ctx.dpi, cfg, progress=lambda i, n: pbar.update_absolute(int(90 * i / n), 100))
+        dmap = stages.detect(img, ctx.scale, cfg, progress=lambda i, n: pbar.update_absolute(int(90 * i / n), 100))
         pbar.update_absolute(100, 100)
         c, overlay, resp = dmap.classes, class_overlay(img, dmap.classes), response_previews(dmap.responses)
         return output((dmap, mask_batch(c > 0), *map(mask_batch, class_masks(c)), image_batch(overlay),
@@ -177,26 +176,26 @@ class AtelierDamageDetect(io.ComfyNode):
                       [overlay, *resp], "detect")
 
 
+EDIT = ("fill_loss", "fill_small_defect", "fill_craquelure", "fill_support_split", "fill_user")
+
+
 class AtelierDamageMapEdit(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        flags = (("fill_loss", True, "Fill losses to the ground."),
-                 ("fill_small_defect", True, "Fill small light defects (scratches, abrasion)."),
-                 ("fill_craquelure", False, "Fill craquelure (usually left as patina)."),
-                 ("fill_support_split", False, "Fill support splits (structural; usually not)."),
-                 ("fill_user", True, "Fill the user-added mask."))
         return io.Schema(
             node_id="AtelierDamageMapEdit", display_name="Atelier Damage Map Edit", category=CAT,
             description="Merge user-painted masks into the damage map (add = new 'user' damage, remove = false "
                         "detections) and choose which classes get filled. Outputs the fill candidate MASK.",
             inputs=[DamageMapT.Input("damage_map", tooltip="From Damage Detect."),
                     io.Image.Input("image", tooltip="The scan (for the overlay)."),
-                    *[io.Boolean.Input(k, default=d, tooltip=t) for k, d, t in flags],
+                    *widgets(SETTINGS, EDIT),
                     io.Mask.Input("add_mask", optional=True, tooltip="Painted damage to add (same size as the scan)."),
                     io.Mask.Input("remove_mask", optional=True, tooltip="Painted areas to clear (false detections).")],
             outputs=[DamageMapT.Output("damage_map_out", display_name="damage_map", tooltip="The edited damage map with the classes to fill."),
                      io.Mask.Output("fill_candidates", display_name="fill_candidates", tooltip="Pixels of the classes chosen for filling."),
                      io.Image.Output("overlay", display_name="overlay", tooltip="The edited classes over the dimmed scan.")])
+
+    validate_inputs = validator(SETTINGS, EDIT)
 
     @classmethod
     def execute(cls, damage_map, image, fill_loss, fill_small_defect, fill_craquelure, fill_support_split, fill_user,
@@ -210,11 +209,13 @@ class AtelierDamageMapEdit(io.ComfyNode):
         return output((dm, mask_batch(stages.fill_candidates(dm)), image_batch(overlay)), [overlay], "edit")
 
 
+REVIEW = ("min_confidence", "max_fill_mm2", "max_fill_share")
+REGIONS = ("viewing_distance_mm", "registration_tol_um", "accept_ids", "reject_ids", *REVIEW)
+
+
 class AtelierRegionTable(io.ComfyNode):
     @classmethod
     def define_schema(cls):
-        r, v = RegionConfig(), ReviewConfig()
-        ids_tip = "Region ids (from the table / record) to {}, comma-separated, e.g. 3,7,12."
         return io.Schema(
             node_id="AtelierRegionTable", display_name="Atelier Region Table (mm)", category=CAT,
             description="Label every 8-connected damage region, measure it in mm (area, bbox, centroid, inscribed "
@@ -225,22 +226,11 @@ class AtelierRegionTable(io.ComfyNode):
             inputs=[io.Image.Input("image", tooltip="The scan."),
                     DamageMapT.Input("damage_map", tooltip="From Damage Detect or Damage Map Edit."),
                     RestoCtx.Input("ctx", tooltip=CTX_TIP),
-                    io.Float.Input("viewing_distance_mm", default=r.viewing_distance_mm, min=50.0, max=20000.0, step=10.0,
-                                   tooltip="Regions narrower than 1 arcmin at this distance are marked invisible."),
-                    io.Float.Input("registration_tol_um", default=r.registration_tol_um, min=0.0, max=5000.0, step=5.0,
-                                   tooltip="Regions narrower than twice this are flagged and not filled unless accepted "
-                                           "(below_registration)."),
-                    io.String.Input("accept_ids", optional=True, default="", tooltip=ids_tip.format(
-                        "fill although listed for review or skipped")),
-                    io.String.Input("reject_ids", optional=True, default="", tooltip=ids_tip.format("never fill")),
+                    *widgets(SETTINGS, ("viewing_distance_mm", "registration_tol_um")),
+                    *widgets(SETTINGS, ("accept_ids", "reject_ids"), optional=True),
                     io.Mask.Input("accept_mask", optional=True, tooltip="Every region this mask touches is accepted."),
                     io.Mask.Input("reject_mask", optional=True, tooltip="Every region this mask touches is rejected."),
-                    io.Float.Input("min_confidence", optional=True, default=v.min_confidence, min=0.0, max=1.0,
-                                   step=0.05, tooltip="Regions less confident than this go to review."),
-                    io.Float.Input("max_fill_mm2", optional=True, default=v.max_fill_mm2, min=0.0, max=1e6, step=0.5,
-                                   tooltip="Regions larger than this (mm^2) go to review."),
-                    io.Float.Input("max_fill_share", optional=True, default=v.max_fill_share, min=0.0, max=1.0,
-                                   step=0.001, tooltip="Regions above this share of the picture go to review.")],
+                    *widgets(SETTINGS, REVIEW, optional=True)],
             outputs=[RegionTableT.Output("regions", display_name="regions", tooltip="Labels and one row per region with its "
                                          "fill decision (fill / review / skip), rule, confidence and reasons."),
                      io.Mask.Output("fill_mask", display_name="fill_mask", tooltip="The regions to fill (for Restoration "
@@ -250,18 +240,15 @@ class AtelierRegionTable(io.ComfyNode):
                      io.String.Output("summary", display_name="summary", tooltip="Regions found, filled, waiting for "
                                       "review (their ids), skipped, and the fill area.")])
 
-    @classmethod
-    def validate_inputs(cls, accept_ids=None, reject_ids=None, min_confidence=None, max_fill_mm2=None,
-                        max_fill_share=None):
-        return checked(stages.check_review, _review_cfg(min_confidence, max_fill_mm2, max_fill_share),
-                       accept_ids or "", reject_ids or "", REVIEW_NAMES)
+    validate_inputs = validator(SETTINGS, REGIONS, extra=lambda v: stages.check_review(
+        ReviewConfig(), v.get("accept_ids") or "", v.get("reject_ids") or "", REVIEW_NAMES))
 
     @classmethod
     def execute(cls, image, damage_map, ctx, viewing_distance_mm, registration_tol_um, accept_ids="", reject_ids="",
                 accept_mask=None, reject_mask=None, min_confidence=None, max_fill_mm2=None, max_fill_share=None):
         img = ctx.check(image_array(image))
         sh = img.shape[:2]
-        tab = stages.regions(img, damage_map, ctx.dpi, RegionConfig(viewing_distance_mm, registration_tol_um),
+        tab = stages.regions(img, damage_map, ctx.scale, RegionConfig(viewing_distance_mm, registration_tol_um),
                              _review_cfg(min_confidence, max_fill_mm2, max_fill_share), accept_ids or "",
                              reject_ids or "", mask_array(accept_mask, sh, "accept_mask"),
                              mask_array(reject_mask, sh, "reject_mask"), REVIEW_NAMES)
@@ -290,17 +277,11 @@ class AtelierRestorationFill(io.ComfyNode):
                         "record). Pixels outside the mask stay bit-identical.",
             inputs=[io.Image.Input("image", tooltip="The scan."),
                     io.Mask.Input("mask", tooltip="What to fill (e.g. fill_mask of Region Table, or your own)."),
-                    io.Combo.Input("method", options=list(METHODS), default="harmonic",
-                                   tooltip="harmonic: smooth membrane (GPU capable); telea/ns: OpenCV; patch: copy "
-                                           "matching texture from nearby (holes over 256 px get harmonic); external: "
-                                           "use external_fill inside the mask."),
-                    io.Int.Input("grow_px", default=1, min=0, max=32, tooltip="Grow the mask first so anti-aliased "
-                                                                              "edges are absorbed."),
+                    *widgets(SETTINGS, ("method", "grow_px")),
                     io.Image.Input("external_fill", optional=True, tooltip="An inpainted IMAGE of the same size (LaMa, "
                                                                            "diffusion...). Needed for method 'external'."),
                     RegionTableT.Input("regions", optional=True, tooltip="Region table to annotate with the fill method."),
-                    io.String.Input("external_model", optional=True, default="",
-                                    tooltip="Name of the model that made external_fill (goes into the record)."),
+                    widget(SETTINGS["external_model"], optional=True),
                     io.Mask.Input("source_mask", optional=True, tooltip="For method 'patch': where texture may be "
                                   "copied from (white = allowed). Default: anywhere undamaged.")],
             outputs=[io.Image.Output("filled", display_name="filled", tooltip="The scan with the mask filled."),
@@ -308,6 +289,8 @@ class AtelierRestorationFill(io.ComfyNode):
                                                          "ink footprint of the print layers."),
                      RegionTableT.Output("regions_out", display_name="regions", tooltip="The region table annotated with the fill method (None "
                                                             "when no table was connected).")])
+
+    validate_inputs = validator(SETTINGS, ("method", "grow_px", "external_model"))
 
     @classmethod
     def execute(cls, image, mask, method, grow_px, external_fill=None, regions=None, external_model="",
@@ -334,12 +317,13 @@ class AtelierFillQA(io.ComfyNode):
             inputs=[io.Image.Input("original", tooltip="The scan before filling."),
                     io.Image.Input("filled", tooltip="The filled image."),
                     RegionTableT.Input("regions", tooltip="From Region Table (or Fill)."),
-                    io.Float.Input("edge_de", default=3.0, min=0.0, max=100.0, step=0.1,
-                                   tooltip="Flag regions whose fill differs from its edge ring by more than this ΔE00.")],
+                    widget(SETTINGS["edge_de"])],
             outputs=[RegionTableT.Output("regions_out", display_name="regions", tooltip="The table with the QA columns (dE00_edge, edge_mismatch, "
                                                             "needs_review)."),
                      io.Image.Output("heatmap", display_name="heatmap", tooltip="dE00_edge per filled region (yellow = 2 x edge_de)."),
                      io.String.Output("summary", display_name="summary", tooltip="How many regions were flagged.")])
+
+    validate_inputs = validator(SETTINGS, ("edge_de",))
 
     @classmethod
     def execute(cls, original, filled, regions, edge_de):
@@ -357,13 +341,14 @@ class AtelierColourCount(io.ComfyNode):
                         "(greedy by area). Outputs a palette swatch image.",
             inputs=[io.Image.Input("filled", tooltip="The filled image."),
                     io.Mask.Input("mask", tooltip="Where the colour layer has ink (used_mask of Fill)."),
-                    io.Float.Input("q", default=1.0, min=0.05, max=20.0, step=0.05,
-                                   tooltip="Merge colours closer than this ΔE00.")],
+                    widget(SETTINGS["q"])],
             outputs=[io.Int.Output("count_rgb8", display_name="count_rgb8", tooltip="Distinct 8-bit RGB triplets in the mask."),
                      io.Int.Output("count_dE", display_name="count_dE", tooltip="Colour clusters merged at ΔE00 <= q."),
                      io.Image.Output("palette", display_name="palette", tooltip="The first 32 cluster leaders by area."),
                      io.String.Output("palette_json", display_name="palette_json", tooltip="q, both counts and up to 256 leaders with their pixel "
                                                               "counts (JSON).")])
+
+    validate_inputs = validator(SETTINGS, ("q",))
 
     @classmethod
     def execute(cls, filled, mask, q):

@@ -8,16 +8,17 @@ import json
 from comfy_api.latest import io
 
 from ..restoration.artefacts import PrintCanvas, PrintLayers
-from ..restoration.layers import (MIN_FEATURE_MAX_MM, WHITE_AMOUNT_MAX_MM, WHITE_MODES, check_separation, layout,
-                                  separate, simulate)
+from ..restoration.layers import layout, separate, simulate
 from ..restoration.outputs import JobResult, comfy_workflow, node_previews, write_job, write_print
 from ..restoration.pipeline import Stages
 from ..restoration.printfile import check_layout
 from ..restoration.previews import heat, layers_preview
-from ..restoration.register import MOTIONS, registration_check, registration_summary
+from ..restoration.register import registration_check, registration_summary
+from ..restoration.settings import SETTINGS
 from ._host import progress_bar
 from ..restoration.tensors import image_array, image_batch, mask_array, mask_batch
-from ._resto_io import check_subfolder, checked, comfyui_version, numbered_output, output, output_ui
+from ._resto_io import check_subfolder, comfyui_version, numbered_output, output, output_ui
+from ._settings_io import validator, widget, widgets
 
 CAT = "Atelier/Restoration"
 RestoCtx, DamageMapT = io.Custom("RESTO_CTX"), io.Custom("DAMAGE_MAP")
@@ -25,6 +26,24 @@ RegionTableT, MaskLayers = io.Custom("REGION_TABLE"), io.Custom("MASK_LAYERS")
 CTX_TIP = "Scale of the scan (from Restoration Context or Load Scan)."
 SUBFOLDER_TIP = ("Folder inside ComfyUI's output folder; each run writes a new numbered folder {subfolder}_00001, "
                  "_00002, ... (never overwrites).")
+
+
+SEPARATE = ("white_mode", "amount_mm", "min_feature_mm", "white_on_black")
+LAYOUT = ("margin_mm", "arm_mm", "line_mm", "mirror")
+
+
+def _layout_fits(values):
+    """The fiducials inside the margin. The dpi comes with ctx (a link): checked here at 600 dpi when all three
+    sizes are given, and again at the scan's dpi when the node runs."""
+    sizes = [values.get(k) for k in LAYOUT[:3]]
+    if None not in sizes:
+        check_layout(600.0, *sizes)
+
+
+def _subfolder_inside(values):
+    r = check_subfolder(values.get("subfolder"))
+    if r is not True:
+        raise ValueError(r)
 
 
 class AtelierBilayerSeparate(io.ComfyNode):
@@ -39,27 +58,18 @@ class AtelierBilayerSeparate(io.ComfyNode):
                     io.Image.Input("original", tooltip="The painting under the film (the scan)."),
                     io.Mask.Input("mask", tooltip="Fill footprint (used_mask of Fill)."),
                     RestoCtx.Input("ctx", tooltip=CTX_TIP),
-                    io.Combo.Input("white_mode", options=list(WHITE_MODES), default="same_pattern",
-                                   tooltip="How the white plate follows the colour footprint."),
-                    io.Float.Input("amount_mm", default=0.0, min=0.0, max=WHITE_AMOUNT_MAX_MM, step=0.01,
-                                   tooltip="Choke/spread distance in mm (>= 0)."),
-                    io.Float.Input("min_feature_mm", default=0.0, min=0.0, max=MIN_FEATURE_MAX_MM, step=0.01,
-                                   tooltip="Remove parts narrower than this (0 = off; see the research note)."),
-                    io.Boolean.Input("white_on_black", default=False,
-                                     tooltip="Allow white under very dark targets (L* < 15).")],
+                    *widgets(SETTINGS, SEPARATE)],
             outputs=[MaskLayers.Output("layers", display_name="layers", tooltip="Colour RGBA + white plate at image size (for Print Layout)."),
                      io.Image.Output("layers_preview", display_name="layers_preview", tooltip="Colour layer on a checkerboard beside the white plate."),
                      io.Image.Output("simulated_view", display_name="simulated_view", tooltip="Predicted appearance of the film on the painting."),
                      io.Mask.Output("white", display_name="white", tooltip="White ink coverage (1 = full).")])
 
-    @classmethod
-    def validate_inputs(cls, white_mode=None, amount_mm=None, min_feature_mm=None):
-        return checked(check_separation, white_mode or "same_pattern", amount_mm or 0.0, min_feature_mm or 0.0)
+    validate_inputs = validator(SETTINGS, SEPARATE)
 
     @classmethod
     def execute(cls, filled, original, mask, ctx, white_mode, amount_mm, min_feature_mm, white_on_black):
         f, o = image_array(filled, "filled"), ctx.check(image_array(original, "original"), "original")
-        lay = separate(f, o, mask_array(mask, o.shape[:2], "mask"), ctx.dpi, white_mode, amount_mm,
+        lay = separate(f, o, mask_array(mask, o.shape[:2], "mask"), ctx.scale, white_mode, amount_mm,
                        min_feature_mm=min_feature_mm, white_on_black=white_on_black)
         prev, sim = layers_preview(lay.color_rgba, lay.white), simulate(o, lay)
         return output((lay, image_batch(prev), image_batch(sim), mask_batch(lay.white)), [prev, sim], "layers")
@@ -74,28 +84,20 @@ class AtelierPrintLayout(io.ComfyNode):
                         "asymmetric key) and mirror both if the film is printed on the side that faces the painting.",
             inputs=[MaskLayers.Input("layers", tooltip="From Bilayer Separate."),
                     RestoCtx.Input("ctx", tooltip=CTX_TIP),
-                    io.Float.Input("margin_mm", default=10.0, min=2.0, max=200.0, step=0.5,
-                                   tooltip="Margin around the image for the fiducials."),
-                    io.Float.Input("arm_mm", default=3.0, min=0.5, max=50.0, step=0.1, tooltip="Crosshair arm length."),
-                    io.Float.Input("line_mm", default=0.1, min=0.02, max=2.0, step=0.01, tooltip="Crosshair line width."),
-                    io.Boolean.Input("mirror", default=True,
-                                     tooltip="Mirror both layers (print on the film side facing the painting).")],
+                    *widgets(SETTINGS, LAYOUT)],
             outputs=[MaskLayers.Output("layers_out", display_name="layers", tooltip="Both layers on the print canvas (for Print Export and the "
                                                          "record)."),
                      io.Image.Output("preview", display_name="preview", tooltip="The canvas: colour on a checkerboard beside the white plate."),
                      io.String.Output("fiducials_mm", display_name="fiducials_mm", tooltip="Fiducial centres in mm on the canvas (JSON), after "
                                                               "mirroring.")])
 
-    @classmethod
-    def validate_inputs(cls, margin_mm=None, arm_mm=None, line_mm=None):
-        # the dpi comes with ctx (a link): checked here at 600 dpi, and again at the scan's dpi when it runs
-        return checked(check_layout, 600.0, margin_mm or 10.0, arm_mm or 3.0, line_mm or 0.1)
+    validate_inputs = validator(SETTINGS, LAYOUT, extra=_layout_fits)
 
     @classmethod
     def execute(cls, layers, ctx, margin_mm, arm_mm, line_mm, mirror):
         if not isinstance(layers, PrintLayers):
             raise ValueError("layers already went through Print Layout (or do not come from Bilayer Separate)")
-        laid = layout(layers, ctx.dpi, margin_mm, arm_mm, line_mm, mirror)
+        laid = layout(layers, ctx.scale, margin_mm, arm_mm, line_mm, mirror)
         prev = layers_preview(laid.color_rgba, laid.white)
         return output((laid, image_batch(prev), json.dumps(laid.fiducials)), [prev], "layout")
 
@@ -146,16 +148,17 @@ class AtelierRegistrationCheck(io.ComfyNode):
             inputs=[io.Image.Input("capture", tooltip="Capture with the mask applied."),
                     io.Image.Input("original", tooltip="The original capture."),
                     RestoCtx.Input("ctx", tooltip=CTX_TIP),
-                    io.Combo.Input("motion", options=list(MOTIONS), default="homography",
-                                   tooltip="Motion model of the alignment.")],
+                    widget(SETTINGS["motion"])],
             outputs=[io.Image.Output("residual", display_name="residual", tooltip="|ΔL*| after alignment (yellow = 10+)."),
                      io.Float.Output("rms_um", display_name="rms_um", tooltip="RMS misregistration over the image in µm."),
                      io.Float.Output("max_um", display_name="max_um", tooltip="Largest misregistration in µm."),
                      io.String.Output("warp_json", display_name="warp_json", tooltip="The fitted warp, shift and statistics (JSON).")])
 
+    validate_inputs = validator(SETTINGS, ("motion",))
+
     @classmethod
     def execute(cls, capture, original, ctx, motion):
-        r = registration_check(image_array(capture, "capture"), image_array(original, "original"), ctx.dpi, motion)
+        r = registration_check(image_array(capture, "capture"), image_array(original, "original"), ctx.scale, motion)
         vis = heat(r["residual"], 10.0)
         return output((image_batch(vis), r["rms_um"], r["max_um"], json.dumps(registration_summary(r))), [vis],
                       "register")
@@ -176,16 +179,13 @@ class AtelierRestorationRecord(io.ComfyNode):
                     MaskLayers.Input("layers", tooltip="From Print Layout."),
                     RestoCtx.Input("ctx", tooltip="Scale and scan info."),
                     io.String.Input("subfolder", default="atelier_restoration/record", tooltip=SUBFOLDER_TIP),
-                    io.Float.Input("count_q", default=1.0, min=0.05, max=20.0, step=0.05,
-                                   tooltip="ΔE00 merge threshold for the colour count."),
+                    widget(SETTINGS["count_q"]),
                     DamageMapT.Input("damage_map", optional=True,
                                      tooltip="Adds the response maps, detection parameters and user masks to the record.")],
             outputs=[io.String.Output("record_folder", display_name="record_folder", tooltip="The numbered record folder written by this run.")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo], is_output_node=True)
 
-    @classmethod
-    def validate_inputs(cls, subfolder=None):
-        return check_subfolder(subfolder)
+    validate_inputs = validator(SETTINGS, ("count_q",), extra=_subfolder_inside, more=("subfolder",))
 
     @classmethod
     def execute(cls, original, filled, used_mask, regions, layers, ctx, subfolder, count_q, damage_map=None):

@@ -8,7 +8,8 @@ Writes every artefact (damage map, region table, fill, print layers at 1:1, PDF,
 manifest.json and index.html) to DIR, with a progress bar on stderr and a summary on stdout. DIR must
 not hold anything yet: the job is written into a hidden folder beside it and moved to DIR when
 complete, so an error or Ctrl-C (exit status 130) leaves a complete record or nothing new. Options are
-checked before any work starts (exit status 2 with one line naming the problem). A scan with nothing
+checked before any work starts (exit status 2 with one line naming the problem); their defaults and bounds
+are those of the nodes' widgets (one table, :mod:`restoration.settings`). A scan with nothing
 to fill is a normal result.
 
 Review before print: by default only confident losses and small defects are filled; large regions
@@ -21,12 +22,28 @@ regions unfilled. Region ids are those of the record's regions.csv of the same s
 SHA-256, reruns with the recorded parameters, user masks and accepted/rejected region ids, and compares the new print files with
 the recorded hashes (exit status 0 only if every one is identical).
 """
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional, TYPE_CHECKING
 import argparse
 import json
 import sys
 import time
 
+if TYPE_CHECKING:
+    from .pipeline import PipelineConfig
+
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+class UsageError(ValueError):
+    """A bad command line (argparse's message); :func:`main` prints it as one line and exits 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
 
 
 class ProgressLine:
@@ -45,90 +62,85 @@ class ProgressLine:
             self.close()
         self.stream.flush()
 
-    def close(self):
+    def close(self) -> None:
         if self.open:
             self.stream.write("\n")
             self.stream.flush()
             self.open = False
 
 
-def build_parser():
+#: the detection thresholds a user may set (Damage Detect's widgets)
+THRESHOLDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
+              "loss_contrast_de", "split_min_length_mm")
+#: the settings records the command line exposes (flags, defaults, bounds and help from the records)
+CLI_SETTINGS = ("dpi", "seed", "ground_color", *THRESHOLDS, "accept_ids", "reject_ids", "min_confidence",
+                "max_fill_mm2", "max_fill_share", "grow_px", "count_q", "white_mode", "amount_mm", "min_feature_mm",
+                "margin_mm", "mirror", "tile")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; the settings' flags come from :data:`restoration.settings.SETTINGS`."""
     from .classes import CLASS_IDS, DEFAULT_FILL_CLASSES
-    from .layers import WHITE_MODES
-    from .pipeline import CLI_FILL_METHODS, PipelineConfig
-    d = PipelineConfig()
-    ap = argparse.ArgumentParser(prog="python -m restoration", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .settings import CLI_FILL_METHODS, SETTINGS as S
+    ap = _Parser(prog="python -m restoration", description=__doc__,
+                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scan", nargs="?", help="PNG or TIFF (8/16-bit) scan; JPEG is read but flagged lossy in the record")
     ap.add_argument("--sample", action="store_true", help="run the bundled procedural sample (no data needed)")
     ap.add_argument("--replay", default=None, metavar="RECORD",
                     help="record folder (or its manifest.json) to regenerate; SCAN defaults to the recorded path")
     ap.add_argument("--out", required=True, help="output folder (must not exist yet, or be empty)")
-    ap.add_argument("--dpi", type=float, default=None, help="scan resolution; default: from the file's metadata")
-    ap.add_argument("--seed", type=int, default=0, help="sample seed")
-    ap.add_argument("--size", default="1536x1024", help="sample size WxH in px (default 1536x1024 = 65 x 43 mm at 600 dpi)")
-    ap.add_argument("--ground", default=None, help="ground colour R,G,B in 0..1 (default: auto)")
+    # --dpi: None = from the file's metadata (the sample: the record's default); --ground: None = auto
+    S.add_arguments(ap, CLI_SETTINGS, defaults={"dpi": None, "ground_color": None})
+    w, h = S["width"], S["height"]
+    ap.add_argument("--size", default=f"{w.default}x{h.default}",
+                    help=f"sample size WxH in px, each side {w.min}..{w.max} (default {w.default}x{h.default} = "
+                         "65 x 43 mm at 600 dpi)")
     ap.add_argument("--mask-add", default=None, help="user-painted mask to add (PNG, white = damage)")
     ap.add_argument("--mask-remove", default=None, help="user-painted mask of false detections to remove")
-    r = d.review
-    ap.add_argument("--accept", default="", metavar="IDS",
-                    help="region ids to fill although listed for review or skipped, e.g. 3,7,12 (from regions.csv)")
-    ap.add_argument("--reject", default="", metavar="IDS", help="region ids never to fill, e.g. 4,9")
     ap.add_argument("--accept-mask", default=None, metavar="PNG",
                     help="mask (white) naming regions to accept: every region it touches is accepted")
     ap.add_argument("--reject-mask", default=None, metavar="PNG", help="mask (white) naming regions to reject")
-    ap.add_argument("--min-confidence", type=float, default=r.min_confidence,
-                    help=f"regions less confident than this go to review (0..1, default {r.min_confidence})")
-    ap.add_argument("--max-fill-mm2", type=float, default=r.max_fill_mm2,
-                    help=f"larger regions go to review (mm^2, default {r.max_fill_mm2})")
-    ap.add_argument("--max-fill-share", type=float, default=r.max_fill_share,
-                    help=f"regions above this share of the picture go to review (default {r.max_fill_share})")
     ap.add_argument("--capture", default=None, help="capture with the mask applied, for the registration check")
-    ap.add_argument("--fill", default=d.fill_method, choices=CLI_FILL_METHODS,
-                    help="harmonic (default), OpenCV telea/ns, patch (copies matching texture from nearby)")
-    ap.add_argument("--white-mode", default=d.white_mode, choices=WHITE_MODES)
-    ap.add_argument("--white-amount-mm", type=float, default=d.white_amount_mm, help="choke/spread distance (>= 0)")
-    ap.add_argument("--no-mirror", action="store_true", help="do not mirror the print layers")
+    m = S["method"]
+    ap.add_argument(m.flag, dest="fill", default=m.default, choices=CLI_FILL_METHODS,
+                    help=m.help.rsplit("; external", 1)[0] + " (external: in the nodes only)")
     ap.add_argument("--fill-classes", default=",".join(DEFAULT_FILL_CLASSES),
                     help=f"comma list from {sorted(CLASS_IDS)}")
-    ap.add_argument("--tile", type=int, default=d.tile, help="tile size in px (0 = untiled)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: the work is per-tile elementwise maths and OpenCV, which "
                          "gains little from torch threads and loses a lot on a busy machine; 0 = torch default)")
     return ap
 
 
-def config_from_args(args):
-    """The :class:`PipelineConfig` of the command line, validated (before anything is read or written)."""
+def config_from_args(args: argparse.Namespace) -> "PipelineConfig":
+    """The :class:`PipelineConfig` of the command line, validated (before anything is read or written).
+    Every flag of a setting was checked by its record when it was parsed; here the rules beyond one
+    setting (the ground colour's syntax, a tile of 0 or >= 64, ids named twice)."""
     from .pipeline import PipelineConfig
-    from .stages import detect_config
-    fill_classes = tuple(c.strip() for c in args.fill_classes.split(",") if c.strip())
-    try:
-        det = detect_config(args.ground or "auto", args.tile)
-    except ValueError as exc:  # name the options as the command line spells them
-        raise ValueError(str(exc).replace("ground_color=", "--ground ").replace("tile=", "--tile ")) from None
     from .review import ReviewConfig
-    from .stages import check_review
+    from .stages import check_review, detect_config
+    fill_classes = tuple(c.strip() for c in args.fill_classes.split(",") if c.strip())
+    det = detect_config(args.ground_color or "auto", args.tile, **{k: getattr(args, k) for k in THRESHOLDS})
     rev = ReviewConfig(min_confidence=args.min_confidence, max_fill_mm2=args.max_fill_mm2,
                        max_fill_share=args.max_fill_share)
-    try:
-        check_review(rev, args.accept, args.reject, ("--accept", "--reject"))
-    except ValueError as exc:
-        raise ValueError(str(exc).replace("min_confidence=", "--min-confidence ").replace(
-            "max_fill_mm2=", "--max-fill-mm2 ").replace("max_fill_share=", "--max-fill-share ")) from None
-    cfg = PipelineConfig(detect=det, fill_classes=fill_classes, review=rev,
-                         fill_method=args.fill, white_mode=args.white_mode, white_amount_mm=args.white_amount_mm,
-                         mirror=not args.no_mirror, tile=args.tile)
-    return cfg.validate()
+    check_review(rev, args.accept_ids, args.reject_ids, ("--accept", "--reject"))
+    return PipelineConfig(detect=det, fill_classes=fill_classes, review=rev, fill_method=args.fill,
+                          grow_px=args.grow_px, count_q=args.count_q, white_mode=args.white_mode,
+                          white_amount_mm=args.amount_mm, min_feature_mm=args.min_feature_mm,
+                          margin_mm=args.margin_mm, mirror=args.mirror, tile=args.tile)
 
 
-def main(argv=None):
+def main(argv: Optional[list] = None) -> int:
     ap = build_parser()
-    args = ap.parse_args(argv)
-    if args.replay is None and bool(args.scan) == bool(args.sample):
-        ap.error("give either SCAN or --sample")
-    if args.replay is not None and args.sample:
-        ap.error("--replay and --sample exclude each other")
+    try:
+        args = ap.parse_args(argv)
+        if args.replay is None and bool(args.scan) == bool(args.sample):
+            ap.error("give either SCAN or --sample")
+        if args.replay is not None and args.sample:
+            ap.error("--replay and --sample exclude each other")
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.threads > 0:
         import torch
         torch.set_num_threads(args.threads)
@@ -162,26 +174,27 @@ def main(argv=None):
     return 0
 
 
-def _sample_size(text):
+def _sample_size(text: str) -> tuple:
+    """``WxH`` -> ``(width, height)``, each side checked by its record (``width`` / ``height``)."""
+    from .settings import SETTINGS
     try:
         sw, sh = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise ValueError(f"--size must be WxH, got {text!r}") from None
-    if not (64 <= sw <= 20000 and 64 <= sh <= 20000):
-        raise ValueError(f"--size {text} out of range 64..20000 px per side")
-    return sw, sh
+    return SETTINGS["width"].check(sw), SETTINGS["height"].check(sh)
 
 
-def run_cli(args, progress=None):
+def run_cli(args: argparse.Namespace, progress: Optional[Callable[..., None]] = None) -> dict:
     import numpy as np
     from .fileio import StagedFolder, write_png, write_tiff, to_uint
     from .pipeline import run
-    from .scanio import check_dpi, read_scan
+    from .scanio import read_scan
+    from .settings import SETTINGS
     cfg = config_from_args(args)  # every option is checked before anything is read, written or detected
     extra, capture, user_add, user_remove = {}, None, None, None
     if args.sample:
         sw, sh = _sample_size(args.size)
-        dpi = check_dpi(args.dpi or 600.0, "--dpi")
+        dpi = SETTINGS["dpi"].default if args.dpi is None else args.dpi
     else:
         img, dpi, scan_info = read_scan(args.scan, args.dpi)
         if args.capture:
@@ -209,7 +222,7 @@ def run_cli(args, progress=None):
                          "dpi_source": "sample", "seeds": {"sample": args.seed}}
             # a simulated capture of the painting with the film applied, shifted 2 px right, 1 px down
             import cv2
-            capture = cv2.warpAffine(clean, np.float32([[1, 0, 2], [0, 1, 1]]), (clean.shape[1], clean.shape[0]),
+            capture = cv2.warpAffine(clean, np.array([[1, 0, 2], [0, 1, 1]], np.float32), (clean.shape[1], clean.shape[0]),
                                      flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
             extra["sample"] = {"seed": args.seed, "generator_s": round(time.perf_counter() - t0, 3),
                                "simulated_capture_shift_px": [2.0, 1.0]}
@@ -220,15 +233,15 @@ def run_cli(args, progress=None):
     return manifest
 
 
-def review_choice(args, masks):
+def review_choice(args: argparse.Namespace, masks: Mapping[str, Any]) -> dict:
     """The review options as :func:`restoration.pipeline.run` takes them (the ids are resolved there, by
     :func:`restoration.stages.review_ids`, with the options' names in its messages)."""
-    return {"accept": args.accept, "reject": args.reject, "accept_mask": masks.get("accept_mask"),
+    return {"accept": args.accept_ids, "reject": args.reject_ids, "accept_mask": masks.get("accept_mask"),
             "reject_mask": masks.get("reject_mask"),
             "review_names": ("--accept", "--reject", "--accept-mask", "--reject-mask")}
 
 
-def recorded_review(man):
+def recorded_review(man: Mapping[str, Any]) -> tuple:
     """The accepted and rejected region ids a record keeps (``review`` section); none for records made
     before the review. ValueError with one line when the section is malformed."""
     rv = man.get("review")
@@ -261,7 +274,7 @@ def _sample_metrics(out, manifest, img, clean, gt, args):
 REPLAY_ROLES = ("color_layer", "white_layer", "print_pdf", "fill_full", "labels", "classes")
 
 
-def replay_cli(args, progress=None):
+def replay_cli(args: argparse.Namespace, progress: Optional[Callable[..., None]] = None) -> int:
     """Regenerate a CLI-made record; print the per-file comparison; 0 if all print files are identical."""
     import pathlib
     from .fileio import StagedFolder

@@ -4,45 +4,58 @@ Frozen dataclasses (``eq=False``: they hold arrays, compared by identity). Array
 images (H, W, 3) float32 sRGB in [0, 1], maps (H, W). A stage never edits an artefact it received;
 it returns a new one (``dataclasses.replace``).
 """
+
+from __future__ import annotations
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from .classes import CLASS_IDS, DEFAULT_FILL_CLASSES
-from .scanio import MM_PER_INCH, check_dpi
+from .scale import Scale
 
 
 @dataclass(frozen=True, eq=False)
 class ScanContext:
     """Physical scale and provenance of a scan (the nodes' ``RESTO_CTX``).
 
-    ``scan``: what the record keeps about the input -- file ``name`` (never a server path), ``sha256``,
-    ``bits``, ``format``, ``lossy``, ``dpi_source``, ``seeds``.
+    ``scale``: the scan's :class:`~restoration.scale.Scale` (its dpi checked once, when it was made); the
+    stages convert mm <-> px with it. ``scan``: what the record keeps about the input -- file ``name``
+    (never a server path), ``sha256``, ``bits``, ``format``, ``lossy``, ``dpi_source``, ``seeds``.
     """
-    dpi: float
+    scale: Scale
     width: int
     height: int
     scan: Mapping = field(default_factory=dict)
 
     @classmethod
-    def of(cls, img, dpi, scan=None):
-        return cls(check_dpi(dpi), int(img.shape[1]), int(img.shape[0]), dict(scan or {}))
+    def of(cls, img: np.ndarray, dpi: "float | Scale", scan: Optional[Mapping] = None) -> "ScanContext":
+        """The context of ``img`` (H, W, ...) at ``dpi`` (a number, checked, or a :class:`Scale`)."""
+        scale = dpi if isinstance(dpi, Scale) else Scale(dpi)
+        return cls(scale, int(img.shape[1]), int(img.shape[0]), dict(scan or {}))
 
     @property
-    def mm_per_px(self):
-        return MM_PER_INCH / self.dpi
+    def dpi(self) -> float:
+        """Pixels per inch."""
+        return self.scale.dpi
 
-    def check(self, img, name="image"):
+    @property
+    def mm_per_px(self) -> float:
+        """Millimetres per pixel."""
+        return self.scale.mm_per_px
+
+    def check(self, img: np.ndarray, name: str = "image") -> np.ndarray:
         """ValueError unless ``img`` (H, W, ...) has this context's size."""
         if (img.shape[1], img.shape[0]) != (self.width, self.height):
             raise ValueError(f"{name} is {img.shape[1]}x{img.shape[0]} px but the context was made for "
                              f"{self.width}x{self.height} px")
         return img
 
-    def summary(self):
-        return (f"{self.width}x{self.height} px at {self.dpi:g} dpi = {self.width * self.mm_per_px:.2f} x "
-                f"{self.height * self.mm_per_px:.2f} mm")
+    def summary(self) -> str:
+        """``W x H px at D dpi = w x h mm``."""
+        s = self.scale
+        return (f"{self.width}x{self.height} px at {self.dpi:g} dpi = {s.px_to_mm(self.width):.2f} x "
+                f"{s.px_to_mm(self.height):.2f} mm")
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,7 +77,7 @@ class DamageMap:
     evidence: Optional[np.ndarray] = None
 
     @property
-    def user_mask(self):
+    def user_mask(self) -> dict:
         return {"add": self.user_add is not None, "remove": self.user_remove is not None}
 
 
@@ -88,24 +101,24 @@ class RegionTable:
     review: Optional[Mapping] = None
 
     @property
-    def n_regions(self):
+    def n_regions(self) -> int:
         return int(self.labels.max()) if self.labels.size else 0
 
-    def footprint(self, decision="fill"):
+    def footprint(self, decision: str = "fill") -> np.ndarray:
         """Boolean (H, W) map of the regions whose ``fill_decision`` equals ``decision``."""
         from .regions import decision_mask
         return decision_mask(self.labels, self.rows, decision)
 
-    def qa_map(self):
+    def qa_map(self) -> np.ndarray:
         """(H, W) float32 fill QA (dE00 per filled region), zeros before QA."""
         if self.qa_per_label is None:
             return np.zeros(self.labels.shape, np.float32)
         return self.qa_per_label[self.labels]
 
-    def with_times(self, **t):
+    def with_times(self, **t: float) -> "RegionTable":
         return replace(self, times={**self.times, **t})
 
-    def summary(self, mm_per_px, shown=40):
+    def summary(self, mm_per_px: float, shown: int = 40) -> str:
         """One line for a person: regions found, to fill, waiting for review (not filled; the first ``shown``
         ids, to accept by id), skipped, and the fill area in mm^2 (``mm_per_px``: the scan's scale)."""
         rv = list(self.review["for_review"]) if self.review else []
@@ -114,7 +127,7 @@ class RegionTable:
                 f"{','.join(map(str, rv[:shown]))}{' ...' if len(rv) > shown else ''}), "
                 f"{self.n_regions - nf - len(rv)} skipped; fill area {self.footprint().sum() * mm_per_px ** 2:.3f} mm^2")
 
-    def qa_summary(self, edge_de):
+    def qa_summary(self, edge_de: float) -> str:
         """One line after fill QA: how many regions have an edge mismatch (dE00_edge > ``edge_de``)."""
         flagged = sum(r["edge_mismatch"] for r in self.rows)
         return f"{flagged} of {len(self.rows)} regions flagged (dE00_edge > {edge_de})"
@@ -129,7 +142,7 @@ class Palette:
     q: float
     colours: tuple = ()
 
-    def as_json(self):
+    def as_json(self) -> dict:
         return {"q": self.q, "count_rgb8": self.n_rgb8, "count_dE": self.n_de, "palette": list(self.colours)}
 
 
@@ -162,35 +175,35 @@ class PrintCanvas:
     white: Optional[np.ndarray] = None
 
     @property
-    def canvas_px(self):
+    def canvas_px(self) -> List[int]:
         return list(self.geom["canvas_px"])
 
     @property
-    def canvas_mm(self):
+    def canvas_mm(self) -> List[float]:
         return list(self.geom["canvas_mm"])
 
     @property
-    def fiducials(self):
+    def fiducials(self) -> List[dict]:
         return self.geom["fiducials"]
 
     @property
-    def mirror(self):
+    def mirror(self) -> bool:
         return bool(self.geom["mirror"])
 
     @property
-    def offset_px(self):
+    def offset_px(self) -> int:
         return self.geom["offset_px"]
 
     @property
-    def margin_mm(self):
+    def margin_mm(self) -> float:
         return self.geom["margin_mm"]
 
     @property
-    def fiducial_mask(self):
+    def fiducial_mask(self) -> np.ndarray:
         from .printfile import fiducial_rows
         return fiducial_rows(self.geom, 0, self.canvas_px[1])
 
-    def print_section(self):
+    def print_section(self) -> dict:
         """The canvas part of the record's ``print`` section."""
         return {"canvas_mm": self.canvas_mm, "canvas_px": self.canvas_px, "mirror": self.mirror,
                 "margin_mm": self.margin_mm, "fiducials_mm": self.fiducials,
@@ -198,6 +211,7 @@ class PrintCanvas:
                 "min_feature_mm": self.separation.get("min_feature_mm")}
 
 
-def class_masks(classes, names=("support_split", "craquelure", "loss", "small_defect")):
+def class_masks(classes: np.ndarray, names: Tuple[str, ...] = ("support_split", "craquelure", "loss",
+                                                               "small_defect")) -> List[np.ndarray]:
     """Boolean (H, W) masks of the named classes, in the order given."""
     return [classes == CLASS_IDS[k] for k in names]

@@ -3,6 +3,10 @@
 All functions are elementwise over leading dimensions; the colour axis is the LAST one
 (``(..., 3)``), matching ComfyUI IMAGE tensors ``(B, H, W, 3)``.
 """
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
 import math
 
 import torch
@@ -14,18 +18,18 @@ _M_RGB2XYZ = ((0.4124564, 0.3575761, 0.1804375),
               (0.0193339, 0.1191920, 0.9503041))
 
 
-def srgb_to_linear(rgb):
+def srgb_to_linear(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB-encoded values in [0, 1] -> linear light, same shape."""
     return torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb.clamp(min=0) + 0.055) / 1.055) ** 2.4)
 
 
-def linear_to_srgb(lin):
+def linear_to_srgb(lin: torch.Tensor) -> torch.Tensor:
     """Linear light in [0, 1] -> sRGB-encoded values, same shape."""
     lin = lin.clamp(0, 1)
     return torch.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055)
 
 
-def rgb_to_lab(rgb):
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     """sRGB ``(..., 3)`` in [0, 1] -> CIELAB ``(..., 3)`` (L* in [0, 100]), D65.
 
     Computed in float32 at least (float64 stays float64).
@@ -42,7 +46,7 @@ def rgb_to_lab(rgb):
     return torch.stack([L, a, b], -1)
 
 
-def lab_to_rgb(lab):
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     """CIELAB ``(..., 3)`` (D65) -> sRGB ``(..., 3)`` clipped to [0, 1]."""
     dt = torch.float64 if lab.dtype == torch.float64 else torch.float32
     lab = lab.to(dt)
@@ -57,7 +61,8 @@ def lab_to_rgb(lab):
     return linear_to_srgb(xyz @ m.T)
 
 
-def ciede2000(lab1, lab2, kL=1.0, kC=1.0, kH=1.0):
+def ciede2000(lab1: torch.Tensor, lab2: torch.Tensor, kL: float = 1.0, kC: float = 1.0,
+              kH: float = 1.0) -> torch.Tensor:
     """CIEDE2000 colour difference (Sharma, Wu & Dalal 2005) between ``(..., 3)`` Lab tensors.
 
     Broadcasts over leading dimensions; returns ``(...)``. Hue angles follow the paper's
@@ -108,12 +113,13 @@ def ciede2000(lab1, lab2, kL=1.0, kC=1.0, kH=1.0):
     return torch.sqrt(tL * tL + tC * tC + tH * tH + RT * tC * tH)
 
 
-def format_rgb(rgb):
+def format_rgb(rgb: Sequence[float]) -> str:
     """``(r, g, b)`` in 0..1 as the text :func:`parse_rgb` reads (3 decimals, ``"0.860,0.800,0.680"``)."""
     return ",".join(f"{float(v):.3f}" for v in rgb)
 
 
-def parse_rgb(text, name="ground_color"):
+def parse_rgb(text: Union[str, Sequence[float], None], name: str = "ground_color"
+              ) -> Optional[Tuple[float, float, float]]:
     """A colour option as text -> ``(r, g, b)`` floats in 0..1, or None for ``auto`` / empty.
 
     Accepts ``R,G,B`` in 0..1 (``0.86,0.80,0.68``). ValueError names the option, the value and what

@@ -26,14 +26,18 @@ Local responses are computed tile by tile with an overlap larger than the bigges
 so they equal the untiled result exactly; decisions that need whole components run on full-size
 uint8/int32 maps (component statistics walk the tiles, exactly).
 """
+
+from __future__ import annotations
 from dataclasses import asdict, dataclass
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from .classes import CLASS_IDS
 from .color import ciede2000, rgb_to_lab
-from .scanio import mm_to_px
+from .scale import Scale
+from .settings import SETTINGS, check_tile
 from .tiles import tile_boxes
 
 from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, estimate_grounds,  # noqa: F401
@@ -43,8 +47,8 @@ from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_feature
 @dataclass(frozen=True)
 class DetectConfig:
     crack_radii_mm: tuple = (0.04, 0.085, 0.13)   # 1, 2, 3 px at 600 dpi
-    crack_low: float = 6.0                         # L*
-    crack_high: float = 12.0
+    crack_low: float = SETTINGS["crack_low"].default                         # L*
+    crack_high: float = SETTINGS["crack_high"].default
     crack_min_px: int = 3
     crack_min_depth: float = 12.0                  # mean black-hat of a crack component (L*)
     crack_texture_ratio: float = 3.0               # seed black-hat >= this x (1 + local mean top-hat): not texture
@@ -53,15 +57,15 @@ class DetectConfig:
     crack_ring_ratio: float = 0.0                  # component depth >= this x (1 + mean top-hat in its ring)
     crack_thin_share: float = 0.0                  # share found at the smallest radius: not a painted line
     light_radii_mm: tuple = (0.04, 0.085)
-    light_low: float = 10.0
-    light_high: float = 15.0
+    light_low: float = SETTINGS["light_low"].default
+    light_high: float = SETTINGS["light_high"].default
     light_min_px: int = 6
     light_texture_ratio: float = 4.0               # seed top-hat >= this x (1 + local mean black-hat): not grain/gloss
     light_texture_low: float = 3.0                 # the same for the hysteresis low mask
-    ground_rgb: tuple = None                       # None -> estimated from loss candidates (auto_ground)
-    ground_seed_de: float = 7.0
-    ground_grow_de: float = 14.0
-    loss_contrast_de: float = 6.0                  # a loss's mean colour differs from its ring's mean by this ...
+    ground_rgb: Optional[tuple] = None             # None -> estimated from loss candidates (auto_ground)
+    ground_seed_de: float = SETTINGS["ground_seed_de"].default
+    ground_grow_de: float = SETTINGS["ground_grow_de"].default
+    loss_contrast_de: float = SETTINGS["loss_contrast_de"].default                  # a loss's mean colour differs from its ring's mean by this ...
     loss_ring_differs: float = 0.5                 # ... or this share of its ring differs from it by this
     loss_ring_px: int = 3
     flat_grad: float = 3.0                         # Lab units / px: below this a pixel is "flat"
@@ -83,20 +87,29 @@ class DetectConfig:
     ground_vote_std: float = 2.0                   # ... and this flat (L* std): small flat paint patches do not vote
     ground_vote_same: float = 0.1                  # ... and its own colour on at most this share of its ring
     auto_grounds: int = 1                          # ground colours estimated (give ground_rgb for another)
-    split_min_length_mm: float = 50.0
+    split_min_length_mm: float = SETTINGS["split_min_length_mm"].default
     split_min_width_mm: float = 0.2
     split_radius_mm: float = 0.25
     split_low: float = 12.0
     split_bridge_mm: float = 1.5
     light_max_crack_ring: float = 0.3              # light spots ringed by craquelure are paint islands
-    tile: int = 1024
+    tile: int = SETTINGS["tile"].default
 
-    def validate(self):
-        for k in ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de"):
-            if getattr(self, k) < 0:
-                raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
-        if self.crack_low > self.crack_high or self.light_low > self.light_high:
-            raise ValueError("hysteresis low threshold must be <= high threshold")
+    #: the fields a user sets (node widgets, CLI flags): checked by their records of
+    #: :data:`restoration.settings.SETTINGS`; the others are the method's constants.
+    RECORDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
+               "loss_contrast_de", "split_min_length_mm", "tile")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "DetectConfig":
+        """Every setting checked by its record, then the cross-field rules; ValueError (a
+        :class:`~atelier_settings.SettingError` for one setting) naming the setting."""
+        for k in self.RECORDS:
+            SETTINGS[k].check(getattr(self, k))
+        check_tile(self.tile)
+        check_order({k: getattr(self, k) for k in self.RECORDS})
         for k in ("auto_seed_de", "loss_contrast_de", "flat_grad", "loss_flat_std", "loss_match_de",
                   "ground_cluster_de", "crack_min_depth", "crack_texture_ratio", "crack_texture_low",
                   "light_texture_ratio", "light_texture_low", "crack_max_straight_mm"):
@@ -107,14 +120,28 @@ class DetectConfig:
                 raise ValueError(f"{k}={getattr(self, k)} must be in 0..1")
         if self.auto_grounds < 1 or self.loss_grow_px < 0:
             raise ValueError(f"auto_grounds={self.auto_grounds} must be >= 1 and loss_grow_px={self.loss_grow_px} >= 0")
-        if self.ground_seed_de > self.ground_grow_de:
-            raise ValueError("ground_seed_de must be <= ground_grow_de")
         if self.ground_rgb is not None and (len(self.ground_rgb) != 3 or not all(0 <= v <= 1 for v in self.ground_rgb)):
             raise ValueError(f"ground_rgb={self.ground_rgb!r} must be three values in 0..1")
         return self
 
 
-def auto_ground(img, max_px=2_000_000, dpi=600.0, cfg=None):
+#: (low, high) settings of which the first must not exceed the second
+ORDERED = (("crack_low", "crack_high", "the hysteresis low threshold must be <= the high threshold"),
+           ("light_low", "light_high", "the hysteresis low threshold must be <= the high threshold"),
+           ("ground_seed_de", "ground_grow_de", "a loss cannot seed beyond where it may grow"))
+
+
+def check_order(values: Mapping[str, Optional[float]]) -> None:
+    """The cross-field rules of the detection settings (:data:`ORDERED`) on the ``values`` given (a missing
+    or None value, e.g. a linked node input, skips its rule); ValueError naming both settings."""
+    for lo, hi, why in ORDERED:
+        a, b = values.get(lo), values.get(hi)
+        if a is not None and b is not None and a > b:
+            raise ValueError(f"{lo}={a:g} is above {hi}={b:g}: {why}")
+
+
+def auto_ground(img: np.ndarray, max_px: int = 2_000_000, dpi: "float | Scale" = 600.0,
+                cfg: Optional[DetectConfig] = None) -> Optional[tuple]:
     """The ground colour (sRGB tuple) of the best-supported colour mode among loss candidates
     (:func:`ground_candidates`), or None when no candidate is found. Not a global guess: only areas
     with the loss signature vote."""
@@ -123,15 +150,18 @@ def auto_ground(img, max_px=2_000_000, dpi=600.0, cfg=None):
     return tuple(g[0]["rgb"]) if g else None
 
 
-def user_ground(img, dpi, cfg):
+def user_ground(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) -> list:
     """The ground the user gave (``cfg.ground_rgb``, picked by eye), refined locally: the median of the
     loss candidates within ``ground_seed_de`` of it (no colour prior: the user knows the ground), used
     with the tight seed and match of an estimated ground. Without such a candidate the given colour is
     used as it is, seeding within ``ground_seed_de`` and matching within it. Support -1: confirmed."""
     from .color import lab_to_rgb
-    g_lab = rgb_to_lab(torch.tensor(cfg.ground_rgb, dtype=torch.float64))
-    given = {"lab": [float(v) for v in g_lab], "rgb": [float(v) for v in cfg.ground_rgb], "support": -1,
-             "given_rgb": [float(v) for v in cfg.ground_rgb], "refined_from": 0,
+    if cfg.ground_rgb is None:
+        raise ValueError("user_ground needs a config with ground_rgb")
+    rgb = cfg.ground_rgb
+    g_lab = rgb_to_lab(torch.tensor(rgb, dtype=torch.float64))
+    given = {"lab": [float(v) for v in g_lab], "rgb": [float(v) for v in rgb], "support": -1,
+             "given_rgb": [float(v) for v in rgb], "refined_from": 0,
              "seed_de": cfg.ground_seed_de, "match_de": cfg.ground_seed_de}
     lab, _ = ground_candidates(img, dpi, cfg, prior=False)
     if not len(lab):
@@ -158,7 +188,8 @@ def _hysteresis(low, high, min_px=1):
     return keep[lab]
 
 
-def label_ring_means(img, labels, ring_px, tile=2048):
+def label_ring_means(img: np.ndarray, labels: np.ndarray, ring_px: int, tile: int = 2048
+                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean Lab inside each label and in a ``ring_px`` (Chebyshev) ring outside it.
 
     Returns ``(inside (N+1, 3), ring (N+1, 3), n_inside (N+1,), n_ring (N+1,))``, float64.
@@ -186,7 +217,7 @@ def label_ring_means(img, labels, ring_px, tile=2048):
     return inside, ringm, c_in, c_ring
 
 
-def label_ring_fraction(labels, flag, ring_px, tile=2048):
+def label_ring_fraction(labels: np.ndarray, flag: np.ndarray, ring_px: int, tile: int = 2048) -> np.ndarray:
     """Per label, the fraction of its ``ring_px`` (Chebyshev) ring of unlabelled pixels where ``flag`` is
     set (rings of two labels that meet go to the higher id, as in :func:`label_ring_means`). Returns
     (N + 1,) float64 (0 where a label has no ring). Computed tile by tile (exact)."""
@@ -243,12 +274,13 @@ def _crack_gate(crack, resp, thin, cfg, mm_per_px):
     return keep[labels], {"components": int(n), "kept": int(keep.sum())}
 
 
-def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
+def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = DetectConfig(),
+                  progress: Optional[Callable[[int, int], None]] = None) -> dict:
     """Detect damage classes on an sRGB scan.
 
     Args:
         img: (H, W, 3) float32 numpy in [0, 1].
-        dpi: pixels per inch of the scan.
+        dpi: pixels per inch of the scan (a number, checked, or a :class:`~restoration.scale.Scale`).
     Returns dict: ``classes`` (H, W) uint8 with ids of ``CLASS_IDS`` (0 = none); ``responses``
     {crack_dark, light, ground_de, split}: (H, W) uint8 in units of 1/RESP_SCALE (L* or dE00,
     ground_de inverted: 255 = equal to the nearest ground, 0 everywhere when there is none);
@@ -260,21 +292,23 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
     import cv2
     from scipy import ndimage
     cfg.validate()
+    scale = Scale.of(dpi)
+    dpi = scale.dpi
     h, w, _ = img.shape
     grounds = user_ground(img, dpi, cfg) if cfg.ground_rgb is not None else \
         estimate_grounds(*ground_candidates(img, dpi, cfg), cfg, cfg.auto_grounds)
     ground_labs = [torch.tensor(g["lab"], dtype=torch.float32) for g in grounds]
     auto_seed = min(cfg.auto_seed_de, cfg.ground_seed_de)
-    cr = sorted({mm_to_px(r, dpi, 1) for r in cfg.crack_radii_mm})
-    lr = sorted({mm_to_px(r, dpi, 1) for r in cfg.light_radii_mm})
-    sr = mm_to_px(cfg.split_radius_mm, dpi, 2)
+    cr = sorted({scale.whole_px(r, 1) for r in cfg.crack_radii_mm})
+    lr = sorted({scale.whole_px(r, 1) for r in cfg.light_radii_mm})
+    sr = scale.whole_px(cfg.split_radius_mm, 2)
     overlap = 2 * max(cr + lr + [sr]) + 2
     overlap = max(overlap, cfg.loss_grow_px + 2)
     masks = {k: np.zeros((h, w), bool) for k in ("crack_lo", "crack_hi", "light_lo", "light_hi", "split")}
     if cfg.crack_thin_share > 0:
         masks["thin"] = np.zeros((h, w), bool)
     seeds = [np.zeros((h, w), bool) for _ in grounds]   # per ground: a loss belongs to one ground colour
-    grows = [np.zeros((h, w), bool) for _ in grounds]
+    grows: list = [np.zeros((h, w), bool) for _ in grounds]
     grad_max = np.zeros((h, w), np.uint8)  # 3 x 3 max of the Lab gradient, 1/RESP_SCALE units
     disk_grow = _disk(max(1, cfg.loss_grow_px))
     resp = {k: np.zeros((h, w), np.uint8) for k in ("crack_dark", "light", "ground_de", "split")}
@@ -301,7 +335,7 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
         sp = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(sr))[sl]
         if ground_labs:
             lab_t = torch.from_numpy(lab)
-            de = None
+            de: Any = None
             for j, gl in enumerate(ground_labs):
                 dj = ciede2000(lab_t, gl).numpy()
                 seed = (dj < grounds[j].get("seed_de", auto_seed)) & ~thin
@@ -353,7 +387,7 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
         del lab_l
     del seeds, grows
     crack = _hysteresis(masks.pop("crack_lo"), masks.pop("crack_hi"), cfg.crack_min_px)
-    crack, crack_stats = _crack_gate(crack, resp, masks.pop("thin", None), cfg, 25.4 / dpi)
+    crack, crack_stats = _crack_gate(crack, resp, masks.pop("thin", None), cfg, scale.mm_per_px)
     light = _hysteresis(masks.pop("light_lo"), masks.pop("light_hi"), cfg.light_min_px)
     # a light spot largely ringed by craquelure is an intact paint island between cracks, not a defect.
     # Measured on the 384 x 512 samples (seeds 0-4): the false positives' 2 px ring is 17-21 % crack at
@@ -368,14 +402,14 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
     del lab_t
     # support splits: wide dark lines (opening removes thinner ones) spanning > split_min_length_mm
     wide = masks.pop("split")
-    ro = max(1, mm_to_px(cfg.split_min_width_mm, dpi) // 2)
+    ro = max(1, scale.whole_px(cfg.split_min_width_mm) // 2)
     opened = cv2.morphologyEx(wide.view(np.uint8), cv2.MORPH_OPEN, _disk(ro)) > 0
-    rb = mm_to_px(cfg.split_bridge_mm, dpi, 1)  # bridge gaps (a loss across the split) for the length test
+    rb = scale.whole_px(cfg.split_bridge_mm, 1)  # bridge gaps (a loss across the split) for the length test
     lab_s, n_s = ndimage.label(cv2.dilate(opened.view(np.uint8), _disk(rb)) > 0, structure=st)
     split = np.zeros((h, w), bool)
     if n_s:
         objs = ndimage.find_objects(lab_s)
-        min_len = cfg.split_min_length_mm * dpi / 25.4
+        min_len = scale.mm_to_px(cfg.split_min_length_mm)
         keep = np.zeros(n_s + 1, bool)
         for j, sl in enumerate(objs, 1):
             ext = np.hypot(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
@@ -405,7 +439,8 @@ def detect_damage(img, dpi, cfg=DetectConfig(), progress=None):
             "confidence": confidence, "evidence": evidence}
 
 
-def merge_user_mask(classes, add=None, remove=None, add_class="user"):
+def merge_user_mask(classes: np.ndarray, add: Optional[np.ndarray] = None, remove: Optional[np.ndarray] = None,
+                    add_class: str = "user") -> np.ndarray:
     """Merge user-painted masks into a class map (copies).
 
     add: (H, W) bool/float mask (> 0.5 counts) painted as ``add_class`` where not already damage;
@@ -423,7 +458,7 @@ def merge_user_mask(classes, add=None, remove=None, add_class="user"):
     return out
 
 
-def fill_mask_from_classes(classes, fill_classes):
+def fill_mask_from_classes(classes: np.ndarray, fill_classes: Sequence[str]) -> np.ndarray:
     """Boolean (H, W) footprint of the classes to fill (names from CLASS_IDS)."""
     bad = [c for c in fill_classes if c not in CLASS_IDS]
     if bad:

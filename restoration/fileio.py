@@ -4,6 +4,10 @@ with bounded memory, and whole job folders that appear complete or not at all.
 Nothing here reads scans or knows about print layers; :mod:`restoration.scanio` (reading) and
 :mod:`restoration.printfile` (print canvas) build on it, so the modules import in one direction only.
 """
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Optional, Sequence
 import hashlib
 import os
 import pathlib
@@ -17,7 +21,7 @@ import numpy as np
 STRIP_ROWS = 128
 
 
-def sha256_file(path):
+def sha256_file(path: "str | os.PathLike") -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -25,7 +29,7 @@ def sha256_file(path):
     return h.hexdigest()
 
 
-def prepare_out_dir(out):
+def prepare_out_dir(out: "str | os.PathLike") -> pathlib.Path:
     """Create ``out`` if needed and check it is writable; ValueError otherwise."""
     p = pathlib.Path(out)
     try:
@@ -38,7 +42,7 @@ def prepare_out_dir(out):
     return p.resolve()
 
 
-def safe_path(out_dir, name):
+def safe_path(out_dir: "str | os.PathLike", name: str) -> pathlib.Path:
     """``out_dir / name`` resolved, refused (ValueError) if it leaves ``out_dir``."""
     base = pathlib.Path(out_dir).resolve()
     p = (base / name).resolve()
@@ -47,7 +51,7 @@ def safe_path(out_dir, name):
     return p
 
 
-def atomic_write(out_dir, name, writer):
+def atomic_write(out_dir: "str | os.PathLike", name: str, writer: Callable[[Any], Any]) -> pathlib.Path:
     """Write via ``writer(tmp_path)`` to a temp name in the same folder, then rename. Returns path."""
     dest = safe_path(out_dir, name)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -84,12 +88,12 @@ def _umask():
 NUMBER_DIGITS = 5
 
 
-def numbered_name(prefix, n):
+def numbered_name(prefix: str, n: int) -> str:
     """``prefix_00001`` for run ``n`` (the host's SaveImage counts files the same way)."""
     return f"{prefix}_{n:0{NUMBER_DIGITS}d}"
 
 
-def next_number(parent, prefix):
+def next_number(parent: "str | os.PathLike", prefix: str) -> int:
     """1 + the highest ``n`` of the ``prefix_NNNNN`` entries in ``parent`` (1 if none)."""
     pat = re.compile(re.escape(prefix) + r"_(\d{%d,})$" % NUMBER_DIGITS)
     try:
@@ -157,7 +161,7 @@ class StagedFolder:
 
 
 # ------------------------------------------------------------------ arrays to files
-def to_uint(img, bits, rows=512):
+def to_uint(img: np.ndarray, bits: int, rows: int = 512) -> np.ndarray:
     """Float [0, 1] array -> uint8/uint16 with round-half-up (float64 maths, in row chunks)."""
     scale = 255.0 if bits == 8 else 65535.0
     img = np.asarray(img)
@@ -171,7 +175,8 @@ def to_uint(img, bits, rows=512):
     return out
 
 
-def write_png(out_dir, name, arr, dpi=None):
+def write_png(out_dir: "str | os.PathLike", name: str, arr: np.ndarray, dpi: Optional[float] = None
+              ) -> pathlib.Path:
     """Write a uint8/uint16 array as PNG (DPI in pHYs when given), atomically."""
     from PIL import Image
     arr = np.asarray(arr)
@@ -184,7 +189,7 @@ def write_png(out_dir, name, arr, dpi=None):
     return atomic_write(out_dir, name, w)
 
 
-def write_bytes(out_dir, name, data):
+def write_bytes(out_dir: "str | os.PathLike", name: str, data: "bytes | str") -> pathlib.Path:
     if isinstance(data, str):
         data = data.encode("utf-8")
 
@@ -208,22 +213,24 @@ class Spool:
     def __exit__(self, *exc):
         self.f.close()
 
-    def add(self, data):
+    def add(self, data: bytes) -> None:
         if data:
             self.f.write(data)
             self.sizes.append(len(data))
 
-    def chunks(self):
+    def chunks(self) -> Iterator[bytes]:
         self.f.seek(0)
         for n in self.sizes:
             yield self.f.read(n)
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         return sum(self.sizes)
 
 
-def tiff_writer(spool, shape, dtype, dpi, rows, description, extrasamples=None, icc=None):
+def tiff_writer(spool: Any, shape: Sequence[int], dtype: np.dtype, dpi: Optional[float], rows: int,
+                description: Optional[str], extrasamples: Any = None, icc: Optional[bytes] = None
+                ) -> Callable[[Any], None]:
     """``writer(path)`` assembling a zlib strip TIFF from the spooled, already compressed strips."""
     import tifffile
     kw = {}
@@ -240,7 +247,9 @@ def tiff_writer(spool, shape, dtype, dpi, rows, description, extrasamples=None, 
     return w
 
 
-def write_tiff_rows(out_dir, name, rows_fn, shape, dtype, dpi, description=None, icc=None, rows=STRIP_ROWS):
+def write_tiff_rows(out_dir: "str | os.PathLike", name: str, rows_fn: Callable[[int, int], np.ndarray],
+                    shape: Sequence[int], dtype: Any, dpi: Optional[float], description: Optional[str] = None,
+                    icc: Optional[bytes] = None, rows: int = STRIP_ROWS) -> pathlib.Path:
     """Write a zlib-compressed strip TIFF from ``rows_fn(y0, y1)`` (uint8/uint16 arrays), atomically.
 
     Strips are compressed as they are produced and spooled to a temporary file, so memory holds one
@@ -254,7 +263,8 @@ def write_tiff_rows(out_dir, name, rows_fn, shape, dtype, dpi, description=None,
                                                        es, icc))
 
 
-def write_tiff(out_dir, name, arr, dpi, extra_meta=None, icc=None):
+def write_tiff(out_dir: "str | os.PathLike", name: str, arr: np.ndarray, dpi: Optional[float],
+               extra_meta: Optional[str] = None, icc: Optional[bytes] = None) -> pathlib.Path:
     """Write a uint8/uint16 (H, W[, C]) TIFF with the DPI tag (inch), zlib strips, atomically. C=4 is RGBA."""
     arr = np.asarray(arr)
     return write_tiff_rows(out_dir, name, lambda y0, y1: arr[y0:y1], arr.shape, arr.dtype, dpi,

@@ -6,16 +6,19 @@ areas; see :func:`patch_fill`), ``external`` (composite a supplied fill, e.g. fr
 strictly inside the mask; flagged generative). Invariant: pixels outside the mask are bit-identical
 to the input.
 """
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .settings import FILL_METHODS as METHODS  # the record's choices
 from .tiles import tile_boxes
 
-METHODS = ("harmonic", "telea", "ns", "patch", "external")
 
-
-def grow_mask(mask, px):
+def grow_mask(mask: np.ndarray, px: int) -> np.ndarray:
     """Dilate a boolean (H, W) mask by ``px`` pixels (3x3 steps, 8-connected)."""
     import cv2
     if px <= 0:
@@ -54,7 +57,7 @@ def _jacobi(x, known, vals, iters):
     return x
 
 
-def harmonic_fill(img, mask, iters=30, min_size=4):
+def harmonic_fill(img: torch.Tensor, mask: torch.Tensor, iters: int = 30, min_size: int = 4) -> torch.Tensor:
     """Push-pull + Jacobi harmonic fill.
 
     Args:
@@ -80,7 +83,9 @@ def harmonic_fill(img, mask, iters=30, min_size=4):
     return torch.where(mask[None], x, img)
 
 
-def patch_fill(img, mask, source=None, band=4, search_px=None, max_side=256, progress=None):
+def patch_fill(img: np.ndarray, mask: np.ndarray, source: Optional[np.ndarray] = None, band: int = 4,
+               search_px: Optional[int] = None, max_side: int = 256,
+               progress: Optional[Callable[[int, int], None]] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Exemplar fill: each 8-connected hole is copied from the place nearby whose surroundings match best.
 
     For a hole, the template is its bounding box grown by ``band`` px; the sum of squared differences
@@ -135,8 +140,10 @@ def patch_fill(img, mask, source=None, band=4, search_px=None, max_side=256, pro
     return out, rest
 
 
-def fill_image(img, mask, method="harmonic", external=None, grow_px=1, tile=2048, overlap=128,
-               device="cpu", progress=None, source=None):
+def fill_image(img: np.ndarray, mask: np.ndarray, method: str = "harmonic", external: Optional[np.ndarray] = None,
+               grow_px: int = 1, tile: int = 2048, overlap: int = 128, device: Any = "cpu",
+               progress: Optional[Callable[[int, int], None]] = None, source: Optional[np.ndarray] = None
+               ) -> Tuple[np.ndarray, np.ndarray]:
     """Fill ``mask`` in ``img``.
 
     Args:
@@ -184,7 +191,7 @@ def fill_image(img, mask, method="harmonic", external=None, grow_px=1, tile=2048
         if source is not None and np.asarray(source).shape != m.shape:
             raise ValueError(f"patch source mask has size {np.asarray(source).shape}; the image is {m.shape}")
         del out
-        out, m_rest = patch_fill(img, m, source, progress=(lambda i, k: progress(i, 2 * k)) if progress else None)
+        out, m_rest = patch_fill(img, m, source, progress=(lambda i, k: progress(i, 2 * k)) if progress else None)  # type: ignore[misc]
         if not m_rest.any():
             return out, m
         img = out  # the rest gets the harmonic fill, with the copied pixels as known context
@@ -207,7 +214,8 @@ def fill_image(img, mask, method="harmonic", external=None, grow_px=1, tile=2048
     return out, used
 
 
-def fill_qa(original, filled, labels, rows, ring_px=2, edge_de=3.0, tile=2048, heat=True):
+def fill_qa(original: np.ndarray, filled: np.ndarray, labels: np.ndarray, rows: Sequence[dict], ring_px: int = 2,
+            edge_de: float = 3.0, tile: int = 2048, heat: bool = True) -> Tuple[list, np.ndarray]:
     """Per-region fill QA columns added to copies of ``rows``: ``dE00_edge`` (mean fill vs mean of a
     ``ring_px`` ring of the original), ``mean_fill_Lab``, ``edge_mismatch``, ``needs_review``.
 

@@ -1,25 +1,26 @@
 """Bilayer separation (colour + white), print layout with fiducials, and mirroring (spec N8, N9)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, Tuple
 import numpy as np
 
 from .artefacts import PrintCanvas, PrintLayers
 from .color import rgb_to_lab, srgb_to_linear
 from .printfile import canvas_geometry, canvas_rows, check_layout
-from .scanio import mm_to_px
+from .scale import Scale
+from .settings import SETTINGS, WHITE_MODES  # noqa: F401  (WHITE_MODES: the record's choices, for callers)
 
-WHITE_MODES = ("same_pattern", "choke", "spread", "minimal_white", "none")
-WHITE_AMOUNT_MAX_MM = 5.0
-MIN_FEATURE_MAX_MM = 5.0
+WHITE_AMOUNT_MAX_MM = SETTINGS["amount_mm"].max
+MIN_FEATURE_MAX_MM = SETTINGS["min_feature_mm"].max
 
 
-def check_separation(white_mode="same_pattern", amount_mm=0.0, min_feature_mm=0.0):
-    """ValueError naming the setting unless the white plate settings are allowed."""
-    if white_mode not in WHITE_MODES:
-        raise ValueError(f"white_mode {white_mode!r} is not one of {WHITE_MODES}")
-    for name, v, hi in (("white amount_mm", amount_mm, WHITE_AMOUNT_MAX_MM),
-                        ("min_feature_mm", min_feature_mm, MIN_FEATURE_MAX_MM)):
-        if not (0 <= float(v) <= hi):
-            raise ValueError(f"{name}={v!r} is out of range; allowed 0..{hi:g} mm (a negative amount is "
-                             "neither choke nor spread: choose the mode instead)")
+def check_separation(white_mode: str = "same_pattern", amount_mm: float = 0.0, min_feature_mm: float = 0.0) -> None:
+    """The white plate settings checked by their records (:class:`~atelier_settings.SettingError` naming the
+    setting; a negative amount is neither choke nor spread: the mode chooses)."""
+    SETTINGS["white_mode"].check(white_mode)
+    SETTINGS["amount_mm"].check(amount_mm)
+    SETTINGS["min_feature_mm"].check(min_feature_mm)
 
 
 def _disk(r):
@@ -27,8 +28,9 @@ def _disk(r):
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
-def separate(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0.0, white_reflectance=0.85,
-             min_feature_mm=0.0, white_on_black=False, density_gamma=1.0):
+def separate(filled: np.ndarray, original: np.ndarray, mask: np.ndarray, dpi: "float | Scale",
+             white_mode: str = "same_pattern", amount_mm: float = 0.0, white_reflectance: float = 0.85,
+             min_feature_mm: float = 0.0, white_on_black: bool = False, density_gamma: float = 1.0) -> PrintLayers:
     """Split the fill into print layers.
 
     Args:
@@ -41,12 +43,13 @@ def separate(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0
     import cv2
     import torch
     check_separation(white_mode, amount_mm, min_feature_mm)
+    scale = Scale.of(dpi)
     if mask.shape != filled.shape[:2] or original.shape != filled.shape:
         raise ValueError(f"layer inputs differ in size: filled {filled.shape}, original {original.shape}, "
                          f"mask {mask.shape}")
     m = np.asarray(mask, bool)
     if min_feature_mm > 0:
-        r = max(1, mm_to_px(min_feature_mm, dpi) // 2)
+        r = max(1, scale.whole_px(min_feature_mm) // 2)
         m = cv2.morphologyEx(m.view(np.uint8), cv2.MORPH_OPEN, _disk(r)) > 0
     rgba = np.zeros(filled.shape[:2] + (4,), np.float32)
     rgba[m, :3] = filled[m]
@@ -54,7 +57,7 @@ def separate(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0
     if white_mode == "same_pattern":
         white = m.astype(np.float32)
     elif white_mode in ("choke", "spread"):
-        r = mm_to_px(amount_mm, dpi)
+        r = scale.whole_px(amount_mm)
         op = cv2.erode if white_mode == "choke" else cv2.dilate
         white = (op(m.view(np.uint8), _disk(r)) > 0).astype(np.float32) if r > 0 else m.astype(np.float32)
         if white_mode == "spread":
@@ -78,7 +81,8 @@ def separate(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0
                        float(white_reflectance))
 
 
-def simulate(original, layers, shift_px=(0, 0), white_shift_px=(0, 0), white_reflectance=0.85):
+def simulate(original: np.ndarray, layers: Any, shift_px: Sequence[float] = (0, 0),
+             white_shift_px: Sequence[float] = (0, 0), white_reflectance: float = 0.85) -> np.ndarray:
     """Idealised appearance of the film on the painting (linear RGB): where ink is present,
     view = T^2 (a R_w + (1 - a) R_p) with T chosen so that a perfectly registered film shows the
     target over full white. ``shift_px`` moves both films (dy, dx); ``white_shift_px`` moves white
@@ -98,7 +102,8 @@ def simulate(original, layers, shift_px=(0, 0), white_shift_px=(0, 0), white_ref
     return linear_to_srgb(torch.from_numpy(view.astype(np.float32))).numpy()
 
 
-def layout(layers, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1, mirror=True):
+def layout(layers: PrintLayers, dpi: "float | Scale", margin_mm: float = 10.0, arm_mm: float = 3.0,
+           line_mm: float = 0.1, mirror: bool = True) -> PrintCanvas:
     """Place both layers on a canvas with margins and identical fiducials; mirror both if asked.
 
     Fiducials print as full ink (colour: black, A = 1; white: coverage 1). The whole canvas in
@@ -121,8 +126,9 @@ def _separation(lay):
     return {"white_mode": lay.white_mode, "amount_mm": lay.amount_mm, "min_feature_mm": lay.min_feature_mm}
 
 
-def layer_rows_fn(filled, original, mask, dpi, white_mode="same_pattern", amount_mm=0.0, min_feature_mm=0.0,
-                  **kw):
+def layer_rows_fn(filled: np.ndarray, original: np.ndarray, mask: np.ndarray, dpi: "float | Scale",
+                  white_mode: str = "same_pattern", amount_mm: float = 0.0, min_feature_mm: float = 0.0,
+                  **kw: Any) -> Callable[[int, int], Tuple[np.ndarray, np.ndarray]]:
     """``layer_rows(y0, y1)`` computing :func:`restoration.layers.separate` on a strip of image rows.
 
     The strip is read with a halo covering the reach of the morphology (opening by ``min_feature_mm``,
@@ -130,11 +136,12 @@ def layer_rows_fn(filled, original, mask, dpi, white_mode="same_pattern", amount
     whole-image separation exactly.
     """
     h = filled.shape[0]
+    scale = Scale.of(dpi)
     halo = 0
     if min_feature_mm > 0:
-        halo += 2 * max(1, mm_to_px(min_feature_mm, dpi) // 2)
+        halo += 2 * max(1, scale.whole_px(min_feature_mm) // 2)
     if white_mode in ("choke", "spread"):
-        halo += mm_to_px(amount_mm, dpi)
+        halo += scale.whole_px(amount_mm)
     halo += 2 if halo else 0
 
     def rows(y0, y1):
@@ -145,8 +152,9 @@ def layer_rows_fn(filled, original, mask, dpi, white_mode="same_pattern", amount
     return rows
 
 
-def stream_canvas(filled, original, mask, dpi, margin_mm=10.0, mirror=True, white_mode="same_pattern",
-                  amount_mm=0.0, min_feature_mm=0.0):
+def stream_canvas(filled: np.ndarray, original: np.ndarray, mask: np.ndarray, dpi: "float | Scale",
+                  margin_mm: float = 10.0, mirror: bool = True, white_mode: str = "same_pattern",
+                  amount_mm: float = 0.0, min_feature_mm: float = 0.0) -> PrintCanvas:
     """:class:`PrintCanvas` whose rows are separated and laid out strip by strip while they are written
     (memory bounded by one strip; equal to ``layout(separate(...))``, see the tests)."""
     check_separation(white_mode, amount_mm, min_feature_mm)

@@ -4,11 +4,15 @@ rules are described in that module's docstring). Also the small Lab / tiling hel
 
 Every function takes the detector's config (:class:`restoration.detect.DetectConfig`) as ``cfg``.
 """
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Tuple
 import numpy as np
 import torch
 
 from .color import ciede2000, rgb_to_lab
-from .scanio import mm_to_px
+from .scale import Scale
 from .tiles import tile_boxes
 
 RESP_SCALE = 4.0  # response maps are stored as uint8 in units of 0.25 L* / 0.25 dE00
@@ -19,7 +23,7 @@ def _disk(r):
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
-def lab_of(img_np):
+def lab_of(img_np: np.ndarray) -> np.ndarray:
     """(H, W, 3) float32 sRGB numpy -> (H, W, 3) float32 Lab numpy."""
     a = np.ascontiguousarray(img_np, dtype=np.float32)
     if not a.flags.writeable:
@@ -27,7 +31,7 @@ def lab_of(img_np):
     return rgb_to_lab(torch.from_numpy(a)).numpy()
 
 
-def lab_grad(lab):
+def lab_grad(lab: np.ndarray) -> np.ndarray:
     """(H, W, 3) float32 Lab -> (H, W) float32 colour gradient magnitude in Lab units per px (Sobel / 8)."""
     import cv2
     g = np.zeros(lab.shape[:2], np.float32)
@@ -39,7 +43,8 @@ def lab_grad(lab):
     return np.sqrt(g)
 
 
-def component_features(img, labels, grad_max, cfg, tile=2048, core=None, exclude=None):
+def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray, cfg: Any, tile: int = 2048,
+                       core: Optional[np.ndarray] = None, exclude: Optional[np.ndarray] = None) -> dict:
     """Per component of ``labels`` (int32 (H, W), 0 = none, N = max) the evidence that it is a loss.
 
     grad_max: (H, W) colour gradient (Lab units / px), already max-filtered over 3 x 3 (any dtype; in
@@ -116,7 +121,7 @@ def component_features(img, labels, grad_max, cfg, tile=2048, core=None, exclude
             "chroma": np.hypot(inside[:, 1], inside[:, 2])}
 
 
-def loss_signature(f, total_px, cfg):
+def loss_signature(f: dict, total_px: int, cfg: Any) -> np.ndarray:
     """Boolean (N + 1,) per component: has the signature of missing paint (a contrast to its own
     surroundings: its mean colour differs from the ring's mean by more than ``loss_contrast_de``, or
     at least ``loss_ring_differs`` of the ring differs from it by that much point by point; an edge all round, a flat interior, not a background that fills the picture or runs
@@ -129,27 +134,30 @@ def loss_signature(f, total_px, cfg):
     return ok
 
 
-def ground_candidates(img, dpi, cfg, max_px=2_000_000, prior=True):
+def ground_candidates(img: np.ndarray, dpi: "float | Scale", cfg: Any, max_px: int = 2_000_000,
+                      prior: bool = True) -> Tuple[np.ndarray, np.ndarray]:
     """Loss candidates found without any ground colour, on the scan subsampled to ``max_px`` at most.
 
     A candidate is a connected flat (colour gradient < ``flat_grad``), low-chroma (C* <=
     ``loss_max_chroma``) area with the loss signature of :func:`loss_signature`. Returns ``(lab (K, 3),
-    n_px (K,))`` float64, the mean Lab and size of each candidate (K may be 0).
+    n_px (K,))`` float64, the mean Lab and size of each candidate (K may be 0). ``dpi``: a number or a
+    :class:`~restoration.scale.Scale`.
     """
     from scipy import ndimage
     import cv2
     step = max(1, int(np.ceil((img.shape[0] * img.shape[1] / max_px) ** 0.5)))
+    sub_scale = Scale.of(dpi).coarser(step)
     sub = np.ascontiguousarray(img[::step, ::step])
     lab = lab_of(sub)
     g = lab_grad(lab)
     cand = (g < cfg.flat_grad) & (np.hypot(lab[..., 1], lab[..., 2]) <= cfg.loss_max_chroma)
     cand &= lab[..., 0] >= cfg.ground_min_L
     L = np.ascontiguousarray(lab[..., 0])
-    thin_dark = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(max(1, mm_to_px(0.085, dpi / step, 1)))) >= cfg.crack_low
+    thin_dark = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(max(1, sub_scale.whole_px(0.085, 1)))) >= cfg.crack_low
     labels, n = ndimage.label(cand, structure=np.ones((3, 3), bool))
     if n == 0:
         return np.zeros((0, 3)), np.zeros(0)
-    min_px = max(3, int(cfg.ground_vote_mm2 * (dpi / step / 25.4) ** 2))  # at the subsampled scale
+    min_px = max(3, int(sub_scale.mm2_to_px_area(cfg.ground_vote_mm2)))  # at the subsampled scale
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = (sizes >= min_px) & (sizes <= cfg.loss_max_share * labels.size)
     keep[0] = False
@@ -184,7 +192,7 @@ def ground_candidates(img, dpi, cfg, max_px=2_000_000, prior=True):
     return f["lab"][ok], f["n"][ok] * step * step
 
 
-def estimate_grounds(lab, n_px, cfg, max_grounds=2):
+def estimate_grounds(lab: np.ndarray, n_px: np.ndarray, cfg: Any, max_grounds: int = 2) -> List[dict]:
     """Ground colours from loss candidates: colour modes shared by several candidates.
 
     lab: (K, 3) candidate mean Lab; n_px: (K,) sizes. Returns a list (at most ``max_grounds``) of
@@ -194,7 +202,7 @@ def estimate_grounds(lab, n_px, cfg, max_grounds=2):
     """
     from .color import lab_to_rgb
     lab = np.asarray(lab, np.float64)
-    out = []
+    out: list = []
     alive = np.ones(len(lab), bool)
     if len(lab) > 3000:  # bound the K x K comparison: keep the largest candidates
         alive[np.argsort(-np.asarray(n_px), kind="stable")[3000:]] = False
@@ -240,7 +248,7 @@ EVIDENCE = {"ground_confirmed": 1,   # colour of a ground given by the user or s
             "mixed_ring": 64}         # differs point by point only: its ring's mean colour is near its own
 
 
-def loss_confidence(f, grounds, cfg):
+def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray, np.ndarray]:
     """Per loss component a confidence in 0..255 (uint8) and evidence bits (uint8, :data:`EVIDENCE`).
 
     confidence = support x match x contrast margin x edge share, where support is 1 for a ground given

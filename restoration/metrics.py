@@ -1,4 +1,8 @@
 """Evaluation against synthetic ground truth (spec 4.6, N14)."""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
 import numpy as np
 import torch
 
@@ -6,7 +10,7 @@ from .classes import CLASS_IDS
 from .color import ciede2000, rgb_to_lab
 
 
-def f1_tol(pred, gt, tol=1):
+def f1_tol(pred: np.ndarray, gt: np.ndarray, tol: int = 1) -> Tuple[float, float, float]:
     """Pixel precision/recall/F1 with a ``tol`` px boundary tolerance: a predicted pixel is correct if
     a GT pixel lies within tol (Chebyshev), a GT pixel is found if a prediction lies within tol."""
     import cv2
@@ -21,7 +25,7 @@ def f1_tol(pred, gt, tol=1):
     return float(p), float(r), float(2 * p * r / max(p + r, 1e-12))
 
 
-def detection_scores(pred_classes, gt_classes, tol=1):
+def detection_scores(pred_classes: np.ndarray, gt_classes: np.ndarray, tol: int = 1) -> Dict[str, dict]:
     """Per-class and all-class F1 (1 px tolerance) plus strict IoU of the union."""
     out = {}
     for name, cid in CLASS_IDS.items():
@@ -36,7 +40,8 @@ def detection_scores(pred_classes, gt_classes, tol=1):
     return out
 
 
-def fill_scores(filled, clean, mask, damaged=None):
+def fill_scores(filled: np.ndarray, clean: np.ndarray, mask: np.ndarray, damaged: Optional[np.ndarray] = None
+                ) -> dict:
     """ΔE00 of the fill against the clean image inside ``mask``: mean, p95, and by distance from
     the mask edge (px buckets); with ``damaged`` also the no-fill baseline."""
     import cv2

@@ -4,9 +4,11 @@
 parts (:func:`write_print`, :func:`write_maps`, :func:`write_tables`, :func:`write_previews`) and of
 :func:`build_manifest`, the one function that assembles ``manifest.json``.
 """
+
+from __future__ import annotations
 import json
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -35,7 +37,9 @@ class JobResult:
     times: Mapping = field(default_factory=dict)
 
     @classmethod
-    def assemble(cls, original, filled, used, table, canvas, ctx, count_q=1.0, damage=None):
+    def assemble(cls, original: np.ndarray, filled: np.ndarray, used: np.ndarray, table: RegionTable,
+                 canvas: PrintCanvas, ctx: ScanContext, count_q: float = 1.0, damage: Optional[DamageMap] = None
+                 ) -> "JobResult":
         """The job as the nodes hand it over (Restoration Record): the colour count made here, the damage
         map (or one made of the table's classes) with the table's fill classes, the stage times merged."""
         from dataclasses import replace
@@ -52,7 +56,7 @@ class JobResult:
 
 class _NoStages:
     """Stand-in for :class:`restoration.pipeline.Stages` (no timing, no progress)."""
-    times = {}
+    times: dict = {}
 
     def start(self, name):
         pass
@@ -64,13 +68,14 @@ class _NoStages:
         pass
 
 
-def write_print(out, canvas, dpi, pdf=True, preview_side=PREVIEW_SIDE, progress=None):
+def write_print(out: Any, canvas: PrintCanvas, dpi: float, pdf: bool = True, preview_side: Optional[int] = PREVIEW_SIDE,
+                progress: Optional[Callable[[int, int], None]] = None) -> Tuple[List[dict], Any]:
     """The print files of ``canvas`` -> ``(file entries, canvas preview {"color_rgba", "white"})``."""
     cw, ch = canvas.canvas_px
     return write_print_files(out, canvas.rows, ch, cw, dpi, pdf=pdf, preview_side=preview_side, progress=progress)
 
 
-def write_maps(out, job):
+def write_maps(out: Any, job: "JobResult") -> List[dict]:
     """Full-size maps: the fill (16-bit TIFF), labels, classes and the user masks (kept so that the
     record can be replayed). Returns file entries."""
     img, dpi, labels = job.img, job.ctx.dpi, job.table.labels
@@ -95,7 +100,7 @@ def write_maps(out, job):
     return files
 
 
-def write_tables(out, rows):
+def write_tables(out: Any, rows: Sequence[dict]) -> List[dict]:
     """regions.csv, regions.json and the class legend. Returns file entries."""
     write_bytes(out, "regions.csv", table_csv(rows))
     write_bytes(out, "regions.json", json.dumps(list(rows)))
@@ -104,7 +109,8 @@ def write_tables(out, rows):
     return [file_entry(out, n, role="table") for n in ("regions.csv", "regions.json", "damage_classes.json")]
 
 
-def write_previews(out, job, canvas_preview, side=PREVIEW_SIDE):
+def write_previews(out: Any, job: "JobResult", canvas_preview: Any, side: int = PREVIEW_SIDE
+                   ) -> List[Tuple[str, str]]:
     """The preview PNGs -> ``[(name, caption)]``, in the order the record shows them."""
     thumbs = []
     img, classes, labels = job.img, job.table.classes, job.table.labels
@@ -137,7 +143,7 @@ def write_previews(out, job, canvas_preview, side=PREVIEW_SIDE):
     return thumbs
 
 
-def capture_section(ctx):
+def capture_section(ctx: ScanContext) -> dict:
     """The record's ``capture`` section: the scan's file name and hash, never a server path."""
     s = ctx.scan
     return {"file": s.get("name"), "path": s.get("path"), "sha256": s.get("sha256"), "ppi": ctx.dpi,
@@ -145,8 +151,10 @@ def capture_section(ctx):
             "lossy": bool(s.get("lossy", False)), "px": [ctx.width, ctx.height]}
 
 
-def build_manifest(job, files, config, times, icc_embedded, workflow=False, registration=None,
-                   external_model=None, extra=None):
+def build_manifest(job: "JobResult", files: List[dict], config: Optional[Mapping[str, Any]],
+                   times: Mapping[str, float], icc_embedded: bool, workflow: bool = False,
+                   registration: Optional[dict] = None, external_model: Optional[str] = None,
+                   extra: Optional[Mapping[str, Any]] = None) -> dict:
     """The record's manifest (spec 4.5) as a dict: the ONE place its sections are assembled.
 
     ``config``: the settings that made the job (the CLI's ``PipelineConfig`` as a dict, or the nodes'
@@ -156,8 +164,9 @@ def build_manifest(job, files, config, times, icc_embedded, workflow=False, regi
     per region decision, rule, confidence and reasons; ``--replay`` rebuilds the choice from it).
     """
     ctx, rows, dmap, pal = job.ctx, job.table.rows, job.damage, job.palette
-    mm2 = ctx.mm_per_px ** 2
-    skipped, review = {}, dict(job.table.review or {})
+    scale = ctx.scale
+    skipped: dict = {}
+    review = dict(job.table.review or {})
     for r in rows:
         if r["fill_decision"] == "skip":
             skipped[r["skip_reason"]] = skipped.get(r["skip_reason"], 0) + 1
@@ -169,8 +178,8 @@ def build_manifest(job, files, config, times, icc_embedded, workflow=False, regi
                        "approved_by": ""}]
     manifest = {
         "object": {"title": "", "attribution": "", "date": "", "support": "", "inventory_no": "", "owner": "",
-                   "dimensions_mm": {"w": round(ctx.width * ctx.mm_per_px, 3),
-                                     "h": round(ctx.height * ctx.mm_per_px, 3)}},
+                   "dimensions_mm": {"w": round(scale.px_to_mm(ctx.width), 3),
+                                     "h": round(scale.px_to_mm(ctx.height), 3)}},
         "capture": capture_section(ctx),
         "processing": {"software": "Atelier restoration", "versions": versions(), "config": dict(config or {}),
                        "detect_params": dmap.params, "seeds": dict(ctx.scan.get("seeds", {})),
@@ -183,8 +192,8 @@ def build_manifest(job, files, config, times, icc_embedded, workflow=False, regi
                   "n_regions_filled": sum(r["fill_decision"] == "fill" for r in rows),
                   "n_regions_skipped_by_reason": skipped,
                   "n_regions_for_review": sum(r["fill_decision"] == "review" for r in rows),
-                  "total_fill_area_mm2": round(float(np.count_nonzero(job.used)) * mm2, 4),
-                  "total_damage_area_mm2": round(float(np.count_nonzero(job.table.classes)) * mm2, 4),
+                  "total_fill_area_mm2": round(scale.px_area_to_mm2(int(np.count_nonzero(job.used))), 4),
+                  "total_damage_area_mm2": round(scale.px_area_to_mm2(int(np.count_nonzero(job.table.classes))), 4),
                   "count_rgb8": pal.n_rgb8, "count_dE1": pal.n_de, "count_dE_q": pal.q, "bit_depth_counted": 8,
                   "wallclock_s": dict(times)},
         "review": review or None,
@@ -205,7 +214,7 @@ def build_manifest(job, files, config, times, icc_embedded, workflow=False, regi
     return manifest
 
 
-def comfy_workflow(prompt, extra_pnginfo):
+def comfy_workflow(prompt: Any, extra_pnginfo: Optional[Mapping[str, Any]]) -> Optional[dict]:
     """What a record stores of the ComfyUI run that made it (``workflow.json``): the API ``prompt`` and the
     editor's ``workflow`` (from the host's ``extra_pnginfo``); None when neither is known."""
     if prompt is None and extra_pnginfo is None:
@@ -216,14 +225,16 @@ def comfy_workflow(prompt, extra_pnginfo):
 NODE_PREVIEWS = ("damage_map", "preview_layers")
 
 
-def node_previews(manifest, prefixes=NODE_PREVIEWS):
+def node_previews(manifest: Mapping[str, Any], prefixes: Iterable[str] = NODE_PREVIEWS) -> List[str]:
     """The record's files a node shows (paths in ``manifest["files"]`` starting with one of ``prefixes``:
     the damage map previews and the layer previews), in the manifest's order."""
     return [x["path"] for x in manifest["files"] if x["path"].startswith(tuple(prefixes))]
 
 
-def write_job(out, job, config, stages=None, workflow=None, extra=None, capture=None, preview_side=PREVIEW_SIDE,
-              pdf=True, external_model=None):
+def write_job(out: Any, job: "JobResult", config: Optional[Mapping[str, Any]], stages: Any = None,
+              workflow: Optional[dict] = None, extra: Optional[Mapping[str, Any]] = None,
+              capture: Optional[np.ndarray] = None, preview_side: int = PREVIEW_SIDE, pdf: bool = True,
+              external_model: Optional[str] = None) -> dict:
     """Write every artefact of ``job`` into ``out`` and the record last; returns the manifest.
 
     ``stages``: a :class:`restoration.pipeline.Stages` for timing and progress (export, previews,
@@ -235,7 +246,7 @@ def write_job(out, job, config, stages=None, workflow=None, extra=None, capture=
     st.start("export")
     pf, canvas_prev = write_print(out, job.canvas, dpi, pdf=pdf, preview_side=preview_side,
                                   progress=lambda i, k: st.tick(0.8 * i / k))
-    files = pf + write_maps(out, job) + write_tables(out, job.table.rows)
+    files: List[dict] = pf + write_maps(out, job) + write_tables(out, job.table.rows)
     st.end()
     st.start("previews")
     thumbs = write_previews(out, job, canvas_prev, preview_side)
@@ -255,7 +266,7 @@ def write_job(out, job, config, stages=None, workflow=None, extra=None, capture=
         files.append(file_entry(out, "workflow.json", role="workflow"))
     st.end()
     times = {**job.times, **st.times}
-    manifest = build_manifest(job, files, config, times, pf[0].get("icc_embedded"), workflow is not None, reg,
+    manifest = build_manifest(job, files, config, times, bool(pf[0].get("icc_embedded")), workflow is not None, reg,
                               external_model, extra)
     write_record(out, manifest, thumbs, list(job.table.rows))
     return manifest

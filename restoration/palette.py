@@ -1,23 +1,28 @@
 """Colour counting (spec 4.3): exact distinct 8-bit triplets and a ΔE00-merged count."""
+
+from __future__ import annotations
+
+from typing import Tuple
 import numpy as np
 import torch
 
 from .color import ciede2000, rgb_to_lab
 
 
-def unique_rgb8(rgb8):
+def unique_rgb8(rgb8: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(N, 3) uint8 -> (unique (K, 3) uint8, counts (K,)) in packed-value order."""
     packed = (rgb8[:, 0].astype(np.int32) << 16) | (rgb8[:, 1].astype(np.int32) << 8) | rgb8[:, 2]
     u, c = np.unique(packed, return_counts=True)
     return np.stack([(u >> 16) & 255, (u >> 8) & 255, u & 255], 1).astype(np.uint8), c
 
 
-def count_rgb8(rgb8):
+def count_rgb8(rgb8: np.ndarray) -> int:
     """Number of distinct (R, G, B) triplets among (N, 3) uint8 pixels."""
     return int(len(unique_rgb8(np.asarray(rgb8).reshape(-1, 3))[0]))
 
 
-def merge_palette(rgb8, q=1.0, search_ab=3.0):
+def merge_palette(rgb8: np.ndarray, q: float = 1.0, search_ab: float = 3.0
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Greedy leader clustering of distinct colours at ΔE00 <= q.
 
     Colours are visited by decreasing pixel count (ties: packed RGB order); each joins the earliest
@@ -48,7 +53,7 @@ def merge_palette(rgb8, q=1.0, search_ab=3.0):
     start = np.searchsorted(hi, np.arange(len(u) + 1))
     leader_of = np.full(len(u), -1, np.int64)
     is_leader = np.zeros(len(u), bool)
-    lead_pos = []
+    lead_pos: list = []
     for i in range(len(u)):
         cand = lo[start[i]:start[i + 1]]
         cand = cand[is_leader[cand]]
@@ -64,6 +69,6 @@ def merge_palette(rgb8, q=1.0, search_ab=3.0):
     return u[order[np.array(lead_pos, np.int64)]], counts, assign, u
 
 
-def count_de(rgb8, q=1.0):
+def count_de(rgb8: np.ndarray, q: float = 1.0) -> int:
     """Number of ΔE00-merged colour clusters (see :func:`merge_palette`)."""
     return int(len(merge_palette(rgb8, q)[0]))

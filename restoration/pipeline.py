@@ -2,6 +2,10 @@
 record. Used by the CLI (``python -m restoration``) and the benchmark; the nodes call the same
 stage functions (:mod:`restoration.stages`) and the same writer (:func:`restoration.outputs.write_job`).
 """
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TYPE_CHECKING
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -12,60 +16,69 @@ from .classes import DEFAULT_FILL_CLASSES
 from .color import parse_rgb
 from .detect import DetectConfig
 from .fileio import prepare_out_dir
-from .fill import METHODS
-from .layers import check_separation, separate, simulate, stream_canvas
+from .layers import separate, simulate, stream_canvas
 from .outputs import JobResult, write_job
 from .previews import PREVIEW_SIDE, preview_stride
 from .printfile import check_layout
 from .regions import RegionConfig
 from .review import ReviewConfig
+from .settings import CLI_FILL_METHODS, SETTINGS, check_tile  # noqa: F401  (CLI_FILL_METHODS: for callers)
 from . import stages
 
-CLI_FILL_METHODS = tuple(m for m in METHODS if m != "external")  # external needs an IMAGE from a model
+if TYPE_CHECKING:
+    from .scale import Scale
+
+
+_S = SETTINGS
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    """Every setting of a whole job (the CLI's, kept in the record). The fields named in :attr:`RECORDS`
+    are records of :data:`restoration.settings.SETTINGS` (default and bounds; ``fill_method`` is the
+    ``method`` record, ``white_amount_mm`` the ``amount_mm`` one); checked when the config is made."""
     detect: DetectConfig = field(default_factory=DetectConfig)
     regions: RegionConfig = field(default_factory=RegionConfig)
     review: ReviewConfig = field(default_factory=ReviewConfig)
     fill_classes: tuple = DEFAULT_FILL_CLASSES
-    fill_method: str = "harmonic"
-    grow_px: int = 1
-    count_q: float = 1.0
-    white_mode: str = "same_pattern"
-    white_amount_mm: float = 0.0
-    min_feature_mm: float = 0.0
-    margin_mm: float = 10.0
-    mirror: bool = True
-    tile: int = stages.TILE
+    fill_method: str = _S["method"].default
+    grow_px: int = _S["grow_px"].default
+    count_q: float = _S["count_q"].default
+    white_mode: str = _S["white_mode"].default
+    white_amount_mm: float = _S["amount_mm"].default
+    min_feature_mm: float = _S["min_feature_mm"].default
+    margin_mm: float = _S["margin_mm"].default
+    mirror: bool = _S["mirror"].default
+    tile: int = _S["tile"].default
     preview_side: int = PREVIEW_SIDE
     write_pdf: bool = True
     count_colours_dE: bool = True
 
-    def validate(self):
-        """Check every setting before any work starts; ValueError names the setting, value and what is allowed."""
+    #: field -> the record that checks it (not fields)
+    RECORDS = {"fill_method": "method", "grow_px": "grow_px", "count_q": "count_q", "white_mode": "white_mode",
+               "white_amount_mm": "amount_mm", "min_feature_mm": "min_feature_mm", "margin_mm": "margin_mm",
+               "mirror": "mirror"}
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> "PipelineConfig":
+        """Check every setting before any work starts; ValueError (a :class:`~atelier_settings.SettingError`
+        for one setting) names the setting, the value and what is allowed."""
         self.detect.validate()
         self.review.validate()
         if self.detect.ground_rgb is not None:
             parse_rgb(self.detect.ground_rgb, "ground colour")
         stages.check_fill_classes(self.fill_classes)
-        if self.fill_method not in METHODS:
-            raise ValueError(f"fill method {self.fill_method!r} is not one of {METHODS}")
-        check_separation(self.white_mode, self.white_amount_mm, self.min_feature_mm)
-        if not 0 <= int(self.grow_px) <= 32:
-            raise ValueError(f"grow_px={self.grow_px!r} is out of range; allowed 0..32")
-        if not self.count_q > 0:
-            raise ValueError(f"count_q={self.count_q!r} must be > 0 (ΔE00)")
-        stages.check_tile(self.tile)
-        if not 2 <= self.margin_mm <= 200:
-            raise ValueError(f"margin_mm={self.margin_mm!r} is out of range; allowed 2..200 mm")
+        for f, rec in self.RECORDS.items():
+            _S[rec].check(getattr(self, f))
+        check_tile(self.tile)
         if not 64 <= self.preview_side <= 8192:
             raise ValueError(f"preview_side={self.preview_side!r} is out of range; allowed 64..8192 px")
         return self
 
 
-def config_from_dict(d):
+def config_from_dict(d: Mapping[str, Any]) -> PipelineConfig:
     """A :class:`PipelineConfig` from its ``asdict`` form (as stored in a record's manifest); unknown keys
     are refused by name, lists become tuples."""
     from dataclasses import fields
@@ -97,17 +110,17 @@ class Stages:
     def __init__(self, names, cb=None):
         self.names, self.cb, self.times, self.i = list(names), cb, {}, -1
 
-    def start(self, name):
+    def start(self, name: str) -> None:
         self.i = self.names.index(name)
         self._t = time.perf_counter()
         self.cur = name
         self.tick(0.0)
 
-    def tick(self, frac):
+    def tick(self, frac: float) -> None:
         if self.cb:
             self.cb(self.i, len(self.names), self.cur, frac)
 
-    def end(self):
+    def end(self) -> None:
         self.times[self.cur] = round(time.perf_counter() - self._t, 3)
         self.tick(1.0)
 
@@ -115,9 +128,14 @@ class Stages:
 STAGES = ("detect", "regions", "fill", "qa", "colours", "layers", "export", "previews", "record")
 
 
-def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, user_remove=None,
-        external_fill=None, workflow=None, extra=None, progress=None, capture=None, accept=(), reject=(),
-        accept_mask=None, reject_mask=None, review_names=None):
+def run(img: np.ndarray, dpi: "float | Scale", out_dir: Any, cfg: PipelineConfig = PipelineConfig(),
+        scan_info: Optional[Mapping[str, Any]] = None, user_add: Optional[np.ndarray] = None,
+        user_remove: Optional[np.ndarray] = None, external_fill: Optional[np.ndarray] = None,
+        workflow: Optional[dict] = None, extra: Optional[Mapping[str, Any]] = None,
+        progress: Optional[Callable[[int, int, str, float], None]] = None, capture: Optional[np.ndarray] = None,
+        accept: "str | Iterable[int]" = (), reject: "str | Iterable[int]" = (),
+        accept_mask: Optional[np.ndarray] = None, reject_mask: Optional[np.ndarray] = None,
+        review_names: Optional[Sequence[str]] = None) -> dict:
     """Run every stage on ``img`` ((H, W, 3) float32 sRGB in [0, 1]) and write all artefacts into
     ``out_dir`` (the CLI stages it in a hidden folder, :class:`restoration.fileio.StagedFolder`).
 
@@ -138,20 +156,20 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
         if m is not None and tuple(np.shape(m)) != img.shape[:2]:
             raise ValueError(f"{name}: the mask has size {tuple(np.shape(m))}; the scan is {img.shape[:2]} (H, W)")
     ctx = ScanContext.of(img, dpi, scan_info)
-    dpi = ctx.dpi
-    check_layout(dpi, cfg.margin_mm)  # before any work: the fiducials must fit in the margin at this dpi
+    scale = ctx.scale
+    check_layout(scale, cfg.margin_mm)  # before any work: the fiducials must fit in the margin at this dpi
     out = prepare_out_dir(out_dir)
     st = Stages(STAGES, progress)
     h, w = img.shape[:2]
 
     st.start("detect")
     dcfg = cfg.detect if cfg.detect.tile == cfg.tile else replace(cfg.detect, tile=cfg.tile)
-    dmap = stages.detect(img, dpi, dcfg, progress=lambda i, n: st.tick(i / n))
+    dmap = stages.detect(img, scale, dcfg, progress=lambda i, n: st.tick(i / n))
     dmap = stages.edit(dmap, user_add, user_remove, cfg.fill_classes)
     st.end()
 
     st.start("regions")
-    table = stages.regions(img, dmap, dpi, cfg.regions, cfg.review, accept, reject, accept_mask, reject_mask,
+    table = stages.regions(img, dmap, scale, cfg.regions, cfg.review, accept, reject, accept_mask, reject_mask,
                            review_names)
     st.end()
 
@@ -173,10 +191,10 @@ def run(img, dpi, out_dir, cfg=PipelineConfig(), scan_info=None, user_add=None, 
     st.start("layers")
     # the print canvas is produced in row strips while it is written (export stage), so memory stays
     # bounded whatever the scan size; here only its geometry and a preview-scale appearance simulation
-    sep = dict(white_mode=cfg.white_mode, amount_mm=cfg.white_amount_mm, min_feature_mm=cfg.min_feature_mm)
-    canvas = stream_canvas(filled, img, used, dpi, margin_mm=cfg.margin_mm, mirror=cfg.mirror, **sep)
+    sep: dict[str, Any] = dict(white_mode=cfg.white_mode, amount_mm=cfg.white_amount_mm, min_feature_mm=cfg.min_feature_mm)
+    canvas = stream_canvas(filled, img, used, scale, margin_mm=cfg.margin_mm, mirror=cfg.mirror, **sep)
     s = preview_stride(h, w, cfg.preview_side)
-    sim = simulate(img[::s, ::s], separate(filled[::s, ::s], img[::s, ::s], used[::s, ::s], dpi / s, **sep))
+    sim = simulate(img[::s, ::s], separate(filled[::s, ::s], img[::s, ::s], used[::s, ::s], scale.coarser(s), **sep))
     st.end()
 
     job = JobResult(img, ctx, dmap, table, filled, used, pal, canvas, sim, times=dict(st.times))

@@ -1,4 +1,8 @@
 """Preview renderings a person can judge (damage classes over the scan, labels, layers, heatmaps)."""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Sequence
 import numpy as np
 
 from .classes import CLASS_COLORS
@@ -7,20 +11,20 @@ from .classes import CLASS_COLORS
 PREVIEW_SIDE = 1024  # longer side of every preview (files, node previews, record thumbnails)
 
 
-def preview_stride(h, w, side=PREVIEW_SIDE):
+def preview_stride(h: int, w: int, side: int = PREVIEW_SIDE) -> int:
     """Whole-pixel step ``s = ceil(max(h, w) / side)`` (>= 1) that brings the longer side to ``side`` or less.
     The one preview subsampling rule (nearest-neighbour previews, the preview-scale simulation, the print
     canvas preview)."""
     return max(1, -(-max(int(h), int(w)) // int(side)))
 
 
-def nearest(a, side=PREVIEW_SIDE):
+def nearest(a: np.ndarray, side: int = PREVIEW_SIDE) -> np.ndarray:
     """Every ``preview_stride``-th pixel of an (H, W[, C]) array (for class and label maps: no new values)."""
     s = preview_stride(a.shape[0], a.shape[1], side)
     return a[::s, ::s]
 
 
-def downscale(img, max_side=PREVIEW_SIDE):
+def downscale(img: np.ndarray, max_side: int = PREVIEW_SIDE) -> np.ndarray:
     """Area-downscale an (H, W[, C]) array so its longer side is at most ``max_side``."""
     import cv2
     h, w = img.shape[:2]
@@ -30,7 +34,7 @@ def downscale(img, max_side=PREVIEW_SIDE):
     return cv2.resize(img, (max(1, int(w * s)), max(1, int(h * s))), interpolation=cv2.INTER_AREA)
 
 
-def class_overlay(img, classes, alpha=0.75):
+def class_overlay(img: np.ndarray, classes: np.ndarray, alpha: float = 0.75) -> np.ndarray:
     """Classes painted over a dimmed scan (paper colours). (H, W, 3) float32."""
     out = img * 0.6 + 0.2
     for cid, col in CLASS_COLORS.items():
@@ -40,7 +44,7 @@ def class_overlay(img, classes, alpha=0.75):
     return out.astype(np.float32)
 
 
-def label_colors(labels):
+def label_colors(labels: np.ndarray) -> np.ndarray:
     """Each region id in a pseudo-random colour (0 = black). (H, W, 3) float32."""
     n = int(labels.max())
     rng = np.random.default_rng(12345)
@@ -49,7 +53,7 @@ def label_colors(labels):
     return lut[labels]
 
 
-def heat(values, vmax):
+def heat(values: np.ndarray, vmax: float) -> np.ndarray:
     """Scalar map -> (H, W, 3) float32 colour ramp (black-blue-red-yellow), clipped at vmax."""
     t = np.clip(values / max(vmax, 1e-9), 0, 1)[..., None]
     a = np.array([0, 0, 0], np.float32); b = np.array([0.1, 0.2, 0.9], np.float32)
@@ -58,12 +62,12 @@ def heat(values, vmax):
                                                              c + (d - c) * (t * 3 - 2))).astype(np.float32)
 
 
-def response_previews(responses):
+def response_previews(responses: Mapping[str, np.ndarray]) -> np.ndarray:
     """The response maps ({name: (H, W) uint8}) as a (K, H, W, 3) float32 stack of heat maps (yellow = 32+)."""
     return np.stack([heat(v.astype(np.float32), 128) for v in responses.values()])
 
 
-def layers_preview(rgba, white):
+def layers_preview(rgba: np.ndarray, white: np.ndarray) -> np.ndarray:
     """Colour layer ``rgba`` (H, W, 4) over a checkerboard next to the white plate ``white`` (H, W)
     (dark = white ink). (H, 2W + gap, 3) float32."""
     h, w = white.shape
@@ -80,7 +84,7 @@ REVIEW_COLOR = (1.0, 0.55, 0.0)   # orange: regions listed for review (not fille
 REVIEW_OUTLINE = (0.85, 0.0, 0.85)  # magenta outline around them
 
 
-def review_overlay(img, fill, review, alpha=0.75):
+def review_overlay(img: np.ndarray, fill: np.ndarray, review: np.ndarray, alpha: float = 0.75) -> np.ndarray:
     """The review before print over a dimmed scan: regions to fill in blue (the loss colour), regions
     waiting for review in orange with a magenta 1 px outline (so that a small one is seen). ``fill``,
     ``review``: (H, W) bool. (H, W, 3) float32."""
@@ -93,7 +97,7 @@ def review_overlay(img, fill, review, alpha=0.75):
     return out.astype(np.float32)
 
 
-def save_previews(folder, arrays, prefix, stamp):
+def save_previews(folder: Any, arrays: Sequence[np.ndarray], prefix: str, stamp: int) -> List[str]:
     """Write ``(H, W, 3)`` float previews as 8-bit PNGs ``atelier_<prefix>_<stamp>_<i>.png`` into ``folder``
     (each subsampled by :func:`nearest`, fast compression); returns the file names in order."""
     import os

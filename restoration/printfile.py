@@ -9,8 +9,12 @@ scan size. The in-memory :func:`restoration.layers.layout` is the same code run 
 
 Files: ``{prefix}_color_rgba.tif`` (uint16 RGBA, sRGB ICC profile embedded, alpha = ink footprint),
 ``{prefix}_white.tif`` (uint8, 255 = full white ink), ``print_layers.pdf`` (page 1 colour over paper
-white, page 2 the white plate as dark ink), all at ``dpi`` so 1 px = 25.4/dpi mm.
+white, page 2 the white plate as dark ink), all at ``dpi`` so 1 px = 25.4/dpi mm (:class:`~restoration.scale.Scale`).
 """
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 import contextlib
 import os
 import struct
@@ -20,12 +24,13 @@ import numpy as np
 
 from .fileio import STRIP_ROWS, Spool, atomic_write, sha256_file, tiff_writer, to_uint, write_tiff_rows  # noqa: F401
 from .previews import preview_stride
-from .scanio import mm_to_px
+from .scale import Scale
+from .settings import SETTINGS
 
 WHITE_POLARITY = "255=full_ink"
 
 
-def srgb_icc():
+def srgb_icc() -> Optional[bytes]:
     """An sRGB ICC profile (LittleCMS built-in sRGB, via Pillow) as bytes; None if unavailable.
 
     LittleCMS stamps the creation time into the header (bytes 24-35); it is fixed here so that the same
@@ -42,40 +47,46 @@ def srgb_icc():
     return bytes(b)
 
 
-def fiducials(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):
+def fiducials(h: int, w: int, dpi: "float | Scale", margin_mm: float = 10.0, arm_mm: float = 3.0,
+              line_mm: float = 0.1) -> Tuple[int, int, int, List[dict], int, int]:
     """Fiducial geometry on a canvas of the image plus margins (before mirroring).
 
     Returns ``(canvas_h, canvas_w, offset_px, marks, arm_px, line_px)``; marks is a list of dicts
     with ``kind`` ("cross"|"key") and centre ``x_px, y_px, x_mm, y_mm`` (mm of the pixel centre).
     """
-    mpx = mm_to_px(margin_mm, dpi, 1)
-    arm = mm_to_px(arm_mm, dpi, 2)
+    scale = Scale.of(dpi)
+    mpx = scale.whole_px(margin_mm, 1)
+    arm = scale.whole_px(arm_mm, 2)
     ch, cw = h + 2 * mpx, w + 2 * mpx
     c = mpx // 2
-    marks = [{"kind": "cross", "x_px": x, "y_px": y} for x, y in
+    marks: List[dict] = [{"kind": "cross", "x_px": x, "y_px": y} for x, y in
              ((c, c), (cw - 1 - c, c), (c, ch - 1 - c), (cw - 1 - c, ch - 1 - c))]
     marks.append({"kind": "key", "x_px": c + 2 * arm if cw > c + 3 * arm else c, "y_px": c})
     for mk in marks:
-        mk["x_mm"] = round((mk["x_px"] + 0.5) * 25.4 / dpi, 4)
-        mk["y_mm"] = round((mk["y_px"] + 0.5) * 25.4 / dpi, 4)
-    return ch, cw, mpx, marks, arm, max(1, mm_to_px(line_mm, dpi, 1))
+        mk["x_mm"] = round(scale.px_to_mm(mk["x_px"] + 0.5), 4)
+        mk["y_mm"] = round(scale.px_to_mm(mk["y_px"] + 0.5), 4)
+    return ch, cw, mpx, marks, arm, max(1, scale.whole_px(line_mm, 1))
 
 
-def check_layout(dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1):
+def check_layout(dpi: "float | Scale", margin_mm: float = 10.0, arm_mm: float = 3.0, line_mm: float = 0.1) -> None:
     """ValueError unless the fiducials stay inside the margin (a crosshair printed over the painting would be
     ink on original paint). The marks sit in the middle of the margin; the arm plus half the line must end
-    before the image starts."""
-    mpx = mm_to_px(margin_mm, dpi, 1)
-    arm, lw = mm_to_px(arm_mm, dpi, 2), max(1, mm_to_px(line_mm, dpi, 1))
+    before the image starts. Each of ``margin_mm``, ``arm_mm`` and ``line_mm`` is first checked by its record
+    (:data:`restoration.settings.SETTINGS`), ``dpi`` by :class:`~restoration.scale.Scale`."""
+    for name, v in (("margin_mm", margin_mm), ("arm_mm", arm_mm), ("line_mm", line_mm)):
+        SETTINGS[name].check(v)
+    scale = Scale.of(dpi)
+    mpx = scale.whole_px(margin_mm, 1)
+    arm, lw = scale.whole_px(arm_mm, 2), max(1, scale.whole_px(line_mm, 1))
     room = mpx - 1 - mpx // 2 - (lw + 1) // 2  # px between a mark's centre and the image, minus the line
     if arm > room:
-        mm = 25.4 / float(dpi)
+        mm = scale.mm_per_px
         raise ValueError(f"arm_mm={arm_mm:g} reaches into the image with margin_mm={margin_mm:g} and line_mm="
                          f"{line_mm:g}: allowed arm_mm up to {max(room, 0) * mm:.2f} mm at this margin, or a margin "
                          f"of at least {(2 * (arm + (lw + 1) // 2) + 2) * mm:.2f} mm")
 
 
-def draw_marks(canvas_mask, marks, arm, lw, dy=0):
+def draw_marks(canvas_mask: np.ndarray, marks: List[dict], arm: int, lw: int, dy: int = 0) -> None:
     """Draw crosshairs and the asymmetric key (value 1) into a uint8 array whose row 0 is canvas row ``dy``."""
     import cv2
     for mk in marks:
@@ -88,7 +99,8 @@ def draw_marks(canvas_mask, marks, arm, lw, dy=0):
             cv2.fillPoly(canvas_mask, [pts.astype(np.int32)], 1)
 
 
-def canvas_geometry(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1, mirror=True):
+def canvas_geometry(h: int, w: int, dpi: "float | Scale", margin_mm: float = 10.0, arm_mm: float = 3.0,
+                    line_mm: float = 0.1, mirror: bool = True) -> dict:
     """Everything needed to produce canvas rows for an ``h x w`` image: size, offset, final fiducial
     coordinates (after mirroring) and the fiducial pixels as a few row bands.
 
@@ -96,10 +108,12 @@ def canvas_geometry(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1, mirror=T
     coordinates shifted by a whole number of rows, with the same clipping at the canvas edges, so
     its pixels equal those of a full-canvas drawing.
     """
-    ch, cw, off, marks, arm, lw = fiducials(h, w, dpi, margin_mm, arm_mm, line_mm)
+    scale = Scale.of(dpi)
+    dpi = scale.dpi
+    ch, cw, off, marks, arm, lw = fiducials(h, w, scale, margin_mm, arm_mm, line_mm)
     pad = arm + lw + 2
     spans = sorted((max(0, mk["y_px"] - pad), min(ch, mk["y_px"] + pad + 1)) for mk in marks)
-    merged = []
+    merged: List[list] = []
     for a, b in spans:
         if merged and a <= merged[-1][1]:
             merged[-1][1] = max(merged[-1][1], b)
@@ -116,13 +130,13 @@ def canvas_geometry(h, w, dpi, margin_mm=10.0, arm_mm=3.0, line_mm=0.1, mirror=T
     if mirror:
         for mk in final:
             mk["x_px"] = cw - 1 - mk["x_px"]
-            mk["x_mm"] = round((mk["x_px"] + 0.5) * 25.4 / dpi, 4)
+            mk["x_mm"] = round(scale.px_to_mm(mk["x_px"] + 0.5), 4)
     return {"h": h, "w": w, "dpi": float(dpi), "canvas_px": [cw, ch], "offset_px": off, "mirror": bool(mirror),
             "margin_mm": margin_mm, "fiducials": final, "bands": bands,
-            "canvas_mm": [round(cw * 25.4 / dpi, 4), round(ch * 25.4 / dpi, 4)]}
+            "canvas_mm": [round(scale.px_to_mm(cw), 4), round(scale.px_to_mm(ch), 4)]}
 
 
-def fiducial_rows(geom, r0, r1):
+def fiducial_rows(geom: Mapping[str, Any], r0: int, r1: int) -> np.ndarray:
     """Boolean (r1 - r0, CW) fiducial pixels of canvas rows ``r0:r1``."""
     cw = geom["canvas_px"][0]
     f = np.zeros((r1 - r0, cw), bool)
@@ -133,7 +147,8 @@ def fiducial_rows(geom, r0, r1):
     return f
 
 
-def canvas_rows(geom, layer_rows, r0, r1):
+def canvas_rows(geom: Mapping[str, Any], layer_rows: Callable[[int, int], Tuple[np.ndarray, np.ndarray]], r0: int, r1: int
+                ) -> Tuple[np.ndarray, np.ndarray]:
     """Canvas rows ``r0:r1``: ``(rgba (R, CW, 4) float32, white (R, CW) float32)``.
 
     ``layer_rows(y0, y1)`` returns image rows ``y0:y1`` of the layers (colour RGBA, white), not mirrored.
@@ -195,8 +210,10 @@ def _pdf_writer(w, h, dpi, page_spools):
     return write
 
 
-def write_print_files(out_dir, canvas_fn, ch, cw, dpi, prefix="layer", pdf=True, rows=STRIP_ROWS,
-                      preview_side=None, progress=None):
+def write_print_files(out_dir: Any, canvas_fn: Callable[[int, int], Tuple[np.ndarray, np.ndarray]], ch: int,
+                      cw: int, dpi: float, prefix: str = "layer", pdf: bool = True, rows: int = STRIP_ROWS,
+                      preview_side: Optional[int] = None, progress: Optional[Callable[[int, int], None]] = None
+                      ) -> Tuple[List[dict], Any]:
     """Write the print files from ``canvas_fn(r0, r1) -> (rgba float32 (R, CW, 4), white float32 (R, CW))``.
 
     One pass over the canvas in strips of ``rows`` rows; each strip is converted (round half up) and
@@ -208,7 +225,7 @@ def write_print_files(out_dir, canvas_fn, ch, cw, dpi, prefix="layer", pdf=True,
     s = preview_stride(ch, cw, preview_side) if preview_side else 0
     prev_c, prev_w = [], []
     icc = srgb_icc()
-    files = []
+    files: List[dict] = []
     with contextlib.ExitStack() as stack:
         sp = {k: stack.enter_context(Spool(out_dir)) for k in ("color", "white", "page1", "page2")}
         z1, z2 = zlib.compressobj(6), zlib.compressobj(6)
@@ -244,7 +261,7 @@ def write_print_files(out_dir, canvas_fn, ch, cw, dpi, prefix="layer", pdf=True,
             p = atomic_write(out_dir, "print_layers.pdf",
                              _pdf_writer(cw, ch, dpi, [("DeviceRGB", sp["page1"]), ("DeviceGray", sp["page2"])]))
             files.append({"path": p.name, "role": "print_pdf", "px_w": cw, "px_h": ch, "dpi": dpi, "bit_depth": 8,
-                          "page_mm": [round(cw * 25.4 / dpi, 3), round(ch * 25.4 / dpi, 3)]})
+                          "page_mm": [round(Scale.of(dpi).px_to_mm(cw), 3), round(Scale.of(dpi).px_to_mm(ch), 3)]})
     for f in files:
         f["sha256"] = sha256_file(os.path.join(out_dir, f["path"]))
     preview = None

@@ -25,12 +25,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .classes import CLASS_IDS
 from .color import ciede2000, rgb_to_lab
+from .scale import Scale
+
+if TYPE_CHECKING:
+    from .detect import DetectConfig
+    from .review import ReviewConfig
 
 # the pictures used, and which ground each gets (light gesso or a dark ground), chosen so that both
 # grounds meet bright, dark, smooth and textured content
@@ -72,8 +78,7 @@ class DamageConfig:
     def validate(self) -> "DamageConfig":
         if self.ground not in ("light", "dark"):
             raise ValueError(f"ground={self.ground!r} must be 'light' or 'dark'")
-        if self.dpi <= 0:
-            raise ValueError(f"dpi={self.dpi} must be > 0")
+        Scale(self.dpi)  # the dpi record's range
         return self
 
 
@@ -128,7 +133,8 @@ def _blob(rng, r):
     return np.stack([x * math.cos(rot) - y * math.sin(rot), x * math.sin(rot) + y * math.cos(rot)], -1)
 
 
-def damage_image(clean: np.ndarray, seed: int = 0, cfg: DamageConfig = DamageConfig()):
+def damage_image(clean: np.ndarray, seed: int = 0, cfg: DamageConfig = DamageConfig()
+                 ) -> tuple[np.ndarray, dict, dict]:
     """Draw damage on ``clean`` ((H, W, 3) float32 sRGB in [0, 1]); deterministic in ``seed``.
 
     Returns ``(damaged (H, W, 3) float32, gt {loss, craquelure, scratch, stain: (H, W) bool}, info)``.
@@ -139,7 +145,7 @@ def damage_image(clean: np.ndarray, seed: int = 0, cfg: DamageConfig = DamageCon
     cfg.validate()
     rng = np.random.default_rng(seed)
     h, w = clean.shape[:2]
-    px_mm = 25.4 / cfg.dpi
+    px_mm = Scale(cfg.dpi).mm_per_px
     cm2 = h * w * (px_mm / 10) ** 2
     img = np.array(clean, np.float32, copy=True)
     gt = {k: np.zeros((h, w), bool) for k in ("loss", "craquelure", "scratch", "stain")}
@@ -180,7 +186,7 @@ def damage_image(clean: np.ndarray, seed: int = 0, cfg: DamageConfig = DamageCon
         cv2.fillPoly(lm, [np.round(_blob(rng, r) + c).astype(np.int32)], 1)
     loss = lm > 0
     # anti-aliased edge: a scan blurs the step over about a pixel
-    a = cv2.GaussianBlur(loss.astype(np.float32), (0, 0), 0.6)
+    a: np.ndarray = cv2.GaussianBlur(loss.astype(np.float32), (0, 0), 0.6)
     a = np.where(loss, np.maximum(a, 0.5), np.minimum(a, 0.49))[..., None]
     img = img * (1 - a) + ground * a
     gt["loss"] = loss
@@ -229,7 +235,8 @@ def score(classes: np.ndarray, fill_fp: np.ndarray, gt: dict, dpi: float, filled
     fp = np.asarray(fill_fp, bool)
     damage = gt["loss"] | gt["craquelure"] | gt["scratch"]
     intact = ~_near(damage, tol)
-    px_mm2 = (25.4 / dpi) ** 2
+    scale = Scale.of(dpi)
+    px_mm2 = scale.mm_per_px ** 2
     n_fill = int(fp.sum())
     det_loss = classes == CLASS_IDS["loss"]
     out = {"filled_mm2": round(n_fill * px_mm2, 4), "picture_share_filled": round(n_fill / fp.size, 5),
@@ -284,7 +291,8 @@ def summarize(per_image: dict) -> dict:
     return out
 
 
-def evaluate(name: str, seed: int = 0, detect_cfg=None, review_cfg=None, fill: bool = True, keep: bool = False):
+def evaluate(name: str, seed: int = 0, detect_cfg: DetectConfig | None = None, review_cfg: ReviewConfig | None = None,
+             fill: bool = True, keep: bool = False) -> dict | tuple[dict, dict]:
     """Damage picture ``name`` (with its ground variant from :data:`IMAGES`), run detection, the region
     table and the default review decision, fill what is decided ``fill`` and score it (:func:`score`).
 
@@ -307,7 +315,7 @@ def evaluate(name: str, seed: int = 0, detect_cfg=None, review_cfg=None, fill: b
     s = score(dmap.classes, fp, gt, dmg.dpi, filled, clean)
     s["n_fill"] = dec.count("fill")
     s["n_review"] = dec.count("review")
-    s["review_mm2"] = round(float(rv.sum()) * (25.4 / dmg.dpi) ** 2, 4)
+    s["review_mm2"] = round(Scale(dmg.dpi).px_area_to_mm2(rv.sum()), 4)
     s["ground_found"] = [round(v, 3) for v in dmap.ground_rgb] if dmap.ground_rgb else None
     s["ground_true"] = [round(v, 3) for v in info["ground_rgb"]]
     if keep:

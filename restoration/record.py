@@ -1,4 +1,9 @@
 """Archival record (spec 4.5): manifest.json and a human-readable index.html with thumbnails."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 import datetime
 import html
 import json
@@ -9,9 +14,9 @@ from .fileio import sha256_file, write_bytes
 SCHEMA = "atelier-restoration-record/1"
 
 
-def versions():
+def versions() -> dict:
     """Package versions relevant to reproducing the record."""
-    out = {"python": platform.python_version()}
+    out: dict = {"python": platform.python_version()}
     for name in ("torch", "numpy", "scipy", "cv2", "kornia", "tifffile", "PIL"):
         try:
             mod = __import__(name)
@@ -37,11 +42,12 @@ def _pack_version():
         return "?"
 
 
-def file_entry(out_dir, name, **meta):
+def file_entry(out_dir: Any, name: str, **meta: Any) -> dict:
     return dict(path=name, sha256=sha256_file(f"{out_dir}/{name}"), **meta)
 
 
-def write_record(out_dir, manifest, thumbs, rows, max_rows=2000):
+def write_record(out_dir: Any, manifest: dict, thumbs: Sequence[Tuple[str, str]], rows: Sequence[dict], max_rows: int = 2000
+                 ) -> dict:
     """Write ``manifest.json`` and ``index.html`` (thumbnails are file names inside out_dir).
 
     ``manifest`` must hold the sections of spec 4.5; ``rows`` is the region table (the HTML lists the
@@ -64,7 +70,7 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def render_html(m, thumbs, rows, max_rows=2000):
+def render_html(m: Mapping[str, Any], thumbs: Sequence[Tuple[str, str]], rows: Sequence[dict], max_rows: int = 2000) -> str:
     e = lambda v: html.escape(str(v))
     st = m.get("stats", {})
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Restoration record</title><style>"
@@ -142,7 +148,7 @@ def _review_html(rv, rows, e):
     return out
 
 
-def load_manifest(path):
+def load_manifest(path: Any) -> Tuple[dict, pathlib.Path]:
     """Read a record's ``manifest.json`` (``path``: the record folder or the file) for a replay.
 
     Returns ``(manifest dict, record folder)``. ValueError with one line naming the problem when the

@@ -3,6 +3,10 @@
 Every 8-connected component of the footprint is a region; every region is in the table, with a
 ``fill_decision`` and ``skip_reason`` instead of being dropped.
 """
+
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
 import math
 from dataclasses import dataclass
 
@@ -12,33 +16,43 @@ import torch
 from .classes import CLASS_NAMES
 from .color import ciede2000
 from .detect import label_ring_means
-from .scanio import MM_PER_INCH
+from .scale import Scale
+from .settings import SETTINGS
 
 STRUCT8 = np.ones((3, 3), bool)
 
 
 @dataclass(frozen=True)
 class RegionConfig:
-    viewing_distance_mm: float = 500.0
-    registration_tol_um: float = 100.0
+    """How regions are measured and which are too small to fill. ``viewing_distance_mm`` and
+    ``registration_tol_um`` are settings (:data:`restoration.settings.SETTINGS`), checked when the config is
+    made; ``invisible_de`` (ΔE00), ``ring_px`` and ``tile`` (px) are the method's constants."""
+    viewing_distance_mm: float = SETTINGS["viewing_distance_mm"].default
+    registration_tol_um: float = SETTINGS["registration_tol_um"].default
     invisible_de: float = 2.0
     ring_px: int = 3
-    tile: int = 1024
+    tile: int = SETTINGS["tile"].default
+
+    def __post_init__(self) -> None:
+        for k in ("viewing_distance_mm", "registration_tol_um"):
+            SETTINGS[k].check(getattr(self, k))
+        if not self.invisible_de >= 0 or int(self.ring_px) < 1:
+            raise ValueError(f"invisible_de={self.invisible_de!r} must be >= 0 and ring_px={self.ring_px!r} >= 1")
 
 
-def area_mm2(n_px, dpi):
-    """Area of ``n_px`` pixels at ``dpi`` in mm^2: n * (25.4 / dpi)^2."""
-    return float(n_px) * (MM_PER_INCH / float(dpi)) ** 2
+def area_mm2(n_px: float, dpi: float) -> float:
+    """Area of ``n_px`` pixels at ``dpi`` in mm^2 (:meth:`restoration.scale.Scale.px_area_to_mm2`)."""
+    return Scale(dpi).px_area_to_mm2(n_px)
 
 
-def label_regions(footprint):
+def label_regions(footprint: np.ndarray) -> Tuple[np.ndarray, int]:
     """8-connected labels of a boolean (H, W) map, raster-order ids (int32), and the count N."""
     from scipy import ndimage
     lab, n = ndimage.label(np.asarray(footprint, bool), structure=STRUCT8)
     return lab.astype(np.int32, copy=False), int(n)
 
 
-def label_by_fill(classes, fill_classes):
+def label_by_fill(classes: np.ndarray, fill_classes: Sequence[str]) -> Tuple[np.ndarray, int]:
     """Label the fill-class footprint and the remaining damage separately.
 
     Regions 1..Nf are the 8-connected components of the pixels whose class is filled (so a region is a
@@ -54,7 +68,8 @@ def label_by_fill(classes, fill_classes):
     return la, na + nb
 
 
-def region_table(labels, classes, img, dpi, fill_classes, cfg=RegionConfig()):
+def region_table(labels: np.ndarray, classes: np.ndarray, img: np.ndarray, dpi: "float | Scale",
+                 fill_classes: Sequence[str], cfg: RegionConfig = RegionConfig()) -> List[dict]:
     """Per-region rows (dicts), ordered by id. Coordinates: origin top-left, x right, y down, mm.
 
     labels: (H, W) int32 from :func:`label_regions`; classes: (H, W) uint8 class ids;
@@ -65,7 +80,8 @@ def region_table(labels, classes, img, dpi, fill_classes, cfg=RegionConfig()):
     n = int(labels.max())
     if n == 0:
         return []
-    mm = MM_PER_INCH / dpi
+    scale = Scale.of(dpi)
+    mm = scale.mm_per_px
     objs = ndimage.find_objects(labels)
     inside, ring, n_in, n_ring = label_ring_means(img, labels, cfg.ring_px, cfg.tile)
     contrast = ciede2000(torch.from_numpy(inside), torch.from_numpy(ring)).numpy()
@@ -99,7 +115,7 @@ def region_table(labels, classes, img, dpi, fill_classes, cfg=RegionConfig()):
             decision, reason = "fill", ""
         rows.append({
             "id": i, "class": name, "fill_decision": decision, "skip_reason": reason,
-            "area_px": int(n_in[i]), "area_mm2": round(area_mm2(n_in[i], dpi), 6),
+            "area_px": int(n_in[i]), "area_mm2": round(scale.px_area_to_mm2(n_in[i]), 6),
             "bbox_px": [sl[1].start, sl[0].start, sl[1].stop, sl[0].stop],
             "bbox_mm": [round(v * mm, 4) for v in (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)],
             "centroid_mm": [round((cx + 0.5) * mm, 4), round((cy + 0.5) * mm, 4)],
@@ -112,7 +128,7 @@ def region_table(labels, classes, img, dpi, fill_classes, cfg=RegionConfig()):
     return rows
 
 
-def decision_mask(labels, rows, decision="fill"):
+def decision_mask(labels: np.ndarray, rows: Sequence[dict], decision: str = "fill") -> np.ndarray:
     """Boolean (H, W) map of the regions whose ``fill_decision`` equals ``decision``."""
     keep = np.zeros(int(labels.max()) + 1, bool)
     for r in rows:
@@ -120,7 +136,7 @@ def decision_mask(labels, rows, decision="fill"):
     return keep[labels]
 
 
-def table_csv(rows):
+def table_csv(rows: Sequence[dict]) -> str:
     """The table as CSV text (lists joined by spaces)."""
     if not rows:
         return "id\n"

@@ -1,19 +1,26 @@
 """Registration check (spec N11): align a capture of the painting with the mask applied to the
 original capture and report the residual in micrometres."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
 import numpy as np
 
 from .detect import lab_of
+from .scale import Scale
 
-MOTIONS = ("translation", "euclidean", "affine", "homography")
+from .settings import MOTIONS, SETTINGS
 
 
-def registration_summary(result):
+def registration_summary(result: Mapping[str, Any]) -> dict:
     """A :func:`registration_check` result without its residual map: what the record and the node's JSON keep
     (``warp``, ``shift_px``, ``rms_um``, ``max_um``, ``scale``, ...)."""
     return {k: v for k, v in result.items() if k != "residual"}
 
 
-def registration_check(capture, original, dpi, motion="homography", max_side=1024, iters=200, eps=1e-6, exclude=None):
+def registration_check(capture: np.ndarray, original: np.ndarray, dpi: "float | Scale", motion: str = "homography",
+                       max_side: int = 1024, iters: int = 200, eps: float = 1e-6,
+                       exclude: Optional[np.ndarray] = None) -> dict:
     """ECC alignment (OpenCV) on L*.
 
     Args:
@@ -26,8 +33,7 @@ def registration_check(capture, original, dpi, motion="homography", max_side=102
     ``scale``.
     """
     import cv2
-    if motion not in MOTIONS:
-        raise ValueError(f"motion {motion!r} is not one of {MOTIONS}")
+    SETTINGS["motion"].check(motion)
     if capture.shape != original.shape:
         raise ValueError(f"capture has size {capture.shape}; the original is {original.shape}")
     h, w = original.shape[:2]
@@ -37,9 +43,9 @@ def registration_check(capture, original, dpi, motion="homography", max_side=102
     b = cv2.resize(np.ascontiguousarray(lab_of(capture)[..., 0]), size, interpolation=cv2.INTER_AREA) / 100
     mode = {"translation": cv2.MOTION_TRANSLATION, "euclidean": cv2.MOTION_EUCLIDEAN,
             "affine": cv2.MOTION_AFFINE, "homography": cv2.MOTION_HOMOGRAPHY}[motion]
-    warp = np.eye(3, dtype=np.float32) if motion == "homography" else np.eye(2, 3, dtype=np.float32)
+    warp: Any = np.eye(3, dtype=np.float32) if motion == "homography" else np.eye(2, 3, dtype=np.float32)
     crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, iters, eps)
-    tmask = None
+    tmask: Any = None
     if exclude is not None:
         if exclude.shape != original.shape[:2]:
             raise ValueError(f"exclude mask has size {exclude.shape}; the original is {original.shape[:2]}")
@@ -63,7 +69,7 @@ def registration_check(capture, original, dpi, motion="homography", max_side=102
     q = Wf @ pts
     q = q[:2] / q[2:]
     d = np.hypot(q[0] - pts[0], q[1] - pts[1])
-    um = 25400.0 / dpi
+    um = 1000.0 * Scale.of(dpi).mm_per_px
     c = Wf @ np.array([w / 2, h / 2, 1.0])
     return {"warp": Wf.tolist(), "shift_px": [float(c[0] / c[2] - w / 2), float(c[1] / c[2] - h / 2)],
             "rms_um": float(np.sqrt((d ** 2).mean()) * um), "max_um": float(d.max() * um),

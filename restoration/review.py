@@ -34,11 +34,13 @@ the picture) -> review; ``unsure`` (confidence below ``min_confidence``) -> revi
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from .classes import DEFAULT_FILL_CLASSES
 from .detect import EVIDENCE
+from .settings import SETTINGS
 
 RULES = ("rejected", "accepted", "class_not_filled", "user_painted", "below_registration", "invisible",
          "large", "unsure", "confident")
@@ -52,27 +54,38 @@ REASONS = {"ground_confirmed": "colour of a ground shared by several losses (or 
                          "paint of the ground's colour may touch it)"}
 
 
+_S = SETTINGS
+
+
 @dataclass(frozen=True)
 class ReviewConfig:
-    min_confidence: float = 0.6       # below: review
-    max_fill_mm2: float = 4.0         # larger regions go to review ...
-    max_fill_share: float = 0.005     # ... as do regions above this share of the picture
-    registration_tol_um: float = 100.0
+    """The review rules' settings; every field but ``invisible_de`` and ``fill_classes`` is a record of
+    :data:`restoration.settings.SETTINGS` (default and bounds), checked when the config is made."""
+    min_confidence: float = _S["min_confidence"].default       # below: review
+    max_fill_mm2: float = _S["max_fill_mm2"].default           # larger regions go to review ...
+    max_fill_share: float = _S["max_fill_share"].default       # ... as do regions above this share of the picture
+    registration_tol_um: float = _S["registration_tol_um"].default
     invisible_de: float = 2.0
     fill_classes: tuple = DEFAULT_FILL_CLASSES
 
+    RECORDS = ("min_confidence", "max_fill_mm2", "max_fill_share", "registration_tol_um")  # not fields
+
+    def __post_init__(self) -> None:
+        self.validate()
+
     @classmethod
-    def given(cls, **values) -> "ReviewConfig":
+    def given(cls, **values: Optional[float]) -> "ReviewConfig":
         """The config with the ``values`` that are given (as floats); a None value keeps the default (an
         optional node input left unset)."""
-        return cls(**{k: float(v) for k, v in values.items() if v is not None})
+        kw: dict[str, Any] = {k: float(v) for k, v in values.items() if v is not None}
+        return cls(**kw)
 
     def validate(self) -> "ReviewConfig":
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ValueError(f"min_confidence={self.min_confidence} must be in 0..1")
-        for k in ("max_fill_mm2", "max_fill_share", "registration_tol_um", "invisible_de"):
-            if getattr(self, k) < 0:
-                raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
+        """Every setting checked by its record (:class:`~atelier_settings.SettingError` naming it)."""
+        for k in self.RECORDS:
+            _S[k].check(getattr(self, k))
+        if not self.invisible_de >= 0:
+            raise ValueError(f"invisible_de={self.invisible_de!r} must be >= 0")
         return self
 
 
@@ -90,7 +103,8 @@ class Decision:
         return d
 
 
-def region_confidence(labels: np.ndarray, confidence: np.ndarray, evidence: np.ndarray):
+def region_confidence(labels: np.ndarray, confidence: np.ndarray, evidence: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Per label of ``labels`` ((H, W) int, 0 = none, N = max): mean of ``confidence`` ((H, W) uint8,
     255 = 1) as (N + 1,) float64 in [0, 1], and the OR of ``evidence`` bits as (N + 1,) uint8."""
     lab = np.asarray(labels).ravel()
@@ -119,7 +133,9 @@ def ids_under_mask(labels: np.ndarray, mask: np.ndarray) -> set:
     return {int(i) for i in ids if i > 0}
 
 
-def decide(rows, conf, bits, picture_mm2: float, cfg: ReviewConfig = ReviewConfig(), accept=(), reject=()):
+def decide(rows: Sequence[Mapping[str, Any]], conf: np.ndarray, bits: np.ndarray, picture_mm2: float,
+           cfg: ReviewConfig = ReviewConfig(), accept: Iterable[int] = (), reject: Iterable[int] = ()
+           ) -> list[Decision]:
     """One :class:`Decision` per region row, in row order (rules in the module docstring).
 
     rows: dicts with ``id``, ``class``, ``area_mm2``, ``max_width_mm`` and optionally
@@ -165,7 +181,7 @@ def decide(rows, conf, bits, picture_mm2: float, cfg: ReviewConfig = ReviewConfi
     return out
 
 
-def footprint(labels: np.ndarray, decisions, decision: str = "fill") -> np.ndarray:
+def footprint(labels: np.ndarray, decisions: Sequence[Decision], decision: str = "fill") -> np.ndarray:
     """Boolean (H, W) map of the regions whose decision is ``decision``."""
     n = int(np.asarray(labels).max()) if np.size(labels) else 0
     keep = np.zeros(n + 1, bool)
@@ -175,9 +191,10 @@ def footprint(labels: np.ndarray, decisions, decision: str = "fill") -> np.ndarr
     return keep[labels]
 
 
-def summary(decisions) -> dict:
+def summary(decisions: Sequence[Decision]) -> dict:
     """Counts per decision and per rule (for the record's stats)."""
-    by_d, by_r = {}, {}
+    by_d: dict = {}
+    by_r: dict = {}
     for d in decisions:
         by_d[d.decision] = by_d.get(d.decision, 0) + 1
         by_r[d.rule] = by_r.get(d.rule, 0) + 1

@@ -3,6 +3,10 @@
 Images in memory are float32 ``(H, W, 3)`` arrays/tensors in [0, 1], sRGB-encoded. Writing lives in
 :mod:`restoration.fileio` (its names are re-exported here for callers of the old module).
 """
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Tuple
 import os
 import pathlib
 
@@ -11,30 +15,33 @@ import numpy as np
 from .fileio import (atomic_write, prepare_out_dir, safe_path, sha256_file, to_uint, write_bytes,  # noqa: F401
                      write_png, write_tiff)
 
-DPI_RANGE = (50.0, 20000.0)
-MM_PER_INCH = 25.4
+from .scale import MM_PER_INCH, Scale, whole_px  # noqa: F401  (MM_PER_INCH: for callers of the old module)
+from .settings import SETTINGS
+
+DPI_RANGE = (SETTINGS["dpi"].min, SETTINGS["dpi"].max)
 SCAN_SUFFIXES = (".png", ".tif", ".tiff")
 LOSSY_FORMATS = ("JPEG", "MPO", "WEBP")  # read, but flagged lossy in the record (WebP may be lossless)
 
 
-def check_dpi(dpi, name="dpi"):
-    """Return ``dpi`` as float or raise ValueError naming the allowed range."""
-    try:
-        d = float(dpi)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {dpi!r}") from None
-    if not (DPI_RANGE[0] <= d <= DPI_RANGE[1]) or d != d:
-        raise ValueError(f"{name}={dpi!r} is out of range; allowed {DPI_RANGE[0]:g}..{DPI_RANGE[1]:g} "
-                         "pixels per inch (600 is a typical 1:1 museum capture)")
-    return d
+def check_dpi(dpi: Any) -> float:
+    """``dpi`` (a number, or a number's text as a file's metadata may give it) as a float checked by the
+    ``dpi`` record (:class:`~restoration.scale.Scale`); ValueError naming ``dpi (--dpi)`` otherwise."""
+    if isinstance(dpi, str):
+        try:
+            dpi = float(dpi)
+        except ValueError:
+            pass
+    elif not isinstance(dpi, (bool, int, float)) and hasattr(dpi, "__float__"):
+        dpi = float(dpi)  # numpy scalars, TIFF rationals
+    return Scale(dpi).dpi
 
 
-def mm_to_px(mm, dpi, minimum=0):
-    """Millimetres -> whole pixels (rounded), at least ``minimum``."""
-    return max(int(minimum), int(round(float(mm) * float(dpi) / MM_PER_INCH)))
+def mm_to_px(mm: float, dpi: float, minimum: int = 0) -> int:
+    """Millimetres -> whole pixels (rounded), at least ``minimum`` (:func:`restoration.scale.whole_px`)."""
+    return whole_px(mm, dpi, minimum)
 
 
-def read_scan(path, dpi=None):
+def read_scan(path: "str | os.PathLike", dpi: Optional[float] = None) -> Tuple[np.ndarray, float, dict]:
     """Read a PNG/TIFF (8 or 16 bit, gray/RGB/RGBA) scan.
 
     Returns ``(image float32 (H, W, 3) in [0, 1], dpi float, info dict)``. ``dpi`` given here wins;
@@ -51,7 +58,7 @@ def read_scan(path, dpi=None):
         import tifffile
         try:
             with tifffile.TiffFile(p) as tf:
-                page = tf.pages[0]
+                page: Any = tf.pages[0]
                 arr = page.asarray()
                 tags = page.tags
                 if "XResolution" in tags:
@@ -101,7 +108,7 @@ def read_scan(path, dpi=None):
                         "sha256": sha256_file(p), "shape": list(img.shape)}
 
 
-def confined_file(folder, name, what="file"):
+def confined_file(folder: "str | os.PathLike", name: str, what: str = "file") -> pathlib.Path:
     """``folder / name`` resolved (links followed) if it is an existing file inside ``folder``.
 
     Anything else -- ``..``, an absolute path, a link leading out, a missing file -- raises the same
@@ -122,7 +129,8 @@ def confined_file(folder, name, what="file"):
 RECORD_SCAN_KEYS = ("name", "sha256", "bits", "format", "lossy", "dpi_source")
 
 
-def read_confined(folder, name, dpi=None):
+def read_confined(folder: "str | os.PathLike", name: str, dpi: Optional[float] = None
+                  ) -> Tuple[np.ndarray, float, dict]:
     """:func:`read_scan` of a file of ``folder`` chosen by ``name`` (see :func:`confined_file`), for a server.
 
     Errors name the file as chosen, never the server's folders; the returned info keeps only
@@ -136,7 +144,7 @@ def read_confined(folder, name, dpi=None):
     return img, d, {k: info[k] for k in RECORD_SCAN_KEYS}
 
 
-def content_fingerprint(folder, name):
+def content_fingerprint(folder: "str | os.PathLike", name: Any) -> str:
     """SHA-256 of a file of ``folder`` (a changed file reruns the graph); ``name`` itself when it is not one."""
     try:
         return sha256_file(confined_file(folder, name))
@@ -144,7 +152,7 @@ def content_fingerprint(folder, name):
         return str(name)
 
 
-def list_scans(folder):
+def list_scans(folder: "str | os.PathLike") -> List[str]:
     """Names of the image files a scan may be read from (PNG/TIFF, and JPEG flagged lossy) directly in
     ``folder`` (as the host's LoadImage lists its input folder), sorted; [] if it cannot be read."""
     try:

@@ -4,6 +4,10 @@ One function per rule, called by the CLI pipeline (:func:`restoration.pipeline.r
 ComfyUI nodes alike, so the same settings give the same maps, tables and files on both paths.
 Shapes: images (H, W, 3) float32 sRGB in [0, 1]; masks and maps (H, W).
 """
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional, Sequence, Tuple
 import logging
 import time
 from dataclasses import asdict, replace
@@ -19,13 +23,14 @@ from .fill import METHODS, fill_image, fill_qa
 from .palette import count_rgb8, merge_palette
 from .regions import RegionConfig, label_by_fill, region_table
 from .review import ReviewConfig, decide, ids_under_mask, region_confidence, summary
+from .scale import Scale
+from .settings import SETTINGS, TILE, check_tile
 
 log = logging.getLogger("atelier")
-TILE = 1024          # default tile of detection, fill and QA (px); results do not depend on it (tests)
 PALETTE_TOP = 256    # palette leaders kept (by area)
 
 
-def check_fill_classes(fill_classes, name="fill classes"):
+def check_fill_classes(fill_classes: Iterable[str], name: str = "fill classes") -> Tuple[str, ...]:
     """The class names as a tuple, or ValueError naming the unknown ones and the allowed names."""
     fc = tuple(fill_classes)
     bad = [c for c in fc if c not in CLASS_IDS]
@@ -34,33 +39,29 @@ def check_fill_classes(fill_classes, name="fill classes"):
     return fc
 
 
-def check_tile(tile, name="tile"):
-    """``tile`` as int if 0 (untiled) or 64..16384 px, else ValueError naming it."""
-    t = int(tile)
-    if not (t == 0 or 64 <= t <= 16384):
-        raise ValueError(f"{name}={tile!r} is out of range; allowed 0 (untiled) or 64..16384 px")
-    return t
-
-
-def detect_config(ground_color="auto", tile=TILE, **thresholds):
+def detect_config(ground_color: str = "auto", tile: int = TILE, **thresholds: float) -> DetectConfig:
     """The :class:`DetectConfig` of the detection settings a user sets (the Damage Detect node's widgets,
     the CLI's ``--ground`` / ``--tile``), parsed and validated: ``ground_color`` text ('auto' or R,G,B),
     ``tile``, and any DetectConfig threshold by name. ValueError names the setting and what is allowed."""
     unknown = sorted(set(thresholds) - set(DetectConfig.__dataclass_fields__))
     if unknown:
         raise ValueError(f"unknown detection settings {unknown}")
-    cfg = DetectConfig(ground_rgb=parse_rgb(ground_color, "ground_color"), tile=check_tile(tile), **thresholds)
-    return cfg.validate()
+    SETTINGS["ground_color"].check(ground_color)
+    kw: dict[str, Any] = dict(thresholds)
+    return DetectConfig(ground_rgb=parse_rgb(ground_color, SETTINGS["ground_color"].label),
+                        tile=check_tile(tile), **kw)
 
 
-def fill_classes_of(loss=True, small_defect=True, craquelure=False, support_split=False, user=True):
+def fill_classes_of(loss: bool = True, small_defect: bool = True, craquelure: bool = False,
+                    support_split: bool = False, user: bool = True) -> Tuple[str, ...]:
     """The fill classes chosen by switches (Damage Map Edit), in a fixed order."""
     on = {"loss": loss, "small_defect": small_defect, "craquelure": craquelure, "support_split": support_split,
           "user": user}
     return tuple(k for k, v in on.items() if v)
 
 
-def detect(img, dpi, cfg=DetectConfig(), progress=None):
+def detect(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = DetectConfig(),
+           progress: Optional[Callable[[int, int], None]] = None) -> DamageMap:
     """Damage detection -> :class:`DamageMap` (no user masks yet; default fill classes)."""
     t = time.perf_counter()
     det = detect_damage(img, dpi, cfg, progress=progress)
@@ -70,7 +71,8 @@ def detect(img, dpi, cfg=DetectConfig(), progress=None):
                      evidence=det.get("evidence"))
 
 
-def edit(dmap, add=None, remove=None, fill_classes=None):
+def edit(dmap: DamageMap, add: Optional[np.ndarray] = None, remove: Optional[np.ndarray] = None,
+         fill_classes: Optional[Iterable[str]] = None) -> DamageMap:
     """User masks merged into the class map (``add``: (H, W) bool painted as ``user`` where nothing was
     found, ``remove``: cleared) and the classes chosen for filling. Returns a new :class:`DamageMap`."""
     classes = merge_user_mask(dmap.classes, add, remove)
@@ -79,7 +81,7 @@ def edit(dmap, add=None, remove=None, fill_classes=None):
     return replace(dmap, classes=classes, fill_classes=fc, user_add=to_b(add), user_remove=to_b(remove))
 
 
-def fill_candidates(dmap):
+def fill_candidates(dmap: DamageMap) -> np.ndarray:
     """(H, W) bool: pixels of the classes chosen for filling."""
     return fill_mask_from_classes(dmap.classes, dmap.fill_classes)
 
@@ -87,7 +89,7 @@ def fill_candidates(dmap):
 REVIEW_INPUTS = ("accept", "reject", "accept_mask", "reject_mask")  # default names in review messages
 
 
-def parse_ids(ids, name="accept"):
+def parse_ids(ids: "str | Iterable[Any] | None", name: str = "accept") -> Tuple[int, ...]:
     """Region ids as a sorted tuple of ints from text ('3,7,12' or '3 7 12'; empty = none) or an iterable
     of ints. ValueError names the input, the bad value and what is allowed."""
     if ids is None:
@@ -106,7 +108,9 @@ def parse_ids(ids, name="accept"):
     return tuple(sorted(out))
 
 
-def check_review(cfg=ReviewConfig(), accept="", reject="", names=REVIEW_INPUTS):
+def check_review(cfg: ReviewConfig = ReviewConfig(), accept: "str | Iterable[Any]" = "",
+                 reject: "str | Iterable[Any]" = "", names: Sequence[str] = REVIEW_INPUTS
+                 ) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
     """The checks that need no region map (before detection starts): the review settings and the id lists.
     Returns ``(accept ids, reject ids)``; ValueError names the input."""
     cfg.validate()
@@ -117,7 +121,9 @@ def check_review(cfg=ReviewConfig(), accept="", reject="", names=REVIEW_INPUTS):
     return a, r
 
 
-def review_ids(labels, accept="", reject="", accept_mask=None, reject_mask=None, names=None):
+def review_ids(labels: np.ndarray, accept: "str | Iterable[Any]" = "", reject: "str | Iterable[Any]" = "",
+               accept_mask: Optional[np.ndarray] = None, reject_mask: Optional[np.ndarray] = None,
+               names: Optional[Sequence[str]] = None) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
     """THE rule that turns a user's accept/reject choice into region ids (Region Table node, CLI, replay):
     ids given as text or ints (:func:`parse_ids`) united with the regions each mask ((H, W) bool, the
     region map's size) touches (:func:`restoration.review.ids_under_mask`). Returns ``(accept, reject)``
@@ -137,8 +143,10 @@ def review_ids(labels, accept="", reject="", accept_mask=None, reject_mask=None,
     return tuple(sorted(a)), tuple(sorted(r))
 
 
-def regions(img, dmap, dpi, cfg=RegionConfig(), review=ReviewConfig(), accept="", reject="", accept_mask=None,
-            reject_mask=None, names=REVIEW_INPUTS):
+def regions(img: np.ndarray, dmap: DamageMap, dpi: "float | Scale", cfg: RegionConfig = RegionConfig(),
+            review: ReviewConfig = ReviewConfig(), accept: "str | Iterable[Any]" = "",
+            reject: "str | Iterable[Any]" = "", accept_mask: Optional[np.ndarray] = None,
+            reject_mask: Optional[np.ndarray] = None, names: Optional[Sequence[str]] = REVIEW_INPUTS) -> RegionTable:
     """Label and measure every region and decide what gets filled -> :class:`RegionTable`.
 
     The review before print (:mod:`restoration.review`): each region gets the mean detector confidence
@@ -151,32 +159,35 @@ def regions(img, dmap, dpi, cfg=RegionConfig(), review=ReviewConfig(), accept=""
     ``confidence`` and ``reasons``; the table's ``review`` keeps the config, ids and per-region decisions.
     ``names``: how the caller spells the four review inputs (for the error messages)."""
     t = time.perf_counter()
+    scale = Scale.of(dpi)
     labels, _ = label_by_fill(dmap.classes, dmap.fill_classes)
-    rows = region_table(labels, dmap.classes, img, dpi, dmap.fill_classes, cfg)
+    rows = region_table(labels, dmap.classes, img, scale, dmap.fill_classes, cfg)
     rcfg = replace(review, registration_tol_um=float(cfg.registration_tol_um), invisible_de=float(cfg.invisible_de),
                    fill_classes=tuple(dmap.fill_classes)).validate()
     acc, rej = review_ids(labels, accept, reject, accept_mask, reject_mask, names)
     zeros = np.zeros(labels.shape, np.uint8)  # no detector maps (a hand-made DamageMap): every region unsure
     conf, bits = region_confidence(labels, zeros if dmap.confidence is None else dmap.confidence,
                                    zeros if dmap.evidence is None else dmap.evidence)
-    mm = 25.4 / float(dpi)
     gate = [dict(r, dE00_contrast=0.0) if r["skip_reason"] == "invisible" else r for r in rows]
-    decs = decide(gate, conf, bits, labels.size * mm * mm, rcfg, acc, rej)
+    decs = decide(gate, conf, bits, scale.px_area_to_mm2(labels.size), rcfg, acc, rej)
     for r, d in zip(rows, decs):
         r.update(fill_decision=d.decision, skip_reason=d.rule if d.decision == "skip" else "", rule=d.rule,
                  confidence=d.confidence, reasons=list(d.reasons))
     rv = {"config": asdict(rcfg), "accepted": list(acc), "rejected": list(rej), "summary": summary(decs),
           "for_review": [d.id for d in decs if d.decision == "review"], "regions": [d.as_row() for d in decs]}
-    return RegionTable(labels, tuple(rows), dmap.classes, tuple(dmap.fill_classes), float(dpi),
+    return RegionTable(labels, tuple(rows), dmap.classes, tuple(dmap.fill_classes), scale.dpi,
                        times={"regions": round(time.perf_counter() - t, 3)}, review=rv)
 
 
-def fill(img, mask, method="harmonic", grow_px=1, external=None, source=None, tile=TILE, device="cpu",
-         progress=None):
+def fill(img: np.ndarray, mask: np.ndarray, method: str = "harmonic", grow_px: int = 1,
+         external: Optional[np.ndarray] = None, source: Optional[np.ndarray] = None, tile: int = TILE,
+         device: Any = "cpu", progress: Optional[Callable[[int, int], None]] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Fill ``mask`` (see :func:`restoration.fill.fill_image`) -> ``(filled, used)``; the tile is the
     same on every path so node and CLI fills are identical. ``external`` is required by (and only used
     with) method ``external``, ``source`` only with ``patch``; an input given to another method is
-    ignored with a warning."""
+    ignored with a warning. ``method`` and ``grow_px`` are checked by their records."""
+    SETTINGS["method"].check(method)
+    SETTINGS["grow_px"].check(grow_px)
     if method == "external" and external is None:
         raise ValueError("fill method 'external' needs the external fill IMAGE (external_fill)")
     if external is not None and method != "external":
@@ -189,7 +200,8 @@ def fill(img, mask, method="harmonic", grow_px=1, external=None, source=None, ti
                       progress=progress, source=source)
 
 
-def annotate_fill(table, method, external_model="", seconds=None):
+def annotate_fill(table: RegionTable, method: str, external_model: Optional[str] = "",
+                  seconds: Optional[float] = None) -> RegionTable:
     """The table after a fill by ``method``: each filled region's ``fill_method`` and ``generative``
     (an external model made it); returns a new :class:`RegionTable`."""
     if method not in METHODS:
@@ -206,23 +218,25 @@ def annotate_fill(table, method, external_model="", seconds=None):
                    times={**table.times, **t})
 
 
-def qa(original, filled, table, edge_de=3.0, tile=TILE):
+def qa(original: np.ndarray, filled: np.ndarray, table: RegionTable, edge_de: float = 3.0, tile: int = TILE
+       ) -> RegionTable:
     """Fill QA per region (dE00 of the fill against its edge ring) -> new :class:`RegionTable` with
     the QA columns and ``qa_per_label``."""
     if original.shape != filled.shape or original.shape[:2] != table.labels.shape:
         raise ValueError(f"original {original.shape}, filled {filled.shape} and regions {table.labels.shape} "
                          "differ in size")
+    SETTINGS["edge_de"].check(edge_de)
     t = time.perf_counter()
     rows, per = fill_qa(original, filled, table.labels, list(table.rows), edge_de=edge_de, tile=tile, heat=False)
     return replace(table, rows=tuple(rows), qa_per_label=per,
                    times={**table.times, "qa": round(time.perf_counter() - t, 3)})
 
 
-def palette(filled, used, q=1.0, merge=True, top=PALETTE_TOP):
+def palette(filled: np.ndarray, used: np.ndarray, q: float = 1.0, merge: bool = True, top: int = PALETTE_TOP
+            ) -> Palette:
     """The colour count of the fill (inside ``used``) -> :class:`Palette`. The one palette summary
     (pipeline, Colour Count node, Record node). ``merge=False`` skips the ΔE00 clustering."""
-    if not q > 0:
-        raise ValueError(f"colour count q={q!r} must be > 0 (ΔE00)")
+    SETTINGS["q"].check(q)
     rgb8 = to_uint(np.asarray(filled)[np.asarray(used, bool)], 8)
     n8 = count_rgb8(rgb8)
     if not merge:
@@ -233,7 +247,7 @@ def palette(filled, used, q=1.0, merge=True, top=PALETTE_TOP):
     return Palette(n8, int(len(leaders)), float(q), cols)
 
 
-def palette_swatch(pal, n=32, side=64):
+def palette_swatch(pal: Palette, n: int = 32, side: int = 64) -> np.ndarray:
     """(side, side * k, 3) float32 swatches of the first ``k = min(n, len)`` leaders (white when none)."""
     cols = pal.colours[:n]
     sw = np.ones((side, side * max(1, len(cols)), 3), np.float32)

@@ -2,21 +2,29 @@
 
 Deterministic in ``seed``. Everything is numpy + OpenCV; a 1536 x 1024 sample takes about a second.
 """
+
+from __future__ import annotations
+
+from typing import Tuple
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .classes import CLASS_IDS
+from .scale import Scale
+from .settings import SETTINGS
 
 GROUND_RGB = (0.86, 0.80, 0.68)  # gesso-like ground exposed by losses
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    height: int = 1024
-    width: int = 1536
-    dpi: float = 600.0
+    """The synthetic painting's size and scale (``height``, ``width``, ``dpi``: records of
+    :data:`restoration.settings.SETTINGS`, checked when the config is made) and its damage densities."""
+    height: int = SETTINGS["height"].default
+    width: int = SETTINGS["width"].default
+    dpi: float = SETTINGS["dpi"].default
     n_forms: int = 12
     n_painted_lines: int = 25
     crack_seeds: int = 900          # per 1024^2 px, scaled by area
@@ -27,6 +35,10 @@ class SynthConfig:
     n_splits: int = 1
     noise: float = 0.01
 
+    def __post_init__(self) -> None:
+        for k in ("height", "width", "dpi"):
+            SETTINGS[k].check(getattr(self, k))
+
 
 def _smooth_field(rng, h, w, cells, ch):
     import cv2
@@ -34,21 +46,21 @@ def _smooth_field(rng, h, w, cells, ch):
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC).reshape(h, w, ch)
 
 
-def clean_painting(cfg, rng):
+def clean_painting(cfg: "SynthConfig", rng: np.random.Generator) -> np.ndarray:
     """(H, W, 3) float32 clean image: colour fields, brushwork, hard-edged forms, painted lines."""
     import cv2
     h, w = cfg.height, cfg.width
     from .color import rgb_to_lab
     import torch
     # muted palette kept away from the ground colour (so a loss is distinguishable from paint)
-    palette = []
+    colours: list = []
     ground_lab = rgb_to_lab(torch.tensor(GROUND_RGB, dtype=torch.float64))
-    while len(palette) < 24:
+    while len(colours) < 24:
         c = rng.uniform(0.05, 0.85, 3) * rng.uniform(0.5, 1.0)
         lab = rgb_to_lab(torch.tensor(c, dtype=torch.float64))
         if float(torch.linalg.norm(lab - ground_lab)) > 30:
-            palette.append(c)
-    palette = np.array(palette, np.float32)
+            colours.append(c)
+    palette = np.array(colours, np.float32)
     wts = _smooth_field(rng, h, w, 4, 3)
     base = (wts[..., :1] * palette[0] + wts[..., 1:2] * palette[1] + wts[..., 2:3] * palette[2]) / (
         wts.sum(-1, keepdims=True) + 1e-6)
@@ -99,20 +111,20 @@ def _voronoi_edges(rng, h, w, n_seeds):
     return e, lab
 
 
-def make_sample(cfg=SynthConfig(), seed=0):
+def make_sample(cfg: "SynthConfig" = SynthConfig(), seed: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Return ``(damaged, clean, gt_classes, info)``.
 
     damaged/clean: (H, W, 3) float32 in [0, 1]; gt_classes: (H, W) uint8 with the ids of
     ``classes.CLASS_IDS`` (0 = undamaged); info: dict with the ground colour and counts.
     """
     import cv2
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(SETTINGS["seed"].check(seed))
     h, w = cfg.height, cfg.width
     clean = clean_painting(cfg, rng)
     img = clean.copy()
     gt = np.zeros((h, w), np.uint8)
     area_scale = h * w / 1024 ** 2
-    mm = 25.4 / cfg.dpi
+    mm = Scale(cfg.dpi).mm_per_px
     # craquelure: part of a Voronoi network, 1-2 px wide, darkened to 35-60 %
     edges, lab = _voronoi_edges(rng, h, w, int(cfg.crack_seeds * area_scale))
     keep_cell = rng.random(lab.max() + 1) < cfg.crack_keep

@@ -5,6 +5,10 @@ The stages work on numpy (:mod:`restoration.artefacts`): images (H, W, 3) float3
 reads its IMAGE and MASK inputs alike (first frame, first three channels, masks thresholded at 0.5) and
 names the input that does not fit.
 """
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
 import logging
 
 import numpy as np
@@ -15,7 +19,7 @@ __all__ = ["image_array", "mask_array", "image_batch", "mask_batch"]
 log = logging.getLogger("atelier")
 
 
-def image_array(image, name="image"):
+def image_array(image: Any, name: str = "image") -> np.ndarray:
     """First frame of an image batch ``(B, H, W, C)``, C >= 3, as ``(H, W, 3)`` float32 numpy (alpha and
     further frames dropped, a warning for the frames). ValueError names the input otherwise."""
     if image is None or image.ndim != 4 or image.shape[-1] < 3:
@@ -26,7 +30,7 @@ def image_array(image, name="image"):
     return np.ascontiguousarray(image[0, ..., :3].detach().cpu().float().numpy())
 
 
-def mask_array(mask, shape, name):
+def mask_array(mask: Any, shape: Tuple[int, ...], name: str) -> Optional[np.ndarray]:
     """A mask ``((B,) H, W)`` as ``(H, W)`` bool (> 0.5; of a batch, the first), checked against ``shape``
     (H, W); None stays None. ValueError names the input when the size differs."""
     if mask is None:
@@ -37,12 +41,12 @@ def mask_array(mask, shape, name):
     return m.detach().cpu().float().numpy() > 0.5
 
 
-def image_batch(arr):
+def image_batch(arr: np.ndarray) -> torch.Tensor:
     """An ``(H, W, C)`` (or ``(N, H, W, C)`` batch without its batch dim) array as a float32 batch of one,
     ``(1, H, W, C)``."""
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))[None]
 
 
-def mask_batch(m):
+def mask_batch(m: np.ndarray) -> torch.Tensor:
     """An ``(H, W)`` mask (bool or float) as a float32 batch of one, ``(1, H, W)``, 1.0 where set."""
     return torch.from_numpy(np.asarray(m, np.float32))[None]

@@ -1,7 +1,11 @@
 """Tiling helpers: iterate over a large image in tiles with overlap, bounded memory."""
 
+from __future__ import annotations
 
-def tile_boxes(h, w, tile, overlap):
+from typing import Iterator, Tuple
+
+
+def tile_boxes(h: int, w: int, tile: int, overlap: int) -> Iterator[Tuple[int, int, int, int, int, int, int, int]]:
     """Yield ``(y0, y1, x0, x1, py0, py1, px0, px1)``: the core box and the padded box.
 
     Core boxes partition the image; padded boxes add ``overlap`` px each side (clipped).
@@ -17,7 +21,7 @@ def tile_boxes(h, w, tile, overlap):
                    max(0, x0 - overlap), min(w, x1 + overlap))
 
 
-def n_tiles(h, w, tile):
+def n_tiles(h: int, w: int, tile: int) -> int:
     if tile <= 0 or (h <= tile and w <= tile):
         return 1
     return -(-h // tile) * -(-w // tile)

@@ -129,10 +129,10 @@ def test_errors_start_on_their_own_line(scan, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("opts,words", [
     (["--fill-classes", "loss,dirt"], "dirt"),
-    (["--white-amount-mm", "-0.1"], "amount_mm=-0.1"),
-    (["--ground", "0.8,0.7"], "--ground '0.8,0.7'"),
+    (["--white-amount-mm", "-0.1"], "amount_mm (--white-amount-mm): -0.1 is out of range; use a number in [0, 5]"),
+    (["--ground", "0.8,0.7"], "ground_color (--ground)='0.8,0.7'"),
     (["--ground", "0.8,0.7,1.5"], "0..1"),
-    (["--tile", "16"], "--tile 16"),
+    (["--tile", "16"], "tile (--tile): 16 is below 64"),
 ])
 def test_options_are_checked_before_anything_runs(scan, tmp_path, capsys, monkeypatch, opts, words):
     import restoration.stages as stages
@@ -180,7 +180,7 @@ def test_jpeg_is_read_and_flagged_lossy(scan, tmp_path, capsys):
 def test_negative_white_amount_is_refused_by_the_core():
     from restoration.layers import separate
     z = np.zeros((16, 16, 3), np.float32)
-    with pytest.raises(ValueError, match="amount_mm=-0.2 is out of range"):
+    with pytest.raises(ValueError, match=r"amount_mm \(--white-amount-mm\): -0.2 is out of range"):
         separate(z, z, np.zeros((16, 16), bool), 600, "spread", -0.2)
 
 
@@ -208,7 +208,7 @@ def _bad_record(record, tmp_path, edit):
     (lambda m: m.update(files=[{"path": "x.tif"}]), "files[0] must be an object with path, role and sha256"),
     (lambda m: m.update(processing=None), "section 'processing'"),
     (lambda m: m["processing"].update(config=[1, 2]), "processing.config"),
-    (lambda m: m["processing"]["config"].update(fill_method=7), "fill method 7"),
+    (lambda m: m["processing"]["config"].update(fill_method=7), "method (--fill): 7 is not allowed"),
     (lambda m: m["processing"]["config"].update(bogus=1), "unknown keys ['bogus']"),
     (lambda m: "{not json", "not valid JSON"),
     (lambda m: "[1, 2]", "must hold an object"),

@@ -72,7 +72,7 @@ def test_accept_reject_errors_name_the_problem():
         decide(rows, np.ones(3), np.zeros(3, np.uint8), 100.0, accept=[2], reject=[2])
     with pytest.raises(ValueError, match=r"\[7\] that do not exist; ids are 1..2"):
         decide(rows, np.ones(3), np.zeros(3, np.uint8), 100.0, accept=[7])
-    with pytest.raises(ValueError, match="min_confidence=1.5"):
+    with pytest.raises(ValueError, match=r"min_confidence \(--min-confidence\): 1.5 is out of range"):
         decide(rows, np.ones(3), np.zeros(3, np.uint8), 100.0, ReviewConfig(min_confidence=1.5))
 
 

@@ -174,8 +174,8 @@ def test_cli_checks_review_options_before_work(tmp_path, capsys):
                       (["--reject-mask", str(tmp_path / "small.png")], "--reject-mask: the mask has size (10, 10); the scan is (256, 320)"),
                       (["--accept", "999"], "regions [999] that do not exist"),
                       (["--accept", "3", "--reject", "3"], "named in both --accept and --reject"),
-                      (["--min-confidence", "1.5"], "--min-confidence 1.5 must be in 0..1"),
-                      (["--max-fill-mm2", "-1"], "--max-fill-mm2 -1.0 must be >= 0")):
+                      (["--min-confidence", "1.5"], "min_confidence (--min-confidence): 1.5 is out of range; use a number in [0, 1]"),
+                      (["--max-fill-mm2", "-1"], "max_fill_mm2 (--max-fill-mm2): -1.0 is out of range; use a number in [0, 1000000]")):
         assert main([str(scan), "--out", str(tmp_path / "o"), *opts]) == 2, opts
         err = capsys.readouterr().err
         assert msg in err and not (tmp_path / "o").exists(), (opts, err)

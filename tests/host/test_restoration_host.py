@@ -376,3 +376,21 @@ def test_review_accept_list_node_equals_cli(M, host, dirs):
     dec = {x["id"]: x for x in node["review"]["regions"]}
     assert dec[a]["rule"] == dec[b]["rule"] == "accepted" and dec[keep]["rule"] == "rejected"
     assert (dirs / "cli" / "regions.json").read_bytes() == (folder / "regions.json").read_bytes()
+
+
+@pytest.mark.parametrize("node,name,value", [
+    ("AtelierDamageDetect", "crack_low", 500.0), ("AtelierDamageDetect", "split_min_length_mm", -5.0),
+    ("AtelierRegionTable", "max_fill_share", 5.0), ("AtelierPrintLayout", "margin_mm", 1000.0),
+    ("AtelierRestorationContext", "dpi", 10.0), ("AtelierRestorationLoadScan", "dpi", 20.0),
+    ("AtelierColourCount", "q", 0.0), ("AtelierRestorationRecord", "count_q", 25.0),
+])
+def test_validate_inputs_refuses_the_widgets_bounds_naming_the_input(M, node, name, value):
+    """The host skips its own min/max check for every input validate_inputs names (execution.py), so the
+    node's validate_inputs must refuse what the widget declares out of range: the record's message, which
+    names the input, the value and the range. The same node accepts the widget's default."""
+    from restoration.settings import SETTINGS
+    cls = M[node]
+    msg = cls.validate_inputs(**{name: value})
+    assert isinstance(msg, str) and msg.startswith(f"{name} (--") and repr(value) in msg and "out of range" in msg, msg
+    if name in SETTINGS and node != "AtelierRestorationLoadScan":
+        assert cls.validate_inputs(**{name: SETTINGS[name].default}) is True
