@@ -40,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ def _frame_files(p):
     return files
 
 
-def probe(path):
+def probe(path: Union[str, os.PathLike]) -> Tuple[Optional[int], Tuple[int, int]]:
     """``(frame_count or None, (H, W))`` of INPUT without decoding it all; raises ValueError naming the
     problem: no frames, an unreadable frame, frames of different sizes, frames below the minimum size.
 
@@ -74,9 +74,10 @@ def probe(path):
     from PIL import Image
     from .pipeline import MIN_SIDE
     p = pathlib.Path(path)
+    size: Optional[Tuple[int, int]] = None
+    count: Optional[int]
     if p.is_dir():
         files = _frame_files(p)
-        size = None
         for f in files:
             try:
                 with Image.open(f) as im:
@@ -94,9 +95,10 @@ def probe(path):
         size, count = (info.height, info.width), info.frame_count
     else:
         raise ValueError(f"INPUT {str(p)!r} is neither a folder of frames nor a video file")
+    assert size is not None
     if min(size) < MIN_SIDE:
         raise ValueError(f"INPUT frames are {size[0]}x{size[1]} px; DLoRAL needs at least {MIN_SIDE}x{MIN_SIDE}")
-    return count, tuple(size)
+    return count, (int(size[0]), int(size[1]))
 
 
 def _frames(path, times=None):
@@ -150,6 +152,7 @@ class _Staging:
         return self
 
     def commit(self):
+        assert self.dir is not None, "commit twice"
         if not self.out.exists():
             os.replace(self.dir, self.out)     # one rename: DIR appears complete
         else:
@@ -210,7 +213,7 @@ NO_LOADER = ("error: `python -m dloral upscale` cannot load the SD2.1 models (Co
              f"arguments through the host entry point, {HOST_ENTRY_POINT} (README, 'DLoRAL')")
 
 
-def cmd_convert(a, loader=None):
+def cmd_convert(a: argparse.Namespace, loader: Optional[ModelLoader] = None) -> None:
     from .checkpoint import convert_file
     t = time.time()
     w = convert_file(a.pkl, a.out, dtype=torch.float16 if a.precision == "fp16" else torch.float32, base=a.base)
@@ -219,12 +222,12 @@ def cmd_convert(a, loader=None):
           f"{len(w.fingerprint)} base tensors ({os.path.getsize(a.out) / 2**20:.1f} MiB) in {time.time() - t:.1f} s")
 
 
-def settings_from_args(a) -> UpscaleSettings:
+def settings_from_args(a: argparse.Namespace) -> UpscaleSettings:
     """The checked settings of ``upscale`` (ValueError naming the flag)."""
     return UpscaleSettings(**{name: getattr(a, name) for name in SETTINGS})
 
 
-def cmd_upscale(a, loader: ModelLoader):
+def cmd_upscale(a: argparse.Namespace, loader: ModelLoader) -> None:
     from .checkpoint import load_weights
     from .pipeline import upscale_video
     settings = settings_from_args(a)
@@ -232,6 +235,7 @@ def cmd_upscale(a, loader: ModelLoader):
     # everything that can be checked without the SD2.1 models fails here, before minutes of loading
     total, (h, w) = probe(a.input)
     src = probe_video(a.input) if os.path.isfile(a.input) else None
+    staging: Union[VideoWriter, _Staging]
     if is_video_path(a.out):
         tb = src.time_base if src else 1 / a.fps
         staging = VideoWriter(a.out, 4 * w, 4 * h, tb, src.rate if src else a.fps, a.video_format,
@@ -248,24 +252,27 @@ def cmd_upscale(a, loader: ModelLoader):
               f"({models.device}, {str(models.dtype).replace('torch.', '')}{pages})", file=sys.stderr)
     progress = _Progress(total, a.quiet)
     digits = max(5, len(str(total or 0)))
-    times = [] if src else None
+    times: Optional[List[float]] = [] if src else None
+    frames_dir = None if isinstance(staging, VideoWriter) else staging.dir
     with staging, torch.inference_mode():
         n = 0
         for n, f in enumerate(upscale_video(_frames(a.input, times), models, cfg), 1):
             if isinstance(staging, VideoWriter):
-                staging.write(f.permute(1, 2, 0), times[n - 1] if src else (n - 1) / a.fps)
+                staging.write(f.permute(1, 2, 0), times[n - 1] if times is not None else (n - 1) / a.fps)
             elif a.frames == "png":
-                _save(f, staging.dir / f"frame_{n - 1:0{digits}d}.png")
+                assert frames_dir is not None
+                _save(f, frames_dir / f"frame_{n - 1:0{digits}d}.png")
             else:
-                save_frame(f.permute(1, 2, 0), staging.dir / f"frame_{n - 1:0{digits}d}{FRAME_FORMATS[a.frames]}",
+                assert frames_dir is not None
+                save_frame(f.permute(1, 2, 0), frames_dir / f"frame_{n - 1:0{digits}d}{FRAME_FORMATS[a.frames]}",
                            a.frames)
             progress()
         if n == 0:
             raise ValueError(f"INPUT {a.input!r} gave no frames")
         if not isinstance(staging, VideoWriter):
-            if src:   # a frame folder keeps the clip's timing and sound beside the frames
-                write_timecodes(staging.dir / "timecodes.txt", times)
-                copy_audio(a.input, staging.dir / "audio.mka")
+            if src and times is not None and frames_dir is not None:   # a folder keeps the timing and sound
+                write_timecodes(frames_dir / "timecodes.txt", times)
+                copy_audio(a.input, frames_dir / "audio.mka")
             staging.commit()
     spf = progress.done()
     dest = staging.path if isinstance(staging, VideoWriter) else a.out
@@ -285,7 +292,8 @@ def _fps(text):
     return v
 
 
-def main(argv=None, loader: Optional[ModelLoader] = None, prog: str = "python -m dloral"):
+def main(argv: Optional[Sequence[str]] = None, loader: Optional[ModelLoader] = None,
+         prog: str = "python -m dloral") -> int:
     """Run the command line; ``loader`` loads the SD2.1 models for ``upscale`` (without one, ``upscale``
     stops with ``NO_LOADER``); ``prog`` names the command in the usage line. Returns the exit status
     (2 for a bad input, with the message on stderr)."""
@@ -335,14 +343,14 @@ def main(argv=None, loader: Optional[ModelLoader] = None, prog: str = "python -m
     return 0
 
 
-def run(loader: Optional[ModelLoader] = None, restart: Optional[list] = None,
+def run(loader: Optional[ModelLoader] = None, restart: Optional[List[str]] = None,
         prog: str = "python -m dloral") -> int:
     """A process's entry: ``main(sys.argv[1:], loader, prog)``, where ``upscale`` with a loader first starts
     the process again with large pages on Linux (``dloral.cpu.thp_env``; PyTorch reads the variable at start)
     through ``restart``, the command that starts this entry point (``[python, script]``)."""
     argv = sys.argv[1:]
     pages = thp_env() if loader is not None and restart and argv[:1] == ["upscale"] else None
-    if pages:
+    if pages and restart:
         os.execve(restart[0], [*restart, *argv], {**os.environ, **pages})
     return main(argv, loader, prog)
 

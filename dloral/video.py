@@ -36,7 +36,8 @@ import re
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterator, List, Optional, Tuple
+
+from typing import Any, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -62,6 +63,9 @@ _PCM = {"pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_s16be", "pcm_s2
 #: audio codecs copied untouched into each container (None: any)
 AUDIO_COPY = {".mkv": None, ".mp4": {"aac", "mp3", "alac", "opus", "flac", "ac3", "eac3"},
               ".mov": {"aac", "mp3", "alac", "ac3", "eac3"} | _PCM}
+#: A file path as the functions here take it.
+PathLike = Union[str, "os.PathLike[str]"]
+
 AUDIO_LEAD = 0.5   # seconds of audio muxed ahead of the last video frame
 
 
@@ -74,7 +78,7 @@ def _av():
     return av
 
 
-def is_video_path(path) -> bool:
+def is_video_path(path: PathLike) -> bool:
     """True when ``path`` names a video file this module writes (by extension)."""
     return pathlib.Path(path).suffix.lower() in CONTAINERS
 
@@ -131,7 +135,7 @@ def _bits(fmt) -> int:
     return max(c.bits for c in fmt.components) if fmt is not None and fmt.components else 8
 
 
-def probe_video(path) -> VideoInfo:
+def probe_video(path: PathLike) -> VideoInfo:
     """:class:`VideoInfo` of ``path``; ValueError naming the file when it holds no decodable video."""
     with _open(path) as c:
         vs = c.streams.video[0]
@@ -155,7 +159,7 @@ def probe_video(path) -> VideoInfo:
                          _bits(first.format), first.format.name, audio)
 
 
-def iter_frames(path) -> Iterator[Frame]:
+def iter_frames(path: PathLike) -> Iterator[Frame]:
     """Decode ``path`` frame by frame in presentation order: :class:`Frame` (image (H, W, 3) float32 in
     [0, 1], time in seconds). A frame without a timestamp gets the previous one's plus 1 / average rate."""
     with _open(path) as c:
@@ -180,7 +184,7 @@ def iter_frames(path) -> Iterator[Frame]:
             yield Frame(img, t)
 
 
-def read_video(path) -> Tuple[torch.Tensor, List[Fraction], VideoInfo]:
+def read_video(path: PathLike) -> Tuple[torch.Tensor, List[Fraction], VideoInfo]:
     """The whole clip at once (short clips, tests): frames (T, H, W, 3) float32, times (T,), info."""
     info = probe_video(path)
     frames, times = [], []
@@ -204,7 +208,7 @@ def video_formats() -> Tuple[str, ...]:
     return tuple(ok)
 
 
-def resolve_format(path, video_format: str = "auto") -> str:
+def resolve_format(path: PathLike, video_format: str = "auto") -> str:
     """The encoder format for output ``path`` (``auto``: by extension); ValueError naming the file, the
     format and what is allowed."""
     ext = pathlib.Path(path).suffix.lower()
@@ -259,8 +263,8 @@ class VideoWriter:
     ``audio_mode``: ``None`` (no audio), ``"copy"`` or ``"aac"`` (re-encoded; see the module docstring).
     """
 
-    def __init__(self, dest, width: int, height: int, time_base: Fraction = Fraction(1, 90000),
-                 rate: Fraction = Fraction(24), video_format: str = "auto", audio_from=None):
+    def __init__(self, dest: PathLike, width: int, height: int, time_base: Fraction = Fraction(1, 90000),
+                 rate: Fraction = Fraction(24), video_format: str = "auto", audio_from: Optional[PathLike] = None) -> None:
         self.dest = pathlib.Path(dest).absolute()
         self.format = resolve_format(self.dest, video_format)
         enc, self.pix_fmt, self.options, self.bits = ENCODERS[self.format]
@@ -269,13 +273,18 @@ class VideoWriter:
             raise ValueError(f"output {str(self.dest)!r}: {self.format} needs an even width and height, "
                              f"got {width}x{height}")
         self.size, self.time_base, self.rate, self.audio_from = (width, height), Fraction(time_base), Fraction(rate), audio_from
-        self.path, self.audio_mode, self.frames, self._last = None, None, 0, None
-        self._tmp = self._out = self._src = None
+        self.path: Optional[pathlib.Path] = None
+        self.audio_mode: Optional[str] = None
+        self.frames = 0
+        self._last: Optional[int] = None
+        self._tmp: Optional[pathlib.Path] = None
+        self._out: Any = None       # the PyAV output container while open
+        self._src: Any = None       # the PyAV input container of the audio
         if not self.dest.parent.is_dir():
             raise ValueError(f"output {str(self.dest)!r}: folder {str(self.dest.parent)!r} does not exist")
 
     # -------------------------------------------------------------- lifecycle
-    def __enter__(self):
+    def __enter__(self) -> "VideoWriter":
         av = _av()
         fd, tmp = tempfile.mkstemp(dir=self.dest.parent, prefix=f".{self.dest.stem}.", suffix=".partial" + self.dest.suffix)
         os.close(fd)
@@ -319,7 +328,7 @@ class VideoWriter:
         self._apackets = src.demux(ain)
         self._pending = None
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Optional[type], exc: Optional[BaseException], tb: Any) -> Literal[False]:
         if exc_type is not None:
             self._discard()
             return False
@@ -333,6 +342,7 @@ class VideoWriter:
                 for p in self._as.encode(None):
                     self._out.mux(p)
             self._close()
+            assert self._tmp is not None, "__exit__ without __enter__"
             os.chmod(self._tmp, 0o666 & ~_umask())
             self.path = _publish(self._tmp, self.dest)
             self._tmp = None
@@ -360,7 +370,7 @@ class VideoWriter:
             self._tmp = None
 
     # -------------------------------------------------------------- frames and audio
-    def write(self, image: torch.Tensor, time: Fraction):
+    def write(self, image: torch.Tensor, time: Union[Fraction, float]) -> None:
         """Encode one frame (H, W, 3) in [0, 1] shown at ``time`` seconds (after the previous frame's)."""
         av = _av()
         if image.dim() != 3 or image.shape[-1] != 3 or tuple(image.shape[1::-1]) != self.size:
@@ -377,7 +387,7 @@ class VideoWriter:
             self._out.mux(p)
         self._last = pts
         self.frames += 1
-        self._pump_audio(Fraction(time) + AUDIO_LEAD)
+        self._pump_audio(Fraction(time) + Fraction(AUDIO_LEAD))
 
     def _pump_audio(self, until: Optional[Fraction]):
         """Mux source audio packets up to ``until`` seconds (None: all that is left)."""
@@ -420,7 +430,7 @@ def _umask() -> int:
 
 
 # ---------------------------------------------------------------------------------------------- folders
-def save_frame(image: torch.Tensor, path, kind: str = "png"):
+def save_frame(image: torch.Tensor, path: PathLike, kind: str = "png") -> None:
     """Write one frame (H, W, 3) in [0, 1]: ``png`` 8-bit RGB or ``tiff16`` 16-bit RGB TIFF (rounded)."""
     if kind not in FRAME_FORMATS:
         raise ValueError(f"frame format {kind!r} is not allowed; choose one of {', '.join(FRAME_FORMATS)}")
@@ -437,14 +447,14 @@ def save_frame(image: torch.Tensor, path, kind: str = "png"):
         raise ValueError(f"cannot write {str(path)!r}: {exc}") from None
 
 
-def write_timecodes(path, times) -> None:
+def write_timecodes(path: PathLike, times: Sequence[Union[Fraction, float]]) -> None:
     """Frame times as a Matroska "timecode format v2" file (one time in milliseconds per line;
     ``mkvmerge --timestamps 0:PATH`` restores them)."""
     lines = ["# timecode format v2"] + [f"{float(t) * 1000:.6f}".rstrip("0").rstrip(".") for t in times]
     pathlib.Path(path).write_text("\n".join(lines) + "\n")
 
 
-def copy_audio(src, dest) -> bool:
+def copy_audio(src: PathLike, dest: PathLike) -> bool:
     """Copy the first audio stream of ``src`` untouched (packets) into a Matroska audio file ``dest``
     (.mka); False when ``src`` has none."""
     av = _av()

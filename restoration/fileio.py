@@ -116,7 +116,7 @@ class StagedFolder:
     def __init__(self, dest, numbered=False):
         self.dest = pathlib.Path(dest).absolute()
         self.numbered = numbered
-        self.tmp = None
+        self.tmp: Optional[pathlib.Path] = None
         self.final = None
 
     def __enter__(self):
@@ -130,6 +130,7 @@ class StagedFolder:
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
+        assert self.tmp is not None, "__exit__ without __enter__"
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
@@ -141,6 +142,7 @@ class StagedFolder:
         return False
 
     def _move(self):
+        assert self.tmp is not None
         if not self.numbered:
             if self.dest.is_dir():
                 self.dest.rmdir()  # empty (checked on entry); fails if something was written there since
@@ -242,8 +244,8 @@ def tiff_writer(spool: Any, shape: Sequence[int], dtype: np.dtype, dpi: Optional
     def w(path):
         with tifffile.TiffWriter(path) as tw:
             tw.write(spool.chunks(), shape=shape, dtype=dtype, photometric="minisblack" if len(shape) == 2 else "rgb",
-                     rowsperstrip=rows, compression="zlib", resolution=(float(dpi), float(dpi)),
-                     resolutionunit="INCH", metadata=None, description=description, **kw)
+                     rowsperstrip=rows, compression="zlib", resolution=None if dpi is None else (float(dpi), float(dpi)),
+                     resolutionunit=None if dpi is None else "INCH", metadata=None, description=description, **kw)
     return w
 
 

@@ -42,12 +42,12 @@ def _jacobi(x, known, vals, iters):
         return x
     if x.device.type == "cpu" and x.dtype == torch.float32:
         import cv2
-        k = np.array(_K4, np.float32)
+        kn4 = np.array(_K4, np.float32)
         xn = np.ascontiguousarray(x.permute(1, 2, 0).numpy())
         vn = np.ascontiguousarray(vals.permute(1, 2, 0).numpy())
         kn = np.repeat(known[0].numpy()[..., None], xn.shape[2], 2)
         for _ in range(iters):
-            xn = cv2.filter2D(xn, -1, k, borderType=cv2.BORDER_REPLICATE).reshape(vn.shape)
+            xn = cv2.filter2D(xn, -1, kn4, borderType=cv2.BORDER_REPLICATE).reshape(vn.shape)
             np.copyto(xn, vn, where=kn)
         return torch.from_numpy(xn).permute(2, 0, 1)
     k = torch.tensor(_K4, dtype=x.dtype, device=x.device).view(1, 1, 3, 3)

@@ -19,7 +19,7 @@ them import them.
 from __future__ import annotations
 
 try:
-    from ..atelier_settings import Setting, SettingError, SettingsTable
+    from ..atelier_settings import Setting, SettingError, SettingsTable  # type: ignore[import-not-found]
 except ImportError:  # the core imported as a top-level package (tests, ``python -m restoration``)
     from atelier_settings import Setting, SettingError, SettingsTable
 

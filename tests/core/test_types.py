@@ -147,7 +147,7 @@ def test_public_surface_fully_annotated(core):
 
 
 # Not yet fully annotated: the counts may only go down (lower a ceiling when you annotate more).
-CEILINGS = {"dloral": 5, "restoration": 180}   # dloral: its CLI (__main__.py) only
+CEILINGS = {"dloral": 0, "restoration": 9}   # restoration: dunder methods of three helper classes
 
 
 @pytest.mark.parametrize("core", sorted(CEILINGS))
