@@ -253,8 +253,8 @@ def cmd_upscale(a: argparse.Namespace, loader: ModelLoader) -> None:
     progress = _Progress(total, a.quiet)
     digits = max(5, len(str(total or 0)))
     times: Optional[List[float]] = [] if src else None
-    frames_dir = None if isinstance(staging, VideoWriter) else staging.dir
     with staging, torch.inference_mode():
+        frames_dir = None if isinstance(staging, VideoWriter) else staging.dir   # made on entering
         n = 0
         for n, f in enumerate(upscale_video(_frames(a.input, times), models, cfg), 1):
             if isinstance(staging, VideoWriter):
