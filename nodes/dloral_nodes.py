@@ -165,8 +165,8 @@ class AtelierDLoRALUpscale(io.ComfyNode):
     validate_inputs = validator(SETTINGS, extra=lambda v: _check(check_settings(**v)))
 
     @classmethod
-    def execute(cls, model, vae, positive, dloral, images, **settings):
-        return io.NodeOutput(_upscale(model, vae, positive, dloral, images, **settings))
+    def execute(cls, model, vae, positive, dloral, images, *settings, **named):
+        return io.NodeOutput(_upscale(model, vae, positive, dloral, images, *settings, **named))
 
 
 class AtelierDLoRALUpscaleVideo(io.ComfyNode):
@@ -188,10 +188,10 @@ class AtelierDLoRALUpscaleVideo(io.ComfyNode):
     validate_inputs = AtelierDLoRALUpscale.validate_inputs   # the same settings, the same checks
 
     @classmethod
-    def execute(cls, model, vae, positive, dloral, video, **settings):
+    def execute(cls, model, vae, positive, dloral, video, *settings_args, **settings):
         from comfy_api.latest import InputImpl, Types
         c = video.get_components()
-        frames = _upscale(model, vae, positive, dloral, c.images, **settings)
+        frames = _upscale(model, vae, positive, dloral, c.images, *settings_args, **settings)
         return io.NodeOutput(InputImpl.VideoFromComponents(
             Types.VideoComponents(images=frames, audio=c.audio, frame_rate=c.frame_rate)))
 

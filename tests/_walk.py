@@ -55,6 +55,11 @@ def pack_prompts(defs, object_info, is_pack):
     return prompts
 
 
+#: A host node that makes a missing input type from one the prompt has: type -> (class, input, from type,
+#: output index).
+ADAPTERS = {"IMAGE": ("GetVideoComponents", "video", "VIDEO", 0)}
+
+
 def _splice(t, object_info, candidates):
     info = object_info[t]
     for api in candidates:
@@ -63,6 +68,10 @@ def _splice(t, object_info, candidates):
         for nid, node in api.items():
             for i, out in enumerate(object_info[node["class_type"]].get("output", [])):
                 producers.setdefault(out, [nid, i])
+        for kind, (cls, inp, src, index) in ADAPTERS.items():
+            if kind not in producers and src in producers and cls in object_info:
+                api["adapter_" + kind] = {"class_type": cls, "inputs": {inp: producers[src]}}
+                producers[kind] = ["adapter_" + kind, index]
         inputs, ok = {}, True
         for name, spec in info["input"].get("required", {}).items():
             kind = _kind(spec)

@@ -28,7 +28,7 @@ def test_imports_the_pack_on_the_tree_under_test(comfy_dir, pack):
     try:
         other = hostbridge.import_pack(str(comfy_dir), name=name, cpu="force", progress_bars=False)
         assert other is not pack and other.__name__ == name and other.__file__ == str(REPO / "__init__.py")
-        assert set(other.NODE_CLASS_MAPPINGS) == set(pack.NODE_CLASS_MAPPINGS) and other.NODE_CLASS_MAPPINGS
+        assert set(other.nodes.NODE_CLASS_MAPPINGS) == set(pack.nodes.NODE_CLASS_MAPPINGS) and other.nodes.NODE_CLASS_MAPPINGS
         assert comfy.utils.PROGRESS_BAR_ENABLED is False
         tiny = hostbridge.submodule(other, "tinywan")
         assert tiny.__name__ == f"{name}.tinywan" and sys.modules[f"{name}.tinywan"] is tiny

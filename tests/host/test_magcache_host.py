@@ -421,7 +421,7 @@ def test_v3_schema_tooltips_and_validation(mc):
     assert v(preset="auto", thresh=0.12, k=2, preview_steps=50, custom_curve="[1.0, 1.0, 0.9, 0.9]") is True
     assert v(custom_curve="{oops").startswith("custom_curve:")
     assert v(custom_curve="[1.0, -1.0]").startswith("custom_curve:")
-    assert v(preview_steps=5000).startswith("preview_steps:")
+    assert v(preview_steps=5000).startswith("preview_steps (--steps): 5000 is out of range")
     assert mc.AtelierMagCacheCalibrate.validate_inputs(name="../x").startswith("name:")
 
 
