@@ -7,7 +7,10 @@
 Writes every artefact (damage map, region table, fill, print layers at 1:1, PDF, previews,
 manifest.json and index.html) to DIR, with a progress bar on stderr and a summary on stdout. DIR must
 not hold anything yet: the job is written into a hidden folder beside it and moved to DIR when
-complete, so an error or Ctrl-C (exit status 130) leaves a complete record or nothing new. Options are
+complete, so an error or Ctrl-C (exit status 130, one line at any point) leaves a complete record or nothing
+new (after the move, the line says the record is complete). Before anything is read DIR is claimed
+(:class:`~restoration.fileio.OutputClaim`, ``.DIR.lock`` beside it): a second run into it is refused at
+once; a rejected input leaves no folder, not even the parents this run made. Options are
 checked before any work starts (exit status 2 with one line naming the problem); their defaults and bounds
 are those of the nodes' widgets (one table, :mod:`restoration.settings`). A scan with nothing
 to fill is a normal result.
@@ -18,7 +21,8 @@ Review before print: by default only confident losses and small defects are fill
 ``--accept-mask PNG`` (every region the white pixels touch); ``--reject`` / ``--reject-mask`` leave
 regions unfilled. Region ids are those of the record's regions.csv of the same scan and settings.
 
-``--replay`` regenerates a record made by this command: it checks the scan against the recorded
+``--replay`` regenerates a record made by this command: every manifest field it reads is checked first
+(:mod:`restoration.recordcheck`, one line naming the field); it checks the scan against the recorded
 SHA-256, reruns with the recorded parameters, user masks and accepted/rejected region ids, and compares the new print files with
 the recorded hashes (exit status 0 only if every one is identical).
 """

@@ -1,5 +1,6 @@
 """Writing files safely: temporary name + rename, paths kept inside the output folder, strip TIFFs
-with bounded memory, and whole job folders that appear complete or not at all.
+with bounded memory, whole job folders that appear complete or not at all, and an exclusive claim on a
+new output folder (a lock beside it) taken before a run does any work.
 
 Nothing here reads scans or knows about print layers; :mod:`restoration.scanio` (reading) and
 :mod:`restoration.printfile` (print canvas) build on it, so the modules import in one direction only.
