@@ -1,5 +1,6 @@
 """Host plumbing shared by the restoration nodes: previews shown on the node, the input folder, and
 numbered output folders. No restoration rule lives here (IMAGE/MASK <-> numpy: ``restoration.tensors``)."""
+import contextlib
 import logging
 import os
 import time
@@ -44,9 +45,46 @@ def checked(rule, *args, **kw):
 
 
 def check_subfolder(subfolder):
-    """True, or the message for a subfolder that leaves the output folder (for ``validate_inputs``)."""
+    """True, or the message for a subfolder that leaves the output folder (for ``validate_inputs``), with the
+    server's folders written as ``output`` (:func:`host_relative`)."""
     r = True if subfolder is None else checked(safe_path, output_directory(), subfolder)
-    return r if r is True else f"subfolder: {r}"
+    return r if r is True else host_relative(f"subfolder: {r}")
+
+
+def _host_folders():
+    """(server path, name shown) of ComfyUI's output, input and temp folders, every spelling of each
+    (as given, absolute, links resolved), longest first."""
+    import folder_paths
+    forms = {}
+    for name, get in (("output", folder_paths.get_output_directory), ("input", folder_paths.get_input_directory),
+                      ("temp", folder_paths.get_temp_directory)):
+        try:
+            d = get()
+        except Exception:
+            continue
+        for form in (d, os.path.abspath(d), os.path.realpath(d)):
+            if form and form != os.sep:
+                forms.setdefault(form.rstrip(os.sep), name)
+    return sorted(forms.items(), key=lambda kv: -len(kv[0]))
+
+
+def host_relative(text):
+    """``text`` with the server's output, input and temp folders written as ``output``, ``input``, ``temp``
+    (``'/srv/comfy/output/rec/x.tif'`` -> ``'output/rec/x.tif'``): what a node's error may show a user."""
+    for form, name in _host_folders():
+        text = text.replace(form, name)
+    return text
+
+
+@contextlib.contextmanager
+def relative_errors():
+    """Errors raised inside (ValueError, OSError: a folder that cannot be made, a full disk) come out as one
+    ValueError whose message names paths relative to ComfyUI's folders, never the server's absolute ones.
+    Anything else (the host's interrupt included) passes through unchanged."""
+    try:
+        yield
+    except (ValueError, OSError) as exc:
+        raise ValueError(host_relative(str(exc))) from None
 
 
 def numbered_output(subfolder):

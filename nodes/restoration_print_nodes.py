@@ -2,6 +2,7 @@
 check and the archival record. Export and Record write a NEW numbered folder per run
 (``subfolder_00001``, ``_00002``, ... as the host's SaveImage counts files), staged under a hidden name
 and moved in when complete, so an earlier run is never overwritten and an interrupted one leaves nothing.
+Their errors name folders relative to ComfyUI's output folder (``output/...``), never the server's paths.
 """
 import json
 
@@ -17,7 +18,7 @@ from ..restoration.register import registration_check, registration_summary
 from ..restoration.settings import SETTINGS
 from ._host import progress_bar
 from ..restoration.tensors import image_array, image_batch, mask_array, mask_batch
-from ._resto_io import check_subfolder, comfyui_version, numbered_output, output, output_ui
+from ._resto_io import check_subfolder, comfyui_version, numbered_output, output, output_ui, relative_errors
 from ._settings_io import validator, widget, widgets
 
 CAT = "Atelier/Restoration"
@@ -131,10 +132,11 @@ class AtelierPrintExport(io.ComfyNode):
     def execute(cls, layers, ctx, subfolder):
         laid = _check_laid(layers)
         pbar = progress_bar(100)
-        staged = numbered_output(subfolder)
-        with staged as tmp:
-            files, _ = write_print(tmp, laid, ctx.dpi, preview_side=None,
-                                   progress=lambda i, n: pbar.update_absolute(int(100 * i / n), 100))
+        with relative_errors():  # an error names output/..., never the server's folders
+            staged = numbered_output(subfolder)
+            with staged as tmp:
+                files, _ = write_print(tmp, laid, ctx.dpi, preview_side=None,
+                                       progress=lambda i, n: pbar.update_absolute(int(100 * i / n), 100))
         return io.NodeOutput(str(staged.final), json.dumps(files))
 
 
@@ -197,10 +199,11 @@ class AtelierRestorationRecord(io.ComfyNode):
         workflow = comfy_workflow(getattr(hidden, "prompt", None), getattr(hidden, "extra_pnginfo", None))
         pbar = progress_bar(100)
         st = Stages(("export", "previews", "record"), lambda i, n, name, f: pbar.update_absolute(int(100 * (i + f) / n)))
-        staged = numbered_output(subfolder)
-        with staged as tmp:
-            manifest = write_job(tmp, job, {"source": "ComfyUI nodes"}, stages=st, workflow=workflow,
-                                 extra={"comfyui_version": comfyui_version()})
+        with relative_errors():  # an error names output/..., never the server's folders
+            staged = numbered_output(subfolder)
+            with staged as tmp:
+                manifest = write_job(tmp, job, {"source": "ComfyUI nodes"}, stages=st, workflow=workflow,
+                                     extra={"comfyui_version": comfyui_version()})
         return io.NodeOutput(str(staged.final), ui=output_ui(staged.final, node_previews(manifest)))
 
 

@@ -7,7 +7,10 @@
 Writes every artefact (damage map, region table, fill, print layers at 1:1, PDF, previews,
 manifest.json and index.html) to DIR, with a progress bar on stderr and a summary on stdout. DIR must
 not hold anything yet: the job is written into a hidden folder beside it and moved to DIR when
-complete, so an error or Ctrl-C (exit status 130) leaves a complete record or nothing new. Options are
+complete, so an error or Ctrl-C (exit status 130, one line at any point) leaves a complete record or nothing
+new (after the move, the line says the record is complete). Before anything is read DIR is claimed
+(:class:`~restoration.fileio.OutputClaim`, ``.DIR.lock`` beside it): a second run into it is refused at
+once; a rejected input leaves no folder, not even the parents this run made. Options are
 checked before any work starts (exit status 2 with one line naming the problem); their defaults and bounds
 are those of the nodes' widgets (one table, :mod:`restoration.settings`). A scan with nothing
 to fill is a normal result.
@@ -18,7 +21,8 @@ Review before print: by default only confident losses and small defects are fill
 ``--accept-mask PNG`` (every region the white pixels touch); ``--reject`` / ``--reject-mask`` leave
 regions unfilled. Region ids are those of the record's regions.csv of the same scan and settings.
 
-``--replay`` regenerates a record made by this command: it checks the scan against the recorded
+``--replay`` regenerates a record made by this command: every manifest field it reads is checked first
+(:mod:`restoration.recordcheck`, one line naming the field); it checks the scan against the recorded
 SHA-256, reruns with the recorded parameters, user masks and accepted/rejected region ids, and compares the new print files with
 the recorded hashes (exit status 0 only if every one is identical).
 """
@@ -130,33 +134,64 @@ def config_from_args(args: argparse.Namespace) -> "PipelineConfig":
                           margin_mm=args.margin_mm, mirror=args.mirror, tile=args.tile)
 
 
+class Outcome:
+    """Where a run stands, for the one line an interrupt prints: ``claimed`` is the output folder once this
+    run holds it (:class:`~restoration.fileio.OutputClaim`: it was new or empty then, and only this run's
+    staged folder, moved in whole, can fill it)."""
+
+    def __init__(self) -> None:
+        self.claimed: Optional[str] = None
+
+    @property
+    def complete(self) -> Optional[str]:
+        """The output folder when this run's record is in place (its manifest.json exists), else None."""
+        import os
+        c = self.claimed
+        return c if c is not None and os.path.isfile(os.path.join(c, "manifest.json")) else None
+
+
 def main(argv: Optional[list] = None) -> int:
-    ap = build_parser()
-    try:
-        args = ap.parse_args(argv)
-        if args.replay is None and bool(args.scan) == bool(args.sample):
-            ap.error("give either SCAN or --sample")
-        if args.replay is not None and args.sample:
-            ap.error("--replay and --sample exclude each other")
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.threads > 0:
-        import torch
-        torch.set_num_threads(args.threads)
+    """The command line; every way out is one line on stderr (usage, bad input, Ctrl-C), never a traceback."""
     bar = ProgressLine()
+    outcome = Outcome()
+    out = None
     try:
-        if args.replay is not None:
-            return replay_cli(args, bar)
-        manifest = run_cli(args, bar)
-    except ValueError as exc:
-        bar.close()
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        ap = build_parser()
+        try:
+            args = ap.parse_args(argv)
+            out = args.out
+            if args.replay is None and bool(args.scan) == bool(args.sample):
+                ap.error("give either SCAN or --sample")
+            if args.replay is not None and args.sample:
+                ap.error("--replay and --sample exclude each other")
+        except UsageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if args.threads > 0:
+            import torch
+            torch.set_num_threads(args.threads)
+        try:
+            if args.replay is not None:
+                return replay_cli(args, bar, outcome=outcome)
+            manifest = run_cli(args, bar, outcome=outcome)
+        except ValueError as exc:
+            bar.close()
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(json.dumps(_summary(manifest, args.out), indent=1))
+        return 0
     except KeyboardInterrupt:
         bar.close()
-        print(f"interrupted: nothing new was written to {args.out}", file=sys.stderr)
+        if outcome.complete is not None:
+            print(f"interrupted: the record in {outcome.complete} is complete (only the summary was cut short)",
+                  file=sys.stderr)
+        else:
+            print(f"interrupted: nothing new was written{'' if out is None else ' to ' + str(out)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _summary(manifest: Mapping[str, Any], out: str) -> dict:
+    """The summary printed on stdout after a run."""
     st = manifest["stats"]
     summary = {k: st[k] for k in ("n_regions", "n_regions_filled", "n_regions_for_review", "n_regions_skipped_by_reason",
                                   "total_fill_area_mm2", "count_rgb8", "count_dE1")}
@@ -169,9 +204,8 @@ def main(argv: Optional[list] = None) -> int:
         summary["fill_dE00_mean"] = sm["fill"].get("dE00_mean")
     if manifest["capture"].get("lossy"):
         summary["warning"] = f"the scan is {manifest['capture'].get('format')} (lossy compression); flagged in the record"
-    summary["record"] = f"{args.out}/index.html"
-    print(json.dumps(summary, indent=1))
-    return 0
+    summary["record"] = f"{out}/index.html"
+    return summary
 
 
 def _sample_size(text: str) -> tuple:
@@ -184,16 +218,31 @@ def _sample_size(text: str) -> tuple:
     return SETTINGS["width"].check(sw), SETTINGS["height"].check(sh)
 
 
-def run_cli(args: argparse.Namespace, progress: Optional[Callable[..., None]] = None) -> dict:
+def run_cli(args: argparse.Namespace, progress: Optional[Callable[..., None]] = None,
+            outcome: Optional[Outcome] = None) -> dict:
+    """The job of the command line: options checked, the output folder claimed (a second run into it is
+    refused before it reads anything), the inputs read, the job written into a staged folder moved into
+    place when complete. ``outcome.claimed`` is set once the folder is held."""
+    from .fileio import OutputClaim
+    cfg = config_from_args(args)  # every option is checked before anything is read, written or detected
+    size = _sample_size(args.size) if args.sample else None
+    with OutputClaim(args.out):
+        if outcome is not None:
+            outcome.claimed = str(args.out)
+        manifest = _run_claimed(args, cfg, size, progress)
+    return manifest
+
+
+def _run_claimed(args: argparse.Namespace, cfg: "PipelineConfig", size: Optional[tuple],
+                 progress: Optional[Callable[..., None]]) -> dict:
     import numpy as np
     from .fileio import StagedFolder, write_png, write_tiff, to_uint
     from .pipeline import run
     from .scanio import read_scan
     from .settings import SETTINGS
-    cfg = config_from_args(args)  # every option is checked before anything is read, written or detected
     extra, capture, user_add, user_remove = {}, None, None, None
-    if args.sample:
-        sw, sh = _sample_size(args.size)
+    if size is not None:
+        sw, sh = size
         dpi = SETTINGS["dpi"].default if args.dpi is None else args.dpi
     else:
         img, dpi, scan_info = read_scan(args.scan, args.dpi)
@@ -241,20 +290,6 @@ def review_choice(args: argparse.Namespace, masks: Mapping[str, Any]) -> dict:
             "review_names": ("--accept", "--reject", "--accept-mask", "--reject-mask")}
 
 
-def recorded_review(man: Mapping[str, Any]) -> tuple:
-    """The accepted and rejected region ids a record keeps (``review`` section); none for records made
-    before the review. ValueError with one line when the section is malformed."""
-    rv = man.get("review")
-    if rv is None:
-        return (), ()
-    ok = isinstance(rv, dict) and all(isinstance(rv.get(k, []), list) and all(
-        isinstance(i, int) and i > 0 for i in rv.get(k, [])) for k in ("accepted", "rejected"))
-    if not ok:
-        raise ValueError("the record's review section must be an object whose 'accepted' and 'rejected' are lists "
-                         "of region ids")
-    return tuple(rv.get("accepted", [])), tuple(rv.get("rejected", []))
-
-
 def _sample_metrics(out, manifest, img, clean, gt, args):
     import numpy as np
     from PIL import Image
@@ -274,52 +309,55 @@ def _sample_metrics(out, manifest, img, clean, gt, args):
 REPLAY_ROLES = ("color_layer", "white_layer", "print_pdf", "fill_full", "labels", "classes")
 
 
-def replay_cli(args: argparse.Namespace, progress: Optional[Callable[..., None]] = None) -> int:
-    """Regenerate a CLI-made record; print the per-file comparison; 0 if all print files are identical."""
+def replay_cli(args: argparse.Namespace, progress: Optional[Callable[..., None]] = None,
+               outcome: Optional[Outcome] = None) -> int:
+    """Regenerate a CLI-made record; print the per-file comparison; 0 if all print files are identical.
+    Every field of the manifest a replay reads is checked first (:mod:`restoration.recordcheck`), then the
+    output folder is claimed, then the scan is read."""
     import pathlib
-    from .fileio import StagedFolder
-    from .pipeline import config_from_dict, run
+    from .fileio import OutputClaim, StagedFolder
+    from .pipeline import run
     from .record import load_manifest
+    from .recordcheck import check_manifest
     from .scanio import read_scan
     man, rdir = load_manifest(args.replay)
-    conf = man["processing"]["config"]
-    if conf.get("source") == "ComfyUI nodes":
-        raise ValueError("this record was made in ComfyUI: load its workflow.json in ComfyUI to reproduce it")
-    cfg = config_from_dict(conf).validate()
-    accept, reject = recorded_review(man)
-    files = {f["role"]: f for f in man["files"]}
+    spec = check_manifest(man, rdir)
+    files = spec.files
     if not any(r in files for r in REPLAY_ROLES):
         raise ValueError(f"record {str(rdir)!r} lists none of the files a replay compares ({', '.join(REPLAY_ROLES)})")
-    cap = man["capture"]
-    scan = args.scan or cap.get("path") or cap.get("file")
+    for k in ("add", "remove"):
+        if spec.user_mask.get(k) and f"user_mask_{k}" not in files:
+            raise ValueError(f"the record used a user '{k}' mask but does not contain user_mask_{k}.png")
+    if spec.generative and "fill_full" not in files:
+        raise ValueError("the record's fill is generative but fill_full.tif is not listed")
+    scan = args.scan or spec.scan
     if not scan:
         raise ValueError("the record names no scan; give SCAN")
-    sp = pathlib.Path(scan)
-    if not sp.is_absolute() and not sp.exists():
-        sp = rdir / sp  # the sample's scan is stored in the record folder
-    img, dpi, info = read_scan(sp, cap.get("ppi"))
-    if cap.get("sha256") and info["sha256"] != cap["sha256"]:
-        raise ValueError(f"scan {str(sp)!r} has sha256 {info['sha256'][:16]}..., the record's scan has "
-                         f"{str(cap['sha256'])[:16]}...: not the same file")
-    masks = {}
-    for k in ("add", "remove"):
-        f = files.get(f"user_mask_{k}")
-        if f is not None:
-            m, _, _ = read_scan(rdir / f["path"], dpi)
-            masks[k] = m.mean(2) > 0.5
-        elif man["processing"].get("user_mask", {}).get(k):
-            raise ValueError(f"the record used a user '{k}' mask but does not contain user_mask_{k}.png")
-    external = None
-    if man.get("generative"):
-        if "fill_full" not in files:
-            raise ValueError("the record's fill is generative but fill_full.tif is not listed")
-        external, _, _ = read_scan(rdir / files["fill_full"]["path"], dpi)  # the recorded composite
-    info.update(dpi_source="record", seeds=man["processing"].get("seeds", {}))
-    with StagedFolder(args.out) as out:
-        new = run(img, dpi, out, cfg, scan_info=info, user_add=masks.get("add"), user_remove=masks.get("remove"),
-                  external_fill=external, accept=accept, reject=reject, extra={"replayed_from": {"manifest": str((rdir / "manifest.json").resolve()),
-                                                                   "created_utc": man.get("created_utc")}},
-                  progress=progress)
+    with OutputClaim(args.out):
+        if outcome is not None:
+            outcome.claimed = str(args.out)
+        sp = pathlib.Path(scan)
+        if not sp.is_absolute() and not sp.exists():
+            sp = rdir / sp  # the sample's scan is stored in the record folder
+        img, dpi, info = read_scan(sp, spec.ppi)
+        if spec.sha256 and info["sha256"] != spec.sha256:
+            raise ValueError(f"scan {str(sp)!r} has sha256 {info['sha256'][:16]}..., the record's scan has "
+                             f"{spec.sha256[:16]}...: not the same file")
+        masks = {}
+        for k in ("add", "remove"):
+            f = files.get(f"user_mask_{k}")
+            if f is not None:
+                m, _, _ = read_scan(rdir / f["path"], dpi)
+                masks[k] = m.mean(2) > 0.5
+        external = None
+        if spec.generative:
+            external, _, _ = read_scan(rdir / files["fill_full"]["path"], dpi)  # the recorded composite
+        info.update(dpi_source="record", seeds=dict(spec.seeds))
+        replayed = {"manifest": str((rdir / "manifest.json").resolve()), "created_utc": spec.created_utc}
+        with StagedFolder(args.out) as out:
+            new = run(img, dpi, out, spec.config, scan_info=info, user_add=masks.get("add"),
+                      user_remove=masks.get("remove"), external_fill=external, accept=spec.accepted,
+                      reject=spec.rejected, extra={"replayed_from": replayed}, progress=progress)
     got = {f.get("role"): f for f in new["files"]}
     report, same = [], True
     for role in REPLAY_ROLES:

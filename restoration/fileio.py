@@ -1,5 +1,6 @@
 """Writing files safely: temporary name + rename, paths kept inside the output folder, strip TIFFs
-with bounded memory, and whole job folders that appear complete or not at all.
+with bounded memory, whole job folders that appear complete or not at all, and an exclusive claim on a
+new output folder (a lock beside it) taken before a run does any work.
 
 Nothing here reads scans or knows about print layers; :mod:`restoration.scanio` (reading) and
 :mod:`restoration.printfile` (print canvas) build on it, so the modules import in one direction only.
@@ -7,7 +8,7 @@ Nothing here reads scans or knows about print layers; :mod:`restoration.scanio` 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 import hashlib
 import os
 import pathlib
@@ -160,6 +161,109 @@ class StagedFolder:
             os.rename(self.tmp, target)  # onto the empty folder just made
             return target
         raise ValueError(f"no free numbered folder {prefix}_NNNNN in {str(parent)!r}")
+
+
+class OutputClaim:
+    """An exclusive claim on a new output folder for one run, taken before the run reads or computes anything.
+
+    ``with OutputClaim(dest):`` checks that ``dest`` is new (or an empty folder), creates the missing parent
+    folders (remembering which), and creates the lock file ``.{name}.lock`` beside ``dest`` with
+    ``O_CREAT | O_EXCL`` holding this process's id, so a second run into the same folder is refused at once
+    (ValueError naming the folder and the pid that holds it). Leaving the block removes the lock and, when
+    ``dest`` was not made (the input was rejected, the run failed or was interrupted), the parent folders
+    this claim created, if they are still empty. A lock whose pid no longer runs (a run that was killed) is
+    refused with an explanation: remove the lock and the run's ``.partial`` folder to start again.
+    """
+
+    def __init__(self, dest: "str | os.PathLike") -> None:
+        self.dest = pathlib.Path(dest).absolute()
+        self.lock = self.dest.parent / f".{self.dest.name}.lock"
+        self.made: List[pathlib.Path] = []   # parent folders this claim created, deepest last
+        self.held = False
+
+    def __enter__(self) -> "OutputClaim":
+        if self.dest.exists() and (not self.dest.is_dir() or any(self.dest.iterdir())):
+            raise ValueError(f"output folder {str(self.dest)!r} already exists and is not empty; records are "
+                             "never overwritten: choose a new folder")
+        try:
+            self._make_parents()
+            prepare_out_dir(self.dest.parent)
+            self._take()
+        except BaseException:
+            self._remove_made()
+            raise
+        return self
+
+    def _make_parents(self) -> None:
+        missing = []
+        p = self.dest.parent
+        while not p.exists() and p != p.parent:
+            missing.append(p)
+            p = p.parent
+        for d in reversed(missing):
+            try:
+                os.mkdir(d)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise ValueError(f"output folder {str(self.dest)!r} cannot be written: {exc}") from None
+            self.made.append(d)
+
+    def _take(self) -> None:
+        try:
+            fd = os.open(self.lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise ValueError(self._held_message()) from None
+        except OSError as exc:
+            raise ValueError(f"output folder {str(self.dest)!r} cannot be claimed: {exc}") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        self.held = True
+
+    def _held_message(self) -> str:
+        try:
+            pid = int(self.lock.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pid = None
+        where = f"output folder {str(self.dest)!r}"
+        if pid is not None and pid_alive(pid):
+            return (f"{where} is being written by another run (pid {pid}); wait for it to finish or choose "
+                    "another folder")
+        who = f"pid {pid} no longer runs" if pid is not None else "its lock names no process"
+        return (f"{where} has a lock left by a run that was killed ({who}): nothing of it is complete; remove "
+                f"{str(self.lock)!r} and any {str(self.dest.parent / ('.' + self.dest.name))}.*.partial folder, "
+                "then start again")
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.held:
+            try:
+                os.unlink(self.lock)
+            except OSError:
+                pass
+            self.held = False
+        if not self.dest.exists():
+            self._remove_made()
+
+    def _remove_made(self) -> None:
+        for d in reversed(self.made):
+            try:
+                os.rmdir(d)   # only if still empty; another run's files keep it
+            except OSError:
+                break
+        self.made = []
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs (on this machine); True when that cannot be told."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True   # exists, owned by someone else
+    return True
 
 
 # ------------------------------------------------------------------ arrays to files

@@ -81,6 +81,7 @@ def render_html(m: Mapping[str, Any], thumbs: Sequence[Tuple[str, str]], rows: S
              f"<h1>Film-mask restoration record</h1><p>Schema {e(m.get('schema'))}, created {e(m.get('created_utc'))}. "
              f"Input <code>{e(m.get('capture', {}).get('file'))}</code>, sha256 <code>{e(m.get('capture', {}).get('sha256'))}</code>, "
              f"{e(m.get('capture', {}).get('ppi'))} ppi.</p>",
+             *_lossy_html(m.get("capture", {}), e),
              "<h2>Summary</h2><table>"]
     for k in ("n_regions", "n_regions_filled", "n_regions_for_review", "n_regions_skipped_by_reason", "total_fill_area_mm2",
               "count_rgb8", "count_dE1", "bit_depth_counted", "wallclock_s"):
@@ -119,6 +120,15 @@ def render_html(m: Mapping[str, Any], thumbs: Sequence[Tuple[str, str]], rows: S
     return "\n".join(parts)
 
 
+def _lossy_html(cap, e):
+    """A warning under the title when the scan was stored with lossy compression (JPEG, ...)."""
+    if not cap.get("lossy"):
+        return []
+    return [f"<p style='border:2px solid #c60;background:#fff3e0;padding:6px'><b>Lossy input:</b> the scan is "
+            f"{e(cap.get('format') or 'a lossy format')} (lossy compression). Compression artefacts may have been "
+            "taken for damage or copied into the fill; for print, rescan as TIFF or PNG.</p>"]
+
+
 def _cell(v):
     """A table cell's text: numbers of a list by spaces, phrases (reasons) by '; ', numpy scalars as numbers."""
     if isinstance(v, (list, tuple)):
@@ -152,9 +162,9 @@ def load_manifest(path: Any) -> Tuple[dict, pathlib.Path]:
     """Read a record's ``manifest.json`` (``path``: the record folder or the file) for a replay.
 
     Returns ``(manifest dict, record folder)``. ValueError with one line naming the problem when the
-    file is missing or not JSON, or a section a replay needs is absent or malformed (``files`` must
-    be a non-empty list of entries with path, role and sha256; ``processing.config`` and ``capture``
-    objects).
+    file is missing or not JSON, or a section a replay needs is absent (``files`` must be a non-empty
+    list; ``processing.config`` and ``capture`` objects). Every field is then checked by
+    :func:`restoration.recordcheck.check_manifest`.
     """
     import pathlib
     p = pathlib.Path(path)
@@ -172,9 +182,6 @@ def load_manifest(path: Any) -> Tuple[dict, pathlib.Path]:
     if not isinstance(files, list) or not files:
         raise ValueError(f"{where}: the manifest lists no files ('files' is "
                          f"{'empty' if isinstance(files, list) else 'missing or not a list'}); nothing to compare")
-    for i, f in enumerate(files):
-        if not isinstance(f, dict) or not all(isinstance(f.get(k), str) for k in ("path", "role", "sha256")):
-            raise ValueError(f"{where}: files[{i}] must be an object with path, role and sha256 strings, got {f!r:.80}")
     for sect in ("processing", "capture"):
         if not isinstance(man.get(sect), dict):
             raise ValueError(f"{where}: section '{sect}' is missing or not an object")

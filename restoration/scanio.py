@@ -154,13 +154,22 @@ def content_fingerprint(folder: "str | os.PathLike", name: Any) -> str:
 
 def list_scans(folder: "str | os.PathLike") -> List[str]:
     """Names of the image files a scan may be read from (PNG/TIFF, and JPEG flagged lossy) directly in
-    ``folder`` (as the host's LoadImage lists its input folder), sorted; [] if it cannot be read."""
+    ``folder`` (as the host's LoadImage lists its input folder), sorted; [] if it cannot be read. A link
+    is listed only when it leads to a file inside ``folder`` (:func:`confined_file` would refuse the others)."""
     try:
         names = os.listdir(folder)
     except OSError:
         return []
     ok = SCAN_SUFFIXES + (".jpg", ".jpeg")
-    return sorted(f for f in names if f.lower().endswith(ok) and not f.startswith(".")
-                  and os.path.isfile(os.path.join(folder, f)))
+    return sorted(f for f in names if f.lower().endswith(ok) and not f.startswith(".") and _inside(folder, f))
+
+
+def _inside(folder: "str | os.PathLike", name: str) -> bool:
+    """Whether ``name`` is a file of ``folder`` once links are followed (a link leading out is not)."""
+    try:
+        confined_file(folder, name)
+    except ValueError:
+        return False
+    return True
 
 

@@ -1,6 +1,8 @@
-"""Bad and odd inputs of the restoration CLI and core: nothing to fill, Ctrl-C, malformed records,
-options checked first, no empty folders, errors on their own line, JPEG flagged, never overwrite;
-and the module structure (no import circle)."""
+"""Bad and odd inputs of the restoration CLI and core: nothing to fill, Ctrl-C (at start-up, during the job,
+right after the record is complete), malformed records (every manifest field checked by type and value),
+options checked first, no empty folders (parents included), errors on their own line, JPEG flagged (summary
+and HTML), never overwrite, two runs into one folder (the second refused; a stale lock explained), Load Scan's
+list without links leading out; and the module structure (no import circle)."""
 import ast
 import json
 
@@ -173,6 +175,8 @@ def test_jpeg_is_read_and_flagged_lossy(scan, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert m["capture"]["lossy"] is True and m["capture"]["format"] == "JPEG" and "lossy" in summary["warning"]
+    page = (tmp_path / "o" / "index.html").read_text()
+    assert 0 < page.find("Lossy input") < page.find("<h2>Summary")  # said where a reader starts
     _, _, tinfo = read_scan(scan[0])
     assert tinfo["lossy"] is False
 
@@ -205,14 +209,17 @@ def _bad_record(record, tmp_path, edit):
     (lambda m: m.update(files=[]), "lists no files"),
     (lambda m: m.pop("files"), "lists no files"),
     (lambda m: m.update(files="layer_white.tif"), "lists no files"),
-    (lambda m: m.update(files=[{"path": "x.tif"}]), "files[0] must be an object with path, role and sha256"),
+    (lambda m: m.update(files=[{"path": "x.tif"}]), "manifest field 'files[0].role': null is not a role"),
+    (lambda m: m.update(files=["x.tif"]), "manifest field 'files[0]': 'x.tif' is not an object"),
+    (lambda m: m["files"][0].update(path="../../outside.tif"), "manifest field 'files[0].path': '../../outside.tif' leaves"),
     (lambda m: m.update(processing=None), "section 'processing'"),
     (lambda m: m["processing"].update(config=[1, 2]), "processing.config"),
-    (lambda m: m["processing"]["config"].update(fill_method=7), "method (--fill): 7 is not allowed"),
-    (lambda m: m["processing"]["config"].update(bogus=1), "unknown keys ['bogus']"),
+    (lambda m: m["processing"]["config"].update(fill_method=7), "manifest field 'processing.config.fill_method': 7 is not allowed; choose one of"),
+    (lambda m: m["processing"]["config"].update(bogus=1), "manifest field 'processing.config.bogus': unknown in this version"),
     (lambda m: "{not json", "not valid JSON"),
     (lambda m: "[1, 2]", "must hold an object"),
-    (lambda m: m.update(files=[{"path": "a", "role": "preview", "sha256": "0"}]), "none of the files a replay compares"),
+    (lambda m: m.update(files=[{"path": "a", "role": "preview", "sha256": "0" * 64}]),
+     "none of the files a replay compares"),
 ])
 def test_replay_of_a_malformed_record_fails_with_one_line(record, tmp_path, capsys, edit, words):
     bad = _bad_record(record, tmp_path, edit)
@@ -255,3 +262,254 @@ def test_real_ctrl_c_on_the_command_line(tmp_path):
     lines = _lines(err)
     assert lines[-1].startswith("interrupted:") and "Traceback" not in err, repr(err[-300:])
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ issue 21 item 5: the last odd inputs
+def _edit_config(path, value):
+    """An edit of ``processing.config`` at ``path`` (dotted, e.g. ``detect.ground_rgb``)."""
+    def edit(m):
+        d = m["processing"]["config"]
+        *head, last = path.split(".")
+        for k in head:
+            d = d[k]
+        d[last] = value
+    return edit
+
+
+def _edit(section, key, value):
+    return lambda m: m[section].update({key: value})
+
+
+@pytest.mark.parametrize("edit,field,words", [
+    (_edit("capture", "path", 5), "capture.path", "5 is not a text"),
+    (_edit("capture", "file", ["scan.tif"]), "capture.file", "is not a text"),
+    (_edit("capture", "sha256", 12), "capture.sha256", "12 is not a SHA-256"),
+    (_edit("capture", "ppi", "600"), "capture.ppi", "'600' is not a number"),
+    (_edit("capture", "ppi", 5.0), "capture.ppi", "5.0 is out of range"),
+    (_edit_config("detect.ground_rgb", "red"), "processing.config.detect.ground_rgb", "'red' is not a colour"),
+    (_edit_config("detect.ground_rgb", []), "processing.config.detect.ground_rgb", "[] is not a colour"),
+    (_edit_config("detect.ground_rgb", [0.5, 0.5, 2]), "processing.config.detect.ground_rgb[2]", "2 is out of range"),
+    (_edit_config("grow_px", None), "processing.config.grow_px", "null is missing"),
+    (_edit_config("detect.crack_min_px", None), "processing.config.detect.crack_min_px", "null is missing"),
+    (_edit_config("margin_mm", [10.0]), "processing.config.margin_mm", "[10.0] is not a number"),
+    (_edit_config("detect.crack_low", [6.0]), "processing.config.detect.crack_low", "[6.0] is not a number"),
+    (_edit_config("detect.crack_radii_mm", []), "processing.config.detect.crack_radii_mm", "[] is an empty list"),
+    (_edit_config("detect.crack_radii_mm", [0.04, "x"]), "processing.config.detect.crack_radii_mm[1]", "not a number"),
+    (_edit_config("detect.ground_hue_deg", [15.0]), "processing.config.detect.ground_hue_deg", "2 belong here"),
+    (_edit_config("fill_classes", "loss"), "processing.config.fill_classes", "'loss' is not a list of class names"),
+    (_edit_config("review.fill_classes", ["dirt"]), "processing.config.review.fill_classes", "unknown ['dirt']"),
+    (_edit_config("tile", 12.5), "processing.config.tile", "12.5 is not an integer"),
+    (_edit_config("tile", 1024.5), "processing.config.tile", "1024.5 is not an integer"),
+    (_edit_config("detect.tile", 32), "processing.config.detect.tile", "32 is below 64"),
+    (_edit_config("regions.ring_px", 2.5), "processing.config.regions.ring_px", "2.5 is not an integer"),
+    (_edit_config("mirror", "yes"), "processing.config.mirror", "'yes' is not allowed"),
+    (_edit_config("write_pdf", 1), "processing.config.write_pdf", "1 is not true or false"),
+    (_edit_config("review", [1]), "processing.config.review", "is not an object"),
+    (_edit_config("detect.crack_high", 3.0), "processing.config", "crack"),  # crossed thresholds: the whole config
+    (lambda m: m["processing"].update(user_mask={"add": "yes"}), "processing.user_mask.add", "not true or false"),
+    (lambda m: m["review"].update(accepted=[1.5]), "review.accepted[0]", "1.5 is not a region id"),
+    (lambda m: m["review"].update(rejected=None), "review.rejected", "null is not a list of region ids"),
+    (lambda m: m["files"][0].update(sha256=None), "files[0].sha256", "null is not a SHA-256"),
+    (lambda m: m["files"][1].update(path=3), "files[1].path", "3 is not a file name"),
+    (lambda m: m.update(generative={}), "generative", "is not a list"),
+])
+def test_replay_checks_every_manifest_field_before_any_work(record, tmp_path, capsys, monkeypatch, edit, field,
+                                                            words):
+    """A manifest written by a real run, one field made wrong: exit 2, one line naming the field (its path in
+    the manifest) and the value, and nothing read, detected or created."""
+    import restoration.pipeline as pipeline
+    import restoration.scanio as scanio
+    bad = _bad_record(record, tmp_path, edit)
+    called = []
+    monkeypatch.setattr(scanio, "read_scan", lambda *a, **k: called.append("read"))
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: called.append("run"))
+    capsys.readouterr()
+    assert _main("--replay", bad, "--out", tmp_path / "again" / "r") == 2
+    captured = capsys.readouterr()
+    lines = _lines(captured.err)
+    assert len(lines) == 1 and lines[0].startswith(f"error: manifest field '{field}': "), captured.err
+    assert words in lines[0], lines[0]
+    assert "Traceback" not in captured.err and not called and not (tmp_path / "again").exists()
+
+
+def _python(code, *args, **kw):
+    """``python -c code args`` with the repo on the path; the completed process (stdout, stderr as text)."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600, **kw)
+
+
+_PATCHED_MAIN = """
+import sys
+{patch}
+from restoration.__main__ import main
+sys.exit(main(sys.argv[1:] + ["--threads", "1"]))
+"""
+_INTERRUPTS = {
+    "setting up torch": "import torch\ndef stop(n): raise KeyboardInterrupt\ntorch.set_num_threads = stop",
+    "reading the scan": "import restoration.scanio as s\ndef stop(*a, **k): raise KeyboardInterrupt\ns.read_scan = stop",
+}
+
+
+@pytest.mark.parametrize("point", sorted(_INTERRUPTS))
+def test_ctrl_c_during_start_up_is_one_line(scan, tmp_path, point):
+    r = _python(_PATCHED_MAIN.format(patch=_INTERRUPTS[point]), scan[0], "--out", tmp_path / "a" / "o")
+    assert r.returncode == 130, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and _lines(r.stderr) == [f"interrupted: nothing new was written to "
+                                                                f"{tmp_path / 'a' / 'o'}"], r.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []  # no output folder, no parent, no lock
+
+
+def test_ctrl_c_right_after_the_record_is_complete(scan, tmp_path):
+    """Interrupted the moment the staged folder was moved into place: the record is complete, and the one
+    line says so (it used to say that nothing was written)."""
+    patch = ("import restoration.fileio as f\norig = f.StagedFolder._move\n"
+             "def move(self):\n    orig(self)\n    raise KeyboardInterrupt\nf.StagedFolder._move = move")
+    out = tmp_path / "o"
+    r = _python(_PATCHED_MAIN.format(patch=patch), scan[0], "--out", out, "--ground", "0.86,0.80,0.68")
+    assert r.returncode == 130, r.stderr[-2000:]
+    lines = _lines(r.stderr)
+    assert "Traceback" not in r.stderr and lines[-1] == (f"interrupted: the record in {out} is complete (only the "
+                                                         "summary was cut short)"), r.stderr[-2000:]
+    assert sum(ln.startswith(("interrupted", "error")) for ln in lines) == 1
+    from restoration.fileio import sha256_file
+    m = json.loads((out / "manifest.json").read_text())
+    assert (out / "index.html").is_file() and m["files"]
+    assert all(sha256_file(out / f["path"]) == f["sha256"] for f in m["files"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no staging folder, no lock
+
+
+_WAITING_RUN = """
+import os, sys, time
+import restoration.scanio as s
+orig = s.read_scan
+def wait_then_read(*a, **k):
+    open(sys.argv[1], "w").close()          # the claim is held: tell the test
+    while not os.path.exists(sys.argv[2]):  # until the test lets it go on
+        time.sleep(0.05)
+    return orig(*a, **k)
+s.read_scan = wait_then_read
+from restoration.__main__ import main
+sys.exit(main(sys.argv[3:] + ["--threads", "1"]))
+"""
+
+
+def test_two_jobs_into_the_same_new_folder_the_second_is_refused_before_it_works(scan, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+    out, started, go = tmp_path / "jobs" / "o", tmp_path / "started", tmp_path / "go"
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    args = [scan[0], "--out", out, "--ground", "0.86,0.80,0.68"]
+    first = subprocess.Popen([sys.executable, "-c", _WAITING_RUN, started, go, *map(str, args)], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while not started.exists():  # the first holds the folder and is reading its scan
+            assert first.poll() is None, first.communicate()[1][-2000:]
+            assert time.time() - t0 < 300
+            time.sleep(0.05)
+        second = subprocess.Popen([sys.executable, "-m", "restoration", *map(str, args), "--threads", "1"], cwd=REPO,
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        s_out, s_err = second.communicate(timeout=300)  # the first still waits: the second ends on its own
+        assert first.poll() is None
+        assert second.returncode == 2, s_err[-2000:]
+        assert _lines(s_err) == [f"error: output folder {str(out)!r} is being written by another run (pid "
+                                 f"{first.pid}); wait for it to finish or choose another folder"], s_err[-2000:]
+        assert "%" not in s_err and not s_out  # refused before it worked: no progress bar, no summary
+    finally:
+        go.touch()
+        f_out, f_err = first.communicate(timeout=600)
+    assert first.returncode == 0, f_err[-2000:]
+    assert json.loads((out / "manifest.json").read_text())["files"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["o"]  # the lock is released
+
+
+def test_a_stale_lock_of_a_killed_run_is_explained(scan, tmp_path, capsys):
+    import subprocess
+    import sys
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".o.lock").write_text(f"{dead.pid}\n")
+    assert _main(scan[0], "--out", tmp_path / "o") == 2
+    line = _lines(capsys.readouterr().err)
+    assert len(line) == 1 and f"has a lock left by a run that was killed (pid {dead.pid} no longer runs)" in line[0]
+    assert f"remove {str(tmp_path / '.o.lock')!r}" in line[0] and ".o.*.partial" in line[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".o.lock"]  # nothing taken over, nothing made
+
+
+@pytest.mark.parametrize("problem", ["bad scan", "unknown region id", "mask of another size"])
+def test_a_rejected_input_leaves_no_empty_parent_folders(scan, tmp_path, capsys, problem):
+    (tmp_path / "notes.txt").write_text("not an image")
+    from restoration.scanio import write_png
+    write_png(tmp_path, "small_mask.png", np.zeros((20, 20), np.uint8))
+    args = {"bad scan": [tmp_path / "notes.txt", "--dpi", "600"],
+            "unknown region id": [scan[0], "--accept", "99999"],
+            "mask of another size": [scan[0], "--mask-add", tmp_path / "small_mask.png"]}[problem]
+    assert _main(*args, "--out", tmp_path / "a" / "b" / "c" / "job") == 2
+    err = capsys.readouterr().err
+    assert _lines(err)[-1].startswith("error:"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "small_mask.png"]
+    # parents that existed before stay
+    (tmp_path / "a").mkdir()
+    assert _main(*args, "--out", tmp_path / "a" / "b" / "job") == 2
+    assert [p.name for p in (tmp_path / "a").iterdir()] == []
+
+
+def test_the_html_record_says_near_the_top_that_the_input_was_lossy():
+    from restoration.record import render_html
+    m = {"schema": "s", "capture": {"file": "scan.jpg", "format": "JPEG", "lossy": True, "ppi": 600},
+         "stats": {"n_regions": 0}}
+    html = render_html(m, [], [])
+    i = html.find("Lossy input")
+    assert 0 < i < html.find("<h2>Summary"), html[:1500]
+    assert "JPEG" in html[i:i + 300]
+    lossless = render_html(dict(m, capture=dict(m["capture"], format="TIFF", lossy=False)), [], [])
+    assert "Lossy input" not in lossless and "lossy" not in lossless.lower()
+
+
+def test_load_scan_lists_no_link_leading_out_of_the_input_folder(tmp_path):
+    import os
+    from restoration.scanio import confined_file, list_scans, write_png
+    inp, outside = tmp_path / "input", tmp_path / "outside"
+    inp.mkdir()
+    outside.mkdir()
+    write_png(inp, "a.png", np.zeros((16, 16), np.uint8))
+    write_png(outside, "secret.png", np.zeros((16, 16), np.uint8))
+    (inp / "sub").mkdir()
+    write_png(inp / "sub", "b.png", np.zeros((16, 16), np.uint8))
+    os.symlink(outside / "secret.png", inp / "out.png")
+    os.symlink(inp / "a.png", inp / "same.png")
+    os.symlink("../outside/secret.png", inp / "rel_out.tif")
+    os.symlink(inp / "sub" / "b.png", inp / "in_sub.png")
+    assert list_scans(inp) == ["a.png", "in_sub.png", "same.png"]
+    for name in ("out.png", "rel_out.tif"):
+        with pytest.raises(ValueError, match=f"'{name}' is not a file of the input folder"):
+            confined_file(inp, name)
+
+
+def test_two_jobs_started_at_the_same_moment_one_writes_the_other_is_refused(scan, tmp_path):
+    """No hand-off between them: whichever claims the folder first writes it, the other is refused at once."""
+    import os
+    import subprocess
+    import sys
+    out = tmp_path / "o"
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "restoration", str(scan[0]), "--out", str(out), "--ground", "0.86,0.80,0.68",
+           "--threads", "1"]
+    jobs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    errs = [j.communicate(timeout=600)[1] for j in jobs]
+    res = sorted(zip((j.returncode for j in jobs), (j.pid for j in jobs), errs))
+    assert [rc for rc, _, _ in res] == [0, 2], [e[-500:] for e in errs]
+    (_, win, _), (_, _, err) = res
+    busy = (f"error: output folder {str(out)!r} is being written by another run (pid {win}); wait for it to finish "
+            "or choose another folder")
+    done = f"error: output folder {str(out)!r} already exists and is not empty"  # on a very slow start
+    assert len(_lines(err)) == 1 and _lines(err)[0].startswith((busy, done)), err[-2000:]
+    assert "%" not in err and json.loads((out / "manifest.json").read_text())["files"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]

@@ -4,8 +4,9 @@
   external) -> QA -> count -> layers -> layout -> export -> registration -> record (with the workflow);
 * parity: the nodes and the CLI (``python -m restoration``, i.e. :func:`restoration.pipeline.run`) given
   the same scan and settings write byte-identical print files, maps and region tables;
-* Load Scan confined to the input folder, fingerprinted by content; numbered output folders; cross-field
-  validation; a scan with nothing to fill.
+* Load Scan confined to the input folder (no link leading out listed or read), fingerprinted by content;
+  numbered output folders; errors of Print Export and Restoration Record relative to the output folder;
+  cross-field validation; a scan with nothing to fill.
 """
 import hashlib
 import json
@@ -394,3 +395,61 @@ def test_validate_inputs_refuses_the_widgets_bounds_naming_the_input(M, node, na
     assert isinstance(msg, str) and msg.startswith(f"{name} (--") and repr(value) in msg and "out of range" in msg, msg
     if name in SETTINGS and node != "AtelierRestorationLoadScan":
         assert cls.validate_inputs(**{name: SETTINGS[name].default}) is True
+
+
+def _uniform_chain(M):
+    """A small uniform picture through the nodes up to Print Layout: (img, filled, used, table, laid, ctx)."""
+    img = torch.full((1, 96, 128, 3), 0.42)
+    ctx = run(M["AtelierRestorationContext"], image=img, dpi=600.0).args[0]
+    dmap = run(M["AtelierDamageDetect"], image=img, ctx=ctx, ground_color="0.9,0.1,0.1", crack_low=6.0, crack_high=12.0,
+               light_low=10.0, light_high=15.0, ground_seed_de=7.0, ground_grow_de=14.0, loss_contrast_de=8.0,
+               split_min_length_mm=50.0, tile=1024).args[0]
+    tab, mask, _, _ = run(M["AtelierRegionTable"], image=img, damage_map=dmap, ctx=ctx, viewing_distance_mm=500.0,
+                          registration_tol_um=100.0).args
+    filled, used, tab = run(M["AtelierRestorationFill"], image=img, mask=mask, method="harmonic", grow_px=1,
+                            regions=tab).args
+    lay = run(M["AtelierBilayerSeparate"], filled=filled, original=img, mask=used, ctx=ctx, white_mode="same_pattern",
+              amount_mm=0.0, min_feature_mm=0.0, white_on_black=False).args[0]
+    laid = run(M["AtelierPrintLayout"], layers=lay, ctx=ctx, margin_mm=10.0, arm_mm=3.0, line_mm=0.1,
+               mirror=True).args[0]
+    return img, filled, used, tab, laid, ctx
+
+
+def test_export_and_record_errors_never_show_the_servers_folders(M, host, dirs):
+    """A subfolder that cannot be made (a file is in the way): the error of Print Export and Restoration Record
+    names ``output/...``, not the server's absolute folders; so does the validation of a subfolder leaving it."""
+    import os
+    img, filled, used, tab, laid, ctx = _uniform_chain(M)
+    (dirs / "output" / "blocker").write_text("a file, not a folder")
+    server = (str(dirs), os.path.realpath(dirs))
+    calls = {"AtelierPrintExport": dict(layers=laid, ctx=ctx, subfolder="blocker/print"),
+             "AtelierRestorationRecord": dict(original=img, filled=filled, used_mask=used, regions=tab, layers=laid,
+                                              ctx=ctx, subfolder="blocker/rec", count_q=1.0)}
+    for node, kw in calls.items():
+        with pytest.raises(ValueError) as e:
+            run(M[node], **kw)
+        msg = str(e.value)
+        assert not any(s in msg for s in server) and "'/" not in msg, (node, msg)
+        assert "output/blocker" in msg, (node, msg)
+        v = M[node].validate_inputs(subfolder="../elsewhere")
+        assert isinstance(v, str) and "subfolder" in v and not any(s in v for s in server), (node, v)
+    assert sorted(p.name for p in (dirs / "output").iterdir()) == ["blocker"]  # nothing half-written
+
+
+def test_load_scan_offers_no_link_leading_out_of_the_input_folder(M, host, dirs):
+    import os
+    LS = M["AtelierRestorationLoadScan"]
+    _scan_file(dirs / "input")
+    (dirs / "outside").mkdir()
+    _scan_file(dirs / "outside", seed=6)
+    os.symlink(dirs / "outside" / "scan.tif", dirs / "input" / "leads_out.tif")
+    os.symlink(dirs / "input" / "scan.tif", dirs / "input" / "stays_in.tif")
+    info = LS.INPUT_TYPES()["required"]["path"]
+    options = info[0] if isinstance(info[0], list) else info[1]["options"]
+    assert "leads_out.tif" not in options and {"scan.tif", "stays_in.tif"} <= set(options), options
+    msg = LS.validate_inputs(path="leads_out.tif")
+    assert isinstance(msg, str) and "'leads_out.tif' is not a file of the input folder" in msg
+    assert str(dirs) not in msg
+    with pytest.raises(ValueError, match="is not a file of the input folder"):
+        run(LS, path="leads_out.tif", dpi=600.0)
+    assert LS.validate_inputs(path="stays_in.tif") is True
