@@ -208,7 +208,8 @@ def detect_family(model: Optional[Mapping[str, Any]]) -> Family:
     """The family of a model description: the host's ``unet_config`` (``image_model`` and the fields
     it reads), optionally with ``"kontext": True`` (the host saw reference latents on a Flux model).
 
-    Rules: ``image_model`` ``"wan2.1"`` (or no ``image_model`` but Wan fields ``dim``/``in_dim``) -> wan;
+    Rules: ``image_model`` ``"wan2.1"`` or no ``image_model`` (a Wan config as the node and the web route
+    send it: ``dim``, ``in_dim``, ``model_type``) -> wan;
     ``"flux"`` -> flux (flux_kontext with ``kontext``); ``"hunyuan_video"`` with ``vision_in_dim`` ->
     hunyuan_video1.5, without -> hunyuan_video; other values by :attr:`Family.image_models`.
     ValueError naming ``model`` for anything else.
@@ -216,7 +217,7 @@ def detect_family(model: Optional[Mapping[str, Any]]) -> Family:
     if not isinstance(model, Mapping):
         raise ValueError(f"model: {model!r} is not a model description (the host's unet_config)")
     im = model.get("image_model")
-    if im is None and ("dim" in model or "in_dim" in model or "model_type" in model):
+    if im is None:
         return FAMILIES["wan"]
     if im == "flux":
         return FAMILIES["flux_kontext" if model.get("kontext") else "flux"]
