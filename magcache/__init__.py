@@ -5,7 +5,10 @@ retention, interleaved calibrated curves, round-half-to-even resampling, and the
 the whole block stack. Nothing here imports ComfyUI.
 
 * :mod:`.curve` / :mod:`.presets`: calibrated curves and the shipped tables.
-* :mod:`.schedule`: :class:`MagCacheConfig`, :func:`plan_schedule` (the schedule preview).
+* :mod:`.schedule`: :class:`MagCacheConfig`, :class:`RuleVariant`, :func:`plan_schedule` (the schedule preview).
+* :mod:`.families`: :class:`Family` descriptions (block stack, curves, rule variant) and their detection.
+* :mod:`.target`: :func:`plan_for_target`, thresh and K for a target speedup.
+* :mod:`.store`: :class:`CurveStore`, curves recorded during a first run, on disk.
 * :mod:`.resolve`: :func:`resolve`, the one resolver (preset / custom curve / ``auto`` + model
   config + settings + steps -> curve and config) of the node, the web route, Calibrate and the CLI.
 * :mod:`.state`: :class:`MagCacheRun` (per-run rule state, residual store) and :class:`CallPlan`
@@ -23,8 +26,11 @@ from typing import Any, Dict
 
 from .curve import Curve, parse_curve, resample_curve
 from .presets import Preset, get_preset, list_presets
-from .schedule import (MagCacheConfig, Schedule, plan_schedule, locate_segment, high_noise_steps,
-                       official_split, BRANCH_NAMES)
+from .schedule import (MagCacheConfig, RuleVariant, WAN_RULE, Schedule, plan_schedule, locate_segment,
+                       high_noise_steps, official_split, BRANCH_NAMES)
+from .families import Family, BlockStack, FAMILIES, get_family, list_families, detect_family, family_of_preset
+from .target import TargetPlan, TargetError, plan_for_target
+from .store import CurveKey, CurveLookup, CurveStore, file_fingerprint
 from .settings import SETTINGS
 from .resolve import AUTO, Resolved, resolve, detect_preset, query_settings, check_settings
 
@@ -48,7 +54,9 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Curve", "parse_curve", "resample_curve",
     "Preset", "get_preset", "list_presets",
-    "MagCacheConfig", "Schedule", "plan_schedule", "locate_segment", "high_noise_steps", "official_split",
+    "MagCacheConfig", "RuleVariant", "WAN_RULE", "Schedule", "plan_schedule",
+    "Family", "BlockStack", "FAMILIES", "get_family", "list_families", "detect_family", "family_of_preset",
+    "TargetPlan", "TargetError", "plan_for_target", "CurveKey", "CurveLookup", "CurveStore", "file_fingerprint", "locate_segment", "high_noise_steps", "official_split",
     "BRANCH_NAMES", "AUTO", "SETTINGS", "Resolved", "resolve", "detect_preset", "query_settings", "check_settings",
     "MagCacheRun", "Decision", "CallPlan", "apply_blocks_with_cache", "MagCacheSession",
     "CalibrationRecorder", "residual_stats",

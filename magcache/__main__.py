@@ -20,13 +20,14 @@ import sys
 from typing import NoReturn, Optional, Sequence
 
 from .curve import Curve, parse_curve
+from .families import list_families
 from .presets import get_preset, list_presets
 from .resolve import resolve
 from .settings import SETTINGS
 
 #: The rule's settings ``schedule`` takes as flags (``--steps`` is ``preview_steps``'s flag).
 CLI_SETTINGS: tuple[str, ...] = ("thresh", "k", "retention", "start_step", "end_step", "protect_last", "split_step", "shift",
-                "split_mode")
+                "split_mode", "target_speedup")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     s._option_string_actions["--steps"].required = True
     # thresh, k, retention: None = the preset's recommendation (a curve file: the table's defaults)
     SETTINGS.add_arguments(s, CLI_SETTINGS, defaults={"thresh": None, "k": None, "retention": None})
+    s.add_argument("--family", choices=list_families(),
+                   help="the family whose rule a --curve file runs under (default wan); a preset has its own")
     s.add_argument("--step-range", type=int, nargs=2, metavar=("FIRST", "LAST"),
                    help="plan only this inclusive range of global steps (one sampler of a split run)")
     sub.add_parser("presets", help="list the presets with their calibration length and defaults")
@@ -64,7 +67,8 @@ def _schedule(a: argparse.Namespace) -> None:
         curve = parse_curve(text, what=f"--curve {a.curve}")
     r = resolve(a.preset or "wan2.1_t2v_1.3B", steps=a.preview_steps, custom_curve=curve, thresh=a.thresh, k=a.k,
                 retention=a.retention, start_step=a.start_step, end_step=a.end_step,
-                protect_last=a.protect_last, split_step=a.split_step, split_mode=a.split_mode, shift=a.shift)
+                protect_last=a.protect_last, split_step=a.split_step, split_mode=a.split_mode, shift=a.shift,
+                family=a.family if a.curve else None, target_speedup=a.target_speedup)
     sch = r.plan(step_range=tuple(a.step_range) if a.step_range else None)
     out = r.to_dict(sch)
     out.update({"curve": a.curve, "preset": None if a.curve else r.name})
@@ -78,7 +82,7 @@ def _presets() -> None:
     for n in list_presets():
         p = get_preset(n)
         d = p.defaults
-        print(f"{n:28s} branches={p.branches} calib_steps={p.calib_steps:<3d} "
+        print(f"{n:28s} family={p.family:<16s} branches={p.branches} calib_steps={p.calib_steps:<3d} "
               f"thresh={d['thresh']} k={d['k']} retention={d['retention']}  {p.description}")
 
 

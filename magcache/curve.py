@@ -136,6 +136,17 @@ def as_curve(curve: CurveLike, branches: Optional[int] = None, what: str = "curv
     return parse_curve(curve, branches=branches, what=what)
 
 
+def floor_indices(src_len: int, steps: int) -> List[int]:
+    """Source index per target step, the ComfyUI-MagCache node's mapping ``int(j * (src_len - 1) / (steps - 1))``
+    (truncation), and ``[src_len - 1]`` for a single step."""
+    if steps < 1:
+        raise ValueError(f"steps: {steps} must be >= 1")
+    if steps == 1:
+        return [src_len - 1]
+    scale = (src_len - 1) / (steps - 1)
+    return [int(j * scale) for j in range(steps)]
+
+
 def nearest_indices(src_len: int, steps: int) -> List[int]:
     """Source index per target step, the official ``nearest_interp`` mapping.
 
@@ -150,19 +161,22 @@ def nearest_indices(src_len: int, steps: int) -> List[int]:
     return [int(i) for i in np.round(np.arange(steps) * scale).astype(int)]
 
 
-def resample_curve(ratios_interleaved: CurveLike, steps: int, branches: Optional[int] = None) -> List[List[float]]:
+def resample_curve(ratios_interleaved: CurveLike, steps: int, branches: Optional[int] = None,
+                   method: str = "nearest") -> List[List[float]]:
     """Per-branch ratio columns for a run of ``steps`` steps, as the official code resamples.
 
     Args:
         ratios_interleaved: a curve (see :func:`parse_curve`), ``branches * C`` values.
         steps: the run's step count S >= 1.
         branches: 1 or 2 (default: the curve's own, else 2).
+        method: ``"nearest"`` (default) or ``"floor"``.
 
     Returns:
         ``branches`` lists of S floats. When ``C == S`` the columns are returned as they are;
         otherwise each column is resampled by nearest neighbour with round-half-to-even
         (:func:`nearest_indices`), exactly as ``nearest_interp`` in the official MagCache
-        code (not the ComfyUI-MagCache node's floor mapping, which gives other schedules).
+        code, or with ``method="floor"`` by the ComfyUI-MagCache node's floor mapping
+        (:func:`floor_indices`), which gives other schedules.
     """
     c = as_curve(ratios_interleaved, branches)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -170,5 +184,7 @@ def resample_curve(ratios_interleaved: CurveLike, steps: int, branches: Optional
     cols = c.columns()
     if c.calib_steps == steps:
         return cols
-    idx = nearest_indices(c.calib_steps, steps)
+    if method not in ("nearest", "floor"):
+        raise ValueError(f"method: {method!r} is not allowed; use 'nearest' or 'floor'")
+    idx = (floor_indices if method == "floor" else nearest_indices)(c.calib_steps, steps)
     return [[col[i] for i in idx] for col in cols]

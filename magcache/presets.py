@@ -4,10 +4,10 @@ Names are the keys of the research table, e.g. ``"wan2.1_t2v_1.3B"``. Values are
 official MagCache calibrations copied verbatim; defaults (thresh, K, retention) are the
 official README recommendations per model.
 
-Every preset is driven by the one rule of :mod:`magcache.schedule` (the official Wan rule:
-strict ``<``, floor retention on calls). The official FLUX / HunyuanVideo / FramePack scripts
-use ``<=``, other retention rounding and (FLUX) a never-skipped step 11, so schedules for those
-presets are not bit-compatible with those scripts; the Wan2.1/Wan2.2 ones are.
+Every preset belongs to one :class:`~magcache.families.Family`, whose
+:class:`~magcache.schedule.RuleVariant` (the variant of the official rule its official script
+applies: ``<`` or ``<=``, retention rounding, resampling, FLUX's never-skipped step) is put in the
+preset's :meth:`Preset.config`; the one rule of :mod:`magcache.schedule` applies it.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any, Dict, List, Optional, Tuple
 
 from .curve import Curve
-from .schedule import MagCacheConfig, official_split
+from .schedule import MagCacheConfig, RuleVariant, official_split
 
 __all__ = ["Preset", "list_presets", "get_preset"]
 
@@ -71,11 +71,24 @@ class Preset:
                              f"(shift={sh!r}, boundary={self.boundary!r})")
         return official_split(steps, sh, self.boundary)
 
+    @property
+    def family(self) -> str:
+        """The name of the :class:`~magcache.families.Family` this curve belongs to."""
+        from .families import family_of_preset
+        return family_of_preset(self.name).name
+
+    @property
+    def variant(self) -> RuleVariant:
+        """The rule variant of this curve's family."""
+        from .families import family_of_preset
+        return family_of_preset(self.name).variant
+
     def config(self, steps: Optional[int] = None, **overrides: Any) -> MagCacheConfig:
-        """A validated :class:`MagCacheConfig` from the defaults, with ``overrides`` applied.
-        For Wan2.2 A14B presets it also sets ``split_mode`` and, when ``steps`` is given,
-        ``split_step = split_for(steps)``."""
-        kw = dict(self.defaults)
+        """A validated :class:`MagCacheConfig` from the defaults and the family's rule variant, with
+        ``overrides`` applied. For Wan2.2 A14B presets it also sets ``split_mode`` and, when ``steps`` is
+        given, ``split_step = split_for(steps)``."""
+        kw: Dict[str, Any] = dict(self.defaults)
+        kw["variant"] = self.variant
         if self.split_mode is not None:
             kw["split_mode"] = self.split_mode
             if steps is not None:

@@ -6,7 +6,11 @@ so the four show and run the same schedule.
 
 * :data:`~magcache.settings.SETTINGS`: every setting's record (bounds, default, help), from which the
   node's widgets, the web route's query bounds and the CLI's flags are built.
-* :func:`detect_preset`: the shipped curve that fits a Wan model config (``auto``).
+* :func:`detect_preset`: the shipped curve that fits a model description (``auto``): a Wan config, or
+  the host's ``unet_config`` of another family (:func:`~magcache.families.detect_family`).
+* the family (:class:`~magcache.families.Family`) of the curve gives the variant of the rule
+  (``config.variant``); ``target_speedup`` > 0 chooses ``thresh`` / ``k``
+  (:func:`~magcache.target.plan_for_target`).
 * :func:`resolve`: a :class:`Resolved` (name, curve, validated config, whole-schedule steps).
   Wan2.2 A14B presets get the official phase rule with the official split
   (:func:`~magcache.schedule.official_split` from the preset's shift and boundary) unless a
@@ -20,9 +24,11 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .curve import Curve, CurveLike, parse_curve
+from .families import Family, detect_family, family_of_preset, get_family
 from .presets import Preset, get_preset, list_presets
 from .schedule import MagCacheConfig, Schedule, StepRange, plan_schedule
 from .settings import AUTO, DEFAULT_SETTINGS, SETTINGS, WAN_PRESETS, Setting, SettingError
+from .target import TargetError, TargetPlan, plan_for_target
 
 __all__ = ["AUTO", "SETTINGS", "Resolved", "resolve", "detect_preset", "query_settings", "check_settings",
            "plan_query", "WAN_PRESETS", "DEFAULT_SETTINGS", "wan_model_from_shapes", "safetensors_shapes", "wan_model_info", "query_model_from_file", "LOADER_FOLDERS"]
@@ -32,14 +38,30 @@ MODEL_FIELDS: Dict[str, Tuple[type, int, int]] = {"dim": (int, 1, 1 << 16), "in_
 MODEL_TYPES: Tuple[str, ...] = ("t2v", "i2v", "vace", "camera", "camera_2.2", "flf2v", "s2v", "humo", "animate")
 
 
-def detect_preset(model: Optional[Mapping[str, Any]]) -> str:
-    """The shipped curve that fits a Wan model config (the host's ``unet_config``: ``dim``,
-    ``in_dim``, ``model_type``). TI2V-5B (in_dim 48 or dim 3072), VACE 1.3B/14B, I2V 14B
-    (480p curve), else T2V 1.3B/14B by ``dim``. Wan2.2 A14B experts have the Wan2.1 14B
-    config, so ``auto`` cannot tell them apart: pick their preset by hand."""
+def detect_preset(model: Optional[Mapping[str, Any]], steps: Optional[int] = None,
+                  height: Optional[int] = None) -> str:
+    """The shipped curve that fits a model description.
+
+    A Wan config (the host's ``unet_config``: ``dim``, ``in_dim``, ``model_type``, with or without
+    ``image_model`` "wan2.1"): TI2V-5B (in_dim 48 or dim 3072), VACE 1.3B/14B, I2V 14B (480p curve),
+    else T2V 1.3B/14B by ``dim``. Wan2.2 A14B experts have the Wan2.1 14B config, so ``auto`` cannot
+    tell them apart: pick their preset by hand. Another family (``image_model``, see
+    :func:`~magcache.families.detect_family`): its curve for ``steps`` and pixel ``height``
+    (:meth:`~magcache.families.Family.preset_for`); SettingError naming ``model`` when the family has
+    no shipped curve (calibrate, or give a custom curve)."""
     if not isinstance(model, Mapping):
         raise SettingError("model", "model", f"model: {model!r} is not a model config; preset 'auto' needs the model's "
                          "dim, in_dim and model_type")
+    try:
+        fam = detect_family(model)
+    except ValueError as exc:
+        raise SettingError("model", "model", str(exc)) from None
+    if fam.name != "wan":
+        name = fam.preset_for(steps, height)
+        if name is None:
+            raise SettingError("model", "model", f"model: {fam.title} has no shipped MagCache curve; record one "
+                               "(a first full run, or the Calibrate node) and give it as custom_curve")
+        return name
     kind = model.get("model_type", "t2v")
     dim = int(model.get("dim", 1536))
     big = dim >= 4096
@@ -125,6 +147,10 @@ class Resolved:
         preset: the :class:`~magcache.presets.Preset`, None for a custom curve.
         split_source: where ``config.split_step`` comes from (None without a split).
         detected: True when ``name`` was chosen by ``auto``.
+        family: the :class:`~magcache.families.Family` (its variant is ``config.variant``).
+        target: the :class:`~magcache.target.TargetPlan` when ``thresh`` / ``k`` were chosen for a
+            target speedup (None otherwise).
+        curve_source: why this curve (for the preview), e.g. ``"preset flux (auto: FLUX.1-dev)"``.
     """
     name: str
     curve: Curve
@@ -133,6 +159,9 @@ class Resolved:
     preset: Optional[Preset] = None
     split_source: Optional[str] = None
     detected: bool = False
+    family: Optional[Family] = None
+    target: Optional[TargetPlan] = None
+    curve_source: Optional[str] = None
 
     def plan(self, step_range: Optional[StepRange] = None, run_branches: Optional[Sequence[int]] = None) -> Schedule:
         """The planned :class:`~magcache.schedule.Schedule` (see :func:`plan_schedule`)."""
@@ -151,8 +180,16 @@ class Resolved:
         cs, us, n = list(sch.cond_skipped), list(sch.uncond_skipped), self.steps
         head = f"preset {self.name}{' (auto)' if self.detected else ''}, {n} steps"
         lines = [f"{head}: skips {len(cs)}/{n} cond and {len(us)}/{n} uncond steps; computes "
-                 f"{sch.computed_calls}/{sch.total_calls} calls (ideal {sch.expected_speedup:.2f}x)",
+                 f"{sch.computed_calls}/{sch.total_calls} calls (ideal {sch.expected_speedup:.2f}x, "
+                 f"accumulated error {sch.error:.4f})",
                  f"cond skipped: {cs}", f"uncond skipped: {us}"]
+        fam = self.family.title if self.family is not None else "custom"
+        c = self.config
+        lines.append(f"rule: {c.variant.name} ({fam}), thresh {c.thresh:g}, K {c.k}, retention {c.retention:g}")
+        if self.curve_source:
+            lines.append(f"curve: {self.curve_source}")
+        if self.target is not None:
+            lines.append(self.target.message)
         if self.config.split_step is not None:
             lines.append(f"Wan2.2 {self.config.split_mode} phase rule, low-noise expert from step "
                          f"{self.config.split_step} ({self.split_source})")
@@ -162,10 +199,13 @@ class Resolved:
     def warnings(self, schedule: Optional[Schedule] = None) -> List[str]:
         """What a user should be warned of before the run (a list of sentences; empty when nothing)."""
         sch = schedule if schedule is not None else self.plan()
+        out: List[str] = []
         if not sch.cond_skipped and not sch.uncond_skipped:
-            return ["this setting skips nothing at this step count (few-step distilled models gain nothing "
-                    "from MagCache)."]
-        return []
+            out.append("this setting skips nothing at this step count (few-step distilled models gain nothing "
+                       "from MagCache).")
+        if self.target is not None and not self.target.reached:
+            out.append(self.target.message)
+        return out
 
     def to_dict(self, schedule: Optional[Schedule] = None) -> Dict[str, Any]:
         """JSON-ready: the schedule's fields, the settings and the split used."""
@@ -176,7 +216,11 @@ class Resolved:
                   "retention": c.retention, "start_step": c.start_step, "end_step": c.end_step,
                   "protect_last": c.protect_last, "split_step": c.split_step,
                   "split_mode": c.split_mode if c.split_step is not None else None,
-                  "split_source": self.split_source, "text": self.describe(sch)})
+                  "split_source": self.split_source,
+                  "family": self.family.name if self.family is not None else None,
+                  "curve_source": self.curve_source,
+                  "target": self.target.to_dict() if self.target is not None else None,
+                  "text": self.describe(sch)})
         return d
 
 
@@ -188,7 +232,9 @@ def resolve(preset: str = AUTO, *, steps: int, custom_curve: Optional[CurveLike]
             model: Optional[Mapping[str, Any]] = None, thresh: Optional[float] = None, k: Optional[int] = None,
             retention: Optional[float] = None, start_step: Optional[int] = None, end_step: Optional[int] = None,
             protect_last: int = 0, schedule_steps: int = 0, split_step: Optional[int] = None,
-            split_mode: Optional[str] = None, shift: Optional[float] = None) -> Resolved:
+            split_mode: Optional[str] = None, shift: Optional[float] = None,
+            family: Union[str, Family, None] = None, target_speedup: float = 0.0,
+            height: Optional[int] = None, curve_source: Optional[str] = None) -> Resolved:
     """Curve and config for a run.
 
     Args:
@@ -207,6 +253,13 @@ def resolve(preset: str = AUTO, *, steps: int, custom_curve: Optional[CurveLike]
         split_mode: ``"t2v"``/``"i2v"``; None = the preset's (custom curves: no phase rule
             unless ``split_step`` is given, then ``"t2v"``).
         shift: sample shift for the official split (default: the preset's official one).
+        family: a :class:`~magcache.families.Family` or its name: the rule variant for a custom
+            curve (default: detected from ``model`` when it names an ``image_model``, else ``"wan"``);
+            with ``"auto"`` it picks the family's curve. A preset always runs under its own family.
+        target_speedup: > 1: ``thresh`` and ``k`` are chosen for this ideal speedup
+            (:func:`~magcache.target.plan_for_target`, the other settings kept); 0 = off.
+        height: the run's pixel height (HunyuanVideo 544p curve), for ``auto``.
+        curve_source: why this curve, for the preview (e.g. the curve store's reason).
 
     Raises:
         ValueError naming the bad input.
@@ -217,35 +270,65 @@ def resolve(preset: str = AUTO, *, steps: int, custom_curve: Optional[CurveLike]
     detected = False
     p: Optional[Preset]
     defaults: Mapping[str, Any]
+    fam: Optional[Family] = None
+    if family is not None:
+        try:
+            fam = get_family(family)
+        except ValueError as exc:
+            raise SettingError("family", "family", str(exc)) from None
     if custom_curve is not None and not (isinstance(custom_curve, str) and not custom_curve.strip()):
         curve, name, p, defaults = parse_curve(custom_curve, what="custom_curve"), "custom", None, DEFAULT_SETTINGS
+        if fam is None:
+            fam = detect_family(model) if isinstance(model, Mapping) and "image_model" in model else get_family("wan")
+        source = curve_source or "custom curve"
     else:
         if preset == AUTO:
-            name, detected = detect_preset(model), True
+            if fam is not None and fam.name != "wan":
+                picked = fam.preset_for(total, height)
+                if picked is None:
+                    raise SettingError("preset", "preset", f"preset: {fam.title} has no shipped curve; record one "
+                                       "(a first full run, or the Calibrate node) and give it as custom_curve")
+                name = picked
+            else:
+                name = detect_preset(model, total, height)
+            detected = True
         else:
             name = preset
         p = get_preset(name)
         curve, defaults = p.ratios, p.defaults
+        fam = family_of_preset(name)
+        source = curve_source or (f"preset {name} ({'auto: ' if detected else ''}{fam.title}, "
+                                  f"calibrated at {p.calib_steps} steps)")
     kw: Dict[str, Any] = {"thresh": defaults["thresh"] if thresh is None else thresh,
           "k": defaults["k"] if k is None else k,
           "retention": defaults["retention"] if retention is None else retention,
-          "start_step": _opt_step(start_step), "end_step": _opt_step(end_step), "protect_last": protect_last}
+          "start_step": _opt_step(start_step), "end_step": _opt_step(end_step), "protect_last": protect_last,
+          "variant": fam.variant}
     mode = split_mode or (p.split_mode if p is not None else None)
-    source = None
+    split: Optional[str] = None
     if split_step is not None:
-        kw["split_step"], kw["split_mode"], source = split_step, mode or "t2v", "given"
+        kw["split_step"], kw["split_mode"], split = split_step, mode or "t2v", "given"
     elif mode and p is not None and p.split_step is not None:
         sh = p.shift if shift is None else shift
         kw["split_step"], kw["split_mode"] = p.split_for(total, shift=sh), mode
-        source = f"official scheduler at {total} steps, shift {sh:g}, boundary {p.boundary:g}"
+        split = f"official scheduler at {total} steps, shift {sh:g}, boundary {p.boundary:g}"
     config = MagCacheConfig(**kw).validate()
     if config.split_step is not None and config.split_step > total:
         raise SettingError("split_step", SETTINGS["split_step"].label, f"split_step: {config.split_step} is beyond the {total}-step schedule")
-    return Resolved(name, curve, config, total, p, source, detected)
+    target: Optional[TargetPlan] = None
+    if target_speedup:
+        SETTINGS["target_speedup"].check(target_speedup)
+        try:
+            target = plan_for_target(curve, total, target_speedup, config)
+        except TargetError as exc:
+            raise SettingError("target_speedup", SETTINGS["target_speedup"].label, str(exc)) from None
+        config = target.config
+    return Resolved(name, curve, config, total, p, split, detected, fam, target, source)
 
 
 #: The rule's settings the web route takes (``preview_steps`` comes as ``steps``).
-QUERY_SETTINGS: Tuple[str, ...] = ("thresh", "k", "retention", "start_step", "end_step", "protect_last", "schedule_steps")
+QUERY_SETTINGS: Tuple[str, ...] = ("thresh", "k", "retention", "start_step", "end_step", "protect_last", "schedule_steps",
+                                   "target_speedup")
 
 
 def _model_field(name: str, raw: str, lo: int, hi: int) -> int:

@@ -24,6 +24,17 @@ retention does). Protection, in this order:
   ``split_mode="i2v"`` protects calls ``< int(split + (N - split) * r)`` (the high-noise
   expert never skips). Here ``split = branches * split_step`` and ``N = branches * S``.
 
+The rule has a few *variants* (:class:`RuleVariant`), one per family of official scripts
+(``magcache.families``): the threshold test ``<`` (Wan, Qwen-Image) or ``<=`` (FLUX,
+HunyuanVideo); retention counted on calls or on steps, rounded down ``int(x)`` or to nearest
+``int(x + 0.5)`` (FLUX); the curve resampled by nearest index with round-half-to-even (the
+research scripts) or by floor (the ComfyUI node); FLUX's never-skipped step
+(``round(step * 27 / (S - 1)) == 11``). The variant is a field of :class:`MagCacheConfig`,
+applied here by the one :class:`RuleState`; there is no other copy of the rule.
+
+``thresh == 0`` never skips, whatever the variant (with ``<=`` an error of exactly 0, a
+ratio of exactly 1.0, would otherwise skip: the official node returns the model unchanged at 0).
+
 One guard is added to the official rule: a branch never skips while it has no cached
 residual (the official code relies on retention; with retention 0 or at the start of a
 segment it would use a missing residual). When the guard fires the call computes and the
@@ -46,7 +57,7 @@ from .curve import as_curve, resample_curve, parse_curve, Curve, CurveLike  # no
 if TYPE_CHECKING:   # torch is imported on first use only (``python -m magcache schedule`` starts fast)
     import torch
 
-__all__ = ["MagCacheConfig", "Schedule", "plan_schedule", "resample_curve", "parse_curve",
+__all__ = ["RuleVariant", "WAN_RULE", "MagCacheConfig", "Schedule", "plan_schedule", "resample_curve", "parse_curve",
            "locate_segment", "high_noise_steps", "official_split", "RuleState", "BRANCH_NAMES",
            "StepRange", "Sigmas"]
 
@@ -69,6 +80,76 @@ def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+
+RETENTION_COUNTS: Tuple[str, str] = ("calls", "steps")
+RETENTION_ROUNDING: Tuple[str, str] = ("floor", "half_up")
+RESAMPLING: Tuple[str, str] = ("nearest", "floor")
+
+
+@dataclass(frozen=True)
+class RuleVariant:
+    """Which variant of the official rule a family's script applies (the one :class:`RuleState` reads it).
+
+    Attributes:
+        name: a short name for previews and reports (``"wan"``, ``"flux"``, ...).
+        strict: ``True``: skip while ``err < thresh`` (MagCache4Wan2.1/2.2, MagCache4QwenImage, the
+            ComfyUI node's Chroma / HunyuanVideo-1.5 paths); ``False``: ``err <= thresh``
+            (MagCache4FLUX, MagCache4FLUX_Kontext, MagCache4HunyuanVideo).
+        retention_counts: ``"calls"``: with two branches call ``2 * step + branch`` is protected while
+            ``< R(2 * S * r)`` (official research scripts); ``"steps"``: step ``< R(S * r)`` for both
+            branches (the ComfyUI node). With one branch both read ``step < R(S * r)``.
+        retention_rounding: ``R`` above: ``"floor"`` ``int(x)``; ``"half_up"`` ``int(x + 0.5)``
+            (MagCache4FLUX: ``cnt >= int(r * S + 0.5)``).
+        resampling: a curve calibrated at C steps used at S != C steps: ``"nearest"`` reads index
+            ``round(j * (C - 1) / (S - 1))`` with round-half-to-even (``nearest_interp`` of every research
+            script; MagCache4QwenImage's ``round(linspace(0, C - 1, S))`` gives the same indices for
+            S >= 2); ``"floor"`` reads ``int(j * (C - 1) / (S - 1))`` (the ComfyUI node). S == 1 reads
+            the last index with both.
+        never_skip: ``(calib_len, calib_step)``: a step ``j`` with
+            ``round(j * (calib_len - 1) / (S - 1)) == calib_step`` (half-to-even) never skips and resets
+            the accumulators, as any computed call (MagCache4FLUX / _Kontext: ``(28, 11)``, also when the
+            curve is resampled). None: no such step.
+    """
+    name: str = "wan"
+    strict: bool = True
+    retention_counts: str = "calls"
+    retention_rounding: str = "floor"
+    resampling: str = "nearest"
+    never_skip: Optional[Tuple[int, int]] = None
+
+    def __post_init__(self) -> None:
+        for field_name, value, allowed in (("retention_counts", self.retention_counts, RETENTION_COUNTS),
+                                           ("retention_rounding", self.retention_rounding, RETENTION_ROUNDING),
+                                           ("resampling", self.resampling, RESAMPLING)):
+            if value not in allowed:
+                raise ValueError(f"RuleVariant.{field_name}: {value!r} is not allowed; use one of {allowed}")
+        if self.never_skip is not None:
+            n, c = self.never_skip
+            if not (_is_int(n) and _is_int(c) and n >= 2 and 0 <= c < n):
+                raise ValueError(f"RuleVariant.never_skip: {self.never_skip!r} must be (calib_len >= 2, "
+                                 "0 <= calib_step < calib_len)")
+
+    def retained(self, x: float) -> int:
+        """``R(x)``: the retention count rounded as this variant rounds it."""
+        return int(x + 0.5) if self.retention_rounding == "half_up" else int(x)
+
+    def skips_allowed(self, err: float, thresh: float) -> bool:
+        """The threshold test (``thresh <= 0`` is off: never)."""
+        if thresh <= 0.0:
+            return False
+        return err < thresh if self.strict else err <= thresh
+
+    def never_skips(self, step: int, steps: int) -> bool:
+        """Whether ``step`` of an ``steps``-step run is this variant's never-skipped step."""
+        if self.never_skip is None or steps < 2:
+            return False
+        n, c = self.never_skip
+        return round(step * ((n - 1) / (steps - 1))) == c
+
+
+#: The official Wan2.1 rule (MagCache4Wan2.1): ``<``, calls retention ``int(2 * S * r)``, nearest resampling.
+WAN_RULE: RuleVariant = RuleVariant()
+
 @dataclass(frozen=True)
 class MagCacheConfig:
     """Settings of the skip rule (what the node's widgets fill in).
@@ -88,6 +169,7 @@ class MagCacheConfig:
             enabling the official per-phase retention of ``split_mode``. None = one phase.
         split_mode: ``"t2v"`` (retention restarts at the switch) or ``"i2v"`` (the high-noise
             expert never skips), as the official Wan2.2 script.
+        variant: the family's :class:`RuleVariant` (default :data:`WAN_RULE`).
     """
     thresh: float = 0.12
     k: int = 2
@@ -97,6 +179,7 @@ class MagCacheConfig:
     protect_last: int = 0
     split_step: Optional[int] = None
     split_mode: str = "t2v"
+    variant: RuleVariant = WAN_RULE
 
     def validate(self) -> "MagCacheConfig":
         """Raise :class:`~atelier_settings.SettingError` (a ValueError) naming the first field outside its
@@ -109,6 +192,8 @@ class MagCacheConfig:
                 SETTINGS[name].check(getattr(self, name))
         SETTINGS["split_step"].check(self.split_step)
         SETTINGS["split_mode"].check(self.split_mode)
+        if not isinstance(self.variant, RuleVariant):
+            raise ValueError(f"variant: expected a RuleVariant, got {type(self.variant).__name__}")
         return self
 
     @property
@@ -174,8 +259,11 @@ class RuleState:
         self.first, self.last = _check_range(step_range, steps)
         if config.split_step is not None and config.split_step > steps:
             raise ValueError(f"split_step: {config.split_step} is beyond the {steps}-step schedule")
-        self.columns = resample_curve(self.curve, steps)
+        self.variant = config.variant
+        self.columns = resample_curve(self.curve, steps, method=config.variant.resampling)
         self.acc: List[_Acc] = [_Acc(), _Acc()]
+        self.error: List[float] = [0.0, 0.0]
+        """Per branch, the sum over its skipped calls of ``|1 - ratio|`` as the rule saw it at each skip."""
         self.has_residual: List[bool] = [False, False]
         # A segment (e.g. the low-noise expert of Wan2.2) starts in the state the whole
         # schedule would have at its first step; only the residual is missing there.
@@ -183,6 +271,7 @@ class RuleState:
             for b in range(2):
                 self.advance(b, step, True)
         self.has_residual = [False, False]
+        self.error = [0.0, 0.0]
 
     def protected(self, branch: int, step: int) -> bool:
         """True when (branch, step) always computes without touching the accumulators."""
@@ -198,12 +287,15 @@ class RuleState:
         call = nb * step + min(branch, nb - 1)
         total = nb * self.steps
         r = c.retention
+        v = c.variant
+        if c.split_step is None and v.retention_counts == "steps":
+            return step < v.retained(self.steps * r)
         if c.split_step is not None:
             split = nb * c.split_step
             if c.split_mode == "i2v":
                 return call < int(split + (total - split) * r)
             return call < int(split * r) or split <= call <= (total - split) * r + split
-        return call < int(total * r)
+        return call < v.retained(total * r)
 
     def advance(self, branch: int, step: int, has_residual: bool) -> bool:
         """Apply the rule to the first evaluation of (branch, step); True means skip."""
@@ -216,8 +308,12 @@ class RuleState:
             a.ratio *= self.columns[min(branch, self.branches - 1)][step]
             a.n += 1
             a.err += abs(1.0 - a.ratio)
-            skip = a.err < self.config.thresh and a.n <= self.config.k and has_residual
-            if not skip:
+            v = self.variant
+            skip = (v.skips_allowed(a.err, self.config.thresh) and a.n <= self.config.k and has_residual
+                    and not v.never_skips(step, self.steps))
+            if skip:
+                self.error[branch] += abs(1.0 - a.ratio)
+            else:
                 a.reset()
         if not skip:
             self.has_residual[branch] = True
@@ -234,6 +330,10 @@ class Schedule:
             step indices each branch skips (``uncond_skipped`` is empty when the uncond branch
             is not run: one-branch curve or cfg=1, see ``run_branches`` of plan_schedule).
         computed_calls / total_calls: block-stack evaluations run / model calls in range.
+        error: the accumulated error of the plan: the sum, over every skipped call, of
+            ``|1 - ratio|`` with ``ratio`` the product of the curve's ratios of the branch since its
+            last computed call (what the rule adds to ``err`` at that call); 0 when nothing skips.
+        rule: the name of the :class:`RuleVariant` that made it.
     """
     steps: int
     first_step: int
@@ -243,6 +343,8 @@ class Schedule:
     uncond_skipped: Tuple[int, ...]
     computed_calls: int
     total_calls: int
+    error: float = 0.0
+    rule: str = "wan"
 
     @property
     def expected_speedup(self) -> float:
@@ -307,7 +409,7 @@ def plan_schedule(curve: CurveLike, steps: int, config: MagCacheConfig, branches
     total = len(runs) * n
     computed = total - len(skipped[0]) - len(skipped[1])
     return Schedule(steps, st.first, st.last, st.branches, tuple(skipped[0]), tuple(skipped[1]),
-                    computed, total)
+                    computed, total, sum(st.error[b] for b in runs), st.variant.name)
 
 
 def locate_segment(segment_sigmas: Sigmas, total_steps: Optional[int] = None, full_sigmas: Optional[Sigmas] = None,

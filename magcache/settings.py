@@ -18,18 +18,24 @@ from typing import Any, Dict, Tuple
 from .presets import list_presets
 from .schedule import SPLIT_MODES
 
-__all__ = ["SETTINGS", "AUTO", "WAN_PRESETS", "SPLIT_MODES", "CACHE_DEVICES", "DEFAULT_SETTINGS",
+__all__ = ["SETTINGS", "AUTO", "WAN_PRESETS", "ALL_PRESETS", "SPLIT_MODES", "CACHE_DEVICES", "DEFAULT_SETTINGS",
            "Setting", "SettingError"]
 
 AUTO: str = "auto"
 WAN_PRESETS: Tuple[str, ...] = tuple(p for p in list_presets() if p.startswith("wan"))
+#: Every shipped curve (Wan first, then FLUX, Kontext, Chroma, Qwen-Image, HunyuanVideo, HunyuanVideo-1.5).
+ALL_PRESETS: Tuple[str, ...] = tuple(list_presets())
 CACHE_DEVICES: Tuple[str, ...] = ("auto", "cpu")
 
 SETTINGS: SettingsTable = SettingsTable("Atelier MagCache", (
-    Setting("preset", AUTO, "Calibrated magnitude-ratio curve. 'auto' picks one from the model's size and type "
-            "(I2V: 480p curve; pick 720p and the Wan2.2 A14B curves by hand).", choices=(AUTO,) + WAN_PRESETS),
+    Setting("preset", AUTO, "Calibrated magnitude-ratio curve. 'auto' picks one from the model's family, size and "
+            "type (Wan I2V: 480p curve; pick 720p, the Wan2.2 A14B curves and FLUX Kontext by hand); each curve "
+            "runs under its family's official rule.", choices=(AUTO,) + ALL_PRESETS),
     Setting("thresh", 0.12, "Accumulated error allowed before a step must compute. 0 disables skipping. "
             "Official: 0.12 (1.3B), 0.24 (14B); conservative: 0.02.", min=0.0, max=1.0, step=0.005),
+    Setting("target_speedup", 0.0, "Ideal speedup wanted (e.g. 2 for about 2x): thresh and k are chosen from the "
+            "curve for the actual step count, the least accumulated error among the settings that reach it. "
+            "0 = off (use thresh and k).", min=0.0, max=20.0, step=0.05),
     Setting("k", 2, "Most consecutive skipped steps per branch (official 2; conservative 6 with low thresh); "
             "0 never skips.", min=0, max=50),
     Setting("retention", 0.2, "Fraction of the first calls that always compute (official rule counts calls; "

@@ -94,8 +94,12 @@ def cli_json(*args):
 def core_config(preset, steps, **over):
     """The core rule's config written out by hand: the preset's defaults and, for Wan2.2 A14B,
     the official split and mode."""
+    from magcache.families import COMFY_NODE_RULE, FLUX_RULE, HUNYUAN_RULE, WAN_RULE
     p = get_preset(preset)
     kw = dict(p.defaults)
+    kw["variant"] = {"flux": FLUX_RULE, "flux_kontext": FLUX_RULE, "hunyuan_video": HUNYUAN_RULE,
+                     "hunyuan_video_544p": HUNYUAN_RULE, "chroma": COMFY_NODE_RULE, "hunyuan_video1.5": COMFY_NODE_RULE,
+                     "hunyuan_video1.5_40steps": COMFY_NODE_RULE}.get(preset, WAN_RULE)
     if preset in OFFICIAL:
         shift, boundary, mode = OFFICIAL[preset]
         kw.update(split_step=ref_high_noise_steps(steps, shift, boundary), split_mode=mode)

@@ -62,7 +62,7 @@ def test_query_defaults_are_the_widgets():
     ("steps", "1000000"), ("steps", "0"), ("steps", "abc"), ("steps", "2.5"),
     ("thresh", "nan"), ("thresh", "1.5"), ("k", "-1"), ("k", "51"), ("retention", "-0.1"),
     ("start_step", "-2"), ("end_step", "10001"), ("protect_last", "101"), ("schedule_steps", "99999"),
-    ("dim", "0"), ("model_type", "flux"), ("bogus", "1"), ("preset", "flux"),
+    ("dim", "0"), ("model_type", "flux"), ("bogus", "1"), ("preset", "flux_dev"), ("target_speedup", "-1"),
 ])
 def test_query_out_of_widget_bounds_names_parameter(param, value):
     q = {"preset": "wan2.1_t2v_1.3B", "steps": "20", param: value}
@@ -73,9 +73,18 @@ def test_query_out_of_widget_bounds_names_parameter(param, value):
 
 def test_query_at_widget_bounds_plans():
     from magcache.resolve import QUERY_SETTINGS
-    top = {name: str(SETTINGS[name].max) for name in QUERY_SETTINGS}
+    # target_speedup is planned against the others (retention 1 protects everything): checked below
+    top = {name: str(SETTINGS[name].max) for name in QUERY_SETTINGS if name != "target_speedup"}
     d = plan_query({"preset": "wan2.1_t2v_1.3B", "steps": str(SETTINGS["preview_steps"].max), **top})
     assert d["steps"] == 10000  # schedule_steps at its maximum is the plan's length
+
+
+def test_query_target_speedup_plans_and_names_an_impossible_target():
+    d = plan_query({"preset": "wan2.1_t2v_1.3B", "steps": "50", "target_speedup": "2"})
+    assert d["target"]["reached"] and d["expected_speedup"] >= 2.0 and d["thresh"] == d["target"]["thresh"]
+    with pytest.raises(ValueError, match=r"^target_speedup: 4.9x is impossible .* at most 1.67x") as e:
+        plan_query({"preset": "wan2.1_t2v_1.3B", "steps": "50", "target_speedup": "4.9", "retention": "0.6"})
+    assert e.value.param == "target_speedup"
 
 
 def test_auto_without_model_names_dim():
