@@ -68,6 +68,9 @@ class AtelierMagCacheWan(io.ComfyNode):
         r = resolve(preset, steps=preview_steps, custom_curve=custom_curve, model=info, thresh=thresh, k=k,
                     retention=retention, start_step=start_step, end_step=end_step, protect_last=protect_last,
                     schedule_steps=schedule_steps)
+        if r.family is not None and r.family.name != "wan":   # this node hooks Wan's block stack only
+            raise ValueError(f"preset: {preset!r} is a {r.family.title} curve; Atelier MagCache (Wan) runs Wan2.1 "
+                             "and Wan2.2 models: pick 'auto' or a wan preset")
         schedule = r.plan()
         text = r.describe(schedule)
         for warning in r.warnings(schedule):
