@@ -12,8 +12,9 @@ seed (:func:`draw_case`):
   per-pixel noise whose size is drawn log-uniform in 0.003-0.035 (noisy cream gesso: 0.02-0.035);
 * **loss shapes**: frayed blobs (radius log-uniform 0.07-1.0 mm), flakes between craquelure cells, thin
   elongated tears, clusters of specks; anti-aliased edges (0.45-0.9 px);
-* **intact paint that looks like ground**: flat light highlights whose colour is 1.5-9 dE00-ish off the
-  ground's (strokes 0.15-0.6 mm wide with a soft edge and a brush streak, and round star points), and thin
+* **intact paint that looks like ground**: flat light highlights whose colour is close to the
+  ground's (3-12 % lighter or darker, strokes 0.15-0.6 mm wide with an edge softened over 0.8-2 px and a brush
+  streak of 2-8 %, and round star points), and thin
   light lines 1-4 px wide of the same kind; about half of the lines have a loss drawn touching them
   (a window-frame highlight beside a loss);
 * craquelure darkening the local paint, light scratches and stains (intact paint, not to fill);
@@ -112,9 +113,9 @@ def draw_ground(rng: np.random.Generator, h: int, w: int, noisy_gesso: bool) -> 
 
 
 def _near_ground_colour(rng: np.random.Generator, g: np.ndarray) -> np.ndarray:
-    """A paint colour close to the ground's (lighter or darker by 1.5-9 % with a slight hue shift)."""
-    d = rng.uniform(0.015, 0.09) * rng.choice([-1.0, 1.0])
-    return np.clip(g * (1 + d) + rng.normal(0, 0.012, 3), 0, 1).astype(np.float32)
+    """A paint colour close to the ground's (lighter or darker by 3-12 % with a slight hue shift)."""
+    d = rng.uniform(0.03, 0.12) * rng.choice([-1.0, 1.0])
+    return np.clip(g * (1 + d) + rng.normal(0, 0.015, 3), 0, 1).astype(np.float32)
 
 
 def draw_case(clean: np.ndarray, seed: int, dpi: float = 600.0) -> tuple[np.ndarray, dict, dict]:
@@ -145,7 +146,7 @@ def draw_case(clean: np.ndarray, seed: int, dpi: float = 600.0) -> tuple[np.ndar
         img = img * (1 - k) + img * np.array([0.85, 0.72, 0.45], np.float32) * k
         gt["stain"] |= soft > 0.1
     # light flat highlights near the ground colour (intact paint): strokes and star points
-    for _ in range(int(rng.poisson(rng.uniform(1.5, 5.0) * cm2))):
+    for _ in range(int(rng.poisson(rng.uniform(0.8, 3.0) * cm2))):
         m = np.zeros((h, w), np.uint8)
         p = np.array([rng.uniform(0, w), rng.uniform(0, h)])
         if rng.random() < 0.3:
@@ -155,8 +156,8 @@ def draw_case(clean: np.ndarray, seed: int, dpi: float = 600.0) -> tuple[np.ndar
             cv2.polylines(m, [np.round(_stroke(rng, p, rng.uniform(1.0, 6.0) / px_mm)).astype(np.int32)], False, 1, wd)
         hm = m > 0
         col = _near_ground_colour(rng, g)
-        streak = 1 + (_smooth(rng, h, w, rng.uniform(4, 12)) - 0.5) * rng.uniform(0.0, 0.05)
-        a = _soft(hm, rng.uniform(0.6, 2.0))[..., None]
+        streak = 1 + (_smooth(rng, h, w, rng.uniform(3, 10)) - 0.5) * rng.uniform(0.02, 0.08)
+        a = _soft(hm, rng.uniform(0.8, 2.0))[..., None]  # paint blends: a softer edge than a break
         img = img * (1 - a) + np.clip(col * streak[..., None], 0, 1) * a
         gt["highlight"] |= hm
     # thin light lines near the ground colour (intact paint); some get a loss touching them below
