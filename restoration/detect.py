@@ -40,8 +40,9 @@ from .scale import Scale
 from .settings import SETTINGS, check_tile
 from .tiles import tile_boxes
 
-from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, estimate_grounds,  # noqa: F401
-                     ground_candidates, lab_grad, lab_of, loss_confidence, loss_signature)
+from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, denoise,  # noqa: F401
+                     edge_share, estimate_grounds, ground_candidates, lab_grad, lab_of, lab_step, loss_confidence,
+                     loss_signature, split_necks)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class DetectConfig:
     light_texture_ratio: float = 4.0               # seed top-hat >= this x (1 + local mean black-hat): not grain/gloss
     light_texture_low: float = 3.0                 # the same for the hysteresis low mask
     ground_rgb: Optional[tuple] = None             # None -> estimated from loss candidates (auto_ground)
+    ground_tolerance_de: float = SETTINGS["ground_tolerance_de"].default  # around a ground the user gives
     ground_seed_de: float = SETTINGS["ground_seed_de"].default
     ground_grow_de: float = SETTINGS["ground_grow_de"].default
     loss_contrast_de: float = SETTINGS["loss_contrast_de"].default                  # a loss's mean colour differs from its ring's mean by this ...
@@ -86,7 +88,11 @@ class DetectConfig:
     ground_vote_mm2: float = 0.03                  # candidates that vote for a ground: at least this large ...
     ground_vote_std: float = 2.0                   # ... and this flat (L* std): small flat paint patches do not vote
     ground_vote_same: float = 0.1                  # ... and its own colour on at most this share of its ring
-    auto_grounds: int = 1                          # ground colours estimated (give ground_rgb for another)
+    auto_grounds: int = 3                          # candidate grounds estimated; beyond the first, only confirmed ones seed
+    neck_px: int = 2                               # parts of a loss joined by a neck narrower than 2 x this are split
+    loss_noise_ratio: float = 2.2                  # a loss's per-pixel noise within this factor of its ground's
+    loss_sharp_rel: float = 0.45                   # "broken edge": a step of this x contrast between neighbours ...
+    loss_sharp_frac: float = 0.5                   # ... on this share of the outline (painted edges blend)
     split_min_length_mm: float = SETTINGS["split_min_length_mm"].default
     split_min_width_mm: float = 0.2
     split_radius_mm: float = 0.25
@@ -97,7 +103,7 @@ class DetectConfig:
 
     #: the fields a user sets (node widgets, CLI flags): checked by their records of
     #: :data:`restoration.settings.SETTINGS`; the others are the method's constants.
-    RECORDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
+    RECORDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_tolerance_de", "ground_seed_de", "ground_grow_de",
                "loss_contrast_de", "split_min_length_mm", "tile")
 
     def __post_init__(self) -> None:
@@ -151,28 +157,28 @@ def auto_ground(img: np.ndarray, max_px: int = 2_000_000, dpi: "float | Scale" =
 
 
 def user_ground(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) -> list:
-    """The ground the user gave (``cfg.ground_rgb``, picked by eye), refined locally: the median of the
-    loss candidates within ``ground_seed_de`` of it (no colour prior: the user knows the ground), used
-    with the tight seed and match of an estimated ground. Without such a candidate the given colour is
-    used as it is, seeding within ``ground_seed_de`` and matching within it. Support -1: confirmed."""
-    from .color import lab_to_rgb
+    """The ground the user gave (``cfg.ground_rgb``), used as given: pixels within ``ground_tolerance_de``
+    of it seed a loss, and a loss matches it within the same tolerance (support -1: confirmed). What the
+    scan says about it is reported beside it, never substituted: the loss candidates within the tolerance
+    (``candidates_near``), their median colour's distance (``candidates_de``), spread and noise."""
     if cfg.ground_rgb is None:
         raise ValueError("user_ground needs a config with ground_rgb")
-    rgb = cfg.ground_rgb
+    rgb = [float(v) for v in cfg.ground_rgb]
     g_lab = rgb_to_lab(torch.tensor(rgb, dtype=torch.float64))
-    given = {"lab": [float(v) for v in g_lab], "rgb": [float(v) for v in rgb], "support": -1,
-             "given_rgb": [float(v) for v in rgb], "refined_from": 0,
-             "seed_de": cfg.ground_seed_de, "match_de": cfg.ground_seed_de}
-    lab, _ = ground_candidates(img, dpi, cfg, prior=False)
-    if not len(lab):
-        return [given]
-    near = ciede2000(torch.from_numpy(lab), g_lab).numpy() < cfg.ground_seed_de
-    if not near.any():
-        return [given]
-    med = np.median(lab[near], axis=0)
-    return [dict(given, lab=[float(v) for v in med], refined_from=int(near.sum()),
-                 rgb=[float(v) for v in lab_to_rgb(torch.tensor(med, dtype=torch.float64)).tolist()],
-                 seed_de=min(cfg.auto_seed_de, cfg.ground_seed_de), match_de=cfg.loss_match_de)]
+    tol = cfg.ground_tolerance_de
+    given = {"lab": [float(v) for v in g_lab], "rgb": rgb, "support": -1, "given_rgb": rgb, "source": "given",
+             "seed_de": tol, "match_de": tol, "candidates_near": 0, "noise_L": None, "spread_de": None}
+    lab, _, noise = ground_candidates(img, dpi, cfg, prior=False)
+    if len(lab):
+        d = ciede2000(torch.from_numpy(lab), g_lab).numpy()
+        near = d < max(tol, cfg.ground_cluster_de)
+        if near.any():
+            med = np.median(lab[near], axis=0)
+            given.update(candidates_near=int(near.sum()), noise_L=round(float(np.median(noise[near])), 3),
+                         spread_de=round(float(np.median(ciede2000(torch.from_numpy(lab[near]),
+                                                                    torch.from_numpy(med)).numpy())), 3),
+                         candidates_de=round(float(ciede2000(torch.from_numpy(med), g_lab)), 3))
+    return [given]
 
 
 def _hysteresis(low, high, min_px=1):
@@ -295,8 +301,17 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
     scale = Scale.of(dpi)
     dpi = scale.dpi
     h, w, _ = img.shape
-    grounds = user_ground(img, dpi, cfg) if cfg.ground_rgb is not None else \
-        estimate_grounds(*ground_candidates(img, dpi, cfg), cfg, cfg.auto_grounds)
+    if cfg.ground_rgb is not None:
+        grounds = user_ground(img, dpi, cfg)
+        found: list = grounds
+    else:
+        lab_c, n_c, noise_c = ground_candidates(img, dpi, cfg)
+        found = estimate_grounds(lab_c, n_c, cfg, cfg.auto_grounds, noise_c)
+        for g in found:
+            g["source"] = "estimated"
+        # the best mode always; further modes only when confirmed by enough candidates of their own
+        grounds = [g for i, g in enumerate(found) if i == 0 or g["support"] >= cfg.ground_min_regions]
+    den = denoise(img)
     ground_labs = [torch.tensor(g["lab"], dtype=torch.float32) for g in grounds]
     auto_seed = min(cfg.auto_seed_de, cfg.ground_seed_de)
     cr = sorted({scale.whole_px(r, 1) for r in cfg.crack_radii_mm})
@@ -310,12 +325,15 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
     seeds = [np.zeros((h, w), bool) for _ in grounds]   # per ground: a loss belongs to one ground colour
     grows: list = [np.zeros((h, w), bool) for _ in grounds]
     grad_max = np.zeros((h, w), np.uint8)  # 3 x 3 max of the Lab gradient, 1/RESP_SCALE units
+    step_max = np.zeros((h, w), np.uint8)  # 3 x 3 max of the Lab step between neighbours (a broken edge)
     disk_grow = _disk(max(1, cfg.loss_grow_px))
     resp = {k: np.zeros((h, w), np.uint8) for k in ("crack_dark", "light", "ground_de", "split")}
     boxes = list(tile_boxes(h, w, cfg.tile, overlap))
     for i, (y0, y1, x0, x1, py0, py1, px0, px1) in enumerate(boxes):
-        lab = lab_of(img[py0:py1, px0:px1])
-        L = np.ascontiguousarray(lab[..., 0])
+        lab_raw = lab_of(img[py0:py1, px0:px1])
+        lab = lab_of(den[py0:py1, px0:px1])   # the loss path reads the denoised scan
+        L = np.ascontiguousarray(lab_raw[..., 0])
+        del lab_raw
         sl = (slice(y0 - py0, y1 - py0), slice(x0 - px0, x1 - px0))
         out = (slice(y0, y1), slice(x0, x1))
         bhs = [cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(r)) for r in cr]
@@ -348,6 +366,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         else:
             de = np.full((y1 - y0, x1 - x0), 255.0 / RESP_SCALE, np.float32)
         grad_max[out] = np.clip(cv2.dilate(lab_grad(lab), np.ones((3, 3), np.uint8))[sl] * RESP_SCALE, 0, 255)
+        step_max[out] = np.clip(cv2.dilate(lab_step(lab), np.ones((3, 3), np.uint8))[sl] * RESP_SCALE, 0, 255)
         masks["crack_lo"][out] = (bh >= cfg.crack_low) & (bh >= cfg.crack_texture_low * (1 + tex))
         masks["crack_hi"][out] = (bh >= cfg.crack_high) & (bh >= cfg.crack_texture_ratio * (1 + tex))
         masks["light_lo"][out] = (th >= cfg.light_low) & (th >= cfg.light_texture_low * (1 + tex_dark))
@@ -368,13 +387,18 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
     loss_stats = {"candidates": 0, "kept": 0}
     for j in range(len(grounds)):
         seed = seeds[j]
-        lab_l, n_l = ndimage.label(_hysteresis(grows[j], seed), structure=st)
+        lab_l = split_necks(_hysteresis(grows[j], seed), cfg.neck_px)   # a loss is never merged with a thin line
+        n_l = int(lab_l.max())
         grows[j] = None
         if n_l == 0:
             continue
-        f = component_features(img, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"])
+        f = component_features(den, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img)
+        f["sharp_frac"] = edge_share(lab_l, step_max, cfg.loss_sharp_rel * f["contrast"] * RESP_SCALE, cfg.tile)
         keep = loss_signature(f, h * w, cfg)
         conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
+        n_kept = np.bincount(lab_l.ravel(), minlength=n_l + 1)
+        grounds[j]["explains_regions"] = int(keep.sum())
+        grounds[j]["explains_mm2"] = round(scale.px_area_to_mm2(float(n_kept[keep].sum())), 4)
         m = keep[lab_l]
         cl = conf[lab_l]
         better = m & (cl > confidence)
@@ -386,6 +410,12 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         loss_stats["kept"] += int(keep.sum())
         del lab_l
     del seeds, grows
+    # the ground checked against what it finds: a ground that explains almost no region is said to
+    ground_check = None
+    if grounds and grounds[0].get("explains_regions", 0) < 3:
+        g0 = grounds[0]
+        ground_check = (f"the ground colour {tuple(round(v, 3) for v in g0['rgb'])} ({g0.get('source')}) explains "
+                        f"{g0.get('explains_regions', 0)} region(s): check it, or give the ground's colour")
     crack = _hysteresis(masks.pop("crack_lo"), masks.pop("crack_hi"), cfg.crack_min_px)
     crack, crack_stats = _crack_gate(crack, resp, masks.pop("thin", None), cfg, scale.mm_per_px)
     light = _hysteresis(masks.pop("light_lo"), masks.pop("light_hi"), cfg.light_min_px)
@@ -433,7 +463,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
     params = asdict(cfg)
     g0 = grounds[0] if grounds else None
     params.update(ground_rgb=g0["rgb"] if g0 else None, ground_lab=g0["lab"] if g0 else None,
-                  grounds=grounds, loss_components=loss_stats, crack_components=crack_stats,
+                  grounds=grounds, ground_candidates=found, ground_check=ground_check, loss_components=loss_stats, crack_components=crack_stats,
                   radii_px={"crack": cr, "light": lr, "split": sr}, overlap_px=overlap)
     return {"classes": classes, "responses": resp, "ground_rgb": g0["rgb"] if g0 else None, "params": params,
             "confidence": confidence, "evidence": evidence}
