@@ -90,7 +90,9 @@ class DetectConfig:
     ground_vote_same: float = 0.1                  # ... and its own colour on at most this share of its ring
     auto_grounds: int = 3                          # candidate grounds estimated; beyond the first, only confirmed ones seed
     neck_px: int = 2                               # parts of a loss joined by a neck narrower than 2 x this are split
-    loss_noise_ratio: float = 2.2                  # a loss's per-pixel noise within this factor of its ground's
+    loss_noise_ratio: float = 1.6                  # a loss's per-pixel noise within this factor of the losses'
+    loss_match_ref: float = 4.0                    # a loss's colour within this x the losses' median distance to the ground
+    loss_match_min_de: float = 1.2                 # ... but never tighter than this
     loss_sharp_rel: float = 0.45                   # "broken edge": a step of this x contrast between neighbours ...
     loss_sharp_frac: float = 0.5                   # ... on this share of the outline (painted edges blend)
     split_min_length_mm: float = SETTINGS["split_min_length_mm"].default
@@ -154,6 +156,35 @@ def auto_ground(img: np.ndarray, max_px: int = 2_000_000, dpi: "float | Scale" =
     cfg = cfg or DetectConfig()
     g = estimate_grounds(*ground_candidates(img, dpi, cfg, max_px), cfg, cfg.auto_grounds)
     return tuple(g[0]["rgb"]) if g else None
+
+
+def _weighted_median(v: np.ndarray, w: np.ndarray) -> Optional[float]:
+    """Median of ``v`` weighted by ``w`` (1-D), or None when empty."""
+    if not len(v):
+        return None
+    o = np.argsort(v)
+    c = np.cumsum(np.asarray(w, np.float64)[o])
+    return round(float(np.asarray(v)[o][int(np.searchsorted(c, 0.5 * c[-1]))]), 3)
+
+
+def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) -> list:
+    """The candidate grounds of a scan, best first (:func:`estimate_grounds` on :func:`ground_candidates`,
+    each with ``support``, ``spread_de``, ``noise_L``, ``source`` and ``plausible``). Candidates whose colour is
+    plausible for a ground (not black; neutral or warm) come first, unless a mode of any colour is shared
+    by at least twice as many candidates (and by ``ground_min_regions``): then that mode is used (a
+    greenish chalk ground, a cool grey imprimatura) but marked ``plausible`` False, which no loss
+    confirms (:func:`loss_confidence`: review, never a default fill)."""
+    lab_p, n_p, noise_p = ground_candidates(img, dpi, cfg)
+    prior = estimate_grounds(lab_p, n_p, cfg, cfg.auto_grounds, noise_p)
+    lab_a, n_a, noise_a = ground_candidates(img, dpi, cfg, prior=False)
+    anyc = estimate_grounds(lab_a, n_a, cfg, 1, noise_a)
+    for g in prior:
+        g.update(source="estimated", plausible=True)
+    if anyc and anyc[0]["support"] >= max(cfg.ground_min_regions, 2 * (prior[0]["support"] if prior else 0)):
+        # used, but never confirmed: its losses go to review (flat passages of one paint look like this too)
+        g = dict(anyc[0], source="estimated", plausible=False)
+        return [g] + prior[: cfg.auto_grounds - 1]
+    return prior
 
 
 def user_ground(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) -> list:
@@ -305,12 +336,11 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         grounds = user_ground(img, dpi, cfg)
         found: list = grounds
     else:
-        lab_c, n_c, noise_c = ground_candidates(img, dpi, cfg)
-        found = estimate_grounds(lab_c, n_c, cfg, cfg.auto_grounds, noise_c)
-        for g in found:
-            g["source"] = "estimated"
-        # the best mode always; further modes only when confirmed by enough candidates of their own
-        grounds = [g for i, g in enumerate(found) if i == 0 or g["support"] >= cfg.ground_min_regions]
+        found = candidate_grounds(img, dpi, cfg)
+        # the best-supported mode seeds; the others are reported (params["ground_candidates"]): a second
+        # mode is as often a flat passage of paint (brick faces, a dark sky) as a second ground, and its
+        # losses would merge with the first ground's. Give ground_color for another ground.
+        grounds = found[:1]
     den = denoise(img)
     ground_labs = [torch.tensor(g["lab"], dtype=torch.float32) for g in grounds]
     auto_seed = min(cfg.auto_seed_de, cfg.ground_seed_de)
@@ -393,8 +423,20 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         if n_l == 0:
             continue
         f = component_features(den, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img)
-        f["sharp_frac"] = edge_share(lab_l, step_max, cfg.loss_sharp_rel * f["contrast"] * RESP_SCALE, cfg.tile)
+        c_lab = np.sqrt(((f["lab"] - f["ring_lab"]) ** 2).sum(1))   # the step a break makes (Lab distance)
+        f["sharp_frac"] = edge_share(lab_l, step_max, cfg.loss_sharp_rel * c_lab * RESP_SCALE, cfg.tile)
         keep = loss_signature(f, h * w, cfg)
+        # the texture the losses of this picture share (area-weighted median of their per-pixel noise):
+        # a component whose texture is far from it is unlike the others (agreement among the losses)
+        grounds[j]["noise_ref_L"] = _weighted_median(f["noise_L"][keep], f["n"][keep])
+        # ... and the colour they share: a loss matches its ground within a tolerance set by how closely
+        # the picture's losses (most of their area) match it, not by colour closeness alone
+        d_g = ciede2000(torch.from_numpy(f["lab"]), torch.tensor(grounds[j]["lab"], dtype=torch.float64)).numpy()
+        ref_de = _weighted_median(d_g[keep], f["n"][keep])
+        if ref_de is not None:
+            cap = grounds[j].get("match_de", cfg.loss_match_de)
+            grounds[j]["match_ref_de"] = ref_de
+            grounds[j]["match_de"] = round(min(cap, max(cfg.loss_match_min_de, cfg.loss_match_ref * ref_de)), 3)
         conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
         n_kept = np.bincount(lab_l.ravel(), minlength=n_l + 1)
         grounds[j]["explains_regions"] = int(keep.sum())

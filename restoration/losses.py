@@ -307,7 +307,7 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         d = ciede2000(lab, torch.tensor(g["lab"], dtype=torch.float64)).numpy()
         closer = d < best
         best = np.where(closer, d, best)
-        ok = g["support"] < 0 or g["support"] >= cfg.ground_min_regions
+        ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions) and g.get("plausible", True)
         confirmed = np.where(closer, ok, confirmed)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
     support = np.where(confirmed, 1.0, 0.5)
@@ -322,8 +322,9 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     # candidates) and an edge that breaks the paint (a step of most of the contrast between neighbours)
     g_noise = np.full(n, np.nan)
     for g in grounds:
-        if g.get("noise_L") is not None:
-            g_noise[:] = float(g["noise_L"])
+        ref = g.get("noise_ref_L", g.get("noise_L"))
+        if ref is not None:
+            g_noise[:] = float(ref)
     floor = 0.5
     ratio = np.maximum(f.get("noise_L", np.zeros(n)), floor) / np.maximum(np.nan_to_num(g_noise, nan=floor), floor)
     tex_off = np.isfinite(g_noise) & ((ratio > cfg.loss_noise_ratio) | (ratio < 1 / cfg.loss_noise_ratio))
