@@ -414,6 +414,11 @@ def evaluate_case(name: str, k: int = 0, detect_cfg: DetectConfig | None = None,
     table = stages.regions(img, dmap, 600.0, RegionConfig(), review_cfg or ReviewConfig())
     fp, rv = table.footprint("fill"), table.footprint("review")
     s = score(dmap.classes, fp, gt, 600.0)
+    # the printed film: the footprint grown by the fill's default 1 px, only into pixels the regions touched
+    from .layers import film_margin
+    film = film_margin(fp, img, 1)
+    intact = ~_near(gt["loss"] | gt["craquelure"] | gt["scratch"], 1)
+    s["intact_share_of_film"] = round(float((film & intact).sum()) / max(int(film.sum()), 1), 4)
     s["highlight_filled_mm2"] = round(Scale(600.0).px_area_to_mm2(float((fp & gt["highlight"]).sum())), 4)
     s["line_filled_mm2"] = round(Scale(600.0).px_area_to_mm2(float((fp & gt["line"]).sum())), 4)
     dec = [r["fill_decision"] for r in table.rows]
