@@ -92,7 +92,8 @@ class DetectConfig:
     neck_px: int = 2                               # parts of a loss joined by a neck narrower than 2 x this are split
     loss_noise_ratio: float = 1.6                  # a loss's per-pixel noise within this factor of the losses'
     loss_match_ref: float = 4.0                    # a loss's colour within this x the losses' median distance to the ground
-    loss_match_min_de: float = 1.2                 # ... but never tighter than this
+    loss_match_min_de: float = 1.5                 # ... but never tighter than this
+    loss_noise_floor: float = 1.0                  # per-pixel noise (L*) below which texture is not compared
     loss_sharp_rel: float = 0.45                   # "broken edge": a step of this x contrast between neighbours ...
     loss_sharp_frac: float = 0.5                   # ... on this share of the outline (painted edges blend)
     split_min_length_mm: float = SETTINGS["split_min_length_mm"].default

@@ -325,7 +325,7 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         ref = g.get("noise_ref_L", g.get("noise_L"))
         if ref is not None:
             g_noise[:] = float(ref)
-    floor = 0.5
+    floor = cfg.loss_noise_floor  # L*: below this the texture of a scan is not measured
     ratio = np.maximum(f.get("noise_L", np.zeros(n)), floor) / np.maximum(np.nan_to_num(g_noise, nan=floor), floor)
     tex_off = np.isfinite(g_noise) & ((ratio > cfg.loss_noise_ratio) | (ratio < 1 / cfg.loss_noise_ratio))
     blended = f.get("sharp_frac", np.ones(n)) < cfg.loss_sharp_frac
