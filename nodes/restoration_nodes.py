@@ -123,7 +123,7 @@ class AtelierSyntheticDamage(io.ComfyNode):
 
 THRESHOLDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
               "loss_contrast_de", "split_min_length_mm")
-DETECT = ("ground_color", *THRESHOLDS, "tile")
+DETECT = ("ground_color", "ground_tolerance_de", *THRESHOLDS, "tile")
 
 
 def _detect_rules(values):
@@ -160,10 +160,11 @@ class AtelierDamageDetect(io.ComfyNode):
     validate_inputs = validator(SETTINGS, DETECT, extra=_detect_rules)
 
     @classmethod
-    def execute(cls, image, ctx, ground_color, crack_low, crack_high, light_low, light_high, ground_seed_de,
-                ground_grow_de, loss_contrast_de, split_min_length_mm, tile):
+    def execute(cls, image, ctx, ground_color, ground_tolerance_de, crack_low, crack_high, light_low, light_high,
+                ground_seed_de, ground_grow_de, loss_contrast_de, split_min_length_mm, tile):
         img = ctx.check(image_array(image))
-        cfg = stages.detect_config(ground_color, tile, crack_low=crack_low, crack_high=crack_high,
+        cfg = stages.detect_config(ground_color, tile, ground_tolerance_de=ground_tolerance_de,
+                                   crack_low=crack_low, crack_high=crack_high,
                                    light_low=light_low, light_high=light_high, ground_seed_de=ground_seed_de,
                                    ground_grow_de=ground_grow_de, loss_contrast_de=loss_contrast_de,
                                    split_min_length_mm=split_min_length_mm)

@@ -70,7 +70,7 @@ class ProgressLine:
 
 
 #: the detection thresholds a user may set (Damage Detect's widgets)
-THRESHOLDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
+THRESHOLDS = ("ground_tolerance_de", "crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
               "loss_contrast_de", "split_min_length_mm")
 #: the settings records the command line exposes (flags, defaults, bounds and help from the records)
 CLI_SETTINGS = ("dpi", "seed", "ground_color", *THRESHOLDS, "accept_ids", "reject_ids", "min_confidence",

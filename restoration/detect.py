@@ -42,7 +42,7 @@ from .tiles import tile_boxes
 
 from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, denoise,  # noqa: F401
                      edge_share, estimate_grounds, ground_candidates, lab_grad, lab_of, lab_step, loss_confidence,
-                     loss_signature, split_necks)
+                     loss_signature, split_necks, interior_of)
 
 
 @dataclass(frozen=True)
@@ -423,13 +423,15 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         grows[j] = None
         if n_l == 0:
             continue
-        f = component_features(den, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img)
+        f = component_features(den, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img,
+                               interior=interior_of(lab_l))
         c_lab = np.sqrt(((f["lab"] - f["ring_lab"]) ** 2).sum(1))   # the step a break makes (Lab distance)
         f["sharp_frac"] = edge_share(lab_l, step_max, cfg.loss_sharp_rel * c_lab * RESP_SCALE, cfg.tile)
         keep = loss_signature(f, h * w, cfg)
         # the texture the losses of this picture share (area-weighted median of their per-pixel noise):
         # a component whose texture is far from it is unlike the others (agreement among the losses)
-        grounds[j]["noise_ref_L"] = _weighted_median(f["noise_L"][keep], f["n"][keep])
+        tex = keep & np.isfinite(f["noise_L"])
+        grounds[j]["noise_ref_L"] = _weighted_median(f["noise_L"][tex], f["n"][tex])
         # ... and the colour they share: a loss matches its ground within a tolerance set by how closely
         # the picture's losses (most of their area) match it, not by colour closeness alone
         d_g = ciede2000(torch.from_numpy(f["lab"]), torch.tensor(grounds[j]["lab"], dtype=torch.float64)).numpy()

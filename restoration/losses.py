@@ -56,7 +56,7 @@ def lab_grad(lab: np.ndarray) -> np.ndarray:
 
 def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray, cfg: Any, tile: int = 2048,
                        core: Optional[np.ndarray] = None, exclude: Optional[np.ndarray] = None,
-                       raw: Optional[np.ndarray] = None) -> dict:
+                       raw: Optional[np.ndarray] = None, interior: Optional[np.ndarray] = None) -> dict:
     """Per component of ``labels`` (int32 (H, W), 0 = none, N = max) the evidence that it is a loss.
 
     grad_max: (H, W) colour gradient (Lab units / px), already max-filtered over 3 x 3 (any dtype; in
@@ -69,7 +69,9 @@ def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray
     than ``loss_contrast_de`` from the inside mean), ``edge_frac`` (share of the 1 px ring where a gradient of at
     least ``loss_edge_rel`` x contrast lies within 1 px: an edge all round), ``border_frac`` (share of
     the outline on the image border), ``chroma`` (C* inside), and with ``raw`` (the scan itself when ``img``
-    is :func:`denoise`'d) ``noise_L`` (std of raw L* minus ``img``'s L* inside: the per-pixel texture).
+    is :func:`denoise`'d) ``noise_L`` (std of raw L* minus ``img``'s L* inside, over the ``interior`` pixels
+    when given, i.e. away from the outline where the median meets the edge: the per-pixel texture; NaN
+    for a component without such pixels).
     Computed tile by tile (exact).
     """
     n = int(labels.max())
@@ -120,17 +122,20 @@ def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray
     ring_differs = differ / np.maximum(c_ring, 1)
     noise = np.zeros(n + 1)
     if raw is not None:
-        s_r2 = np.zeros(n + 1)
+        s_r2, c_tex = np.zeros(n + 1), np.zeros(n + 1)
         for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, 1, tile):
             sel = L > 0
             if core is not None:
                 sel &= core[y0:y1, x0:x1].ravel()
+            if interior is not None:
+                sel &= interior[y0:y1, x0:x1].ravel()
             if not sel.any():
                 continue
+            c_tex += np.bincount(L[sel], minlength=n + 1)
             lr = lab_of(raw[y0:y1, x0:x1].reshape(-1, 3)[sel][None])[0][:, 0].astype(np.float64)
             ld = lab_of(img[y0:y1, x0:x1].reshape(-1, 3)[sel][None])[0][:, 0].astype(np.float64)
             s_r2 += np.bincount(L[sel], (lr - ld) ** 2, minlength=n + 1)
-        noise = np.sqrt(s_r2 / np.maximum(c_core, 1))
+        noise = np.where(c_tex > 0, np.sqrt(s_r2 / np.maximum(c_tex, 1)), np.nan)
     scale = RESP_SCALE if grad_max.dtype == np.uint8 else 1.0
     thr = cfg.loss_edge_rel * contrast * scale
     hit, tot = np.zeros(n + 1), np.zeros(n + 1)
@@ -197,7 +202,7 @@ def ground_candidates(img: np.ndarray, dpi: "float | Scale", cfg: Any, max_px: i
     if labels.max() == 0:
         return np.zeros((0, 3)), np.zeros(0), np.zeros(0)
     f = component_features(sub, labels, cv2.dilate(g, np.ones((3, 3), np.uint8)), cfg, tile=0, exclude=thin_dark,
-                           raw=raw)
+                           raw=raw, interior=interior_of(labels))
     ok = loss_signature(f, labels.size, cfg) & (f["std_L"] <= cfg.ground_vote_std)
     # a voter has different paint all round: a piece of a painted form cut off by cracks finds its own
     # colour again beyond them (share of its ring, cracks left out, within max(loss_contrast_de, half its
@@ -220,7 +225,8 @@ def ground_candidates(img: np.ndarray, dpi: "float | Scale", cfg: Any, max_px: i
     warm = (hue >= lo) & (hue <= hi)
     if prior:
         ok &= (lab_c[:, 0] >= cfg.ground_min_L) & ((f["chroma"] <= cfg.ground_neutral_chroma) | warm)
-    return f["lab"][ok], f["n"][ok] * step * step, f["noise_L"][ok]
+    noise = f["noise_L"][ok]
+    return f["lab"][ok], f["n"][ok] * step * step, np.where(np.isfinite(noise), noise, 0.0)
 
 
 def estimate_grounds(lab: np.ndarray, n_px: np.ndarray, cfg: Any, max_grounds: int = 2,
@@ -326,8 +332,10 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         if ref is not None:
             g_noise[:] = float(ref)
     floor = cfg.loss_noise_floor  # L*: below this the texture of a scan is not measured
-    ratio = np.maximum(f.get("noise_L", np.zeros(n)), floor) / np.maximum(np.nan_to_num(g_noise, nan=floor), floor)
-    tex_off = np.isfinite(g_noise) & ((ratio > cfg.loss_noise_ratio) | (ratio < 1 / cfg.loss_noise_ratio))
+    own = np.asarray(f.get("noise_L", np.full(n, np.nan)), np.float64)
+    with np.errstate(invalid="ignore"):
+        ratio = np.maximum(own, floor) / np.maximum(np.nan_to_num(g_noise, nan=floor), floor)
+        tex_off = np.isfinite(g_noise) & np.isfinite(own) & ((ratio > cfg.loss_noise_ratio) | (ratio < 1 / cfg.loss_noise_ratio))
     blended = f.get("sharp_frac", np.ones(n)) < cfg.loss_sharp_frac
     unlike = tex_off | blended
     support = support * np.where(unlike, 0.5, 1.0)
@@ -406,3 +414,12 @@ def edge_share(labels: np.ndarray, step_max: np.ndarray, thr: np.ndarray, tile: 
         tot += np.bincount(R, minlength=n + 1)
         hit += np.bincount(R, (g >= thr[R]).astype(np.float64), minlength=n + 1)
     return hit / np.maximum(tot, 1)
+
+
+def interior_of(labels: np.ndarray, r: int = 2) -> np.ndarray:
+    """(H, W) bool: labelled pixels whose (2r+1)^2 neighbourhood lies in the same label (the texture of a
+    component is measured there, away from its outline)."""
+    import cv2
+    lf = labels.astype(np.float32)
+    k = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+    return (labels > 0) & (cv2.erode(lf, k) == lf) & (cv2.dilate(lf, k) == lf)
