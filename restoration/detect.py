@@ -71,7 +71,7 @@ class DetectConfig:
     loss_ring_differs: float = 0.5                 # ... or this share of its ring differs from it by this
     loss_ring_px: int = 3
     flat_grad: float = 3.0                         # Lab units / px: below this a pixel is "flat"
-    loss_max_chroma: float = 35.0                  # C*: exposed grounds and old fills are low-chroma
+    loss_max_chroma: float = 50.0                  # C*: exposed grounds are at most as chromatic as an ochre or a bole
     loss_edge_frac: float = 0.6                    # share of a loss's ring that must show a sharp edge
     loss_edge_rel: float = 0.25                    # "sharp": gradient >= this x the loss's contrast per px
     loss_flat_std: float = 4.0                     # L* std inside a loss (paint is textured, grounds flat)
@@ -82,6 +82,7 @@ class DetectConfig:
     loss_match_de: float = 2.5                     # a loss's mean colour lies this close to its ground (else unsure)
     ground_cluster_de: float = 6.0                 # candidates within this dE00 share a ground colour
     ground_min_regions: int = 8                    # candidates needed before a colour counts as a ground
+    ground_tight_de: float = 2.0                   # a ground's candidates agree within this (median dE00 to the mode)
     ground_min_L: float = 25.0                     # grounds (gesso, bole, imprimatura, wood) are not black
     ground_hue_deg: tuple = (15.0, 110.0)          # a chromatic ground is warm (reds, browns, ochres, creams)
     ground_neutral_chroma: float = 8.0             # below this C* any hue is a neutral (grey, white) ground
@@ -170,21 +171,26 @@ def _weighted_median(v: np.ndarray, w: np.ndarray) -> Optional[float]:
 
 def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) -> list:
     """The candidate grounds of a scan, best first (:func:`estimate_grounds` on :func:`ground_candidates`,
-    each with ``support``, ``spread_de``, ``noise_L``, ``source`` and ``plausible``). Candidates whose colour is
-    plausible for a ground (not black; neutral or warm) come first, unless a mode of any colour is shared
-    by at least twice as many candidates (and by ``ground_min_regions``): then that mode is used (a
-    greenish chalk ground, a cool grey imprimatura) but marked ``plausible`` False, which no loss
-    confirms (:func:`loss_confidence`: review, never a default fill)."""
+    each with ``support``, ``spread_de``, ``noise_L``, ``source`` and ``plausible``).
+
+    An exposed ground is one colour wherever it shows, so its candidates agree closely (``spread_de`` at
+    most ``ground_tight_de``), while a mode of paint patches is loose. First choice: the best-supported
+    tight mode of a plausible ground colour (not black; neutral or warm) with ``ground_min_regions``
+    candidates. Else a tight mode of any colour with that support (a greenish chalk ground, a cool grey
+    imprimatura) is used but marked ``plausible`` False, which no loss confirms (:func:`loss_confidence`:
+    review, never a default fill). Else the best-supported plausible mode, as it is."""
     lab_p, n_p, noise_p = ground_candidates(img, dpi, cfg)
     prior = estimate_grounds(lab_p, n_p, cfg, cfg.auto_grounds, noise_p)
-    lab_a, n_a, noise_a = ground_candidates(img, dpi, cfg, prior=False)
-    anyc = estimate_grounds(lab_a, n_a, cfg, 1, noise_a)
     for g in prior:
         g.update(source="estimated", plausible=True)
-    if anyc and anyc[0]["support"] >= max(cfg.ground_min_regions, 2 * (prior[0]["support"] if prior else 0)):
-        # used, but never confirmed: its losses go to review (flat passages of one paint look like this too)
-        g = dict(anyc[0], source="estimated", plausible=False)
-        return [g] + prior[: cfg.auto_grounds - 1]
+    tight = lambda g: g["support"] >= cfg.ground_min_regions and g["spread_de"] <= cfg.ground_tight_de
+    best = [g for g in prior if tight(g)]
+    if best:
+        return best[:1] + [g for g in prior if g is not best[0]]
+    lab_a, n_a, noise_a = ground_candidates(img, dpi, cfg, prior=False)
+    anyc = [g for g in estimate_grounds(lab_a, n_a, cfg, cfg.auto_grounds, noise_a) if tight(g)]
+    if anyc:
+        return [dict(anyc[0], source="estimated", plausible=False)] + prior[: cfg.auto_grounds - 1]
     return prior
 
 
