@@ -46,6 +46,36 @@ def _smooth(rng: np.random.Generator, h: int, w: int, cell_px: float) -> np.ndar
     return cv2.resize(rng.random((sh, sw)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
 
 
+def craquelure(rng: np.random.Generator, h: int, w: int, px_mm: float, cell_mm: float, crack_cover: float,
+               crack_keep: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(edges bool (H, W), cell labels int32 (H, W), cracked-area bool) of an anisotropic wavy network."""
+    import cv2
+    cell = cell_mm / px_mm
+    aspect = rng.uniform(1.2, 2.0)                       # cells elongated along the grain
+    n = max(4, int(h * w / cell ** 2))
+    seeds = np.ones((h, int(w / aspect) + 1), np.uint8)
+    seeds[rng.integers(0, h, n), rng.integers(0, seeds.shape[1], n)] = 0
+    _, lab = cv2.distanceTransformWithLabels(seeds, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
+    # stretch along x and make the cell walls wavy by a smooth displacement
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    amp = 0.25 * cell
+    dx = (_smooth(rng, h, w, cell * 0.7) - 0.5) * 2 * amp
+    dy = (_smooth(rng, h, w, cell * 0.7) - 0.5) * 2 * amp
+    mx = np.clip((xx + dx) / aspect, 0, seeds.shape[1] - 1)
+    my = np.clip(yy + dy, 0, h - 1)
+    lab = cv2.remap(lab.astype(np.float32), mx, my, cv2.INTER_NEAREST).astype(np.int32)
+    e = np.zeros((h, w), bool)
+    e[:, 1:] |= lab[:, 1:] != lab[:, :-1]
+    e[1:, :] |= lab[1:, :] != lab[:-1, :]
+    # keep a share of the walls (per pair of cells) where the picture is cracked
+    area = _smooth(rng, h, w, 6 * cell) < np.quantile(_smooth(rng, 64, 64, 12), crack_cover)
+    wall_keep = rng.random(lab.max() + 2) < crack_keep ** 0.5
+    e &= wall_keep[lab] & area
+    wide = _smooth(rng, h, w, 3 * cell) > 0.55
+    thick = cv2.dilate(e.view(np.uint8), np.ones((2, 2), np.uint8)) > 0
+    return np.where(wide, thick, e), lab, area
+
+
 def _blob(rng: np.random.Generator, r: float) -> np.ndarray:
     """A frayed polygon around 0 of mean radius ``r`` px: (K, 2) float (x, y)."""
     k = max(12, int(2 * math.pi * r))
@@ -126,7 +156,6 @@ def draw_case(clean: np.ndarray, seed: int, dpi: float = 600.0) -> tuple[np.ndar
     ``given_ground`` (sRGB or None) and counts. Classes are disjoint.
     """
     import cv2
-    from .realbench import DamageConfig, _craquelure
     rng = np.random.default_rng(seed)
     h, w = clean.shape[:2]
     px_mm = Scale(dpi).mm_per_px
@@ -173,8 +202,7 @@ def draw_case(clean: np.ndarray, seed: int, dpi: float = 600.0) -> tuple[np.ndar
         lines.append(pts)
     gt["highlight"] &= ~gt["line"]
     # craquelure darkening the local paint
-    ccfg = DamageConfig(dpi=dpi, cell_mm=float(rng.uniform(0.6, 1.3)), crack_cover=float(rng.uniform(0.2, 0.7)))
-    crack, cells, cracked = _craquelure(rng, h, w, px_mm, ccfg)
+    crack, cells, cracked = craquelure(rng, h, w, px_mm, float(rng.uniform(0.6, 1.3)), float(rng.uniform(0.2, 0.7)), 0.7)
     img[crack] *= (0.35 + 0.25 * _smooth(rng, h, w, 40))[crack][:, None]
     gt["craquelure"] = crack
     # losses: frayed blobs, flakes, tears, speck clusters, and losses touching the lines

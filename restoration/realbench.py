@@ -83,39 +83,15 @@ class DamageConfig:
 
 
 def _smooth(rng: np.random.Generator, h: int, w: int, cell_px: float) -> np.ndarray:
-    """(H, W) float32 smooth noise in about [0, 1] with features of ``cell_px``."""
-    import cv2
-    sh, sw = max(2, int(h / cell_px) + 2), max(2, int(w / cell_px) + 2)
-    return cv2.resize(rng.random((sh, sw)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    """(H, W) float32 smooth noise in about [0, 1] with features of ``cell_px`` (:mod:`restoration.benchgen`)."""
+    from .benchgen import _smooth as smooth
+    return smooth(rng, h, w, cell_px)
 
 
 def _craquelure(rng, h, w, px_mm, cfg):
-    """(edges bool (H, W), cell labels int32 (H, W), cracked-area bool) of an anisotropic wavy network."""
-    import cv2
-    cell = cfg.cell_mm / px_mm
-    aspect = rng.uniform(1.2, 2.0)                       # cells elongated along the grain
-    n = max(4, int(h * w / cell ** 2))
-    seeds = np.ones((h, int(w / aspect) + 1), np.uint8)
-    seeds[rng.integers(0, h, n), rng.integers(0, seeds.shape[1], n)] = 0
-    _, lab = cv2.distanceTransformWithLabels(seeds, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
-    # stretch along x and make the cell walls wavy by a smooth displacement
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    amp = 0.25 * cell
-    dx = (_smooth(rng, h, w, cell * 0.7) - 0.5) * 2 * amp
-    dy = (_smooth(rng, h, w, cell * 0.7) - 0.5) * 2 * amp
-    mx = np.clip((xx + dx) / aspect, 0, seeds.shape[1] - 1)
-    my = np.clip(yy + dy, 0, h - 1)
-    lab = cv2.remap(lab.astype(np.float32), mx, my, cv2.INTER_NEAREST).astype(np.int32)
-    e = np.zeros((h, w), bool)
-    e[:, 1:] |= lab[:, 1:] != lab[:, :-1]
-    e[1:, :] |= lab[1:, :] != lab[:-1, :]
-    # keep a share of the walls (per pair of cells) where the picture is cracked
-    area = _smooth(rng, h, w, 6 * cell) < np.quantile(_smooth(rng, 64, 64, 12), cfg.crack_cover)
-    wall_keep = rng.random(lab.max() + 2) < cfg.crack_keep ** 0.5
-    e &= wall_keep[lab] & area
-    wide = _smooth(rng, h, w, 3 * cell) > 0.55
-    thick = cv2.dilate(e.view(np.uint8), np.ones((2, 2), np.uint8)) > 0
-    return np.where(wide, thick, e), lab, area
+    """(edges bool (H, W), cell labels int32 (H, W), cracked-area bool): :func:`restoration.benchgen.craquelure`."""
+    from .benchgen import craquelure
+    return craquelure(rng, h, w, px_mm, cfg.cell_mm, cfg.crack_cover, cfg.crack_keep)
 
 
 def _blob(rng, r):
