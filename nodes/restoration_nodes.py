@@ -210,7 +210,7 @@ class AtelierDamageMapEdit(io.ComfyNode):
         return output((dm, mask_batch(stages.fill_candidates(dm)), image_batch(overlay)), [overlay], "edit")
 
 
-REVIEW = ("min_confidence", "max_fill_mm2", "max_fill_share")
+REVIEW = ("min_confidence", "max_fill_mm2", "max_fill_share", "large_min_confidence")
 REGIONS = ("viewing_distance_mm", "registration_tol_um", "accept_ids", "reject_ids", *REVIEW)
 
 
@@ -246,11 +246,13 @@ class AtelierRegionTable(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, damage_map, ctx, viewing_distance_mm, registration_tol_um, accept_ids="", reject_ids="",
-                accept_mask=None, reject_mask=None, min_confidence=None, max_fill_mm2=None, max_fill_share=None):
+                accept_mask=None, reject_mask=None, min_confidence=None, max_fill_mm2=None, max_fill_share=None,
+                large_min_confidence=None):
         img = ctx.check(image_array(image))
         sh = img.shape[:2]
         tab = stages.regions(img, damage_map, ctx.scale, RegionConfig(viewing_distance_mm, registration_tol_um),
-                             _review_cfg(min_confidence, max_fill_mm2, max_fill_share), accept_ids or "",
+                             _review_cfg(min_confidence, max_fill_mm2, max_fill_share, large_min_confidence),
+                             accept_ids or "",
                              reject_ids or "", mask_array(accept_mask, sh, "accept_mask"),
                              mask_array(reject_mask, sh, "reject_mask"), REVIEW_NAMES)
         fp, prev = tab.footprint(), label_colors(tab.labels)
@@ -261,10 +263,10 @@ class AtelierRegionTable(io.ComfyNode):
 REVIEW_NAMES = ("accept_ids", "reject_ids", "accept_mask", "reject_mask")
 
 
-def _review_cfg(min_confidence=None, max_fill_mm2=None, max_fill_share=None):
+def _review_cfg(min_confidence=None, max_fill_mm2=None, max_fill_share=None, large_min_confidence=None):
     """The Region Table's review settings (an input left unset keeps the core default)."""
     return ReviewConfig.given(min_confidence=min_confidence, max_fill_mm2=max_fill_mm2,
-                              max_fill_share=max_fill_share)
+                              max_fill_share=max_fill_share, large_min_confidence=large_min_confidence)
 
 
 class AtelierRestorationFill(io.ComfyNode):

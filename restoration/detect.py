@@ -152,11 +152,10 @@ def check_order(values: Mapping[str, Optional[float]]) -> None:
 
 def auto_ground(img: np.ndarray, max_px: int = 2_000_000, dpi: "float | Scale" = 600.0,
                 cfg: Optional[DetectConfig] = None) -> Optional[tuple]:
-    """The ground colour (sRGB tuple) of the best-supported colour mode among loss candidates
-    (:func:`ground_candidates`), or None when no candidate is found. Not a global guess: only areas
-    with the loss signature vote."""
+    """The ground colour (sRGB tuple) the detector uses (:func:`candidate_grounds`), or None when no
+    candidate is found. Not a global guess: only areas with the loss signature vote."""
     cfg = cfg or DetectConfig()
-    g = estimate_grounds(*ground_candidates(img, dpi, cfg, max_px), cfg, cfg.auto_grounds)
+    g = candidate_grounds(img, dpi, cfg)
     return tuple(g[0]["rgb"]) if g else None
 
 
@@ -370,7 +369,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         lab_raw = lab_of(img[py0:py1, px0:px1])
         lab = lab_of(den[py0:py1, px0:px1])   # the loss path reads the denoised scan
         L = np.ascontiguousarray(lab_raw[..., 0])
-        del lab_raw
+        lab_raw_t = torch.from_numpy(lab_raw)
         sl = (slice(y0 - py0, y1 - py0), slice(x0 - px0, x1 - px0))
         out = (slice(y0, y1), slice(x0, x1))
         bhs = [cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(r)) for r in cr]
@@ -394,8 +393,10 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
             for j, gl in enumerate(ground_labs):
                 dj = ciede2000(lab_t, gl).numpy()
                 seed = (dj < grounds[j].get("seed_de", auto_seed)) & ~thin
-                # a loss grows by colour only a few px from its seed: no flooding into similar paint
-                grow = (dj < cfg.ground_grow_de) & (cv2.dilate(seed.view(np.uint8), disk_grow) > 0)
+                # a loss grows by colour only a few px from its seed: no flooding into similar paint (on the
+                # scan itself: its corners and rim, which the median rounds off)
+                dr = ciede2000(lab_raw_t, gl).numpy()
+                grow = (np.minimum(dj, dr) < cfg.ground_grow_de) & (cv2.dilate(seed.view(np.uint8), disk_grow) > 0)
                 seeds[j][out] = seed[sl]
                 grows[j][out] = grow[sl]
                 de = dj if de is None else np.minimum(de, dj)

@@ -37,7 +37,9 @@ def test_default_fill_keeps_off_intact_paint_and_finds_the_losses(name):
     s = evaluate(name, 0)
     assert s["intact_share_of_fill"] <= 0.05, s
     assert s["loss_recall_area"] >= 0.95, s
-    assert s["loss_recall_regions"] >= 0.90, s
+    # by region 0.80-0.88 since issue 21 (was 0.95-1.0): the loss path reads a 5 x 5 median, which removes the
+    # drawn specks of 1-10 px (below the registration tolerance, never filled); by area it stays >= 0.95
+    assert s["loss_recall_regions"] >= 0.78, s
     assert s["filled_mm2"] > 0 and s["n_fill"] > 0, s
     assert s["fill_dE00_mean"] < 0.5 * 30, s  # far below leaving the losses (ground vs paint: 20-60 dE00)
 
@@ -45,7 +47,7 @@ def test_default_fill_keeps_off_intact_paint_and_finds_the_losses(name):
 def test_losses_across_light_and_dark_paint_are_found_on_motorcycle_seed_1():
     # the case that missed the region goal: grey-brown ground exposed across dark tyre and light chrome
     s = evaluate("motorcycle_left", 1, fill=False)
-    assert s["loss_recall_regions"] >= 0.92 and s["loss_recall_area"] >= 0.97, s
+    assert s["loss_recall_regions"] >= 0.85 and s["loss_recall_area"] >= 0.97, s   # by region 0.877 (issue 21: median)
     assert s["intact_share_of_fill"] <= 0.05, s
 
 
@@ -95,7 +97,7 @@ def test_ground_given_still_needs_the_loss_signature():
     det = detect_damage(img, 600, DetectConfig(ground_rgb=g))
     loss = det["classes"] == CLASS_IDS["loss"]
     assert not loss[:, :78].any()
-    assert loss[50:62, 110:124].all()
+    assert loss[50:62, 110:124].sum() >= 12 * 14 - 4   # the denoising median may round off a square's corners
 
 
 def test_ground_given_is_used_as_given_with_its_named_tolerance():
@@ -177,7 +179,7 @@ def test_loss_across_light_and_dark_paint_is_found_and_listed_for_review():
     assert 2.0 < f["contrast"][1] < cfg.loss_contrast_de and f["ring_differs"][1] == 1.0, f
     dmap = stages.detect(img, 600, cfg)
     loss = dmap.classes == CLASS_IDS["loss"]
-    assert loss[50:70, 70:90].all() and loss.sum() == 400
+    assert loss[50:70, 70:90].sum() >= 400 - 4 and loss.sum() <= 400 + 16   # corners and a 1 px rim: see above
     assert dmap.evidence[60, 80] & EVIDENCE["mixed_ring"] and dmap.confidence[60, 80] < 0.6 * 255
     # (max_fill_share lifted: on this small picture the loss would otherwise go to review as `large`)
     table = stages.regions(img, dmap, 600, RegionConfig(), ReviewConfig(max_fill_share=1.0))
