@@ -176,7 +176,8 @@ def decide(rows: Sequence[Mapping[str, Any]], conf: np.ndarray, bits: np.ndarray
             d, rule = "fill", "user_painted"
         elif r["max_width_mm"] < min_width:
             d, rule = "skip", "below_registration"
-        elif contrast is not None and contrast < cfg.invisible_de:
+        elif contrast is not None and contrast < cfg.invisible_de and not (i < len(bits) and bits[i] & EVIDENCE["mixed_ring"]):
+            # (a loss across lighter and darker paint: its ring's mean hides a contrast every ring pixel shows)
             d, rule = "skip", "invisible"
         elif (r["area_mm2"] > cfg.max_fill_mm2 or r["area_mm2"] > cfg.max_fill_share * picture_mm2) \
                 and c < cfg.large_min_confidence:
