@@ -195,10 +195,10 @@ def draw_case(clean: np.ndarray, seed: int, dpi: float = 600.0) -> tuple[np.ndar
         m = np.zeros((h, w), np.uint8)
         pts = _stroke(rng, np.array([rng.uniform(0, w), rng.uniform(0, h)]), rng.uniform(2.0, 10.0) / px_mm)
         cv2.polylines(m, [np.round(pts).astype(np.int32)], False, 1, int(rng.choice([1, 2, 2, 3, 4])))
-        lm = m > 0
-        a = _soft(lm, 0.5)[..., None]
+        lmask = m > 0
+        a = _soft(lmask, 0.5)[..., None]
         img = img * (1 - a) + _near_ground_colour(rng, g) * a
-        gt["line"] |= lm
+        gt["line"] |= lmask
         lines.append(pts)
     gt["highlight"] &= ~gt["line"]
     # craquelure darkening the local paint
@@ -225,7 +225,7 @@ def draw_case(clean: np.ndarray, seed: int, dpi: float = 600.0) -> tuple[np.ndar
     nf = int(rng.poisson(rng.uniform(2, 8) * cm2))
     if len(ids) and nf:
         fl = np.isin(cells, rng.choice(ids, min(nf, len(ids)), replace=False)) & cracked
-        lm |= cv2.erode(fl.view(np.uint8), np.ones((2, 2), np.uint8))
+        lm |= (cv2.erode(fl.view(np.uint8), np.ones((2, 2), np.uint8)) > 0).astype(np.uint8)
     n_touch = 0
     for pts in lines:
         if rng.random() < 0.5:

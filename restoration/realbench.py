@@ -341,14 +341,14 @@ def picture(name: str, max_side: int = 512) -> np.ndarray:
             a = skd.stereo_motorcycle()[0 if name == "motorcycle_left" else 1] if name.startswith("motorcycle") \
                 else getattr(skd, name)()
         elif pkg == "scikit-learn":
-            from sklearn.datasets import load_sample_image
+            from sklearn.datasets import load_sample_image  # type: ignore[import-untyped]
             a = load_sample_image(f"{name}.jpg")
         else:
             import matplotlib.cbook as cbook
             from PIL import Image
             fn = "grace_hopper.jpg" if name == "grace_hopper" else "Minduka_Present_Blue_Pack.png"
-            with cbook.get_sample_data(fn) as f:
-                a = np.asarray(Image.open(f).convert("RGB"))
+            with Image.open(str(cbook.get_sample_data(fn, asfileobj=False))) as im:
+                a = np.asarray(im.convert("RGB"))
     except ImportError as e:  # pragma: no cover - the dev requirements install them
         raise ImportError(f"the benchmark picture {name!r} needs {pkg} (requirements-dev.txt)") from e
     a = np.asarray(a)
