@@ -92,9 +92,10 @@ class DetectConfig:
     auto_grounds: int = 3                          # candidate grounds estimated; beyond the first, only confirmed ones seed
     neck_px: int = 2                               # parts of a loss joined by a neck narrower than 2 x this are split
     loss_noise_ratio: float = 1.6                  # a loss's per-pixel noise within this factor of the losses'
-    loss_match_ref: float = 4.0                    # a loss's colour within this x the losses' median distance to the ground
+    loss_match_ref: float = 3.0                    # a loss's colour within this x the losses' median distance to the ground
     loss_match_min_de: float = 1.5                 # ... but never tighter than this
-    loss_noise_floor: float = 1.0                  # per-pixel noise (L*) below which texture is not compared
+    loss_noise_floor: float = 1.0                  # the losses' per-pixel noise (L*) below which texture is not compared
+    loss_std_ratio: float = 2.0                    # interior L* std within this x the losses' (+ 0.5): else brushwork
     loss_sharp_rel: float = 0.45                   # "broken edge": a step of this x contrast between neighbours ...
     loss_sharp_frac: float = 0.5                   # ... on this share of the outline (painted edges blend)
     split_min_length_mm: float = SETTINGS["split_min_length_mm"].default
@@ -439,6 +440,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         # a component whose texture is far from it is unlike the others (agreement among the losses)
         tex = keep & np.isfinite(f["noise_L"])
         grounds[j]["noise_ref_L"] = _weighted_median(f["noise_L"][tex], f["n"][tex])
+        grounds[j]["flat_ref_L"] = _weighted_median(f["std_L"][keep], f["n"][keep])
         # ... and the colour they share: a loss matches its ground within a tolerance set by how closely
         # the picture's losses (most of their area) match it, not by colour closeness alone
         d_g = ciede2000(torch.from_numpy(f["lab"]), torch.tensor(grounds[j]["lab"], dtype=torch.float64)).numpy()

@@ -326,18 +326,21 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     support = support * np.where(mixed, 0.5, 1.0)
     # evidence a painted highlight lacks: the ground's own per-pixel texture (noise measured on the loss
     # candidates) and an edge that breaks the paint (a step of most of the contrast between neighbours)
-    g_noise = np.full(n, np.nan)
+    g_noise, g_std = np.full(n, np.nan), np.full(n, np.nan)
     for g in grounds:
         ref = g.get("noise_ref_L", g.get("noise_L"))
-        if ref is not None:
+        if ref is not None and ref >= cfg.loss_noise_floor:   # a ground texture the scan can measure
             g_noise[:] = float(ref)
-    floor = cfg.loss_noise_floor  # L*: below this the texture of a scan is not measured
+        if g.get("flat_ref_L") is not None:
+            g_std[:] = float(g["flat_ref_L"])
     own = np.asarray(f.get("noise_L", np.full(n, np.nan)), np.float64)
     with np.errstate(invalid="ignore"):
-        ratio = np.maximum(own, floor) / np.maximum(np.nan_to_num(g_noise, nan=floor), floor)
+        ratio = np.maximum(own, 0.3) / g_noise
         tex_off = np.isfinite(g_noise) & np.isfinite(own) & ((ratio > cfg.loss_noise_ratio) | (ratio < 1 / cfg.loss_noise_ratio))
+        # brush texture: less flat than the picture's losses are (std of L* inside, the denoised scan)
+        streaked = np.isfinite(g_std) & (f["std_L"] > cfg.loss_std_ratio * g_std + 0.5)
     blended = f.get("sharp_frac", np.ones(n)) < cfg.loss_sharp_frac
-    unlike = tex_off | blended
+    unlike = tex_off | blended | streaked
     support = support * np.where(unlike, 0.5, 1.0)
     margin = np.sqrt(np.clip(f["contrast"] / (2 * cfg.loss_contrast_de), 0, 1))
     conf = support * margin * np.clip(f["edge_frac"], 0, 1)
