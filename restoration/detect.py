@@ -76,7 +76,7 @@ class DetectConfig:
     loss_edge_rel: float = 0.25                    # "sharp": gradient >= this x the loss's contrast per px
     loss_flat_std: float = 4.0                     # L* std inside a loss (paint is textured, grounds flat)
     loss_max_share: float = 0.2                    # a component covering more of the picture is no loss
-    loss_border_frac: float = 0.3                  # at most this share of a loss's outline on the image border
+    loss_border_frac: float = 0.5                  # at most this share of a loss's outline on the image border
     loss_grow_px: int = 1                          # a loss grows (by colour) at most this far from its seed
     auto_seed_de: float = 3.5                      # seed dE00 to a ground estimated from the losses themselves
     loss_match_de: float = 2.5                     # a loss's mean colour lies this close to its ground (else unsure)
