@@ -123,7 +123,7 @@ class AtelierSyntheticDamage(io.ComfyNode):
 
 THRESHOLDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
               "loss_contrast_de", "split_min_length_mm")
-DETECT = ("ground_color", *THRESHOLDS, "tile")
+DETECT = ("ground_color", "ground_tolerance_de", *THRESHOLDS, "tile")
 
 
 def _detect_rules(values):
@@ -160,10 +160,11 @@ class AtelierDamageDetect(io.ComfyNode):
     validate_inputs = validator(SETTINGS, DETECT, extra=_detect_rules)
 
     @classmethod
-    def execute(cls, image, ctx, ground_color, crack_low, crack_high, light_low, light_high, ground_seed_de,
-                ground_grow_de, loss_contrast_de, split_min_length_mm, tile):
+    def execute(cls, image, ctx, ground_color, ground_tolerance_de, crack_low, crack_high, light_low, light_high,
+                ground_seed_de, ground_grow_de, loss_contrast_de, split_min_length_mm, tile):
         img = ctx.check(image_array(image))
-        cfg = stages.detect_config(ground_color, tile, crack_low=crack_low, crack_high=crack_high,
+        cfg = stages.detect_config(ground_color, tile, ground_tolerance_de=ground_tolerance_de,
+                                   crack_low=crack_low, crack_high=crack_high,
                                    light_low=light_low, light_high=light_high, ground_seed_de=ground_seed_de,
                                    ground_grow_de=ground_grow_de, loss_contrast_de=loss_contrast_de,
                                    split_min_length_mm=split_min_length_mm)
@@ -209,7 +210,7 @@ class AtelierDamageMapEdit(io.ComfyNode):
         return output((dm, mask_batch(stages.fill_candidates(dm)), image_batch(overlay)), [overlay], "edit")
 
 
-REVIEW = ("min_confidence", "max_fill_mm2", "max_fill_share")
+REVIEW = ("min_confidence", "max_fill_mm2", "max_fill_share", "large_min_confidence")
 REGIONS = ("viewing_distance_mm", "registration_tol_um", "accept_ids", "reject_ids", *REVIEW)
 
 
@@ -245,11 +246,13 @@ class AtelierRegionTable(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, damage_map, ctx, viewing_distance_mm, registration_tol_um, accept_ids="", reject_ids="",
-                accept_mask=None, reject_mask=None, min_confidence=None, max_fill_mm2=None, max_fill_share=None):
+                accept_mask=None, reject_mask=None, min_confidence=None, max_fill_mm2=None, max_fill_share=None,
+                large_min_confidence=None):
         img = ctx.check(image_array(image))
         sh = img.shape[:2]
         tab = stages.regions(img, damage_map, ctx.scale, RegionConfig(viewing_distance_mm, registration_tol_um),
-                             _review_cfg(min_confidence, max_fill_mm2, max_fill_share), accept_ids or "",
+                             _review_cfg(min_confidence, max_fill_mm2, max_fill_share, large_min_confidence),
+                             accept_ids or "",
                              reject_ids or "", mask_array(accept_mask, sh, "accept_mask"),
                              mask_array(reject_mask, sh, "reject_mask"), REVIEW_NAMES)
         fp, prev = tab.footprint(), label_colors(tab.labels)
@@ -260,10 +263,10 @@ class AtelierRegionTable(io.ComfyNode):
 REVIEW_NAMES = ("accept_ids", "reject_ids", "accept_mask", "reject_mask")
 
 
-def _review_cfg(min_confidence=None, max_fill_mm2=None, max_fill_share=None):
+def _review_cfg(min_confidence=None, max_fill_mm2=None, max_fill_share=None, large_min_confidence=None):
     """The Region Table's review settings (an input left unset keeps the core default)."""
     return ReviewConfig.given(min_confidence=min_confidence, max_fill_mm2=max_fill_mm2,
-                              max_fill_share=max_fill_share)
+                              max_fill_share=max_fill_share, large_min_confidence=large_min_confidence)
 
 
 class AtelierRestorationFill(io.ComfyNode):

@@ -74,10 +74,11 @@ class ProgressLine:
 
 
 #: the detection thresholds a user may set (Damage Detect's widgets)
-THRESHOLDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
+THRESHOLDS = ("ground_tolerance_de", "crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
               "loss_contrast_de", "split_min_length_mm")
 #: the settings records the command line exposes (flags, defaults, bounds and help from the records)
 CLI_SETTINGS = ("dpi", "seed", "ground_color", *THRESHOLDS, "accept_ids", "reject_ids", "min_confidence",
+                "large_min_confidence",
                 "max_fill_mm2", "max_fill_share", "grow_px", "count_q", "white_mode", "amount_mm", "min_feature_mm",
                 "margin_mm", "mirror", "tile")
 
@@ -126,7 +127,7 @@ def config_from_args(args: argparse.Namespace) -> "PipelineConfig":
     fill_classes = tuple(c.strip() for c in args.fill_classes.split(",") if c.strip())
     det = detect_config(args.ground_color or "auto", args.tile, **{k: getattr(args, k) for k in THRESHOLDS})
     rev = ReviewConfig(min_confidence=args.min_confidence, max_fill_mm2=args.max_fill_mm2,
-                       max_fill_share=args.max_fill_share)
+                       max_fill_share=args.max_fill_share, large_min_confidence=args.large_min_confidence)
     check_review(rev, args.accept_ids, args.reject_ids, ("--accept", "--reject"))
     return PipelineConfig(detect=det, fill_classes=fill_classes, review=rev, fill_method=args.fill,
                           grow_px=args.grow_px, count_q=args.count_q, white_mode=args.white_mode,

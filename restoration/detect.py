@@ -40,8 +40,9 @@ from .scale import Scale
 from .settings import SETTINGS, check_tile
 from .tiles import tile_boxes
 
-from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, estimate_grounds,  # noqa: F401
-                     ground_candidates, lab_grad, lab_of, loss_confidence, loss_signature)
+from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, denoise,  # noqa: F401
+                     edge_share, estimate_grounds, ground_candidates, lab_grad, lab_of, lab_step, loss_confidence,
+                     loss_signature, split_necks, interior_of)
 
 
 @dataclass(frozen=True)
@@ -63,30 +64,40 @@ class DetectConfig:
     light_texture_ratio: float = 4.0               # seed top-hat >= this x (1 + local mean black-hat): not grain/gloss
     light_texture_low: float = 3.0                 # the same for the hysteresis low mask
     ground_rgb: Optional[tuple] = None             # None -> estimated from loss candidates (auto_ground)
+    ground_tolerance_de: float = SETTINGS["ground_tolerance_de"].default  # around a ground the user gives
     ground_seed_de: float = SETTINGS["ground_seed_de"].default
     ground_grow_de: float = SETTINGS["ground_grow_de"].default
     loss_contrast_de: float = SETTINGS["loss_contrast_de"].default                  # a loss's mean colour differs from its ring's mean by this ...
     loss_ring_differs: float = 0.5                 # ... or this share of its ring differs from it by this
     loss_ring_px: int = 3
     flat_grad: float = 3.0                         # Lab units / px: below this a pixel is "flat"
-    loss_max_chroma: float = 35.0                  # C*: exposed grounds and old fills are low-chroma
+    loss_max_chroma: float = 50.0                  # C*: exposed grounds are at most as chromatic as an ochre or a bole
     loss_edge_frac: float = 0.6                    # share of a loss's ring that must show a sharp edge
     loss_edge_rel: float = 0.25                    # "sharp": gradient >= this x the loss's contrast per px
     loss_flat_std: float = 4.0                     # L* std inside a loss (paint is textured, grounds flat)
     loss_max_share: float = 0.2                    # a component covering more of the picture is no loss
-    loss_border_frac: float = 0.3                  # at most this share of a loss's outline on the image border
+    loss_border_frac: float = 0.5                  # at most this share of a loss's outline on the image border
     loss_grow_px: int = 1                          # a loss grows (by colour) at most this far from its seed
     auto_seed_de: float = 3.5                      # seed dE00 to a ground estimated from the losses themselves
     loss_match_de: float = 2.5                     # a loss's mean colour lies this close to its ground (else unsure)
     ground_cluster_de: float = 6.0                 # candidates within this dE00 share a ground colour
     ground_min_regions: int = 8                    # candidates needed before a colour counts as a ground
+    ground_tight_de: float = 2.0                   # a ground's candidates agree within this (median dE00 to the mode)
     ground_min_L: float = 25.0                     # grounds (gesso, bole, imprimatura, wood) are not black
     ground_hue_deg: tuple = (15.0, 110.0)          # a chromatic ground is warm (reds, browns, ochres, creams)
     ground_neutral_chroma: float = 8.0             # below this C* any hue is a neutral (grey, white) ground
     ground_vote_mm2: float = 0.03                  # candidates that vote for a ground: at least this large ...
     ground_vote_std: float = 2.0                   # ... and this flat (L* std): small flat paint patches do not vote
     ground_vote_same: float = 0.1                  # ... and its own colour on at most this share of its ring
-    auto_grounds: int = 1                          # ground colours estimated (give ground_rgb for another)
+    auto_grounds: int = 3                          # candidate grounds estimated; beyond the first, only confirmed ones seed
+    neck_px: int = 2                               # parts of a loss joined by a neck narrower than 2 x this are split
+    loss_noise_ratio: float = 1.6                  # a loss's per-pixel noise within this factor of the losses'
+    loss_match_ref: float = 3.0                    # a loss's colour within this x the losses' median distance to the ground
+    loss_match_min_de: float = 1.5                 # ... but never tighter than this
+    loss_noise_floor: float = 1.0                  # the losses' per-pixel noise (L*) below which texture is not compared
+    loss_std_ratio: float = 2.0                    # interior L* std within this x the losses' (+ 0.5): else brushwork
+    loss_sharp_rel: float = 0.45                   # "broken edge": a step of this x contrast between neighbours ...
+    loss_sharp_frac: float = 0.5                   # ... on this share of the outline (painted edges blend)
     split_min_length_mm: float = SETTINGS["split_min_length_mm"].default
     split_min_width_mm: float = 0.2
     split_radius_mm: float = 0.25
@@ -97,7 +108,7 @@ class DetectConfig:
 
     #: the fields a user sets (node widgets, CLI flags): checked by their records of
     #: :data:`restoration.settings.SETTINGS`; the others are the method's constants.
-    RECORDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
+    RECORDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_tolerance_de", "ground_seed_de", "ground_grow_de",
                "loss_contrast_de", "split_min_length_mm", "tile")
 
     def __post_init__(self) -> None:
@@ -142,37 +153,70 @@ def check_order(values: Mapping[str, Optional[float]]) -> None:
 
 def auto_ground(img: np.ndarray, max_px: int = 2_000_000, dpi: "float | Scale" = 600.0,
                 cfg: Optional[DetectConfig] = None) -> Optional[tuple]:
-    """The ground colour (sRGB tuple) of the best-supported colour mode among loss candidates
-    (:func:`ground_candidates`), or None when no candidate is found. Not a global guess: only areas
-    with the loss signature vote."""
+    """The ground colour (sRGB tuple) the detector uses (:func:`candidate_grounds`), or None when no
+    candidate is found. Not a global guess: only areas with the loss signature vote."""
     cfg = cfg or DetectConfig()
-    g = estimate_grounds(*ground_candidates(img, dpi, cfg, max_px), cfg, cfg.auto_grounds)
+    g = candidate_grounds(img, dpi, cfg)
     return tuple(g[0]["rgb"]) if g else None
 
 
+def _weighted_median(v: np.ndarray, w: np.ndarray) -> Optional[float]:
+    """Median of ``v`` weighted by ``w`` (1-D), or None when empty."""
+    if not len(v):
+        return None
+    o = np.argsort(v)
+    c = np.cumsum(np.asarray(w, np.float64)[o])
+    return round(float(np.asarray(v)[o][int(np.searchsorted(c, 0.5 * c[-1]))]), 3)
+
+
+def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) -> list:
+    """The candidate grounds of a scan, best first (:func:`estimate_grounds` on :func:`ground_candidates`,
+    each with ``support``, ``spread_de``, ``noise_L``, ``source`` and ``plausible``).
+
+    An exposed ground is one colour wherever it shows, so its candidates agree closely (``spread_de`` at
+    most ``ground_tight_de``), while a mode of paint patches is loose. First choice: the best-supported
+    tight mode of a plausible ground colour (not black; neutral or warm) with ``ground_min_regions``
+    candidates. Else a tight mode of any colour with that support (a greenish chalk ground, a cool grey
+    imprimatura) is used but marked ``plausible`` False, which no loss confirms (:func:`loss_confidence`:
+    review, never a default fill). Else the best-supported plausible mode, as it is."""
+    lab_p, n_p, noise_p = ground_candidates(img, dpi, cfg)
+    prior = estimate_grounds(lab_p, n_p, cfg, cfg.auto_grounds, noise_p)
+    for g in prior:
+        g.update(source="estimated", plausible=True)
+    tight = lambda g: g["support"] >= cfg.ground_min_regions and g["spread_de"] <= cfg.ground_tight_de
+    best = [g for g in prior if tight(g)]
+    if best:
+        return best[:1] + [g for g in prior if g is not best[0]]
+    lab_a, n_a, noise_a = ground_candidates(img, dpi, cfg, prior=False)
+    anyc = [g for g in estimate_grounds(lab_a, n_a, cfg, cfg.auto_grounds, noise_a) if tight(g)]
+    if anyc:
+        return [dict(anyc[0], source="estimated", plausible=False)] + prior[: cfg.auto_grounds - 1]
+    return prior
+
+
 def user_ground(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) -> list:
-    """The ground the user gave (``cfg.ground_rgb``, picked by eye), refined locally: the median of the
-    loss candidates within ``ground_seed_de`` of it (no colour prior: the user knows the ground), used
-    with the tight seed and match of an estimated ground. Without such a candidate the given colour is
-    used as it is, seeding within ``ground_seed_de`` and matching within it. Support -1: confirmed."""
-    from .color import lab_to_rgb
+    """The ground the user gave (``cfg.ground_rgb``), used as given: pixels within ``ground_tolerance_de``
+    of it seed a loss, and a loss matches it within the same tolerance (support -1: confirmed). What the
+    scan says about it is reported beside it, never substituted: the loss candidates within the tolerance
+    (``candidates_near``), their median colour's distance (``candidates_de``), spread and noise."""
     if cfg.ground_rgb is None:
         raise ValueError("user_ground needs a config with ground_rgb")
-    rgb = cfg.ground_rgb
+    rgb = [float(v) for v in cfg.ground_rgb]
     g_lab = rgb_to_lab(torch.tensor(rgb, dtype=torch.float64))
-    given = {"lab": [float(v) for v in g_lab], "rgb": [float(v) for v in rgb], "support": -1,
-             "given_rgb": [float(v) for v in rgb], "refined_from": 0,
-             "seed_de": cfg.ground_seed_de, "match_de": cfg.ground_seed_de}
-    lab, _ = ground_candidates(img, dpi, cfg, prior=False)
-    if not len(lab):
-        return [given]
-    near = ciede2000(torch.from_numpy(lab), g_lab).numpy() < cfg.ground_seed_de
-    if not near.any():
-        return [given]
-    med = np.median(lab[near], axis=0)
-    return [dict(given, lab=[float(v) for v in med], refined_from=int(near.sum()),
-                 rgb=[float(v) for v in lab_to_rgb(torch.tensor(med, dtype=torch.float64)).tolist()],
-                 seed_de=min(cfg.auto_seed_de, cfg.ground_seed_de), match_de=cfg.loss_match_de)]
+    tol = cfg.ground_tolerance_de
+    given = {"lab": [float(v) for v in g_lab], "rgb": rgb, "support": -1, "given_rgb": rgb, "source": "given",
+             "seed_de": tol, "match_de": tol, "candidates_near": 0, "noise_L": None, "spread_de": None}
+    lab, _, noise = ground_candidates(img, dpi, cfg, prior=False)
+    if len(lab):
+        d = ciede2000(torch.from_numpy(lab), g_lab).numpy()
+        near = d < max(tol, cfg.ground_cluster_de)
+        if near.any():
+            med = np.median(lab[near], axis=0)
+            given.update(candidates_near=int(near.sum()), noise_L=round(float(np.median(noise[near])), 3),
+                         spread_de=round(float(np.median(ciede2000(torch.from_numpy(lab[near]),
+                                                                    torch.from_numpy(med)).numpy())), 3),
+                         candidates_de=round(float(ciede2000(torch.from_numpy(med), g_lab)), 3))
+    return [given]
 
 
 def _hysteresis(low, high, min_px=1):
@@ -295,8 +339,16 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
     scale = Scale.of(dpi)
     dpi = scale.dpi
     h, w, _ = img.shape
-    grounds = user_ground(img, dpi, cfg) if cfg.ground_rgb is not None else \
-        estimate_grounds(*ground_candidates(img, dpi, cfg), cfg, cfg.auto_grounds)
+    if cfg.ground_rgb is not None:
+        grounds = user_ground(img, dpi, cfg)
+        found: list = grounds
+    else:
+        found = candidate_grounds(img, dpi, cfg)
+        # the best-supported mode seeds; the others are reported (params["ground_candidates"]): a second
+        # mode is as often a flat passage of paint (brick faces, a dark sky) as a second ground, and its
+        # losses would merge with the first ground's. Give ground_color for another ground.
+        grounds = found[:1]
+    den = denoise(img)
     ground_labs = [torch.tensor(g["lab"], dtype=torch.float32) for g in grounds]
     auto_seed = min(cfg.auto_seed_de, cfg.ground_seed_de)
     cr = sorted({scale.whole_px(r, 1) for r in cfg.crack_radii_mm})
@@ -310,12 +362,15 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
     seeds = [np.zeros((h, w), bool) for _ in grounds]   # per ground: a loss belongs to one ground colour
     grows: list = [np.zeros((h, w), bool) for _ in grounds]
     grad_max = np.zeros((h, w), np.uint8)  # 3 x 3 max of the Lab gradient, 1/RESP_SCALE units
+    step_max = np.zeros((h, w), np.uint8)  # 3 x 3 max of the Lab step between neighbours (a broken edge)
     disk_grow = _disk(max(1, cfg.loss_grow_px))
     resp = {k: np.zeros((h, w), np.uint8) for k in ("crack_dark", "light", "ground_de", "split")}
     boxes = list(tile_boxes(h, w, cfg.tile, overlap))
     for i, (y0, y1, x0, x1, py0, py1, px0, px1) in enumerate(boxes):
-        lab = lab_of(img[py0:py1, px0:px1])
-        L = np.ascontiguousarray(lab[..., 0])
+        lab_raw = lab_of(img[py0:py1, px0:px1])
+        lab = lab_of(den[py0:py1, px0:px1])   # the loss path reads the denoised scan
+        L = np.ascontiguousarray(lab_raw[..., 0])
+        lab_raw_t = torch.from_numpy(lab_raw)
         sl = (slice(y0 - py0, y1 - py0), slice(x0 - px0, x1 - px0))
         out = (slice(y0, y1), slice(x0, x1))
         bhs = [cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(r)) for r in cr]
@@ -339,8 +394,10 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
             for j, gl in enumerate(ground_labs):
                 dj = ciede2000(lab_t, gl).numpy()
                 seed = (dj < grounds[j].get("seed_de", auto_seed)) & ~thin
-                # a loss grows by colour only a few px from its seed: no flooding into similar paint
-                grow = (dj < cfg.ground_grow_de) & (cv2.dilate(seed.view(np.uint8), disk_grow) > 0)
+                # a loss grows by colour only a few px from its seed: no flooding into similar paint (on the
+                # scan itself: its corners and rim, which the median rounds off)
+                dr = ciede2000(lab_raw_t, gl).numpy()
+                grow = (np.minimum(dj, dr) < cfg.ground_grow_de) & (cv2.dilate(seed.view(np.uint8), disk_grow) > 0)
                 seeds[j][out] = seed[sl]
                 grows[j][out] = grow[sl]
                 de = dj if de is None else np.minimum(de, dj)
@@ -348,6 +405,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         else:
             de = np.full((y1 - y0, x1 - x0), 255.0 / RESP_SCALE, np.float32)
         grad_max[out] = np.clip(cv2.dilate(lab_grad(lab), np.ones((3, 3), np.uint8))[sl] * RESP_SCALE, 0, 255)
+        step_max[out] = np.clip(cv2.dilate(lab_step(lab), np.ones((3, 3), np.uint8))[sl] * RESP_SCALE, 0, 255)
         masks["crack_lo"][out] = (bh >= cfg.crack_low) & (bh >= cfg.crack_texture_low * (1 + tex))
         masks["crack_hi"][out] = (bh >= cfg.crack_high) & (bh >= cfg.crack_texture_ratio * (1 + tex))
         masks["light_lo"][out] = (th >= cfg.light_low) & (th >= cfg.light_texture_low * (1 + tex_dark))
@@ -368,13 +426,33 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
     loss_stats = {"candidates": 0, "kept": 0}
     for j in range(len(grounds)):
         seed = seeds[j]
-        lab_l, n_l = ndimage.label(_hysteresis(grows[j], seed), structure=st)
+        lab_l = split_necks(_hysteresis(grows[j], seed), cfg.neck_px)   # a loss is never merged with a thin line
+        n_l = int(lab_l.max())
         grows[j] = None
         if n_l == 0:
             continue
-        f = component_features(img, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"])
+        f = component_features(den, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img,
+                               interior=interior_of(lab_l))
+        c_lab = np.sqrt(((f["lab"] - f["ring_lab"]) ** 2).sum(1))   # the step a break makes (Lab distance)
+        f["sharp_frac"] = edge_share(lab_l, step_max, cfg.loss_sharp_rel * c_lab * RESP_SCALE, cfg.tile)
         keep = loss_signature(f, h * w, cfg)
+        # the texture the losses of this picture share (area-weighted median of their per-pixel noise):
+        # a component whose texture is far from it is unlike the others (agreement among the losses)
+        tex = keep & np.isfinite(f["noise_L"])
+        grounds[j]["noise_ref_L"] = _weighted_median(f["noise_L"][tex], f["n"][tex])
+        grounds[j]["flat_ref_L"] = _weighted_median(f["std_L"][keep], f["n"][keep])
+        # ... and the colour they share: a loss matches its ground within a tolerance set by how closely
+        # the picture's losses (most of their area) match it, not by colour closeness alone
+        d_g = ciede2000(torch.from_numpy(f["lab"]), torch.tensor(grounds[j]["lab"], dtype=torch.float64)).numpy()
+        ref_de = _weighted_median(d_g[keep], f["n"][keep])
+        if ref_de is not None:
+            cap = grounds[j].get("match_de", cfg.loss_match_de)
+            grounds[j]["match_ref_de"] = ref_de
+            grounds[j]["match_de"] = round(min(cap, max(cfg.loss_match_min_de, cfg.loss_match_ref * ref_de)), 3)
         conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
+        n_kept = np.bincount(lab_l.ravel(), minlength=n_l + 1)
+        grounds[j]["explains_regions"] = int(keep.sum())
+        grounds[j]["explains_mm2"] = round(scale.px_area_to_mm2(float(n_kept[keep].sum())), 4)
         m = keep[lab_l]
         cl = conf[lab_l]
         better = m & (cl > confidence)
@@ -386,6 +464,12 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         loss_stats["kept"] += int(keep.sum())
         del lab_l
     del seeds, grows
+    # the ground checked against what it finds: a ground that explains almost no region is said to
+    ground_check = None
+    if grounds and grounds[0].get("explains_regions", 0) < 3:
+        g0 = grounds[0]
+        ground_check = (f"the ground colour {tuple(round(v, 3) for v in g0['rgb'])} ({g0.get('source')}) explains "
+                        f"{g0.get('explains_regions', 0)} region(s): check it, or give the ground's colour")
     crack = _hysteresis(masks.pop("crack_lo"), masks.pop("crack_hi"), cfg.crack_min_px)
     crack, crack_stats = _crack_gate(crack, resp, masks.pop("thin", None), cfg, scale.mm_per_px)
     light = _hysteresis(masks.pop("light_lo"), masks.pop("light_hi"), cfg.light_min_px)
@@ -433,7 +517,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
     params = asdict(cfg)
     g0 = grounds[0] if grounds else None
     params.update(ground_rgb=g0["rgb"] if g0 else None, ground_lab=g0["lab"] if g0 else None,
-                  grounds=grounds, loss_components=loss_stats, crack_components=crack_stats,
+                  grounds=grounds, ground_candidates=found, ground_check=ground_check, loss_components=loss_stats, crack_components=crack_stats,
                   radii_px={"crack": cr, "light": lr, "split": sr}, overlap_px=overlap)
     return {"classes": classes, "responses": resp, "ground_rgb": g0["rgb"] if g0 else None, "params": params,
             "confidence": confidence, "evidence": evidence}

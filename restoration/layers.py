@@ -164,3 +164,38 @@ def stream_canvas(filled: np.ndarray, original: np.ndarray, mask: np.ndarray, dp
     lrows = layer_rows_fn(filled, original, mask, dpi, white_mode, amount_mm, min_feature_mm)
     return PrintCanvas(geom, lambda r0, r1: canvas_rows(geom, lrows, r0, r1),
                        {"white_mode": white_mode, "amount_mm": amount_mm, "min_feature_mm": min_feature_mm})
+
+
+def film_margin(mask: np.ndarray, img: np.ndarray, grow_px: int = 1, touched_de: float = 3.0) -> np.ndarray:
+    """The film's footprint: ``mask`` ((H, W) bool, the regions to fill) grown by at most ``grow_px`` px
+    (8-connected steps) into pixels the region touched, never into intact paint.
+
+    A pixel beside the footprint joins only when its colour differs by more than ``touched_de`` ΔE00 from
+    the paint just beyond it (the mean colour of the pixels 2-3 px outside the footprint in its 7 x 7
+    neighbourhood): the anti-aliased rim of a loss is a mix of the ground and the paint, intact paint is
+    the paint itself. img: (H, W, 3) float32 sRGB. Returns (H, W) bool, a superset of ``mask``."""
+    import cv2
+    import torch
+    from .color import ciede2000
+    m = np.asarray(mask, bool).copy()
+    if grow_px <= 0 or not m.any():
+        return m
+    k3 = np.ones((3, 3), np.uint8)
+    lab = rgb_to_lab(torch.from_numpy(np.ascontiguousarray(img, np.float32))).numpy()
+    for _ in range(int(grow_px)):
+        near = cv2.dilate(m.view(np.uint8), k3) > 0
+        rim = near & ~m
+        if not rim.any():
+            break
+        beyond = (cv2.dilate(m.view(np.uint8), np.ones((7, 7), np.uint8)) > 0) & ~near
+        wgt = beyond.astype(np.float32)
+        cnt = cv2.boxFilter(wgt, -1, (7, 7), normalize=False)
+        ref = np.stack([cv2.boxFilter(np.ascontiguousarray(lab[..., c] * wgt), -1, (7, 7), normalize=False)
+                        for c in range(3)], -1) / np.maximum(cnt, 1e-6)[..., None]
+        ys, xs = np.nonzero(rim & (cnt > 0))
+        d = ciede2000(torch.from_numpy(lab[ys, xs].astype(np.float64)), torch.from_numpy(ref[ys, xs].astype(np.float64))).numpy()
+        join = d > touched_de
+        if not join.any():
+            break
+        m[ys[join], xs[join]] = True
+    return m

@@ -23,6 +23,17 @@ def _disk(r):
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
+def denoise(img: np.ndarray, k: int = 5) -> np.ndarray:
+    """(H, W, 3) float32 sRGB -> the same, median-filtered per channel over ``k`` x ``k`` (k = 3 or 5).
+
+    The loss path (ground colour, seeds, flatness, edges) reads this: an exposed gesso has per-pixel
+    noise (0.03 in sRGB is about 3 L*) that breaks a colour seed into holes and a flat area into specks,
+    while a median keeps the edges of a loss. Cracks and light defects still read the scan itself."""
+    import cv2
+    a = np.ascontiguousarray(img, dtype=np.float32)
+    return cv2.medianBlur(a, k) if a.shape[0] >= k and a.shape[1] >= k else a.copy()
+
+
 def lab_of(img_np: np.ndarray) -> np.ndarray:
     """(H, W, 3) float32 sRGB numpy -> (H, W, 3) float32 Lab numpy."""
     a = np.ascontiguousarray(img_np, dtype=np.float32)
@@ -44,7 +55,8 @@ def lab_grad(lab: np.ndarray) -> np.ndarray:
 
 
 def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray, cfg: Any, tile: int = 2048,
-                       core: Optional[np.ndarray] = None, exclude: Optional[np.ndarray] = None) -> dict:
+                       core: Optional[np.ndarray] = None, exclude: Optional[np.ndarray] = None,
+                       raw: Optional[np.ndarray] = None, interior: Optional[np.ndarray] = None) -> dict:
     """Per component of ``labels`` (int32 (H, W), 0 = none, N = max) the evidence that it is a loss.
 
     grad_max: (H, W) colour gradient (Lab units / px), already max-filtered over 3 x 3 (any dtype; in
@@ -56,7 +68,11 @@ def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray
     ``contrast`` (dE00 inside vs ring), ``ring_differs`` (share of the ring whose colour lies more
     than ``loss_contrast_de`` from the inside mean), ``edge_frac`` (share of the 1 px ring where a gradient of at
     least ``loss_edge_rel`` x contrast lies within 1 px: an edge all round), ``border_frac`` (share of
-    the outline on the image border), ``chroma`` (C* inside). Computed tile by tile (exact).
+    the outline on the image border), ``chroma`` (C* inside), and with ``raw`` (the scan itself when ``img``
+    is :func:`denoise`'d) ``noise_L`` (std of raw L* minus ``img``'s L* inside, over the ``interior`` pixels
+    when given, i.e. away from the outline where the median meets the edge: the per-pixel texture; NaN
+    for a component without such pixels).
+    Computed tile by tile (exact).
     """
     n = int(labels.max())
     s_in = np.zeros((n + 1, 3)); s_ring = np.zeros((n + 1, 3)); s_l2 = np.zeros(n + 1)
@@ -104,6 +120,22 @@ def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray
         d = ciede2000(torch.from_numpy(labr), torch.from_numpy(inside[R])).numpy()
         differ += np.bincount(R, (d > cfg.loss_contrast_de).astype(np.float64), minlength=n + 1)
     ring_differs = differ / np.maximum(c_ring, 1)
+    noise = np.zeros(n + 1)
+    if raw is not None:
+        s_r2, c_tex = np.zeros(n + 1), np.zeros(n + 1)
+        for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, 1, tile):
+            sel = L > 0
+            if core is not None:
+                sel &= core[y0:y1, x0:x1].ravel()
+            if interior is not None:
+                sel &= interior[y0:y1, x0:x1].ravel()
+            if not sel.any():
+                continue
+            c_tex += np.bincount(L[sel], minlength=n + 1)
+            lr = lab_of(raw[y0:y1, x0:x1].reshape(-1, 3)[sel][None])[0][:, 0].astype(np.float64)
+            ld = lab_of(img[y0:y1, x0:x1].reshape(-1, 3)[sel][None])[0][:, 0].astype(np.float64)
+            s_r2 += np.bincount(L[sel], (lr - ld) ** 2, minlength=n + 1)
+        noise = np.where(c_tex > 0, np.sqrt(s_r2 / np.maximum(c_tex, 1)), np.nan)
     scale = RESP_SCALE if grad_max.dtype == np.uint8 else 1.0
     thr = cfg.loss_edge_rel * contrast * scale
     hit, tot = np.zeros(n + 1), np.zeros(n + 1)
@@ -118,7 +150,7 @@ def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray
     b = np.bincount(edge_px, minlength=n + 1).astype(np.float64)
     return {"n": c_in, "lab": inside, "std_L": std_l, "ring_lab": ringm, "n_ring": c_ring, "contrast": contrast,
             "ring_differs": ring_differs, "edge_frac": hit / np.maximum(tot, 1), "border_frac": b / np.maximum(b + tot, 1),
-            "chroma": np.hypot(inside[:, 1], inside[:, 2])}
+            "chroma": np.hypot(inside[:, 1], inside[:, 2]), "noise_L": noise}
 
 
 def loss_signature(f: dict, total_px: int, cfg: Any) -> np.ndarray:
@@ -135,19 +167,22 @@ def loss_signature(f: dict, total_px: int, cfg: Any) -> np.ndarray:
 
 
 def ground_candidates(img: np.ndarray, dpi: "float | Scale", cfg: Any, max_px: int = 2_000_000,
-                      prior: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+                      prior: bool = True) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Loss candidates found without any ground colour, on the scan subsampled to ``max_px`` at most.
 
     A candidate is a connected flat (colour gradient < ``flat_grad``), low-chroma (C* <=
-    ``loss_max_chroma``) area with the loss signature of :func:`loss_signature`. Returns ``(lab (K, 3),
-    n_px (K,))`` float64, the mean Lab and size of each candidate (K may be 0). ``dpi``: a number or a
+    ``loss_max_chroma``) area with the loss signature of :func:`loss_signature`, found on the
+    :func:`denoise`'d scan (robust to a noisy gesso). Returns ``(lab (K, 3), n_px (K,), noise_L (K,))``
+    float64, the mean Lab, size and per-pixel noise (L*, :func:`component_features`) of each candidate
+    (K may be 0). ``dpi``: a number or a
     :class:`~restoration.scale.Scale`.
     """
     from scipy import ndimage
     import cv2
     step = max(1, int(np.ceil((img.shape[0] * img.shape[1] / max_px) ** 0.5)))
     sub_scale = Scale.of(dpi).coarser(step)
-    sub = np.ascontiguousarray(img[::step, ::step])
+    raw = np.ascontiguousarray(img[::step, ::step])
+    sub = denoise(raw)
     lab = lab_of(sub)
     g = lab_grad(lab)
     cand = (g < cfg.flat_grad) & (np.hypot(lab[..., 1], lab[..., 2]) <= cfg.loss_max_chroma)
@@ -156,7 +191,7 @@ def ground_candidates(img: np.ndarray, dpi: "float | Scale", cfg: Any, max_px: i
     thin_dark = cv2.morphologyEx(L, cv2.MORPH_BLACKHAT, _disk(max(1, sub_scale.whole_px(0.085, 1)))) >= cfg.crack_low
     labels, n = ndimage.label(cand, structure=np.ones((3, 3), bool))
     if n == 0:
-        return np.zeros((0, 3)), np.zeros(0)
+        return np.zeros((0, 3)), np.zeros(0), np.zeros(0)
     min_px = max(3, int(sub_scale.mm2_to_px_area(cfg.ground_vote_mm2)))  # at the subsampled scale
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
     keep = (sizes >= min_px) & (sizes <= cfg.loss_max_share * labels.size)
@@ -165,8 +200,9 @@ def ground_candidates(img: np.ndarray, dpi: "float | Scale", cfg: Any, max_px: i
     remap[keep] = np.arange(1, int(keep.sum()) + 1)
     labels = remap[labels]
     if labels.max() == 0:
-        return np.zeros((0, 3)), np.zeros(0)
-    f = component_features(sub, labels, cv2.dilate(g, np.ones((3, 3), np.uint8)), cfg, tile=0, exclude=thin_dark)
+        return np.zeros((0, 3)), np.zeros(0), np.zeros(0)
+    f = component_features(sub, labels, cv2.dilate(g, np.ones((3, 3), np.uint8)), cfg, tile=0, exclude=thin_dark,
+                           raw=raw, interior=interior_of(labels))
     ok = loss_signature(f, labels.size, cfg) & (f["std_L"] <= cfg.ground_vote_std)
     # a voter has different paint all round: a piece of a painted form cut off by cracks finds its own
     # colour again beyond them (share of its ring, cracks left out, within max(loss_contrast_de, half its
@@ -189,19 +225,24 @@ def ground_candidates(img: np.ndarray, dpi: "float | Scale", cfg: Any, max_px: i
     warm = (hue >= lo) & (hue <= hi)
     if prior:
         ok &= (lab_c[:, 0] >= cfg.ground_min_L) & ((f["chroma"] <= cfg.ground_neutral_chroma) | warm)
-    return f["lab"][ok], f["n"][ok] * step * step
+    noise = f["noise_L"][ok]
+    return f["lab"][ok], f["n"][ok] * step * step, np.where(np.isfinite(noise), noise, 0.0)
 
 
-def estimate_grounds(lab: np.ndarray, n_px: np.ndarray, cfg: Any, max_grounds: int = 2) -> List[dict]:
+def estimate_grounds(lab: np.ndarray, n_px: np.ndarray, cfg: Any, max_grounds: int = 2,
+                     noise_L: Optional[np.ndarray] = None) -> List[dict]:
     """Ground colours from loss candidates: colour modes shared by several candidates.
 
-    lab: (K, 3) candidate mean Lab; n_px: (K,) sizes. Returns a list (at most ``max_grounds``) of
-    ``{"lab": [L, a, b], "rgb": [r, g, b], "support": regions}`` ordered by support; a mode with fewer
-    than ``ground_min_regions`` candidates is still returned (support tells how much it is worth), an
-    empty list when there is no candidate.
+    lab: (K, 3) candidate mean Lab (of the denoised scan); n_px: (K,) sizes; noise_L: (K,) their per-pixel
+    noise (L*). Returns a list (at most ``max_grounds``) of ``{"lab", "rgb", "support": regions,
+    "spread_de": median dE00 of the members to the mode, "noise_L": median member noise}`` ordered by
+    support; a mode with fewer than ``ground_min_regions`` candidates is still returned (support tells
+    how much it is worth), an empty list when there is no candidate. The mode is the median of the
+    members (robust to a few paint patches among them).
     """
     from .color import lab_to_rgb
     lab = np.asarray(lab, np.float64)
+    noise = np.zeros(len(lab)) if noise_L is None else np.asarray(noise_L, np.float64)
     out: list = []
     alive = np.ones(len(lab), bool)
     if len(lab) > 3000:  # bound the K x K comparison: keep the largest candidates
@@ -215,9 +256,11 @@ def estimate_grounds(lab: np.ndarray, n_px: np.ndarray, cfg: Any, max_grounds: i
         best = int(np.argmax(support))
         members = idx[near[best]]
         med = np.median(lab[members], axis=0)
+        spread = ciede2000(torch.from_numpy(lab[members]), torch.from_numpy(med)).numpy()
         out.append({"lab": [float(v) for v in med],
                     "rgb": [float(v) for v in lab_to_rgb(torch.tensor(med, dtype=torch.float64)).tolist()],
-                    "support": int(len(members))})
+                    "support": int(len(members)), "spread_de": round(float(np.median(spread)), 3),
+                    "noise_L": round(float(np.median(noise[members])), 3)})
         alive[members] = False
     return out
 
@@ -245,7 +288,8 @@ EVIDENCE = {"ground_confirmed": 1,   # colour of a ground given by the user or s
             "weak_edge": 8,           # sharp edge on less than 85 % of its outline
             "textured": 16,           # interior less flat than a ground usually is
             "colour_off": 32,         # mean colour further than loss_match_de from the ground colour
-            "mixed_ring": 64}         # differs point by point only: its ring's mean colour is near its own
+            "mixed_ring": 64,         # differs point by point only: its ring's mean colour is near its own
+            "unlike_ground": 128}     # per-pixel texture unlike its ground's, or an edge that blends (paint?)
 
 
 def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray, np.ndarray]:
@@ -269,7 +313,7 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         d = ciede2000(lab, torch.tensor(g["lab"], dtype=torch.float64)).numpy()
         closer = d < best
         best = np.where(closer, d, best)
-        ok = g["support"] < 0 or g["support"] >= cfg.ground_min_regions
+        ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions) and g.get("plausible", True)
         confirmed = np.where(closer, ok, confirmed)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
     support = np.where(confirmed, 1.0, 0.5)
@@ -280,6 +324,24 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     # takes in: half the confidence, so it is listed for review rather than filled
     mixed = f["contrast"] <= cfg.loss_contrast_de
     support = support * np.where(mixed, 0.5, 1.0)
+    # evidence a painted highlight lacks: the ground's own per-pixel texture (noise measured on the loss
+    # candidates) and an edge that breaks the paint (a step of most of the contrast between neighbours)
+    g_noise, g_std = np.full(n, np.nan), np.full(n, np.nan)
+    for g in grounds:
+        ref = g.get("noise_ref_L", g.get("noise_L"))
+        if ref is not None and ref >= cfg.loss_noise_floor:   # a ground texture the scan can measure
+            g_noise[:] = float(ref)
+        if g.get("flat_ref_L") is not None:
+            g_std[:] = float(g["flat_ref_L"])
+    own = np.asarray(f.get("noise_L", np.full(n, np.nan)), np.float64)
+    with np.errstate(invalid="ignore"):
+        ratio = np.maximum(own, 0.3) / g_noise
+        tex_off = np.isfinite(g_noise) & np.isfinite(own) & ((ratio > cfg.loss_noise_ratio) | (ratio < 1 / cfg.loss_noise_ratio))
+        # brush texture: less flat than the picture's losses are (std of L* inside, the denoised scan)
+        streaked = np.isfinite(g_std) & (f["std_L"] > cfg.loss_std_ratio * g_std + 0.5)
+    blended = f.get("sharp_frac", np.ones(n)) < cfg.loss_sharp_frac
+    unlike = tex_off | blended | streaked
+    support = support * np.where(unlike, 0.5, 1.0)
     margin = np.sqrt(np.clip(f["contrast"] / (2 * cfg.loss_contrast_de), 0, 1))
     conf = support * margin * np.clip(f["edge_frac"], 0, 1)
     bits = np.where(confirmed, EVIDENCE["ground_confirmed"], EVIDENCE["ground_unconfirmed"])
@@ -288,4 +350,79 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     bits = bits | np.where(f["std_L"] > 0.6 * cfg.loss_flat_std, EVIDENCE["textured"], 0)
     bits = bits | np.where(off, EVIDENCE["colour_off"], 0)
     bits = bits | np.where(mixed, EVIDENCE["mixed_ring"], 0)
+    bits = bits | np.where(unlike, EVIDENCE["unlike_ground"], 0)
     return np.clip(np.round(conf * 255), 0, 255).astype(np.uint8), bits.astype(np.uint8)
+
+
+def split_necks(mask: np.ndarray, neck_px: int) -> np.ndarray:
+    """Label a loss mask ((H, W) bool) so that a part joined to the rest by a neck narrower than
+    ``2 neck_px + 1`` px is a component of its own: int32 (H, W) labels, 0 = none.
+
+    The body of each component is what an opening by a disk of radius ``neck_px`` keeps, with the rim
+    within ``neck_px + 1`` px of it (the frayed edge stays with its loss). What lies beyond (a thin light
+    line the loss touches, a thin tail) becomes separate components, cut from the body by one pixel, so a
+    loss is never merged with a thin linear feature: each part is then tested on its own (a thin part is
+    narrower than the registration tolerance and is not filled). A component too thin to have a body is
+    kept whole."""
+    import cv2
+    from scipy import ndimage
+    m = np.asarray(mask, bool)
+    st = np.ones((3, 3), bool)
+    if neck_px <= 0 or not m.any():
+        return ndimage.label(m, structure=st)[0].astype(np.int32)
+    body = cv2.morphologyEx(m.view(np.uint8), cv2.MORPH_OPEN, _disk(neck_px)) > 0
+    near = cv2.dilate(body.view(np.uint8), _disk(neck_px + 1)) > 0
+    core = m & near
+    thin = m & ~near
+    # a component with no body at all stays whole (specks, thin scratches of ground colour)
+    lab_all, n_all = ndimage.label(m, structure=st)
+    has_body = np.zeros(n_all + 1, bool)
+    has_body[np.unique(lab_all[body])] = True
+    has_body[0] = False
+    whole = m & ~has_body[lab_all]
+    core &= has_body[lab_all]
+    thin &= has_body[lab_all]
+    thin &= ~(cv2.dilate(core.view(np.uint8), np.ones((3, 3), np.uint8)) > 0)
+    out = np.zeros(m.shape, np.int32)
+    n = 0
+    for part in (core, thin, whole):
+        lab, k = ndimage.label(part, structure=st)
+        out[lab > 0] = lab[lab > 0] + n
+        n += k
+    return out
+
+
+def lab_step(lab: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32 Lab -> (H, W) float32: the largest Lab distance to a 4-neighbour (right or down
+    difference at the pixel and at its left / upper neighbour). A physical break is a step of nearly
+    the whole contrast between two neighbours; a painted edge blends over several pixels."""
+    d = np.zeros(lab.shape[:2], np.float32)
+    dx = np.sqrt(((lab[:, 1:] - lab[:, :-1]) ** 2).sum(-1))
+    dy = np.sqrt(((lab[1:] - lab[:-1]) ** 2).sum(-1))
+    d[:, 1:] = np.maximum(d[:, 1:], dx)
+    d[:, :-1] = np.maximum(d[:, :-1], dx)
+    d[1:] = np.maximum(d[1:], dy)
+    d[:-1] = np.maximum(d[:-1], dy)
+    return d
+
+
+def edge_share(labels: np.ndarray, step_max: np.ndarray, thr: np.ndarray, tile: int = 2048) -> np.ndarray:
+    """Per label the share of its 1 px ring where ``step_max`` ((H, W), any dtype) reaches the label's
+    ``thr`` ((N + 1,), same units): (N + 1,) float64. Computed tile by tile (exact)."""
+    n = int(labels.max())
+    hit, tot = np.zeros(n + 1), np.zeros(n + 1)
+    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, 1, tile):
+        R = dil[ring]
+        g = step_max[y0:y1, x0:x1].ravel()[ring]
+        tot += np.bincount(R, minlength=n + 1)
+        hit += np.bincount(R, (g >= thr[R]).astype(np.float64), minlength=n + 1)
+    return hit / np.maximum(tot, 1)
+
+
+def interior_of(labels: np.ndarray, r: int = 2) -> np.ndarray:
+    """(H, W) bool: labelled pixels whose (2r+1)^2 neighbourhood lies in the same label (the texture of a
+    component is measured there, away from its outline)."""
+    import cv2
+    lf = labels.astype(np.float32)
+    k = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+    return (labels > 0) & (cv2.erode(lf, k) == lf) & (cv2.dilate(lf, k) == lf)

@@ -83,39 +83,15 @@ class DamageConfig:
 
 
 def _smooth(rng: np.random.Generator, h: int, w: int, cell_px: float) -> np.ndarray:
-    """(H, W) float32 smooth noise in about [0, 1] with features of ``cell_px``."""
-    import cv2
-    sh, sw = max(2, int(h / cell_px) + 2), max(2, int(w / cell_px) + 2)
-    return cv2.resize(rng.random((sh, sw)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    """(H, W) float32 smooth noise in about [0, 1] with features of ``cell_px`` (:mod:`restoration.benchgen`)."""
+    from .benchgen import _smooth as smooth
+    return smooth(rng, h, w, cell_px)
 
 
 def _craquelure(rng, h, w, px_mm, cfg):
-    """(edges bool (H, W), cell labels int32 (H, W), cracked-area bool) of an anisotropic wavy network."""
-    import cv2
-    cell = cfg.cell_mm / px_mm
-    aspect = rng.uniform(1.2, 2.0)                       # cells elongated along the grain
-    n = max(4, int(h * w / cell ** 2))
-    seeds = np.ones((h, int(w / aspect) + 1), np.uint8)
-    seeds[rng.integers(0, h, n), rng.integers(0, seeds.shape[1], n)] = 0
-    _, lab = cv2.distanceTransformWithLabels(seeds, cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL)
-    # stretch along x and make the cell walls wavy by a smooth displacement
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    amp = 0.25 * cell
-    dx = (_smooth(rng, h, w, cell * 0.7) - 0.5) * 2 * amp
-    dy = (_smooth(rng, h, w, cell * 0.7) - 0.5) * 2 * amp
-    mx = np.clip((xx + dx) / aspect, 0, seeds.shape[1] - 1)
-    my = np.clip(yy + dy, 0, h - 1)
-    lab = cv2.remap(lab.astype(np.float32), mx, my, cv2.INTER_NEAREST).astype(np.int32)
-    e = np.zeros((h, w), bool)
-    e[:, 1:] |= lab[:, 1:] != lab[:, :-1]
-    e[1:, :] |= lab[1:, :] != lab[:-1, :]
-    # keep a share of the walls (per pair of cells) where the picture is cracked
-    area = _smooth(rng, h, w, 6 * cell) < np.quantile(_smooth(rng, 64, 64, 12), cfg.crack_cover)
-    wall_keep = rng.random(lab.max() + 2) < cfg.crack_keep ** 0.5
-    e &= wall_keep[lab] & area
-    wide = _smooth(rng, h, w, 3 * cell) > 0.55
-    thick = cv2.dilate(e.view(np.uint8), np.ones((2, 2), np.uint8)) > 0
-    return np.where(wide, thick, e), lab, area
+    """(edges bool (H, W), cell labels int32 (H, W), cracked-area bool): :func:`restoration.benchgen.craquelure`."""
+    from .benchgen import craquelure
+    return craquelure(rng, h, w, px_mm, cfg.cell_mm, cfg.crack_cover, cfg.crack_keep)
 
 
 def _blob(rng, r):
@@ -322,3 +298,130 @@ def evaluate(name: str, seed: int = 0, detect_cfg: DetectConfig | None = None, r
         return s, {"damaged": img, "clean": clean, "classes": dmap.classes, "fill": fp, "review": rv,
                    "filled": filled, "gt": gt}
     return s
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 21: the benchmark on pictures from several packages, split into a tune and a held-out half
+# ---------------------------------------------------------------------------------------------------------
+
+#: where each picture comes from: (package, what in it). Only images inside installed wheels (nothing
+#: downloaded, nothing made by this project).
+SOURCES = {**{n: ("scikit-image", f"skimage.data.{n}") for n in (
+    "astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "camera",
+    "brick", "grass", "gravel", "moon", "coins", "clock", "cell", "text", "page")},
+    "motorcycle_left": ("scikit-image", "skimage.data.stereo_motorcycle()[0]"),
+    "motorcycle_right": ("scikit-image", "skimage.data.stereo_motorcycle()[1]"),
+    "china": ("scikit-learn", "sklearn.datasets.load_sample_image('china.jpg')"),
+    "flower": ("scikit-learn", "sklearn.datasets.load_sample_image('flower.jpg')"),
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    "minduka_present": ("matplotlib", "mpl-data/sample_data/Minduka_Present_Blue_Pack.png")}
+
+#: the committed split (which pictures tune the detector, which are held out)
+SPLIT_FILE = "bench/restoration_split.json"
+GOALS21 = {"intact_share_of_fill": ("<=", 0.05), "loss_recall_area": (">=", 0.90), "loss_filled_area": (">=", 0.80)}
+
+
+def load_split() -> dict:
+    """The committed split: ``{"tune": [...], "held_out": [...], ...}`` (bench/restoration_split.json)."""
+    import json
+    import pathlib
+    return json.loads((pathlib.Path(__file__).resolve().parents[1] / SPLIT_FILE).read_text())
+
+
+def picture(name: str, max_side: int = 512) -> np.ndarray:
+    """A real picture of :data:`SOURCES` as (H, W, 3) float32 sRGB in [0, 1], shrunk (area) so that its longer
+    side is at most ``max_side`` px (grey pictures repeated to 3 channels, alpha dropped)."""
+    import cv2
+    if name not in SOURCES:
+        raise ValueError(f"unknown benchmark picture {name!r}; allowed {sorted(SOURCES)}")
+    pkg = SOURCES[name][0]
+    try:
+        if pkg == "scikit-image":
+            import skimage.data as skd
+            a = skd.stereo_motorcycle()[0 if name == "motorcycle_left" else 1] if name.startswith("motorcycle") \
+                else getattr(skd, name)()
+        elif pkg == "scikit-learn":
+            from sklearn.datasets import load_sample_image  # type: ignore[import-untyped]
+            a = load_sample_image(f"{name}.jpg")
+        else:
+            import matplotlib.cbook as cbook
+            from PIL import Image
+            fn = "grace_hopper.jpg" if name == "grace_hopper" else "Minduka_Present_Blue_Pack.png"
+            with Image.open(str(cbook.get_sample_data(fn, asfileobj=False))) as im:
+                a = np.asarray(im.convert("RGB"))
+    except ImportError as e:  # pragma: no cover - the dev requirements install them
+        raise ImportError(f"the benchmark picture {name!r} needs {pkg} (requirements-dev.txt)") from e
+    a = np.asarray(a)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, 2)
+    a = a[..., :3].astype(np.float32) / (65535.0 if a.dtype == np.uint16 else 255.0)
+    h, w = a.shape[:2]
+    if max(h, w) > max_side:
+        k = max_side / max(h, w)
+        a = cv2.resize(a, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(a, np.float32)
+
+
+def case_seed(name: str, k: int) -> int:
+    """The damage seed of case ``k`` of a picture (stable across runs and platforms)."""
+    import zlib
+    return (zlib.crc32(name.encode()) * 7 + 1009 * k) % (2 ** 31)
+
+
+def evaluate_case(name: str, k: int = 0, detect_cfg: DetectConfig | None = None,
+                  review_cfg: ReviewConfig | None = None, max_side: int = 512, keep: bool = False
+                  ) -> dict | tuple[dict, dict]:
+    """Case ``k`` of picture ``name``: damage drawn by :func:`restoration.benchgen.draw_case`, the default
+    detector (given the drawn ground's colour when the case has a user-given ground), region table and
+    review; scored by :func:`score` on the fill footprint. Returns the score (plus the case's ground,
+    noise, given ground and decisions); with ``keep`` also the arrays."""
+    from dataclasses import replace
+    from . import stages
+    from .benchgen import draw_case
+    from .detect import DetectConfig
+    from .regions import RegionConfig
+    from .review import ReviewConfig
+    clean = picture(name, max_side)
+    img, gt, info = draw_case(clean, case_seed(name, k))
+    cfg = detect_cfg or DetectConfig()
+    if info["given_ground"] is not None and cfg.ground_rgb is None:
+        cfg = replace(cfg, ground_rgb=tuple(info["given_ground"]))
+    dmap = stages.detect(img, 600.0, cfg)
+    table = stages.regions(img, dmap, 600.0, RegionConfig(), review_cfg or ReviewConfig())
+    fp, rv = table.footprint("fill"), table.footprint("review")
+    s = score(dmap.classes, fp, gt, 600.0)
+    # the printed film: the footprint grown by the fill's default 1 px, only into pixels the regions touched
+    from .layers import film_margin
+    film = film_margin(fp, img, 1)
+    intact = ~_near(gt["loss"] | gt["craquelure"] | gt["scratch"], 1)
+    s["intact_share_of_film"] = round(float((film & intact).sum()) / max(int(film.sum()), 1), 4)
+    s["highlight_filled_mm2"] = round(Scale(600.0).px_area_to_mm2(float((fp & gt["highlight"]).sum())), 4)
+    s["line_filled_mm2"] = round(Scale(600.0).px_area_to_mm2(float((fp & gt["line"]).sum())), 4)
+    dec = [r["fill_decision"] for r in table.rows]
+    s.update(n_fill=dec.count("fill"), n_review=dec.count("review"),
+             review_mm2=round(Scale(600.0).px_area_to_mm2(rv.sum()), 4), seed=case_seed(name, k),
+             ground_true=info["ground_rgb"], ground_kind=info["ground_kind"], ground_noise=info["ground_noise"],
+             given_ground=info["given_ground"] is not None, noisy_gesso=info["noisy_gesso"],
+             ground_found=[round(v, 3) for v in dmap.ground_rgb] if dmap.ground_rgb else None)
+    if keep:
+        return s, {"damaged": img, "clean": clean, "classes": dmap.classes, "fill": fp, "review": rv, "gt": gt,
+                   "info": info, "params": dmap.params}
+    return s
+
+
+def worst_first(per_picture: dict) -> list:
+    """Picture names ordered worst first: by the number of goals of :data:`GOALS21` missed, then by the
+    intact share of the fill, then by the lower of loss recall and loss filled."""
+    def miss(s):
+        return sum(not (s[k] <= v if op == "<=" else s[k] >= v) for k, (op, v) in GOALS21.items())
+    return sorted(per_picture, key=lambda n: (-miss(per_picture[n]), -per_picture[n]["intact_share_of_fill"],
+                                              min(per_picture[n]["loss_recall_area"], per_picture[n]["loss_filled_area"])))
+
+
+def picture_worst(cases: list) -> dict:
+    """One picture's figures from its cases: the worst case per goal (:data:`GOALS21`), the others' mean."""
+    out = {k: round(float(np.mean([c[k] for c in cases])), 4) for k in cases[0] if isinstance(cases[0][k], (int, float))
+           and not isinstance(cases[0][k], bool)}
+    for k, (op, _) in GOALS21.items():
+        out[k] = max(c[k] for c in cases) if op == "<=" else min(c[k] for c in cases)
+    return out

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .classes import CLASS_NAMES
+from .classes import CLASS_IDS, CLASS_NAMES
 from .color import ciede2000
 from .detect import label_ring_means
 from .scale import Scale
@@ -55,14 +55,20 @@ def label_regions(footprint: np.ndarray) -> Tuple[np.ndarray, int]:
 def label_by_fill(classes: np.ndarray, fill_classes: Sequence[str]) -> Tuple[np.ndarray, int]:
     """Label the fill-class footprint and the remaining damage separately.
 
-    Regions 1..Nf are the 8-connected components of the pixels whose class is filled (so a region is a
-    component of the fill footprint, spec 4.3); Nf+1..N the components of the other damage (they go
+    Regions 1..Nf are the 8-connected components of each filled class (a loss and a light defect it
+    touches are two regions, issue 21); Nf+1..N the components of the other damage (they go
     in the table as ``class_not_filled``). A loss touching a crack is therefore not merged with it.
     Returns (labels int32, N).
     """
     from .detect import fill_mask_from_classes
     fm = fill_mask_from_classes(classes, fill_classes)
-    la, na = label_regions(fm)
+    # each filled class on its own: a loss touching a thin light line found as a small defect is not merged
+    la = np.zeros(classes.shape, np.int32)
+    na = 0
+    for c in fill_classes:
+        lc, nc = label_regions(classes == CLASS_IDS[c])
+        la[lc > 0] = lc[lc > 0] + na
+        na += nc
     lb, nb = label_regions((classes > 0) & ~fm)
     la[lb > 0] = lb[lb > 0] + na
     return la, na + nb

@@ -29,7 +29,7 @@ Rules, first match wins (:data:`RULES`):
 the registration tolerance: thin scratches and specks are flagged, listed and not filled, because a
 film cannot be laid on them; accept them by id to fill) -> skip; ``invisible`` (contrast to the ring
 below ``invisible_de``) -> skip; ``large`` (area above ``max_fill_mm2`` or above ``max_fill_share`` of
-the picture) -> review; ``unsure`` (confidence below ``min_confidence``) -> review; ``confident`` -> fill.
+the picture, and confidence below ``large_min_confidence``) -> review; ``unsure`` (confidence below ``min_confidence``) -> review; ``confident`` -> fill.
 """
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ REASONS = {"ground_confirmed": "colour of a ground shared by several losses (or 
            "textured": "interior less flat than an exposed ground",
            "colour_off": "mean colour off the ground colour (paint of a similar colour?)",
            "mixed_ring": "differs from the paint around it point by point only (lighter and darker paint around it; "
-                         "paint of the ground's colour may touch it)"}
+                         "paint of the ground's colour may touch it)",
+           "unlike_ground": "per-pixel texture unlike the ground's, or an edge that blends into the paint "
+                            "(a painted highlight?)"}
 
 
 _S = SETTINGS
@@ -65,10 +67,11 @@ class ReviewConfig:
     max_fill_mm2: float = _S["max_fill_mm2"].default           # larger regions go to review ...
     max_fill_share: float = _S["max_fill_share"].default       # ... as do regions above this share of the picture
     registration_tol_um: float = _S["registration_tol_um"].default
+    large_min_confidence: float = _S["large_min_confidence"].default  # a large region is filled only this sure
     invisible_de: float = 2.0
     fill_classes: tuple = DEFAULT_FILL_CLASSES
 
-    RECORDS = ("min_confidence", "max_fill_mm2", "max_fill_share", "registration_tol_um")  # not fields
+    RECORDS = ("min_confidence", "max_fill_mm2", "max_fill_share", "registration_tol_um", "large_min_confidence")  # not fields
 
     def __post_init__(self) -> None:
         self.validate()
@@ -106,11 +109,15 @@ class Decision:
 def region_confidence(labels: np.ndarray, confidence: np.ndarray, evidence: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Per label of ``labels`` ((H, W) int, 0 = none, N = max): mean of ``confidence`` ((H, W) uint8,
-    255 = 1) as (N + 1,) float64 in [0, 1], and the OR of ``evidence`` bits as (N + 1,) uint8."""
+    255 = 1): the minimum over the region (its least confident part) as (N + 1,) float64 in [0, 1], and the
+    OR of ``evidence`` bits as (N + 1,) uint8."""
     lab = np.asarray(labels).ravel()
     n = int(lab.max()) if lab.size else 0
     cnt = np.bincount(lab, minlength=n + 1).astype(np.float64)
-    conf = np.bincount(lab, np.asarray(confidence).ravel().astype(np.float64), minlength=n + 1) / np.maximum(cnt, 1) / 255
+    # the least confident part decides: a region that joins a confident loss and a doubtful one is doubtful
+    conf = np.full(n + 1, 255.0)
+    np.minimum.at(conf, lab, np.asarray(confidence).ravel().astype(np.float64))
+    conf = np.where(cnt > 0, conf, 0.0) / 255
     ev = np.asarray(evidence).ravel()
     bits = np.zeros(n + 1, np.uint8)
     for b in EVIDENCE.values():
@@ -169,9 +176,11 @@ def decide(rows: Sequence[Mapping[str, Any]], conf: np.ndarray, bits: np.ndarray
             d, rule = "fill", "user_painted"
         elif r["max_width_mm"] < min_width:
             d, rule = "skip", "below_registration"
-        elif contrast is not None and contrast < cfg.invisible_de:
+        elif contrast is not None and contrast < cfg.invisible_de and not (i < len(bits) and bits[i] & EVIDENCE["mixed_ring"]):
+            # (a loss across lighter and darker paint: its ring's mean hides a contrast every ring pixel shows)
             d, rule = "skip", "invisible"
-        elif r["area_mm2"] > cfg.max_fill_mm2 or r["area_mm2"] > cfg.max_fill_share * picture_mm2:
+        elif (r["area_mm2"] > cfg.max_fill_mm2 or r["area_mm2"] > cfg.max_fill_share * picture_mm2) \
+                and c < cfg.large_min_confidence:
             d, rule = "review", "large"
         elif c < cfg.min_confidence:
             d, rule = "review", "unsure"

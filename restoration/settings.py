@@ -47,7 +47,9 @@ SETTINGS = SettingsTable("Atelier Restoration", (
     Setting("ground_color", "auto",
             "Colour of the exposed ground as R,G,B in 0..1 (e.g. 0.86,0.80,0.68), or 'auto' (estimated from the "
             "loss candidates: regions with an edge all round and a flat interior; none found = no losses). A given "
-            "colour is refined on the scan.", flag="--ground"),
+            "colour is used as given (tolerance: ground_tolerance_de).", flag="--ground"),
+    Setting("ground_tolerance_de", 5.0, "ΔE00 around a ground colour you give within which pixels seed a loss and a "
+            "loss matches the ground (used only with a given ground_color).", min=0.5, max=50.0, step=0.5),
     Setting("crack_low", 6.0, "Crack hysteresis low threshold (L* units).", min=0.0, max=100.0, step=0.5),
     Setting("crack_high", 12.0, "Crack hysteresis high threshold (L* units).", min=0.0, max=100.0, step=0.5),
     Setting("light_low", 10.0, "Light-defect hysteresis low (L*).", min=0.0, max=100.0, step=0.5),
@@ -77,6 +79,9 @@ SETTINGS = SettingsTable("Atelier Restoration", (
     Setting("max_fill_mm2", 4.0, "Regions larger than this (mm^2) go to review.", min=0.0, max=1e6, step=0.5),
     Setting("max_fill_share", 0.005, "Regions above this share of the picture go to review.",
             min=0.0, max=1.0, step=0.001),
+    Setting("large_min_confidence", 0.85, "Regions above max_fill_mm2 or max_fill_share are filled only at this "
+            "confidence or above; below it they go to review (1 = every large region to review).",
+            min=0.0, max=1.0, step=0.05),
     # Restoration Fill
     Setting("method", "harmonic", "harmonic: smooth membrane (GPU capable); telea/ns: OpenCV; patch: copy matching "
             "texture from nearby (holes over 256 px get harmonic); external: use external_fill inside the mask.",

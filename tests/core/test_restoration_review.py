@@ -14,7 +14,7 @@ def _row(i, cls="loss", area=0.4, width=0.5, contrast=20.0):
     return {"id": i, "class": cls, "area_mm2": area, "max_width_mm": width, "dE00_contrast": contrast}
 
 
-def test_region_confidence_is_the_mean_and_evidence_the_or():
+def test_region_confidence_is_the_least_confident_part_and_evidence_the_or():
     labels = np.array([[1, 1, 0, 2],
                        [1, 1, 0, 2]], np.int32)
     conf = np.array([[255, 51, 0, 0],
@@ -24,8 +24,9 @@ def test_region_confidence_is_the_mean_and_evidence_the_or():
     c, b = region_confidence(labels, conf, ev)
     assert c.shape == (3,) and b.shape == (3,)
     assert c[0] == 0.0 and b[0] == 0                       # background never counts
-    assert c[1] == pytest.approx((255 + 51 + 255 + 51) / 4 / 255, abs=1e-12)
-    assert c[2] == pytest.approx(102 / 2 / 255, abs=1e-12)
+    # issue 21: a region that joins a confident loss and a doubtful one is doubtful (was the mean)
+    assert c[1] == pytest.approx(51 / 255, abs=1e-12)
+    assert c[2] == pytest.approx(0.0, abs=1e-12)
     assert b[1] == (1 | 8) and b[2] == 2
 
 
@@ -37,7 +38,7 @@ def test_reasons_follow_the_bits():
 
 
 def test_default_rules_one_by_one():
-    cfg = ReviewConfig()  # min_confidence 0.6, max 4 mm^2 or 0.5 % of the picture, registration 100 um
+    cfg = ReviewConfig()  # min_confidence 0.6, max 4 mm^2 or 0.5 % of the picture unless >= 0.85 sure, registration 100 um
     rows = [_row(1),                                    # confident small loss -> fill
             _row(2, area=5.0),                          # above 4 mm^2 -> review (large)
             _row(3),                                    # low confidence -> review (unsure)
@@ -46,7 +47,7 @@ def test_default_rules_one_by_one():
             _row(6, cls="user", area=50.0),             # painted by the user: filled whatever its size
             _row(7, contrast=1.0),                      # invisible -> skip
             _row(8, area=0.9)]                          # 0.9 mm^2 > 0.5 % of a 100 mm^2 picture -> review
-    conf = np.array([0, .9, .9, .3, .9, .9, 0, .9, .9])
+    conf = np.array([0, .9, .8, .3, .9, .9, 0, .9, .8])   # large regions under large_min_confidence 0.85
     bits = np.zeros(9, np.uint8)
     d = decide(rows, conf, bits, picture_mm2=100.0, cfg=cfg)
     got = [(x.id, x.decision, x.rule) for x in d]
@@ -91,3 +92,13 @@ def test_masks_name_regions_and_footprints_follow_decisions():
     d = decide(rows, np.array([0, .9, .1]), np.zeros(3, np.uint8), 1e4)
     assert np.array_equal(footprint(labels, d, "fill"), labels == 1)
     assert np.array_equal(footprint(labels, d, "review"), labels == 2)
+
+
+def test_a_large_region_is_filled_only_when_very_confident():
+    rows = [_row(1, area=5.0), _row(2, area=5.0)]
+    d = decide(rows, np.array([0, 0.9, 0.8]), np.zeros(3, np.uint8), picture_mm2=1e4, cfg=ReviewConfig())
+    assert [(x.decision, x.rule) for x in d] == [("fill", "confident"), ("review", "large")]
+    d = decide(rows, np.array([0, 0.9, 0.8]), np.zeros(3, np.uint8), picture_mm2=1e4,
+               cfg=ReviewConfig(large_min_confidence=1.0))
+    assert [(x.decision, x.rule) for x in d] == [("review", "large"), ("review", "large")]
+

@@ -1,0 +1,191 @@
+"""Issue 21: no confident false loss, a loss never merged with a thin line, the film margin, the ground
+found on a noisy gesso and checked, and the benchmark's split and held-out goals (reduced).
+
+The held-out check runs the first three held-out pictures of the committed split (alphabetical, chosen
+before any result was seen) at 256 px, one case each, with the goals of the full benchmark
+(bench/bench_restoration_split.py) as assertions.
+"""
+import ast
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+from _restoration_util import one_thread
+from restoration.classes import CLASS_IDS
+from restoration.color import ciede2000, rgb_to_lab
+from restoration.detect import DetectConfig, detect_damage
+from restoration.settings import SETTINGS
+
+GESSO = (0.86, 0.80, 0.68)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    with one_thread():
+        yield
+
+
+def _paint(h=256, w=320, seed=0, dark=0.5):
+    """Darker textured paint: a real photograph (scikit-image's camera, a tune-half picture) toned brown."""
+    from restoration.realbench import picture
+    a = picture("camera", 320)[:h, :w]
+    rng = np.random.default_rng(seed)
+    return np.clip(a * np.array([0.9, 0.7, 0.5], np.float32) * dark + rng.normal(0, 0.004, a.shape), 0, 1).astype(np.float32)
+
+
+def _losses(img, seed=0, n=10, noise=0.03, ground=GESSO):
+    """Noisy cream gesso losses (discs and blobs) drawn into ``img``; returns (img, loss mask)."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    h, w = img.shape[:2]
+    m = np.zeros((h, w), np.uint8)
+    for _ in range(n):
+        cv2.ellipse(m, (int(rng.uniform(20, w - 20)), int(rng.uniform(20, h - 20))),
+                    (int(rng.uniform(5, 14)), int(rng.uniform(4, 10))), float(rng.uniform(0, 180)), 0, 360, 1, -1)
+    loss = m > 0
+    gesso = np.array(ground, np.float32) + rng.normal(0, noise, (h, w, 1)).astype(np.float32)
+    out = img.copy()
+    out[loss] = np.clip(gesso[loss], 0, 1)
+    return out, loss
+
+
+def test_noisy_cream_gesso_among_darker_paint_is_found_by_default():
+    # issue 21: per-pixel noise 0.03 on the gesso; the defaults took the ground from a painted area and found
+    # almost no loss (F1 0.00-0.03), and a given ground gave masks full of holes
+    img, loss = _losses(_paint(), 1, 12)
+    det = detect_damage(img, 600)
+    g = det["params"]["grounds"][0]
+    de = float(ciede2000(torch.tensor(g["lab"], dtype=torch.float64), rgb_to_lab(torch.tensor(GESSO, dtype=torch.float64))))
+    assert de < 2.0, g
+    assert g["noise_L"] > 1.0 and g["spread_de"] is not None          # reported with its spread and noise
+    found = det["classes"] == CLASS_IDS["loss"]
+    tp = (found & loss).sum()
+    f1 = 2 * tp / (found.sum() + loss.sum())
+    assert f1 >= 0.9, f1
+    # no holes: inside each true loss (eroded by 1 px) nearly every pixel is found
+    import cv2
+    inner = cv2.erode(loss.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    assert found[inner].mean() >= 0.98
+    given = detect_damage(img, 600, DetectConfig(ground_rgb=GESSO))
+    gl = given["classes"] == CLASS_IDS["loss"]
+    assert given["params"]["grounds"][0]["rgb"] == list(GESSO)
+    assert gl[inner].mean() >= 0.98
+
+
+def test_flat_highlight_near_the_ground_is_never_a_confident_loss():
+    # a flat, smooth painted highlight 3 dE00 off a noisy gesso ground, with an edge that blends: the
+    # losses of the picture are noisy gesso with broken edges; the highlight is listed for review, not filled
+    import cv2
+    from restoration import stages
+    from restoration.regions import RegionConfig
+    from restoration.review import ReviewConfig
+    img, loss = _losses(_paint(seed=2), 3, 14)
+    hl = np.zeros(loss.shape, np.uint8)
+    cv2.line(hl, (40, 230), (200, 205), 1, 9)
+    hl = (hl > 0) & ~cv2.dilate(loss.view(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    col = np.array([0.83, 0.775, 0.66], np.float32)   # about 2-3 dE00 from the gesso, no gesso noise
+    a = cv2.GaussianBlur(hl.astype(np.float32), (0, 0), 1.2)[..., None]
+    img = (img * (1 - a) + col * a).astype(np.float32)
+    dmap = stages.detect(img, 600, DetectConfig())
+    table = stages.regions(img, dmap, 600, RegionConfig(), ReviewConfig())
+    fill = table.footprint("fill")
+    assert (fill & hl).sum() <= 0.02 * hl.sum(), (fill & hl).sum()
+    assert fill[loss].mean() >= 0.8     # the real losses are still filled
+
+
+def test_a_loss_touching_a_thin_light_line_is_split_at_the_neck():
+    # issue 21: a real loss touching a thin light line (a window-frame highlight) was merged with the line
+    import cv2
+    from restoration import stages
+    from restoration.regions import RegionConfig
+    from restoration.review import ReviewConfig
+    img, loss = _losses(_paint(seed=3), 4, 16, noise=0.01)
+    line = np.zeros(loss.shape, np.uint8)
+    cv2.line(line, (20, 128), (300, 128), 1, 2)
+    line = (line > 0) & ~loss
+    img[line] = np.array(GESSO, np.float32) * 1.02
+    blob = np.zeros(loss.shape, np.uint8)
+    cv2.circle(blob, (160, 138), 10, 1, -1)      # touches the line
+    blob = blob > 0
+    img[blob] = np.clip(np.array(GESSO, np.float32) + np.random.default_rng(5).normal(0, 0.01, (int(blob.sum()), 1)), 0, 1)
+    line &= ~blob
+    dmap = stages.detect(img, 600, DetectConfig())
+    table = stages.regions(img, dmap, 600, RegionConfig(), ReviewConfig())
+    fill = table.footprint("fill")
+    far = line & ~(cv2.dilate((blob | loss).view(np.uint8), np.ones((9, 9), np.uint8)) > 0)
+    assert fill[blob].mean() >= 0.9
+    # the line is cut from every loss it touches; a few pixels can stay where it ends inside another loss's rim
+    assert (fill & far).sum() <= 0.03 * far.sum(), int((fill & far).sum())
+    lab = table.labels
+    ids = set(np.unique(lab[blob])) - {0}
+    assert not (set(np.unique(lab[far])) & ids)       # the line is no part of the loss's region
+
+
+def test_film_margin_never_grows_into_intact_paint():
+    from restoration.layers import film_margin
+    img = np.full((40, 40, 3), 0.3, np.float32)
+    img[10:20, 10:20] = 0.9
+    img[9, 10:20] = 0.6                       # the anti-aliased rim above the loss
+    m = np.zeros((40, 40), bool)
+    m[10:20, 10:20] = True
+    f = film_margin(m, img, 2)
+    assert f[9, 10:20].all()                  # the rim the loss touched
+    assert not f[20:, :].any() and not f[:, 20:].any() and not f[:, :10].any()   # intact paint
+    assert not f[:9].any()
+    assert (film_margin(m, img, 0) == m).all()
+
+
+def test_the_ground_is_checked_against_what_it_finds():
+    img, _ = _losses(_paint(seed=4), 5, 1)   # one loss only: a ground given that explains nothing
+    det = detect_damage(img, 600, DetectConfig(ground_rgb=(0.2, 0.6, 0.2)))
+    assert det["params"]["ground_check"] and "explains 0 region" in det["params"]["ground_check"]
+    ok = detect_damage(_losses(_paint(seed=4), 5, 12)[0], 600)
+    assert ok["params"]["ground_check"] is None and ok["params"]["grounds"][0]["explains_regions"] >= 8
+
+
+def test_ground_tolerance_is_one_record_for_node_cli_and_config():
+    import importlib
+    rec = SETTINGS["ground_tolerance_de"]
+    assert rec.flag == "--ground-tolerance-de" and rec.default == DetectConfig().ground_tolerance_de
+    with pytest.raises(ValueError, match="ground_tolerance_de"):
+        DetectConfig(ground_tolerance_de=-1.0)
+    main = importlib.import_module("restoration.__main__")
+    assert "ground_tolerance_de" in main.CLI_SETTINGS
+    src = (pathlib.Path(__file__).resolve().parents[2] / "nodes" / "restoration_nodes.py").read_text()
+    assert '"ground_tolerance_de"' in src
+
+
+def test_the_split_is_committed_real_and_from_several_sources():
+    from restoration.realbench import SOURCES, load_split
+    split = load_split()
+    tune, held = set(split["tune"]), set(split["held_out"])
+    assert not tune & held and tune | held == set(split["all"]) == set(SOURCES)
+    assert len(SOURCES) >= 20 and len(held) >= 10
+    assert len({SOURCES[n][0] for n in SOURCES}) >= 3
+    assert len({SOURCES[n][0] for n in held}) >= 2
+
+
+def test_the_generator_does_not_use_the_detector():
+    src = (pathlib.Path(__file__).resolve().parents[2] / "restoration" / "benchgen.py").read_text()
+    mods = {n.module for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)}
+    mods |= {a.name for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in mods if m and any(k in m for k in ("detect", "losses", "review", "regions", "stages"))}
+
+
+HELD_SMALL = ("chelsea", "china", "coffee")   # the first three held-out pictures (alphabetical)
+#: goals this detector misses on the reduced check (256 px, case 0), measured once and kept as they are: strict, so
+#: a change that meets a goal must say so here
+MISSED = {"chelsea": "loss area filled without review 0.00 at 256 px (goal 0.80; recall 0.99): every loss listed for review",
+          "china": "intact share of the fill 0.084 (goal 0.05): flat light paint near the bole's colour filled"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=MISSED[n], strict=True))
+                                  if n in MISSED else n for n in HELD_SMALL])
+def test_held_out_goals_reduced(name):
+    from restoration.realbench import GOALS21, evaluate_case, load_split
+    assert name in load_split()["held_out"]
+    s = evaluate_case(name, 0, max_side=256)
+    for k, (op, v) in GOALS21.items():
+        assert (s[k] <= v if op == "<=" else s[k] >= v), (k, s[k], v, s)
