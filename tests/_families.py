@@ -45,7 +45,7 @@ is called for the family's attention, so it sees q/k/v (not the module); "patche
 | hunyuan_video | hunyuan_video.model.HunyuanVideo | double_block, single_block | yes | - |
 | hunyuan_video15 (0.8.0) | hunyuan_video.model.HunyuanVideo | double_block (no single blocks) | yes | - |
 | sd35 | modules.diffusionmodules.mmdit (OpenAISignatureMMDITWrapper) | double_block | yes | - |
-| sd15, sdxl | modules.diffusionmodules.openaimodel.UNetModel | none (UNet attn1/attn2 patches) | yes | - |
+| sd15, sdxl | modules.diffusionmodules.openaimodel.UNetModel | none; attn2 replace per ``Family.attn2_blocks`` | yes | attn1/attn2 patches |
 | lumina2, z_image (0.8.0) | lumina.model.NextDiT | none | yes | noise_refiner, double_block (0.8.0 only) |
 | ltxv | lightricks.model.LTXVModel | double_block | yes | - |
 """
@@ -84,6 +84,7 @@ class Family:
     optional: tuple = ()             # config keys older trees' model classes do not take
     state_dict: Optional[Callable[..., dict]] = None  # custom state-dict maker (tinywan)
     dit: tuple = ()                  # "dit" replace block types the forward offers
+    attn2_blocks: tuple = ()         # UNet (block_name, id) with cross-attention (attn2 replace keys)
 
 
 def _flux_base(**kw):
@@ -241,16 +242,18 @@ _UNET = dict(use_checkpoint=False, image_size=32, use_spatial_transformer=True, 
 _register(Family(
     "sd15", "SD15",
     dict(_UNET, adm_in_channels=None, num_res_blocks=[1], channel_mult=[1], transformer_depth=[1],
-         transformer_depth_output=[1, 1], transformer_depth_middle=-1, use_linear_in_transformer=False,
+         transformer_depth_output=[1, 1], transformer_depth_middle=1, use_linear_in_transformer=False,
          context_dim=768),
-    text_dim=768, channels=4))
+    text_dim=768, channels=4, attn2_blocks=(("input", 1), ("middle", 0), ("output", 0), ("output", 1))))
 
 _register(Family(
     "sdxl", "Segmind_Vega",
     dict(_UNET, num_classes="sequential", adm_in_channels=2816, num_res_blocks=[2, 2, 2], channel_mult=[1, 1, 1],
          transformer_depth=[0, 0, 1, 1, 2, 2], transformer_depth_output=[0, 0, 0, 1, 1, 1, 1, 1, 1],
-         transformer_depth_middle=-1, use_linear_in_transformer=True, context_dim=2048),
-    text_dim=2048, pooled_dim=1280, channels=4))
+         transformer_depth_middle=1, use_linear_in_transformer=True, context_dim=2048),
+    text_dim=2048, pooled_dim=1280, channels=4,
+    attn2_blocks=(("input", 4), ("input", 5), ("input", 7), ("input", 8), ("middle", 0), ("output", 0),
+                  ("output", 1), ("output", 2), ("output", 3), ("output", 4), ("output", 5))))
 
 def _mask_extra(f: Family, batch: int, tokens: int, seed: int) -> dict:
     """The text attention mask that LLM/T5-gemma style encoders report (all tokens real)."""
