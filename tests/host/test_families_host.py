@@ -23,8 +23,13 @@ _BUILT = {}
 @pytest.fixture(scope="module")
 def fam(comfy_dir):
     import _families
-    yield _families
-    _BUILT.clear()  # let the ModelPatchers go while the host is still importable
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is faster than two on a shared 2-core box
+    try:
+        yield _families
+    finally:
+        torch.set_num_threads(threads)
+        _BUILT.clear()  # let the ModelPatchers go while the host is still importable
 
 
 def _model(fam, name):
