@@ -14,13 +14,18 @@ How a tiny model is made (``build``):
    path ``UNETLoader`` uses on both trees: the host's detection reads the shapes and
    picks the config class. Detection hard-codes some values that cannot be tiny
    (Flux's 24 heads with a 128-wide rope, Chroma's 5120-wide guidance MLP, all of
-   HiDream); for those keys, and only those (``Family.hardcoded``), the tiny value is
+   HiDream; in v0.3.64 also Flux/Chroma widths and Lumina2's dim: ``hardcoded_before_080``);
+   for those keys, and only those (``Family.hardcoded``), the tiny value is
    written into the detected ``model_config.unet_config`` after the host detected the
    family and before the host builds the model. The host test checks that detection
    found the right class and that every other detected value equals the tiny config.
    Z-Image is the one exception to "detected": the host keys it on ``dim == 3840``
    exactly, so a tiny one is detected as Lumina2 and promoted to the ``ZImage``
-   config (``Family.promote_from``), said so in its test.
+   config (``Family.promote_from``), said so in its test. The host's SDXL match needs
+   24 transformer blocks, so the tiny SDXL has Segmind-Vega's depths (config ``Segmind_Vega``,
+   a subclass of ``SDXL`` with the same model class, conditioning and sampling).
+4. Config keys that only newer trees' model classes take (``Family.optional``) are dropped
+   where this tree's class rejects them.
 
 ``conditioning`` gives a CONDITIONING of the tiny model's text width (pooled output,
 guidance, reference latents or I2V extras where the family reads them); ``latent`` an
@@ -33,7 +38,7 @@ block replacement, called as ``fn(args, {"original_block": ...})`` (set with
 ``ModelPatcher.set_model_patch_replace(fn, "dit", block_type, i)``); "override":
 ``transformer_options["optimized_attention_override"]`` (``comfy/ldm/modules/attention.py`` ``wrap_attn``)
 is called for the family's attention, so it sees q/k/v (not the module); "patches": the non-replace
-``transformer_options["patches"][name]`` lists the forward reads.
+``transformer_options["patches"][name]`` lists the forward reads (read from the source, not tested).
 
 | family | host diffusion model (comfy.ldm.) | "dit" replace block types | override | "patches" |
 |---|---|---|---|---|
