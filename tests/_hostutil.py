@@ -15,11 +15,10 @@ TEXT_DIM = 4096
 
 
 def load_tiny_wan(variant="t2v", seed=0, **kw):
-    """A tiny random Wan2.1 (T2V or I2V) ModelPatcher, auto-detected by the host."""
-    sd = random_state_dict(variant=variant, seed=seed, **kw)
-    model = comfy.sd.load_diffusion_model_state_dict(sd)
-    assert model is not None, "host did not detect the tiny Wan state dict"
-    return model
+    """A tiny random Wan2.1 (T2V or I2V) ModelPatcher, auto-detected by the host
+    (the ``wan21_<variant>`` family of ``_families``, the builder every family shares)."""
+    import _families
+    return _families.build(f"wan21_{variant}", seed=seed, **kw)
 
 
 def text_cond(seed, length=8, extra=None):
