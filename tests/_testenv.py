@@ -1,11 +1,15 @@
 """Paths and host discovery shared by the test tiers (imported by both conftests). The rule that
 finds the ComfyUI tree lives in ``scripts/hostbridge.py`` (on sys.path through pytest.ini)."""
+import os
 import pathlib
 
 import hostbridge
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-OUT = REPO / "tests" / "_out"
+# One folder of test outputs per host tree, so that the tiers that scripts/test.sh runs side by side never
+# write over each other's files.
+_TREE = os.path.basename(os.path.normpath(os.environ["COMFYUI_DIR"])) if os.environ.get("COMFYUI_DIR") else ""
+OUT = REPO / "tests" / "_out" / _TREE if _TREE else REPO / "tests" / "_out"
 
 HOST_MISSING = (
     "\n" + "!" * 78 + "\n"
