@@ -240,6 +240,13 @@ def test_cli_choices_come_from_the_core():
     assert tuple(acts["white_mode"].choices) == WHITE_MODES
 
 
+def _default_sigint():
+    """In the child: SIGINT back to its default. A shell that starts a command in the background (nohup, &)
+    ignores SIGINT in it, the child inherits that, and Python then installs no KeyboardInterrupt handler."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_real_ctrl_c_on_the_command_line(tmp_path):
     """SIGINT to a running ``python -m restoration`` once its progress bar shows: exit 130, one line on a
     line of its own, and neither the output folder nor a hidden staging folder is left."""
@@ -249,7 +256,8 @@ def test_real_ctrl_c_on_the_command_line(tmp_path):
     import sys
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     p = subprocess.Popen([sys.executable, "-m", "restoration", "--sample", "--size", "1024x1024", "--out",
-                          str(tmp_path / "o")], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                          str(tmp_path / "o")], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=_default_sigint)
     seen = b""
     while b"%" not in seen:  # the job is running (the sample is generated, detection started)
         ch = os.read(p.stderr.fileno(), 4096)  # unbuffered: communicate() below reads the same descriptor

@@ -164,7 +164,8 @@ def test_cli_record_keeps_decisions_and_replay_rebuilds_the_choice(tmp_path, cap
         (tmp_path / "r" / "manifest.json").write_text(json.dumps(r))
         capsys.readouterr()
         assert main(["--replay", str(tmp_path / "r"), "--out", str(tmp_path / "bad"), "--threads", "0"]) == 2
-        assert "review section" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+        err = capsys.readouterr().err
+        assert "manifest field 'review.accepted'" in err and not (tmp_path / "bad").exists(), err
 
 
 def test_cli_checks_review_options_before_work(tmp_path, capsys):

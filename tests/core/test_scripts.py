@@ -28,8 +28,10 @@ def fake_tree(tmp_path, sleep=None):
 
 def start(tree):
     env = dict(os.environ, COMFYUI_DIR=str(tree), COMFYUI_PYTHON=sys.executable, PORT="8999")
+    # SIGINT back to its default in the child: started from a background shell (nohup, &) it would be
+    # ignored, and bash cannot trap a signal that was ignored when it started
     return subprocess.Popen(["bash", str(SCRIPT)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_link_made_for_the_run_and_removed_when_the_server_exits(tmp_path):
