@@ -26,10 +26,18 @@ upscale  INPUT --out DIR|FILE.mp4|.mov|.mkv --weights W --checkpoint SD21 --comf
     next to DIR and moved into DIR only when every frame is done; on an error or Ctrl-C the staging
     folder is removed, so DIR never holds a partial frame set. A DIR that already holds frames is
     refused unless ``--overwrite`` (then the old frames are replaced only after a complete run).
-    Progress (frame i/N, s/frame, ETA) goes to stderr.
+    Progress (frame i/N, s/frame, ETA) goes to stderr; the rate counts frames finished after the first
+    window, not the start-up (``progress.RateEstimate``).
+
+    ``--chunk N`` (``settings.JOB_SETTINGS``): chunks of N frames (whole windows, ``dloral.chunks``), each
+    written whole as a part of a job folder beside --out (``dloral.job``); the parts are stitched into --out
+    at the end and the folder removed. After an error, Ctrl-C or a kill, the same command skips the finished
+    chunks; other settings or another input are refused, naming what differs. The frames are the one-pass
+    frames bit for bit on a CPU.
 
     On Linux ``upscale`` starts itself again with ``THP_MEM_ALLOC_ENABLE=1`` unless that variable is set
-    (``dloral.cpu.thp_env``: large CPU tensors on huge pages, 15 % faster on a CPU).
+    (``dloral.cpu.thp_env``: large CPU tensors on huge pages; 15 % faster on one AMD EPYC VM, 1-4 % on an
+    Intel CPU: the gain depends on the CPU).
 """
 import argparse
 import os

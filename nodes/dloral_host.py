@@ -163,8 +163,8 @@ def host_models(model, vae, positive, weights, sample_posterior=False, precision
     device = mm.get_torch_device()
     if torch.device(device).type == "cpu" and thp_env() is not None and not _HINTED:
         _HINTED.append(True)
-        log.info("atelier: DLoRAL on a CPU runs about 15 %% faster when ComfyUI is started with %s=1 "
-                 "(PyTorch reads it at start; see dloral/cpu.py)", THP_VAR)
+        log.info("atelier: DLoRAL on a CPU may run faster when ComfyUI is started with %s=1 (15 %% on one AMD "
+                 "EPYC VM, 1-4 %% on an Intel CPU; PyTorch reads it at start; see dloral/cpu.py)", THP_VAR)
     base = patched.model
     host_dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
     dtype, run_dtype, cast = run_precision(device, precision, host_dtype)
