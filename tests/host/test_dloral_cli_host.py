@@ -259,3 +259,18 @@ def test_text_encoder_released_before_the_unet_is_built(files, pack, monkeypatch
         assert models.context.shape == (1, 77, 1024)
     finally:
         mm.unload_all_models()
+
+
+@pytest.mark.slow
+def test_chunked_run_through_the_host_same_frames(files, good_run, tmp_path):
+    """`--chunk 2` (window 2) through the host's SD2 UNet and VAE: the one-pass frames byte for byte, and no
+    job folder left after the stitch."""
+    from dloral.job import job_dir
+    out = tmp_path / "chunked"
+    r = _run(files, files["frames"], out, "--chunk", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _read_all(out) == _read_all(good_run[1]) and not job_dir(out).exists()
+
+
+def _read_all(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
