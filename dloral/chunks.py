@@ -96,7 +96,9 @@ class _Span:
     """The frames of one chunk from a shared stream, up to ``n``; remembers the last one (the next carry)."""
 
     def __init__(self, first: torch.Tensor, it: Iterator[torch.Tensor], n: int):
-        self.first, self.it, self.left, self.last, self.count = first, it, n, None, 0
+        self.first: Optional[torch.Tensor] = first
+        self.last: Optional[torch.Tensor] = None
+        self.it, self.left, self.count = it, n, 0
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         if self.first is not None:
@@ -105,13 +107,13 @@ class _Span:
             self.last, self.count = f, self.count + 1
             yield f
         while self.left > 0:
-            f = next(self.it, None)
-            if f is None:
+            g = next(self.it, None)
+            if g is None:
                 self.left = 0
                 return
             self.left -= 1
-            self.last, self.count = f, self.count + 1
-            yield f
+            self.last, self.count = g, self.count + 1
+            yield g
 
     def drain(self) -> None:
         for _ in self:
