@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -330,7 +329,8 @@ def main():
         return gpu_suite(pack, a)
     import comfy.model_management as mm
     dev = mm.get_torch_device()
-    run = {"device": str(dev), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    from bench_dloral_chunks import cpu_name   # the CPU's model name (/proc/cpuinfo): speed-ups are per CPU
+    run = {"device": str(dev), "cpu": cpu_name(), "threads": torch.get_num_threads(),
            "torch": torch.__version__, "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "nice": os.nice(0)}
     if a.note:

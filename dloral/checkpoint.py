@@ -626,9 +626,14 @@ def _cast(w, dtype):
                          c(w.spynet), c(w.attn), dict(w.meta), c(w.base), c(w.conv_in_lora))
 
 
-def convert_file(src: PathArg, dst: PathArg, dtype: torch.dtype = torch.float16,
+#: ``precision`` of the converter (``settings.CONVERT_SETTINGS``) -> storage dtype.
+STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def convert_file(src: PathArg, dst: PathArg, dtype: torch.dtype = torch.float32,
                  base: Optional[PathArg] = None) -> "DLoRALWeights":
     """Convert an official ``model.pkl`` to a converted safetensors file; returns the weights.
+    ``dtype``: storage dtype (float32 by default: float16 rounds the LoRA and CFR weights, README 'DLoRAL').
     ``base``: path of the SD2.1-base checkpoint, to keep the base tensors the DLoRAL checkpoint changed."""
     w = convert_official(load_official(src), dtype=dtype, base=open_base(base) if base else None)
     save_weights(w, dst)

@@ -3,8 +3,10 @@
 PyTorch's CPU allocator asks the kernel for fresh pages for every large tensor and frees them after: an SD
 VAE decode of one 512x512 frame touches about 9 GB of new 4 KiB pages, 2.4 million page faults, 10 s of
 kernel time of a 27 s decode on 2 cores. With ``THP_MEM_ALLOC_ENABLE=1`` PyTorch aligns allocations of 2 MiB
-and more and advises huge pages (``madvise``): 75 thousand faults, 4 s, and the whole DLoRAL run 15 % faster
-(full SD2.1 UNet, fp32; same peak memory; the numbers are the same bit for bit). PyTorch reads the variable
+and more and advises huge pages (``madvise``): 75 thousand faults, 4 s. The gain depends on the CPU and its
+kernel: the whole DLoRAL run was 15 % faster on the 2-core AMD EPYC VM of these measurements (full SD2.1 UNet,
+fp32: 54.1 -> 45.7 s per frame) and 1-4 % faster on an Intel CPU (issue 22); same peak memory, the same numbers
+bit for bit. PyTorch reads the variable
 once, when it starts, so it has to be in the environment of the process: the CLI sets it and starts itself
 again; ComfyUI users on a CPU set it when they launch ComfyUI (README).
 

@@ -277,13 +277,26 @@ def _decode(models, z0, cfg):
 
 @torch.no_grad()
 def upscale_video(frames: Iterable[torch.Tensor], models: DLoRALModels, cfg: DLoRALConfig,
-                  progress: Optional[Callable[[int], None]] = None) -> Iterator[torch.Tensor]:
+                  progress: Optional[Callable[[int], None]] = None, previous: Optional[torch.Tensor] = None,
+                  first_index: int = 0) -> Iterator[torch.Tensor]:
     """Upscale a stream of frames ×4; yields one (3, 4H, 4W) frame in [0, 1] (float32, CPU) per input.
 
     frames: iterable of (3, H, W) tensors in [0, 1], all the same size. Consumed ``cfg.window`` at a
-    time; ``progress(i)`` is called after frame i is produced.
+    time; ``progress(i)`` is called after frame i is produced (i counts from ``first_index``).
+    previous: the (3, H, W) frame before the first one, for a stream that starts inside a clip (a chunk,
+      :mod:`.chunks`): it is prepared and encoded alone, as frame ``first_index - 1``, and carried as the
+      first pair's "previous" (None: the first frame is paired with itself). first_index: the clip index
+      of the first frame (seeds posterior sampling; windows are counted from it).
     """
-    carry, size, index, buf = None, None, 0, []
+    carry, size, index, buf = None, None, first_index, []
+    if previous is not None:
+        if previous.dim() != 3 or previous.shape[0] != 3:
+            raise ValueError(f"previous frame must be (3, H, W), got {tuple(previous.shape)}")
+        if first_index < 1:
+            raise ValueError(f"a previous frame needs first_index >= 1, got {first_index}")
+        size = tuple(previous.shape[-2:])
+        lr, _ = prepare_frames(previous[None].to(models.device), cfg.process_size, cfg.processing)
+        carry = ((lr * 2 - 1).to(models.dtype), _encode(models, lr, cfg, first_index - 1))
 
     def run(batch):
         nonlocal carry, index
@@ -305,11 +318,12 @@ def upscale_video(frames: Iterable[torch.Tensor], models: DLoRALModels, cfg: DLo
 
     for i, f in enumerate(frames):
         if f.dim() != 3 or f.shape[0] != 3:
-            raise ValueError(f"frame {i} must be (3, H, W), got {tuple(f.shape)}")
+            raise ValueError(f"frame {first_index + i} must be (3, H, W), got {tuple(f.shape)}")
         if size is None:
             size = tuple(f.shape[-2:])
         elif tuple(f.shape[-2:]) != size:
-            raise ValueError(f"frame {i} is {f.shape[-2]}x{f.shape[-1]} but frame 0 is {size[0]}x{size[1]}: "
+            raise ValueError(f"frame {first_index + i} is {f.shape[-2]}x{f.shape[-1]} but frame "
+                             f"{max(first_index - 1, 0)} is {size[0]}x{size[1]}: "
                              "all frames of a video must have the same size")
         buf.append(f)
         if len(buf) == cfg.window:

@@ -28,7 +28,8 @@ from .precision import PRECISIONS
 from .tiling import LATENT_PX, TilingConfig
 from .video import FRAME_FORMATS, VIDEO_FORMATS
 
-__all__ = ["Setting", "SettingError", "SETTINGS", "OUTPUT_SETTINGS", "UpscaleSettings", "check_settings"]
+__all__ = ["Setting", "SettingError", "SETTINGS", "OUTPUT_SETTINGS", "JOB_SETTINGS", "CONVERT_SETTINGS",
+           "UpscaleSettings", "check_settings"]
 
 
 _TILE = TilingConfig
@@ -81,6 +82,25 @@ OUTPUT_SETTINGS = SettingsTable("dloral upscale output", (
     Setting("frames", "png",
             "Frame files when --out is a folder: png (8-bit RGB) or tiff16 (16-bit RGB TIFF).",
             choices=tuple(FRAME_FORMATS)),
+))
+
+
+#: How the CLI splits a long run (``dloral.chunks``, ``dloral.job``): chunks of whole windows, each a finished
+#: part in a job folder beside --out, so a rerun of the same command resumes. Checked against ``window`` by
+#: ``chunks.ChunkPlan``.
+JOB_SETTINGS = SettingsTable("dloral upscale job", (
+    Setting("chunk", 0,
+            "Frames per chunk (a multiple of --window; 0 = one pass, no job folder). Each finished chunk is kept "
+            "in .NAME.dloral-job beside --out, so after an interruption the same command resumes where it stopped; "
+            "the frames are the one-pass frames bit for bit on a CPU.", min=0, max=1_000_000),
+))
+
+#: What the converter writes (``python -m dloral convert --precision`` and the Convert node's ``precision``).
+CONVERT_SETTINGS = SettingsTable("Atelier DLoRAL Convert", (
+    Setting("precision", "fp32",
+            "Storage precision of the converted tensors. fp32 (default) keeps the official output on a CPU "
+            "(decoded frames 2e-5 apart); fp16 halves the file but rounds the LoRA and CFR weights: decoded "
+            "frames up to 2e-3 apart, 95.8 % of 8-bit values identical.", choices=("fp32", "fp16")),
 ))
 
 

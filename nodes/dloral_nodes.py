@@ -19,11 +19,11 @@ import torch
 from comfy_api.latest import io
 
 from ..dloral import convert_file, load_weights
-from ..dloral.checkpoint import check_output_name, converted_path, file_sha256
+from ..dloral.checkpoint import STORAGE_DTYPES, check_output_name, converted_path, file_sha256
 from ..dloral.pipeline import check_images
-from ..dloral.settings import SETTINGS, UpscaleSettings, check_settings
+from ..dloral.settings import CONVERT_SETTINGS, SETTINGS, UpscaleSettings, check_settings
 from ._host import progress_bar, throw_if_interrupted
-from ._settings_io import validator, widgets
+from ._settings_io import validator, widget, widgets
 from .dloral_host import (EXTS, FOLDER, check_sd2, full_path, host_models, model_files, patch_model,  # noqa: F401
                           register_folder, run_upscale)
 
@@ -81,8 +81,7 @@ class AtelierDLoRALConvert(io.ComfyNode):
                 io.String.Input("output_name", default="dloral.safetensors",
                                 tooltip="File name of the converted weights (written to models/dloral; "
                                         "must end with .safetensors and not exist yet)."),
-                io.Combo.Input("precision", options=["fp16", "fp32"], default="fp16",
-                               tooltip="Storage precision of the converted tensors (fp16 halves the size)."),
+                widget(CONVERT_SETTINGS["precision"]),
             ],
             outputs=[io.String.Output("path", display_name="path", tooltip="Full path of the converted .safetensors file.")])
 
@@ -100,7 +99,7 @@ class AtelierDLoRALConvert(io.ComfyNode):
     def execute(cls, pkl_name, output_name, precision):
         src = full_path("pkl_name", pkl_name)
         dst = converted_path(register_folder().get_folder_paths(FOLDER)[0], output_name)
-        convert_file(src, dst, dtype=torch.float16 if precision == "fp16" else torch.float32)
+        convert_file(src, dst, dtype=STORAGE_DTYPES[precision])
         log.info("atelier: DLoRAL weights converted to %s", dst)
         return io.NodeOutput(dst, ui={"text": [dst]})
 

@@ -18,6 +18,9 @@ def test_convert_cli_writes_loadable_file(tmp_path, capsys):
     w = load_weights(str(out))
     assert w.meta["format"] == "atelier-dloral" and len(w.modules()) > 10
     assert "wrote" in capsys.readouterr().out
+    default = tmp_path / "default.safetensors"      # no --precision: fp32, the official output on a CPU
+    assert main(["convert", str(pkl), "--out", str(default)]) == 0
+    assert all(v.dtype == torch.float32 for v in load_weights(str(default)).lora.values())
     assert main(["convert", str(tmp_path / "nope.pkl"), "--out", str(out)]) == 2
     torch.save({"something": torch.zeros(1)}, tmp_path / "other.pkl")
     assert main(["convert", str(tmp_path / "other.pkl"), "--out", str(out)]) == 2

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dloral import upscale_video
-from dloral.settings import SETTINGS, UpscaleSettings, check_settings
+from dloral.settings import JOB_SETTINGS, SETTINGS, UpscaleSettings, check_settings
 from dloral.tiling import LATENT_PX, TilingConfig, vae_overlap_for
 import _dloral_models as dm
 from _testenv import REPO
@@ -163,10 +163,28 @@ def test_cli_flags_are_the_settings_table():
     orig = cli.cmd_upscale
     try:
         cli.cmd_upscale = fake
-        assert cli.main(parser_argv, loader=lambda request: None) == 0
+        assert cli.main(parser_argv, loader=lambda request: None) == 0   # upscale needs a loader to start
     finally:
         cli.cmd_upscale = orig
     a = seen["a"]
     for name, s in SETTINGS.items():
         assert getattr(a, name) == s.default, name
     assert cli.settings_from_args(a) == UpscaleSettings()
+    assert a.chunk == JOB_SETTINGS["chunk"].default == 0
+
+
+def test_convert_precision_is_one_record_fp32_by_default(tmp_path, capsys):
+    """The CLI's --precision and the Convert node's widget come from CONVERT_SETTINGS; fp32 by default."""
+    import dloral.__main__ as cli
+    from dloral.settings import CONVERT_SETTINGS
+    assert CONVERT_SETTINGS["precision"].default == "fp32"
+    seen = {}
+    orig = cli.cmd_convert
+    try:
+        cli.cmd_convert = lambda a, loader: seen.setdefault("a", a)
+        assert cli.main(["convert", "m.pkl", "--out", "o.safetensors"]) == 0
+        assert seen["a"].precision == "fp32"
+        assert cli.main(["convert", "m.pkl", "--out", "o.safetensors", "--precision", "fp8"]) == 2
+    finally:
+        cli.cmd_convert = orig
+    assert "choose from 'fp32', 'fp16'" in capsys.readouterr().err

@@ -217,3 +217,60 @@ def test_node_and_cli_same_settings_byte_identical_frames(files, pack, tmp_path)
         png = cv2.imread(str(out / f"frame_{i:05d}.png"), cv2.IMREAD_COLOR)[..., ::-1]
         node8 = (got[i].clamp(0, 1).numpy() * 255).round().astype(np.uint8)    # the CLI's own rounding
         assert np.array_equal(png, node8), f"frame {i}: {np.abs(png.astype(int) - node8).max()} levels apart"
+
+
+def test_text_encoder_released_before_the_unet_is_built(files, pack, monkeypatch):
+    """The CLI's loader encodes the prompt with the checkpoint's text encoder built alone, releases it, and
+    only then builds the UNet and VAE: no text encoder is alive when the UNet is built nor while the frames
+    run (before, it was built beside the UNet and held through the run: the 10.15 GB peak of issue 22)."""
+    import gc
+    import weakref
+    import comfy.sd
+    import comfy.model_management as mm
+    host = pack.nodes.dloral_host
+    clips = []
+    init = comfy.sd.CLIP.__init__
+
+    def tracked(self, *a, **k):
+        init(self, *a, **k)
+        clips.append(weakref.ref(self))
+
+    def alive():
+        gc.collect()
+        return sum(r() is not None for r in clips)
+    seen = {"unet built": [], "frames": []}
+    guess = comfy.sd.load_state_dict_guess_config
+
+    def guess_tracked(sd, *a, **k):
+        if k.get("output_model", True):
+            seen["unet built"].append(alive())
+        return guess(sd, *a, **k)
+    adapt = host.host_models
+
+    def adapt_tracked(*a, **k):
+        seen["frames"].append(alive())
+        return adapt(*a, **k)
+    monkeypatch.setattr(comfy.sd.CLIP, "__init__", tracked)
+    monkeypatch.setattr(comfy.sd, "load_state_dict_guess_config", guess_tracked)
+    monkeypatch.setattr(host, "host_models", adapt_tracked)
+    try:
+        models = host.load_checkpoint_models(str(files["ckpt"]), "a prompt", pack.dloral.load_weights(str(files["weights"])))
+        assert len(clips) == 1 and seen == {"unet built": [0], "frames": [0]} and alive() == 0
+        assert models.context.shape == (1, 77, 1024)
+    finally:
+        mm.unload_all_models()
+
+
+@pytest.mark.slow
+def test_chunked_run_through_the_host_same_frames(files, good_run, tmp_path):
+    """`--chunk 2` (window 2) through the host's SD2 UNet and VAE: the one-pass frames byte for byte, and no
+    job folder left after the stitch."""
+    from dloral.job import job_dir
+    out = tmp_path / "chunked"
+    r = _run(files, files["frames"], out, "--chunk", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _read_all(out) == _read_all(good_run[1]) and not job_dir(out).exists()
+
+
+def _read_all(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
