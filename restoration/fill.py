@@ -187,11 +187,16 @@ def fill_image(img: np.ndarray, mask: np.ndarray, method: str = "harmonic", exte
             if progress:
                 progress(i + 1, len(boxes))
         return out, m
-    if method == "patch":
+    if method in ("patch", "exemplar"):
         if source is not None and np.asarray(source).shape != m.shape:
             raise ValueError(f"patch source mask has size {np.asarray(source).shape}; the image is {m.shape}")
         del out
-        out, m_rest = patch_fill(img, m, source, progress=(lambda i, k: progress(i, 2 * k)) if progress else None)  # type: ignore[misc]
+        half = (lambda i, k: progress(i, 2 * k)) if progress else None  # type: ignore[misc]
+        if method == "patch":
+            out, m_rest = patch_fill(img, m, source, progress=half)
+        else:
+            from .exemplar import exemplar_fill
+            out, m_rest = exemplar_fill(img, m, progress=half)
         if not m_rest.any():
             return out, m
         img = out  # the rest gets the harmonic fill, with the copied pixels as known context

@@ -26,7 +26,7 @@ except ImportError:  # the core imported as a top-level package (tests, ``python
 __all__ = ["SETTINGS", "LOAD_SCAN", "FILL_METHODS", "CLI_FILL_METHODS", "WHITE_MODES", "MOTIONS", "TILE",
            "MIN_TILE", "check_tile", "Setting", "SettingError", "SettingsTable"]
 
-FILL_METHODS = ("harmonic", "telea", "ns", "patch", "external")
+FILL_METHODS = ("exemplar", "harmonic", "telea", "ns", "patch", "external")
 CLI_FILL_METHODS = tuple(m for m in FILL_METHODS if m != "external")  # external needs an IMAGE from a model
 WHITE_MODES = ("same_pattern", "choke", "spread", "minimal_white", "none")
 MOTIONS = ("translation", "euclidean", "affine", "homography")
