@@ -13,7 +13,7 @@ inside a loss. Per picture and method:
 * ``s``: fill time.
 
 Timing: a synthetic scan of ``--mp`` megapixels (real pictures tiled, losses of the same density from
-the same generator) filled by each method through ``restoration.fill.fill_image`` (the pipeline's path,
+the same generator) filled by each method through ``restoration.stages.fill`` (the pipeline's path,
 default tile); the result is seconds and seconds per MP.
 
     nice -n 10 python bench/bench_fill.py [--half held_out|tune|all] [--seeds 0] [--mp 25] [--no-time]
@@ -116,9 +116,10 @@ def ssim_band(a: np.ndarray, b: np.ndarray, mask: np.ndarray, grow: int = 3) -> 
 
 
 def run_fill(method: str, img: np.ndarray, mask: np.ndarray, **kw) -> np.ndarray:
-    """The pipeline's fill (``restoration.fill.fill_image``), grow 0 so every method fills the same pixels."""
-    from restoration.fill import fill_image
-    return fill_image(img, mask, method, grow_px=0, **kw)[0]
+    """The pipeline's fill (``restoration.stages.fill``: the node's and the CLI's call, default tile), grow 0
+    so every method fills exactly the drawn losses."""
+    from restoration.stages import fill
+    return fill(img, mask, method, grow_px=0, **kw)[0]
 
 
 def score_picture(name: str, seed: int = 0, methods=METHODS, size: int = 0, **kw) -> dict:

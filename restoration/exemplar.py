@@ -41,7 +41,8 @@ class ExemplarConfig:
     k_sep: int = 3             # min distance between candidates (px)
     h: float = 0.1             # blend temperature (on RMS difference in [0, 1] units)
     tau: float = 0.0           # temperature that grows with the best match's own difference
-    gamma: float = 0.5         # shrink the copied detail by max(0, 1 - gamma * d_0 / var) (0 = keep it all)
+    gamma: float = 0.75        # shrink the copied detail by max(0, 1 - gamma * d_0 / var) (0 = keep it all)
+    thin: float = 2.0          # pieces whose pixels all lie within this distance (px) of the rim: membrane only
     grey: bool = True          # search on luminance only (one channel: about 3x faster), blend in colour
     filled_weight: float = 0.5 # weight of already filled pixels in a template
     min_known_share: float = 0.1  # refuse masks that leave less than this share of the picture
@@ -68,11 +69,11 @@ def _membrane(resid: np.ndarray, known: np.ndarray, iters: int = 24) -> np.ndarr
     sig = 0.25 * max(resid.shape[:2]) + 1.0
     num = cv2.GaussianBlur(resid * k[..., None], (0, 0), sig, borderType=cv2.BORDER_REPLICATE)
     den = cv2.GaussianBlur(k, (0, 0), sig, borderType=cv2.BORDER_REPLICATE)
-    x = (num / np.maximum(den, 1e-6)[..., None]).astype(np.float32)
+    x: np.ndarray = (num / np.maximum(den, 1e-6)[..., None]).astype(np.float32)
     kn = np.repeat(known[..., None], c, 2)
     np.copyto(x, resid, where=kn)
     for _ in range(iters):
-        x = cv2.filter2D(x, -1, _K4, borderType=cv2.BORDER_REPLICATE)
+        x = cv2.filter2D(x, -1, _K4, borderType=cv2.BORDER_REPLICATE).reshape(resid.shape)
         np.copyto(x, resid, where=kn)
     return x
 
@@ -96,11 +97,21 @@ def _box_sum(ii: np.ndarray, th: int, tw: int) -> np.ndarray:
 
 
 def _ssd(win: np.ndarray, tpl: np.ndarray, wt: np.ndarray) -> np.ndarray:
-    """Weighted mean squared difference of ``tpl`` ((th, tw, 3), weights ``wt`` (th, tw)) at every place of
-    ``win`` ((Hw, Ww, 3)) -> (Hw - th + 1, Ww - tw + 1) float32."""
+    """Weighted mean squared difference of ``tpl`` ((th, tw, C), weights ``wt`` (th, tw)) at every place of
+    ``win`` ((Hw, Ww, C)) -> (Hw - th + 1, Ww - tw + 1) float32.
+
+    Expanded as sum(w I^2) - 2 sum(w T I) + sum(w T^2), two plain correlations per channel (OpenCV's masked
+    ``TM_SQDIFF`` computes the same several times slower)."""
     import cv2
-    d = cv2.matchTemplate(win, tpl, cv2.TM_SQDIFF, mask=np.ascontiguousarray(np.sqrt(wt)))
-    d /= win.shape[2] * max(float(wt.sum()), 1e-12)
+    c = win.shape[2]
+    d = np.full((win.shape[0] - tpl.shape[0] + 1, win.shape[1] - tpl.shape[1] + 1), float((wt[..., None] * tpl ** 2).sum()),
+                np.float32)
+    for j in range(c):
+        wj = np.ascontiguousarray(win[..., j])
+        d += cv2.matchTemplate(wj * wj, wt, cv2.TM_CCORR)
+        d -= 2 * cv2.matchTemplate(wj, np.ascontiguousarray(wt * tpl[..., j]), cv2.TM_CCORR)
+    np.maximum(d, 0, out=d)
+    d /= c * max(float(wt.sum()), 1e-12)
     d[~np.isfinite(d)] = np.inf
     return d
 
@@ -114,7 +125,7 @@ def _search_full(win: np.ndarray, ii: np.ndarray, tpl: np.ndarray, wt: np.ndarra
 
 
 def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: np.ndarray,
-                box: Tuple[int, int, int, int], cfg: ExemplarConfig) -> bool:
+                box: Tuple[int, int, int, int], cfg: ExemplarConfig, smooth_only: bool = False) -> bool:
     """Fill the ``sub`` pixels ((y1 - y0, x1 - x0) bool) of ``box`` (y0, y1, x0, x1) in ``out`` in place
     and give them ``filled_weight`` in ``weight``.
 
@@ -128,12 +139,18 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     ty0, ty1, tx0, tx1 = max(0, y0 - b), min(h, y1 + b), max(0, x0 - b), min(w, x1 + b)
     th, tw = ty1 - ty0, tx1 - tx0
     wy0, wy1, wx0, wx1 = max(0, ty0 - r), min(h, ty1 + r), max(0, tx0 - r), min(w, tx1 + r)
-    if wy1 - wy0 <= th or wx1 - wx0 <= tw:
-        return False
     tpl = out[ty0:ty1, tx0:tx1]
     wt = weight[ty0:ty1, tx0:tx1]
     sw = float(wt.sum())
     if sw <= 0:
+        return False
+    known = wt > 0
+    if smooth_only:
+        val = np.clip(_membrane(np.ascontiguousarray(tpl), known, iters=8), 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
+        out[y0:y1, x0:x1][sub] = val[sub]
+        weight[y0:y1, x0:x1][sub] = cfg.filled_weight
+        return True
+    if wy1 - wy0 <= th or wx1 - wx0 <= tw:
         return False
     win = out[wy0:wy1, wx0:wx1]
     ii = cv2.integral(damaged[wy0:wy1, wx0:wx1].view(np.uint8))
@@ -152,7 +169,6 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
         src += a * win[iy:iy + th, ix:ix + tw]
         tot += a
     src /= tot
-    known = wt > 0
     # membranes of the rim (the smooth fill) and of the copy's rim, one 6-channel pass (the solver is linear:
     # the copy with its seam corrected is src + m_tpl - m_src)
     mem = _membrane(np.concatenate([tpl, src], 2), known)
@@ -205,13 +221,19 @@ def exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig = Exemp
         cells = [(cy, min(cy + p, y0 + bh), cx, min(cx + p, x0 + bw))
                  for cy in range(y0, y0 + bh, p) for cx in range(x0, x0 + bw, p)]
         cells = [c for c in cells if (lab[c[0]:c[1], c[2]:c[3]] == i).any()]
+        if cfg.thin > 0:  # distance of each hole pixel to the rim, in the box grown by 1 px
+            gy0, gx0 = max(0, y0 - 1), max(0, x0 - 1)
+            dist = cv2.distanceTransform((lab[gy0:y0 + bh + 1, gx0:x0 + bw + 1] == i).view(np.uint8), cv2.DIST_L2, 3)
         while cells:
             # confidence: known weight around each remaining piece (rim first, then inwards)
-            conf = [float(weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b].mean()) for c in cells]
-            j = int(np.argmax(conf))
+            j = 0
+            if len(cells) > 1:
+                conf = [float(weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b].mean()) for c in cells]
+                j = int(np.argmax(conf))
             c = cells.pop(j)
             sub = lab[c[0]:c[1], c[2]:c[3]] == i
-            if not _fill_piece(out, weight, mask, sub, c, cfg):
+            thin = cfg.thin > 0 and float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][sub].max()) <= cfg.thin
+            if not _fill_piece(out, weight, mask, sub, c, cfg, smooth_only=thin):
                 rest[c[0]:c[1], c[2]:c[3]] |= sub
         if progress:
             progress(i, n - 1)

@@ -78,8 +78,10 @@ SETTINGS = SettingsTable("Atelier Restoration", (
     Setting("max_fill_share", 0.005, "Regions above this share of the picture go to review.",
             min=0.0, max=1.0, step=0.001),
     # Restoration Fill
-    Setting("method", "harmonic", "harmonic: smooth membrane (GPU capable); telea/ns: OpenCV; patch: copy matching "
-            "texture from nearby (holes over 256 px get harmonic); external: use external_fill inside the mask.",
+    Setting("method", "exemplar", "exemplar (default): continue lines and texture from the undamaged picture nearby "
+            "(blended best-matching pieces, rim first); harmonic: smooth membrane (GPU capable); telea/ns: OpenCV; "
+            "patch: copy one matching place per hole (holes over 256 px get harmonic); external: use external_fill "
+            "inside the mask.",
             flag="--fill", choices=FILL_METHODS),
     Setting("grow_px", 1, "Grow the mask first so anti-aliased edges are absorbed.", min=0, max=32),
     Setting("external_model", "", "Name of the model that made external_fill (goes into the record)."),
