@@ -139,12 +139,13 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     ty0, ty1, tx0, tx1 = max(0, y0 - b), min(h, y1 + b), max(0, x0 - b), min(w, x1 + b)
     th, tw = ty1 - ty0, tx1 - tx0
     wy0, wy1, wx0, wx1 = max(0, ty0 - r), min(h, ty1 + r), max(0, tx0 - r), min(w, tx1 + r)
-    tpl = out[ty0:ty1, tx0:tx1]
     wt = weight[ty0:ty1, tx0:tx1]
     sw = float(wt.sum())
     if sw <= 0:
         return False
     known = wt > 0
+    # what is still damaged never enters a computation (the fill does not depend on the damaged values)
+    tpl = np.where(known[..., None], out[ty0:ty1, tx0:tx1], np.float32(0))
     if smooth_only:
         val = np.clip(_membrane(np.ascontiguousarray(tpl), known, iters=8), 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
         out[y0:y1, x0:x1][sub] = val[sub]
@@ -153,22 +154,22 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     if wy1 - wy0 <= th or wx1 - wx0 <= tw:
         return False
     win = out[wy0:wy1, wx0:wx1]
-    ii = cv2.integral(damaged[wy0:wy1, wx0:wx1].view(np.uint8))
+    dmg = damaged[wy0:wy1, wx0:wx1]
+    ii = cv2.integral(dmg.view(np.uint8))
     if cfg.grey:
         lum = np.array([0.299, 0.587, 0.114], np.float32)
-        best = _search_full(np.ascontiguousarray(win @ lum)[..., None], ii, np.ascontiguousarray(tpl @ lum)[..., None], wt, cfg)
+        wl = win @ lum
+        wl[dmg] = 0
+        best = _search_full(wl[..., None], ii, np.ascontiguousarray(tpl @ lum)[..., None], wt, cfg)
     else:
-        best = _search_full(win, ii, tpl, wt, cfg)
+        best = _search_full(np.where(dmg[..., None], np.float32(0), win), ii, tpl, wt, cfg)
     if not best:
         return False
     d0 = best[0][2]
-    src = np.zeros((th, tw, 3), np.float32)
-    tot = 0.0
-    for iy, ix, di in best:
-        a = float(np.exp(-(di - d0) / (cfg.h ** 2 + cfg.tau * d0)))
-        src += a * win[iy:iy + th, ix:ix + tw]
-        tot += a
-    src /= tot
+    cand = np.stack([win[iy:iy + th, ix:ix + tw] for iy, ix, _ in best])          # (k, th, tw, 3)
+    a = np.exp(-(np.array([c[2] for c in best]) - d0) / (cfg.h ** 2 + cfg.tau * d0)).astype(np.float32)
+    a /= a.sum()
+    src = np.tensordot(a, cand, 1)
     # membranes of the rim (the smooth fill) and of the copy's rim, one 6-channel pass (the solver is linear:
     # the copy with its seam corrected is src + m_tpl - m_src)
     mem = _membrane(np.concatenate([tpl, src], 2), known)
