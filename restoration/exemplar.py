@@ -4,7 +4,8 @@ Each 8-connected hole is cut into square pieces of at most ``piece`` px (cells o
 bounding box). Pieces are filled one after another, most-surrounded first (the confidence order of
 Criminisi, Perez & Toyama 2004: the share of known pixels around a piece, where pixels filled earlier
 count ``filled_weight``), so a hole is filled from its rim inwards and every piece is matched on as much
-known picture as possible. A piece is filled like this:
+known picture as possible (holes of more than 64 pieces: a fixed order by distance to the rim, so the order
+costs nothing). A piece is filled like this:
 
 1. **Template**: the piece grown by ``band`` px. Its known pixels (original ones weight 1, filled ones
    ``filled_weight``) are compared, as a weighted sum of squared differences (OpenCV ``matchTemplate``
@@ -222,13 +223,17 @@ def exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig = Exemp
         cells = [(cy, min(cy + p, y0 + bh), cx, min(cx + p, x0 + bw))
                  for cy in range(y0, y0 + bh, p) for cx in range(x0, x0 + bw, p)]
         cells = [c for c in cells if (lab[c[0]:c[1], c[2]:c[3]] == i).any()]
-        if cfg.thin > 0:  # distance of each hole pixel to the rim, in the box grown by 1 px
-            gy0, gx0 = max(0, y0 - 1), max(0, x0 - 1)
-            dist = cv2.distanceTransform((lab[gy0:y0 + bh + 1, gx0:x0 + bw + 1] == i).view(np.uint8), cv2.DIST_L2, 3)
+        # distance of each hole pixel to the rim, in the box grown by 1 px
+        gy0, gx0 = max(0, y0 - 1), max(0, x0 - 1)
+        dist = cv2.distanceTransform((lab[gy0:y0 + bh + 1, gx0:x0 + bw + 1] == i).view(np.uint8), cv2.DIST_L2, 3)
+        dynamic = len(cells) <= 64
+        if not dynamic:  # a large hole: a fixed rim-first order (each piece's nearest pixel to the rim), raster ties
+            cells.sort(key=lambda c: float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][
+                lab[c[0]:c[1], c[2]:c[3]] == i].min()))
         while cells:
             # confidence: known weight around each remaining piece (rim first, then inwards)
             j = 0
-            if len(cells) > 1:
+            if dynamic and len(cells) > 1:
                 conf = [float(weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b].mean()) for c in cells]
                 j = int(np.argmax(conf))
             c = cells.pop(j)
