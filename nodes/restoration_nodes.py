@@ -274,7 +274,8 @@ class AtelierRestorationFill(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="AtelierRestorationFill", display_name="Atelier Restoration Fill", category=CAT,
-            description="Fill the mask: harmonic (pure torch, default), OpenCV telea/ns, 'patch' (copy the best-"
+            description="Fill the mask: 'exemplar' (default: continues lines and texture from the undamaged picture "
+                        "nearby), harmonic (pure torch), OpenCV telea/ns, 'patch' (copy the best-"
                         "matching nearby texture, seam-corrected; optionally only from source_mask), or 'external' to "
                         "composite any inpainting model's IMAGE strictly inside the mask (flagged generative in the "
                         "record). Pixels outside the mask stay bit-identical.",

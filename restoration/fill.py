@@ -1,6 +1,8 @@
 """Fill the damage footprint (spec 4.2 N5).
 
-Methods: ``harmonic`` (pure torch push-pull + Jacobi, the default, runs on any device), ``telea`` and
+Methods: ``exemplar`` (the default: blended best-matching pieces from the undamaged picture nearby, rim
+first, seam-corrected; see :mod:`restoration.exemplar`; what it cannot serve gets the harmonic fill),
+``harmonic`` (pure torch push-pull + Jacobi, runs on any device), ``telea`` and
 ``ns`` (OpenCV, 8-bit), ``patch`` (exemplar copy from the best-matching place nearby, for patterned
 areas; see :func:`patch_fill`), ``external`` (composite a supplied fill, e.g. from a ComfyUI inpainting model,
 strictly inside the mask; flagged generative). Invariant: pixels outside the mask are bit-identical
@@ -150,7 +152,8 @@ def fill_image(img: np.ndarray, mask: np.ndarray, method: str = "harmonic", exte
         img: (H, W, 3) float32 numpy sRGB in [0, 1]; mask: (H, W) bool.
         external: (H, W, 3) float32 fill for ``method="external"``.
         source: optional (H, W) bool for ``method="patch"``: where copies may come from. Holes the patch
-            method cannot serve (wider than 256 px, no clean source nearby) get the harmonic fill.
+            method cannot serve (wider than 256 px, no clean source nearby) get the harmonic fill, as do the
+            pieces the ``exemplar`` method finds no clean place for.
         grow_px: the mask is grown by this many px first (absorbs anti-aliased edges).
     Returns ``(filled (H, W, 3) float32, used_mask (H, W) bool)``; outside ``used_mask`` the output
     is bit-identical to ``img``. Harmonic fill runs per tile with ``overlap`` px of context (tiles
@@ -187,11 +190,16 @@ def fill_image(img: np.ndarray, mask: np.ndarray, method: str = "harmonic", exte
             if progress:
                 progress(i + 1, len(boxes))
         return out, m
-    if method == "patch":
+    if method in ("patch", "exemplar"):
         if source is not None and np.asarray(source).shape != m.shape:
             raise ValueError(f"patch source mask has size {np.asarray(source).shape}; the image is {m.shape}")
         del out
-        out, m_rest = patch_fill(img, m, source, progress=(lambda i, k: progress(i, 2 * k)) if progress else None)  # type: ignore[misc]
+        half = (lambda i, k: progress(i, 2 * k)) if progress else None  # type: ignore[misc]
+        if method == "patch":
+            out, m_rest = patch_fill(img, m, source, progress=half)
+        else:
+            from .exemplar import exemplar_fill
+            out, m_rest = exemplar_fill(img, m, progress=half)
         if not m_rest.any():
             return out, m
         img = out  # the rest gets the harmonic fill, with the copied pixels as known context

@@ -26,7 +26,7 @@ except ImportError:  # the core imported as a top-level package (tests, ``python
 __all__ = ["SETTINGS", "LOAD_SCAN", "FILL_METHODS", "CLI_FILL_METHODS", "WHITE_MODES", "MOTIONS", "TILE",
            "MIN_TILE", "check_tile", "Setting", "SettingError", "SettingsTable"]
 
-FILL_METHODS = ("harmonic", "telea", "ns", "patch", "external")
+FILL_METHODS = ("exemplar", "harmonic", "telea", "ns", "patch", "external")
 CLI_FILL_METHODS = tuple(m for m in FILL_METHODS if m != "external")  # external needs an IMAGE from a model
 WHITE_MODES = ("same_pattern", "choke", "spread", "minimal_white", "none")
 MOTIONS = ("translation", "euclidean", "affine", "homography")
@@ -83,8 +83,10 @@ SETTINGS = SettingsTable("Atelier Restoration", (
             "confidence or above; below it they go to review (1 = every large region to review).",
             min=0.0, max=1.0, step=0.05),
     # Restoration Fill
-    Setting("method", "harmonic", "harmonic: smooth membrane (GPU capable); telea/ns: OpenCV; patch: copy matching "
-            "texture from nearby (holes over 256 px get harmonic); external: use external_fill inside the mask.",
+    Setting("method", "exemplar", "exemplar (default): continue lines and texture from the undamaged picture nearby "
+            "(blended best-matching pieces, rim first); harmonic: smooth membrane (GPU capable); telea/ns: OpenCV; "
+            "patch: copy one matching place per hole (holes over 256 px get harmonic); external: use external_fill "
+            "inside the mask.",
             flag="--fill", choices=FILL_METHODS),
     Setting("grow_px", 1, "Grow the mask first so anti-aliased edges are absorbed.", min=0, max=32),
     Setting("external_model", "", "Name of the model that made external_fill (goes into the record)."),

@@ -1,0 +1,246 @@
+"""Exemplar fill: continue lines and texture across a loss by copying from the undamaged picture nearby.
+
+Each 8-connected hole is cut into square pieces of at most ``piece`` px (cells of a grid laid on its
+bounding box). Pieces are filled one after another, most-surrounded first (the confidence order of
+Criminisi, Perez & Toyama 2004: the share of known pixels around a piece, where pixels filled earlier
+count ``filled_weight``), so a hole is filled from its rim inwards and every piece is matched on as much
+known picture as possible (holes of more than 64 pieces: a fixed order by distance to the rim, so the order
+costs nothing). A piece is filled like this:
+
+1. **Template**: the piece grown by ``band`` px. Its known pixels (original ones weight 1, filled ones
+   ``filled_weight``) are compared, as a weighted sum of squared differences (OpenCV ``matchTemplate``
+   with a mask), with every place in a window of ``search`` px around it whose box holds no damaged pixel
+   (only undamaged picture is ever copied).
+2. **Candidates**: the ``k`` best places, each at least ``k_sep`` px from the others, are blended with
+   weights ``exp(-(d_i - d_0) / h^2)`` (``d``: mean squared difference per known channel value). One
+   clear match (a line that continues, a repeating pattern) dominates the blend; where several places fit
+   equally (grain, noise) the blend tends to their common part, which is closer to the lost picture than
+   any single copy.
+3. **Seam**: the blend's mismatch on the template's known pixels is carried into the piece by a harmonic
+   membrane (:func:`_membrane`), so the copy meets its rim without a step.
+
+Pieces whose window holds no clean place (a hole touching a huge damaged area) get the harmonic fill. Work
+is local (a window around each piece), so the time grows with the damaged area, not the scan; nothing
+filled is ever a source (holes are filled in raster order of their first pixel). Deterministic: no randomness.
+Outside the mask the output is bit-identical to the input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ExemplarConfig:
+    """Parameters of :func:`exemplar_fill` (chosen on the tune half of bench/bench_fill.py)."""
+    piece: int = 12            # side of a piece (px)
+    band: int = 5              # template border around a piece (px)
+    search: int = 80           # search radius around the template (px)
+    k: int = 8                 # candidates blended
+    k_sep: int = 3             # min distance between candidates (px)
+    h: float = 0.1             # blend temperature (on RMS difference in [0, 1] units)
+    tau: float = 0.0           # temperature that grows with the best match's own difference
+    gamma: float = 0.75        # shrink the copied detail by max(0, 1 - gamma * d_0 / var) (0 = keep it all)
+    thin: float = 2.0          # pieces whose pixels all lie within this distance (px) of the rim: membrane only
+    grey: bool = True          # search on luminance only (one channel: about 3x faster), blend in colour
+    filled_weight: float = 0.5 # weight of already filled pixels in a template
+    min_known_share: float = 0.1  # refuse masks that leave less than this share of the picture
+
+    def validate(self) -> "ExemplarConfig":
+        for name in ("piece", "band", "search", "k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"exemplar {name}={getattr(self, name)} must be at least 1")
+        if self.k_sep < 0 or self.h <= 0 or not 0 < self.filled_weight <= 1 or not 0 <= self.min_known_share < 1:
+            raise ValueError(f"exemplar settings out of range: {self}")
+        return self
+
+
+_K4 = np.array(((0.0, 0.25, 0.0), (0.25, 0.0, 0.25), (0.0, 0.25, 0.0)), np.float32)
+
+
+def _membrane(resid: np.ndarray, known: np.ndarray, iters: int = 24) -> np.ndarray:
+    """Smooth extension of ``resid`` ((h, w, C) float32) from ``known`` ((h, w) bool) to the rest of a small
+    box: normalised Gaussian convolution as a start, then ``iters`` Jacobi sweeps of the Laplace equation
+    (replicate border) with the known pixels held. Returns (h, w, C) float32 equal to ``resid`` on ``known``."""
+    import cv2
+    k = known.astype(np.float32)
+    c = resid.shape[2]
+    sig = 0.25 * max(resid.shape[:2]) + 1.0
+    num = cv2.GaussianBlur(resid * k[..., None], (0, 0), sig, borderType=cv2.BORDER_REPLICATE)
+    den = cv2.GaussianBlur(k, (0, 0), sig, borderType=cv2.BORDER_REPLICATE)
+    x: np.ndarray = (num / np.maximum(den, 1e-6)[..., None]).astype(np.float32)
+    kn = np.repeat(known[..., None], c, 2)
+    np.copyto(x, resid, where=kn)
+    for _ in range(iters):
+        x = cv2.filter2D(x, -1, _K4, borderType=cv2.BORDER_REPLICATE).reshape(resid.shape)
+        np.copyto(x, resid, where=kn)
+    return x
+
+
+def _best_places(d: np.ndarray, k: int, sep: int) -> list:
+    """Up to ``k`` (iy, ix) of the smallest finite values of ``d`` (modified), each ``sep`` px apart."""
+    out = []
+    for _ in range(k):
+        i = int(np.argmin(d))
+        iy, ix = divmod(i, d.shape[1])
+        if not np.isfinite(d[iy, ix]):
+            break
+        out.append((iy, ix, float(d[iy, ix])))
+        d[max(0, iy - sep):iy + sep + 1, max(0, ix - sep):ix + sep + 1] = np.inf
+    return out
+
+
+def _box_sum(ii: np.ndarray, th: int, tw: int) -> np.ndarray:
+    """Sums over every (th, tw) box from an integral image ``ii`` ((H + 1, W + 1)) -> (H - th + 1, W - tw + 1)."""
+    return ii[th:, tw:] - ii[:-th, tw:] - ii[th:, :-tw] + ii[:-th, :-tw]
+
+
+def _ssd(win: np.ndarray, tpl: np.ndarray, wt: np.ndarray) -> np.ndarray:
+    """Weighted mean squared difference of ``tpl`` ((th, tw, C), weights ``wt`` (th, tw)) at every place of
+    ``win`` ((Hw, Ww, C)) -> (Hw - th + 1, Ww - tw + 1) float32.
+
+    Expanded as sum(w I^2) - 2 sum(w T I) + sum(w T^2), two plain correlations per channel (OpenCV's masked
+    ``TM_SQDIFF`` computes the same several times slower)."""
+    import cv2
+    c = win.shape[2]
+    d = np.full((win.shape[0] - tpl.shape[0] + 1, win.shape[1] - tpl.shape[1] + 1), float((wt[..., None] * tpl ** 2).sum()),
+                np.float32)
+    for j in range(c):
+        wj = np.ascontiguousarray(win[..., j])
+        d += cv2.matchTemplate(wj * wj, wt, cv2.TM_CCORR)
+        d -= 2 * cv2.matchTemplate(wj, np.ascontiguousarray(wt * tpl[..., j]), cv2.TM_CCORR)
+    np.maximum(d, 0, out=d)
+    d /= c * max(float(wt.sum()), 1e-12)
+    d[~np.isfinite(d)] = np.inf
+    return d
+
+
+def _search_full(win: np.ndarray, ii: np.ndarray, tpl: np.ndarray, wt: np.ndarray, cfg: "ExemplarConfig") -> list:
+    """The ``k`` best clean places (iy, ix, d) of ``tpl`` in ``win``, exhaustive. ``ii``: integral of the
+    window's damaged map."""
+    d = _ssd(win, tpl, wt)
+    d[_box_sum(ii, *tpl.shape[:2]) > 0] = np.inf
+    return _best_places(d, cfg.k, cfg.k_sep)
+
+
+def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: np.ndarray,
+                box: Tuple[int, int, int, int], cfg: ExemplarConfig, smooth_only: bool = False) -> bool:
+    """Fill the ``sub`` pixels ((y1 - y0, x1 - x0) bool) of ``box`` (y0, y1, x0, x1) in ``out`` in place
+    and give them ``filled_weight`` in ``weight``.
+
+    out: (H, W, 3) float32; weight: (H, W) float32 (1 original, ``filled_weight`` filled, 0 to do);
+    damaged: (H, W) bool (never a source). Returns False where no clean place was found (nothing written).
+    """
+    import cv2
+    h, w = damaged.shape
+    y0, y1, x0, x1 = box
+    b, r = cfg.band, cfg.search
+    ty0, ty1, tx0, tx1 = max(0, y0 - b), min(h, y1 + b), max(0, x0 - b), min(w, x1 + b)
+    th, tw = ty1 - ty0, tx1 - tx0
+    wy0, wy1, wx0, wx1 = max(0, ty0 - r), min(h, ty1 + r), max(0, tx0 - r), min(w, tx1 + r)
+    wt = weight[ty0:ty1, tx0:tx1]
+    sw = float(wt.sum())
+    if sw <= 0:
+        return False
+    known = wt > 0
+    # what is still damaged never enters a computation (the fill does not depend on the damaged values)
+    tpl = np.where(known[..., None], out[ty0:ty1, tx0:tx1], np.float32(0))
+    if smooth_only:
+        val = np.clip(_membrane(np.ascontiguousarray(tpl), known, iters=8), 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
+        out[y0:y1, x0:x1][sub] = val[sub]
+        weight[y0:y1, x0:x1][sub] = cfg.filled_weight
+        return True
+    if wy1 - wy0 <= th or wx1 - wx0 <= tw:
+        return False
+    win = out[wy0:wy1, wx0:wx1]
+    dmg = damaged[wy0:wy1, wx0:wx1]
+    ii = cv2.integral(dmg.view(np.uint8))
+    if cfg.grey:
+        lum = np.array([0.299, 0.587, 0.114], np.float32)
+        wl = win @ lum
+        wl[dmg] = 0
+        best = _search_full(wl[..., None], ii, np.ascontiguousarray(tpl @ lum)[..., None], wt, cfg)
+    else:
+        best = _search_full(np.where(dmg[..., None], np.float32(0), win), ii, tpl, wt, cfg)
+    if not best:
+        return False
+    d0 = best[0][2]
+    cand = np.stack([win[iy:iy + th, ix:ix + tw] for iy, ix, _ in best])          # (k, th, tw, 3)
+    a = np.exp(-(np.array([c[2] for c in best]) - d0) / (cfg.h ** 2 + cfg.tau * d0)).astype(np.float32)
+    a /= a.sum()
+    src = np.tensordot(a, cand, 1)
+    # membranes of the rim (the smooth fill) and of the copy's rim, one 6-channel pass (the solver is linear:
+    # the copy with its seam corrected is src + m_tpl - m_src)
+    mem = _membrane(np.concatenate([tpl, src], 2), known)
+    m_tpl, m_src = mem[..., :3], mem[..., 3:]
+    beta = 1.0
+    if cfg.gamma > 0:
+        # keep the copied detail in proportion to how well it predicts the rim (Wiener-like): a match as far
+        # from the rim as the rim varies predicts nothing, and the smooth membrane of the rim is kept instead
+        kv = tpl[known]
+        var = float(kv.var(0).mean()) if len(kv) > 1 else 0.0
+        beta = max(0.0, 1.0 - cfg.gamma * d0 / var) if var > 0 else 0.0
+    val = np.clip(m_tpl + beta * (src - m_src), 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
+    out[y0:y1, x0:x1][sub] = val[sub]
+    weight[y0:y1, x0:x1][sub] = cfg.filled_weight
+    return True
+
+
+def exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig = ExemplarConfig(),
+                  progress: Optional[Callable[[int, int], None]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Fill ``mask`` in ``img`` by blended exemplar copies (see the module docstring).
+
+    Args:
+        img: (H, W, 3) float32 sRGB in [0, 1]; mask: (H, W) bool, True = fill.
+    Returns ``(out (H, W, 3) float32, rest (H, W) bool)``: ``out`` equals ``img`` bit for bit outside
+    ``mask``; ``rest`` is the part of the mask no clean place was found for (left as in ``img``; the
+    caller fills it another way).
+    Raises ValueError when less than ``cfg.min_known_share`` of the picture is undamaged (nothing to copy
+    from: use the harmonic or an external fill).
+    """
+    import cv2
+    cfg.validate()
+    mask = np.asarray(mask, bool)
+    if img.ndim != 3 or img.shape[2] != 3 or mask.shape != img.shape[:2]:
+        raise ValueError(f"exemplar fill needs an (H, W, 3) image and an (H, W) mask, got {img.shape} and {mask.shape}")
+    h, w = mask.shape
+    out = np.ascontiguousarray(img, dtype=np.float32).copy()
+    rest = np.zeros((h, w), bool)
+    share = 1.0 - float(mask.mean()) if mask.size else 0.0
+    if not mask.any():
+        return out, rest
+    if share < cfg.min_known_share:
+        raise ValueError(f"exemplar fill: only {100 * share:.1f} % of the picture is undamaged (needs at least "
+                         f"{100 * cfg.min_known_share:.0f} % to copy from); use fill method 'harmonic' or 'external'")
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    weight = (~mask).astype(np.float32)
+    p, b = cfg.piece, cfg.band
+    for i in range(1, n):
+        x0, y0, bw, bh = (int(v) for v in stats[i, :4])
+        # pieces: grid cells over the bounding box that hold pixels of this hole
+        cells = [(cy, min(cy + p, y0 + bh), cx, min(cx + p, x0 + bw))
+                 for cy in range(y0, y0 + bh, p) for cx in range(x0, x0 + bw, p)]
+        cells = [c for c in cells if (lab[c[0]:c[1], c[2]:c[3]] == i).any()]
+        # distance of each hole pixel to the rim, in the box grown by 1 px
+        gy0, gx0 = max(0, y0 - 1), max(0, x0 - 1)
+        dist = cv2.distanceTransform((lab[gy0:y0 + bh + 1, gx0:x0 + bw + 1] == i).view(np.uint8), cv2.DIST_L2, 3)
+        dynamic = len(cells) <= 64
+        if not dynamic:  # a large hole: a fixed rim-first order (each piece's nearest pixel to the rim), raster ties
+            cells.sort(key=lambda c: float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][
+                lab[c[0]:c[1], c[2]:c[3]] == i].min()))
+        while cells:
+            # confidence: known weight around each remaining piece (rim first, then inwards)
+            j = 0
+            if dynamic and len(cells) > 1:
+                conf = [float(weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b].mean()) for c in cells]
+                j = int(np.argmax(conf))
+            c = cells.pop(j)
+            sub = lab[c[0]:c[1], c[2]:c[3]] == i
+            thin = cfg.thin > 0 and float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][sub].max()) <= cfg.thin
+            if not _fill_piece(out, weight, mask, sub, c, cfg, smooth_only=thin):
+                rest[c[0]:c[1], c[2]:c[3]] |= sub
+        if progress:
+            progress(i, n - 1)
+    return out, rest
