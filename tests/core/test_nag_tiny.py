@@ -53,7 +53,9 @@ def test_shown_effect_present_colour_against_controls_on_held_out_seeds(out_dir)
     unguided run draws removes that colour (drop of its foreground share > T) in nearly every
     seed; an absent colour, a shape word and a motion word not in the prompt do not (drop <= T)
     in nearly every seed; the prompt itself as the negative is bit-identical to no NAG.
-    T was chosen on the calibration seeds 0-19 (bench/results/nag_effect.json)."""
+    T was chosen on the calibration seeds 0-19 (bench/results/nag_effect.json). Checked to fail:
+    with NAG off (scale 1) present moves 0/10; with a NAG that pushes the same colour word whatever
+    it is given, every control moves 8/10."""
     torch.set_num_threads(1)   # as the bench; one thread is also the fastest on a shared 2-core box
     bench = _bench()
     model = trained_model()
