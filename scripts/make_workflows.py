@@ -186,9 +186,19 @@ def wf_nag_fewstep(defs):
         "At cfg 1 ComfyUI skips the negative branch, so the ordinary negative prompt does nothing. "
         "Atelier NAG applies the 'NAG negative prompt' inside cross-attention of the single forward pass "
         "(about +10% per step instead of 2x for CFG); the sampler's own negative prompt node is ignored at cfg 1. Defaults for Wan at cfg 1: scale 11, tau 2.5, "
-        "alpha 0.25.\n\n" + WAN_FILES +
-        f"\n- {CAUSVID} -> ComfyUI/models/loras/ (Kijai/WanVideo_comfy on Hugging Face)")},
-        size=[740, 340])
+        "alpha 0.25.\n\n"
+        "What to expect: the positive asks for a red fox and the NAG negative names 'red' (the 'red bird turned "
+        "blue at cfg 1' case). Run once with the NAG node bypassed (Ctrl+B), then with it, same seed: the "
+        "fox's red fur should lose its red (another fur colour) while the pose, the snow and the motion stay; "
+        "'blurry, static' push towards sharper frames and more motion. If the red stays, the prompt "
+        "outweighs the negative: raise tau to 3.5 and alpha to 0.5 (with sigma_end 0.75: the official NAG "
+        "few-step workflow, ChenDarYen/ComfyUI-NAG NAG-Wan-Fast). On the pack's tiny Wan, with the colour named in "
+        "the prompt, the negative removes at least half of that colour in about half the seeds at 11/3.5/0.5 "
+        "(a quarter of it in 3 of 4) and in about 1 of 4 at 11/2.5/0.25, while an absent colour, a shape "
+        "or a motion word almost never does (README, NAG: shown effect).\n\n" + WAN_FILES +
+        f"\n- {CAUSVID} -> ComfyUI/models/loras/ (Kijai/WanVideo_comfy on Hugging Face: Kijai's LoRA "
+        "extraction of CausVid, tianweiy/CausVid; 4-8 steps, cfg 1)")},
+        size=[740, 520])
     return b
 
 
