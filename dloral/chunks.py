@@ -22,7 +22,7 @@ the whole clip uses :func:`stream_chunks`, which reads the clip once. Files, man
 """
 from dataclasses import dataclass
 from itertools import islice
-from typing import Iterable, Iterator, Optional, Tuple
+from typing import Callable, Iterable, Iterator, Optional, Tuple
 
 import torch
 
@@ -52,7 +52,7 @@ class ChunkPlan:
     window: int
     labels: Tuple[str, str] = ("chunk (--chunk)", "window (--window)")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"{self.labels[1]}: {self.window} must be >= 1")
         if self.chunk < 1 or self.chunk % self.window:
@@ -120,7 +120,8 @@ class _Span:
             pass
 
 
-def stream_chunks(frames: Iterable[torch.Tensor], plan: ChunkPlan):
+def stream_chunks(frames: Iterable[torch.Tensor], plan: ChunkPlan
+                  ) -> Iterator[Tuple[Chunk, Optional[torch.Tensor], Iterable[torch.Tensor]]]:
     """One pass over the clip, chunk by chunk: yields ``(chunk, previous, span)``; ``span`` iterates the
     chunk's frames (read lazily from ``frames``; what the caller does not read is skipped when it asks for
     the next chunk, so a finished chunk is read, not processed). Ends when the stream does."""
@@ -137,7 +138,8 @@ def stream_chunks(frames: Iterable[torch.Tensor], plan: ChunkPlan):
 
 
 def upscale_chunk(frames: Iterable[torch.Tensor], chunk: Chunk, models: DLoRALModels, cfg: DLoRALConfig,
-                  progress=None, previous: Optional[torch.Tensor] = None) -> Iterator[torch.Tensor]:
+                  progress: Optional[Callable[[int], None]] = None, previous: Optional[torch.Tensor] = None
+                  ) -> Iterator[torch.Tensor]:
     """The chunk's output frames (3, 4H, 4W) in [0, 1]. ``frames``: the chunk's own frames with ``previous``
     (from :func:`stream_chunks`), or, with ``previous`` None, a stream of the whole clip (read through
     :func:`chunk_input`: only the chunk's frames and the one before are used)."""

@@ -24,7 +24,10 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from fractions import Fraction
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+
+#: A path as the functions here take it.
+PathArg = Union[str, "os.PathLike[str]"]
 
 from .chunks import Chunk
 
@@ -34,7 +37,7 @@ JOB_FORMAT = "atelier-dloral-job/1"
 _QUICK = 4 << 20
 
 
-def job_dir(out) -> pathlib.Path:
+def job_dir(out: PathArg) -> pathlib.Path:
     """The job folder of the output ``out``: ``.NAME.dloral-job`` beside it."""
     out = pathlib.Path(out).absolute()
     return out.parent / f".{out.name}.dloral-job"
@@ -53,14 +56,14 @@ def _hash_file(h, path, quick: bool) -> None:
             h.update(block)
 
 
-def file_fingerprint(path, quick: bool = False) -> str:
+def file_fingerprint(path: PathArg, quick: bool = False) -> str:
     """sha256 of a file's size and content (``quick``: only its first and last 4 MiB)."""
     h = hashlib.sha256()
     _hash_file(h, path, quick)
     return h.hexdigest()
 
 
-def input_fingerprint(path, names: Optional[List[str]] = None) -> str:
+def input_fingerprint(path: PathArg, names: Optional[List[str]] = None) -> str:
     """sha256 of an input: a video file's whole content, or a frames folder's file names (``names``: the
     frame files the run reads, in order) and contents."""
     p = pathlib.Path(path)
@@ -83,11 +86,11 @@ def _write_json(path: pathlib.Path, data) -> None:
 class Job:
     """A job folder (see the module docstring). ``manifest``: a JSON-able dict of what the parts depend on."""
 
-    def __init__(self, folder, manifest: Dict):
+    def __init__(self, folder: PathArg, manifest: Dict) -> None:
         self.folder, self.manifest = pathlib.Path(folder), dict(manifest, format=JOB_FORMAT)
 
     @classmethod
-    def open(cls, folder, manifest: Dict) -> "Job":
+    def open(cls, folder: PathArg, manifest: Dict) -> "Job":
         """Create the folder, or reopen it when its manifest is the same (stale hidden part folders of a
         killed run are removed); ValueError naming the fields that differ otherwise."""
         job = cls(folder, manifest)
@@ -125,7 +128,7 @@ class Job:
         return out
 
     @contextmanager
-    def part(self, chunk: Chunk):
+    def part(self, chunk: Chunk) -> Iterator[Tuple[pathlib.Path, List[Any]]]:
         """``with job.part(chunk) as (folder, record):`` write the chunk's frames into ``folder`` and append
         each frame's time (a Fraction, or None) to ``record``; on a clean exit the part is published whole,
         on an exception (Ctrl-C included) it is removed."""

@@ -13,7 +13,9 @@ HOST_PROVIDED = {"torch", "comfy", "comfy_api", "comfy_extras", "folder_paths", 
                  "node_helpers", "comfyui_version", "aiohttp"}
 # Used only by the real-image benchmark (restoration/realbench.py, imported inside its picture loader):
 # a development requirement, listed in requirements-dev.txt, never needed to run the nodes.
-DEV_ONLY = {"skimage": ("scikit-image", {"restoration/realbench.py"})}
+DEV_ONLY = {"skimage": ("scikit-image", {"restoration/realbench.py"}),
+            "sklearn": ("scikit-learn", {"restoration/realbench.py"}),
+            "matplotlib": ("matplotlib", {"restoration/realbench.py"})}
 PACK_CODE = ("__init__.py", "atelier_settings.py", "magcache", "nag", "dloral", "restoration", "tinywan", "nodes")
 # The pack's own top-level module: a core imports it relatively inside the pack and, as the fallback of that
 # import, absolutely when the core itself is a top-level package (tests, CLIs run from the repository root).
