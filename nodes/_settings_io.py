@@ -45,18 +45,23 @@ def widgets(table: SettingsTable, names: Iterable[str], optional: bool = False) 
     return [widget(table[n], optional=optional) for n in names]
 
 
-def validator(table: SettingsTable, names: Optional[Iterable[str]] = None,
+def validator(table: Optional[SettingsTable], names: Optional[Iterable[str]] = None,
               extra: Optional[Callable[[Mapping[str, Any]], None]] = None,
-              more: Iterable[str] = ()) -> classmethod:
+              more: Iterable[str] = (), combos: Iterable[str] = ()) -> classmethod:
     """A ``validate_inputs`` classmethod checking ``names`` (default: the whole table) by their records.
 
     ``extra(values)`` runs after the records' checks with every named value (None = linked) and raises
     ValueError for rules beyond one setting (cross-field rules, a curve's syntax); ``more`` names inputs that
-    are not settings but that ``extra`` needs. The method's signature lists the inputs by name, as the host
-    reads it (``inspect.getfullargspec``)."""
-    names = list(table) if names is None else list(names)
+    are not settings but that ``extra`` needs. ``combos`` names the node's other COMBO inputs (file lists,
+    samplers): each value must be one of the options the node's schema offers now. The host does not check a
+    V3 node's COMBO values itself on v0.3.64 (it checks only V1 list types), and on v0.8.0 it skips inputs that
+    ``validate_inputs`` names. The method's signature lists the inputs by name, as the host reads it
+    (``inspect.getfullargspec``)."""
+    names = (list(table) if table is not None else []) if names is None else list(names)
+    combos = list(combos)
     params = [inspect.Parameter("cls", inspect.Parameter.POSITIONAL_OR_KEYWORD)] + [
-        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for n in names + list(more)]
+        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
+        for n in names + list(more) + combos]
 
     def validate_inputs(cls, **values):
         try:
@@ -64,6 +69,8 @@ def validator(table: SettingsTable, names: Optional[Iterable[str]] = None,
                 v = values.get(n)
                 if v is not None:
                     table[n].check(v)
+            if combos:
+                _check_combos(cls, combos, values)
             if extra is not None:
                 extra(values)
         except ValueError as exc:
@@ -71,5 +78,19 @@ def validator(table: SettingsTable, names: Optional[Iterable[str]] = None,
         return True
 
     validate_inputs.__signature__ = inspect.Signature(params)
-    validate_inputs.__doc__ = f"Check {', '.join(names + list(more))} by {table.title}'s settings table."
+    title = table.title if table is not None else "the node"
+    validate_inputs.__doc__ = f"Check {', '.join(names + list(more) + combos)} by {title}'s settings and choices."
     return classmethod(validate_inputs)
+
+
+def _check_combos(cls, combos, values) -> None:
+    """Each named COMBO value is one of the options the node's schema offers now (ValueError naming it)."""
+    options = {i.id: list(getattr(i, "options", None) or []) for i in cls.GET_SCHEMA().inputs}
+    for n in combos:
+        v = values.get(n)
+        if v is None:
+            continue
+        allowed = options.get(n, [])
+        if v not in allowed:
+            shown = ", ".join(map(str, allowed[:8])) + (f", ... ({len(allowed)} in all)" if len(allowed) > 8 else "")
+            raise ValueError(f"{n}: {v!r} is not one of its choices ({shown or 'none: the folder is empty'})")

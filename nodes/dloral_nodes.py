@@ -56,6 +56,8 @@ class AtelierDLoRALLoader(io.ComfyNode):
                                                      "the fingerprint of their base model, for 'Atelier DLoRAL "
                                                      "Video Upscale ×4'.")])
 
+    validate_inputs = validator(None, combos=("weights_name",))
+
     @classmethod
     def fingerprint_inputs(cls, weights_name):
         return _fingerprint_in_folder(weights_name)
@@ -85,10 +87,9 @@ class AtelierDLoRALConvert(io.ComfyNode):
             ],
             outputs=[io.String.Output("path", display_name="path", tooltip="Full path of the converted .safetensors file.")])
 
-    @classmethod
-    def validate_inputs(cls, output_name=None):
-        msg = None if output_name is None else check_output_name(output_name)
-        return True if msg is None else msg
+    validate_inputs = validator(CONVERT_SETTINGS, ("precision",), combos=("pkl_name",), more=("output_name",),
+                                extra=lambda v: _check(None if v.get("output_name") is None
+                                                       else check_output_name(v["output_name"])))
 
     @classmethod
     def fingerprint_inputs(cls, pkl_name, output_name, precision):

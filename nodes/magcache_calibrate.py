@@ -14,6 +14,7 @@ from ..magcache import CalibrationRecorder, resolve
 from ..magcache.calibrate import check_curve_name, save_curve
 from ..magcache.resolve import wan_model_info
 from . import _host
+from ._settings_io import validator
 from ._host import call_with, find_transformer_options
 
 KEY = "atelier_magcache_calibrate"
@@ -69,6 +70,13 @@ def calibrate_run(model, positive, negative, latent_image, seed, steps, cfg, sam
     return out, curve_json
 
 
+def _named_check(check, value):
+    """A core check that returns a message (or None), raised as ValueError for ``validate_inputs``."""
+    msg = None if value is None else check(value)
+    if msg is not None:
+        raise ValueError(msg)
+
+
 class AtelierMagCacheCalibrate(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -106,10 +114,8 @@ class AtelierMagCacheCalibrate(io.ComfyNode):
             ],
         )
 
-    @classmethod
-    def validate_inputs(cls, name=None):
-        msg = None if name is None else check_curve_name(name)
-        return True if msg is None else msg
+    validate_inputs = validator(None, combos=("sampler_name", "scheduler"), more=("name",),
+                                extra=lambda v: _named_check(check_curve_name, v.get("name")))
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, name):

@@ -123,7 +123,9 @@ class AtelierSyntheticDamage(io.ComfyNode):
 
 THRESHOLDS = ("crack_low", "crack_high", "light_low", "light_high", "ground_seed_de", "ground_grow_de",
               "loss_contrast_de", "split_min_length_mm")
-DETECT = ("ground_color", "ground_tolerance_de", *THRESHOLDS, "tile")
+DETECT = ("ground_color", *THRESHOLDS, "tile")
+#: Added after workflows were saved: optional and last, so a saved workflow's widget values keep their places.
+DETECT_OPTIONAL = ("ground_tolerance_de",)
 
 
 def _detect_rules(values):
@@ -147,7 +149,7 @@ class AtelierDamageDetect(io.ComfyNode):
                         "loss candidates themselves); support "
                         "splits (long wide dark lines). Outputs one MASK per class, the response maps and an overlay.",
             inputs=[io.Image.Input("image", tooltip="The scan."), RestoCtx.Input("ctx", tooltip=CTX_TIP),
-                    *widgets(SETTINGS, DETECT)],
+                    *widgets(SETTINGS, DETECT), *widgets(SETTINGS, DETECT_OPTIONAL, optional=True)],
             outputs=[DamageMapT.Output("damage_map", display_name="damage_map", tooltip="Classes, response maps and parameters (for Damage "
                                                              "Map Edit, Region Table and the record)."),
                      io.Mask.Output("all_damage", display_name="all_damage", tooltip="Every detected class."),
@@ -157,11 +159,12 @@ class AtelierDamageDetect(io.ComfyNode):
                      io.Image.Output("responses", display_name="responses", tooltip="Response maps (batch of 4: crack, light, ground ΔE00, "
                                                           "split), yellow = 32+.")])
 
-    validate_inputs = validator(SETTINGS, DETECT, extra=_detect_rules)
+    validate_inputs = validator(SETTINGS, DETECT + DETECT_OPTIONAL, extra=_detect_rules)
 
     @classmethod
-    def execute(cls, image, ctx, ground_color, ground_tolerance_de, crack_low, crack_high, light_low, light_high,
-                ground_seed_de, ground_grow_de, loss_contrast_de, split_min_length_mm, tile):
+    def execute(cls, image, ctx, ground_color, crack_low, crack_high, light_low, light_high,
+                ground_seed_de, ground_grow_de, loss_contrast_de, split_min_length_mm, tile,
+                ground_tolerance_de=SETTINGS["ground_tolerance_de"].default):
         img = ctx.check(image_array(image))
         cfg = stages.detect_config(ground_color, tile, ground_tolerance_de=ground_tolerance_de,
                                    crack_low=crack_low, crack_high=crack_high,
