@@ -140,18 +140,20 @@ class JobProgress:
         self.stream = stream if stream is not None else sys.stderr
         self.quiet = quiet
         self.t0 = time.monotonic()
-        self.done_w, self.done, self.failed, self.retried, self.workers = 0.0, 0, 0, 0, 0
+        self.done_w, self.done, self.failed, self.retried, self.workers, self.busy = 0.0, 0, 0, 0, 0, 0
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.open = False
 
     def update(self, *, weight: float = 0.0, done: int = 0, failed: int = 0, retried: int = 0,
-               workers: Optional[int] = None) -> None:
+               workers: Optional[int] = None, busy: Optional[int] = None) -> None:
         self.done_w += weight
         self.done += done
         self.failed += failed
         self.retried += retried
         if workers is not None:
             self.workers = workers
+        if busy is not None:
+            self.busy = busy
         if not self.quiet:
             self._write(self.line())
 
@@ -163,7 +165,7 @@ class JobProgress:
         if self.retried:
             msg += f", {self.retried} retried"
         if self.workers:
-            msg += f" | {self.workers} worker{'s' if self.workers != 1 else ''}"
+            msg += f" | {self.workers} worker{'s' if self.workers != 1 else ''}, {self.busy} busy"
         if self.done_w > 0 and el > 0:
             rate = self.done_w / el
             left = max(self.total - self.done_w, 0.0) / rate
@@ -265,7 +267,7 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
         stats.workers, stats.worker_names = 1, ["this process"]
         runner = _Runner(make_worker)
         if progress is not None:
-            progress.update(workers=1)
+            progress.update(workers=1, busy=1)
         for o in outcomes:
             o.attempts, o.worker = 1, "this process"
             ok, val = runner.run(o.item.payload)
@@ -304,7 +306,7 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
     from ray.exceptions import GetTimeoutError, RayActorError, RaySystemError, WorkerCrashedError
     lost_errors = (RayActorError, WorkerCrashedError, RaySystemError)
     n, opts = _slots(cpus_per_worker, max_workers)
-    actor_cls = ray.remote(max_restarts=0, max_task_retries=0, **opts)(_Runner)
+    actor_cls: Any = ray.remote(_Runner).options(max_restarts=0, max_task_retries=0, **opts)
     queue: Deque[int] = deque(range(len(outcomes)))
     starting: Dict[Any, Any] = {}    # ready ref -> actor
     busy: Dict[Any, Tuple[Any, int, str]] = {}   # run ref -> (actor, item index, worker name)
@@ -312,18 +314,21 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
     last_ready = time.monotonic()
 
     def start() -> None:
-        a = actor_cls.remote(make_worker)
+        a: Any = actor_cls.remote(make_worker)
         starting[a.ready.remote()] = a
         stats.workers += 1
 
     for _ in range(min(n, len(outcomes)) or 1):
         start()
     while queue or busy:
+        assigned = bool(free and queue)
         while free and queue:
             a, name = free.pop()
             i = queue.popleft()
             outcomes[i].attempts += 1
             busy[a.run.remote(outcomes[i].item.payload)] = (a, i, name)
+        if assigned and progress is not None:
+            progress.update(workers=len(free) + len(busy), busy=len(busy))
         if not busy and not free and not starting:
             start()
         waiting = list(busy) + list(starting)
@@ -347,8 +352,6 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
             last_ready = time.monotonic()
             stats.worker_names.append(name)
             free.append((a, name))
-            if progress is not None:
-                progress.update(workers=len(free) + len(busy))
             continue
         a, i, name = busy.pop(ref)
         o = outcomes[i]
@@ -365,7 +368,7 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
                 stats.retried += 1
                 queue.appendleft(i)
                 if progress is not None:
-                    progress.update(retried=1, workers=len(free) + len(busy))
+                    progress.update(retried=1, workers=len(free) + len(busy), busy=len(busy))
             if len(free) + len(busy) + len(starting) < n and (queue or busy):
                 start()
             continue
@@ -379,6 +382,6 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
             o.error = val
         free.append((a, name))
         if progress is not None:
-            progress.update(weight=o.item.weight, done=int(ok), failed=int(not ok))
+            progress.update(weight=o.item.weight, done=int(ok), failed=int(not ok), busy=len(busy))
     for a in [a for a, _ in free] + [a for a, _, _ in busy.values()] + list(starting.values()):
         ray.kill(a, no_restart=True)

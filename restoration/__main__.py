@@ -209,7 +209,7 @@ def _collection(args: argparse.Namespace) -> int:
         print("error: --threads and --workers must be >= 0, --ray-cpus > 0", file=sys.stderr)
         return EXIT_USAGE
     try:
-        return collection_main(args)
+        return collection_main(args, config_from_args, _one_record)
     except ValueError as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -217,6 +217,11 @@ def _collection(args: argparse.Namespace) -> int:
         print(f"\ninterrupted: the records completed in {args.out} are kept (each whole); run the same command "
               "again to do the rest", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _one_record(args: argparse.Namespace, cfg: "PipelineConfig") -> dict:
+    """One scan of a collection: its record staged into ``args.out`` (the collection holds the lock)."""
+    return _run_claimed(args, cfg, None, None)
 
 
 def _summary(manifest: Mapping[str, Any], out: str) -> dict:

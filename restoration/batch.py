@@ -28,10 +28,10 @@ import json
 import os
 import pathlib
 import shutil
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 try:
-    from ..atelier_ray import BatchItem, JobProgress, Outcome, expand_inputs, run_batch
+    from ..atelier_ray import BatchItem, JobProgress, Outcome, expand_inputs, run_batch  # type: ignore[import-not-found]
 except ImportError:   # the core as a top-level package (CLI from the repository root)
     from atelier_ray import BatchItem, JobProgress, Outcome, expand_inputs, run_batch
 
@@ -91,25 +91,30 @@ def _pixels(path: pathlib.Path) -> int:
         return 0
 
 
-class ScanWorker:
-    """``work(payload)`` of a collection: one scan's record, with the settings of the command line (each
-    actor builds one; no model to load)."""
+#: the single-scan job the command line gives (``restoration.__main__``): ``config(args)`` checks the options
+#: and returns the job's config, ``job(args, config)`` writes one record (staged) and returns its manifest
+ConfigFn = Callable[[argparse.Namespace], Any]
+JobFn = Callable[[argparse.Namespace, Any], Dict[str, Any]]
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
+
+class ScanWorker:
+    """``work(payload)`` of a collection: one scan's record through the command line's single-scan job, with
+    its settings (each actor builds one; no model to load)."""
+
+    def __init__(self, args: argparse.Namespace, config: ConfigFn, job: JobFn) -> None:
+        self.args, self.config, self.job = args, config, job
         if args.threads > 0:
             import torch
             torch.set_num_threads(args.threads)
 
     def __call__(self, payload: Tuple[str, str]) -> Dict[str, Any]:
-        from .__main__ import _run_claimed, config_from_args
         from .fileio import sha256_file
         scan, dest = payload
         d = pathlib.Path(dest)
         if d.exists() and any(d.iterdir()):
             return _existing(d, scan, sha256_file(scan))
         a = argparse.Namespace(**{**vars(self.args), "scan": scan, "out": dest})
-        manifest = _run_claimed(a, config_from_args(a), None, None)
+        manifest = self.job(a, self.config(a))
         return dict(_row(manifest, d), status="done")
 
 
@@ -235,19 +240,19 @@ def _remove_partials(out: pathlib.Path, names: Sequence[str]) -> int:
     return n
 
 
-def run_collection(args: argparse.Namespace, quiet: bool = False) -> Tuple[Dict[str, Any], int]:
+def run_collection(args: argparse.Namespace, config: ConfigFn, job: JobFn,
+                   quiet: bool = False) -> Tuple[Dict[str, Any], int]:
     """The collection job; returns ``(summary, exit status)`` (1 when a scan failed)."""
     from .fileio import write_bytes
     check_args(args)
-    from .__main__ import config_from_args
-    config_from_args(argparse.Namespace(**{**vars(args), "scan": None}))  # every option checked before any work
+    config(argparse.Namespace(**{**vars(args), "scan": None}))  # every option checked before any work
     items = plan(args)
     out = pathlib.Path(args.out)
     repo = pathlib.Path(__file__).resolve().parent.parent
     with CollectionLock(out):
         progress = JobProgress(sum(i.weight for i in items), len(items), unit="MP", quiet=quiet)
         try:
-            outcomes, stats = run_batch(items, _Factory(args), progress=progress, ray_address=args.ray,
+            outcomes, stats = run_batch(items, _Factory(args, config, job), progress=progress, ray_address=args.ray,
                                         cpus_per_worker=args.ray_cpus, max_workers=args.workers or None,
                                         env_paths=[str(repo)])
         finally:
@@ -266,17 +271,17 @@ def run_collection(args: argparse.Namespace, quiet: bool = False) -> Tuple[Dict[
 
 
 class _Factory:
-    """``make_worker`` for the actors (picklable: the parsed arguments only)."""
+    """``make_worker`` for the actors (pickled to each: the parsed arguments and the two functions)."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
+    def __init__(self, args: argparse.Namespace, config: ConfigFn, job: JobFn) -> None:
+        self.args, self.config, self.job = args, config, job
 
     def __call__(self) -> ScanWorker:
-        return ScanWorker(self.args)
+        return ScanWorker(self.args, self.config, self.job)
 
 
-def collection_main(args: argparse.Namespace, progress_quiet: bool = False) -> int:
-    summary, rc = run_collection(args, progress_quiet)
+def collection_main(args: argparse.Namespace, config: ConfigFn, job: JobFn) -> int:
+    summary, rc = run_collection(args, config, job)
     print(json.dumps(summary, indent=1))
     return rc
 

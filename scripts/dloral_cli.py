@@ -8,6 +8,7 @@ no CUDA device) and loads the SD2.1 models with the pack's host plumbing, ``node
 ``python -m dloral convert`` needs no host; ``python -m dloral upscale`` names this file and stops.
 On Linux ``upscale`` starts itself again with ``THP_MEM_ALLOC_ENABLE=1`` unless that variable is set.
 """
+import os
 import pathlib
 import sys
 
@@ -21,6 +22,10 @@ for path in (str(HERE), str(REPO)):   # hostbridge; the dloral core, as `python 
         sys.path.insert(1, path)
 
 import hostbridge  # noqa: E402
+
+# Ray workers of `upscale --ray` (dloral/batch.py) import this loader's modules (hostbridge) and the pack: they
+# get the driver's PYTHONPATH, so both folders go on it (every machine holds the pack at the same path)
+os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
 
 
 def load_models(request):

@@ -49,7 +49,7 @@ def test_record_names_do_not_depend_on_order(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- scans ---
-def _scans(d, n=3, size=(128, 176)):
+def _scans(d, n=5, size=(128, 176)):
     from restoration.fileio import to_uint, write_tiff
     from restoration.synth import SynthConfig, make_sample
     d.mkdir()
@@ -96,16 +96,16 @@ def reference(scans, tmp_path_factory):
 
 def test_collection_in_process_index_and_no_overwrite(scans, reference, tmp_path):
     out, summary = reference
-    assert summary["done"] == 3 and summary["failed"] == 1 and "broken" in summary["failures"]
+    assert summary["done"] == 5 and summary["failed"] == 1 and "broken" in summary["failures"]
     assert "not a readable image" in summary["failures"]["broken"]
-    assert sorted(p.name for p in out.iterdir()) == ["index.csv", "index.html", "scan0", "scan1", "scan2"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.csv", "index.html", *(f"scan{i}" for i in range(5))]
     import csv
     rows = list(csv.DictReader((out / "index.csv").open()))
-    assert [r["status"] for r in rows] == ["done"] * 3 + ["failed"]
-    areas = [float(r["total_damage_area_mm2"]) for r in rows[:3]]
+    assert [r["status"] for r in rows] == ["done"] * 5 + ["failed"]
+    areas = [float(r["total_damage_area_mm2"]) for r in rows[:5]]
     assert areas == sorted(areas, reverse=True) and areas[0] > 0
     html = (out / "index.html").read_text()
-    assert html.count("<tr") == 5 and 'href="scan0/index.html"' in html and "not a readable image" in html
+    assert html.count("<tr") == 7 and 'href="scan0/index.html"' in html and "not a readable image" in html
     # a rerun keeps the records it finds (same scan: 'done earlier') and writes none of them again
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.parent != out}
     r = _cli([str(scans / "scan0.tif"), str(scans / "scan1.tif"), "--out", str(out), "--dpi", "600"])
@@ -140,6 +140,19 @@ def test_cluster_is_loopback_only(cluster):
     assert json.loads(r.stdout.strip().splitlines()[-1]) == ["127.0.0.1", "127.0.0.1"]
 
 
+def test_dloral_clips_on_two_ray_nodes_equal_in_process(clips, cluster, tmp_path):
+    """The clips spread over the two nodes' actors (each loads the models once): the same files, byte for byte."""
+    root, ref, _ = clips
+    out = tmp_path / "out"
+    r = _dloral(root, out, "--ray", cluster.address)
+    assert r.returncode == 1, r.stderr
+    s = json.loads(r.stdout)
+    assert (s["done"], s["failed"], s["workers"], s["lost_workers"]) == (3, 1, 2, 0), s
+    assert "2 node(s)" in s["where"]
+    assert _tree(out) == _tree(ref)
+    assert "job 3/4 done, 1 failed" in r.stderr and "frames/s" in r.stderr
+
+
 def test_worker_node_killed_mid_job_loses_nothing(scans, reference, cluster, tmp_path):
     """Two nodes, one worker each; the worker node (raylet and actor) is SIGKILLed while its first scan runs:
     its scan is run again on the head's worker, every record is complete and byte-identical to the in-process
@@ -153,18 +166,93 @@ def test_worker_node_killed_mid_job_loses_nothing(scans, reference, cluster, tmp
     try:
         for line in p.stderr:   # the progress line: both workers are up and each holds a scan
             lines.append(line)
-            if "| 2 workers" in line:
+            if "2 workers, 2 busy" in line:
                 cluster.kill_worker()
                 break
+        else:
+            pytest.fail("the job ended before both workers held a scan:\n" + "".join(lines))
         rest_out, rest_err = p.communicate(timeout=180)
     finally:
         if p.poll() is None:
             p.kill()
     assert p.returncode == 1 and rest_out.startswith("{"), "".join(lines) + rest_err + rest_out
     s = json.loads(rest_out)
-    assert s["lost_workers"] >= 1 and s["retried"] >= 1 and s["done"] == 3 and s["failed"] == 1, s
+    assert s["lost_workers"] >= 1 and s["retried"] >= 1 and s["done"] == 5 and s["failed"] == 1, rest_out
     assert "2 node(s)" in s["where"] and s["workers"] >= 2
-    assert "job 3/4 done, 1 failed" in rest_err and "job 4/4" not in rest_err   # one progress line, whole job
+    assert "job 5/6 done, 1 failed" in rest_err and "job 6/6" not in rest_err   # one progress line, whole job
     assert _records(out) == _records(reference[0])
-    assert sorted(p.name for p in out.iterdir()) == ["index.csv", "index.html", "scan0", "scan1", "scan2"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.csv", "index.html", *(f"scan{i}" for i in range(5))]
 
+
+# ------------------------------------------------------------------------------------------- DLoRAL ---
+def _clips(root):
+    """Two frame folders, one video (MJPG .avi) and a broken video, in a folder of their own each way."""
+    import cv2
+    import _dloral_models
+    from dloral.__main__ import _save
+    from dloral import convert_official, save_weights
+    from _dloral_synth import make_official, unet_shapes
+    root.mkdir()
+    save_weights(convert_official(make_official(unet_shapes(), seed=0)[0]), str(root / "w.safetensors"))
+    (root / "ck.safetensors").write_bytes(b"stand-in: the tiny loader reads no checkpoint")
+    for k, n in ((0, 5), (1, 3)):
+        d = root / "frames" / f"clip{k}"
+        d.mkdir(parents=True)
+        for i, f in enumerate(_dloral_models.frames(n, seed=k)):
+            _save(f, d / f"f{i:03d}.png")
+    vids = root / "videos"
+    vids.mkdir()
+    wr = cv2.VideoWriter(str(vids / "clip2.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16, 16))
+    for f in _dloral_models.frames(4, seed=2):
+        wr.write((f.permute(1, 2, 0).numpy()[..., ::-1] * 255).astype(np.uint8))
+    wr.release()
+    (vids / "broken.mp4").write_bytes(b"\0" * 64)
+    return root
+
+
+def _dloral(root, out, *extra, timeout=240):
+    args = [sys.executable, str(TESTS / "_dloral_tiny_cli.py"), "upscale", str(root / "frames" / "clip0"),
+            "@" + str(root / "list.txt"), "--out", str(out), "--weights", str(root / "w.safetensors"),
+            "--checkpoint", str(root / "ck.safetensors"), "--process-size", "64", "--window", "2",
+            "--batch-ext", "frames", *extra]
+    (root / "list.txt").write_text("# the rest\nframes/clip1\nvideos\n")
+    return subprocess.run(args, cwd=REPO, env=env([TESTS]), capture_output=True, text=True, timeout=timeout)
+
+
+def _tree(out):
+    from restoration.fileio import sha256_file
+    return {str(p.relative_to(out)): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = _clips(tmp_path_factory.mktemp("dl") / "in")
+    out = root.parent / "ref"
+    r = _dloral(root, out)
+    assert r.returncode == 1, r.stderr   # the broken video is listed, the rest done
+    return root, out, json.loads(r.stdout)
+
+
+def test_dloral_many_inputs_in_process(clips):
+    root, out, s = clips
+    assert (s["clips"], s["done"], s["failed"], s["workers"]) == (4, 3, 1, 1), s
+    bad = [o for o in s["outputs"] if o["status"] == "failed"]
+    assert len(bad) == 1 and bad[0]["input"].endswith("broken.mp4") and "PyAV" in bad[0]["reason"]
+    t = _tree(out)
+    assert sorted({k.split("/")[0] for k in t}) == ["clip0", "clip1", "clip2"]
+    assert sum(k.startswith("clip0/frame_") for k in t) == 5 and sum(k.startswith("clip2/frame_") for k in t) == 4
+    assert "clip2/timecodes.txt" in t
+    # each clip equals the single-clip command on it, byte for byte
+    single = root.parent / "single"
+    r = subprocess.run([sys.executable, str(TESTS / "_dloral_tiny_cli.py"), "upscale", str(root / "frames" / "clip1"),
+                        "--out", str(single), "--weights", str(root / "w.safetensors"), "--checkpoint",
+                        str(root / "ck.safetensors"), "--process-size", "64", "--window", "2"],
+                       cwd=REPO, env=env([TESTS]), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _tree(single) == {k.split("/", 1)[1]: v for k, v in t.items() if k.startswith("clip1/")}
+    # a rerun keeps what is there (done earlier) and writes nothing again
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    r = _dloral(root, out)
+    s2 = json.loads(r.stdout)
+    assert s2["done_earlier"] == 3 and s2["done"] == 0, s2
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
