@@ -211,6 +211,9 @@ def connect(address: Optional[str], env_paths: Sequence[str] = (), num_cpus: Opt
     ``"auto"`` joins the cluster Ray finds (``RAY_ADDRESS`` or the one started on this machine), anything
     else is a cluster's ``HOST:PORT``. The workers get ``env_paths`` on their ``PYTHONPATH`` (the pack's
     folders: every machine of the cluster holds the pack at the same path). Returns a description."""
+    if address not in (None, LOCAL, "auto") and (os.path.exists(address) or ":" not in address):
+        raise ValueError(f"--ray {address!r} is not HOST:PORT (an input named after --ray? put --ray last, or give "
+                         "it an address: auto, HOST:PORT)")
     try:
         import ray
     except ImportError:

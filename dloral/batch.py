@@ -199,6 +199,11 @@ def _row(o: Outcome) -> Dict[str, Any]:
 
 
 def batch_main(a: argparse.Namespace, loader: Callable[[Any], Any], single: Single) -> int:
-    summary, rc = run_clips(a, loader, single)
+    try:
+        summary, rc = run_clips(a, loader, single)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the outputs completed in {a.out} are kept (each whole); run the same command again "
+              "to do the rest", file=sys.stderr)
+        return 130
     print(json.dumps(summary, indent=1))
     return rc

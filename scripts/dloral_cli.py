@@ -23,9 +23,12 @@ for path in (str(HERE), str(REPO)):   # hostbridge; the dloral core, as `python 
 
 import hostbridge  # noqa: E402
 
-# Ray workers of `upscale --ray` (dloral/batch.py) import this loader's modules (hostbridge) and the pack: they
-# get the driver's PYTHONPATH, so both folders go on it (every machine holds the pack at the same path)
-os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+
+def worker_path():
+    """Ray workers of ``upscale --ray`` (``dloral/batch.py``) import this loader's modules (hostbridge) and the
+    pack; they get the driver's PYTHONPATH, so the command puts both folders on it (every machine of the
+    cluster holds the pack at the same path). Only this process's environment: in-process callers keep theirs."""
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
 
 
 def load_models(request):
@@ -43,5 +46,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    worker_path()
     from dloral.__main__ import run
     sys.exit(run(loader=load_models, restart=[sys.executable, str(pathlib.Path(__file__).resolve())], prog=PROG))
