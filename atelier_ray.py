@@ -8,8 +8,8 @@ that need it, never at module level (``tests/core/test_packaging.py`` checks bot
   folders): a folder (its files with the given extensions), a glob (``'scans/*.tif'``), a list file
   (``@list.txt``: one path a line, ``#`` comments, paths relative to the list) or a file.
 * :func:`run_batch`: every item through ``work = make_worker(); work(item)``. Without Ray one worker in this
-  process. With Ray one actor per slot (a GPU each where the cluster has GPUs, else ``cpus_per_worker``
-  CPUs each) calls ``make_worker`` once (the models are loaded once per actor) and takes the next item
+  process. With Ray one actor per slot (a GPU each where the cluster has GPUs and the work uses them, else
+  ``cpus_per_worker`` CPUs each) calls ``make_worker`` once (the models are loaded once per actor) and takes the next item
   when it is free. An item whose actor is lost (its process or node died) goes back to the queue and is
   retried on another actor (a replacement actor is started); an exception raised by ``work`` is that
   item's failure, reported with its reason while the rest go on. ``work`` must be idempotent and write
@@ -238,11 +238,12 @@ def connect(address: Optional[str], env_paths: Sequence[str] = (), num_cpus: Opt
            f"{res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU"
 
 
-def _slots(cpus_per_worker: float, max_workers: Optional[int]) -> Tuple[int, Dict[str, float]]:
-    """How many actors, and each one's resources: a GPU each where the cluster has GPUs, else CPUs."""
+def _slots(cpus_per_worker: float, max_workers: Optional[int], gpus: bool) -> Tuple[int, Dict[str, float]]:
+    """How many actors, and each one's resources: a GPU each where the cluster has GPUs and the work uses
+    them (``gpus``), else ``cpus_per_worker`` CPUs each."""
     import ray
     res = ray.cluster_resources()
-    if res.get("GPU", 0) >= 1:
+    if gpus and res.get("GPU", 0) >= 1:
         n, opts = int(res["GPU"]), {"num_gpus": 1, "num_cpus": min(cpus_per_worker, 1)}
     else:
         n, opts = int(res.get("CPU", 0) // cpus_per_worker), {"num_cpus": cpus_per_worker}
@@ -257,11 +258,13 @@ def _slots(cpus_per_worker: float, max_workers: Optional[int]) -> Tuple[int, Dic
 def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[Any], Any]],
               progress: Optional[JobProgress] = None, ray_address: Optional[str] = None,
               cpus_per_worker: float = 1.0, max_workers: Optional[int] = None, max_attempts: int = 3,
-              env_paths: Sequence[str] = (), start_timeout_s: float = 600.0) -> Tuple[List[Outcome], JobStats]:
+              env_paths: Sequence[str] = (), start_timeout_s: float = 600.0,
+              gpus: bool = False) -> Tuple[List[Outcome], JobStats]:
     """Every item through a worker; returns the outcomes in item order and the job's counts.
 
     ``ray_address`` None runs in this process; otherwise see :func:`connect` (the caller's Ray session
-    is shut down at the end when this function started it). An item is tried at most ``max_attempts``
+    is shut down at the end when this function started it; ``gpus``: one actor per GPU where the cluster
+    has GPUs). An item is tried at most ``max_attempts``
     times when workers are lost under it; ``work`` raising is a failure of that item, not retried."""
     outcomes = [Outcome(it) for it in items]
     stats = JobStats()
@@ -292,7 +295,7 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
                                   else int(max_workers * cpus_per_worker))
         try:
             _run_on_ray(outcomes, make_worker, progress, stats, cpus_per_worker, max_workers, max_attempts,
-                        start_timeout_s)
+                        start_timeout_s, gpus)
         finally:
             if started_here:
                 ray.shutdown()
@@ -302,13 +305,13 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
 
 def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any], Any]],
                 progress: Optional[JobProgress], stats: JobStats, cpus_per_worker: float,
-                max_workers: Optional[int], max_attempts: int, start_timeout_s: float) -> None:
+                max_workers: Optional[int], max_attempts: int, start_timeout_s: float, gpus: bool) -> None:
     """The scheduling loop: a free actor takes the next queued item; a lost actor's item is queued again
     (front of the queue) and a replacement actor started; the loop ends when every item has an outcome."""
     import ray
     from ray.exceptions import GetTimeoutError, RayActorError, RaySystemError, WorkerCrashedError
     lost_errors = (RayActorError, WorkerCrashedError, RaySystemError)
-    n, opts = _slots(cpus_per_worker, max_workers)
+    n, opts = _slots(cpus_per_worker, max_workers, gpus)
     actor_cls: Any = ray.remote(_Runner).options(max_restarts=0, max_task_retries=0, **opts)
     queue: Deque[int] = deque(range(len(outcomes)))
     starting: Dict[Any, Any] = {}    # ready ref -> actor

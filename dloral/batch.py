@@ -128,10 +128,39 @@ class ClipWorker:
         d = pathlib.Path(dest)
         if d.exists():   # renamed into place only when complete: this clip is done
             return {"status": "done earlier", "output": dest, "frames": _count(d)}
-        a = argparse.Namespace(**{**vars(self.args), "input": src, "out": dest, "quiet": True, "overwrite": False})
-        with contextlib.redirect_stdout(sys.stderr):   # the per-clip line; stdout is the job's summary
-            self.single.upscale(a, self.loader)
-        return {"status": "done", "output": dest, "frames": self.single.probe(src)[0]}
+        # this attempt writes under a name of its own and then places it only where nothing is: a worker
+        # declared lost may still be running the same clip, and exactly one of them puts the output in place
+        mine = d.with_name(f".{d.stem}.attempt-{os.getpid()}-{os.urandom(3).hex()}{d.suffix}")
+        a = argparse.Namespace(**{**vars(self.args), "input": src, "out": str(mine), "quiet": True,
+                                  "overwrite": False})
+        try:
+            with contextlib.redirect_stdout(sys.stderr):   # the per-clip line; stdout is the job's summary
+                self.single.upscale(a, self.loader)
+            placed = _place(mine, d)
+        finally:
+            _discard(mine)
+        return {"status": "done" if placed else "done earlier", "output": dest, "frames": self.single.probe(src)[0]}
+
+
+def _place(mine: pathlib.Path, dest: pathlib.Path) -> bool:
+    """Move a finished output to ``dest`` unless something is there (never over it); True when placed."""
+    try:
+        if mine.is_dir():
+            os.rename(mine, dest)   # onto a non-empty folder fails; dest is not made empty by anyone here
+        else:
+            os.link(mine, dest)     # fails when dest exists
+    except OSError:
+        if dest.exists():
+            return False
+        raise
+    return True
+
+
+def _discard(p: pathlib.Path) -> None:
+    if p.is_dir():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists():
+        p.unlink()
 
 
 def _count(d: pathlib.Path) -> Optional[int]:
@@ -155,7 +184,9 @@ def _remove_partials(items: Sequence[BatchItem]) -> None:
     """What lost workers left: hidden partial videos and frame staging folders of the job's outputs."""
     for it in items:
         d = pathlib.Path(it.payload[1])
-        for p in list(d.parent.glob(f".{d.stem}.*.partial*")) + list(d.parent.glob(f".{d.name}.dloral-staging-*")):
+        hidden = f".{d.stem}.attempt-*"
+        for p in [*d.parent.glob(f"{hidden}"), *d.parent.glob(f".{hidden}.*"), *d.parent.glob(f".{d.stem}.*.partial*"),
+                  *d.parent.glob(f".{d.name}.dloral-staging-*")]:
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:
@@ -178,7 +209,7 @@ def run_clips(a: argparse.Namespace, loader: Callable[[Any], Any], single: Singl
     try:
         outcomes, stats = run_batch(items, _Factory(a, loader, single), progress=progress, ray_address=a.ray,
                                     cpus_per_worker=a.ray_cpus, max_workers=a.workers or None,
-                                    env_paths=[str(repo)])   # + the caller's PYTHONPATH (the loader's modules)
+                                    env_paths=[str(repo)], gpus=True)   # + the caller's PYTHONPATH (the loader's)
     finally:
         progress.close()
     _remove_partials(items)

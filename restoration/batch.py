@@ -114,7 +114,15 @@ class ScanWorker:
         if d.exists() and any(d.iterdir()):
             return _existing(d, scan, sha256_file(scan))
         a = argparse.Namespace(**{**vars(self.args), "scan": scan, "out": dest})
-        manifest = self.job(a, self.config(a))
+        try:
+            manifest = self.job(a, self.config(a))
+        except (OSError, ValueError):
+            # another attempt of this scan (a worker declared lost that was still running) put its complete
+            # record in place first: before this one was staged (refused) or before its rename (which fails
+            # rather than write over it); keep that record, once
+            if d.is_dir() and (d / "manifest.json").is_file():
+                return dict(_existing(d, scan, sha256_file(scan)), status="done")
+            raise
         return dict(_row(manifest, d), status="done")
 
 

@@ -87,10 +87,21 @@ class Cluster:
         return self
 
     def kill_worker(self):
-        """SIGKILL the worker node's whole process group (raylet and its workers): a machine lost."""
+        """SIGKILL the worker node's process group and every process below it (the raylet starts its workers
+        in sessions of their own): a machine lost."""
+        below = _descendants(self.procs[1].pid)
         _kill(self.procs[1], signal.SIGKILL)
+        for pid in below:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def stop(self):
+        try:
+            below = [pid for p in self.procs for pid in _descendants(p.pid)]
+        except Exception:   # noqa: BLE001 - the process groups are stopped in any case
+            below = []
         for p in reversed(self.procs):
             _kill(p, signal.SIGTERM)
         deadline = time.monotonic() + 10
@@ -105,8 +116,32 @@ class Cluster:
                 p.wait(5)
             except subprocess.TimeoutExpired:
                 pass
+        for pid in below:   # processes this cluster started that left its process groups (Ray's workers)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self.procs = []
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _descendants(pid):
+    """Every process below ``pid`` (from /proc: parent ids), this moment."""
+    parent = {}
+    for d in pathlib.Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+                parent[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
 
 
 def _kill(p, sig):

@@ -40,6 +40,23 @@ def test_expand_inputs_folders_globs_lists(tmp_path):
             expand_inputs([bad], exts)
 
 
+def test_missing_ray_fails_under_ci_and_skips_loudly_otherwise(monkeypatch):
+    import _raycluster
+    monkeypatch.setattr(_raycluster.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="CI: Ray is not installed"):
+        _raycluster.need_ray()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="RAY TESTS SKIPPED"):
+        _raycluster.need_ray()
+
+
+def test_ray_address_that_is_an_input_is_refused(tmp_path):
+    from atelier_ray import connect
+    with pytest.raises(ValueError, match="put --ray last"):
+        connect(str(tmp_path))
+
+
 def test_record_names_do_not_depend_on_order(tmp_path):
     from restoration.batch import record_names
     a, b, c = tmp_path / "x" / "s.tif", tmp_path / "y" / "s.tif", tmp_path / "t.png"
@@ -121,6 +138,39 @@ def test_collection_in_process_index_and_no_overwrite(scans, reference, tmp_path
     # per-scan options are refused for a collection, before anything is written
     r = _cli([str(scans), "--out", str(tmp_path / "c2"), "--accept", "3"])
     assert r.returncode == 2 and "--accept" in r.stderr and not (tmp_path / "c2").exists()
+
+
+@pytest.mark.parametrize("when", ["before staging", "before the rename"])
+def test_a_second_attempt_never_writes_over_the_first(scans, reference, tmp_path, monkeypatch, when):
+    """A worker declared lost may still finish its scan: when its record lands first (before this attempt is
+    staged, or while it runs and before its rename), this attempt does not write over it (refused, or the
+    rename fails), reports the scan done, and leaves no staged folder: one record, the first one."""
+    import shutil
+    import restoration.pipeline
+    from restoration.__main__ import _one_record, build_parser, config_from_args
+    from restoration.batch import ScanWorker
+    out = tmp_path / "coll"
+    out.mkdir()
+    dest = out / "scan0"
+    first = reference[0] / "scan0"
+    if when == "before staging":
+        shutil.copytree(first, dest)
+    else:
+        real = restoration.pipeline.run
+
+        def racing(*a, **k):
+            m = real(*a, **k)
+            shutil.copytree(first, dest)
+            return m
+        monkeypatch.setattr(restoration.pipeline, "run", racing)
+    stamp = {p.name: p.stat().st_mtime_ns for p in first.iterdir()}
+    args = build_parser().parse_args([str(scans), "--out", str(out), "--dpi", "600"])
+    row = ScanWorker(args, config_from_args, _one_record)((str(scans / "scan0.tif"), str(dest)))
+    assert row["status"] == ("done earlier" if when == "before staging" else "done")
+    assert row["record"] == "scan0/index.html"
+    assert sorted(p.name for p in out.iterdir()) == ["scan0"]   # no staged folder left, one record
+    assert _records(out) == {"scan0": _records(reference[0])["scan0"]}
+    assert {p.name: p.stat().st_mtime_ns for p in first.iterdir()} == stamp
 
 
 @pytest.fixture(scope="module")
