@@ -390,7 +390,8 @@ def main(argv: Optional[Sequence[str]] = None, loader: Optional[ModelLoader] = N
                         "changed are then kept in the converted file (without it: conv_in only)")
     c.set_defaults(fn=cmd_convert)
     u = sub.add_parser("upscale", help="upscale a folder of frames or a video file ×4")
-    u.add_argument("input")
+    u.add_argument("input", nargs="+", help="a video file or a folder of frames; several, a folder of videos, a glob or "
+                   "@list.txt upscale each into --out DIR (dloral/batch.py)")
     u.add_argument("--out", required=True, help="output video file (.mp4, .mov, .mkv; an existing one is kept and "
                    "a numbered name used) or folder for frame_00000.png ...")
     u.add_argument("--weights", required=True, help="converted .safetensors or the official model.pkl")
@@ -407,6 +408,8 @@ def main(argv: Optional[Sequence[str]] = None, loader: Optional[ModelLoader] = N
                    help="replace the frame files already in an --out folder (only once the new set is complete); "
                         "a video file is never replaced (the new one gets a numbered name)")
     u.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    from .batch import add_arguments as add_batch_arguments
+    add_batch_arguments(u)
     u.set_defaults(fn=cmd_upscale)
     try:
         a = p.parse_args(argv)
@@ -416,6 +419,11 @@ def main(argv: Optional[Sequence[str]] = None, loader: Optional[ModelLoader] = N
         print(NO_LOADER, file=sys.stderr)
         return 2
     try:
+        from .batch import Single, batch_main, is_batch
+        if a.cmd == "upscale" and loader is not None and is_batch(a):
+            return batch_main(a, loader, Single(settings_from_args, probe, cmd_upscale))
+        if a.cmd == "upscale":
+            a.input = a.input[0]
         a.fn(a, loader)
     except ValueError as exc:
         print(("\n" if sys.stderr.isatty() else "") + f"error: {exc}", file=sys.stderr)

@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .settings import CLI_FILL_METHODS, SETTINGS as S
     ap = _Parser(prog="python -m restoration", description=__doc__,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scan", nargs="?", help="PNG or TIFF (8/16-bit) scan; JPEG is read but flagged lossy in the record")
+    ap.add_argument("scan", nargs="*", help="PNG or TIFF (8/16-bit) scan; JPEG is read but flagged lossy in the record. "
+                    "Several scans, a folder, a glob or @list.txt make a collection: DIR/NAME/ per scan and "
+                    "DIR/index.csv + index.html (restoration/batch.py)")
     ap.add_argument("--sample", action="store_true", help="run the bundled procedural sample (no data needed)")
     ap.add_argument("--replay", default=None, metavar="RECORD",
                     help="record folder (or its manifest.json) to regenerate; SCAN defaults to the recorded path")
@@ -114,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: the work is per-tile elementwise maths and OpenCV, which "
                          "gains little from torch threads and loses a lot on a busy machine; 0 = torch default)")
+    ap.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="spread a collection's scans over Ray workers (an optional extra): no ADDRESS = Ray on this "
+                         "machine, 'auto' = the cluster Ray finds, else HOST:PORT of a cluster's head")
+    ap.add_argument("--workers", type=int, default=0, help="with --ray: at most this many workers (0 = one per slot)")
+    ap.add_argument("--ray-cpus", type=float, default=1.0, help="with --ray: CPUs per worker (default 1)")
     return ap
 
 
@@ -161,6 +168,10 @@ def main(argv: Optional[list] = None) -> int:
         try:
             args = ap.parse_args(argv)
             out = args.out
+            from .batch import is_collection
+            if is_collection(args):
+                return _collection(args)
+            args.scan = args.scan[0] if args.scan else None
             if args.replay is None and bool(args.scan) == bool(args.sample):
                 ap.error("give either SCAN or --sample")
             if args.replay is not None and args.sample:
@@ -189,6 +200,28 @@ def main(argv: Optional[list] = None) -> int:
         else:
             print(f"interrupted: nothing new was written{'' if out is None else ' to ' + str(out)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _collection(args: argparse.Namespace) -> int:
+    """Many scans (``restoration/batch.py``); a bad option or input list is one line, exit 2."""
+    from .batch import collection_main
+    if args.threads < 0 or args.workers < 0 or args.ray_cpus <= 0:
+        print("error: --threads and --workers must be >= 0, --ray-cpus > 0", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return collection_main(args, config_from_args, _one_record)
+    except ValueError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the records completed in {args.out} are kept (each whole); run the same command "
+              "again to do the rest", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _one_record(args: argparse.Namespace, cfg: "PipelineConfig") -> dict:
+    """One scan of a collection: its record staged into ``args.out`` (the collection holds the lock)."""
+    return _run_claimed(args, cfg, None, None)
 
 
 def _summary(manifest: Mapping[str, Any], out: str) -> dict:

@@ -8,6 +8,7 @@ no CUDA device) and loads the SD2.1 models with the pack's host plumbing, ``node
 ``python -m dloral convert`` needs no host; ``python -m dloral upscale`` names this file and stops.
 On Linux ``upscale`` starts itself again with ``THP_MEM_ALLOC_ENABLE=1`` unless that variable is set.
 """
+import os
 import pathlib
 import sys
 
@@ -21,6 +22,13 @@ for path in (str(HERE), str(REPO)):   # hostbridge; the dloral core, as `python 
         sys.path.insert(1, path)
 
 import hostbridge  # noqa: E402
+
+
+def worker_path():
+    """Ray workers of ``upscale --ray`` (``dloral/batch.py``) import this loader's modules (hostbridge) and the
+    pack; they get the driver's PYTHONPATH, so the command puts both folders on it (every machine of the
+    cluster holds the pack at the same path). Only this process's environment: in-process callers keep theirs."""
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
 
 
 def load_models(request):
@@ -38,5 +46,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    worker_path()
     from dloral.__main__ import run
     sys.exit(run(loader=load_models, restart=[sys.executable, str(pathlib.Path(__file__).resolve())], prog=PROG))

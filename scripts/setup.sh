@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up the pack's environments on a fresh machine; safe to run again (stamps skip finished steps).
-#   scripts/setup.sh core    the core venv .venv: torch, the pack's requirements, pytest (demo + core tests)
+#   scripts/setup.sh core    the core venv .venv: torch, the pack's requirements, pytest, the Ray extra
+#                            (requirements-ray.txt; demo + core tests)
 #   scripts/setup.sh hosts   also every ComfyUI tree of the host tier (scripts/hosts.sh), each with a venv of
 #                            its own (.venv-hosts/NAME) holding that tree's requirements and frontend
 # torch: CPU-only machines get the CPU build where the package index serves one (TORCH_INDEX_URL, if set, is
@@ -35,6 +36,12 @@ stamp=.venv/.atelier-req-$(cat requirements.txt requirements-dev.txt | sha1sum |
 if [ ! -f "$stamp" ]; then
   echo "[setup] core: installing the pack's requirements"
   pipq .venv/bin/python -r requirements.txt -r requirements-dev.txt && touch "$stamp"
+fi
+# the optional Ray extra (--ray of the batch CLIs): the core tier's Ray tests need it and fail without it in CI
+rstamp=.venv/.atelier-ray-$(sha1sum requirements-ray.txt | cut -c1-12)
+if [ ! -f "$rstamp" ]; then
+  echo "[setup] core: installing the Ray extra (requirements-ray.txt)"
+  pipq .venv/bin/python -r requirements-ray.txt && touch "$rstamp"
 fi
 echo "[setup] core ready: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"
 [ "$what" = hosts ] || exit 0

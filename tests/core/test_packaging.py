@@ -16,10 +16,13 @@ HOST_PROVIDED = {"torch", "comfy", "comfy_api", "comfy_extras", "folder_paths", 
 DEV_ONLY = {"skimage": ("scikit-image", {"restoration/realbench.py"}),
             "sklearn": ("scikit-learn", {"restoration/realbench.py"}),
             "matplotlib": ("matplotlib", {"restoration/realbench.py"})}
-PACK_CODE = ("__init__.py", "atelier_settings.py", "magcache", "nag", "dloral", "restoration", "tinywan", "nodes")
+PACK_CODE = ("__init__.py", "atelier_settings.py", "atelier_ray.py", "magcache", "nag", "dloral", "restoration", "tinywan", "nodes")
 # The pack's own top-level module: a core imports it relatively inside the pack and, as the fallback of that
 # import, absolutely when the core itself is a top-level package (tests, CLIs run from the repository root).
-OWN_TOP_LEVEL = {"atelier_settings"}
+OWN_TOP_LEVEL = {"atelier_settings", "atelier_ray"}
+# Optional extras: import name -> (distribution, the files that may import it, the requirements file and the
+# pyproject extra that declare it). Imported only inside functions, never when a module is imported.
+OPTIONAL = {"ray": ("ray", {"atelier_ray.py"}, "requirements-ray.txt", "ray")}
 
 
 def _requirements():
@@ -60,13 +63,39 @@ def test_requirements_are_exactly_the_imports():
     assert not unused, f"requirements.txt lists {unused}, which no shipped module imports"
     third_party = {m: files for m, files in imports.items()
                    if m not in sys.stdlib_module_names and m not in HOST_PROVIDED and m not in DEV_ONLY
-                   and m not in OWN_TOP_LEVEL}
+                   and m not in OWN_TOP_LEVEL and m not in OPTIONAL}
     undeclared = {m: sorted(f) for m, f in third_party.items() if m not in declared}
     assert not undeclared, f"imported but not in requirements.txt: {undeclared}"
     dev = (REPO / "requirements-dev.txt").read_text().lower()
     for mod, (dist, allowed) in DEV_ONLY.items():
         assert imports.get(mod, set()) <= allowed, f"{mod} imported outside {allowed}: {imports[mod]}"
         assert dist in dev, f"{dist} (imported as {mod} by {allowed}) missing from requirements-dev.txt"
+
+
+def test_optional_extras_are_declared_and_imported_lazily():
+    """Ray (the ``--ray`` of the batch CLIs) is an optional extra: listed in requirements-ray.txt and the
+    pyproject extra ``ray``, not in requirements.txt, imported only by atelier_ray.py and only inside its
+    functions; importing the cores and their batch modules does not import it."""
+    imports = _top_level_imports()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for mod, (dist, allowed, req_file, extra) in OPTIONAL.items():
+        assert imports.get(mod, set()) <= allowed, f"{mod} imported outside {allowed}: {imports[mod]}"
+        lines = [ln.split("#", 1)[0].strip() for ln in (REPO / req_file).read_text().splitlines()]
+        reqs = [ln for ln in lines if ln]
+        assert [_dist(r) for r in reqs] == [dist], reqs
+        assert project["optional-dependencies"][extra] == reqs
+        assert dist not in [_dist(r) for r in _requirements()]
+        for f in allowed:
+            tree = ast.parse((REPO / f).read_text())
+            top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
+                   and any((a.name if isinstance(n, ast.Import) else n.module or "").split(".")[0] == mod
+                           for a in (n.names if isinstance(n, ast.Import) else [n]))]
+            assert not top, f"{f} imports {mod} at module level (line {top[0].lineno})"
+    import subprocess
+    code = ("import sys, atelier_ray, restoration.batch, restoration.__main__, dloral.batch, dloral.__main__; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in %r]; print(bad); sys.exit(bool(bad))" % list(OPTIONAL))
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_pyproject_dependencies_equal_requirements():

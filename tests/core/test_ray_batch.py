@@ -1,0 +1,308 @@
+"""Many inputs and Ray (issue 22 items 3-4): collections of scans and DLoRAL clips, in process and on a local
+two-node Ray cluster (head + worker on 127.0.0.1, started here and stopped after, ``tests/_raycluster.py``);
+a worker node killed mid-job still gives complete records, byte-identical to the in-process run, none twice.
+Without Ray the cluster tests skip loudly; under CI they fail."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from _raycluster import Cluster, env, need_ray
+from _testenv import REPO
+
+TESTS = REPO / "tests"
+
+
+# ----------------------------------------------------------------------------------------------- inputs ---
+def test_expand_inputs_folders_globs_lists(tmp_path):
+    from atelier_ray import expand_inputs
+    d = tmp_path / "d"
+    d.mkdir()
+    for n in ("b.tif", "a.png", "c.txt"):
+        (d / n).write_bytes(b"x")
+    (tmp_path / "e.tif").write_bytes(b"x")
+    (tmp_path / "list.txt").write_text("# scans\nd/a.png\n\ne.tif\n")
+    exts = (".png", ".tif")
+    assert [p.name for p in expand_inputs([str(d)], exts)] == ["a.png", "b.tif"]
+    assert [p.name for p in expand_inputs([str(tmp_path / "d" / "*.tif")], exts)] == ["b.tif"]
+    # a list file (relative to itself), with a duplicate given twice: each input once, in order
+    got = expand_inputs(["@" + str(tmp_path / "list.txt"), str(d / "a.png"), str(d)], exts)
+    assert [p.name for p in got] == ["a.png", "e.tif", "b.tif"]
+    assert expand_inputs([str(d)], exts, dirs_are_items=True) == [d]
+    for bad, msg in ((str(tmp_path / "nope.tif"), "no such file"), (str(tmp_path / "*.jpg"), "matches nothing"),
+                     ("@" + str(tmp_path / "none.txt"), "cannot be read")):
+        with pytest.raises(ValueError, match=msg):
+            expand_inputs([bad], exts)
+
+
+def test_missing_ray_fails_under_ci_and_skips_loudly_otherwise(monkeypatch):
+    import _raycluster
+    monkeypatch.setattr(_raycluster.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="CI: Ray is not installed"):
+        _raycluster.need_ray()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="RAY TESTS SKIPPED"):
+        _raycluster.need_ray()
+
+
+def test_ray_address_that_is_an_input_is_refused(tmp_path):
+    from atelier_ray import connect
+    with pytest.raises(ValueError, match="put --ray last"):
+        connect(str(tmp_path))
+
+
+def test_record_names_do_not_depend_on_order(tmp_path):
+    from restoration.batch import record_names
+    a, b, c = tmp_path / "x" / "s.tif", tmp_path / "y" / "s.tif", tmp_path / "t.png"
+    n1 = dict(zip((a, b, c), record_names([a, b, c])))
+    n2 = dict(zip((c, b, a), record_names([c, b, a])))
+    assert n1 == n2 and n1[c] == "t" and n1[a] != n1[b] and n1[a].startswith("s-")
+
+
+# --------------------------------------------------------------------------------------------- scans ---
+def _scans(d, n=5, size=(128, 176)):
+    from restoration.fileio import to_uint, write_tiff
+    from restoration.synth import SynthConfig, make_sample
+    d.mkdir()
+    for i in range(n):
+        img = make_sample(SynthConfig(height=size[0], width=size[1]), seed=10 + i)[0]
+        write_tiff(d, f"scan{i}.tif", to_uint(img, 16), 600)
+    (d / "broken.png").write_bytes(b"not a picture")
+    return d
+
+
+def _cli(args, extra_env=None, timeout=240):
+    e = env([TESTS])
+    e.update(extra_env or {})
+    return subprocess.run([sys.executable, "-m", "restoration", *args], cwd=REPO, env=e, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _records(out):
+    """name -> {file: sha256} of every record file the manifest lists (the record's content)."""
+    got = {}
+    for m in sorted(out.glob("*/manifest.json")):
+        man = json.loads(m.read_text())
+        files = {f["path"]: f["sha256"] for f in man["files"]}
+        from restoration.fileio import sha256_file
+        for p, h in files.items():
+            assert sha256_file(m.parent / p) == h, (m.parent.name, p)
+        got[m.parent.name] = files
+    return got
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    return _scans(tmp_path_factory.mktemp("scans") / "in")
+
+
+@pytest.fixture(scope="module")
+def reference(scans, tmp_path_factory):
+    """The collection run in process (no Ray): the outputs every Ray run must equal."""
+    out = tmp_path_factory.mktemp("ref") / "coll"
+    r = _cli([str(scans), "--out", str(out), "--dpi", "600"])
+    assert r.returncode == 1, r.stderr   # one scan is broken: listed, the rest done
+    return out, json.loads(r.stdout)
+
+
+def test_collection_in_process_index_and_no_overwrite(scans, reference, tmp_path):
+    out, summary = reference
+    assert summary["done"] == 5 and summary["failed"] == 1 and "broken" in summary["failures"]
+    assert "not a readable image" in summary["failures"]["broken"]
+    assert sorted(p.name for p in out.iterdir()) == ["index.csv", "index.html", *(f"scan{i}" for i in range(5))]
+    import csv
+    rows = list(csv.DictReader((out / "index.csv").open()))
+    assert [r["status"] for r in rows] == ["done"] * 5 + ["failed"]
+    areas = [float(r["total_damage_area_mm2"]) for r in rows[:5]]
+    assert areas == sorted(areas, reverse=True) and areas[0] > 0
+    html = (out / "index.html").read_text()
+    assert html.count("<tr") == 7 and 'href="scan0/index.html"' in html and "not a readable image" in html
+    # a rerun keeps the records it finds (same scan: 'done earlier') and writes none of them again
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.parent != out}
+    r = _cli([str(scans / "scan0.tif"), str(scans / "scan1.tif"), "--out", str(out), "--dpi", "600"])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["done_earlier"] == 2
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.parent != out} == before
+    # a record of another scan under the same name is never overwritten: that scan fails with the reason
+    other = tmp_path / "o"
+    other.mkdir()
+    (other / "scan0.tif").write_bytes((scans / "scan2.tif").read_bytes())
+    r = _cli([str(other / "scan0.tif"), str(scans / "scan1.tif"), "--out", str(out), "--dpi", "600"])
+    assert r.returncode == 1 and "record of another scan" in r.stdout
+    # per-scan options are refused for a collection, before anything is written
+    r = _cli([str(scans), "--out", str(tmp_path / "c2"), "--accept", "3"])
+    assert r.returncode == 2 and "--accept" in r.stderr and not (tmp_path / "c2").exists()
+
+
+@pytest.mark.parametrize("when", ["before staging", "before the rename"])
+def test_a_second_attempt_never_writes_over_the_first(scans, reference, tmp_path, monkeypatch, when):
+    """A worker declared lost may still finish its scan: when its record lands first (before this attempt is
+    staged, or while it runs and before its rename), this attempt does not write over it (refused, or the
+    rename fails), reports the scan done, and leaves no staged folder: one record, the first one."""
+    import shutil
+    import restoration.pipeline
+    from restoration.__main__ import _one_record, build_parser, config_from_args
+    from restoration.batch import ScanWorker
+    out = tmp_path / "coll"
+    out.mkdir()
+    dest = out / "scan0"
+    first = reference[0] / "scan0"
+    if when == "before staging":
+        shutil.copytree(first, dest)
+    else:
+        real = restoration.pipeline.run
+
+        def racing(*a, **k):
+            m = real(*a, **k)
+            shutil.copytree(first, dest)
+            return m
+        monkeypatch.setattr(restoration.pipeline, "run", racing)
+    stamp = {p.name: p.stat().st_mtime_ns for p in first.iterdir()}
+    args = build_parser().parse_args([str(scans), "--out", str(out), "--dpi", "600"])
+    row = ScanWorker(args, config_from_args, _one_record)((str(scans / "scan0.tif"), str(dest)))
+    assert row["status"] == ("done earlier" if when == "before staging" else "done")
+    assert row["record"] == "scan0/index.html"
+    assert sorted(p.name for p in out.iterdir()) == ["scan0"]   # no staged folder left, one record
+    assert _records(out) == {"scan0": _records(reference[0])["scan0"]}
+    assert {p.name: p.stat().st_mtime_ns for p in first.iterdir()} == stamp
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    need_ray()
+    c = Cluster(extra_paths=[TESTS]).start()
+    yield c
+    c.stop()
+
+
+def test_cluster_is_loopback_only(cluster):
+    """Both nodes registered 127.0.0.1 (the routable address is never used)."""
+    code = ("import ray, json; ray.init(address=%r, log_to_driver=False); "
+            "print(json.dumps([n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']]))" % cluster.address)
+    r = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == ["127.0.0.1", "127.0.0.1"]
+
+
+def test_dloral_clips_on_two_ray_nodes_equal_in_process(clips, cluster, tmp_path):
+    """The clips spread over the two nodes' actors (each loads the models once): the same files, byte for byte."""
+    root, ref, _ = clips
+    out = tmp_path / "out"
+    r = _dloral(root, out, "--ray", cluster.address)
+    assert r.returncode == 1, r.stderr
+    s = json.loads(r.stdout)
+    assert (s["done"], s["failed"], s["workers"], s["lost_workers"]) == (3, 1, 2, 0), s
+    assert "2 node(s)" in s["where"]
+    assert _tree(out) == _tree(ref)
+    assert "job 3/4 done, 1 failed" in r.stderr and "frames/s" in r.stderr
+
+
+def test_worker_node_killed_mid_job_loses_nothing(scans, reference, cluster, tmp_path):
+    """Two nodes, one worker each; the worker node (raylet and actor) is SIGKILLed while its first scan runs:
+    its scan is run again on the head's worker, every record is complete and byte-identical to the in-process
+    run, none is written twice (no staged folder is left, each record once), the broken scan listed."""
+    out = tmp_path / "coll"
+    e = env([TESTS])
+    p = subprocess.Popen([sys.executable, "-m", "restoration", str(scans), "--out", str(out), "--dpi", "600",
+                          "--ray", cluster.address], cwd=REPO, env=e, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in p.stderr:   # the progress line: both workers are up and each holds a scan
+            lines.append(line)
+            if "2 workers, 2 busy" in line:
+                cluster.kill_worker()
+                break
+        else:
+            pytest.fail("the job ended before both workers held a scan:\n" + "".join(lines))
+        rest_out, rest_err = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1 and rest_out.startswith("{"), "".join(lines) + rest_err + rest_out
+    s = json.loads(rest_out)
+    assert s["lost_workers"] >= 1 and s["retried"] >= 1 and s["done"] == 5 and s["failed"] == 1, rest_out
+    assert "2 node(s)" in s["where"] and s["workers"] >= 2
+    assert "job 5/6 done, 1 failed" in rest_err and "job 6/6" not in rest_err   # one progress line, whole job
+    assert _records(out) == _records(reference[0])
+    assert sorted(p.name for p in out.iterdir()) == ["index.csv", "index.html", *(f"scan{i}" for i in range(5))]
+
+
+# ------------------------------------------------------------------------------------------- DLoRAL ---
+def _clips(root):
+    """Two frame folders, one video (MJPG .avi) and a broken video, in a folder of their own each way."""
+    import cv2
+    import _dloral_models
+    from dloral.__main__ import _save
+    from dloral import convert_official, save_weights
+    from _dloral_synth import make_official, unet_shapes
+    root.mkdir()
+    save_weights(convert_official(make_official(unet_shapes(), seed=0)[0]), str(root / "w.safetensors"))
+    (root / "ck.safetensors").write_bytes(b"stand-in: the tiny loader reads no checkpoint")
+    for k, n in ((0, 5), (1, 3)):
+        d = root / "frames" / f"clip{k}"
+        d.mkdir(parents=True)
+        for i, f in enumerate(_dloral_models.frames(n, seed=k)):
+            _save(f, d / f"f{i:03d}.png")
+    vids = root / "videos"
+    vids.mkdir()
+    wr = cv2.VideoWriter(str(vids / "clip2.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16, 16))
+    for f in _dloral_models.frames(4, seed=2):
+        wr.write((f.permute(1, 2, 0).numpy()[..., ::-1] * 255).astype(np.uint8))
+    wr.release()
+    (vids / "broken.mp4").write_bytes(b"\0" * 64)
+    return root
+
+
+def _dloral(root, out, *extra, timeout=240):
+    args = [sys.executable, str(TESTS / "_dloral_tiny_cli.py"), "upscale", str(root / "frames" / "clip0"),
+            "@" + str(root / "list.txt"), "--out", str(out), "--weights", str(root / "w.safetensors"),
+            "--checkpoint", str(root / "ck.safetensors"), "--process-size", "64", "--window", "2",
+            "--batch-ext", "frames", *extra]
+    (root / "list.txt").write_text("# the rest\nframes/clip1\nvideos\n")
+    return subprocess.run(args, cwd=REPO, env=env([TESTS]), capture_output=True, text=True, timeout=timeout)
+
+
+def _tree(out):
+    from restoration.fileio import sha256_file
+    return {str(p.relative_to(out)): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = _clips(tmp_path_factory.mktemp("dl") / "in")
+    out = root.parent / "ref"
+    r = _dloral(root, out)
+    assert r.returncode == 1, r.stderr   # the broken video is listed, the rest done
+    return root, out, json.loads(r.stdout)
+
+
+def test_dloral_many_inputs_in_process(clips):
+    root, out, s = clips
+    assert (s["clips"], s["done"], s["failed"], s["workers"]) == (4, 3, 1, 1), s
+    bad = [o for o in s["outputs"] if o["status"] == "failed"]
+    assert len(bad) == 1 and bad[0]["input"].endswith("broken.mp4") and "PyAV" in bad[0]["reason"]
+    t = _tree(out)
+    assert sorted({k.split("/")[0] for k in t}) == ["clip0", "clip1", "clip2"]
+    assert sum(k.startswith("clip0/frame_") for k in t) == 5 and sum(k.startswith("clip2/frame_") for k in t) == 4
+    assert "clip2/timecodes.txt" in t
+    # each clip equals the single-clip command on it, byte for byte
+    single = root.parent / "single"
+    r = subprocess.run([sys.executable, str(TESTS / "_dloral_tiny_cli.py"), "upscale", str(root / "frames" / "clip1"),
+                        "--out", str(single), "--weights", str(root / "w.safetensors"), "--checkpoint",
+                        str(root / "ck.safetensors"), "--process-size", "64", "--window", "2"],
+                       cwd=REPO, env=env([TESTS]), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _tree(single) == {k.split("/", 1)[1]: v for k, v in t.items() if k.startswith("clip1/")}
+    # a rerun keeps what is there (done earlier) and writes nothing again
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    r = _dloral(root, out)
+    s2 = json.loads(r.stdout)
+    assert s2["done_earlier"] == 3 and s2["done"] == 0, s2
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
