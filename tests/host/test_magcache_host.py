@@ -163,14 +163,14 @@ def test_i2v_runs(host, mc):
     assert torch.isfinite(out).all()
 
 
-def test_not_wan_is_refused(mc):
+def test_preset_of_another_family_is_refused(mc):
     class Fake:
         model = type("M", (), {"model_config": type("C", (), {"unet_config": {"image_model": "flux"}})()})()
 
         def get_model_object(self, name):
             return torch.nn.Linear(2, 2)
 
-    with pytest.raises(ValueError, match="not a Wan model"):
+    with pytest.raises(ValueError, match="is a Wan2.1 / Wan2.2 curve but the model is FLUX.1-dev"):
         apply(mc, Fake())
 
 
