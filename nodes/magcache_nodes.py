@@ -119,11 +119,13 @@ class AtelierMagCacheWan(io.ComfyNode):
             root = os.path.join(_host.output_directory(), STORE_SUBFOLDER)
             spec = RunSpec(kw, fam, target_speedup, False, True, root, state_fingerprint(model),
                            type(model.model.diffusion_model).__name__)
-            found = CurveStore(root).stored(fam.name)
+            mine = [os.path.splitext(os.path.basename(p))[0] for p in CurveStore(root).stored(fam.name)
+                    if os.path.basename(os.path.dirname(p)) == spec.fingerprint[:16]]
             text = (f"{fam.title}: no shipped curve. Curves are recorded per model, latent size, steps and sampler "
                     f"in {root} (keyed on a fingerprint of the model's weights {spec.fingerprint[:16]}: the host does "
-                    f"not expose the model file); a run with no recorded curve computes every call and records "
-                    f"it, the next run uses it. {len(found)} {fam.name} curve(s) stored.")
+                    "not expose the model file); a run with no recorded curve computes every call and records "
+                    "it, the next run with the same key uses it (the report says which curve and why).\n"
+                    f"recorded curves of this model: {', '.join(mine) if mine else 'none yet'}")
             ui_info = {"preset": "record", "detected": True, "family": fam.name, **info}
         else:
             r = resolve(steps=preview_steps, target_speedup=target_speedup, **kw)
