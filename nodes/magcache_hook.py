@@ -22,7 +22,9 @@ segment and Wan2.2 split, residual store keyed by branch and cond uuid, row asse
   ``img_txt`` (HunyuanVideo: ``cat(img, txt)``); the residual is taken on the image part only and
   the text part of skipped rows is zeros (the host slices it off right after the stack). When
   every row computes, a middle block only forwards to the original block; when every row skips,
-  no block runs and each block passes its ``img``/``txt`` through.
+  no block runs and each block passes its ``img``/``txt`` through. A call with a ControlNet (``control``,
+  whose additions between blocks have every row) runs all rows through the blocks and discards the
+  skipped rows' output (``ALL_ROWS_KEY``).
 * HiDream and Lumina2 / Z-Image offer no ``dit`` patches in the host: :func:`stack_of` refuses
   them with one error naming the family (not supported yet).
 """
@@ -36,6 +38,7 @@ from ._host import BLOCK_ROWS_KEY, call_with, find_transformer_options, fresh_ru
 
 KEY = "atelier_magcache"
 RUN_KEY = "atelier_magcache_run"
+ALL_ROWS_KEY = "atelier_magcache_all_rows"   # this call's blocks run every row (a ControlNet adds between blocks)
 CALL_KEY = BLOCK_ROWS_KEY   # the per-call plan; its ``compute_rows`` is the published rows contract (_host)
 REPORT_EVENT = "atelier.magcache.report"
 
@@ -55,7 +58,14 @@ def apply_model_wrapper(executor, *args, **kwargs):
     sigma = (args[1] if len(args) > 1 else kwargs["t"]).flatten()[0]
     plan = session.plan_sampler_call(to.get("sample_sigmas"), sigma, to["cond_or_uncond"], to.get("uuids"),
                                      x.shape[0])
-    return call_with(to, CALL_KEY, plan, executor, *args, **kwargs)
+    control = args[4] if len(args) > 4 else kwargs.get("control")
+    if plan is None or control is None:
+        return call_with(to, CALL_KEY, plan, executor, *args, **kwargs)
+    to[ALL_ROWS_KEY] = True   # a ControlNet adds full-batch tensors between blocks: the blocks run every row
+    try:
+        return call_with(to, CALL_KEY, plan, executor, *args, **kwargs)
+    finally:
+        to.pop(ALL_ROWS_KEY, None)
 
 
 def _cut(plan, v):
@@ -109,7 +119,8 @@ def run_stack_block(plan, inputs, block, first, last, layout="img", subset_rows=
     if plan.all_compute and not first and not last:
         return block(inputs)
     if first:
-        img = plan.enter(inputs["img"], subset_rows and _rows_fit(plan, inputs))
+        to = inputs.get("transformer_options") or {}
+        img = plan.enter(inputs["img"], subset_rows and not to.get(ALL_ROWS_KEY) and _rows_fit(plan, inputs))
         if plan.all_compute:   # Flux, LTXV blocks add to their input in place (``img += ...``): keep x_in intact
             plan.x_in = img.clone()
     else:

@@ -257,3 +257,35 @@ def test_families_without_block_patches_are_refused_by_name(fam, mc, name, title
 def test_preset_of_another_family_is_refused(fam, mc):
     with pytest.raises(ValueError, match="is a Qwen-Image curve but the model is FLUX"):
         apply(mc, model(fam, "flux"), preset="qwen_image")
+
+
+def test_controlnet_call_runs_every_row(fam, mc, core):
+    """A ControlNet's additions between blocks have every batch row: a call that brings ``control`` runs all
+    rows through the blocks even when one branch skips (here zero additions: the output equals the run without
+    them), and the decisions stay per row."""
+    import comfy.patcher_extension as pe
+    name, (family, blocks) = "qwen_image", CURVED["qwen_image"]
+    m = model(fam, name)
+    curve = "[" + ", ".join(["1.0, 1.0"] + ["0.995, 0.9"] * (STEPS - 1)) + "]"
+    kw = dict(thresh=0.05, k=2, retention=0.2, custom_curve=curve)
+    plain, _ = apply(mc, m, **kw)
+    ref = run(fam, name, plain, 3.0)
+
+    def with_control(executor, *a, **k):
+        x = a[0]
+        dm = m.get_model_object("diffusion_model")
+        tokens = (x.shape[-2] // 2) * (x.shape[-1] // 2)
+        zero = torch.zeros(x.shape[0], tokens, dm.inner_dim)
+        a = list(a)
+        a[4] = {"input": [zero], "output": []}
+        return executor(*a, **k)
+
+    base = m.clone()
+    base.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "test_control", with_control)
+    mm, _ = apply(mc, base, **kw)
+    sch = core.resolve("auto", steps=STEPS, custom_curve=curve, family=family, thresh=0.05, k=2,
+                       retention=0.2).plan()
+    with count_rows(mm, blocks) as c:
+        out = run(fam, name, mm, 3.0)
+    assert c["rows"] == 2 * STEPS - len(set(sch.cond_skipped) & set(sch.uncond_skipped)) * 2
+    assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4)   # all rows batched vs one row: float order only
