@@ -14,7 +14,7 @@ import os
 import torch
 from comfy_api.latest import io
 
-from ..magcache import MagCacheSession, detect_family, family_of_preset, parse_curve, resolve
+from ..magcache import MagCacheSession, parse_curve, resolve
 from ..magcache.settings import AUTO
 from ..magcache.store import CurveStore
 from ..magcache.compare import compare_frames
@@ -24,35 +24,12 @@ from ..magcache.session import report_text
 from . import _host
 from ._settings_io import validator, widget
 from .magcache_hook import REPORT_EVENT, RUN_KEY, apply_magcache, stack_of
-from .magcache_run import STORE_SUBFOLDER, RunSpec, make_prepare, state_fingerprint
+from .magcache_run import STORE_SUBFOLDER, RunSpec, make_prepare, model_family, state_fingerprint, unet_config
 from .magcache_calibrate import AtelierMagCacheCalibrate, wan_config
 
 log = logging.getLogger("atelier")
 
 CATEGORY = "Atelier/MagCache"
-
-
-def unet_config(model):
-    return dict(getattr(getattr(model.model, "model_config", None), "unet_config", None) or {})
-
-
-def model_family(model, preset, custom_curve):
-    """The family MagCache hooks: the preset's, else detected from the host's ``unet_config``
-    (ValueError naming ``model`` for a model no family describes)."""
-    has_curve = isinstance(custom_curve, str) and custom_curve.strip()
-    cfg = unet_config(model)
-    detected = detect_family(cfg) if "image_model" in cfg else None
-    if preset != AUTO and not has_curve:
-        fam = family_of_preset(preset)
-        if detected is not None and not set(fam.image_models) & set(detected.image_models):
-            raise ValueError(f"preset: {preset!r} is a {fam.title} curve but the model is {detected.title}; "
-                             f"pick 'auto' or a {detected.title} preset")
-        return fam
-    if detected is None:
-        raise ValueError(f"model: a {type(model.get_model_object('diffusion_model')).__name__} is not a model "
-                         "MagCache knows (no image_model in its config); supported: Wan, FLUX, Chroma, Qwen-Image, "
-                         "HunyuanVideo, LTX-Video")
-    return detected
 
 
 def model_info(model, family=None):

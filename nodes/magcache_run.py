@@ -20,7 +20,8 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from ..magcache import CalibrationRecorder, MagCacheSession, resolve
+from ..magcache import CalibrationRecorder, MagCacheSession, detect_family, family_of_preset, resolve
+from ..magcache.settings import AUTO
 from ..magcache.families import Family
 from ..magcache.store import CurveKey, CurveStore
 
@@ -42,6 +43,29 @@ def state_fingerprint(model, values=64):
         if t.numel():
             h.update(t.detach().flatten()[:values].float().cpu().numpy().tobytes())
     return h.hexdigest()
+
+
+def unet_config(model):
+    return dict(getattr(getattr(model.model, "model_config", None), "unet_config", None) or {})
+
+
+def model_family(model, preset, custom_curve):
+    """The family MagCache hooks: the preset's, else detected from the host's ``unet_config``
+    (ValueError naming ``model`` for a model no family describes)."""
+    has_curve = isinstance(custom_curve, str) and custom_curve.strip()
+    cfg = unet_config(model)
+    detected = detect_family(cfg) if "image_model" in cfg else None
+    if preset != AUTO and not has_curve:
+        fam = family_of_preset(preset)
+        if detected is not None and not set(fam.image_models) & set(detected.image_models):
+            raise ValueError(f"preset: {preset!r} is a {fam.title} curve but the model is {detected.title}; "
+                             f"pick 'auto' or a {detected.title} preset")
+        return fam
+    if detected is None:
+        raise ValueError(f"model: a {type(model.get_model_object('diffusion_model')).__name__} is not a model "
+                         "MagCache knows (no image_model in its config); supported: Wan, FLUX, Chroma, Qwen-Image, "
+                         "HunyuanVideo, LTX-Video")
+    return detected
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,8 +162,12 @@ class RecordRun:
     def __init__(self, recorder, store, key, spec, reason, on_report):
         self.recorder, self.store, self.key, self.spec, self.reason = recorder, store, key, spec, reason
         self.on_report: Optional[Callable[[Dict[str, Any]], None]] = on_report
-        self.schedule_steps = spec.resolve_kw.get("schedule_steps", 0)
+        self.schedule_steps = spec.resolve_kw.get("schedule_steps", 0) if spec is not None else 0
         self.last_report = None
+
+    def fresh(self):
+        """The Calibrate node's recording session serves one run (``fresh_run_wrapper`` asks for it)."""
+        return self
 
     def plan_sampler_call(self, sample_sigmas, sigma, cond_or_uncond, uuids, batch):
         if sample_sigmas is None:
@@ -149,11 +177,15 @@ class RecordRun:
     def finish(self, interrupted):
         n = self.recorder.steps
         path, created = None, False
-        if not interrupted and n >= 2:
+        if not interrupted and n >= 2 and self.store is not None:
             path, created = self.store.save(self.key, self.spec.family.name, self.recorder.to_dict(),
                                             self.spec.model_name)
-        what = (f"recorded the {self.spec.family.title} curve to {path}; the next run with this key uses it"
-                if created else f"curve not stored ({'interrupted' if interrupted else 'kept the existing file'})")
+        if self.store is None:
+            what = "recorded the curve (Calibrate)"
+        elif created:
+            what = f"recorded the {self.spec.family.title} curve to {path}; the next run with this key uses it"
+        else:
+            what = f"curve not stored ({'interrupted' if interrupted else 'kept the existing file'})"
         rep = {"summary": f"MagCache: computed every call ({n} steps), {what}", "branches": {"cond": ["C"] * n},
                "computed_calls": n * self.recorder.branches, "skipped_calls": 0, "total_calls": n * self.recorder.branches,
                "interrupted": interrupted, "recorded": path if created else None, "preset": "record",

@@ -289,3 +289,24 @@ def test_controlnet_call_runs_every_row(fam, mc, core):
         out = run(fam, name, mm, 3.0)
     assert c["rows"] == 2 * STEPS - len(set(sch.cond_skipped) & set(sch.uncond_skipped)) * 2
     assert torch.allclose(out, ref, atol=1e-4, rtol=1e-4)   # all rows batched vs one row: float order only
+
+
+def test_calibrate_node_records_the_same_curve_as_a_recording_run(fam, mc, core, outdir):
+    """The Calibrate node on a FLUX.2 (v0.3.64: LTX-Video) model at cfg 3 (two branches) gives the curve the MagCache node's own
+    recording run stores for the same run, and the MagCache node takes it as custom_curve."""
+    name = "flux2" if fam.present("flux2") else "ltxv"
+    m = model(fam, name)
+    f = fam.FAMILIES[name]
+    pos, neg = fam.conditioning(name, seed=2), fam.conditioning(name, seed=3)
+    lat, curve_json, path = mc.AtelierMagCacheCalibrate.execute(
+        m, pos, neg, fam.latent(name), 1, STEPS, 3.0, "euler", "simple", "tiny_family").result
+    assert path.startswith(str(outdir)) and path.endswith("tiny_family_00001.json")
+    mm, _ = apply(mc, m)
+    fam.sample(mm, name, steps=STEPS, cfg=3.0, seed=1, positive=pos, negative=neg)
+    (stored,) = [p for p in outdir.rglob("*.json") if "curves" in p.parts]
+    a, b = core.parse_curve(curve_json), core.parse_curve(stored.read_text())
+    assert a.branches == b.branches == 2 and list(a) == list(b)
+    mm2, preview = apply(mc, m, custom_curve=curve_json)
+    assert f"rule: {core.get_family(name).variant.name}" in preview and "custom curve" in preview
+    assert torch.isfinite(fam.sample(mm2, name, steps=STEPS, cfg=3.0, seed=1)).all()
+    assert f.name == name
