@@ -292,8 +292,8 @@ def test_controlnet_call_runs_every_row(fam, mc, core):
 
 
 def test_calibrate_node_records_the_same_curve_as_a_recording_run(fam, mc, core, outdir):
-    """The Calibrate node on a FLUX.2 (v0.3.64: LTX-Video) model at cfg 3 (two branches) gives the curve the MagCache node's own
-    recording run stores for the same run, and the MagCache node takes it as custom_curve."""
+    """The Calibrate node on a FLUX.2 (v0.3.64: LTX-Video) model at cfg 3 (two branches) gives the curve the
+    MagCache node's own recording run stores for the same run, and the MagCache node takes it as custom_curve."""
     name = "flux2" if fam.present("flux2") else "ltxv"
     m = model(fam, name)
     f = fam.FAMILIES[name]
