@@ -55,7 +55,8 @@ class AtelierMagCacheCalibrate(io.ComfyNode):
                          "Outputs a curve for Atelier MagCache (custom_curve) and saves it as JSON in the output "
                          "folder."),
             inputs=[
-                io.Model.Input("model", tooltip="The model to calibrate, of any family Atelier MagCache hooks (no MagCache on it)."),
+                io.Model.Input("model", tooltip=("The model to calibrate, of any family Atelier MagCache hooks "
+                                                 "(no MagCache on it).")),
                 io.Conditioning.Input("positive", tooltip="Positive prompt of the calibration sample."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt (used when cfg > 1)."),
                 io.Latent.Input("latent_image", tooltip="Empty latent of the size you will render at."),

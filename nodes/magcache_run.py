@@ -186,8 +186,9 @@ class RecordRun:
             what = f"recorded the {self.spec.family.title} curve to {path}; the next run with this key uses it"
         else:
             what = f"curve not stored ({'interrupted' if interrupted else 'kept the existing file'})"
+        calls = n * self.recorder.branches
         rep = {"summary": f"MagCache: computed every call ({n} steps), {what}", "branches": {"cond": ["C"] * n},
-               "computed_calls": n * self.recorder.branches, "skipped_calls": 0, "total_calls": n * self.recorder.branches,
+               "computed_calls": calls, "skipped_calls": 0, "total_calls": calls,
                "interrupted": interrupted, "recorded": path if created else None, "preset": "record",
                "first_step": 0, "steps": n}
         self.last_report = rep
