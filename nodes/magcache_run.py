@@ -124,7 +124,7 @@ def make_prepare(spec, cache_device, node_id, on_report):
                 guider = getattr(executor, "class_obj", None)
                 cfg = float(getattr(guider, "cfg", 1.0) or 1.0)
                 return RecordRun(CalibrationRecorder(branches=2 if cfg != 1.0 else 1), store,
-                                 key_for(spec, total, res, sampler), spec, found.reason, on_report)
+                                 key_for(spec, total, res, sampler), spec, found.reason, on_report, node_id)
             kw.update(custom_curve=found.curve, family=spec.family, curve_source=found.reason)
             kw["preset"] = "auto"
         if spec.auto_height:
@@ -159,8 +159,9 @@ class RecordPlan:
 class RecordRun:
     """A sampling run that computes every call and records the curve; stored when it ends uninterrupted."""
 
-    def __init__(self, recorder, store, key, spec, reason, on_report):
+    def __init__(self, recorder, store, key, spec, reason, on_report, node_id=None):
         self.recorder, self.store, self.key, self.spec, self.reason = recorder, store, key, spec, reason
+        self.node_id = node_id
         self.on_report: Optional[Callable[[Dict[str, Any]], None]] = on_report
         self.schedule_steps = spec.resolve_kw.get("schedule_steps", 0) if spec is not None else 0
         self.last_report = None
@@ -190,6 +191,7 @@ class RecordRun:
         rep = {"summary": f"MagCache: computed every call ({n} steps), {what}", "branches": {"cond": ["C"] * n},
                "computed_calls": calls, "skipped_calls": 0, "total_calls": calls,
                "interrupted": interrupted, "recorded": path if created else None, "preset": "record",
+               "node": self.node_id, "curve_source": self.reason,
                "first_step": 0, "steps": n}
         self.last_report = rep
         if self.on_report is not None:

@@ -202,7 +202,7 @@ function onReport(ev) {
     plan: false,
     title: `Last run: ${p.computed_calls}/${p.total_calls} calls computed` + (p.interrupted ? " (interrupted)" : ""),
     branches: p.branches,
-    foot: p.summary || `${saved}${speed}`,
+    foot: (p.summary || `${saved}${speed}`) + (p.curve_source ? `; curve: ${p.curve_source}` : ""),
   });
   node.setDirtyCanvas?.(true, true);
 }
