@@ -25,8 +25,11 @@ segment and Wan2.2 split, residual store keyed by branch and cond uuid, row asse
   no block runs and each block passes its ``img``/``txt`` through. A call with a ControlNet (``control``,
   whose additions between blocks have every row) runs all rows through the blocks and discards the
   skipped rows' output (``ALL_ROWS_KEY``).
-* HiDream and Lumina2 / Z-Image offer no ``dit`` patches in the host: :func:`stack_of` refuses
-  them with one error naming the family (not supported yet).
+* Lumina2 / Z-Image offer no ``dit`` patches in the host: each ``layers[i]`` is object-patched
+  (``add_object_patch``) with a :class:`StackLayer` that shares the host block's children (its
+  ``state_dict`` keys, weight patches and device moves are the host block's) and hands the block to
+  the same :func:`run_stack_block`. HiDream (two block kinds with their own signatures and no
+  patches) is refused by :func:`stack_of` with one error naming the family (not supported yet).
 """
 import dataclasses
 
@@ -34,6 +37,7 @@ import torch
 
 import comfy.patcher_extension as pe
 
+from ..nag.cross_attention import share_modules
 from ._host import BLOCK_ROWS_KEY, call_with, find_transformer_options, fresh_run_wrapper
 
 KEY = "atelier_magcache"
@@ -59,9 +63,10 @@ def apply_model_wrapper(executor, *args, **kwargs):
     plan = session.plan_sampler_call(to.get("sample_sigmas"), sigma, to["cond_or_uncond"], to.get("uuids"),
                                      x.shape[0])
     control = args[4] if len(args) > 4 else kwargs.get("control")
-    if plan is None or control is None:
+    between = (to.get("patches") or {}).get("double_block")   # Qwen, Lumina2: patches see the full batch
+    if plan is None or (control is None and not between):
         return call_with(to, CALL_KEY, plan, executor, *args, **kwargs)
-    to[ALL_ROWS_KEY] = True   # a ControlNet adds full-batch tensors between blocks: the blocks run every row
+    to[ALL_ROWS_KEY] = True   # a ControlNet (or a between-block patch) sees every row: the blocks run them all
     try:
         return call_with(to, CALL_KEY, plan, executor, *args, **kwargs)
     finally:
@@ -171,16 +176,46 @@ def make_block_patch(index, num_blocks, subset_rows=True, layout="img"):
     return eager(patch)
 
 
+class StackLayer(torch.nn.Module):
+    """Stands in for block ``index`` of a host model without ``dit`` patches (Lumina2 / Z-Image ``layers[i]``,
+    called ``layer(x, x_mask, freqs_cis, adaln_input, transformer_options=...)``): shares the host block's
+    children and runs it through :func:`make_block_patch`'s patch (``img`` = x, ``mask``, ``pe``, ``vec``)."""
+
+    def __init__(self, host_module, index, num_blocks, subset_rows=True, layout="img"):
+        super().__init__()
+        object.__setattr__(self, "_host", host_module)   # outside the module tree; its children are shared
+        share_modules(self, host_module)
+        object.__setattr__(self, "_patch", make_block_patch(index, num_blocks, subset_rows, layout))
+        self.index = index
+
+    def extra_repr(self):
+        return f"MagCache over {type(self._host).__name__}, block {self.index}"
+
+    def forward(self, x, x_mask, freqs_cis, adaln_input=None, transformer_options={}, **kwargs):
+        host = self._host
+
+        def original(a):
+            return {"img": host(a["img"], a["mask"], a["pe"], a["vec"], transformer_options=a["transformer_options"],
+                                **kwargs)}
+
+        args = {"img": x, "mask": x_mask, "pe": freqs_cis, "vec": adaln_input,
+                "transformer_options": transformer_options}
+        return self._patch(args, {"original_block": original})["img"]
+
+
 def stack_of(model, family):
-    """The ``dit`` patch keys of ``family``'s block stack in ``model`` (a ModelPatcher), in order, and the
-    layout of the last block's output. ValueError naming the family when the host offers no ``dit``
-    patches for it (HiDream, Lumina2 / Z-Image) or the model lacks the family's block lists."""
+    """The patch keys of ``family``'s block stack in ``model`` (a ModelPatcher), in order (``(block_type, i)``
+    for ``dit`` patches, ``("object", name)`` for object patches), and the layout of the last block's output.
+    ValueError naming the family when the host offers no way in (HiDream) or the model lacks the family's
+    block lists."""
     st = family.stack
+    dm = model.get_model_object("diffusion_model")
     if not st.dit_patches:
+        if st.modules == ("layers",) and hasattr(dm, "layers"):   # Lumina2 / Z-Image: object patches
+            return [("object", f"diffusion_model.layers.{i}") for i in range(len(dm.layers))], st.layout
         raise ValueError(f"model: MagCache does not support {family.title} yet (the host's {family.title} model "
                          "offers no block patches); supported: Wan, FLUX, FLUX Kontext, FLUX.2, Chroma, Qwen-Image, "
-                         "HunyuanVideo, HunyuanVideo-1.5, LTX-Video")
-    dm = model.get_model_object("diffusion_model")
+                         "HunyuanVideo, HunyuanVideo-1.5, LTX-Video, Lumina2 / Z-Image")
     lists = [getattr(dm, name, None) for name in st.modules]
     if lists[0] is None:
         raise ValueError(f"model: a {type(dm).__name__} has no {st.modules[0]!r} blocks; it is not a "
@@ -216,5 +251,8 @@ def apply_magcache(model, session, subset_rows=True, family=None, prepare=None):
     m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, KEY, apply_model_wrapper)
     n = len(keys)
     for i, (kind, j) in enumerate(keys):
-        m.set_model_patch_replace(make_block_patch(i, n, subset_rows, layout), "dit", kind, j)
+        if kind == "object":
+            m.add_object_patch(j, StackLayer(m.get_model_object(j), i, n, subset_rows, layout))
+        else:
+            m.set_model_patch_replace(make_block_patch(i, n, subset_rows, layout), "dit", kind, j)
     return m
