@@ -5,7 +5,7 @@ The node resolves its curve and settings for the preview at ``preview_steps``. S
 * ``target_speedup`` > 0: thresh / K for the sampler's real step count (:func:`magcache.resolve` with
   ``target_speedup``, :func:`magcache.target.plan_for_target`);
 * ``auto`` for a family with resolution curves (HunyuanVideo 544p): the latent's pixel height;
-* a family without a shipped curve (FLUX.2, LTX-Video, or any family given ``preset`` ``record``):
+* a family without a shipped curve (FLUX.2, LTX-Video, Lumina2 / Z-Image):
   the curve store (:class:`magcache.store.CurveStore` under ``<output>/atelier_magcache/curves``)
   keyed by :class:`magcache.store.CurveKey` (model fingerprint, latent resolution, steps, sampler).
   A recorded curve is used; without one the run computes every call and records the curve
@@ -64,7 +64,7 @@ def model_family(model, preset, custom_curve):
     if detected is None:
         raise ValueError(f"model: a {type(model.get_model_object('diffusion_model')).__name__} is not a model "
                          "MagCache knows (no image_model in its config); supported: Wan, FLUX, Chroma, Qwen-Image, "
-                         "HunyuanVideo, LTX-Video")
+                         "HunyuanVideo, LTX-Video, Lumina2 / Z-Image")
     return detected
 
 
