@@ -126,8 +126,8 @@ def run_stack_block(plan, inputs, block, first, last, layout="img", subset_rows=
     if first:
         to = inputs.get("transformer_options") or {}
         img = plan.enter(inputs["img"], subset_rows and not to.get(ALL_ROWS_KEY) and _rows_fit(plan, inputs))
-        if plan.all_compute:   # Flux, LTXV blocks add to their input in place (``img += ...``): keep x_in intact
-            plan.x_in = img.clone()
+        if img is plan.x_in and not plan.all_skip:   # the blocks run on x_in itself (all rows), and Flux and
+            plan.x_in = img.clone()                   # LTXV blocks add to their input in place: keep it intact
     else:
         img = inputs["img"]
     if plan.all_skip:

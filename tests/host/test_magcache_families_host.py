@@ -277,23 +277,28 @@ def test_preset_of_another_family_is_refused(fam, mc):
         apply(mc, model(fam, "flux"), preset="qwen_image")
 
 
-def test_controlnet_call_runs_every_row(fam, mc, core):
+@pytest.mark.parametrize("name", ("qwen_image", "flux"))
+def test_controlnet_call_runs_every_row(fam, mc, core, name):
     """A ControlNet's additions between blocks have every batch row: a call that brings ``control`` runs all
     rows through the blocks even when one branch skips (here zero additions: the output equals the run without
-    them), and the decisions stay per row."""
+    them, where only computing rows run), and the decisions stay per row. FLUX blocks add to their input in
+    place: the stack's input must be kept intact when the blocks run on it."""
     import comfy.patcher_extension as pe
-    name, (family, blocks) = "qwen_image", CURVED["qwen_image"]
+    family, blocks = CURVED[name]
     m = model(fam, name)
     curve = "[" + ", ".join(["1.0, 1.0"] + ["0.995, 0.9"] * (STEPS - 1)) + "]"
     kw = dict(thresh=0.05, k=2, retention=0.2, custom_curve=curve)
+    sch = core.resolve("auto", steps=STEPS, custom_curve=curve, family=family, thresh=0.05, k=2,
+                       retention=0.2).plan()
+    assert set(sch.cond_skipped) != set(sch.uncond_skipped)
     plain, _ = apply(mc, m, **kw)
     ref = run(fam, name, plain, 3.0)
+    dm = m.get_model_object("diffusion_model")
+    width = getattr(dm, "inner_dim", None) or dm.hidden_size
 
     def with_control(executor, *a, **k):
         x = a[0]
-        dm = m.get_model_object("diffusion_model")
-        tokens = (x.shape[-2] // 2) * (x.shape[-1] // 2)
-        zero = torch.zeros(x.shape[0], tokens, dm.inner_dim)
+        zero = torch.zeros(x.shape[0], (x.shape[-2] // 2) * (x.shape[-1] // 2), width)
         a = list(a)
         a[4] = {"input": [zero], "output": []}
         return executor(*a, **k)
@@ -301,8 +306,6 @@ def test_controlnet_call_runs_every_row(fam, mc, core):
     base = m.clone()
     base.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "test_control", with_control)
     mm, _ = apply(mc, base, **kw)
-    sch = core.resolve("auto", steps=STEPS, custom_curve=curve, family=family, thresh=0.05, k=2,
-                       retention=0.2).plan()
     with count_rows(mm, blocks) as c:
         out = run(fam, name, mm, 3.0)
     assert c["rows"] == 2 * STEPS - len(set(sch.cond_skipped) & set(sch.uncond_skipped)) * 2
