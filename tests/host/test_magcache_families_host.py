@@ -331,3 +331,35 @@ def test_calibrate_node_records_the_same_curve_as_a_recording_run(fam, mc, core,
     assert f"rule: {core.get_family(name).variant.name}" in preview and "custom curve" in preview
     assert torch.isfinite(fam.sample(mm2, name, steps=STEPS, cfg=3.0, seed=1)).all()
     assert f.name == name
+
+
+def test_recorded_ratios_match_an_independent_measure(fam, mc, core, outdir):
+    """The curve a FLUX-layout recording run stores (the stack's input kept intact although FLUX blocks add to
+    it in place; the residual on the image part of the joint sequence) equals the magnitude ratios measured
+    independently with forward hooks on the host's first double block and last single block."""
+    name = "flux2" if fam.present("flux2") else "ltxv"
+    m = model(fam, name)
+    dm = m.get_model_object("diffusion_model")
+    first, last = (dm.double_blocks[0], dm.single_blocks[-1]) if name == "flux2" else \
+        (dm.transformer_blocks[0], dm.transformer_blocks[-1])
+    seen, residuals = {}, []
+
+    def pre(mod, args, kwargs):
+        seen["x"] = (args[0] if args else kwargs["img"]).detach().clone()
+
+    def post(mod, args, kwargs, out):
+        x = seen.pop("x")
+        residuals.append(out[:, out.shape[1] - x.shape[1]:].detach() - x)
+
+    mm, _ = apply(mc, m)
+    hooks = [first.register_forward_pre_hook(pre, with_kwargs=True), last.register_forward_hook(post, with_kwargs=True)]
+    try:
+        run(fam, name, mm, 1.0)
+    finally:
+        for h in hooks:
+            h.remove()
+    (stored,) = list(outdir.rglob("*.json"))
+    curve = core.parse_curve(stored.read_text())
+    assert curve.branches == 1 and len(residuals) == STEPS
+    want = [1.0] + [float((r.norm(dim=-1) / p.norm(dim=-1)).mean()) for p, r in zip(residuals, residuals[1:])]
+    assert list(curve) == pytest.approx(want, rel=1e-5)
