@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .curve import Curve, CurveLike, parse_curve
-from .families import Family, detect_family, family_of_preset, get_family
+from .families import FAMILIES, Family, detect_family, family_of_preset, get_family
 from .presets import Preset, get_preset, list_presets
 from .schedule import MagCacheConfig, Schedule, StepRange, plan_schedule
 from .settings import AUTO, DEFAULT_SETTINGS, SETTINGS, WAN_PRESETS, Setting, SettingError
@@ -346,13 +346,14 @@ def check_settings(**kw: object) -> None:
 def query_settings(query: Mapping[str, str]) -> Dict[str, Any]:
     """The web route's query parameters -> keyword arguments of :func:`resolve`.
 
-    Accepted: ``preset`` ('auto' or a Wan preset), ``steps`` (as ``preview_steps``), the settings
-    :data:`QUERY_SETTINGS`, and for ``auto`` the model's ``dim``, ``in_dim`` and ``model_type``. Every value
+    Accepted: ``preset`` ('auto' or a preset), ``steps`` (as ``preview_steps``), the settings
+    :data:`QUERY_SETTINGS`, ``family`` (the family the node reported; for ``auto`` a non-Wan family needs
+    nothing else) and for ``auto`` on Wan the model's ``dim``, ``in_dim`` and ``model_type``. Every value
     is parsed by its record, as the node's widget bounds it; a bad or unknown parameter raises
     :class:`~atelier_settings.SettingError` naming it.
     """
     q = dict(query)
-    allowed = {"preset", "steps", "model_type", "preview_steps"} | set(QUERY_SETTINGS) | set(MODEL_FIELDS)
+    allowed = {"preset", "steps", "model_type", "preview_steps", "family"} | set(QUERY_SETTINGS) | set(MODEL_FIELDS)
     for name in q:
         if name not in allowed:
             raise SettingError(name, name, f"{name}: unknown parameter; allowed: {', '.join(sorted(allowed))}")
@@ -368,7 +369,10 @@ def query_settings(query: Mapping[str, str]) -> Dict[str, Any]:
     if "model_type" in q:
         model["model_type"] = Setting("model_type", MODEL_TYPES[0], flag="model_type",
                                       choices=MODEL_TYPES).parse(q["model_type"])
-    if out["preset"] == AUTO:
+    fam = Setting("family", "wan", flag="family", choices=tuple(FAMILIES)).parse(q["family"]) if "family" in q else None
+    if fam is not None:
+        out["family"] = fam
+    if out["preset"] == AUTO and fam in (None, "wan"):   # another family's curve needs only the family
         if "dim" not in model:
             raise SettingError("dim", "dim", "dim: preset 'auto' needs the model's dim (and in_dim, model_type); "
                                "run the workflow once so the node knows its model, or pick a preset")
@@ -396,7 +400,7 @@ def query_model_from_file(query: Mapping[str, str],
     there). ValueError names the parameter."""
     q = dict(query)
     files = {k: q.pop(k) for k in list(q) if k in LOADER_FOLDERS}
-    if files and q.get("preset", AUTO) == AUTO and "dim" not in q:
+    if files and q.get("preset", AUTO) == AUTO and "dim" not in q and q.get("family", "wan") == "wan":
         param, name = next(iter(files.items()))
         path = find_file(LOADER_FOLDERS[param], name)
         if path is None or not path.endswith(".safetensors"):

@@ -188,7 +188,8 @@ class MagCacheSession:
         per_eval = run.block_time / run.block_evals if run.block_evals else 0.0
         saved = per_eval * run.skipped_evals
         wall = time.perf_counter() - self.t_start
-        rep.update({"node": self.node_id, "preset": self.resolved.name, "interrupted": interrupted,
+        rep.update({"node": self.node_id, "preset": self.resolved.name, "curve_source": self.resolved.curve_source,
+                    "interrupted": interrupted,
                     "split_step": self.split_step, "split_source": self.split_source,
                     "block_stack_s_per_eval": per_eval, "time_saved_s": saved, "wall_s": wall,
                     "speedup": (wall + saved) / wall if wall > 0 else 1.0})

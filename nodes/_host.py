@@ -91,26 +91,31 @@ def find_transformer_options(args, kwargs):
     return None
 
 
-def fresh_run_wrapper(key, finish):
+def fresh_run_wrapper(key, finish, prepare=None):
     """An ``OUTER_SAMPLE`` wrapper that gives each sampling run its own state: the guider's
     ``model_options`` are cloned for the run and ``transformer_options[key]`` replaced by its ``fresh()``
-    copy; in ``finally`` ``finish(state, interrupted)`` runs (a line it returns is logged) and the
-    guider's options are put back, so an interrupted run leaves nothing behind."""
+    copy (or by ``prepare(fresh, executor, args, kwargs)`` when given: state chosen from the run's
+    sigmas, latent and sampler); in ``finally`` ``finish(state, interrupted)`` runs (a line it returns
+    is logged) and the guider's options are put back, so an interrupted run leaves nothing behind."""
     def wrapper(executor, *args, **kwargs):
         import comfy.model_patcher
         guider = executor.class_obj
         orig = guider.model_options
         guider.model_options = comfy.model_patcher.create_model_options_clone(orig)
         to = guider.model_options["transformer_options"]
-        state = to[key] = to[key].fresh()
         interrupted = True
+        state = None
         try:
+            state = to[key].fresh()
+            if prepare is not None:
+                state = prepare(state, executor, args, kwargs)
+            to[key] = state
             out = executor(*args, **kwargs)
             interrupted = False
             return out
         finally:
             try:
-                line = finish(state, interrupted)
+                line = finish(state, interrupted) if state is not None else None
                 if line:
                     log.info(line)
             finally:

@@ -1,13 +1,12 @@
 """MagCache Calibrate node (V3): sample once without caching and record the block-stack residual per call.
 
-Hooks on a clone only: one APPLY_MODEL wrapper tells the block patches which step (the core's
-``CalibrationRecorder.step_of``) and branches the call has; patches on the first and last
-block hand the tokens entering and leaving the stack to ``CalibrationRecorder.record_call``. The
+Hooks on a clone only, the MagCache node's own (``magcache_hook.apply_magcache``, every family it hooks)
+with a recording session: each call's step (the core's ``CalibrationRecorder.step_of``) and branches,
+and the tokens entering and leaving the block stack, go to ``CalibrationRecorder.record_call``. The
 curve it writes goes through the core resolver, so the MagCache node accepts it as is.
 The node is registered through ``magcache_nodes.NODES``.
 """
 
-import comfy.patcher_extension as pe
 from comfy_api.latest import io
 
 from ..magcache import CalibrationRecorder, resolve
@@ -15,10 +14,7 @@ from ..magcache.calibrate import check_curve_name, save_curve
 from ..magcache.resolve import wan_model_info
 from . import _host
 from ._settings_io import validator
-from ._host import call_with, find_transformer_options
 
-KEY = "atelier_magcache_calibrate"
-CALL_KEY = "atelier_magcache_calibrate_call"
 CATEGORY = "Atelier/MagCache"
 
 
@@ -29,44 +25,23 @@ def wan_config(model):
     return wan_model_info(cfg, type(dm).__name__, hasattr(dm, "blocks"))
 
 
-def _wrapper(recorder):
-    def apply_model(executor, *args, **kwargs):
-        to = find_transformer_options(args, kwargs)
-        if to is None or "sample_sigmas" not in to:
-            return executor(*args, **kwargs)
-        sigma = (args[1] if len(args) > 1 else kwargs["t"]).flatten()[0]
-        call = {"step": recorder.step_of(to["sample_sigmas"], sigma), "cu": list(to["cond_or_uncond"])}
-        return call_with(to, CALL_KEY, call, executor, *args, **kwargs)
-    return apply_model
-
-
-def _patch(index, last, recorder, state):
-    def patch(args, extra):
-        call = (args.get("transformer_options") or {}).get(CALL_KEY)
-        if index == 0:
-            state["x_in"] = args["img"]
-        out = extra["original_block"](args)
-        if last and call is not None:
-            recorder.record_call(call["step"], call["cu"], state.pop("x_in"), out["img"])
-        return out
-    from .magcache_hook import eager
-    return eager(patch)
-
-
 def calibrate_run(model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler):
-    """Run the host sampler once with recording; returns (LATENT, curve JSON text)."""
+    """Run the host sampler once with recording; returns (LATENT, curve JSON text). The recording runs through
+    the MagCache hooks of the model's family (:func:`.magcache_hook.apply_magcache` with a
+    :class:`.magcache_run.RecordRun` session: every call computes, the stack's input and output go to the
+    recorder), so every family the MagCache node hooks can be calibrated."""
     import nodes as host_nodes  # the host's nodes module (KSampler path)
+    from ..magcache.settings import AUTO
+    from .magcache_hook import apply_magcache, stack_of
+    from .magcache_run import RecordRun, model_family
+    fam = model_family(model, AUTO, None)
+    stack_of(model, fam)
     recorder = CalibrationRecorder(branches=2 if cfg != 1.0 else 1)
-    m = model.clone()
-    n = len(m.get_model_object("diffusion_model").blocks)
-    state = {}
-    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, KEY, _wrapper(recorder))
-    for i in (0, n - 1) if n > 1 else (0,):
-        m.set_model_patch_replace(_patch(i, i == n - 1, recorder, state), "dit", "double_block", i)
+    m = apply_magcache(model, RecordRun(recorder, None, None, None, "calibrate", None), family=fam)
     (out,) = host_nodes.common_ksampler(m, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                         latent_image)
     curve_json = recorder.to_json()
-    resolve("custom", steps=steps, custom_curve=curve_json)  # what the MagCache node will accept
+    resolve("custom", steps=steps, custom_curve=curve_json, family=fam)  # what the MagCache node will accept
     return out, curve_json
 
 
@@ -88,7 +63,8 @@ class AtelierMagCacheCalibrate(io.ComfyNode):
                          "Outputs a curve for Atelier MagCache (custom_curve) and saves it as JSON in the output "
                          "folder."),
             inputs=[
-                io.Model.Input("model", tooltip="The Wan model to calibrate (no MagCache on it)."),
+                io.Model.Input("model", tooltip=("The model to calibrate, of any family Atelier MagCache hooks "
+                                                 "(no MagCache on it).")),
                 io.Conditioning.Input("positive", tooltip="Positive prompt of the calibration sample."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt (used when cfg > 1)."),
                 io.Latent.Input("latent_image", tooltip="Empty latent of the size you will render at."),
@@ -108,7 +84,7 @@ class AtelierMagCacheCalibrate(io.ComfyNode):
                 io.Latent.Output(display_name="samples", tooltip="The uncached sample of the calibration run."),
                 io.String.Output(display_name="curve_json", tooltip=(
                     "The calibrated curve (mag_ratios interleaved cond/uncond, plus std and cosine distance); "
-                    "feed it to custom_curve of Atelier MagCache (Wan).")),
+                    "feed it to custom_curve of Atelier MagCache.")),
                 io.String.Output(display_name="saved_path", tooltip=(
                     "Where the JSON was written: output/atelier_magcache/<name>_NNNNN.json (a new file each run).")),
             ],
@@ -122,7 +98,6 @@ class AtelierMagCacheCalibrate(io.ComfyNode):
         msg = check_curve_name(name)
         if msg is not None:
             raise ValueError(f"Atelier MagCache Calibrate: {msg}")
-        wan_config(model)
         samples, curve_json = calibrate_run(model, positive, negative, latent_image, seed, steps, cfg,
                                             sampler_name, scheduler)
         return io.NodeOutput(samples, curve_json, save_curve(curve_json, name, _host.output_directory()))

@@ -330,10 +330,189 @@ def wf_restoration_sample(defs):
     return b
 
 
+# ---------------------------------------------------------------- MagCache on the other families
+
+MC_NOTE = ("Atelier MagCache serves every family it knows from one node: preset 'auto' reads the family from the "
+           "loaded model and runs its official rule and curve. target_speedup > 0 picks thresh and K for the "
+           "sampler's real step count (the preview shows the choice, the ideal speedup and the error). ")
+
+
+def image_tail(b, pos, k, vae, prefix):
+    d = b.node("VAEDecode", pos, size=[220, 50])
+    b.link(k, 0, d, "samples")
+    b.link(vae, 0, d, "vae")
+    s = b.node("SaveImage", (pos[0] + 260, pos[1]), {"filename_prefix": prefix}, size=[420, 420])
+    b.link(d, 0, s, "images")
+
+
+def family_magcache(b, pos, steps, thresh, k, retention=0.2, preset="auto", schedule_steps=0):
+    return b.node("AtelierMagCacheWan", pos, {"preset": preset, "thresh": thresh, "k": k, "retention": retention,
+                                              "preview_steps": steps, "schedule_steps": schedule_steps},
+                  size=[360, 420])
+
+
+def wf_magcache_flux(defs):
+    b = Builder(defs)
+    unet = b.node("UNETLoader", (0, 0), {"unet_name": "flux1-dev.safetensors"}, size=[340, 90])
+    clip = b.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
+                                               "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"},
+                  size=[340, 130])
+    vae = b.node("VAELoader", (0, 320), {"vae_name": "ae.safetensors"}, size=[340, 60])
+    pos = b.node("CLIPTextEncode", (380, 0), {"text": POS}, title="Prompt", size=[380, 140])
+    b.link(clip, 0, pos, "clip")
+    guid = b.node("FluxGuidance", (380, 190), {"guidance": 3.5}, size=[300, 60])
+    b.link(pos, 0, guid, "conditioning")
+    neg = b.node("CLIPTextEncode", (380, 300), {"text": ""}, title="Empty negative (cfg 1)", size=[380, 140])
+    b.link(clip, 0, neg, "clip")
+    lat = b.node("EmptySD3LatentImage", (380, 490), {"width": 1024, "height": 1024, "batch_size": 1},
+                 size=[300, 110])
+    mc = family_magcache(b, (800, 0), 28, thresh=0.24, k=5)
+    b.link(unet, 0, mc, "model")
+    ks = b.node("KSampler", (1200, 0), {"seed": 42, "steps": 28, "cfg": 1.0, "sampler_name": "euler",
+                                        "scheduler": "simple", "denoise": 1.0}, size=[320, 270])
+    b.link(mc, 0, ks, "model")
+    b.link(guid, 0, ks, "positive")
+    b.link(neg, 0, ks, "negative")
+    b.link(lat, 0, ks, "latent_image")
+    image_tail(b, (1560, 0), ks, vae, "atelier/magcache_flux")
+    b.node("Note", (0, 660), {"text": (
+        "Atelier MagCache on FLUX.1-dev, 28 steps, embedded guidance 3.5 (cfg 1: one call per step).\n\n" + MC_NOTE +
+        "FLUX's official rule: thresh 0.24, K 5, retention 0.2 (the step at 11 of 28 always computes). "
+        "FLUX.1 Kontext: the same node, pick preset flux_kontext.\n\nModel files "
+        "(huggingface.co/black-forest-labs/FLUX.1-dev and huggingface.co/comfyanonymous/flux_text_encoders):\n"
+        "- flux1-dev.safetensors -> ComfyUI/models/diffusion_models/\n"
+        "- clip_l.safetensors, t5xxl_fp16.safetensors -> ComfyUI/models/text_encoders/\n"
+        "- ae.safetensors -> ComfyUI/models/vae/")}, size=[740, 300])
+    return b
+
+
+def wf_magcache_qwen_image(defs):
+    b = Builder(defs)
+    unet = b.node("UNETLoader", (0, 0), {"unet_name": "qwen_image_fp8_e4m3fn.safetensors"}, size=[340, 90])
+    clip = b.node("CLIPLoader", (0, 140), {"clip_name": "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                                           "type": "qwen_image"}, size=[340, 110])
+    vae = b.node("VAELoader", (0, 300), {"vae_name": "qwen_image_vae.safetensors"}, size=[340, 60])
+    shift = b.node("ModelSamplingAuraFlow", (380, 0), {"shift": 3.1}, size=[300, 60])
+    b.link(unet, 0, shift, "model")
+    pos = b.node("CLIPTextEncode", (380, 120), {"text": POS}, title="Positive prompt", size=[380, 140])
+    b.link(clip, 0, pos, "clip")
+    neg = b.node("CLIPTextEncode", (380, 310), {"text": ""}, title="Negative prompt", size=[380, 140])
+    b.link(clip, 0, neg, "clip")
+    lat = b.node("EmptySD3LatentImage", (380, 500), {"width": 1328, "height": 1328, "batch_size": 1},
+                 size=[300, 110])
+    mc = family_magcache(b, (800, 0), 40, thresh=0.12, k=2)
+    b.link(shift, 0, mc, "model")
+    ks = b.node("KSampler", (1200, 0), {"seed": 42, "steps": 40, "cfg": 2.5, "sampler_name": "euler",
+                                        "scheduler": "simple", "denoise": 1.0}, size=[320, 270])
+    b.link(mc, 0, ks, "model")
+    b.link(pos, 0, ks, "positive")
+    b.link(neg, 0, ks, "negative")
+    b.link(lat, 0, ks, "latent_image")
+    image_tail(b, (1560, 0), ks, vae, "atelier/magcache_qwen_image")
+    b.node("Note", (0, 680), {"text": (
+        "Atelier MagCache on Qwen-Image, 40 steps at cfg 2.5 (cond and uncond decided separately).\n\n" + MC_NOTE +
+        "\n\nModel files (huggingface.co/Comfy-Org/Qwen-Image_ComfyUI):\n"
+        "- qwen_image_fp8_e4m3fn.safetensors -> ComfyUI/models/diffusion_models/\n"
+        "- qwen_2.5_vl_7b_fp8_scaled.safetensors -> ComfyUI/models/text_encoders/\n"
+        "- qwen_image_vae.safetensors -> ComfyUI/models/vae/")}, size=[740, 280])
+    return b
+
+
+def wf_magcache_hunyuan_video(defs):
+    b = Builder(defs)
+    unet = b.node("UNETLoader", (0, 0), {"unet_name": "hunyuan_video_t2v_720p_bf16.safetensors"}, size=[340, 90])
+    clip = b.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
+                                               "clip_name2": "llava_llama3_fp8_scaled.safetensors",
+                                               "type": "hunyuan_video"}, size=[340, 130])
+    vae = b.node("VAELoader", (0, 320), {"vae_name": "hunyuan_video_vae_bf16.safetensors"}, size=[340, 60])
+    shift = b.node("ModelSamplingSD3", (380, 0), {"shift": 7.0}, size=[300, 60])
+    b.link(unet, 0, shift, "model")
+    pos = b.node("CLIPTextEncode", (380, 120), {"text": POS}, title="Prompt", size=[380, 140])
+    b.link(clip, 0, pos, "clip")
+    guid = b.node("FluxGuidance", (380, 310), {"guidance": 6.0}, size=[300, 60])
+    b.link(pos, 0, guid, "conditioning")
+    neg = b.node("CLIPTextEncode", (380, 420), {"text": ""}, title="Empty negative (cfg 1)", size=[380, 140])
+    b.link(clip, 0, neg, "clip")
+    lat = b.node("EmptyHunyuanLatentVideo", (380, 610), {"width": 848, "height": 480, "length": 73,
+                                                          "batch_size": 1}, size=[300, 130])
+    mc = family_magcache(b, (800, 0), 30, thresh=0.24, k=6)
+    b.link(shift, 0, mc, "model")
+    ks = b.node("KSampler", (1200, 0), {"seed": 42, "steps": 30, "cfg": 1.0, "sampler_name": "euler",
+                                        "scheduler": "simple", "denoise": 1.0}, size=[320, 270])
+    b.link(mc, 0, ks, "model")
+    b.link(guid, 0, ks, "positive")
+    b.link(neg, 0, ks, "negative")
+    b.link(lat, 0, ks, "latent_image")
+    decode_save(b, (1560, 0), ks, vae, "atelier/magcache_hunyuan_video", fps=24.0)
+    b.node("Note", (0, 800), {"text": (
+        "Atelier MagCache on HunyuanVideo T2V 720p, 30 steps, embedded guidance 6 (cfg 1).\n\n" + MC_NOTE +
+        "'auto' takes the 544p curve when the latent is 544 pixels high, else the 720p curve. "
+        "Official: thresh 0.24, K 6, retention 0.2.\n\nModel files "
+        "(huggingface.co/Comfy-Org/HunyuanVideo_repackaged):\n"
+        "- hunyuan_video_t2v_720p_bf16.safetensors -> ComfyUI/models/diffusion_models/\n"
+        "- clip_l.safetensors, llava_llama3_fp8_scaled.safetensors -> ComfyUI/models/text_encoders/\n"
+        "- hunyuan_video_vae_bf16.safetensors -> ComfyUI/models/vae/")}, size=[740, 300])
+    return b
+
+
+def wf_magcache_wan22_a14b(defs):
+    b = Builder(defs)
+    steps, split = 20, 10
+    hi = b.node("UNETLoader", (0, 0), {"unet_name": "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"},
+                title="High-noise expert", size=[380, 90])
+    lo = b.node("UNETLoader", (0, 140), {"unet_name": "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"},
+                title="Low-noise expert", size=[380, 90])
+    clip = b.node("CLIPLoader", (0, 280), {"clip_name": UMT5, "type": "wan"}, size=[380, 110])
+    vae = b.node("VAELoader", (0, 440), {"vae_name": WAN_VAE}, size=[380, 60])
+    ids = {"pos": b.node("CLIPTextEncode", (420, 260), {"text": POS}, title="Positive prompt", size=[380, 140]),
+           "neg": b.node("CLIPTextEncode", (420, 450), {"text": NEG}, title="Negative prompt", size=[380, 140]),
+           "latent": b.node("EmptyHunyuanLatentVideo", (420, 640), {"width": 1280, "height": 704, "length": 57,
+                                                                   "batch_size": 1}, size=[300, 130])}
+    b.link(clip, 0, ids["pos"], "clip")
+    b.link(clip, 0, ids["neg"], "clip")
+    s_hi = b.node("ModelSamplingSD3", (420, 0), {"shift": 8.0}, size=[300, 60])
+    s_lo = b.node("ModelSamplingSD3", (420, 130), {"shift": 8.0}, size=[300, 60])
+    b.link(hi, 0, s_hi, "model")
+    b.link(lo, 0, s_lo, "model")
+    mc_hi = family_magcache(b, (840, 0), steps, 0.24, 2, preset="wan2.2_t2v_A14B", schedule_steps=steps)
+    mc_lo = family_magcache(b, (840, 480), steps, 0.24, 2, preset="wan2.2_t2v_A14B", schedule_steps=steps)
+    b.link(s_hi, 0, mc_hi, "model")
+    b.link(s_lo, 0, mc_lo, "model")
+    common = {"noise_seed": 42, "steps": steps, "cfg": 3.5, "sampler_name": "euler", "scheduler": "simple"}
+    k_hi = b.node("KSamplerAdvanced", (1240, 0), dict(common, add_noise="enable", start_at_step=0,
+                                                      end_at_step=split, return_with_leftover_noise="enable"),
+                  title="KSampler (high noise)", size=[320, 330])
+    k_lo = b.node("KSamplerAdvanced", (1240, 480), dict(common, add_noise="disable", start_at_step=split,
+                                                        end_at_step=10000, return_with_leftover_noise="disable"),
+                  title="KSampler (low noise)", size=[320, 330])
+    for k, m in ((k_hi, mc_hi), (k_lo, mc_lo)):
+        b.link(m, 0, k, "model")
+        b.link(ids["pos"], 0, k, "positive")
+        b.link(ids["neg"], 0, k, "negative")
+    b.link(ids["latent"], 0, k_hi, "latent_image")
+    b.link(k_hi, 0, k_lo, "latent_image")
+    decode_save(b, (1600, 0), k_lo, vae, "atelier/magcache_wan22_a14b")
+    b.node("Note", (0, 840), {"text": (
+        "Atelier MagCache on Wan2.2 T2V A14B with its two experts, 20 steps at cfg 3.5: one MagCache node per "
+        "expert, both with preset wan2.2_t2v_A14B and schedule_steps 20 (the whole schedule). Each sampler runs "
+        "its segment; the split is where the high-noise sampler stops, and the official phase rule keeps "
+        "retention per expert.\n\n" + MC_NOTE + "\n\nModel files (huggingface.co/Comfy-Org/"
+        "Wan_2.2_ComfyUI_Repackaged):\n"
+        "- wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors, wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors "
+        "-> ComfyUI/models/diffusion_models/\n"
+        f"- {UMT5} -> ComfyUI/models/text_encoders/\n"
+        f"- {WAN_VAE} -> ComfyUI/models/vae/")}, size=[780, 320])
+    return b
+
+
 WORKFLOWS = {
     "magcache_wan21_t2v": (wf_magcache_t2v, ["AtelierMagCacheWan"]),
     "magcache_compare": (wf_magcache_compare, ["AtelierMagCacheWan", "AtelierMagCacheCompare"]),
     "magcache_calibrate": (wf_magcache_calibrate, ["AtelierMagCacheCalibrate", "AtelierMagCacheWan"]),
+    "magcache_flux": (wf_magcache_flux, ["AtelierMagCacheWan", "DualCLIPLoader", "FluxGuidance"]),
+    "magcache_qwen_image": (wf_magcache_qwen_image, ["AtelierMagCacheWan", "ModelSamplingAuraFlow"]),
+    "magcache_hunyuan_video": (wf_magcache_hunyuan_video, ["AtelierMagCacheWan", "DualCLIPLoader"]),
+    "magcache_wan22_a14b": (wf_magcache_wan22_a14b, ["AtelierMagCacheWan", "KSamplerAdvanced"]),
     "nag_cfg1_fewstep": (wf_nag_fewstep, ["AtelierNAGWan"]),
     "nag_magcache": (wf_nag_magcache, ["AtelierNAGWan", "AtelierMagCacheWan"]),
     "dloral_video_upscale": (wf_dloral, ["AtelierDLoRALLoader", "AtelierDLoRALUpscaleVideo", "LoadVideo"]),

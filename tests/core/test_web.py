@@ -73,8 +73,12 @@ def test_plan_query_params_are_accepted_by_the_route():
     for param, widget in sent.items():
         assert widget in SETTINGS, widget
     model = set(re.findall(r"q\.(\w+) = m\.\1", body))
-    assert model == {"dim", "in_dim", "model_type"}
+    assert model == {"dim", "in_dim", "model_type", "family"}
     q = {p: str(SETTINGS[w].default) for p, w in sent.items()}
+    for fam, preset in (("flux", "flux"), ("qwen_image", "qwen_image"), ("hunyuan_video", "hunyuan_video"),
+                        ("chroma", "chroma")):   # another family: the node's family alone picks its curve
+        d = plan_query(dict(q, family=fam))
+        assert (d["preset"], d["family"], d["detected"]) == (preset, fam, True)
     q.update(dim="5120", in_dim="36", model_type="i2v")
     assert plan_query(q)["preset"] == "wan2.1_i2v_480p_14B"
     # leaving every setting out gives the same plan: the route's defaults are the table's

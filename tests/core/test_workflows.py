@@ -17,7 +17,8 @@ from _workflows import (load_defs, validate, to_api, all_inputs, spec_opts, spec
 WF_DIR = REPO / "example_workflows"
 WORKFLOWS = sorted(WF_DIR.glob("*.json"))
 EXPECTED = {"magcache_wan21_t2v", "magcache_calibrate", "magcache_compare", "nag_cfg1_fewstep",
-            "nag_magcache", "dloral_video_upscale", "restoration_scan_to_print", "restoration_sample"}
+            "nag_magcache", "dloral_video_upscale", "restoration_scan_to_print", "restoration_sample",
+            "magcache_flux", "magcache_qwen_image", "magcache_hunyuan_video", "magcache_wan22_a14b"}
 assert set(TEMPLATE_TITLES) == EXPECTED
 
 
@@ -221,3 +222,21 @@ def test_validator_fails_on_broken_workflow(breaker, defs):
     breaker(broken, defs)
     errs = validate(broken, defs)
     assert errs, f"{breaker.__name__} was not detected"
+
+
+@pytest.mark.parametrize("slug,family,preset", [("magcache_flux", "flux", "auto"),
+                                                ("magcache_qwen_image", "qwen_image", "auto"),
+                                                ("magcache_hunyuan_video", "hunyuan_video", "auto"),
+                                                ("magcache_wan22_a14b", "wan", "wan2.2_t2v_A14B")])
+def test_magcache_family_workflows_convert_to_api(slug, family, preset, defs):
+    """The family workflows (not run by the e2e server: it has tiny Wan models only) convert to API prompts
+    whose MagCache nodes feed a sampler, with the widgets the node takes."""
+    wf = json.loads(template_path(slug).read_text())
+    api = to_api(wf, defs)
+    mcs = {k: v for k, v in api.items() if v["class_type"] == "AtelierMagCacheWan"}
+    assert mcs and all(v["inputs"]["preset"] == preset and "target_speedup" in v["inputs"] for v in mcs.values())
+    samplers = [v for v in api.values() if v["class_type"] in ("KSampler", "KSamplerAdvanced")]
+    assert {v["inputs"]["model"][0] for v in samplers} == set(mcs)
+    for v in mcs.values():
+        steps = {s["inputs"]["steps"] for s in samplers}
+        assert v["inputs"]["preview_steps"] in steps

@@ -52,3 +52,20 @@ def test_magcache_random_model_bench_smoke(comfy_dir, tmp_path):
     for r in rows:
         assert r["steps"] == 6 and r["computed_calls"] <= r["total_calls"] == 2 * 6, r
         assert r["full_s"] > 0 and r["magcache_s"] > 0 and 0 <= r["latent_rel_err"] < 1, r
+
+
+def test_magcache_families_real_dims_bench_smoke(comfy_dir, tmp_path):
+    """The path of ``bench_magcache_families.py --gpu --real-dims`` (models from the host's config classes,
+    random weights made on the device) at tiny dims on the CPU: every family measured, numbers sane."""
+    out = tmp_path / "mcf.json"
+    _run(comfy_dir, ["bench/bench_magcache_families.py", "--real-dims", "--shrink", "--steps", "6", "--repeats", "1",
+                     "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert res["mode"] == "real-dims-shrunk" and not res["left_out"]
+    assert [r["family"] for r in res["results"]] == ["wan21_t2v", "flux", "qwen_image", "hunyuan_video"]
+    for r in res["results"]:
+        assert r["steps"] == 6 and r["hook0_identical"], r
+        assert 0 < r["computed_calls"] <= r["total_calls"] and r["skipped_calls"] == r["total_calls"] - r["computed_calls"]
+        assert r["full_s"] > 0 and r["hook0_s"] > 0 and r["magcache_s"] > 0 and 0 < r["stack_share"] <= 1, r
+        assert r["ideal_speedup"] >= 1 and 0 <= r["latent_rel_err"] < 10, r
+    assert any(r["skipped_calls"] for r in res["results"])

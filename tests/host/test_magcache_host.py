@@ -163,14 +163,14 @@ def test_i2v_runs(host, mc):
     assert torch.isfinite(out).all()
 
 
-def test_not_wan_is_refused(mc):
+def test_preset_of_another_family_is_refused(mc):
     class Fake:
         model = type("M", (), {"model_config": type("C", (), {"unet_config": {"image_model": "flux"}})()})()
 
         def get_model_object(self, name):
             return torch.nn.Linear(2, 2)
 
-    with pytest.raises(ValueError, match="not a Wan model"):
+    with pytest.raises(ValueError, match="is a Wan2.1 / Wan2.2 curve but the model is FLUX.1-dev"):
         apply(mc, Fake())
 
 
@@ -416,12 +416,13 @@ def test_v3_schema_tooltips_and_validation(mc):
         assert all(o.tooltip for o in schema.outputs), schema.node_id
     names = [i.id for i in mc.AtelierMagCacheWan.define_schema().inputs]
     assert names == ["model", "preset", "thresh", "k", "retention", "start_step", "end_step", "protect_last",
-                     "cache_device", "schedule_steps", "preview_steps", "custom_curve"]
+                     "cache_device", "schedule_steps", "preview_steps", "target_speedup", "custom_curve"]
     v = mc.AtelierMagCacheWan.validate_inputs
     assert v(preset="auto", thresh=0.12, k=2, preview_steps=50, custom_curve="[1.0, 1.0, 0.9, 0.9]") is True
     assert v(custom_curve="{oops").startswith("custom_curve:")
     assert v(custom_curve="[1.0, -1.0]").startswith("custom_curve:")
     assert v(preview_steps=5000).startswith("preview_steps (--steps): 5000 is out of range")
+    assert v(target_speedup=-1.0).startswith("target_speedup")
     assert mc.AtelierMagCacheCalibrate.validate_inputs(name="../x").startswith("name:")
 
 

@@ -1,7 +1,7 @@
 // Atelier frontend extension (plain ES module, no build step).
 //
-// * Atelier MagCache (Wan): a step strip on the node. Before a run it shows the planned schedule
-//   (GET /atelier/magcache/schedule with the node's widget values, and for preset "auto" the model config
+// * Atelier MagCache (every family): a step strip on the node. Before a run it shows the planned schedule
+//   (GET /atelier/magcache/schedule with the node's widget values, the family the node reported, and for "auto" on Wan the model config
 //   the node reported when it ran, so the preview uses the detected curve); after a run it shows, per branch,
 //   which steps computed (C) or reused the cache (S), with computed/total calls and the time saved,
 //   from the server event "atelier.magcache.report".
@@ -118,14 +118,16 @@ export function planQuery(node) {
   // setting's default from the pack's settings table, so no default is written here.
   const PARAMS = [["preset", "preset"], ["steps", "preview_steps"], ["thresh", "thresh"], ["k", "k"],
                   ["retention", "retention"], ["start_step", "start_step"], ["end_step", "end_step"],
-                  ["protect_last", "protect_last"], ["schedule_steps", "schedule_steps"]];
+                  ["protect_last", "protect_last"], ["schedule_steps", "schedule_steps"],
+                  ["target_speedup", "target_speedup"]];
   const q = {};
   for (const [param, name] of PARAMS) {
     const w = node.widgets?.find((x) => x.name === name);
     if (w !== undefined) q[param] = w.value;
   }
   const m = node.__atelierModel;
-  if ((q.preset ?? "auto") === "auto") {
+  if (m?.family !== undefined && m.family !== "wan") q.family = m.family;   // another family: its curve, no dims
+  if ((q.preset ?? "auto") === "auto" && q.family === undefined) {
     if (!m || m.dim === undefined) {
       const file = loaderFile(node);
       return file ? new URLSearchParams({ ...q, ...file }) : null;
@@ -139,6 +141,12 @@ export function planQuery(node) {
 
 async function refreshPlan(node) {
   const div = ensureStrip(node);
+  if (node.__atelierModel?.preset === "record" && !node.__atelierHasRun) {   // no shipped curve for the family
+    renderStrip(div, { plan: true, title: `Plan: ${node.__atelierModel.family} has no shipped curve`,
+                       foot: "The first full run records it (every call computes); later runs use it." });
+    node.setDirtyCanvas?.(true, true);
+    return;
+  }
   const q = planQuery(node);
   if (q === null) {
     if (!node.__atelierHasRun) {
@@ -161,6 +169,8 @@ async function refreshPlan(node) {
              `${s.cond_skipped.length} cond, ${s.uncond_skipped.length} uncond`,
       branches: { cond: planMarks(s.steps, s.cond_skipped), uncond: planMarks(s.steps, s.uncond_skipped) },
       foot: `computes ${s.computed_calls}/${s.total_calls} calls (ideal ${s.expected_speedup.toFixed(2)}x)${split}` +
+            (s.target ? `; target ${s.target.target_speedup}x: thresh ${s.target.thresh}, K ${s.target.k}, ` +
+                        `error ${s.target.error.toFixed(3)}` : "") +
             (s.cond_skipped.length + s.uncond_skipped.length === 0 ? " - skips nothing at this setting" : ""),
     });
     node.__atelierRetries = 0;
@@ -192,7 +202,7 @@ function onReport(ev) {
     plan: false,
     title: `Last run: ${p.computed_calls}/${p.total_calls} calls computed` + (p.interrupted ? " (interrupted)" : ""),
     branches: p.branches,
-    foot: p.summary || `${saved}${speed}`,
+    foot: (p.summary || `${saved}${speed}`) + (p.curve_source ? `; curve: ${p.curve_source}` : ""),
   });
   node.setDirtyCanvas?.(true, true);
 }
