@@ -85,7 +85,8 @@ def validator(table: Optional[SettingsTable], names: Optional[Iterable[str]] = N
 
 def _check_combos(cls, combos, values) -> None:
     """Each named COMBO value is one of the options the node's schema offers now (ValueError naming it)."""
-    options = {i.id: list(getattr(i, "options", None) or []) for i in cls.GET_SCHEMA().inputs}
+    # define_schema, not GET_SCHEMA: the host validates on a locked class clone that GET_SCHEMA would write to
+    options = {i.id: list(getattr(i, "options", None) or []) for i in cls.define_schema().inputs}
     for n in combos:
         v = values.get(n)
         if v is None:
