@@ -189,10 +189,12 @@ PARITY_ROLES = ("color_layer", "white_layer", "print_pdf", "fill_full", "labels"
 
 
 def _fill_to_record(M, img, mask, tab, ctx, dmap):
-    """The node chain after the Region Table, on the default settings the CLI uses too: Fill (harmonic) ->
+    """The node chain after the Region Table, on the default settings the CLI uses too: Fill (the default method) ->
     Fill QA -> Bilayer Separate -> Print Layout -> Restoration Record. Returns (manifest, record folder,
     laid-out layers)."""
-    filled, used, tab = run(M["AtelierRestorationFill"], image=img, mask=mask, method="harmonic", grow_px=1,
+    from restoration.settings import SETTINGS
+    filled, used, tab = run(M["AtelierRestorationFill"], image=img, mask=mask, method=SETTINGS["method"].default,
+                            grow_px=1,
                             regions=tab).args
     tab = run(M["AtelierFillQA"], original=img, filled=filled, regions=tab, edge_de=3.0).args[0]
     lay = run(M["AtelierBilayerSeparate"], filled=filled, original=img, mask=used, ctx=ctx, white_mode="same_pattern",
@@ -309,7 +311,9 @@ def test_nothing_to_fill_is_a_normal_record(M, host, dirs):
                split_min_length_mm=50.0, tile=1024).args[0]
     tab, mask, _, summary = run(M["AtelierRegionTable"], image=img, damage_map=dmap, ctx=ctx,
                                 viewing_distance_mm=500.0, registration_tol_um=100.0).args
-    filled, used, tab = run(M["AtelierRestorationFill"], image=img, mask=mask, method="harmonic", grow_px=1,
+    from restoration.settings import SETTINGS
+    filled, used, tab = run(M["AtelierRestorationFill"], image=img, mask=mask, method=SETTINGS["method"].default,
+                            grow_px=1,
                             regions=tab).args
     tab = run(M["AtelierFillQA"], original=img, filled=filled, regions=tab, edge_de=3.0).args[0]
     n8, nde, _, _ = run(M["AtelierColourCount"], filled=filled, mask=used, q=1.0).args
@@ -406,7 +410,9 @@ def _uniform_chain(M):
                split_min_length_mm=50.0, tile=1024).args[0]
     tab, mask, _, _ = run(M["AtelierRegionTable"], image=img, damage_map=dmap, ctx=ctx, viewing_distance_mm=500.0,
                           registration_tol_um=100.0).args
-    filled, used, tab = run(M["AtelierRestorationFill"], image=img, mask=mask, method="harmonic", grow_px=1,
+    from restoration.settings import SETTINGS
+    filled, used, tab = run(M["AtelierRestorationFill"], image=img, mask=mask, method=SETTINGS["method"].default,
+                            grow_px=1,
                             regions=tab).args
     lay = run(M["AtelierBilayerSeparate"], filled=filled, original=img, mask=used, ctx=ctx, white_mode="same_pattern",
               amount_mm=0.0, min_feature_mm=0.0, white_on_black=False).args[0]
