@@ -1,0 +1,235 @@
+"""One joint (MM-DiT) attention call with NAG, the NAG-negative text riding in the same sequence.
+
+How the negative text gets its keys: the host hook appends the raw NAG-negative text to the
+model's context along the tokens (``[positive, negative]``, :func:`extend_context`), so the
+family's own text embedder, per-block projections, q/k norms and RoPE make the negative's keys
+and values in the very place the positive's are made. Every joint attention call then sees one
+sequence per row holding ``[positive text (+ family extras), negative text, image]`` (text first:
+Flux, Chroma, Qwen-Image, SD3.5) or ``[image, positive text, negative text]`` (image first:
+HunyuanVideo). :func:`nag_joint_attention` splits it (:class:`JointSpans`) and, per row:
+
+* unguided rows (the CFG negative, rows outside ``guided``): the host's attention over
+  ``[positive text, image]`` exactly as without NAG; the negative text's queries get 0;
+* guided rows: :func:`~nag.joint.joint_pair` for the positive-text and image queries (image keys
+  attended once, the two texts each once, log-sum-exp merge), :func:`~nag.combine.nag_combine` on
+  the image queries; the negative text's own queries attend ``[negative text, image]`` (the
+  negative stream evolves by itself, as in the official Flux NAG).
+
+So the positive text and the image never attend the negative's tokens except through Z-, and
+the negative's tokens leave the sequence when the model drops the text at its end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .combine import nag_combine
+from .config import NAGConfig
+from .run import CallPlan
+from .joint import AttendLSE, fused_attention_with_lse, joint_pair, merge_heads
+
+__all__ = ["JointSpans", "JointPlan", "nag_joint_attention", "extend_context", "extend_mask", "negative_positions",
+           "Attend4"]
+
+Attend4 = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+"""``attend(q, k, v, mask) -> out``: the host's attention on ``(B, H, L, D)`` tensors, out ``(B, H, Lq, D)``;
+``mask`` None or the host's mask restricted to the keys given."""
+
+
+@dataclass(frozen=True)
+class JointSpans:
+    """Where the parts of one joint sequence lie.
+
+    Attributes:
+        text_first: True for ``[text, image]`` sequences, False for ``[image, text]``.
+        text: tokens of the whole text part, negative included (``Lp + Ln`` plus family extras).
+        negative: ``Ln``, the negative text's tokens: always the last ``Ln`` of the text part.
+    """
+    text_first: bool
+    text: int
+    negative: int
+
+    def split(self, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Index tensors ``(positive text, negative text, image)`` of a sequence of ``length`` tokens."""
+        if not 0 < self.negative < self.text < length:
+            raise ValueError(f"joint sequence of {length} tokens cannot hold a text part of {self.text} tokens "
+                             f"with {self.negative} negative ones and an image part")
+        t0 = 0 if self.text_first else length - self.text
+        i0 = self.text if self.text_first else 0
+        li = length - self.text
+        pos = torch.arange(t0, t0 + self.text - self.negative)
+        neg = torch.arange(t0 + self.text - self.negative, t0 + self.text)
+        img = torch.arange(i0, i0 + li)
+        return pos, neg, img
+
+
+class JointPlan:
+    """NAG in one model call of a joint-attention family (what the attention override reads).
+
+    Attributes:
+        call: the core's :class:`~nag.run.CallPlan` (config, guided rows, batch; ``negative`` is the raw
+            negative text, already appended to the context).
+        spans: :class:`JointSpans` of the joint calls.
+        positive: ``Lp``, the call's own text tokens (the context before the negative was appended).
+        image: image tokens of a joint call; None until :meth:`match` meets the first call longer than
+            the text part (the first attention of every joint family's forward is a joint one), then
+            only calls of exactly ``text + image`` tokens are joint (an image-only self-attention, e.g.
+            SD3.5's second attention in its first blocks, is left alone).
+        joint_calls: joint calls guided so far.
+    """
+
+    def __init__(self, call: CallPlan, spans: JointSpans, positive: int) -> None:
+        self.call = call
+        self.spans = spans
+        self.positive = positive
+        self.image: Optional[int] = None
+        self.joint_calls = 0
+
+    def match(self, q_len: int, k_len: int) -> bool:
+        """Whether an attention of ``q_len`` queries over ``k_len`` keys is one of this call's joint
+        attentions (self-attention over text + image)."""
+        if q_len != k_len or q_len <= self.spans.text:
+            return False
+        if self.image is None:
+            self.image = q_len - self.spans.text
+        return q_len == self.spans.text + self.image
+
+
+def extend_context(context: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """``[context, negative]`` along the tokens.
+
+    Args:
+        context: ``(B, Lp, C)`` the call's text context (raw encoder output).
+        negative: ``(1 or B, Ln, C)`` the raw NAG-negative text.
+    Returns:
+        ``(B, Lp + Ln, C)`` in ``context``'s dtype and device.
+    """
+    if negative.shape[-1] != context.shape[-1]:
+        raise ValueError(f"negative is {negative.shape[-1]} wide, context {context.shape[-1]}")
+    neg = negative.to(device=context.device, dtype=context.dtype)
+    if neg.shape[0] != context.shape[0]:
+        neg = neg[:1].expand(context.shape[0], *neg.shape[1:])
+    return torch.cat([context, neg], dim=1)
+
+
+def extend_mask(mask: torch.Tensor, negative_tokens: int) -> torch.Tensor:
+    """A text mask ``(B, Lp)`` extended to ``(B, Lp + Ln)`` with "attend" entries: True (bool), 1
+    (integers, or floats that are all 0/1: a keep-mask) or 0 (other floats: additive)."""
+    if mask.dtype == torch.bool:
+        fill: float | bool = True
+    elif not torch.is_floating_point(mask) or bool(((mask == 0) | (mask == 1)).all()):
+        fill = 1
+    else:
+        fill = 0
+    pad = torch.full((*mask.shape[:-1], negative_tokens), fill, dtype=mask.dtype, device=mask.device)
+    return torch.cat([mask, pad], dim=-1)
+
+
+def negative_positions(ids: torch.Tensor, positive: int, negative: int) -> torch.Tensor:
+    """RoPE positions of a text-first sequence with the negative text given the positions it would have alone.
+
+    Families that number their text tokens (Flux2's text axis, Qwen-Image's ``txt_start + j``) would give the
+    appended negative's token ``j`` the position of token ``Lp + j``. This moves the negative's block back by
+    the step between the first negative and the first positive token, so token ``j`` of either text has the
+    same position (all-zero text positions, as in Flux, stay as they are).
+
+    Args:
+        ids: ``(B, L, A)`` position ids of ``[positive text, negative text, image...]`` (``A`` axes).
+        positive, negative: ``Lp``, ``Ln``.
+    Returns:
+        a new ``(B, L, A)`` tensor; ``ids`` is not modified.
+    """
+    if ids.ndim != 3 or ids.shape[1] < positive + negative or positive < 1:
+        raise ValueError(f"ids of shape {tuple(ids.shape)} do not hold {positive} + {negative} text tokens first")
+    out = ids.clone()
+    step = ids[:, positive:positive + 1] - ids[:, :1]
+    out[:, positive:positive + negative] -= step
+    return out
+
+
+def _keys(mask: Optional[torch.Tensor], idx: torch.Tensor, length: int) -> Optional[torch.Tensor]:
+    """The host's mask restricted to the keys ``idx`` (last dim), queries left as they are."""
+    if mask is None:
+        return None
+    if mask.shape[-1] != length:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not cover the {length} keys")
+    return mask.index_select(-1, idx.to(mask.device))
+
+
+def _queries(mask: Optional[torch.Tensor], idx: torch.Tensor, length: int) -> Optional[torch.Tensor]:
+    if mask is None or mask.ndim < 2 or mask.shape[-2] != length:
+        return mask
+    return mask.index_select(-2, idx.to(mask.device))
+
+
+def _rows(mask: Optional[torch.Tensor], sl: slice) -> Optional[torch.Tensor]:
+    if mask is None or mask.ndim < 4 or mask.shape[0] == 1:
+        return mask
+    return mask[sl]
+
+
+def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: JointSpans,
+                        guided: Sequence[slice], config: NAGConfig, attend: Attend4, *,
+                        mask: Optional[torch.Tensor] = None,
+                        attention_lse: Optional[AttendLSE] = None) -> torch.Tensor:
+    """A joint attention with the NAG negative text in its sequence, guided on ``guided`` rows.
+
+    Args:
+        q, k, v: ``(B, H, L, D)`` the host's joint q/k/v (RoPE and norms applied), the text part
+            holding the negative text as its last ``spans.negative`` tokens.
+        spans: :class:`JointSpans` of this sequence.
+        guided: row slices to guide; the other rows get the plain attention over
+            ``[positive text, image]``.
+        config: :class:`~nag.config.NAGConfig`.
+        attend: the host's attention (:data:`Attend4`), used for every plain part.
+        mask: None, or the host's mask over the ``L`` keys (broadcastable to ``(B, H, L, L)``);
+            each part sees it restricted to its keys. A masked guided call uses the reference
+            :func:`~nag.joint.attention_with_lse` for its partial attentions.
+        attention_lse: :data:`~nag.joint.AttendLSE` for the guided partial attentions; None =
+            :func:`~nag.joint.fused_attention_with_lse`.
+
+    Returns:
+        ``(B, H, L, D)`` in ``q.dtype``: the negative text's positions hold its own attention on
+        guided rows and 0 elsewhere; every other position holds what the call would give without
+        the negative text, with the image queries of guided rows replaced by
+        ``nag_combine(Z+, Z-)`` (heads merged for the norm, split again).
+    """
+    b, h, length, d = q.shape
+    pos, neg, img = (t.to(q.device) for t in spans.split(length))
+    keep = torch.cat([pos, img]) if spans.text_first else torch.cat([img, pos])
+    out = torch.zeros(b, h, length, v.shape[-1], dtype=q.dtype, device=q.device)
+    rows_guided = torch.zeros(b, dtype=torch.bool)
+    for sl in guided:
+        rows_guided[sl] = True
+    plain = [i for i in range(b) if not rows_guided[i]]
+    if plain:
+        r = torch.tensor(plain, device=q.device)
+        m = mask if mask is None or mask.ndim < 4 or mask.shape[0] == 1 else mask.index_select(0, r)
+        m = _queries(_keys(m, keep, length), keep, length)
+        out[r.unsqueeze(1), :, keep.unsqueeze(0)] = attend(
+            q[r][:, :, keep], k[r][:, :, keep], v[r][:, :, keep], m).transpose(1, 2)
+    lse = attention_lse or fused_attention_with_lse
+    n_pos = pos.numel()
+    for sl in guided:
+        m = _rows(mask, sl)
+        mq = _queries(m, keep, length)
+
+        def part(idx: torch.Tensor) -> Optional[torch.Tensor]:
+            return _keys(mq, idx, length)
+
+        qs = q[sl][:, :, keep]
+        z_pos, z_neg = joint_pair(qs, k[sl][:, :, img], v[sl][:, :, img], k[sl][:, :, pos], v[sl][:, :, pos],
+                                  k[sl][:, :, neg], v[sl][:, :, neg], mask_img=part(img), mask_pos=part(pos),
+                                  mask_neg=part(neg), attention=lse if mask is None else None)
+        assert z_neg is not None
+        ii = slice(n_pos, None) if spans.text_first else slice(0, img.numel())
+        g = nag_combine(merge_heads(z_pos[:, :, ii]), merge_heads(z_neg[:, :, ii]), config.scale, config.tau,
+                        config.alpha, chunk_tokens=config.chunk_tokens)
+        z_pos[:, :, ii] = g.reshape(g.shape[0], g.shape[1], h, -1).transpose(1, 2).to(z_pos.dtype)
+        out[sl, :, keep] = z_pos.to(q.dtype)
+        nk = torch.cat([neg, img])
+        mn = _queries(m, neg, length)
+        out[sl, :, neg] = attend(q[sl][:, :, neg], k[sl][:, :, nk], v[sl][:, :, nk], _keys(mn, nk, length))
+    return out
