@@ -44,6 +44,7 @@ HOST_NODES = [
     "CLIPTextEncode", "EmptyHunyuanLatentVideo", "ModelSamplingSD3", "KSampler", "KSamplerAdvanced",
     "VAEDecode", "VAEEncode", "SaveAnimatedWEBP", "SaveWEBM", "SaveImage", "PreviewImage", "LoadImage",
     "LoadVideo", "GetVideoComponents", "CreateVideo", "SaveVideo", "ImageScale", "ImageFromBatch", "PreviewAny",
+    "DualCLIPLoader", "FluxGuidance", "EmptySD3LatentImage", "ModelSamplingAuraFlow",   # NAG family workflows
 ]
 FIELDS = ("name", "display_name", "category", "description", "input", "input_order", "output",
           "output_is_list", "output_name", "output_tooltips", "output_node", "deprecated", "experimental")

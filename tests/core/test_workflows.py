@@ -17,7 +17,8 @@ from _workflows import (load_defs, validate, to_api, all_inputs, spec_opts, spec
 WF_DIR = REPO / "example_workflows"
 WORKFLOWS = sorted(WF_DIR.glob("*.json"))
 EXPECTED = {"magcache_wan21_t2v", "magcache_calibrate", "magcache_compare", "nag_cfg1_fewstep",
-            "nag_magcache", "dloral_video_upscale", "restoration_scan_to_print", "restoration_sample"}
+            "nag_magcache", "nag_flux_cfg1", "nag_qwen_image", "nag_hunyuan_magcache", "nag_wan22",
+            "dloral_video_upscale", "restoration_scan_to_print", "restoration_sample"}
 assert set(TEMPLATE_TITLES) == EXPECTED
 
 
