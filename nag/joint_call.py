@@ -51,18 +51,16 @@ class JointSpans:
     text: int
     negative: int
 
-    def split(self, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Index tensors ``(positive text, negative text, image)`` of a sequence of ``length`` tokens."""
+    def split(self, length: int) -> tuple[slice, slice, slice]:
+        """Token slices ``(positive text, negative text, image)`` of a sequence of ``length`` tokens (the
+        positive text slice includes any family extras)."""
         if not 0 < self.negative < self.text < length:
             raise ValueError(f"joint sequence of {length} tokens cannot hold a text part of {self.text} tokens "
                              f"with {self.negative} negative ones and an image part")
         t0 = 0 if self.text_first else length - self.text
         i0 = self.text if self.text_first else 0
-        li = length - self.text
-        pos = torch.arange(t0, t0 + self.text - self.negative)
-        neg = torch.arange(t0 + self.text - self.negative, t0 + self.text)
-        img = torch.arange(i0, i0 + li)
-        return pos, neg, img
+        n0 = t0 + self.text - self.negative
+        return slice(t0, n0), slice(n0, t0 + self.text), slice(i0, i0 + length - self.text)
 
 
 class JointPlan:
@@ -149,25 +147,22 @@ def negative_positions(ids: torch.Tensor, positive: int, negative: int) -> torch
     return out
 
 
-def _keys(mask: Optional[torch.Tensor], idx: torch.Tensor, length: int) -> Optional[torch.Tensor]:
-    """The host's mask restricted to the keys ``idx`` (last dim), queries left as they are."""
+def _part(mask: Optional[torch.Tensor], length: int, queries: slice, keys: slice) -> Optional[torch.Tensor]:
+    """The host's mask (broadcastable to ``(B, H, L, L)``) for ``queries`` over ``keys``."""
     if mask is None:
         return None
     if mask.shape[-1] != length:
         raise ValueError(f"mask of shape {tuple(mask.shape)} does not cover the {length} keys")
-    return mask.index_select(-1, idx.to(mask.device))
+    m = mask[..., keys]
+    if m.ndim >= 2 and m.shape[-2] == length:
+        m = m[..., queries, :]
+    return m
 
 
-def _queries(mask: Optional[torch.Tensor], idx: torch.Tensor, length: int) -> Optional[torch.Tensor]:
-    if mask is None or mask.ndim < 2 or mask.shape[-2] != length:
-        return mask
-    return mask.index_select(-2, idx.to(mask.device))
-
-
-def _rows(mask: Optional[torch.Tensor], sl: slice) -> Optional[torch.Tensor]:
+def _rows(mask: Optional[torch.Tensor], rows: slice | torch.Tensor) -> Optional[torch.Tensor]:
     if mask is None or mask.ndim < 4 or mask.shape[0] == 1:
         return mask
-    return mask[sl]
+    return mask[rows]
 
 
 def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: JointSpans,
@@ -180,56 +175,70 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
         q, k, v: ``(B, H, L, D)`` the host's joint q/k/v (RoPE and norms applied), the text part
             holding the negative text as its last ``spans.negative`` tokens.
         spans: :class:`JointSpans` of this sequence.
-        guided: row slices to guide; the other rows get the plain attention over
-            ``[positive text, image]``.
+        guided: row slices to guide; the other rows get the host's attention over
+            ``[positive text, image]`` exactly as without the negative text.
         config: :class:`~nag.config.NAGConfig`.
-        attend: the host's attention (:data:`Attend4`), used for every plain part.
+        attend: the host's attention (:data:`Attend4`), used for the unguided rows.
         mask: None, or the host's mask over the ``L`` keys (broadcastable to ``(B, H, L, L)``);
-            each part sees it restricted to its keys. A masked guided call uses the reference
-            :func:`~nag.joint.attention_with_lse` for its partial attentions.
+            each part sees it restricted to its queries and keys. A masked guided call uses the
+            reference :func:`~nag.joint.attention_with_lse` for its partial attentions.
         attention_lse: :data:`~nag.joint.AttendLSE` for the guided partial attentions; None =
             :func:`~nag.joint.fused_attention_with_lse`.
 
     Returns:
-        ``(B, H, L, D)`` in ``q.dtype``: the negative text's positions hold its own attention on
-        guided rows and 0 elsewhere; every other position holds what the call would give without
-        the negative text, with the image queries of guided rows replaced by
-        ``nag_combine(Z+, Z-)`` (heads merged for the norm, split again).
+        ``(B, H, L, D)`` in ``q.dtype``. Guided rows: the image queries get ``nag_combine(Z+, Z-)`` (heads
+        merged for the norm) from :func:`~nag.joint.joint_pair` (image keys attended once, the two texts
+        each once, no copy of the image's q/k/v); the positive text's queries get the host's attention over
+        ``[positive text, image]``, the negative text's queries theirs over ``[negative text, image]``.
+        Other rows: the host's attention over ``[positive text, image]``, 0 at the negative's positions.
     """
     b, h, length, d = q.shape
-    pos, neg, img = (t.to(q.device) for t in spans.split(length))
-    keep = torch.cat([pos, img]) if spans.text_first else torch.cat([img, pos])
+    pos, neg, img = spans.split(length)
     out = torch.zeros(b, h, length, v.shape[-1], dtype=q.dtype, device=q.device)
-    rows_guided = torch.zeros(b, dtype=torch.bool)
+    is_guided = torch.zeros(b, dtype=torch.bool)
     for sl in guided:
-        rows_guided[sl] = True
-    plain = [i for i in range(b) if not rows_guided[i]]
+        is_guided[sl] = True
+    plain = (~is_guided).nonzero().flatten().tolist()
     if plain:
         r = torch.tensor(plain, device=q.device)
-        m = mask if mask is None or mask.ndim < 4 or mask.shape[0] == 1 else mask.index_select(0, r)
-        m = _queries(_keys(m, keep, length), keep, length)
-        out[r.unsqueeze(1), :, keep.unsqueeze(0)] = attend(
-            q[r][:, :, keep], k[r][:, :, keep], v[r][:, :, keep], m).transpose(1, 2)
-    lse = attention_lse or fused_attention_with_lse
-    n_pos = pos.numel()
+        first, second = (pos, img) if spans.text_first else (img, pos)
+        qs, ks, vs = (torch.cat([t[r][:, :, first], t[r][:, :, second]], dim=2) for t in (q, k, v))
+        m = _rows(mask, r)
+        if m is not None:
+            keep = torch.cat([torch.arange(length)[first], torch.arange(length)[second]]).to(m.device)
+            m = m.index_select(-1, keep)
+            if m.ndim >= 2 and m.shape[-2] == length:
+                m = m.index_select(-2, keep)
+        z = attend(qs, ks, vs, m)
+        n_first = first.stop - first.start
+        out[r.unsqueeze(1), :, torch.arange(length, device=q.device)[first].unsqueeze(0)] = \
+            z[:, :, :n_first].transpose(1, 2)
+        out[r.unsqueeze(1), :, torch.arange(length, device=q.device)[second].unsqueeze(0)] = \
+            z[:, :, n_first:].transpose(1, 2)
+    lse = attention_lse if mask is None else None
+    if mask is None and lse is None:
+        lse = fused_attention_with_lse
     for sl in guided:
         m = _rows(mask, sl)
-        mq = _queries(m, keep, length)
-
-        def part(idx: torch.Tensor) -> Optional[torch.Tensor]:
-            return _keys(mq, idx, length)
-
-        qs = q[sl][:, :, keep]
-        z_pos, z_neg = joint_pair(qs, k[sl][:, :, img], v[sl][:, :, img], k[sl][:, :, pos], v[sl][:, :, pos],
-                                  k[sl][:, :, neg], v[sl][:, :, neg], mask_img=part(img), mask_pos=part(pos),
-                                  mask_neg=part(neg), attention=lse if mask is None else None)
+        qr, kr, vr = q[sl], k[sl], v[sl]
+        # image queries: Z+ over [positive, image], Z- over [negative, image], image keys once
+        z_pos, z_neg = joint_pair(qr[:, :, img], kr[:, :, img], vr[:, :, img], kr[:, :, pos], vr[:, :, pos],
+                                  kr[:, :, neg], vr[:, :, neg], mask_img=_part(m, length, img, img),
+                                  mask_pos=_part(m, length, img, pos), mask_neg=_part(m, length, img, neg),
+                                  attention=lse)
         assert z_neg is not None
-        ii = slice(n_pos, None) if spans.text_first else slice(0, img.numel())
-        g = nag_combine(merge_heads(z_pos[:, :, ii]), merge_heads(z_neg[:, :, ii]), config.scale, config.tau,
-                        config.alpha, chunk_tokens=config.chunk_tokens)
-        z_pos[:, :, ii] = g.reshape(g.shape[0], g.shape[1], h, -1).transpose(1, 2).to(z_pos.dtype)
-        out[sl, :, keep] = z_pos.to(q.dtype)
-        nk = torch.cat([neg, img])
-        mn = _queries(m, neg, length)
-        out[sl, :, neg] = attend(q[sl][:, :, neg], k[sl][:, :, nk], v[sl][:, :, nk], _keys(mn, nk, length))
+        g = nag_combine(merge_heads(z_pos), merge_heads(z_neg), config.scale, config.tau, config.alpha,
+                        chunk_tokens=config.chunk_tokens)
+        out[sl, :, img] = g.reshape(g.shape[0], g.shape[1], h, -1).transpose(1, 2).to(q.dtype)
+        # the two texts' own queries, each over [its text, image] with the host's attention (the negative
+        # stream evolves by itself; the positive text's output is what it is without the negative)
+        for qt in (pos, neg):
+            first, second = (qt, img) if spans.text_first else (img, qt)
+            ks, vs = (torch.cat([t[:, :, first], t[:, :, second]], dim=2) for t in (kr, vr))
+            mt = None
+            if m is not None:
+                mf, ms = _part(m, length, qt, first), _part(m, length, qt, second)
+                assert mf is not None and ms is not None
+                mt = torch.cat([mf, ms], dim=-1)
+            out[sl, :, qt] = attend(qr[:, :, qt], ks, vs, mt)
     return out

@@ -23,6 +23,10 @@ def heads_merged(z):
     return z.transpose(1, 2).reshape(b, n, h * d)
 
 
+def idx(*slices):
+    return torch.cat([torch.arange(s.start, s.stop) for s in slices])
+
+
 def make(b=3, h=2, lp=5, ln=4, li=7, d=8, text_first=True, seed=0):
     g = torch.Generator().manual_seed(seed)
     q, k, v = (torch.randn(b, h, lp + ln + li, d, generator=g, dtype=torch.float64) for _ in range(3))
@@ -35,7 +39,7 @@ def test_matches_explicit_concatenation(text_first, guided):
     q, k, v, spans = make(text_first=text_first)
     cfg = NAGConfig(scale=5.0, tau=2.0, alpha=0.5)
     out = nag_joint_attention(q, k, v, spans, guided, cfg, lambda a, b_, c, m: ref_attend(a, b_, c, m))
-    pos, neg, img = spans.split(q.shape[2])
+    pos, neg, img = (idx(s) for s in spans.split(q.shape[2]))
     keep = torch.cat([pos, img]) if text_first else torch.cat([img, pos])
     rows = {r for sl in guided for r in range(sl.start, sl.stop)}
     for r in range(q.shape[0]):
@@ -62,7 +66,7 @@ def test_negative_equal_to_positive_gives_the_plain_output():
     for t in (k, v):                 # negative keys/values = positive ones
         t[:, :, 4:8] = t[:, :, 0:4]
     out = nag_joint_attention(q, k, v, spans, [slice(0, 3)], NAGConfig(), lambda a, b_, c, m: ref_attend(a, b_, c))
-    pos, neg, img = spans.split(q.shape[2])
+    pos, neg, img = (idx(s) for s in spans.split(q.shape[2]))
     keep = torch.cat([pos, img])
     torch.testing.assert_close(out[:, :, keep], ref_attend(q[:, :, keep], k[:, :, keep], v[:, :, keep]),
                                rtol=1e-9, atol=1e-12)
@@ -75,7 +79,7 @@ def test_mask_restricted_per_part():
     mask[..., 3:5] = -math.inf       # the last two positive text tokens are padding
     out = nag_joint_attention(q, k, v, spans, [slice(1, 2)], NAGConfig(scale=3.0, alpha=0.5),
                               lambda a, b_, c, m: ref_attend(a, b_, c, m), mask=mask)
-    pos, neg, img = spans.split(length)
+    pos, neg, img = (idx(s) for s in spans.split(length))
     keep = torch.cat([pos, img])
     torch.testing.assert_close(out[:1, :, keep], ref_attend(q[:1, :, keep], k[:1, :, keep], v[:1, :, keep],
                                                             mask[..., keep]), rtol=0, atol=1e-12)
@@ -85,6 +89,22 @@ def test_mask_restricted_per_part():
     out_cut = nag_joint_attention(q[:, :, cut], k[:, :, cut], v[:, :, cut], JointSpans(True, 6, 3), [slice(1, 2)],
                                   NAGConfig(scale=3.0, alpha=0.5), lambda a, b_, c, m: ref_attend(a, b_, c, m))
     torch.testing.assert_close(out[1:, :, img], out_cut[1:, :, 6:], rtol=1e-6, atol=1e-8)
+
+
+def test_spans():
+    assert JointSpans(True, 8, 3).split(20) == (slice(0, 5), slice(5, 8), slice(8, 20))
+    assert JointSpans(False, 8, 3).split(20) == (slice(12, 17), slice(17, 20), slice(0, 12))
+
+
+@pytest.mark.parametrize("text_first", [True, False])
+def test_fused_lse_path_matches_reference(text_first):
+    """The default partial attention (torch's fused kernels) against the float64 reference, float32 inputs."""
+    q, k, v, spans = (t.float() if isinstance(t, torch.Tensor) else t for t in make(text_first=text_first))
+    cfg = NAGConfig(scale=5.0, tau=2.0, alpha=0.5)
+    fused = nag_joint_attention(q, k, v, spans, [slice(0, 3)], cfg, lambda a, b_, c, m: ref_attend(a, b_, c, m))
+    ref = nag_joint_attention(q.double(), k.double(), v.double(), spans, [slice(0, 3)], cfg,
+                              lambda a, b_, c, m: ref_attend(a, b_, c, m))
+    torch.testing.assert_close(fused, ref.float(), rtol=1e-4, atol=1e-5)
 
 
 def test_spans_refuse_a_sequence_without_image():
