@@ -40,17 +40,55 @@ TINY = ["wan21_t2v", "wan21_vace", "sd15", "flux", "flux2", "chroma", "qwen_imag
 REAL_FAMILIES = ["flux", "qwen_image", "hunyuan_video", "wan21_t2v"]
 
 
-def real_dims(blocks):
-    """Per family: (unet_config overrides, text tokens, text width, pooled width, latent shape)."""
+def real_dims(blocks, smoke=False):
+    """Per family: (unet_config overrides, text tokens, NAG-negative tokens, text width, pooled width, latent
+    shape). Token counts as the host's text encoders give them: Flux's T5 pads to 256 (a short negative is 256
+    tokens too), HunyuanVideo's Llama and Qwen-Image's Qwen2.5-VL do not pad (a short negative: ~16 tokens),
+    Wan's UMT5 pads to 512. ``smoke``: the same structure at tiny widths and token counts (the host tier runs
+    this path on the CPU)."""
+    if smoke:
+        flux_like = dict(hidden_size=64, num_heads=2, context_in_dim=32, vec_in_dim=16, mlp_ratio=2.0,
+                         axes_dim=[8, 12, 12], depth=blocks, depth_single_blocks=blocks)
+        return {
+            "flux": (flux_like, 12, 12, 32, 16, (1, 16, 8, 8)),
+            "qwen_image": (dict(num_attention_heads=2, attention_head_dim=16, joint_attention_dim=32,
+                                num_layers=blocks, axes_dims_rope=(4, 6, 6)), 10, 4, 32, None, (1, 16, 1, 8, 8)),
+            "hunyuan_video": (dict(flux_like, theta=256), 10, 4, 32, 16, (1, 16, 2, 8, 8)),
+            "wan21_t2v": (dict(dim=128, ffn_dim=256, num_layers=blocks), 16, 16, 4096, None, (1, 16, 2, 8, 8)),
+        }
     flux_like = dict(hidden_size=3072, num_heads=24, context_in_dim=4096, vec_in_dim=768, mlp_ratio=4.0,
                      axes_dim=[16, 56, 56], depth=blocks, depth_single_blocks=blocks)
     return {
-        "flux": (flux_like, 512, 4096, 768, (1, 16, 128, 128)),
+        "flux": (flux_like, 256, 256, 4096, 768, (1, 16, 128, 128)),
         "qwen_image": (dict(num_attention_heads=24, attention_head_dim=128, joint_attention_dim=3584,
-                            num_layers=blocks, axes_dims_rope=(16, 56, 56)), 256, 3584, None, (1, 16, 1, 166, 166)),
-        "hunyuan_video": (dict(flux_like, theta=256), 256, 4096, 768, (1, 16, 9, 68, 120)),
-        "wan21_t2v": (dict(dim=1536, ffn_dim=8960, num_layers=blocks), 512, 4096, None, (1, 16, 21, 60, 104)),
+                            num_layers=blocks, axes_dims_rope=(16, 56, 56)), 128, 16, 3584, None,
+                       (1, 16, 1, 166, 166)),
+        "hunyuan_video": (dict(flux_like, theta=256), 128, 16, 4096, 768, (1, 16, 9, 68, 120)),
+        "wan21_t2v": (dict(dim=1536, ffn_dim=8960, num_layers=blocks), 512, 512, 4096, None, (1, 16, 21, 60, 104)),
     }
+
+
+def estimate(name, dims):
+    """Analytic cost of NAG per step at the full depth, as a fraction of an unguided step (matmul FLOPs only:
+    linear layers and attention; an estimate, not a measurement). Joint families: the negative's tokens go
+    through every block's linear layers, the image queries attend the negative's keys, the negative's
+    queries attend ``[negative, image]``. Wan: the negative's K/V projections and one extra attention per
+    cross-attention."""
+    cfg, lp, ln, _, _, shape = dims
+    if name == "wan21_t2v":
+        d, f = cfg["dim"], cfg["ffn_dim"]
+        li = shape[2] * (shape[3] // 2) * (shape[4] // 2)
+        base = 2 * li * (4 * d * d) + 4 * li * li * d + 2 * li * 2 * d * d + 2 * lp * 2 * d * d + 4 * li * lp * d \
+            + 2 * li * 2 * d * f
+        extra = 2 * ln * 2 * d * d + 4 * li * ln * d
+        return {"ratio": 1 + extra / base, "image_tokens": li, "text_tokens": lp, "negative_tokens": ln}
+    d = cfg.get("hidden_size") or cfg["num_attention_heads"] * cfg["attention_head_dim"]
+    li = shape[-1] // 2 * (shape[-2] // 2) * (shape[2] if len(shape) == 5 else 1)
+    t = lp + li
+    per_token = 24 * d * d                 # qkv + out + 4x MLP, per token per block (double or single)
+    base = per_token * t + 4 * d * t * t
+    extra = per_token * ln + 4 * d * (li * ln + ln * (ln + li))
+    return {"ratio": 1 + extra / base, "image_tokens": li, "text_tokens": lp, "negative_tokens": ln}
 
 
 class Clock:
@@ -74,7 +112,7 @@ def family_inputs(fam, name, dims, seed=1):
         model = fam.build(name, seed=0)
         return (model, fam.conditioning(name, seed=seed), fam.conditioning(name, seed=seed + 1),
                 fam.conditioning(name, seed=seed + 4, tokens=6), fam.latent(name))
-    cfg, tokens, width, pooled, shape = dims
+    cfg, tokens, neg_tokens, width, pooled, shape = dims
     model = fam.build(name, seed=0, **cfg)
     g = torch.Generator().manual_seed(seed)
 
@@ -84,7 +122,7 @@ def family_inputs(fam, name, dims, seed=1):
         if pooled:
             c[0][1]["pooled_output"] = torch.randn(1, pooled, generator=g)
         return c
-    return model, cond(tokens), cond(tokens), cond(tokens), {"samples": torch.zeros(shape)}
+    return model, cond(tokens), cond(tokens), cond(neg_tokens), {"samples": torch.zeros(shape)}
 
 
 def bench_family(fam, nag_node, name, a, dims, clock):
@@ -180,6 +218,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=None, help="default 5 (tiny) / 3 (real)")
     ap.add_argument("--cfg", type=float, default=3.0)
     ap.add_argument("--blocks", type=int, default=2, help="--dims real: blocks of each kind")
+    ap.add_argument("--smoke", action="store_true", help="--dims real at tiny widths (the host tier's check)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--breakdown", action="store_true", help="tiny Wan: where NAG's extra time goes")
     ap.add_argument("--out", default=None)
@@ -200,7 +239,7 @@ def main():
     torch.set_num_threads(max(1, a.threads))
     clock = Clock(a.device)
     nag_node = pack.nodes.nag_nodes.AtelierNAGWan
-    table = real_dims(a.blocks) if real else {}
+    table = real_dims(a.blocks, a.smoke) if real else {}
     t0 = time.perf_counter()
     out = {"host": str(hostbridge.host_tree()), "device": a.device, "torch": torch.__version__,
            "threads": torch.get_num_threads(), "dims": a.dims, "steps": a.steps, "repeats": a.repeats,
@@ -210,11 +249,15 @@ def main():
            "families": {}}
     if real:
         out["blocks"] = a.blocks
+        out["smoke"] = a.smoke
         out["gpu"] = torch.cuda.get_device_name() if clock.cuda else None
+    out["estimate_full_depth"] = {n: estimate(n, d) for n, d in real_dims(a.blocks).items()}
     for name in names:
         if not fam.present(name):
             out["families"][name] = {"skipped": f"not in ComfyUI {fam.host_version()}"}
             continue
+        if real and name not in table:
+            sys.exit(f"bench_nag_families: no real dims for {name}; choose from {sorted(table)}")
         r = bench_family(fam, nag_node, name, a, table.get(name) if real else None, clock)
         out["families"][name] = r
         rr = r["results"]
