@@ -177,3 +177,20 @@ def test_negative_of_another_width_is_refused(fam, nn_, name):
         nag(nn_, m, [[torch.randn(1, 4, width + 8), {}]])
     with pytest.raises(ValueError, match="already has Atelier NAG"):
         nag(nn_, nag(nn_, m, fam.conditioning(name, seed=5)), fam.conditioning(name, seed=5))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["flux", "wan21_t2v"])
+def test_with_torch_compile_both_orders(fam, nn_, name):
+    """The host's torch.compile wrapper (what TorchCompileModel sets; backend aot_eager: dynamo's tracing
+    and graph breaks without code generation, ~40 s per family on the CPU) before or after NAG."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+    m = _model(fam, name)
+    neg = fam.conditioning(name, seed=5, tokens=5)
+    ref = _sample(fam, nag(nn_, m, neg), name, cfg=2.0)
+    a = nag(nn_, m, neg).clone()
+    set_torch_compile_wrapper(a, backend="aot_eager")
+    b = m.clone()
+    set_torch_compile_wrapper(b, backend="aot_eager")
+    for model in (a, nag(nn_, b, neg)):
+        _same(name, _sample(fam, model, name, cfg=2.0), ref)
