@@ -158,6 +158,7 @@ def test_error_mid_run_leaves_nothing(fam, nn_, name):
     assert torch.equal(_sample(fam, g, name, cfg=2.0, steps=3), clean)
     assert torch.equal(_sample(fam, m, name, cfg=2.0, steps=3), plain)   # loads m: the host unpatches g
     assert _state(m) == before
+    assert "optimized_attention_override" not in g.model_options["transformer_options"]
     dm = m.get_model_object("diffusion_model")
     assert not any(type(mod).__name__.startswith("NAG") for mod in dm.modules())
 
