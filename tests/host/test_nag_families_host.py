@@ -195,3 +195,27 @@ def test_with_torch_compile_both_orders(fam, nn_, name):
     set_torch_compile_wrapper(b, backend="aot_eager")
     for model in (a, nag(nn_, b, neg)):
         _same(name, _sample(fam, model, name, cfg=2.0), ref)
+
+
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+def test_vace_with_magcache_both_orders(fam, nn_, pack, cfg):
+    """VACE (main and vace_blocks cross-attention guided) with Atelier MagCache: at thresh 0 MagCache computes
+    every call, so NAG + MagCache equals NAG bit for bit in both orders; skipping, both orders agree."""
+    m = _model(fam, "wan21_vace")
+    mc = pack.nodes.magcache_nodes.AtelierMagCacheWan
+
+    def magcache(model, thresh):
+        return mc.execute(model=model, preset="wan2.1_vace_1.3B", thresh=thresh, k=2, retention=0.2, start_step=-1,
+                          end_step=-1, protect_last=0, cache_device="auto", schedule_steps=0, preview_steps=8)[0]
+
+    neg = fam.conditioning("wan21_vace", seed=5, tokens=5)
+    only_nag = _sample(fam, nag(nn_, m, neg), "wan21_vace", cfg=cfg, steps=8)
+    for model in (nag(nn_, magcache(m, 0.0), neg), magcache(nag(nn_, m, neg), 0.0)):
+        assert torch.equal(_sample(fam, model, "wan21_vace", cfg=cfg, steps=8), only_nag)
+    a = _sample(fam, nag(nn_, magcache(m, 0.5), neg), "wan21_vace", cfg=cfg, steps=8)
+    b_model = magcache(nag(nn_, m, neg), 0.5)
+    b = _sample(fam, b_model, "wan21_vace", cfg=cfg, steps=8)
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    rep = b_model.model_options["transformer_options"]["atelier_magcache_run"].last_report
+    assert rep["computed_calls"] < rep["total_calls"], rep      # MagCache did skip
+    assert float((b - only_nag).abs().max()) > 0
