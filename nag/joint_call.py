@@ -112,16 +112,23 @@ def extend_context(context: torch.Tensor, negative: torch.Tensor) -> torch.Tenso
     return torch.cat([context, neg], dim=1)
 
 
-def extend_mask(mask: torch.Tensor, negative_tokens: int) -> torch.Tensor:
-    """A text mask ``(B, Lp)`` extended to ``(B, Lp + Ln)`` with "attend" entries: True (bool), 1
-    (integers, or floats that are all 0/1: a keep-mask) or 0 (other floats: additive)."""
+def extend_mask(mask: torch.Tensor, negative_tokens: int, negative: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A text mask ``(B, Lp)`` extended to ``(B, Lp + Ln)`` for the appended negative.
+
+    ``negative``: the NAG negative's own keep-mask ``(1 or B, Ln)`` (1/True = a real token), used when ``mask``
+    is a keep-mask too (bool, integers, or floats that are all 0/1); otherwise every negative token gets
+    "attend": True (bool), 1 (keep-masks) or 0 (additive float masks)."""
     if mask.dtype == torch.bool:
         fill: float | bool = True
     elif not torch.is_floating_point(mask) or bool(((mask == 0) | (mask == 1)).all()):
         fill = 1
     else:
         fill = 0
-    pad = torch.full((*mask.shape[:-1], negative_tokens), fill, dtype=mask.dtype, device=mask.device)
+    shape = (*mask.shape[:-1], negative_tokens)
+    if negative is not None and fill != 0 and negative.shape[-1] == negative_tokens:
+        pad = negative.to(device=mask.device, dtype=mask.dtype).expand(shape)
+    else:
+        pad = torch.full(shape, fill, dtype=mask.dtype, device=mask.device)
     return torch.cat([mask, pad], dim=-1)
 
 

@@ -94,7 +94,8 @@ def apply_model_wrapper(text_first, options):
             kwargs["c_crossattn"] = extended
         mask = kwargs.get("attention_mask")
         if isinstance(mask, torch.Tensor) and mask.ndim >= 2 and mask.shape[-1] == lp:
-            kwargs["attention_mask"] = extend_mask(mask, ln)
+            own = options.get("attention_mask")    # the NAG negative's own padding mask, if its encoder gave one
+            kwargs["attention_mask"] = extend_mask(mask, ln, own if isinstance(own, torch.Tensor) else None)
         dm = executor.class_obj.diffusion_model
         plan = JointPlan(call, JointSpans(text_first, lp + ln + _extra_text_tokens(dm, kwargs), ln), lp)
         previous = to.get(OVERRIDE)

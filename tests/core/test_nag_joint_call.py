@@ -131,6 +131,10 @@ def test_extend_context_and_mask():
     assert extend_mask(torch.tensor([[True, False]]), 2).tolist() == [[True, False, True, True]]
     assert extend_mask(torch.tensor([[1, 0]]), 1).tolist() == [[1, 0, 1]]
     assert extend_mask(torch.tensor([[0.0, -1e9]]), 1).tolist() == [[0.0, -1e9, 0.0]]
+    # the negative's own padding mask, where the host mask is a keep-mask
+    assert extend_mask(torch.tensor([[1, 1], [1, 0]]), 3, torch.tensor([[1, 1, 0]])).tolist() == \
+        [[1, 1, 1, 1, 0], [1, 0, 1, 1, 0]]
+    assert extend_mask(torch.tensor([[0.0, -1e9]]), 2, torch.tensor([[1, 0]])).tolist() == [[0.0, -1e9, 0.0, 0.0]]
 
 
 def test_negative_positions():

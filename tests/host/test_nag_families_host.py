@@ -79,6 +79,12 @@ def test_guides_and_identities(fam, nn_, name):
     assert torch.isfinite(guided).all()
     assert float((guided - plain).abs().max()) > 1e-3
     _same(name, _sample(fam, nag(nn_, m, pos), name), plain)          # negative == positive
+
+
+@pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "hunyuan_video"])
+def test_scale_one_or_alpha_zero_is_off(fam, nn_, name):
+    m = _model(fam, name)
+    plain = _sample(fam, m, name)
     assert torch.equal(_sample(fam, nag(nn_, m, fam.conditioning(name, seed=5), scale=1.0), name), plain)
     assert torch.equal(_sample(fam, nag(nn_, m, fam.conditioning(name, seed=5), alpha=0.0), name), plain)
 
@@ -122,6 +128,20 @@ def test_token_lengths(fam, nn_, name):
     same = _sample(fam, nag(nn_, m, pos), name, cfg=3.0, positive=pos,
                    negative=fam.conditioning(name, seed=2, tokens=13))
     _same(name, same, _sample(fam, m, name, cfg=3.0, positive=pos, negative=fam.conditioning(name, seed=2, tokens=13)))
+
+
+@pytest.mark.parametrize("name", ["hunyuan_video", "qwen_image"])
+def test_text_padding_masks(fam, nn_, name):
+    """Encoders that report a padding mask (Llama, Qwen2.5-VL): the negative keeps its own mask, so a negative
+    equal to the (padded) positive is still the identity."""
+    m = _model(fam, name)
+    mask = torch.ones(1, 8, dtype=torch.long)
+    mask[:, 6:] = 0
+    pos = fam.conditioning(name, seed=1, attention_mask=mask)
+    plain = _sample(fam, m, name, positive=pos)
+    _same(name, _sample(fam, nag(nn_, m, pos), name, positive=pos), plain)
+    neg = fam.conditioning(name, seed=5, tokens=5, attention_mask=torch.ones(1, 5, dtype=torch.long))
+    assert float((_sample(fam, nag(nn_, m, neg), name, positive=pos) - plain).abs().max()) > 1e-3
 
 
 class Boom(RuntimeError):
