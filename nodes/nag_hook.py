@@ -19,6 +19,7 @@ wrappers, all on a *clone* of the user's model.
 The rules live in the pure core: ``nag.run`` (run state, call plan, row subsets),
 ``nag.nag_cross_attention`` / ``nag.nag_combine``.
 """
+import logging
 import sys
 
 import torch
@@ -28,6 +29,8 @@ import comfy.patcher_extension as pe
 from ..nag import NAGConfig, NAGRun, nag_cross_attention
 from ..nag.cross_attention import guide_rows, share_modules
 from ._host import block_rows, call_with, find_transformer_options, fresh_run_wrapper
+
+log = logging.getLogger("atelier")
 
 KEY = "atelier_nag"
 RUN_KEY = "atelier_nag_run"
@@ -154,6 +157,11 @@ def apply_nag(model, config: NAGConfig, negative: torch.Tensor, unet: bool = Fal
     m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, KEY, fresh_run_wrapper(RUN_KEY, lambda run, _: run.finish()))
     m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, KEY, diffusion_model_wrapper)
     names = unet_cross_attention_names(dm) if unet else wan_cross_attention_names(dm)
+    replaced = to.get("patches_replace", {}).get("attn2", {}) if unet else {}
+    if replaced:   # BasicTransformerBlock then calls the replacement, not attn2: those blocks stay unguided
+        log.warning("[Atelier] NAG: %d cross-attention(s) already have an attn2 replace patch (e.g. IPAdapter); "
+                    "those blocks call the replacement instead of attn2 and stay unguided.",
+                    len(replaced))
     for i, name in enumerate(names):
         host = m.get_model_object(f"diffusion_model.{name}")
         stand_in = NAGUNetCrossAttention(host, name) if unet else NAGCrossAttention(host, i)
