@@ -159,8 +159,8 @@ def _state(model):
 def test_error_mid_run_leaves_nothing(fam, nn_, name):
     import comfy.patcher_extension as pe
     m = _model(fam, name)
-    before = _state(m)
     plain = _sample(fam, m, name, cfg=2.0, steps=3)
+    before = _state(m)        # after loading m: the module tree holds what m patches (another clone may have run)
     g = nag(nn_, m, fam.conditioning(name, seed=5, tokens=5))
     clean = _sample(fam, g, name, cfg=2.0, steps=3)
     calls = {"n": 0}
