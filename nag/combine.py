@@ -81,13 +81,13 @@ def nag_combine(z_pos: torch.Tensor, z_neg: torch.Tensor, scale: float, tau: flo
 
 
 def _combine(z_pos, z_neg, scale, tau, alpha):
+    # five passes over the tokens: G = lerp(Z-, Z+, s) = s*Z+ - (s-1)*Z-, the two L1 norms, the rescale,
+    # out = lerp(Z+, G_hat, alpha); factor = min(1, tau*||Z+|| / ||G||) is exactly 1 where ||G|| <= tau*||Z+||
+    # (so Z- == Z+ returns Z+ bit for bit) and never divides by zero (||G|| = 0 gives 1).
     work = torch.float64 if z_pos.dtype == torch.float64 else torch.float32
     zp = z_pos.to(work)
-    g = zp + (scale - 1.0) * (zp - z_neg.to(work))
-    n_pos = zp.abs().sum(dim=-1, keepdim=True)
-    n_g = g.abs().sum(dim=-1, keepdim=True)
-    limit = tau * n_pos
-    clip = n_g > limit  # implies n_g > 0
-    factor = torch.where(clip, limit / torch.where(clip, n_g, torch.ones_like(n_g)), torch.ones_like(n_g))
-    g = g * factor
-    return (zp + alpha * (g - zp)).to(z_pos.dtype)
+    g = torch.lerp(z_neg.to(work), zp, scale)
+    n_pos = torch.linalg.vector_norm(zp, ord=1, dim=-1, keepdim=True)
+    n_g = torch.linalg.vector_norm(g, ord=1, dim=-1, keepdim=True)
+    factor = (n_pos.mul_(tau) / n_g.clamp_min_(torch.finfo(work).tiny)).clamp_max_(1.0)
+    return torch.lerp(zp, g.mul_(factor), alpha).to(z_pos.dtype)

@@ -8,7 +8,7 @@ import torch
 from .combine import nag_combine
 from .config import NAGConfig
 
-__all__ = ["nag_cross_attention", "negative_kv", "Attend", "share_modules", "CrossAttention"]
+__all__ = ["nag_cross_attention", "negative_kv", "guide_rows", "Attend", "share_modules", "CrossAttention"]
 
 Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 """``attend(q, k, v) -> out``: multi-head attention, q ``(B, Lq, C)``, k/v ``(B, Lk, C)``,
@@ -55,6 +55,27 @@ def _rows_for(t: torch.Tensor, n: int, name: str) -> torch.Tensor:
     raise ValueError(f"{name}: batch {t.shape[0]} does not fit {n} guided rows (allowed: 1 or {n})")
 
 
+def guide_rows(z: torch.Tensor, q: torch.Tensor, k_neg: torch.Tensor, v_neg: torch.Tensor, attend: Attend,
+               guided: Sequence[slice], config: NAGConfig) -> torch.Tensor:
+    """NAG on the guided rows of one cross-attention output, in place.
+
+    Args:
+        z: ``(B, Lx, C)`` the plain attention output ``Z+`` of every row (heads merged).
+        q: ``(B, Lx, C)`` the queries it was computed from.
+        k_neg, v_neg: ``(1 or n, Ln, C)`` the NAG negative's keys/values (the module's own projections).
+        attend, guided, config: as :func:`nag_cross_attention`.
+    Returns:
+        ``z`` with ``nag_combine(Z+, Z-)`` on the guided rows (``Z-``: the same queries on the negative).
+    """
+    if not guided or not config.enabled:
+        return z
+    for sl in guided:
+        n = sl.stop - sl.start
+        z_neg = attend(q[sl], _rows_for(k_neg, n, "neg_context"), _rows_for(v_neg, n, "neg_context"))
+        z[sl] = nag_combine(z[sl], z_neg, config.scale, config.tau, config.alpha, chunk_tokens=config.chunk_tokens)
+    return z
+
+
 def nag_cross_attention(module: CrossAttention, x: torch.Tensor, context: torch.Tensor, neg_context: torch.Tensor,
                         attend: Attend, guided: Sequence[slice], config: NAGConfig,
                         context_img_len: int | None = None) -> torch.Tensor:
@@ -87,11 +108,7 @@ def nag_cross_attention(module: CrossAttention, x: torch.Tensor, context: torch.
     z = attend(q, module.norm_k(module.k(context)), module.v(context))
     if guided and config.enabled:
         k_neg, v_neg = negative_kv(module, neg_context.to(device=q.device, dtype=q.dtype))
-        for sl in guided:
-            n = sl.stop - sl.start
-            z_neg = attend(q[sl], _rows_for(k_neg, n, "neg_context"), _rows_for(v_neg, n, "neg_context"))
-            z[sl] = nag_combine(z[sl], z_neg, config.scale, config.tau, config.alpha,
-                                chunk_tokens=config.chunk_tokens)
+        z = guide_rows(z, q, k_neg, v_neg, attend, guided, config)
     if image:
         img: Any = module   # the I2V parts (checked by hasattr above)
         z = z + attend(q, img.norm_k_img(img.k_img(ctx_img)), img.v_img(ctx_img))

@@ -183,7 +183,8 @@ def merge_attention(parts: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
 
     Returns:
         ``(out, lse)``: ``lse = log sum_i exp(lse_i)`` and ``out = sum_i exp(lse_i - lse) out_i``,
-        computed in float32 (float64 if any part is) with the largest ``lse_i`` subtracted. A row
+        computed in float32 (float64 if any part is) with the largest ``lse_i`` subtracted (two parts:
+        ``o_1 + (o_2 - o_1) * sigmoid(lse_2 - lse_1)``, the same weights in fewer passes). A row
         empty in every part gets ``out = 0``, ``lse = -inf`` (no NaN).
     """
     if not parts:
@@ -195,6 +196,12 @@ def merge_attention(parts: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
                              f"out {tuple(shape)} / lse {tuple(shape[:-1])}")
     work = torch.float64 if any(o.dtype == torch.float64 or l.dtype == torch.float64 for o, l in parts) \
         else torch.float32
+    if len(parts) == 2:   # o1 + (o2 - o1) * sigmoid(l2 - l1): fewer passes over the outputs
+        (o1, l1), (o2, l2) = parts
+        l1w, l2w = l1.to(work), l2.to(work)
+        w = torch.nan_to_num(torch.sigmoid(l2w - l1w), nan=0.0).unsqueeze(-1)   # both empty: nan -> 0
+        a = o1.to(work)
+        return torch.lerp(a, o2.to(work), w).to(out_dtype or o1.dtype), torch.logaddexp(l1w, l2w)
     lses = torch.stack([l.to(work) for _, l in parts])                 # (P, B, H, Lq)
     top = lses.amax(dim=0)
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))

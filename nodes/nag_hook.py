@@ -19,6 +19,7 @@ wrappers, all on a *clone* of the user's model.
 The rules live in the pure core: ``nag.run`` (run state, call plan, row subsets),
 ``nag.nag_cross_attention`` / ``nag.nag_combine``.
 """
+import logging
 import sys
 
 import torch
@@ -26,8 +27,10 @@ import torch
 import comfy.patcher_extension as pe
 
 from ..nag import NAGConfig, NAGRun, nag_cross_attention
-from ..nag.cross_attention import share_modules
+from ..nag.cross_attention import guide_rows, share_modules
 from ._host import block_rows, call_with, find_transformer_options, fresh_run_wrapper
+
+log = logging.getLogger("atelier")
 
 KEY = "atelier_nag"
 RUN_KEY = "atelier_nag_run"
@@ -41,9 +44,15 @@ def diffusion_model_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     x = args[0] if args else kwargs["x"]
     context = args[2] if len(args) > 2 else kwargs["context"]
-    plan = run.plan_call(to.get("cond_or_uncond"), to.get("sigmas"), x.shape[0],
-                         executor.class_obj.text_embedding, context.device, context.dtype)
+    dm = executor.class_obj
+    project = dm.text_embedding if hasattr(dm, "text_embedding") else _identity   # UNet: raw text is the context
+    plan = run.plan_call(to.get("cond_or_uncond"), to.get("sigmas"), x.shape[0], project,
+                         context.device, context.dtype)
     return call_with(to, CALL_KEY, plan, executor, *args, **kwargs)
+
+
+def _identity(t):
+    return t
 
 
 def _host_attention(host_module):
@@ -83,21 +92,78 @@ class NAGCrossAttention(torch.nn.Module):
                                    context_img_len)
 
 
+class NAGUNetCrossAttention(torch.nn.Module):
+    """Stands in for one UNet cross-attention (``attn2``, the host's ``CrossAttention``: ``to_q, to_k, to_v,
+    to_out``) of SD1.5/SDXL; shares the host module's children like :class:`NAGCrossAttention`. A call with a
+    plan runs the host's projections and attention (``optimized_attention``, so overrides apply) and guides the
+    positive rows with the negative's keys/values (``nag.guide_rows``); other calls are the host module's."""
+
+    def __init__(self, host_module, name):
+        super().__init__()
+        object.__setattr__(self, "_host", host_module)
+        share_modules(self, host_module)
+        self.heads = host_module.heads
+        self.attn_precision = getattr(host_module, "attn_precision", None)
+        self.name = name
+
+    def extra_repr(self):
+        return f"NAG over {type(self._host).__name__} {self.name}"
+
+    def forward(self, x, context=None, value=None, mask=None, transformer_options={}, **kwargs):
+        plan = transformer_options.get(CALL_KEY) if isinstance(transformer_options, dict) else None
+        if plan is None or context is None or value is not None or mask is not None:
+            return self._host(x, context=context, value=value, mask=mask,
+                              transformer_options=transformer_options, **kwargs)
+        guided = plan.guided if x.shape[0] == plan.batch else _subset_rows(plan, transformer_options, x.shape[0])
+        attention = _host_attention(self._host)
+        heads, precision = self.heads, self.attn_precision
+
+        def attend(q, k, v):
+            return attention(q, k, v, heads, attn_precision=precision, transformer_options=transformer_options)
+
+        q = self.to_q(x)
+        z = attend(q, self.to_k(context), self.to_v(context))
+        neg = plan.negative.to(device=q.device, dtype=context.dtype)
+        z = guide_rows(z, q, self.to_k(neg), self.to_v(neg), attend, guided, plan.config)
+        return self.to_out(z)
+
+
 def _subset_rows(plan, to, rows):
     """Guided rows when a cache runs the blocks on part of the batch (the rows contract of ``_host``:
     :func:`~._host.block_rows`)."""
     return plan.rows_for(rows, block_rows(to))
 
 
-def apply_nag(model, config: NAGConfig, negative: torch.Tensor):
-    """A clone of ``model`` with NAG hooked in; the input model is untouched."""
+def wan_cross_attention_names(dm):
+    """Object names of every Wan cross-attention: ``blocks.{i}.cross_attn`` and, in VACE models,
+    ``vace_blocks.{i}.cross_attn``."""
+    names = [f"blocks.{i}.cross_attn" for i in range(len(dm.blocks))]
+    names += [f"vace_blocks.{i}.cross_attn" for i in range(len(getattr(dm, "vace_blocks", None) or ()))]
+    return names
+
+
+def unet_cross_attention_names(dm):
+    """Object names of every UNet cross-attention (``...transformer_blocks.{j}.attn2``)."""
+    return [n for n, mod in dm.named_modules() if n.endswith(".attn2") and hasattr(mod, "to_k")]
+
+
+def apply_nag(model, config: NAGConfig, negative: torch.Tensor, unet: bool = False):
+    """A clone of ``model`` with NAG hooked in its cross-attention (Wan, or ``unet``: SD1.5/SDXL); the input
+    model is untouched."""
     m = model.clone()
     dm = m.get_model_object("diffusion_model")
     to = m.model_options.setdefault("transformer_options", {})
     to[RUN_KEY] = NAGRun(config, negative)
     m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, KEY, fresh_run_wrapper(RUN_KEY, lambda run, _: run.finish()))
     m.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, KEY, diffusion_model_wrapper)
-    for i in range(len(dm.blocks)):
-        name = f"diffusion_model.blocks.{i}.cross_attn"
-        m.add_object_patch(name, NAGCrossAttention(m.get_model_object(name), i))
+    names = unet_cross_attention_names(dm) if unet else wan_cross_attention_names(dm)
+    replaced = to.get("patches_replace", {}).get("attn2", {}) if unet else {}
+    if replaced:   # BasicTransformerBlock then calls the replacement, not attn2: those blocks stay unguided
+        log.warning("[Atelier] NAG: %d cross-attention(s) already have an attn2 replace patch (e.g. IPAdapter); "
+                    "those blocks call the replacement instead of attn2 and stay unguided.",
+                    len(replaced))
+    for i, name in enumerate(names):
+        host = m.get_model_object(f"diffusion_model.{name}")
+        stand_in = NAGUNetCrossAttention(host, name) if unet else NAGCrossAttention(host, i)
+        m.add_object_patch(f"diffusion_model.{name}", stand_in)
     return m

@@ -1,4 +1,5 @@
-"""NAG node: negative prompts for native Wan at CFG 1 (and with CFG), inside one forward pass."""
+"""NAG node: negative prompts at CFG 1 (and with CFG) inside one forward pass, for every family
+``nag_families`` serves (Wan, SD1.5/SDXL, Flux family, Chroma, Qwen-Image, HunyuanVideo, SD3.5)."""
 import logging
 
 from comfy_api.latest import io
@@ -6,12 +7,14 @@ from comfy_api.latest import io
 from ..nag import SETTINGS, check_wan_model, config_from_inputs
 from ..nag.inputs import negative_from_conditioning
 from ._settings_io import validator, widgets
-from .nag_hook import NAGCrossAttention, apply_nag
+from .nag_families import detect
+from .nag_hook import RUN_KEY, NAGCrossAttention, apply_nag
+from .nag_joint_hook import apply_joint_nag
 
 log = logging.getLogger("atelier")
 
 CATEGORY = "Atelier/Guidance"
-NODE = "Atelier NAG (Wan)"
+NODE = "Atelier NAG"
 
 
 def wan_text_width(model):
@@ -19,6 +22,18 @@ def wan_text_width(model):
     (4096 for UMT5-XXL). Raises ValueError naming the input otherwise (``nag.check_wan_model``)."""
     return _named(check_wan_model, model.get_model_object("diffusion_model"),
                   lambda i: model.get_model_object(f"diffusion_model.blocks.{i}.cross_attn"), NAGCrossAttention)
+
+
+def model_family(model):
+    """The model's :class:`~.nag_families.NAGFamily` and the text width its NAG negative must have; ValueError
+    naming the node and the family when NAG cannot guide it or the model already has NAG."""
+    to = getattr(model, "model_options", {}).get("transformer_options", {})
+    if RUN_KEY in to:
+        raise ValueError(f"{NODE}: input 'model' already has Atelier NAG applied; use one NAG node per model.")
+    family = _named(detect, model)
+    width = wan_text_width(model) if family.kind == "wan" else _named(family.width,
+                                                                      model.get_model_object("diffusion_model"))
+    return family, width
 
 
 def negative_context(conditioning, width):
@@ -52,14 +67,19 @@ class AtelierNAGWan(io.ComfyNode):
             display_name=NODE,
             category=CATEGORY,
             description=(
-                "Normalized Attention Guidance for native Wan2.1/Wan2.2: makes a negative prompt work "
-                "at CFG 1 (distilled / few-step models) inside the single forward pass, at a fraction "
-                "of a CFG pass. Works with CFG > 1 too (only the positive branch is guided) and with "
-                "Atelier MagCache in either order. Connect its MODEL to your sampler."),
+                "Normalized Attention Guidance: makes a negative prompt work at CFG 1 (distilled / few-step "
+                "models) inside the single forward pass, at a fraction of a CFG pass. Wan2.1/2.2 (VACE too), "
+                "SD1.5, SDXL: cross-attention; Flux, Flux-Kontext, Flux2, Chroma, Chroma Radiance, Qwen-Image, "
+                "HunyuanVideo, SD3.5: the text part of the joint attention. Works with CFG > 1 too (only the "
+                "positive branch is guided) and with Atelier MagCache in either order. Connect its MODEL to "
+                "your sampler."),
             inputs=[
-                io.Model.Input("model", tooltip="A Wan2.1 or Wan2.2 diffusion model (T2V or I2V)."),
+                io.Model.Input("model", tooltip=(
+                    "Wan2.1/2.2, SD1.5, SDXL, Flux/Kontext/Flux2, Chroma (Radiance), Qwen-Image, HunyuanVideo "
+                    "(1.5) or SD3.5; other families are refused by name.")),
                 io.Conditioning.Input("nag_negative", tooltip=(
-                    "What to steer away from, encoded with the model's text encoder (UMT5). "
+                    "What to steer away from, encoded with the model's own text encoder (the same CLIP "
+                    "Text Encode path as its prompts). "
                     "Independent of the sampler's negative, which only acts when cfg > 1.")),
                 *widgets(SETTINGS, ("scale", "tau", "alpha", "sigma_end")),
             ],
@@ -72,12 +92,16 @@ class AtelierNAGWan(io.ComfyNode):
     @classmethod
     def execute(cls, model, nag_negative, scale, tau, alpha, sigma_end) -> io.NodeOutput:
         config = nag_config(scale, tau, alpha, sigma_end)
-        width = wan_text_width(model)
+        family, width = model_family(model)
         negative = negative_context(nag_negative, width)
         if not config.enabled:
             log.info("[Atelier] NAG: scale 1 or alpha 0 turns NAG off; the model passes through unchanged.")
             return io.NodeOutput(model.clone())
-        return io.NodeOutput(apply_nag(model, config, negative))
+        if family.kind == "joint":
+            options = nag_negative[0][1] if isinstance(nag_negative[0][1], dict) else {}
+            return io.NodeOutput(apply_joint_nag(model, config, negative, family.text_first, family.split_text_in,
+                                                 options))
+        return io.NodeOutput(apply_nag(model, config, negative, unet=family.kind == "unet"))
 
 
 NODES = [AtelierNAGWan]

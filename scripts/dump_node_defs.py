@@ -44,7 +44,7 @@ HOST_NODES = [
     "CLIPTextEncode", "EmptyHunyuanLatentVideo", "ModelSamplingSD3", "KSampler", "KSamplerAdvanced",
     "VAEDecode", "VAEEncode", "SaveAnimatedWEBP", "SaveWEBM", "SaveImage", "PreviewImage", "LoadImage",
     "LoadVideo", "GetVideoComponents", "CreateVideo", "SaveVideo", "ImageScale", "ImageFromBatch", "PreviewAny",
-    # MagCache family workflows (FLUX, Qwen-Image, HunyuanVideo)
+    # MagCache and NAG family workflows (FLUX, Qwen-Image, HunyuanVideo)
     "DualCLIPLoader", "FluxGuidance", "EmptySD3LatentImage", "ModelSamplingAuraFlow",
 ]
 FIELDS = ("name", "display_name", "category", "description", "input", "input_order", "output",

@@ -222,6 +222,196 @@ def wf_nag_magcache(defs):
     return b
 
 
+# ------------------------------------------------------------------ NAG on the other families
+
+FLUX_FILES = """Model files (FLUX.1-dev, black-forest-labs/FLUX.1-dev; text encoders comfyanonymous/flux_text_encoders):
+- flux1-dev.safetensors -> ComfyUI/models/diffusion_models/
+- clip_l.safetensors, t5xxl_fp16.safetensors (or t5xxl_fp8_e4m3fn.safetensors) -> ComfyUI/models/text_encoders/
+- ae.safetensors -> ComfyUI/models/vae/"""
+
+QWEN_FILES = """Model files (Qwen-Image, Comfy-Org/Qwen-Image_ComfyUI; LoRA lightx2v/Qwen-Image-Lightning):
+- qwen_image_fp8_e4m3fn.safetensors -> ComfyUI/models/diffusion_models/
+- qwen_2.5_vl_7b_fp8_scaled.safetensors -> ComfyUI/models/text_encoders/
+- qwen_image_vae.safetensors -> ComfyUI/models/vae/
+- Qwen-Image-Lightning-8steps-V1.0.safetensors -> ComfyUI/models/loras/"""
+
+HUNYUAN_FILES = """Model files (HunyuanVideo, Comfy-Org/HunyuanVideo_repackaged):
+- hunyuan_video_t2v_720p_bf16.safetensors -> ComfyUI/models/diffusion_models/
+- clip_l.safetensors, llava_llama3_fp8_scaled.safetensors -> ComfyUI/models/text_encoders/
+- hunyuan_video_vae_bf16.safetensors -> ComfyUI/models/vae/"""
+
+WAN22_FILES = f"""Model files (Wan2.2 T2V A14B, Comfy-Org/Wan_2.2_ComfyUI_Repackaged):
+- wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors, wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors
+  -> ComfyUI/models/diffusion_models/
+- {UMT5} -> ComfyUI/models/text_encoders/
+- {WAN_VAE} -> ComfyUI/models/vae/"""
+
+
+def nag_settings_node(b, pos, scale, tau=2.5, alpha=0.25, sigma_end=0.0, title=None):
+    return b.node("AtelierNAGWan", pos, {"scale": scale, "tau": tau, "alpha": alpha, "sigma_end": sigma_end},
+                  title=title, size=[340, 200])
+
+
+def text_node(b, pos, clip, text, title):
+    n = b.node("CLIPTextEncode", pos, {"text": text}, title=title, size=[380, 140])
+    b.link(clip, 0, n, "clip")
+    return n
+
+
+def image_sampler(b, pos, model, positive, negative, latent, steps, cfg, sampler_name="euler", title=None):
+    k = b.node("KSampler", pos, {"seed": 42, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
+                                 "scheduler": "simple", "denoise": 1.0}, title=title, size=[320, 270])
+    b.link(model, 0, k, "model")
+    b.link(positive, 0, k, "positive")
+    b.link(negative, 0, k, "negative")
+    b.link(latent, 0, k, "latent_image")
+    return k
+
+
+def decode_image(b, pos, samples, vae, prefix):
+    d = b.node("VAEDecode", pos, size=[220, 50])
+    b.link(samples, 0, d, "samples")
+    b.link(vae, 0, d, "vae")
+    s = b.node("SaveImage", (pos[0] + 260, pos[1]), {"filename_prefix": prefix}, size=[420, 420])
+    b.link(d, 0, s, "images")
+
+
+def wf_nag_flux(defs):
+    b = Builder(defs)
+    unet = b.node("UNETLoader", (0, 0), {"unet_name": "flux1-dev.safetensors"}, size=[340, 90])
+    clip = b.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
+                                               "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"},
+                  size=[340, 130])
+    vae = b.node("VAELoader", (0, 320), {"vae_name": "ae.safetensors"}, size=[340, 60])
+    pos = text_node(b, (380, 0), clip, "a cozy reading nook by a rainy window, warm lamp light, film photo",
+                    "Positive prompt")
+    guid = b.node("FluxGuidance", (380, 190), {"guidance": 3.5}, size=[300, 60])
+    b.link(pos, 0, guid, "conditioning")
+    nagneg = text_node(b, (380, 300), clip, "cartoon, illustration, oversaturated, blurry",
+                       "NAG negative prompt")
+    latent = b.node("EmptySD3LatentImage", (380, 490), {"width": 1024, "height": 1024, "batch_size": 1},
+                    size=[300, 110])
+    nag = nag_settings_node(b, (800, 0), 5.0, sigma_end=0.0)
+    b.link(unet, 0, nag, "model")
+    b.link(nagneg, 0, nag, "nag_negative")
+    k = image_sampler(b, (1180, 0), nag, guid, guid, latent, 25, 1.0, title="KSampler (cfg 1)")
+    decode_image(b, (1540, 0), k, vae, "atelier/nag_flux")
+    b.node("Note", (0, 660), {"text": (
+        "Flux + NAG at cfg 1. FLUX.1-dev is guidance-distilled: it runs at cfg 1 (FluxGuidance sets its "
+        "embedded guidance), so ComfyUI never evaluates a negative prompt (the sampler's negative input is "
+        "wired to the positive only because it must be connected). Atelier NAG puts the 'NAG negative "
+        "prompt' into the joint attention of the same forward pass: only the image queries' attention to "
+        "the text is computed twice (image-to-image once), so a step costs little more than without NAG.\n\n"
+        "Flux settings: scale 5, tau 2.5, alpha 0.25 (the official NAG Flux defaults); sigma_end 0.75 gives "
+        "near-identical results faster. Also for Flux-schnell, Kontext, Flux2, Chroma (same node).\n\n"
+        + FLUX_FILES)}, size=[740, 340])
+    return b
+
+
+def wf_nag_qwen(defs):
+    b = Builder(defs)
+    unet = b.node("UNETLoader", (0, 0), {"unet_name": "qwen_image_fp8_e4m3fn.safetensors"}, size=[340, 90])
+    lora = b.node("LoraLoaderModelOnly", (0, 140), {"lora_name": "Qwen-Image-Lightning-8steps-V1.0.safetensors",
+                                                    "strength_model": 1.0}, size=[340, 90])
+    b.link(unet, 0, lora, "model")
+    clip = b.node("CLIPLoader", (0, 280), {"clip_name": "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                                           "type": "qwen_image"}, size=[340, 110])
+    vae = b.node("VAELoader", (0, 440), {"vae_name": "qwen_image_vae.safetensors"}, size=[340, 60])
+    shift = b.node("ModelSamplingAuraFlow", (380, 0), {"shift": 3.1}, size=[300, 60])
+    b.link(lora, 0, shift, "model")
+    pos = text_node(b, (380, 110), clip, "a hand-painted shop sign that reads 'Atelier', morning street",
+                    "Positive prompt")
+    nagneg = text_node(b, (380, 300), clip, "blurry, misspelled text, extra letters", "NAG negative prompt")
+    latent = b.node("EmptySD3LatentImage", (380, 490), {"width": 1328, "height": 1328, "batch_size": 1},
+                    size=[300, 110])
+    nag = nag_settings_node(b, (800, 0), 5.0)
+    b.link(shift, 0, nag, "model")
+    b.link(nagneg, 0, nag, "nag_negative")
+    k = image_sampler(b, (1180, 0), nag, pos, pos, latent, 8, 1.0, title="KSampler (cfg 1, 8 steps)")
+    decode_image(b, (1540, 0), k, vae, "atelier/nag_qwen_image")
+    b.node("Note", (0, 660), {"text": (
+        "Qwen-Image + NAG. With the 8-step Lightning LoRA Qwen-Image runs at cfg 1, where a negative prompt "
+        "does nothing; Atelier NAG applies the 'NAG negative prompt' inside the joint attention of the single "
+        "forward pass (the negative text gets the same text positions the positive has). Without the LoRA "
+        "(cfg 2.5-4, 20-50 steps) NAG guides only the positive branch; use a lower scale (3-5).\n\n"
+        + QWEN_FILES)}, size=[740, 300])
+    return b
+
+
+def wf_nag_hunyuan_magcache(defs):
+    b = Builder(defs)
+    unet = b.node("UNETLoader", (0, 0), {"unet_name": "hunyuan_video_t2v_720p_bf16.safetensors"}, size=[340, 90])
+    clip = b.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
+                                               "clip_name2": "llava_llama3_fp8_scaled.safetensors",
+                                               "type": "hunyuan_video"}, size=[340, 130])
+    vae = b.node("VAELoader", (0, 320), {"vae_name": "hunyuan_video_vae_bf16.safetensors"}, size=[340, 60])
+    pos = text_node(b, (380, 0), clip, POS, "Positive prompt")
+    guid = b.node("FluxGuidance", (380, 190), {"guidance": 6.0}, size=[300, 60])
+    b.link(pos, 0, guid, "conditioning")
+    nagneg = text_node(b, (380, 300), clip, "static, blurry, washed out colours", "NAG negative prompt")
+    latent = b.node("EmptyHunyuanLatentVideo", (380, 490), {"width": 848, "height": 480, "length": 73,
+                                                           "batch_size": 1}, size=[300, 130])
+    nag = nag_settings_node(b, (800, 0), 5.0)
+    b.link(unet, 0, nag, "model")
+    b.link(nagneg, 0, nag, "nag_negative")
+    mc = b.node("AtelierMagCacheWan", (800, 260), {"preset": "hunyuan_video", "thresh": 0.24, "k": 6,
+                                                   "retention": 0.2, "preview_steps": 30}, size=[360, 400])
+    b.link(nag, 0, mc, "model")
+    k = image_sampler(b, (1220, 0), mc, guid, guid, latent, 30, 1.0, title="KSampler (cfg 1)")
+    decode_save(b, (1580, 0), k, vae, "atelier/nag_hunyuan_magcache", fps=24.0)
+    b.node("Note", (0, 700), {"text": (
+        "HunyuanVideo + NAG + MagCache, 30 steps at cfg 1. HunyuanVideo is guidance-distilled (FluxGuidance "
+        "6), so only NAG can apply a negative prompt. NAG guides the text part of the joint attention (the "
+        "negative text is refined by the model's own token refiner separately from the positive); MagCache "
+        "skips whole block stacks on calm steps and reuses residuals computed with guidance. The two nodes "
+        "compose in either order. (The MagCache node serves HunyuanVideo once its host hook is merged.)\n\n"
+        + HUNYUAN_FILES)}, size=[740, 320])
+    return b
+
+
+def wf_nag_wan22(defs):
+    b = Builder(defs)
+    high = b.node("UNETLoader", (0, 0), {"unet_name": "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"},
+                  title="High-noise expert", size=[380, 90])
+    low = b.node("UNETLoader", (0, 140), {"unet_name": "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"},
+                 title="Low-noise expert", size=[380, 90])
+    clip = b.node("CLIPLoader", (0, 280), {"clip_name": UMT5, "type": "wan"}, size=[380, 110])
+    vae = b.node("VAELoader", (0, 440), {"vae_name": WAN_VAE}, size=[380, 60])
+    s_high = b.node("ModelSamplingSD3", (420, 0), {"shift": 8.0}, size=[300, 60])
+    s_low = b.node("ModelSamplingSD3", (420, 130), {"shift": 8.0}, size=[300, 60])
+    b.link(high, 0, s_high, "model")
+    b.link(low, 0, s_low, "model")
+    pos = text_node(b, (420, 260), clip, POS, "Positive prompt")
+    neg = text_node(b, (420, 460), clip, NEG, "Negative prompt")
+    nagneg = text_node(b, (420, 660), clip, "static, blurry, washed out", "NAG negative prompt")
+    latent = b.node("EmptyHunyuanLatentVideo", (420, 860), {"width": 832, "height": 480, "length": 33,
+                                                           "batch_size": 1}, size=[300, 130])
+    n_high = nag_settings_node(b, (860, 0), 7.0, title="NAG (high-noise expert)")
+    n_low = nag_settings_node(b, (860, 260), 7.0, title="NAG (low-noise expert)")
+    for src, dst in ((s_high, n_high), (s_low, n_low)):
+        b.link(src, 0, dst, "model")
+        b.link(nagneg, 0, dst, "nag_negative")
+    ks = []
+    for i, (model, start, end, title) in enumerate(((n_high, 0, 10, "High-noise steps 0-10"),
+                                                    (n_low, 10, 20, "Low-noise steps 10-20"))):
+        k = b.node("KSamplerAdvanced", (1240 + 360 * i, 0), {
+            "add_noise": "enable" if i == 0 else "disable", "noise_seed": 42, "steps": 20, "cfg": 3.5,
+            "sampler_name": "euler", "scheduler": "simple", "start_at_step": start, "end_at_step": end,
+            "return_with_leftover_noise": "enable" if i == 0 else "disable"}, title=title, size=[320, 340])
+        b.link(model, 0, k, "model")
+        b.link(pos, 0, k, "positive")
+        b.link(neg, 0, k, "negative")
+        b.link(latent if i == 0 else ks[-1], 0, k, "latent_image")
+        ks.append(k)
+    decode_save(b, (1960, 0), ks[-1], vae, "atelier/nag_wan22")
+    b.node("Note", (0, 1060), {"text": (
+        "Wan2.2 T2V A14B + NAG: one NAG node per expert (each is its own model), the same NAG negative for "
+        "both. At cfg 3.5 NAG guides only the positive branch; use a lower scale (5-9) than at cfg 1. With a "
+        "few-step distilled LoRA (lightx2v) at cfg 1 use scale 11, tau 2.5, alpha 0.25. TI2V-5B and the VACE "
+        "blocks of Wan2.1 VACE are served by the same node.\n\n" + WAN22_FILES)}, size=[740, 300])
+    return b
+
+
 def wf_dloral(defs):
     b = Builder(defs)
     ck = b.node("CheckpointLoaderSimple", (0, 0), {"ckpt_name": SD21}, size=[340, 100])
@@ -515,6 +705,11 @@ WORKFLOWS = {
     "magcache_wan22_a14b": (wf_magcache_wan22_a14b, ["AtelierMagCacheWan", "KSamplerAdvanced"]),
     "nag_cfg1_fewstep": (wf_nag_fewstep, ["AtelierNAGWan"]),
     "nag_magcache": (wf_nag_magcache, ["AtelierNAGWan", "AtelierMagCacheWan"]),
+    "nag_flux_cfg1": (wf_nag_flux, ["AtelierNAGWan", "DualCLIPLoader", "FluxGuidance", "EmptySD3LatentImage"]),
+    "nag_qwen_image": (wf_nag_qwen, ["AtelierNAGWan", "ModelSamplingAuraFlow", "EmptySD3LatentImage"]),
+    "nag_hunyuan_magcache": (wf_nag_hunyuan_magcache, ["AtelierNAGWan", "AtelierMagCacheWan", "DualCLIPLoader",
+                                                       "FluxGuidance"]),
+    "nag_wan22": (wf_nag_wan22, ["AtelierNAGWan", "KSamplerAdvanced"]),
     "dloral_video_upscale": (wf_dloral, ["AtelierDLoRALLoader", "AtelierDLoRALUpscaleVideo", "LoadVideo"]),
     "restoration_scan_to_print": (wf_restoration_scan, ["AtelierRestorationLoadScan", "AtelierRestorationRecord"]),
     "restoration_sample": (wf_restoration_sample, ["AtelierSyntheticDamage", "AtelierRestorationRecord"]),

@@ -18,7 +18,8 @@ WF_DIR = REPO / "example_workflows"
 WORKFLOWS = sorted(WF_DIR.glob("*.json"))
 EXPECTED = {"magcache_wan21_t2v", "magcache_calibrate", "magcache_compare", "nag_cfg1_fewstep",
             "nag_magcache", "dloral_video_upscale", "restoration_scan_to_print", "restoration_sample",
-            "magcache_flux", "magcache_qwen_image", "magcache_hunyuan_video", "magcache_wan22_a14b"}
+            "magcache_flux", "magcache_qwen_image", "magcache_hunyuan_video", "magcache_wan22_a14b",
+            "nag_flux_cfg1", "nag_qwen_image", "nag_hunyuan_magcache", "nag_wan22"}
 assert set(TEMPLATE_TITLES) == EXPECTED
 
 

@@ -69,3 +69,22 @@ def test_magcache_families_real_dims_bench_smoke(comfy_dir, tmp_path):
         assert r["full_s"] > 0 and r["hook0_s"] > 0 and r["magcache_s"] > 0 and 0 < r["stack_share"] <= 1, r
         assert r["ideal_speedup"] >= 1 and 0 <= r["latent_rel_err"] < 10, r
     assert any(r["skipped_calls"] for r in res["results"])
+
+
+def test_nag_families_real_dims_bench_smoke(comfy_dir, tmp_path):
+    """The path of ``bench/bench_nag_families.py --dims real --device cuda`` (the four families, the real-dims
+    table's structure, the node, the host's KSampler, interleaved variants, the JSON) at tiny widths on the CPU."""
+    out = tmp_path / "nag_real.json"
+    _run(comfy_dir, ["bench/bench_nag_families.py", "--dims", "real", "--smoke", "--steps", "1", "--repeats", "1",
+                     "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert res["dims"] == "real" and res["smoke"] and res["device"] == "cpu"
+    assert set(res["families"]) == {"flux", "qwen_image", "hunyuan_video", "wan21_t2v"}
+    for name, r in res["families"].items():
+        rr = r["results"]
+        assert set(rr) == {"unguided", "nag", "cfg", "nag_cfg"}, name
+        assert all(v["s_per_step"] > 0 and len(v["runs_s"]) == 1 for v in rr.values()), name
+        assert rr["unguided"]["ratio_vs_unguided"] == 1.0 and rr["nag_cfg"]["ratio_vs_cfg"] > 0, name
+        assert r["nag_tokens"] > 0 and r["text_tokens"] > 0, name
+    est = res["estimate_full_depth"]
+    assert set(est) == set(res["families"]) and all(1.0 < e["ratio"] < 1.5 for e in est.values()), est

@@ -1,0 +1,251 @@
+"""One joint (MM-DiT) attention call with NAG, the NAG-negative text riding in the same sequence.
+
+How the negative text gets its keys: the host hook appends the raw NAG-negative text to the
+model's context along the tokens (``[positive, negative]``, :func:`extend_context`), so the
+family's own text embedder, per-block projections, q/k norms and RoPE make the negative's keys
+and values in the very place the positive's are made. Every joint attention call then sees one
+sequence per row holding ``[positive text (+ family extras), negative text, image]`` (text first:
+Flux, Chroma, Qwen-Image, SD3.5) or ``[image, positive text, negative text]`` (image first:
+HunyuanVideo). :func:`nag_joint_attention` splits it (:class:`JointSpans`) and, per row:
+
+* unguided rows (the CFG negative, rows outside ``guided``): the host's attention over
+  ``[positive text, image]`` exactly as without NAG; the negative text's queries get 0;
+* guided rows: :func:`~nag.joint.joint_pair` for the positive-text and image queries (image keys
+  attended once, the two texts each once, log-sum-exp merge), :func:`~nag.combine.nag_combine` on
+  the image queries; the negative text's own queries attend ``[negative text, image]`` (the
+  negative stream evolves by itself, as in the official Flux NAG).
+
+So the positive text and the image never attend the negative's tokens except through Z-, and
+the negative's tokens leave the sequence when the model drops the text at its end.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .combine import nag_combine
+from .config import NAGConfig
+from .run import CallPlan
+from .joint import AttendLSE, fused_attention_with_lse, joint_pair, merge_heads
+
+__all__ = ["JointSpans", "JointPlan", "nag_joint_attention", "extend_context", "extend_mask", "negative_positions",
+           "Attend4"]
+
+Attend4 = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+"""``attend(q, k, v, mask) -> out``: the host's attention on ``(B, H, L, D)`` tensors, out ``(B, H, Lq, D)``;
+``mask`` None or the host's mask restricted to the keys given."""
+
+
+@dataclass(frozen=True)
+class JointSpans:
+    """Where the parts of one joint sequence lie.
+
+    Attributes:
+        text_first: True for ``[text, image]`` sequences, False for ``[image, text]``.
+        text: tokens of the whole text part, negative included (``Lp + Ln`` plus family extras).
+        negative: ``Ln``, the negative text's tokens: always the last ``Ln`` of the text part.
+    """
+    text_first: bool
+    text: int
+    negative: int
+
+    def split(self, length: int) -> tuple[slice, slice, slice]:
+        """Token slices ``(positive text, negative text, image)`` of a sequence of ``length`` tokens (the
+        positive text slice includes any family extras)."""
+        if not 0 < self.negative < self.text < length:
+            raise ValueError(f"joint sequence of {length} tokens cannot hold a text part of {self.text} tokens "
+                             f"with {self.negative} negative ones and an image part")
+        t0 = 0 if self.text_first else length - self.text
+        i0 = self.text if self.text_first else 0
+        n0 = t0 + self.text - self.negative
+        return slice(t0, n0), slice(n0, t0 + self.text), slice(i0, i0 + length - self.text)
+
+
+class JointPlan:
+    """NAG in one model call of a joint-attention family (what the attention override reads).
+
+    Attributes:
+        call: the core's :class:`~nag.run.CallPlan` (config, guided rows, batch; ``negative`` is the raw
+            negative text, already appended to the context).
+        spans: :class:`JointSpans` of the joint calls.
+        positive: ``Lp``, the call's own text tokens (the context before the negative was appended).
+        image: image tokens of a joint call; None until :meth:`match` meets the first call longer than
+            the text part (the first attention of every joint family's forward is a joint one), then
+            only calls of exactly ``text + image`` tokens are joint (an image-only self-attention, e.g.
+            SD3.5's second attention in its first blocks, is left alone).
+        joint_calls: joint calls guided so far.
+    """
+
+    def __init__(self, call: CallPlan, spans: JointSpans, positive: int) -> None:
+        self.call = call
+        self.spans = spans
+        self.positive = positive
+        self.image: Optional[int] = None
+        self.joint_calls = 0
+
+    def match(self, q_len: int, k_len: int) -> bool:
+        """Whether an attention of ``q_len`` queries over ``k_len`` keys is one of this call's joint
+        attentions (self-attention over text + image)."""
+        if q_len != k_len or q_len <= self.spans.text:
+            return False
+        if self.image is None:
+            self.image = q_len - self.spans.text
+        return q_len == self.spans.text + self.image
+
+
+def extend_context(context: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """``[context, negative]`` along the tokens.
+
+    Args:
+        context: ``(B, Lp, C)`` the call's text context (raw encoder output).
+        negative: ``(1 or B, Ln, C)`` the raw NAG-negative text.
+    Returns:
+        ``(B, Lp + Ln, C)`` in ``context``'s dtype and device.
+    """
+    if negative.shape[-1] != context.shape[-1]:
+        raise ValueError(f"negative is {negative.shape[-1]} wide, context {context.shape[-1]}")
+    neg = negative.to(device=context.device, dtype=context.dtype)
+    if neg.shape[0] != context.shape[0]:
+        neg = neg[:1].expand(context.shape[0], *neg.shape[1:])
+    return torch.cat([context, neg], dim=1)
+
+
+def extend_mask(mask: torch.Tensor, negative_tokens: int, negative: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A text mask ``(B, Lp)`` extended to ``(B, Lp + Ln)`` for the appended negative.
+
+    ``negative``: the NAG negative's own keep-mask ``(1 or B, Ln)`` (1/True = a real token), used when ``mask``
+    is a keep-mask too (bool, integers, or floats that are all 0/1); otherwise every negative token gets
+    "attend": True (bool), 1 (keep-masks) or 0 (additive float masks)."""
+    if mask.dtype == torch.bool:
+        fill: float | bool = True
+    elif not torch.is_floating_point(mask) or bool(((mask == 0) | (mask == 1)).all()):
+        fill = 1
+    else:
+        fill = 0
+    shape = (*mask.shape[:-1], negative_tokens)
+    if negative is not None and fill != 0 and negative.shape[-1] == negative_tokens:
+        pad = negative.to(device=mask.device, dtype=mask.dtype).expand(shape)
+    else:
+        pad = torch.full(shape, fill, dtype=mask.dtype, device=mask.device)
+    return torch.cat([mask, pad], dim=-1)
+
+
+def negative_positions(ids: torch.Tensor, positive: int, negative: int) -> torch.Tensor:
+    """RoPE positions of a text-first sequence with the negative text given the positions it would have alone.
+
+    Families that number their text tokens (Flux2's text axis, Qwen-Image's ``txt_start + j``) would give the
+    appended negative's token ``j`` the position of token ``Lp + j``. This moves the negative's block back by
+    the step between the first negative and the first positive token, so token ``j`` of either text has the
+    same position (all-zero text positions, as in Flux, stay as they are).
+
+    Args:
+        ids: ``(B, L, A)`` position ids of ``[positive text, negative text, image...]`` (``A`` axes).
+        positive, negative: ``Lp``, ``Ln``.
+    Returns:
+        a new ``(B, L, A)`` tensor; ``ids`` is not modified.
+    """
+    if ids.ndim != 3 or ids.shape[1] < positive + negative or positive < 1:
+        raise ValueError(f"ids of shape {tuple(ids.shape)} do not hold {positive} + {negative} text tokens first")
+    out = ids.clone()
+    step = ids[:, positive:positive + 1] - ids[:, :1]
+    out[:, positive:positive + negative] -= step
+    return out
+
+
+def _part(mask: Optional[torch.Tensor], length: int, queries: slice, keys: slice) -> Optional[torch.Tensor]:
+    """The host's mask (broadcastable to ``(B, H, L, L)``) for ``queries`` over ``keys``."""
+    if mask is None:
+        return None
+    if mask.shape[-1] != length:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not cover the {length} keys")
+    m = mask[..., keys]
+    if m.ndim >= 2 and m.shape[-2] == length:
+        m = m[..., queries, :]
+    return m
+
+
+def _rows(mask: Optional[torch.Tensor], rows: slice | torch.Tensor) -> Optional[torch.Tensor]:
+    if mask is None or mask.ndim < 4 or mask.shape[0] == 1:
+        return mask
+    return mask[rows]
+
+
+def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: JointSpans,
+                        guided: Sequence[slice], config: NAGConfig, attend: Attend4, *,
+                        mask: Optional[torch.Tensor] = None,
+                        attention_lse: Optional[AttendLSE] = None) -> torch.Tensor:
+    """A joint attention with the NAG negative text in its sequence, guided on ``guided`` rows.
+
+    Args:
+        q, k, v: ``(B, H, L, D)`` the host's joint q/k/v (RoPE and norms applied), the text part
+            holding the negative text as its last ``spans.negative`` tokens.
+        spans: :class:`JointSpans` of this sequence.
+        guided: row slices to guide; the other rows get the host's attention over
+            ``[positive text, image]`` exactly as without the negative text.
+        config: :class:`~nag.config.NAGConfig`.
+        attend: the host's attention (:data:`Attend4`), used for the unguided rows.
+        mask: None, or the host's mask over the ``L`` keys (broadcastable to ``(B, H, L, L)``);
+            each part sees it restricted to its queries and keys. A masked guided call uses the
+            reference :func:`~nag.joint.attention_with_lse` for its partial attentions.
+        attention_lse: :data:`~nag.joint.AttendLSE` for the guided partial attentions; None =
+            :func:`~nag.joint.fused_attention_with_lse`.
+
+    Returns:
+        ``(B, H, L, D)`` in ``q.dtype``. Guided rows: the image queries get ``nag_combine(Z+, Z-)`` (heads
+        merged for the norm) from :func:`~nag.joint.joint_pair` (image keys attended once, the two texts
+        each once, no copy of the image's q/k/v); the positive text's queries get the host's attention over
+        ``[positive text, image]``, the negative text's queries theirs over ``[negative text, image]``.
+        Other rows: the host's attention over ``[positive text, image]``, 0 at the negative's positions.
+    """
+    b, h, length, d = q.shape
+    pos, neg, img = spans.split(length)
+    out = torch.zeros(b, h, length, v.shape[-1], dtype=q.dtype, device=q.device)
+    is_guided = torch.zeros(b, dtype=torch.bool)
+    for sl in guided:
+        is_guided[sl] = True
+    plain = (~is_guided).nonzero().flatten().tolist()
+    if plain:
+        r = torch.tensor(plain, device=q.device)
+        first, second = (pos, img) if spans.text_first else (img, pos)
+        qs, ks, vs = (torch.cat([t[r][:, :, first], t[r][:, :, second]], dim=2) for t in (q, k, v))
+        m = _rows(mask, r)
+        if m is not None:
+            keep = torch.cat([torch.arange(length)[first], torch.arange(length)[second]]).to(m.device)
+            m = m.index_select(-1, keep)
+            if m.ndim >= 2 and m.shape[-2] == length:
+                m = m.index_select(-2, keep)
+        z = attend(qs, ks, vs, m)
+        n_first = first.stop - first.start
+        out[r.unsqueeze(1), :, torch.arange(length, device=q.device)[first].unsqueeze(0)] = \
+            z[:, :, :n_first].transpose(1, 2)
+        out[r.unsqueeze(1), :, torch.arange(length, device=q.device)[second].unsqueeze(0)] = \
+            z[:, :, n_first:].transpose(1, 2)
+    lse = attention_lse if mask is None else None
+    if mask is None and lse is None:
+        lse = fused_attention_with_lse
+    for sl in guided:
+        m = _rows(mask, sl)
+        qr, kr, vr = q[sl], k[sl], v[sl]
+        # image queries: Z+ over [positive, image], Z- over [negative, image], image keys once
+        z_pos, z_neg = joint_pair(qr[:, :, img], kr[:, :, img], vr[:, :, img], kr[:, :, pos], vr[:, :, pos],
+                                  kr[:, :, neg], vr[:, :, neg], mask_img=_part(m, length, img, img),
+                                  mask_pos=_part(m, length, img, pos), mask_neg=_part(m, length, img, neg),
+                                  attention=lse)
+        assert z_neg is not None
+        g = nag_combine(merge_heads(z_pos), merge_heads(z_neg), config.scale, config.tau, config.alpha,
+                        chunk_tokens=config.chunk_tokens)
+        out[sl, :, img] = g.reshape(g.shape[0], g.shape[1], h, -1).transpose(1, 2).to(q.dtype)
+        # the two texts' own queries, each over [its text, image] with the host's attention (the negative
+        # stream evolves by itself; the positive text's output is what it is without the negative)
+        for qt in (pos, neg):
+            first, second = (qt, img) if spans.text_first else (img, qt)
+            ks, vs = (torch.cat([t[:, :, first], t[:, :, second]], dim=2) for t in (kr, vr))
+            mt = None
+            if m is not None:
+                mf, ms = _part(m, length, qt, first), _part(m, length, qt, second)
+                assert mf is not None and ms is not None
+                mt = torch.cat([mf, ms], dim=-1)
+            out[sl, :, qt] = attend(qr[:, :, qt], ks, vs, mt)
+    return out

@@ -1,0 +1,93 @@
+"""Which families NAG serves and how: read from the host model at node time.
+
+| family (host config) | diffusion model (comfy.ldm.) | where NAG acts | hook |
+|---|---|---|---|
+| Wan2.1 T2V/I2V/FLF2V/VACE, Wan2.2 A14B (both experts), TI2V-5B | wan.model.WanModel / VaceWanModel | every ``cross_attn`` (VACE: ``vace_blocks`` too) | ``nag_hook`` |
+| SD1.5, SDXL (and other UNets with ``attn2``) | modules.diffusionmodules.openaimodel.UNetModel | every ``attn2`` | ``nag_hook`` |
+| Flux, Flux-Kontext, Flux2, Chroma, Chroma Radiance, Qwen-Image, SD3.5 | flux / chroma / chroma_radiance / qwen_image / mmdit | joint attention, text first | ``nag_joint_hook`` |
+| HunyuanVideo, HunyuanVideo-1.5 | hunyuan_video.model.HunyuanVideo | joint attention, image first; ``txt_in`` split | ``nag_joint_hook`` |
+
+Refused with one error naming the family: HiDream (its blocks read per-layer Llama states besides the
+T5 text, and its double blocks attend text through a path NAG cannot reach by the sequence alone),
+Lumina2 / Z-Image (text and image share one padded, masked sequence with per-token RoPE built in the
+forward; not done yet), and anything else.
+"""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+JOINT_TEXT_FIRST = {
+    ("comfy.ldm.flux.model", "Flux"): "txt_in",
+    ("comfy.ldm.chroma.model", "Chroma"): "txt_in",
+    ("comfy.ldm.chroma_radiance.model", "ChromaRadiance"): "txt_in",
+    ("comfy.ldm.qwen_image.model", "QwenImageTransformer2DModel"): "txt_in",
+    ("comfy.ldm.modules.diffusionmodules.mmdit", "OpenAISignatureMMDITWrapper"): "context_embedder",
+}
+JOINT_IMAGE_FIRST = {
+    ("comfy.ldm.hunyuan_video.model", "HunyuanVideo"): "txt_in.input_embedder",
+}
+UNET = ("comfy.ldm.modules.diffusionmodules.openaimodel", "UNetModel")
+WAN_MODULE = "comfy.ldm.wan.model"
+
+WHY_NOT = {
+    "HiDreamImageTransformer2DModel": "its blocks read per-layer Llama states as well as the T5 text; NAG cannot reach its text "
+               "attention through the host's sanctioned hooks yet",
+    "NextDiT": "Lumina2 / Z-Image put text and image in one padded, masked sequence with RoPE built per "
+               "token in the forward; not supported yet",
+}
+
+
+@dataclass(frozen=True)
+class NAGFamily:
+    """How NAG hooks one family.
+
+    Attributes:
+        name: the host's model config class (e.g. ``Flux``, ``QwenImage``, ``WAN21_T2V``).
+        kind: ``wan`` / ``unet`` (cross-attention) or ``joint``.
+        text_first: joint families: text before image in the joint sequence.
+        split_text_in: joint families whose text embedder is not token-wise (HunyuanVideo's refiner).
+        width: ``model -> `` the text width a NAG negative must have.
+    """
+    name: str
+    kind: str
+    text_first: bool = True
+    split_text_in: bool = False
+    width: Optional[Callable] = None
+
+
+def _linear_in(dm, path):
+    mod = dm
+    for part in path.split("."):
+        mod = getattr(mod, part, None)
+    w = getattr(mod, "in_features", None)
+    if w is None:   # SD3 without a context embedder (Identity): the blocks' context projections
+        raise ValueError(f"input 'model': cannot read the text width of {type(dm).__name__} ({path}).")
+    return int(w)
+
+
+def detect(model) -> NAGFamily:
+    """The NAG family of a host ModelPatcher; ValueError naming the family when NAG cannot guide it."""
+    dm = model.get_model_object("diffusion_model")
+    cls = type(dm)
+    key = (cls.__module__, cls.__name__)
+    config = getattr(getattr(model, "model", None), "model_config", None)
+    name = type(config).__name__ if config is not None else cls.__name__
+    if cls.__module__ == WAN_MODULE:
+        return NAGFamily(name, "wan")
+    if key == UNET:
+        return NAGFamily(name, "unet", width=lambda d: _unet_width(d))
+    for table, first in ((JOINT_TEXT_FIRST, True), (JOINT_IMAGE_FIRST, False)):
+        if key in table:
+            path = table[key]
+            return NAGFamily(name, "joint", text_first=first, split_text_in=not first,
+                             width=lambda d, p=path: _linear_in(d, p))
+    why = WHY_NOT.get(cls.__name__, "NAG has no hook for this architecture")
+    raise ValueError(f"input 'model' is {name} ({cls.__name__}); NAG cannot guide this family: {why}. "
+                     "Supported: Wan2.1/2.2 (incl. VACE), SD1.5, SDXL, Flux, Flux-Kontext, Flux2, Chroma, "
+                     "Chroma Radiance, Qwen-Image, HunyuanVideo (1.0, 1.5), SD3.5.")
+
+
+def _unet_width(dm):
+    for n, mod in dm.named_modules():
+        if n.endswith(".attn2") and hasattr(mod, "to_k"):
+            return int(mod.to_k.in_features)
+    raise ValueError(f"input 'model' ({type(dm).__name__}) has no cross-attention (attn2) to guide.")

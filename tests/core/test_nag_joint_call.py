@@ -1,0 +1,149 @@
+"""nag.joint_call: one joint attention with the NAG negative text in its sequence, against an independent
+reference (explicit concatenation of the key sets, softmax attention in float64)."""
+import math
+
+import pytest
+import torch
+
+from nag import NAGConfig, nag_combine
+from nag.joint_call import (JointPlan, JointSpans, extend_context, extend_mask, nag_joint_attention,
+                            negative_positions)
+from nag.run import CallPlan
+
+
+def ref_attend(q, k, v, mask=None):
+    s = (q.double() @ k.double().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s + mask.double()
+    return (torch.softmax(s, -1) @ v.double()).to(q.dtype)
+
+
+def heads_merged(z):
+    b, h, n, d = z.shape
+    return z.transpose(1, 2).reshape(b, n, h * d)
+
+
+def idx(*slices):
+    return torch.cat([torch.arange(s.start, s.stop) for s in slices])
+
+
+def make(b=3, h=2, lp=5, ln=4, li=7, d=8, text_first=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(b, h, lp + ln + li, d, generator=g, dtype=torch.float64) for _ in range(3))
+    return q, k, v, JointSpans(text_first, lp + ln, ln)
+
+
+@pytest.mark.parametrize("text_first", [True, False])
+@pytest.mark.parametrize("guided", [[slice(1, 3)], [slice(0, 1)], [slice(0, 3)], []])
+def test_matches_explicit_concatenation(text_first, guided):
+    q, k, v, spans = make(text_first=text_first)
+    cfg = NAGConfig(scale=5.0, tau=2.0, alpha=0.5)
+    out = nag_joint_attention(q, k, v, spans, guided, cfg, lambda a, b_, c, m: ref_attend(a, b_, c, m))
+    pos, neg, img = (idx(s) for s in spans.split(q.shape[2]))
+    keep = torch.cat([pos, img]) if text_first else torch.cat([img, pos])
+    rows = {r for sl in guided for r in range(sl.start, sl.stop)}
+    for r in range(q.shape[0]):
+        qs, ks, vs = q[r:r + 1], k[r:r + 1], v[r:r + 1]
+        z_pos = ref_attend(qs[:, :, keep], ks[:, :, keep], vs[:, :, keep])
+        if r not in rows:
+            torch.testing.assert_close(out[r:r + 1, :, keep], z_pos, rtol=0, atol=1e-12)
+            assert torch.equal(out[r, :, neg], torch.zeros_like(out[r, :, neg]))
+            continue
+        nk = torch.cat([neg, img])
+        z_neg = ref_attend(qs[:, :, img], ks[:, :, nk], vs[:, :, nk])
+        zi = z_pos[:, :, (slice(len(pos), None) if text_first else slice(0, len(img)))]
+        want = nag_combine(heads_merged(zi), heads_merged(z_neg), cfg.scale, cfg.tau, cfg.alpha)
+        got_img = heads_merged(out[r:r + 1, :, img])
+        torch.testing.assert_close(got_img, want, rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close(out[r:r + 1, :, pos], ref_attend(qs[:, :, pos], ks[:, :, keep], vs[:, :, keep]),
+                                   rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close(out[r:r + 1, :, neg], ref_attend(qs[:, :, neg], ks[:, :, nk], vs[:, :, nk]),
+                                   rtol=1e-6, atol=1e-8)
+
+
+def test_negative_equal_to_positive_gives_the_plain_output():
+    q, k, v, spans = make(lp=4, ln=4)
+    for t in (k, v):                 # negative keys/values = positive ones
+        t[:, :, 4:8] = t[:, :, 0:4]
+    out = nag_joint_attention(q, k, v, spans, [slice(0, 3)], NAGConfig(), lambda a, b_, c, m: ref_attend(a, b_, c))
+    pos, neg, img = (idx(s) for s in spans.split(q.shape[2]))
+    keep = torch.cat([pos, img])
+    torch.testing.assert_close(out[:, :, keep], ref_attend(q[:, :, keep], k[:, :, keep], v[:, :, keep]),
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_mask_restricted_per_part():
+    q, k, v, spans = make(b=2, lp=5, ln=3, li=6)
+    length = q.shape[2]
+    mask = torch.zeros(1, 1, 1, length, dtype=torch.float64)
+    mask[..., 3:5] = -math.inf       # the last two positive text tokens are padding
+    out = nag_joint_attention(q, k, v, spans, [slice(1, 2)], NAGConfig(scale=3.0, alpha=0.5),
+                              lambda a, b_, c, m: ref_attend(a, b_, c, m), mask=mask)
+    pos, neg, img = (idx(s) for s in spans.split(length))
+    keep = torch.cat([pos, img])
+    torch.testing.assert_close(out[:1, :, keep], ref_attend(q[:1, :, keep], k[:1, :, keep], v[:1, :, keep],
+                                                            mask[..., keep]), rtol=0, atol=1e-12)
+    assert torch.isfinite(out).all()
+    # the padded keys must not count: same guided output as with them cut out
+    cut = torch.cat([pos[:3], neg, img])
+    out_cut = nag_joint_attention(q[:, :, cut], k[:, :, cut], v[:, :, cut], JointSpans(True, 6, 3), [slice(1, 2)],
+                                  NAGConfig(scale=3.0, alpha=0.5), lambda a, b_, c, m: ref_attend(a, b_, c, m))
+    torch.testing.assert_close(out[1:, :, img], out_cut[1:, :, 6:], rtol=1e-6, atol=1e-8)
+
+
+def test_spans():
+    assert JointSpans(True, 8, 3).split(20) == (slice(0, 5), slice(5, 8), slice(8, 20))
+    assert JointSpans(False, 8, 3).split(20) == (slice(12, 17), slice(17, 20), slice(0, 12))
+
+
+@pytest.mark.parametrize("text_first", [True, False])
+def test_fused_lse_path_matches_reference(text_first):
+    """The default partial attention (torch's fused kernels) against the float64 reference, float32 inputs."""
+    q, k, v, spans = (t.float() if isinstance(t, torch.Tensor) else t for t in make(text_first=text_first))
+    cfg = NAGConfig(scale=5.0, tau=2.0, alpha=0.5)
+    fused = nag_joint_attention(q, k, v, spans, [slice(0, 3)], cfg, lambda a, b_, c, m: ref_attend(a, b_, c, m))
+    ref = nag_joint_attention(q.double(), k.double(), v.double(), spans, [slice(0, 3)], cfg,
+                              lambda a, b_, c, m: ref_attend(a, b_, c, m))
+    torch.testing.assert_close(fused, ref.float(), rtol=1e-4, atol=1e-5)
+
+
+def test_spans_refuse_a_sequence_without_image():
+    with pytest.raises(ValueError, match="cannot hold"):
+        JointSpans(True, 8, 3).split(8)
+
+
+def test_plan_matches_joint_calls_only():
+    plan = JointPlan(CallPlan(NAGConfig(), torch.zeros(1, 3, 4), [slice(0, 1)], 1), JointSpans(True, 8, 3), 5)
+    assert not plan.match(8, 8)       # text-only
+    assert not plan.match(20, 8)      # not self-attention
+    assert plan.match(20, 20) and plan.image == 12
+    assert not plan.match(12, 12)     # image-only self-attention (SD3.5's second attention)
+    assert plan.match(20, 20)
+
+
+def test_extend_context_and_mask():
+    ctx, neg = torch.randn(2, 5, 4), torch.randn(1, 3, 4, dtype=torch.float64)
+    out = extend_context(ctx, neg)
+    assert out.shape == (2, 8, 4) and out.dtype == ctx.dtype
+    assert torch.equal(out[1, 5:], neg[0].float())
+    with pytest.raises(ValueError, match="wide"):
+        extend_context(ctx, torch.randn(1, 3, 5))
+    assert extend_mask(torch.tensor([[True, False]]), 2).tolist() == [[True, False, True, True]]
+    assert extend_mask(torch.tensor([[1, 0]]), 1).tolist() == [[1, 0, 1]]
+    assert extend_mask(torch.tensor([[0.0, -1e9]]), 1).tolist() == [[0.0, -1e9, 0.0]]
+    # the negative's own padding mask, where the host mask is a keep-mask
+    assert extend_mask(torch.tensor([[1, 1], [1, 0]]), 3, torch.tensor([[1, 1, 0]])).tolist() == \
+        [[1, 1, 1, 1, 0], [1, 0, 1, 1, 0]]
+    assert extend_mask(torch.tensor([[0.0, -1e9]]), 2, torch.tensor([[1, 0]])).tolist() == [[0.0, -1e9, 0.0, 0.0]]
+
+
+def test_negative_positions():
+    ids = torch.zeros(1, 10, 4)
+    ids[0, :8, 3] = torch.arange(8.0)                 # Flux2: text numbered on axis 3; 5 positive + 3 negative
+    out = negative_positions(ids, 5, 3)
+    assert out[0, 5:8, 3].tolist() == [0.0, 1.0, 2.0] and torch.equal(out[0, :5], ids[0, :5])
+    assert torch.equal(ids[0, 5:8, 3], torch.tensor([5.0, 6.0, 7.0]))     # input untouched
+    q = torch.arange(4.0, 12.0).reshape(1, 8, 1).repeat(1, 1, 3)          # Qwen: txt_start + j on every axis
+    assert negative_positions(q, 5, 3)[0, 5:, 0].tolist() == [4.0, 5.0, 6.0]
+    flux = torch.zeros(1, 9, 3)
+    assert torch.equal(negative_positions(flux, 4, 3), flux)

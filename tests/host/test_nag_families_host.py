@@ -1,0 +1,241 @@
+"""Atelier NAG on the tiny model of every family (tests/_families.py, built by the host's own classes),
+through the host's KSampler, on the tree under test.
+
+Per served family: guidance changes the output at cfg 1 and cfg > 1; the identities (NAG negative equal
+to the positive; scale 1; alpha 0) give the unguided output (bit for bit for cross-attention families and
+the off switches; within float rounding of the log-sum-exp merge for joint-attention families); only the
+positive rows are guided at cfg > 1 (the uncond prediction is the unguided one); prompts and negatives of
+other lengths; an error mid-run leaves the model as it was. Families NAG cannot guide are refused by name.
+"""
+import pytest
+import torch
+
+import _families as _F
+
+CROSS = ["wan21_t2v", "wan21_i2v", "wan21_vace", "wan22_ti2v_5b", "wan22_a14b_high", "wan22_a14b_low",
+         "sd15", "sdxl"]
+JOINT = ["flux", "flux_kontext", "flux2", "chroma", "chroma_radiance", "qwen_image", "hunyuan_video",
+         "hunyuan_video15", "sd35"]
+REFUSED = {"hidream": "HiDream", "lumina2": "Lumina2", "z_image": "ZImage", "ltxv": "LTXV"}
+NEWER_THAN_0_3_64 = {"flux2", "hunyuan_video15", "z_image"}
+JOINT_TOL = 1e-4    # relative: the LSE merge of partial attentions vs the host's one attention
+
+_BUILT = {}
+
+
+@pytest.fixture(scope="module")
+def fam(comfy_dir, pack):
+    import _families
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield _families
+    finally:
+        torch.set_num_threads(threads)
+        _BUILT.clear()
+
+
+@pytest.fixture(scope="module")
+def nn_(pack):
+    return pack.nodes.nag_nodes
+
+
+def _model(fam, name):
+    if not fam.present(name):
+        if name in NEWER_THAN_0_3_64 and fam.host_version_tuple() < (0, 8, 0):
+            pytest.skip(f"{name}: not in ComfyUI {fam.host_version()}")
+        pytest.fail(f"{name}: ComfyUI {fam.host_version()} should have it")
+    if name not in _BUILT:
+        _BUILT[name] = fam.build(name, seed=0)
+    return _BUILT[name]
+
+
+def nag(nn_, model, negative, **kw):
+    args = dict(scale=11.0, tau=2.5, alpha=0.25, sigma_end=0.0)
+    args.update(kw)
+    return nn_.AtelierNAGWan.execute(model=model, nag_negative=negative, **args)[0]
+
+
+def _same(name, a, b):
+    if name in CROSS:
+        assert torch.equal(a, b), float((a - b).abs().max())
+    else:
+        err = float((a - b).abs().max())
+        assert err <= JOINT_TOL * max(1.0, float(b.abs().max())), err
+
+
+def _sample(fam, model, name, cfg=1.0, positive=None, negative=None, steps=2, **kw):
+    return fam.sample(model, name, steps=steps, cfg=cfg, seed=1,
+                      positive=positive if positive is not None else fam.conditioning(name, seed=1),
+                      negative=negative, **kw)
+
+
+@pytest.mark.parametrize("name", CROSS + JOINT)
+def test_guides_and_identities(fam, nn_, name):
+    m = _model(fam, name)
+    pos = fam.conditioning(name, seed=1)
+    plain = _sample(fam, m, name)
+    guided = _sample(fam, nag(nn_, m, fam.conditioning(name, seed=5, tokens=5)), name)
+    assert torch.isfinite(guided).all()
+    assert float((guided - plain).abs().max()) > 1e-3
+    _same(name, _sample(fam, nag(nn_, m, pos), name), plain)          # negative == positive
+
+
+@pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "hunyuan_video"])
+def test_scale_one_or_alpha_zero_is_off(fam, nn_, name):
+    m = _model(fam, name)
+    plain = _sample(fam, m, name)
+    assert torch.equal(_sample(fam, nag(nn_, m, fam.conditioning(name, seed=5), scale=1.0), name), plain)
+    assert torch.equal(_sample(fam, nag(nn_, m, fam.conditioning(name, seed=5), alpha=0.0), name), plain)
+
+
+def _predictions(fam, model, name, cfg):
+    """cond and uncond predictions of the first step (the host's post-CFG hook sees both)."""
+    seen = {}
+
+    def post_cfg(args):
+        seen.setdefault("cond", args["cond_denoised"].clone())
+        seen.setdefault("uncond", args["uncond_denoised"].clone())
+        return args["denoised"]
+
+    m = model.clone()
+    m.set_model_sampler_post_cfg_function(post_cfg)
+    _sample(fam, m, name, cfg=cfg, steps=1, negative=fam.conditioning(name, seed=2))
+    return seen["cond"], seen["uncond"]
+
+
+@pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "qwen_image", "hunyuan_video", "sd35"])
+def test_only_positive_rows_are_guided_at_cfg_above_one(fam, nn_, name):
+    m = _model(fam, name)
+    cond, uncond = _predictions(fam, m, name, 3.0)
+    g_cond, g_uncond = _predictions(fam, nag(nn_, m, fam.conditioning(name, seed=5, tokens=5)), name, 3.0)
+    _same(name, g_uncond, uncond)
+    assert float((g_cond - cond).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["wan21_vace", "flux", "flux2", "chroma", "qwen_image", "hunyuan_video",
+                                  "sd35"])
+def test_token_lengths(fam, nn_, name):
+    """Negatives shorter and longer than the positive, positives of another length; at cfg > 1 with a CFG
+    negative of yet another length (the host then runs cond and uncond in separate calls)."""
+    m = _model(fam, name)
+    for p_len, n_len in ((8, 3), (8, 40), (20, 8)):
+        pos = fam.conditioning(name, seed=1, tokens=p_len)
+        ref = _sample(fam, m, name, positive=pos)
+        out = _sample(fam, nag(nn_, m, fam.conditioning(name, seed=5, tokens=n_len)), name, positive=pos)
+        assert torch.isfinite(out).all() and float((out - ref).abs().max()) > 1e-3, (p_len, n_len)
+    pos = fam.conditioning(name, seed=1, tokens=8)
+    same = _sample(fam, nag(nn_, m, pos), name, cfg=3.0, positive=pos,
+                   negative=fam.conditioning(name, seed=2, tokens=13))
+    _same(name, same, _sample(fam, m, name, cfg=3.0, positive=pos, negative=fam.conditioning(name, seed=2, tokens=13)))
+
+
+@pytest.mark.parametrize("name", ["hunyuan_video", "qwen_image"])
+def test_text_padding_masks(fam, nn_, name):
+    """Encoders that report a padding mask (Llama, Qwen2.5-VL): the negative keeps its own mask, so a negative
+    equal to the (padded) positive is still the identity."""
+    m = _model(fam, name)
+    mask = torch.ones(1, 8, dtype=torch.long)
+    mask[:, 6:] = 0
+    pos = fam.conditioning(name, seed=1, attention_mask=mask)
+    plain = _sample(fam, m, name, positive=pos)
+    _same(name, _sample(fam, nag(nn_, m, pos), name, positive=pos), plain)
+    neg = fam.conditioning(name, seed=5, tokens=5, attention_mask=torch.ones(1, 5, dtype=torch.long))
+    assert float((_sample(fam, nag(nn_, m, neg), name, positive=pos) - plain).abs().max()) > 1e-3
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def _state(model):
+    to = model.model_options.get("transformer_options", {})
+    dm = model.get_model_object("diffusion_model")
+    return (sorted(to), sorted(model.object_patches), {k: type(v).__name__ for k, v in dm.named_children()},
+            sorted(model.wrappers))
+
+
+@pytest.mark.parametrize("name", ["wan21_vace", "flux2", "qwen_image", "hunyuan_video"])
+def test_error_mid_run_leaves_nothing(fam, nn_, name):
+    import comfy.patcher_extension as pe
+    m = _model(fam, name)
+    plain = _sample(fam, m, name, cfg=2.0, steps=3)
+    before = _state(m)        # after loading m: the module tree holds what m patches (another clone may have run)
+    g = nag(nn_, m, fam.conditioning(name, seed=5, tokens=5))
+    clean = _sample(fam, g, name, cfg=2.0, steps=3)
+    calls = {"n": 0}
+
+    def raiser(executor, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise Boom("interrupt")
+        return executor(*a, **k)
+
+    broken = g.clone()
+    broken.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, "test_raiser", raiser)
+    with pytest.raises(Boom):
+        _sample(fam, broken, name, cfg=2.0, steps=3)
+    assert torch.equal(_sample(fam, g, name, cfg=2.0, steps=3), clean)
+    assert torch.equal(_sample(fam, m, name, cfg=2.0, steps=3), plain)   # loads m: the host unpatches g
+    assert _state(m) == before
+    assert "optimized_attention_override" not in g.model_options["transformer_options"]
+    dm = m.get_model_object("diffusion_model")
+    assert not any(type(mod).__name__.startswith("NAG") for mod in dm.modules())
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_unserved_family_is_refused_by_name(fam, nn_, name):
+    m = _model(fam, name)
+    with pytest.raises(ValueError, match=rf"Atelier NAG: input 'model' is {REFUSED[name]} .*cannot guide"):
+        nag(nn_, m, fam.conditioning(name, seed=5))
+
+
+@pytest.mark.parametrize("name", ["sd15", "flux", "hunyuan_video"])
+def test_negative_of_another_width_is_refused(fam, nn_, name):
+    m = _model(fam, name)
+    width = fam.FAMILIES[name].text_dim
+    with pytest.raises(ValueError, match=rf"nag_negative.*{width + 8} wide.*{width}"):
+        nag(nn_, m, [[torch.randn(1, 4, width + 8), {}]])
+    with pytest.raises(ValueError, match="already has Atelier NAG"):
+        nag(nn_, nag(nn_, m, fam.conditioning(name, seed=5)), fam.conditioning(name, seed=5))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["flux", "wan21_t2v"])
+def test_with_torch_compile_both_orders(fam, nn_, name):
+    """The host's torch.compile wrapper (what TorchCompileModel sets; backend aot_eager: dynamo's tracing
+    and graph breaks without code generation, ~40 s per family on the CPU) before or after NAG."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+    m = _model(fam, name)
+    neg = fam.conditioning(name, seed=5, tokens=5)
+    ref = _sample(fam, nag(nn_, m, neg), name, cfg=2.0)
+    a = nag(nn_, m, neg).clone()
+    set_torch_compile_wrapper(a, backend="aot_eager")
+    b = m.clone()
+    set_torch_compile_wrapper(b, backend="aot_eager")
+    for model in (a, nag(nn_, b, neg)):
+        _same(name, _sample(fam, model, name, cfg=2.0), ref)
+
+
+@pytest.mark.parametrize("cfg", [1.0, 3.0])
+def test_vace_with_magcache_both_orders(fam, nn_, pack, cfg):
+    """VACE (main and vace_blocks cross-attention guided) with Atelier MagCache: at thresh 0 MagCache computes
+    every call, so NAG + MagCache equals NAG bit for bit in both orders; skipping, both orders agree."""
+    m = _model(fam, "wan21_vace")
+    mc = pack.nodes.magcache_nodes.AtelierMagCacheWan
+
+    def magcache(model, thresh):
+        return mc.execute(model=model, preset="wan2.1_vace_1.3B", thresh=thresh, k=2, retention=0.2, start_step=-1,
+                          end_step=-1, protect_last=0, cache_device="auto", schedule_steps=0, preview_steps=8)[0]
+
+    neg = fam.conditioning("wan21_vace", seed=5, tokens=5)
+    only_nag = _sample(fam, nag(nn_, m, neg), "wan21_vace", cfg=cfg, steps=8)
+    for model in (nag(nn_, magcache(m, 0.0), neg), magcache(nag(nn_, m, neg), 0.0)):
+        assert torch.equal(_sample(fam, model, "wan21_vace", cfg=cfg, steps=8), only_nag)
+    a = _sample(fam, nag(nn_, magcache(m, 0.5), neg), "wan21_vace", cfg=cfg, steps=8)
+    b_model = magcache(nag(nn_, m, neg), 0.5)
+    b = _sample(fam, b_model, "wan21_vace", cfg=cfg, steps=8)
+    assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    rep = b_model.model_options["transformer_options"]["atelier_magcache_run"].last_report
+    assert rep["computed_calls"] < rep["total_calls"], rep      # MagCache did skip
+    assert float((b - only_nag).abs().max()) > 0
