@@ -17,7 +17,7 @@ from _testenv import REPO
 pytestmark = pytest.mark.host
 
 
-def _run(comfy_dir, args, timeout=240):
+def _run(comfy_dir, args, timeout=600):
     env = {**os.environ, "COMFYUI_DIR": str(comfy_dir)}
     r = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"{args[0]} exited {r.returncode}:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
