@@ -159,7 +159,8 @@ async function refreshPlan(node) {
   try {
     const r = await api.fetchApi(`/atelier/magcache/schedule?${q}`);
     const s = await r.json();
-    if (!r.ok || s.error) throw new Error(s.error || r.statusText);
+    // an error is a 400 with {"error", "param"}; a plan has its own numeric "error" (the accumulated error)
+    if (!r.ok) throw new Error(s.error || r.statusText);
     if (node.__atelierHasRun) return;   // a real run's strip wins over the plan
     const split = s.split_step === null || s.split_step === undefined ? "" :
       `; Wan2.2 ${s.split_mode} rule, low-noise from step ${s.split_step}`;
