@@ -63,7 +63,10 @@ def validator(table: Optional[SettingsTable], names: Optional[Iterable[str]] = N
         inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
         for n in names + list(more) + combos]
 
-    def validate_inputs(cls, **values):
+    order = names + list(more) + combos
+
+    def validate_inputs(cls, *args, **values):
+        values = {**dict(zip(order, args)), **values}   # positional arguments in the signature's order
         try:
             for n in names:
                 v = values.get(n)

@@ -305,9 +305,9 @@ def test_validate_inputs_is_the_core_check(nodes):
         assert isinstance(msg, str) and text in msg, (bad, msg)
     assert up.validate_inputs(**{**ok, "tile_size": None, "tile_overlap": 1024}) is True   # linked: judged later
     conv = nodes.AtelierDLoRALConvert
-    assert conv.validate_inputs("x.safetensors") is True
-    assert "output_name" in conv.validate_inputs("../x.safetensors")
-    assert "output_name" in conv.validate_inputs("x.pt")
+    assert conv.validate_inputs(output_name="x.safetensors") is True
+    assert "output_name" in conv.validate_inputs(output_name="../x.safetensors")
+    assert "output_name" in conv.validate_inputs(output_name="x.pt")
 
 
 def test_models_folder_registered_and_created(nodes, tmp_path):
