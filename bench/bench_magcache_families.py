@@ -38,6 +38,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests"))
 import hostbridge  # noqa: E402
+from bench_magcache import _free_path  # noqa: E402  (results never overwrite earlier ones: one rule)
 
 TINY = ["wan21_t2v", "flux", "chroma", "qwen_image", "hunyuan_video", "hunyuan_video15"]
 
@@ -55,15 +56,6 @@ REAL = {
                       30, 1.0),
 }
 TOKENS = 64   # text tokens of the conditioning
-
-
-def _free_path(path):
-    p = pathlib.Path(path)
-    n = 1
-    while p.exists():
-        p = p.with_name(f"{pathlib.Path(path).stem}_{n}{p.suffix}")
-        n += 1
-    return p
 
 
 def build_direct(F, name, dims, device, dtype, seed=0):
