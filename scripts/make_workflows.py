@@ -14,6 +14,7 @@ and link types always follow the real node definitions. A workflow whose nodes a
 snapshot yet is skipped and named. ``tests/core/test_workflows.py`` checks the result.
 Model file names are those of the official releases (Comfy-Org repackaged files on Hugging Face).
 """
+import dataclasses
 import json
 import pathlib
 import sys
@@ -222,196 +223,6 @@ def wf_nag_magcache(defs):
     return b
 
 
-# ------------------------------------------------------------------ NAG on the other families
-
-FLUX_FILES = """Model files (FLUX.1-dev, black-forest-labs/FLUX.1-dev; text encoders comfyanonymous/flux_text_encoders):
-- flux1-dev.safetensors -> ComfyUI/models/diffusion_models/
-- clip_l.safetensors, t5xxl_fp16.safetensors (or t5xxl_fp8_e4m3fn.safetensors) -> ComfyUI/models/text_encoders/
-- ae.safetensors -> ComfyUI/models/vae/"""
-
-QWEN_FILES = """Model files (Qwen-Image, Comfy-Org/Qwen-Image_ComfyUI; LoRA lightx2v/Qwen-Image-Lightning):
-- qwen_image_fp8_e4m3fn.safetensors -> ComfyUI/models/diffusion_models/
-- qwen_2.5_vl_7b_fp8_scaled.safetensors -> ComfyUI/models/text_encoders/
-- qwen_image_vae.safetensors -> ComfyUI/models/vae/
-- Qwen-Image-Lightning-8steps-V1.0.safetensors -> ComfyUI/models/loras/"""
-
-HUNYUAN_FILES = """Model files (HunyuanVideo, Comfy-Org/HunyuanVideo_repackaged):
-- hunyuan_video_t2v_720p_bf16.safetensors -> ComfyUI/models/diffusion_models/
-- clip_l.safetensors, llava_llama3_fp8_scaled.safetensors -> ComfyUI/models/text_encoders/
-- hunyuan_video_vae_bf16.safetensors -> ComfyUI/models/vae/"""
-
-WAN22_FILES = f"""Model files (Wan2.2 T2V A14B, Comfy-Org/Wan_2.2_ComfyUI_Repackaged):
-- wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors, wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors
-  -> ComfyUI/models/diffusion_models/
-- {UMT5} -> ComfyUI/models/text_encoders/
-- {WAN_VAE} -> ComfyUI/models/vae/"""
-
-
-def nag_settings_node(b, pos, scale, tau=2.5, alpha=0.25, sigma_end=0.0, title=None):
-    return b.node("AtelierNAGWan", pos, {"scale": scale, "tau": tau, "alpha": alpha, "sigma_end": sigma_end},
-                  title=title, size=[340, 200])
-
-
-def text_node(b, pos, clip, text, title):
-    n = b.node("CLIPTextEncode", pos, {"text": text}, title=title, size=[380, 140])
-    b.link(clip, 0, n, "clip")
-    return n
-
-
-def image_sampler(b, pos, model, positive, negative, latent, steps, cfg, sampler_name="euler", title=None):
-    k = b.node("KSampler", pos, {"seed": 42, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
-                                 "scheduler": "simple", "denoise": 1.0}, title=title, size=[320, 270])
-    b.link(model, 0, k, "model")
-    b.link(positive, 0, k, "positive")
-    b.link(negative, 0, k, "negative")
-    b.link(latent, 0, k, "latent_image")
-    return k
-
-
-def decode_image(b, pos, samples, vae, prefix):
-    d = b.node("VAEDecode", pos, size=[220, 50])
-    b.link(samples, 0, d, "samples")
-    b.link(vae, 0, d, "vae")
-    s = b.node("SaveImage", (pos[0] + 260, pos[1]), {"filename_prefix": prefix}, size=[420, 420])
-    b.link(d, 0, s, "images")
-
-
-def wf_nag_flux(defs):
-    b = Builder(defs)
-    unet = b.node("UNETLoader", (0, 0), {"unet_name": "flux1-dev.safetensors"}, size=[340, 90])
-    clip = b.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
-                                               "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"},
-                  size=[340, 130])
-    vae = b.node("VAELoader", (0, 320), {"vae_name": "ae.safetensors"}, size=[340, 60])
-    pos = text_node(b, (380, 0), clip, "a cozy reading nook by a rainy window, warm lamp light, film photo",
-                    "Positive prompt")
-    guid = b.node("FluxGuidance", (380, 190), {"guidance": 3.5}, size=[300, 60])
-    b.link(pos, 0, guid, "conditioning")
-    nagneg = text_node(b, (380, 300), clip, "cartoon, illustration, oversaturated, blurry",
-                       "NAG negative prompt")
-    latent = b.node("EmptySD3LatentImage", (380, 490), {"width": 1024, "height": 1024, "batch_size": 1},
-                    size=[300, 110])
-    nag = nag_settings_node(b, (800, 0), 5.0, sigma_end=0.0)
-    b.link(unet, 0, nag, "model")
-    b.link(nagneg, 0, nag, "nag_negative")
-    k = image_sampler(b, (1180, 0), nag, guid, guid, latent, 25, 1.0, title="KSampler (cfg 1)")
-    decode_image(b, (1540, 0), k, vae, "atelier/nag_flux")
-    b.node("Note", (0, 660), {"text": (
-        "Flux + NAG at cfg 1. FLUX.1-dev is guidance-distilled: it runs at cfg 1 (FluxGuidance sets its "
-        "embedded guidance), so ComfyUI never evaluates a negative prompt (the sampler's negative input is "
-        "wired to the positive only because it must be connected). Atelier NAG puts the 'NAG negative "
-        "prompt' into the joint attention of the same forward pass: only the image queries' attention to "
-        "the text is computed twice (image-to-image once), so a step costs little more than without NAG.\n\n"
-        "Flux settings: scale 5, tau 2.5, alpha 0.25 (the official NAG Flux defaults); sigma_end 0.75 gives "
-        "near-identical results faster. Also for Flux-schnell, Kontext, Flux2, Chroma (same node).\n\n"
-        + FLUX_FILES)}, size=[740, 340])
-    return b
-
-
-def wf_nag_qwen(defs):
-    b = Builder(defs)
-    unet = b.node("UNETLoader", (0, 0), {"unet_name": "qwen_image_fp8_e4m3fn.safetensors"}, size=[340, 90])
-    lora = b.node("LoraLoaderModelOnly", (0, 140), {"lora_name": "Qwen-Image-Lightning-8steps-V1.0.safetensors",
-                                                    "strength_model": 1.0}, size=[340, 90])
-    b.link(unet, 0, lora, "model")
-    clip = b.node("CLIPLoader", (0, 280), {"clip_name": "qwen_2.5_vl_7b_fp8_scaled.safetensors",
-                                           "type": "qwen_image"}, size=[340, 110])
-    vae = b.node("VAELoader", (0, 440), {"vae_name": "qwen_image_vae.safetensors"}, size=[340, 60])
-    shift = b.node("ModelSamplingAuraFlow", (380, 0), {"shift": 3.1}, size=[300, 60])
-    b.link(lora, 0, shift, "model")
-    pos = text_node(b, (380, 110), clip, "a hand-painted shop sign that reads 'Atelier', morning street",
-                    "Positive prompt")
-    nagneg = text_node(b, (380, 300), clip, "blurry, misspelled text, extra letters", "NAG negative prompt")
-    latent = b.node("EmptySD3LatentImage", (380, 490), {"width": 1328, "height": 1328, "batch_size": 1},
-                    size=[300, 110])
-    nag = nag_settings_node(b, (800, 0), 5.0)
-    b.link(shift, 0, nag, "model")
-    b.link(nagneg, 0, nag, "nag_negative")
-    k = image_sampler(b, (1180, 0), nag, pos, pos, latent, 8, 1.0, title="KSampler (cfg 1, 8 steps)")
-    decode_image(b, (1540, 0), k, vae, "atelier/nag_qwen_image")
-    b.node("Note", (0, 660), {"text": (
-        "Qwen-Image + NAG. With the 8-step Lightning LoRA Qwen-Image runs at cfg 1, where a negative prompt "
-        "does nothing; Atelier NAG applies the 'NAG negative prompt' inside the joint attention of the single "
-        "forward pass (the negative text gets the same text positions the positive has). Without the LoRA "
-        "(cfg 2.5-4, 20-50 steps) NAG guides only the positive branch; use a lower scale (3-5).\n\n"
-        + QWEN_FILES)}, size=[740, 300])
-    return b
-
-
-def wf_nag_hunyuan_magcache(defs):
-    b = Builder(defs)
-    unet = b.node("UNETLoader", (0, 0), {"unet_name": "hunyuan_video_t2v_720p_bf16.safetensors"}, size=[340, 90])
-    clip = b.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
-                                               "clip_name2": "llava_llama3_fp8_scaled.safetensors",
-                                               "type": "hunyuan_video"}, size=[340, 130])
-    vae = b.node("VAELoader", (0, 320), {"vae_name": "hunyuan_video_vae_bf16.safetensors"}, size=[340, 60])
-    pos = text_node(b, (380, 0), clip, POS, "Positive prompt")
-    guid = b.node("FluxGuidance", (380, 190), {"guidance": 6.0}, size=[300, 60])
-    b.link(pos, 0, guid, "conditioning")
-    nagneg = text_node(b, (380, 300), clip, "static, blurry, washed out colours", "NAG negative prompt")
-    latent = b.node("EmptyHunyuanLatentVideo", (380, 490), {"width": 848, "height": 480, "length": 73,
-                                                           "batch_size": 1}, size=[300, 130])
-    nag = nag_settings_node(b, (800, 0), 5.0)
-    b.link(unet, 0, nag, "model")
-    b.link(nagneg, 0, nag, "nag_negative")
-    mc = b.node("AtelierMagCacheWan", (800, 260), {"preset": "hunyuan_video", "thresh": 0.24, "k": 6,
-                                                   "retention": 0.2, "preview_steps": 30}, size=[360, 400])
-    b.link(nag, 0, mc, "model")
-    k = image_sampler(b, (1220, 0), mc, guid, guid, latent, 30, 1.0, title="KSampler (cfg 1)")
-    decode_save(b, (1580, 0), k, vae, "atelier/nag_hunyuan_magcache", fps=24.0)
-    b.node("Note", (0, 700), {"text": (
-        "HunyuanVideo + NAG + MagCache, 30 steps at cfg 1. HunyuanVideo is guidance-distilled (FluxGuidance "
-        "6), so only NAG can apply a negative prompt. NAG guides the text part of the joint attention (the "
-        "negative text is refined by the model's own token refiner separately from the positive); MagCache "
-        "skips whole block stacks on calm steps and reuses residuals computed with guidance. The two nodes "
-        "compose in either order. (The MagCache node serves HunyuanVideo once its host hook is merged.)\n\n"
-        + HUNYUAN_FILES)}, size=[740, 320])
-    return b
-
-
-def wf_nag_wan22(defs):
-    b = Builder(defs)
-    high = b.node("UNETLoader", (0, 0), {"unet_name": "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"},
-                  title="High-noise expert", size=[380, 90])
-    low = b.node("UNETLoader", (0, 140), {"unet_name": "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"},
-                 title="Low-noise expert", size=[380, 90])
-    clip = b.node("CLIPLoader", (0, 280), {"clip_name": UMT5, "type": "wan"}, size=[380, 110])
-    vae = b.node("VAELoader", (0, 440), {"vae_name": WAN_VAE}, size=[380, 60])
-    s_high = b.node("ModelSamplingSD3", (420, 0), {"shift": 8.0}, size=[300, 60])
-    s_low = b.node("ModelSamplingSD3", (420, 130), {"shift": 8.0}, size=[300, 60])
-    b.link(high, 0, s_high, "model")
-    b.link(low, 0, s_low, "model")
-    pos = text_node(b, (420, 260), clip, POS, "Positive prompt")
-    neg = text_node(b, (420, 460), clip, NEG, "Negative prompt")
-    nagneg = text_node(b, (420, 660), clip, "static, blurry, washed out", "NAG negative prompt")
-    latent = b.node("EmptyHunyuanLatentVideo", (420, 860), {"width": 832, "height": 480, "length": 33,
-                                                           "batch_size": 1}, size=[300, 130])
-    n_high = nag_settings_node(b, (860, 0), 7.0, title="NAG (high-noise expert)")
-    n_low = nag_settings_node(b, (860, 260), 7.0, title="NAG (low-noise expert)")
-    for src, dst in ((s_high, n_high), (s_low, n_low)):
-        b.link(src, 0, dst, "model")
-        b.link(nagneg, 0, dst, "nag_negative")
-    ks = []
-    for i, (model, start, end, title) in enumerate(((n_high, 0, 10, "High-noise steps 0-10"),
-                                                    (n_low, 10, 20, "Low-noise steps 10-20"))):
-        k = b.node("KSamplerAdvanced", (1240 + 360 * i, 0), {
-            "add_noise": "enable" if i == 0 else "disable", "noise_seed": 42, "steps": 20, "cfg": 3.5,
-            "sampler_name": "euler", "scheduler": "simple", "start_at_step": start, "end_at_step": end,
-            "return_with_leftover_noise": "enable" if i == 0 else "disable"}, title=title, size=[320, 340])
-        b.link(model, 0, k, "model")
-        b.link(pos, 0, k, "positive")
-        b.link(neg, 0, k, "negative")
-        b.link(latent if i == 0 else ks[-1], 0, k, "latent_image")
-        ks.append(k)
-    decode_save(b, (1960, 0), ks[-1], vae, "atelier/nag_wan22")
-    b.node("Note", (0, 1060), {"text": (
-        "Wan2.2 T2V A14B + NAG: one NAG node per expert (each is its own model), the same NAG negative for "
-        "both. At cfg 3.5 NAG guides only the positive branch; use a lower scale (5-9) than at cfg 1. With a "
-        "few-step distilled LoRA (lightx2v) at cfg 1 use scale 11, tau 2.5, alpha 0.25. TI2V-5B and the VACE "
-        "blocks of Wan2.1 VACE are served by the same node.\n\n" + WAN22_FILES)}, size=[740, 300])
-    return b
-
-
 def wf_dloral(defs):
     b = Builder(defs)
     ck = b.node("CheckpointLoaderSimple", (0, 0), {"ckpt_name": SD21}, size=[340, 100])
@@ -520,179 +331,282 @@ def wf_restoration_sample(defs):
     return b
 
 
-# ---------------------------------------------------------------- MagCache on the other families
+# ------------------------------------------------------------------ the other families (MagCache and NAG)
+# One table of families and one builder: a workflow names its family, its middle (MagCache and/or NAG nodes)
+# and its sampler settings; loaders, prompts, latent, sampler and output come from the family's record.
 
 MC_NOTE = ("Atelier MagCache serves every family it knows from one node: preset 'auto' reads the family from the "
            "loaded model and runs its official rule and curve. target_speedup > 0 picks thresh and K for the "
            "sampler's real step count (the preview shows the choice, the ideal speedup and the error). ")
 
 
-def image_tail(b, pos, k, vae, prefix):
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """What a family's graph needs around the Atelier nodes (official Comfy-Org file names)."""
+    unet: str
+    clip: tuple  # (loader node, its widget values)
+    vae: str
+    latent: tuple  # (latent node, its widget values)
+    files: str  # Note text: where each model file goes
+    shift: tuple | None = None  # (model-sampling node, shift)
+    guidance: float | None = None  # FluxGuidance on the positive (guidance-distilled families)
+    fps: float | None = None  # video families save an animated WEBP at this rate
+
+
+FAMILIES = {
+    "flux": Family(
+        unet="flux1-dev.safetensors",
+        clip=("DualCLIPLoader", {"clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_fp16.safetensors",
+                                 "type": "flux"}),
+        vae="ae.safetensors", guidance=3.5,
+        latent=("EmptySD3LatentImage", {"width": 1024, "height": 1024, "batch_size": 1}),
+        files="""Model files (FLUX.1-dev, black-forest-labs/FLUX.1-dev; text encoders comfyanonymous/flux_text_encoders):
+- flux1-dev.safetensors -> ComfyUI/models/diffusion_models/
+- clip_l.safetensors, t5xxl_fp16.safetensors (or t5xxl_fp8_e4m3fn.safetensors) -> ComfyUI/models/text_encoders/
+- ae.safetensors -> ComfyUI/models/vae/"""),
+    "qwen_image": Family(
+        unet="qwen_image_fp8_e4m3fn.safetensors",
+        clip=("CLIPLoader", {"clip_name": "qwen_2.5_vl_7b_fp8_scaled.safetensors", "type": "qwen_image"}),
+        vae="qwen_image_vae.safetensors", shift=("ModelSamplingAuraFlow", 3.1),
+        latent=("EmptySD3LatentImage", {"width": 1328, "height": 1328, "batch_size": 1}),
+        files="""Model files (Qwen-Image, Comfy-Org/Qwen-Image_ComfyUI; LoRA lightx2v/Qwen-Image-Lightning):
+- qwen_image_fp8_e4m3fn.safetensors -> ComfyUI/models/diffusion_models/
+- qwen_2.5_vl_7b_fp8_scaled.safetensors -> ComfyUI/models/text_encoders/
+- qwen_image_vae.safetensors -> ComfyUI/models/vae/
+- Qwen-Image-Lightning-8steps-V1.0.safetensors -> ComfyUI/models/loras/ (the 8-step workflows only)"""),
+    "hunyuan_video": Family(
+        unet="hunyuan_video_t2v_720p_bf16.safetensors",
+        clip=("DualCLIPLoader", {"clip_name1": "clip_l.safetensors",
+                                 "clip_name2": "llava_llama3_fp8_scaled.safetensors", "type": "hunyuan_video"}),
+        vae="hunyuan_video_vae_bf16.safetensors", shift=("ModelSamplingSD3", 7.0), guidance=6.0, fps=24.0,
+        latent=("EmptyHunyuanLatentVideo", {"width": 848, "height": 480, "length": 73, "batch_size": 1}),
+        files="""Model files (HunyuanVideo, Comfy-Org/HunyuanVideo_repackaged):
+- hunyuan_video_t2v_720p_bf16.safetensors -> ComfyUI/models/diffusion_models/
+- clip_l.safetensors, llava_llama3_fp8_scaled.safetensors -> ComfyUI/models/text_encoders/
+- hunyuan_video_vae_bf16.safetensors -> ComfyUI/models/vae/"""),
+}
+
+WAN22_FILES = f"""Model files (Wan2.2 T2V A14B, Comfy-Org/Wan_2.2_ComfyUI_Repackaged):
+- wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors, wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors
+  -> ComfyUI/models/diffusion_models/
+- {UMT5} -> ComfyUI/models/text_encoders/
+- {WAN_VAE} -> ComfyUI/models/vae/"""
+
+
+class Column:
+    """Places nodes top to bottom at one x, 40 canvas units apart (title bars included): no overlaps."""
+
+    def __init__(self, b, x, y=0):
+        self.b, self.x, self.y = b, x, y
+
+    def node(self, type_, widgets=None, title=None, size=(340, 90)):
+        nid = self.b.node(type_, (self.x, self.y), widgets, title=title, size=list(size))
+        self.y += size[1] + 40 + 30  # the next node's title bar (30) sits below this one's body
+        return nid
+
+
+def text_node(col, clip, text, title, size=(380, 140)):
+    n = col.node("CLIPTextEncode", {"text": text}, title=title, size=size)
+    col.b.link(clip, 0, n, "clip")
+    return n
+
+
+def nag_settings_node(col, model, negative, scale, tau=2.5, alpha=0.25, sigma_end=0.0, title=None):
+    n = col.node("AtelierNAGWan", {"scale": scale, "tau": tau, "alpha": alpha, "sigma_end": sigma_end},
+                 title=title, size=(340, 200))
+    col.b.link(model, 0, n, "model")
+    col.b.link(negative, 0, n, "nag_negative")
+    return n
+
+
+def family_magcache(col, model, steps, thresh, k, retention=0.2, preset="auto", schedule_steps=0, title=None):
+    n = col.node("AtelierMagCacheWan", {"preset": preset, "thresh": thresh, "k": k, "retention": retention,
+                                        "preview_steps": steps, "schedule_steps": schedule_steps},
+                 title=title, size=(360, 420))
+    col.b.link(model, 0, n, "model")
+    return n
+
+
+def save_output(b, pos, samples, vae, prefix, fps=None):
+    """VAE decode, then SaveImage (images) or an animated WEBP at ``fps`` (video families)."""
+    if fps:
+        return decode_save(b, pos, samples, vae, prefix, fps=fps)
     d = b.node("VAEDecode", pos, size=[220, 50])
-    b.link(k, 0, d, "samples")
+    b.link(samples, 0, d, "samples")
     b.link(vae, 0, d, "vae")
     s = b.node("SaveImage", (pos[0] + 260, pos[1]), {"filename_prefix": prefix}, size=[420, 420])
     b.link(d, 0, s, "images")
+    return d, s
 
 
-def family_magcache(b, pos, steps, thresh, k, retention=0.2, preset="auto", schedule_steps=0):
-    return b.node("AtelierMagCacheWan", pos, {"preset": preset, "thresh": thresh, "k": k, "retention": retention,
-                                              "preview_steps": steps, "schedule_steps": schedule_steps},
-                  size=[360, 420])
+def family_workflow(defs, fam, *, middle, steps, cfg, prefix, note, note_height=300, positive=POS,
+                    negative="", nag_negative=None, lora=None, sampler_title=None):
+    """The one graph of the family workflows: loaders -> [LoRA] -> [shift] -> ``middle`` -> KSampler -> output.
+
+    ``middle(col, model, nag_negative)`` adds the Atelier nodes in a column and returns the model it ends
+    with. At cfg 1 with ``negative=None`` the sampler's negative is the positive (never evaluated); else an
+    own prompt node. ``nag_negative`` adds a "NAG negative prompt" node.
+    """
+    f = FAMILIES[fam]
+    b = Builder(defs)
+    loaders, prompts, atelier = Column(b, 0), Column(b, 420), Column(b, 860)
+    model = loaders.node("UNETLoader", {"unet_name": f.unet})
+    clip_type, clip_widgets = f.clip
+    clip = loaders.node(clip_type, clip_widgets, size=(340, 130 if clip_type == "DualCLIPLoader" else 110))
+    vae = loaders.node("VAELoader", {"vae_name": f.vae}, size=(340, 60))
+    if lora:
+        lo = loaders.node("LoraLoaderModelOnly", {"lora_name": lora, "strength_model": 1.0})
+        b.link(model, 0, lo, "model")
+        model = lo
+    if f.shift:
+        sh = prompts.node(f.shift[0], {"shift": f.shift[1]}, size=(300, 60))
+        b.link(model, 0, sh, "model")
+        model = sh
+    pos = text_node(prompts, clip, positive, "Positive prompt")
+    if f.guidance is not None:
+        g = prompts.node("FluxGuidance", {"guidance": f.guidance}, size=(300, 60))
+        b.link(pos, 0, g, "conditioning")
+        pos = g
+    neg = pos if negative is None else text_node(
+        prompts, clip, negative, "Negative prompt" if negative else "Empty negative (cfg 1)")
+    nagneg = text_node(prompts, clip, nag_negative, "NAG negative prompt") if nag_negative else None
+    latent = prompts.node(f.latent[0], f.latent[1], size=(300, 130 if f.fps else 110))
+    model = middle(atelier, model, nagneg)
+    k = b.node("KSampler", (1280, 0), {"seed": 42, "steps": steps, "cfg": cfg, "sampler_name": "euler",
+                                       "scheduler": "simple", "denoise": 1.0},
+               title=sampler_title, size=[320, 270])
+    for src, name in ((model, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
+        b.link(src, 0, k, name)
+    save_output(b, (1640, 0), k, vae, prefix, fps=f.fps)
+    b.node("Note", (0, max(loaders.y, prompts.y, atelier.y) + 40), {"text": note + "\n\n" + f.files},
+           size=[760, note_height])
+    return b
 
 
 def wf_magcache_flux(defs):
-    b = Builder(defs)
-    unet = b.node("UNETLoader", (0, 0), {"unet_name": "flux1-dev.safetensors"}, size=[340, 90])
-    clip = b.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
-                                               "clip_name2": "t5xxl_fp16.safetensors", "type": "flux"},
-                  size=[340, 130])
-    vae = b.node("VAELoader", (0, 320), {"vae_name": "ae.safetensors"}, size=[340, 60])
-    pos = b.node("CLIPTextEncode", (380, 0), {"text": POS}, title="Prompt", size=[380, 140])
-    b.link(clip, 0, pos, "clip")
-    guid = b.node("FluxGuidance", (380, 190), {"guidance": 3.5}, size=[300, 60])
-    b.link(pos, 0, guid, "conditioning")
-    neg = b.node("CLIPTextEncode", (380, 300), {"text": ""}, title="Empty negative (cfg 1)", size=[380, 140])
-    b.link(clip, 0, neg, "clip")
-    lat = b.node("EmptySD3LatentImage", (380, 490), {"width": 1024, "height": 1024, "batch_size": 1},
-                 size=[300, 110])
-    mc = family_magcache(b, (800, 0), 28, thresh=0.24, k=5)
-    b.link(unet, 0, mc, "model")
-    ks = b.node("KSampler", (1200, 0), {"seed": 42, "steps": 28, "cfg": 1.0, "sampler_name": "euler",
-                                        "scheduler": "simple", "denoise": 1.0}, size=[320, 270])
-    b.link(mc, 0, ks, "model")
-    b.link(guid, 0, ks, "positive")
-    b.link(neg, 0, ks, "negative")
-    b.link(lat, 0, ks, "latent_image")
-    image_tail(b, (1560, 0), ks, vae, "atelier/magcache_flux")
-    b.node("Note", (0, 660), {"text": (
-        "Atelier MagCache on FLUX.1-dev, 28 steps, embedded guidance 3.5 (cfg 1: one call per step).\n\n" + MC_NOTE +
-        "FLUX's official rule: thresh 0.24, K 5, retention 0.2 (the step at 11 of 28 always computes). "
-        "FLUX.1 Kontext: the same node, pick preset flux_kontext.\n\nModel files "
-        "(huggingface.co/black-forest-labs/FLUX.1-dev and huggingface.co/comfyanonymous/flux_text_encoders):\n"
-        "- flux1-dev.safetensors -> ComfyUI/models/diffusion_models/\n"
-        "- clip_l.safetensors, t5xxl_fp16.safetensors -> ComfyUI/models/text_encoders/\n"
-        "- ae.safetensors -> ComfyUI/models/vae/")}, size=[740, 300])
-    return b
+    return family_workflow(
+        defs, "flux", middle=lambda c, m, _: family_magcache(c, m, 28, thresh=0.24, k=5), steps=28, cfg=1.0,
+        prefix="atelier/magcache_flux", note=(
+            "Atelier MagCache on FLUX.1-dev, 28 steps, embedded guidance 3.5 (cfg 1: one call per step).\n\n"
+            + MC_NOTE + "FLUX's official rule: thresh 0.24, K 5, retention 0.2 (the step at 11 of 28 always "
+            "computes). FLUX.1 Kontext: the same node, pick preset flux_kontext."))
 
 
 def wf_magcache_qwen_image(defs):
-    b = Builder(defs)
-    unet = b.node("UNETLoader", (0, 0), {"unet_name": "qwen_image_fp8_e4m3fn.safetensors"}, size=[340, 90])
-    clip = b.node("CLIPLoader", (0, 140), {"clip_name": "qwen_2.5_vl_7b_fp8_scaled.safetensors",
-                                           "type": "qwen_image"}, size=[340, 110])
-    vae = b.node("VAELoader", (0, 300), {"vae_name": "qwen_image_vae.safetensors"}, size=[340, 60])
-    shift = b.node("ModelSamplingAuraFlow", (380, 0), {"shift": 3.1}, size=[300, 60])
-    b.link(unet, 0, shift, "model")
-    pos = b.node("CLIPTextEncode", (380, 120), {"text": POS}, title="Positive prompt", size=[380, 140])
-    b.link(clip, 0, pos, "clip")
-    neg = b.node("CLIPTextEncode", (380, 310), {"text": ""}, title="Negative prompt", size=[380, 140])
-    b.link(clip, 0, neg, "clip")
-    lat = b.node("EmptySD3LatentImage", (380, 500), {"width": 1328, "height": 1328, "batch_size": 1},
-                 size=[300, 110])
-    mc = family_magcache(b, (800, 0), 40, thresh=0.12, k=2)
-    b.link(shift, 0, mc, "model")
-    ks = b.node("KSampler", (1200, 0), {"seed": 42, "steps": 40, "cfg": 2.5, "sampler_name": "euler",
-                                        "scheduler": "simple", "denoise": 1.0}, size=[320, 270])
-    b.link(mc, 0, ks, "model")
-    b.link(pos, 0, ks, "positive")
-    b.link(neg, 0, ks, "negative")
-    b.link(lat, 0, ks, "latent_image")
-    image_tail(b, (1560, 0), ks, vae, "atelier/magcache_qwen_image")
-    b.node("Note", (0, 680), {"text": (
-        "Atelier MagCache on Qwen-Image, 40 steps at cfg 2.5 (cond and uncond decided separately).\n\n" + MC_NOTE +
-        "\n\nModel files (huggingface.co/Comfy-Org/Qwen-Image_ComfyUI):\n"
-        "- qwen_image_fp8_e4m3fn.safetensors -> ComfyUI/models/diffusion_models/\n"
-        "- qwen_2.5_vl_7b_fp8_scaled.safetensors -> ComfyUI/models/text_encoders/\n"
-        "- qwen_image_vae.safetensors -> ComfyUI/models/vae/")}, size=[740, 280])
-    return b
+    return family_workflow(
+        defs, "qwen_image", middle=lambda c, m, _: family_magcache(c, m, 40, thresh=0.12, k=2), steps=40,
+        cfg=2.5, negative="blurry, low quality", prefix="atelier/magcache_qwen_image", note=(
+            "Atelier MagCache on Qwen-Image, 40 steps at cfg 2.5 (cond and uncond decided separately).\n\n"
+            + MC_NOTE))
 
 
 def wf_magcache_hunyuan_video(defs):
+    return family_workflow(
+        defs, "hunyuan_video", middle=lambda c, m, _: family_magcache(c, m, 30, thresh=0.24, k=6), steps=30,
+        cfg=1.0, prefix="atelier/magcache_hunyuan_video", note=(
+            "Atelier MagCache on HunyuanVideo T2V 720p, 30 steps, embedded guidance 6 (cfg 1).\n\n" + MC_NOTE +
+            "'auto' takes the 544p curve when the latent is 544 pixels high, else the 720p curve. "
+            "Official: thresh 0.24, K 6, retention 0.2."))
+
+
+def wf_nag_flux(defs):
+    return family_workflow(
+        defs, "flux", middle=lambda c, m, neg: nag_settings_node(c, m, neg, 5.0), steps=25, cfg=1.0,
+        positive="a cozy reading nook by a rainy window, warm lamp light, film photo", negative=None,
+        nag_negative="cartoon, illustration, oversaturated, blurry", sampler_title="KSampler (cfg 1)",
+        prefix="atelier/nag_flux", note_height=340, note=(
+            "Flux + NAG at cfg 1. FLUX.1-dev is guidance-distilled: it runs at cfg 1 (FluxGuidance sets its "
+            "embedded guidance), so ComfyUI never evaluates a negative prompt (the sampler's negative input is "
+            "wired to the positive only because it must be connected). Atelier NAG puts the 'NAG negative "
+            "prompt' into the joint attention of the same forward pass: only the image queries' attention to "
+            "the text is computed twice (image-to-image once), so a step costs little more than without NAG.\n\n"
+            "Flux settings: scale 5, tau 2.5, alpha 0.25 (the official NAG Flux defaults); sigma_end 0.75 gives "
+            "near-identical results faster. Also for Flux-schnell, Kontext, Flux2, Chroma (same node)."))
+
+
+def wf_nag_qwen(defs):
+    return family_workflow(
+        defs, "qwen_image", middle=lambda c, m, neg: nag_settings_node(c, m, neg, 5.0), steps=8, cfg=1.0,
+        positive="a hand-painted shop sign that reads 'Atelier', morning street", negative=None,
+        nag_negative="blurry, misspelled text, extra letters", lora="Qwen-Image-Lightning-8steps-V1.0.safetensors",
+        sampler_title="KSampler (cfg 1, 8 steps)", prefix="atelier/nag_qwen_image", note=(
+            "Qwen-Image + NAG. With the 8-step Lightning LoRA Qwen-Image runs at cfg 1, where a negative prompt "
+            "does nothing; Atelier NAG applies the 'NAG negative prompt' inside the joint attention of the "
+            "single forward pass (the negative text gets the same text positions the positive has). Without the "
+            "LoRA (cfg 2.5-4, 20-50 steps) NAG guides only the positive branch; use a lower scale (3-5)."))
+
+
+def wf_nag_hunyuan_magcache(defs):
+    def middle(col, model, neg):
+        nag = nag_settings_node(col, model, neg, 5.0)
+        return family_magcache(col, nag, 30, thresh=0.24, k=6)
+    return family_workflow(
+        defs, "hunyuan_video", middle=middle, steps=30, cfg=1.0, negative=None,
+        nag_negative="static, blurry, washed out colours", sampler_title="KSampler (cfg 1)",
+        prefix="atelier/nag_hunyuan_magcache", note_height=320, note=(
+            "HunyuanVideo + NAG + MagCache, 30 steps at cfg 1. HunyuanVideo is guidance-distilled (FluxGuidance "
+            "6), so only NAG can apply a negative prompt. NAG guides the text part of the joint attention (the "
+            "negative text is refined by the model's own token refiner separately from the positive); MagCache "
+            "skips whole block stacks on calm steps and reuses residuals computed with guidance. The two nodes "
+            "compose in either order."))
+
+
+def wan22_experts(defs, middle, cfg, prefix, note, nag_negative=None, steps=20, split=10):
+    """Wan2.2 T2V A14B: two experts, each through ``middle(col, model, nag_negative, expert)``, two
+    KSamplerAdvanced segments (high noise to ``split``, low noise after)."""
     b = Builder(defs)
-    unet = b.node("UNETLoader", (0, 0), {"unet_name": "hunyuan_video_t2v_720p_bf16.safetensors"}, size=[340, 90])
-    clip = b.node("DualCLIPLoader", (0, 140), {"clip_name1": "clip_l.safetensors",
-                                               "clip_name2": "llava_llama3_fp8_scaled.safetensors",
-                                               "type": "hunyuan_video"}, size=[340, 130])
-    vae = b.node("VAELoader", (0, 320), {"vae_name": "hunyuan_video_vae_bf16.safetensors"}, size=[340, 60])
-    shift = b.node("ModelSamplingSD3", (380, 0), {"shift": 7.0}, size=[300, 60])
-    b.link(unet, 0, shift, "model")
-    pos = b.node("CLIPTextEncode", (380, 120), {"text": POS}, title="Prompt", size=[380, 140])
-    b.link(clip, 0, pos, "clip")
-    guid = b.node("FluxGuidance", (380, 310), {"guidance": 6.0}, size=[300, 60])
-    b.link(pos, 0, guid, "conditioning")
-    neg = b.node("CLIPTextEncode", (380, 420), {"text": ""}, title="Empty negative (cfg 1)", size=[380, 140])
-    b.link(clip, 0, neg, "clip")
-    lat = b.node("EmptyHunyuanLatentVideo", (380, 610), {"width": 848, "height": 480, "length": 73,
-                                                          "batch_size": 1}, size=[300, 130])
-    mc = family_magcache(b, (800, 0), 30, thresh=0.24, k=6)
-    b.link(shift, 0, mc, "model")
-    ks = b.node("KSampler", (1200, 0), {"seed": 42, "steps": 30, "cfg": 1.0, "sampler_name": "euler",
-                                        "scheduler": "simple", "denoise": 1.0}, size=[320, 270])
-    b.link(mc, 0, ks, "model")
-    b.link(guid, 0, ks, "positive")
-    b.link(neg, 0, ks, "negative")
-    b.link(lat, 0, ks, "latent_image")
-    decode_save(b, (1560, 0), ks, vae, "atelier/magcache_hunyuan_video", fps=24.0)
-    b.node("Note", (0, 800), {"text": (
-        "Atelier MagCache on HunyuanVideo T2V 720p, 30 steps, embedded guidance 6 (cfg 1).\n\n" + MC_NOTE +
-        "'auto' takes the 544p curve when the latent is 544 pixels high, else the 720p curve. "
-        "Official: thresh 0.24, K 6, retention 0.2.\n\nModel files "
-        "(huggingface.co/Comfy-Org/HunyuanVideo_repackaged):\n"
-        "- hunyuan_video_t2v_720p_bf16.safetensors -> ComfyUI/models/diffusion_models/\n"
-        "- clip_l.safetensors, llava_llama3_fp8_scaled.safetensors -> ComfyUI/models/text_encoders/\n"
-        "- hunyuan_video_vae_bf16.safetensors -> ComfyUI/models/vae/")}, size=[740, 300])
+    loaders, prompts, atelier = Column(b, 0), Column(b, 440), Column(b, 880)
+    experts = [loaders.node("UNETLoader", {"unet_name": f"wan2.2_t2v_{e}_noise_14B_fp8_scaled.safetensors"},
+                            title=f"{e.title()}-noise expert", size=(380, 90)) for e in ("high", "low")]
+    clip = loaders.node("CLIPLoader", {"clip_name": UMT5, "type": "wan"}, size=(380, 110))
+    vae = loaders.node("VAELoader", {"vae_name": WAN_VAE}, size=(380, 60))
+    shifted = []
+    for e in experts:
+        s = prompts.node("ModelSamplingSD3", {"shift": 8.0}, size=(300, 60))
+        b.link(e, 0, s, "model")
+        shifted.append(s)
+    pos = text_node(prompts, clip, POS, "Positive prompt")
+    neg = text_node(prompts, clip, NEG, "Negative prompt")
+    nagneg = text_node(prompts, clip, nag_negative, "NAG negative prompt") if nag_negative else None
+    latent = prompts.node("EmptyHunyuanLatentVideo", {"width": 832, "height": 480, "length": 33,
+                                                      "batch_size": 1}, size=(300, 130))
+    models = [middle(atelier, m, nagneg, e) for m, e in zip(shifted, ("high", "low"))]
+    ks = []
+    for i, (model, start, end) in enumerate(((models[0], 0, split), (models[1], split, 10000))):
+        k = b.node("KSamplerAdvanced", (1300 + 360 * i, 0), {
+            "add_noise": "enable" if i == 0 else "disable", "noise_seed": 42, "steps": steps, "cfg": cfg,
+            "sampler_name": "euler", "scheduler": "simple", "start_at_step": start, "end_at_step": end,
+            "return_with_leftover_noise": "enable" if i == 0 else "disable"},
+            title=("KSampler (high noise)", "KSampler (low noise)")[i], size=[320, 340])
+        for src, name in ((model, "model"), (pos, "positive"), (neg, "negative"),
+                          (latent if i == 0 else ks[-1], "latent_image")):
+            b.link(src, 0, k, name)
+        ks.append(k)
+    decode_save(b, (2020, 0), ks[-1], vae, prefix)
+    b.node("Note", (0, max(loaders.y, prompts.y, atelier.y) + 40), {"text": note + "\n\n" + WAN22_FILES},
+           size=[780, 320])
     return b
+
+
+def wf_nag_wan22(defs):
+    return wan22_experts(
+        defs, lambda c, m, neg, e: nag_settings_node(c, m, neg, 7.0, title=f"NAG ({e}-noise expert)"),
+        cfg=3.5, prefix="atelier/nag_wan22", nag_negative="static, blurry, washed out", note=(
+            "Wan2.2 T2V A14B + NAG: one NAG node per expert (each is its own model), the same NAG negative for "
+            "both. At cfg 3.5 NAG guides only the positive branch; use a lower scale (5-9) than at cfg 1. With a "
+            "few-step distilled LoRA (lightx2v) at cfg 1 use scale 11, tau 2.5, alpha 0.25. TI2V-5B and the VACE "
+            "blocks of Wan2.1 VACE are served by the same node."))
 
 
 def wf_magcache_wan22_a14b(defs):
-    b = Builder(defs)
-    steps, split = 20, 10
-    hi = b.node("UNETLoader", (0, 0), {"unet_name": "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"},
-                title="High-noise expert", size=[380, 90])
-    lo = b.node("UNETLoader", (0, 140), {"unet_name": "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors"},
-                title="Low-noise expert", size=[380, 90])
-    clip = b.node("CLIPLoader", (0, 280), {"clip_name": UMT5, "type": "wan"}, size=[380, 110])
-    vae = b.node("VAELoader", (0, 440), {"vae_name": WAN_VAE}, size=[380, 60])
-    ids = {"pos": b.node("CLIPTextEncode", (420, 260), {"text": POS}, title="Positive prompt", size=[380, 140]),
-           "neg": b.node("CLIPTextEncode", (420, 450), {"text": NEG}, title="Negative prompt", size=[380, 140]),
-           "latent": b.node("EmptyHunyuanLatentVideo", (420, 640), {"width": 1280, "height": 704, "length": 57,
-                                                                   "batch_size": 1}, size=[300, 130])}
-    b.link(clip, 0, ids["pos"], "clip")
-    b.link(clip, 0, ids["neg"], "clip")
-    s_hi = b.node("ModelSamplingSD3", (420, 0), {"shift": 8.0}, size=[300, 60])
-    s_lo = b.node("ModelSamplingSD3", (420, 130), {"shift": 8.0}, size=[300, 60])
-    b.link(hi, 0, s_hi, "model")
-    b.link(lo, 0, s_lo, "model")
-    mc_hi = family_magcache(b, (840, 0), steps, 0.24, 2, preset="wan2.2_t2v_A14B", schedule_steps=steps)
-    mc_lo = family_magcache(b, (840, 480), steps, 0.24, 2, preset="wan2.2_t2v_A14B", schedule_steps=steps)
-    b.link(s_hi, 0, mc_hi, "model")
-    b.link(s_lo, 0, mc_lo, "model")
-    common = {"noise_seed": 42, "steps": steps, "cfg": 3.5, "sampler_name": "euler", "scheduler": "simple"}
-    k_hi = b.node("KSamplerAdvanced", (1240, 0), dict(common, add_noise="enable", start_at_step=0,
-                                                      end_at_step=split, return_with_leftover_noise="enable"),
-                  title="KSampler (high noise)", size=[320, 330])
-    k_lo = b.node("KSamplerAdvanced", (1240, 480), dict(common, add_noise="disable", start_at_step=split,
-                                                        end_at_step=10000, return_with_leftover_noise="disable"),
-                  title="KSampler (low noise)", size=[320, 330])
-    for k, m in ((k_hi, mc_hi), (k_lo, mc_lo)):
-        b.link(m, 0, k, "model")
-        b.link(ids["pos"], 0, k, "positive")
-        b.link(ids["neg"], 0, k, "negative")
-    b.link(ids["latent"], 0, k_hi, "latent_image")
-    b.link(k_hi, 0, k_lo, "latent_image")
-    decode_save(b, (1600, 0), k_lo, vae, "atelier/magcache_wan22_a14b")
-    b.node("Note", (0, 840), {"text": (
-        "Atelier MagCache on Wan2.2 T2V A14B with its two experts, 20 steps at cfg 3.5: one MagCache node per "
-        "expert, both with preset wan2.2_t2v_A14B and schedule_steps 20 (the whole schedule). Each sampler runs "
-        "its segment; the split is where the high-noise sampler stops, and the official phase rule keeps "
-        "retention per expert.\n\n" + MC_NOTE + "\n\nModel files (huggingface.co/Comfy-Org/"
-        "Wan_2.2_ComfyUI_Repackaged):\n"
-        "- wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors, wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors "
-        "-> ComfyUI/models/diffusion_models/\n"
-        f"- {UMT5} -> ComfyUI/models/text_encoders/\n"
-        f"- {WAN_VAE} -> ComfyUI/models/vae/")}, size=[780, 320])
-    return b
+    return wan22_experts(
+        defs, lambda c, m, _, e: family_magcache(c, m, 20, 0.24, 2, preset="wan2.2_t2v_A14B", schedule_steps=20,
+                                                 title=f"MagCache ({e}-noise expert)"),
+        cfg=3.5, prefix="atelier/magcache_wan22_a14b", note=(
+            "Atelier MagCache on Wan2.2 T2V A14B with its two experts, 20 steps at cfg 3.5: one MagCache node per "
+            "expert, both with preset wan2.2_t2v_A14B and schedule_steps 20 (the whole schedule). Each sampler "
+            "runs its segment; the split is where the high-noise sampler stops, and the official phase rule keeps "
+            "retention per expert.\n\n" + MC_NOTE))
 
 
 WORKFLOWS = {
