@@ -485,10 +485,10 @@ def family_workflow(defs, fam, *, middle, steps, cfg, prefix, note, note_height=
 
 def wf_magcache_flux(defs):
     return family_workflow(
-        defs, "flux", middle=lambda c, m, _: family_magcache(c, m, 28, thresh=0.24, k=5), steps=28, cfg=1.0,
+        defs, "flux", middle=lambda c, m, _: family_magcache(c, m, 28, thresh=0.24, k=5, retention=0.1), steps=28, cfg=1.0,
         prefix="atelier/magcache_flux", note=(
             "Atelier MagCache on FLUX.1-dev, 28 steps, embedded guidance 3.5 (cfg 1: one call per step).\n\n"
-            + MC_NOTE + "FLUX's official rule: thresh 0.24, K 5, retention 0.2 (the step at 11 of 28 always "
+            + MC_NOTE + "FLUX's official rule: thresh 0.24, K 5, retention 0.1 (the step at 11 of 28 always "
             "computes). FLUX.1 Kontext: the same node, pick preset flux_kontext."))
 
 
