@@ -54,14 +54,14 @@ import numpy as np
 import torch
 
 from .checkpoint import DLoRALWeights
-from .chunks import ChunkPlan, stream_chunks, upscale_chunk
+from .chunks import ChunkPastEnd, ChunkPlan, chunk_input, stream_chunks, upscale_chunk
 from .cpu import THP_VAR, thp_env
 from .job import Job, file_fingerprint, input_fingerprint, job_dir
 from .pipeline import DLoRALModels
 from .progress import RateEstimate, clock
 from .settings import CONVERT_SETTINGS, JOB_SETTINGS, OUTPUT_SETTINGS, SETTINGS, UpscaleSettings
-from .video import FRAME_FORMATS, VideoWriter, copy_audio, is_video_path, iter_frames, probe_video, save_frame, \
-    write_timecodes
+from .video import ENCODERS, FRAME_FORMATS, VideoWriter, copy_audio, is_video_path, iter_frames, probe_video, \
+    resolve_format, save_frame, write_timecodes
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 QUALITY_PROMPT = "high quality, detailed, clean, natural, sharp"
@@ -112,13 +112,14 @@ def probe(path: Union[str, os.PathLike]) -> Tuple[Optional[int], Tuple[int, int]
     return count, (int(size[0]), int(size[1]))
 
 
-def _frames(path, times=None):
-    """Yield (3, H, W) float frames in [0, 1] from a folder of images or a video file; a video's frame
-    times (seconds) are appended to ``times`` as the frames are read."""
+def _frames(path, times=None, start=0):
+    """Yield (3, H, W) float frames in [0, 1] from a folder of images or a video file, from frame ``start``
+    on (a video decodes the frames before, a folder skips their files); a video's frame times (seconds)
+    are appended to ``times`` as the frames are yielded."""
     import cv2
     p = pathlib.Path(path)
     if p.is_dir():
-        for f in _frame_files(p):
+        for f in _frame_files(p)[start:]:
             img = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if img is None:
                 raise ValueError(f"cannot read frame {f}")
@@ -126,7 +127,7 @@ def _frames(path, times=None):
         return
     if not p.is_file():
         raise ValueError(f"INPUT {path!r} is neither a folder of frames nor a video file")
-    for f in iter_frames(p):
+    for f in iter_frames(p, start):
         if times is not None:
             times.append(f.time)
         yield f.image.permute(2, 0, 1)
@@ -268,33 +269,170 @@ def _job_manifest(a, settings, names, part_kind, digits):
             "weights": file_fingerprint(a.weights, quick=True), "checkpoint": file_fingerprint(a.checkpoint, quick=True)}
 
 
+def chunk_plan(a: argparse.Namespace, settings: UpscaleSettings) -> Optional[ChunkPlan]:
+    """The chunk plan of ``--chunk`` (None for one pass); ValueError when a chunk would split a window."""
+    return ChunkPlan(a.chunk, settings.window, (JOB_SETTINGS["chunk"].label, SETTINGS["window"].label)) \
+        if a.chunk else None
+
+
+def _digits(total):
+    return max(5, len(str(total or 0)))
+
+
+def _part_kind(a):
+    """The frame format of the parts: the final file's quantisation (8-bit video: png; 10-bit: tiff16)."""
+    if is_video_path(a.out):
+        return "png" if ENCODERS[resolve_format(a.out, a.video_format)][3] == 8 else "tiff16"
+    return a.frames
+
+
+def _output(a, h, w, src):
+    """``(staging, video)``: a VideoWriter (--out a video file) or a _Staging folder; nothing written yet
+    (their checks run: an odd size for 4:2:0, a format the container refuses, an --out folder in use)."""
+    if is_video_path(a.out):
+        tb = src.time_base if src else 1 / a.fps
+        return VideoWriter(a.out, 4 * w, 4 * h, tb, src.rate if src else a.fps, a.video_format,
+                           audio_from=a.input if src else None), True
+    return _Staging(a.out, a.overwrite), False
+
+
+def _open_job(a, settings, src, total, kind):
+    names = None if src else [f.name for f in _frame_files(pathlib.Path(a.input))]
+    return Job.open(job_dir(a.out), _job_manifest(a, settings, names, kind, _digits(total)))
+
+
+def _write_part(job, c, span, prev, models, cfg, kind, digits, times, first, progress=None):
+    """Chunk ``c`` (its frames ``span``, the carried frame ``prev``) into its part of ``job``; ``times``: the
+    frame times read so far, from clip index ``first`` on (None for a frame folder). Returns the frame count."""
+    with job.part(c) as (folder, record):
+        for k, f in enumerate(upscale_chunk(span, c, models, cfg, previous=prev)):
+            _write_frame(f, folder / f"frame_{c.start + k:0{digits}d}{FRAME_FORMATS[kind]}", kind)
+            record.append(times[c.start + k - first] if times is not None else None)
+            if progress is not None:
+                progress()
+    return len(record)
+
+
+def _stitch(a, job, staging, video, src):
+    """The finished parts in order into the opened ``staging``; ``(frames, their times or None)``."""
+    n = 0
+    for n, (path, t) in enumerate(job.frames(), 1):
+        if video:
+            staging.write(_read_part_frame(path), t if src else (n - 1) / a.fps)
+        else:
+            _link(path, staging.dir / path.name)
+    return n, ([t for _, t in job.frames()] if src else None)
+
+
+def _finish(a, staging, video, src, n, times):
+    """Inside the staging block: refuse an empty result; a frame folder gets the clip's timing and sound
+    and is committed (a video is published when its block closes)."""
+    if n == 0:
+        raise ValueError(f"INPUT {a.input!r} gave no frames")
+    if not video:
+        if src and times is not None:   # a frame folder keeps the clip's timing and sound
+            write_timecodes(staging.dir / "timecodes.txt", times)
+            copy_audio(a.input, staging.dir / "audio.mka")
+        staging.commit()
+
+
+_WEIGHTS: dict = {}
+
+
+def _weights_once(path):
+    """The DLoRAL weights of ``path``, read once per process and file version (a Ray worker's chunks)."""
+    from .checkpoint import load_weights
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _WEIGHTS:
+        _WEIGHTS.clear()
+        _WEIGHTS[key] = load_weights(path)
+    return _WEIGHTS[key]
+
+
+def open_chunk_job(a: argparse.Namespace) -> Tuple[Job, int, int, str]:
+    """For a batch that spreads one clip's chunks over workers (``dloral/batch.py``, in the driver): what
+    ``upscale`` checks before loading any model, then the clip's job folder opened (reopened: resume; other
+    settings refused). Returns ``(job, chunks planned, digits, part kind)``; the chunk count comes from the
+    frame count, which may be a container's estimate: the last chunk then runs to the end of the clip
+    (``ChunkPlan.last``) and chunks past the end give no part (``cmd_chunk``)."""
+    settings = settings_from_args(a)
+    plan = chunk_plan(a, settings)
+    if plan is None:
+        raise ValueError("open_chunk_job needs --chunk")
+    total, (h, w) = probe(a.input)
+    if not total:
+        raise ValueError(f"INPUT {a.input!r}: the frame count is unknown, so its chunks cannot be planned")
+    src = probe_video(a.input) if os.path.isfile(a.input) else None
+    _output(a, h, w, src)
+    _weights_once(a.weights)
+    if not os.path.isfile(a.checkpoint):
+        raise ValueError(f"--checkpoint {a.checkpoint!r}: no such file")
+    kind = _part_kind(a)
+    return _open_job(a, settings, src, total, kind), plan.count(total), _digits(total), kind
+
+
+def cmd_chunk(a: argparse.Namespace, loader: ModelLoader, index: int, last: bool, digits: int,
+              kind: str) -> dict:
+    """One chunk of ``a.input`` into its part of the job folder of ``a.out`` (opened by the driver,
+    ``open_chunk_job``): the clip read from the chunk's carried frame on (``chunk_input``), the frames
+    ``upscale_chunk`` gives, as in a one-process ``--chunk`` run. ``last``: the last planned chunk (runs
+    to the end). Returns ``{"status": "done" | "done earlier" | "empty", "frames": n}``: a part already
+    finished (a retry after its worker was lost) is not made again; a chunk past the end has no part."""
+    settings = settings_from_args(a)
+    plan = chunk_plan(a, settings)
+    assert plan is not None
+    c = plan.last(index) if last else plan[index]
+    job = Job(job_dir(a.out), {})
+    meta = job.part_dir(index) / "part.json"
+    if meta.exists():
+        import json
+        return {"status": "done earlier", "frames": json.loads(meta.read_text())["frames"]}
+    models = loader(LoadRequest(a.comfyui, a.checkpoint, a.prompt, _weights_once(a.weights), settings))
+    times: Optional[List[Any]] = [] if os.path.isfile(a.input) else None
+    try:
+        prev, span = chunk_input(_frames(a.input, times, start=c.read_from), c, first=c.read_from)
+    except ChunkPastEnd:
+        return {"status": "empty", "frames": 0}
+    head = next(span, None)
+    if head is None:   # the clip ends where this chunk starts
+        return {"status": "empty", "frames": 0}
+    from itertools import chain
+    with torch.inference_mode():
+        n = _write_part(job, c, chain([head], span), prev, models, settings.config(), kind, digits, times,
+                        c.read_from)
+    return {"status": "done" if job.placed.get(index) else "done earlier", "frames": n}
+
+
+def cmd_stitch(a: argparse.Namespace, job: Job) -> int:
+    """The finished parts of ``job`` into ``a.out`` (staged, published whole), as ``upscale --chunk``
+    ends; returns the frame count. Needs no model."""
+    total, (h, w) = probe(a.input)
+    src = probe_video(a.input) if os.path.isfile(a.input) else None
+    staging, video = _output(a, h, w, src)
+    with staging, torch.inference_mode():
+        n, times = _stitch(a, job, staging, video, src)
+        _finish(a, staging, video, src, n, times)
+    return n
+
+
 def cmd_upscale(a: argparse.Namespace, loader: ModelLoader) -> None:
     from .checkpoint import load_weights
     from .pipeline import upscale_video
     settings = settings_from_args(a)
     cfg = settings.config()
-    plan = ChunkPlan(a.chunk, settings.window, (JOB_SETTINGS["chunk"].label, SETTINGS["window"].label)) \
-        if a.chunk else None
+    plan = chunk_plan(a, settings)
     # everything that can be checked without the SD2.1 models fails here, before minutes of loading
     total, (h, w) = probe(a.input)
     src = probe_video(a.input) if os.path.isfile(a.input) else None
-    video = is_video_path(a.out)
     staging: Any   # a VideoWriter (--out a video file) or a _Staging folder
-    if video:
-        tb = src.time_base if src else 1 / a.fps
-        staging = VideoWriter(a.out, 4 * w, 4 * h, tb, src.rate if src else a.fps, a.video_format,
-                              audio_from=a.input if src else None)
-    else:
-        staging = _Staging(a.out, a.overwrite)
+    staging, video = _output(a, h, w, src)
     weights = load_weights(a.weights)
     if not os.path.isfile(a.checkpoint):
         raise ValueError(f"--checkpoint {a.checkpoint!r}: no such file")
-    digits = max(5, len(str(total or 0)))
-    kind = ("png" if staging.bits == 8 else "tiff16") if video else a.frames
-    job = None
-    if plan:   # a job folder beside --out: finished chunks are kept and not redone
-        names = None if src else [f.name for f in _frame_files(pathlib.Path(a.input))]
-        job = Job.open(job_dir(a.out), _job_manifest(a, settings, names, kind, digits))
+    digits = _digits(total)
+    kind = _part_kind(a)
+    job = _open_job(a, settings, src, total, kind) if plan else None   # finished chunks are not redone
     models = loader(LoadRequest(a.comfyui, a.checkpoint, a.prompt, weights, settings))
     done = job.finished() if job else {}
     skipped = sum(m["frames"] for m in done.values())
@@ -312,23 +450,12 @@ def cmd_upscale(a: argparse.Namespace, loader: ModelLoader) -> None:
         if job is not None and plan is not None:
             with torch.inference_mode():
                 for c, prev, span in stream_chunks(frames, plan):
-                    if c.index in done:
-                        continue
-                    with job.part(c) as (folder, record):
-                        for k, f in enumerate(upscale_chunk(span, c, models, cfg, previous=prev)):
-                            _write_frame(f, folder / f"frame_{c.start + k:0{digits}d}{FRAME_FORMATS[kind]}", kind)
-                            record.append(times[c.start + k] if times is not None else None)
-                            progress()
-            parts = job.frames()
+                    if c.index not in done:
+                        _write_part(job, c, span, prev, models, cfg, kind, digits, times, 0, progress)
             del models
         with staging, torch.inference_mode():
             if job is not None:   # the stitch: the parts in order
-                for n, (path, t) in enumerate(parts, 1):
-                    if video:
-                        staging.write(_read_part_frame(path), t if src else (n - 1) / a.fps)
-                    else:
-                        _link(path, staging.dir / path.name)
-                times = [t for _, t in job.frames()] if src else None
+                n, times = _stitch(a, job, staging, video, src)
             else:
                 for n, f in enumerate(upscale_video(frames, models, cfg), 1):
                     if video:
@@ -336,13 +463,7 @@ def cmd_upscale(a: argparse.Namespace, loader: ModelLoader) -> None:
                     else:
                         _write_frame(f, staging.dir / f"frame_{n - 1:0{digits}d}{FRAME_FORMATS[kind]}", kind)
                     progress()
-            if n == 0:
-                raise ValueError(f"INPUT {a.input!r} gave no frames")
-            if not video:
-                if src and times is not None:   # a frame folder keeps the clip's timing and sound
-                    write_timecodes(staging.dir / "timecodes.txt", times)
-                    copy_audio(a.input, staging.dir / "audio.mka")
-                staging.commit()
+            _finish(a, staging, video, src, n, times)
     except BaseException:
         if job is not None and job.folder.exists():
             print(f"\n{len(job.finished())} finished chunks kept in {job.folder}: the same command resumes there",
