@@ -542,7 +542,8 @@ def main(argv: Optional[Sequence[str]] = None, loader: Optional[ModelLoader] = N
     try:
         from .batch import Single, batch_main, is_batch
         if a.cmd == "upscale" and loader is not None and is_batch(a):
-            return batch_main(a, loader, Single(settings_from_args, probe, cmd_upscale))
+            return batch_main(a, loader, Single(settings_from_args, probe, cmd_upscale, open_chunk_job, cmd_chunk,
+                                                cmd_stitch))
         if a.cmd == "upscale":
             a.input = a.input[0]
         a.fn(a, loader)
