@@ -54,8 +54,8 @@ BATCH_EXTS = ("same", "mp4", "mkv", "mov", "frames")
 def add_arguments(u: argparse.ArgumentParser) -> None:
     """The batch flags of ``upscale``."""
     u.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="spread the clips over Ray workers (an optional extra): no ADDRESS = Ray on this machine, "
-                        "'auto' = the cluster Ray finds, else HOST:PORT of a cluster's head")
+                   help="spread the clips (with --chunk: their chunks) over Ray workers (an optional extra): no ADDRESS "
+                        "= Ray on this machine, 'auto' = the cluster Ray finds, else HOST:PORT of a cluster's head")
     u.add_argument("--workers", type=int, default=0, help="with --ray: at most this many workers (0 = one per slot)")
     u.add_argument("--ray-cpus", type=float, default=1.0, help="with --ray and no GPU: CPUs per worker (default 1)")
     u.add_argument("--batch-ext", choices=BATCH_EXTS, default="same",
