@@ -396,3 +396,29 @@ def test_dloral_chunks_over_two_ray_nodes_a_worker_killed(clips, cluster, tmp_pa
     assert max(r["attempts"] for r in rows) >= 2
     assert "job 7/8 done, 1 failed" in rest_err and "retried" in rest_err and "ETA" in rest_err
     assert _tree(out) == _tree(ref)
+
+
+@pytest.mark.parametrize("off", [-3, 4])
+def test_dloral_chunks_with_a_wrong_frame_estimate(clips, tmp_path, capsys, monkeypatch, off):
+    """A container's frame count may be an estimate: planned from 2 frames (too few) the last chunk runs to
+    the end of the clip; from 9 (too many) the chunks past the end give no part. The outputs are the one-pass
+    ones either way."""
+    import torch
+    import dloral.clijob
+    from dloral.__main__ import main
+    root, ref, _ = clips
+    real = dloral.clijob.probe
+
+    def estimate(path):
+        n, size = real(path)
+        return (n + off if pathlib.Path(path).name == "clip0" else n), size
+    monkeypatch.setattr(dloral.clijob, "probe", estimate)
+    threads = torch.get_num_threads()
+    try:
+        assert main(_dloral_args(root, tmp_path / "out", "--chunk", "2"), loader=_Counted()) == 1
+    finally:
+        torch.set_num_threads(threads)
+    s = json.loads(capsys.readouterr().out)
+    row = next(r for r in s["outputs"] if r["input"].endswith("clip0"))
+    assert (row["status"], row["frames"], row["chunks"], row["chunks_done"]) == ("done", 5, 1 if off < 0 else 5, 1 if off < 0 else 3)
+    assert _tree(tmp_path / "out") == _tree(ref)
