@@ -28,7 +28,7 @@ of a single ``upscale`` without ``--chunk`` likewise. A lost worker's chunk is r
 published is never made again (a second attempt's copy is dropped, :meth:`dloral.job.Job.part`); a rerun
 after an interruption schedules only the chunks without a part. The frame count of a video may be the
 container's estimate: the last planned chunk runs to the end of the clip, and planned chunks past the end
-give no part. A clip whose count is unknown is one unit, as without ``--chunk``.
+give no part. A clip whose count is unknown is one unit, run in one pass, as without ``--chunk``.
 """
 import argparse
 import contextlib
@@ -177,7 +177,9 @@ class ClipWorker:
         # this attempt writes under a name of its own and then places it only where nothing is: a worker
         # declared lost may still be running the same clip, and exactly one of them puts the output in place
         mine = d.with_name(f".{d.stem}.attempt-{os.getpid()}-{os.urandom(3).hex()}{d.suffix}")
-        a = _clip_args(self.args, src, str(mine))
+        # a whole clip is one pass: with --chunk it is whole only when its length is unknown, and a job folder
+        # beside this attempt's own name could never be resumed
+        a = argparse.Namespace(**{**vars(_clip_args(self.args, src, str(mine))), "chunk": 0})
         try:
             with contextlib.redirect_stdout(sys.stderr):   # the per-clip line; stdout is the job's summary
                 self.single.upscale(a, self.loader)
