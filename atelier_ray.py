@@ -259,13 +259,16 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
               progress: Optional[JobProgress] = None, ray_address: Optional[str] = None,
               cpus_per_worker: float = 1.0, max_workers: Optional[int] = None, max_attempts: int = 3,
               env_paths: Sequence[str] = (), start_timeout_s: float = 600.0,
-              gpus: bool = False) -> Tuple[List[Outcome], JobStats]:
+              gpus: bool = False, on_outcome: Optional[Callable[[Outcome], None]] = None
+              ) -> Tuple[List[Outcome], JobStats]:
     """Every item through a worker; returns the outcomes in item order and the job's counts.
 
     ``ray_address`` None runs in this process; otherwise see :func:`connect` (the caller's Ray session
     is shut down at the end when this function started it; ``gpus``: one actor per GPU where the cluster
     has GPUs). An item is tried at most ``max_attempts``
-    times when workers are lost under it; ``work`` raising is a failure of that item, not retried."""
+    times when workers are lost under it; ``work`` raising is a failure of that item, not retried.
+    ``on_outcome(outcome)`` is called in this process as each item gets its final outcome (DLoRAL: a clip
+    whose last chunk is done is stitched then, while the workers go on)."""
     outcomes = [Outcome(it) for it in items]
     stats = JobStats()
     t0 = time.monotonic()
@@ -283,6 +286,8 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
                 o.error = val
             if progress is not None:
                 progress.update(weight=o.item.weight, done=int(ok), failed=int(not ok))
+            if on_outcome is not None:
+                on_outcome(o)
         stats.seconds = time.monotonic() - t0
         return outcomes, stats
     import contextlib
@@ -295,7 +300,7 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
                                   else int(max_workers * cpus_per_worker))
         try:
             _run_on_ray(outcomes, make_worker, progress, stats, cpus_per_worker, max_workers, max_attempts,
-                        start_timeout_s, gpus)
+                        start_timeout_s, gpus, on_outcome)
         finally:
             if started_here:
                 ray.shutdown()
@@ -305,7 +310,8 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
 
 def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any], Any]],
                 progress: Optional[JobProgress], stats: JobStats, cpus_per_worker: float,
-                max_workers: Optional[int], max_attempts: int, start_timeout_s: float, gpus: bool) -> None:
+                max_workers: Optional[int], max_attempts: int, start_timeout_s: float, gpus: bool,
+                on_outcome: Optional[Callable[[Outcome], None]] = None) -> None:
     """The scheduling loop: a free actor takes the next queued item; a lost actor's item is queued again
     (front of the queue) and a replacement actor started; the loop ends when every item has an outcome."""
     import ray
@@ -370,6 +376,8 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
                 o.error = f"lost its worker {o.attempts} times (last: {type(exc).__name__})"
                 if progress is not None:
                     progress.update(weight=o.item.weight, failed=1)
+                if on_outcome is not None:
+                    on_outcome(o)
             else:
                 stats.retried += 1
                 queue.appendleft(i)
@@ -389,5 +397,7 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
         free.append((a, name))
         if progress is not None:
             progress.update(weight=o.item.weight, done=int(ok), failed=int(not ok), busy=len(busy))
+        if on_outcome is not None:
+            on_outcome(o)
     for a in [a for a, _ in free] + [a for a, _, _ in busy.values()] + list(starting.values()):
         ray.kill(a, no_restart=True)

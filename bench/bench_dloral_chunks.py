@@ -13,6 +13,11 @@ No host and no real weights: the tiny stand-in models of the core tests (``tests
 * **memory**: ``python -m dloral upscale`` on a small H.264 clip of each length (one pass, and ``--chunk``),
   each in its own process: peak resident memory above the level after the models are built (sampled every
   20 ms from ``/proc/self/statm``; ``CHILD_ENV``). Flat in length means the 1000-frame growth is about the 10-frame growth.
+
+``--previous COMMIT`` measures instead the CLI as it was at COMMIT (its ``dloral`` package, ``atelier_settings.py``
+and tiny test models, taken with ``git archive``; default ``a676ba7``, the pack before the video, chunk and Ray
+work, which read videos with OpenCV and wrote PNG folders only) against the current CLI, both writing a PNG
+frame folder from the same clips, one pass; written to ``bench/results/dloral_cli_memory_previous.json``.
 """
 import argparse
 import json
@@ -123,13 +128,78 @@ def memory(n, chunk, tmp, weights, size=16):
     return rows
 
 
+def previous_tree(commit, dest):
+    """The files the CLI needs at ``commit``, under ``dest`` (no checkout, no worktree)."""
+    dest.mkdir(parents=True)
+    arch = subprocess.run(["git", "-C", str(REPO), "archive", commit, "dloral", "atelier_settings.py",
+                           "tests/_dloral_models.py", "tests/_dloral_synth.py"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=arch.stdout, check=True)
+    return dest
+
+
+def memory_frames(n, tmp, root, label, size=16):
+    """Peak RSS growth of a one-pass CLI run of the tree ``root`` on an ``n``-frame clip into a PNG folder.
+    The weights are converted by that tree (its own file format)."""
+    clip = tmp / f"clip_{n}_{size}.mp4"
+    if not clip.exists():
+        write_clip(clip, n, size)
+    w = tmp / f"w_{label}.safetensors"
+    paths = [str(root), str(root / "tests"), str(REPO / "bench")]
+    if not w.exists():
+        code = (f"import sys; sys.path[:0] = {paths!r}\n"
+                "from dloral import convert_official, save_weights\n"
+                "from _dloral_synth import make_official, unet_shapes\n"
+                f"save_weights(convert_official(make_official(unet_shapes(), seed=4)[0]), {str(w)!r})\n")
+        subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, PYTHONPATH=""))
+    out = tmp / f"frames_{label}_{n}"
+    cmd = [sys.executable, "-c", CHILD.format(paths=paths), "upscale", str(clip), "--out", str(out),
+           "--weights", str(w), "--checkpoint", str(w), "--process-size", "64", "--window", "4", "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH="", **CHILD_ENV))
+    line = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "{}"
+    res = json.loads(line) if line.startswith("{") and line != "{}" else {"error": r.stderr[-800:]}
+    frames = len(list(out.glob("frame_*.png"))) if out.exists() else 0
+    import shutil
+    shutil.rmtree(out, ignore_errors=True)
+    return {"frames": n, "size": size, "code": label, "frames_written": frames, **res}
+
+
+def main_previous(a):
+    import torch
+    res = {"cpu": cpu_name(), "threads": 1, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+           "what": "peak RSS of `upscale CLIP.mp4 --out FOLDER` (one pass, PNG frames), tiny stand-in models, "
+                   "16x16 -> 64x64, window 4: the CLI at --previous against the current one", "previous": a.previous,
+           "rows": []}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = pathlib.Path(d)
+        prev = previous_tree(a.previous, tmp / "prev")
+        for n in a.lengths:
+            for label, root in ((a.previous, prev), ("current", REPO)):
+                res["rows"].append(memory_frames(n, tmp, root, label))
+                print(json.dumps(res["rows"][-1]), flush=True)
+    g = {}
+    for r in res["rows"]:
+        g.setdefault(r["code"], {})[r["frames"]] = r.get("rss_growth_mib")
+    res["growth_ratio_longest_over_shortest"] = {
+        k: (v[max(v)] / v[min(v)] if v.get(min(v)) else None) for k, v in g.items()}
+    out = pathlib.Path(a.out if a.out != DEFAULT_OUT else str(REPO / "bench" / "results" / "dloral_cli_memory_previous.json"))
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print(json.dumps(res["growth_ratio_longest_over_shortest"], indent=1))
+
+
+DEFAULT_OUT = str(REPO / "bench" / "results" / "dloral_chunks.json")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", type=int, nargs="*", default=[10, 100, 1000])
     ap.add_argument("--chunk", type=int, default=8)
     ap.add_argument("--overlap-frames", type=int, default=96)
-    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "dloral_chunks.json"))
+    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--previous", default=None, metavar="COMMIT", nargs="?", const="a676ba7",
+                    help="compare the CLI's peak memory with the CLI at COMMIT instead (default a676ba7)")
     a = ap.parse_args()
+    if a.previous:
+        return main_previous(a)
     import torch
     torch.set_num_threads(1)
     from dloral import convert_official, save_weights

@@ -15,8 +15,20 @@ on stderr (clips done, frames per second, ETA by frames).
 
 With ``--ray`` the clips are spread over Ray actors (one per GPU, else per ``--ray-cpus`` CPUs;
 :func:`atelier_ray.run_batch`); each actor loads the models once (the loader's first call is kept) and takes
-the next clip when free; a lost worker's clip is run again on another actor. Whole clips are the unit here:
-a long clip is not yet split across actors.
+the next unit of work when free; a lost worker's unit is run again on another actor.
+
+With ``--chunk N`` the unit is a **chunk**, not a clip: each clip whose frame count is known is cut by the one
+chunk rule (:class:`dloral.chunks.ChunkPlan`) and its chunks are spread over the workers like clips. The
+driver opens the clip's job folder (``.NAME.dloral-job`` beside its output, :mod:`dloral.job`: the same
+manifest checks as ``upscale --chunk``); each chunk is run on its own by a worker (``cmd_chunk``: the clip read
+from the chunk's carried previous frame, ``upscale_chunk``) and published whole as a part; when a clip's last
+chunk is done the driver stitches its parts in order into the output (staged, placed once, the job folder
+removed) while the workers go on. So the frames are those of a one-process run, bit for bit on a CPU, and
+of a single ``upscale`` without ``--chunk`` likewise. A lost worker's chunk is run again; a part already
+published is never made again (a second attempt's copy is dropped, :meth:`dloral.job.Job.part`); a rerun
+after an interruption schedules only the chunks without a part. The frame count of a video may be the
+container's estimate: the last planned chunk runs to the end of the clip, and planned chunks past the end
+give no part. A clip whose count is unknown is one unit, run in one pass, as without ``--chunk``.
 """
 import argparse
 import contextlib
@@ -26,6 +38,8 @@ import os
 import pathlib
 import shutil
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 try:
@@ -40,8 +54,8 @@ BATCH_EXTS = ("same", "mp4", "mkv", "mov", "frames")
 def add_arguments(u: argparse.ArgumentParser) -> None:
     """The batch flags of ``upscale``."""
     u.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="spread the clips over Ray workers (an optional extra): no ADDRESS = Ray on this machine, "
-                        "'auto' = the cluster Ray finds, else HOST:PORT of a cluster's head")
+                   help="spread the clips (with --chunk: their chunks) over Ray workers (an optional extra): no ADDRESS "
+                        "= Ray on this machine, 'auto' = the cluster Ray finds, else HOST:PORT of a cluster's head")
     u.add_argument("--workers", type=int, default=0, help="with --ray: at most this many workers (0 = one per slot)")
     u.add_argument("--ray-cpus", type=float, default=1.0, help="with --ray and no GPU: CPUs per worker (default 1)")
     u.add_argument("--batch-ext", choices=BATCH_EXTS, default="same",
@@ -81,11 +95,36 @@ def output_name(clip: pathlib.Path, stem: str, batch_ext: str) -> str:
 class Single:
     """The single-clip command the CLI gives (``dloral/__main__.py``; passed in, so this module does not import
     it): ``check(args)`` the settings, ``probe(path) -> (frames or None, (H, W))``, ``upscale(args, loader)``
-    one clip into ``args.out`` (staged: in place only when complete). Pickled to the Ray actors."""
+    one clip into ``args.out`` (staged: in place only when complete); for chunks across workers
+    ``open_job(args) -> (job, chunks, digits, kind)``, ``chunk(args, loader, index, last, digits, kind)`` and
+    ``stitch(args, job) -> frames`` (``open_chunk_job``, ``cmd_chunk``, ``cmd_stitch``). Pickled to the Ray actors."""
 
     def __init__(self, check: Callable[[argparse.Namespace], Any], probe: Callable[[Any], Tuple[Optional[int], Any]],
-                 upscale: Callable[[argparse.Namespace, Any], None]) -> None:
+                 upscale: Callable[[argparse.Namespace, Any], None], open_job: Optional[Callable[..., Any]] = None,
+                 chunk: Optional[Callable[..., Dict[str, Any]]] = None,
+                 stitch: Optional[Callable[..., int]] = None) -> None:
         self.check, self.probe, self.upscale = check, probe, upscale
+        self.open_job, self.chunk, self.stitch = open_job, chunk, stitch
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """A unit of work: chunk ``index`` of clip ``src`` into the job folder of ``dest`` (``last``: the last
+    planned chunk, which runs to the end of the clip); ``digits`` and ``kind`` name its part frames."""
+    src: str
+    dest: str
+    index: int
+    last: bool
+    digits: int
+    kind: str
+
+
+def _dest(item: BatchItem) -> str:
+    return item.payload.dest if isinstance(item.payload, ChunkTask) else item.payload[1]
+
+
+def _clip_args(a: argparse.Namespace, src: str, out: str) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(a), "input": src, "out": out, "quiet": True, "overwrite": False})
 
 
 def plan(a: argparse.Namespace, single: Single) -> List[BatchItem]:
@@ -123,7 +162,14 @@ class ClipWorker:
     def __init__(self, args: argparse.Namespace, loader: Callable[[Any], Any], single: Single) -> None:
         self.args, self.loader, self.single = args, _OnceLoader(loader), single
 
-    def __call__(self, payload: Tuple[str, str]) -> Dict[str, Any]:
+    def __call__(self, payload: Any) -> Dict[str, Any]:
+        if isinstance(payload, ChunkTask):   # one chunk into its part of the clip's job folder
+            t = payload
+            assert self.single.chunk is not None
+            with contextlib.redirect_stdout(sys.stderr):
+                res = self.single.chunk(_clip_args(self.args, t.src, t.dest), self.loader, t.index, t.last,
+                                        t.digits, t.kind)
+            return {**res, "chunk": t.index}
         src, dest = payload
         d = pathlib.Path(dest)
         if d.exists():   # renamed into place only when complete: this clip is done
@@ -131,8 +177,9 @@ class ClipWorker:
         # this attempt writes under a name of its own and then places it only where nothing is: a worker
         # declared lost may still be running the same clip, and exactly one of them puts the output in place
         mine = d.with_name(f".{d.stem}.attempt-{os.getpid()}-{os.urandom(3).hex()}{d.suffix}")
-        a = argparse.Namespace(**{**vars(self.args), "input": src, "out": str(mine), "quiet": True,
-                                  "overwrite": False})
+        # a whole clip is one pass: with --chunk it is whole only when its length is unknown, and a job folder
+        # beside this attempt's own name could never be resumed
+        a = argparse.Namespace(**{**vars(_clip_args(self.args, src, str(mine))), "chunk": 0})
         try:
             with contextlib.redirect_stdout(sys.stderr):   # the per-clip line; stdout is the job's summary
                 self.single.upscale(a, self.loader)
@@ -183,7 +230,7 @@ class _Factory:
 def _remove_partials(items: Sequence[BatchItem]) -> None:
     """What lost workers left: hidden partial videos and frame staging folders of the job's outputs."""
     for it in items:
-        d = pathlib.Path(it.payload[1])
+        d = pathlib.Path(_dest(it))
         hidden = f".{d.stem}.attempt-*"
         for p in [*d.parent.glob(f"{hidden}"), *d.parent.glob(f".{hidden}.*"), *d.parent.glob(f".{d.stem}.*.partial*"),
                   *d.parent.glob(f".{d.name}.dloral-staging-*")]:
@@ -191,6 +238,67 @@ def _remove_partials(items: Sequence[BatchItem]) -> None:
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
+
+
+@dataclass
+class _ClipJob:
+    """A clip cut into chunks: its job, the chunk items not yet finished, their outcomes, the stitch."""
+    item: BatchItem
+    job: Any
+    chunks: int
+    finished_before: int
+    pending: set = field(default_factory=set)
+    outcomes: List[Outcome] = field(default_factory=list)
+    stitched: Optional["Future[Dict[str, Any]]"] = None
+
+
+def _split(a: argparse.Namespace, items: Sequence[BatchItem], single: Single
+           ) -> Tuple[List[BatchItem], Dict[str, _ClipJob], Dict[str, str]]:
+    """The units of work: with ``--chunk``, a clip of known length whose output is not there yet gives one item
+    per chunk without a finished part (weight: its frames); other clips stay whole. Returns the items, the
+    chunked clips by key and the clips refused while planning (key -> reason: another job's folder, ...)."""
+    if not a.chunk or single.open_job is None:
+        return list(items), {}, {}
+    work: List[BatchItem] = []
+    jobs: Dict[str, _ClipJob] = {}
+    refused: Dict[str, str] = {}
+    for it in items:
+        src, dest = it.payload
+        if it.weight <= 0 or os.path.exists(dest):
+            work.append(it)
+            continue
+        try:
+            job, n, digits, kind = single.open_job(_clip_args(a, src, dest))
+        except ValueError as exc:
+            refused[it.key] = str(exc)
+            continue
+        done = job.finished()
+        cj = jobs[it.key] = _ClipJob(it, job, n, len(done))
+        for i in range(n):
+            if i not in done:
+                ci = BatchItem(f"{it.key}#{i}", ChunkTask(src, dest, i, i == n - 1, digits, kind),
+                               float(min(a.chunk, it.weight - i * a.chunk)))
+                cj.pending.add(ci.key)
+                work.append(ci)
+    return work, jobs, refused
+
+
+def _stitch_clip(a: argparse.Namespace, single: Single, cj: _ClipJob) -> Dict[str, Any]:
+    """In the driver: the clip's parts into its output, written under a name of this attempt's own and placed
+    only where nothing is (as a whole clip is); the job folder is removed once the output is in place."""
+    assert single.stitch is not None
+    src, dest = cj.item.payload
+    d = pathlib.Path(dest)
+    if d.exists():
+        return {"status": "done earlier", "output": dest, "frames": _count(d)}
+    mine = d.with_name(f".{d.stem}.attempt-{os.getpid()}-{os.urandom(3).hex()}{d.suffix}")
+    try:
+        n = single.stitch(_clip_args(a, src, str(mine)), cj.job)
+        placed = _place(mine, d)
+    finally:
+        _discard(mine)
+    cj.job.remove()
+    return {"status": "done" if placed else "done earlier", "output": dest, "frames": n}
 
 
 def run_clips(a: argparse.Namespace, loader: Callable[[Any], Any], single: Single,
@@ -204,22 +312,75 @@ def run_clips(a: argparse.Namespace, loader: Callable[[Any], Any], single: Singl
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} must be a folder for several inputs")
     out.mkdir(parents=True, exist_ok=True)
+    work, jobs, refused = _split(a, items, single)
+    by_dest = {cj.item.payload[1]: cj for cj in jobs.values()}
+    stitcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dloral-stitch")
+
+    def chunk_done(o: Outcome) -> None:
+        if not isinstance(o.item.payload, ChunkTask):
+            return
+        cj = by_dest[o.item.payload.dest]
+        cj.outcomes.append(o)
+        cj.pending.discard(o.item.key)
+        if not cj.pending and all(x.ok for x in cj.outcomes):
+            cj.stitched = stitcher.submit(_stitch_clip, a, single, cj)
+
+    for cj in jobs.values():   # every chunk finished in an earlier run: only the stitch is left
+        if not cj.pending:
+            cj.stitched = stitcher.submit(_stitch_clip, a, single, cj)
     repo = pathlib.Path(__file__).resolve().parent.parent
-    progress = JobProgress(sum(i.weight for i in items), len(items), unit="frames", quiet=quiet)
+    progress = JobProgress(sum(i.weight for i in work), len(work), unit="frames", quiet=quiet)
     try:
-        outcomes, stats = run_batch(items, _Factory(a, loader, single), progress=progress, ray_address=a.ray,
+        outcomes, stats = run_batch(work, _Factory(a, loader, single), progress=progress, ray_address=a.ray,
                                     cpus_per_worker=a.ray_cpus, max_workers=a.workers or None,
-                                    env_paths=[str(repo)], gpus=True)   # + the caller's PYTHONPATH (the loader's)
+                                    env_paths=[str(repo)], gpus=True,   # + the caller's PYTHONPATH (the loader's)
+                                    on_outcome=chunk_done)
     finally:
         progress.close()
-    _remove_partials(items)
-    rows = [_row(o) for o in outcomes]
+        stitcher.shutdown(wait=True)
+    _remove_partials(work)
+    whole = {o.item.key: o for o in outcomes if not isinstance(o.item.payload, ChunkTask)}
+    rows = []
+    for it in items:
+        if it.key in jobs:
+            rows.append(_clip_row(jobs[it.key]))
+        elif it.key in refused:
+            rows.append({"input": it.payload[0], "status": "failed", "output": it.payload[1],
+                         "reason": refused[it.key], "attempts": 0})
+        else:
+            rows.append(_row(whole[it.key]))
     failed = [r for r in rows if r["status"] == "failed"]
     summary = {"clips": len(rows), "done": sum(r["status"] == "done" for r in rows),
                "done_earlier": sum(r["status"] == "done earlier" for r in rows), "failed": len(failed),
                "workers": stats.workers, "lost_workers": stats.lost_workers, "retried": stats.retried,
                "where": stats.where, "wallclock_s": round(stats.seconds, 2), "outputs": rows}
+    if jobs:
+        summary["chunks"] = sum(cj.chunks for cj in jobs.values())
+        summary["chunks_run"] = sum(1 for w in work if isinstance(w.payload, ChunkTask))
     return summary, 1 if failed else 0
+
+
+def _clip_row(cj: _ClipJob) -> Dict[str, Any]:
+    """A chunked clip's line of the summary: the stitch's result, or why the clip failed; the chunks made
+    (``chunks_done``: parts published in this run, each once), kept from earlier or found made by another attempt."""
+    src, dest = cj.item.payload
+    made = [o.result for o in cj.outcomes if o.ok]
+    row: Dict[str, Any] = {"input": src, "chunks": cj.chunks,
+                           "chunks_done": sum(r["status"] == "done" for r in made),
+                           "chunks_done_earlier": cj.finished_before + sum(r["status"] == "done earlier" for r in made),
+                           "attempts": max((o.attempts for o in cj.outcomes), default=0)}
+    bad = sorted((o for o in cj.outcomes if not o.ok), key=lambda o: o.item.payload.index)
+    if bad:
+        return {**row, "status": "failed", "output": dest,
+                "reason": f"chunk {bad[0].item.payload.index}: {bad[0].error} (finished chunks are kept: rerun to resume)"}
+    assert cj.stitched is not None
+    try:
+        res = cj.stitched.result()
+    except ValueError as exc:
+        return {**row, "status": "failed", "output": dest, "reason": str(exc)}
+    except Exception as exc:   # noqa: BLE001 - the reason goes into the job's summary
+        return {**row, "status": "failed", "output": dest, "reason": f"{type(exc).__name__}: {exc}"}
+    return {**row, **res}
 
 
 def _row(o: Outcome) -> Dict[str, Any]:
@@ -233,8 +394,9 @@ def batch_main(a: argparse.Namespace, loader: Callable[[Any], Any], single: Sing
     try:
         summary, rc = run_clips(a, loader, single)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: the outputs completed in {a.out} are kept (each whole); run the same command again "
-              "to do the rest", file=sys.stderr)
+        kept = " and the finished chunks in its .NAME.dloral-job folders" if a.chunk else ""
+        print(f"\ninterrupted: the outputs completed in {a.out} are kept (each whole){kept}; run the same command "
+              "again to do the rest", file=sys.stderr)
         return 130
     print(json.dumps(summary, indent=1))
     return rc

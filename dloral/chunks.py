@@ -16,8 +16,9 @@ GPU the window is one VAE call, so the carried latent may differ in its last bit
 GPU run yet).
 
 A chunk is processable on its own, given the input and its index (:func:`chunk_input` reads the clip from
-its start to ``start - 1`` and drops the frames before; decoding is cheap next to the model). A run over
-the whole clip uses :func:`stream_chunks`, which reads the clip once. Files, manifests and resuming are
+its start, or from ``read_from`` when the reader can start there, to ``start - 1`` and drops the frames
+before; decoding is cheap next to the model): a Ray worker runs one chunk so (``dloral/batch.py``). A run
+over the whole clip uses :func:`stream_chunks`, which reads the clip once. Files, manifests and resuming are
 :mod:`.job`'s.
 """
 from dataclasses import dataclass
@@ -28,7 +29,14 @@ import torch
 
 from .pipeline import DLoRALConfig, DLoRALModels, upscale_video
 
-__all__ = ["Chunk", "ChunkPlan", "chunk_input", "stream_chunks", "upscale_chunk"]
+#: ``stop`` of a chunk that runs to the end of the clip (:meth:`ChunkPlan.last`)
+OPEN_END = 1 << 62
+
+
+class ChunkPastEnd(ValueError):
+    """The clip ends before the chunk starts (a frame count that was an estimate): the chunk has no frames."""
+
+__all__ = ["Chunk", "ChunkPlan", "ChunkPastEnd", "chunk_input", "stream_chunks", "upscale_chunk"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,12 @@ class ChunkPlan:
             raise IndexError(f"chunk index {index} < 0")
         return Chunk(index, index * self.chunk, (index + 1) * self.chunk)
 
+    def last(self, index: int) -> Chunk:
+        """Chunk ``index`` as the last one of a clip whose frame count is an estimate: it runs to the end of
+        the stream, however long (a part longer than ``chunk`` frames is allowed for the last part only)."""
+        c = self[index]
+        return Chunk(c.index, c.start, OPEN_END)
+
     def count(self, total: int) -> int:
         """Chunks of a clip of ``total`` frames."""
         return -(-total // self.chunk)
@@ -77,18 +91,22 @@ class ChunkPlan:
             i += 1
 
 
-def chunk_input(frames: Iterable[torch.Tensor], chunk: Chunk) -> Tuple[Optional[torch.Tensor], Iterator[torch.Tensor]]:
-    """From a stream of the whole clip's (3, H, W) frames: ``(previous, frames of the chunk)``, ``previous``
-    the frame ``chunk.start - 1`` (None for the first chunk). The frames before are read and dropped;
-    ValueError when the clip ends before the chunk starts."""
+def chunk_input(frames: Iterable[torch.Tensor], chunk: Chunk, first: int = 0
+                ) -> Tuple[Optional[torch.Tensor], Iterator[torch.Tensor]]:
+    """From a stream of the clip's (3, H, W) frames starting at clip index ``first`` (0: the whole clip; at
+    most ``chunk.read_from``): ``(previous, frames of the chunk)``, ``previous`` the frame
+    ``chunk.start - 1`` (None for the first chunk). The frames before are read and dropped;
+    :class:`ChunkPastEnd` when the clip ends before the chunk starts."""
+    if not 0 <= first <= chunk.read_from:
+        raise ValueError(f"chunk {chunk.index} reads from frame {chunk.read_from}, the stream starts at {first}")
     it = iter(frames)
-    skipped = sum(1 for _ in islice(it, chunk.read_from))
+    skipped = first + sum(1 for _ in islice(it, chunk.read_from - first))
     previous = None
     if chunk.start > 0:
         previous = next(it, None)
         skipped += previous is not None
     if skipped < chunk.read_from + (chunk.start > 0):
-        raise ValueError(f"chunk {chunk.index} starts at frame {chunk.start} but the input has {skipped} frames")
+        raise ChunkPastEnd(f"chunk {chunk.index} starts at frame {chunk.start} but the input has {skipped} frames")
     return previous, islice(it, chunk.stop - chunk.start)
 
 

@@ -88,6 +88,8 @@ class Job:
 
     def __init__(self, folder: PathArg, manifest: Dict) -> None:
         self.folder, self.manifest = pathlib.Path(folder), dict(manifest, format=JOB_FORMAT)
+        #: chunk index -> whether :meth:`part` published it (False: another attempt's part was there first)
+        self.placed: Dict[int, bool] = {}
 
     @classmethod
     def open(cls, folder: PathArg, manifest: Dict) -> "Job":
@@ -131,7 +133,9 @@ class Job:
     def part(self, chunk: Chunk) -> Iterator[Tuple[pathlib.Path, List[Any]]]:
         """``with job.part(chunk) as (folder, record):`` write the chunk's frames into ``folder`` and append
         each frame's time (a Fraction, or None) to ``record``; on a clean exit the part is published whole,
-        on an exception (Ctrl-C included) it is removed."""
+        on an exception (Ctrl-C included) it is removed. When the part is already there (another attempt
+        at the same chunk, a Ray worker declared lost that still finished, published first) this one is
+        dropped and that one kept: ``placed[chunk.index]`` says which happened. Never written twice."""
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".part_{chunk.index:05d}.", dir=self.folder))
         record: List = []
         try:
@@ -141,7 +145,14 @@ class Job:
             times = None if record[0] is None else [str(Fraction(t)) for t in record]
             _write_json(tmp / "part.json", {"index": chunk.index, "start": chunk.start, "frames": len(record),
                                             "times": times})
-            os.replace(tmp, self.part_dir(chunk.index))
+            try:
+                os.replace(tmp, self.part_dir(chunk.index))   # fails onto a part folder (never empty)
+                self.placed[chunk.index] = True
+            except OSError:
+                if not (self.part_dir(chunk.index) / "part.json").exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.placed[chunk.index] = False
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

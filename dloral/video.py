@@ -159,9 +159,10 @@ def probe_video(path: PathLike) -> VideoInfo:
                          _bits(first.format), first.format.name, audio)
 
 
-def iter_frames(path: PathLike) -> Iterator[Frame]:
+def iter_frames(path: PathLike, start: int = 0) -> Iterator[Frame]:
     """Decode ``path`` frame by frame in presentation order: :class:`Frame` (image (H, W, 3) float32 in
-    [0, 1], time in seconds). A frame without a timestamp gets the previous one's plus 1 / average rate."""
+    [0, 1], time in seconds). A frame without a timestamp gets the previous one's plus 1 / average rate.
+    ``start``: the frames before it are decoded (their times checked) but not converted nor yielded."""
     with _open(path) as c:
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
@@ -177,6 +178,8 @@ def iter_frames(path: PathLike) -> Iterator[Frame]:
                 raise ValueError(f"video {str(path)!r}: frame {i} has time {float(t):.6f} s, not after the "
                                  f"previous frame ({float(last):.6f} s)")
             last = t
+            if i < start:
+                continue
             if _bits(f.format) > 8:
                 img = torch.from_numpy(f.to_ndarray(format="rgb48le").astype(np.float32) / 65535)
             else:

@@ -103,9 +103,11 @@ class ScanWorker:
 
     def __init__(self, args: argparse.Namespace, config: ConfigFn, job: JobFn) -> None:
         self.args, self.config, self.job = args, config, job
-        if args.threads > 0:
+        if args.threads > 0:   # several workers share a machine's cores: each keeps to its share, OpenCV too
+            import cv2
             import torch
             torch.set_num_threads(args.threads)
+            cv2.setNumThreads(args.threads)
 
     def __call__(self, payload: Tuple[str, str]) -> Dict[str, Any]:
         from .fileio import sha256_file

@@ -2,8 +2,12 @@
 ``scripts/dloral_cli.py`` is with the host's loader, for the core tier's batch and Ray tests.
 
     python tests/_dloral_tiny_cli.py upscale INPUT... --out DIR --weights W --checkpoint ANY_FILE [flags]
+
+``--prompt slow:SECONDS`` (the tiny models ignore the prompt) makes every UNet call sleep that long: a Ray
+test then has time to kill a worker while it holds a chunk. The frames do not change.
 """
 import sys
+import time
 
 
 def tiny_loader(request):
@@ -11,7 +15,15 @@ def tiny_loader(request):
     import torch
     import _dloral_models
     torch.set_num_threads(1)
-    return _dloral_models.models()
+    m = _dloral_models.models()
+    if request.prompt.startswith("slow:"):
+        delay, unet = float(request.prompt[5:]), m.unet
+
+        def slow(*args):
+            time.sleep(delay)
+            return unet(*args)
+        m.unet = slow
+    return m
 
 
 if __name__ == "__main__":

@@ -53,7 +53,8 @@ def env(extra_paths=()):
 
 
 class Cluster:
-    """``Cluster().start()``: head + one worker node; ``address``; ``kill_worker()``; ``stop()``."""
+    """``Cluster().start()``: head + one worker node; ``address``; ``kill_worker()``; ``add_worker()`` (a new
+    worker node after a kill); ``stop()``."""
 
     def __init__(self, cpus=(1, 1), extra_paths=()):
         self.cpus, self.extra_paths = cpus, extra_paths
@@ -86,11 +87,22 @@ class Cluster:
             raise
         return self
 
+    def add_worker(self):
+        """Start another worker node (one CPU) joining the head; returns when it is up."""
+        self._node(["worker", self.address, self.cpus[1]], f"worker{len(self.procs)}")
+        return self
+
+    def ensure_worker(self):
+        """One live worker node: a new one when the last was killed."""
+        if len(self.procs) < 2 or self.procs[-1].poll() is not None:
+            self.add_worker()
+        return self
+
     def kill_worker(self):
-        """SIGKILL the worker node's process group and every process below it (the raylet starts its workers
-        in sessions of their own): a machine lost."""
-        below = _descendants(self.procs[1].pid)
-        _kill(self.procs[1], signal.SIGKILL)
+        """SIGKILL the newest worker node's process group and every process below it (the raylet starts its
+        workers in sessions of their own): a machine lost."""
+        below = _descendants(self.procs[-1].pid)
+        _kill(self.procs[-1], signal.SIGKILL)
         for pid in below:
             try:
                 os.kill(pid, signal.SIGKILL)

@@ -260,13 +260,16 @@ def _clips(root):
     return root
 
 
-def _dloral(root, out, *extra, timeout=240):
-    args = [sys.executable, str(TESTS / "_dloral_tiny_cli.py"), "upscale", str(root / "frames" / "clip0"),
-            "@" + str(root / "list.txt"), "--out", str(out), "--weights", str(root / "w.safetensors"),
-            "--checkpoint", str(root / "ck.safetensors"), "--process-size", "64", "--window", "2",
-            "--batch-ext", "frames", *extra]
+def _dloral_args(root, out, *extra):
     (root / "list.txt").write_text("# the rest\nframes/clip1\nvideos\n")
-    return subprocess.run(args, cwd=REPO, env=env([TESTS]), capture_output=True, text=True, timeout=timeout)
+    return ["upscale", str(root / "frames" / "clip0"), "@" + str(root / "list.txt"), "--out", str(out),
+            "--weights", str(root / "w.safetensors"), "--checkpoint", str(root / "ck.safetensors"),
+            "--process-size", "64", "--window", "2", "--batch-ext", "frames", *extra]
+
+
+def _dloral(root, out, *extra, timeout=240):
+    return subprocess.run([sys.executable, str(TESTS / "_dloral_tiny_cli.py"), *_dloral_args(root, out, *extra)],
+                          cwd=REPO, env=env([TESTS]), capture_output=True, text=True, timeout=timeout)
 
 
 def _tree(out):
@@ -306,3 +309,139 @@ def test_dloral_many_inputs_in_process(clips):
     s2 = json.loads(r.stdout)
     assert s2["done_earlier"] == 3 and s2["done"] == 0, s2
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
+
+
+# ----------------------------------------------------------------------- DLoRAL: chunks as the unit ---
+class _Counted:
+    """The tiny loader in this process (1 thread, as the CLI's); counts UNet calls; ``stop_at``: the call
+    (1-based) that raises KeyboardInterrupt, as Ctrl-C would."""
+
+    def __init__(self, stop_at=None):
+        self.stop_at, self.calls = stop_at, 0
+
+    def __call__(self, request):
+        from _dloral_tiny_cli import tiny_loader
+        m = tiny_loader(request)
+        unet = m.unet
+
+        def counted(*args):
+            self.calls += 1
+            if self.calls == self.stop_at:
+                raise KeyboardInterrupt
+            return unet(*args)
+        m.unet = counted
+        return m
+
+
+def test_dloral_chunks_as_units_equal_one_pass_and_resume(clips, tmp_path, capsys):
+    """``--chunk 2``: the clips cut into 3 + 2 + 2 chunks, each run on its own (read from its carried frame),
+    stitched: the one-pass outputs byte for byte, no job folder left. Interrupted in the 5th chunk (clip0
+    stitched, clip1's first chunk a part), the same command runs only the 3 chunks without a part."""
+    import torch
+    from dloral.__main__ import main
+    root, ref, _ = clips
+    threads = torch.get_num_threads()
+    try:
+        out = tmp_path / "out"
+        stop = _Counted(stop_at=5)
+        assert main(_dloral_args(root, out, "--chunk", "2"), loader=stop) == 130
+        assert sorted(p.name for p in out.iterdir()) == [".clip1.dloral-job", ".clip2.dloral-job", "clip0"]
+        assert sorted(p.name for p in (out / ".clip1.dloral-job").iterdir()) == ["manifest.json", "part_00000"]
+        assert sorted(p.name for p in (out / ".clip2.dloral-job").iterdir()) == ["manifest.json"]
+        assert "and the finished chunks in its .NAME.dloral-job folders" in capsys.readouterr().err
+        again = _Counted()
+        assert main(_dloral_args(root, out, "--chunk", "2"), loader=again) == 1   # the broken video
+        s = json.loads(capsys.readouterr().out)
+    finally:
+        torch.set_num_threads(threads)
+    assert again.calls == 3, again.calls   # clip1's second chunk, clip2's two
+    rows = {pathlib.Path(r["input"]).stem: r for r in s["outputs"]}
+    assert rows["clip0"]["status"] == "done earlier" and "chunks" not in rows["clip0"]
+    assert {k: (rows[k]["chunks"], rows[k]["chunks_done"], rows[k]["chunks_done_earlier"]) for k in ("clip1", "clip2")} \
+        == {"clip1": (2, 1, 1), "clip2": (2, 2, 0)}
+    assert s["chunks"] == 4 and s["chunks_run"] == 3 and s["failed"] == 1
+    assert _tree(out) == _tree(ref)
+
+
+def test_dloral_chunks_over_two_ray_nodes_a_worker_killed(clips, cluster, tmp_path):
+    """The chunks spread over two nodes' actors (each UNet call slowed to 0.5 s); the worker node is
+    SIGKILLed while it holds a chunk: that chunk is run again on the head's actor, every part is made
+    once (made or found made: the chunk counts add up), the stitched clips equal the one-pass in-process
+    outputs byte for byte, no job folder or partial file is left; one progress line for the whole job."""
+    root, ref, _ = clips
+    cluster.ensure_worker()
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, str(TESTS / "_dloral_tiny_cli.py"),
+                          *_dloral_args(root, out, "--chunk", "2", "--prompt", "slow:0.5", "--ray", cluster.address)],
+                         cwd=REPO, env=env([TESTS]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    try:
+        for line in p.stderr:
+            lines.append(line)
+            if "2 workers, 2 busy" in line:
+                cluster.kill_worker()
+                break
+        else:
+            pytest.fail("the job ended before both workers held a chunk:\n" + "".join(lines))
+        rest_out, rest_err = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1 and rest_out.startswith("{"), "".join(lines) + rest_err + rest_out
+    s = json.loads(rest_out)
+    assert s["lost_workers"] >= 1 and s["retried"] >= 1 and (s["done"], s["failed"]) == (3, 1), rest_out
+    rows = [r for r in s["outputs"] if "chunks" in r]
+    assert [r["chunks"] for r in rows] == [3, 2, 2] and s["chunks_run"] == 7
+    assert all(r["chunks_done"] + r["chunks_done_earlier"] == r["chunks"] for r in rows), rows
+    assert max(r["attempts"] for r in rows) >= 2
+    assert "job 7/8 done, 1 failed" in rest_err and "retried" in rest_err and "ETA" in rest_err
+    assert _tree(out) == _tree(ref)
+
+
+@pytest.mark.parametrize("off", [-3, 4])
+def test_dloral_chunks_with_a_wrong_frame_estimate(clips, tmp_path, capsys, monkeypatch, off):
+    """A container's frame count may be an estimate: planned from 2 frames (too few) the last chunk runs to
+    the end of the clip; from 9 (too many) the chunks past the end give no part. The outputs are the one-pass
+    ones either way."""
+    import torch
+    import dloral.clijob
+    from dloral.__main__ import main
+    root, ref, _ = clips
+    real = dloral.clijob.probe
+
+    def estimate(path):
+        n, size = real(path)
+        return (n + off if pathlib.Path(path).name == "clip0" else n), size
+    monkeypatch.setattr(dloral.clijob, "probe", estimate)
+    threads = torch.get_num_threads()
+    try:
+        assert main(_dloral_args(root, tmp_path / "out", "--chunk", "2"), loader=_Counted()) == 1
+    finally:
+        torch.set_num_threads(threads)
+    s = json.loads(capsys.readouterr().out)
+    row = next(r for r in s["outputs"] if r["input"].endswith("clip0"))
+    assert (row["status"], row["frames"], row["chunks"], row["chunks_done"]) == ("done", 5, 1 if off < 0 else 5, 1 if off < 0 else 3)
+    assert _tree(tmp_path / "out") == _tree(ref)
+
+
+def test_dloral_chunks_stitched_into_a_video_equal_one_pass(clips, tmp_path, capsys):
+    """The driver's stitch into a video file (ProRes .mov: bit-reproducible) keeps the frame times the parts
+    recorded: the file equals the one-pass batch's byte for byte (a video input and a frame folder)."""
+    import torch
+    from dloral.__main__ import main
+    root, _, _ = clips
+    threads = torch.get_num_threads()
+    args = ["upscale", str(root / "videos" / "clip2.avi"), str(root / "frames" / "clip1"), "--weights",
+            str(root / "w.safetensors"), "--checkpoint", str(root / "ck.safetensors"), "--process-size", "64",
+            "--window", "2", "--batch-ext", "mov"]
+    try:
+        assert main([*args, "--out", str(tmp_path / "one")], loader=_Counted()) == 0
+        one = json.loads(capsys.readouterr().out)
+        assert main([*args, "--out", str(tmp_path / "ch"), "--chunk", "2"], loader=_Counted()) == 0
+        ch = json.loads(capsys.readouterr().out)
+    finally:
+        torch.set_num_threads(threads)
+    assert "chunks" not in one and [r["chunks"] for r in ch["outputs"]] == [2, 2]
+    assert sorted(p.name for p in (tmp_path / "ch").iterdir()) == ["clip1.mov", "clip2.mov"]
+    for name in ("clip1.mov", "clip2.mov"):
+        assert (tmp_path / "ch" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
