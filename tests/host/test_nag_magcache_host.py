@@ -1,5 +1,6 @@
-"""Atelier NAG composed with Atelier MagCache on the tiny model of every joint-attention family MagCache serves
-(tests/_families.py), in both orders of applying the two nodes, through the host's KSampler on the tree under test.
+"""Atelier NAG composed with Atelier MagCache on the tiny model of every non-Wan family both serve (joint
+attention: Flux, Kontext, Flux2, Chroma, Qwen-Image, HunyuanVideo 1.0/1.5; cross-attention: LTXV; Wan: in
+test_nag_families_host.py) (tests/_families.py), in both orders of applying the two nodes, through the host's KSampler on the tree under test.
 
 What composition must give, checked against references the test computes without the composition:
 
@@ -20,8 +21,8 @@ import _families as _F
 # tiny family -> MagCache's family (its shipped curve is picked by "auto"); None: a calibrate-only family run
 # with a custom curve
 FAMILIES = {"flux": "flux", "flux_kontext": "flux", "chroma": "chroma", "qwen_image": "qwen_image",
-            "hunyuan_video": "hunyuan_video", "hunyuan_video15": "hunyuan_video1.5", "flux2": None}
-TWO_BRANCH = ("qwen_image", "chroma", "hunyuan_video15", "flux2")
+            "hunyuan_video": "hunyuan_video", "hunyuan_video15": "hunyuan_video1.5", "flux2": None, "ltxv": None}
+TWO_BRANCH = ("qwen_image", "chroma", "hunyuan_video15", "flux2", "ltxv")
 NEWER_THAN_0_3_64 = {"flux2", "hunyuan_video15", "z_image"}
 STEPS = 8
 CURVE = "[" + ", ".join(["1.0, 1.0"] + ["0.99, 0.99"] * (STEPS - 1)) + "]"
