@@ -233,9 +233,10 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
         qr, kr, vr = q[sl], k[sl], v[sl]
         # image queries: Z+ over [positive, image], Z- over [negative, image], image keys once
         q_img = qr[:, :, img]
-        parts = [lse(q_img, kr[:, :, keys], vr[:, :, keys], _part(m, length, img, keys)) for keys in (img, pos, neg)]
-        out[sl, :, img] = guided_from_parts(*parts, config.scale, config.tau, config.alpha, out_dtype=q.dtype,
-                                            chunk_tokens=config.chunk_tokens).transpose(1, 2)
+        p_img, p_pos, p_neg = (lse(q_img, kr[:, :, keys], vr[:, :, keys], _part(m, length, img, keys))
+                               for keys in (img, pos, neg))
+        out[sl, :, img] = guided_from_parts(p_img, p_pos, p_neg, config.scale, config.tau, config.alpha,
+                                            out_dtype=q.dtype, chunk_tokens=config.chunk_tokens).transpose(1, 2)
         # the two texts' own queries, each over [its text, image] with the host's attention (the negative
         # stream evolves by itself; the positive text's output is what it is without the negative); the
         # keys are read in place where the two spans touch (no copy of the image keys)
