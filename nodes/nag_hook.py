@@ -1,5 +1,6 @@
-"""How NAG reaches the host's Wan model: object patches of each cross-attention and two
-wrappers, all on a *clone* of the user's model.
+"""How NAG reaches the host's cross-attention families (Wan; SD1.5/SDXL ``attn2``; LTX-Video ``attn2``, see
+:class:`NAGUNetCrossAttention`, :class:`NAGLTXVCrossAttention`): object patches of each cross-attention and
+two wrappers, all on a *clone* of the user's model. Described here for Wan:
 
 * ``diffusion_model.blocks.{i}.cross_attn`` object patches: a :class:`NAGCrossAttention`
   that shares the host module's own children (``q, k, v, o, norm_q, norm_k`` and, in I2V,
