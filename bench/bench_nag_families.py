@@ -42,8 +42,8 @@ REAL_FAMILIES = ["flux", "qwen_image", "hunyuan_video", "wan21_t2v"]
 
 def real_dims(blocks, smoke=False):
     """Per family: (unet_config overrides, text tokens, NAG-negative tokens, text width, pooled width, latent
-    shape). Token counts as the host's text encoders give them: Flux's T5 pads to 256 (a short negative is 256
-    tokens too), HunyuanVideo's Llama and Qwen-Image's Qwen2.5-VL do not pad (a short negative: ~16 tokens),
+    shape). Token counts as the host's text encoders give them: Flux's T5 pads to 256 (a long prompt: 512; a
+    short negative is 256 tokens), HunyuanVideo's Llama and Qwen-Image's Qwen2.5-VL do not pad (a short negative: ~16 tokens),
     Wan's UMT5 pads to 512. ``smoke``: the same structure at tiny widths and token counts (the host tier runs
     this path on the CPU)."""
     if smoke:
@@ -59,7 +59,7 @@ def real_dims(blocks, smoke=False):
     flux_like = dict(hidden_size=3072, num_heads=24, context_in_dim=4096, vec_in_dim=768, mlp_ratio=4.0,
                      axes_dim=[16, 56, 56], depth=blocks, depth_single_blocks=blocks)
     return {
-        "flux": (flux_like, 256, 256, 4096, 768, (1, 16, 128, 128)),
+        "flux": (flux_like, 512, 256, 4096, 768, (1, 16, 128, 128)),
         "qwen_image": (dict(num_attention_heads=24, attention_head_dim=128, joint_attention_dim=3584,
                             num_layers=blocks, axes_dims_rope=(16, 56, 56)), 128, 16, 3584, None,
                        (1, 16, 1, 166, 166)),
@@ -73,7 +73,9 @@ def estimate(name, dims):
     linear layers and attention; an estimate, not a measurement). Joint families: the negative's tokens go
     through every block's linear layers, the image queries attend the negative's keys, the negative's
     queries attend ``[negative, image]``. Wan: the negative's K/V projections and one extra attention per
-    cross-attention."""
+    cross-attention. ``ratio``: matmul FLOPs only. Joint families also get ``ratio_with_elementwise``: plus
+    the element-wise passes of NAG's merge and combine rule over the image queries' outputs, counted in bytes
+    (``bench_nag_flux_cost.byte_count``) and set against the matmuls at an H100's 600 TFLOP/s and 3 TB/s."""
     cfg, lp, ln, _, _, shape = dims
     if name == "wan21_t2v":
         d, f = cfg["dim"], cfg["ffn_dim"]
@@ -88,7 +90,9 @@ def estimate(name, dims):
     per_token = 24 * d * d                 # qkv + out + 4x MLP, per token per block (double or single)
     base = per_token * t + 4 * d * t * t
     extra = per_token * ln + 4 * d * (li * ln + ln * (ln + li))
-    return {"ratio": 1 + extra / base, "image_tokens": li, "text_tokens": lp, "negative_tokens": ln}
+    from bench_nag_flux_cost import elementwise_ratio
+    return {"ratio": 1 + extra / base, "ratio_with_elementwise": 1 + extra / base + elementwise_ratio(d, li, lp, ln),
+            "image_tokens": li, "text_tokens": lp, "negative_tokens": ln}
 
 
 class Clock:

@@ -17,7 +17,7 @@ import math
 
 import torch
 
-__all__ = ["nag_combine", "check_nag_params"]
+__all__ = ["nag_combine", "check_nag_params", "combine_heads"]
 
 
 def check_nag_params(scale: float, tau: float, alpha: float) -> None:
@@ -80,14 +80,48 @@ def nag_combine(z_pos: torch.Tensor, z_neg: torch.Tensor, scale: float, tau: flo
     return out
 
 
-def _combine(z_pos, z_neg, scale, tau, alpha):
+def _combine(z_pos, z_neg, scale, tau, alpha, dims=(-1,), out_dtype=None):
     # five passes over the tokens: G = lerp(Z-, Z+, s) = s*Z+ - (s-1)*Z-, the two L1 norms, the rescale,
     # out = lerp(Z+, G_hat, alpha); factor = min(1, tau*||Z+|| / ||G||) is exactly 1 where ||G|| <= tau*||Z+||
-    # (so Z- == Z+ returns Z+ bit for bit) and never divides by zero (||G|| = 0 gives 1).
+    # (so Z- == Z+ returns Z+ bit for bit) and never divides by zero (||G|| = 0 gives 1). ``dims``: the channel
+    # dims of one token (the last one; the last two for (B, L, H, D) outputs whose heads are not merged).
     work = torch.float64 if z_pos.dtype == torch.float64 else torch.float32
     zp = z_pos.to(work)
     g = torch.lerp(z_neg.to(work), zp, scale)
-    n_pos = torch.linalg.vector_norm(zp, ord=1, dim=-1, keepdim=True)
-    n_g = torch.linalg.vector_norm(g, ord=1, dim=-1, keepdim=True)
+    n_pos = torch.linalg.vector_norm(zp, ord=1, dim=dims, keepdim=True)
+    n_g = torch.linalg.vector_norm(g, ord=1, dim=dims, keepdim=True)
     factor = (n_pos.mul_(tau) / n_g.clamp_min_(torch.finfo(work).tiny)).clamp_max_(1.0)
-    return torch.lerp(zp, g.mul_(factor), alpha).to(z_pos.dtype)
+    return torch.lerp(zp, g.mul_(factor), alpha).to(out_dtype or z_pos.dtype)
+
+
+def combine_heads(z_pos: torch.Tensor, z_neg: torch.Tensor, scale: float, tau: float, alpha: float, *,
+                  out_dtype: torch.dtype | None = None, chunk_tokens: int | None = None) -> torch.Tensor:
+    """:func:`nag_combine` on attention outputs laid out ``(B, L, H, D)`` (heads not merged into channels).
+
+    Args:
+        z_pos, z_neg: ``(B, L, H, D)``; a token's channels are its ``H*D`` values (the L1 norms run over the
+            last two dims together: the per-token norms of :func:`nag_combine` on ``(B, L, H*D)``).
+        scale, tau, alpha, chunk_tokens: as :func:`nag_combine`.
+        out_dtype: dtype of the result; None = ``z_pos.dtype``. Float32 inputs (the float32 merge of
+            partial attentions) need no copy, so nothing is rounded to the model's dtype in between.
+    Returns:
+        ``(B, L, H, D)``: what :func:`nag_combine` gives on ``z.flatten(-2)``, in this layout. Exact cases as
+        :func:`nag_combine`.
+    """
+    if z_pos.shape != z_neg.shape or z_pos.ndim != 4:
+        raise ValueError(f"z_pos {tuple(z_pos.shape)} / z_neg {tuple(z_neg.shape)}: expected two (B, L, H, D)")
+    check_nag_params(scale, tau, alpha)
+    dtype = out_dtype or z_pos.dtype
+    if scale == 1 or alpha == 0:
+        return z_pos.to(dtype)
+    if chunk_tokens is not None and chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens={chunk_tokens}: must be >= 1 or None")
+    length = z_pos.shape[1]
+    step = length if chunk_tokens is None else int(chunk_tokens)
+    if step >= length:
+        return _combine(z_pos, z_neg, float(scale), float(tau), float(alpha), (-2, -1), dtype)
+    out = torch.empty(z_pos.shape, dtype=dtype, device=z_pos.device)
+    for a in range(0, length, step):
+        out[:, a:a + step] = _combine(z_pos[:, a:a + step], z_neg[:, a:a + step], float(scale), float(tau),
+                                      float(alpha), (-2, -1), dtype)
+    return out

@@ -10,7 +10,7 @@ from typing import Callable, Tuple, Union
 import torch
 
 __all__ = ["CROSS_ATTN_PARTS", "IMAGE_PARTS", "HOST_CLASSES", "check_wan_model", "check_negative_context",
-           "negative_from_conditioning"]
+           "negative_from_conditioning", "real_tokens"]
 
 CROSS_ATTN_PARTS = ("q", "k", "v", "o", "norm_q", "norm_k")
 IMAGE_PARTS = ("k_img", "v_img", "norm_k_img")
@@ -85,3 +85,28 @@ def negative_from_conditioning(conditioning: object, width: int) -> Tuple[torch.
     if not (isinstance(conditioning, (list, tuple)) and conditioning and isinstance(conditioning[0], (list, tuple))):
         return check_negative_context(None, width), 0      # raises: not a CONDITIONING
     return check_negative_context(conditioning[0][0], width), len(conditioning)
+
+
+def real_tokens(ctx: torch.Tensor, mask: object) -> torch.Tensor:
+    """The NAG negative ``(N, Ln, C)`` less the tokens its encoder's padding mask marks as padding.
+
+    For families whose cross-attention masks the prompt's padding (LTXV's T5 pads to 128 tokens): attention
+    over the kept tokens only is attention with that mask, so the negative needs no mask of its own.
+
+    Args:
+        ctx: ``(N, Ln, C)`` the negative.
+        mask: None, or the encoder's keep-mask ``(N or 1, Ln)`` (nonzero / True = a real token).
+    Returns:
+        ``ctx`` unchanged when ``mask`` is not such a tensor; otherwise the tokens real in any row (at least
+        one: a mask with no real token keeps the first). ValueError naming input 'nag_negative' when the mask
+        has another length.
+    """
+    if not torch.is_tensor(mask):
+        return ctx
+    if mask.ndim != 2 or mask.shape[-1] != ctx.shape[1] or mask.shape[0] not in (1, ctx.shape[0]):
+        raise ValueError(f"input 'nag_negative' has an attention_mask of shape {tuple(mask.shape)} for "
+                         f"{ctx.shape[1]} tokens; expected [1 or {ctx.shape[0]}, {ctx.shape[1]}].")
+    keep = (mask != 0).any(dim=0).to(ctx.device)
+    if not bool(keep.any()):
+        keep[0] = True
+    return ctx[:, keep]

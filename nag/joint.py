@@ -43,10 +43,10 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .combine import check_nag_params, nag_combine
+from .combine import check_nag_params, combine_heads, nag_combine
 
 __all__ = ["attention_with_lse", "fused_attention_with_lse", "merge_attention", "joint_pair", "joint_nag",
-           "merge_heads", "AttendLSE", "SCORE_BUDGET"]
+           "merge_heads", "guided_from_parts", "AttendLSE", "SCORE_BUDGET"]
 
 AttendLSE = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]],
                      tuple[torch.Tensor, torch.Tensor]]
@@ -249,6 +249,43 @@ def joint_pair(q_img: torch.Tensor, k_img: torch.Tensor, v_img: torch.Tensor,
         return z_pos, None
     z_neg, _ = merge_attention([img, attention(q_img, k_neg, v_neg, mask_neg)], out_dtype=q_img.dtype)
     return z_pos, z_neg
+
+
+def guided_from_parts(img: tuple[torch.Tensor, torch.Tensor], pos: tuple[torch.Tensor, torch.Tensor],
+                      neg: tuple[torch.Tensor, torch.Tensor], scale: float, tau: float, alpha: float, *,
+                      out_dtype: torch.dtype, chunk_tokens: Optional[int] = None) -> torch.Tensor:
+    """NAG's guided output of the image queries of a joint attention from their three partial attentions.
+
+    Args:
+        img, pos, neg: ``(out (B, H, Li, D), lse (B, H, Li))`` of the image queries over the image keys, the
+            positive text's keys and the negative text's keys (:data:`AttendLSE` results).
+        scale, tau, alpha, chunk_tokens: as :func:`~nag.combine.nag_combine`.
+        out_dtype: dtype of the result (the model's).
+
+    Returns:
+        ``(B, Li, H, D)`` (tokens before heads: ``.flatten(-2)`` is the heads-merged output):
+        :func:`~nag.combine.combine_heads` of ``Z+ = merge(img, pos)`` and ``Z- = merge(img, neg)``
+        (:func:`merge_attention`'s two-part rule), which is what :func:`joint_nag` computes, in fewer passes
+        over the image queries' outputs: each part is cast up and laid out token-major in one copy (the image
+        part once for both merges), and Z+ and Z- stay in float32 up to the combine rule (no rounding to the
+        model's dtype and no heads-merge copies in between).
+    """
+    work = torch.float64 if any(t.dtype == torch.float64 for part in (img, pos, neg) for t in part) \
+        else torch.float32
+
+    def tokens_first(o):
+        b, h, n, d = o.shape
+        return torch.empty((b, n, h, d), dtype=work, device=o.device).copy_(o.transpose(1, 2))
+
+    o_img, l_img = tokens_first(img[0]), img[1].to(work)
+
+    def merged(part):
+        w = torch.nan_to_num(torch.sigmoid(part[1].to(work) - l_img), nan=0.0).transpose(1, 2).unsqueeze(-1)
+        w = w.contiguous()     # (B, Li, H, 1): a strided weight sends lerp down a slow path
+        return torch.lerp(o_img, tokens_first(part[0]), w)
+
+    return combine_heads(merged(pos), merged(neg), scale, tau, alpha, out_dtype=out_dtype,
+                         chunk_tokens=chunk_tokens)
 
 
 def merge_heads(z: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,10 @@ HunyuanVideo). :func:`nag_joint_attention` splits it (:class:`JointSpans`) and, 
 
 * unguided rows (the CFG negative, rows outside ``guided``): the host's attention over
   ``[positive text, image]`` exactly as without NAG; the negative text's queries get 0;
-* guided rows: :func:`~nag.joint.joint_pair` for the positive-text and image queries (image keys
-  attended once, the two texts each once, log-sum-exp merge), :func:`~nag.combine.nag_combine` on
-  the image queries; the negative text's own queries attend ``[negative text, image]`` (the
+* guided rows: the image queries' three partial attentions (image keys attended once, the two texts
+  each once) merged by log-sum-exp and combined by the NAG rule in one float32 pass chain
+  (:func:`~nag.joint.guided_from_parts`: what :func:`~nag.joint.joint_nag` computes); the positive
+  text's queries attend ``[positive text, image]``; the negative text's own queries attend ``[negative text, image]`` (the
   negative stream evolves by itself, as in the official Flux NAG).
 
 So the positive text and the image never attend the negative's tokens except through Z-, and
@@ -25,10 +26,9 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .combine import nag_combine
 from .config import NAGConfig
 from .run import CallPlan
-from .joint import AttendLSE, fused_attention_with_lse, joint_pair, merge_heads
+from .joint import AttendLSE, attention_with_lse, fused_attention_with_lse, guided_from_parts
 
 __all__ = ["JointSpans", "JointPlan", "nag_joint_attention", "extend_context", "extend_mask", "negative_positions",
            "Attend4"]
@@ -193,19 +193,20 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
             :func:`~nag.joint.fused_attention_with_lse`.
 
     Returns:
-        ``(B, H, L, D)`` in ``q.dtype``. Guided rows: the image queries get ``nag_combine(Z+, Z-)`` (heads
-        merged for the norm) from :func:`~nag.joint.joint_pair` (image keys attended once, the two texts
-        each once, no copy of the image's q/k/v); the positive text's queries get the host's attention over
+        ``(B, H, L, D)`` in ``q.dtype``. Guided rows: the image queries get ``nag_combine(Z+, Z-)`` (norm over
+        all heads) from :func:`~nag.joint.guided_from_parts` (image keys attended once, the two texts each
+        once, no copy of the image's q/k/v; Z+ and Z- kept in float32 up to the combine rule); the positive text's queries get the host's attention over
         ``[positive text, image]``, the negative text's queries theirs over ``[negative text, image]``.
         Other rows: the host's attention over ``[positive text, image]``, 0 at the negative's positions.
     """
     b, h, length, d = q.shape
     pos, neg, img = spans.split(length)
-    out = torch.zeros(b, h, length, v.shape[-1], dtype=q.dtype, device=q.device)
+    out = torch.empty(b, h, length, v.shape[-1], dtype=q.dtype, device=q.device)   # every position written
     is_guided = torch.zeros(b, dtype=torch.bool)
     for sl in guided:
         is_guided[sl] = True
     plain = (~is_guided).nonzero().flatten().tolist()
+    positions = torch.arange(length, device=q.device)
     if plain:
         r = torch.tensor(plain, device=q.device)
         first, second = (pos, img) if spans.text_first else (img, pos)
@@ -218,30 +219,33 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
                 m = m.index_select(-2, keep)
         z = attend(qs, ks, vs, m)
         n_first = first.stop - first.start
-        out[r.unsqueeze(1), :, torch.arange(length, device=q.device)[first].unsqueeze(0)] = \
-            z[:, :, :n_first].transpose(1, 2)
-        out[r.unsqueeze(1), :, torch.arange(length, device=q.device)[second].unsqueeze(0)] = \
-            z[:, :, n_first:].transpose(1, 2)
+        out[r.unsqueeze(1), :, positions[first].unsqueeze(0)] = z[:, :, :n_first].transpose(1, 2)
+        out[r.unsqueeze(1), :, positions[second].unsqueeze(0)] = z[:, :, n_first:].transpose(1, 2)
+        out[r.unsqueeze(1), :, positions[neg].unsqueeze(0)] = 0
     lse = attention_lse if mask is None else None
     if mask is None and lse is None:
         lse = fused_attention_with_lse
+    if lse is None:
+        def lse(q_, k_, v_, m_):
+            return attention_with_lse(q_, k_, v_, m_, out_dtype=torch.float32)
     for sl in guided:
         m = _rows(mask, sl)
         qr, kr, vr = q[sl], k[sl], v[sl]
         # image queries: Z+ over [positive, image], Z- over [negative, image], image keys once
-        z_pos, z_neg = joint_pair(qr[:, :, img], kr[:, :, img], vr[:, :, img], kr[:, :, pos], vr[:, :, pos],
-                                  kr[:, :, neg], vr[:, :, neg], mask_img=_part(m, length, img, img),
-                                  mask_pos=_part(m, length, img, pos), mask_neg=_part(m, length, img, neg),
-                                  attention=lse)
-        assert z_neg is not None
-        g = nag_combine(merge_heads(z_pos), merge_heads(z_neg), config.scale, config.tau, config.alpha,
-                        chunk_tokens=config.chunk_tokens)
-        out[sl, :, img] = g.reshape(g.shape[0], g.shape[1], h, -1).transpose(1, 2).to(q.dtype)
+        q_img = qr[:, :, img]
+        p_img, p_pos, p_neg = (lse(q_img, kr[:, :, keys], vr[:, :, keys], _part(m, length, img, keys))
+                               for keys in (img, pos, neg))
+        out[sl, :, img] = guided_from_parts(p_img, p_pos, p_neg, config.scale, config.tau, config.alpha,
+                                            out_dtype=q.dtype, chunk_tokens=config.chunk_tokens).transpose(1, 2)
         # the two texts' own queries, each over [its text, image] with the host's attention (the negative
-        # stream evolves by itself; the positive text's output is what it is without the negative)
+        # stream evolves by itself; the positive text's output is what it is without the negative); the
+        # keys are read in place where the two spans touch (no copy of the image keys)
         for qt in (pos, neg):
             first, second = (qt, img) if spans.text_first else (img, qt)
-            ks, vs = (torch.cat([t[:, :, first], t[:, :, second]], dim=2) for t in (kr, vr))
+            if first.stop == second.start:
+                ks, vs = kr[:, :, first.start:second.stop], vr[:, :, first.start:second.stop]
+            else:
+                ks, vs = (torch.cat([t[:, :, first], t[:, :, second]], dim=2) for t in (kr, vr))
             mt = None
             if m is not None:
                 mf, ms = _part(m, length, qt, first), _part(m, length, qt, second)

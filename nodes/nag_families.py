@@ -6,11 +6,12 @@
 | SD1.5, SDXL (and other UNets with ``attn2``) | modules.diffusionmodules.openaimodel.UNetModel | every ``attn2`` | ``nag_hook`` |
 | Flux, Flux-Kontext, Flux2, Chroma, Chroma Radiance, Qwen-Image, SD3.5 | flux / chroma / chroma_radiance / qwen_image / mmdit | joint attention, text first | ``nag_joint_hook`` |
 | HunyuanVideo, HunyuanVideo-1.5 | hunyuan_video.model.HunyuanVideo | joint attention, image first; ``txt_in`` split | ``nag_joint_hook`` |
+| LTX-Video (LTXV) | lightricks.model.LTXVModel | every ``attn2`` (cross-attention, masked text) | ``nag_hook`` |
 
 Refused with one error naming the family: HiDream (its blocks read per-layer Llama states besides the
 T5 text, and its double blocks attend text through a path NAG cannot reach by the sequence alone),
 Lumina2 / Z-Image (text and image share one padded, masked sequence with per-token RoPE built in the
-forward; not done yet), and anything else.
+forward; not done yet), LTX-2 (``LTXAVModel``: audio and video streams), and anything else.
 """
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -26,11 +27,13 @@ JOINT_IMAGE_FIRST = {
     ("comfy.ldm.hunyuan_video.model", "HunyuanVideo"): "txt_in.input_embedder",
 }
 UNET = ("comfy.ldm.modules.diffusionmodules.openaimodel", "UNetModel")
+LTXV = ("comfy.ldm.lightricks.model", "LTXVModel")
 WAN_MODULE = "comfy.ldm.wan.model"
 
 WHY_NOT = {
     "HiDreamImageTransformer2DModel": "its blocks read per-layer Llama states as well as the T5 text; NAG cannot reach its text "
                "attention through the host's sanctioned hooks yet",
+    "LTXAVModel": "LTX-2 runs audio and video streams with their own cross-attentions; not supported yet",
     "NextDiT": "Lumina2 / Z-Image put text and image in one padded, masked sequence with RoPE built per "
                "token in the forward; not supported yet",
 }
@@ -42,7 +45,9 @@ class NAGFamily:
 
     Attributes:
         name: the host's model config class (e.g. ``Flux``, ``QwenImage``, ``WAN21_T2V``).
-        kind: ``wan`` / ``unet`` (cross-attention) or ``joint``.
+        kind: ``wan`` / ``unet`` / ``ltxv`` (cross-attention) or ``joint``.
+        trim_padding: the NAG negative keeps only the tokens its encoder's mask marks real (the family's
+            cross-attention masks the prompt's padding).
         text_first: joint families: text before image in the joint sequence.
         split_text_in: joint families whose text embedder is not token-wise (HunyuanVideo's refiner).
         width: ``model -> `` the text width a NAG negative must have.
@@ -51,6 +56,7 @@ class NAGFamily:
     kind: str
     text_first: bool = True
     split_text_in: bool = False
+    trim_padding: bool = False
     width: Optional[Callable] = None
 
 
@@ -75,6 +81,9 @@ def detect(model) -> NAGFamily:
         return NAGFamily(name, "wan")
     if key == UNET:
         return NAGFamily(name, "unet", width=lambda d: _unet_width(d))
+    if key == LTXV:
+        return NAGFamily(name, "ltxv", trim_padding=True,
+                         width=lambda d: _linear_in(d, "caption_projection.linear_1"))
     for table, first in ((JOINT_TEXT_FIRST, True), (JOINT_IMAGE_FIRST, False)):
         if key in table:
             path = table[key]
@@ -83,7 +92,7 @@ def detect(model) -> NAGFamily:
     why = WHY_NOT.get(cls.__name__, "NAG has no hook for this architecture")
     raise ValueError(f"input 'model' is {name} ({cls.__name__}); NAG cannot guide this family: {why}. "
                      "Supported: Wan2.1/2.2 (incl. VACE), SD1.5, SDXL, Flux, Flux-Kontext, Flux2, Chroma, "
-                     "Chroma Radiance, Qwen-Image, HunyuanVideo (1.0, 1.5), SD3.5.")
+                     "Chroma Radiance, Qwen-Image, HunyuanVideo (1.0, 1.5), SD3.5, LTX-Video.")
 
 
 def _unet_width(dm):

@@ -1,11 +1,11 @@
 """NAG node: negative prompts at CFG 1 (and with CFG) inside one forward pass, for every family
-``nag_families`` serves (Wan, SD1.5/SDXL, Flux family, Chroma, Qwen-Image, HunyuanVideo, SD3.5)."""
+``nag_families`` serves (Wan, SD1.5/SDXL, LTX-Video, Flux family, Chroma, Qwen-Image, HunyuanVideo, SD3.5)."""
 import logging
 
 from comfy_api.latest import io
 
 from ..nag import SETTINGS, check_wan_model, config_from_inputs
-from ..nag.inputs import negative_from_conditioning
+from ..nag.inputs import negative_from_conditioning, real_tokens
 from ._settings_io import validator, widgets
 from .nag_families import detect
 from .nag_hook import RUN_KEY, NAGCrossAttention, apply_nag
@@ -69,14 +69,14 @@ class AtelierNAGWan(io.ComfyNode):
             description=(
                 "Normalized Attention Guidance: makes a negative prompt work at CFG 1 (distilled / few-step "
                 "models) inside the single forward pass, at a fraction of a CFG pass. Wan2.1/2.2 (VACE too), "
-                "SD1.5, SDXL: cross-attention; Flux, Flux-Kontext, Flux2, Chroma, Chroma Radiance, Qwen-Image, "
+                "SD1.5, SDXL, LTX-Video: cross-attention; Flux, Flux-Kontext, Flux2, Chroma, Chroma Radiance, Qwen-Image, "
                 "HunyuanVideo, SD3.5: the text part of the joint attention. Works with CFG > 1 too (only the "
                 "positive branch is guided) and with Atelier MagCache in either order. Connect its MODEL to "
                 "your sampler."),
             inputs=[
                 io.Model.Input("model", tooltip=(
-                    "Wan2.1/2.2, SD1.5, SDXL, Flux/Kontext/Flux2, Chroma (Radiance), Qwen-Image, HunyuanVideo "
-                    "(1.5) or SD3.5; other families are refused by name.")),
+                    "Wan2.1/2.2, SD1.5, SDXL, LTX-Video, Flux/Kontext/Flux2, Chroma (Radiance), Qwen-Image, "
+                    "HunyuanVideo (1.5) or SD3.5; other families are refused by name.")),
                 io.Conditioning.Input("nag_negative", tooltip=(
                     "What to steer away from, encoded with the model's own text encoder (the same CLIP "
                     "Text Encode path as its prompts). "
@@ -94,6 +94,8 @@ class AtelierNAGWan(io.ComfyNode):
         config = nag_config(scale, tau, alpha, sigma_end)
         family, width = model_family(model)
         negative = negative_context(nag_negative, width)
+        if family.trim_padding and isinstance(nag_negative[0][1], dict):
+            negative = _named(real_tokens, negative, nag_negative[0][1].get("attention_mask"))
         if not config.enabled:
             log.info("[Atelier] NAG: scale 1 or alpha 0 turns NAG off; the model passes through unchanged.")
             return io.NodeOutput(model.clone())
@@ -101,7 +103,7 @@ class AtelierNAGWan(io.ComfyNode):
             options = nag_negative[0][1] if isinstance(nag_negative[0][1], dict) else {}
             return io.NodeOutput(apply_joint_nag(model, config, negative, family.text_first, family.split_text_in,
                                                  options))
-        return io.NodeOutput(apply_nag(model, config, negative, unet=family.kind == "unet"))
+        return io.NodeOutput(apply_nag(model, config, negative, kind=family.kind))
 
 
 NODES = [AtelierNAGWan]

@@ -268,3 +268,42 @@ def test_bench_script_smoke(tmp_path, monkeypatch):
     r = json.loads(out.read_text())
     assert r["max_abs_diff_lse_vs_naive_image_output"] < 1e-5
     assert r["logit_model"]["lse"] == 27 ** 2 + 24 * 5 and set(r["results"]) == {"plain", "naive", "lse"}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_combine_heads_is_nag_combine_on_merged_heads(dtype):
+    from nag.combine import combine_heads, nag_combine
+    from nag.joint import merge_heads
+    g = torch.Generator().manual_seed(3)
+    zp, zn = (torch.randn(2, 3, 7, 4, generator=g).to(dtype) for _ in range(2))
+    want = nag_combine(merge_heads(zp), merge_heads(zn), 11.0, 2.5, 0.25)
+    zp, zn = zp.transpose(1, 2).contiguous(), zn.transpose(1, 2).contiguous()      # (B, L, H, D)
+    got = combine_heads(zp, zn, 11.0, 2.5, 0.25)
+    assert got.dtype == dtype
+    assert torch.equal(got.flatten(-2), want)       # the same per-token sums, in the same order
+    torch.testing.assert_close(combine_heads(zp, zn, 11.0, 2.5, 0.25, chunk_tokens=3), got, rtol=0, atol=0)
+    assert torch.equal(combine_heads(zp, zp.clone(), 11.0, 2.5, 0.25), zp)        # Z- == Z+: Z+ bit for bit
+    assert torch.equal(combine_heads(zp, zn, 1.0, 2.5, 0.25), zp)
+    assert torch.equal(combine_heads(zp, zn, 11.0, 2.5, 0.0), zp)
+    with pytest.raises(ValueError, match="B, L, H, D"):
+        combine_heads(zp.flatten(-2), zn.flatten(-2), 11.0, 2.5, 0.25)
+
+
+def test_guided_from_parts_is_joint_nag():
+    """The lean pass chain (float32 Z+/Z- kept in the heads layout) equals joint_nag (merge, heads merge,
+    nag_combine) on the same partial attentions."""
+    from nag.joint import attention_with_lse, guided_from_parts, joint_nag, merge_heads
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 3, 9, 8, generator=g)
+    ki, vi, kp, vp = (torch.randn(2, 3, n, 8, generator=g) for n in (9, 9, 5, 5))
+    kn, vn = (torch.randn(2, 3, 4, 8, generator=g) for _ in range(2))
+
+    def att(q_, k_, v_, m=None):
+        return attention_with_lse(q_, k_, v_, m, out_dtype=torch.float32)
+
+    want = joint_nag(q, ki, vi, kp, vp, kn, vn, 5.0, 2.5, 0.5)
+    got = guided_from_parts(att(q, ki, vi), att(q, kp, vp), att(q, kn, vn), 5.0, 2.5, 0.5, out_dtype=q.dtype)
+    torch.testing.assert_close(got.flatten(-2), want, rtol=1e-6, atol=1e-7)
+    same = guided_from_parts(att(q, ki, vi), att(q, kp, vp), att(q, kp, vp), 5.0, 2.5, 0.5, out_dtype=q.dtype)
+    plain, _ = merge_attention([att(q, ki, vi), att(q, kp, vp)])
+    assert torch.equal(same.flatten(-2), merge_heads(plain))

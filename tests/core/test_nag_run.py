@@ -154,3 +154,15 @@ def test_check_negative_context():
     bad[0, 2, 3] = float("-inf")
     with pytest.raises(ValueError, match="NaN or infinite"):
         check_negative_context(bad, 16)
+
+
+def test_real_tokens_keeps_what_the_mask_marks_real():
+    from nag.inputs import real_tokens
+    ctx = torch.arange(2 * 5 * 3, dtype=torch.float32).reshape(2, 5, 3)
+    assert real_tokens(ctx, None) is ctx
+    out = real_tokens(ctx, torch.tensor([[1, 1, 0, 1, 0]]))
+    assert torch.equal(out, ctx[:, [0, 1, 3]])
+    assert torch.equal(real_tokens(ctx, torch.tensor([[1, 0, 0, 0, 0], [0, 0, 1, 0, 0]])), ctx[:, [0, 2]])
+    assert torch.equal(real_tokens(ctx, torch.zeros(1, 5)), ctx[:, :1])     # never empty
+    with pytest.raises(ValueError, match="nag_negative.*attention_mask"):
+        real_tokens(ctx, torch.ones(1, 4))

@@ -13,10 +13,10 @@ import torch
 import _families as _F
 
 CROSS = ["wan21_t2v", "wan21_i2v", "wan21_vace", "wan22_ti2v_5b", "wan22_a14b_high", "wan22_a14b_low",
-         "sd15", "sdxl"]
+         "sd15", "sdxl", "ltxv"]
 JOINT = ["flux", "flux_kontext", "flux2", "chroma", "chroma_radiance", "qwen_image", "hunyuan_video",
          "hunyuan_video15", "sd35"]
-REFUSED = {"hidream": "HiDream", "lumina2": "Lumina2", "z_image": "ZImage", "ltxv": "LTXV"}
+REFUSED = {"hidream": "HiDream", "lumina2": "Lumina2", "z_image": "ZImage"}
 NEWER_THAN_0_3_64 = {"flux2", "hunyuan_video15", "z_image"}
 JOINT_TOL = 1e-4    # relative: the LSE merge of partial attentions vs the host's one attention
 
@@ -104,7 +104,7 @@ def _predictions(fam, model, name, cfg):
     return seen["cond"], seen["uncond"]
 
 
-@pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "qwen_image", "hunyuan_video", "sd35"])
+@pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "qwen_image", "hunyuan_video", "sd35", "ltxv"])
 def test_only_positive_rows_are_guided_at_cfg_above_one(fam, nn_, name):
     m = _model(fam, name)
     cond, uncond = _predictions(fam, m, name, 3.0)
@@ -114,7 +114,7 @@ def test_only_positive_rows_are_guided_at_cfg_above_one(fam, nn_, name):
 
 
 @pytest.mark.parametrize("name", ["wan21_vace", "flux", "flux2", "chroma", "qwen_image", "hunyuan_video",
-                                  "sd35"])
+                                  "sd35", "ltxv"])
 def test_token_lengths(fam, nn_, name):
     """Negatives shorter and longer than the positive, positives of another length; at cfg > 1 with a CFG
     negative of yet another length (the host then runs cond and uncond in separate calls)."""
@@ -130,16 +130,25 @@ def test_token_lengths(fam, nn_, name):
     _same(name, same, _sample(fam, m, name, cfg=3.0, positive=pos, negative=fam.conditioning(name, seed=2, tokens=13)))
 
 
-@pytest.mark.parametrize("name", ["hunyuan_video", "qwen_image"])
+@pytest.mark.parametrize("name", ["hunyuan_video", "qwen_image", "ltxv"])
 def test_text_padding_masks(fam, nn_, name):
-    """Encoders that report a padding mask (Llama, Qwen2.5-VL): the negative keeps its own mask, so a negative
-    equal to the (padded) positive is still the identity."""
+    """Encoders that report a padding mask (Llama, Qwen2.5-VL, LTXV's T5): the negative keeps its own mask
+    (LTXV: only its real tokens), so a negative equal to the (padded) positive is still the identity."""
     m = _model(fam, name)
     mask = torch.ones(1, 8, dtype=torch.long)
     mask[:, 6:] = 0
     pos = fam.conditioning(name, seed=1, attention_mask=mask)
     plain = _sample(fam, m, name, positive=pos)
-    _same(name, _sample(fam, nag(nn_, m, pos), name, positive=pos), plain)
+    same = _sample(fam, nag(nn_, m, pos), name, positive=pos)
+    if name == "ltxv":    # Z- over the 6 real tokens, Z+ over 8 with 2 masked: equal up to summation order
+        torch.testing.assert_close(same, plain, rtol=1e-5, atol=1e-5)
+        padded = fam.conditioning(name, seed=5, tokens=8, attention_mask=mask)
+        padded[0][0][:, 6:] = 100.0          # what the mask hides cannot move the result
+        trimmed = [[padded[0][0][:, :6].clone(), dict(padded[0][1], attention_mask=torch.ones(1, 6))]]
+        assert torch.equal(_sample(fam, nag(nn_, m, padded), name, positive=pos),
+                           _sample(fam, nag(nn_, m, trimmed), name, positive=pos))
+    else:
+        _same(name, same, plain)
     neg = fam.conditioning(name, seed=5, tokens=5, attention_mask=torch.ones(1, 5, dtype=torch.long))
     assert float((_sample(fam, nag(nn_, m, neg), name, positive=pos) - plain).abs().max()) > 1e-3
 

@@ -1,0 +1,217 @@
+"""Where NAG's extra cost goes on Flux-dev, counted at the real dims and measured on the CPU at 1/8 of them.
+
+Flux-dev: hidden 3072 (24 heads of 128), MLP 4x, 19 double + 38 single blocks; a 1024 px image is 4096 image
+tokens; the T5 text is 512 tokens (a long prompt; the host pads T5 to at least 256). The NAG negative is its own
+T5 encoding: 256 tokens for a short negative (the host's padding), 512 for a long one.
+
+1. **Count** (no hardware): per block, the matmul FLOPs of an unguided step (every token through the block's
+   linear layers, ``24 d^2`` FLOPs per token in a double block's stream and in a single block alike; the joint
+   attention ``4 d t^2`` for ``t = Lp + Li`` tokens) and what NAG adds through the host's own path
+   (``nodes/nag_joint_hook.py``: the negative's tokens are in the joint sequence):
+
+   * ``negative_linear``: the negative's tokens through every block's linear layers (``24 d^2 Ln``);
+   * ``image_x_negative``: the image queries over the negative's keys (``4 d Li Ln``), the only part of Z-
+     that is not shared with Z+ (the image->image part is attended once, ``nag.joint_pair``);
+   * ``negative_queries``: the negative's queries over ``[negative, image]`` (``4 d Ln (Ln + Li)``): its stream
+     evolves by itself, as in the official Flux NAG;
+
+   and the bytes of the element-wise passes over the image queries' outputs that NAG's core adds per guided
+   joint call (the two log-sum-exp merges, the heads merge, the combine rule, the write-back, the key/value
+   copies of the text queries' attentions), counted pass by pass from ``nag/joint.py``, ``nag/joint_call.py``,
+   ``nag/combine.py``; they are turned into time with an H100's rates (``--tflops``, ``--tbps``) to be set
+   against the FLOPs.
+
+2. **Measure** on the CPU at 1/8 of every dim (hidden 384 = 3 heads of 128, 512 image, 64 text, 32 or 64
+   negative tokens: the FLOP proportions of the real dims, since linear and attention FLOPs both scale with the
+   cube), a Flux single block (the host's layout: ``linear1`` to q/k/v + MLP, the joint attention, ``linear2``)
+   plain against the same block with the negative's tokens and ``nag.nag_joint_attention``; interleaved, median
+   of ``--repeats``, process CPU time, 1 thread. The CPU's element-wise/matmul speed ratio is not a GPU's, so
+   this checks the count's FLOP part and shows the size of the element-wise part, it does not predict the GPU.
+
+Usage: ``python bench/bench_nag_flux_cost.py [--repeats 15]`` (core venv; no host). Writes
+``bench/results/nag_flux_cost.json``.
+"""
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+
+import torch
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+FLUX_DEV = dict(d=3072, heads=24, double=19, single=38, image=4096, text=512)
+
+
+def elementwise_ratio(d, image, text, negative, tflops=600.0, tbps=3.0):
+    """Per joint block: the time of NAG's element-wise passes (:func:`byte_count`, current code) at ``tbps``
+    over the time of an unguided block's matmuls at ``tflops``."""
+    t = text + image
+    block_s = (24 * d * d * t + 4 * d * t * t) / (tflops * 1e12)
+    return sum(byte_count(d, image, text, negative)["current"].values()) / (tbps * 1e12) / block_s
+
+
+def flop_count(d, heads, double, single, image, text, negative):
+    """Matmul FLOPs of one unguided Flux step and NAG's additions (see the module doc), per step."""
+    blocks = double + single
+    t = text + image
+    linear = 24 * d * d * t * blocks
+    attention = 4 * d * t * t * blocks
+    extra = {
+        "negative_linear": 24 * d * d * negative * blocks,
+        "image_x_negative": 4 * d * image * negative * blocks,
+        "negative_queries": 4 * d * negative * (negative + image) * blocks,
+    }
+    return {"unguided": {"linear": linear, "attention": attention, "total": linear + attention}, "nag": extra,
+            "ratio": 1 + sum(extra.values()) / (linear + attention)}
+
+
+def byte_count(d, image, text, negative, elem=2, work=4):
+    """Bytes of the element-wise passes NAG's core adds in one guided joint call (batch 1), pass by pass.
+
+    ``elem``: bytes of the model's dtype (bf16: 2); ``work``: the merge's and combine rule's float32. A pass
+    reading ``r`` and writing ``w`` tensors of ``n`` elements moves ``(r + w) n`` elements. Returns
+    ``{"current": {what: bytes}, "before_cut": {...}}``: the pass chain of ``nag.guided_from_parts`` and the
+    one it replaced (``joint_pair``'s two merges back to the model's dtype, ``merge_heads`` copies,
+    ``nag_combine`` casting up again, a zeroed output, both text spans' keys/values copied)."""
+    n = image * d                       # the image queries' outputs (B=1, H*D = d)
+    up, lerp2, down, copy = elem + work, 3 * work, work + elem, 2 * elem
+    combine_core = lerp2 + 2 * work + 2 * work + lerp2          # G = lerp, two L1 norms, G *= f, lerp out
+    kv_pos = 2 * (image + text) * d * copy                      # cat([positive, image]) of k and v
+    kv_neg = 2 * (image + negative) * d * copy
+    current = {
+        "image_part_to_float32": n * up,
+        "merges": 2 * n * (up + lerp2),                          # the text part up, lerp with the image part
+        "combine": n * (combine_core + down),
+        "write_back": n * copy,
+        "text_kv_copy_positive": kv_pos,                         # text first: [negative, image] is read in place
+    }
+    before = {
+        "merges": 2 * n * (up + up + lerp2 + down),
+        "merge_heads": 2 * n * copy,
+        "combine": n * (up + up + combine_core + down),
+        "write_back": n * copy,
+        "zero_output": (text + negative + image) * d * elem,
+        "text_kv_copy_positive": kv_pos,
+        "text_kv_copy_negative": kv_neg,
+    }
+    return {"current": current, "before_cut": before}
+
+
+def _cpu_block(d, heads, image, text, negative, repeats, seed=0, dtype=torch.float32):
+    """CPU seconds of one Flux-like single block, plain and with NAG (median over interleaved rounds), in
+    ``dtype`` (bfloat16: the casts the cut removed are real passes)."""
+    sys.path.insert(0, str(REPO))
+    from nag import NAGConfig
+    from nag.joint import fused_attention_with_lse, joint_nag
+    from nag.joint_call import JointSpans, nag_joint_attention
+    g = torch.Generator().manual_seed(seed)
+    dh = d // heads
+    lin1 = torch.randn(7 * d, d, generator=g) / d ** 0.5
+    lin2 = torch.randn(d, 5 * d, generator=g) / (5 * d) ** 0.5
+    x_plain = torch.randn(1, text + image, d, generator=g)
+    neg = torch.randn(1, negative, d, generator=g)
+    x_nag = torch.cat([x_plain[:, :text], neg, x_plain[:, text:]], dim=1)
+    lin1, lin2, x_plain, x_nag = (t.to(dtype) for t in (lin1, lin2, x_plain, x_nag))
+    config = NAGConfig(scale=5.0, tau=2.5, alpha=0.25)
+    spans = JointSpans(True, text + negative, negative)
+
+    def attend(q, k, v, m):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=m)
+
+    def block(x, nag):
+        h = x @ lin1.T
+        qkv, mlp = h[..., :3 * d], h[..., 3 * d:]
+        q, k, v = (t.reshape(1, -1, heads, dh).transpose(1, 2) for t in qkv.split(d, dim=-1))
+        if nag:
+            a = nag_joint_attention(q, k, v, spans, [slice(0, 1)], config, attend)
+        else:
+            a = attend(q, k, v, None)
+        a = a.transpose(1, 2).reshape(1, -1, d)
+        return x + torch.cat([a, torch.nn.functional.gelu(mlp, approximate="tanh")], dim=-1) @ lin2.T
+
+    def attention_only(x, nag):
+        q = k = v = x.reshape(1, -1, heads, dh).transpose(1, 2)
+        return nag_joint_attention(q, k, v, spans, [slice(0, 1)], config, attend) if nag else attend(q, k, v, None)
+
+    def attention_before_cut(x):
+        """The guided call as it was before the cut (public core pieces: joint_nag, cat of both texts' keys)."""
+        q = k = v = x.reshape(1, -1, heads, dh).transpose(1, 2)
+        pos, neg, img = spans.split(q.shape[2])
+        out = torch.zeros_like(q)
+        g = joint_nag(q[:, :, img], k[:, :, img], v[:, :, img], k[:, :, pos], v[:, :, pos], k[:, :, neg],
+                      v[:, :, neg], config.scale, config.tau, config.alpha, attention=fused_attention_with_lse)
+        out[:, :, img] = g.reshape(1, g.shape[1], heads, -1).transpose(1, 2)
+        for qt in (pos, neg):
+            ks, vs = (torch.cat([t[:, :, qt], t[:, :, img]], dim=2) for t in (k, v))
+            out[:, :, qt] = attend(q[:, :, qt], ks, vs, None)
+        return out
+
+    times = {"block_plain": [], "block_nag": [], "attention_plain": [], "attention_nag": [],
+             "attention_nag_before_cut": []}
+    with torch.no_grad():
+        for _ in range(2):
+            block(x_plain, False), block(x_nag, True)
+        for _ in range(repeats):
+            for key, fn in (("block_plain", lambda: block(x_plain, False)), ("block_nag", lambda: block(x_nag, True)),
+                            ("attention_plain", lambda: attention_only(x_plain, False)),
+                            ("attention_nag", lambda: attention_only(x_nag, True)),
+                            ("attention_nag_before_cut", lambda: attention_before_cut(x_nag))):
+                t0 = time.process_time()
+                fn()
+                times[key].append(time.process_time() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"seconds": med, "block_ratio": med["block_nag"] / med["block_plain"],
+            "attention_ratio": med["attention_nag"] / med["attention_plain"],
+            "attention_ratio_before_cut": med["attention_nag_before_cut"] / med["attention_plain"],
+            "flop_ratio_of_this_block": 1 + (24 * d * d * negative + 4 * d * image * negative
+                                             + 4 * d * negative * (negative + image))
+            / (24 * d * d * (text + image) + 4 * d * (text + image) ** 2)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--tflops", type=float, default=600.0, help="dense bf16 matmul rate for the time estimate")
+    ap.add_argument("--tbps", type=float, default=3.0, help="memory bandwidth (TB/s) for the element-wise passes")
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "nag_flux_cost.json"))
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    out = {"dims": FLUX_DEV, "rates": {"tflops": a.tflops, "tbps": a.tbps}, "negatives": {}}
+    f = FLUX_DEV
+    for ln in (256, 512):
+        flops = flop_count(f["d"], f["heads"], f["double"], f["single"], f["image"], f["text"], ln)
+        by = byte_count(f["d"], f["image"], f["text"], ln)
+        blocks = f["double"] + f["single"]
+        step_s = flops["unguided"]["total"] / (a.tflops * 1e12)
+        flop_s = sum(flops["nag"].values()) / (a.tflops * 1e12)
+        est = {}
+        for which in ("current", "before_cut"):
+            byte_s = sum(by[which].values()) * blocks / (a.tbps * 1e12)
+            est[which] = {"elementwise_bytes_per_step": sum(by[which].values()) * blocks,
+                          "elementwise_s": byte_s, "ratio": 1 + (flop_s + byte_s) / step_s}
+        out["negatives"][ln] = {"flops": flops, "bytes_per_joint_call": by, "unguided_step_s": step_s,
+                                "nag_matmul_s": flop_s, "estimate": est,
+                                "shares_of_nag_flops": {k: v / sum(flops["nag"].values())
+                                                        for k, v in flops["nag"].items()}}
+        print(f"negative {ln}: matmul-FLOP ratio {flops['ratio']:.4f}x; with the element-wise passes at "
+              f"{a.tflops:.0f} TFLOP/s, {a.tbps:.1f} TB/s: {est['current']['ratio']:.4f}x "
+              f"(before the cut {est['before_cut']['ratio']:.4f}x); shares of NAG's FLOPs "
+              + ", ".join(f"{k} {v:.0%}" for k, v in out['negatives'][ln]['shares_of_nag_flops'].items()))
+    out["cpu_eighth_scale"] = {}
+    for ln, dtype in ((32, torch.float32), (64, torch.float32), (32, torch.bfloat16)):
+        r = _cpu_block(384, 3, 512, 64, ln, a.repeats, dtype=dtype)
+        name = str(dtype).replace("torch.", "")
+        out["cpu_eighth_scale"][f"{ln}_{name}"] = r
+        print(f"CPU 1/8 scale, {name}, negative {ln}: block {r['block_ratio']:.3f}x (FLOPs {r['flop_ratio_of_this_block']:.3f}x),"
+              f" attention alone {r['attention_ratio']:.3f}x (before the cut {r['attention_ratio_before_cut']:.3f}x)")
+    pathlib.Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(a.out).write_text(json.dumps(out, indent=1, default=str))
+    print("wrote", a.out)
+
+
+if __name__ == "__main__":
+    main()
