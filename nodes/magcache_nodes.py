@@ -110,7 +110,13 @@ class AtelierMagCacheWan(io.ComfyNode):
             text = r.describe(schedule)
             for warning in r.warnings(schedule):
                 log.warning("[Atelier] MagCache: %s", warning)
-            spec = RunSpec(kw, fam, target_speedup, preset == AUTO and bool(fam.resolution_presets))
+            kontext = preset == AUTO and not has_curve and fam.name == "flux"
+            spec = RunSpec(kw, fam, target_speedup, preset == AUTO and bool(fam.resolution_presets),
+                           auto_kontext=kontext)
+            if kontext:
+                text += ("\nauto: this plan is FLUX.1-dev's; a run whose conditioning carries reference latents "
+                         "(ReferenceLatent: FLUX.1-Kontext) uses the flux_kontext curve instead (same rule); "
+                         "the report says which")
             ui_info = {"preset": r.name, "detected": r.detected, "family": fam.name, **info}
         if target_speedup > 0:
             text += "\ntarget speedup: thresh and K are chosen again at run start for the sampler's real step count"
