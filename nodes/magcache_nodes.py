@@ -47,15 +47,15 @@ class AtelierMagCacheWan(io.ComfyNode):
         return io.Schema(
             node_id="AtelierMagCacheWan", display_name="Atelier MagCache", category=CATEGORY,
             description=("MagCache for Wan2.1/2.2, FLUX.1 (and Kontext), FLUX.2, Chroma, Qwen-Image, HunyuanVideo "
-                         "(and 1.5), LTX-Video and Lumina2 / Z-Image: reuses the cached residual of the whole transformer block stack "
+                         "(and 1.5), LTX-Video, Lumina2 / Z-Image and HiDream: reuses the cached residual of the whole transformer block stack "
                          "on steps where the magnitude-ratio curve says little changes, under each family's official "
                          "rule. Cond and uncond are decided separately; Wan2.2 A14B uses the official phase rule. "
                          "Families without a shipped curve record one during the first full run. "
                          "Connect its MODEL to your sampler."),
             inputs=[
                 io.Model.Input("model", tooltip=("A diffusion model of a supported family (Wan, FLUX, Chroma, "
-                                                 "Qwen-Image, HunyuanVideo, LTX-Video, Lumina2 / Z-Image); HiDream "
-                                                 "is not supported yet.")),
+                                                 "Qwen-Image, HunyuanVideo, LTX-Video, Lumina2 / Z-Image, "
+                                                 "HiDream).")),
                 *[widget(SETTINGS[n]) for n in ("preset", "thresh", "k", "retention", "start_step", "end_step",
                                                 "protect_last", "cache_device", "schedule_steps", "preview_steps",
                                                 "target_speedup")],

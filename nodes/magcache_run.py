@@ -8,7 +8,7 @@ The node resolves its curve and settings for the preview at ``preview_steps``. S
 * ``auto`` on a FLUX.1 model: FLUX.1-Kontext when the run's conditioning carries reference latents
   (:func:`reference_latents`; the host sees a Kontext model as ``image_model`` ``flux``, its weights have
   the FLUX.1-dev layout): the Kontext curve, same rule; the report's ``curve_source`` says which and why;
-* a family without a shipped curve (FLUX.2, LTX-Video, Lumina2 / Z-Image):
+* a family without a shipped curve (FLUX.2, LTX-Video, Lumina2 / Z-Image, HiDream):
   the curve store (:class:`magcache.store.CurveStore` under ``<output>/atelier_magcache/curves``)
   keyed by :class:`magcache.store.CurveKey` (model fingerprint, latent resolution, steps, sampler).
   A recorded curve is used; without one the run computes every call and records the curve
@@ -67,7 +67,7 @@ def model_family(model, preset, custom_curve):
     if detected is None:
         raise ValueError(f"model: a {type(model.get_model_object('diffusion_model')).__name__} is not a model "
                          "MagCache knows (no image_model in its config); supported: Wan, FLUX, Chroma, Qwen-Image, "
-                         "HunyuanVideo, LTX-Video, Lumina2 / Z-Image")
+                         "HunyuanVideo, LTX-Video, Lumina2 / Z-Image, HiDream")
     return detected
 
 

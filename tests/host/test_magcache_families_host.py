@@ -16,7 +16,8 @@ CURVED = {"flux": ("flux", "double_blocks"), "flux_kontext": ("flux_kontext", "d
           "chroma": ("chroma", "double_blocks"), "qwen_image": ("qwen_image", "transformer_blocks"),
           "hunyuan_video": ("hunyuan_video", "double_blocks"),
           "hunyuan_video15": ("hunyuan_video1.5", "double_blocks")}
-RECORDED = {"ltxv": "transformer_blocks", "flux2": "double_blocks", "lumina2": "layers", "z_image": "layers"}
+RECORDED = {"ltxv": "transformer_blocks", "flux2": "double_blocks", "lumina2": "layers", "z_image": "layers",
+            "hidream": "double_stream_blocks"}
 TWO_BRANCH = ("qwen_image", "chroma", "hunyuan_video15")
 STEPS = 10
 
@@ -278,9 +279,40 @@ def test_flux_kontext_is_told_by_its_reference_latents(fam, mc, core):
     assert report(mf)["preset"] == "flux"
 
 
-def test_hidream_is_refused_by_name(fam, mc):
-    with pytest.raises(ValueError, match="does not support HiDream-I1 yet"):
-        apply(mc, model(fam, "hidream"))
+def test_hidream_per_row_subset_equals_all_rows(fam, mc, core, monkeypatch):
+    """HiDream's object-patched blocks at cfg 3 with a curve on which cond and uncond skip on different steps:
+    the blocks run only the computing rows (each wrapper cuts its inputs and gives every row back, as the host
+    concatenates full-batch text streams between blocks), and the output equals running every row through the
+    blocks and discarding the skipped ones (the path a ControlNet call takes)."""
+    m = model(fam, "hidream")
+    curve = "[" + ", ".join(["1.0, 1.0"] + ["0.995, 0.9"] * (STEPS - 1)) + "]"
+    kw = dict(thresh=0.05, k=2, retention=0.2, custom_curve=curve)
+    sch = core.resolve("auto", steps=STEPS, custom_curve=curve, family="hidream", thresh=0.05, k=2,
+                       retention=0.2).plan()
+    assert sch.cond_skipped and set(sch.cond_skipped) != set(sch.uncond_skipped)
+    mm, preview = apply(mc, m, **kw)
+    assert "HiDream" in preview
+    patched = sorted(mm.object_patches)
+    assert patched == sorted([f"diffusion_model.double_stream_blocks.{i}" for i in range(2)] +
+                             [f"diffusion_model.single_stream_blocks.{i}" for i in range(2)])
+    with count_rows(mm, "double_stream_blocks") as c:
+        subset = run(fam, "hidream", mm, 3.0)
+    rep = report(mm)
+    assert (skipped(rep, "cond"), skipped(rep, "uncond")) == (list(sch.cond_skipped), list(sch.uncond_skipped))
+    assert c["rows"] == sch.computed_calls
+    monkeypatch.setattr(_hook(mc), "_rows_fit",
+                        lambda plan, inputs: False)
+    mm2, _ = apply(mc, m, **kw)
+    with count_rows(mm2, "double_stream_blocks") as c2:
+        every = run(fam, "hidream", mm2, 3.0)
+    assert c2["rows"] > c["rows"]
+    assert torch.allclose(subset, every, atol=1e-5, rtol=1e-4)
+    assert not torch.equal(subset, run(fam, "hidream", m, 3.0))
+
+
+def _hook(mc):
+    import sys
+    return sys.modules[mc.__name__.rsplit(".", 1)[0] + ".magcache_hook"]
 
 
 @pytest.mark.parametrize("name", ("lumina2", "z_image"))
