@@ -568,7 +568,8 @@ def wf_magcache_flux(defs):
     b.node("Note", (0, 660), {"text": (
         "Atelier MagCache on FLUX.1-dev, 28 steps, embedded guidance 3.5 (cfg 1: one call per step).\n\n" + MC_NOTE +
         "FLUX's official rule: thresh 0.24, K 5, retention 0.2 (the step at 11 of 28 always computes). "
-        "FLUX.1 Kontext: the same node, pick preset flux_kontext.\n\nModel files "
+        "FLUX.1 Kontext: the same node; 'auto' takes the Kontext curve when the conditioning carries a "
+        "reference latent (ReferenceLatent), and the report says which.\n\nModel files "
         "(huggingface.co/black-forest-labs/FLUX.1-dev and huggingface.co/comfyanonymous/flux_text_encoders):\n"
         "- flux1-dev.safetensors -> ComfyUI/models/diffusion_models/\n"
         "- clip_l.safetensors, t5xxl_fp16.safetensors -> ComfyUI/models/text_encoders/\n"
