@@ -13,8 +13,17 @@ For each preset and step count, in one process and one run:
   model call and per block call, free of the model's own time;
 * tiny trained model: PSNR/SSIM of the decoded clip against the full run.
 
+``--quality`` (tiny trained Wan only): for each target speedup (default 1.5, 2, 2.5) the node with
+``target_speedup`` (thresh/K chosen at run start by :func:`magcache.target.plan_for_target`, the node's
+planner) against the full run over several prompts and seeds: PSNR/SSIM of the decoded clips (worst and
+median over the samples), the planned (ideal-call) speedup, and the measured speedup against the ideal
+implied by the skipped block-stack time. One torch thread; times are the main thread's CPU time (what a
+shared machine's load does not inflate), wall times beside them. Writes ``bench/results/magcache_quality.json``
+(``--out``).
+
 Usage (repo root):
     COMFYUI_DIR=~/ComfyUI .venv/bin/python bench/bench_magcache.py            # tiny trained Wan, CPU
+    COMFYUI_DIR=~/ComfyUI .venv/bin/python bench/bench_magcache.py --quality   # targets 1.5/2/2.5x, 8 prompts x 2 seeds
     COMFYUI_DIR=~/ComfyUI .venv/bin/python bench/bench_magcache.py --random-1.3B --gpu
         # Wan2.1-1.3B dims (dim 1536, 30 blocks, ffn 8960) on random weights, 480x832, 33 frames
 Writes ``bench/results/magcache.json`` (``--out``); never overwrites: an existing file gets a
@@ -38,6 +47,10 @@ SETTINGS = {  # preset -> the official setting for it (README of MagCache: E012K
 }
 WAN13B = dict(dim=1536, ffn_dim=8960, num_layers=30)  # Wan2.1 T2V 1.3B (12 heads of 128)
 PROMPT, NEGATIVE = "red square moving right", ""
+#: --quality: prompts (every colour, shape and motion of the training data at least once) x seeds
+QUALITY_PROMPTS = ("red square moving right", "blue circle moving up", "green bar moving left",
+                   "yellow triangle still", "cyan square moving down", "magenta circle moving right",
+                   "white bar moving up", "orange triangle moving left")
 
 
 def _free_path(path):
@@ -94,8 +107,17 @@ def main():
     ap.add_argument("--dims", type=int, nargs=3, default=None, metavar=("DIM", "FFN", "LAYERS"),
                     help="random weights at these dims instead (e.g. a CPU smoke test: 256 512 4)")
     ap.add_argument("--gpu", action="store_true", help="run on the host's GPU (default: CPU)")
-    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "magcache.json"))
+    ap.add_argument("--quality", action="store_true",
+                    help="tiny trained Wan: PSNR/SSIM and speedup at target speedups (--targets) over prompts x seeds")
+    ap.add_argument("--targets", type=float, nargs="+", default=[1.5, 2.0, 2.5], help="--quality: target speedups")
+    ap.add_argument("--prompts", type=int, default=8, help="--quality: how many of QUALITY_PROMPTS (1-8)")
+    ap.add_argument("--seeds", type=int, default=2, help="--quality: seeds per prompt")
+    ap.add_argument("--out", default=None, help="default bench/results/magcache.json (magcache_quality.json with "
+                                                "--quality)")
     a = ap.parse_args()
+    a.out = a.out or str(REPO / "bench" / "results" / ("magcache_quality.json" if a.quality else "magcache.json"))
+    if a.quality and (a.random13 or a.dims):
+        ap.error("--quality needs the trained tiny Wan (no --random-1.3B / --dims)")
     random_dims = WAN13B if a.random13 else (dict(zip(("dim", "ffn_dim", "num_layers"), a.dims)) if a.dims else None)
     big = random_dims is not None
     steps_list = a.steps or ([30] if big else [30, 50])
@@ -177,6 +199,9 @@ def main():
             model, preset=preset, start_step=-1, end_step=-1, protect_last=0, cache_device="auto",
             schedule_steps=0, **kw).result[0]
 
+    if a.quality:
+        return quality(a, model, model_name, pack, host, run, blocks, sync, torch)
+
     results = []
     for preset, setting in (list(SETTINGS.items())[:1] if big else SETTINGS.items()):
         for steps in steps_list:
@@ -244,6 +269,116 @@ def main():
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     print("wrote", path)
+
+
+def _frames01(tinywan, torch, latent):
+    """[T, H, W, 3] floats in [0, 1] of a host latent decoded by the tiny Wan's fixed VAE."""
+    return torch.from_numpy(tinywan.render.latent_to_frames(tinywan.vae.from_host_latent(latent))[0]).float() / 255
+
+
+def quality(a, model, model_name, pack, host, run, blocks, sync, torch):
+    """``--quality``: the node at each target speedup against the full run, over prompts x seeds."""
+    import nodes as host_nodes
+    tinywan = hostbridge.submodule(pack, "tinywan")
+    magcache = hostbridge.submodule(pack, "magcache")
+    mc_nodes = pack.nodes.magcache_nodes
+    steps = (a.steps or [30])[0]
+    size, frames = a.size or [16, 16], a.frames or 3
+    latent = {"samples": torch.zeros(1, 16, frames, size[0], size[1])}
+    prompts = QUALITY_PROMPTS[:max(1, min(a.prompts, len(QUALITY_PROMPTS)))]
+    samples = [(p, seed) for p in prompts for seed in range(a.seeds)]
+    neg = [[tinywan.encode_prompt(NEGATIVE)[None], {}]]
+    conds = {p: [[tinywan.encode_prompt(p)[None], {}]] for p in prompts}
+    torch.set_num_threads(1)   # all compute on the main thread: its CPU time is the run's cost
+    nodes_at = {}
+    for t in a.targets:   # the node as a user sets it: auto curve, preset defaults, target_speedup > 0
+        out = mc_nodes.AtelierMagCacheWan.execute(
+            model, preset="auto", thresh=0.12, k=2, retention=0.2, start_step=-1, end_step=-1, protect_last=0,
+            cache_device="auto", schedule_steps=0, preview_steps=steps, target_speedup=t)
+        nodes_at[t] = (out.result[0], out.result[1])
+
+    def sample(m, prompt, seed):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        (o,) = host_nodes.common_ksampler(m, seed, steps, a.cfg, "euler", "simple", conds[prompt], neg, latent)
+        return time.perf_counter() - t0, time.thread_time() - c0, o["samples"]
+
+    # block-stack share of a full run's CPU time (hooks on the first block's start and the last block's end)
+    stack = {"t": 0.0, "t0": 0.0}
+
+    def pre(mod, args, kwargs):
+        stack["t0"] = time.thread_time()
+
+    def post(mod, args, kwargs, out):
+        stack["t"] += time.thread_time() - stack["t0"]
+
+    sample(model, prompts[0], 0)   # warm-up
+    h1, h2 = blocks[0].register_forward_pre_hook(pre, with_kwargs=True), blocks[-1].register_forward_hook(post,
+                                                                                                          with_kwargs=True)
+    try:
+        shares = []
+        for _ in range(3):
+            stack["t"] = 0.0
+            _, c, _ = sample(model, prompts[0], 0)
+            shares.append(stack["t"] / c)
+    finally:
+        h1.remove()
+        h2.remove()
+    share = statistics.median(shares)
+    times = {"full": []}
+    times.update({t: [] for t in a.targets})
+    walls = {k: [] for k in times}
+    per = {t: [] for t in a.targets}
+    reports = {}
+    for prompt, seed in samples:   # variants interleaved per sample: load drift hits them alike
+        w, c, ref = sample(model, prompt, seed)
+        times["full"].append(c)
+        walls["full"].append(w)
+        fr = _frames01(tinywan, torch, ref)
+        for t in a.targets:
+            m = nodes_at[t][0]
+            w, c, out = sample(m, prompt, seed)
+            times[t].append(c)
+            walls[t].append(w)
+            rep = m.model_options["transformer_options"]["atelier_magcache_run"].last_report
+            reports[t] = rep
+            fo = _frames01(tinywan, torch, out)
+            p, s = magcache.psnr(fr, fo), magcache.ssim(fr, fo)
+            p = p.clamp(max=100.0)   # identical frames: inf, counted as 100 dB
+            per[t].append({"prompt": prompt, "seed": seed, "psnr_db": float(p.mean()), "ssim": float(s.mean()),
+                           "computed_calls": rep["computed_calls"], "total_calls": rep["total_calls"]})
+    full_s = statistics.median(times["full"])
+    results = []
+    for t in a.targets:
+        rows, rep = per[t], reports[t]
+        plan = rep.get("target") or {}
+        psnrs, ssims = [r["psnr_db"] for r in rows], [r["ssim"] for r in rows]
+        skipped, total = rep["skipped_calls"], rep["total_calls"]
+        ideal = 1.0 / (1.0 - share * skipped / total)
+        speed = full_s / statistics.median(times[t])
+        r = {"target_speedup": t, "steps": steps, "cfg": a.cfg, "thresh": plan.get("thresh"), "k": plan.get("k"),
+             "planned_speedup": total / rep["computed_calls"], "computed_calls": rep["computed_calls"],
+             "total_calls": total, "accumulated_error": plan.get("error"),
+             "psnr_db_worst": min(psnrs), "psnr_db_median": statistics.median(psnrs),
+             "ssim_worst": min(ssims), "ssim_median": statistics.median(ssims),
+             "full_cpu_s": full_s, "magcache_cpu_s": statistics.median(times[t]), "speedup": speed,
+             "full_wall_s": statistics.median(walls["full"]), "magcache_wall_s": statistics.median(walls[t]),
+             "wall_speedup": statistics.median(walls["full"]) / statistics.median(walls[t]),
+             "block_stack_share": share, "ideal_speedup": ideal, "speedup_vs_ideal": speed / ideal,
+             "preview": nodes_at[t][1], "samples": rows}
+        results.append(r)
+        print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()
+                          if k not in ("samples", "preview")}), flush=True)
+    out = {"host": str(host), "threads": torch.get_num_threads(), "torch": torch.__version__, "model": model_name,
+           "latent": list(latent["samples"].shape), "samples": [list(x) for x in samples], "sampler": "euler/simple",
+           "note": ("node with target_speedup (thresh/K by magcache.target.plan_for_target at run start) against "
+                    "the full run; PSNR/SSIM of the decoded clips; speedup = ratio of median main-thread CPU "
+                    "times (1 torch thread), variants interleaved per sample in one run"),
+           "results": results}
+    path = _free_path(a.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    print("wrote", path)
+    return out
 
 
 if __name__ == "__main__":

@@ -172,7 +172,8 @@ FAMILIES: Dict[str, Family] = {f.name: f for f in (
     Family("hidream", "HiDream-I1", WAN_RULE, (), None, ("hidream",), ("HiDreamImageTransformer2DModel",),
            BlockStack(("double_stream_block", 0), "single_stream_block", "img", False,
                       ("double_stream_blocks", "single_stream_blocks")),
-           note="no official curve; the host model has no dit patches (wrap the module lists)"),
+           note="no official curve: calibrated during the first run; the host model has no dit patches (the host "
+                "wraps each block of both lists)"),
     Family("lumina2", "Lumina2 / Z-Image", WAN_RULE, (), None, ("lumina2",), ("NextDiT",),
            BlockStack(("layer", 0), "layer", "img", False, ("layers",)),
            note="no official curve; the host model has no dit patches (wrap the layers list)"),

@@ -179,8 +179,9 @@ class MagCacheSession:
     def report(self, interrupted: bool = False) -> Optional[Report]:
         """The run's report dict (None before :meth:`start`): the fields of
         :meth:`MagCacheRun.report` plus ``node``, ``preset``, ``interrupted``, ``split_step``,
-        ``split_source``, ``block_stack_s_per_eval``, ``time_saved_s``, ``wall_s``,
-        ``speedup`` and a one-line ``summary``."""
+        ``split_source``, ``thresh`` and ``k`` used, ``target`` (the
+        :class:`~magcache.target.TargetPlan` as a dict when they were chosen for a target speedup, else None),
+        ``block_stack_s_per_eval``, ``time_saved_s``, ``wall_s``, ``speedup`` and a one-line ``summary``."""
         run = self.run
         if run is None:
             return None
@@ -191,6 +192,8 @@ class MagCacheSession:
         rep.update({"node": self.node_id, "preset": self.resolved.name, "curve_source": self.resolved.curve_source,
                     "interrupted": interrupted,
                     "split_step": self.split_step, "split_source": self.split_source,
+                    "thresh": self.resolved.config.thresh, "k": self.resolved.config.k,
+                    "target": self.resolved.target.to_dict() if self.resolved.target is not None else None,
                     "block_stack_s_per_eval": per_eval, "time_saved_s": saved, "wall_s": wall,
                     "speedup": (wall + saved) / wall if wall > 0 else 1.0})
         cc, tc = rep["computed_calls"], rep["total_calls"]

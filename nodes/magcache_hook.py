@@ -28,8 +28,12 @@ segment and Wan2.2 split, residual store keyed by branch and cond uuid, row asse
 * Lumina2 / Z-Image offer no ``dit`` patches in the host: each ``layers[i]`` is object-patched
   (``add_object_patch``) with a :class:`StackLayer` that shares the host block's children (its
   ``state_dict`` keys, weight patches and device moves are the host block's) and hands the block to
-  the same :func:`run_stack_block`. HiDream (two block kinds with their own signatures and no
-  patches) is refused by :func:`stack_of` with one error naming the family (not supported yet).
+  the same :func:`run_stack_block`. HiDream offers no ``dit`` patches either: each
+  ``double_stream_blocks[i]`` and ``single_stream_blocks[i]`` is object-patched with a :class:`HiDreamStackBlock`
+  (same sharing). Its model concatenates full-batch text streams onto the block outputs between blocks, so
+  when only some rows compute each wrapper cuts its inputs to those rows and gives its outputs back as every
+  row (zeros for skipped rows; the last block's image part gets the cached residual, its text part is
+  sliced off by the host).
 """
 import dataclasses
 
@@ -203,19 +207,68 @@ class StackLayer(torch.nn.Module):
         return self._patch(args, {"original_block": original})["img"]
 
 
+class HiDreamStackBlock(torch.nn.Module):
+    """Stands in for a HiDream ``double_stream_blocks[i]`` / ``single_stream_blocks[i]`` (``HiDreamImageBlock``,
+    called ``block(image_tokens=, image_tokens_masks=, text_tokens=, adaln_input=, rope=, transformer_options=)``;
+    a double block returns ``(image_tokens, text_tokens)``, a single block the joint tokens). Shares the host
+    block's children and runs it through :func:`make_block_patch`'s patch; between blocks its tensors have
+    every batch row (the host concatenates full-batch text streams onto them)."""
+
+    def __init__(self, host_module, index, num_blocks, double, layout="img_txt"):
+        super().__init__()
+        object.__setattr__(self, "_host", host_module)   # outside the module tree; its children are shared
+        share_modules(self, host_module)
+        object.__setattr__(self, "_patch", make_block_patch(index, num_blocks, True, layout))
+        self.index, self.double, self.first, self.last = index, double, index == 0, index == num_blocks - 1
+
+    def extra_repr(self):
+        return f"MagCache over {type(self._host).__name__} ({'double' if self.double else 'single'}), block {self.index}"
+
+    def forward(self, image_tokens, image_tokens_masks=None, text_tokens=None, adaln_input=None, rope=None,
+                transformer_options={}):
+        host = self._host
+        plan = transformer_options.get(CALL_KEY)
+        if plan is None:
+            return host(image_tokens, image_tokens_masks, text_tokens, adaln_input, rope,
+                        transformer_options=transformer_options)
+
+        def original(a):
+            r = host(a["img"], a["mask"], a.get("txt"), a["vec"], a["pe"], transformer_options=a["transformer_options"])
+            return {"img": r[0], "txt": r[1]} if isinstance(r, tuple) else {"img": r}
+
+        img = image_tokens if self.first or not plan.subset else plan.rows_of(image_tokens)
+        args = {"img": img, "mask": image_tokens_masks, "pe": rope, "vec": adaln_input,
+                "transformer_options": transformer_options}
+        if text_tokens is not None:
+            args["txt"] = text_tokens
+        out = self._patch(args, {"original_block": original})
+        y, txt = out["img"], out.get("txt")
+        if plan.subset and not self.last:   # back to every row for the host's concatenations
+            y = _full_rows(plan, y)
+            txt = _full_rows(plan, txt) if torch.is_tensor(txt) else txt
+        if not self.double:
+            return y
+        return y, (txt if txt is not None else text_tokens)
+
+
 def stack_of(model, family):
     """The patch keys of ``family``'s block stack in ``model`` (a ModelPatcher), in order (``(block_type, i)``
     for ``dit`` patches, ``("object", name)`` for object patches), and the layout of the last block's output.
-    ValueError naming the family when the host offers no way in (HiDream) or the model lacks the family's
-    block lists."""
+    ValueError naming the family when the host offers no way in or the model lacks the family's block lists.
+    HiDream's object keys are ``("hidream_double" | "hidream_single", name)``."""
     st = family.stack
     dm = model.get_model_object("diffusion_model")
     if not st.dit_patches:
         if st.modules == ("layers",) and hasattr(dm, "layers"):   # Lumina2 / Z-Image: object patches
             return [("object", f"diffusion_model.layers.{i}") for i in range(len(dm.layers))], st.layout
-        raise ValueError(f"model: MagCache does not support {family.title} yet (the host's {family.title} model "
-                         "offers no block patches); supported: Wan, FLUX, FLUX Kontext, FLUX.2, Chroma, Qwen-Image, "
-                         "HunyuanVideo, HunyuanVideo-1.5, LTX-Video, Lumina2 / Z-Image")
+        if st.modules == ("double_stream_blocks", "single_stream_blocks") and hasattr(dm, "double_stream_blocks"):
+            singles = len(getattr(dm, "single_stream_blocks", ()) or ())
+            keys = [("hidream_double", f"diffusion_model.double_stream_blocks.{i}")
+                    for i in range(len(dm.double_stream_blocks))]
+            keys += [("hidream_single", f"diffusion_model.single_stream_blocks.{i}") for i in range(singles)]
+            return keys, ("img_txt" if singles else "img")
+        raise ValueError(f"model: a {type(dm).__name__} has none of the block lists {', '.join(st.modules)}; it is "
+                         f"not a {family.title} model (pick its family's preset or 'auto')")
     lists = [getattr(dm, name, None) for name in st.modules]
     if lists[0] is None:
         raise ValueError(f"model: a {type(dm).__name__} has no {st.modules[0]!r} blocks; it is not a "
@@ -253,6 +306,8 @@ def apply_magcache(model, session, subset_rows=True, family=None, prepare=None):
     for i, (kind, j) in enumerate(keys):
         if kind == "object":
             m.add_object_patch(j, StackLayer(m.get_model_object(j), i, n, subset_rows, layout))
+        elif kind.startswith("hidream_"):
+            m.add_object_patch(j, HiDreamStackBlock(m.get_model_object(j), i, n, kind == "hidream_double", layout))
         else:
             m.set_model_patch_replace(make_block_patch(i, n, subset_rows, layout), "dit", kind, j)
     return m

@@ -47,15 +47,15 @@ class AtelierMagCacheWan(io.ComfyNode):
         return io.Schema(
             node_id="AtelierMagCacheWan", display_name="Atelier MagCache", category=CATEGORY,
             description=("MagCache for Wan2.1/2.2, FLUX.1 (and Kontext), FLUX.2, Chroma, Qwen-Image, HunyuanVideo "
-                         "(and 1.5), LTX-Video and Lumina2 / Z-Image: reuses the cached residual of the whole transformer block stack "
+                         "(and 1.5), LTX-Video, Lumina2 / Z-Image and HiDream: reuses the cached residual of the whole transformer block stack "
                          "on steps where the magnitude-ratio curve says little changes, under each family's official "
                          "rule. Cond and uncond are decided separately; Wan2.2 A14B uses the official phase rule. "
                          "Families without a shipped curve record one during the first full run. "
                          "Connect its MODEL to your sampler."),
             inputs=[
                 io.Model.Input("model", tooltip=("A diffusion model of a supported family (Wan, FLUX, Chroma, "
-                                                 "Qwen-Image, HunyuanVideo, LTX-Video, Lumina2 / Z-Image); HiDream "
-                                                 "is not supported yet.")),
+                                                 "Qwen-Image, HunyuanVideo, LTX-Video, Lumina2 / Z-Image, "
+                                                 "HiDream).")),
                 *[widget(SETTINGS[n]) for n in ("preset", "thresh", "k", "retention", "start_step", "end_step",
                                                 "protect_last", "cache_device", "schedule_steps", "preview_steps",
                                                 "target_speedup")],
@@ -110,7 +110,13 @@ class AtelierMagCacheWan(io.ComfyNode):
             text = r.describe(schedule)
             for warning in r.warnings(schedule):
                 log.warning("[Atelier] MagCache: %s", warning)
-            spec = RunSpec(kw, fam, target_speedup, preset == AUTO and bool(fam.resolution_presets))
+            kontext = preset == AUTO and not has_curve and fam.name == "flux"
+            spec = RunSpec(kw, fam, target_speedup, preset == AUTO and bool(fam.resolution_presets),
+                           auto_kontext=kontext)
+            if kontext:
+                text += ("\nauto: this plan is FLUX.1-dev's; a run whose conditioning carries reference latents "
+                         "(ReferenceLatent: FLUX.1-Kontext) uses the flux_kontext curve instead (same rule); "
+                         "the report says which")
             ui_info = {"preset": r.name, "detected": r.detected, "family": fam.name, **info}
         if target_speedup > 0:
             text += "\ntarget speedup: thresh and K are chosen again at run start for the sampler's real step count"

@@ -5,7 +5,10 @@ The node resolves its curve and settings for the preview at ``preview_steps``. S
 * ``target_speedup`` > 0: thresh / K for the sampler's real step count (:func:`magcache.resolve` with
   ``target_speedup``, :func:`magcache.target.plan_for_target`);
 * ``auto`` for a family with resolution curves (HunyuanVideo 544p): the latent's pixel height;
-* a family without a shipped curve (FLUX.2, LTX-Video, Lumina2 / Z-Image):
+* ``auto`` on a FLUX.1 model: FLUX.1-Kontext when the run's conditioning carries reference latents
+  (:func:`reference_latents`; the host sees a Kontext model as ``image_model`` ``flux``, its weights have
+  the FLUX.1-dev layout): the Kontext curve, same rule; the report's ``curve_source`` says which and why;
+* a family without a shipped curve (FLUX.2, LTX-Video, Lumina2 / Z-Image, HiDream):
   the curve store (:class:`magcache.store.CurveStore` under ``<output>/atelier_magcache/curves``)
   keyed by :class:`magcache.store.CurveKey` (model fingerprint, latent resolution, steps, sampler).
   A recorded curve is used; without one the run computes every call and records the curve
@@ -64,8 +67,31 @@ def model_family(model, preset, custom_curve):
     if detected is None:
         raise ValueError(f"model: a {type(model.get_model_object('diffusion_model')).__name__} is not a model "
                          "MagCache knows (no image_model in its config); supported: Wan, FLUX, Chroma, Qwen-Image, "
-                         "HunyuanVideo, LTX-Video, Lumina2 / Z-Image")
+                         "HunyuanVideo, LTX-Video, Lumina2 / Z-Image, HiDream")
     return detected
+
+
+def reference_latents(executor):
+    """How many reference latents the sampling run's conditioning carries: the host's ``ReferenceLatent``
+    node (the FLUX.1-Kontext image input) puts them under ``reference_latents`` in a cond's options, which
+    ``CFGGuider`` keeps, as dicts, in ``conds`` (``original_conds`` before the run) and feeds the diffusion
+    model as ``ref_latents``. 0 without a guider or conds."""
+    guider = getattr(executor, "class_obj", None)
+    conds = getattr(guider, "conds", None) or getattr(guider, "original_conds", None) or {}
+    n = 0
+    for cs in conds.values() if isinstance(conds, dict) else ():
+        for c in cs or ():
+            refs = c.get("reference_latents") if isinstance(c, dict) else None
+            n += len(refs) if isinstance(refs, (list, tuple)) else 0
+    return n
+
+
+def kontext_choice(info, refs):
+    """``(model description, why)`` for ``auto`` on a FLUX.1 model with ``refs`` reference latents."""
+    if refs:
+        return dict(info, kontext=True), (f"auto: FLUX.1-Kontext, the conditioning carries {refs} reference "
+                                          f"latent{'s' if refs > 1 else ''} (ReferenceLatent)")
+    return dict(info), "auto: FLUX.1-dev, the conditioning carries no reference latent"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +100,8 @@ class RunSpec:
 
     resolve_kw: :func:`magcache.resolve` arguments of the preview (without ``steps``); family: the
     model's :class:`~magcache.families.Family`; record: no shipped or custom curve (use the store);
-    store_root / fingerprint / model_name: the curve store and key parts."""
+    store_root / fingerprint / model_name: the curve store and key parts; auto_kontext: ``auto`` on a
+    FLUX.1 model (Kontext is told at run start by the conditioning's reference latents)."""
     resolve_kw: Dict[str, Any]
     family: Family
     target_speedup: float = 0.0
@@ -83,10 +110,11 @@ class RunSpec:
     store_root: Optional[str] = None
     fingerprint: Optional[str] = None
     model_name: str = ""
+    auto_kontext: bool = False
 
     @property
     def needs_run(self) -> bool:
-        return self.target_speedup > 0 or self.auto_height or self.record
+        return self.target_speedup > 0 or self.auto_height or self.record or self.auto_kontext
 
 
 def run_facts(args, kwargs):
@@ -129,6 +157,10 @@ def make_prepare(spec, cache_device, node_id, on_report):
             kw["preset"] = "auto"
         if spec.auto_height:
             kw["height"] = height
+        if spec.auto_kontext:
+            kw["model"], why = kontext_choice(kw.get("model") or {}, reference_latents(executor))
+            r0 = resolve(steps=steps, **dict(kw, target_speedup=0.0))
+            kw["curve_source"] = f"preset {r0.name} ({why}; calibrated at {r0.preset.calib_steps} steps)"
         r = resolve(steps=steps, target_speedup=spec.target_speedup, **kw)
         return MagCacheSession(r, session.schedule_steps, cache_device, node_id, on_report)
     return prepare

@@ -489,7 +489,8 @@ def wf_magcache_flux(defs):
         prefix="atelier/magcache_flux", note=(
             "Atelier MagCache on FLUX.1-dev, 28 steps, embedded guidance 3.5 (cfg 1: one call per step).\n\n"
             + MC_NOTE + "FLUX's official rule: thresh 0.24, K 5, retention 0.1 (the step at 11 of 28 always "
-            "computes). FLUX.1 Kontext: the same node, pick preset flux_kontext."))
+            "computes). FLUX.1 Kontext: the same node; 'auto' takes the Kontext curve when the conditioning "
+            "carries a reference latent (ReferenceLatent), and the report says which."))
 
 
 def wf_magcache_qwen_image(defs):

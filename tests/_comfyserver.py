@@ -4,8 +4,9 @@ Nothing is written into the host tree: the server runs with ``--base-directory B
 ``custom_nodes``, ``models``, ``input``, ``output``, ``temp`` and ``user`` all live under BASE.
 The pack is linked as ``BASE/custom_nodes/ComfyUI-Atelier`` (a symlink to the repository).
 A second, test-only custom node (``atelier_e2e_stubs``) provides a CLIP-free text encoder,
-because the host's text encoders (UMT5-XXL, OpenCLIP-H) have fixed full-size configs that no
-tiny test file can satisfy. The server is started with its PID recorded and stopped by that PID.
+because the host's text encoders (UMT5-XXL, OpenCLIP-H, T5-XXL + CLIP-L) have fixed full-size configs that no
+tiny test file can satisfy; with a ``tiny_models.json`` the tests write beside it, it also gives the tiny FLUX
+file its tiny head count and widths after the host's detection (which hard-codes FLUX.1's). The server is started with its PID recorded and stopped by that PID.
 """
 import json
 import os
@@ -27,6 +28,8 @@ PACK_FOLDER = "ComfyUI-Atelier"
 STUB_NODES = '''
 """Test-only nodes for the Atelier end-to-end tests (never shipped)."""
 import hashlib
+import json
+import os
 import torch
 
 
@@ -42,16 +45,49 @@ class AtelierE2ETextEncode:
             "text": ("STRING", {"multiline": True, "default": "", "tooltip": "prompt"}),
             "width": ("INT", {"default": 4096, "min": 8, "max": 8192, "tooltip": "embedding width"}),
             "tokens": ("INT", {"default": 8, "min": 1, "max": 1024, "tooltip": "sequence length"}),
+        }, "optional": {
+            "pooled": ("INT", {"default": 0, "min": 0, "max": 8192, "tooltip": "pooled_output width (0: none)"}),
         }}
 
-    def encode(self, text, width, tokens):
+    def encode(self, text, width, tokens, pooled=0):
         seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
         g = torch.Generator().manual_seed(seed)
         emb = torch.randn(1, tokens, width, generator=g) * 0.5
-        return ([[emb, {}]],)
+        opts = {"pooled_output": torch.randn(1, pooled, generator=g)} if pooled else {}
+        return ([[emb, opts]],)
 
 
 NODE_CLASS_MAPPINGS = {"AtelierE2ETextEncode": AtelierE2ETextEncode}
+
+_TINY = os.path.join(os.path.dirname(__file__), "tiny_models.json")
+
+
+def _install_tiny_detection():
+    """Tiny model files of families whose detection hard-codes full-size values (FLUX: heads, widths): after
+    the host's own detection of a state dict whose marker tensor has the listed shape (only the files the
+    tests write), the listed unet_config keys get the tiny values (tests/_families._tiny_detection, in the
+    server)."""
+    if not os.path.isfile(_TINY):
+        return
+    import comfy.model_detection as md
+    with open(_TINY) as f:
+        specs = json.load(f)
+    real = md.model_config_from_unet
+
+    def model_config_from_unet(state_dict, unet_key_prefix, *a, **kw):
+        mc = real(state_dict, unet_key_prefix, *a, **kw)
+        for sp in specs if mc is not None else ():
+            t = state_dict.get(unet_key_prefix + sp["marker"])
+            if t is not None and list(t.shape) == sp["shape"] and mc.unet_config.get("image_model") == sp["image_model"]:
+                mc.unet_config.update(sp["unet_config"])
+                for k in sp["drop"]:
+                    mc.unet_config.pop(k, None)
+        return mc
+
+    md.model_config_from_unet = model_config_from_unet
+
+
+_install_tiny_detection()
 '''
 
 

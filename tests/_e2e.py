@@ -11,6 +11,11 @@ swap, in the API prompt converted from each workflow (``tiny_prompt``):
 * ``CLIPLoader`` + ``CLIPTextEncode`` -> the test-only ``AtelierE2ETextEncode`` (a hash of the
   text, 4096 wide), since the host's UMT5-XXL has a fixed full-size config;
 * ``EmptyHunyuanLatentVideo`` -> 64x64, 5 frames; samplers -> at most ``STEPS`` steps;
+* FLUX and Qwen-Image (a text loader of type ``flux`` / ``qwen_image``): ``UNETLoader`` -> the tiny model of
+  ``tests/_families.py`` (the host detects the family, the stub pack gives it its tiny heads and widths, see
+  ``_comfyserver``), ``VAELoader`` -> ``tiny_flux_ae.safetensors`` (the FLUX VAE layout at its fixed real width,
+  random, fp16) / the tiny Wan VAE (Qwen-Image's VAE is Wan2.1's), text -> the stub at the tiny model's widths
+  (with a pooled output for FLUX), ``EmptySD3LatentImage`` -> 64x64;
 * DLoRAL: ``CheckpointLoaderSimple`` (SD2.1-base) -> ``UNETLoader`` with a small SD2-architecture
   UNet + ``VAELoader`` with a random SD VAE; the text encoder stub at width 1024; synthetic DLoRAL
   weights in the official layout; ``LoadVideo`` -> a 3-frame 16x16 clip; process_size 64;
@@ -97,17 +102,45 @@ def tiny_sd2_unet_sd(seed=0):
     return _filled(unet.state_dict(), seed)
 
 
-def tiny_sd_vae_sd(seed=1):
-    """State dict of the SD VAE (real architecture) with random weights. Needs the host importable."""
+def tiny_sd_vae_sd(seed=1, z_channels=4, quant=True):
+    """State dict of the SD VAE (real architecture) with random weights; ``z_channels=16, quant=False``: the
+    FLUX VAE (ae.safetensors) layout. Needs the host importable."""
     import torch
     from comfy.ldm.modules.diffusionmodules.model import Encoder, Decoder
-    dd = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+    dd = {"double_z": True, "z_channels": z_channels, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
           "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
     sd = {("encoder." + k): v for k, v in Encoder(**dd).state_dict().items()}
     sd.update({("decoder." + k): v for k, v in Decoder(**dd).state_dict().items()})
-    for name, c in (("quant_conv", 8), ("post_quant_conv", 4)):
+    for name, c in ((("quant_conv", 2 * z_channels), ("post_quant_conv", z_channels)) if quant else ()):
         sd[name + ".weight"], sd[name + ".bias"] = torch.zeros(c, c, 1, 1), torch.zeros(c)
     return _filled(sd, seed)
+
+
+TINY_FLUX = "tiny_flux.safetensors"
+TINY_FLUX_VAE = "tiny_flux_ae.safetensors"
+TINY_QWEN = "tiny_qwen_image.safetensors"
+#: text loader type in a workflow -> (tests/_families family, diffusion-model file, VAE file)
+TINY_FAMILIES = {"flux": ("flux", TINY_FLUX, TINY_FLUX_VAE), "qwen_image": ("qwen_image", TINY_QWEN, TINY_VAE)}
+
+
+def write_tiny_families(base):
+    """The tiny FLUX and Qwen-Image of tests/_families.py as diffusion-model files, the stub pack's detection
+    specs for them (``custom_nodes/atelier_e2e_stubs/tiny_models.json``: written before the server starts) and a
+    random FLUX VAE (Qwen-Image uses the Wan VAE of ``write_tiny_models``). Needs the host importable."""
+    import torch
+    from safetensors.torch import save_file
+    import _families as F
+    specs = []
+    for family, unet, _ in TINY_FAMILIES.values():
+        sd = F.random_state_dict(family, seed=0)
+        save_file(sd, str(base / "models" / "diffusion_models" / unet))
+        cfg, keys = F.tree_config(family), F.hardcoded(family)
+        specs.append({"image_model": cfg["image_model"], "marker": "img_in.weight",
+                      "shape": list(sd["img_in.weight"].shape), "unet_config": {k: cfg[k] for k in keys if k in cfg},
+                      "drop": [k for k in keys if k not in cfg]})
+    (base / "custom_nodes" / "atelier_e2e_stubs" / "tiny_models.json").write_text(json.dumps(specs))
+    vae = {k: v.to(torch.float16) for k, v in tiny_sd_vae_sd(4, z_channels=16, quant=False).items()}
+    save_file(vae, str(base / "models" / "vae" / TINY_FLUX_VAE))
 
 
 def write_tiny_sd2_checkpoint(path, seed=0):
@@ -192,12 +225,25 @@ def tiny_prompt(wf, defs, steps=STEPS):
     """API prompt of a UI workflow with the official model files swapped for the tiny ones."""
     api = to_api(wf, defs)
     width = 1024 if any(v["class_type"] == "CheckpointLoaderSimple" for v in api.values()) else 4096
+    tiny = next((TINY_FAMILIES[v["inputs"].get("type")] for v in api.values()
+                 if v["class_type"] in ("CLIPLoader", "DualCLIPLoader") and v["inputs"].get("type") in TINY_FAMILIES),
+                None)
     for nid, node in list(api.items()):
         t, inp = node["class_type"], node["inputs"]
         if t == "UNETLoader":
-            inp.update(unet_name=TINY_UNET, weight_dtype="default")
+            inp.update(unet_name=tiny[1] if tiny else TINY_UNET, weight_dtype="default")
         elif t == "VAELoader":
-            inp["vae_name"] = TINY_VAE
+            inp["vae_name"] = tiny[2] if tiny else TINY_VAE
+        elif t == "CLIPTextEncode" and tiny:   # the tiny family's text (and pooled) widths
+            from _families import FAMILIES
+            f = FAMILIES[tiny[0]]
+            api[nid] = {"class_type": "AtelierE2ETextEncode",
+                        "inputs": {"text": inp["text"], "width": f.text_dim, "tokens": 8,
+                                   "pooled": f.pooled_dim or 0}}
+        elif t == "DualCLIPLoader":
+            del api[nid]
+        elif t == "EmptySD3LatentImage":
+            inp.update(width=SIZE, height=SIZE)
         elif t == "LoraLoaderModelOnly":
             inp["lora_name"] = TINY_LORA
         elif t == "CLIPTextEncode":
@@ -279,6 +325,6 @@ def run_prompt(server, prompt, timeout=300):
 
 
 __all__ = ["ComfyServer", "PACK_FOLDER", "make_base_dir", "cleanup", "load_defs", "write_tiny_models",
-           "write_tiny_dloral", "write_tiny_sd2_checkpoint", "tiny_sd2_unet_sd", "tiny_sd_vae_sd",
+           "write_tiny_dloral", "write_tiny_families", "write_tiny_sd2_checkpoint", "tiny_sd2_unet_sd", "tiny_sd_vae_sd",
            "VIDEO_FRAMES", "VIDEO_SIZE", "write_tiny_scan", "SCAN_PX",
            "tiny_prompt", "run_prompt", "STEPS", "SIZE", "FRAMES"]

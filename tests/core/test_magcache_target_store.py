@@ -88,6 +88,33 @@ def test_impossible_target_is_refused_with_a_clear_message():
             plan_for_target(p.ratios, 50, bad, p.config())  # type: ignore[arg-type]
 
 
+def test_plans_are_memoized_per_input_and_bounded(monkeypatch):
+    """The node plans at every run start: the same inputs give the same plan object without planning again;
+    any input that changes the plan (target, steps, settings, curve) is planned anew; the memo is bounded."""
+    import magcache.target as target
+    monkeypatch.setattr(target, "_MEMO", type(target._MEMO)())
+    calls = {"n": 0}
+    real = target._plan
+
+    def counting(*a, **kw):
+        calls["n"] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(target, "_plan", counting)
+    p = get_preset("wan2.1_t2v_1.3B")
+    a = plan_for_target(p.ratios, 30, 2.0, p.config())
+    assert plan_for_target(list(p.ratios), 30, 2.0, p.config()) is a and calls["n"] == 1
+    others = [plan_for_target(p.ratios, 30, 2.5, p.config()), plan_for_target(p.ratios, 31, 2.0, p.config()),
+              plan_for_target(p.ratios, 30, 2.0, p.config(retention=0.3)),
+              plan_for_target(get_preset("wan2.1_t2v_14B").ratios, 30, 2.0, p.config())]
+    assert calls["n"] == 5 and all(o is not a for o in others)
+    assert (others[0].thresh, others[0].k) != (a.thresh, a.k)
+    monkeypatch.setattr(target, "MEMO_SIZE", 3)
+    plan_for_target(p.ratios, 32, 2.0, p.config())
+    assert len(target._MEMO) == 3
+    assert plan_for_target(p.ratios, 30, 2.0, p.config()) is not a and calls["n"] == 7   # dropped, planned anew
+
+
 def test_unreachable_by_the_grid_gives_the_closest_below_or_raises():
     p = get_preset("wan2.1_t2v_1.3B")
     small = dict(thresholds=(0.01, 0.02), ks=(1, 2))

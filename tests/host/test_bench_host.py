@@ -54,6 +54,30 @@ def test_magcache_random_model_bench_smoke(comfy_dir, tmp_path):
         assert r["full_s"] > 0 and r["magcache_s"] > 0 and 0 <= r["latent_rel_err"] < 1, r
 
 
+def test_magcache_quality_bench_smoke(comfy_dir, tmp_path):
+    """The path of ``bench_magcache.py --quality`` (trained tiny Wan, the node's target speedup, PSNR/SSIM against
+    the full run over prompts x seeds) at few steps and samples."""
+    out = tmp_path / "mcq.json"
+    _run(comfy_dir, ["bench/bench_magcache.py", "--quality", "--steps", "8", "--prompts", "2", "--seeds", "1",
+                     "--targets", "1.5", "2", "--out", str(out)])
+    res = json.loads(out.read_text())
+    assert [list(s) for s in res["samples"]] == [["red square moving right", 0], ["blue circle moving up", 0]]
+    rows = res["results"]
+    assert [r["target_speedup"] for r in rows] == [1.5, 2.0]
+    for r in rows:
+        # the node's planner reached the target on the curve: the run computed what it planned
+        assert r["planned_speedup"] >= r["target_speedup"] and r["total_calls"] == 2 * 8, r
+        assert r["thresh"] > 0 and r["k"] >= 1 and r["accumulated_error"] > 0, r
+        assert len(r["samples"]) == 2 and all(s["computed_calls"] == r["computed_calls"] for s in r["samples"]), r
+        assert 10 < r["psnr_db_worst"] <= r["psnr_db_median"] < 100 and 0 < r["ssim_worst"] <= r["ssim_median"] < 1, r
+        assert r["full_cpu_s"] > 0 and r["full_wall_s"] > 0 and r["ideal_speedup"] > 1, r
+        assert 0 < r["block_stack_share"] <= 1 and r["speedup"] > 0, r
+    # more skipping, more error: the 2x schedule computes fewer calls and is further from the full run
+    assert rows[1]["computed_calls"] < rows[0]["computed_calls"]
+    assert rows[1]["accumulated_error"] > rows[0]["accumulated_error"]
+    assert rows[1]["psnr_db_median"] < rows[0]["psnr_db_median"]
+
+
 def test_magcache_families_real_dims_bench_smoke(comfy_dir, tmp_path):
     """The path of ``bench_magcache_families.py --gpu --real-dims`` (models from the host's config classes,
     random weights made on the device) at tiny dims on the CPU: every family measured, numbers sane."""

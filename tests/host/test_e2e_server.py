@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from _e2e import (ComfyServer, PACK_FOLDER, make_base_dir, cleanup, load_defs, write_tiny_models,
-                  write_tiny_dloral, write_tiny_scan, SCAN_PX, tiny_prompt, run_prompt, STEPS, SIZE, FRAMES, VIDEO_FRAMES, VIDEO_SIZE)
+                  write_tiny_dloral, write_tiny_families, write_tiny_scan, SCAN_PX, tiny_prompt, run_prompt, STEPS, SIZE, FRAMES, VIDEO_FRAMES, VIDEO_SIZE)
 from _testenv import REPO
 from _workflows import template_path
 
@@ -25,6 +25,7 @@ def server(comfy_dir):
     try:
         write_tiny_models(base)
         write_tiny_dloral(base)
+        write_tiny_families(base)
         write_tiny_scan(base)
         srv.start()
         yield srv
@@ -139,6 +140,34 @@ def test_magcache_t2v(server, defs):
     computed = sum(m == "C" for marks in r["branches"].values() for m in marks)
     assert r["computed_calls"] == computed and r["total_calls"] == 2 * STEPS
     assert r["time_saved_s"] >= 0 and r["summary"].startswith("MagCache")
+
+
+@pytest.mark.parametrize("slug,preset,branches", [("magcache_flux", "flux", ("cond",)),
+                                                   ("magcache_qwen_image", "qwen_image", ("cond", "uncond"))])
+def test_magcache_family_workflows(server, defs, pack, slug, preset, branches):
+    """The FLUX.1-dev (DualCLIPLoader, FluxGuidance, cfg 1) and Qwen-Image (CLIPLoader, ModelSamplingAuraFlow,
+    cfg 2.5) + MagCache workflows on the tiny models: one image, one report whose skips per branch are the core's
+    plan for the workflow's settings at the sampler's steps, under the family's own rule and curve (auto)."""
+    prompt = tiny_prompt(_wf(slug), defs)
+    events, hist = _run_ok(server, prompt)
+    files = _saved_files(server, hist)
+    assert len(files) == 1
+    with Image.open(files[0]) as im:
+        assert im.size == (SIZE, SIZE)
+        assert max(hi - lo for lo, hi in im.convert("RGB").getextrema()) > 0, "flat image"
+    (r,) = _reports(events)
+    mc = next(v["inputs"] for v in prompt.values() if v["class_type"] == "AtelierMagCacheWan")
+    steps = next(v["inputs"]["steps"] for v in prompt.values() if v["class_type"] == "KSampler")
+    sch = pack.magcache.resolve(preset, steps=steps, thresh=mc["thresh"], k=mc["k"], retention=mc["retention"]).plan()
+    assert r["preset"] == preset and r["curve_source"].startswith(f"preset {preset} (auto"), r
+    if preset == "flux":
+        assert "no reference latent" in r["curve_source"], r
+    assert tuple(r["branches"]) == branches and all(len(m) == steps for m in r["branches"].values())
+    for name, want in zip(branches, (sch.cond_skipped, sch.uncond_skipped)):
+        assert [i for i, x in enumerate(r["branches"][name]) if x == "S"] == list(want), name
+    assert sch.cond_skipped, "the workflow's setting skips at the test's step count"
+    assert r["computed_calls"] == (sch.computed_calls if len(branches) == 2 else steps - len(sch.cond_skipped))
+    assert r["total_calls"] == steps * len(branches)
 
 
 def test_magcache_compare(server, defs):

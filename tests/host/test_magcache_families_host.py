@@ -12,11 +12,12 @@ import torch
 import _families as _F
 
 # family of the tiny model -> (the core's family, the host's first block list of the stack)
-CURVED = {"flux": ("flux", "double_blocks"), "flux_kontext": ("flux", "double_blocks"),
+CURVED = {"flux": ("flux", "double_blocks"), "flux_kontext": ("flux_kontext", "double_blocks"),
           "chroma": ("chroma", "double_blocks"), "qwen_image": ("qwen_image", "transformer_blocks"),
           "hunyuan_video": ("hunyuan_video", "double_blocks"),
           "hunyuan_video15": ("hunyuan_video1.5", "double_blocks")}
-RECORDED = {"ltxv": "transformer_blocks", "flux2": "double_blocks", "lumina2": "layers", "z_image": "layers"}
+RECORDED = {"ltxv": "transformer_blocks", "flux2": "double_blocks", "lumina2": "layers", "z_image": "layers",
+            "hidream": "double_stream_blocks"}
 TWO_BRANCH = ("qwen_image", "chroma", "hunyuan_video15")
 STEPS = 10
 
@@ -113,7 +114,8 @@ def test_block_evaluations_follow_the_core_plan(fam, mc, core, name):
     sch = core.resolve(preset, steps=STEPS, thresh=0.3, k=3, retention=0.2).plan()
     assert sch.cond_skipped, "the setting must skip something"
     mm, preview = apply(mc, m)
-    assert f"preset {preset} (auto)" in preview
+    # Kontext is told at run start (reference latents in the conditioning): the preview plans FLUX.1-dev's curve
+    assert f"preset {'flux' if name == 'flux_kontext' else preset} (auto)" in preview
     two = name in TWO_BRANCH
     with count_rows(mm, blocks) as c:
         out = run(fam, name, mm, 3.0 if two else 1.0)
@@ -248,9 +250,69 @@ def test_target_speedup_reaches_the_target_at_the_real_step_count(fam, mc, core,
     assert (2 * steps if two else steps) / calls >= target
 
 
-def test_hidream_is_refused_by_name(fam, mc):
-    with pytest.raises(ValueError, match="does not support HiDream-I1 yet"):
-        apply(mc, model(fam, "hidream"))
+def test_flux_kontext_is_told_by_its_reference_latents(fam, mc, core):
+    """One tiny FLUX.1 model (the host sees Kontext as ``flux``), ``auto``: a run whose conditioning carries a
+    reference latent (the ReferenceLatent node's ``reference_latents``) uses the flux_kontext curve, one without
+    uses flux's; the preview says that it will, the report which it used and why, and the block evaluations
+    follow each curve's core plan (thresh 0.1, K 3: the two plans differ at 10 steps)."""
+    m = model(fam, "flux")
+    kw = dict(thresh=0.1, k=3, retention=0.2)
+    mm, preview = apply(mc, m, **kw)
+    assert "preset flux (auto)" in preview and "reference latents" in preview and "flux_kontext" in preview
+    plans = {p: core.resolve(p, steps=STEPS, **kw).plan() for p in ("flux", "flux_kontext")}
+    assert plans["flux"].cond_skipped != plans["flux_kontext"].cond_skipped
+    for with_ref, preset in ((True, "flux_kontext"), (False, "flux"), (True, "flux_kontext")):
+        pos = fam.conditioning("flux_kontext" if with_ref else "flux", seed=2)
+        assert ("reference_latents" in pos[0][1]) == with_ref
+        with count_rows(mm, "double_blocks") as c:
+            out = fam.sample(mm, "flux", steps=STEPS, cfg=1.0, seed=1, positive=pos)
+        assert torch.isfinite(out).all()
+        rep = report(mm)
+        assert rep["preset"] == preset, rep
+        why = "carries 1 reference latent (ReferenceLatent)" if with_ref else "carries no reference latent"
+        assert rep["curve_source"].startswith(f"preset {preset} (auto: FLUX.1-") and why in rep["curve_source"], rep
+        assert skipped(rep, "cond") == list(plans[preset].cond_skipped)
+        assert c["rows"] == STEPS - len(plans[preset].cond_skipped)
+    # an explicit preset is the user's choice: no switch
+    mf, _ = apply(mc, m, preset="flux", **kw)
+    fam.sample(mf, "flux", steps=STEPS, cfg=1.0, seed=1, positive=fam.conditioning("flux_kontext", seed=2))
+    assert report(mf)["preset"] == "flux"
+
+
+def test_hidream_per_row_subset_equals_all_rows(fam, mc, core, monkeypatch):
+    """HiDream's object-patched blocks at cfg 3 with a curve on which cond and uncond skip on different steps:
+    the blocks run only the computing rows (each wrapper cuts its inputs and gives every row back, as the host
+    concatenates full-batch text streams between blocks), and the output equals running every row through the
+    blocks and discarding the skipped ones (the path a ControlNet call takes)."""
+    m = model(fam, "hidream")
+    curve = "[" + ", ".join(["1.0, 1.0"] + ["0.995, 0.9"] * (STEPS - 1)) + "]"
+    kw = dict(thresh=0.05, k=2, retention=0.2, custom_curve=curve)
+    sch = core.resolve("auto", steps=STEPS, custom_curve=curve, family="hidream", thresh=0.05, k=2,
+                       retention=0.2).plan()
+    assert sch.cond_skipped and set(sch.cond_skipped) != set(sch.uncond_skipped)
+    mm, preview = apply(mc, m, **kw)
+    assert "HiDream" in preview
+    patched = sorted(mm.object_patches)
+    assert patched == sorted([f"diffusion_model.double_stream_blocks.{i}" for i in range(2)] +
+                             [f"diffusion_model.single_stream_blocks.{i}" for i in range(2)])
+    with count_rows(mm, "double_stream_blocks") as c:
+        subset = run(fam, "hidream", mm, 3.0)
+    rep = report(mm)
+    assert (skipped(rep, "cond"), skipped(rep, "uncond")) == (list(sch.cond_skipped), list(sch.uncond_skipped))
+    assert c["rows"] == sch.computed_calls
+    monkeypatch.setattr(_hook(mc), "_rows_fit",
+                        lambda plan, inputs: False)
+    mm2, _ = apply(mc, m, **kw)
+    with count_rows(mm2, "double_stream_blocks") as c2:
+        every = run(fam, "hidream", mm2, 3.0)
+    assert c2["rows"] > c["rows"]
+    assert torch.allclose(subset, every, atol=1e-5, rtol=1e-4)
+    assert not torch.equal(subset, run(fam, "hidream", m, 3.0))
+
+
+def _hook(mc):
+    import sys
+    return sys.modules[mc.__name__.rsplit(".", 1)[0] + ".magcache_hook"]
 
 
 @pytest.mark.parametrize("name", ("lumina2", "z_image"))
