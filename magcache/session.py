@@ -93,6 +93,12 @@ class MagCacheSession:
         self._steps: Optional[SigmaSteps] = None
         self.t_start = time.perf_counter()
 
+    def __deepcopy__(self, memo: dict) -> MagCacheSession:
+        """The same session: the host deep-copies ``model_options`` on every ``ModelPatcher.clone()``
+        (a node placed after MagCache), and a report must reach whichever clone a Report node reads.
+        A run never writes into this object's settings: each run works on its own :meth:`fresh` copy."""
+        return self
+
     def fresh(self) -> MagCacheSession:
         """A new session with the same settings and empty state (one per sampling run)."""
         return MagCacheSession(self.resolved, self.schedule_steps, self.cache_device, self.node_id, self.on_report)

@@ -189,6 +189,19 @@ def test_report_node(host, mc, t2v):
     assert "computed" in text and "cond" in text and "S" in text
 
 
+def test_report_node_on_a_later_clone(host, mc, t2v):
+    """A node after MagCache clones the model (the host deep-copies model_options): the Report node wired
+    to that clone still shows the run's report."""
+    m, _ = apply(mc, t2v)
+    later = m.clone()
+    later.model_options["transformer_options"]["atelier_test_marker"] = 1  # as a later node's patch would
+    lat = host.ksample(later, host.text_cond(1), host.text_cond(2), steps=20, cfg=5.0)
+    (text,) = mc.AtelierMagCacheReport.execute(later, {"samples": lat}).result
+    assert "computed" in text and "cond" in text
+    (first,) = mc.AtelierMagCacheReport.execute(m, {"samples": lat}).result
+    assert first == text
+
+
 def run_compare(mc, *a):
     return tuple(mc.AtelierMagCacheCompare.execute(*a).result)
 
