@@ -28,3 +28,48 @@ def host(comfy_dir, pack):
     """A small facade over the host used by the host tests (see _hostutil)."""
     import _hostutil
     return _hostutil
+
+
+# Families that ComfyUI v0.3.64 lacks; every other family must exist on every tree tested.
+NEWER_THAN_0_3_64 = {"flux2": "Flux2", "hunyuan_video15": "HunyuanVideo15", "z_image": "ZImage"}
+
+
+class TinyFamilies:
+    """The shared builder of tiny family models (tests/_families.py) for one test module: its functions, plus
+    :meth:`model`, each family's tiny model built once per module."""
+
+    def __init__(self, module):
+        self._module = module
+        self._built = {}
+
+    def __getattr__(self, name):
+        return getattr(self._module, name)
+
+    def model(self, name):
+        """The family's tiny model, or a skip where this tree predates the family (a failure otherwise)."""
+        fam = self._module
+        if not fam.present(name):
+            if name in NEWER_THAN_0_3_64 and fam.host_version_tuple() < (0, 8, 0):
+                pytest.skip(f"{name}: ComfyUI {fam.host_version()} has no {NEWER_THAN_0_3_64[name]} "
+                            "(added after v0.3.64; present in v0.8.0)")
+            pytest.fail(f"{name}: ComfyUI {fam.host_version()} should have {fam.FAMILIES[name].config}")
+        if name not in self._built:
+            self._built[name] = fam.build(name, seed=0)
+        return self._built[name]
+
+
+@pytest.fixture(scope="module")
+def fam(comfy_dir, pack):
+    """:class:`TinyFamilies` for the module, on one torch thread (tiny models: faster than two on a shared
+    2-core box); the models are let go at the end, while the host is still importable."""
+    import torch
+
+    import _families
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    families = TinyFamilies(_families)
+    try:
+        yield families
+    finally:
+        torch.set_num_threads(threads)
+        families._built.clear()

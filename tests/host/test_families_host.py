@@ -9,39 +9,10 @@ builder's table claims are called. A family may skip only where this tree predat
 import pytest
 import torch
 
-# Families that ComfyUI v0.3.64 lacks; every other family must exist on every tree tested.
-NEWER_THAN_0_3_64 = {"flux2": "Flux2", "hunyuan_video15": "HunyuanVideo15", "z_image": "ZImage"}
 
 import _families as _F  # noqa: E402  (no host import at module level: only data is read here)
 
 NAMES = list(_F.FAMILIES)
-
-
-_BUILT = {}
-
-
-@pytest.fixture(scope="module")
-def fam(comfy_dir):
-    import _families
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is faster than two on a shared 2-core box
-    try:
-        yield _families
-    finally:
-        torch.set_num_threads(threads)
-        _BUILT.clear()  # let the ModelPatchers go while the host is still importable
-
-
-def _model(fam, name):
-    """The family's tiny model (built once per module), or a skip where the tree predates it."""
-    if not fam.present(name):
-        if name in NEWER_THAN_0_3_64 and fam.host_version_tuple() < (0, 8, 0):
-            pytest.skip(f"{name}: ComfyUI {fam.host_version()} has no {NEWER_THAN_0_3_64[name]} "
-                        "(added after v0.3.64; present in v0.8.0)")
-        pytest.fail(f"{name}: ComfyUI {fam.host_version()} should have {fam.FAMILIES[name].config}")
-    if name not in _BUILT:
-        _BUILT[name] = fam.build(name, seed=0)
-    return _BUILT[name]
 
 
 def test_registry_is_complete():
@@ -54,7 +25,7 @@ def test_registry_is_complete():
 @pytest.mark.parametrize("name", NAMES)
 def test_host_detects_family(fam, name):
     import comfy.supported_models as sm
-    m = _model(fam, name)
+    m = fam.model(name)
     f = fam.FAMILIES[name]
     mc = m.model.model_config
     assert type(mc).__name__ == f.config
@@ -72,7 +43,7 @@ def test_host_detects_family(fam, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_sample_is_finite_and_follows_text(fam, name):
-    m = _model(fam, name)
+    m = fam.model(name)
     lat = fam.latent(name)
     out = fam.sample(m, name, steps=2, cfg=2.0, seed=1, latent_image=lat)
     assert out.shape == lat["samples"].shape
@@ -85,7 +56,7 @@ def test_sample_is_finite_and_follows_text(fam, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_state_dict_round_trips(fam, name):
-    m = _model(fam, name)
+    m = fam.model(name)
     sd = fam.random_state_dict(name, seed=0)
     got = m.model.diffusion_model.state_dict()
     assert set(got) == set(sd)
@@ -103,7 +74,7 @@ def test_seed_changes_weights(fam):
 def test_patch_points(fam, name):
     """One 1-step run: the "dit" replaces the table claims are called and the others are not,
     every UNet cross-attention block reaches its attn2 replace, the attention override is seen."""
-    m = _model(fam, name)
+    m = fam.model(name)
     f = fam.FAMILIES[name]
     calls = {"double_block": 0, "single_block": 0, "attention_override": 0}
     attn2 = set()

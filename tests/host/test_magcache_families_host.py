@@ -21,20 +21,6 @@ RECORDED = {"ltxv": "transformer_blocks", "flux2": "double_blocks", "lumina2": "
 TWO_BRANCH = ("qwen_image", "chroma", "hunyuan_video15")
 STEPS = 10
 
-_BUILT = {}
-
-
-@pytest.fixture(scope="module")
-def fam(comfy_dir):
-    import _families
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield _families
-    finally:
-        torch.set_num_threads(threads)
-        _BUILT.clear()
-
 
 @pytest.fixture(scope="module")
 def mc(pack):
@@ -50,14 +36,6 @@ def core(pack):
 def outdir(mc, tmp_path, monkeypatch):
     monkeypatch.setattr(mc._host, "output_directory", lambda: str(tmp_path))
     return tmp_path
-
-
-def model(fam, name):
-    if not fam.present(name):
-        pytest.skip(f"{name}: not in ComfyUI {fam.host_version()}")
-    if name not in _BUILT:
-        _BUILT[name] = fam.build(name, seed=0)
-    return _BUILT[name]
 
 
 def apply(mc, m, **kw):
@@ -99,7 +77,7 @@ def run(fam, name, m, cfg, steps=STEPS, seed=1):
 
 @pytest.mark.parametrize("name", list(CURVED))
 def test_thresh_zero_is_bit_identical(fam, mc, name):
-    m = model(fam, name)
+    m = fam.model(name)
     cfg = 3.0 if name in TWO_BRANCH else 1.0
     ref = run(fam, name, m, cfg)
     mm, _ = apply(mc, m, thresh=0.0)
@@ -108,7 +86,7 @@ def test_thresh_zero_is_bit_identical(fam, mc, name):
 
 @pytest.mark.parametrize("name", list(CURVED))
 def test_block_evaluations_follow_the_core_plan(fam, mc, core, name):
-    m = model(fam, name)
+    m = fam.model(name)
     family, blocks = CURVED[name]
     preset = core.get_family(family).preset_for(STEPS)
     sch = core.resolve(preset, steps=STEPS, thresh=0.3, k=3, retention=0.2).plan()
@@ -134,7 +112,7 @@ def test_per_row_decisions_at_cfg(fam, mc, core, name):
     """cond and uncond batched in one call ([cond, uncond] rows) skip on different steps (a curve whose cond
     column barely changes and whose uncond column does): the blocks run only the rows that compute, and
     each row gets its own branch's residual."""
-    m = model(fam, name)
+    m = fam.model(name)
     family, blocks = CURVED[name]
     curve = "[" + ", ".join(["1.0, 1.0"] + ["0.995, 0.9"] * (STEPS - 1)) + "]"
     kw = dict(thresh=0.05, k=2, retention=0.2)
@@ -156,7 +134,7 @@ class Boom(RuntimeError):
 @pytest.mark.parametrize("name", ("flux", "qwen_image"))
 def test_interrupt_leaves_nothing_and_runs_are_independent(fam, mc, name):
     import comfy.patcher_extension as pe
-    m = model(fam, name)
+    m = fam.model(name)
     mm, _ = apply(mc, m)
     clean = run(fam, name, mm, 3.0, seed=5)
     calls = {"n": 0}
@@ -184,7 +162,7 @@ def test_torch_compile_model_on_top(fam, mc):
     without code generation): the skips still follow the plan and the output matches the eager run."""
     import importlib
     tc = importlib.import_module("comfy_extras.nodes_torch_compile").TorchCompileModel
-    m = model(fam, "flux")
+    m = fam.model("flux")
     mm, _ = apply(mc, m)
     eager = run(fam, "flux", mm, 1.0, steps=6)
     torch._dynamo.reset()
@@ -201,7 +179,7 @@ def test_torch_compile_model_on_top(fam, mc):
 
 @pytest.mark.parametrize("name", list(RECORDED))
 def test_first_run_records_the_curve_second_run_uses_it(fam, mc, core, outdir, name):
-    m = model(fam, name)
+    m = fam.model(name)
     ref = run(fam, name, m, 3.0)
     mm, preview = apply(mc, m)
     assert "no shipped curve" in preview and "recorded curves of this model: none yet" in preview
@@ -231,7 +209,7 @@ def test_first_run_records_the_curve_second_run_uses_it(fam, mc, core, outdir, n
 @pytest.mark.parametrize("name,target", [("qwen_image", 2.0), ("flux", 1.8)])
 def test_target_speedup_reaches_the_target_at_the_real_step_count(fam, mc, core, name, target):
     """The node previews at 50 steps; the sampler runs 12: thresh / K are chosen for 12 steps."""
-    m = model(fam, name)
+    m = fam.model(name)
     steps = 12
     two = name in TWO_BRANCH
     family, blocks = CURVED[name]
@@ -255,7 +233,7 @@ def test_flux_kontext_is_told_by_its_reference_latents(fam, mc, core):
     reference latent (the ReferenceLatent node's ``reference_latents``) uses the flux_kontext curve, one without
     uses flux's; the preview says that it will, the report which it used and why, and the block evaluations
     follow each curve's core plan (thresh 0.1, K 3: the two plans differ at 10 steps)."""
-    m = model(fam, "flux")
+    m = fam.model("flux")
     kw = dict(thresh=0.1, k=3, retention=0.2)
     mm, preview = apply(mc, m, **kw)
     assert "preset flux (auto)" in preview and "reference latents" in preview and "flux_kontext" in preview
@@ -284,7 +262,7 @@ def test_hidream_per_row_subset_equals_all_rows(fam, mc, core, monkeypatch):
     the blocks run only the computing rows (each wrapper cuts its inputs and gives every row back, as the host
     concatenates full-batch text streams between blocks), and the output equals running every row through the
     blocks and discarding the skipped ones (the path a ControlNet call takes)."""
-    m = model(fam, "hidream")
+    m = fam.model("hidream")
     curve = "[" + ", ".join(["1.0, 1.0"] + ["0.995, 0.9"] * (STEPS - 1)) + "]"
     kw = dict(thresh=0.05, k=2, retention=0.2, custom_curve=curve)
     sch = core.resolve("auto", steps=STEPS, custom_curve=curve, family="hidream", thresh=0.05, k=2,
@@ -319,7 +297,7 @@ def _hook(mc):
 def test_object_patched_blocks_share_the_host_blocks(fam, mc, name):
     """Lumina2 / Z-Image have no dit patches: the blocks are object patches sharing the host blocks' children
     (same state-dict keys, same tensors); the input model is untouched and runs as before afterwards."""
-    m = model(fam, name)
+    m = fam.model(name)
     ref = run(fam, name, m, 3.0)
     mm, _ = apply(mc, m)
     patches = mm.object_patches
@@ -336,7 +314,7 @@ def test_object_patched_blocks_share_the_host_blocks(fam, mc, name):
 
 def test_preset_of_another_family_is_refused(fam, mc):
     with pytest.raises(ValueError, match="is a Qwen-Image curve but the model is FLUX"):
-        apply(mc, model(fam, "flux"), preset="qwen_image")
+        apply(mc, fam.model("flux"), preset="qwen_image")
 
 
 @pytest.mark.parametrize("name", ("qwen_image", "flux"))
@@ -347,7 +325,7 @@ def test_controlnet_call_runs_every_row(fam, mc, core, name):
     place: the stack's input must be kept intact when the blocks run on it."""
     import comfy.patcher_extension as pe
     family, blocks = CURVED[name]
-    m = model(fam, name)
+    m = fam.model(name)
     curve = "[" + ", ".join(["1.0, 1.0"] + ["0.995, 0.9"] * (STEPS - 1)) + "]"
     kw = dict(thresh=0.05, k=2, retention=0.2, custom_curve=curve)
     sch = core.resolve("auto", steps=STEPS, custom_curve=curve, family=family, thresh=0.05, k=2,
@@ -378,7 +356,7 @@ def test_calibrate_node_records_the_same_curve_as_a_recording_run(fam, mc, core,
     """The Calibrate node on a FLUX.2 (v0.3.64: LTX-Video) model at cfg 3 (two branches) gives the curve the
     MagCache node's own recording run stores for the same run, and the MagCache node takes it as custom_curve."""
     name = "flux2" if fam.present("flux2") else "ltxv"
-    m = model(fam, name)
+    m = fam.model(name)
     f = fam.FAMILIES[name]
     pos, neg = fam.conditioning(name, seed=2), fam.conditioning(name, seed=3)
     lat, curve_json, path = mc.AtelierMagCacheCalibrate.execute(
@@ -400,7 +378,7 @@ def test_recorded_ratios_match_an_independent_measure(fam, mc, core, outdir):
     it in place; the residual on the image part of the joint sequence) equals the magnitude ratios measured
     independently with forward hooks on the host's first double block and last single block."""
     name = "flux2" if fam.present("flux2") else "ltxv"
-    m = model(fam, name)
+    m = fam.model(name)
     dm = m.get_model_object("diffusion_model")
     first, last = (dm.double_blocks[0], dm.single_blocks[-1]) if name == "flux2" else \
         (dm.transformer_blocks[0], dm.transformer_blocks[-1])

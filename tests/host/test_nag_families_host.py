@@ -17,37 +17,12 @@ CROSS = ["wan21_t2v", "wan21_i2v", "wan21_vace", "wan22_ti2v_5b", "wan22_a14b_hi
 JOINT = ["flux", "flux_kontext", "flux2", "chroma", "chroma_radiance", "qwen_image", "hunyuan_video",
          "hunyuan_video15", "sd35"]
 REFUSED = {"hidream": "HiDream", "lumina2": "Lumina2", "z_image": "ZImage"}
-NEWER_THAN_0_3_64 = {"flux2", "hunyuan_video15", "z_image"}
 JOINT_TOL = 1e-4    # relative: the LSE merge of partial attentions vs the host's one attention
-
-_BUILT = {}
-
-
-@pytest.fixture(scope="module")
-def fam(comfy_dir, pack):
-    import _families
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield _families
-    finally:
-        torch.set_num_threads(threads)
-        _BUILT.clear()
 
 
 @pytest.fixture(scope="module")
 def nn_(pack):
     return pack.nodes.nag_nodes
-
-
-def _model(fam, name):
-    if not fam.present(name):
-        if name in NEWER_THAN_0_3_64 and fam.host_version_tuple() < (0, 8, 0):
-            pytest.skip(f"{name}: not in ComfyUI {fam.host_version()}")
-        pytest.fail(f"{name}: ComfyUI {fam.host_version()} should have it")
-    if name not in _BUILT:
-        _BUILT[name] = fam.build(name, seed=0)
-    return _BUILT[name]
 
 
 def nag(nn_, model, negative, **kw):
@@ -72,7 +47,7 @@ def _sample(fam, model, name, cfg=1.0, positive=None, negative=None, steps=2, **
 
 @pytest.mark.parametrize("name", CROSS + JOINT)
 def test_guides_and_identities(fam, nn_, name):
-    m = _model(fam, name)
+    m = fam.model(name)
     pos = fam.conditioning(name, seed=1)
     plain = _sample(fam, m, name)
     guided = _sample(fam, nag(nn_, m, fam.conditioning(name, seed=5, tokens=5)), name)
@@ -83,7 +58,7 @@ def test_guides_and_identities(fam, nn_, name):
 
 @pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "hunyuan_video"])
 def test_scale_one_or_alpha_zero_is_off(fam, nn_, name):
-    m = _model(fam, name)
+    m = fam.model(name)
     plain = _sample(fam, m, name)
     assert torch.equal(_sample(fam, nag(nn_, m, fam.conditioning(name, seed=5), scale=1.0), name), plain)
     assert torch.equal(_sample(fam, nag(nn_, m, fam.conditioning(name, seed=5), alpha=0.0), name), plain)
@@ -106,7 +81,7 @@ def _predictions(fam, model, name, cfg):
 
 @pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "qwen_image", "hunyuan_video", "sd35", "ltxv"])
 def test_only_positive_rows_are_guided_at_cfg_above_one(fam, nn_, name):
-    m = _model(fam, name)
+    m = fam.model(name)
     cond, uncond = _predictions(fam, m, name, 3.0)
     g_cond, g_uncond = _predictions(fam, nag(nn_, m, fam.conditioning(name, seed=5, tokens=5)), name, 3.0)
     _same(name, g_uncond, uncond)
@@ -118,7 +93,7 @@ def test_only_positive_rows_are_guided_at_cfg_above_one(fam, nn_, name):
 def test_token_lengths(fam, nn_, name):
     """Negatives shorter and longer than the positive, positives of another length; at cfg > 1 with a CFG
     negative of yet another length (the host then runs cond and uncond in separate calls)."""
-    m = _model(fam, name)
+    m = fam.model(name)
     for p_len, n_len in ((8, 3), (8, 40), (20, 8)):
         pos = fam.conditioning(name, seed=1, tokens=p_len)
         ref = _sample(fam, m, name, positive=pos)
@@ -134,7 +109,7 @@ def test_token_lengths(fam, nn_, name):
 def test_text_padding_masks(fam, nn_, name):
     """Encoders that report a padding mask (Llama, Qwen2.5-VL, LTXV's T5): the negative keeps its own mask
     (LTXV: only its real tokens), so a negative equal to the (padded) positive is still the identity."""
-    m = _model(fam, name)
+    m = fam.model(name)
     mask = torch.ones(1, 8, dtype=torch.long)
     mask[:, 6:] = 0
     pos = fam.conditioning(name, seed=1, attention_mask=mask)
@@ -167,7 +142,7 @@ def _state(model):
 @pytest.mark.parametrize("name", ["wan21_vace", "flux2", "qwen_image", "hunyuan_video"])
 def test_error_mid_run_leaves_nothing(fam, nn_, name):
     import comfy.patcher_extension as pe
-    m = _model(fam, name)
+    m = fam.model(name)
     plain = _sample(fam, m, name, cfg=2.0, steps=3)
     before = _state(m)        # after loading m: the module tree holds what m patches (another clone may have run)
     g = nag(nn_, m, fam.conditioning(name, seed=5, tokens=5))
@@ -194,14 +169,14 @@ def test_error_mid_run_leaves_nothing(fam, nn_, name):
 
 @pytest.mark.parametrize("name", list(REFUSED))
 def test_unserved_family_is_refused_by_name(fam, nn_, name):
-    m = _model(fam, name)
+    m = fam.model(name)
     with pytest.raises(ValueError, match=rf"Atelier NAG: input 'model' is {REFUSED[name]} .*cannot guide"):
         nag(nn_, m, fam.conditioning(name, seed=5))
 
 
 @pytest.mark.parametrize("name", ["sd15", "flux", "hunyuan_video"])
 def test_negative_of_another_width_is_refused(fam, nn_, name):
-    m = _model(fam, name)
+    m = fam.model(name)
     width = fam.FAMILIES[name].text_dim
     with pytest.raises(ValueError, match=rf"nag_negative.*{width + 8} wide.*{width}"):
         nag(nn_, m, [[torch.randn(1, 4, width + 8), {}]])
@@ -215,7 +190,7 @@ def test_with_torch_compile_both_orders(fam, nn_, name):
     """The host's torch.compile wrapper (what TorchCompileModel sets; backend aot_eager: dynamo's tracing
     and graph breaks without code generation, ~40 s per family on the CPU) before or after NAG."""
     from comfy_api.torch_helpers import set_torch_compile_wrapper
-    m = _model(fam, name)
+    m = fam.model(name)
     neg = fam.conditioning(name, seed=5, tokens=5)
     ref = _sample(fam, nag(nn_, m, neg), name, cfg=2.0)
     a = nag(nn_, m, neg).clone()
@@ -230,7 +205,7 @@ def test_with_torch_compile_both_orders(fam, nn_, name):
 def test_vace_with_magcache_both_orders(fam, nn_, pack, cfg):
     """VACE (main and vace_blocks cross-attention guided) with Atelier MagCache: at thresh 0 MagCache computes
     every call, so NAG + MagCache equals NAG bit for bit in both orders; skipping, both orders agree."""
-    m = _model(fam, "wan21_vace")
+    m = fam.model("wan21_vace")
     mc = pack.nodes.magcache_nodes.AtelierMagCacheWan
 
     def magcache(model, thresh):

@@ -23,34 +23,9 @@ import _families as _F
 FAMILIES = {"flux": "flux", "flux_kontext": "flux", "chroma": "chroma", "qwen_image": "qwen_image",
             "hunyuan_video": "hunyuan_video", "hunyuan_video15": "hunyuan_video1.5", "flux2": None, "ltxv": None}
 TWO_BRANCH = ("qwen_image", "chroma", "hunyuan_video15", "flux2", "ltxv")
-NEWER_THAN_0_3_64 = {"flux2", "hunyuan_video15", "z_image"}
 STEPS = 8
 CURVE = "[" + ", ".join(["1.0, 1.0"] + ["0.99, 0.99"] * (STEPS - 1)) + "]"
 TOL = 1e-4    # relative: the joint LSE merge against the host's one attention
-
-_BUILT = {}
-
-
-@pytest.fixture(scope="module")
-def fam(comfy_dir, pack):
-    import _families
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield _families
-    finally:
-        torch.set_num_threads(threads)
-        _BUILT.clear()
-
-
-def _model(fam, name):
-    if not fam.present(name):
-        if name in NEWER_THAN_0_3_64 and fam.host_version_tuple() < (0, 8, 0):
-            pytest.skip(f"{name}: not in ComfyUI {fam.host_version()}")
-        pytest.fail(f"{name}: ComfyUI {fam.host_version()} should have it")
-    if name not in _BUILT:
-        _BUILT[name] = fam.build(name, seed=0)
-    return _BUILT[name]
 
 
 def nag(pack, model, negative, **kw):
@@ -109,7 +84,7 @@ def _clean_tree(model):
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_never_skipping_equals_nag_alone(fam, pack, name):
-    m = _model(fam, name)
+    m = fam.model(name)
     neg = fam.conditioning(name, seed=5, tokens=5)
     cfg = cfg_of(name)
     before = _state(m)
@@ -126,7 +101,7 @@ def test_never_skipping_equals_nag_alone(fam, pack, name):
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_skipping_reuses_the_guided_residual(fam, pack, name):
-    m = _model(fam, name)
+    m = fam.model(name)
     pos = fam.conditioning(name, seed=1)
     neg = fam.conditioning(name, seed=5, tokens=5)
     cfg = cfg_of(name)
@@ -151,7 +126,7 @@ class Boom(RuntimeError):
 @pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video"])
 def test_error_mid_run_leaves_nothing(fam, pack, name):
     import comfy.patcher_extension as pe
-    m = _model(fam, name)
+    m = fam.model(name)
     cfg = cfg_of(name)
     plain = run(fam, name, m, cfg)
     before = _state(m)
@@ -202,7 +177,7 @@ def test_skipped_steps_add_the_last_guided_residual(fam, pack, name):
     """The independent composition: every skipped step's stack output is its own stack input plus the residual
     (output - input) of the last computed step, and that residual is NAG's: equal to the residual NAG alone
     leaves at that step (the run is the same up to the first skip), unlike the unguided model's."""
-    m = _model(fam, name)
+    m = fam.model(name)
     neg = fam.conditioning(name, seed=5, tokens=5)
     nag_in, nag_out = _stack_ends(fam, name, m, nag(pack, m, neg))
     plain_in, plain_out = _stack_ends(fam, name, m, m)
