@@ -6,6 +6,7 @@ format by the test and their official model files swapped for tiny ones (see ``t
 """
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -199,6 +200,28 @@ def test_nag_workflows(server, defs, name):
     assert len(files) == 1
     _check_webp(files[0], FRAMES)
     assert len(_reports(events)) == (1 if "magcache" in name else 0)
+
+
+@pytest.mark.parametrize("name", ["nag_flux_cfg1", "nag_qwen_image"])
+def test_nag_family_workflows(server, defs, name):
+    """Flux (FluxGuidance, cfg 1) and Qwen-Image (Lightning LoRA slot, cfg 1) + NAG on the tiny models: one image,
+    and the NAG node changes it (the same prompt with the NAG node bypassed gives another image)."""
+    prompt = tiny_prompt(_wf(name), defs)
+    nag_id = next(k for k, v in prompt.items() if v["class_type"] == "AtelierNAGWan")
+    bypassed = json.loads(json.dumps(prompt))
+    upstream = bypassed.pop(nag_id)["inputs"]["model"]
+    for node in bypassed.values():
+        if node["inputs"].get("model") == [nag_id, 0]:
+            node["inputs"]["model"] = upstream
+    images = []
+    for p in (prompt, bypassed):
+        events, hist = _run_ok(server, p)
+        (f,) = _saved_files(server, hist)
+        with Image.open(f) as im:
+            assert im.size == (SIZE, SIZE)
+            images.append(np.asarray(im.convert("RGB"), dtype=np.int16))
+    assert np.ptp(images[0]) > 0, "flat image"
+    assert np.abs(images[0] - images[1]).max() > 0, "the NAG node changed nothing"
 
 
 def test_dloral_video_upscale(server, defs):
