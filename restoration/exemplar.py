@@ -43,7 +43,7 @@ class ExemplarConfig:
     h: float = 0.1             # blend temperature (on RMS difference in [0, 1] units)
     tau: float = 0.0           # temperature that grows with the best match's own difference
     gamma: float = 0.75        # shrink the copied detail by max(0, 1 - gamma * d_0 / var) (0 = keep it all)
-    thin: float = 2.0          # pieces whose pixels all lie within this distance (px) of the rim: membrane only
+    thin: float = 0.0          # pieces whose pixels all lie within this distance (px) of the rim: membrane only (0: none)
     grey: bool = True          # search on luminance only (one channel: about 3x faster), blend in colour
     filled_weight: float = 0.5 # weight of already filled pixels in a template
     min_known_share: float = 0.1  # refuse masks that leave less than this share of the picture
