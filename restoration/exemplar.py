@@ -22,7 +22,8 @@ costs nothing). A piece is filled like this:
 Pieces whose pixels all lie within ``thin`` px of the rim (scratches) search only ``thin_search`` px around
 (the lines that cross a scratch continue nearby; 0: the membrane only). Pieces whose window holds no clean
 place (a hole touching a huge damaged area) get the harmonic fill. Work is local (a window around each
-piece), so the time grows with the damaged area, not the scan; nothing filled is ever a source (holes are filled in raster order of their first pixel). Deterministic: no randomness.
+piece), so the time grows with the damaged area, not the scan; nothing filled is ever a source (holes are
+filled in raster order of their first pixel). Deterministic: no randomness.
 Outside the mask the output is bit-identical to the input.
 """
 from __future__ import annotations
