@@ -301,7 +301,11 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     says otherwise) and 0.5 otherwise (paint of a
     similar colour: seeds reach ``auto_seed_de``, a loss's mean sits much closer), the contrast margin
     sqrt(min(1, contrast / (2 loss_contrast_de))) and the edge share ``edge_frac``. A loss found by its
-    point-by-point contrast only (mean contrast <= ``loss_contrast_de``) gets half (``mixed_ring``).
+    point-by-point contrast only (mean contrast <= ``loss_contrast_de``) gets half (``mixed_ring``). So does one
+    unlike its ground (``unlike_ground``): a per-pixel texture beyond ``loss_noise_ratio`` of the losses', an
+    interior less flat than ``loss_std_ratio`` x theirs, or ``loss_doubts`` doubts (colour beyond ``doubt_colour``
+    x the match tolerance, a broken edge on less than ``doubt_sharp`` of the outline, texture off by ``doubt_noise``
+    or flatness above ``doubt_std`` x theirs).
     """
     n = len(f["n"])
     lab = torch.from_numpy(f["lab"])
@@ -368,8 +372,8 @@ def split_necks(mask: np.ndarray, neck_px: int, rim_px: Optional[int] = None) ->
     ``2 neck_px + 1`` px is a component of its own: int32 (H, W) labels, 0 = none.
 
     The body of each component is what an opening by a disk of radius ``neck_px`` keeps, with the rim
-    within ``rim_px`` (default ``neck_px + 1``) px of it (the frayed edge stays with its loss). What lies beyond (a thin light
-    line the loss touches, a thin tail) becomes separate components, cut from the body by one pixel, so a
+    within ``rim_px`` (default ``neck_px + 1``) px of it (the frayed edge stays with its loss). What lies
+    beyond (a thin light line the loss touches, a thin tail) becomes separate components, cut from the body by one pixel, so a
     loss is never merged with a thin linear feature: each part is then tested on its own (a thin part is
     narrower than the registration tolerance and is not filled). A component too thin to have a body is
     kept whole."""
