@@ -90,14 +90,24 @@ class DetectConfig:
     ground_vote_std: float = 2.0                   # ... and this flat (L* std): small flat paint patches do not vote
     ground_vote_same: float = 0.1                  # ... and its own colour on at most this share of its ring
     auto_grounds: int = 3                          # candidate grounds estimated; beyond the first, only confirmed ones seed
-    neck_px: int = 2                               # parts of a loss joined by a neck narrower than 2 x this are split
+    neck_px: int = 3                               # parts of a loss joined by a neck narrower than 2 x this + 1 are split
+    neck_rim_px: int = 2                           # ... keeping the rim within this of the body (its frayed edge)
     loss_noise_ratio: float = 1.6                  # a loss's per-pixel noise within this factor of the losses'
     loss_match_ref: float = 3.0                    # a loss's colour within this x the losses' median distance to the ground
     loss_match_min_de: float = 1.5                 # ... but never tighter than this
     loss_noise_floor: float = 1.0                  # the losses' per-pixel noise (L*) below which texture is not compared
     loss_std_ratio: float = 2.0                    # interior L* std within this x the losses' (+ 0.5): else brushwork
-    loss_sharp_rel: float = 0.45                   # "broken edge": a step of this x contrast between neighbours ...
-    loss_sharp_frac: float = 0.5                   # ... on this share of the outline (painted edges blend)
+    loss_sharp_rel: float = 0.45                   # "broken edge": a step of this x contrast between neighbours
+    # doubts: evidence that is not damning alone, but a loss seldom shows two of them (measured on the tune half
+    # of the issue-21 benchmark: flat light paint beside the ground's colour, or a loss merged with it, does)
+    doubt_colour: float = 0.6                      # mean colour beyond this share of its ground's match tolerance
+    doubt_sharp: float = 0.8                       # broken edge on less than this share of the outline (paint blends)
+    doubt_noise: float = 1.3                       # per-pixel noise off the losses' by this factor (either way)
+    doubt_std: float = 1.5                         # interior L* std above this x the losses' (+ 0.5)
+    loss_doubts: int = 2                           # this many doubts: unlike the ground (review, never a default fill)
+    ground_tinted_chroma: float = 25.0             # a ground of an unusual hue is confirmed only this close to neutral ...
+    ground_tinted_support: float = 2.0             # ... shared by this x ground_min_regions candidates ...
+    ground_tinted_spread: float = 0.5              # ... agreeing within this x ground_tight_de (a greenish chalk)
     split_min_length_mm: float = SETTINGS["split_min_length_mm"].default
     split_min_width_mm: float = 0.2
     split_radius_mm: float = 0.25
@@ -123,7 +133,8 @@ class DetectConfig:
         check_order({k: getattr(self, k) for k in self.RECORDS})
         for k in ("auto_seed_de", "loss_contrast_de", "flat_grad", "loss_flat_std", "loss_match_de",
                   "ground_cluster_de", "crack_min_depth", "crack_texture_ratio", "crack_texture_low",
-                  "light_texture_ratio", "light_texture_low", "crack_max_straight_mm"):
+                  "light_texture_ratio", "light_texture_low", "crack_max_straight_mm", "doubt_colour", "doubt_sharp",
+                  "doubt_noise", "doubt_std", "ground_tinted_chroma", "ground_tinted_support", "ground_tinted_spread"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
         for k in ("loss_edge_frac", "loss_ring_differs", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
@@ -178,7 +189,10 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     tight mode of a plausible ground colour (not black; neutral or warm) with ``ground_min_regions``
     candidates. Else a tight mode of any colour with that support (a greenish chalk ground, a cool grey
     imprimatura) is used but marked ``plausible`` False, which no loss confirms (:func:`loss_confidence`:
-    review, never a default fill). Else the best-supported plausible mode, as it is."""
+    review, never a default fill) unless it is a tinted neutral (C* at most ``ground_tinted_chroma``: a greenish
+    chalk, a cool grey) shared by ``ground_tinted_support`` x ``ground_min_regions`` candidates within
+    ``ground_tinted_spread`` x ``ground_tight_de``: then it is confirmed (``plausible`` "tinted"); a saturated
+    colour of an unusual hue is pigment, never confirmed. Else the best-supported plausible mode, as it is."""
     lab_p, n_p, noise_p = ground_candidates(img, dpi, cfg)
     prior = estimate_grounds(lab_p, n_p, cfg, cfg.auto_grounds, noise_p)
     for g in prior:
@@ -190,7 +204,11 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     lab_a, n_a, noise_a = ground_candidates(img, dpi, cfg, prior=False)
     anyc = [g for g in estimate_grounds(lab_a, n_a, cfg, cfg.auto_grounds, noise_a) if tight(g)]
     if anyc:
-        return [dict(anyc[0], source="estimated", plausible=False)] + prior[: cfg.auto_grounds - 1]
+        a = anyc[0]
+        tinted = (float(np.hypot(a["lab"][1], a["lab"][2])) <= cfg.ground_tinted_chroma
+                  and a["support"] >= cfg.ground_tinted_support * cfg.ground_min_regions
+                  and a["spread_de"] <= cfg.ground_tinted_spread * cfg.ground_tight_de)
+        return [dict(a, source="estimated", plausible="tinted" if tinted else False)] + prior[: cfg.auto_grounds - 1]
     return prior
 
 
@@ -426,7 +444,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
     loss_stats = {"candidates": 0, "kept": 0}
     for j in range(len(grounds)):
         seed = seeds[j]
-        lab_l = split_necks(_hysteresis(grows[j], seed), cfg.neck_px)   # a loss is never merged with a thin line
+        lab_l = split_necks(_hysteresis(grows[j], seed), cfg.neck_px, cfg.neck_rim_px)   # a loss is never merged with a thin line
         n_l = int(lab_l.max())
         grows[j] = None
         if n_l == 0:

@@ -19,9 +19,11 @@ costs nothing). A piece is filled like this:
 3. **Seam**: the blend's mismatch on the template's known pixels is carried into the piece by a harmonic
    membrane (:func:`_membrane`), so the copy meets its rim without a step.
 
-Pieces whose window holds no clean place (a hole touching a huge damaged area) get the harmonic fill. Work
-is local (a window around each piece), so the time grows with the damaged area, not the scan; nothing
-filled is ever a source (holes are filled in raster order of their first pixel). Deterministic: no randomness.
+Pieces whose pixels all lie within ``thin`` px of the rim (scratches) search only ``thin_search`` px around
+(the lines that cross a scratch continue nearby; 0: the membrane only). Pieces whose window holds no clean
+place (a hole touching a huge damaged area) get the harmonic fill. Work is local (a window around each
+piece), so the time grows with the damaged area, not the scan; nothing filled is ever a source (holes are
+filled in raster order of their first pixel). Deterministic: no randomness.
 Outside the mask the output is bit-identical to the input.
 """
 from __future__ import annotations
@@ -43,7 +45,8 @@ class ExemplarConfig:
     h: float = 0.1             # blend temperature (on RMS difference in [0, 1] units)
     tau: float = 0.0           # temperature that grows with the best match's own difference
     gamma: float = 0.75        # shrink the copied detail by max(0, 1 - gamma * d_0 / var) (0 = keep it all)
-    thin: float = 2.0          # pieces whose pixels all lie within this distance (px) of the rim: membrane only
+    thin: float = 2.0          # pieces whose pixels all lie within this distance (px) of the rim (scratches) ...
+    thin_search: int = 40      # ... are searched this far only (the lines crossing them continue nearby; 0: membrane only)
     grey: bool = True          # search on luminance only (one channel: about 3x faster), blend in colour
     filled_weight: float = 0.5 # weight of already filled pixels in a template
     min_known_share: float = 0.1  # refuse masks that leave less than this share of the picture
@@ -52,7 +55,7 @@ class ExemplarConfig:
         for name in ("piece", "band", "search", "k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"exemplar {name}={getattr(self, name)} must be at least 1")
-        if self.k_sep < 0 or self.h <= 0 or not 0 < self.filled_weight <= 1 or not 0 <= self.min_known_share < 1:
+        if self.k_sep < 0 or self.thin_search < 0 or self.h <= 0 or not 0 < self.filled_weight <= 1 or not 0 <= self.min_known_share < 1:
             raise ValueError(f"exemplar settings out of range: {self}")
         return self
 
@@ -126,7 +129,8 @@ def _search_full(win: np.ndarray, ii: np.ndarray, tpl: np.ndarray, wt: np.ndarra
 
 
 def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: np.ndarray,
-                box: Tuple[int, int, int, int], cfg: ExemplarConfig, smooth_only: bool = False) -> bool:
+                box: Tuple[int, int, int, int], cfg: ExemplarConfig, smooth_only: bool = False,
+                search: Optional[int] = None) -> bool:
     """Fill the ``sub`` pixels ((y1 - y0, x1 - x0) bool) of ``box`` (y0, y1, x0, x1) in ``out`` in place
     and give them ``filled_weight`` in ``weight``.
 
@@ -136,7 +140,7 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     import cv2
     h, w = damaged.shape
     y0, y1, x0, x1 = box
-    b, r = cfg.band, cfg.search
+    b, r = cfg.band, cfg.search if search is None else search
     ty0, ty1, tx0, tx1 = max(0, y0 - b), min(h, y1 + b), max(0, x0 - b), min(w, x1 + b)
     th, tw = ty1 - ty0, tx1 - tx0
     wy0, wy1, wx0, wx1 = max(0, ty0 - r), min(h, ty1 + r), max(0, tx0 - r), min(w, tx1 + r)
@@ -239,7 +243,8 @@ def exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig = Exemp
             c = cells.pop(j)
             sub = lab[c[0]:c[1], c[2]:c[3]] == i
             thin = cfg.thin > 0 and float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][sub].max()) <= cfg.thin
-            if not _fill_piece(out, weight, mask, sub, c, cfg, smooth_only=thin):
+            if not _fill_piece(out, weight, mask, sub, c, cfg, smooth_only=thin and cfg.thin_search <= 0,
+                               search=cfg.thin_search if thin else None):
                 rest[c[0]:c[1], c[2]:c[3]] |= sub
         if progress:
             progress(i, n - 1)

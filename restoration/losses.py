@@ -301,7 +301,11 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     says otherwise) and 0.5 otherwise (paint of a
     similar colour: seeds reach ``auto_seed_de``, a loss's mean sits much closer), the contrast margin
     sqrt(min(1, contrast / (2 loss_contrast_de))) and the edge share ``edge_frac``. A loss found by its
-    point-by-point contrast only (mean contrast <= ``loss_contrast_de``) gets half (``mixed_ring``).
+    point-by-point contrast only (mean contrast <= ``loss_contrast_de``) gets half (``mixed_ring``). So does one
+    unlike its ground (``unlike_ground``): a per-pixel texture beyond ``loss_noise_ratio`` of the losses', an
+    interior less flat than ``loss_std_ratio`` x theirs, or ``loss_doubts`` doubts (colour beyond ``doubt_colour``
+    x the match tolerance, a broken edge on less than ``doubt_sharp`` of the outline, texture off by ``doubt_noise``
+    or flatness above ``doubt_std`` x theirs).
     """
     n = len(f["n"])
     lab = torch.from_numpy(f["lab"])
@@ -313,7 +317,7 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         d = ciede2000(lab, torch.tensor(g["lab"], dtype=torch.float64)).numpy()
         closer = d < best
         best = np.where(closer, d, best)
-        ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions) and g.get("plausible", True)
+        ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions) and bool(g.get("plausible", True))
         confirmed = np.where(closer, ok, confirmed)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
     support = np.where(confirmed, 1.0, 0.5)
@@ -339,8 +343,17 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         tex_off = np.isfinite(g_noise) & np.isfinite(own) & ((ratio > cfg.loss_noise_ratio) | (ratio < 1 / cfg.loss_noise_ratio))
         # brush texture: less flat than the picture's losses are (std of L* inside, the denoised scan)
         streaked = np.isfinite(g_std) & (f["std_L"] > cfg.loss_std_ratio * g_std + 0.5)
-    blended = f.get("sharp_frac", np.ones(n)) < cfg.loss_sharp_frac
-    unlike = tex_off | blended | streaked
+    sharp = np.asarray(f.get("sharp_frac", np.ones(n)), np.float64)
+    # doubts: none damning alone, a loss seldom has two (flat paint of a colour near the ground's, or a loss
+    # merged with it, does): its colour towards the edge of its ground's tolerance, an edge that breaks the
+    # paint on less of its outline than losses do (a loss's anti-aliased edge can blend nearly as much as a
+    # painted one, so a blended edge alone is no proof), a per-pixel noise or flatness off the losses' own
+    with np.errstate(invalid="ignore"):
+        doubts = (best > cfg.doubt_colour * tol).astype(int) + (sharp < cfg.doubt_sharp).astype(int)
+        noise_doubt = np.isfinite(g_noise) & np.isfinite(own) & ((ratio > cfg.doubt_noise) | (ratio < 1 / cfg.doubt_noise))
+        std_doubt = np.isfinite(g_std) & (f["std_L"] > cfg.doubt_std * g_std + 0.5)
+    doubts = doubts + (noise_doubt | std_doubt).astype(int)
+    unlike = tex_off | streaked | (doubts >= cfg.loss_doubts)
     support = support * np.where(unlike, 0.5, 1.0)
     margin = np.sqrt(np.clip(f["contrast"] / (2 * cfg.loss_contrast_de), 0, 1))
     conf = support * margin * np.clip(f["edge_frac"], 0, 1)
@@ -354,13 +367,13 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     return np.clip(np.round(conf * 255), 0, 255).astype(np.uint8), bits.astype(np.uint8)
 
 
-def split_necks(mask: np.ndarray, neck_px: int) -> np.ndarray:
+def split_necks(mask: np.ndarray, neck_px: int, rim_px: Optional[int] = None) -> np.ndarray:
     """Label a loss mask ((H, W) bool) so that a part joined to the rest by a neck narrower than
     ``2 neck_px + 1`` px is a component of its own: int32 (H, W) labels, 0 = none.
 
     The body of each component is what an opening by a disk of radius ``neck_px`` keeps, with the rim
-    within ``neck_px + 1`` px of it (the frayed edge stays with its loss). What lies beyond (a thin light
-    line the loss touches, a thin tail) becomes separate components, cut from the body by one pixel, so a
+    within ``rim_px`` (default ``neck_px + 1``) px of it (the frayed edge stays with its loss). What lies
+    beyond (a thin light line the loss touches, a thin tail) becomes separate components, cut from the body by one pixel, so a
     loss is never merged with a thin linear feature: each part is then tested on its own (a thin part is
     narrower than the registration tolerance and is not filled). A component too thin to have a body is
     kept whole."""
@@ -371,7 +384,7 @@ def split_necks(mask: np.ndarray, neck_px: int) -> np.ndarray:
     if neck_px <= 0 or not m.any():
         return ndimage.label(m, structure=st)[0].astype(np.int32)
     body = cv2.morphologyEx(m.view(np.uint8), cv2.MORPH_OPEN, _disk(neck_px)) > 0
-    near = cv2.dilate(body.view(np.uint8), _disk(neck_px + 1)) > 0
+    near = cv2.dilate(body.view(np.uint8), _disk(neck_px + 1 if rim_px is None else max(1, rim_px))) > 0
     core = m & near
     thin = m & ~near
     # a component with no body at all stays whole (specks, thin scratches of ground colour)

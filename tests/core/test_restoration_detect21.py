@@ -177,8 +177,7 @@ def test_the_generator_does_not_use_the_detector():
 HELD_SMALL = ("chelsea", "china", "coffee")   # the first three held-out pictures (alphabetical)
 #: goals this detector misses on the reduced check (256 px, case 0), measured once and kept as they are: strict, so
 #: a change that meets a goal must say so here
-MISSED = {"chelsea": "loss area filled without review 0.00 at 256 px (goal 0.80; recall 0.99): every loss listed for review",
-          "china": "intact share of the fill 0.084 (goal 0.05): flat light paint near the bole's colour filled"}
+MISSED = {"chelsea": "loss area filled without review 0.00 at 256 px (goal 0.80; recall 0.99): every loss listed for review"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=MISSED[n], strict=True))
@@ -189,3 +188,62 @@ def test_held_out_goals_reduced(name):
     s = evaluate_case(name, 0, max_side=256)
     for k, (op, v) in GOALS21.items():
         assert (s[k] <= v if op == "<=" else s[k] >= v), (k, s[k], v, s)
+
+
+def _features(**over):
+    """Per-component features (index 0 = none, 1 = the component) as component_features returns them."""
+    f = {"n": np.array([0, 400.0]), "lab": np.array([[0, 0, 0], [80.0, 3.0, 15.0]]), "std_L": np.array([0, 0.8]),
+         "contrast": np.array([0, 20.0]), "edge_frac": np.array([0, 1.0]), "sharp_frac": np.array([0, 0.95]),
+         "noise_L": np.array([np.nan, 2.0])}
+    for k, v in over.items():
+        f[k] = np.array([f[k][0], v], dtype=np.float64) if k != "lab" else np.array([[0, 0, 0], v], np.float64)
+    return f
+
+
+def test_two_doubts_make_a_loss_unlike_its_ground_one_does_not():
+    # issue 21: evidence that is not damning alone (colour towards the edge of the ground's tolerance, an edge
+    # that blends, a texture off the losses') sends a region to review only when two of them meet
+    from restoration.losses import EVIDENCE, loss_confidence
+    cfg = DetectConfig()
+    g = {"lab": [80.0, 3.0, 15.0], "support": 20, "match_de": 2.0, "noise_ref_L": 2.0, "flat_ref_L": 0.8}
+    # a colour 1.6 dE00 from the ground: within the tolerance 2.0, beyond 0.6 x of it
+    lab_near = [80.0, 3.0, 15.0]
+    for dl in np.linspace(0.5, 3.0, 51):
+        cand = [80.0 + dl, 3.0, 15.0]
+        if float(ciede2000(torch.tensor(cand, dtype=torch.float64), torch.tensor(g["lab"], dtype=torch.float64))) >= 1.6:
+            lab_near = cand
+            break
+    assert lab_near != [80.0, 3.0, 15.0]
+    unlike = EVIDENCE["unlike_ground"]
+    # texture 1.4 against the losses' 2.0 (ratio 0.7: a doubt, not beyond loss_noise_ratio); flatness 2.0 against
+    # 0.8 (above 1.5 x + 0.5, below 2 x + 0.5)
+    cases = {"none": ({}, False), "colour": ({"lab": lab_near}, False), "edge": ({"sharp_frac": 0.6}, False),
+             "texture": ({"noise_L": 1.4}, False), "colour+edge": ({"lab": lab_near, "sharp_frac": 0.6}, True),
+             "edge+texture": ({"sharp_frac": 0.6, "noise_L": 1.4}, True),
+             "colour+flatness": ({"lab": lab_near, "std_L": 2.0}, True)}
+    for name, (over, doubtful) in cases.items():
+        conf, bits = loss_confidence(_features(**over), [g], cfg)
+        assert bool(bits[1] & unlike) == doubtful, name
+        assert (conf[1] / 255 < 0.6) == doubtful, (name, conf[1])   # below the default min_confidence: review
+
+
+def _ground_losses(ground, n=34, seed=4):
+    """Many small losses of one ground colour (per-pixel noise 0.012) on toned paint: (img, loss)."""
+    return _losses(_paint(seed=seed), seed, n, noise=0.012, ground=ground)
+
+
+def test_a_tinted_neutral_ground_is_confirmed_a_saturated_one_never():
+    # issue 21: a greenish chalk ground (outside the warm hues) shared by many losses was never confirmed, so
+    # every loss went to review; a saturated colour of an unusual hue is paint and stays unconfirmed
+    from restoration import stages
+    from restoration.regions import RegionConfig
+    from restoration.review import ReviewConfig
+    out = {}
+    for name, ground in (("chalk", (0.79, 0.83, 0.68)), ("blue", (0.25, 0.40, 0.75))):
+        img, loss = _ground_losses(ground)
+        dmap = stages.detect(img, 600, DetectConfig())
+        table = stages.regions(img, dmap, 600, RegionConfig(), ReviewConfig())
+        g = dmap.params["grounds"][0] if dmap.params["grounds"] else {}
+        out[name] = (g.get("plausible"), table.footprint("fill")[loss].mean(), loss)
+    assert out["chalk"][0] == "tinted" and out["chalk"][1] >= 0.8, out["chalk"][:2]
+    assert out["blue"][0] != "tinted" and out["blue"][1] <= 0.05, out["blue"][:2]
