@@ -31,7 +31,7 @@ from .run import CallPlan
 from .joint import AttendLSE, attention_with_lse, fused_attention_with_lse, guided_from_parts
 
 __all__ = ["JointSpans", "JointPlan", "nag_joint_attention", "extend_context", "extend_mask", "negative_positions",
-           "Attend4"]
+           "CaptionStreams", "Attend4"]
 
 Attend4 = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 """``attend(q, k, v, mask) -> out``: the host's attention on ``(B, H, L, D)`` tensors, out ``(B, H, Lq, D)``;
@@ -76,6 +76,10 @@ class JointPlan:
             only calls of exactly ``text + image`` tokens are joint (an image-only self-attention, e.g.
             SD3.5's second attention in its first blocks, is left alone).
         joint_calls: joint calls guided so far.
+        captions: NextDiT families (Lumina2, Z-Image): the two caption streams (:class:`CaptionStreams`; the
+            host hook then sets :attr:`image` itself, since an image-only refiner runs before the joint layers);
+            ``caption_pad`` ``(1, D)`` the family's caption pad token and ``negative_mask`` ``(1 or B, Ln)`` the
+            NAG negative's own text mask, each None where there is none. None for the other families.
     """
 
     def __init__(self, call: CallPlan, spans: JointSpans, positive: int) -> None:
@@ -84,6 +88,9 @@ class JointPlan:
         self.positive = positive
         self.image: Optional[int] = None
         self.joint_calls = 0
+        self.captions: Optional[CaptionStreams] = None
+        self.caption_pad: Optional[torch.Tensor] = None
+        self.negative_mask: Optional[torch.Tensor] = None
 
     def match(self, q_len: int, k_len: int) -> bool:
         """Whether an attention of ``q_len`` queries over ``k_len`` keys is one of this call's joint
@@ -152,6 +159,85 @@ def negative_positions(ids: torch.Tensor, positive: int, negative: int) -> torch
     step = ids[:, positive:positive + 1] - ids[:, :1]
     out[:, positive:positive + negative] -= step
     return out
+
+
+@dataclass(frozen=True)
+class CaptionStreams:
+    """The positive and the NAG-negative caption as two streams of one NextDiT-style sequence (Lumina2, Z-Image).
+
+    Such a family refines the caption alone before the joint layers, numbers the caption tokens ``1..Lc`` on the
+    first RoPE axis, puts every image token at first-axis position ``Lc + 1`` (after the caption) and, in
+    Z-Image, pads the caption with a learned pad token to a multiple of ``multiple``. An appended negative would
+    attend the positive in the refiner, move the image tokens' positions and change the pad count. Here each
+    caption is padded by itself (:meth:`pad`) and the negative's positions are moved back so that it ends right
+    before the image tokens, which keep their positions (:meth:`positions`): the negative's tokens then stand to
+    each other and to the image exactly as in a run of the negative alone (RoPE sees only differences), for a
+    negative shorter or longer than the positive, and the positive stream is what it is without NAG.
+
+    Attributes:
+        raw_positive, raw_negative: caption tokens as the encoder gave them (``Lp``, ``Ln``).
+        multiple: the family's caption pad multiple (Z-Image: 32), None for no padding (Lumina2).
+    """
+    raw_positive: int
+    raw_negative: int
+    multiple: Optional[int] = None
+
+    def padded(self, n: int) -> int:
+        """``n`` tokens padded up to a multiple of :attr:`multiple` (``n`` itself without one)."""
+        return n + (-n) % self.multiple if self.multiple else n
+
+    @property
+    def positive(self) -> int:
+        """``Lp'``: the positive caption's tokens after its padding."""
+        return self.padded(self.raw_positive)
+
+    @property
+    def negative(self) -> int:
+        """``Ln'``: the negative caption's tokens after its own padding."""
+        return self.padded(self.raw_negative)
+
+    def pad(self, captions: torch.Tensor, pad_token: Optional[torch.Tensor]) -> torch.Tensor:
+        """Each caption padded by itself with ``pad_token``.
+
+        Args:
+            captions: ``(B, Lp + Ln, D)`` the embedded ``[positive, negative]`` captions.
+            pad_token: ``(1, D)`` the family's learned caption pad token; None when :attr:`multiple` is None.
+        Returns:
+            ``(B, Lp' + Ln', D)`` ``[positive, its pads, negative, its pads]``; ``captions`` itself without padding.
+        """
+        lp, ln = self.raw_positive, self.raw_negative
+        if captions.shape[1] != lp + ln:
+            raise ValueError(f"captions of {captions.shape[1]} tokens are not {lp} + {ln}")
+        if not self.multiple or (self.positive == lp and self.negative == ln):
+            return captions
+        if pad_token is None:
+            raise ValueError("a caption pad multiple needs the family's pad token")
+        tok = pad_token.to(device=captions.device, dtype=captions.dtype).reshape(1, 1, -1)
+        b, d = captions.shape[0], captions.shape[-1]
+        return torch.cat([captions[:, :lp], tok.expand(b, self.positive - lp, d),
+                          captions[:, lp:], tok.expand(b, self.negative - ln, d)], dim=1)
+
+    def positions(self, ids: torch.Tensor) -> torch.Tensor:
+        """RoPE ids of ``[positive caption, negative caption, image...]`` with the negative ending right before the
+        image and the image where it is without the negative.
+
+        The host numbers the ``Lp' + Ln'`` caption tokens as one caption; every token after the positive whose
+        first-axis position lies beyond the positive's last one (the negative's tokens, the image tokens) is moved
+        back by ``Ln'``. Tokens at or before it (Z-Image's image pad tokens at 0) keep theirs; other axes are kept.
+
+        Args:
+            ids: ``(B, L, A)`` position ids, the ``Lp' + Ln'`` captions first.
+        Returns:
+            a new ``(B, L, A)`` tensor; ``ids`` is not modified.
+        """
+        p, n = self.positive, self.negative
+        if ids.ndim != 3 or ids.shape[1] < p + n:
+            raise ValueError(f"ids of shape {tuple(ids.shape)} do not hold {p} + {n} caption tokens first")
+        out = ids.clone()
+        last = ids[:, :p, 0].amax(dim=1, keepdim=True)
+        rest = out[:, p:, 0]
+        out[:, p:, 0] = torch.where(rest > last, rest - n, rest)
+        return out
 
 
 def _part(mask: Optional[torch.Tensor], length: int, queries: slice, keys: slice) -> Optional[torch.Tensor]:

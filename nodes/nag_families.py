@@ -6,12 +6,13 @@
 | SD1.5, SDXL (and other UNets with ``attn2``) | modules.diffusionmodules.openaimodel.UNetModel | every ``attn2`` | ``nag_hook`` |
 | Flux, Flux-Kontext, Flux2, Chroma, Chroma Radiance, Qwen-Image, SD3.5 | flux / chroma / chroma_radiance / qwen_image / mmdit | joint attention, text first | ``nag_joint_hook`` |
 | HunyuanVideo, HunyuanVideo-1.5 | hunyuan_video.model.HunyuanVideo | joint attention, image first; ``txt_in`` split | ``nag_joint_hook`` |
+| Lumina2, Z-Image (ComfyUI v0.8.0 and later) | lumina.model.NextDiT | joint attention, text first; the negative caption its own stream (embedder pads, refiner, RoPE) | ``nag_joint_hook`` |
 | LTX-Video (LTXV) | lightricks.model.LTXVModel | every ``attn2`` (cross-attention, masked text) | ``nag_hook`` |
 
 Refused with one error naming the family: HiDream (its blocks read per-layer Llama states besides the
 T5 text, and its double blocks attend text through a path NAG cannot reach by the sequence alone),
-Lumina2 / Z-Image (text and image share one padded, masked sequence with per-token RoPE built in the
-forward; not done yet), LTX-2 (``LTXAVModel``: audio and video streams), and anything else.
+Lumina2 on ComfyUI before v0.8.0 (its NextDiT gives each row its own caption length from the text mask and
+rebuilds the joint sequence per row), LTX-2 (``LTXAVModel``: audio and video streams), and anything else.
 """
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -23,6 +24,7 @@ JOINT_TEXT_FIRST = {
     ("comfy.ldm.qwen_image.model", "QwenImageTransformer2DModel"): "txt_in",
     ("comfy.ldm.modules.diffusionmodules.mmdit", "OpenAISignatureMMDITWrapper"): "context_embedder",
 }
+NEXTDIT = ("comfy.ldm.lumina.model", "NextDiT")
 JOINT_IMAGE_FIRST = {
     ("comfy.ldm.hunyuan_video.model", "HunyuanVideo"): "txt_in.input_embedder",
 }
@@ -34,8 +36,9 @@ WHY_NOT = {
     "HiDreamImageTransformer2DModel": "its blocks read per-layer Llama states as well as the T5 text; NAG cannot reach its text "
                "attention through the host's sanctioned hooks yet",
     "LTXAVModel": "LTX-2 runs audio and video streams with their own cross-attentions; not supported yet",
-    "NextDiT": "Lumina2 / Z-Image put text and image in one padded, masked sequence with RoPE built per "
-               "token in the forward; not supported yet",
+    "NextDiT": "this ComfyUI's NextDiT (before v0.8.0) gives each row its own caption length from the text "
+               "mask and rebuilds the joint sequence row by row; Atelier NAG guides Lumina2 / Z-Image on "
+               "ComfyUI v0.8.0 and later",
 }
 
 
@@ -50,6 +53,8 @@ class NAGFamily:
             cross-attention masks the prompt's padding).
         text_first: joint families: text before image in the joint sequence.
         split_text_in: joint families whose text embedder is not token-wise (HunyuanVideo's refiner).
+        caption_stream: joint families that refine the caption alone and place the image after it (NextDiT:
+            Lumina2, Z-Image): the negative caption runs as its own stream (``nag.CaptionStreams``).
         width: ``model -> `` the text width a NAG negative must have.
     """
     name: str
@@ -57,6 +62,7 @@ class NAGFamily:
     text_first: bool = True
     split_text_in: bool = False
     trim_padding: bool = False
+    caption_stream: bool = False
     width: Optional[Callable] = None
 
 
@@ -84,6 +90,8 @@ def detect(model) -> NAGFamily:
     if key == LTXV:
         return NAGFamily(name, "ltxv", trim_padding=True,
                          width=lambda d: _linear_in(d, "caption_projection.linear_1"))
+    if key == NEXTDIT and hasattr(dm, "pad_tokens_multiple"):    # v0.8.0's one caption length for all rows
+        return NAGFamily(name, "joint", caption_stream=True, width=lambda d: _linear_in(d, "cap_embedder.1"))
     for table, first in ((JOINT_TEXT_FIRST, True), (JOINT_IMAGE_FIRST, False)):
         if key in table:
             path = table[key]
@@ -92,7 +100,8 @@ def detect(model) -> NAGFamily:
     why = WHY_NOT.get(cls.__name__, "NAG has no hook for this architecture")
     raise ValueError(f"input 'model' is {name} ({cls.__name__}); NAG cannot guide this family: {why}. "
                      "Supported: Wan2.1/2.2 (incl. VACE), SD1.5, SDXL, Flux, Flux-Kontext, Flux2, Chroma, "
-                     "Chroma Radiance, Qwen-Image, HunyuanVideo (1.0, 1.5), SD3.5, LTX-Video.")
+                     "Chroma Radiance, Qwen-Image, HunyuanVideo (1.0, 1.5), SD3.5, LTX-Video, Lumina2 / Z-Image "
+                     "(ComfyUI v0.8.0+).")
 
 
 def _unet_width(dm):

@@ -32,8 +32,8 @@ import comfy.patcher_extension as pe
 
 from ..nag import NAGConfig, NAGRun
 from ..nag.cross_attention import share_modules
-from ..nag.joint_call import (JointPlan, JointSpans, extend_context, extend_mask, nag_joint_attention,
-                              negative_positions)
+from ..nag.joint_call import (CaptionStreams, JointPlan, JointSpans, extend_context, extend_mask,
+                              nag_joint_attention, negative_positions)
 from ._host import block_rows, call_with, find_transformer_options, fresh_run_wrapper
 
 KEY = "atelier_nag"
@@ -72,7 +72,15 @@ def _extra_text_tokens(dm, kwargs):
     return n
 
 
-def apply_model_wrapper(text_first, options):
+def _image_tokens(dm, x):
+    """Image tokens of a NextDiT joint sequence for latent ``x`` ``(B, C, H, W)``: patches, then Z-Image's pads."""
+    p = int(dm.patch_size)
+    n = -(-x.shape[-2] // p) * -(-x.shape[-1] // p)
+    multiple = getattr(dm, "pad_tokens_multiple", None)
+    return n + (-n) % multiple if multiple else n
+
+
+def apply_model_wrapper(text_first, options, caption_stream=False):
     def wrapper(executor, *args, **kwargs):
         to = find_transformer_options(args, kwargs)
         run = to.get(RUN_KEY) if to is not None else None
@@ -92,22 +100,33 @@ def apply_model_wrapper(text_first, options):
             args[3] = extended
         else:
             kwargs["c_crossattn"] = extended
-        mask = kwargs.get("attention_mask")
-        if isinstance(mask, torch.Tensor) and mask.ndim >= 2 and mask.shape[-1] == lp:
-            own = options.get("attention_mask")    # the NAG negative's own padding mask, if its encoder gave one
-            kwargs["attention_mask"] = extend_mask(mask, ln, own if isinstance(own, torch.Tensor) else None)
         dm = executor.class_obj.diffusion_model
-        plan = JointPlan(call, JointSpans(text_first, lp + ln + _extra_text_tokens(dm, kwargs), ln), lp)
+        mask = kwargs.get("attention_mask")
+        if caption_stream:      # NextDiT: the caption mask stays the positive's (the refiner runs each caption alone)
+            streams = CaptionStreams(lp, ln, getattr(dm, "pad_tokens_multiple", None))
+            plan = JointPlan(call, JointSpans(True, streams.positive + streams.negative, streams.negative),
+                             streams.positive)
+            plan.image = _image_tokens(dm, x)    # the image-only noise refiner runs first: no guessing
+            plan.captions = streams
+            plan.caption_pad = getattr(dm, "cap_pad_token", None)      # read at call time (weight patches)
+            own = options.get("attention_mask")     # kept only with padding in it, as the host's extra_conds does
+            plan.negative_mask = own if isinstance(own, torch.Tensor) and bool((own == 0).any()) else None
+        else:
+            if isinstance(mask, torch.Tensor) and mask.ndim >= 2 and mask.shape[-1] == lp:
+                own = options.get("attention_mask")    # the NAG negative's own padding mask, if its encoder gave one
+                kwargs["attention_mask"] = extend_mask(mask, ln, own if isinstance(own, torch.Tensor) else None)
+            plan = JointPlan(call, JointSpans(text_first, lp + ln + _extra_text_tokens(dm, kwargs), ln), lp)
         previous = to.get(OVERRIDE)
         to[OVERRIDE] = make_override(previous)
-        positions = getattr(dm, "pe_embedder", None)
-        if isinstance(positions, NAGPositions):
-            positions.plan = plan
+        standins = [m for m in (getattr(dm, "pe_embedder", None), getattr(dm, "rope_embedder", None),
+                                getattr(dm, "cap_embedder", None)) if isinstance(m, _Planned)]
+        for m in standins:
+            m.plan = plan
         try:
             return call_with(to, CALL_KEY, plan, executor, *args, **kwargs)
         finally:
-            if isinstance(positions, NAGPositions):
-                positions.plan = None
+            for m in standins:
+                m.plan = None
             if previous is None:
                 to.pop(OVERRIDE, None)
             else:
@@ -179,16 +198,21 @@ class NAGTextSplit(torch.nn.Module):
         return torch.cat(parts, dim=1)
 
 
-class NAGPositions(torch.nn.Module):
-    """Stands in for a text-first family's RoPE embedder (``pe_embedder``, the host's ``EmbedND``, no weights):
-    while a planned call runs (the wrapper sets :attr:`plan` and clears it in ``finally``) the negative text's
-    ids are those it would have alone (``nag.negative_positions``), then the host module embeds them."""
+class _Planned(torch.nn.Module):
+    """A stand-in called without ``transformer_options``: the wrapper sets :attr:`plan` for a planned call and
+    clears it in ``finally``."""
 
     def __init__(self, host_module):
         super().__init__()
         object.__setattr__(self, "_host", host_module)
         share_modules(self, host_module)
         self.plan = None
+
+
+class NAGPositions(_Planned):
+    """Stands in for a text-first family's RoPE embedder (``pe_embedder``, the host's ``EmbedND``, no weights):
+    while a planned call runs (the wrapper sets :attr:`plan` and clears it in ``finally``) the negative text's
+    ids are those it would have alone (``nag.negative_positions``), then the host module embeds them."""
 
     def forward(self, ids, *args, **kwargs):
         plan = self.plan
@@ -197,16 +221,80 @@ class NAGPositions(torch.nn.Module):
         return self._host(ids, *args, **kwargs)
 
 
+class NAGCaptionEmbedder(_Planned):
+    """Stands in for NextDiT's ``cap_embedder`` (Lumina2, Z-Image): the host module embeds ``[positive, negative]``
+    token by token; in a planned call each caption is then padded by itself with the family's pad token
+    (Z-Image: to a multiple of 32, :meth:`nag.CaptionStreams.pad`), so the host's own padding adds nothing."""
+
+    def forward(self, x, *args, **kwargs):
+        out = self._host(x, *args, **kwargs)
+        plan = self.plan
+        streams = getattr(plan, "captions", None)
+        if streams is None or out.ndim != 3 or out.shape[1] != streams.raw_positive + streams.raw_negative:
+            return out
+        return streams.pad(out, plan.caption_pad)
+
+
+class NAGCaptionPositions(_Planned):
+    """Stands in for NextDiT's ``rope_embedder`` (``EmbedND``, no weights): in a planned call the negative caption
+    ends right before the image tokens, which keep their positions (:meth:`nag.CaptionStreams.positions`)."""
+
+    def forward(self, ids, *args, **kwargs):
+        streams = getattr(self.plan, "captions", None)
+        if streams is not None and ids.ndim == 3 and ids.shape[1] >= streams.positive + streams.negative:
+            ids = streams.positions(ids)
+        return self._host(ids, *args, **kwargs)
+
+
+class NAGCaptionRefiner(torch.nn.Module):
+    """Stands in for one NextDiT ``context_refiner`` layer (a masked self-attention over the caption alone): in a
+    planned call the host's own layer runs on the positive caption (with the host's caption mask) and on the
+    negative caption (with its own mask, if its encoder gave one) separately, each with its own RoPE part."""
+
+    def __init__(self, host_module):
+        super().__init__()
+        object.__setattr__(self, "_host", host_module)
+        share_modules(self, host_module)
+
+    def forward(self, x, x_mask, freqs_cis, *args, transformer_options={}, **kwargs):
+        plan = transformer_options.get(CALL_KEY) if isinstance(transformer_options, dict) else None
+        streams = getattr(plan, "captions", None)
+        if streams is None or x.shape[1] != streams.positive + streams.negative:
+            return self._host(x, x_mask, freqs_cis, *args, transformer_options=transformer_options, **kwargs)
+        p = streams.positive
+        neg_mask = plan.negative_mask
+        if isinstance(neg_mask, torch.Tensor):
+            neg_mask = neg_mask.to(x.device)
+            if neg_mask.shape[-1] < streams.negative:          # Z-Image's pads are attended, as the host's are
+                neg_mask = torch.nn.functional.pad(neg_mask, (0, streams.negative - neg_mask.shape[-1]), value=1)
+            if neg_mask.shape[0] != x.shape[0]:
+                neg_mask = neg_mask[:1].expand(x.shape[0], *neg_mask.shape[1:])
+        parts = [self._host(x[:, :p], x_mask, freqs_cis[:, :p], *args, transformer_options=transformer_options,
+                            **kwargs),
+                 self._host(x[:, p:], neg_mask, freqs_cis[:, p:], *args, transformer_options=transformer_options,
+                            **kwargs)]
+        return torch.cat(parts, dim=1)
+
+
 def apply_joint_nag(model, config: NAGConfig, negative: torch.Tensor, text_first: bool, split_text_in: bool,
-                    options=None):
+                    options=None, caption_stream: bool = False):
     """A clone of ``model`` with NAG on its joint attention; the input model is untouched. ``options``: the
     NAG negative's CONDITIONING entry (pooled output etc.), for the family's conditioning step."""
     m = model.clone()
     to = m.model_options.setdefault("transformer_options", {})
     to[RUN_KEY] = NAGRun(config, negative)
     m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, KEY, fresh_run_wrapper(RUN_KEY, lambda run, _: run.finish()))
-    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, KEY, apply_model_wrapper(text_first, dict(options or {})))
-    if text_first and hasattr(m.get_model_object("diffusion_model"), "pe_embedder"):
+    m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, KEY,
+                           apply_model_wrapper(text_first, dict(options or {}), caption_stream))
+    if caption_stream:
+        dm = m.get_model_object("diffusion_model")
+        m.add_object_patch("diffusion_model.cap_embedder", NAGCaptionEmbedder(m.get_model_object("diffusion_model.cap_embedder")))
+        m.add_object_patch("diffusion_model.rope_embedder",
+                           NAGCaptionPositions(m.get_model_object("diffusion_model.rope_embedder")))
+        for i in range(len(dm.context_refiner)):
+            path = f"diffusion_model.context_refiner.{i}"
+            m.add_object_patch(path, NAGCaptionRefiner(m.get_model_object(path)))
+    elif text_first and hasattr(m.get_model_object("diffusion_model"), "pe_embedder"):
         m.add_object_patch("diffusion_model.pe_embedder", NAGPositions(m.get_model_object("diffusion_model.pe_embedder")))
     if split_text_in:
         m.add_object_patch("diffusion_model.txt_in", NAGTextSplit(m.get_model_object("diffusion_model.txt_in")))

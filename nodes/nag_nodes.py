@@ -102,7 +102,7 @@ class AtelierNAGWan(io.ComfyNode):
         if family.kind == "joint":
             options = nag_negative[0][1] if isinstance(nag_negative[0][1], dict) else {}
             return io.NodeOutput(apply_joint_nag(model, config, negative, family.text_first, family.split_text_in,
-                                                 options))
+                                                 options, caption_stream=family.caption_stream))
         return io.NodeOutput(apply_nag(model, config, negative, kind=family.kind))
 
 

@@ -7,7 +7,7 @@ import torch
 
 from nag import NAGConfig, nag_combine
 from nag.joint_call import (JointPlan, JointSpans, extend_context, extend_mask, nag_joint_attention,
-                            negative_positions)
+                            negative_positions, CaptionStreams)
 from nag.run import CallPlan
 
 
@@ -147,3 +147,42 @@ def test_negative_positions():
     assert negative_positions(q, 5, 3)[0, 5:, 0].tolist() == [4.0, 5.0, 6.0]
     flux = torch.zeros(1, 9, 3)
     assert torch.equal(negative_positions(flux, 4, 3), flux)
+
+
+def _nextdit_ids(caption: int, image: int, image_pad: int = 0) -> torch.Tensor:
+    """What NextDiT (ComfyUI v0.8.0) builds: caption 1..Lc on axis 0, image at Lc + 1 with its row/column on
+    axes 1/2, image pad tokens at 0."""
+    ids = torch.zeros(1, caption + image + image_pad, 3)
+    ids[0, :caption, 0] = torch.arange(caption) + 1.0
+    ids[0, caption:caption + image, 0] = caption + 1.0
+    ids[0, caption:caption + image, 1] = torch.arange(image) // 2
+    ids[0, caption:caption + image, 2] = torch.arange(image) % 2
+    return ids
+
+
+@pytest.mark.parametrize("lp,ln,multiple", [(5, 3, None), (5, 9, None), (20, 7, 32), (20, 40, 32), (32, 32, 32)])
+def test_caption_streams_positions_are_those_of_each_caption_alone(lp, ln, multiple):
+    s = CaptionStreams(lp, ln, multiple)
+    p, n = s.positive, s.negative
+    assert (p, n) == ((-(-lp // multiple) * multiple, -(-ln // multiple) * multiple) if multiple else (lp, ln))
+    joint = _nextdit_ids(p + n, 6, image_pad=2)
+    out = s.positions(joint)
+    alone_pos, alone_neg = _nextdit_ids(p, 6, 2), _nextdit_ids(n, 6, 2)
+    assert torch.equal(out[:, :p], alone_pos[:, :p])                       # the positive as without NAG
+    assert torch.equal(out[:, p + n:], alone_pos[:, p:])                   # the image (and its pads) unmoved
+    # the negative to itself and to the image: the differences of a run of the negative alone
+    rel = out[0, p + n:p + n + 6, None, 0] - out[0, None, p:p + n, 0]
+    rel_alone = alone_neg[0, n:n + 6, None, 0] - alone_neg[0, None, :n, 0]
+    assert torch.equal(rel, rel_alone)
+    assert torch.equal(joint, _nextdit_ids(p + n, 6, 2))                   # input untouched
+
+
+def test_caption_streams_pad_each_caption_by_itself():
+    s = CaptionStreams(3, 5, 4)
+    caps = torch.arange(8.0).reshape(1, 8, 1).expand(2, 8, 2)
+    out = s.pad(caps, torch.full((1, 2), -1.0))
+    assert out.shape == (2, 12, 2)
+    assert out[0, :, 0].tolist() == [0, 1, 2, -1, 3, 4, 5, 6, 7, -1, -1, -1]
+    assert CaptionStreams(3, 5).pad(caps, None) is caps
+    with pytest.raises(ValueError, match="not 3 \\+ 4"):
+        CaptionStreams(3, 4, 4).pad(caps, torch.zeros(1, 2))

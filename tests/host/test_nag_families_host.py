@@ -14,9 +14,10 @@ import _families as _F
 
 CROSS = ["wan21_t2v", "wan21_i2v", "wan21_vace", "wan22_ti2v_5b", "wan22_a14b_high", "wan22_a14b_low",
          "sd15", "sdxl", "ltxv"]
+NEXTDIT = ["lumina2", "z_image"]     # served on v0.8.0 (z_image: only there); lumina2 refused on older trees
 JOINT = ["flux", "flux_kontext", "flux2", "chroma", "chroma_radiance", "qwen_image", "hunyuan_video",
-         "hunyuan_video15", "sd35"]
-REFUSED = {"hidream": "HiDream", "lumina2": "Lumina2", "z_image": "ZImage"}
+         "hunyuan_video15", "sd35"] + NEXTDIT
+REFUSED = {"hidream": "HiDream"}
 JOINT_TOL = 1e-4    # relative: the LSE merge of partial attentions vs the host's one attention
 
 
@@ -39,6 +40,17 @@ def _same(name, a, b):
         assert err <= JOINT_TOL * max(1.0, float(b.abs().max())), err
 
 
+def _model(fam, nn_, name):
+    """The family's tiny model; None after checking the named refusal where this tree's NextDiT is the one
+    before v0.8.0 (per-row caption lengths), which NAG refuses."""
+    m = fam.model(name)
+    if name in NEXTDIT and not hasattr(m.get_model_object("diffusion_model"), "pad_tokens_multiple"):
+        with pytest.raises(ValueError, match=r"Atelier NAG: input 'model' is Lumina2 .*cannot guide.*v0\.8\.0"):
+            nag(nn_, m, fam.conditioning(name, seed=5))
+        return None
+    return m
+
+
 def _sample(fam, model, name, cfg=1.0, positive=None, negative=None, steps=2, **kw):
     return fam.sample(model, name, steps=steps, cfg=cfg, seed=1,
                       positive=positive if positive is not None else fam.conditioning(name, seed=1),
@@ -47,7 +59,9 @@ def _sample(fam, model, name, cfg=1.0, positive=None, negative=None, steps=2, **
 
 @pytest.mark.parametrize("name", CROSS + JOINT)
 def test_guides_and_identities(fam, nn_, name):
-    m = fam.model(name)
+    m = _model(fam, nn_, name)
+    if m is None:
+        return
     pos = fam.conditioning(name, seed=1)
     plain = _sample(fam, m, name)
     guided = _sample(fam, nag(nn_, m, fam.conditioning(name, seed=5, tokens=5)), name)
@@ -56,7 +70,7 @@ def test_guides_and_identities(fam, nn_, name):
     _same(name, _sample(fam, nag(nn_, m, pos), name), plain)          # negative == positive
 
 
-@pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "hunyuan_video"])
+@pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "hunyuan_video", "z_image"])
 def test_scale_one_or_alpha_zero_is_off(fam, nn_, name):
     m = fam.model(name)
     plain = _sample(fam, m, name)
@@ -79,9 +93,12 @@ def _predictions(fam, model, name, cfg):
     return seen["cond"], seen["uncond"]
 
 
-@pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "qwen_image", "hunyuan_video", "sd35", "ltxv"])
+@pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "qwen_image", "hunyuan_video", "sd35", "ltxv"]
+                         + NEXTDIT)
 def test_only_positive_rows_are_guided_at_cfg_above_one(fam, nn_, name):
-    m = fam.model(name)
+    m = _model(fam, nn_, name)
+    if m is None:
+        return
     cond, uncond = _predictions(fam, m, name, 3.0)
     g_cond, g_uncond = _predictions(fam, nag(nn_, m, fam.conditioning(name, seed=5, tokens=5)), name, 3.0)
     _same(name, g_uncond, uncond)
@@ -89,11 +106,14 @@ def test_only_positive_rows_are_guided_at_cfg_above_one(fam, nn_, name):
 
 
 @pytest.mark.parametrize("name", ["wan21_vace", "flux", "flux2", "chroma", "qwen_image", "hunyuan_video",
-                                  "sd35", "ltxv"])
+                                  "sd35", "ltxv"] + NEXTDIT)
 def test_token_lengths(fam, nn_, name):
     """Negatives shorter and longer than the positive, positives of another length; at cfg > 1 with a CFG
-    negative of yet another length (the host then runs cond and uncond in separate calls)."""
-    m = fam.model(name)
+    negative of yet another length (the host then runs cond and uncond in separate calls). Z-Image: 8 -> 32,
+    40 -> 64 padded caption tokens."""
+    m = _model(fam, nn_, name)
+    if m is None:
+        return
     for p_len, n_len in ((8, 3), (8, 40), (20, 8)):
         pos = fam.conditioning(name, seed=1, tokens=p_len)
         ref = _sample(fam, m, name, positive=pos)
@@ -128,6 +148,46 @@ def test_text_padding_masks(fam, nn_, name):
     assert float((_sample(fam, nag(nn_, m, neg), name, positive=pos) - plain).abs().max()) > 1e-3
 
 
+def _captions_after_first_layer(fam, model, name, positive):
+    """The caption part of the joint sequence after the first main layer of the first model call, read by the
+    host's own ``double_block`` patch point (read-only)."""
+    seen = []
+
+    def patch(args):
+        if args["block_index"] == 0 and not seen:
+            seen.append(args["txt"].detach().clone())
+        return {}
+
+    m = model.clone()
+    m.set_model_patch(patch, "double_block")
+    _sample(fam, m, name, positive=positive, steps=1, latent_image=_F.latent(name, size=2))
+    return seen[0]
+
+
+@pytest.mark.parametrize("name", NEXTDIT)
+def test_nextdit_negative_caption_is_its_own_stream(fam, nn_, name):
+    """Lumina2 / Z-Image: after the first joint layer the NAG negative's caption tokens are those of a plain run
+    with the negative as the prompt (same latent and step: its own pads, refiner, RoPE positions relative to the
+    image, attention over [negative, image]), and the positive's those of the plain run, for a negative shorter
+    and longer than the positive (within the rounding of RoPE on shifted positions). A 16 x 16 latent: 64 image
+    tokens, so Z-Image adds no image pad tokens (those sit at position 0 for both captions, README)."""
+    m = _model(fam, nn_, name)
+    if m is None:
+        return
+    for p_len, n_len in ((8, 3), (8, 40)):
+        pos = fam.conditioning(name, seed=1, tokens=p_len)
+        neg = fam.conditioning(name, seed=5, tokens=n_len)
+        guided = _captions_after_first_layer(fam, nag(nn_, m, neg), name, pos)
+        alone_pos = _captions_after_first_layer(fam, m, name, pos)
+        alone_neg = _captions_after_first_layer(fam, m, name, neg)
+        p = alone_pos.shape[1]
+        assert guided.shape[1] == p + alone_neg.shape[1] and alone_neg.shape[1] >= n_len
+        torch.testing.assert_close(guided[:, :p], alone_pos, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(guided[:, p:], alone_neg, rtol=1e-4, atol=1e-4)
+        k = min(p, alone_neg.shape[1])
+        assert float((alone_neg[:, :k] - alone_pos[:, :k]).abs().max()) > 1e-2      # the two streams differ
+
+
 class Boom(RuntimeError):
     pass
 
@@ -139,7 +199,7 @@ def _state(model):
             sorted(model.wrappers))
 
 
-@pytest.mark.parametrize("name", ["wan21_vace", "flux2", "qwen_image", "hunyuan_video"])
+@pytest.mark.parametrize("name", ["wan21_vace", "flux2", "qwen_image", "hunyuan_video", "z_image"])
 def test_error_mid_run_leaves_nothing(fam, nn_, name):
     import comfy.patcher_extension as pe
     m = fam.model(name)
