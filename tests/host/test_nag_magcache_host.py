@@ -1,5 +1,6 @@
 """Atelier NAG composed with Atelier MagCache on the tiny model of every non-Wan family both serve (joint
-attention: Flux, Kontext, Flux2, Chroma, Qwen-Image, HunyuanVideo 1.0/1.5; cross-attention: LTXV; Wan: in
+attention: Flux, Kontext, Flux2, Chroma, Qwen-Image, HunyuanVideo 1.0/1.5, Z-Image (v0.8.0; the same NextDiT hook as
+Lumina2); cross-attention: LTXV; Wan: in
 test_nag_families_host.py) (tests/_families.py), in both orders of applying the two nodes, through the host's KSampler on the tree under test.
 
 What composition must give, checked against references the test computes without the composition:
@@ -21,8 +22,9 @@ import _families as _F
 # tiny family -> MagCache's family (its shipped curve is picked by "auto"); None: a calibrate-only family run
 # with a custom curve
 FAMILIES = {"flux": "flux", "flux_kontext": "flux", "chroma": "chroma", "qwen_image": "qwen_image",
-            "hunyuan_video": "hunyuan_video", "hunyuan_video15": "hunyuan_video1.5", "flux2": None, "ltxv": None}
-TWO_BRANCH = ("qwen_image", "chroma", "hunyuan_video15", "flux2", "ltxv")
+            "hunyuan_video": "hunyuan_video", "hunyuan_video15": "hunyuan_video1.5", "flux2": None, "ltxv": None,
+            "z_image": None}
+TWO_BRANCH = ("qwen_image", "chroma", "hunyuan_video15", "flux2", "ltxv", "z_image")
 STEPS = 8
 CURVE = "[" + ", ".join(["1.0, 1.0"] + ["0.99, 0.99"] * (STEPS - 1)) + "]"
 TOL = 1e-4    # relative: the joint LSE merge against the host's one attention
@@ -123,7 +125,7 @@ class Boom(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video"])
+@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video", "z_image"])
 def test_error_mid_run_leaves_nothing(fam, pack, name):
     import comfy.patcher_extension as pe
     m = fam.model(name)
