@@ -1,5 +1,5 @@
 """How NAG reaches a joint-attention (MM-DiT) model: Flux, Flux-Kontext, Flux2, Chroma, Chroma
-Radiance, Qwen-Image, HunyuanVideo (1.0 and 1.5), SD3.5. All on a *clone* of the user's model.
+Radiance, Qwen-Image, HunyuanVideo (1.0 and 1.5), SD3.5, Lumina2 / Z-Image. All on a *clone* of the user's model.
 
 * ``APPLY_MODEL`` wrapper (one model call): when the call has guided rows (``NAGRun.plan_call``:
   positive chunks of ``cond_or_uncond``, sigma gate), the NAG-negative text, put through the family's
@@ -20,6 +20,12 @@ Radiance, Qwen-Image, HunyuanVideo (1.0 and 1.5), SD3.5. All on a *clone* of the
 * HunyuanVideo only: an object patch of ``diffusion_model.txt_in`` (its token refiner pools the
   whole text and attends within it) that runs the host's own ``txt_in`` on the positive and on the
   negative separately; it shares the host module's children (same state-dict keys).
+* Lumina2 / Z-Image (NextDiT, ComfyUI v0.8.0): the caption is refined alone, the image is numbered after it
+  and Z-Image pads it to a multiple of 32, so the negative caption is its own stream (``nag.CaptionStreams``):
+  object patches of ``cap_embedder`` (each caption padded by itself with the host's pad token),
+  ``rope_embedder`` (the negative moved to end right before the image, which keeps its positions) and of every
+  ``context_refiner`` layer (the host's layer on each caption alone); each shares the host module's children.
+  The wrapper sets the image token count of the plan itself (an image-only refiner runs before the joint layers).
 * ``OUTER_SAMPLE`` wrapper: a fresh ``nag.NAGRun`` per sampling run, dropped in ``finally``.
 
 The model's own forward is never copied: it drops the text part (negative included) at its end as

@@ -5,7 +5,9 @@ Per served family: guidance changes the output at cfg 1 and cfg > 1; the identit
 to the positive; scale 1; alpha 0) give the unguided output (bit for bit for cross-attention families and
 the off switches; within float rounding of the log-sum-exp merge for joint-attention families); only the
 positive rows are guided at cfg > 1 (the uncond prediction is the unguided one); prompts and negatives of
-other lengths; an error mid-run leaves the model as it was. Families NAG cannot guide are refused by name.
+other lengths; an error mid-run leaves the model as it was. Families NAG cannot guide are refused by name
+(Lumina2 on trees before v0.8.0, whose NextDiT rebuilds the sequence per row: checked in place of its tests).
+Lumina2 / Z-Image: the negative caption stream against a plain run with the negative as the prompt.
 """
 import pytest
 import torch
