@@ -247,7 +247,7 @@ def test_negative_of_another_width_is_refused(fam, nn_, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["flux", "wan21_t2v"])
+@pytest.mark.parametrize("name", ["flux", "wan21_t2v", "z_image"])
 def test_with_torch_compile_both_orders(fam, nn_, name):
     """The host's torch.compile wrapper (what TorchCompileModel sets; backend aot_eager: dynamo's tracing
     and graph breaks without code generation, ~40 s per family on the CPU) before or after NAG."""
