@@ -294,7 +294,8 @@ def apply_joint_nag(model, config: NAGConfig, negative: torch.Tensor, text_first
                            apply_model_wrapper(text_first, dict(options or {}), caption_stream))
     if caption_stream:
         dm = m.get_model_object("diffusion_model")
-        m.add_object_patch("diffusion_model.cap_embedder", NAGCaptionEmbedder(m.get_model_object("diffusion_model.cap_embedder")))
+        m.add_object_patch("diffusion_model.cap_embedder",
+                           NAGCaptionEmbedder(m.get_model_object("diffusion_model.cap_embedder")))
         m.add_object_patch("diffusion_model.rope_embedder",
                            NAGCaptionPositions(m.get_model_object("diffusion_model.rope_embedder")))
         for i in range(len(dm.context_refiner)):
