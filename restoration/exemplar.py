@@ -60,6 +60,18 @@ class ExemplarConfig:
         return self
 
 
+_LUM = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _lum_zeroed(img: np.ndarray, damaged: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(luminance, its square) of ``img`` ((H, W, 3) float32) with ``damaged`` ((H, W) bool) pixels zeroed:
+    the search windows of the grey search, computed once per scan (what a window holds never changes: only
+    damaged pixels are filled). Returns two (H, W) float32."""
+    lum = img @ _LUM
+    lum[damaged] = 0
+    return lum, lum * lum
+
+
 _K4 = np.array(((0.0, 0.25, 0.0), (0.25, 0.0, 0.25), (0.0, 0.25, 0.0)), np.float32)
 
 
@@ -120,6 +132,19 @@ def _ssd(win: np.ndarray, tpl: np.ndarray, wt: np.ndarray) -> np.ndarray:
     return d
 
 
+def _ssd_grey(wl: np.ndarray, wl2: np.ndarray, tpl: np.ndarray, wt: np.ndarray) -> np.ndarray:
+    """:func:`_ssd` for one channel with the window's square ``wl2`` given (computed once per scan):
+    ``wl``, ``wl2`` (Hw, Ww), ``tpl``, ``wt`` (th, tw) float32 -> (Hw - th + 1, Ww - tw + 1) float32."""
+    import cv2
+    d = cv2.matchTemplate(wl2, wt, cv2.TM_CCORR)
+    d += np.float32((wt * tpl ** 2).sum())
+    d -= 2 * cv2.matchTemplate(wl, wt * tpl, cv2.TM_CCORR)
+    np.maximum(d, 0, out=d)
+    d /= max(float(wt.sum()), 1e-12)
+    d[~np.isfinite(d)] = np.inf
+    return d
+
+
 def _search_full(win: np.ndarray, ii: np.ndarray, tpl: np.ndarray, wt: np.ndarray, cfg: "ExemplarConfig") -> list:
     """The ``k`` best clean places (iy, ix, d) of ``tpl`` in ``win``, exhaustive. ``ii``: integral of the
     window's damaged map."""
@@ -130,12 +155,13 @@ def _search_full(win: np.ndarray, ii: np.ndarray, tpl: np.ndarray, wt: np.ndarra
 
 def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: np.ndarray,
                 box: Tuple[int, int, int, int], cfg: ExemplarConfig, smooth_only: bool = False,
-                search: Optional[int] = None) -> bool:
+                search: Optional[int] = None, lum_img: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> bool:
     """Fill the ``sub`` pixels ((y1 - y0, x1 - x0) bool) of ``box`` (y0, y1, x0, x1) in ``out`` in place
     and give them ``filled_weight`` in ``weight``.
 
     out: (H, W, 3) float32; weight: (H, W) float32 (1 original, ``filled_weight`` filled, 0 to do);
-    damaged: (H, W) bool (never a source). Returns False where no clean place was found (nothing written).
+    damaged: (H, W) bool (never a source); lum_img: the scan's luminance with the damaged pixels zeroed and its
+    square ((H, W) float32 each, see :func:`_lum_zeroed`; computed here per window when None). Returns False where no clean place was found (nothing written).
     """
     import cv2
     h, w = damaged.shape
@@ -162,10 +188,15 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     dmg = damaged[wy0:wy1, wx0:wx1]
     ii = cv2.integral(dmg.view(np.uint8))
     if cfg.grey:
-        lum = np.array([0.299, 0.587, 0.114], np.float32)
-        wl = win @ lum
-        wl[dmg] = 0
-        best = _search_full(wl[..., None], ii, np.ascontiguousarray(tpl @ lum)[..., None], wt, cfg)
+        if lum_img is None:
+            wl = win @ _LUM
+            wl[dmg] = 0
+            wl2 = wl * wl
+        else:
+            wl, wl2 = lum_img[0][wy0:wy1, wx0:wx1], lum_img[1][wy0:wy1, wx0:wx1]
+        d = _ssd_grey(wl, wl2, tpl @ _LUM, wt)
+        d[_box_sum(ii, th, tw) > 0] = np.inf
+        best = _best_places(d, cfg.k, cfg.k_sep)
     else:
         best = _search_full(np.where(dmg[..., None], np.float32(0), win), ii, tpl, wt, cfg)
     if not best:
@@ -175,18 +206,23 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     a = np.exp(-(np.array([c[2] for c in best]) - d0) / (cfg.h ** 2 + cfg.tau * d0)).astype(np.float32)
     a /= a.sum()
     src = np.tensordot(a, cand, 1)
-    # membranes of the rim (the smooth fill) and of the copy's rim, one 6-channel pass (the solver is linear:
-    # the copy with its seam corrected is src + m_tpl - m_src)
-    mem = _membrane(np.concatenate([tpl, src], 2), known)
-    m_tpl, m_src = mem[..., :3], mem[..., 3:]
     beta = 1.0
     if cfg.gamma > 0:
         # keep the copied detail in proportion to how well it predicts the rim (Wiener-like): a match as far
         # from the rim as the rim varies predicts nothing, and the smooth membrane of the rim is kept instead
-        kv = tpl[known]
-        var = float(kv.var(0).mean()) if len(kv) > 1 else 0.0
+        # (per-channel variance of the known pixels, from sums in float64: tpl is 0 elsewhere)
+        nk = int(known.sum())
+        var = 0.0
+        if nk > 1:
+            t64 = tpl.reshape(-1, 3).astype(np.float64)
+            m1 = t64.sum(0) / nk
+            var = float(np.maximum((t64 * t64).sum(0) / nk - m1 * m1, 0).mean())
         beta = max(0.0, 1.0 - cfg.gamma * d0 / var) if var > 0 else 0.0
-    val = np.clip(m_tpl + beta * (src - m_src), 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
+    # the copy with its seam corrected, m_tpl + beta (src - m_src) (m_*: membranes of the rim, the smooth fill,
+    # and of the copy's rim); the solver is linear, so this is beta src + membrane(tpl - beta src): one
+    # 3-channel pass
+    bs = np.float32(beta) * src
+    val = np.clip(_membrane(tpl - bs, known) + bs, 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
     out[y0:y1, x0:x1][sub] = val[sub]
     weight[y0:y1, x0:x1][sub] = cfg.filled_weight
     return True
@@ -220,6 +256,7 @@ def exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig = Exemp
                          f"{100 * cfg.min_known_share:.0f} % to copy from); use fill method 'harmonic' or 'external'")
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     weight = (~mask).astype(np.float32)
+    lum_img = _lum_zeroed(out, mask) if cfg.grey else None
     p, b = cfg.piece, cfg.band
     for i in range(1, n):
         x0, y0, bw, bh = (int(v) for v in stats[i, :4])
@@ -234,17 +271,28 @@ def exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig = Exemp
         if not dynamic:  # a large hole: a fixed rim-first order (each piece's nearest pixel to the rim), raster ties
             cells.sort(key=lambda c: float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][
                 lab[c[0]:c[1], c[2]:c[3]] == i].min()))
+        conf = [0.0] * len(cells)
+        stale = [True] * len(cells)
         while cells:
-            # confidence: known weight around each remaining piece (rim first, then inwards)
+            # confidence: known weight around each remaining piece (rim first, then inwards); only the pieces
+            # whose grown box meets the piece filled last change
             j = 0
             if dynamic and len(cells) > 1:
-                conf = [float(weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b].mean()) for c in cells]
+                for q, c in enumerate(cells):
+                    if stale[q]:
+                        conf[q] = float(weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b].mean())
+                        stale[q] = False
                 j = int(np.argmax(conf))
             c = cells.pop(j)
+            conf.pop(j)
+            stale.pop(j)
+            for q, e in enumerate(cells):
+                if e[0] - b < c[1] and c[0] < e[1] + b and e[2] - b < c[3] and c[2] < e[3] + b:
+                    stale[q] = True
             sub = lab[c[0]:c[1], c[2]:c[3]] == i
             thin = cfg.thin > 0 and float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][sub].max()) <= cfg.thin
             if not _fill_piece(out, weight, mask, sub, c, cfg, smooth_only=thin and cfg.thin_search <= 0,
-                               search=cfg.thin_search if thin else None):
+                               search=cfg.thin_search if thin else None, lum_img=lum_img):
                 rest[c[0]:c[1], c[2]:c[3]] |= sub
         if progress:
             progress(i, n - 1)
