@@ -31,7 +31,8 @@ def test_expanded_scores_equal_the_masked_template_match(seed):
     tpl[wt == 0] = 0
     ref = _masked(win, tpl, wt)
     assert np.allclose(E._ssd(win, tpl, wt), ref, atol=2e-5)
-    lum, lum2 = E._lum_zeroed(win, np.zeros(win.shape[:2], bool))
+    sc = E._scan_maps(win, np.zeros(win.shape[:2], bool), 22)
+    lum, lum2 = sc.lum, sc.lum2
     ref1 = _masked(np.ascontiguousarray(lum[..., None]), np.ascontiguousarray((tpl @ E._LUM)[..., None]), wt)
     assert np.allclose(E._ssd_grey(lum, lum2, tpl @ E._LUM, wt), ref1, atol=2e-5)
     # a known value: the template cut from the window scores 0 where it was cut
@@ -46,7 +47,8 @@ def test_chosen_candidates_are_the_same_on_a_real_picture():
     dmg = np.zeros(img.shape[:2], bool)
     dmg[60:75, 40:52] = True
     dmg[140:150, 120:180] = True
-    lum, lum2 = E._lum_zeroed(img, dmg)
+    sc = E._scan_maps(img, dmg, 22)
+    lum, lum2 = sc.lum, sc.lum2
     ii = cv2.integral(dmg.view(np.uint8))
     n = 0
     for (y, x) in ((95, 95), (30, 130), (120, 40), (155, 100)):
@@ -56,10 +58,11 @@ def test_chosen_candidates_are_the_same_on_a_real_picture():
         wt[5:17, 3:5] = 0.5                                  # pixels filled earlier
         tpl = np.where((wt > 0)[..., None], tpl, 0).astype(np.float32)
         tl = np.ascontiguousarray(tpl @ E._LUM)
-        valid = E._box_sum(ii, 22, 22) > 0
+        holds_damage = E._box_sum(ii, 22, 22) > 0
+        assert np.array_equal(holds_damage, sc.bad[:179, :179].view(bool))
         new = E._ssd_grey(lum, lum2, tl, wt)
         old = _masked(np.ascontiguousarray(lum[..., None]), tl[..., None], wt)
-        new[valid], old[valid] = np.inf, np.inf
+        new[holds_damage], old[holds_damage] = np.inf, np.inf
         a, b = E._best_places(new, 8, 3), E._best_places(old, 8, 3)
         assert [p[:2] for p in a] == [p[:2] for p in b]
         assert np.allclose([p[2] for p in a], [p[2] for p in b], atol=2e-5)
@@ -82,3 +85,14 @@ def test_one_membrane_of_the_difference_equals_the_two_membranes():
         one = E._membrane(tpl - bs, known) + bs
         assert np.allclose(one, ref, atol=1e-5)
         assert np.allclose(one[known], tpl[known], atol=1e-6)           # the rim is held
+
+
+@pytest.mark.parametrize("side", [3, 22])
+def test_the_scan_wide_damage_box_map_equals_the_per_window_integral(side):
+    rng = np.random.default_rng(side)
+    dmg = rng.random((90, 70)) > 0.995
+    dmg[0, 0] = dmg[89, 69] = dmg[40, 0] = True
+    sc = E._scan_maps(np.zeros((90, 70, 3), np.float32), dmg, side)
+    ref = E._box_sum(cv2.integral(dmg.view(np.uint8)), side, side) > 0
+    assert ref.any() and (~ref).any()
+    assert np.array_equal(sc.bad[:90 - side + 1, :70 - side + 1].view(bool), ref)
