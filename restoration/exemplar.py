@@ -95,9 +95,11 @@ def _membrane(resid: np.ndarray, known: np.ndarray, iters: int = 24) -> np.ndarr
     k = known.astype(np.float32)
     c = resid.shape[2]
     sig = 0.25 * max(resid.shape[:2]) + 1.0
-    num = cv2.GaussianBlur(resid * k[..., None], (0, 0), sig, borderType=cv2.BORDER_REPLICATE)
-    den = cv2.GaussianBlur(k, (0, 0), sig, borderType=cv2.BORDER_REPLICATE)
-    x: np.ndarray = (num / np.maximum(den, 1e-6)[..., None]).astype(np.float32)
+    st = np.empty(resid.shape[:2] + (c + 1,), np.float32)       # numerator and denominator, one blur
+    np.multiply(resid, k[..., None], out=st[..., :c])
+    st[..., c] = k
+    g = cv2.GaussianBlur(st, (0, 0), sig, borderType=cv2.BORDER_REPLICATE)
+    x: np.ndarray = (g[..., :c] / np.maximum(g[..., c:], 1e-6)).astype(np.float32)
     kn = np.repeat(known[..., None], c, 2)
     np.copyto(x, resid, where=kn)
     for _ in range(iters):
