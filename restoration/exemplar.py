@@ -9,8 +9,9 @@ costs nothing). A piece is filled like this:
 
 1. **Template**: the piece grown by ``band`` px. Its known pixels (original ones weight 1, filled ones
    ``filled_weight``) are compared, as a weighted sum of squared differences (OpenCV ``matchTemplate``
-   with a mask), with every place in a window of ``search`` px around it whose box holds no damaged pixel
-   (only undamaged picture is ever copied).
+   with a mask, computed as plain correlations: see :func:`_ssd`), with every place in a window of ``search`` px
+   around it whose box holds no damaged pixel (only undamaged picture is ever copied). The search runs on
+   luminance, whose values (damaged pixels zeroed) and damaged-box map are computed once per scan.
 2. **Candidates**: the ``k`` best places, each at least ``k_sep`` px from the others, are blended with
    weights ``exp(-(d_i - d_0) / h^2)`` (``d``: mean squared difference per known channel value). One
    clear match (a line that continues, a repeating pattern) dominates the blend; where several places fit
@@ -19,7 +20,9 @@ costs nothing). A piece is filled like this:
 3. **Seam**: the blend's mismatch on the template's known pixels is carried into the piece by a harmonic
    membrane (:func:`_membrane`), so the copy meets its rim without a step.
 
-Pieces whose pixels all lie within ``thin`` px of the rim (scratches) search only ``thin_search`` px around
+Pieces whose known rim is flat (mean per-channel variance under ``flat_var``: the copy could add at most that
+little detail) get the membrane of the rim without a search. Pieces whose pixels all lie within ``thin`` px of
+the rim (scratches) search only ``thin_search`` px around
 (the lines that cross a scratch continue nearby; 0: the membrane only). Pieces whose window holds no clean
 place (a hole touching a huge damaged area) get the harmonic fill. Work is local (a window around each
 piece), so the time grows with the damaged area, not the scan; nothing filled is ever a source (holes are
@@ -57,7 +60,8 @@ class ExemplarConfig:
         for name in ("piece", "band", "search", "k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"exemplar {name}={getattr(self, name)} must be at least 1")
-        if self.k_sep < 0 or self.thin_search < 0 or self.h <= 0 or not 0 < self.filled_weight <= 1 or not 0 <= self.min_known_share < 1:
+        if (self.k_sep < 0 or self.thin_search < 0 or self.h <= 0 or not 0 < self.filled_weight <= 1
+                or not 0 <= self.min_known_share < 1 or self.flat_var < 0 or self.seam_iters < 0):
             raise ValueError(f"exemplar settings out of range: {self}")
         return self
 

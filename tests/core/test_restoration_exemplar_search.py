@@ -96,3 +96,26 @@ def test_the_scan_wide_damage_box_map_equals_the_per_window_integral(side):
     ref = E._box_sum(cv2.integral(dmg.view(np.uint8)), side, side) > 0
     assert ref.any() and (~ref).any()
     assert np.array_equal(sc.bad[:90 - side + 1, :70 - side + 1].view(bool), ref)
+
+
+def test_a_flat_rim_gets_the_membrane_without_a_search(monkeypatch):
+    """Pieces whose rim varies less than flat_var skip the search (their copy could add at most that little
+    detail); a textured rim is searched."""
+    calls = []
+    real = E._ssd_grey
+    monkeypatch.setattr(E, "_ssd_grey", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(3)
+    flat = np.clip(0.5 + 0.003 * rng.standard_normal((96, 96, 1)), 0, 1).repeat(3, 2).astype(np.float32)
+    mask = np.zeros((96, 96), bool)
+    mask[40:48, 40:48] = True
+    out, rest = E.exemplar_fill(flat, mask)
+    assert not calls and not rest.any()
+    assert np.abs(out[mask] - 0.5).max() < 0.01                     # the membrane of a flat rim
+    out0, _ = E.exemplar_fill(flat, mask, E.ExemplarConfig(flat_var=0.0))
+    assert calls                                                    # searched when the skip is off
+    assert np.abs(out0[mask] - out[mask]).max() < 0.02
+    calls.clear()
+    yy, xx = np.mgrid[0:96, 0:96]
+    stripes = np.repeat((0.5 + 0.3 * np.sin(xx / 3.0))[..., None], 3, 2).astype(np.float32)
+    E.exemplar_fill(stripes, mask)
+    assert calls
