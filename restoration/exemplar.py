@@ -154,7 +154,7 @@ def _ssd_grey(wl: np.ndarray, wl2: np.ndarray, tpl: np.ndarray, wt: np.ndarray) 
     """:func:`_ssd` for one channel with the window's square ``wl2`` given (computed once per scan):
     ``wl``, ``wl2`` (Hw, Ww), ``tpl``, ``wt`` (th, tw) float32 -> (Hw - th + 1, Ww - tw + 1) float32."""
     import cv2
-    d = cv2.matchTemplate(wl2, wt, cv2.TM_CCORR)
+    d: np.ndarray = np.asarray(cv2.matchTemplate(wl2, wt, cv2.TM_CCORR), np.float32)
     d += np.float32((wt * tpl ** 2).sum())
     d -= 2 * cv2.matchTemplate(wl, wt * tpl, cv2.TM_CCORR)
     np.maximum(d, 0, out=d)
