@@ -1,25 +1,77 @@
 """Fill timing on a synthetic scan (issue 21 item 4): the old methods and the exemplar fill, optionally with
-other exemplar settings (e.g. the previous default ``{"thin": 2.0}``) in the same sitting, one thread.
+other exemplar settings (e.g. ``{"flat_var": 0}``) and the exemplar of an earlier commit (``--before REV``: its
+restoration/exemplar.py, loaded from git, run through the same pipeline call) in the same sitting, one thread.
 The scan is bench_fill.synthetic_scan (real pictures tiled, losses from bench_fill.loss_mask, ~4.7 %).
 
-    nice -n 10 python bench/bench_fill_time.py 25 '[{}, {"thin": 2.0}]' harmonic,telea,ns
+    nice -n 10 python bench/bench_fill_time.py 25 '[{}]' harmonic,telea,ns --before 3dfb39e --out bench/results/x.json
 
-Prints seconds and seconds per MP per method (and the exemplar's dE00 to the undamaged scan).
+Prints wall seconds, seconds per MP and CPU seconds per method (and the exemplar's dE00 to the undamaged scan and
+its largest difference to the ``--before`` fill); ``--out`` writes them as JSON with the load average.
 """
-import sys, json, time, numpy as np
-sys.path[:0] = [str(__import__('pathlib').Path(__file__).resolve().parents[1]), str(__import__('pathlib').Path(__file__).resolve().parent)]
+import argparse, importlib.util, json, os, pathlib, subprocess, sys, tempfile, time
+import numpy as np
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
 import bench_fill as BF
 import restoration.exemplar as EX
 from dataclasses import replace
 import cv2, torch
 cv2.setNumThreads(1); torch.set_num_threads(1)
-mp = float(sys.argv[1]); variants = json.loads(sys.argv[2]); methods = sys.argv[3].split(',') if len(sys.argv) > 3 else []
+ap = argparse.ArgumentParser()
+ap.add_argument("mp", type=float); ap.add_argument("variants"); ap.add_argument("methods", nargs="?", default="")
+ap.add_argument("--before", default=""); ap.add_argument("--out", default="")
+a = ap.parse_args()
+mp, variants, methods = a.mp, json.loads(a.variants), [m for m in a.methods.split(",") if m]
 img, mask, clean = BF.synthetic_scan(mp)
-print('mp', img.shape[0]*img.shape[1]/1e6, 'mask', mask.mean().round(4), flush=True)
+mpx = img.shape[0] * img.shape[1] / 1e6
+doc = {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mp": round(mpx, 2),
+       "mask_share": round(float(mask.mean()), 4), "load_1min": [round(os.getloadavg()[0], 2)], "runs": []}
+print("mp", round(mpx, 2), "mask", doc["mask_share"], flush=True)
+
+
+def timed(name, f, **extra):
+    t, c = time.perf_counter(), time.process_time()
+    out = f()
+    s, cs = time.perf_counter() - t, time.process_time() - c
+    r = {"name": name, "s": round(s, 1), "s_per_mp": round(s / mpx, 3), "cpu_s": round(cs, 1), **extra}
+    doc["runs"].append(r)
+    print(name, r["s"], "s", r["s_per_mp"], "s/MP", "cpu", r["cpu_s"], "s", extra or "", flush=True)
+    return out, r
+
+
 for m in methods:
-    t = time.perf_counter(); BF.run_fill(m, img, mask); s = time.perf_counter() - t
-    print(m, round(s, 1), 's', round(s / mp, 3), 's/MP', flush=True)
+    timed(m, lambda: BF.run_fill(m, img, mask))
+ref = None
+if a.before:
+    src = subprocess.run(["git", "-C", str(REPO), "show", f"{a.before}:restoration/exemplar.py"], check=True,
+                         capture_output=True, text=True).stdout
+    path = pathlib.Path(tempfile.mkdtemp()) / "exemplar_before.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("restoration.exemplar_before", path)
+    old = importlib.util.module_from_spec(spec); sys.modules[spec.name] = old; spec.loader.exec_module(old)
+    new_fn = EX.exemplar_fill
+    EX.exemplar_fill = old.exemplar_fill                       # the pipeline imports it at call time
+    try:
+        ref, r = timed(f"exemplar@{a.before}", lambda: BF.run_fill("exemplar", img, mask))
+    finally:
+        EX.exemplar_fill = new_fn
+    r["dE00"] = round(BF.de00_in(ref, clean, mask), 3)
+defaults = EX.exemplar_fill.__defaults__
 for v in variants:
     EX.exemplar_fill.__defaults__ = (replace(EX.ExemplarConfig(), **v), None)
-    t = time.perf_counter(); f = BF.run_fill('exemplar', img, mask); s = time.perf_counter() - t
-    print('exemplar', v, round(s, 1), 's', round(s / mp, 3), 's/MP', 'dE', round(BF.de00_in(f, clean, mask), 3), flush=True)
+    f, r = timed(f"exemplar {json.dumps(v)}", lambda: BF.run_fill("exemplar", img, mask))
+    r["dE00"] = round(BF.de00_in(f, clean, mask), 3)
+    if ref is not None:
+        d = np.abs(f - ref)[mask]
+        r["vs_before"] = {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "px_over_1e-3": int((d.max(1) > 1e-3).sum())}
+    print("  ", {k: r[k] for k in r if k in ("dE00", "vs_before")}, flush=True)
+EX.exemplar_fill.__defaults__ = defaults
+doc["load_1min"].append(round(os.getloadavg()[0], 2))
+old_s = [r["s"] for r in doc["runs"] if r["name"] in methods]
+if old_s:
+    for r in doc["runs"]:
+        if r["name"].startswith("exemplar"):
+            r["vs_slowest_old"] = round(r["s"] / max(old_s), 2)
+print(json.dumps({r["name"]: r.get("vs_slowest_old") for r in doc["runs"]}), flush=True)
+if a.out:
+    pathlib.Path(a.out).write_text(json.dumps(doc, indent=1))

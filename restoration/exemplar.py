@@ -9,8 +9,9 @@ costs nothing). A piece is filled like this:
 
 1. **Template**: the piece grown by ``band`` px. Its known pixels (original ones weight 1, filled ones
    ``filled_weight``) are compared, as a weighted sum of squared differences (OpenCV ``matchTemplate``
-   with a mask), with every place in a window of ``search`` px around it whose box holds no damaged pixel
-   (only undamaged picture is ever copied).
+   with a mask, computed as plain correlations: see :func:`_ssd`), with every place in a window of ``search`` px
+   around it whose box holds no damaged pixel (only undamaged picture is ever copied). The search runs on
+   luminance, whose values (damaged pixels zeroed) and damaged-box map are computed once per scan.
 2. **Candidates**: the ``k`` best places, each at least ``k_sep`` px from the others, are blended with
    weights ``exp(-(d_i - d_0) / h^2)`` (``d``: mean squared difference per known channel value). One
    clear match (a line that continues, a repeating pattern) dominates the blend; where several places fit
@@ -19,7 +20,9 @@ costs nothing). A piece is filled like this:
 3. **Seam**: the blend's mismatch on the template's known pixels is carried into the piece by a harmonic
    membrane (:func:`_membrane`), so the copy meets its rim without a step.
 
-Pieces whose pixels all lie within ``thin`` px of the rim (scratches) search only ``thin_search`` px around
+Pieces whose known rim is flat (mean per-channel variance under ``flat_var``: the copy could add at most that
+little detail) get the membrane of the rim without a search. Pieces whose pixels all lie within ``thin`` px of
+the rim (scratches) search only ``thin_search`` px around
 (the lines that cross a scratch continue nearby; 0: the membrane only). Pieces whose window holds no clean
 place (a hole touching a huge damaged area) get the harmonic fill. Work is local (a window around each
 piece), so the time grows with the damaged area, not the scan; nothing filled is ever a source (holes are
@@ -29,7 +32,7 @@ Outside the mask the output is bit-identical to the input.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -47,6 +50,8 @@ class ExemplarConfig:
     gamma: float = 0.75        # shrink the copied detail by max(0, 1 - gamma * d_0 / var) (0 = keep it all)
     thin: float = 2.0          # pieces whose pixels all lie within this distance (px) of the rim (scratches) ...
     thin_search: int = 40      # ... are searched this far only (the lines crossing them continue nearby; 0: membrane only)
+    flat_var: float = 1e-4     # pieces whose rim varies less than this (mean per-channel variance) get the membrane only
+    seam_iters: int = 24       # Jacobi sweeps of the seam membrane
     grey: bool = True          # search on luminance only (one channel: about 3x faster), blend in colour
     filled_weight: float = 0.5 # weight of already filled pixels in a template
     min_known_share: float = 0.1  # refuse masks that leave less than this share of the picture
@@ -55,9 +60,32 @@ class ExemplarConfig:
         for name in ("piece", "band", "search", "k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"exemplar {name}={getattr(self, name)} must be at least 1")
-        if self.k_sep < 0 or self.thin_search < 0 or self.h <= 0 or not 0 < self.filled_weight <= 1 or not 0 <= self.min_known_share < 1:
+        if (self.k_sep < 0 or self.thin_search < 0 or self.h <= 0 or not 0 < self.filled_weight <= 1
+                or not 0 <= self.min_known_share < 1 or self.flat_var < 0 or self.seam_iters < 0):
             raise ValueError(f"exemplar settings out of range: {self}")
         return self
+
+
+_LUM = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+class _Scan(NamedTuple):
+    """What the grey search needs of the whole scan, computed once (what it holds never changes during a fill:
+    only damaged pixels are filled, and they are zeroed here / never a source)."""
+    lum: np.ndarray                # (H, W) float32 luminance, damaged pixels 0
+    lum2: np.ndarray               # (H, W) float32 its square
+    bad: np.ndarray                # (H, W) uint8: 1 where the side[0] x side[1] box with this top-left corner holds damage
+    side: Tuple[int, int]          # the template size ``bad`` is for (a whole piece with its band)
+
+
+def _scan_maps(img: np.ndarray, damaged: np.ndarray, side: int) -> _Scan:
+    """:class:`_Scan` of ``img`` ((H, W, 3) float32) and ``damaged`` ((H, W) bool) for templates of ``side`` px."""
+    import cv2
+    lum = img @ _LUM
+    lum[damaged] = 0
+    bad = cv2.dilate(damaged.view(np.uint8), np.ones((side, side), np.uint8), anchor=(0, 0),
+                     borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return _Scan(lum, lum * lum, bad, (side, side))
 
 
 _K4 = np.array(((0.0, 0.25, 0.0), (0.25, 0.0, 0.25), (0.0, 0.25, 0.0)), np.float32)
@@ -71,9 +99,11 @@ def _membrane(resid: np.ndarray, known: np.ndarray, iters: int = 24) -> np.ndarr
     k = known.astype(np.float32)
     c = resid.shape[2]
     sig = 0.25 * max(resid.shape[:2]) + 1.0
-    num = cv2.GaussianBlur(resid * k[..., None], (0, 0), sig, borderType=cv2.BORDER_REPLICATE)
-    den = cv2.GaussianBlur(k, (0, 0), sig, borderType=cv2.BORDER_REPLICATE)
-    x: np.ndarray = (num / np.maximum(den, 1e-6)[..., None]).astype(np.float32)
+    st = np.empty(resid.shape[:2] + (c + 1,), np.float32)       # numerator and denominator, one blur
+    np.multiply(resid, k[..., None], out=st[..., :c])
+    st[..., c] = k
+    g = cv2.GaussianBlur(st, (0, 0), sig, borderType=cv2.BORDER_REPLICATE)
+    x: np.ndarray = (g[..., :c] / np.maximum(g[..., c:], 1e-6)).astype(np.float32)
     kn = np.repeat(known[..., None], c, 2)
     np.copyto(x, resid, where=kn)
     for _ in range(iters):
@@ -120,6 +150,19 @@ def _ssd(win: np.ndarray, tpl: np.ndarray, wt: np.ndarray) -> np.ndarray:
     return d
 
 
+def _ssd_grey(wl: np.ndarray, wl2: np.ndarray, tpl: np.ndarray, wt: np.ndarray) -> np.ndarray:
+    """:func:`_ssd` for one channel with the window's square ``wl2`` given (computed once per scan):
+    ``wl``, ``wl2`` (Hw, Ww), ``tpl``, ``wt`` (th, tw) float32 -> (Hw - th + 1, Ww - tw + 1) float32."""
+    import cv2
+    d: np.ndarray = np.asarray(cv2.matchTemplate(wl2, wt, cv2.TM_CCORR), np.float32)
+    d += np.float32((wt * tpl ** 2).sum())
+    d -= 2 * cv2.matchTemplate(wl, wt * tpl, cv2.TM_CCORR)
+    np.maximum(d, 0, out=d)
+    d /= max(float(wt.sum()), 1e-12)
+    d[~np.isfinite(d)] = np.inf
+    return d
+
+
 def _search_full(win: np.ndarray, ii: np.ndarray, tpl: np.ndarray, wt: np.ndarray, cfg: "ExemplarConfig") -> list:
     """The ``k`` best clean places (iy, ix, d) of ``tpl`` in ``win``, exhaustive. ``ii``: integral of the
     window's damaged map."""
@@ -130,12 +173,13 @@ def _search_full(win: np.ndarray, ii: np.ndarray, tpl: np.ndarray, wt: np.ndarra
 
 def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: np.ndarray,
                 box: Tuple[int, int, int, int], cfg: ExemplarConfig, smooth_only: bool = False,
-                search: Optional[int] = None) -> bool:
+                search: Optional[int] = None, scan: Optional["_Scan"] = None) -> bool:
     """Fill the ``sub`` pixels ((y1 - y0, x1 - x0) bool) of ``box`` (y0, y1, x0, x1) in ``out`` in place
     and give them ``filled_weight`` in ``weight``.
 
     out: (H, W, 3) float32; weight: (H, W) float32 (1 original, ``filled_weight`` filled, 0 to do);
-    damaged: (H, W) bool (never a source). Returns False where no clean place was found (nothing written).
+    damaged: (H, W) bool (never a source); scan: what the grey search needs of the whole scan, computed once
+    (:func:`_scan_maps`; computed here per window when None: the same result). Returns False where no clean place was found (nothing written).
     """
     import cv2
     h, w = damaged.shape
@@ -156,17 +200,41 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
         out[y0:y1, x0:x1][sub] = val[sub]
         weight[y0:y1, x0:x1][sub] = cfg.filled_weight
         return True
+    var = 0.0
+    if cfg.gamma > 0:
+        # keep the copied detail in proportion to how well it predicts the rim (Wiener-like, below): a match as
+        # far from the rim as the rim varies predicts nothing, and the smooth membrane of the rim is kept instead
+        # (per-channel variance of the known pixels, from sums in float64: tpl is 0 elsewhere)
+        nk = int(known.sum())
+        if nk > 1:
+            t64 = tpl.reshape(-1, 3).astype(np.float64)
+            m1 = t64.sum(0) / nk
+            var = float(np.maximum((t64 * t64).sum(0) / nk - m1 * m1, 0).mean())
+        if var < cfg.flat_var:
+            # a flat rim: the copy's detail would be at most its own tiny variation; the membrane alone
+            val = np.clip(_membrane(tpl, known, cfg.seam_iters), 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
+            out[y0:y1, x0:x1][sub] = val[sub]
+            weight[y0:y1, x0:x1][sub] = cfg.filled_weight
+            return True
     if wy1 - wy0 <= th or wx1 - wx0 <= tw:
         return False
     win = out[wy0:wy1, wx0:wx1]
     dmg = damaged[wy0:wy1, wx0:wx1]
-    ii = cv2.integral(dmg.view(np.uint8))
     if cfg.grey:
-        lum = np.array([0.299, 0.587, 0.114], np.float32)
-        wl = win @ lum
-        wl[dmg] = 0
-        best = _search_full(wl[..., None], ii, np.ascontiguousarray(tpl @ lum)[..., None], wt, cfg)
+        if scan is None:
+            wl = win @ _LUM
+            wl[dmg] = 0
+            wl2 = wl * wl
+        else:
+            wl, wl2 = scan.lum[wy0:wy1, wx0:wx1], scan.lum2[wy0:wy1, wx0:wx1]
+        d = _ssd_grey(wl, wl2, tpl @ _LUM, wt)
+        if scan is not None and scan.side == (th, tw):
+            d[scan.bad[wy0:wy1 - th + 1, wx0:wx1 - tw + 1].view(bool)] = np.inf
+        else:
+            d[_box_sum(cv2.integral(dmg.view(np.uint8)), th, tw) > 0] = np.inf
+        best = _best_places(d, cfg.k, cfg.k_sep)
     else:
+        ii = cv2.integral(dmg.view(np.uint8))
         best = _search_full(np.where(dmg[..., None], np.float32(0), win), ii, tpl, wt, cfg)
     if not best:
         return False
@@ -175,18 +243,14 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     a = np.exp(-(np.array([c[2] for c in best]) - d0) / (cfg.h ** 2 + cfg.tau * d0)).astype(np.float32)
     a /= a.sum()
     src = np.tensordot(a, cand, 1)
-    # membranes of the rim (the smooth fill) and of the copy's rim, one 6-channel pass (the solver is linear:
-    # the copy with its seam corrected is src + m_tpl - m_src)
-    mem = _membrane(np.concatenate([tpl, src], 2), known)
-    m_tpl, m_src = mem[..., :3], mem[..., 3:]
     beta = 1.0
     if cfg.gamma > 0:
-        # keep the copied detail in proportion to how well it predicts the rim (Wiener-like): a match as far
-        # from the rim as the rim varies predicts nothing, and the smooth membrane of the rim is kept instead
-        kv = tpl[known]
-        var = float(kv.var(0).mean()) if len(kv) > 1 else 0.0
         beta = max(0.0, 1.0 - cfg.gamma * d0 / var) if var > 0 else 0.0
-    val = np.clip(m_tpl + beta * (src - m_src), 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
+    # the copy with its seam corrected, m_tpl + beta (src - m_src) (m_*: membranes of the rim, the smooth fill,
+    # and of the copy's rim); the solver is linear, so this is beta src + membrane(tpl - beta src): one
+    # 3-channel pass
+    bs = np.float32(beta) * src
+    val = np.clip(_membrane(tpl - bs, known, cfg.seam_iters) + bs, 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
     out[y0:y1, x0:x1][sub] = val[sub]
     weight[y0:y1, x0:x1][sub] = cfg.filled_weight
     return True
@@ -220,31 +284,43 @@ def exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig = Exemp
                          f"{100 * cfg.min_known_share:.0f} % to copy from); use fill method 'harmonic' or 'external'")
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     weight = (~mask).astype(np.float32)
+    scan = _scan_maps(out, mask, cfg.piece + 2 * cfg.band) if cfg.grey else None
     p, b = cfg.piece, cfg.band
     for i in range(1, n):
         x0, y0, bw, bh = (int(v) for v in stats[i, :4])
+        # distance of each hole pixel to the rim, in the box grown by 1 px
+        gy0, gx0 = max(0, y0 - 1), max(0, x0 - 1)
+        dist = cv2.distanceTransform((lab[gy0:y0 + bh + 1, gx0:x0 + bw + 1] == i).view(np.uint8), cv2.DIST_L2, 3)
         # pieces: grid cells over the bounding box that hold pixels of this hole
         cells = [(cy, min(cy + p, y0 + bh), cx, min(cx + p, x0 + bw))
                  for cy in range(y0, y0 + bh, p) for cx in range(x0, x0 + bw, p)]
         cells = [c for c in cells if (lab[c[0]:c[1], c[2]:c[3]] == i).any()]
-        # distance of each hole pixel to the rim, in the box grown by 1 px
-        gy0, gx0 = max(0, y0 - 1), max(0, x0 - 1)
-        dist = cv2.distanceTransform((lab[gy0:y0 + bh + 1, gx0:x0 + bw + 1] == i).view(np.uint8), cv2.DIST_L2, 3)
         dynamic = len(cells) <= 64
         if not dynamic:  # a large hole: a fixed rim-first order (each piece's nearest pixel to the rim), raster ties
             cells.sort(key=lambda c: float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][
                 lab[c[0]:c[1], c[2]:c[3]] == i].min()))
+        conf = [0.0] * len(cells)
+        stale = [True] * len(cells)
         while cells:
-            # confidence: known weight around each remaining piece (rim first, then inwards)
+            # confidence: known weight around each remaining piece (rim first, then inwards); only the pieces
+            # whose grown box meets the piece filled last change
             j = 0
             if dynamic and len(cells) > 1:
-                conf = [float(weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b].mean()) for c in cells]
+                for q, c in enumerate(cells):
+                    if stale[q]:
+                        conf[q] = float(weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b].mean())
+                        stale[q] = False
                 j = int(np.argmax(conf))
             c = cells.pop(j)
+            conf.pop(j)
+            stale.pop(j)
+            for q, e in enumerate(cells):
+                if e[0] - b < c[1] and c[0] < e[1] + b and e[2] - b < c[3] and c[2] < e[3] + b:
+                    stale[q] = True
             sub = lab[c[0]:c[1], c[2]:c[3]] == i
             thin = cfg.thin > 0 and float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][sub].max()) <= cfg.thin
             if not _fill_piece(out, weight, mask, sub, c, cfg, smooth_only=thin and cfg.thin_search <= 0,
-                               search=cfg.thin_search if thin else None):
+                               search=cfg.thin_search if thin else None, scan=scan):
                 rest[c[0]:c[1], c[2]:c[3]] |= sub
         if progress:
             progress(i, n - 1)

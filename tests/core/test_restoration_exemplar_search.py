@@ -1,0 +1,121 @@
+"""The exemplar fill's search and seam, pinned against their direct forms (issue 21 item 4, speed).
+
+The search scores are a weighted mean squared difference expanded into plain correlations
+(sum w I^2 - 2 sum w T I + sum w T^2); OpenCV's masked ``TM_SQDIFF`` (mask sqrt(w)) is the direct form the
+fill used first. The seam is one membrane of (rim - beta * copy) instead of two; the membrane is linear, so
+both give the same. Known values, random templates and masks, and a real photograph.
+"""
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from restoration import exemplar as E
+
+
+def _masked(win, tpl, wt):
+    """The direct form: OpenCV's masked TM_SQDIFF, per channel value."""
+    c = win.shape[2]
+    d = cv2.matchTemplate(win, tpl, cv2.TM_SQDIFF, mask=np.ascontiguousarray(np.repeat(np.sqrt(wt)[..., None], c, 2)))
+    return d / (c * wt.sum())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_expanded_scores_equal_the_masked_template_match(seed):
+    rng = np.random.default_rng(seed)
+    th, tw = rng.integers(5, 23, 2)
+    win = rng.random((th + 60, tw + 50, 3)).astype(np.float32)
+    tpl = rng.random((th, tw, 3)).astype(np.float32)
+    wt = rng.choice(np.array([0.0, 0.5, 1.0], np.float32), (th, tw))
+    wt[0, 0] = 1.0
+    tpl[wt == 0] = 0
+    ref = _masked(win, tpl, wt)
+    assert np.allclose(E._ssd(win, tpl, wt), ref, atol=2e-5)
+    sc = E._scan_maps(win, np.zeros(win.shape[:2], bool), 22)
+    lum, lum2 = sc.lum, sc.lum2
+    ref1 = _masked(np.ascontiguousarray(lum[..., None]), np.ascontiguousarray((tpl @ E._LUM)[..., None]), wt)
+    assert np.allclose(E._ssd_grey(lum, lum2, tpl @ E._LUM, wt), ref1, atol=2e-5)
+    # a known value: the template cut from the window scores 0 where it was cut
+    y, x = 17, 23
+    exact = np.where((wt > 0)[..., None], win[y:y + th, x:x + tw], 0).astype(np.float32)
+    assert E._ssd(win, exact, wt)[y, x] < 1e-5
+
+
+def test_chosen_candidates_are_the_same_on_a_real_picture():
+    skd = pytest.importorskip("skimage.data")
+    img = np.ascontiguousarray(skd.astronaut()[100:300, 150:350].astype(np.float32) / 255)
+    dmg = np.zeros(img.shape[:2], bool)
+    dmg[60:75, 40:52] = True
+    dmg[140:150, 120:180] = True
+    sc = E._scan_maps(img, dmg, 22)
+    lum, lum2 = sc.lum, sc.lum2
+    ii = cv2.integral(dmg.view(np.uint8))
+    n = 0
+    for (y, x) in ((95, 95), (30, 130), (120, 40), (155, 100)):
+        tpl = img[y:y + 22, x:x + 22] * np.float32(1)
+        wt = np.ones((22, 22), np.float32)
+        wt[5:17, 5:17] = 0                                   # the piece: nothing known
+        wt[5:17, 3:5] = 0.5                                  # pixels filled earlier
+        tpl = np.where((wt > 0)[..., None], tpl, 0).astype(np.float32)
+        tl = np.ascontiguousarray(tpl @ E._LUM)
+        holds_damage = E._box_sum(ii, 22, 22) > 0
+        assert np.array_equal(holds_damage, sc.bad[:179, :179].view(bool))
+        new = E._ssd_grey(lum, lum2, tl, wt)
+        old = _masked(np.ascontiguousarray(lum[..., None]), tl[..., None], wt)
+        new[holds_damage], old[holds_damage] = np.inf, np.inf
+        a, b = E._best_places(new, 8, 3), E._best_places(old, 8, 3)
+        assert [p[:2] for p in a] == [p[:2] for p in b]
+        assert np.allclose([p[2] for p in a], [p[2] for p in b], atol=2e-5)
+        assert a[0][:2] == (y, x) and a[0][2] < 1e-5              # the template's own place comes first
+        n += len(a)
+    assert n == 32
+
+
+def test_one_membrane_of_the_difference_equals_the_two_membranes():
+    rng = np.random.default_rng(7)
+    tpl = rng.random((22, 20, 3)).astype(np.float32)
+    src = rng.random((22, 20, 3)).astype(np.float32)
+    known = np.ones((22, 20), bool)
+    known[5:17, 5:15] = False
+    tpl[~known] = 0
+    for beta in (0.0, 0.37, 1.0):
+        two = E._membrane(np.concatenate([tpl, src], 2), known)
+        ref = two[..., :3] + beta * (src - two[..., 3:])
+        bs = np.float32(beta) * src
+        one = E._membrane(tpl - bs, known) + bs
+        assert np.allclose(one, ref, atol=1e-5)
+        assert np.allclose(one[known], tpl[known], atol=1e-6)           # the rim is held
+
+
+@pytest.mark.parametrize("side", [3, 22])
+def test_the_scan_wide_damage_box_map_equals_the_per_window_integral(side):
+    rng = np.random.default_rng(side)
+    dmg = rng.random((90, 70)) > 0.995
+    dmg[0, 0] = dmg[89, 69] = dmg[40, 0] = True
+    sc = E._scan_maps(np.zeros((90, 70, 3), np.float32), dmg, side)
+    ref = E._box_sum(cv2.integral(dmg.view(np.uint8)), side, side) > 0
+    assert ref.any() and (~ref).any()
+    assert np.array_equal(sc.bad[:90 - side + 1, :70 - side + 1].view(bool), ref)
+
+
+def test_a_flat_rim_gets_the_membrane_without_a_search(monkeypatch):
+    """Pieces whose rim varies less than flat_var skip the search (their copy could add at most that little
+    detail); a textured rim is searched."""
+    calls = []
+    real = E._ssd_grey
+    monkeypatch.setattr(E, "_ssd_grey", lambda *a: calls.append(1) or real(*a))
+    rng = np.random.default_rng(3)
+    flat = np.clip(0.5 + 0.003 * rng.standard_normal((96, 96, 1)), 0, 1).repeat(3, 2).astype(np.float32)
+    mask = np.zeros((96, 96), bool)
+    mask[40:48, 40:48] = True
+    out, rest = E.exemplar_fill(flat, mask)
+    assert not calls and not rest.any()
+    assert np.abs(out[mask] - 0.5).max() < 0.01                     # the membrane of a flat rim
+    out0, _ = E.exemplar_fill(flat, mask, E.ExemplarConfig(flat_var=0.0))
+    assert calls                                                    # searched when the skip is off
+    assert np.abs(out0[mask] - out[mask]).max() < 0.02
+    calls.clear()
+    yy, xx = np.mgrid[0:96, 0:96]
+    stripes = np.repeat((0.5 + 0.3 * np.sin(xx / 3.0))[..., None], 3, 2).astype(np.float32)
+    E.exemplar_fill(stripes, mask)
+    assert calls
