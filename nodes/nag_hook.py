@@ -139,7 +139,7 @@ class NAGUNetCrossAttention(torch.nn.Module):
         return self.to_out(z)
 
 
-class NAGLTXVCrossAttention(torch.nn.Module):
+class NAGLTXVCrossAttention(NAGUNetCrossAttention):
     """Stands in for one LTXV cross-attention (``attn2``, the host's lightricks ``CrossAttention``: ``to_q, to_k,
     to_v, q_norm, k_norm, to_out``); shares the host module's children. A call with a plan and a text context
     runs the host's projections, norms and attention (``optimized_attention`` / ``optimized_attention_masked``
@@ -147,17 +147,6 @@ class NAGLTXVCrossAttention(torch.nn.Module):
     with the negative's keys/values (the negative holds only its real tokens, see ``nag_nodes``; when the
     host's call is masked, the negative's attention is too, with a mask that keeps every token, so a negative
     equal to the positive is the identity bit for bit); other calls are the host module's."""
-
-    def __init__(self, host_module, name):
-        super().__init__()
-        object.__setattr__(self, "_host", host_module)
-        share_modules(self, host_module)
-        self.heads = host_module.heads
-        self.attn_precision = getattr(host_module, "attn_precision", None)
-        self.name = name
-
-    def extra_repr(self):
-        return f"NAG over {type(self._host).__name__} {self.name}"
 
     def forward(self, x, context=None, mask=None, pe=None, transformer_options={}, **kwargs):
         plan = transformer_options.get(CALL_KEY) if isinstance(transformer_options, dict) else None
