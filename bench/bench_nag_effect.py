@@ -244,12 +244,17 @@ def main():
                                 rows="per seed: unguided frames | NAG negative = the present colour",
                                 frames=figure(model, REPO / a.png, seeds))
     pathlib.Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
+    print_heldout(report)
+
+
+def print_heldout(report, digits=2):
+    """Per mode and setting: each condition's moved/of on the held-out seeds, with the mean drop and its spread."""
     for mode, m in report["modes"].items():
         for sname, s in m["settings"].items():
             print(f"\n{mode} / {sname}: T = {s['threshold']} (held-out seeds)")
             for steps, conds in s["heldout"].items():
                 print(f"  {steps:>2} steps: " + "  ".join(
-                    f"{c} {v['moved']}/{v['of']} (mean {v['drop']['mean']:+.2f} sd {v['drop']['std']:.2f})"
+                    f"{c} {v['moved']}/{v['of']} (mean {v['drop']['mean']:+.{digits}f} sd {v['drop']['std']:.{digits}f})"
                     for c, v in conds.items()))
 
 

@@ -41,7 +41,8 @@ for p in (REPO, REPO / "tests", REPO / "bench"):
 
 import torch  # noqa: E402
 
-from bench_nag_effect import ABSENT_SHARE, CONDITIONS, CONTROLS, FAR, SETTINGS, case, quantiles, rgb01  # noqa: E402
+from bench_nag_effect import (ABSENT_SHARE, CONDITIONS, CONTROLS, FAR, SETTINGS, case, print_heldout,  # noqa: E402
+                              quantiles, rgb01)
 from tinywan import data  # noqa: E402
 from tinywan.sample import flow_sigmas, sample, velocity  # noqa: E402
 
@@ -175,13 +176,7 @@ def main():
             m.setdefault("chosen", {})[sname] = choose_measure(m["settings"], sname)
     report["seconds"] = round(time.time() - t0, 1)
     pathlib.Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
-    for mode, m in report["modes"].items():
-        for sname, s in m["settings"].items():
-            print(f"\n{mode} / {sname}: T = {s['threshold']} (held-out seeds)")
-            for steps, conds in s["heldout"].items():
-                print(f"  {steps:>2} steps: " + "  ".join(
-                    f"{c} {v['moved']}/{v['of']} (mean {v['drop']['mean']:+.3f} sd {v['drop']['std']:.3f})"
-                    for c, v in conds.items()))
+    print_heldout(report, digits=3)
 
 
 if __name__ == "__main__":
