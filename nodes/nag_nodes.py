@@ -3,6 +3,8 @@
 Lumina2 / Z-Image)."""
 import logging
 
+import torch
+
 from comfy_api.latest import io
 
 from ..nag import SETTINGS, check_wan_model, config_from_inputs
@@ -103,8 +105,12 @@ class AtelierNAGWan(io.ComfyNode):
             return io.NodeOutput(model.clone())
         if family.kind == "joint":
             options = nag_negative[0][1] if isinstance(nag_negative[0][1], dict) else {}
+            if family.llama_stream and not isinstance(options.get("conditioning_llama3"), torch.Tensor):
+                raise ValueError(f"{NODE}: input 'nag_negative' has no Llama states (conditioning_llama3); "
+                                 f"encode it with the HiDream text encoder, the same path as the prompts.")
             return io.NodeOutput(apply_joint_nag(model, config, negative, family.text_first, family.split_text_in,
-                                                 options, caption_stream=family.caption_stream))
+                                                 options, caption_stream=family.caption_stream,
+                                                 llama_stream=family.llama_stream))
         return io.NodeOutput(apply_nag(model, config, negative, kind=family.kind))
 
 
