@@ -1,6 +1,6 @@
 """NAG node: negative prompts at CFG 1 (and with CFG) inside one forward pass, for every family
 ``nag_families`` serves (Wan, SD1.5/SDXL, LTX-Video, Flux family, Chroma, Qwen-Image, HunyuanVideo, SD3.5,
-Lumina2 / Z-Image)."""
+HiDream, Lumina2 / Z-Image)."""
 import logging
 
 import torch
@@ -73,14 +73,15 @@ class AtelierNAGWan(io.ComfyNode):
                 "Normalized Attention Guidance: makes a negative prompt work at CFG 1 (distilled / few-step "
                 "models) inside the single forward pass, at a fraction of a CFG pass. Wan2.1/2.2 (VACE too), "
                 "SD1.5, SDXL, LTX-Video: cross-attention; Flux, Flux-Kontext, Flux2, Chroma, Chroma Radiance, Qwen-Image, "
-                "HunyuanVideo, SD3.5, Lumina2 / Z-Image (ComfyUI v0.8.0+): the text part of the joint attention. Works with CFG > 1 too (only the "
+                "HunyuanVideo, SD3.5, HiDream, Lumina2 / Z-Image (ComfyUI v0.8.0+): the text part of the joint "
+                "attention. Works with CFG > 1 too (only the "
                 "positive branch is guided) and with Atelier MagCache in either order. Connect its MODEL to "
                 "your sampler."),
             inputs=[
                 io.Model.Input("model", tooltip=(
                     "Wan2.1/2.2, SD1.5, SDXL, LTX-Video, Flux/Kontext/Flux2, Chroma (Radiance), Qwen-Image, "
-                    "HunyuanVideo (1.5), SD3.5 or Lumina2 / Z-Image (ComfyUI v0.8.0+); other families are refused "
-                    "by name.")),
+                    "HunyuanVideo (1.5), SD3.5, HiDream or Lumina2 / Z-Image (ComfyUI v0.8.0+); other families are "
+                    "refused by name.")),
                 io.Conditioning.Input("nag_negative", tooltip=(
                     "What to steer away from, encoded with the model's own text encoder (the same CLIP "
                     "Text Encode path as its prompts). "
