@@ -1,5 +1,5 @@
 """How NAG reaches a joint-attention (MM-DiT) model: Flux, Flux-Kontext, Flux2, Chroma, Chroma
-Radiance, Qwen-Image, HunyuanVideo (1.0 and 1.5), SD3.5, Lumina2 / Z-Image. All on a *clone* of the user's model.
+Radiance, Qwen-Image, HunyuanVideo (1.0 and 1.5), SD3.5, HiDream, Lumina2 / Z-Image. All on a *clone* of the user's model.
 
 * ``APPLY_MODEL`` wrapper (one model call): when the call has guided rows (``NAGRun.plan_call``:
   positive chunks of ``cond_or_uncond``, sigma gate), the NAG-negative text, put through the family's
@@ -26,6 +26,10 @@ Radiance, Qwen-Image, HunyuanVideo (1.0 and 1.5), SD3.5, Lumina2 / Z-Image. All 
   ``rope_embedder`` (the negative moved to end right before the image, which keeps its positions) and of every
   ``context_refiner`` layer (the host's layer on each caption alone); each shares the host module's children.
   The wrapper sets the image token count of the plan itself (an image-only refiner runs before the joint layers).
+* HiDream: the NAG negative's per-layer Llama states (``conditioning_llama3`` of its CONDITIONING) are appended to
+  the call's ``encoder_hidden_states_llama3`` along the tokens, as its T5 text is to the context; the joint sequence
+  is ``[image, T5+, T5-, L+, L-, Li+, Li-]`` (``nag.TextSegments``), which the override reorders to ``[image,
+  positive parts, negative parts]`` around ``nag_joint_attention`` and back. No object patch (text RoPE is 0).
 * ``OUTER_SAMPLE`` wrapper: a fresh ``nag.NAGRun`` per sampling run, dropped in ``finally``.
 
 The model's own forward is never copied: it drops the text part (negative included) at its end as
