@@ -7,7 +7,9 @@ the off switches; within float rounding of the log-sum-exp merge for joint-atten
 positive rows are guided at cfg > 1 (the uncond prediction is the unguided one); prompts and negatives of
 other lengths; an error mid-run leaves the model as it was. Families NAG cannot guide are refused by name
 (Lumina2 on trees before v0.8.0, whose NextDiT rebuilds the sequence per row: checked in place of its tests).
-Lumina2 / Z-Image: the negative caption stream against a plain run with the negative as the prompt.
+Lumina2 / Z-Image: the negative caption stream against a plain run with the negative as the prompt; HiDream:
+the negative's text (T5 and Llama states) after the first double block against the same, and Llama states of
+another encoder refused. A stand-in diffusion model of no known architecture is refused by name.
 """
 import pytest
 import torch
@@ -281,7 +283,21 @@ def test_unserved_family_is_refused_by_name(fam, nn_):
         nag(nn_, m, bare)
 
 
-@pytest.mark.parametrize("name", ["sd15", "flux", "hunyuan_video"])
+def test_hidream_llama_states_of_another_encoder_are_refused(fam, nn_):
+    """A HiDream NAG negative whose Llama states have another layer count or width than the prompt's: one clear
+    error at the first model call, and the model is left as it was."""
+    name = "hidream"
+    m = fam.model(name)
+    plain = _sample(fam, m, name)
+    cond = fam.conditioning(name, seed=5, tokens=5)
+    llama = cond[0][1]["conditioning_llama3"]
+    for bad in (llama[:, :-1], torch.cat([llama, llama], dim=-1)):
+        with pytest.raises(ValueError, match=r"Llama states .* do not match the prompt's"):
+            _sample(fam, nag(nn_, m, [[cond[0][0], dict(cond[0][1], conditioning_llama3=bad)]]), name)
+    assert torch.equal(_sample(fam, m, name), plain)
+
+
+@pytest.mark.parametrize("name", ["sd15", "flux", "hunyuan_video", "hidream"])
 def test_negative_of_another_width_is_refused(fam, nn_, name):
     m = fam.model(name)
     width = fam.FAMILIES[name].text_dim
@@ -292,7 +308,7 @@ def test_negative_of_another_width_is_refused(fam, nn_, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["flux", "wan21_t2v", "z_image"])
+@pytest.mark.parametrize("name", ["flux", "wan21_t2v", "z_image", "hidream"])
 def test_with_torch_compile_both_orders(fam, nn_, name):
     """The host's torch.compile wrapper (what TorchCompileModel sets; backend aot_eager: dynamo's tracing
     and graph breaks without code generation, ~40 s per family on the CPU) before or after NAG."""
