@@ -80,6 +80,8 @@ class JointPlan:
             host hook then sets :attr:`image` itself, since an image-only refiner runs before the joint layers);
             ``caption_pad`` ``(1, D)`` the family's caption pad token and ``negative_mask`` ``(1 or B, Ln)`` the
             NAG negative's own text mask, each None where there is none. None for the other families.
+        segments: HiDream: the text part as ``[+, -]`` segments (:class:`TextSegments`; the override reorders
+            each joint call by :meth:`segment_order`); None for the other families.
     """
 
     def __init__(self, call: CallPlan, spans: JointSpans, positive: int) -> None:
@@ -92,6 +94,19 @@ class JointPlan:
         self.caption_pad: Optional[torch.Tensor] = None
         self.negative_mask: Optional[torch.Tensor] = None
         self.segments: Optional[TextSegments] = None
+        self._orders: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def segment_order(self, length: int, device: torch.device) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """``(order, inverse)`` for a joint sequence of ``length`` tokens when the text part is in
+        :attr:`segments` (:meth:`TextSegments.order` and its inverse permutation, made once per call and
+        device); None otherwise."""
+        if self.segments is None:
+            return None
+        key = (length, str(device))
+        if key not in self._orders:
+            order = self.segments.order(length - self.segments.text, device)
+            self._orders[key] = (order, torch.argsort(order))
+        return self._orders[key]
 
     def match(self, q_len: int, k_len: int) -> bool:
         """Whether an attention of ``q_len`` queries over ``k_len`` keys is one of this call's joint

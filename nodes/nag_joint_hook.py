@@ -205,17 +205,17 @@ def make_override(previous):
 
         q4, k4, v4 = (_to4(t, heads, skip) for t in (q, k, v))
         guided = plan.call.rows_for(q4.shape[0], block_rows(to))
-        order = None
-        if plan.segments is not None:     # HiDream: [image, +, -, +, -, +, -] -> [image, +, +, +, -, -, -]
-            order = plan.segments.order(lq - plan.segments.text, q4.device)
+        orders = plan.segment_order(lq, q4.device)
+        if orders is not None:      # HiDream: [image, +, -, +, -, +, -] -> [image, +, +, +, -, -, -]
+            order, inverse = orders
             q4, k4, v4 = (t.index_select(2, order) for t in (q4, k4, v4))
             if mask is not None:
                 mask = mask.index_select(-1, order.to(mask.device))
                 if mask.ndim >= 2 and mask.shape[-2] == lq:
                     mask = mask.index_select(-2, order.to(mask.device))
         out = nag_joint_attention(q4, k4, v4, plan.spans, guided, plan.call.config, attend, mask=mask)
-        if order is not None:
-            out = out.index_select(2, torch.argsort(order))
+        if orders is not None:
+            out = out.index_select(2, inverse)
         plan.joint_calls += 1
         if kwargs.get("skip_output_reshape", False):
             return out

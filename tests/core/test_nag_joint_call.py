@@ -199,3 +199,9 @@ def test_text_segments_order():
     pos, neg, img = seg.spans().split(12)
     assert order[pos].tolist() == [3, 4, 6, 9] and order[neg].tolist() == [5, 7, 8, 10, 11]
     assert order[img].tolist() == [0, 1, 2]
+    plan = JointPlan(CallPlan(NAGConfig(scale=5.0, tau=2.0, alpha=0.5), torch.zeros(1, 5, 4), [slice(0, 1)], 1),
+                     seg.spans(), 4)
+    assert plan.segment_order(12, torch.device("cpu")) is None
+    plan.segments = seg
+    o, inv = plan.segment_order(12, torch.device("cpu"))
+    assert o.tolist() == order.tolist() and o[inv].tolist() == list(range(12))
