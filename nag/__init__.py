@@ -28,11 +28,11 @@ from .inputs import check_wan_model, check_negative_context
 from .joint import (attention_with_lse, fused_attention_with_lse, merge_attention, merge_heads, joint_pair,
                     joint_nag)
 from .joint_call import (JointSpans, JointPlan, nag_joint_attention, extend_context, extend_mask, negative_positions,
-                         CaptionStreams)
+                         CaptionStreams, TextSegments)
 
 __all__ = ["nag_combine", "check_nag_params", "NAGConfig", "guided_row_slices", "remap_row_slices", "COND",
            "nag_cross_attention", "negative_kv", "SETTINGS", "config_from_inputs", "NAGRun", "CallPlan",
            "check_wan_model", "check_negative_context", "attention_with_lse", "fused_attention_with_lse",
            "merge_attention", "merge_heads", "joint_pair", "joint_nag", "guide_rows", "JointSpans", "JointPlan",
            "nag_joint_attention", "extend_context", "extend_mask", "negative_positions",
-           "CaptionStreams"]
+           "CaptionStreams", "TextSegments"]

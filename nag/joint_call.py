@@ -31,7 +31,7 @@ from .run import CallPlan
 from .joint import AttendLSE, attention_with_lse, fused_attention_with_lse, guided_from_parts
 
 __all__ = ["JointSpans", "JointPlan", "nag_joint_attention", "extend_context", "extend_mask", "negative_positions",
-           "CaptionStreams", "Attend4"]
+           "CaptionStreams", "TextSegments", "Attend4"]
 
 Attend4 = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 """``attend(q, k, v, mask) -> out``: the host's attention on ``(B, H, L, D)`` tensors, out ``(B, H, Lq, D)``;
@@ -80,6 +80,8 @@ class JointPlan:
             host hook then sets :attr:`image` itself, since an image-only refiner runs before the joint layers);
             ``caption_pad`` ``(1, D)`` the family's caption pad token and ``negative_mask`` ``(1 or B, Ln)`` the
             NAG negative's own text mask, each None where there is none. None for the other families.
+        segments: HiDream: the text part as ``[+, -]`` segments (:class:`TextSegments`; the override reorders
+            each joint call by :meth:`segment_order`); None for the other families.
     """
 
     def __init__(self, call: CallPlan, spans: JointSpans, positive: int) -> None:
@@ -91,6 +93,20 @@ class JointPlan:
         self.captions: Optional[CaptionStreams] = None
         self.caption_pad: Optional[torch.Tensor] = None
         self.negative_mask: Optional[torch.Tensor] = None
+        self.segments: Optional[TextSegments] = None
+        self._orders: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def segment_order(self, length: int, device: torch.device) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """``(order, inverse)`` for a joint sequence of ``length`` tokens when the text part is in
+        :attr:`segments` (:meth:`TextSegments.order` and its inverse permutation, made once per call and
+        device); None otherwise."""
+        if self.segments is None:
+            return None
+        key = (length, str(device))
+        if key not in self._orders:
+            order = self.segments.order(length - self.segments.text, device)
+            self._orders[key] = (order, torch.argsort(order))
+        return self._orders[key]
 
     def match(self, q_len: int, k_len: int) -> bool:
         """Whether an attention of ``q_len`` queries over ``k_len`` keys is one of this call's joint
@@ -100,6 +116,47 @@ class JointPlan:
         if self.image is None:
             self.image = q_len - self.spans.text
         return q_len == self.spans.text + self.image
+
+
+@dataclass(frozen=True)
+class TextSegments:
+    """A text part (after the image) made of several segments, each ``[positive part, negative part]``.
+
+    HiDream's joint sequence is ``[image, T5+, T5-, Llama_last+, Llama_last-, Llama_i+, Llama_i-]``: the host
+    concatenates the T5 text, the last Llama layer's states and the block's own Llama layer's states, each of
+    which carries the NAG negative appended to the positive. :meth:`order` takes such a sequence to the
+    image-first layout :class:`JointSpans` reads, ``[image, every positive part, every negative part]``, the
+    positive parts in the host's own order.
+
+    Attributes:
+        parts: ``((p1, n1), (p2, n2), ...)`` tokens of each segment's positive and negative part.
+    """
+    parts: tuple[tuple[int, int], ...]
+
+    @property
+    def text(self) -> int:
+        """Tokens of the whole text part."""
+        return sum(p + n for p, n in self.parts)
+
+    @property
+    def negative(self) -> int:
+        """Tokens of the negative parts together."""
+        return sum(n for _, n in self.parts)
+
+    def spans(self) -> JointSpans:
+        """The :class:`JointSpans` (image first) of a sequence put in :meth:`order`."""
+        return JointSpans(False, self.text, self.negative)
+
+    def order(self, image: int, device: Optional[torch.device] = None) -> torch.Tensor:
+        """``(image + text,)`` int64 indices: ``seq.index_select(dim, order)`` is ``[image, p1, p2, ..., n1, n2,
+        ...]`` for ``seq = [image, p1, n1, p2, n2, ...]`` (``image`` image tokens first)."""
+        positive, negative = [], []
+        at = image
+        for p, n in self.parts:
+            positive.append(torch.arange(at, at + p))
+            negative.append(torch.arange(at + p, at + p + n))
+            at += p + n
+        return torch.cat([torch.arange(image), *positive, *negative]).to(device)
 
 
 def extend_context(context: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:

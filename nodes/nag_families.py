@@ -7,12 +7,12 @@
 | Flux, Flux-Kontext, Flux2, Chroma, Chroma Radiance, Qwen-Image, SD3.5 | flux / chroma / chroma_radiance / qwen_image / mmdit | joint attention, text first | ``nag_joint_hook`` |
 | HunyuanVideo, HunyuanVideo-1.5 | hunyuan_video.model.HunyuanVideo | joint attention, image first; ``txt_in`` split | ``nag_joint_hook`` |
 | Lumina2, Z-Image (ComfyUI v0.8.0 and later) | lumina.model.NextDiT | joint attention, text first; the negative caption its own stream (embedder pads, refiner, RoPE) | ``nag_joint_hook`` |
+| HiDream | hidream.model.HiDreamImageTransformer2DModel | joint attention, image first; T5 and Llama text in three ``[+, -]`` segments | ``nag_joint_hook`` |
 | LTX-Video (LTXV) | lightricks.model.LTXVModel | every ``attn2`` (cross-attention, masked text) | ``nag_hook`` |
 
-Refused with one error naming the family: HiDream (its blocks read per-layer Llama states besides the
-T5 text, and its double blocks attend text through a path NAG cannot reach by the sequence alone),
-Lumina2 on ComfyUI before v0.8.0 (its NextDiT gives each row its own caption length from the text mask and
-rebuilds the joint sequence per row), LTX-2 (``LTXAVModel``: audio and video streams), and anything else.
+Refused with one error naming the family: Lumina2 on ComfyUI before v0.8.0 (its NextDiT gives each row its own
+caption length from the text mask and rebuilds the joint sequence per row), LTX-2 (``LTXAVModel``: audio and
+video streams), and anything else.
 """
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -28,13 +28,12 @@ NEXTDIT = ("comfy.ldm.lumina.model", "NextDiT")
 JOINT_IMAGE_FIRST = {
     ("comfy.ldm.hunyuan_video.model", "HunyuanVideo"): "txt_in.input_embedder",
 }
+HIDREAM = ("comfy.ldm.hidream.model", "HiDreamImageTransformer2DModel")
 UNET = ("comfy.ldm.modules.diffusionmodules.openaimodel", "UNetModel")
 LTXV = ("comfy.ldm.lightricks.model", "LTXVModel")
 WAN_MODULE = "comfy.ldm.wan.model"
 
 WHY_NOT = {
-    "HiDreamImageTransformer2DModel": "its blocks read per-layer Llama states as well as the T5 text; NAG cannot reach its text "
-               "attention through the host's sanctioned hooks yet",
     "LTXAVModel": "LTX-2 runs audio and video streams with their own cross-attentions; not supported yet",
     "NextDiT": "this ComfyUI's NextDiT (before v0.8.0) gives each row its own caption length from the text "
                "mask and rebuilds the joint sequence row by row; Atelier NAG guides Lumina2 / Z-Image on "
@@ -55,6 +54,8 @@ class NAGFamily:
         split_text_in: joint families whose text embedder is not token-wise (HunyuanVideo's refiner).
         caption_stream: joint families that refine the caption alone and place the image after it (NextDiT:
             Lumina2, Z-Image): the negative caption runs as its own stream (``nag.CaptionStreams``).
+        llama_stream: HiDream: the NAG negative's per-layer Llama states (``conditioning_llama3``) ride with the
+            positive's, and the joint text part is three ``[+, -]`` segments (``nag.TextSegments``).
         width: ``model -> `` the text width a NAG negative must have.
     """
     name: str
@@ -63,6 +64,7 @@ class NAGFamily:
     split_text_in: bool = False
     trim_padding: bool = False
     caption_stream: bool = False
+    llama_stream: bool = False
     width: Optional[Callable] = None
 
 
@@ -92,6 +94,9 @@ def detect(model) -> NAGFamily:
                          width=lambda d: _linear_in(d, "caption_projection.linear_1"))
     if key == NEXTDIT and hasattr(dm, "pad_tokens_multiple"):    # v0.8.0's one caption length for all rows
         return NAGFamily(name, "joint", caption_stream=True, width=lambda d: _linear_in(d, "cap_embedder.1"))
+    if key == HIDREAM:      # the T5 text's width (the last caption projection)
+        return NAGFamily(name, "joint", text_first=False, llama_stream=True,
+                         width=lambda d: int(d.caption_projection[-1].linear.in_features))
     for table, first in ((JOINT_TEXT_FIRST, True), (JOINT_IMAGE_FIRST, False)):
         if key in table:
             path = table[key]
@@ -100,8 +105,8 @@ def detect(model) -> NAGFamily:
     why = WHY_NOT.get(cls.__name__, "NAG has no hook for this architecture")
     raise ValueError(f"input 'model' is {name} ({cls.__name__}); NAG cannot guide this family: {why}. "
                      "Supported: Wan2.1/2.2 (incl. VACE), SD1.5, SDXL, Flux, Flux-Kontext, Flux2, Chroma, "
-                     "Chroma Radiance, Qwen-Image, HunyuanVideo (1.0, 1.5), SD3.5, LTX-Video, Lumina2 / Z-Image "
-                     "(ComfyUI v0.8.0+).")
+                     "Chroma Radiance, Qwen-Image, HunyuanVideo (1.0, 1.5), SD3.5, HiDream, LTX-Video, Lumina2 / "
+                     "Z-Image (ComfyUI v0.8.0+).")
 
 
 def _unet_width(dm):

@@ -1,5 +1,5 @@
 """How NAG reaches a joint-attention (MM-DiT) model: Flux, Flux-Kontext, Flux2, Chroma, Chroma
-Radiance, Qwen-Image, HunyuanVideo (1.0 and 1.5), SD3.5, Lumina2 / Z-Image. All on a *clone* of the user's model.
+Radiance, Qwen-Image, HunyuanVideo (1.0 and 1.5), SD3.5, HiDream, Lumina2 / Z-Image. All on a *clone* of the user's model.
 
 * ``APPLY_MODEL`` wrapper (one model call): when the call has guided rows (``NAGRun.plan_call``:
   positive chunks of ``cond_or_uncond``, sigma gate), the NAG-negative text, put through the family's
@@ -26,6 +26,10 @@ Radiance, Qwen-Image, HunyuanVideo (1.0 and 1.5), SD3.5, Lumina2 / Z-Image. All 
   ``rope_embedder`` (the negative moved to end right before the image, which keeps its positions) and of every
   ``context_refiner`` layer (the host's layer on each caption alone); each shares the host module's children.
   The wrapper sets the image token count of the plan itself (an image-only refiner runs before the joint layers).
+* HiDream: the NAG negative's per-layer Llama states (``conditioning_llama3`` of its CONDITIONING) are appended to
+  the call's ``encoder_hidden_states_llama3`` along the tokens, as its T5 text is to the context; the joint sequence
+  is ``[image, T5+, T5-, L+, L-, Li+, Li-]`` (``nag.TextSegments``), which the override reorders to ``[image,
+  positive parts, negative parts]`` around ``nag_joint_attention`` and back. No object patch (text RoPE is 0).
 * ``OUTER_SAMPLE`` wrapper: a fresh ``nag.NAGRun`` per sampling run, dropped in ``finally``.
 
 The model's own forward is never copied: it drops the text part (negative included) at its end as
@@ -38,7 +42,7 @@ import comfy.patcher_extension as pe
 
 from ..nag import NAGConfig, NAGRun
 from ..nag.cross_attention import share_modules
-from ..nag.joint_call import (CaptionStreams, JointPlan, JointSpans, extend_context, extend_mask,
+from ..nag.joint_call import (CaptionStreams, JointPlan, JointSpans, TextSegments, extend_context, extend_mask,
                               nag_joint_attention, negative_positions)
 from ._host import block_rows, call_with, find_transformer_options, fresh_run_wrapper
 
@@ -86,7 +90,23 @@ def _image_tokens(dm, x):
     return n + (-n) % multiple if multiple else n
 
 
-def apply_model_wrapper(text_first, options, caption_stream=False):
+LLAMA = "encoder_hidden_states_llama3"      # HiDream's model keyword (``extra_conds``)
+LLAMA_OPTION = "conditioning_llama3"        # ... and its CONDITIONING key
+
+
+def _extend_llama(states, negative):
+    """HiDream's per-layer Llama states ``(B, layers, Lp, C)`` with the NAG negative's ``(1 or B, layers, Ln, C)``
+    appended along the tokens (the host's ``extra_conds`` passes them as they are)."""
+    if negative.ndim != 4 or negative.shape[1] != states.shape[1] or negative.shape[-1] != states.shape[-1]:
+        raise ValueError(f"Atelier NAG: the NAG negative's Llama states {tuple(negative.shape)} do not match the "
+                         f"prompt's {tuple(states.shape)}; encode it with the same HiDream text encoder")
+    neg = negative.to(device=states.device, dtype=states.dtype)
+    if neg.shape[0] != states.shape[0]:
+        neg = neg[:1].expand(states.shape[0], *neg.shape[1:])
+    return torch.cat([states, neg], dim=2)
+
+
+def apply_model_wrapper(text_first, options, caption_stream=False, llama_stream=False):
     def wrapper(executor, *args, **kwargs):
         to = find_transformer_options(args, kwargs)
         run = to.get(RUN_KEY) if to is not None else None
@@ -117,6 +137,16 @@ def apply_model_wrapper(text_first, options, caption_stream=False):
             plan.caption_pad = getattr(dm, "cap_pad_token", None)      # read at call time (weight patches)
             own = options.get("attention_mask")     # kept only with padding in it, as the host's extra_conds does
             plan.negative_mask = own if isinstance(own, torch.Tensor) and bool((own == 0).any()) else None
+        elif llama_stream:      # HiDream: [image, T5, Llama last layer, Llama block layer], each [+, -]
+            states = kwargs.get(LLAMA)
+            if not isinstance(states, torch.Tensor):
+                return executor(*args, **kwargs)
+            llp = states.shape[2]
+            kwargs[LLAMA] = _extend_llama(states, options[LLAMA_OPTION])
+            lln = kwargs[LLAMA].shape[2] - llp
+            segments = TextSegments(((lp, ln), (llp, lln), (llp, lln)))
+            plan = JointPlan(call, segments.spans(), lp)
+            plan.segments = segments
         else:
             if isinstance(mask, torch.Tensor) and mask.ndim >= 2 and mask.shape[-1] == lp:
                 own = options.get("attention_mask")    # the NAG negative's own padding mask, if its encoder gave one
@@ -175,7 +205,17 @@ def make_override(previous):
 
         q4, k4, v4 = (_to4(t, heads, skip) for t in (q, k, v))
         guided = plan.call.rows_for(q4.shape[0], block_rows(to))
+        orders = plan.segment_order(lq, q4.device)
+        if orders is not None:      # HiDream: [image, +, -, +, -, +, -] -> [image, +, +, +, -, -, -]
+            order, inverse = orders
+            q4, k4, v4 = (t.index_select(2, order) for t in (q4, k4, v4))
+            if mask is not None:
+                mask = mask.index_select(-1, order.to(mask.device))
+                if mask.ndim >= 2 and mask.shape[-2] == lq:
+                    mask = mask.index_select(-2, order.to(mask.device))
         out = nag_joint_attention(q4, k4, v4, plan.spans, guided, plan.call.config, attend, mask=mask)
+        if orders is not None:
+            out = out.index_select(2, inverse)
         plan.joint_calls += 1
         if kwargs.get("skip_output_reshape", False):
             return out
@@ -283,7 +323,7 @@ class NAGCaptionRefiner(torch.nn.Module):
 
 
 def apply_joint_nag(model, config: NAGConfig, negative: torch.Tensor, text_first: bool, split_text_in: bool,
-                    options=None, caption_stream: bool = False):
+                    options=None, caption_stream: bool = False, llama_stream: bool = False):
     """A clone of ``model`` with NAG on its joint attention; the input model is untouched. ``options``: the
     NAG negative's CONDITIONING entry (pooled output etc.), for the family's conditioning step."""
     m = model.clone()
@@ -291,7 +331,7 @@ def apply_joint_nag(model, config: NAGConfig, negative: torch.Tensor, text_first
     to[RUN_KEY] = NAGRun(config, negative)
     m.add_wrapper_with_key(pe.WrappersMP.OUTER_SAMPLE, KEY, fresh_run_wrapper(RUN_KEY, lambda run, _: run.finish()))
     m.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, KEY,
-                           apply_model_wrapper(text_first, dict(options or {}), caption_stream))
+                           apply_model_wrapper(text_first, dict(options or {}), caption_stream, llama_stream))
     if caption_stream:
         dm = m.get_model_object("diffusion_model")
         m.add_object_patch("diffusion_model.cap_embedder",

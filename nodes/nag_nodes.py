@@ -1,7 +1,9 @@
 """NAG node: negative prompts at CFG 1 (and with CFG) inside one forward pass, for every family
 ``nag_families`` serves (Wan, SD1.5/SDXL, LTX-Video, Flux family, Chroma, Qwen-Image, HunyuanVideo, SD3.5,
-Lumina2 / Z-Image)."""
+HiDream, Lumina2 / Z-Image)."""
 import logging
+
+import torch
 
 from comfy_api.latest import io
 
@@ -71,14 +73,15 @@ class AtelierNAGWan(io.ComfyNode):
                 "Normalized Attention Guidance: makes a negative prompt work at CFG 1 (distilled / few-step "
                 "models) inside the single forward pass, at a fraction of a CFG pass. Wan2.1/2.2 (VACE too), "
                 "SD1.5, SDXL, LTX-Video: cross-attention; Flux, Flux-Kontext, Flux2, Chroma, Chroma Radiance, Qwen-Image, "
-                "HunyuanVideo, SD3.5, Lumina2 / Z-Image (ComfyUI v0.8.0+): the text part of the joint attention. Works with CFG > 1 too (only the "
+                "HunyuanVideo, SD3.5, HiDream, Lumina2 / Z-Image (ComfyUI v0.8.0+): the text part of the joint "
+                "attention. Works with CFG > 1 too (only the "
                 "positive branch is guided) and with Atelier MagCache in either order. Connect its MODEL to "
                 "your sampler."),
             inputs=[
                 io.Model.Input("model", tooltip=(
                     "Wan2.1/2.2, SD1.5, SDXL, LTX-Video, Flux/Kontext/Flux2, Chroma (Radiance), Qwen-Image, "
-                    "HunyuanVideo (1.5), SD3.5 or Lumina2 / Z-Image (ComfyUI v0.8.0+); other families are refused "
-                    "by name.")),
+                    "HunyuanVideo (1.5), SD3.5, HiDream or Lumina2 / Z-Image (ComfyUI v0.8.0+); other families are "
+                    "refused by name.")),
                 io.Conditioning.Input("nag_negative", tooltip=(
                     "What to steer away from, encoded with the model's own text encoder (the same CLIP "
                     "Text Encode path as its prompts). "
@@ -103,8 +106,12 @@ class AtelierNAGWan(io.ComfyNode):
             return io.NodeOutput(model.clone())
         if family.kind == "joint":
             options = nag_negative[0][1] if isinstance(nag_negative[0][1], dict) else {}
+            if family.llama_stream and not isinstance(options.get("conditioning_llama3"), torch.Tensor):
+                raise ValueError(f"{NODE}: input 'nag_negative' has no Llama states (conditioning_llama3); "
+                                 f"encode it with the HiDream text encoder, the same path as the prompts.")
             return io.NodeOutput(apply_joint_nag(model, config, negative, family.text_first, family.split_text_in,
-                                                 options, caption_stream=family.caption_stream))
+                                                 options, caption_stream=family.caption_stream,
+                                                 llama_stream=family.llama_stream))
         return io.NodeOutput(apply_nag(model, config, negative, kind=family.kind))
 
 

@@ -7,7 +7,7 @@ import torch
 
 from nag import NAGConfig, nag_combine
 from nag.joint_call import (JointPlan, JointSpans, extend_context, extend_mask, nag_joint_attention,
-                            negative_positions, CaptionStreams)
+                            negative_positions, CaptionStreams, TextSegments)
 from nag.run import CallPlan
 
 
@@ -186,3 +186,22 @@ def test_caption_streams_pad_each_caption_by_itself():
     assert CaptionStreams(3, 5).pad(caps, None) is caps
     with pytest.raises(ValueError, match="not 3 \\+ 4"):
         CaptionStreams(3, 4, 4).pad(caps, torch.zeros(1, 2))
+
+
+def test_text_segments_order():
+    """HiDream's [image, T5+, T5-, L+, L-, Li+, Li-] taken to [image, T5+, L+, Li+, T5-, L-, Li-] (known indices)."""
+    seg = TextSegments(((2, 1), (1, 2), (1, 2)))
+    assert (seg.text, seg.negative) == (9, 5)
+    assert seg.spans() == JointSpans(False, 9, 5)
+    order = seg.order(3)
+    assert order.tolist() == [0, 1, 2, 3, 4, 6, 9, 5, 7, 8, 10, 11]
+    assert sorted(order.tolist()) == list(range(12))
+    pos, neg, img = seg.spans().split(12)
+    assert order[pos].tolist() == [3, 4, 6, 9] and order[neg].tolist() == [5, 7, 8, 10, 11]
+    assert order[img].tolist() == [0, 1, 2]
+    plan = JointPlan(CallPlan(NAGConfig(scale=5.0, tau=2.0, alpha=0.5), torch.zeros(1, 5, 4), [slice(0, 1)], 1),
+                     seg.spans(), 4)
+    assert plan.segment_order(12, torch.device("cpu")) is None
+    plan.segments = seg
+    o, inv = plan.segment_order(12, torch.device("cpu"))
+    assert o.tolist() == order.tolist() and o[inv].tolist() == list(range(12))

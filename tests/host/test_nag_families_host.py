@@ -7,7 +7,9 @@ the off switches; within float rounding of the log-sum-exp merge for joint-atten
 positive rows are guided at cfg > 1 (the uncond prediction is the unguided one); prompts and negatives of
 other lengths; an error mid-run leaves the model as it was. Families NAG cannot guide are refused by name
 (Lumina2 on trees before v0.8.0, whose NextDiT rebuilds the sequence per row: checked in place of its tests).
-Lumina2 / Z-Image: the negative caption stream against a plain run with the negative as the prompt.
+Lumina2 / Z-Image: the negative caption stream against a plain run with the negative as the prompt; HiDream:
+the negative's text (T5 and Llama states) after the first double block against the same, and Llama states of
+another encoder refused. A stand-in diffusion model of no known architecture is refused by name.
 """
 import pytest
 import torch
@@ -18,8 +20,7 @@ CROSS = ["wan21_t2v", "wan21_i2v", "wan21_vace", "wan22_ti2v_5b", "wan22_a14b_hi
          "sd15", "sdxl", "ltxv"]
 NEXTDIT = ["lumina2", "z_image"]     # served on v0.8.0 (z_image: only there); lumina2 refused on older trees
 JOINT = ["flux", "flux_kontext", "flux2", "chroma", "chroma_radiance", "qwen_image", "hunyuan_video",
-         "hunyuan_video15", "sd35"] + NEXTDIT
-REFUSED = {"hidream": "HiDream"}
+         "hunyuan_video15", "sd35", "hidream"] + NEXTDIT
 JOINT_TOL = 1e-4    # relative: the LSE merge of partial attentions vs the host's one attention
 
 
@@ -72,7 +73,7 @@ def test_guides_and_identities(fam, nn_, name):
     _same(name, _sample(fam, nag(nn_, m, pos), name), plain)          # negative == positive
 
 
-@pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "hunyuan_video", "z_image"])
+@pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "hunyuan_video", "z_image", "hidream"])
 def test_scale_one_or_alpha_zero_is_off(fam, nn_, name):
     m = fam.model(name)
     plain = _sample(fam, m, name)
@@ -95,8 +96,8 @@ def _predictions(fam, model, name, cfg):
     return seen["cond"], seen["uncond"]
 
 
-@pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "qwen_image", "hunyuan_video", "sd35", "ltxv"]
-                         + NEXTDIT)
+@pytest.mark.parametrize("name", ["wan21_vace", "sd15", "flux", "qwen_image", "hunyuan_video", "sd35", "ltxv",
+                                  "hidream"] + NEXTDIT)
 def test_only_positive_rows_are_guided_at_cfg_above_one(fam, nn_, name):
     m = _model(fam, nn_, name)
     if m is None:
@@ -108,7 +109,7 @@ def test_only_positive_rows_are_guided_at_cfg_above_one(fam, nn_, name):
 
 
 @pytest.mark.parametrize("name", ["wan21_vace", "flux", "flux2", "chroma", "qwen_image", "hunyuan_video",
-                                  "sd35", "ltxv"] + NEXTDIT)
+                                  "sd35", "ltxv", "hidream"] + NEXTDIT)
 def test_token_lengths(fam, nn_, name):
     """Negatives shorter and longer than the positive, positives of another length; at cfg > 1 with a CFG
     negative of yet another length (the host then runs cond and uncond in separate calls). Z-Image: 8 -> 32,
@@ -193,6 +194,42 @@ def test_nextdit_negative_caption_is_its_own_stream(fam, nn_, name):
         assert float((alone_neg[:, :k] - alone_pos[:, :k]).abs().max()) > 1e-2      # the two streams differ
 
 
+def _text_after_first_block(fam, model, name, positive):
+    """HiDream: the text tokens leaving the first double-stream block in the first model call (``[T5, Llama last
+    layer, Llama layer 0]``), read by a forward hook on the host block (removed after the run)."""
+    seen = []
+    block = model.get_model_object("diffusion_model").double_stream_blocks[0].block
+    handle = block.register_forward_hook(lambda mod, args, out: seen.append(out[1].detach().clone()) if not seen
+                                         else None)
+    try:
+        _sample(fam, model, name, positive=positive, steps=1)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("p_len,n_len", [(8, 3), (5, 12)])
+def test_hidream_negative_text_is_its_own_stream(fam, nn_, p_len, n_len):
+    """HiDream: after the first double-stream block, the NAG negative's tokens (its T5 text, last-layer and
+    layer-0 Llama states, each appended to the positive's) are those of a plain run with the negative as the
+    prompt (same pooled output: the blocks' modulation is the positive's), and the positive's those of the plain
+    run: each text attends only itself and the image."""
+    name = "hidream"
+    m = fam.model(name)
+    pos = fam.conditioning(name, seed=1, tokens=p_len)
+    raw = fam.conditioning(name, seed=5, tokens=n_len)
+    neg = [[raw[0][0], dict(raw[0][1], pooled_output=pos[0][1]["pooled_output"])]]
+    guided = _text_after_first_block(fam, nag(nn_, m, neg), name, pos)
+    alone_pos = _text_after_first_block(fam, m, name, pos)
+    alone_neg = _text_after_first_block(fam, m, name, neg)
+    p, n = p_len, n_len          # T5 tokens = Llama tokens in the tiny conditioning
+    assert guided.shape[1] == 3 * (p + n)
+    positive = torch.cat([guided[:, :p], guided[:, p + n:2 * p + n], guided[:, 2 * p + 2 * n:3 * p + 2 * n]], 1)
+    negative = torch.cat([guided[:, p:p + n], guided[:, 2 * p + n:2 * p + 2 * n], guided[:, 3 * p + 2 * n:]], 1)
+    torch.testing.assert_close(positive, alone_pos, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(negative, alone_neg, rtol=1e-4, atol=1e-4)
+
+
 class Boom(RuntimeError):
     pass
 
@@ -204,7 +241,7 @@ def _state(model):
             sorted(model.wrappers))
 
 
-@pytest.mark.parametrize("name", ["wan21_vace", "flux2", "qwen_image", "hunyuan_video", "z_image"])
+@pytest.mark.parametrize("name", ["wan21_vace", "flux2", "qwen_image", "hunyuan_video", "z_image", "hidream"])
 def test_error_mid_run_leaves_nothing(fam, nn_, name):
     import comfy.patcher_extension as pe
     m = fam.model(name)
@@ -232,14 +269,35 @@ def test_error_mid_run_leaves_nothing(fam, nn_, name):
     assert not any(type(mod).__name__.startswith("NAG") for mod in dm.modules())
 
 
-@pytest.mark.parametrize("name", list(REFUSED))
-def test_unserved_family_is_refused_by_name(fam, nn_, name):
+def test_unserved_family_is_refused_by_name(fam, nn_):
+    """A diffusion model NAG has no hook for (here a stand-in object patch on the tiny HiDream) is refused with
+    the family's name; a HiDream NAG negative without its Llama states is refused too."""
+    m = fam.model("hidream")
+    other = m.clone()
+    other.add_object_patch("diffusion_model", torch.nn.Identity())
+    with pytest.raises(ValueError, match=r"Atelier NAG: input 'model' is HiDream \(Identity\).*cannot guide"):
+        nag(nn_, other, fam.conditioning("hidream", seed=5))
+    cond = fam.conditioning("hidream", seed=5)
+    bare = [[cond[0][0], {k: v for k, v in cond[0][1].items() if k != "conditioning_llama3"}]]
+    with pytest.raises(ValueError, match=r"Atelier NAG: input 'nag_negative' has no Llama states"):
+        nag(nn_, m, bare)
+
+
+def test_hidream_llama_states_of_another_encoder_are_refused(fam, nn_):
+    """A HiDream NAG negative whose Llama states have another layer count or width than the prompt's: one clear
+    error at the first model call, and the model is left as it was."""
+    name = "hidream"
     m = fam.model(name)
-    with pytest.raises(ValueError, match=rf"Atelier NAG: input 'model' is {REFUSED[name]} .*cannot guide"):
-        nag(nn_, m, fam.conditioning(name, seed=5))
+    plain = _sample(fam, m, name)
+    cond = fam.conditioning(name, seed=5, tokens=5)
+    llama = cond[0][1]["conditioning_llama3"]
+    for bad in (llama[:, :-1], torch.cat([llama, llama], dim=-1)):
+        with pytest.raises(ValueError, match=r"Llama states .* do not match the prompt's"):
+            _sample(fam, nag(nn_, m, [[cond[0][0], dict(cond[0][1], conditioning_llama3=bad)]]), name)
+    assert torch.equal(_sample(fam, m, name), plain)
 
 
-@pytest.mark.parametrize("name", ["sd15", "flux", "hunyuan_video"])
+@pytest.mark.parametrize("name", ["sd15", "flux", "hunyuan_video", "hidream"])
 def test_negative_of_another_width_is_refused(fam, nn_, name):
     m = fam.model(name)
     width = fam.FAMILIES[name].text_dim
@@ -250,7 +308,7 @@ def test_negative_of_another_width_is_refused(fam, nn_, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["flux", "wan21_t2v", "z_image"])
+@pytest.mark.parametrize("name", ["flux", "wan21_t2v", "z_image", "hidream"])
 def test_with_torch_compile_both_orders(fam, nn_, name):
     """The host's torch.compile wrapper (what TorchCompileModel sets; backend aot_eager: dynamo's tracing
     and graph breaks without code generation, ~40 s per family on the CPU) before or after NAG."""

@@ -1,6 +1,6 @@
 """Atelier NAG composed with Atelier MagCache on the tiny model of every non-Wan family both serve (joint
-attention: Flux, Kontext, Flux2, Chroma, Qwen-Image, HunyuanVideo 1.0/1.5, Z-Image (v0.8.0; the same NextDiT hook as
-Lumina2); cross-attention: LTXV; Wan: in
+attention: Flux, Kontext, Flux2, Chroma, Qwen-Image, HunyuanVideo 1.0/1.5, HiDream, Z-Image (v0.8.0; the same
+NextDiT hook as Lumina2); cross-attention: LTXV; Wan: in
 test_nag_families_host.py) (tests/_families.py), in both orders of applying the two nodes, through the host's KSampler on the tree under test.
 
 What composition must give, checked against references the test computes without the composition:
@@ -23,8 +23,8 @@ import _families as _F
 # with a custom curve
 FAMILIES = {"flux": "flux", "flux_kontext": "flux", "chroma": "chroma", "qwen_image": "qwen_image",
             "hunyuan_video": "hunyuan_video", "hunyuan_video15": "hunyuan_video1.5", "flux2": None, "ltxv": None,
-            "z_image": None}
-TWO_BRANCH = ("qwen_image", "chroma", "hunyuan_video15", "flux2", "ltxv", "z_image")
+            "z_image": None, "hidream": None}
+TWO_BRANCH = ("qwen_image", "chroma", "hunyuan_video15", "flux2", "ltxv", "z_image", "hidream")
 STEPS = 8
 CURVE = "[" + ", ".join(["1.0, 1.0"] + ["0.99, 0.99"] * (STEPS - 1)) + "]"
 TOL = 1e-4    # relative: the joint LSE merge against the host's one attention
@@ -125,7 +125,7 @@ class Boom(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video", "z_image"])
+@pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video", "z_image", "hidream"])
 def test_error_mid_run_leaves_nothing(fam, pack, name):
     import comfy.patcher_extension as pe
     m = fam.model(name)
@@ -155,7 +155,8 @@ def test_error_mid_run_leaves_nothing(fam, pack, name):
 
 
 # the host modules whose output enters the block stack and whose input leaves it (image tokens, all rows)
-STACK_ENDS = {"flux": ("img_in", "final_layer"), "qwen_image": ("img_in", "norm_out")}
+STACK_ENDS = {"flux": ("img_in", "final_layer"), "qwen_image": ("img_in", "norm_out"),
+              "hidream": ("x_embedder", "final_layer")}
 
 
 def _stack_ends(fam, name, m, model):
