@@ -193,13 +193,25 @@ def test_magcache_calibrate(server, defs):
     assert len(_reports(events)) == 1   # the MagCache sampler that uses the new curve
 
 
-@pytest.mark.parametrize("name", ["nag_cfg1_fewstep", "nag_magcache"])
+@pytest.mark.parametrize("name", ["nag_cfg1_fewstep", "nag_magcache", "nag_wan22", "magcache_wan22_a14b"])
 def test_nag_workflows(server, defs, name):
-    events, hist = _run_ok(server, tiny_prompt(_wf(name), defs))
+    """The Wan workflows with NAG and/or MagCache (Wan2.2 A14B: two experts, each its own KSamplerAdvanced segment,
+    both tiny Wan files here): one clip of every frame; one MagCache report per MagCache node."""
+    prompt = tiny_prompt(_wf(name), defs)
+    events, hist = _run_ok(server, prompt)
     files = _saved_files(server, hist)
     assert len(files) == 1
     _check_webp(files[0], FRAMES)
-    assert len(_reports(events)) == (1 if "magcache" in name else 0)
+    n_mc = sum(v["class_type"] == "AtelierMagCacheWan" for v in prompt.values())
+    reports = _reports(events)
+    assert len(reports) == n_mc
+    if name == "magcache_wan22_a14b":   # each expert reports its own segment of the one 20-step schedule
+        segments = sorted((v["inputs"]["start_at_step"], min(v["inputs"]["end_at_step"], v["inputs"]["steps"]))
+                          for v in prompt.values() if v["class_type"] == "KSamplerAdvanced")
+        assert [r["first_step"] for r in reports] == [first for first, _ in segments]
+        for r, (first, last) in zip(reports, segments):
+            assert r["total_calls"] == 2 * (last - first), r
+            assert all(len(m) == last - first and "." not in m for m in r["branches"].values()), r["branches"]
 
 
 @pytest.mark.parametrize("name", ["nag_flux_cfg1", "nag_qwen_image"])
