@@ -103,6 +103,21 @@ def shape_stats(rgb0: torch.Tensor, rgb1: torch.Tensor) -> dict:
                 centroid_shift_px=float(shift.max()) if bool(torch.isfinite(shift).all()) else None)
 
 
+def pick_negatives(cs, s0):
+    """The NAG negatives of case ``cs`` given the unguided run's colour shares ``s0``: the present colour, an
+    absent one far from it (drawn with the case's own generator), the nearest colour, the case's shape and motion
+    words and the prompt itself."""
+    present = max(s0, key=s0.get)
+    rgb = {c: torch.tensor(v) for c, v in data.COLOURS.items()}
+    dist = {c: float((rgb[c] - rgb[present]).norm()) for c in data.COLOURS}
+    others = [c for c in data.COLOURS if c != present]
+    absent_pool = [c for c in others if s0[c] < ABSENT_SHARE and dist[c] >= FAR] \
+        or [max(others, key=lambda c: (dist[c] if s0[c] < ABSENT_SHARE else -1.0))]
+    absent = absent_pool[int(torch.randint(len(absent_pool), (1,), generator=cs["pick"]))]
+    return dict(present=present, absent=absent, shape=cs["shape_word"], motion=cs["motion_word"],
+                positive=cs["prompt"], near=min(others, key=dist.get))
+
+
 def run_seed(model, seed: int, mode: str, steps: int, settings=None, conditions=CONDITIONS,
              keep_latents: bool = False) -> dict:
     """Unguided run + every condition x setting of one seed; returns the per-seed record."""
@@ -113,16 +128,8 @@ def run_seed(model, seed: int, mode: str, steps: int, settings=None, conditions=
     z0 = sample(model, ctx, steps=steps, cfg=1.0, seed=seed)
     r0 = rgb01(z0)
     s0 = data.colour_shares(r0)
-    present = max(s0, key=s0.get)
-    rgb = {c: torch.tensor(v) for c, v in data.COLOURS.items()}
-    dist = {c: float((rgb[c] - rgb[present]).norm()) for c in data.COLOURS}
-    others = [c for c in data.COLOURS if c != present]
-    absent_pool = [c for c in others if s0[c] < ABSENT_SHARE and dist[c] >= FAR] \
-        or [max(others, key=lambda c: (dist[c] if s0[c] < ABSENT_SHARE else -1.0))]
-    absent = absent_pool[int(torch.randint(len(absent_pool), (1,), generator=cs["pick"]))]
-    near = min(others, key=dist.get)
-    negatives = dict(present=present, absent=absent, shape=cs["shape_word"], motion=cs["motion_word"],
-                     positive=cs["prompt"], near=near)
+    negatives = pick_negatives(cs, s0)
+    present = negatives["present"]
     rec = dict(seed=seed, mode=mode, steps=steps, prompt=cs["prompt"], present=present,
                share0=round(s0[present], 4), negatives=negatives, results={})
     lat = {"none": z0} if keep_latents else None

@@ -41,8 +41,8 @@ for p in (REPO, REPO / "tests", REPO / "bench"):
 
 import torch  # noqa: E402
 
-from bench_nag_effect import (ABSENT_SHARE, CONDITIONS, CONTROLS, FAR, SETTINGS, case, print_heldout,  # noqa: E402
-                              quantiles, rgb01)
+from bench_nag_effect import (CONDITIONS, CONTROLS, SETTINGS, case, pick_negatives,  # noqa: E402
+                              print_heldout, quantiles, rgb01)
 from tinywan import data  # noqa: E402
 from tinywan.sample import flow_sigmas, sample, velocity  # noqa: E402
 
@@ -56,16 +56,8 @@ def run_seed(model, seed: int, mode: str, steps: int) -> dict:
     xs = []
     z0 = sample(model, ctx, steps=steps, cfg=1.0, seed=seed, callback=lambda i, x, den: xs.append((i, x, den)))
     s0 = data.colour_shares(rgb01(z0))
-    present = max(s0, key=s0.get)
-    rgb = {c: torch.tensor(v) for c, v in data.COLOURS.items()}
-    dist = {c: float((rgb[c] - rgb[present]).norm()) for c in data.COLOURS}
-    others = [c for c in data.COLOURS if c != present]
-    absent_pool = [c for c in others if s0[c] < ABSENT_SHARE and dist[c] >= FAR] \
-        or [max(others, key=lambda c: (dist[c] if s0[c] < ABSENT_SHARE else -1.0))]
-    absent = absent_pool[int(torch.randint(len(absent_pool), (1,), generator=cs["pick"]))]
-    near = min(others, key=dist.get)
-    negatives = dict(present=present, absent=absent, shape=cs["shape_word"], motion=cs["motion_word"],
-                     positive=cs["prompt"], near=near)
+    negatives = pick_negatives(cs, s0)
+    present = negatives["present"]
     sig = flow_sigmas(steps, 8.0)
     late = [(i, x, den) for i, x, den in xs if i >= steps // 2]
 
