@@ -203,6 +203,25 @@ def test_dloral_clips_on_two_ray_nodes_equal_in_process(clips, cluster, tmp_path
     assert "job 3/4 done, 1 failed" in r.stderr and "frames/s" in r.stderr
 
 
+def _kill_worker_when_both_busy(p, cluster, unit):
+    """Read job ``p``'s progress lines until both workers each hold a ``unit``, kill the cluster's worker node
+    then, and let the job end: ``(progress lines read, rest of stdout, rest of stderr)``."""
+    lines = []
+    try:
+        for line in p.stderr:
+            lines.append(line)
+            if "2 workers, 2 busy" in line:
+                cluster.kill_worker()
+                break
+        else:
+            pytest.fail(f"the job ended before both workers held a {unit}:\n" + "".join(lines))
+        rest_out, rest_err = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return lines, rest_out, rest_err
+
+
 def test_worker_node_killed_mid_job_loses_nothing(scans, reference, cluster, tmp_path):
     """Two nodes, one worker each; the worker node (raylet and actor) is SIGKILLed while its first scan runs:
     its scan is run again on the head's worker, every record is complete and byte-identical to the in-process
@@ -212,19 +231,7 @@ def test_worker_node_killed_mid_job_loses_nothing(scans, reference, cluster, tmp
     p = subprocess.Popen([sys.executable, "-m", "restoration", str(scans), "--out", str(out), "--dpi", "600",
                           "--ray", cluster.address], cwd=REPO, env=e, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    lines = []
-    try:
-        for line in p.stderr:   # the progress line: both workers are up and each holds a scan
-            lines.append(line)
-            if "2 workers, 2 busy" in line:
-                cluster.kill_worker()
-                break
-        else:
-            pytest.fail("the job ended before both workers held a scan:\n" + "".join(lines))
-        rest_out, rest_err = p.communicate(timeout=180)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    lines, rest_out, rest_err = _kill_worker_when_both_busy(p, cluster, "scan")
     assert p.returncode == 1 and rest_out.startswith("{"), "".join(lines) + rest_err + rest_out
     s = json.loads(rest_out)
     assert s["lost_workers"] >= 1 and s["retried"] >= 1 and s["done"] == 5 and s["failed"] == 1, rest_out
@@ -374,19 +381,7 @@ def test_dloral_chunks_over_two_ray_nodes_a_worker_killed(clips, cluster, tmp_pa
     p = subprocess.Popen([sys.executable, str(TESTS / "_dloral_tiny_cli.py"),
                           *_dloral_args(root, out, "--chunk", "2", "--prompt", "slow:0.5", "--ray", cluster.address)],
                          cwd=REPO, env=env([TESTS]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
-    try:
-        for line in p.stderr:
-            lines.append(line)
-            if "2 workers, 2 busy" in line:
-                cluster.kill_worker()
-                break
-        else:
-            pytest.fail("the job ended before both workers held a chunk:\n" + "".join(lines))
-        rest_out, rest_err = p.communicate(timeout=180)
-    finally:
-        if p.poll() is None:
-            p.kill()
+    lines, rest_out, rest_err = _kill_worker_when_both_busy(p, cluster, "chunk")
     assert p.returncode == 1 and rest_out.startswith("{"), "".join(lines) + rest_err + rest_out
     s = json.loads(rest_out)
     assert s["lost_workers"] >= 1 and s["retried"] >= 1 and (s["done"], s["failed"]) == (3, 1), rest_out
