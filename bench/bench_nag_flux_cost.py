@@ -28,8 +28,12 @@ T5 encoding: 256 tokens for a short negative (the host's padding), 512 for a lon
    of ``--repeats``, process CPU time, 1 thread. The CPU's element-wise/matmul speed ratio is not a GPU's, so
    this checks the count's FLOP part and shows the size of the element-wise part, it does not predict the GPU.
 
-Usage: ``python bench/bench_nag_flux_cost.py [--repeats 15]`` (core venv; no host). Writes
-``bench/results/nag_flux_cost.json``.
+3. **On a GPU** (``--device cuda``): a Flux-dev single block at the real dims in bf16, plain, with NAG through
+   the unfused element-wise kernels and through the fused compiled kernel (``nag.fused``, the default on CUDA),
+   CUDA-synchronised wall time, interleaved medians (about a minute on one H100, most of it the first compile).
+
+Usage: ``python bench/bench_nag_flux_cost.py [--repeats 15] [--device cuda]`` (core venv; no host). Writes
+``bench/results/nag_flux_cost.json`` (``nag_flux_cost_cuda.json`` on a GPU).
 """
 import argparse
 import json
@@ -74,8 +78,9 @@ def byte_count(d, image, text, negative, elem=2, work=4):
 
     ``elem``: bytes of the model's dtype (bf16: 2); ``work``: the merge's and combine rule's float32. A pass
     reading ``r`` and writing ``w`` tensors of ``n`` elements moves ``(r + w) n`` elements. Returns
-    ``{"current": {what: bytes}, "before_cut": {...}}``: the pass chain of ``nag.guided_from_parts`` and the
-    one it replaced (``joint_pair``'s two merges back to the model's dtype, ``merge_heads`` copies,
+    ``{"current": {what: bytes}, "before_cut": {...}, "fused": {...}}``: the pass chain of
+    ``nag.guided_from_parts`` (the eager path, the CPU's), the fused kernel of ``nag.fused.guided`` (CUDA) and the
+    one they replaced (``joint_pair``'s two merges back to the model's dtype, ``merge_heads`` copies,
     ``nag_combine`` casting up again, a zeroed output, both text spans' keys/values copied)."""
     n = image * d                       # the image queries' outputs (B=1, H*D = d)
     up, lerp2, down, copy = elem + work, 3 * work, work + elem, 2 * elem
@@ -98,12 +103,18 @@ def byte_count(d, image, text, negative, elem=2, work=4):
         "text_kv_copy_positive": kv_pos,
         "text_kv_copy_negative": kv_neg,
     }
-    return {"current": current, "before_cut": before}
+    fused = {   # nag.fused.guided on CUDA: one reduction and one element-wise pass, each reading the three float32
+        "fused_kernel": n * (2 * 3 * work + elem),              # parts (at most: a persistent reduction reads once)
+        "write_back": n * copy,
+        "text_kv_copy_positive": kv_pos,
+    }
+    return {"current": current, "before_cut": before, "fused": fused}
 
 
-def _cpu_block(d, heads, image, text, negative, repeats, seed=0, dtype=torch.float32):
-    """CPU seconds of one Flux-like single block, plain and with NAG (median over interleaved rounds), in
-    ``dtype`` (bfloat16: the casts the cut removed are real passes)."""
+def _block_fns(d, heads, image, text, negative, seed=0, dtype=torch.float32, device="cpu"):
+    """Callables of one Flux-like single block (the host's layout: ``linear1`` to q/k/v + MLP, the joint
+    attention, ``linear2``), plain and with the negative's tokens and ``nag.nag_joint_attention``, and of the
+    attention alone; the FLOP ratio of the NAG block."""
     sys.path.insert(0, str(REPO))
     from nag import NAGConfig
     from nag.joint import fused_attention_with_lse, joint_nag
@@ -115,7 +126,7 @@ def _cpu_block(d, heads, image, text, negative, repeats, seed=0, dtype=torch.flo
     x_plain = torch.randn(1, text + image, d, generator=g)
     neg = torch.randn(1, negative, d, generator=g)
     x_nag = torch.cat([x_plain[:, :text], neg, x_plain[:, text:]], dim=1)
-    lin1, lin2, x_plain, x_nag = (t.to(dtype) for t in (lin1, lin2, x_plain, x_nag))
+    lin1, lin2, x_plain, x_nag = (t.to(device=device, dtype=dtype) for t in (lin1, lin2, x_plain, x_nag))
     config = NAGConfig(scale=5.0, tau=2.5, alpha=0.25)
     spans = JointSpans(True, text + negative, negative)
 
@@ -150,16 +161,25 @@ def _cpu_block(d, heads, image, text, negative, repeats, seed=0, dtype=torch.flo
             out[:, :, qt] = attend(q[:, :, qt], ks, vs, None)
         return out
 
-    times = {"block_plain": [], "block_nag": [], "attention_plain": [], "attention_nag": [],
-             "attention_nag_before_cut": []}
+    fns = {"block_plain": lambda: block(x_plain, False), "block_nag": lambda: block(x_nag, True),
+           "attention_plain": lambda: attention_only(x_plain, False),
+           "attention_nag": lambda: attention_only(x_nag, True),
+           "attention_nag_before_cut": lambda: attention_before_cut(x_nag)}
+    flop_ratio = 1 + (24 * d * d * negative + 4 * d * image * negative + 4 * d * negative * (negative + image)) \
+        / (24 * d * d * (text + image) + 4 * d * (text + image) ** 2)
+    return fns, flop_ratio
+
+
+def _cpu_block(d, heads, image, text, negative, repeats, seed=0, dtype=torch.float32):
+    """CPU seconds of one Flux-like single block, plain and with NAG (median over interleaved rounds), in
+    ``dtype`` (bfloat16: the casts the cut removed are real passes)."""
+    fns, flop_ratio = _block_fns(d, heads, image, text, negative, seed, dtype)
+    times = {k: [] for k in fns}
     with torch.no_grad():
         for _ in range(2):
-            block(x_plain, False), block(x_nag, True)
+            fns["block_plain"](), fns["block_nag"]()
         for _ in range(repeats):
-            for key, fn in (("block_plain", lambda: block(x_plain, False)), ("block_nag", lambda: block(x_nag, True)),
-                            ("attention_plain", lambda: attention_only(x_plain, False)),
-                            ("attention_nag", lambda: attention_only(x_nag, True)),
-                            ("attention_nag_before_cut", lambda: attention_before_cut(x_nag))):
+            for key, fn in fns.items():
                 t0 = time.process_time()
                 fn()
                 times[key].append(time.process_time() - t0)
@@ -167,9 +187,55 @@ def _cpu_block(d, heads, image, text, negative, repeats, seed=0, dtype=torch.flo
     return {"seconds": med, "block_ratio": med["block_nag"] / med["block_plain"],
             "attention_ratio": med["attention_nag"] / med["attention_plain"],
             "attention_ratio_before_cut": med["attention_nag_before_cut"] / med["attention_plain"],
-            "flop_ratio_of_this_block": 1 + (24 * d * d * negative + 4 * d * image * negative
-                                             + 4 * d * negative * (negative + image))
-            / (24 * d * d * (text + image) + 4 * d * (text + image) ** 2)}
+            "flop_ratio_of_this_block": flop_ratio}
+
+
+def device_block(d, heads, image, text, negative, repeats, device="cuda", dtype=torch.bfloat16, seed=0):
+    """Wall seconds (CUDA-synchronised) of one Flux-like single block at the given dims on ``device``: plain,
+    NAG with the unfused element-wise kernels (``nag.fused.policy("off")``) and NAG with the fused compiled
+    kernel (``policy("on")``: the node's default on CUDA), interleaved, medians of ``repeats``; the fused
+    kernel is compiled (and checked against the unfused output) before timing. On the CPU at tiny dims this is
+    the check that keeps the GPU path from rotting (tests/core/test_bench_nag_flux_cost.py)."""
+    sys.path.insert(0, str(REPO))
+    from nag import fused
+    fns, flop_ratio = _block_fns(d, heads, image, text, negative, seed, dtype, device)
+
+    def sync():
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+
+    variants = {"block_plain": ("auto", fns["block_plain"]), "block_nag_unfused": ("off", fns["block_nag"]),
+                "block_nag_fused": ("on", fns["block_nag"]), "attention_plain": ("auto", fns["attention_plain"]),
+                "attention_nag_unfused": ("off", fns["attention_nag"]), "attention_nag_fused": ("on", fns["attention_nag"])}
+    times = {k: [] for k in variants}
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        with fused.policy("on"):
+            a = fns["block_nag"]().float()
+        compile_s = time.perf_counter() - t0
+        with fused.policy("off"):
+            b = fns["block_nag"]().float()
+        max_diff = float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+        for _ in range(2):
+            for mode, fn in variants.values():
+                with fused.policy(mode):
+                    fn()
+        for _ in range(repeats):
+            for key, (mode, fn) in variants.items():
+                with fused.policy(mode):
+                    sync()
+                    t0 = time.perf_counter()
+                    fn()
+                    sync()
+                    times[key].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "seconds": med,
+            "block_ratio_unfused": med["block_nag_unfused"] / med["block_plain"],
+            "block_ratio_fused": med["block_nag_fused"] / med["block_plain"],
+            "attention_ratio_unfused": med["attention_nag_unfused"] / med["attention_plain"],
+            "attention_ratio_fused": med["attention_nag_fused"] / med["attention_plain"],
+            "flop_ratio_of_this_block": flop_ratio, "first_fused_call_s": compile_s,
+            "fused_vs_unfused_max_rel_diff": max_diff}
 
 
 def main():
@@ -177,8 +243,13 @@ def main():
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--tflops", type=float, default=600.0, help="dense bf16 matmul rate for the time estimate")
     ap.add_argument("--tbps", type=float, default=3.0, help="memory bandwidth (TB/s) for the element-wise passes")
-    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "nag_flux_cost.json"))
+    ap.add_argument("--device", default="cpu", help="cuda: time a real-dims Flux single block (bf16) plain, NAG "
+                    "unfused and NAG fused, instead of the CPU check at 1/8 scale")
+    ap.add_argument("--out", default=None, help="default bench/results/nag_flux_cost.json (nag_flux_cost_cuda.json "
+                    "with --device cuda)")
     a = ap.parse_args()
+    a.out = a.out or str(REPO / "bench" / "results" / ("nag_flux_cost.json" if a.device == "cpu"
+                                                      else "nag_flux_cost_cuda.json"))
     torch.set_num_threads(1)
     out = {"dims": FLUX_DEV, "rates": {"tflops": a.tflops, "tbps": a.tbps}, "negatives": {}}
     f = FLUX_DEV
@@ -189,7 +260,7 @@ def main():
         step_s = flops["unguided"]["total"] / (a.tflops * 1e12)
         flop_s = sum(flops["nag"].values()) / (a.tflops * 1e12)
         est = {}
-        for which in ("current", "before_cut"):
+        for which in ("current", "before_cut", "fused"):
             byte_s = sum(by[which].values()) * blocks / (a.tbps * 1e12)
             est[which] = {"elementwise_bytes_per_step": sum(by[which].values()) * blocks,
                           "elementwise_s": byte_s, "ratio": 1 + (flop_s + byte_s) / step_s}
@@ -198,9 +269,23 @@ def main():
                                 "shares_of_nag_flops": {k: v / sum(flops["nag"].values())
                                                         for k, v in flops["nag"].items()}}
         print(f"negative {ln}: matmul-FLOP ratio {flops['ratio']:.4f}x; with the element-wise passes at "
-              f"{a.tflops:.0f} TFLOP/s, {a.tbps:.1f} TB/s: {est['current']['ratio']:.4f}x "
-              f"(before the cut {est['before_cut']['ratio']:.4f}x); shares of NAG's FLOPs "
+              f"{a.tflops:.0f} TFLOP/s, {a.tbps:.1f} TB/s: unfused {est['current']['ratio']:.4f}x, fused "
+              f"{est['fused']['ratio']:.4f}x (before the cut {est['before_cut']['ratio']:.4f}x); shares of NAG's FLOPs "
               + ", ".join(f"{k} {v:.0%}" for k, v in out['negatives'][ln]['shares_of_nag_flops'].items()))
+    if a.device != "cpu":
+        f = FLUX_DEV
+        out["device_real_dims"] = {}
+        for ln in (256, 512):
+            r = device_block(f["d"], f["heads"], f["image"], f["text"], ln, a.repeats, device=a.device)
+            out["device_real_dims"][ln] = r
+            print(f"{a.device}, Flux single block, negative {ln}: NAG unfused {r['block_ratio_unfused']:.3f}x, fused "
+                  f"{r['block_ratio_fused']:.3f}x (FLOPs {r['flop_ratio_of_this_block']:.3f}x); attention alone "
+                  f"{r['attention_ratio_unfused']:.3f}x / {r['attention_ratio_fused']:.3f}x; first fused call "
+                  f"{r['first_fused_call_s']:.1f} s; fused vs unfused {r['fused_vs_unfused_max_rel_diff']:.1e}", flush=True)
+        pathlib.Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        pathlib.Path(a.out).write_text(json.dumps(out, indent=1, default=str))
+        print("wrote", a.out)
+        return
     out["cpu_eighth_scale"] = {}
     for ln, dtype in ((32, torch.float32), (64, torch.float32), (32, torch.bfloat16)):
         r = _cpu_block(384, 3, 512, 64, ln, a.repeats, dtype=dtype)

@@ -15,6 +15,8 @@ clips the L1 norm ratio per token and blends. Nothing here imports ComfyUI.
 * :mod:`.joint`: NAG on joint (MM-DiT) attention: :func:`joint_nag` / :func:`joint_pair` attend the
   image keys once and the two texts each once, merged by log-sum-exp (:func:`merge_attention`,
   :func:`attention_with_lse`, :func:`fused_attention_with_lse`).
+* :mod:`.fused`: the merges and the combine rule as one ``torch.compile``d kernel on CUDA
+  (:func:`~nag.fused.guided`, :func:`~nag.fused.combine`; the eager functions elsewhere).
 * :mod:`.joint_call`: :func:`nag_joint_attention`, one joint attention call of a model whose text part
   carries the NAG negative (:class:`JointSpans`, :class:`JointPlan`, :func:`extend_context`,
   :func:`negative_positions`).

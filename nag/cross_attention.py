@@ -5,7 +5,7 @@ from typing import Any, Callable, Protocol, Sequence, Tuple
 
 import torch
 
-from .combine import nag_combine
+from . import fused
 from .config import NAGConfig
 
 __all__ = ["nag_cross_attention", "negative_kv", "guide_rows", "Attend", "share_modules", "CrossAttention"]
@@ -72,7 +72,7 @@ def guide_rows(z: torch.Tensor, q: torch.Tensor, k_neg: torch.Tensor, v_neg: tor
     for sl in guided:
         n = sl.stop - sl.start
         z_neg = attend(q[sl], _rows_for(k_neg, n, "neg_context"), _rows_for(v_neg, n, "neg_context"))
-        z[sl] = nag_combine(z[sl], z_neg, config.scale, config.tau, config.alpha, chunk_tokens=config.chunk_tokens)
+        z[sl] = fused.combine(z[sl], z_neg, config.scale, config.tau, config.alpha, chunk_tokens=config.chunk_tokens)
     return z
 
 

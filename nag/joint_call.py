@@ -28,7 +28,8 @@ import torch
 
 from .config import NAGConfig
 from .run import CallPlan
-from .joint import AttendLSE, attention_with_lse, fused_attention_with_lse, guided_from_parts
+from . import fused
+from .joint import AttendLSE, attention_with_lse, fused_attention_with_lse
 
 __all__ = ["JointSpans", "JointPlan", "nag_joint_attention", "extend_context", "extend_mask", "negative_positions",
            "CaptionStreams", "TextSegments", "Attend4"]
@@ -337,7 +338,7 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
 
     Returns:
         ``(B, H, L, D)`` in ``q.dtype``. Guided rows: the image queries get ``nag_combine(Z+, Z-)`` (norm over
-        all heads) from :func:`~nag.joint.guided_from_parts` (image keys attended once, the two texts each
+        all heads) from :func:`~nag.joint.guided_from_parts` (on CUDA its fused kernel, :func:`nag.fused.guided`; image keys attended once, the two texts each
         once, no copy of the image's q/k/v; Z+ and Z- kept in float32 up to the combine rule); the positive text's queries get the host's attention over
         ``[positive text, image]``, the negative text's queries theirs over ``[negative text, image]``.
         Other rows: the host's attention over ``[positive text, image]``, 0 at the negative's positions.
@@ -378,8 +379,8 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
         q_img = qr[:, :, img]
         p_img, p_pos, p_neg = (lse(q_img, kr[:, :, keys], vr[:, :, keys], _part(m, length, img, keys))
                                for keys in (img, pos, neg))
-        out[sl, :, img] = guided_from_parts(p_img, p_pos, p_neg, config.scale, config.tau, config.alpha,
-                                            out_dtype=q.dtype, chunk_tokens=config.chunk_tokens).transpose(1, 2)
+        out[sl, :, img] = fused.guided(p_img, p_pos, p_neg, config.scale, config.tau, config.alpha,
+                                       out_dtype=q.dtype, chunk_tokens=config.chunk_tokens).transpose(1, 2)
         # the two texts' own queries, each over [its text, image] with the host's attention (the negative
         # stream evolves by itself; the positive text's output is what it is without the negative); the
         # keys are read in place where the two spans touch (no copy of the image keys)

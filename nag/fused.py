@@ -1,0 +1,156 @@
+"""NAG's element-wise work as one compiled kernel on CUDA: the log-sum-exp merges and the combine rule.
+
+On a GPU the cost of NAG beyond its matmuls is memory traffic: :func:`~nag.joint.guided_from_parts` runs the two
+merges and the combine rule (:func:`~nag.combine.combine_heads`) as separate PyTorch kernels, each reading and
+writing float32 tensors of ``tokens x width`` (about 100 bytes per element of the image queries' output on
+Flux). Written as one expression graph (:func:`guided_eager`, :func:`combine_eager`), ``torch.compile`` fuses it
+into a per-token reduction and one element-wise pass that read the partial outputs and write the result once;
+nothing of ``Z+``, ``Z-`` or ``G`` is stored.
+
+The compiled kernels are used on CUDA only (:func:`guided`, :func:`combine`): on the CPU the eager functions of
+:mod:`nag.joint` / :mod:`nag.combine` run, as before. A compile that fails (no Triton on the machine, a torch
+that cannot compile) is reported once as a warning and the eager functions run from then on; results are the
+same up to float rounding (tested against the eager rule). Exact cases are kept: ``scale == 1`` or ``alpha ==
+0`` return ``Z+`` before any kernel; with the negative's parts equal to the positive's, ``Z- == Z+`` inside the
+kernel, so ``G == Z+``, the rescale factor is exactly 1 and the output is the kernel's ``Z+``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from typing import Callable, Dict, Iterator, Optional
+
+import torch
+
+from .combine import check_nag_params, nag_combine
+
+__all__ = ["guided_eager", "combine_eager", "guided", "combine", "compiled", "fused_available", "policy"]
+
+log = logging.getLogger(__name__)
+
+Part = tuple[torch.Tensor, torch.Tensor]
+
+
+def guided_eager(o_img: torch.Tensor, l_img: torch.Tensor, o_pos: torch.Tensor, l_pos: torch.Tensor,
+                 o_neg: torch.Tensor, l_neg: torch.Tensor, scale: float, tau: float, alpha: float,
+                 out_dtype: torch.dtype) -> torch.Tensor:
+    """NAG's guided output of the image queries of a joint attention, as one expression graph.
+
+    Args:
+        o_img, o_pos, o_neg: ``(B, H, Li, D)`` outputs of the image queries over the image keys, the positive
+            text's keys and the negative text's keys (any float dtype).
+        l_img, l_pos, l_neg: ``(B, H, Li)`` their log-sum-exps (``-inf`` where a part has no key).
+        scale, tau, alpha: the NAG rule's (checked by the caller; ``scale > 1`` and ``alpha > 0``).
+        out_dtype: dtype of the result.
+
+    Returns:
+        ``(B, Li, H, D)``: ``Z+ = merge(img, pos)``, ``Z- = merge(img, neg)`` (two-part log-sum-exp merge:
+        ``o_img + (o_part - o_img) * sigmoid(l_part - l_img)``), ``G = lerp(Z-, Z+, scale)``, the rescale
+        ``min(1, tau*||Z+||_1 / ||G||_1)`` over the ``H*D`` channels of a token and ``lerp(Z+, G*f, alpha)``,
+        in float32 (float64 if an input is): what :func:`~nag.joint.guided_from_parts` computes.
+    """
+    work = torch.float64 if any(t.dtype == torch.float64 for t in (o_img, o_pos, o_neg)) else torch.float32
+    oi = o_img.transpose(1, 2).to(work)                                     # (B, Li, H, D) views, cast in-kernel
+    li = l_img.transpose(1, 2).to(work).unsqueeze(-1)                      # (B, Li, H, 1)
+    wp = torch.nan_to_num(torch.sigmoid(l_pos.transpose(1, 2).to(work).unsqueeze(-1) - li), nan=0.0)
+    wn = torch.nan_to_num(torch.sigmoid(l_neg.transpose(1, 2).to(work).unsqueeze(-1) - li), nan=0.0)
+    zp = torch.lerp(oi, o_pos.transpose(1, 2).to(work), wp)
+    zn = torch.lerp(oi, o_neg.transpose(1, 2).to(work), wn)
+    return _rule(zp, zn, scale, tau, alpha, (-2, -1)).to(out_dtype)
+
+
+def combine_eager(z_pos: torch.Tensor, z_neg: torch.Tensor, scale: float, tau: float, alpha: float) -> torch.Tensor:
+    """:func:`~nag.combine.nag_combine`'s rule on ``(..., L, C)`` as one expression graph (same dtype out)."""
+    work = torch.float64 if z_pos.dtype == torch.float64 else torch.float32
+    return _rule(z_pos.to(work), z_neg.to(work), scale, tau, alpha, (-1,)).to(z_pos.dtype)
+
+
+def _rule(zp, zn, scale, tau, alpha, dims):
+    g = torch.lerp(zn, zp, scale)
+    n_pos = zp.abs().sum(dim=dims, keepdim=True)
+    n_g = g.abs().sum(dim=dims, keepdim=True)
+    factor = (n_pos * tau / n_g.clamp_min(torch.finfo(zp.dtype).tiny)).clamp_max(1.0)
+    return torch.lerp(zp, g * factor, alpha)
+
+
+_LOCK = threading.Lock()
+_COMPILED: Dict[str, Callable] = {}
+_FAILED: Dict[str, str] = {}
+_POLICY = ["auto"]
+POLICIES = ("auto", "on", "off")
+
+
+def fused_available(device: torch.device) -> bool:
+    """Whether :func:`guided` / :func:`combine` use the compiled kernels on ``device``: no earlier compile
+    failure in this process, and CUDA under the ``"auto"`` policy, any device under ``"on"``, none under
+    ``"off"`` (:func:`policy`)."""
+    if _FAILED or _POLICY[-1] == "off":
+        return False
+    return _POLICY[-1] == "on" or device.type == "cuda"
+
+
+@contextlib.contextmanager
+def policy(mode: str) -> Iterator[None]:
+    """Within the block, ``"on"`` (the compiled kernels on every device, e.g. the CPU check of the GPU bench),
+    ``"off"`` (the eager functions, the bench's unfused baseline) or ``"auto"`` (CUDA only; the default)."""
+    if mode not in POLICIES:
+        raise ValueError(f"mode={mode!r}: allowed {', '.join(POLICIES)}")
+    with _LOCK:
+        _POLICY.append(mode)
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _POLICY.pop()
+
+
+def compiled(name: str) -> Callable:
+    """The ``torch.compile``d :func:`guided_eager` (``"guided"``) or :func:`combine_eager` (``"combine"``):
+    dynamic shapes (one compile for every token count), the whole function one graph. Compiled lazily, once
+    per process; torch's own cache holds one specialisation per dtype and device."""
+    with _LOCK:
+        fn = _COMPILED.get(name)
+        if fn is None:
+            eager: Callable[..., torch.Tensor] = guided_eager if name == "guided" else combine_eager
+            fn = _COMPILED[name] = torch.compile(eager, dynamic=True, fullgraph=True)
+        return fn
+
+
+def _run(name: str, eager: Callable, args: tuple) -> torch.Tensor:
+    if torch.compiler.is_compiling():   # traced into a compiled model (TorchCompileModel): its graph fuses it
+        return eager(*args)
+    try:
+        return compiled(name)(*args)
+    except Exception as exc:   # noqa: BLE001 - any compile/runtime failure of the kernel: fall back, say so once
+        with _LOCK:
+            first = not _FAILED
+            _FAILED[name] = f"{type(exc).__name__}: {exc}"
+        if first:
+            log.warning("Atelier NAG: the fused kernel could not be compiled on this machine (%s); the "
+                        "unfused kernels run instead (same result, more memory traffic)", _FAILED[name][:300])
+        return eager(*args)
+
+
+def guided(img: Part, pos: Part, neg: Part, scale: float, tau: float, alpha: float, *, out_dtype: torch.dtype,
+           chunk_tokens: Optional[int] = None) -> torch.Tensor:
+    """:func:`~nag.joint.guided_from_parts` (same arguments, same ``(B, Li, H, D)`` result), through the fused
+    kernel on CUDA (:func:`fused_available`) unless ``chunk_tokens`` asks for bounded temporaries (the fused
+    kernel keeps none, so it never needs them; the eager path does)."""
+    from .joint import guided_from_parts
+    check_nag_params(scale, tau, alpha)
+    if scale == 1 or alpha == 0 or chunk_tokens is not None or not fused_available(img[0].device):
+        return guided_from_parts(img, pos, neg, scale, tau, alpha, out_dtype=out_dtype, chunk_tokens=chunk_tokens)
+    args = (img[0], img[1], pos[0], pos[1], neg[0], neg[1], float(scale), float(tau), float(alpha), out_dtype)
+    return _run("guided", guided_eager, args)
+
+
+def combine(z_pos: torch.Tensor, z_neg: torch.Tensor, scale: float, tau: float, alpha: float, *,
+            chunk_tokens: Optional[int] = None) -> torch.Tensor:
+    """:func:`~nag.combine.nag_combine` (same arguments and result), through the fused kernel on CUDA
+    (:func:`fused_available`) unless ``chunk_tokens`` is given."""
+    if (z_pos.shape != z_neg.shape or z_pos.ndim < 2 or chunk_tokens is not None or scale == 1 or alpha == 0
+            or not fused_available(z_pos.device)):
+        return nag_combine(z_pos, z_neg, scale, tau, alpha, chunk_tokens=chunk_tokens)
+    check_nag_params(scale, tau, alpha)
+    return _run("combine", combine_eager, (z_pos, z_neg, float(scale), float(tau), float(alpha)))
