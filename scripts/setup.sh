@@ -45,8 +45,10 @@ if [ ! -f "$rstamp" ]; then
 fi
 echo "[setup] core ready: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"
 [ "$what" = hosts ] || exit 0
-# --- system tools of the tests: headless chromium (browser test), poppler (PDF check), node (web JS check) ---
+# --- system tools of the tests: headless chromium (browser test), poppler (PDF check), node (web JS check),
+# a C++ compiler (torch.compile's CPU code: the NAG fused-kernel tests) ---
 need=()
+command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v pdftoppm >/dev/null 2>&1 || need+=(poppler-utils)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
