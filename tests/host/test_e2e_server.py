@@ -123,6 +123,18 @@ def test_schedule_route(server):
     assert status == 400 and b"error" in body
 
 
+def test_schedule_route_reads_the_family_from_the_loader_file(server):
+    """The step strip's plan before a first run on a family other than Wan: 'auto' with the loader's file (what the
+    frontend sends then) gives that family's plan, the host's detection of the file's header naming the family;
+    the same plan as with the family the node reports after a run."""
+    from _e2e import TINY_FAMILIES
+    q = "/api/atelier/magcache/schedule?preset=auto&steps=8&thresh=0.24&k=6&retention=0.2"
+    for preset, unet, _ in TINY_FAMILIES.values():   # these tiny families are named as their MagCache presets
+        s = server.get_json(f"{q}&unet_name={unet}")
+        assert s["preset"] == preset and s["detected"] and s["steps"] == 8, (unet, s)
+        assert s == server.get_json(f"{q}&family={preset}"), unet
+
+
 # -- each workflow runs to completion -------------------------------------------------------------------
 def test_magcache_t2v(server, defs):
     events, hist = _run_ok(server, tiny_prompt(_wf("magcache_wan21_t2v"), defs))
