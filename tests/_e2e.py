@@ -134,16 +134,17 @@ TINY_FAMILIES = {"flux": ("flux", TINY_FLUX, TINY_FLUX_VAE), "qwen_image": ("qwe
                  "hunyuan_video": ("hunyuan_video", TINY_HV, TINY_HV_VAE)}
 
 
-def write_tiny_families(base):
+def write_tiny_families(base, only=None, vaes=True):
     """The tiny FLUX, Qwen-Image and HunyuanVideo of tests/_families.py as diffusion-model files, the stub pack's
     detection specs for them (``custom_nodes/atelier_e2e_stubs/tiny_models.json``: written before the server
     starts), a random FLUX VAE and a random HunyuanVideo VAE (Qwen-Image uses the Wan VAE of
-    ``write_tiny_models``). Needs the host importable."""
+    ``write_tiny_models``). ``only``: those text-loader types of :data:`TINY_FAMILIES`; ``vaes=False``: no VAE
+    (a plan needs the diffusion model's header only). Needs the host importable."""
     import torch
     from safetensors.torch import save_file
     import _families as F
     specs = []
-    for family, unet, _ in TINY_FAMILIES.values():
+    for family, unet, _ in (TINY_FAMILIES[t] for t in (only or TINY_FAMILIES)):
         sd = F.random_state_dict(family, seed=0)
         save_file(sd, str(base / "models" / "diffusion_models" / unet))
         cfg, keys = F.tree_config(family), F.hardcoded(family)
@@ -152,7 +153,7 @@ def write_tiny_families(base):
                       "shape": list(sd[marker].shape), "unet_config": {k: cfg[k] for k in keys if k in cfg},
                       "drop": [k for k in keys if k not in cfg]})
     (base / "custom_nodes" / "atelier_e2e_stubs" / "tiny_models.json").write_text(json.dumps(specs))
-    for name, seed, kw in ((TINY_FLUX_VAE, 4, {"quant": False}), (TINY_HV_VAE, 5, {"conv3d": True})):
+    for name, seed, kw in ((TINY_FLUX_VAE, 4, {"quant": False}), (TINY_HV_VAE, 5, {"conv3d": True})) if vaes else ():
         vae = {k: v.to(torch.float16) for k, v in tiny_sd_vae_sd(seed, z_channels=16, **kw).items()}
         save_file(vae, str(base / "models" / "vae" / name))
 
