@@ -392,12 +392,16 @@ LOADER_FOLDERS: Dict[str, str] = {"unet_name": "diffusion_models", "ckpt_name": 
 
 
 def query_model_from_file(query: Mapping[str, str],
-                          find_file: Callable[[str, str], Optional[str]]) -> Dict[str, str]:
+                          find_file: Callable[[str, str], Optional[str]],
+                          detect: Optional[Callable[[Dict[str, Tuple[int, ...]]], Optional[Mapping[str, Any]]]] = None,
+                          ) -> Dict[str, str]:
     """The web route's query, whose model may be named by the loader's file (``unet_name`` / ``ckpt_name``,
     folders :data:`LOADER_FOLDERS`), as :func:`plan_query` takes it: the file parameters removed and, for
-    ``auto`` without ``dim``, the model config read from that file's .safetensors header
-    (:func:`wan_model_from_shapes`). ``find_file(folder, name)`` gives the file's path (None when it is not
-    there). ValueError names the parameter."""
+    ``auto`` without ``dim``, the model read from that file's .safetensors header: a Wan model's config
+    (:func:`wan_model_from_shapes`), else, when ``detect`` is given, the ``family`` of the model description
+    ``detect(shapes)`` returns (the host's ``unet_config`` from the header's shapes, or None;
+    :func:`~magcache.families.detect_family`). ``find_file(folder, name)`` gives the file's path (None when
+    it is not there). ValueError names the parameter."""
     q = dict(query)
     files = {k: q.pop(k) for k in list(q) if k in LOADER_FOLDERS}
     if files and q.get("preset", AUTO) == AUTO and "dim" not in q and q.get("family", "wan") == "wan":
@@ -410,5 +414,14 @@ def query_model_from_file(query: Mapping[str, str],
             shapes = safetensors_shapes(path, param)
         except OSError as exc:
             raise SettingError(param, param, f"{param}: cannot read {name!r} ({exc.strerror})") from None
-        q.update({k: str(v) for k, v in wan_model_from_shapes(shapes, param).items()})
+        try:
+            q.update({k: str(v) for k, v in wan_model_from_shapes(shapes, param).items()})
+        except SettingError:
+            model = detect(shapes) if detect is not None else None
+            if not model or model.get("image_model") in (None, "wan2.1"):
+                raise
+            try:
+                q["family"] = detect_family(model).name
+            except ValueError as exc:
+                raise SettingError(param, param, f"{param}: {name!r}: {exc}") from None
     return q

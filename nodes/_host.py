@@ -53,6 +53,23 @@ def throw_if_interrupted():
     comfy.model_management.throw_exception_if_processing_interrupted()
 
 
+def detect_unet_config(shapes):
+    """The host's own detection (``comfy.model_detection.detect_unet_config``) of a checkpoint from its tensor
+    shapes only (``{key: shape}``, e.g. a .safetensors header; meta tensors, nothing read): its ``unet_config``
+    (``image_model`` for the DiT families), or None where the host recognises nothing."""
+    try:
+        import torch
+        import comfy.model_detection as md
+        sd = {k: torch.empty(tuple(s), device="meta") for k, s in shapes.items()}
+        prefix = md.unet_prefix_from_state_dict(sd)   # a checkpoint's; a diffusion-model file has none
+        if not any(k.startswith(prefix) for k in sd):
+            prefix = ""
+        return md.detect_unet_config(sd, prefix)
+    except Exception as exc:  # a file the host's detection does not expect (it reads keys it assumes)
+        log.debug("atelier: host detection failed on the file's shapes: %s", exc)
+        return None
+
+
 def add_routes(register):
     """Call ``register(routes)`` with the PromptServer's aiohttp route table, if a server runs."""
     try:

@@ -185,9 +185,10 @@ class AtelierMagCacheCompare(io.ComfyNode):
 
 def route_plan(query):
     """The route's work, off the event loop: the model config of the loader's file when the query
-    names one (``magcache.resolve.query_model_from_file``, the host's folders), then the plan."""
+    names one (``magcache.resolve.query_model_from_file``, the host's folders; a file of another family than
+    Wan: its family by the host's own detection of the header's shapes), then the plan."""
     import folder_paths
-    return plan_query(query_model_from_file(query, folder_paths.get_full_path))
+    return plan_query(query_model_from_file(query, folder_paths.get_full_path, _host.detect_unet_config))
 
 
 def _schedule_route(routes):

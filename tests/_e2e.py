@@ -11,11 +11,13 @@ swap, in the API prompt converted from each workflow (``tiny_prompt``):
 * ``CLIPLoader`` + ``CLIPTextEncode`` -> the test-only ``AtelierE2ETextEncode`` (a hash of the
   text, 4096 wide), since the host's UMT5-XXL has a fixed full-size config;
 * ``EmptyHunyuanLatentVideo`` -> 64x64, 5 frames; samplers -> at most ``STEPS`` steps;
-* FLUX and Qwen-Image (a text loader of type ``flux`` / ``qwen_image``): ``UNETLoader`` -> the tiny model of
-  ``tests/_families.py`` (the host detects the family, the stub pack gives it its tiny heads and widths, see
-  ``_comfyserver``), ``VAELoader`` -> ``tiny_flux_ae.safetensors`` (the FLUX VAE layout at its fixed real width,
-  random, fp16) / the tiny Wan VAE (Qwen-Image's VAE is Wan2.1's), text -> the stub at the tiny model's widths
-  (with a pooled output for FLUX), ``EmptySD3LatentImage`` -> 64x64;
+* FLUX, Qwen-Image and HunyuanVideo (a text loader of type ``flux`` / ``qwen_image`` / ``hunyuan_video``):
+  ``UNETLoader`` -> the tiny model of ``tests/_families.py`` (the host detects the family, the stub pack gives it
+  its tiny heads and widths, see ``_comfyserver``), ``VAELoader`` -> ``tiny_flux_ae.safetensors`` (the FLUX VAE
+  layout at its fixed real width, random, fp16) / the tiny Wan VAE (Qwen-Image's VAE is Wan2.1's) /
+  ``tiny_hunyuan_video_vae.safetensors`` (the HunyuanVideo VAE layout, causal 3-D convolutions, at the width the
+  host fixes, random, fp16), text -> the stub at the tiny model's widths (with a pooled output for FLUX and
+  HunyuanVideo: CLIP-L's, in place of the clip_l + llava_llama3 pair), ``EmptySD3LatentImage`` -> 64x64;
 * DLoRAL: ``CheckpointLoaderSimple`` (SD2.1-base) -> ``UNETLoader`` with a small SD2-architecture
   UNet + ``VAELoader`` with a random SD VAE; the text encoder stub at width 1024; synthetic DLoRAL
   weights in the official layout; ``LoadVideo`` -> a 3-frame 16x16 clip; process_size 64;
@@ -102,45 +104,58 @@ def tiny_sd2_unet_sd(seed=0):
     return _filled(unet.state_dict(), seed)
 
 
-def tiny_sd_vae_sd(seed=1, z_channels=4, quant=True):
+def tiny_sd_vae_sd(seed=1, z_channels=4, quant=True, conv3d=False):
     """State dict of the SD VAE (real architecture) with random weights; ``z_channels=16, quant=False``: the
-    FLUX VAE (ae.safetensors) layout. Needs the host importable."""
+    FLUX VAE (ae.safetensors) layout; ``z_channels=16, conv3d=True``: the HunyuanVideo VAE layout (the same
+    blocks with causal 3-D convolutions, 4x time compression; the host fixes its widths too: 246 M params).
+    Needs the host importable."""
     import torch
     from comfy.ldm.modules.diffusionmodules.model import Encoder, Decoder
     dd = {"double_z": True, "z_channels": z_channels, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
           "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
-    sd = {("encoder." + k): v for k, v in Encoder(**dd).state_dict().items()}
-    sd.update({("decoder." + k): v for k, v in Decoder(**dd).state_dict().items()})
+    if conv3d:
+        dd.update(conv3d=True, time_compress=4)
+    with torch.device("meta"):   # shapes only: every tensor is filled below
+        sd = {("encoder." + k): v for k, v in Encoder(**dd).state_dict().items()}
+        sd.update({("decoder." + k): v for k, v in Decoder(**dd).state_dict().items()})
+    kernel = (1, 1, 1) if conv3d else (1, 1)
     for name, c in ((("quant_conv", 2 * z_channels), ("post_quant_conv", z_channels)) if quant else ()):
-        sd[name + ".weight"], sd[name + ".bias"] = torch.zeros(c, c, 1, 1), torch.zeros(c)
+        sd[name + ".weight"], sd[name + ".bias"] = torch.zeros(c, c, *kernel), torch.zeros(c)
     return _filled(sd, seed)
 
 
 TINY_FLUX = "tiny_flux.safetensors"
 TINY_FLUX_VAE = "tiny_flux_ae.safetensors"
 TINY_QWEN = "tiny_qwen_image.safetensors"
+TINY_HV = "tiny_hunyuan_video.safetensors"
+TINY_HV_VAE = "tiny_hunyuan_video_vae.safetensors"
 #: text loader type in a workflow -> (tests/_families family, diffusion-model file, VAE file)
-TINY_FAMILIES = {"flux": ("flux", TINY_FLUX, TINY_FLUX_VAE), "qwen_image": ("qwen_image", TINY_QWEN, TINY_VAE)}
+TINY_FAMILIES = {"flux": ("flux", TINY_FLUX, TINY_FLUX_VAE), "qwen_image": ("qwen_image", TINY_QWEN, TINY_VAE),
+                 "hunyuan_video": ("hunyuan_video", TINY_HV, TINY_HV_VAE)}
 
 
-def write_tiny_families(base):
-    """The tiny FLUX and Qwen-Image of tests/_families.py as diffusion-model files, the stub pack's detection
-    specs for them (``custom_nodes/atelier_e2e_stubs/tiny_models.json``: written before the server starts) and a
-    random FLUX VAE (Qwen-Image uses the Wan VAE of ``write_tiny_models``). Needs the host importable."""
+def write_tiny_families(base, only=None, vaes=True):
+    """The tiny FLUX, Qwen-Image and HunyuanVideo of tests/_families.py as diffusion-model files, the stub pack's
+    detection specs for them (``custom_nodes/atelier_e2e_stubs/tiny_models.json``: written before the server
+    starts), a random FLUX VAE and a random HunyuanVideo VAE (Qwen-Image uses the Wan VAE of
+    ``write_tiny_models``). ``only``: those text-loader types of :data:`TINY_FAMILIES`; ``vaes=False``: no VAE
+    (a plan needs the diffusion model's header only). Needs the host importable."""
     import torch
     from safetensors.torch import save_file
     import _families as F
     specs = []
-    for family, unet, _ in TINY_FAMILIES.values():
+    for family, unet, _ in (TINY_FAMILIES[t] for t in (only or TINY_FAMILIES)):
         sd = F.random_state_dict(family, seed=0)
         save_file(sd, str(base / "models" / "diffusion_models" / unet))
         cfg, keys = F.tree_config(family), F.hardcoded(family)
-        specs.append({"image_model": cfg["image_model"], "marker": "img_in.weight",
-                      "shape": list(sd["img_in.weight"].shape), "unet_config": {k: cfg[k] for k in keys if k in cfg},
+        marker = "img_in.weight" if "img_in.weight" in sd else "img_in.proj.weight"   # HunyuanVideo: a Conv3d
+        specs.append({"image_model": cfg["image_model"], "marker": marker,
+                      "shape": list(sd[marker].shape), "unet_config": {k: cfg[k] for k in keys if k in cfg},
                       "drop": [k for k in keys if k not in cfg]})
     (base / "custom_nodes" / "atelier_e2e_stubs" / "tiny_models.json").write_text(json.dumps(specs))
-    vae = {k: v.to(torch.float16) for k, v in tiny_sd_vae_sd(4, z_channels=16, quant=False).items()}
-    save_file(vae, str(base / "models" / "vae" / TINY_FLUX_VAE))
+    for name, seed, kw in ((TINY_FLUX_VAE, 4, {"quant": False}), (TINY_HV_VAE, 5, {"conv3d": True})) if vaes else ():
+        vae = {k: v.to(torch.float16) for k, v in tiny_sd_vae_sd(seed, z_channels=16, **kw).items()}
+        save_file(vae, str(base / "models" / "vae" / name))
 
 
 def write_tiny_sd2_checkpoint(path, seed=0):

@@ -242,6 +242,39 @@ def test_query_model_from_the_loader_file(tmp_path):
         query_model_from_file({"ckpt_name": "missing.safetensors"}, find)
 
 
+def test_query_family_from_a_file_of_another_family(tmp_path):
+    """A loader file that is no Wan model: its family by ``detect`` (the host's detection of the header's shapes,
+    here a stand-in that must receive those shapes), and the plan is that family's; without ``detect``, or where it
+    recognises nothing or a family MagCache lacks, an error naming the loader's parameter."""
+    import torch
+    from safetensors.torch import save_file
+    from magcache.resolve import query_model_from_file
+    save_file({"img_in.proj.weight": torch.zeros(48, 16, 1, 2, 2),
+               "txt_in.c_embedder.linear_1.weight": torch.zeros(4, 2)}, str(tmp_path / "h.safetensors"))
+    find = lambda folder, name: str(tmp_path / name)   # noqa: E731
+    seen = []
+
+    def detect(shapes):
+        seen.append(shapes)
+        return {"image_model": "hunyuan_video", "vision_in_dim": None} if "img_in.proj.weight" in shapes else None
+
+    q = {"preset": "auto", "steps": "8", "thresh": "0.24", "k": "6", "unet_name": "h.safetensors"}
+    got = query_model_from_file(q, find, detect)
+    assert got == {"preset": "auto", "steps": "8", "thresh": "0.24", "k": "6", "family": "hunyuan_video"}
+    assert seen == [{"img_in.proj.weight": (48, 16, 1, 2, 2), "txt_in.c_embedder.linear_1.weight": (4, 2)}]
+    plan = plan_query(got)
+    want = resolve("hunyuan_video", steps=8, thresh=0.24, k=6).plan()
+    assert plan["preset"] == "hunyuan_video" and plan["detected"]
+    assert plan["cond_skipped"] == list(want.cond_skipped) and plan["uncond_skipped"] == []
+    assert query_model_from_file(dict(q, family="flux"), find, detect)["family"] == "flux"   # the node's family wins
+    assert len(seen) == 1
+    for det in (None, lambda shapes: None, lambda shapes: {"image_model": "wan2.1"}):
+        with pytest.raises(ValueError, match="^unet_name: not a Wan diffusion model"):
+            query_model_from_file(q, find, det)
+    with pytest.raises(ValueError, match="^unet_name: 'h.safetensors': model: image_model 'nope' has no MagCache"):
+        query_model_from_file(q, find, lambda shapes: {"image_model": "nope"})
+
+
 def test_warnings_are_a_field_not_text_to_sniff():
     """A schedule that skips nothing carries its warning in ``Resolved.warnings`` (the node logs those);
     the preview text shows the same sentence."""

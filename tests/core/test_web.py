@@ -85,3 +85,42 @@ def test_plan_query_params_are_accepted_by_the_route():
     assert plan_query({"preset": "wan2.1_t2v_1.3B"}) == plan_query(
         {p: str(SETTINGS[w].default) for p, w in sent.items() if p != "preset"} | {"preset": "wan2.1_t2v_1.3B"})
     assert "atelier_magcache" in src  # the node's ui key that carries the model config
+
+
+def test_plan_strip_rows_are_the_branches_of_the_family(tmp_path):
+    """What the strip shows of the route's plan (``plan_query``, what GET /atelier/magcache/schedule answers):
+    FLUX and HunyuanVideo (one branch: embedded guidance, no uncond call) one 'cond' row, Qwen-Image and Wan a cond
+    and an uncond row, each cell the plan's mark for its step. ``planStrip`` of atelier.js run by Node.js, the
+    host's app.js / api.js stood in for at the paths the module imports."""
+    import json
+    from magcache.resolve import plan_query
+    node = shutil.which("node")
+    assert node is not None, "node (Node.js) not on PATH: apt-get install -y nodejs (scripts/setup.sh hosts does it)"
+    (tmp_path / "package.json").write_text('{"type": "module"}')
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "app.js").write_text("export const app = { registerExtension() {} };\n")
+    (tmp_path / "scripts" / "api.js").write_text("export const api = { addEventListener() {} };\n")
+    ext = tmp_path / "extensions" / "ComfyUI-Atelier" / "js"
+    ext.mkdir(parents=True)
+    (ext / "atelier.js").write_text((WEB / "js" / "atelier.js").read_text())
+    q = {"preset": "auto", "steps": "8", "thresh": "0.24", "k": "6", "retention": "0.2"}
+    plans = {f: plan_query(dict(q, family=f)) for f in ("flux", "hunyuan_video", "qwen_image")}
+    plans["wan"] = plan_query({"preset": "wan2.1_t2v_1.3B", "steps": "8", "thresh": "0.24", "k": "6"})
+    (tmp_path / "plans.json").write_text(json.dumps(plans))
+    (tmp_path / "run.js").write_text(
+        'import { readFileSync } from "node:fs";\n'
+        'import { planStrip } from "./extensions/ComfyUI-Atelier/js/atelier.js";\n'
+        'const plans = JSON.parse(readFileSync(new URL("./plans.json", import.meta.url)));\n'
+        'console.log(JSON.stringify(Object.fromEntries(Object.entries(plans).map(([k, s]) => [k, planStrip(s)]))));\n')
+    r = subprocess.run([node, str(tmp_path / "run.js")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    strips = json.loads(r.stdout)
+    for fam, s in plans.items():
+        rows = strips[fam]["branches"]
+        names = ("cond",) if fam in ("flux", "hunyuan_video") else ("cond", "uncond")
+        assert s["branches"] == len(names) and tuple(rows) == names, (fam, list(rows))
+        for name in names:
+            assert [i for i, m in enumerate(rows[name]) if m == "S"] == s[f"{name}_skipped"], (fam, name)
+            assert len(rows[name]) == 8 and set(rows[name]) <= {"C", "S"}
+        assert strips[fam]["title"].startswith(f"Plan ({s['preset']}"), strips[fam]["title"]
+        assert s["cond_skipped"], fam   # the plans skip: the rows are not all "C" by chance

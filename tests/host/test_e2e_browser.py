@@ -6,7 +6,8 @@ from ``/api/workflow_templates`` into the graph the way the dialog does and says
 The official model names are swapped in the graph for the tiny files and the two CLIPTextEncode
 nodes for the test-only encoder (see tests/_e2e.py). Queues with the Run button, waits for the
 run, and asserts that the MagCache step strip (planned, then as run) and the output preview are in
-the DOM. Screenshots: tests/_out/e2e_browser_*.png.
+the DOM; then the HunyuanVideo + MagCache template's planned strip before any run (the family read from
+its loader's file). Screenshots: tests/_out/e2e_browser_*.png.
 """
 import asyncio
 import contextlib
@@ -17,8 +18,8 @@ import pytest
 
 from _cdp import Chromium, Page, find_chromium
 from _workflows import TEMPLATE_TITLES
-from _e2e import (ComfyServer, PACK_FOLDER, make_base_dir, cleanup, write_tiny_models, STEPS,
-                  TINY_UNET, TINY_VAE, SIZE, FRAMES)
+from _e2e import (ComfyServer, PACK_FOLDER, make_base_dir, cleanup, write_tiny_models, write_tiny_families, STEPS,
+                  TINY_UNET, TINY_VAE, TINY_HV, SIZE, FRAMES)
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
 TEMPLATE = "magcache_wan21_t2v"
@@ -74,6 +75,7 @@ def server(comfy_dir):
     srv = ComfyServer(comfy_dir, base)
     try:
         write_tiny_models(base)
+        write_tiny_families(base, only=("hunyuan_video",), vaes=False)   # the HunyuanVideo plan reads its header
         # not a first start: the 1.3x frontend would open its templates browser over the canvas
         (base / "user" / "default").mkdir(parents=True, exist_ok=True)
         (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
@@ -198,9 +200,34 @@ async def _scenario(server, exe, out_dir):
         await asyncio.sleep(1.5)
         await page.screenshot(out_dir / "e2e_browser_run.png")
         resto = await _restoration(page, server, notes, out_dir)
+        hv_plan = await _hunyuan_plan(page, server, notes, out_dir)
         errors = [e for e in page.errors() if "atelier" in e.lower()]
         return dict(how=how, notes=notes, plan=plan, strip=strip, preview=preview, errors=errors,
-                    resto=resto)
+                    resto=resto, hv_plan=hv_plan)
+
+
+async def _hunyuan_plan(page, server, notes, out_dir):
+    """The HunyuanVideo + MagCache template before any run: with its loader on the tiny HunyuanVideo file, the strip
+    shows the plan 'auto' resolves from that file (HunyuanVideo's curve and rule: one cond row)."""
+    await _load_template(page, server.url, notes, template="magcache_hunyuan_video", marker="DualCLIPLoader")
+    await page.eval("document.querySelectorAll('[role=dialog] button[aria-label=Close], "
+                    ".p-dialog-close-button').forEach(b => b.click())")
+    await page.eval(f"""(() => {{ const g = {APP}.graph;
+        const set = (n, name, v) => {{ const w = n.widgets?.find(w => w.name === name);
+                                       if (w) {{ w.value = v; w.callback?.(v); }} }};
+        set(g._nodes.find(n => n.type === 'UNETLoader'), 'unet_name', {json.dumps(TINY_HV)});
+        set(g._nodes.find(n => n.type === 'AtelierMagCacheWan'), 'preview_steps', {STEPS});
+        return true; }})()""")
+    plan = await page.wait_for(
+        "(() => { const d = [...document.querySelectorAll('.atelier-step-strip[data-state=plan]')]"
+        ".find(d => d.innerText.includes('Plan (hunyuan_video'));"
+        " return d ? {text: d.innerText, rows: [...d.querySelectorAll('.atl-row')].map(r => r.dataset.branch),"
+        " cells: d.querySelectorAll('.atl-cell').length, skipped: d.querySelectorAll('.atl-S').length} : null; })()",
+        timeout=30)
+    await page.eval(VIEW_JS)
+    await asyncio.sleep(1)
+    await page.screenshot(out_dir / "e2e_browser_hunyuan_plan.png")
+    return plan
 
 
 async def _queue(page, server, notes):
@@ -245,7 +272,7 @@ async def _restoration(page, server, notes, out_dir):
     return dict(captions=caps, nodes_with_images=imgs)
 
 
-def test_browser_template_queue_strip(server, chromium, out_dir):
+def test_browser_template_queue_strip(server, chromium, out_dir, pack):
     r = asyncio.run(_scenario(server, chromium, out_dir))
     print("\n".join(r["notes"]))
     assert "Plan" in r["plan"]
@@ -259,6 +286,11 @@ def test_browser_template_queue_strip(server, chromium, out_dir):
     print("restoration previews:", rs)
     assert len(rs["captions"]) >= 4 and all("preview" in c for c in rs["captions"])
     assert len(rs["nodes_with_images"]) >= 4, rs
+    hv = r["hv_plan"]   # the template's settings (thresh 0.24, K 6, retention 0.2) at STEPS: the core's plan
+    want = pack.magcache.resolve("hunyuan_video", steps=STEPS, thresh=0.24, k=6, retention=0.2).plan()
+    print("HunyuanVideo plan:", hv)
+    assert "Plan (hunyuan_video, auto" in hv["text"] and hv["rows"] == ["cond"], hv
+    assert hv["cells"] == STEPS and hv["skipped"] == len(want.cond_skipped) > 0, hv
 
 
 # -- templates: layout and thumbnails in the real frontend ----------------------------------------

@@ -123,6 +123,18 @@ def test_schedule_route(server):
     assert status == 400 and b"error" in body
 
 
+def test_schedule_route_reads_the_family_from_the_loader_file(server):
+    """The step strip's plan before a first run on a family other than Wan: 'auto' with the loader's file (what the
+    frontend sends then) gives that family's plan, the host's detection of the file's header naming the family;
+    the same plan as with the family the node reports after a run."""
+    from _e2e import TINY_FAMILIES
+    q = "/api/atelier/magcache/schedule?preset=auto&steps=8&thresh=0.24&k=6&retention=0.2"
+    for preset, unet, _ in TINY_FAMILIES.values():   # these tiny families are named as their MagCache presets
+        s = server.get_json(f"{q}&unet_name={unet}")
+        assert s["preset"] == preset and s["detected"] and s["steps"] == 8, (unet, s)
+        assert s == server.get_json(f"{q}&family={preset}"), unet
+
+
 # -- each workflow runs to completion -------------------------------------------------------------------
 def test_magcache_t2v(server, defs):
     events, hist = _run_ok(server, tiny_prompt(_wf("magcache_wan21_t2v"), defs))
@@ -143,19 +155,26 @@ def test_magcache_t2v(server, defs):
     assert r["time_saved_s"] >= 0 and r["summary"].startswith("MagCache")
 
 
-@pytest.mark.parametrize("slug,preset,branches", [("magcache_flux", "flux", ("cond",)),
-                                                   ("magcache_qwen_image", "qwen_image", ("cond", "uncond"))])
-def test_magcache_family_workflows(server, defs, pack, slug, preset, branches):
-    """The FLUX.1-dev (DualCLIPLoader, FluxGuidance, cfg 1) and Qwen-Image (CLIPLoader, ModelSamplingAuraFlow,
-    cfg 2.5) + MagCache workflows on the tiny models: one image, one report whose skips per branch are the core's
-    plan for the workflow's settings at the sampler's steps, under the family's own rule and curve (auto)."""
-    prompt = tiny_prompt(_wf(slug), defs)
-    events, hist = _run_ok(server, prompt)
+def _family_output(server, hist, video):
+    """The one output of a family workflow as uint8 RGB frames [F, H, W, 3] (an image: one frame), checked: the
+    test's size, every frame of a clip, not flat."""
     files = _saved_files(server, hist)
     assert len(files) == 1
+    if video:
+        _check_webp(files[0], FRAMES)
     with Image.open(files[0]) as im:
-        assert im.size == (SIZE, SIZE)
-        assert max(hi - lo for lo, hi in im.convert("RGB").getextrema()) > 0, "flat image"
+        frames = []
+        for k in range(getattr(im, "n_frames", 1)):
+            im.seek(k)
+            frames.append(np.asarray(im.convert("RGB"), dtype=np.int16))
+    out = np.stack(frames)
+    assert out.shape[1:] == (SIZE, SIZE, 3) and np.ptp(out) > 0, (out.shape, "flat output")
+    return out
+
+
+def _check_family_report(pack, events, prompt, preset, branches):
+    """One MagCache report whose skips per branch are the core's plan for the workflow's settings at the sampler's
+    steps, under the family's own rule and curve (auto)."""
     (r,) = _reports(events)
     mc = next(v["inputs"] for v in prompt.values() if v["class_type"] == "AtelierMagCacheWan")
     steps = next(v["inputs"]["steps"] for v in prompt.values() if v["class_type"] == "KSampler")
@@ -169,6 +188,20 @@ def test_magcache_family_workflows(server, defs, pack, slug, preset, branches):
     assert sch.cond_skipped, "the workflow's setting skips at the test's step count"
     assert r["computed_calls"] == (sch.computed_calls if len(branches) == 2 else steps - len(sch.cond_skipped))
     assert r["total_calls"] == steps * len(branches)
+
+
+@pytest.mark.parametrize("slug,preset,branches", [("magcache_flux", "flux", ("cond",)),
+                                                   ("magcache_qwen_image", "qwen_image", ("cond", "uncond")),
+                                                   ("magcache_hunyuan_video", "hunyuan_video", ("cond",))])
+def test_magcache_family_workflows(server, defs, pack, slug, preset, branches):
+    """The FLUX.1-dev (DualCLIPLoader, FluxGuidance, cfg 1), Qwen-Image (CLIPLoader, ModelSamplingAuraFlow,
+    cfg 2.5) and HunyuanVideo (DualCLIPLoader, ModelSamplingSD3, FluxGuidance, cfg 1, a clip) + MagCache workflows
+    on the tiny models: one image (clip), one report whose skips per branch are the core's plan for the workflow's
+    settings at the sampler's steps, under the family's own rule and curve (auto)."""
+    prompt = tiny_prompt(_wf(slug), defs)
+    events, hist = _run_ok(server, prompt)
+    _family_output(server, hist, video=preset == "hunyuan_video")
+    _check_family_report(pack, events, prompt, preset, branches)
 
 
 def test_magcache_compare(server, defs):
@@ -214,10 +247,11 @@ def test_nag_workflows(server, defs, name):
             assert all(len(m) == last - first and "." not in m for m in r["branches"].values()), r["branches"]
 
 
-@pytest.mark.parametrize("name", ["nag_flux_cfg1", "nag_qwen_image"])
-def test_nag_family_workflows(server, defs, name):
-    """Flux (FluxGuidance, cfg 1) and Qwen-Image (Lightning LoRA slot, cfg 1) + NAG on the tiny models: one image,
-    and the NAG node changes it (the same prompt with the NAG node bypassed gives another image)."""
+@pytest.mark.parametrize("name", ["nag_flux_cfg1", "nag_qwen_image", "nag_hunyuan_magcache"])
+def test_nag_family_workflows(server, defs, pack, name):
+    """Flux (FluxGuidance, cfg 1), Qwen-Image (Lightning LoRA slot, cfg 1) and HunyuanVideo (NAG then MagCache,
+    cfg 1, a clip) + NAG on the tiny models: one image (clip), and the NAG node changes it (the same prompt with the
+    NAG node bypassed gives another output); with MagCache, its one report is the core's plan in both runs."""
     prompt = tiny_prompt(_wf(name), defs)
     nag_id = next(k for k, v in prompt.items() if v["class_type"] == "AtelierNAGWan")
     bypassed = json.loads(json.dumps(prompt))
@@ -225,15 +259,14 @@ def test_nag_family_workflows(server, defs, name):
     for node in bypassed.values():
         if node["inputs"].get("model") == [nag_id, 0]:
             node["inputs"]["model"] = upstream
-    images = []
+    video = name == "nag_hunyuan_magcache"
+    outs = []
     for p in (prompt, bypassed):
         events, hist = _run_ok(server, p)
-        (f,) = _saved_files(server, hist)
-        with Image.open(f) as im:
-            assert im.size == (SIZE, SIZE)
-            images.append(np.asarray(im.convert("RGB"), dtype=np.int16))
-    assert np.ptp(images[0]) > 0, "flat image"
-    assert np.abs(images[0] - images[1]).max() > 0, "the NAG node changed nothing"
+        outs.append(_family_output(server, hist, video))
+        if video:
+            _check_family_report(pack, events, p, "hunyuan_video", ("cond",))
+    assert np.abs(outs[0] - outs[1]).max() > 0, "the NAG node changed nothing"
 
 
 def test_dloral_video_upscale(server, defs):

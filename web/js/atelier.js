@@ -78,6 +78,25 @@ function planMarks(steps, skipped) {
   return Array.from({ length: steps }, (_, i) => (s.has(i) ? "S" : "C"));
 }
 
+// What the strip shows of a plan (the route's JSON): a row per branch the family's curve has (FLUX and
+// HunyuanVideo: one, "cond", their embedded guidance runs no uncond call; the others: cond and uncond).
+export function planStrip(s) {
+  const one = s.branches === 1;
+  const split = s.split_step === null || s.split_step === undefined ? "" :
+    `; Wan2.2 ${s.split_mode} rule, low-noise from step ${s.split_step}`;
+  return {
+    plan: true,
+    title: `Plan (${s.preset}${s.detected ? ", auto" : ""}, ${s.steps} steps): skips ` +
+           (one ? `${s.cond_skipped.length}` : `${s.cond_skipped.length} cond, ${s.uncond_skipped.length} uncond`),
+    branches: one ? { cond: planMarks(s.steps, s.cond_skipped) } :
+      { cond: planMarks(s.steps, s.cond_skipped), uncond: planMarks(s.steps, s.uncond_skipped) },
+    foot: `computes ${s.computed_calls}/${s.total_calls} calls (ideal ${s.expected_speedup.toFixed(2)}x)${split}` +
+          (s.target ? `; target ${s.target.target_speedup}x: thresh ${s.target.thresh}, K ${s.target.k}, ` +
+                      `error ${s.target.error.toFixed(3)}` : "") +
+          (s.cond_skipped.length + s.uncond_skipped.length === 0 ? " - skips nothing at this setting" : ""),
+  };
+}
+
 function ensureStrip(node) {
   if (node.__atelierStrip) return node.__atelierStrip;
   injectStyle();
@@ -162,18 +181,7 @@ async function refreshPlan(node) {
     // an error is a 400 with {"error", "param"}; a plan has its own numeric "error" (the accumulated error)
     if (!r.ok) throw new Error(s.error || r.statusText);
     if (node.__atelierHasRun) return;   // a real run's strip wins over the plan
-    const split = s.split_step === null || s.split_step === undefined ? "" :
-      `; Wan2.2 ${s.split_mode} rule, low-noise from step ${s.split_step}`;
-    renderStrip(div, {
-      plan: true,
-      title: `Plan (${s.preset}${s.detected ? ", auto" : ""}, ${s.steps} steps): skips ` +
-             `${s.cond_skipped.length} cond, ${s.uncond_skipped.length} uncond`,
-      branches: { cond: planMarks(s.steps, s.cond_skipped), uncond: planMarks(s.steps, s.uncond_skipped) },
-      foot: `computes ${s.computed_calls}/${s.total_calls} calls (ideal ${s.expected_speedup.toFixed(2)}x)${split}` +
-            (s.target ? `; target ${s.target.target_speedup}x: thresh ${s.target.thresh}, K ${s.target.k}, ` +
-                        `error ${s.target.error.toFixed(3)}` : "") +
-            (s.cond_skipped.length + s.uncond_skipped.length === 0 ? " - skips nothing at this setting" : ""),
-    });
+    renderStrip(div, planStrip(s));
     node.__atelierRetries = 0;
   } catch (err) {
     if (!node.__atelierHasRun) renderStrip(div, { plan: true, title: "Plan unavailable", foot: String(err) });
