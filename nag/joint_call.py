@@ -350,12 +350,14 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
     for sl in guided:
         is_guided[sl] = True
     plain = (~is_guided).nonzero().flatten().tolist()
-    positions = torch.arange(length, device=q.device)
     if plain:
-        r = torch.tensor(plain, device=q.device)
+        # the unguided rows: a view when they are one run of rows (the uncond chunk at cfg > 1), else one
+        # gather; then one copy of [positive text, image] of q, k and v for the host's attention
+        rows: slice | torch.Tensor = (slice(plain[0], plain[-1] + 1) if plain == list(range(plain[0], plain[-1] + 1))
+                                      else torch.tensor(plain, device=q.device))
         first, second = (pos, img) if spans.text_first else (img, pos)
-        qs, ks, vs = (torch.cat([t[r][:, :, first], t[r][:, :, second]], dim=2) for t in (q, k, v))
-        m = _rows(mask, r)
+        qs, ks, vs = (torch.cat([tr[:, :, first], tr[:, :, second]], dim=2) for tr in (q[rows], k[rows], v[rows]))
+        m = _rows(mask, rows)
         if m is not None:
             keep = torch.cat([torch.arange(length)[first], torch.arange(length)[second]]).to(m.device)
             m = m.index_select(-1, keep)
@@ -363,9 +365,15 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
                 m = m.index_select(-2, keep)
         z = attend(qs, ks, vs, m)
         n_first = first.stop - first.start
-        out[r.unsqueeze(1), :, positions[first].unsqueeze(0)] = z[:, :, :n_first].transpose(1, 2)
-        out[r.unsqueeze(1), :, positions[second].unsqueeze(0)] = z[:, :, n_first:].transpose(1, 2)
-        out[r.unsqueeze(1), :, positions[neg].unsqueeze(0)] = 0
+        if isinstance(rows, slice):
+            out[rows, :, first] = z[:, :, :n_first]
+            out[rows, :, second] = z[:, :, n_first:]
+            out[rows, :, neg] = 0
+        else:
+            positions = torch.arange(length, device=q.device)
+            out[rows.unsqueeze(1), :, positions[first].unsqueeze(0)] = z[:, :, :n_first].transpose(1, 2)
+            out[rows.unsqueeze(1), :, positions[second].unsqueeze(0)] = z[:, :, n_first:].transpose(1, 2)
+            out[rows.unsqueeze(1), :, positions[neg].unsqueeze(0)] = 0
     lse = attention_lse if mask is None else None
     if mask is None and lse is None:
         lse = fused_attention_with_lse

@@ -34,7 +34,7 @@ def make(b=3, h=2, lp=5, ln=4, li=7, d=8, text_first=True, seed=0):
 
 
 @pytest.mark.parametrize("text_first", [True, False])
-@pytest.mark.parametrize("guided", [[slice(1, 3)], [slice(0, 1)], [slice(0, 3)], []])
+@pytest.mark.parametrize("guided", [[slice(1, 3)], [slice(0, 1)], [slice(1, 2)], [slice(0, 3)], []])   # [1, 2): unguided rows 0 and 2, not one run
 def test_matches_explicit_concatenation(text_first, guided):
     q, k, v, spans = make(text_first=text_first)
     cfg = NAGConfig(scale=5.0, tau=2.0, alpha=0.5)
