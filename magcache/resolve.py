@@ -348,12 +348,15 @@ def query_settings(query: Mapping[str, str]) -> Dict[str, Any]:
 
     Accepted: ``preset`` ('auto' or a preset), ``steps`` (as ``preview_steps``), the settings
     :data:`QUERY_SETTINGS`, ``family`` (the family the node reported; for ``auto`` a non-Wan family needs
-    nothing else) and for ``auto`` on Wan the model's ``dim``, ``in_dim`` and ``model_type``. Every value
+    nothing else), ``reference_latents`` (how many ReferenceLatent nodes the graph has: with ``auto`` a FLUX
+    model is planned as FLUX.1-Kontext, as the run decides) and for ``auto`` on Wan the model's ``dim``,
+    ``in_dim`` and ``model_type``. Every value
     is parsed by its record, as the node's widget bounds it; a bad or unknown parameter raises
     :class:`~atelier_settings.SettingError` naming it.
     """
     q = dict(query)
-    allowed = {"preset", "steps", "model_type", "preview_steps", "family"} | set(QUERY_SETTINGS) | set(MODEL_FIELDS)
+    allowed = ({"preset", "steps", "model_type", "preview_steps", "family", "reference_latents"} | set(QUERY_SETTINGS)
+               | set(MODEL_FIELDS))
     for name in q:
         if name not in allowed:
             raise SettingError(name, name, f"{name}: unknown parameter; allowed: {', '.join(sorted(allowed))}")
@@ -370,6 +373,10 @@ def query_settings(query: Mapping[str, str]) -> Dict[str, Any]:
         model["model_type"] = Setting("model_type", MODEL_TYPES[0], flag="model_type",
                                       choices=MODEL_TYPES).parse(q["model_type"])
     fam = Setting("family", "wan", flag="family", choices=tuple(FAMILIES)).parse(q["family"]) if "family" in q else None
+    refs = _model_field("reference_latents", q["reference_latents"], 0, 64) if "reference_latents" in q else 0
+    if fam is not None and refs and out["preset"] == AUTO:
+        # the graph feeds reference latents (ReferenceLatent): the run's rule, detect_family's ``kontext``
+        fam = detect_family({"image_model": "flux", "kontext": True}).name if fam == "flux" else fam
     if fam is not None:
         out["family"] = fam
     if out["preset"] == AUTO and fam in (None, "wan"):   # another family's curve needs only the family
@@ -382,9 +389,14 @@ def query_settings(query: Mapping[str, str]) -> Dict[str, Any]:
 
 def plan_query(query: Mapping[str, str]) -> Dict[str, Any]:
     """The web route's work: its query parameters -> the JSON plan (:meth:`Resolved.to_dict`),
-    resolved exactly as the node resolves its widgets. ValueError names a bad parameter."""
+    resolved exactly as the node resolves its widgets; for ``auto`` on a family with no shipped curve,
+    ``{"record": True, "family", "title", "steps"}`` (the node's first full run records the curve).
+    ValueError names a bad parameter."""
     kw = query_settings(query)
     steps, preset = kw.pop("steps"), kw.pop("preset")
+    fam = get_family(kw["family"]) if "family" in kw else None
+    if preset == AUTO and fam is not None and fam.calibrate_only:   # as the node: the first full run records it
+        return {"record": True, "family": fam.name, "title": fam.title, "steps": steps}
     return resolve(preset, steps=steps, **kw).to_dict()
 
 

@@ -242,6 +242,26 @@ def test_query_model_from_the_loader_file(tmp_path):
         query_model_from_file({"ckpt_name": "missing.safetensors"}, find)
 
 
+def test_query_reference_latents_plan_flux_as_kontext():
+    """``reference_latents`` (the frontend counts the graph's active ReferenceLatent nodes): with ``auto`` a FLUX
+    model is planned on the flux_kontext curve, as the run decides (detect_family's ``kontext``); a picked preset
+    or another family is not changed; a bad count names the parameter."""
+    q = {"preset": "auto", "steps": "50", "family": "flux"}
+    kontext = plan_query(dict(q, reference_latents="1"))
+    assert (kontext["preset"], kontext["family"]) == ("flux_kontext", "flux_kontext")
+    picked = plan_query({"preset": "flux_kontext", "steps": "50"})
+    assert kontext["detected"] and kontext["curve_source"].startswith("preset flux_kontext (auto: FLUX.1-Kontext")
+    assert {k: v for k, v in kontext.items() if k not in ("detected", "curve_source", "text")} == \
+        {k: v for k, v in picked.items() if k not in ("detected", "curve_source", "text")}
+    assert kontext["cond_skipped"] != plan_query(q)["cond_skipped"]   # the two curves plan differently here
+    assert plan_query(dict(q, reference_latents="0"))["preset"] == "flux"
+    assert plan_query(dict(q, preset="flux", reference_latents="1"))["preset"] == "flux"
+    assert plan_query({"preset": "auto", "steps": "50", "family": "qwen_image", "reference_latents": "2"})["preset"] \
+        == "qwen_image"
+    with pytest.raises(ValueError, match="^reference_latents"):
+        plan_query(dict(q, reference_latents="many"))
+
+
 def test_query_family_from_a_file_of_another_family(tmp_path):
     """A loader file that is no Wan model: its family by ``detect`` (the host's detection of the header's shapes,
     here a stand-in that must receive those shapes), and the plan is that family's; without ``detect``, or where it

@@ -87,6 +87,50 @@ def test_plan_query_params_are_accepted_by_the_route():
     assert "atelier_magcache" in src  # the node's ui key that carries the model config
 
 
+def _node_scaffold(tmp_path, graph_nodes="[]"):
+    """atelier.js as the browser imports it, under Node.js: the host's app.js / api.js stood in for at the paths
+    the module imports (``app.graph._nodes``: ``graph_nodes``, a JS array literal)."""
+    (tmp_path / "package.json").write_text('{"type": "module"}')
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "app.js").write_text(
+        f"export const app = {{ registerExtension() {{}}, graph: {{ _nodes: {graph_nodes} }} }};\n")
+    (tmp_path / "scripts" / "api.js").write_text("export const api = { addEventListener() {} };\n")
+    ext = tmp_path / "extensions" / "ComfyUI-Atelier" / "js"
+    ext.mkdir(parents=True)
+    (ext / "atelier.js").write_text((WEB / "js" / "atelier.js").read_text())
+
+
+def _run_node(script):
+    """JSON that a Node.js script prints."""
+    import json
+    node = shutil.which("node")
+    assert node is not None, "node (Node.js) not on PATH: apt-get install -y nodejs (scripts/setup.sh hosts does it)"
+    r = subprocess.run([node, str(script)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_plan_query_sends_the_graphs_reference_latents(tmp_path):
+    """planQuery counts the graph's ReferenceLatent nodes that run (mode 0; muted 2 and bypassed 4 do not), and
+    the route then plans a FLUX model on the flux_kontext curve: what the run picks when its conditioning carries
+    reference latents. Without one, no parameter is sent and the plan is FLUX.1-dev's."""
+    from magcache.resolve import plan_query
+    _node_scaffold(tmp_path, '[{comfyClass: "ReferenceLatent", mode: 0}, {comfyClass: "ReferenceLatent", mode: 4}, '
+                             '{comfyClass: "ReferenceLatent", mode: 2}, {comfyClass: "KSampler", mode: 0}]')
+    (tmp_path / "run.js").write_text(
+        'import { app } from "./scripts/app.js";\n'
+        'import { planQuery } from "./extensions/ComfyUI-Atelier/js/atelier.js";\n'
+        'const node = { widgets: [{ name: "preset", value: "auto" }, { name: "preview_steps", value: 50 }],\n'
+        '               __atelierModel: { family: "flux" } };\n'
+        'const withRefs = Object.fromEntries(planQuery(node));\n'
+        'app.graph._nodes = [];\n'
+        'console.log(JSON.stringify([withRefs, Object.fromEntries(planQuery(node))]));\n')
+    with_refs, without = _run_node(tmp_path / "run.js")
+    assert with_refs == {"preset": "auto", "steps": "50", "family": "flux", "reference_latents": "1"}
+    assert without == {"preset": "auto", "steps": "50", "family": "flux"}
+    assert plan_query(with_refs)["preset"] == "flux_kontext" and plan_query(without)["preset"] == "flux"
+
+
 def test_plan_strip_rows_are_the_branches_of_the_family(tmp_path):
     """What the strip shows of the route's plan (``plan_query``, what GET /atelier/magcache/schedule answers):
     FLUX and HunyuanVideo (one branch: embedded guidance, no uncond call) one 'cond' row, Qwen-Image and Wan a cond
@@ -94,27 +138,22 @@ def test_plan_strip_rows_are_the_branches_of_the_family(tmp_path):
     host's app.js / api.js stood in for at the paths the module imports."""
     import json
     from magcache.resolve import plan_query
-    node = shutil.which("node")
-    assert node is not None, "node (Node.js) not on PATH: apt-get install -y nodejs (scripts/setup.sh hosts does it)"
-    (tmp_path / "package.json").write_text('{"type": "module"}')
-    (tmp_path / "scripts").mkdir()
-    (tmp_path / "scripts" / "app.js").write_text("export const app = { registerExtension() {} };\n")
-    (tmp_path / "scripts" / "api.js").write_text("export const api = { addEventListener() {} };\n")
-    ext = tmp_path / "extensions" / "ComfyUI-Atelier" / "js"
-    ext.mkdir(parents=True)
-    (ext / "atelier.js").write_text((WEB / "js" / "atelier.js").read_text())
+    _node_scaffold(tmp_path)
     q = {"preset": "auto", "steps": "8", "thresh": "0.24", "k": "6", "retention": "0.2"}
     plans = {f: plan_query(dict(q, family=f)) for f in ("flux", "hunyuan_video", "qwen_image")}
     plans["wan"] = plan_query({"preset": "wan2.1_t2v_1.3B", "steps": "8", "thresh": "0.24", "k": "6"})
+    plans["flux2"] = plan_query(dict(q, family="flux2"))   # no shipped curve: the first run records it
     (tmp_path / "plans.json").write_text(json.dumps(plans))
     (tmp_path / "run.js").write_text(
         'import { readFileSync } from "node:fs";\n'
         'import { planStrip } from "./extensions/ComfyUI-Atelier/js/atelier.js";\n'
         'const plans = JSON.parse(readFileSync(new URL("./plans.json", import.meta.url)));\n'
         'console.log(JSON.stringify(Object.fromEntries(Object.entries(plans).map(([k, s]) => [k, planStrip(s)]))));\n')
-    r = subprocess.run([node, str(tmp_path / "run.js")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    strips = json.loads(r.stdout)
+    strips = _run_node(tmp_path / "run.js")
+    assert plans.pop("flux2") == {"record": True, "family": "flux2", "title": "FLUX.2", "steps": 8}
+    rec = strips.pop("flux2")
+    assert rec["title"] == "Plan: FLUX.2 has no shipped curve" and "first full run records it" in rec["foot"]
+    assert "branches" not in rec
     for fam, s in plans.items():
         rows = strips[fam]["branches"]
         names = ("cond",) if fam in ("flux", "hunyuan_video") else ("cond", "uncond")

@@ -81,6 +81,10 @@ function planMarks(steps, skipped) {
 // What the strip shows of a plan (the route's JSON): a row per branch the family's curve has (FLUX and
 // HunyuanVideo: one, "cond", their embedded guidance runs no uncond call; the others: cond and uncond).
 export function planStrip(s) {
+  if (s.record) {   // a family with no shipped curve ("auto"): the node's first full run records it
+    return { plan: true, title: `Plan: ${s.title ?? s.family} has no shipped curve`,
+             foot: "The first full run records it (every call computes); later runs use it." };
+  }
   const one = s.branches === 1;
   const split = s.split_step === null || s.split_step === undefined ? "" :
     `; Wan2.2 ${s.split_mode} rule, low-noise from step ${s.split_step}`;
@@ -146,6 +150,9 @@ export function planQuery(node) {
   }
   const m = node.__atelierModel;
   if (m?.family !== undefined && m.family !== "wan") q.family = m.family;   // another family: its curve, no dims
+  // reference latents in the graph: with "auto" a FLUX model runs as FLUX.1-Kontext (the route decides, as the run)
+  const refs = (app.graph?._nodes || []).filter((n) => n.comfyClass === "ReferenceLatent" && (n.mode ?? 0) === 0);
+  if (refs.length) q.reference_latents = refs.length;
   if ((q.preset ?? "auto") === "auto" && q.family === undefined) {
     if (!m || m.dim === undefined) {
       const file = loaderFile(node);
@@ -161,8 +168,7 @@ export function planQuery(node) {
 async function refreshPlan(node) {
   const div = ensureStrip(node);
   if (node.__atelierModel?.preset === "record" && !node.__atelierHasRun) {   // no shipped curve for the family
-    renderStrip(div, { plan: true, title: `Plan: ${node.__atelierModel.family} has no shipped curve`,
-                       foot: "The first full run records it (every call computes); later runs use it." });
+    renderStrip(div, planStrip({ record: true, family: node.__atelierModel.family }));
     node.setDirtyCanvas?.(true, true);
     return;
   }
