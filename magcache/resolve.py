@@ -349,14 +349,15 @@ def query_settings(query: Mapping[str, str]) -> Dict[str, Any]:
     Accepted: ``preset`` ('auto' or a preset), ``steps`` (as ``preview_steps``), the settings
     :data:`QUERY_SETTINGS`, ``family`` (the family the node reported; for ``auto`` a non-Wan family needs
     nothing else), ``reference_latents`` (how many ReferenceLatent nodes the graph has: with ``auto`` a FLUX
-    model is planned as FLUX.1-Kontext, as the run decides) and for ``auto`` on Wan the model's ``dim``,
+    model is planned as FLUX.1-Kontext, as the run decides), ``height`` (the empty latent's pixel height: with
+    ``auto`` HunyuanVideo's 544p curve at 544) and for ``auto`` on Wan the model's ``dim``,
     ``in_dim`` and ``model_type``. Every value
     is parsed by its record, as the node's widget bounds it; a bad or unknown parameter raises
     :class:`~atelier_settings.SettingError` naming it.
     """
     q = dict(query)
-    allowed = ({"preset", "steps", "model_type", "preview_steps", "family", "reference_latents"} | set(QUERY_SETTINGS)
-               | set(MODEL_FIELDS))
+    allowed = ({"preset", "steps", "model_type", "preview_steps", "family", "reference_latents", "height"}
+               | set(QUERY_SETTINGS) | set(MODEL_FIELDS))
     for name in q:
         if name not in allowed:
             raise SettingError(name, name, f"{name}: unknown parameter; allowed: {', '.join(sorted(allowed))}")
@@ -379,6 +380,9 @@ def query_settings(query: Mapping[str, str]) -> Dict[str, Any]:
         fam = detect_family({"image_model": "flux", "kontext": True}).name if fam == "flux" else fam
     if fam is not None:
         out["family"] = fam
+    if "height" in q and out["preset"] == AUTO:
+        # the empty-latent node's pixel height: it makes height // 8 latent rows, and the run reads 8 x rows
+        out["height"] = 8 * (_model_field("height", q["height"], 8, 1 << 14) // 8)
     if out["preset"] == AUTO and fam in (None, "wan"):   # another family's curve needs only the family
         if "dim" not in model:
             raise SettingError("dim", "dim", "dim: preset 'auto' needs the model's dim (and in_dim, model_type); "

@@ -110,25 +110,32 @@ def _run_node(script):
     return json.loads(r.stdout)
 
 
-def test_plan_query_sends_the_graphs_reference_latents(tmp_path):
-    """planQuery counts the graph's ReferenceLatent nodes that run (mode 0; muted 2 and bypassed 4 do not), and
-    the route then plans a FLUX model on the flux_kontext curve: what the run picks when its conditioning carries
-    reference latents. Without one, no parameter is sent and the plan is FLUX.1-dev's."""
+def test_plan_query_sends_what_the_graph_decides_for_auto(tmp_path):
+    """planQuery counts the graph's ReferenceLatent nodes that run (mode 0; muted 2 and bypassed 4 do not): the
+    route then plans a FLUX model on the flux_kontext curve, what the run picks when its conditioning carries
+    reference latents. It sends the empty latent's height when the graph has one (HunyuanVideo at 544 px: the 544p
+    curve, as the run picks it from the latent). Without them, no parameter is sent and the plans are FLUX.1-dev's
+    and HunyuanVideo 720p's."""
     from magcache.resolve import plan_query
     _node_scaffold(tmp_path, '[{comfyClass: "ReferenceLatent", mode: 0}, {comfyClass: "ReferenceLatent", mode: 4}, '
-                             '{comfyClass: "ReferenceLatent", mode: 2}, {comfyClass: "KSampler", mode: 0}]')
+                             '{comfyClass: "ReferenceLatent", mode: 2}, {comfyClass: "KSampler", mode: 0}, '
+                             '{comfyClass: "EmptyHunyuanLatentVideo", mode: 0, widgets: [{name: "height", value: 544}]}]')
     (tmp_path / "run.js").write_text(
         'import { app } from "./scripts/app.js";\n'
         'import { planQuery } from "./extensions/ComfyUI-Atelier/js/atelier.js";\n'
-        'const node = { widgets: [{ name: "preset", value: "auto" }, { name: "preview_steps", value: 50 }],\n'
-        '               __atelierModel: { family: "flux" } };\n'
-        'const withRefs = Object.fromEntries(planQuery(node));\n'
+        'const node = (family) => ({ widgets: [{ name: "preset", value: "auto" }, { name: "preview_steps", value: 50 }],\n'
+        '                            __atelierModel: { family } });\n'
+        'const q = (family) => Object.fromEntries(planQuery(node(family)));\n'
+        'const withGraph = [q("flux"), q("hunyuan_video")];\n'
         'app.graph._nodes = [];\n'
-        'console.log(JSON.stringify([withRefs, Object.fromEntries(planQuery(node))]));\n')
-    with_refs, without = _run_node(tmp_path / "run.js")
-    assert with_refs == {"preset": "auto", "steps": "50", "family": "flux", "reference_latents": "1"}
-    assert without == {"preset": "auto", "steps": "50", "family": "flux"}
-    assert plan_query(with_refs)["preset"] == "flux_kontext" and plan_query(without)["preset"] == "flux"
+        'console.log(JSON.stringify([withGraph, [q("flux"), q("hunyuan_video")]]));\n')
+    (flux, hv), (flux_bare, hv_bare) = _run_node(tmp_path / "run.js")
+    assert flux == {"preset": "auto", "steps": "50", "family": "flux", "reference_latents": "1", "height": "544"}
+    assert flux_bare == {"preset": "auto", "steps": "50", "family": "flux"}
+    assert plan_query(flux)["preset"] == "flux_kontext" and plan_query(flux_bare)["preset"] == "flux"
+    assert plan_query(hv)["preset"] == "hunyuan_video_544p" and plan_query(hv_bare)["preset"] == "hunyuan_video"
+    assert plan_query(dict(hv_bare, height="720"))["preset"] == "hunyuan_video"
+    assert plan_query(dict(hv_bare, height="551"))["preset"] == "hunyuan_video_544p"   # 68 latent rows, as the run
 
 
 def test_plan_strip_rows_are_the_branches_of_the_family(tmp_path):
