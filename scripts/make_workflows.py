@@ -439,6 +439,11 @@ def save_output(b, pos, samples, vae, prefix, fps=None):
     return d, s
 
 
+def files_note(b, columns, note, files, size):
+    """The note of a column workflow: ``note``, then where each model file goes, 40 below the lowest column."""
+    return b.node("Note", (0, max(c.y for c in columns) + 40), {"text": note + "\n\n" + files}, size=size)
+
+
 def family_workflow(defs, fam, *, middle, steps, cfg, prefix, note, note_height=300, positive=POS,
                     negative="", nag_negative=None, lora=None, sampler_title=None):
     """The one graph of the family workflows: loaders -> [LoRA] -> [shift] -> ``middle`` -> KSampler -> output.
@@ -478,8 +483,7 @@ def family_workflow(defs, fam, *, middle, steps, cfg, prefix, note, note_height=
     for src, name in ((model, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
         b.link(src, 0, k, name)
     save_output(b, (1640, 0), k, vae, prefix, fps=f.fps)
-    b.node("Note", (0, max(loaders.y, prompts.y, atelier.y) + 40), {"text": note + "\n\n" + f.files},
-           size=[760, note_height])
+    files_note(b, (loaders, prompts, atelier), note, f.files, size=[760, note_height])
     return b
 
 
@@ -584,8 +588,7 @@ def wan22_experts(defs, middle, cfg, prefix, note, nag_negative=None, steps=20, 
             b.link(src, 0, k, name)
         ks.append(k)
     decode_save(b, (2020, 0), ks[-1], vae, prefix)
-    b.node("Note", (0, max(loaders.y, prompts.y, atelier.y) + 40), {"text": note + "\n\n" + WAN22_FILES},
-           size=[780, 320])
+    files_note(b, (loaders, prompts, atelier), note, WAN22_FILES, size=[780, 320])
     return b
 
 
