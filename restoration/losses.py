@@ -137,13 +137,7 @@ def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray
             s_r2 += np.bincount(L[sel], (lr - ld) ** 2, minlength=n + 1)
         noise = np.where(c_tex > 0, np.sqrt(s_r2 / np.maximum(c_tex, 1)), np.nan)
     scale = RESP_SCALE if grad_max.dtype == np.uint8 else 1.0
-    thr = cfg.loss_edge_rel * contrast * scale
-    hit, tot = np.zeros(n + 1), np.zeros(n + 1)
-    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, 1, tile):
-        R = dil[ring]
-        g = grad_max[y0:y1, x0:x1].ravel()[ring]
-        tot += np.bincount(R, minlength=n + 1)
-        hit += np.bincount(R, (g >= thr[R]).astype(np.float64), minlength=n + 1)
+    hit, tot = _edge_counts(labels, grad_max, cfg.loss_edge_rel * contrast * scale, tile)
     h, w = labels.shape
     edge_px = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]]) if h > 1 and w > 1 \
         else labels.ravel()
@@ -422,6 +416,13 @@ def lab_step(lab: np.ndarray) -> np.ndarray:
 def edge_share(labels: np.ndarray, step_max: np.ndarray, thr: np.ndarray, tile: int = 2048) -> np.ndarray:
     """Per label the share of its 1 px ring where ``step_max`` ((H, W), any dtype) reaches the label's
     ``thr`` ((N + 1,), same units): (N + 1,) float64. Computed tile by tile (exact)."""
+    hit, tot = _edge_counts(labels, step_max, thr, tile)
+    return hit / np.maximum(tot, 1)
+
+
+def _edge_counts(labels: np.ndarray, step_max: np.ndarray, thr: np.ndarray, tile: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Per label (N + 1,) float64 ``(hit, tot)``: the pixels of its 1 px ring where ``step_max`` (H, W)
+    reaches the label's ``thr`` ((N + 1,)), and all of its ring's pixels; tile by tile (exact)."""
     n = int(labels.max())
     hit, tot = np.zeros(n + 1), np.zeros(n + 1)
     for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, 1, tile):
@@ -429,7 +430,7 @@ def edge_share(labels: np.ndarray, step_max: np.ndarray, thr: np.ndarray, tile: 
         g = step_max[y0:y1, x0:x1].ravel()[ring]
         tot += np.bincount(R, minlength=n + 1)
         hit += np.bincount(R, (g >= thr[R]).astype(np.float64), minlength=n + 1)
-    return hit / np.maximum(tot, 1)
+    return hit, tot
 
 
 def interior_of(labels: np.ndarray, r: int = 2) -> np.ndarray:
