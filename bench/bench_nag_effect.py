@@ -205,20 +205,32 @@ def figure(model, path, seeds, mode="named", steps=4, setting="fewstep"):
     return info
 
 
-def main():
+def arguments(out_name: str, steps: list) -> argparse.ArgumentParser:
+    """The command line of the NAG effect benches (this one and bench_nag_effect_direct.py); the results go
+    to ``bench/results/OUT_NAME`` by default."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=40, help="seeds 0..N-1; first half calibrates, second half reports")
-    ap.add_argument("--steps", type=int, nargs="+", default=[4, 20])
+    ap.add_argument("--steps", type=int, nargs="+", default=steps)
     ap.add_argument("--modes", nargs="+", default=["named", "open"], choices=["named", "open"])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "nag_effect.json"))
-    ap.add_argument("--png", default=None, help="also write the before/after figure here")
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / out_name))
+    return ap
+
+
+def trained_model(threads: int):
+    """``(model, metadata)``: the shipped trained tiny Wan (eval mode), torch on ``threads`` threads."""
+    torch.set_num_threads(threads)
     from tinywan.weights import load_trained_state_dict
     from tinywan.model import TinyWan
     sd, meta = load_trained_state_dict()
-    model = TinyWan.from_state_dict(sd).eval()
+    return TinyWan.from_state_dict(sd).eval(), meta
+
+
+def main():
+    ap = arguments("nag_effect.json", [4, 20])
+    ap.add_argument("--png", default=None, help="also write the before/after figure here")
+    a = ap.parse_args()
+    model, meta = trained_model(a.threads)
     half = a.seeds // 2
     t0 = time.time()
     report = dict(
