@@ -226,6 +226,19 @@ def trained_model(threads: int):
     return TinyWan.from_state_dict(sd).eval(), meta
 
 
+def seed_rows(run, a, mode: str, t0: float):
+    """``(rows, calibration rows, held-out rows)`` of one mode: ``run(seed, steps)`` for every seed and step
+    count of the command line ``a`` (a line per seed on stdout, seconds since ``t0``); the first half of the
+    seeds calibrates, the second half reports."""
+    rows = []
+    for seed in range(a.seeds):
+        for steps in a.steps:
+            rows.append(run(seed, steps))
+        print(f"{mode} seed {seed} {time.time() - t0:.0f}s", flush=True)
+    half = a.seeds // 2
+    return rows, [r for r in rows if r["seed"] < half], [r for r in rows if r["seed"] >= half]
+
+
 def main():
     ap = arguments("nag_effect.json", [4, 20])
     ap.add_argument("--png", default=None, help="also write the before/after figure here")
@@ -244,13 +257,7 @@ def main():
         calibration_seeds=[0, half - 1], heldout_seeds=[half, a.seeds - 1],
         torch=torch.__version__, machine=platform.machine(), threads=a.threads, modes={})
     for mode in a.modes:
-        rows = []
-        for seed in range(a.seeds):
-            for steps in a.steps:
-                rows.append(run_seed(model, seed, mode, steps))
-            print(f"{mode} seed {seed} {time.time() - t0:.0f}s", flush=True)
-        cal = [r for r in rows if r["seed"] < half]
-        held = [r for r in rows if r["seed"] >= half]
+        rows, cal, held = seed_rows(lambda seed, steps: run_seed(model, seed, mode, steps), a, mode, t0)
         m = report["modes"][mode] = dict(settings={}, rows=rows)
         for sname in SETTINGS:
             t = choose_threshold(cal, sname)

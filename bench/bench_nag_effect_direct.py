@@ -41,7 +41,7 @@ for p in (REPO, REPO / "tests", REPO / "bench"):
 import torch  # noqa: E402
 
 from bench_nag_effect import (CONDITIONS, CONTROLS, SETTINGS, arguments, case, pick_negatives,  # noqa: E402
-                              print_heldout, quantiles, rgb01, trained_model)
+                              print_heldout, quantiles, rgb01, seed_rows, trained_model)
 from tinywan import data  # noqa: E402
 from tinywan.sample import flow_sigmas, sample, velocity  # noqa: E402
 
@@ -140,14 +140,8 @@ def main():
                   threshold_grid=list(T_GRID), calibration_seeds=[0, half - 1], heldout_seeds=[half, a.seeds - 1],
                   modes={})
     for mode in a.modes:
-        rows = []
-        for seed in range(a.seeds):
-            for steps in a.steps:
-                with torch.no_grad():
-                    rows.append(run_seed(model, seed, mode, steps))
-            print(f"{mode} seed {seed} {time.time() - t0:.0f}s", flush=True)
-        cal = [r for r in rows if r["seed"] < half]
-        held = [r for r in rows if r["seed"] >= half]
+        with torch.no_grad():
+            rows, cal, held = seed_rows(lambda seed, steps: run_seed(model, seed, mode, steps), a, mode, t0)
         m = report["modes"][mode] = dict(settings={}, rows=rows)
         for sname in SETTINGS:
             for meas in MEASURES:
