@@ -30,6 +30,30 @@ def host(comfy_dir, pack):
     return _hostutil
 
 
+@pytest.fixture(scope="module")
+def mc(pack):
+    """The pack's MagCache nodes module."""
+    return pack.nodes.magcache_nodes
+
+
+@pytest.fixture(scope="module")
+def core(pack):
+    """The pack's MagCache core."""
+    return pack.magcache
+
+
+@pytest.fixture(scope="module")
+def nn_(pack):
+    """The pack's NAG nodes module."""
+    return pack.nodes.nag_nodes
+
+
+@pytest.fixture(scope="module")
+def t2v(host):
+    """A tiny random Wan2.1 T2V (seed 1), built once per test module."""
+    return host.load_tiny_wan("t2v", seed=1)
+
+
 class Boom(RuntimeError):
     """The error a test raises in the middle of a sampling run, as the host's interrupt would."""
 

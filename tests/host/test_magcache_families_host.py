@@ -22,16 +22,6 @@ TWO_BRANCH = ("qwen_image", "chroma", "hunyuan_video15")
 STEPS = 10
 
 
-@pytest.fixture(scope="module")
-def mc(pack):
-    return pack.nodes.magcache_nodes
-
-
-@pytest.fixture(scope="module")
-def core(pack):
-    return pack.magcache
-
-
 @pytest.fixture
 def outdir(mc, tmp_path, monkeypatch):
     monkeypatch.setattr(mc._host, "output_directory", lambda: str(tmp_path))

@@ -5,21 +5,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="module")
-def mc(pack):
-    return pack.nodes.magcache_nodes
-
-
-@pytest.fixture(scope="module")
-def core(pack):
-    return pack.magcache
-
-
-@pytest.fixture(scope="module")
-def t2v(host):
-    return host.load_tiny_wan("t2v", seed=1)
-
-
 @contextlib.contextmanager
 def count_rows(model):
     """Count rows entering the first block (block-stack evaluations), via a forward hook

@@ -24,11 +24,6 @@ JOINT = ["flux", "flux_kontext", "flux2", "chroma", "chroma_radiance", "qwen_ima
 JOINT_TOL = 1e-4    # relative: the LSE merge of partial attentions vs the host's one attention
 
 
-@pytest.fixture(scope="module")
-def nn_(pack):
-    return pack.nodes.nag_nodes
-
-
 def nag(nn_, model, negative, **kw):
     args = dict(scale=11.0, tau=2.5, alpha=0.25, sigma_end=0.0)
     args.update(kw)

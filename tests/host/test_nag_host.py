@@ -7,16 +7,6 @@ import torch
 
 
 @pytest.fixture(scope="module")
-def nn_(pack):
-    return pack.nodes.nag_nodes
-
-
-@pytest.fixture(scope="module")
-def t2v(host):
-    return host.load_tiny_wan("t2v", seed=1)
-
-
-@pytest.fixture(scope="module")
 def i2v(host):
     return host.load_tiny_wan("i2v", seed=2)
 
