@@ -16,10 +16,12 @@ that need it, never at module level (``tests/core/test_packaging.py`` checks bot
   its outputs atomically (the cores' staged folders and partial files do): a retried item whose output
   was completed just before its actor died finds it complete and does not write it again.
 * :class:`JobProgress`: one progress line for the whole job (items done, failed, retried, work units per
-  second, ETA), on stderr.
+  second, ETA), on stderr; :class:`StatusLine` the ending of such a line (also the single-scan bar's).
+* :func:`add_ray_arguments`: the ``--ray [ADDRESS]``, ``--workers`` and ``--ray-cpus`` flags of both CLIs.
 """
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import pathlib
@@ -29,10 +31,23 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["BatchItem", "Outcome", "JobProgress", "expand_inputs", "run_batch", "connect", "LOCAL"]
+__all__ = ["BatchItem", "Outcome", "JobProgress", "StatusLine", "expand_inputs", "run_batch", "connect", "LOCAL",
+           "add_ray_arguments"]
 
 #: ``--ray`` without an address: start a Ray instance on this machine for the job
 LOCAL = "local"
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser, what: str, cpus_when: str = "with --ray") -> None:
+    """The batch flags of a command line: ``--ray [ADDRESS]`` (alone: :data:`LOCAL`; the address is read by
+    :func:`connect`), ``--workers`` (at most this many; 0 = one per slot) and ``--ray-cpus`` (CPUs per worker).
+    ``what`` names what is spread ("a collection's scans"), ``cpus_when`` when ``--ray-cpus`` applies."""
+    parser.add_argument("--ray", nargs="?", const=LOCAL, default=None, metavar="ADDRESS",
+                        help=f"spread {what} over Ray workers (an optional extra): no ADDRESS = Ray on this "
+                             "machine, 'auto' = the cluster Ray finds, else HOST:PORT of a cluster's head")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="with --ray: at most this many workers (0 = one per slot)")
+    parser.add_argument("--ray-cpus", type=float, default=1.0, help=f"{cpus_when}: CPUs per worker (default 1)")
 
 
 def expand_inputs(specs: Sequence[str], exts: Sequence[str], dirs_are_items: bool = False) -> List[pathlib.Path]:
@@ -130,7 +145,20 @@ class JobStats:
     worker_names: List[str] = field(default_factory=list)
 
 
-class JobProgress:
+class StatusLine:
+    """A status line on ``self.stream``, rewritten in place on a terminal; ``open`` while it has no line end.
+    ``close()`` ends it, so that a message printed afterwards starts on a line of its own."""
+    stream: Any
+    open: bool = False
+
+    def close(self) -> None:
+        if self.open:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.open = False
+
+
+class JobProgress(StatusLine):
     """One line for the whole job on ``stream``: ``[done/total] failed retried  rate  ETA``; on a terminal it
     is rewritten in place, otherwise a line per change. The ETA is the remaining weight at the rate so far."""
 
@@ -176,12 +204,6 @@ class JobProgress:
         self.open = self.tty
         self.stream.write(("\r" + msg + "\x1b[K") if self.tty else msg + "\n")
         self.stream.flush()
-
-    def close(self) -> None:
-        if self.open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.open = False
 
 
 def _reason(exc: BaseException) -> str:

@@ -205,20 +205,45 @@ def figure(model, path, seeds, mode="named", steps=4, setting="fewstep"):
     return info
 
 
-def main():
+def arguments(out_name: str, steps: list) -> argparse.ArgumentParser:
+    """The command line of the NAG effect benches (this one and bench_nag_effect_direct.py); the results go
+    to ``bench/results/OUT_NAME`` by default."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=40, help="seeds 0..N-1; first half calibrates, second half reports")
-    ap.add_argument("--steps", type=int, nargs="+", default=[4, 20])
+    ap.add_argument("--steps", type=int, nargs="+", default=steps)
     ap.add_argument("--modes", nargs="+", default=["named", "open"], choices=["named", "open"])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "nag_effect.json"))
-    ap.add_argument("--png", default=None, help="also write the before/after figure here")
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    ap.add_argument("--out", default=str(REPO / "bench" / "results" / out_name))
+    return ap
+
+
+def trained_model(threads: int):
+    """``(model, metadata)``: the shipped trained tiny Wan (eval mode), torch on ``threads`` threads."""
+    torch.set_num_threads(threads)
     from tinywan.weights import load_trained_state_dict
     from tinywan.model import TinyWan
     sd, meta = load_trained_state_dict()
-    model = TinyWan.from_state_dict(sd).eval()
+    return TinyWan.from_state_dict(sd).eval(), meta
+
+
+def seed_rows(run, a, mode: str, t0: float):
+    """``(rows, calibration rows, held-out rows)`` of one mode: ``run(seed, steps)`` for every seed and step
+    count of the command line ``a`` (a line per seed on stdout, seconds since ``t0``); the first half of the
+    seeds calibrates, the second half reports."""
+    rows = []
+    for seed in range(a.seeds):
+        for steps in a.steps:
+            rows.append(run(seed, steps))
+        print(f"{mode} seed {seed} {time.time() - t0:.0f}s", flush=True)
+    half = a.seeds // 2
+    return rows, [r for r in rows if r["seed"] < half], [r for r in rows if r["seed"] >= half]
+
+
+def main():
+    ap = arguments("nag_effect.json", [4, 20])
+    ap.add_argument("--png", default=None, help="also write the before/after figure here")
+    a = ap.parse_args()
+    model, meta = trained_model(a.threads)
     half = a.seeds // 2
     t0 = time.time()
     report = dict(
@@ -232,13 +257,7 @@ def main():
         calibration_seeds=[0, half - 1], heldout_seeds=[half, a.seeds - 1],
         torch=torch.__version__, machine=platform.machine(), threads=a.threads, modes={})
     for mode in a.modes:
-        rows = []
-        for seed in range(a.seeds):
-            for steps in a.steps:
-                rows.append(run_seed(model, seed, mode, steps))
-            print(f"{mode} seed {seed} {time.time() - t0:.0f}s", flush=True)
-        cal = [r for r in rows if r["seed"] < half]
-        held = [r for r in rows if r["seed"] >= half]
+        rows, cal, held = seed_rows(lambda seed, steps: run_seed(model, seed, mode, steps), a, mode, t0)
         m = report["modes"][mode] = dict(settings={}, rows=rows)
         for sname in SETTINGS:
             t = choose_threshold(cal, sname)

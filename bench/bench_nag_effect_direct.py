@@ -28,7 +28,6 @@ Writes ``bench/results/nag_effect_direct.json``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
@@ -41,8 +40,8 @@ for p in (REPO, REPO / "tests", REPO / "bench"):
 
 import torch  # noqa: E402
 
-from bench_nag_effect import (CONDITIONS, CONTROLS, SETTINGS, case, pick_negatives,  # noqa: E402
-                              print_heldout, quantiles, rgb01)
+from bench_nag_effect import (CONDITIONS, CONTROLS, SETTINGS, arguments, case, pick_negatives,  # noqa: E402
+                              print_heldout, quantiles, rgb01, seed_rows, trained_model)
 from tinywan import data  # noqa: E402
 from tinywan.sample import flow_sigmas, sample, velocity  # noqa: E402
 
@@ -127,18 +126,8 @@ def summarise(rows, setting, t, measure="drop"):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, default=40)
-    ap.add_argument("--steps", type=int, nargs="+", default=[4])
-    ap.add_argument("--modes", nargs="+", default=["named", "open"], choices=["named", "open"])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "nag_effect_direct.json"))
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-    from tinywan.weights import load_trained_state_dict
-    from tinywan.model import TinyWan
-    sd, meta = load_trained_state_dict()
-    model = TinyWan.from_state_dict(sd).eval()
+    a = arguments("nag_effect_direct.json", [4]).parse_args()
+    model, _ = trained_model(a.threads)
     half = a.seeds // 2
     t0 = time.time()
     report = dict(model="shipped trained tiny Wan", cfg=1.0, steps=a.steps,
@@ -151,14 +140,8 @@ def main():
                   threshold_grid=list(T_GRID), calibration_seeds=[0, half - 1], heldout_seeds=[half, a.seeds - 1],
                   modes={})
     for mode in a.modes:
-        rows = []
-        for seed in range(a.seeds):
-            for steps in a.steps:
-                with torch.no_grad():
-                    rows.append(run_seed(model, seed, mode, steps))
-            print(f"{mode} seed {seed} {time.time() - t0:.0f}s", flush=True)
-        cal = [r for r in rows if r["seed"] < half]
-        held = [r for r in rows if r["seed"] >= half]
+        with torch.no_grad():
+            rows, cal, held = seed_rows(lambda seed, steps: run_seed(model, seed, mode, steps), a, mode, t0)
         m = report["modes"][mode] = dict(settings={}, rows=rows)
         for sname in SETTINGS:
             for meas in MEASURES:

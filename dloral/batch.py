@@ -43,9 +43,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 try:
-    from ..atelier_ray import BatchItem, JobProgress, Outcome, expand_inputs, run_batch  # type: ignore[import-not-found]
+    from ..atelier_ray import (BatchItem, JobProgress, Outcome, add_ray_arguments,  # type: ignore[import-not-found]
+                               expand_inputs, run_batch)
 except ImportError:   # the core as a top-level package (CLI from the repository root)
-    from atelier_ray import BatchItem, JobProgress, Outcome, expand_inputs, run_batch
+    from atelier_ray import BatchItem, JobProgress, Outcome, add_ray_arguments, expand_inputs, run_batch
 
 VIDEO_INPUT_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts")
 BATCH_EXTS = ("same", "mp4", "mkv", "mov", "frames")
@@ -53,11 +54,7 @@ BATCH_EXTS = ("same", "mp4", "mkv", "mov", "frames")
 
 def add_arguments(u: argparse.ArgumentParser) -> None:
     """The batch flags of ``upscale``."""
-    u.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="spread the clips (with --chunk: their chunks) over Ray workers (an optional extra): no ADDRESS "
-                        "= Ray on this machine, 'auto' = the cluster Ray finds, else HOST:PORT of a cluster's head")
-    u.add_argument("--workers", type=int, default=0, help="with --ray: at most this many workers (0 = one per slot)")
-    u.add_argument("--ray-cpus", type=float, default=1.0, help="with --ray and no GPU: CPUs per worker (default 1)")
+    add_ray_arguments(u, "the clips (with --chunk: their chunks)", cpus_when="with --ray and no GPU")
     u.add_argument("--batch-ext", choices=BATCH_EXTS, default="same",
                    help="several inputs: what each clip's output is in --out DIR (default: the input's container)")
 

@@ -139,11 +139,9 @@ def as_curve(curve: CurveLike, branches: Optional[int] = None, what: str = "curv
 def floor_indices(src_len: int, steps: int) -> List[int]:
     """Source index per target step, the ComfyUI-MagCache node's mapping ``int(j * (src_len - 1) / (steps - 1))``
     (truncation), and ``[src_len - 1]`` for a single step."""
-    if steps < 1:
-        raise ValueError(f"steps: {steps} must be >= 1")
-    if steps == 1:
+    scale = _index_scale(src_len, steps)
+    if scale is None:
         return [src_len - 1]
-    scale = (src_len - 1) / (steps - 1)
     return [int(j * scale) for j in range(steps)]
 
 
@@ -153,12 +151,20 @@ def nearest_indices(src_len: int, steps: int) -> List[int]:
     ``round(j * (src_len - 1) / (steps - 1))`` with numpy's round-half-to-even (so ties such
     as 24.5 go to 24), and ``[src_len - 1]`` for a single step.
     """
+    scale = _index_scale(src_len, steps)
+    if scale is None:
+        return [src_len - 1]
+    return [int(i) for i in np.round(np.arange(steps) * scale).astype(int)]
+
+
+def _index_scale(src_len: int, steps: int) -> Optional[float]:
+    """Source positions per target step, ``(src_len - 1) / (steps - 1)``, of the two index mappings above;
+    None for a single step (it takes the last source entry); ValueError for fewer than one step."""
     if steps < 1:
         raise ValueError(f"steps: {steps} must be >= 1")
     if steps == 1:
-        return [src_len - 1]
-    scale = (src_len - 1) / (steps - 1)
-    return [int(i) for i in np.round(np.arange(steps) * scale).astype(int)]
+        return None
+    return (src_len - 1) / (steps - 1)
 
 
 def resample_curve(ratios_interleaved: CurveLike, steps: int, branches: Optional[int] = None,

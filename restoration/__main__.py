@@ -35,6 +35,11 @@ import json
 import sys
 import time
 
+try:
+    from ..atelier_ray import StatusLine, add_ray_arguments  # type: ignore[import-not-found]
+except ImportError:   # the core as a top-level package (CLI from the repository root)
+    from atelier_ray import StatusLine, add_ray_arguments
+
 if TYPE_CHECKING:
     from .pipeline import PipelineConfig
 
@@ -50,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-class ProgressLine:
+class ProgressLine(StatusLine):
     """The progress bar on stderr (``cb(stage_index, n_stages, name, frac)``); ``close()`` ends the line so
     that a message printed afterwards starts on a line of its own."""
 
@@ -65,12 +70,6 @@ class ProgressLine:
         if stage_i == n - 1 and frac >= 1:
             self.close()
         self.stream.flush()
-
-    def close(self) -> None:
-        if self.open:
-            self.stream.write("\n")
-            self.stream.flush()
-            self.open = False
 
 
 #: the detection thresholds a user may set (Damage Detect's widgets)
@@ -116,11 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: the work is per-tile elementwise maths and OpenCV, which "
                          "gains little from torch threads and loses a lot on a busy machine; 0 = torch default)")
-    ap.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                    help="spread a collection's scans over Ray workers (an optional extra): no ADDRESS = Ray on this "
-                         "machine, 'auto' = the cluster Ray finds, else HOST:PORT of a cluster's head")
-    ap.add_argument("--workers", type=int, default=0, help="with --ray: at most this many workers (0 = one per slot)")
-    ap.add_argument("--ray-cpus", type=float, default=1.0, help="with --ray: CPUs per worker (default 1)")
+    add_ray_arguments(ap, "a collection's scans")
     return ap
 
 

@@ -41,8 +41,8 @@ from .settings import SETTINGS, check_tile
 from .tiles import tile_boxes
 
 from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, denoise,  # noqa: F401
-                     edge_share, estimate_grounds, ground_candidates, lab_grad, lab_of, lab_step, loss_confidence,
-                     loss_signature, split_necks, interior_of)
+                     edge_share, estimate_grounds, ground_candidates, lab_grad, lab_of, lab_step, label_lab_sums,
+                     loss_confidence, loss_signature, split_necks, interior_of)
 
 
 @dataclass(frozen=True)
@@ -258,22 +258,7 @@ def label_ring_means(img: np.ndarray, labels: np.ndarray, ring_px: int, tile: in
     Ring pixels are unlabelled pixels within ``ring_px`` of a label; where rings of two labels meet,
     the higher id wins (max dilation). Computed tile by tile (exact).
     """
-    n = int(labels.max())
-    s_in = np.zeros((n + 1, 3)); s_ring = np.zeros((n + 1, 3))
-    c_in = np.zeros(n + 1); c_ring = np.zeros(n + 1)
-    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, ring_px, tile):
-        sel = L > 0
-        if not (sel.any() or ring.any()):
-            continue
-        rgb = img[y0:y1, x0:x1].reshape(-1, 3)  # CIELAB of the labelled and ring pixels only (elementwise: exact)
-        Ls, lab = L[sel], lab_of(rgb[sel][None])[0].astype(np.float64)
-        for ch in range(3):
-            s_in[:, ch] += np.bincount(Ls, lab[:, ch], minlength=n + 1)
-        c_in += np.bincount(Ls, minlength=n + 1)
-        R, labr = dil[ring], lab_of(rgb[ring][None])[0].astype(np.float64)
-        for ch in range(3):
-            s_ring[:, ch] += np.bincount(R, labr[:, ch], minlength=n + 1)
-        c_ring += np.bincount(R, minlength=n + 1)
+    s_in, _, c_in, s_ring, c_ring = label_lab_sums(img, labels, ring_px, tile)
     inside = s_in / np.maximum(c_in, 1)[:, None]
     ringm = s_ring / np.maximum(c_ring, 1)[:, None]
     return inside, ringm, c_in, c_ring

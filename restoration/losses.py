@@ -75,27 +75,7 @@ def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray
     Computed tile by tile (exact).
     """
     n = int(labels.max())
-    s_in = np.zeros((n + 1, 3)); s_ring = np.zeros((n + 1, 3)); s_l2 = np.zeros(n + 1)
-    c_in = np.zeros(n + 1); c_ring = np.zeros(n + 1)
-    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, cfg.loss_ring_px, tile):
-        sel = L > 0
-        if core is not None:
-            sel &= core[y0:y1, x0:x1].ravel()
-        if exclude is not None:
-            ring = ring & ~exclude[y0:y1, x0:x1].ravel()
-        if not (sel.any() or ring.any()):
-            continue
-        # CIELAB of the pixels that count only (components and rings are a small part of a scan)
-        rgb = img[y0:y1, x0:x1].reshape(-1, 3)
-        Ls, labs = L[sel], lab_of(rgb[sel][None])[0].astype(np.float64)
-        for ch in range(3):
-            s_in[:, ch] += np.bincount(Ls, labs[:, ch], minlength=n + 1)
-        s_l2 += np.bincount(Ls, labs[:, 0] ** 2, minlength=n + 1)
-        c_in += np.bincount(Ls, minlength=n + 1)
-        R, labr = dil[ring], lab_of(rgb[ring][None])[0].astype(np.float64)
-        for ch in range(3):
-            s_ring[:, ch] += np.bincount(R, labr[:, ch], minlength=n + 1)
-        c_ring += np.bincount(R, minlength=n + 1)
+    s_in, s_l2, c_in, s_ring, c_ring = label_lab_sums(img, labels, cfg.loss_ring_px, tile, core, exclude)
     if core is not None:
         c_core = c_in
         c_in = np.bincount(labels.ravel(), minlength=n + 1).astype(np.float64)
@@ -137,13 +117,7 @@ def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray
             s_r2 += np.bincount(L[sel], (lr - ld) ** 2, minlength=n + 1)
         noise = np.where(c_tex > 0, np.sqrt(s_r2 / np.maximum(c_tex, 1)), np.nan)
     scale = RESP_SCALE if grad_max.dtype == np.uint8 else 1.0
-    thr = cfg.loss_edge_rel * contrast * scale
-    hit, tot = np.zeros(n + 1), np.zeros(n + 1)
-    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, 1, tile):
-        R = dil[ring]
-        g = grad_max[y0:y1, x0:x1].ravel()[ring]
-        tot += np.bincount(R, minlength=n + 1)
-        hit += np.bincount(R, (g >= thr[R]).astype(np.float64), minlength=n + 1)
+    hit, tot = _edge_counts(labels, grad_max, cfg.loss_edge_rel * contrast * scale, tile)
     h, w = labels.shape
     edge_px = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]]) if h > 1 and w > 1 \
         else labels.ravel()
@@ -151,6 +125,39 @@ def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray
     return {"n": c_in, "lab": inside, "std_L": std_l, "ring_lab": ringm, "n_ring": c_ring, "contrast": contrast,
             "ring_differs": ring_differs, "edge_frac": hit / np.maximum(tot, 1), "border_frac": b / np.maximum(b + tot, 1),
             "chroma": np.hypot(inside[:, 1], inside[:, 2]), "noise_L": noise}
+
+
+def label_lab_sums(img: np.ndarray, labels: np.ndarray, ring_px: int, tile: int = 2048,
+                   core: Optional[np.ndarray] = None, exclude: Optional[np.ndarray] = None
+                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per label of ``labels`` (int32 (H, W), 0 = none, N = max) the CIELAB sums of ``img`` (H, W, 3) inside
+    it and in its ``ring_px`` ring (:func:`_ring_tiles`: unlabelled pixels within ``ring_px``; where rings
+    meet the higher id wins). ``core``/``exclude``: optional (H, W) bool, the only inside pixels counted /
+    pixels left out of the rings. Returns float64 ``(s_in (N+1, 3), s_L2 (N+1,) (sum of L*^2 inside),
+    n_in (N+1,), s_ring (N+1, 3), n_ring (N+1,))``; computed tile by tile (exact)."""
+    n = int(labels.max())
+    s_in = np.zeros((n + 1, 3)); s_ring = np.zeros((n + 1, 3)); s_l2 = np.zeros(n + 1)
+    c_in = np.zeros(n + 1); c_ring = np.zeros(n + 1)
+    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, ring_px, tile):
+        sel = L > 0
+        if core is not None:
+            sel &= core[y0:y1, x0:x1].ravel()
+        if exclude is not None:
+            ring = ring & ~exclude[y0:y1, x0:x1].ravel()
+        if not (sel.any() or ring.any()):
+            continue
+        # CIELAB of the pixels that count only (components and rings are a small part of a scan; elementwise: exact)
+        rgb = img[y0:y1, x0:x1].reshape(-1, 3)
+        Ls, labs = L[sel], lab_of(rgb[sel][None])[0].astype(np.float64)
+        for ch in range(3):
+            s_in[:, ch] += np.bincount(Ls, labs[:, ch], minlength=n + 1)
+        s_l2 += np.bincount(Ls, labs[:, 0] ** 2, minlength=n + 1)
+        c_in += np.bincount(Ls, minlength=n + 1)
+        R, labr = dil[ring], lab_of(rgb[ring][None])[0].astype(np.float64)
+        for ch in range(3):
+            s_ring[:, ch] += np.bincount(R, labr[:, ch], minlength=n + 1)
+        c_ring += np.bincount(R, minlength=n + 1)
+    return s_in, s_l2, c_in, s_ring, c_ring
 
 
 def loss_signature(f: dict, total_px: int, cfg: Any) -> np.ndarray:
@@ -422,6 +429,13 @@ def lab_step(lab: np.ndarray) -> np.ndarray:
 def edge_share(labels: np.ndarray, step_max: np.ndarray, thr: np.ndarray, tile: int = 2048) -> np.ndarray:
     """Per label the share of its 1 px ring where ``step_max`` ((H, W), any dtype) reaches the label's
     ``thr`` ((N + 1,), same units): (N + 1,) float64. Computed tile by tile (exact)."""
+    hit, tot = _edge_counts(labels, step_max, thr, tile)
+    return hit / np.maximum(tot, 1)
+
+
+def _edge_counts(labels: np.ndarray, step_max: np.ndarray, thr: np.ndarray, tile: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Per label (N + 1,) float64 ``(hit, tot)``: the pixels of its 1 px ring where ``step_max`` (H, W)
+    reaches the label's ``thr`` ((N + 1,)), and all of its ring's pixels; tile by tile (exact)."""
     n = int(labels.max())
     hit, tot = np.zeros(n + 1), np.zeros(n + 1)
     for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, 1, tile):
@@ -429,7 +443,7 @@ def edge_share(labels: np.ndarray, step_max: np.ndarray, thr: np.ndarray, tile: 
         g = step_max[y0:y1, x0:x1].ravel()[ring]
         tot += np.bincount(R, minlength=n + 1)
         hit += np.bincount(R, (g >= thr[R]).astype(np.float64), minlength=n + 1)
-    return hit / np.maximum(tot, 1)
+    return hit, tot
 
 
 def interior_of(labels: np.ndarray, r: int = 2) -> np.ndarray:

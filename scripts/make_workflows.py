@@ -265,45 +265,27 @@ RESTO_NOTE = (
 def resto_chain(b, image, ctx, x0=420):
     """The stages from damage detection to the record; ``image``/``ctx`` are (node, output) pairs."""
     det = b.node("AtelierDamageDetect", (x0, 0), size=[340, 420])
-    b.link(*image, det, "image")
-    b.link(*ctx, det, "ctx")
+    b.wire(det, image=image, ctx=ctx)
     edit = b.node("AtelierDamageMapEdit", (x0 + 400, 0), size=[320, 260])
-    b.link(det, "damage_map", edit, "damage_map")
-    b.link(*image, edit, "image")
+    b.wire(edit, damage_map=(det, "damage_map"), image=image)
     table = b.node("AtelierRegionTable", (x0 + 800, 0), size=[340, 260])
-    b.link(*image, table, "image")
-    b.link(edit, "damage_map", table, "damage_map")
-    b.link(*ctx, table, "ctx")
+    b.wire(table, image=image, damage_map=(edit, "damage_map"), ctx=ctx)
     fill = b.node("AtelierRestorationFill", (x0 + 1200, 0), size=[320, 260])
-    b.link(*image, fill, "image")
-    b.link(table, "fill_mask", fill, "mask")
-    b.link(table, "regions", fill, "regions")
+    b.wire(fill, image=image, mask=(table, "fill_mask"), regions=(table, "regions"))
     qa = b.node("AtelierFillQA", (x0 + 1600, 0), size=[320, 260])
-    b.link(*image, qa, "original")
-    b.link(fill, "filled", qa, "filled")
-    b.link(fill, "regions", qa, "regions")
+    b.wire(qa, original=image, filled=(fill, "filled"), regions=(fill, "regions"))
     save = b.node("SaveImage", (x0 + 1200, 760), {"filename_prefix": "atelier_restoration/filled"},
                   size=[320, 360])
-    b.link(fill, "filled", save, "images")
+    b.wire(save, images=(fill, "filled"))
     bil = b.node("AtelierBilayerSeparate", (x0, 760), size=[340, 300])
-    b.link(fill, "filled", bil, "filled")
-    b.link(*image, bil, "original")
-    b.link(fill, "used_mask", bil, "mask")
-    b.link(*ctx, bil, "ctx")
+    b.wire(bil, filled=(fill, "filled"), original=image, mask=(fill, "used_mask"), ctx=ctx)
     lay = b.node("AtelierPrintLayout", (x0 + 400, 760), size=[320, 260])
-    b.link(bil, "layers", lay, "layers")
-    b.link(*ctx, lay, "ctx")
+    b.wire(lay, layers=(bil, "layers"), ctx=ctx)
     exp = b.node("AtelierPrintExport", (x0 + 800, 760), size=[340, 120])
-    b.link(lay, "layers", exp, "layers")
-    b.link(*ctx, exp, "ctx")
+    b.wire(exp, layers=(lay, "layers"), ctx=ctx)
     rec = b.node("AtelierRestorationRecord", (x0 + 1600, 760), size=[340, 260])
-    b.link(*image, rec, "original")
-    b.link(fill, "filled", rec, "filled")
-    b.link(fill, "used_mask", rec, "used_mask")
-    b.link(qa, "regions", rec, "regions")
-    b.link(lay, "layers", rec, "layers")
-    b.link(*ctx, rec, "ctx")
-    b.link(edit, "damage_map", rec, "damage_map")
+    b.wire(rec, original=image, filled=(fill, "filled"), used_mask=(fill, "used_mask"), regions=(qa, "regions"),
+           layers=(lay, "layers"), ctx=ctx, damage_map=(edit, "damage_map"))
     if "PreviewAny" in b.defs:
         p = b.node("PreviewAny", (x0 + 800, 960), size=[340, 200], title="Regions summary")
         b.link(table, "summary", p, "source")
@@ -439,6 +421,11 @@ def save_output(b, pos, samples, vae, prefix, fps=None):
     return d, s
 
 
+def files_note(b, columns, note, files, size):
+    """The note of a column workflow: ``note``, then where each model file goes, 40 below the lowest column."""
+    return b.node("Note", (0, max(c.y for c in columns) + 40), {"text": note + "\n\n" + files}, size=size)
+
+
 def family_workflow(defs, fam, *, middle, steps, cfg, prefix, note, note_height=300, positive=POS,
                     negative="", nag_negative=None, lora=None, sampler_title=None):
     """The one graph of the family workflows: loaders -> [LoRA] -> [shift] -> ``middle`` -> KSampler -> output.
@@ -478,8 +465,7 @@ def family_workflow(defs, fam, *, middle, steps, cfg, prefix, note, note_height=
     for src, name in ((model, "model"), (pos, "positive"), (neg, "negative"), (latent, "latent_image")):
         b.link(src, 0, k, name)
     save_output(b, (1640, 0), k, vae, prefix, fps=f.fps)
-    b.node("Note", (0, max(loaders.y, prompts.y, atelier.y) + 40), {"text": note + "\n\n" + f.files},
-           size=[760, note_height])
+    files_note(b, (loaders, prompts, atelier), note, f.files, size=[760, note_height])
     return b
 
 
@@ -584,8 +570,7 @@ def wan22_experts(defs, middle, cfg, prefix, note, nag_negative=None, steps=20, 
             b.link(src, 0, k, name)
         ks.append(k)
     decode_save(b, (2020, 0), ks[-1], vae, prefix)
-    b.node("Note", (0, max(loaders.y, prompts.y, atelier.y) + 40), {"text": note + "\n\n" + WAN22_FILES},
-           size=[780, 320])
+    files_note(b, (loaders, prompts, atelier), note, WAN22_FILES, size=[780, 320])
     return b
 
 

@@ -8,6 +8,7 @@ because the host's text encoders (UMT5-XXL, OpenCLIP-H, T5-XXL + CLIP-L) have fi
 tiny test file can satisfy; with a ``tiny_models.json`` the tests write beside it, it also gives the tiny FLUX
 file its tiny head count and widths after the host's detection (which hard-codes FLUX.1's). The server is started with its PID recorded and stopped by that PID.
 """
+import contextlib
 import json
 import os
 import pathlib
@@ -229,3 +230,19 @@ class ComfyServer:
 
 def cleanup(base):
     shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_server(comfy_dir, prepare):
+    """A :class:`ComfyServer` of ``comfy_dir`` on a fresh base directory (:func:`make_base_dir`):
+    ``prepare(base)`` writes what the test needs into it, then the server starts; on leaving, the
+    server is stopped and the base directory removed (also when ``prepare`` or the start fails)."""
+    base = make_base_dir()
+    srv = ComfyServer(comfy_dir, base)
+    try:
+        prepare(base)
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+        cleanup(base)

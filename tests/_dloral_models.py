@@ -38,6 +38,26 @@ class Counting:
         return self.fn(x, *a)
 
 
+class CountingLoader:
+    """A loader (``LoadRequest`` -> models) around ``base``: counts the UNet calls of what it loads in
+    ``calls``; ``stop_at``: the call (1-based) that raises KeyboardInterrupt, as Ctrl-C would."""
+
+    def __init__(self, base, stop_at=None):
+        self.base, self.stop_at, self.calls = base, stop_at, 0
+
+    def __call__(self, request):
+        m = self.base(request)
+        unet = m.unet
+
+        def counted(*args):
+            self.calls += 1
+            if self.calls == self.stop_at:
+                raise KeyboardInterrupt
+            return unet(*args)
+        m.unet = counted
+        return m
+
+
 def models(kernel=3, zero_flow=False, zero_attn=False, seed=0, moments=False):
     vae, unet = TinyVAE(seed), TinyUNet(seed=seed)
     if kernel == 1:

@@ -30,7 +30,7 @@ import uuid
 
 import aiohttp
 
-from _comfyserver import ComfyServer, PACK_FOLDER, make_base_dir, cleanup  # noqa: F401
+from _comfyserver import ComfyServer, PACK_FOLDER, make_base_dir, cleanup, running_server  # noqa: F401
 from _workflows import load_defs, to_api
 
 STEPS = 8
@@ -339,7 +339,7 @@ def run_prompt(server, prompt, timeout=300):
     return asyncio.run(_run(server.url, prompt, timeout))
 
 
-__all__ = ["ComfyServer", "PACK_FOLDER", "make_base_dir", "cleanup", "load_defs", "write_tiny_models",
+__all__ = ["ComfyServer", "PACK_FOLDER", "make_base_dir", "cleanup", "running_server", "load_defs", "write_tiny_models",
            "write_tiny_dloral", "write_tiny_families", "write_tiny_sd2_checkpoint", "tiny_sd2_unet_sd", "tiny_sd_vae_sd",
            "VIDEO_FRAMES", "VIDEO_SIZE", "write_tiny_scan", "SCAN_PX",
            "tiny_prompt", "run_prompt", "STEPS", "SIZE", "FRAMES"]

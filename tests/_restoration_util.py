@@ -22,21 +22,3 @@ def disc_map(n_side=10, r=3, gap=3):
         for j in range(n_side):
             cv2.circle(m, (gap + r + j * step, gap + r + i * step), r, 1, -1)
     return m > 0
-
-
-def one_thread():
-    """Context for tests: torch elementwise work on small images runs faster single-threaded on a loaded
-    2-core machine (measured 10x); restores the previous setting."""
-    import contextlib
-
-    import torch
-
-    @contextlib.contextmanager
-    def cm():
-        n = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(n)
-    return cm()

@@ -1,4 +1,4 @@
-"""Paths and host discovery shared by the test tiers (imported by both conftests). The rule that
+"""Paths, host discovery and the torch thread setting shared by the test tiers (imported by both conftests). The rule that
 finds the ComfyUI tree lives in ``scripts/hostbridge.py`` (on sys.path through pytest.ini)."""
 import os
 import pathlib
@@ -17,6 +17,24 @@ HOST_MISSING = (
     "!! checkout (or put one at ~/ComfyUI) to run the tests against the host.\n"
     + "!" * 78
 )
+
+
+def one_thread():
+    """Context for tests: torch work on small tensors runs faster single-threaded on a loaded 2-core machine
+    (measured 3x to 10x); restores the previous setting. As a fixture: ``single_thread`` (tests/conftest.py)."""
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def cm():
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(n)
+    return cm()
 
 
 def find_comfyui():

@@ -325,6 +325,11 @@ class Builder:
         d["inputs"][dslot]["link"] = lid
         return lid
 
+    def wire(self, dst, **inputs):
+        """Link each named input of node ``dst`` from its ``(node, output)`` pair, in the order given."""
+        for inp, (src, out) in inputs.items():
+            self.link(src, out, dst, inp)
+
     def to_json(self):
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
                 "links": self.links, "groups": [], "config": {}, "extra": {"ds": opening_view(self.nodes)},

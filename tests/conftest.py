@@ -10,7 +10,7 @@ asking for ``cuda`` on a machine without one fails instead of quietly testing th
 """
 import pytest
 
-from _testenv import OUT, HOST_MISSING, find_comfyui
+from _testenv import OUT, HOST_MISSING, find_comfyui, one_thread
 
 
 def pytest_addoption(parser):
@@ -34,6 +34,14 @@ def pytest_generate_tests(metafunc):
     if "device" in metafunc.fixturenames:
         devices = selected_devices(metafunc.config)
         metafunc.parametrize("device", devices, ids=[d.type for d in devices])
+
+
+@pytest.fixture()
+def single_thread():
+    """The test on one torch thread (:func:`_testenv.one_thread`); a module takes it for every test with
+    ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -171,15 +171,12 @@ class SelfAttention(nn.Module):
         return self.o(attention(q.view(b, s, -1), k.view(b, s, -1), self.v(x), self.heads))
 
 
-class CrossAttention(nn.Module):
-    """Text cross-attention; with ``image=True`` also the I2V CLIP branch (k_img, v_img)."""
+class CrossAttention(SelfAttention):
+    """Text cross-attention (the projections and norms of :class:`SelfAttention`, as the host's Wan has
+    them); with ``image=True`` also the I2V CLIP branch (k_img, v_img)."""
 
     def __init__(self, dim: int, heads: int, eps: float, image: bool = False):
-        super().__init__()
-        self.heads = heads
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = nn.RMSNorm(dim, eps=eps)
-        self.norm_k = nn.RMSNorm(dim, eps=eps)
+        super().__init__(dim, heads, eps)
         self.image = image
         if image:
             self.k_img = nn.Linear(dim, dim)

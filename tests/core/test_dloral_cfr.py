@@ -9,12 +9,7 @@ from dloral.colorfix import wavelet_split
 import _dloral_models as dm
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # Equality claims (identity warp, integer shifts, chunked == dense attention, the references below)

@@ -20,23 +20,9 @@ from _testenv import REPO
 N = 7
 
 
-class Loader:
-    """Tiny models; ``stop_at``: the UNet call (1-based) that raises KeyboardInterrupt (as Ctrl-C would)."""
-
-    def __init__(self, stop_at=None):
-        self.stop_at, self.calls = stop_at, 0
-
-    def __call__(self, request):
-        m = dm.models()
-        unet = m.unet
-
-        def counted(*args):
-            self.calls += 1
-            if self.calls == self.stop_at:
-                raise KeyboardInterrupt
-            return unet(*args)
-        m.unet = counted
-        return m
+def Loader(stop_at=None):
+    """Tiny models; UNet calls counted; ``stop_at``: the call (1-based) that raises KeyboardInterrupt."""
+    return dm.CountingLoader(lambda request: dm.models(), stop_at)
 
 
 def _never(request):

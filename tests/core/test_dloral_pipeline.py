@@ -10,12 +10,7 @@ from dloral.tiling import tiles
 import _dloral_models as dm
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_every_frame_out_in_order_and_windows_do_not_matter():

@@ -319,25 +319,12 @@ def test_dloral_many_inputs_in_process(clips):
 
 
 # ----------------------------------------------------------------------- DLoRAL: chunks as the unit ---
-class _Counted:
+def _Counted(stop_at=None):
     """The tiny loader in this process (1 thread, as the CLI's); counts UNet calls; ``stop_at``: the call
     (1-based) that raises KeyboardInterrupt, as Ctrl-C would."""
-
-    def __init__(self, stop_at=None):
-        self.stop_at, self.calls = stop_at, 0
-
-    def __call__(self, request):
-        from _dloral_tiny_cli import tiny_loader
-        m = tiny_loader(request)
-        unet = m.unet
-
-        def counted(*args):
-            self.calls += 1
-            if self.calls == self.stop_at:
-                raise KeyboardInterrupt
-            return unet(*args)
-        m.unet = counted
-        return m
+    from _dloral_models import CountingLoader
+    from _dloral_tiny_cli import tiny_loader
+    return CountingLoader(tiny_loader, stop_at)
 
 
 def test_dloral_chunks_as_units_equal_one_pass_and_resume(clips, tmp_path, capsys):

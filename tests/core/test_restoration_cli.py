@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from _restoration_util import one_thread
+from _testenv import one_thread
 from _testenv import OUT, REPO
 from restoration.scanio import atomic_write, read_scan, safe_path, to_uint, write_png, write_tiff
 

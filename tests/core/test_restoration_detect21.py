@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from _restoration_util import one_thread
 from restoration.classes import CLASS_IDS
 from restoration.color import ciede2000, rgb_to_lab
 from restoration.detect import DetectConfig, detect_damage
@@ -21,10 +20,7 @@ from restoration.settings import SETTINGS
 GESSO = (0.86, 0.80, 0.68)
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _paint(h=256, w=320, seed=0, dark=0.5):

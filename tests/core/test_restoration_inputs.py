@@ -9,16 +9,12 @@ import json
 import numpy as np
 import pytest
 
-from _restoration_util import one_thread
 from _testenv import REPO
 from restoration.fileio import StagedFolder
 from restoration.scanio import to_uint, write_tiff
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,16 +2,13 @@
 import numpy as np
 import pytest
 
-from _restoration_util import one_thread, small_sample
+from _restoration_util import small_sample
 from restoration.export import export_layers, read_tiff
 from restoration.fill import METHODS, fill_image, grow_mask
 from restoration.layers import layout, separate, simulate
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from _restoration_util import one_thread, small_sample
+from _restoration_util import small_sample
 from restoration.export import export_layers, read_tiff
 from restoration.fill import fill_image
 from restoration.layers import layer_rows_fn, layout, separate
@@ -18,10 +18,7 @@ from restoration.scanio import to_uint
 from restoration.settings import SETTINGS
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

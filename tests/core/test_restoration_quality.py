@@ -16,7 +16,7 @@ sample measures F1 0.99 and fill dE00 1.67 — small images carry proportionally
 import numpy as np
 import pytest
 
-from _restoration_util import one_thread, small_sample
+from _restoration_util import small_sample
 from restoration.detect import DetectConfig, detect_damage
 from restoration.fill import fill_image
 from restoration.metrics import detection_scores, fill_scores
@@ -24,10 +24,7 @@ from restoration.metrics import detection_scores, fill_scores
 F1_MIN = {"support_split": 0.65, "craquelure": 0.85, "loss": 0.97, "small_defect": 0.60, "all": 0.88}
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _cfg(info, **kw):

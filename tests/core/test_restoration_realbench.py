@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 
-from _restoration_util import one_thread
 from restoration.classes import CLASS_IDS
 from restoration.color import ciede2000, rgb_to_lab
 from restoration.detect import DetectConfig, auto_ground, detect_damage
@@ -26,10 +25,7 @@ from restoration.realbench import IMAGES, DamageConfig, damage_image, evaluate, 
 SMALL = ("astronaut", "chelsea", "grass")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("name", SMALL)

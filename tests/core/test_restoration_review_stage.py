@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from _restoration_util import one_thread
+from _testenv import one_thread
 from restoration import stages
 from restoration.artefacts import DamageMap
 from restoration.classes import CLASS_IDS

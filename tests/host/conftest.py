@@ -30,6 +30,57 @@ def host(comfy_dir, pack):
     return _hostutil
 
 
+@pytest.fixture(scope="module")
+def mc(pack):
+    """The pack's MagCache nodes module."""
+    return pack.nodes.magcache_nodes
+
+
+@pytest.fixture(scope="module")
+def core(pack):
+    """The pack's MagCache core."""
+    return pack.magcache
+
+
+@pytest.fixture(scope="module")
+def nn_(pack):
+    """The pack's NAG nodes module."""
+    return pack.nodes.nag_nodes
+
+
+@pytest.fixture(scope="module")
+def t2v(host):
+    """A tiny random Wan2.1 T2V (seed 1), built once per test module."""
+    return host.load_tiny_wan("t2v", seed=1)
+
+
+class Boom(RuntimeError):
+    """The error a test raises in the middle of a sampling run, as the host's interrupt would."""
+
+
+@pytest.fixture(scope="session")
+def interrupt(comfy_dir):
+    """``interrupt(model, at, run, wrapper="APPLY_MODEL")``: ``run(broken)``, where ``broken`` is a clone of
+    ``model`` whose ``at``-th (1-based) call of the host's ``wrapper`` (a ``WrappersMP`` name) raises
+    :class:`Boom`; the run must fail with it. The caller then checks that nothing of the run is left."""
+    import comfy.patcher_extension as pe
+
+    def interrupted(model, at, run, wrapper="APPLY_MODEL"):
+        calls = {"n": 0}
+
+        def raiser(executor, *a, **k):
+            calls["n"] += 1
+            if calls["n"] == at:
+                raise Boom("interrupt")
+            return executor(*a, **k)
+
+        broken = model.clone()
+        broken.add_wrapper_with_key(getattr(pe.WrappersMP, wrapper), "test_raiser", raiser)
+        with pytest.raises(Boom):
+            run(broken)
+    return interrupted
+
+
 # Families that ComfyUI v0.3.64 lacks; every other family must exist on every tree tested.
 NEWER_THAN_0_3_64 = {"flux2": "Flux2", "hunyuan_video15": "HunyuanVideo15", "z_image": "ZImage"}
 

@@ -13,13 +13,7 @@ import torch
 
 from _dloral_synth import SD21_BASE, make_official, unet_shapes, with_base
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 shared cores: one thread avoids oversubscription (measured 3x faster here)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 SMALL = dict(ch=(320, 320), layers=1, attn=(True, False), ctx=1024)

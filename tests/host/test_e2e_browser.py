@@ -18,7 +18,7 @@ import pytest
 
 from _cdp import Chromium, Page, find_chromium
 from _workflows import TEMPLATE_TITLES
-from _e2e import (ComfyServer, PACK_FOLDER, make_base_dir, cleanup, write_tiny_models, write_tiny_families, STEPS,
+from _e2e import (PACK_FOLDER, running_server, write_tiny_models, write_tiny_families, STEPS,
                   TINY_UNET, TINY_VAE, TINY_HV, SIZE, FRAMES)
 
 pytestmark = [pytest.mark.host, pytest.mark.slow]
@@ -71,19 +71,14 @@ CLICK_TEXT_JS = """((texts) => {
 
 @pytest.fixture(scope="module")
 def server(comfy_dir):
-    base = make_base_dir()
-    srv = ComfyServer(comfy_dir, base)
-    try:
+    def prepare(base):
         write_tiny_models(base)
         write_tiny_families(base, only=("hunyuan_video",), vaes=False)   # the HunyuanVideo plan reads its header
         # not a first start: the 1.3x frontend would open its templates browser over the canvas
         (base / "user" / "default").mkdir(parents=True, exist_ok=True)
         (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
-        srv.start()
+    with running_server(comfy_dir, prepare) as srv:
         yield srv
-    finally:
-        srv.stop()
-        cleanup(base)
 
 
 @pytest.fixture(scope="module")
@@ -165,28 +160,7 @@ async def _scenario(server, exe, out_dir):
             " return d && d.querySelectorAll('.atl-cell').length ? d.innerText : null; })()", timeout=30)
         await asyncio.sleep(1)
         await page.screenshot(out_dir / "e2e_browser_plan.png")
-        hist_before = len(server.get_json("/history"))
-        clicked = await page.eval("""(() => {
-            const b = [...document.querySelectorAll('button')].find(b =>
-                /^(Run|Queue)\\b/i.test((b.innerText || b.getAttribute('aria-label') || '').trim()) ||
-                b.dataset?.testid === 'queue-button');
-            if (b) { b.click(); return b.innerText.trim() || b.getAttribute('aria-label'); }
-            return null; })()""")
-        if not clicked:
-            notes.append("no Run button found; queued with app.queuePrompt")
-            await page.eval(f"{APP}.queuePrompt(0, 1)")
-        else:
-            notes.append(f"queued with the {clicked!r} button")
-        for _ in range(600):
-            h = server.get_json("/history")
-            if len(h) > hist_before and all(v.get("status", {}).get("completed") is not None
-                                            for v in h.values()):
-                break
-            await asyncio.sleep(0.5)
-        else:
-            raise TimeoutError(f"run did not finish:\n{server.log_tail()}")
-        entry = list(h.values())[-1]
-        assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000]
+        await _queue(page, server, notes, polls=600)
         strip = await page.wait_for(
             "(() => { const d = document.querySelector('.atelier-step-strip[data-state=run]');"
             " return d ? {text: d.innerText, cells: d.querySelectorAll('.atl-cell').length,"
@@ -230,7 +204,9 @@ async def _hunyuan_plan(page, server, notes, out_dir):
     return plan
 
 
-async def _queue(page, server, notes):
+async def _queue(page, server, notes, polls=900):
+    """Queue the graph with the Run button (else ``app.queuePrompt``; ``notes`` says which) and wait, polling
+    /history every 0.5 s at most ``polls`` times, until every run is complete; the last must have succeeded."""
     hist_before = len(server.get_json("/history"))
     clicked = await page.eval("""(() => {
         const b = [...document.querySelectorAll('button')].find(b =>
@@ -239,8 +215,11 @@ async def _queue(page, server, notes):
         if (b) { b.click(); return b.innerText.trim() || b.getAttribute('aria-label'); }
         return null; })()""")
     if not clicked:
+        notes.append("no Run button found; queued with app.queuePrompt")
         await page.eval(f"{APP}.queuePrompt(0, 1)")
-    for _ in range(900):
+    else:
+        notes.append(f"queued with the {clicked!r} button")
+    for _ in range(polls):
         h = server.get_json("/history")
         if len(h) > hist_before and all(v.get("status", {}).get("completed") is not None for v in h.values()):
             entry = list(h.values())[-1]

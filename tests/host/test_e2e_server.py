@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from _e2e import (ComfyServer, PACK_FOLDER, make_base_dir, cleanup, load_defs, write_tiny_models,
+from _e2e import (PACK_FOLDER, running_server, load_defs, write_tiny_models,
                   write_tiny_dloral, write_tiny_families, write_tiny_scan, SCAN_PX, tiny_prompt, run_prompt, STEPS, SIZE, FRAMES, VIDEO_FRAMES, VIDEO_SIZE)
 from _testenv import REPO
 from _workflows import template_path
@@ -21,18 +21,11 @@ WF_DIR = REPO / "example_workflows"
 
 @pytest.fixture(scope="module")
 def server(comfy_dir):
-    base = make_base_dir()
-    srv = ComfyServer(comfy_dir, base)
-    try:
-        write_tiny_models(base)
-        write_tiny_dloral(base)
-        write_tiny_families(base)
-        write_tiny_scan(base)
-        srv.start()
+    def prepare(base):
+        for write in (write_tiny_models, write_tiny_dloral, write_tiny_families, write_tiny_scan):
+            write(base)
+    with running_server(comfy_dir, prepare) as srv:
         yield srv
-    finally:
-        srv.stop()
-        cleanup(base)
 
 
 @pytest.fixture(scope="module")

@@ -22,16 +22,6 @@ TWO_BRANCH = ("qwen_image", "chroma", "hunyuan_video15")
 STEPS = 10
 
 
-@pytest.fixture(scope="module")
-def mc(pack):
-    return pack.nodes.magcache_nodes
-
-
-@pytest.fixture(scope="module")
-def core(pack):
-    return pack.magcache
-
-
 @pytest.fixture
 def outdir(mc, tmp_path, monkeypatch):
     monkeypatch.setattr(mc._host, "output_directory", lambda: str(tmp_path))
@@ -127,28 +117,12 @@ def test_per_row_decisions_at_cfg(fam, mc, core, name):
     assert c["rows"] == sch.computed_calls
 
 
-class Boom(RuntimeError):
-    pass
-
-
 @pytest.mark.parametrize("name", ("flux", "qwen_image"))
-def test_interrupt_leaves_nothing_and_runs_are_independent(fam, mc, name):
-    import comfy.patcher_extension as pe
+def test_interrupt_leaves_nothing_and_runs_are_independent(fam, mc, interrupt, name):
     m = fam.model(name)
     mm, _ = apply(mc, m)
     clean = run(fam, name, mm, 3.0, seed=5)
-    calls = {"n": 0}
-
-    def raiser(executor, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise Boom("interrupt")
-        return executor(*a, **k)
-
-    broken = mm.clone()
-    broken.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "test_raiser", raiser)
-    with pytest.raises(Boom):
-        run(fam, name, broken, 3.0, seed=5)
+    interrupt(mm, 6, lambda broken: run(fam, name, broken, 3.0, seed=5))
     assert report(mm)["interrupted"]
     assert "atelier_magcache_run" not in m.model_options.get("transformer_options", {})
     assert torch.equal(clean, run(fam, name, mm, 3.0, seed=5))

@@ -5,21 +5,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="module")
-def mc(pack):
-    return pack.nodes.magcache_nodes
-
-
-@pytest.fixture(scope="module")
-def core(pack):
-    return pack.magcache
-
-
-@pytest.fixture(scope="module")
-def t2v(host):
-    return host.load_tiny_wan("t2v", seed=1)
-
-
 @contextlib.contextmanager
 def count_rows(model):
     """Count rows entering the first block (block-stack evaluations), via a forward hook
@@ -105,28 +90,11 @@ def test_runs_with_different_step_counts(host, mc, core, t2v):
         assert c["rows"] == sch.computed_calls, steps
 
 
-class Boom(RuntimeError):
-    pass
-
-
-def test_interrupted_then_full_run_is_clean(host, mc, t2v):
-    import comfy.patcher_extension as pe
+def test_interrupted_then_full_run_is_clean(host, mc, interrupt, t2v):
     pos, neg = host.text_cond(1), host.text_cond(2)
     m, _ = apply(mc, t2v)
     clean = host.ksample(m, pos, neg, steps=20, cfg=5.0, seed=9)
-
-    calls = {"n": 0}
-
-    def raiser(executor, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 9:
-            raise Boom("interrupt")
-        return executor(*a, **k)
-
-    broken = m.clone()
-    broken.add_wrapper_with_key(pe.WrappersMP.APPLY_MODEL, "test_raiser", raiser)
-    with pytest.raises(Boom):
-        host.ksample(broken, pos, neg, steps=20, cfg=5.0, seed=9)
+    interrupt(m, 9, lambda broken: host.ksample(broken, pos, neg, steps=20, cfg=5.0, seed=9))
     rep = m.model_options["transformer_options"]["atelier_magcache_run"].last_report
     assert rep["interrupted"]
     again = host.ksample(m, pos, neg, steps=20, cfg=5.0, seed=9)

@@ -24,11 +24,6 @@ JOINT = ["flux", "flux_kontext", "flux2", "chroma", "chroma_radiance", "qwen_ima
 JOINT_TOL = 1e-4    # relative: the LSE merge of partial attentions vs the host's one attention
 
 
-@pytest.fixture(scope="module")
-def nn_(pack):
-    return pack.nodes.nag_nodes
-
-
 def nag(nn_, model, negative, **kw):
     args = dict(scale=11.0, tau=2.5, alpha=0.25, sigma_end=0.0)
     args.update(kw)
@@ -230,10 +225,6 @@ def test_hidream_negative_text_is_its_own_stream(fam, nn_, p_len, n_len):
     torch.testing.assert_close(negative, alone_neg, rtol=1e-4, atol=1e-4)
 
 
-class Boom(RuntimeError):
-    pass
-
-
 def _state(model):
     to = model.model_options.get("transformer_options", {})
     dm = model.get_model_object("diffusion_model")
@@ -242,25 +233,13 @@ def _state(model):
 
 
 @pytest.mark.parametrize("name", ["wan21_vace", "flux2", "qwen_image", "hunyuan_video", "z_image", "hidream"])
-def test_error_mid_run_leaves_nothing(fam, nn_, name):
-    import comfy.patcher_extension as pe
+def test_error_mid_run_leaves_nothing(fam, nn_, interrupt, name):
     m = fam.model(name)
     plain = _sample(fam, m, name, cfg=2.0, steps=3)
     before = _state(m)        # after loading m: the module tree holds what m patches (another clone may have run)
     g = nag(nn_, m, fam.conditioning(name, seed=5, tokens=5))
     clean = _sample(fam, g, name, cfg=2.0, steps=3)
-    calls = {"n": 0}
-
-    def raiser(executor, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise Boom("interrupt")
-        return executor(*a, **k)
-
-    broken = g.clone()
-    broken.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, "test_raiser", raiser)
-    with pytest.raises(Boom):
-        _sample(fam, broken, name, cfg=2.0, steps=3)
+    interrupt(g, 2, lambda broken: _sample(fam, broken, name, cfg=2.0, steps=3), wrapper="DIFFUSION_MODEL")
     assert torch.equal(_sample(fam, g, name, cfg=2.0, steps=3), clean)
     assert torch.equal(_sample(fam, m, name, cfg=2.0, steps=3), plain)   # loads m: the host unpatches g
     assert _state(m) == before

@@ -121,13 +121,8 @@ def test_skipping_reuses_the_guided_residual(fam, pack, name):
     assert float((a - run(fam, name, nag(pack, m, neg), cfg)).abs().max()) > 0
 
 
-class Boom(RuntimeError):
-    pass
-
-
 @pytest.mark.parametrize("name", ["flux", "qwen_image", "hunyuan_video", "z_image", "hidream"])
-def test_error_mid_run_leaves_nothing(fam, pack, name):
-    import comfy.patcher_extension as pe
+def test_error_mid_run_leaves_nothing(fam, pack, interrupt, name):
     m = fam.model(name)
     cfg = cfg_of(name)
     plain = run(fam, name, m, cfg)
@@ -135,18 +130,7 @@ def test_error_mid_run_leaves_nothing(fam, pack, name):
     neg = fam.conditioning(name, seed=5, tokens=5)
     for composed, _ in both_orders(pack, name, m, neg, 0.5):
         clean = run(fam, name, composed, cfg)
-        calls = {"n": 0}
-
-        def raiser(executor, *a, **k):
-            calls["n"] += 1
-            if calls["n"] == 4:
-                raise Boom("interrupt")
-            return executor(*a, **k)
-
-        broken = composed.clone()
-        broken.add_wrapper_with_key(pe.WrappersMP.DIFFUSION_MODEL, "test_raiser", raiser)
-        with pytest.raises(Boom):
-            run(fam, name, broken, cfg)
+        interrupt(composed, 4, lambda broken: run(fam, name, broken, cfg), wrapper="DIFFUSION_MODEL")
         assert torch.equal(run(fam, name, composed, cfg), clean)
         assert "optimized_attention_override" not in composed.model_options["transformer_options"]
     assert torch.equal(run(fam, name, m, cfg), plain)
