@@ -119,3 +119,35 @@ def test_a_flat_rim_gets_the_membrane_without_a_search(monkeypatch):
     stripes = np.repeat((0.5 + 0.3 * np.sin(xx / 3.0))[..., None], 3, 2).astype(np.float32)
     E.exemplar_fill(stripes, mask)
     assert calls
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_exact_seam_membrane_is_what_the_jacobi_sweeps_converge_to(seed):
+    """The banded Cholesky solve of the seam's Laplace equation equals many Jacobi sweeps of it (holes of
+    any shape, holes touching the box's border, a lone unknown pixel) and holds the rim."""
+    rng = np.random.default_rng(seed)
+    for _ in range(6):
+        h, w = rng.integers(2, 23, 2)
+        known = rng.random((h, w)) < rng.uniform(0.2, 0.9)
+        known[rng.integers(h), rng.integers(w)] = True
+        resid = rng.random((h, w, 3)).astype(np.float32)
+        exact = E._membrane_exact(resid, known)
+        assert np.array_equal(exact[known], resid[known])
+        assert np.allclose(exact, E._membrane(resid, known, 6000), atol=2e-4)
+    one = np.ones((5, 5), bool)
+    one[2, 2] = False
+    r = np.arange(75, dtype=np.float32).reshape(5, 5, 3)
+    assert np.allclose(E._membrane_exact(r, one)[2, 2], (r[1, 2] + r[3, 2] + r[2, 1] + r[2, 3]) / 4)
+
+
+def test_the_exact_seam_membrane_reproduces_a_ramp_and_is_the_default():
+    """A linear ramp is harmonic: the exact membrane gives it back inside a hole (24 Jacobi sweeps from a
+    blurred start do not); the default fill uses the exact solve for every box of a piece and its band."""
+    yy, xx = np.mgrid[0:22, 0:22].astype(np.float32)
+    ramp = np.stack([0.01 * yy, 0.02 * xx, 0.01 * (xx + yy)], -1).astype(np.float32)
+    known = np.ones((22, 22), bool)
+    known[4:18, 3:19] = False
+    assert np.abs(E._membrane_exact(np.where(known[..., None], ramp, 0).astype(np.float32), known) - ramp).max() < 1e-5
+    assert np.abs(E._membrane(np.where(known[..., None], ramp, 0).astype(np.float32), known, 24) - ramp).max() > 1e-3
+    cfg = E.ExemplarConfig()
+    assert cfg.seam_exact >= (cfg.piece + 2 * cfg.band) ** 2
