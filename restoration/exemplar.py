@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import contextlib
+import functools
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -42,11 +43,11 @@ import numpy as np
 class ExemplarConfig:
     """Parameters of :func:`exemplar_fill` (chosen on the tune half of bench/bench_fill.py)."""
     piece: int = 12            # side of a piece (px)
-    band: int = 5              # template border around a piece (px)
+    band: int = 1              # template border around a piece (px)
     search: int = 80           # search radius around the template (px)
     k: int = 8                 # candidates blended
     k_sep: int = 3             # min distance between candidates (px)
-    h: float = 0.1             # blend temperature (on RMS difference in [0, 1] units)
+    h: float = 0.07            # blend temperature (on RMS difference in [0, 1] units)
     tau: float = 0.0           # temperature that grows with the best match's own difference
     gamma: float = 0.75        # shrink the copied detail by max(0, 1 - gamma * d_0 / var) (0 = keep it all)
     thin: float = 2.0          # pieces whose pixels all lie within this distance (px) of the rim (scratches) ...
@@ -101,12 +102,12 @@ def _membrane_exact(resid: np.ndarray, known: np.ndarray) -> np.ndarray:
     """The converged membrane of :func:`_membrane` (what its Jacobi sweeps tend to), solved directly: the
     discrete Laplace equation on the 4-neighbour grid of the box (neighbours outside the box left out, i.e.
     the replicate border), known pixels held. The unknown pixels in raster order make a banded symmetric
-    positive definite system (band: one box row), solved by banded Cholesky (LAPACK ``pbsv`` through
+    positive definite system (band: one box row), solved by banded Cholesky (LAPACK ``dpbsv`` through
     scipy: about n w^2 operations for n unknowns in a box w wide). A part of the box with no known pixel
     gets the mean of the known ones (a pull of 1e-6 towards it keeps the system definite).
     ``resid`` (h, w, C) float32, ``known`` (h, w) bool -> (h, w, C) float32, equal to ``resid`` on ``known``."""
     import cv2
-    from scipy.linalg import solveh_banded
+    from scipy.linalg.lapack import dpbsv
     h, w, c = resid.shape
     unk = ~known
     n = int(unk.sum())
@@ -115,25 +116,36 @@ def _membrane_exact(resid: np.ndarray, known: np.ndarray) -> np.ndarray:
         return out
     idx = np.full((h, w), -1, np.int64)
     idx[unk] = np.arange(n)
-    deg = np.full((h, w), 4.0)
-    deg[0] -= 1
-    deg[-1] -= 1
-    deg[:, 0] -= 1
-    deg[:, -1] -= 1
     pv = unk[:-1] & unk[1:]                       # vertical unknown-unknown pairs: (upper i, lower j)
     iv, jv = idx[:-1][pv], idx[1:][pv]
     kd = int((jv - iv).max()) if iv.size else min(1, n - 1)  # half bandwidth (0 for a single unknown)
     eps = 1e-6
     ab = np.zeros((kd + 1, n))                     # upper band: ab[kd + i - j, j] = a[i, j], i <= j
-    ab[kd] = deg[unk] + eps
+    ab[kd] = _degree(h, w)[unk]
+    ab[kd] += eps
     if kd:
         ab[kd - 1, idx[:, 1:][unk[:, :-1] & unk[:, 1:]]] = -1.0
     ab[kd - (jv - iv), jv] = -1.0
     rk = resid * known[..., None]
     b = cv2.filter2D(rk, -1, _CROSS, borderType=cv2.BORDER_CONSTANT).reshape(resid.shape)[unk].astype(np.float64)
     b += eps * (rk.reshape(-1, c).sum(0) / max(int(known.sum()), 1))
-    out[unk] = solveh_banded(ab, b, check_finite=False)
+    _, x, info = dpbsv(ab, b, overwrite_ab=1, overwrite_b=1)
+    if info != 0:  # pragma: no cover - the system is positive definite by construction
+        raise np.linalg.LinAlgError(f"seam membrane: LAPACK dpbsv info {info}")
+    out[unk] = x
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _degree(h: int, w: int) -> np.ndarray:
+    """(h, w) float64: each pixel's number of 4-neighbours inside an h x w box (read-only, cached)."""
+    deg = np.full((h, w), 4.0)
+    deg[0] -= 1
+    deg[-1] -= 1
+    deg[:, 0] -= 1
+    deg[:, -1] -= 1
+    deg.setflags(write=False)
+    return deg
 
 
 def _membrane(resid: np.ndarray, known: np.ndarray, iters: int = 24, exact_max: int = 0) -> np.ndarray:
@@ -199,13 +211,24 @@ def _ssd(win: np.ndarray, tpl: np.ndarray, wt: np.ndarray) -> np.ndarray:
     return d
 
 
+def _ssd_grey_raw(wl: np.ndarray, wl2: np.ndarray, tpl: np.ndarray, wt: np.ndarray) -> np.ndarray:
+    """The place-dependent part of :func:`_ssd_grey`, sum(w I^2) - 2 sum(w T I), which orders the places the
+    same (the rest, sum(w T^2) and the division by sum(w), is one affine map, applied by the caller to the
+    few places it keeps): ``wl``, ``wl2`` (Hw, Ww), ``tpl``, ``wt`` (th, tw) float32 -> (Hw - th + 1,
+    Ww - tw + 1) float32."""
+    import cv2
+    d: np.ndarray = cv2.matchTemplate(wl2, wt, cv2.TM_CCORR)
+    wtt = wt * tpl
+    wtt *= np.float32(-2)                            # exact (a power of two): the same sums as 2 * corr
+    d += cv2.matchTemplate(wl, wtt, cv2.TM_CCORR)
+    return d
+
+
 def _ssd_grey(wl: np.ndarray, wl2: np.ndarray, tpl: np.ndarray, wt: np.ndarray) -> np.ndarray:
     """:func:`_ssd` for one channel with the window's square ``wl2`` given (computed once per scan):
     ``wl``, ``wl2`` (Hw, Ww), ``tpl``, ``wt`` (th, tw) float32 -> (Hw - th + 1, Ww - tw + 1) float32."""
-    import cv2
-    d: np.ndarray = np.asarray(cv2.matchTemplate(wl2, wt, cv2.TM_CCORR), np.float32)
+    d = _ssd_grey_raw(wl, wl2, tpl, wt)
     d += np.float32((wt * tpl ** 2).sum())
-    d -= 2 * cv2.matchTemplate(wl, wt * tpl, cv2.TM_CCORR)
     np.maximum(d, 0, out=d)
     d /= max(float(wt.sum()), 1e-12)
     d[~np.isfinite(d)] = np.inf
@@ -276,12 +299,15 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
             wl2 = wl * wl
         else:
             wl, wl2 = scan.lum[wy0:wy1, wx0:wx1], scan.lum2[wy0:wy1, wx0:wx1]
-        d = _ssd_grey(wl, wl2, tpl @ _LUM, wt)
+        tl = tpl @ _LUM
+        d = _ssd_grey_raw(wl, wl2, tl, wt)
         if scan is not None and scan.side == (th, tw):
-            d[scan.bad[wy0:wy1 - th + 1, wx0:wx1 - tw + 1].view(bool)] = np.inf
+            np.copyto(d, np.float32(np.inf), where=scan.bad[wy0:wy1 - th + 1, wx0:wx1 - tw + 1].view(bool))
         else:
-            d[_box_sum(cv2.integral(dmg.view(np.uint8)), th, tw) > 0] = np.inf
-        best = _best_places(d, cfg.k, cfg.k_sep)
+            np.copyto(d, np.float32(np.inf), where=_box_sum(cv2.integral(dmg.view(np.uint8)), th, tw) > 0)
+        # the kept places' scores made per-pixel means (as _ssd_grey), an affine map that keeps their order
+        c0, inv = float((wt * tl * tl).sum()), 1.0 / max(sw, 1e-12)
+        best = [(iy, ix, max(v + c0, 0.0) * inv) for iy, ix, v in _best_places(d, cfg.k, cfg.k_sep)]
     else:
         ii = cv2.integral(dmg.view(np.uint8))
         best = _search_full(np.where(dmg[..., None], np.float32(0), win), ii, tpl, wt, cfg)
