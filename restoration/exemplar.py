@@ -18,7 +18,10 @@ costs nothing). A piece is filled like this:
    equally (grain, noise) the blend tends to their common part, which is closer to the lost picture than
    any single copy.
 3. **Seam**: the blend's mismatch on the template's known pixels is carried into the piece by a harmonic
-   membrane (:func:`_membrane`), so the copy meets its rim without a step.
+   membrane, so the copy meets its rim without a step. The membrane is the exact solution of the discrete
+   Laplace equation in the template's box (:func:`_membrane_exact`: one small banded Cholesky solve), not a
+   few relaxation sweeps: its smooth part is then what a converged harmonic fill of the piece gives, and
+   with it a 1 px template border is enough (chosen on the tune half of bench/bench_fill.py).
 
 Pieces whose known rim is flat (mean per-channel variance under ``flat_var``: the copy could add at most that
 little detail) get the membrane of the rim without a search. Pieces whose pixels all lie within ``thin`` px of
@@ -44,7 +47,7 @@ class ExemplarConfig:
     """Parameters of :func:`exemplar_fill` (chosen on the tune half of bench/bench_fill.py)."""
     piece: int = 12            # side of a piece (px)
     band: int = 1              # template border around a piece (px)
-    search: int = 80           # search radius around the template (px)
+    search: int = 76           # search radius around the template (px; 76: a 166 px window, below the size where OpenCV's block DFT grows)
     k: int = 8                 # candidates blended
     k_sep: int = 3             # min distance between candidates (px)
     h: float = 0.07            # blend temperature (on RMS difference in [0, 1] units)
@@ -53,8 +56,9 @@ class ExemplarConfig:
     thin: float = 2.0          # pieces whose pixels all lie within this distance (px) of the rim (scratches) ...
     thin_search: int = 40      # ... are searched this far only (the lines crossing them continue nearby; 0: membrane only)
     flat_var: float = 1e-4     # pieces whose rim varies less than this (mean per-channel variance) get the membrane only
-    seam_iters: int = 24       # Jacobi sweeps of the seam membrane ...
-    seam_exact: int = 484      # ... solved exactly instead where a box has at most this many unknown pixels
+    seam_iters: int = 24       # Jacobi sweeps of the seam membrane (only where it is not solved exactly) ...
+    seam_exact: int = 484      # ... it is solved exactly where a box has at most this many unknown pixels (484: always,
+                               # up to piece 12 + 2 x band 5)
     grey: bool = True          # search on luminance only (one channel: about 3x faster), blend in colour
     filled_weight: float = 0.5 # weight of already filled pixels in a template
     min_known_share: float = 0.1  # refuse masks that leave less than this share of the picture
