@@ -29,7 +29,10 @@ the rim (scratches) search only ``thin_search`` px around
 (the lines that cross a scratch continue nearby; 0: the membrane only). Pieces whose window holds no clean
 place (a hole touching a huge damaged area) get the harmonic fill. Work is local (a window around each
 piece), so the time grows with the damaged area, not the scan; nothing filled is ever a source (holes are
-filled in raster order of their first pixel). Deterministic: no randomness.
+filled in raster order of their first pixel). A hole none of whose pieces kept more than ``smooth_hole`` of the
+copied detail (grain or noise that no place predicts) is filled again with one exact membrane of the whole hole,
+the converged harmonic fill, whose smooth guess is closer there than the chain of per-piece membranes.
+Deterministic: no randomness.
 Outside the mask the output is bit-identical to the input.
 """
 from __future__ import annotations
@@ -62,12 +65,14 @@ class ExemplarConfig:
     grey: bool = True          # search on luminance only (one channel: about 3x faster), blend in colour
     filled_weight: float = 0.5 # weight of already filled pixels in a template
     min_known_share: float = 0.1  # refuse masks that leave less than this share of the picture
+    smooth_hole: float = 0.5   # a hole none of whose pieces kept more than this share of copied detail gets one exact
+                               # membrane of the whole hole (-1: never)
 
     def validate(self) -> "ExemplarConfig":
         for name in ("piece", "band", "search", "k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"exemplar {name}={getattr(self, name)} must be at least 1")
-        if (self.k_sep < 0 or self.thin_search < 0 or self.h <= 0 or not 0 < self.filled_weight <= 1
+        if (self.k_sep < 0 or self.thin_search < 0 or not self.smooth_hole <= 1 or self.h <= 0 or not 0 < self.filled_weight <= 1
                 or not 0 <= self.min_known_share < 1 or self.flat_var < 0 or self.seam_iters < 0
                 or self.seam_exact < 0):
             raise ValueError(f"exemplar settings out of range: {self}")
@@ -249,13 +254,14 @@ def _search_full(win: np.ndarray, ii: np.ndarray, tpl: np.ndarray, wt: np.ndarra
 
 def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: np.ndarray,
                 box: Tuple[int, int, int, int], cfg: ExemplarConfig, smooth_only: bool = False,
-                search: Optional[int] = None, scan: Optional["_Scan"] = None) -> bool:
+                search: Optional[int] = None, scan: Optional["_Scan"] = None) -> Optional[float]:
     """Fill the ``sub`` pixels ((y1 - y0, x1 - x0) bool) of ``box`` (y0, y1, x0, x1) in ``out`` in place
     and give them ``filled_weight`` in ``weight``.
 
     out: (H, W, 3) float32; weight: (H, W) float32 (1 original, ``filled_weight`` filled, 0 to do);
     damaged: (H, W) bool (never a source); scan: what the grey search needs of the whole scan, computed once
-    (:func:`_scan_maps`; computed here per window when None: the same result). Returns False where no clean place was found (nothing written).
+    (:func:`_scan_maps`; computed here per window when None: the same result). Returns the share of the copied
+    detail kept (``beta``: 0 for the membrane alone), or None where no clean place was found (nothing written).
     """
     import cv2
     h, w = damaged.shape
@@ -267,7 +273,7 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     wt = weight[ty0:ty1, tx0:tx1]
     sw = float(wt.sum())
     if sw <= 0:
-        return False
+        return None
     known = wt > 0
     # what is still damaged never enters a computation (the fill does not depend on the damaged values)
     tpl = np.where(known[..., None], out[ty0:ty1, tx0:tx1], np.float32(0))
@@ -275,7 +281,7 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
         val = np.clip(_membrane(np.ascontiguousarray(tpl), known, 8, cfg.seam_exact), 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
         out[y0:y1, x0:x1][sub] = val[sub]
         weight[y0:y1, x0:x1][sub] = cfg.filled_weight
-        return True
+        return 0.0
     var = 0.0
     if cfg.gamma > 0:
         # keep the copied detail in proportion to how well it predicts the rim (Wiener-like, below): a match as
@@ -291,9 +297,9 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
             val = np.clip(_membrane(tpl, known, cfg.seam_iters, cfg.seam_exact), 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
             out[y0:y1, x0:x1][sub] = val[sub]
             weight[y0:y1, x0:x1][sub] = cfg.filled_weight
-            return True
+            return 0.0
     if wy1 - wy0 <= th or wx1 - wx0 <= tw:
-        return False
+        return None
     win = out[wy0:wy1, wx0:wx1]
     dmg = damaged[wy0:wy1, wx0:wx1]
     if cfg.grey:
@@ -316,7 +322,7 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
         ii = cv2.integral(dmg.view(np.uint8))
         best = _search_full(np.where(dmg[..., None], np.float32(0), win), ii, tpl, wt, cfg)
     if not best:
-        return False
+        return None
     d0 = best[0][2]
     cand = np.stack([win[iy:iy + th, ix:ix + tw] for iy, ix, _ in best])          # (k, th, tw, 3)
     a = np.exp(-(np.array([c[2] for c in best]) - d0) / (cfg.h ** 2 + cfg.tau * d0)).astype(np.float32)
@@ -332,7 +338,7 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     val = np.clip(_membrane(tpl - bs, known, cfg.seam_iters, cfg.seam_exact) + bs, 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
     out[y0:y1, x0:x1][sub] = val[sub]
     weight[y0:y1, x0:x1][sub] = cfg.filled_weight
-    return True
+    return beta
 
 
 def exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig = ExemplarConfig(),
@@ -395,6 +401,7 @@ def _exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig,
         if not dynamic:  # a large hole: a fixed rim-first order (each piece's nearest pixel to the rim), raster ties
             cells.sort(key=lambda c: float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][
                 lab[c[0]:c[1], c[2]:c[3]] == i].min()))
+        most, gone = 0.0, False   # the largest share of copied detail a piece kept; whether one found no place
         conf = [0.0] * len(cells)
         stale = [True] * len(cells)
         while cells:
@@ -415,9 +422,22 @@ def _exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig,
                     stale[q] = True
             sub = lab[c[0]:c[1], c[2]:c[3]] == i
             thin = cfg.thin > 0 and float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][sub].max()) <= cfg.thin
-            if not _fill_piece(out, weight, mask, sub, c, cfg, smooth_only=thin and cfg.thin_search <= 0,
-                               search=cfg.thin_search if thin else None, scan=scan):
+            kept = _fill_piece(out, weight, mask, sub, c, cfg, smooth_only=thin and cfg.thin_search <= 0,
+                               search=cfg.thin_search if thin else None, scan=scan)
+            if kept is None:
                 rest[c[0]:c[1], c[2]:c[3]] |= sub
+                gone = True
+            else:
+                most = max(most, kept)
+        if not gone and most <= cfg.smooth_hole:
+            # no piece kept enough copied detail: the hole is grain or noise no place predicts, whose best guess is
+            # the smooth fill; one exact membrane of the whole hole (what the harmonic fill converges to) instead
+            # of the chain of per-piece ones
+            gy1, gx1 = min(h, y0 + bh + 1), min(w, x0 + bw + 1)
+            hole = lab[gy0:gy1, gx0:gx1] == i
+            box = out[gy0:gy1, gx0:gx1]
+            memb = np.clip(_membrane_exact(np.ascontiguousarray(box), ~mask[gy0:gy1, gx0:gx1]), 0, 1)
+            box[hole] = memb[hole]
         if progress:
             progress(i, n - 1)
     return out, rest
