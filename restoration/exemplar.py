@@ -411,7 +411,8 @@ def _exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig,
             if dynamic and len(cells) > 1:
                 for q, c in enumerate(cells):
                     if stale[q]:
-                        conf[q] = float(weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b].mean())
+                        around = weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b]
+                        conf[q] = float(around.sum() / np.float32(around.size))   # its mean, without np.mean's overhead
                         stale[q] = False
                 j = int(np.argmax(conf))
             c = cells.pop(j)
