@@ -53,7 +53,7 @@ class ExemplarConfig:
     search: int = 76           # search radius around the template (px; 76: a 166 px window, below the size where OpenCV's block DFT grows)
     k: int = 8                 # candidates blended
     k_sep: int = 3             # min distance between candidates (px)
-    h: float = 0.07            # blend temperature (on RMS difference in [0, 1] units)
+    h: float = 0.05            # blend temperature (on RMS difference in [0, 1] units)
     tau: float = 0.0           # temperature that grows with the best match's own difference
     gamma: float = 0.75        # shrink the copied detail by max(0, 1 - gamma * d_0 / var) (0 = keep it all)
     thin: float = 2.0          # pieces whose pixels all lie within this distance (px) of the rim (scratches) ...
