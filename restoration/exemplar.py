@@ -361,7 +361,7 @@ def _one_blas_thread() -> Any:
     """A context that holds the BLAS/LAPACK pools at one thread (threadpoolctl, where installed): the seam
     solves are tiny banded systems, which a thread pool only slows (several times on a loaded machine)."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn; without it the pool's default
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
