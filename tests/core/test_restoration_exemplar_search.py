@@ -151,3 +151,22 @@ def test_the_exact_seam_membrane_reproduces_a_ramp_and_is_the_default():
     assert np.abs(E._membrane(np.where(known[..., None], ramp, 0).astype(np.float32), known, 24) - ramp).max() > 1e-3
     cfg = E.ExemplarConfig()
     assert cfg.seam_exact >= (cfg.piece + 2 * cfg.band) ** 2
+
+
+def test_the_seam_solves_run_with_one_blas_thread(monkeypatch):
+    """The banded solves are tiny: a BLAS thread pool only slows them (several times on a loaded machine), so
+    the fill holds BLAS at one thread while it runs and gives the caller's setting back after."""
+    tpc = pytest.importorskip("threadpoolctl")
+    seen = []
+    real = E._membrane_exact
+    monkeypatch.setattr(E, "_membrane_exact", lambda *a: seen.append(
+        [i["num_threads"] for i in tpc.threadpool_info() if i["user_api"] == "blas"]) or real(*a))
+    img = np.repeat((0.5 + 0.3 * np.sin(np.arange(64) / 3.0))[None, :, None], 48, 0).repeat(3, 2)
+    mask = np.zeros((48, 64), bool)
+    mask[20:26, 20:40] = True
+    with tpc.threadpool_limits(limits=2, user_api="blas"):
+        before = [i["num_threads"] for i in tpc.threadpool_info() if i["user_api"] == "blas"]
+        E.exemplar_fill(img.astype(np.float32), mask)
+        after = [i["num_threads"] for i in tpc.threadpool_info() if i["user_api"] == "blas"]
+    assert seen and all(n == 1 for s in seen for n in s)
+    assert after == before
