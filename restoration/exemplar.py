@@ -30,8 +30,9 @@ the rim (scratches) search only ``thin_search`` px around
 place (a hole touching a huge damaged area) get the harmonic fill. Work is local (a window around each
 piece), so the time grows with the damaged area, not the scan; nothing filled is ever a source (holes are
 filled in raster order of their first pixel). A hole none of whose pieces kept more than ``smooth_hole`` of the
-copied detail (grain or noise that no place predicts) is filled again with one exact membrane of the whole hole,
-the converged harmonic fill, whose smooth guess is closer there than the chain of per-piece membranes.
+copied detail (grain or noise that no place predicts; holes of at most 64 pieces) is filled again with one exact
+membrane of the whole hole, the converged harmonic fill, whose smooth guess is closer there than the chain of
+per-piece membranes.
 Deterministic: no randomness.
 Outside the mask the output is bit-identical to the input.
 """
@@ -50,7 +51,8 @@ class ExemplarConfig:
     """Parameters of :func:`exemplar_fill` (chosen on the tune half of bench/bench_fill.py)."""
     piece: int = 12            # side of a piece (px)
     band: int = 1              # template border around a piece (px)
-    search: int = 76           # search radius around the template (px; 76: a 166 px window, below the size where OpenCV's block DFT grows)
+    search: int = 76           # search radius around the template (px; 76: a 166 px window, under the size where
+                               # OpenCV's block DFT grows)
     k: int = 8                 # candidates blended
     k_sep: int = 3             # min distance between candidates (px)
     h: float = 0.05            # blend temperature (on RMS difference in [0, 1] units)
@@ -65,15 +67,15 @@ class ExemplarConfig:
     grey: bool = True          # search on luminance only (one channel: about 3x faster), blend in colour
     filled_weight: float = 0.5 # weight of already filled pixels in a template
     min_known_share: float = 0.1  # refuse masks that leave less than this share of the picture
-    smooth_hole: float = 0.5   # a hole none of whose pieces kept more than this share of copied detail gets one exact
-                               # membrane of the whole hole (-1: never)
+    smooth_hole: float = 0.5   # a hole (of at most 64 pieces) none of whose pieces kept more than this share of copied
+                               # detail gets one exact membrane of the whole hole (-1: never)
 
     def validate(self) -> "ExemplarConfig":
         for name in ("piece", "band", "search", "k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"exemplar {name}={getattr(self, name)} must be at least 1")
-        if (self.k_sep < 0 or self.thin_search < 0 or not self.smooth_hole <= 1 or self.h <= 0 or not 0 < self.filled_weight <= 1
-                or not 0 <= self.min_known_share < 1 or self.flat_var < 0 or self.seam_iters < 0
+        if (self.k_sep < 0 or self.thin_search < 0 or not self.smooth_hole <= 1 or self.h <= 0
+                or not 0 < self.filled_weight <= 1 or not 0 <= self.min_known_share < 1 or self.flat_var < 0 or self.seam_iters < 0
                 or self.seam_exact < 0):
             raise ValueError(f"exemplar settings out of range: {self}")
         return self
@@ -430,10 +432,11 @@ def _exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig,
                 gone = True
             else:
                 most = max(most, kept)
-        if not gone and most <= cfg.smooth_hole:
+        if dynamic and not gone and most <= cfg.smooth_hole:
             # no piece kept enough copied detail: the hole is grain or noise no place predicts, whose best guess is
             # the smooth fill; one exact membrane of the whole hole (what the harmonic fill converges to) instead
-            # of the chain of per-piece ones
+            # of the chain of per-piece ones. Holes of at most 64 pieces only (the banded solve of a hole w px wide
+            # and n px large costs n w^2 and holds n w numbers: about 0.1 s and 7 MB at the largest, 96 x 96 px)
             gy1, gx1 = min(h, y0 + bh + 1), min(w, x0 + bw + 1)
             hole = lab[gy0:gy1, gx0:gx1] == i
             box = out[gy0:gy1, gx0:gx1]

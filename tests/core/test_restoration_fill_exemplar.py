@@ -215,3 +215,20 @@ def test_a_hole_in_noise_gets_the_membrane_of_the_whole_hole_and_lines_keep_thei
     assert np.abs(so[mask] - stripes[mask]).mean() < 0.5 * np.abs(sm[mask[y0:y1, x0:x1]] - stripes[mask]).mean()
     with pytest.raises(ValueError):
         ExemplarConfig(smooth_hole=1.5).validate()
+
+
+def test_a_large_hole_in_noise_keeps_its_pieces():
+    """The whole-hole membrane is for holes of at most 64 pieces (its banded solve grows as n w^2): a hole of
+    more pieces in noise keeps the chain of piece fills, filled completely."""
+    from restoration import exemplar as E
+    rng = np.random.default_rng(9)
+    img = np.clip(0.5 + 0.08 * rng.standard_normal((200, 200, 1)), 0, 1).repeat(3, 2).astype(np.float32)
+    mask = np.zeros((200, 200), bool)
+    mask[40:160, 40:160] = True                                 # 10 x 10 pieces
+    dmg = img.copy()
+    dmg[mask] = 0.9
+    out, rest = exemplar_fill(dmg, mask)
+    assert not rest.any() and np.isfinite(out).all()
+    whole = np.clip(E._membrane_exact(np.ascontiguousarray(dmg[39:161, 39:161]), ~mask[39:161, 39:161]), 0, 1)
+    assert np.abs(out[40:160, 40:160] - whole[1:-1, 1:-1]).max() > 1e-3
+    assert np.abs(out[mask] - 0.5).mean() < 0.1                  # still a fill of the noise's level
