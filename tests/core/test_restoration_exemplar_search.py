@@ -102,8 +102,8 @@ def test_a_flat_rim_gets_the_membrane_without_a_search(monkeypatch):
     """Pieces whose rim varies less than flat_var skip the search (their copy could add at most that little
     detail); a textured rim is searched."""
     calls = []
-    real = E._ssd_grey
-    monkeypatch.setattr(E, "_ssd_grey", lambda *a: calls.append(1) or real(*a))
+    real = E._ssd_grey_raw
+    monkeypatch.setattr(E, "_ssd_grey_raw", lambda *a: calls.append(1) or real(*a))
     rng = np.random.default_rng(3)
     flat = np.clip(0.5 + 0.003 * rng.standard_normal((96, 96, 1)), 0, 1).repeat(3, 2).astype(np.float32)
     mask = np.zeros((96, 96), bool)
@@ -119,3 +119,54 @@ def test_a_flat_rim_gets_the_membrane_without_a_search(monkeypatch):
     stripes = np.repeat((0.5 + 0.3 * np.sin(xx / 3.0))[..., None], 3, 2).astype(np.float32)
     E.exemplar_fill(stripes, mask)
     assert calls
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_exact_seam_membrane_is_what_the_jacobi_sweeps_converge_to(seed):
+    """The banded Cholesky solve of the seam's Laplace equation equals many Jacobi sweeps of it (holes of
+    any shape, holes touching the box's border, a lone unknown pixel) and holds the rim."""
+    rng = np.random.default_rng(seed)
+    for _ in range(6):
+        h, w = rng.integers(2, 23, 2)
+        known = rng.random((h, w)) < rng.uniform(0.2, 0.9)
+        known[rng.integers(h), rng.integers(w)] = True
+        resid = rng.random((h, w, 3)).astype(np.float32)
+        exact = E._membrane_exact(resid, known)
+        assert np.array_equal(exact[known], resid[known])
+        assert np.allclose(exact, E._membrane(resid, known, 6000), atol=2e-4)
+    one = np.ones((5, 5), bool)
+    one[2, 2] = False
+    r = np.arange(75, dtype=np.float32).reshape(5, 5, 3)
+    assert np.allclose(E._membrane_exact(r, one)[2, 2], (r[1, 2] + r[3, 2] + r[2, 1] + r[2, 3]) / 4)
+
+
+def test_the_exact_seam_membrane_reproduces_a_ramp_and_is_the_default():
+    """A linear ramp is harmonic: the exact membrane gives it back inside a hole (24 Jacobi sweeps from a
+    blurred start do not); the default fill uses the exact solve for every box of a piece and its band."""
+    yy, xx = np.mgrid[0:22, 0:22].astype(np.float32)
+    ramp = np.stack([0.01 * yy, 0.02 * xx, 0.01 * (xx + yy)], -1).astype(np.float32)
+    known = np.ones((22, 22), bool)
+    known[4:18, 3:19] = False
+    assert np.abs(E._membrane_exact(np.where(known[..., None], ramp, 0).astype(np.float32), known) - ramp).max() < 1e-5
+    assert np.abs(E._membrane(np.where(known[..., None], ramp, 0).astype(np.float32), known, 24) - ramp).max() > 1e-3
+    cfg = E.ExemplarConfig()
+    assert cfg.seam_exact >= (cfg.piece + 2 * cfg.band) ** 2
+
+
+def test_the_seam_solves_run_with_one_blas_thread(monkeypatch):
+    """The banded solves are tiny: a BLAS thread pool only slows them (several times on a loaded machine), so
+    the fill holds BLAS at one thread while it runs and gives the caller's setting back after."""
+    tpc = pytest.importorskip("threadpoolctl")
+    seen = []
+    real = E._membrane_exact
+    monkeypatch.setattr(E, "_membrane_exact", lambda *a: seen.append(
+        [i["num_threads"] for i in tpc.threadpool_info() if i["user_api"] == "blas"]) or real(*a))
+    img = np.repeat((0.5 + 0.3 * np.sin(np.arange(64) / 3.0))[None, :, None], 48, 0).repeat(3, 2)
+    mask = np.zeros((48, 64), bool)
+    mask[20:26, 20:40] = True
+    with tpc.threadpool_limits(limits=2, user_api="blas"):
+        before = [i["num_threads"] for i in tpc.threadpool_info() if i["user_api"] == "blas"]
+        E.exemplar_fill(img.astype(np.float32), mask)
+        after = [i["num_threads"] for i in tpc.threadpool_info() if i["user_api"] == "blas"]
+    assert seen and all(n == 1 for s in seen for n in s)
+    assert after == before
