@@ -83,6 +83,7 @@ class DetectConfig:
     ground_cluster_de: float = 6.0                 # candidates within this dE00 share a ground colour
     ground_min_regions: int = 8                    # candidates needed before a colour counts as a ground
     ground_tight_de: float = 2.0                   # a ground's candidates agree within this (median dE00 to the mode)
+    ground_confirm_losses: int = 6                 # ... or this many of its losses match it with nothing unlike it
     ground_min_L: float = 25.0                     # grounds (gesso, bole, imprimatura, wood) are not black
     ground_hue_deg: tuple = (15.0, 110.0)          # a chromatic ground is warm (reds, browns, ochres, creams)
     ground_neutral_chroma: float = 8.0             # below this C* any hue is a neutral (grey, white) ground
@@ -140,6 +141,8 @@ class DetectConfig:
         for k in ("loss_edge_frac", "loss_ring_differs", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
             if not 0 <= getattr(self, k) <= 1:
                 raise ValueError(f"{k}={getattr(self, k)} must be in 0..1")
+        if self.ground_confirm_losses < 1:
+            raise ValueError(f"ground_confirm_losses={self.ground_confirm_losses} must be >= 1")
         if self.auto_grounds < 1 or self.loss_grow_px < 0:
             raise ValueError(f"auto_grounds={self.auto_grounds} must be >= 1 and loss_grow_px={self.loss_grow_px} >= 0")
         if self.ground_rgb is not None and (len(self.ground_rgb) != 3 or not all(0 <= v <= 1 for v in self.ground_rgb)):
@@ -468,6 +471,16 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
             grounds[j]["match_ref_de"] = ref_de
             grounds[j]["match_de"] = round(min(cap, max(cfg.loss_match_min_de, cfg.loss_match_ref * ref_de)), 3)
         conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
+        # a ground that few candidates voted for is checked against what it finds: when at least
+        # ground_confirm_losses of its losses match it within its tolerance and show nothing unlike the ground
+        # (agreement among the losses, not colour closeness alone), it is confirmed by them
+        g = grounds[j]
+        if 0 <= g.get("support", 0) < cfg.ground_min_regions and g.get("plausible", True) is True and ref_de is not None:
+            like = keep & ((bits & (EVIDENCE["colour_off"] | EVIDENCE["unlike_ground"] | EVIDENCE["mixed_ring"])) == 0)
+            g["losses_agree"] = int(like.sum())
+            if g["losses_agree"] >= cfg.ground_confirm_losses and ref_de <= cfg.ground_tight_de:
+                g["confirmed_by"] = "losses"
+                conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
         n_kept = np.bincount(lab_l.ravel(), minlength=n_l + 1)
         grounds[j]["explains_regions"] = int(keep.sum())
         grounds[j]["explains_mm2"] = round(scale.px_area_to_mm2(float(n_kept[keep].sum())), 4)

@@ -296,7 +296,8 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     """Per loss component a confidence in 0..255 (uint8) and evidence bits (uint8, :data:`EVIDENCE`).
 
     confidence = support x match x contrast margin x edge share, where support is 1 for a ground given
-    by the user or shared by ``ground_min_regions`` candidates and 0.5 otherwise, match is 1 when the
+    by the user, shared by ``ground_min_regions`` candidates or confirmed by the losses it explains
+    (``confirmed_by`` "losses", :func:`restoration.detect.detect_damage`) and 0.5 otherwise, match is 1 when the
     component's mean colour lies within the ground's ``match_de`` (``loss_match_de`` unless the ground
     says otherwise) and 0.5 otherwise (paint of a
     similar colour: seeds reach ``auto_seed_de``, a loss's mean sits much closer), the contrast margin
@@ -317,7 +318,8 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         d = ciede2000(lab, torch.tensor(g["lab"], dtype=torch.float64)).numpy()
         closer = d < best
         best = np.where(closer, d, best)
-        ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions) and bool(g.get("plausible", True))
+        ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions or g.get("confirmed_by") == "losses") \
+            and bool(g.get("plausible", True))
         confirmed = np.where(closer, ok, confirmed)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
     support = np.where(confirmed, 1.0, 0.5)
