@@ -42,7 +42,7 @@ from .tiles import tile_boxes
 
 from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, denoise,  # noqa: F401
                      edge_share, estimate_grounds, ground_candidates, lab_grad, lab_of, lab_step, loss_confidence,
-                     loss_signature, split_necks, interior_of)
+                     loss_signature, split_necks, split_unlike, interior_of)
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,9 @@ class DetectConfig:
     auto_grounds: int = 3                          # candidate grounds estimated; beyond the first, only confirmed ones seed
     neck_px: int = 3                               # parts of a loss joined by a neck narrower than 2 x this + 1 are split
     neck_rim_px: int = 2                           # ... keeping the rim within this of the body (its frayed edge)
+    split_mad: float = 4.0                         # a loss's part off the losses' shared colour by median + this x MAD ...
+    split_min_de: float = 1.5                      # ... (never less than this dE00) ...
+    split_min_px: int = 25                         # ... and at least this large is cut off and tested on its own
     loss_noise_ratio: float = 1.6                  # a loss's per-pixel noise within this factor of the losses'
     loss_match_ref: float = 3.0                    # a loss's colour within this x the losses' median distance to the ground
     loss_match_min_de: float = 1.5                 # ... but never tighter than this
@@ -141,6 +144,9 @@ class DetectConfig:
         for k in ("loss_edge_frac", "loss_ring_differs", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
             if not 0 <= getattr(self, k) <= 1:
                 raise ValueError(f"{k}={getattr(self, k)} must be in 0..1")
+        if self.split_mad < 0 or self.split_min_de < 0 or self.split_min_px < 1:
+            raise ValueError(f"split_mad={self.split_mad}, split_min_de={self.split_min_de} must be >= 0 and "
+                             f"split_min_px={self.split_min_px} >= 1")
         if self.ground_confirm_losses < 1:
             raise ValueError(f"ground_confirm_losses={self.ground_confirm_losses} must be >= 1")
         if self.auto_grounds < 1 or self.loss_grow_px < 0:
@@ -382,6 +388,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         masks["thin"] = np.zeros((h, w), bool)
     seeds = [np.zeros((h, w), bool) for _ in grounds]   # per ground: a loss belongs to one ground colour
     grows: list = [np.zeros((h, w), bool) for _ in grounds]
+    des = [np.zeros((h, w), np.uint8) for _ in grounds]   # per ground: dE00 of the denoised scan to it (1/RESP_SCALE)
     grad_max = np.zeros((h, w), np.uint8)  # 3 x 3 max of the Lab gradient, 1/RESP_SCALE units
     step_max = np.zeros((h, w), np.uint8)  # 3 x 3 max of the Lab step between neighbours (a broken edge)
     disk_grow = _disk(max(1, cfg.loss_grow_px))
@@ -420,6 +427,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
                 dr = ciede2000(lab_raw_t, gl).numpy()
                 grow = (np.minimum(dj, dr) < cfg.ground_grow_de) & (cv2.dilate(seed.view(np.uint8), disk_grow) > 0)
                 seeds[j][out] = seed[sl]
+                des[j][out] = np.clip(dj[sl] * RESP_SCALE, 0, 255)
                 grows[j][out] = grow[sl]
                 de = dj if de is None else np.minimum(de, dj)
             de = de[sl]
@@ -454,9 +462,20 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
             continue
         f = component_features(den, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img,
                                interior=interior_of(lab_l))
+        keep = loss_signature(f, h * w, cfg)
+        # a loss is never merged with flat paint of a colour near the ground's (a highlight wider than a neck):
+        # parts off the colour the losses share are cut off and tested on their own
+        lab_s, cut = split_unlike(lab_l, des[j], keep, cfg)
+        grounds[j]["split"] = cut
+        if cut["cut"]:
+            lab_l = lab_s
+            n_l = int(lab_l.max())
+            f = component_features(den, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img,
+                                   interior=interior_of(lab_l))
+            keep = loss_signature(f, h * w, cfg)
+        des[j] = None
         c_lab = np.sqrt(((f["lab"] - f["ring_lab"]) ** 2).sum(1))   # the step a break makes (Lab distance)
         f["sharp_frac"] = edge_share(lab_l, step_max, cfg.loss_sharp_rel * c_lab * RESP_SCALE, cfg.tile)
-        keep = loss_signature(f, h * w, cfg)
         # the texture the losses of this picture share (area-weighted median of their per-pixel noise):
         # a component whose texture is far from it is unlike the others (agreement among the losses)
         tex = keep & np.isfinite(f["noise_L"])
@@ -494,7 +513,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         loss_stats["candidates"] += int(n_l)
         loss_stats["kept"] += int(keep.sum())
         del lab_l
-    del seeds, grows
+    del seeds, grows, des
     # the ground checked against what it finds: a ground that explains almost no region is said to
     ground_check = None
     if grounds and grounds[0].get("explains_regions", 0) < 3:
