@@ -99,7 +99,7 @@ class DetectConfig:
     loss_noise_ratio: float = 1.6                  # a loss's per-pixel noise within this factor of the losses'
     loss_match_ref: float = 3.0                    # a loss's colour within this x the losses' median distance to the ground
     loss_match_min_de: float = 1.5                 # ... but never tighter than this
-    loss_noise_floor: float = 1.0                  # the losses' per-pixel noise (L*) below which texture is not compared
+    loss_noise_floor: float = 0.7                  # the losses' per-pixel noise (L*) below which texture is not compared
     loss_std_ratio: float = 2.0                    # interior L* std within this x the losses' (+ 0.5): else brushwork
     loss_sharp_rel: float = 0.45                   # "broken edge": a step of this x contrast between neighbours
     # doubts: evidence that is not damning alone, but a loss seldom shows two of them (measured on the tune half
