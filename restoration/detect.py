@@ -196,7 +196,8 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     An exposed ground is one colour wherever it shows, so its candidates agree closely (``spread_de`` at
     most ``ground_tight_de``), while a mode of paint patches is loose. First choice: the best-supported
     tight mode of a plausible ground colour (not black; neutral or warm) with ``ground_min_regions``
-    candidates. Else a tight mode of any colour with that support (a greenish chalk ground, a cool grey
+    candidates, a mode whose candidates show a measurable per-pixel grain (``noise_L`` at least
+    ``loss_noise_floor``: an exposed ground) before smooth ones (flat paint). Else a tight mode of any colour with that support (a greenish chalk ground, a cool grey
     imprimatura) is used but marked ``plausible`` False, which no loss confirms (:func:`loss_confidence`:
     review, never a default fill) unless it is a tinted neutral (C* at most ``ground_tinted_chroma``: a greenish
     chalk, a cool grey) shared by ``ground_tinted_support`` x ``ground_min_regions`` candidates within
@@ -207,7 +208,11 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     for g in prior:
         g.update(source="estimated", plausible=True)
     tight = lambda g: g["support"] >= cfg.ground_min_regions and g["spread_de"] <= cfg.ground_tight_de
-    best = [g for g in prior if tight(g)]
+    # among tight modes, one whose candidates show a per-pixel grain the scan can measure (an exposed gesso,
+    # bole or chalk; noise_L at least loss_noise_floor) comes before smooth ones (flat passages of paint: brick
+    # faces, a sky, a poster's flat colour), then the best supported
+    best = sorted((g for g in prior if tight(g)), key=lambda g: (g["noise_L"] >= cfg.loss_noise_floor, g["support"]),
+                  reverse=True)
     if best:
         return best[:1] + [g for g in prior if g is not best[0]]
     lab_a, n_a, noise_a = ground_candidates(img, dpi, cfg, prior=False)

@@ -326,3 +326,30 @@ def test_a_ground_few_candidates_vote_for_is_confirmed_by_the_losses_it_explains
         found = loss & (det["classes"] == CLASS_IDS["loss"])
         assert found.sum() >= 0.9 * loss.sum()
         assert np.median(det["confidence"][found]) == want
+
+
+def test_the_ground_is_the_grainy_mode_not_a_better_supported_flat_paint():
+    # issue 21 (held-out shape reproduced on tune pictures: brick, clock, gravel cases whose auto ground was a
+    # flat passage of paint): 24 smooth flat patches of a warm paint outnumber 10 noisy gesso losses; the
+    # ground is the gesso (its candidates show the ground's grain), the paint is reported as a second candidate
+    import cv2
+    from restoration.detect import candidate_grounds
+    img, loss = _losses(_paint(seed=9), 9, 10, noise=0.02)
+    rng = np.random.default_rng(10)
+    h, w = img.shape[:2]
+    flat = np.zeros((h, w), np.uint8)
+    for _ in range(24):
+        x, y = int(rng.uniform(15, w - 15)), int(rng.uniform(15, h - 15))
+        cv2.rectangle(flat, (x - 5, y - 4), (x + 5, y + 4), 1, -1)
+    flat = (flat > 0) & ~(cv2.dilate(loss.view(np.uint8), np.ones((7, 7), np.uint8)) > 0)
+    paint = (0.62, 0.50, 0.36)
+    img[flat] = np.array(paint, np.float32)
+    lab = lambda c: rgb_to_lab(torch.tensor(c, dtype=torch.float64))
+    de = lambda g, c: float(ciede2000(torch.tensor(g["lab"], dtype=torch.float64), lab(c)))
+    g = candidate_grounds(img, 600.0, DetectConfig())
+    assert de(g[0], GESSO) < 2.0 and g[0]["noise_L"] >= DetectConfig().loss_noise_floor
+    assert any(de(x, paint) < 1.0 and x["support"] > g[0]["support"] for x in g[1:])
+    # with the grain not measured (floor above any noise) the better-supported flat paint would win
+    smooth = candidate_grounds(img, 600.0, DetectConfig(loss_noise_floor=100.0))
+    assert de(smooth[0], paint) < 1.0
+    assert de(detect_damage(img, 600)["params"]["grounds"][0], GESSO) < 2.0
