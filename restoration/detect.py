@@ -491,7 +491,9 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         d_g = ciede2000(torch.from_numpy(f["lab"]), torch.tensor(grounds[j]["lab"], dtype=torch.float64)).numpy()
         ref_de = _weighted_median(d_g[keep], f["n"][keep])
         if ref_de is not None:
-            cap = grounds[j].get("match_de", cfg.loss_match_de)
+            # (a given ground's tolerance says how far a loss may seed from it; a loss filled by default matches
+            # it no more loosely than losses match an estimated ground: beyond, its colour is off, review)
+            cap = min(grounds[j].get("match_de", cfg.loss_match_de), cfg.loss_match_de)
             grounds[j]["match_ref_de"] = ref_de
             grounds[j]["match_de"] = round(min(cap, max(cfg.loss_match_min_de, cfg.loss_match_ref * ref_de)), 3)
         conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
