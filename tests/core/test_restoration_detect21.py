@@ -353,3 +353,30 @@ def test_the_ground_is_the_grainy_mode_not_a_better_supported_flat_paint():
     smooth = candidate_grounds(img, 600.0, DetectConfig(loss_noise_floor=100.0))
     assert de(smooth[0], paint) < 1.0
     assert de(detect_damage(img, 600)["params"]["grounds"][0], GESSO) < 2.0
+
+
+def test_a_given_ground_seeds_within_its_tolerance_but_fills_only_close_matches():
+    # the user's ground is used as given and its tolerance (5 dE00) decides what seeds a loss. The given colour is
+    # 1 dE00 off the losses (as a measured colour can be), so 3 x their median distance would allow 3 dE00; noisy
+    # flat paint 2.75 dE00 off the given colour (the gesso's own grain) is found (within the tolerance) but is no
+    # confident loss: a loss filled by default matches the ground at most loss_match_de (2.5) off, else review
+    import cv2
+    img, loss = _losses(_paint(seed=11), 12, 12, noise=0.01)
+    lab = lambda c: rgb_to_lab(torch.tensor(c, dtype=torch.float64))
+    de = lambda a, b: float(ciede2000(lab(a), lab(b)))
+    given = next(tuple(min(1.0, v * k) for v in GESSO) for k in np.linspace(1.0, 1.1, 201)
+                 if abs(de(tuple(min(1.0, v * k) for v in GESSO), GESSO) - 1.0) < 0.05)
+    paint = next(tuple(v * k for v in GESSO) for k in np.linspace(1.0, 0.9, 201)
+                 if abs(de(tuple(v * k for v in GESSO), given) - 2.75) < 0.05)
+    patch = np.zeros(loss.shape, np.uint8)
+    cv2.rectangle(patch, (140, 200), (175, 225), 1, -1)
+    patch = (patch > 0) & ~(cv2.dilate(loss.view(np.uint8), np.ones((9, 9), np.uint8)) > 0)
+    rng = np.random.default_rng(12)
+    img[patch] = np.clip(np.array(paint, np.float32) + rng.normal(0, 0.01, (int(patch.sum()), 1)), 0, 1)
+    det = detect_damage(img, 600, DetectConfig(ground_rgb=given))
+    g = det["params"]["grounds"][0]
+    found = det["classes"] == CLASS_IDS["loss"]
+    assert found[patch].mean() > 0.8                              # seeded: within the user's tolerance
+    assert det["confidence"][patch & found].max() < 0.6 * 255     # ... but not a confident loss
+    assert g["rgb"] == list(given) and g["match_de"] <= DetectConfig().loss_match_de
+    assert np.median(det["confidence"][loss & found]) >= 0.6 * 255
