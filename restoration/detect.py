@@ -84,6 +84,7 @@ class DetectConfig:
     ground_min_regions: int = 8                    # candidates needed before a colour counts as a ground
     ground_tight_de: float = 2.0                   # a ground's candidates agree within this (median dE00 to the mode)
     ground_confirm_losses: int = 6                 # ... or this many of its losses match it with nothing unlike it
+    ground_grain_support: float = 0.3              # a grainy mode this well supported (x the best) beats a smooth one
     ground_min_L: float = 25.0                     # grounds (gesso, bole, imprimatura, wood) are not black
     ground_hue_deg: tuple = (15.0, 110.0)          # a chromatic ground is warm (reds, browns, ochres, creams)
     ground_neutral_chroma: float = 8.0             # below this C* any hue is a neutral (grey, white) ground
@@ -147,6 +148,8 @@ class DetectConfig:
         if self.split_mad < 0 or self.split_min_de < 0 or self.split_min_px < 1:
             raise ValueError(f"split_mad={self.split_mad}, split_min_de={self.split_min_de} must be >= 0 and "
                              f"split_min_px={self.split_min_px} >= 1")
+        if not 0 <= self.ground_grain_support <= 1:
+            raise ValueError(f"ground_grain_support={self.ground_grain_support} must be in 0..1")
         if self.ground_confirm_losses < 1:
             raise ValueError(f"ground_confirm_losses={self.ground_confirm_losses} must be >= 1")
         if self.auto_grounds < 1 or self.loss_grow_px < 0:
@@ -196,8 +199,9 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     An exposed ground is one colour wherever it shows, so its candidates agree closely (``spread_de`` at
     most ``ground_tight_de``), while a mode of paint patches is loose. First choice: the best-supported
     tight mode of a plausible ground colour (not black; neutral or warm) with ``ground_min_regions``
-    candidates, a mode whose candidates show a measurable per-pixel grain (``noise_L`` at least
-    ``loss_noise_floor``: an exposed ground) before smooth ones (flat paint). Else a tight mode of any colour with that support (a greenish chalk ground, a cool grey
+    candidates; when that mode is smooth, a mode whose candidates show a measurable per-pixel grain (``noise_L``
+    at least ``loss_noise_floor``: an exposed ground) with ``ground_grain_support`` x its support comes first
+    (the smooth one is flat paint). Else a tight mode of any colour with that support (a greenish chalk ground, a cool grey
     imprimatura) is used but marked ``plausible`` False, which no loss confirms (:func:`loss_confidence`:
     review, never a default fill) unless it is a tinted neutral (C* at most ``ground_tinted_chroma``: a greenish
     chalk, a cool grey) shared by ``ground_tinted_support`` x ``ground_min_regions`` candidates within
@@ -208,11 +212,16 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     for g in prior:
         g.update(source="estimated", plausible=True)
     tight = lambda g: g["support"] >= cfg.ground_min_regions and g["spread_de"] <= cfg.ground_tight_de
-    # among tight modes, one whose candidates show a per-pixel grain the scan can measure (an exposed gesso,
-    # bole or chalk; noise_L at least loss_noise_floor) comes before smooth ones (flat passages of paint: brick
-    # faces, a sky, a poster's flat colour), then the best supported
-    best = sorted((g for g in prior if tight(g)), key=lambda g: (g["noise_L"] >= cfg.loss_noise_floor, g["support"]),
-                  reverse=True)
+    # among tight modes, the best supported; but when that one is smooth, a mode whose candidates show a
+    # per-pixel grain the scan can measure (an exposed gesso, bole or chalk; noise_L at least loss_noise_floor)
+    # and that is comparably supported (ground_grain_support x its support) comes first: the smooth one is a flat
+    # passage of paint (brick faces, a sky, a poster's flat colour)
+    best = sorted((g for g in prior if tight(g)), key=lambda g: g["support"], reverse=True)
+    grain = lambda g: g["noise_L"] >= cfg.loss_noise_floor
+    if best and not grain(best[0]):
+        rival = [g for g in best if grain(g) and g["support"] >= cfg.ground_grain_support * best[0]["support"]]
+        if rival:
+            best = rival[:1] + [g for g in best if g is not rival[0]]
     if best:
         return best[:1] + [g for g in prior if g is not best[0]]
     lab_a, n_a, noise_a = ground_candidates(img, dpi, cfg, prior=False)
