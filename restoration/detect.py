@@ -508,12 +508,14 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
         # a ground that few candidates voted for is checked against what it finds: when at least
         # ground_confirm_losses of its losses match it within its tolerance and show nothing unlike the ground
-        # (agreement among the losses, not colour closeness alone), it is confirmed by them
+        # (agreement among the losses, not colour closeness alone), and its few candidates agree closely (spread
+        # within ground_tight_de: a mode of paint patches is loose), it is confirmed by them
         g = grounds[j]
         if 0 <= g.get("support", 0) < cfg.ground_min_regions and g.get("plausible", True) is True and ref_de is not None:
             like = keep & ((bits & (EVIDENCE["colour_off"] | EVIDENCE["unlike_ground"] | EVIDENCE["mixed_ring"])) == 0)
             g["losses_agree"] = int(like.sum())
-            if g["losses_agree"] >= cfg.ground_confirm_losses and ref_de <= cfg.ground_tight_de:
+            if g["losses_agree"] >= cfg.ground_confirm_losses and ref_de <= cfg.ground_tight_de \
+                    and g.get("spread_de") is not None and g["spread_de"] <= cfg.ground_tight_de:
                 g["confirmed_by"] = "losses"
                 conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
         n_kept = np.bincount(lab_l.ravel(), minlength=n_l + 1)
