@@ -260,15 +260,6 @@ def user_ground(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) -> lis
     return [given]
 
 
-def _compact(labels: np.ndarray) -> np.ndarray:
-    """(H, W) int labels renumbered 1..K in order of their ids (0 stays 0): int32."""
-    ids = np.unique(labels)
-    lut = np.zeros(int(ids.max()) + 1, np.int32)
-    ids = ids[ids > 0]
-    lut[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
-    return lut[labels]
-
-
 def _hysteresis(low, high, min_px=1):
     from scipy import ndimage
     lab, n = ndimage.label(low, structure=np.ones((3, 3), bool))
@@ -489,34 +480,13 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         # a loss is never merged with flat paint of a colour near the ground's (a highlight wider than a neck):
         # parts off the colour the losses share are cut off and tested on their own
         lab_s, cut = split_unlike(lab_l, des[j], keep, cfg)
-        if cut["cut"]:
-            f_s = component_features(den, lab_s, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img,
-                                     interior=interior_of(lab_s))
-            keep_s = loss_signature(f_s, h * w, cfg)
-            # a cut stands only when every piece has the signature on its own; else the loss stays whole (a ground's
-            # own low-frequency texture is no paint: its pieces show no contrast to each other)
-            objs = ndimage.find_objects(lab_l)
-            owners = cut.pop("owners")
-            undo = []
-            for o in owners:
-                sl = objs[o - 1]
-                pieces = np.unique(lab_s[sl][lab_l[sl] == o])
-                if not keep_s[pieces[pieces > 0]].all():
-                    undo.append(o)
-            cut["kept_whole"] = len(undo)
-            if len(undo) < len(owners):          # at least one cut stands
-                if undo:
-                    back = np.isin(lab_l, undo)
-                    lab_s[back] = lab_l[back] + int(lab_s.max())
-                    lab_s = _compact(lab_s)
-                    f_s = component_features(den, lab_s, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"],
-                                             raw=img, interior=interior_of(lab_s))
-                    keep_s = loss_signature(f_s, h * w, cfg)
-                lab_l, f, keep = lab_s, f_s, keep_s
-                n_l = int(lab_l.max())
-        else:
-            cut.pop("owners", None)
         grounds[j]["split"] = cut
+        if cut["cut"]:
+            lab_l = lab_s
+            n_l = int(lab_l.max())
+            f = component_features(den, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img,
+                                   interior=interior_of(lab_l))
+            keep = loss_signature(f, h * w, cfg)
         des[j] = None
         c_lab = np.sqrt(((f["lab"] - f["ring_lab"]) ** 2).sum(1))   # the step a break makes (Lab distance)
         f["sharp_frac"] = edge_share(lab_l, step_max, cfg.loss_sharp_rel * c_lab * RESP_SCALE, cfg.tile)

@@ -454,8 +454,7 @@ def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any)
     (never below ``split_min_de``). Off pixels of an interior, opened by a 3 x 3 disk, that form a part of at
     least ``split_min_px`` px of a loss that keeps a body as large, become a component of their own with
     their rim (within 2 px), cut from the body by one pixel (dropped), so each part is tested on its own.
-    Returns ``(labels int32 (H, W), stats)`` (``owners``: the ids of the losses cut); unchanged labels when
-    nothing is cut."""
+    Returns ``(labels int32 (H, W), stats)``; unchanged labels when nothing is cut."""
     import cv2
     from scipy import ndimage
     n = int(labels.max())
@@ -497,5 +496,4 @@ def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any)
         out[lab > 0] = lab[lab > 0] + k
         k += c
     stats["cut"] = int(big.sum())
-    stats["owners"] = sorted({int(v) for v in owner[big]})
     return out, stats
