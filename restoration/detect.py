@@ -97,6 +97,7 @@ class DetectConfig:
     split_mad: float = 4.0                         # a loss's part off the losses' shared colour by median + this x MAD ...
     split_min_de: float = 1.5                      # ... (never less than this dE00) ...
     split_min_px: int = 25                         # ... and at least this large is cut off and tested on its own
+    doubtful_confidence: float = 0.25              # a cut piece without the signature stays a loss this sure (review)
     loss_noise_ratio: float = 1.6                  # a loss's per-pixel noise within this factor of the losses'
     loss_match_ref: float = 3.0                    # a loss's colour within this x the losses' median distance to the ground
     loss_match_min_de: float = 1.5                 # ... but never tighter than this
@@ -145,6 +146,8 @@ class DetectConfig:
         for k in ("loss_edge_frac", "loss_ring_differs", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
             if not 0 <= getattr(self, k) <= 1:
                 raise ValueError(f"{k}={getattr(self, k)} must be in 0..1")
+        if not 0 <= self.doubtful_confidence <= 1:
+            raise ValueError(f"doubtful_confidence={self.doubtful_confidence} must be in 0..1")
         if self.split_mad < 0 or self.split_min_de < 0 or self.split_min_px < 1:
             raise ValueError(f"split_mad={self.split_mad}, split_min_de={self.split_min_de} must be >= 0 and "
                              f"split_min_px={self.split_min_px} >= 1")
@@ -481,12 +484,20 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         # parts off the colour the losses share are cut off and tested on their own
         lab_s, cut = split_unlike(lab_l, des[j], keep, cfg)
         grounds[j]["split"] = cut
+        doubtful = None
         if cut["cut"]:
+            was = keep[lab_l]   # pixels of the losses that had the signature before the cut
             lab_l = lab_s
             n_l = int(lab_l.max())
             f = component_features(den, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img,
                                    interior=interior_of(lab_l))
             keep = loss_signature(f, h * w, cfg)
+            # a piece of such a loss without the signature on its own (the ground's own texture cut off, or paint
+            # that blends into the paint around it) is ambiguous: it stays a loss, listed for review, never filled
+            doubtful = (np.bincount(lab_l.ravel(), was.ravel(), minlength=n_l + 1) > 0) & ~keep
+            doubtful[0] = False
+            cut["doubtful"] = int(doubtful.sum())
+            del was
         des[j] = None
         c_lab = np.sqrt(((f["lab"] - f["ring_lab"]) ** 2).sum(1))   # the step a break makes (Lab distance)
         f["sharp_frac"] = edge_share(lab_l, step_max, cfg.loss_sharp_rel * c_lab * RESP_SCALE, cfg.tile)
@@ -521,6 +532,10 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         n_kept = np.bincount(lab_l.ravel(), minlength=n_l + 1)
         grounds[j]["explains_regions"] = int(keep.sum())
         grounds[j]["explains_mm2"] = round(scale.px_area_to_mm2(float(n_kept[keep].sum())), 4)
+        if doubtful is not None and doubtful.any():
+            conf = np.where(doubtful, np.minimum(conf, round(cfg.doubtful_confidence * 255)), conf).astype(np.uint8)
+            bits = np.where(doubtful, bits | EVIDENCE["unlike_ground"], bits).astype(np.uint8)
+            keep = keep | doubtful
         m = keep[lab_l]
         cl = conf[lab_l]
         better = m & (cl > confidence)
