@@ -42,7 +42,7 @@ from .tiles import tile_boxes
 
 from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, denoise,  # noqa: F401
                      edge_share, estimate_grounds, ground_candidates, lab_grad, lab_of, lab_step, label_lab_sums,
-                     loss_confidence, loss_signature, split_necks, interior_of)
+                     loss_confidence, loss_signature, split_necks, split_unlike, interior_of)
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,8 @@ class DetectConfig:
     ground_cluster_de: float = 6.0                 # candidates within this dE00 share a ground colour
     ground_min_regions: int = 8                    # candidates needed before a colour counts as a ground
     ground_tight_de: float = 2.0                   # a ground's candidates agree within this (median dE00 to the mode)
+    ground_confirm_losses: int = 6                 # ... or this many of its losses match it with nothing unlike it
+    ground_grain_support: float = 0.3              # a grainy mode this well supported (x the best) beats a smooth one
     ground_min_L: float = 25.0                     # grounds (gesso, bole, imprimatura, wood) are not black
     ground_hue_deg: tuple = (15.0, 110.0)          # a chromatic ground is warm (reds, browns, ochres, creams)
     ground_neutral_chroma: float = 8.0             # below this C* any hue is a neutral (grey, white) ground
@@ -92,10 +94,14 @@ class DetectConfig:
     auto_grounds: int = 3                          # candidate grounds estimated; beyond the first, only confirmed ones seed
     neck_px: int = 3                               # parts of a loss joined by a neck narrower than 2 x this + 1 are split
     neck_rim_px: int = 2                           # ... keeping the rim within this of the body (its frayed edge)
+    split_mad: float = 4.0                         # a loss's part off the losses' shared colour by median + this x MAD ...
+    split_min_de: float = 1.5                      # ... (never less than this dE00) ...
+    split_min_px: int = 25                         # ... and at least this large is cut off and tested on its own
+    doubtful_confidence: float = 0.25              # a cut piece without the signature stays a loss this sure (review)
     loss_noise_ratio: float = 1.6                  # a loss's per-pixel noise within this factor of the losses'
     loss_match_ref: float = 3.0                    # a loss's colour within this x the losses' median distance to the ground
     loss_match_min_de: float = 1.5                 # ... but never tighter than this
-    loss_noise_floor: float = 1.0                  # the losses' per-pixel noise (L*) below which texture is not compared
+    loss_noise_floor: float = 0.7                  # the losses' per-pixel noise (L*) below which texture is not compared
     loss_std_ratio: float = 2.0                    # interior L* std within this x the losses' (+ 0.5): else brushwork
     loss_sharp_rel: float = 0.45                   # "broken edge": a step of this x contrast between neighbours
     # doubts: evidence that is not damning alone, but a loss seldom shows two of them (measured on the tune half
@@ -140,6 +146,15 @@ class DetectConfig:
         for k in ("loss_edge_frac", "loss_ring_differs", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
             if not 0 <= getattr(self, k) <= 1:
                 raise ValueError(f"{k}={getattr(self, k)} must be in 0..1")
+        if not 0 <= self.doubtful_confidence <= 1:
+            raise ValueError(f"doubtful_confidence={self.doubtful_confidence} must be in 0..1")
+        if self.split_mad < 0 or self.split_min_de < 0 or self.split_min_px < 1:
+            raise ValueError(f"split_mad={self.split_mad}, split_min_de={self.split_min_de} must be >= 0 and "
+                             f"split_min_px={self.split_min_px} >= 1")
+        if not 0 <= self.ground_grain_support <= 1:
+            raise ValueError(f"ground_grain_support={self.ground_grain_support} must be in 0..1")
+        if self.ground_confirm_losses < 1:
+            raise ValueError(f"ground_confirm_losses={self.ground_confirm_losses} must be >= 1")
         if self.auto_grounds < 1 or self.loss_grow_px < 0:
             raise ValueError(f"auto_grounds={self.auto_grounds} must be >= 1 and loss_grow_px={self.loss_grow_px} >= 0")
         if self.ground_rgb is not None and (len(self.ground_rgb) != 3 or not all(0 <= v <= 1 for v in self.ground_rgb)):
@@ -187,7 +202,9 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     An exposed ground is one colour wherever it shows, so its candidates agree closely (``spread_de`` at
     most ``ground_tight_de``), while a mode of paint patches is loose. First choice: the best-supported
     tight mode of a plausible ground colour (not black; neutral or warm) with ``ground_min_regions``
-    candidates. Else a tight mode of any colour with that support (a greenish chalk ground, a cool grey
+    candidates; when that mode is smooth, a mode whose candidates show a measurable per-pixel grain (``noise_L``
+    at least ``loss_noise_floor``: an exposed ground) with ``ground_grain_support`` x its support comes first
+    (the smooth one is flat paint). Else a tight mode of any colour with that support (a greenish chalk ground, a cool grey
     imprimatura) is used but marked ``plausible`` False, which no loss confirms (:func:`loss_confidence`:
     review, never a default fill) unless it is a tinted neutral (C* at most ``ground_tinted_chroma``: a greenish
     chalk, a cool grey) shared by ``ground_tinted_support`` x ``ground_min_regions`` candidates within
@@ -198,7 +215,16 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     for g in prior:
         g.update(source="estimated", plausible=True)
     tight = lambda g: g["support"] >= cfg.ground_min_regions and g["spread_de"] <= cfg.ground_tight_de
-    best = [g for g in prior if tight(g)]
+    # among tight modes, the best supported; but when that one is smooth, a mode whose candidates show a
+    # per-pixel grain the scan can measure (an exposed gesso, bole or chalk; noise_L at least loss_noise_floor)
+    # and that is comparably supported (ground_grain_support x its support) comes first: the smooth one is a flat
+    # passage of paint (brick faces, a sky, a poster's flat colour)
+    best = sorted((g for g in prior if tight(g)), key=lambda g: g["support"], reverse=True)
+    grain = lambda g: g["noise_L"] >= cfg.loss_noise_floor
+    if best and not grain(best[0]):
+        rival = [g for g in best if grain(g) and g["support"] >= cfg.ground_grain_support * best[0]["support"]]
+        if rival:
+            best = rival[:1] + [g for g in best if g is not rival[0]]
     if best:
         return best[:1] + [g for g in prior if g is not best[0]]
     lab_a, n_a, noise_a = ground_candidates(img, dpi, cfg, prior=False)
@@ -364,6 +390,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         masks["thin"] = np.zeros((h, w), bool)
     seeds = [np.zeros((h, w), bool) for _ in grounds]   # per ground: a loss belongs to one ground colour
     grows: list = [np.zeros((h, w), bool) for _ in grounds]
+    des: list = [np.zeros((h, w), np.uint8) for _ in grounds]   # per ground: dE00 of the denoised scan to it (1/RESP_SCALE)
     grad_max = np.zeros((h, w), np.uint8)  # 3 x 3 max of the Lab gradient, 1/RESP_SCALE units
     step_max = np.zeros((h, w), np.uint8)  # 3 x 3 max of the Lab step between neighbours (a broken edge)
     disk_grow = _disk(max(1, cfg.loss_grow_px))
@@ -402,6 +429,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
                 dr = ciede2000(lab_raw_t, gl).numpy()
                 grow = (np.minimum(dj, dr) < cfg.ground_grow_de) & (cv2.dilate(seed.view(np.uint8), disk_grow) > 0)
                 seeds[j][out] = seed[sl]
+                des[j][out] = np.clip(dj[sl] * RESP_SCALE, 0, 255)
                 grows[j][out] = grow[sl]
                 de = dj if de is None else np.minimum(de, dj)
             de = de[sl]
@@ -436,9 +464,28 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
             continue
         f = component_features(den, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img,
                                interior=interior_of(lab_l))
+        keep = loss_signature(f, h * w, cfg)
+        # a loss is never merged with flat paint of a colour near the ground's (a highlight wider than a neck):
+        # parts off the colour the losses share are cut off and tested on their own
+        lab_s, cut = split_unlike(lab_l, des[j], keep, cfg)
+        grounds[j]["split"] = cut
+        doubtful = None
+        if cut["cut"]:
+            was = keep[lab_l]   # pixels of the losses that had the signature before the cut
+            lab_l = lab_s
+            n_l = int(lab_l.max())
+            f = component_features(den, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img,
+                                   interior=interior_of(lab_l))
+            keep = loss_signature(f, h * w, cfg)
+            # a piece of such a loss without the signature on its own (the ground's own texture cut off, or paint
+            # that blends into the paint around it) is ambiguous: it stays a loss, listed for review, never filled
+            doubtful = (np.bincount(lab_l.ravel(), was.ravel(), minlength=n_l + 1) > 0) & ~keep
+            doubtful[0] = False
+            cut["doubtful"] = int(doubtful.sum())
+            del was
+        des[j] = None
         c_lab = np.sqrt(((f["lab"] - f["ring_lab"]) ** 2).sum(1))   # the step a break makes (Lab distance)
         f["sharp_frac"] = edge_share(lab_l, step_max, cfg.loss_sharp_rel * c_lab * RESP_SCALE, cfg.tile)
-        keep = loss_signature(f, h * w, cfg)
         # the texture the losses of this picture share (area-weighted median of their per-pixel noise):
         # a component whose texture is far from it is unlike the others (agreement among the losses)
         tex = keep & np.isfinite(f["noise_L"])
@@ -449,13 +496,31 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         d_g = ciede2000(torch.from_numpy(f["lab"]), torch.tensor(grounds[j]["lab"], dtype=torch.float64)).numpy()
         ref_de = _weighted_median(d_g[keep], f["n"][keep])
         if ref_de is not None:
-            cap = grounds[j].get("match_de", cfg.loss_match_de)
+            # (a given ground's tolerance says how far a loss may seed from it; a loss filled by default matches
+            # it no more loosely than losses match an estimated ground: beyond, its colour is off, review)
+            cap = min(grounds[j].get("match_de", cfg.loss_match_de), cfg.loss_match_de)
             grounds[j]["match_ref_de"] = ref_de
             grounds[j]["match_de"] = round(min(cap, max(cfg.loss_match_min_de, cfg.loss_match_ref * ref_de)), 3)
         conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
+        # a ground that few candidates voted for is checked against what it finds: when at least
+        # ground_confirm_losses of its losses match it within its tolerance and show nothing unlike the ground
+        # (agreement among the losses, not colour closeness alone), and its few candidates agree closely (spread
+        # within ground_tight_de: a mode of paint patches is loose), it is confirmed by them
+        g = grounds[j]
+        if 0 <= g.get("support", 0) < cfg.ground_min_regions and g.get("plausible", True) is True and ref_de is not None:
+            like = keep & ((bits & (EVIDENCE["colour_off"] | EVIDENCE["unlike_ground"] | EVIDENCE["mixed_ring"])) == 0)
+            g["losses_agree"] = int(like.sum())
+            if g["losses_agree"] >= cfg.ground_confirm_losses and ref_de <= cfg.ground_tight_de \
+                    and g.get("spread_de") is not None and g["spread_de"] <= cfg.ground_tight_de:
+                g["confirmed_by"] = "losses"
+                conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
         n_kept = np.bincount(lab_l.ravel(), minlength=n_l + 1)
         grounds[j]["explains_regions"] = int(keep.sum())
         grounds[j]["explains_mm2"] = round(scale.px_area_to_mm2(float(n_kept[keep].sum())), 4)
+        if doubtful is not None and doubtful.any():
+            conf = np.where(doubtful, np.minimum(conf, round(cfg.doubtful_confidence * 255)), conf).astype(np.uint8)
+            bits = np.where(doubtful, bits | EVIDENCE["unlike_ground"], bits).astype(np.uint8)
+            keep = keep | doubtful
         m = keep[lab_l]
         cl = conf[lab_l]
         better = m & (cl > confidence)
@@ -466,7 +531,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         loss_stats["candidates"] += int(n_l)
         loss_stats["kept"] += int(keep.sum())
         del lab_l
-    del seeds, grows
+    del seeds, grows, des
     # the ground checked against what it finds: a ground that explains almost no region is said to
     ground_check = None
     if grounds and grounds[0].get("explains_regions", 0) < 3:

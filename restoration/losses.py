@@ -303,7 +303,8 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     """Per loss component a confidence in 0..255 (uint8) and evidence bits (uint8, :data:`EVIDENCE`).
 
     confidence = support x match x contrast margin x edge share, where support is 1 for a ground given
-    by the user or shared by ``ground_min_regions`` candidates and 0.5 otherwise, match is 1 when the
+    by the user, shared by ``ground_min_regions`` candidates or confirmed by the losses it explains
+    (``confirmed_by`` "losses", :func:`restoration.detect.detect_damage`) and 0.5 otherwise, match is 1 when the
     component's mean colour lies within the ground's ``match_de`` (``loss_match_de`` unless the ground
     says otherwise) and 0.5 otherwise (paint of a
     similar colour: seeds reach ``auto_seed_de``, a loss's mean sits much closer), the contrast margin
@@ -324,7 +325,8 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         d = ciede2000(lab, torch.tensor(g["lab"], dtype=torch.float64)).numpy()
         closer = d < best
         best = np.where(closer, d, best)
-        ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions) and bool(g.get("plausible", True))
+        ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions or g.get("confirmed_by") == "losses") \
+            and bool(g.get("plausible", True))
         confirmed = np.where(closer, ok, confirmed)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
     support = np.where(confirmed, 1.0, 0.5)
@@ -453,3 +455,59 @@ def interior_of(labels: np.ndarray, r: int = 2) -> np.ndarray:
     lf = labels.astype(np.float32)
     k = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
     return (labels > 0) & (cv2.erode(lf, k) == lf) & (cv2.dilate(lf, k) == lf)
+
+
+def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any) -> Tuple[np.ndarray, dict]:
+    """Cut from each kept loss the parts whose colour the picture's losses do not share (flat paint of a colour
+    near the ground's that a loss touches: a highlight stroke wider than a neck).
+
+    labels: (H, W) int32 loss components (0 = none, N = max); de: (H, W) uint8 dE00 of the denoised scan to
+    the loss's ground in units of 1/RESP_SCALE; keep: (N + 1,) bool, the components with the loss signature.
+    The colour the losses share is measured on their interiors (pixels whose 5 x 5 neighbourhood is the
+    same loss, away from the anti-aliased rim): a pixel lies off it beyond ``median + split_mad x MAD``
+    (never below ``split_min_de``). Off pixels of an interior, opened by a 3 x 3 disk, that form a part of at
+    least ``split_min_px`` px of a loss that keeps a body as large, become a component of their own with
+    their rim (within 2 px), cut from the body by one pixel (dropped), so each part is tested on its own.
+    Returns ``(labels int32 (H, W), stats)``; unchanged labels when nothing is cut."""
+    import cv2
+    from scipy import ndimage
+    n = int(labels.max())
+    stats = {"split_de": None, "cut": 0}
+    if n == 0 or not keep.any():
+        return labels, stats
+    inner = interior_of(labels) & keep[labels]
+    v = de[inner].astype(np.float64) / RESP_SCALE
+    if v.size < 50:
+        return labels, stats
+    med = float(np.median(v))
+    mad = 1.4826 * float(np.median(np.abs(v - med)))
+    t = max(cfg.split_min_de, med + cfg.split_mad * mad)
+    stats["split_de"] = round(t, 3)
+    off = inner & (de.astype(np.float64) / RESP_SCALE > t)
+    off = cv2.morphologyEx(off.view(np.uint8), cv2.MORPH_OPEN, _disk(1)) > 0
+    if not off.any():
+        return labels, stats
+    st = np.ones((3, 3), bool)
+    lab_o, n_o = ndimage.label(off, structure=st)
+    size_o = np.bincount(lab_o.ravel(), minlength=n_o + 1)
+    owner = np.zeros(n_o + 1, np.int64)
+    np.maximum.at(owner, lab_o.ravel(), labels.ravel())
+    size_l = np.bincount(labels.ravel(), minlength=n + 1)
+    big = (size_o >= cfg.split_min_px) & (size_l[owner] >= size_o + cfg.split_min_px)
+    big[0] = False
+    if not big.any():
+        return labels, stats
+    part = big[lab_o]
+    # the part with its rim: the off pixels grown 2 px within their own loss
+    grown = cv2.dilate(lab_o.astype(np.float32) * part, _disk(2)).astype(np.int64)
+    part = (grown > 0) & (labels == owner[grown]) & (labels > 0)
+    gap = (cv2.dilate(part.view(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~part & (labels > 0) & np.isin(labels, np.unique(labels[part]))
+    body = (labels > 0) & ~part & ~gap
+    out = np.zeros(labels.shape, np.int32)
+    k = 0
+    for m in (body, part):
+        lab, c = ndimage.label(m, structure=st)
+        out[lab > 0] = lab[lab > 0] + k
+        k += c
+    stats["cut"] = int(big.sum())
+    return out, stats
