@@ -483,7 +483,8 @@ def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any)
     mad = 1.4826 * float(np.median(np.abs(v - med)))
     t = max(cfg.split_min_de, med + cfg.split_mad * mad)
     stats["split_de"] = round(t, 3)
-    off = inner & (de.astype(np.float64) / RESP_SCALE > t)
+    # the same test per possible uint8 value (a 256-entry table): no float64 copy of the whole scan
+    off = inner & (np.arange(256, dtype=np.float64) / RESP_SCALE > t)[de]
     off = cv2.morphologyEx(off.view(np.uint8), cv2.MORPH_OPEN, _disk(1)) > 0
     if not off.any():
         return labels, stats
@@ -499,7 +500,7 @@ def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any)
         return labels, stats
     part = big[lab_o]
     # the part with its rim: the off pixels grown 2 px within their own loss
-    grown = cv2.dilate(lab_o.astype(np.float32) * part, _disk(2)).astype(np.int64)
+    grown = cv2.dilate(lab_o.astype(np.float32) * part, _disk(2)).astype(np.int32)
     part = (grown > 0) & (labels == owner[grown]) & (labels > 0)
     gap = (cv2.dilate(part.view(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~part & (labels > 0) & np.isin(labels, np.unique(labels[part]))
     body = (labels > 0) & ~part & ~gap
