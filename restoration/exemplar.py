@@ -39,7 +39,6 @@ Outside the mask the output is bit-identical to the input.
 from __future__ import annotations
 
 from dataclasses import dataclass
-import contextlib
 import functools
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
@@ -360,12 +359,9 @@ def exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig = Exemp
 
 
 def _one_blas_thread() -> Any:
-    """A context that holds the BLAS/LAPACK pools at one thread (threadpoolctl, where installed): the seam
-    solves are tiny banded systems, which a thread pool only slows (several times on a loaded machine)."""
-    try:
-        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
-    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn; without it the pool's default
-        return contextlib.nullcontext()
+    """A context that holds the BLAS/LAPACK pools at one thread (threadpoolctl, a requirement of the pack): the
+    seam solves are tiny banded systems, which a thread pool only slows (several times on a loaded machine)."""
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
     return threadpool_limits(limits=1, user_api="blas")
 
 
