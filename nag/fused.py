@@ -117,8 +117,14 @@ def compiled(name: str) -> Callable:
         return fn
 
 
+def _is_compiling() -> bool:
+    """Whether dynamo is tracing this call (``torch.compiler.is_compiling``; absent before torch 2.3)."""
+    check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(check()) if check is not None else False
+
+
 def _run(name: str, eager: Callable, args: tuple) -> torch.Tensor:
-    if torch.compiler.is_compiling():   # traced into a compiled model (TorchCompileModel): its graph fuses it
+    if _is_compiling():   # traced into a compiled model (TorchCompileModel): its graph fuses it
         return eager(*args)
     try:
         return compiled(name)(*args)

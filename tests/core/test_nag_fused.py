@@ -154,3 +154,25 @@ def test_policy_picks_the_kernel_and_names_bad_modes(monkeypatch):
     with pytest.raises(ValueError, match="allowed auto, on, off"):
         with fused.policy("fast"):
             pass
+
+
+def test_inside_a_compiled_model_the_eager_graph_is_traced(monkeypatch):
+    """Under TorchCompileModel the whole model is traced: the rule must go into that graph as its eager ops, not
+    call the separately compiled kernel (a nested compile)."""
+    calls = []
+
+    def spy(name):
+        calls.append(name)
+        return fused.guided_eager
+    monkeypatch.setattr(fused, "compiled", spy)
+    p = parts((1, 2, 13, 8), seed=8)
+
+    def model(*t):
+        with fused.policy("on"):
+            return fused.guided((t[0], t[1]), (t[2], t[3]), (t[4], t[5]), 11.0, 2.5, 0.25, out_dtype=torch.float32)
+    torch._dynamo.reset()
+    got = torch.compile(model, backend="aot_eager")(*flat(p))
+    torch._dynamo.reset()
+    assert calls == []
+    torch.testing.assert_close(got, guided_from_parts(*p, 11.0, 2.5, 0.25, out_dtype=torch.float32))
+    assert model(*flat(p)) is not None and calls == ["guided"]   # eager call: the compiled kernel
