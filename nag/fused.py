@@ -114,6 +114,8 @@ def compiled(name: str) -> Callable:
         if fn is None:
             eager: Callable[..., torch.Tensor] = guided_eager if name == "guided" else combine_eager
             fn = _COMPILED[name] = torch.compile(eager, dynamic=True, fullgraph=True)
+            log.info("Atelier NAG: compiling the fused %s kernel (once per process, cached on disk by torch; "
+                     "the first guided step waits for it)", name)
         return fn
 
 
