@@ -23,7 +23,8 @@ from typing import Callable, Dict, Iterator, Optional
 
 import torch
 
-from .combine import check_nag_params, nag_combine
+from .combine import _combine, check_nag_params, nag_combine
+from .joint import guided_from_parts, merge_weight
 
 __all__ = ["guided_eager", "combine_eager", "guided", "combine", "compiled", "fused_available", "policy"]
 
@@ -52,26 +53,18 @@ def guided_eager(o_img: torch.Tensor, l_img: torch.Tensor, o_pos: torch.Tensor, 
     """
     work = torch.float64 if any(t.dtype == torch.float64 for t in (o_img, o_pos, o_neg)) else torch.float32
     oi = o_img.transpose(1, 2).to(work)                                     # (B, Li, H, D) views, cast in-kernel
-    li = l_img.transpose(1, 2).to(work).unsqueeze(-1)                      # (B, Li, H, 1)
-    wp = torch.nan_to_num(torch.sigmoid(l_pos.transpose(1, 2).to(work).unsqueeze(-1) - li), nan=0.0)
-    wn = torch.nan_to_num(torch.sigmoid(l_neg.transpose(1, 2).to(work).unsqueeze(-1) - li), nan=0.0)
-    zp = torch.lerp(oi, o_pos.transpose(1, 2).to(work), wp)
-    zn = torch.lerp(oi, o_neg.transpose(1, 2).to(work), wn)
-    return _rule(zp, zn, scale, tau, alpha, (-2, -1)).to(out_dtype)
+    li = l_img.to(work)
+
+    def weight(lse):   # (B, Li, H, 1)
+        return merge_weight(lse.to(work), li).transpose(1, 2).unsqueeze(-1)
+    zp = torch.lerp(oi, o_pos.transpose(1, 2).to(work), weight(l_pos))
+    zn = torch.lerp(oi, o_neg.transpose(1, 2).to(work), weight(l_neg))
+    return _combine(zp, zn, scale, tau, alpha, (-2, -1), out_dtype)
 
 
 def combine_eager(z_pos: torch.Tensor, z_neg: torch.Tensor, scale: float, tau: float, alpha: float) -> torch.Tensor:
     """:func:`~nag.combine.nag_combine`'s rule on ``(..., L, C)`` as one expression graph (same dtype out)."""
-    work = torch.float64 if z_pos.dtype == torch.float64 else torch.float32
-    return _rule(z_pos.to(work), z_neg.to(work), scale, tau, alpha, (-1,)).to(z_pos.dtype)
-
-
-def _rule(zp, zn, scale, tau, alpha, dims):
-    g = torch.lerp(zn, zp, scale)
-    n_pos = zp.abs().sum(dim=dims, keepdim=True)
-    n_g = g.abs().sum(dim=dims, keepdim=True)
-    factor = (n_pos * tau / n_g.clamp_min(torch.finfo(zp.dtype).tiny)).clamp_max(1.0)
-    return torch.lerp(zp, g * factor, alpha)
+    return _combine(z_pos, z_neg, scale, tau, alpha)
 
 
 _LOCK = threading.Lock()
@@ -145,7 +138,6 @@ def guided(img: Part, pos: Part, neg: Part, scale: float, tau: float, alpha: flo
     """:func:`~nag.joint.guided_from_parts` (same arguments, same ``(B, Li, H, D)`` result), through the fused
     kernel on CUDA (:func:`fused_available`) unless ``chunk_tokens`` asks for bounded temporaries (the fused
     kernel keeps none, so it never needs them; the eager path does)."""
-    from .joint import guided_from_parts
     check_nag_params(scale, tau, alpha)
     if scale == 1 or alpha == 0 or chunk_tokens is not None or not fused_available(img[0].device):
         return guided_from_parts(img, pos, neg, scale, tau, alpha, out_dtype=out_dtype, chunk_tokens=chunk_tokens)

@@ -45,8 +45,8 @@ import torch
 
 from .combine import check_nag_params, combine_heads, nag_combine
 
-__all__ = ["attention_with_lse", "fused_attention_with_lse", "merge_attention", "joint_pair", "joint_nag",
-           "merge_heads", "guided_from_parts", "AttendLSE", "SCORE_BUDGET"]
+__all__ = ["attention_with_lse", "fused_attention_with_lse", "merge_attention", "merge_weight", "joint_pair",
+           "joint_nag", "merge_heads", "guided_from_parts", "AttendLSE", "SCORE_BUDGET"]
 
 AttendLSE = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]],
                      tuple[torch.Tensor, torch.Tensor]]
@@ -171,6 +171,14 @@ def fused_attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return attention_with_lse(q, k, v, mask, scale=scale, out_dtype=out_dtype)
 
 
+def merge_weight(lse_part: torch.Tensor, lse_base: torch.Tensor) -> torch.Tensor:
+    """The weight of a part against a base in a two-part log-sum-exp merge, ``base + (part - base) * w``:
+    ``w = sigmoid(lse_part - lse_base)`` (same shape as the log-sum-exps), 0 where both are empty
+    (``-inf - -inf`` is NaN). One place for :func:`merge_attention`, :func:`guided_from_parts` and the fused
+    kernel (:mod:`nag.fused`)."""
+    return torch.nan_to_num(torch.sigmoid(lse_part - lse_base), nan=0.0)
+
+
 def merge_attention(parts: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
                     out_dtype: Optional[torch.dtype] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention over the union of disjoint key sets, from the attention over each set.
@@ -199,7 +207,7 @@ def merge_attention(parts: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
     if len(parts) == 2:   # o1 + (o2 - o1) * sigmoid(l2 - l1): fewer passes over the outputs
         (o1, l1), (o2, l2) = parts
         l1w, l2w = l1.to(work), l2.to(work)
-        w = torch.nan_to_num(torch.sigmoid(l2w - l1w), nan=0.0).unsqueeze(-1)   # both empty: nan -> 0
+        w = merge_weight(l2w, l1w).unsqueeze(-1)
         a = o1.to(work)
         return torch.lerp(a, o2.to(work), w).to(out_dtype or o1.dtype), torch.logaddexp(l1w, l2w)
     lses = torch.stack([l.to(work) for _, l in parts])                 # (P, B, H, Lq)
@@ -280,7 +288,7 @@ def guided_from_parts(img: tuple[torch.Tensor, torch.Tensor], pos: tuple[torch.T
     o_img, l_img = tokens_first(img[0]), img[1].to(work)
 
     def merged(part):
-        w = torch.nan_to_num(torch.sigmoid(part[1].to(work) - l_img), nan=0.0).transpose(1, 2).unsqueeze(-1)
+        w = merge_weight(part[1].to(work), l_img).transpose(1, 2).unsqueeze(-1)
         w = w.contiguous()     # (B, Li, H, 1): a strided weight sends lerp down a slow path
         return torch.lerp(o_img, tokens_first(part[0]), w)
 
