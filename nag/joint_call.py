@@ -27,6 +27,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .config import NAGConfig
+from .rows import remap_row_slices
 from .run import CallPlan
 from . import fused
 from .joint import AttendLSE, attention_with_lse, fused_attention_with_lse
@@ -310,7 +311,7 @@ def _part(mask: Optional[torch.Tensor], length: int, queries: slice, keys: slice
     return m
 
 
-def _rows(mask: Optional[torch.Tensor], rows: slice | torch.Tensor) -> Optional[torch.Tensor]:
+def _rows(mask: Optional[torch.Tensor], rows: slice) -> Optional[torch.Tensor]:
     if mask is None or mask.ndim < 4 or mask.shape[0] == 1:
         return mask
     return mask[rows]
@@ -349,14 +350,12 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
     is_guided = torch.zeros(b, dtype=torch.bool)
     for sl in guided:
         is_guided[sl] = True
-    plain = (~is_guided).nonzero().flatten().tolist()
-    if plain:
-        # the unguided rows: a view when they are one run of rows (the uncond chunk at cfg > 1), else one
-        # gather; then one copy of [positive text, image] of q, k and v for the host's attention
-        rows: slice | torch.Tensor = (slice(plain[0], plain[-1] + 1) if plain == list(range(plain[0], plain[-1] + 1))
-                                      else torch.tensor(plain, device=q.device))
-        first, second = (pos, img) if spans.text_first else (img, pos)
-        qs, ks, vs = (torch.cat([tr[:, :, first], tr[:, :, second]], dim=2) for tr in (q[rows], k[rows], v[rows]))
+    # the unguided rows, as runs of rows (usually one: the uncond chunk at cfg > 1): views, no gather; one copy
+    # of [positive text, image] of q, k and v per run for the host's attention
+    first, second = (pos, img) if spans.text_first else (img, pos)
+    n_first = first.stop - first.start
+    for rows in remap_row_slices([slice(r, r + 1) for r in range(b) if not is_guided[r]], range(b)):
+        qs, ks, vs = (torch.cat([t[rows][:, :, first], t[rows][:, :, second]], dim=2) for t in (q, k, v))
         m = _rows(mask, rows)
         if m is not None:
             keep = torch.cat([torch.arange(length)[first], torch.arange(length)[second]]).to(m.device)
@@ -364,16 +363,9 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
             if m.ndim >= 2 and m.shape[-2] == length:
                 m = m.index_select(-2, keep)
         z = attend(qs, ks, vs, m)
-        n_first = first.stop - first.start
-        if isinstance(rows, slice):
-            out[rows, :, first] = z[:, :, :n_first]
-            out[rows, :, second] = z[:, :, n_first:]
-            out[rows, :, neg] = 0
-        else:
-            positions = torch.arange(length, device=q.device)
-            out[rows.unsqueeze(1), :, positions[first].unsqueeze(0)] = z[:, :, :n_first].transpose(1, 2)
-            out[rows.unsqueeze(1), :, positions[second].unsqueeze(0)] = z[:, :, n_first:].transpose(1, 2)
-            out[rows.unsqueeze(1), :, positions[neg].unsqueeze(0)] = 0
+        out[rows, :, first] = z[:, :, :n_first]
+        out[rows, :, second] = z[:, :, n_first:]
+        out[rows, :, neg] = 0
     lse = attention_lse if mask is None else None
     if mask is None and lse is None:
         lse = fused_attention_with_lse
