@@ -150,15 +150,18 @@ export function planQuery(node) {
   }
   const m = node.__atelierModel;
   if (m?.family !== undefined && m.family !== "wan") q.family = m.family;   // another family: its curve, no dims
-  // reference latents in the graph: with "auto" a FLUX model runs as FLUX.1-Kontext (the route decides, as the run)
-  const running = (app.graph?._nodes || []).filter((n) => (n.mode ?? 0) === 0);
-  const refs = running.filter((n) => n.comfyClass === "ReferenceLatent");
-  if (refs.length) q.reference_latents = refs.length;
-  // the empty latent's height, when the graph has one (HunyuanVideo's 544p curve is picked by it, as the run does)
-  const heights = new Set(running.filter((n) => /^Empty.*Latent/.test(n.comfyClass || ""))
-    .map((n) => n.widgets?.find((w) => w.name === "height")?.value).filter((v) => typeof v === "number"));
-  if (heights.size === 1 && (q.preset ?? "auto") === "auto") q.height = [...heights][0];
-  if ((q.preset ?? "auto") === "auto" && q.family === undefined) {
+  const auto = (q.preset ?? "auto") === "auto";
+  if (auto) {   // what the graph decides for "auto", as the run does (the route reads these only for "auto")
+    const running = (app.graph?._nodes || []).filter((n) => (n.mode ?? 0) === 0);
+    // reference latents: a FLUX model runs as FLUX.1-Kontext
+    const refs = running.filter((n) => n.comfyClass === "ReferenceLatent");
+    if (refs.length) q.reference_latents = refs.length;
+    // the empty latent's height, when the graph has one: HunyuanVideo's 544p curve
+    const heights = new Set(running.filter((n) => /^Empty.*Latent/.test(n.comfyClass || ""))
+      .map((n) => n.widgets?.find((w) => w.name === "height")?.value).filter((v) => typeof v === "number"));
+    if (heights.size === 1) q.height = [...heights][0];
+  }
+  if (auto && q.family === undefined) {
     if (!m || m.dim === undefined) {
       const file = loaderFile(node);
       return file ? new URLSearchParams({ ...q, ...file }) : null;
