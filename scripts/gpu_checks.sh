@@ -37,13 +37,12 @@ if [ $fetch = 1 ]; then
   ls -la .whl; exit 0
 fi
 [ ${#parts[@]} -gt 0 ] || parts=(nag magcache)
-if [ $smoke = 1 ]; then out="${OUT:-/tmp/atelier_gpu_smoke}"; else out="${OUT:-bench/results/gpu}"; fi
-mkdir -p "$out"
-log="$out/gpu_checks.log"
 if [ $smoke = 1 ]; then
+  out="${OUT:-/tmp/atelier_gpu_smoke}"; mkdir -p "$out"; log="$out/gpu_checks.log"
   export COMFYUI_DIR="${COMFYUI_DIR:-$PWD/.hosts/ComfyUI-v0.8.0}"
   PY="${PY:-$(ls -d .venv-hosts/ComfyUI-v0.8.0-*/bin/python | head -1)}"
 else
+  out="${OUT:-bench/results/gpu}"; mkdir -p "$out"; log="$out/gpu_checks.log"
   export COMFYUI_DIR="$PWD/.hosts/ComfyUI-v0.8.0"
   [ -d "$COMFYUI_DIR/comfy" ] || { echo "gpu_checks: carry .hosts/ComfyUI-v0.8.0 (no host tree at $COMFYUI_DIR)" >&2; exit 2; }
   ls .whl/*.whl >/dev/null 2>&1 || { echo "gpu_checks: carry .whl (run 'bash scripts/gpu_checks.sh --fetch' here first)" >&2; exit 2; }
