@@ -38,6 +38,16 @@ MODEL_FIELDS: Dict[str, Tuple[type, int, int]] = {"dim": (int, 1, 1 << 16), "in_
 MODEL_TYPES: Tuple[str, ...] = ("t2v", "i2v", "vace", "camera", "camera_2.2", "flf2v", "s2v", "humo", "animate")
 
 
+LATENT_ROWS_PX = 8
+"""Pixels per latent row of the families whose curve depends on the height (HunyuanVideo's 544p)."""
+
+
+def run_height(latent_rows: int) -> int:
+    """The pixel height a run is taken to have from its latent's rows (the node at run start; the route from an
+    empty-latent node's height, which makes ``height // LATENT_ROWS_PX`` rows)."""
+    return LATENT_ROWS_PX * int(latent_rows)
+
+
 def detect_preset(model: Optional[Mapping[str, Any]], steps: Optional[int] = None,
                   height: Optional[int] = None) -> str:
     """The shipped curve that fits a model description.
@@ -382,7 +392,7 @@ def query_settings(query: Mapping[str, str]) -> Dict[str, Any]:
         out["family"] = fam
     if "height" in q and out["preset"] == AUTO:
         # the empty-latent node's pixel height: it makes height // 8 latent rows, and the run reads 8 x rows
-        out["height"] = 8 * (_model_field("height", q["height"], 8, 1 << 14) // 8)
+        out["height"] = run_height(_model_field("height", q["height"], 8, 1 << 14) // LATENT_ROWS_PX)
     if out["preset"] == AUTO and fam in (None, "wan"):   # another family's curve needs only the family
         if "dim" not in model:
             raise SettingError("dim", "dim", "dim: preset 'auto' needs the model's dim (and in_dim, model_type); "

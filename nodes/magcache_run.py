@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 
 from ..magcache import CalibrationRecorder, MagCacheSession, detect_family, family_of_preset, resolve
+from ..magcache.resolve import run_height
 from ..magcache.settings import AUTO
 from ..magcache.families import Family
 from ..magcache.store import CurveKey, CurveStore
@@ -128,7 +129,7 @@ def run_facts(args, kwargs):
     res = tuple(int(v) for v in latent.shape[2:])
     fn = getattr(sampler, "sampler_function", None)
     name = getattr(fn, "__name__", type(sampler).__name__).replace("sample_", "") or "sampler"
-    return steps, res, name, 8 * res[-2] if len(res) >= 2 else None
+    return steps, res, name, run_height(res[-2]) if len(res) >= 2 else None
 
 
 def key_for(spec, steps, res, sampler):
