@@ -238,6 +238,18 @@ def _opt_step(v: Optional[int]) -> Optional[int]:
     return None if v is None or v == -1 else v
 
 
+def curve_given(custom_curve: Optional[CurveLike]) -> bool:
+    """Whether ``custom_curve`` gives a curve: anything but None or blank text (the node's empty widget)."""
+    return custom_curve is not None and not (isinstance(custom_curve, str) and not custom_curve.strip())
+
+
+def records_first_run(family: Optional[Family], preset: str, custom_curve: Optional[CurveLike] = None) -> bool:
+    """Whether a run records its curve in its first full run instead of planning from a curve: ``auto`` on
+    a family with no shipped curve (:attr:`~magcache.families.Family.calibrate_only`) and no custom curve.
+    The node's run and the web route's step strip both ask this."""
+    return preset == AUTO and family is not None and family.calibrate_only and not curve_given(custom_curve)
+
+
 def resolve(preset: str = AUTO, *, steps: int, custom_curve: Optional[CurveLike] = None,
             model: Optional[Mapping[str, Any]] = None, thresh: Optional[float] = None, k: Optional[int] = None,
             retention: Optional[float] = None, start_step: Optional[int] = None, end_step: Optional[int] = None,
@@ -286,7 +298,7 @@ def resolve(preset: str = AUTO, *, steps: int, custom_curve: Optional[CurveLike]
             fam = get_family(family)
         except ValueError as exc:
             raise SettingError("family", "family", str(exc)) from None
-    if custom_curve is not None and not (isinstance(custom_curve, str) and not custom_curve.strip()):
+    if curve_given(custom_curve):
         curve, name, p, defaults = parse_curve(custom_curve, what="custom_curve"), "custom", None, DEFAULT_SETTINGS
         if fam is None:
             fam = detect_family(model) if isinstance(model, Mapping) and "image_model" in model else get_family("wan")
@@ -409,7 +421,7 @@ def plan_query(query: Mapping[str, str]) -> Dict[str, Any]:
     kw = query_settings(query)
     steps, preset = kw.pop("steps"), kw.pop("preset")
     fam = get_family(kw["family"]) if "family" in kw else None
-    if preset == AUTO and fam is not None and fam.calibrate_only:   # as the node: the first full run records it
+    if records_first_run(fam, preset):   # as the node: the first full run records it
         return {"record": True, "family": fam.name, "title": fam.title, "steps": steps}
     return resolve(preset, steps=steps, **kw).to_dict()
 

@@ -18,7 +18,7 @@ from ..magcache import MagCacheSession, parse_curve, resolve
 from ..magcache.settings import AUTO
 from ..magcache.store import CurveStore
 from ..magcache.compare import compare_frames
-from ..magcache.resolve import plan_query, query_model_from_file
+from ..magcache.resolve import curve_given, plan_query, query_model_from_file, records_first_run
 from ..magcache.settings import SETTINGS
 from ..magcache.session import report_text
 from . import _host
@@ -85,11 +85,11 @@ class AtelierMagCacheWan(io.ComfyNode):
         fam = model_family(model, preset, custom_curve)
         stack_of(model, fam)   # refuses a family the host offers no block patches for, naming it
         info = model_info(model, fam)
-        has_curve = isinstance(custom_curve, str) and bool(custom_curve.strip())
+        has_curve = curve_given(custom_curve)
         kw = dict(preset=preset, custom_curve=custom_curve if has_curve else None, model=info, thresh=thresh, k=k,
                   retention=retention, start_step=start_step, end_step=end_step, protect_last=protect_last,
                   schedule_steps=schedule_steps, family=fam if has_curve else None)
-        record = fam.calibrate_only and not has_curve
+        record = records_first_run(fam, preset, custom_curve)
         uid = getattr(getattr(cls, "hidden", None), "unique_id", None)
         dev = torch.device("cpu") if cache_device == "cpu" else None
         if record:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 
 from ..magcache import CalibrationRecorder, MagCacheSession, detect_family, family_of_preset, resolve
-from ..magcache.resolve import run_height
+from ..magcache.resolve import curve_given, run_height
 from ..magcache.settings import AUTO
 from ..magcache.families import Family
 from ..magcache.store import CurveKey, CurveStore
@@ -56,7 +56,7 @@ def unet_config(model):
 def model_family(model, preset, custom_curve):
     """The family MagCache hooks: the preset's, else detected from the host's ``unet_config``
     (ValueError naming ``model`` for a model no family describes)."""
-    has_curve = isinstance(custom_curve, str) and custom_curve.strip()
+    has_curve = curve_given(custom_curve)
     cfg = unet_config(model)
     detected = detect_family(cfg) if "image_model" in cfg else None
     if preset != AUTO and not has_curve:

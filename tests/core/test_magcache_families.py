@@ -385,3 +385,22 @@ def test_two_branch_ties_equal_official(preset, official, steps):
         for k in (1, 2, 4):
             want = official(list(p.ratios), steps, thresh, k, 0.25)
             assert lists(resolve(preset, steps=steps, thresh=thresh, k=k, retention=0.25).plan()) == want, thresh
+
+
+def test_records_first_run_is_one_rule_for_node_and_route():
+    """``records_first_run``: ``auto`` on a family with no shipped curve records, a custom curve or a preset
+    never does; the route's ``plan_query`` answers ``record`` exactly when the rule says so, for every family."""
+    from magcache.families import FAMILIES
+    from magcache.resolve import plan_query, records_first_run
+    curve = "[1.0, 0.99, 0.98, 0.97, 0.96, 0.95, 0.94, 0.93]"
+    for fam in FAMILIES.values():
+        assert records_first_run(fam, "auto") == (not fam.presets), fam.name
+        assert not records_first_run(fam, "auto", curve) and not records_first_run(fam, "auto", [1.0] * 8)
+        assert records_first_run(fam, "auto", "  ") == records_first_run(fam, "auto")   # an empty widget
+        for preset in fam.presets:
+            assert not records_first_run(fam, preset)
+        if fam.name == "wan":
+            continue   # auto on Wan needs the model's dim: tested by the route tests
+        got = plan_query({"preset": "auto", "steps": "8", "family": fam.name})
+        assert ("record" in got) == records_first_run(fam, "auto"), fam.name
+    assert not records_first_run(None, "auto")
