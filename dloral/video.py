@@ -32,7 +32,6 @@ Frame folders: :func:`save_frame` writes one frame as 8-bit PNG (``png``) or 16-
 """
 import os
 import pathlib
-import re
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
@@ -41,6 +40,11 @@ from typing import Any, Iterator, List, Literal, Optional, Sequence, Tuple, Unio
 
 import numpy as np
 import torch
+
+try:
+    from ..atelier_files import next_number, numbered_name, process_umask  # type: ignore[import-not-found]
+except ImportError:  # the core imported as a top-level package (tests, ``python -m dloral``)
+    from atelier_files import next_number, numbered_name, process_umask
 
 __all__ = ["VIDEO_EXTS", "VIDEO_FORMATS", "FRAME_FORMATS", "AudioInfo", "VideoInfo", "Frame", "probe_video",
            "iter_frames", "read_video", "video_formats", "resolve_format", "VideoWriter", "save_frame",
@@ -239,17 +243,13 @@ def _to_uint(img: torch.Tensor, bits: int) -> np.ndarray:
 
 def _publish(tmp: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
     """Give ``tmp`` the name ``dest``, or ``dest.stem_NNNNN.ext`` (next free) when ``dest`` exists."""
-    pat = re.compile(re.escape(dest.stem) + r"_(\d{5,})" + re.escape(dest.suffix) + "$")
     n = None
     for _ in range(100000):
-        target = dest if n is None else dest.with_name(f"{dest.stem}_{n:05d}{dest.suffix}")
+        target = dest if n is None else dest.with_name(numbered_name(dest.stem, n, dest.suffix))
         try:
             os.link(tmp, target)    # fails if target exists: never overwrites
         except FileExistsError:
-            if n is None:
-                n = 1 + max((int(m.group(1)) for m in map(pat.match, os.listdir(dest.parent)) if m), default=0)
-            else:
-                n += 1
+            n = next_number(dest.parent, dest.stem, dest.suffix) if n is None else n + 1
             continue
         os.unlink(tmp)
         return target
@@ -346,7 +346,7 @@ class VideoWriter:
                     self._out.mux(p)
             self._close()
             assert self._tmp is not None, "__exit__ without __enter__"
-            os.chmod(self._tmp, 0o666 & ~_umask())
+            os.chmod(self._tmp, 0o666 & ~process_umask())
             self.path = _publish(self._tmp, self.dest)
             self._tmp = None
         except BaseException:
@@ -419,17 +419,6 @@ class VideoWriter:
                     for rf in self._resampler.resample(fr):
                         for p in self._as.encode(rf):
                             self._out.mux(p)
-
-
-def _umask() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o022
 
 
 # ---------------------------------------------------------------------------------------------- folders

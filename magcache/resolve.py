@@ -21,7 +21,7 @@ so the four show and run the same schedule.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeGuard, Union
 
 from .curve import Curve, CurveLike, parse_curve
 from .families import FAMILIES, Family, detect_family, family_of_preset, get_family
@@ -238,7 +238,7 @@ def _opt_step(v: Optional[int]) -> Optional[int]:
     return None if v is None or v == -1 else v
 
 
-def curve_given(custom_curve: Optional[CurveLike]) -> bool:
+def curve_given(custom_curve: Optional[CurveLike]) -> TypeGuard[CurveLike]:
     """Whether ``custom_curve`` gives a curve: anything but None or blank text (the node's empty widget)."""
     return custom_curve is not None and not (isinstance(custom_curve, str) and not custom_curve.strip())
 
@@ -421,7 +421,7 @@ def plan_query(query: Mapping[str, str]) -> Dict[str, Any]:
     kw = query_settings(query)
     steps, preset = kw.pop("steps"), kw.pop("preset")
     fam = get_family(kw["family"]) if "family" in kw else None
-    if records_first_run(fam, preset):   # as the node: the first full run records it
+    if fam is not None and records_first_run(fam, preset):   # as the node: the first full run records it
         return {"record": True, "family": fam.name, "title": fam.title, "steps": steps}
     return resolve(preset, steps=steps, **kw).to_dict()
 

@@ -12,12 +12,16 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence
 import hashlib
 import os
 import pathlib
-import re
 import shutil
 import tempfile
 import zlib
 
 import numpy as np
+
+try:
+    from ..atelier_files import next_number, numbered_name, process_umask  # type: ignore[import-not-found]
+except ImportError:  # the core imported as a top-level package (tests, ``python -m restoration``)
+    from atelier_files import next_number, numbered_name, process_umask
 
 STRIP_ROWS = 128
 
@@ -60,7 +64,7 @@ def atomic_write(out_dir: "str | os.PathLike", name: str, writer: Callable[[Any]
     os.close(fd)
     try:
         writer(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~process_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, dest)
     except BaseException:
         try:
@@ -71,39 +75,7 @@ def atomic_write(out_dir: "str | os.PathLike", name: str, writer: Callable[[Any]
     return dest
 
 
-def _umask():
-    """The process umask, read without changing it where /proc allows (os.umask is process-wide)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    m = os.umask(0o022)
-    os.umask(m)
-    return m
-
-
 # ------------------------------------------------------------------ job folders
-NUMBER_DIGITS = 5
-
-
-def numbered_name(prefix: str, n: int) -> str:
-    """``prefix_00001`` for run ``n`` (the host's SaveImage counts files the same way)."""
-    return f"{prefix}_{n:0{NUMBER_DIGITS}d}"
-
-
-def next_number(parent: "str | os.PathLike", prefix: str) -> int:
-    """1 + the highest ``n`` of the ``prefix_NNNNN`` entries in ``parent`` (1 if none)."""
-    pat = re.compile(re.escape(prefix) + r"_(\d{%d,})$" % NUMBER_DIGITS)
-    try:
-        names = os.listdir(parent)
-    except OSError:
-        return 1
-    return 1 + max((int(m.group(1)) for m in map(pat.match, names) if m), default=0)
-
-
 class StagedFolder:
     """A job folder written under a hidden name and moved into place only when complete.
 
@@ -127,7 +99,7 @@ class StagedFolder:
                              "never overwritten: choose a new folder")
         prepare_out_dir(parent)
         self.tmp = pathlib.Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.dest.name}.", suffix=".partial"))
-        os.chmod(self.tmp, 0o777 & ~_umask())
+        os.chmod(self.tmp, 0o777 & ~process_umask())
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):

@@ -16,10 +16,10 @@ HOST_PROVIDED = {"torch", "comfy", "comfy_api", "comfy_extras", "folder_paths", 
 DEV_ONLY = {"skimage": ("scikit-image", {"restoration/realbench.py"}),
             "sklearn": ("scikit-learn", {"restoration/realbench.py"}),
             "matplotlib": ("matplotlib", {"restoration/realbench.py"})}
-PACK_CODE = ("__init__.py", "atelier_settings.py", "atelier_ray.py", "magcache", "nag", "dloral", "restoration", "tinywan", "nodes")
+PACK_CODE = ("__init__.py", "atelier_settings.py", "atelier_files.py", "atelier_ray.py", "magcache", "nag", "dloral", "restoration", "tinywan", "nodes")
 # The pack's own top-level module: a core imports it relatively inside the pack and, as the fallback of that
 # import, absolutely when the core itself is a top-level package (tests, CLIs run from the repository root).
-OWN_TOP_LEVEL = {"atelier_settings", "atelier_ray"}
+OWN_TOP_LEVEL = {"atelier_settings", "atelier_files", "atelier_ray"}
 # Optional extras: import name -> (distribution, the files that may import it, the requirements file and the
 # pyproject extra that declare it). Imported only inside functions, never when a module is imported.
 OPTIONAL = {"ray": ("ray", {"atelier_ray.py"}, "requirements-ray.txt", "ray")}

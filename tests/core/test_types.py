@@ -20,7 +20,7 @@ from _testenv import REPO
 
 # The parts mypy checks, as the files it reports them by. dloral/__main__.py (the CLI, reworked on other
 # branches) is its own part so that its errors are not read as the core's.
-PARTS = ("magcache", "nag", "dloral", "dloral/__main__.py", "restoration", "atelier_settings.py", "atelier_ray.py")
+PARTS = ("magcache", "nag", "dloral", "dloral/__main__.py", "restoration", "atelier_settings.py", "atelier_files.py", "atelier_ray.py")
 ERROR = re.compile(r"^(?P<path>[^:\s]+\.py):(?P<line>\d+): error: (?P<msg>.*)$")
 
 
