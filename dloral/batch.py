@@ -15,7 +15,10 @@ on stderr (clips done, frames per second, ETA by frames).
 
 With ``--ray`` the clips are spread over Ray actors (one per GPU, else per ``--ray-cpus`` CPUs;
 :func:`atelier_ray.run_batch`); each actor loads the models once (the loader's first call is kept) and takes
-the next unit of work when free; a lost worker's unit is run again on another actor.
+the next unit of work when free; a lost worker's unit is run again on another actor. The workers read the
+clips and write the outputs at the driver's paths: every machine of the cluster must mount the inputs and
+``--out`` at the same path (a shared file system); each actor checks it does as it starts (``must_see``), and
+the job stops with that reason where one does not.
 
 With ``--chunk N`` the unit is a **chunk**, not a clip: each clip whose frame count is known is cut by the one
 chunk rule (:class:`dloral.chunks.ChunkPlan`) and its chunks are spread over the workers like clips. The
@@ -44,9 +47,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 try:
     from ..atelier_ray import (BatchItem, JobProgress, Outcome, add_ray_arguments,  # type: ignore[import-not-found]
-                               expand_inputs, run_batch)
+                               by_worker, expand_inputs, run_batch)
 except ImportError:   # the core as a top-level package (CLI from the repository root)
-    from atelier_ray import BatchItem, JobProgress, Outcome, add_ray_arguments, expand_inputs, run_batch
+    from atelier_ray import BatchItem, JobProgress, Outcome, add_ray_arguments, by_worker, expand_inputs, run_batch
 
 VIDEO_INPUT_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts")
 BATCH_EXTS = ("same", "mp4", "mkv", "mov", "frames")
@@ -327,14 +330,22 @@ def run_clips(a: argparse.Namespace, loader: Callable[[Any], Any], single: Singl
             cj.stitched = stitcher.submit(_stitch_clip, a, single, cj)
     repo = pathlib.Path(__file__).resolve().parent.parent
     progress = JobProgress(sum(i.weight for i in work), len(work), unit="frames", quiet=quiet)
+    # the workers read the clips and write the outputs at the driver's paths: each checks it sees them (the
+    # inputs and a file made here in --out) and the job stops with the reason where one does not
+    probe = out / f".atelier-ray-probe-{os.getpid()}-{os.urandom(4).hex()}" if a.ray is not None else None
     try:
+        if probe is not None:
+            probe.write_text(os.urandom(8).hex())
         outcomes, stats = run_batch(work, _Factory(a, loader, single), progress=progress, ray_address=a.ray,
                                     cpus_per_worker=a.ray_cpus, max_workers=a.workers or None,
                                     env_paths=[str(repo)], gpus=True,   # + the caller's PYTHONPATH (the loader's)
-                                    on_outcome=chunk_done)
+                                    on_outcome=chunk_done,
+                                    must_see=[] if probe is None else [probe, *(i.payload[0] for i in items)])
     finally:
         progress.close()
         stitcher.shutdown(wait=True)
+        if probe is not None:
+            probe.unlink(missing_ok=True)
     _remove_partials(work)
     whole = {o.item.key: o for o in outcomes if not isinstance(o.item.payload, ChunkTask)}
     rows = []
@@ -350,7 +361,8 @@ def run_clips(a: argparse.Namespace, loader: Callable[[Any], Any], single: Singl
     summary = {"clips": len(rows), "done": sum(r["status"] == "done" for r in rows),
                "done_earlier": sum(r["status"] == "done earlier" for r in rows), "failed": len(failed),
                "workers": stats.workers, "lost_workers": stats.lost_workers, "retried": stats.retried,
-               "where": stats.where, "wallclock_s": round(stats.seconds, 2), "outputs": rows}
+               "where": stats.where, "by_worker": by_worker(outcomes), "wallclock_s": round(stats.seconds, 2),
+               "outputs": rows}
     if jobs:
         summary["chunks"] = sum(cj.chunks for cj in jobs.values())
         summary["chunks_run"] = sum(1 for w in work if isinstance(w.payload, ChunkTask))
