@@ -89,7 +89,8 @@ def read_scan(path: "str | os.PathLike", dpi: Optional[float] = None,
                     file_dpi = float(info_dpi[0])
                 im.verify()
         except Exception as exc:
-            raise ValueError(f"scan {str(shown)!r} is not a readable image (PNG or TIFF expected): {_named(exc, p, sp)}") from None
+            raise ValueError(f"scan {str(shown)!r} is not a readable image (PNG or TIFF expected): "
+                             f"{_named(exc, p, sp)}") from None
         arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)  # keeps 16-bit samples (Pillow reduces RGB48 to 8 bit)
         if arr is None:
             raise ValueError(f"scan {str(shown)!r} could not be decoded")

@@ -7,7 +7,8 @@ kernel, one CPU, one clock); the network between the nodes is real TCP between t
 
 * a collection of scans: both nodes make records (the summary's ``by_worker`` names the node addresses), and
   the records and the collection index equal the in-process run's byte for byte: the driver ships the scans'
-  bytes and writes the records, so no shared file system is needed;
+  bytes and writes the records, so no shared file system is needed; a rerun finds the records on the driver
+  and writes nothing again;
 * DLoRAL clips (whose workers read and write the driver's paths): the job stops with the reason that the
   worker on 10.231.7.2 does not see the driver's files, instead of failing every clip there.
 Without root, ``ip`` or Ray this skips loudly; under CI it fails."""
@@ -66,6 +67,14 @@ def test_scans_on_two_hosts_without_a_shared_file_system(hosts, tmp_path):
     for f in ("index.csv", "index.html"):
         assert (out / f).read_bytes() == (ref / f).read_bytes(), f
     assert sorted(p.name for p in out.iterdir()) == ["index.csv", "index.html", *(f"scan{i}" for i in range(4))]
+    # a rerun: the driver finds the records in place (B could not) and sends nothing; nothing is written again
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.parent != out}
+    r = hosts.run_in_a([sys.executable, "-m", "restoration", str(scans / "scan0.tif"), str(scans / "scan1.tif"),
+                        "--out", str(out), "--dpi", "600", "--ray", hosts.address])
+    assert r.returncode == 0, r.stderr + r.stdout
+    s = json.loads(r.stdout)
+    assert (s["done_earlier"], s["done"], s["by_worker"]) == (2, 0, {"driver": 2}), s
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.parent != out} == before
 
 
 def test_dloral_on_two_hosts_stops_with_the_reason(hosts):
