@@ -15,15 +15,15 @@ that need it, never at module level (``tests/core/test_packaging.py`` checks bot
   item's failure, reported with its reason while the rest go on. ``work`` must be idempotent and write
   its outputs atomically (the cores' staged folders and partial files do): a retried item whose output
   was completed just before its actor died finds it complete and does not write it again.
-* **No shared file system needed where the CLI ships bytes**: on Ray, ``ship(payload)`` runs in the driver
-  as an item is handed to an actor (it reads the input's bytes into the payload, or returns :class:`Done`
-  when the item needs no worker: its output is already in place) and ``land(payload, result)`` runs in the
-  driver on the item's one final result (it writes the output the worker returned as bytes, staged and
-  renamed). The driver takes one final result per item, so an output a lost worker made is never written
-  (and never twice). :func:`read_tree` packs a folder's files. A CLI whose workers read and write its paths
-  themselves names them in ``must_see``: every actor checks, as it starts, that it sees each one as the
-  driver does (same size and modification time), and the job stops with the reason where one does not
-  (a machine without the shared file system). Without Ray none of these is used.
+* **No shared file system needed where the CLI ships bytes**: on Ray, ``ship(payload, sees)`` runs in the
+  driver as an item is handed to an actor (it reads the input's bytes into the payload, or returns
+  :class:`Done` when the item needs no worker: its output is already in place) and ``land(payload, result)``
+  runs in the driver on the item's one final result (it writes the output the worker returned as bytes,
+  staged and renamed). The driver takes one final result per item, so an output a lost worker made is never
+  written (and never twice). :func:`read_tree` packs a folder's files. ``must_see``: paths each actor checks,
+  as it starts, whether it sees as the driver does (same kind, size and modification time); ``sees`` tells
+  ``ship`` whether the actor taking the item does (it may then send the paths, not the bytes: a shared file
+  system, or Ray on this machine). Without Ray none of these is used.
 * :class:`JobProgress`: one progress line for the whole job (items done, failed, retried, work units per
   second, ETA), on stderr; :class:`StatusLine` the ending of such a line (also the single-scan bar's).
 * :func:`add_ray_arguments`: the ``--ray [ADDRESS]``, ``--workers`` and ``--ray-cpus`` flags of both CLIs.
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["BatchItem", "Outcome", "JobProgress", "StatusLine", "expand_inputs", "run_batch", "connect", "LOCAL",
-           "add_ray_arguments", "Done", "read_tree", "by_worker", "fingerprint", "NOT_SHARED"]
+           "add_ray_arguments", "Done", "read_tree", "by_worker", "fingerprint"]
 
 #: ``--ray`` without an address: start a Ray instance on this machine for the job
 LOCAL = "local"
@@ -236,12 +236,6 @@ def fingerprint(path: "str | os.PathLike") -> str:
     return f"{'dir' if os.path.isdir(path) else 'file'}:{st.st_size}:{st.st_mtime_ns}"
 
 
-#: the reason a job stops when a worker does not see the driver's paths (``must_see``)
-NOT_SHARED = ("the Ray worker on {where} does not see {path!r} as the driver does ({got} there, {want} here): "
-              "this command's --ray needs its inputs and --out on a file system every machine of the cluster "
-              "mounts at the same path (NFS, ...); see the README, 'Two machines'")
-
-
 def by_worker(outcomes: Sequence[Outcome]) -> Dict[str, int]:
     """How many items each worker finished (its name: host, node address, process; ``driver`` for an item
     whose output was already in place): the summary's account of where the job ran."""
@@ -262,9 +256,9 @@ class _Runner:
     def __init__(self, make_worker: Callable[[], Callable[[Any], Any]]) -> None:
         self.work = make_worker()
 
-    def ready(self, must_see: Sequence[Tuple[str, str]] = ()) -> Tuple[str, Optional[str]]:
-        """``(name, None)``, or ``(name, reason)`` where a path of ``must_see`` (path, driver's fingerprint)
-        looks otherwise here. The name: host, node address (Ray's) and process id."""
+    def ready(self, must_see: Sequence[Tuple[str, str]] = ()) -> Tuple[str, bool]:
+        """``(name, whether every path of must_see (path, driver's fingerprint) looks the same here)``. The
+        name: host, node address (Ray's) and process id."""
         import socket
         name = f"{socket.gethostname()}:{os.getpid()}"
         try:
@@ -272,11 +266,7 @@ class _Runner:
             name = f"{socket.gethostname()} {ray.util.get_node_ip_address()} pid {os.getpid()}"
         except Exception:   # noqa: BLE001 - in process, or an address Ray cannot tell: the host name
             pass
-        for path, want in must_see:
-            got = fingerprint(path)
-            if got != want:
-                return name, NOT_SHARED.format(where=name, path=path, got=got, want=want)
-        return name, None
+        return name, all(fingerprint(path) == want for path, want in must_see)
 
     def run(self, payload: Any) -> Tuple[bool, Any]:
         """``(True, result)`` or ``(False, reason)``: a failure of the input is data, not a lost worker."""
@@ -340,7 +330,7 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
               cpus_per_worker: float = 1.0, max_workers: Optional[int] = None, max_attempts: int = 3,
               env_paths: Sequence[str] = (), start_timeout_s: float = 600.0,
               gpus: bool = False, on_outcome: Optional[Callable[[Outcome], None]] = None,
-              ship: Optional[Callable[[Any], Any]] = None, land: Optional[Callable[[Any, Any], Any]] = None,
+              ship: Optional[Callable[[Any, bool], Any]] = None, land: Optional[Callable[[Any, Any], Any]] = None,
               must_see: Sequence[str] = ()) -> Tuple[List[Outcome], JobStats]:
     """Every item through a worker; returns the outcomes in item order and the job's counts.
 
@@ -350,9 +340,9 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
     times when workers are lost under it; ``work`` raising is a failure of that item, not retried.
     ``on_outcome(outcome)`` is called in this process as each item gets its final outcome (DLoRAL: a clip
     whose last chunk is done is stitched then, while the workers go on). On Ray only: ``ship``, ``land``
-    (the driver reads the inputs and writes the outputs: no shared file system) and ``must_see`` (paths every
-    actor must see as the driver does), as the module's docstring says; ``ship`` or ``land`` raising is that
-    item's failure."""
+    (the driver reads the inputs and writes the outputs: no shared file system) and ``must_see`` (paths each
+    actor checks it sees as the driver does), as the module's docstring says; ``ship`` or ``land`` raising is
+    that item's failure."""
     outcomes = [Outcome(it) for it in items]
     stats = JobStats()
     t0 = time.monotonic()
@@ -395,7 +385,7 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
 def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any], Any]],
                 progress: Optional[JobProgress], stats: JobStats, cpus_per_worker: float,
                 max_workers: Optional[int], max_attempts: int, start_timeout_s: float, gpus: bool,
-                on_outcome: Optional[Callable[[Outcome], None]] = None, ship: Optional[Callable[[Any], Any]] = None,
+                on_outcome: Optional[Callable[[Outcome], None]] = None, ship: Optional[Callable[[Any, bool], Any]] = None,
                 land: Optional[Callable[[Any, Any], Any]] = None, must_see: Sequence[Tuple[str, str]] = ()) -> None:
     """The scheduling loop: a free actor takes the next queued item; a lost actor's item is queued again
     (front of the queue) and a replacement actor started; the loop ends when every item has an outcome."""
@@ -425,12 +415,14 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
         if on_outcome is not None:
             on_outcome(o)
 
-    def shipped(o: Outcome) -> Tuple[bool, Any]:
+    sees: Dict[str, bool] = {}   # worker name -> whether it sees the must_see paths as the driver does
+
+    def shipped(o: Outcome, name: str) -> Tuple[bool, Any]:
         """``(True, payload for the actor)``, or ``(False, (ok, value))``: the item's outcome, no actor needed."""
         if ship is None:
             return True, o.item.payload
         try:
-            sent = ship(o.item.payload)
+            sent = ship(o.item.payload, sees[name])
         except Exception as exc:   # noqa: BLE001 - the input could not be read: that item's failure
             return False, (False, _reason(exc))
         return (False, (True, sent.result)) if isinstance(sent, Done) else (True, sent)
@@ -442,12 +434,13 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
         while free and queue:
             i = queue.popleft()
             o = outcomes[i]
-            go, sent = shipped(o)
+            a, name = free.pop()
+            go, sent = shipped(o, name)
             if not go:
+                free.append((a, name))
                 o.attempts, o.worker = 1, "driver"
                 final(o, *sent)
                 continue
-            a, name = free.pop()
             o.attempts += 1
             busy[a.run.remote(sent)] = (a, i, name)
         if assigned and progress is not None:
@@ -465,17 +458,14 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
         if ref in starting:
             a = starting.pop(ref)
             try:
-                name, unseen = ray.get(ref)
+                name, same_files = ray.get(ref)
             except lost_errors as exc:
                 stats.lost_workers += 1
                 if stats.lost_workers > max_attempts * max(len(outcomes), 1):
                     raise ValueError(f"Ray workers keep failing to start: {exc}") from None
                 start()
                 continue
-            if unseen is not None:
-                for x in [a, *(x for x, _ in free), *(x for x, _, _ in busy.values()), *starting.values()]:
-                    ray.kill(x, no_restart=True)
-                raise ValueError(unseen)
+            sees[name] = same_files
             last_ready = time.monotonic()
             stats.worker_names.append(name)
             free.append((a, name))

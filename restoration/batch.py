@@ -114,9 +114,10 @@ class ShippedScan:
     record: str
 
 
-def ship_scan(payload: Tuple[str, str]) -> Any:
+def ship_scan(payload: Tuple[str, str], sees: bool = False) -> Any:
     """In the driver, as a scan goes to a Ray worker: :class:`ShippedScan`, or ``Done(row)`` when its record is
-    already in place (the same scan's: ``done earlier``; another's: ValueError, that scan's failure)."""
+    already in place (the same scan's: ``done earlier``; another's: ValueError, that scan's failure). Always
+    bytes, whatever the worker sees (``sees``): a scan and its record are small next to the work on them."""
     from .fileio import sha256_file
     scan, dest = payload
     d = pathlib.Path(dest)

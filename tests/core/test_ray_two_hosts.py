@@ -9,17 +9,19 @@ kernel, one CPU, one clock); the network between the nodes is real TCP between t
   the records and the collection index equal the in-process run's byte for byte: the driver ships the scans'
   bytes and writes the records, so no shared file system is needed; a rerun finds the records on the driver
   and writes nothing again;
-* DLoRAL clips (whose workers read and write the driver's paths): the job stops with the reason that the
-  worker on 10.231.7.2 does not see the driver's files, instead of failing every clip there.
+* DLoRAL clips, whole and in chunks: a worker that does not see the driver's files (B) gets the clips' bytes
+  and returns its outputs and parts, which the driver writes; the outputs equal the in-process run's.
 Without root, ``ip`` or Ray this skips loudly; under CI it fails."""
 import json
 import os
+import pathlib
 import re
+import shutil
 import sys
 
 import pytest
 
-from _raycluster import TwoHosts, dloral_args, make_clips, make_scans, need_netns, records
+from _raycluster import TwoHosts, dloral_args, make_clips, make_scans, need_netns, records, tree
 from _testenv import REPO
 
 TESTS = REPO / "tests"
@@ -43,7 +45,7 @@ def hosts():
 
 
 def test_scans_on_two_hosts_without_a_shared_file_system(hosts, tmp_path):
-    scans = make_scans(hosts.tmp / "in", n=4, size=(96, 128))
+    scans = make_scans(hosts.tmp / "in", n=5)   # 128x176: each long enough that both nodes take some
     assert (scans / "scan0.tif").is_file() and not hosts.sees_in_b(scans / "scan0.tif")
     assert not hosts.sees_in_b(hosts.tmp / "head.log")   # B has a Ray temp dir of its own there, in its tmpfs
     ref = tmp_path / "out"   # the index names its folder
@@ -54,19 +56,15 @@ def test_scans_on_two_hosts_without_a_shared_file_system(hosts, tmp_path):
                         "--ray", hosts.address])
     assert r.returncode == 1 and r.stdout.startswith("{"), r.stderr + r.stdout
     s = json.loads(r.stdout)
-    assert (s["done"], s["failed"], s["lost_workers"]) == (4, 1, 0), s
+    assert (s["done"], s["failed"], s["lost_workers"]) == (5, 1, 0), s
     assert "2 node(s)" in s["where"], s
-    nodes = {}
-    for name, n in s["by_worker"].items():
-        ip = re.search(r" (10\.231\.7\.\d+) pid ", name)
-        assert ip, name
-        nodes[ip.group(1)] = nodes.get(ip.group(1), 0) + n
-    assert set(nodes) == set(hosts.ips) and sum(nodes.values()) == 5, s["by_worker"]
+    nodes = _ips(s["by_worker"])
+    assert set(nodes) == set(hosts.ips) and sum(nodes.values()) == 6, s["by_worker"]
     assert not hosts.sees_in_b(out / "scan0")
     assert records(out) == records(ref)
     for f in ("index.csv", "index.html"):
         assert (out / f).read_bytes() == (ref / f).read_bytes(), f
-    assert sorted(p.name for p in out.iterdir()) == ["index.csv", "index.html", *(f"scan{i}" for i in range(4))]
+    assert sorted(p.name for p in out.iterdir()) == ["index.csv", "index.html", *(f"scan{i}" for i in range(5))]
     # a rerun: the driver finds the records in place (B could not) and sends nothing; nothing is written again
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.parent != out}
     r = hosts.run_in_a([sys.executable, "-m", "restoration", str(scans / "scan0.tif"), str(scans / "scan1.tif"),
@@ -77,12 +75,51 @@ def test_scans_on_two_hosts_without_a_shared_file_system(hosts, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.parent != out} == before
 
 
-def test_dloral_on_two_hosts_stops_with_the_reason(hosts):
+def _ips(by_worker):
+    """node address -> units done, from a summary's ``by_worker``."""
+    nodes = {}
+    for name, n in by_worker.items():
+        ip = re.search(r" (10\.231\.7\.\d+) pid ", name)
+        assert ip, name
+        nodes[ip.group(1)] = nodes.get(ip.group(1), 0) + n
+    return nodes
+
+
+def test_dloral_on_two_hosts_without_a_shared_file_system(hosts, tmp_path):
+    """Three clips and a broken video, hidden from B; the model files (the tiny loader's weights, a stand-in
+    checkpoint) at the same path on both, as every machine holds them. Whole clips, then ``--chunk 2`` (7
+    chunks): B's worker gets the clips' bytes and returns outputs and parts; the driver writes them; the
+    outputs equal the in-process run's byte for byte."""
     root = make_clips(hosts.tmp / "dl")
-    out = hosts.tmp / "dlout"
-    r = hosts.run_in_a([sys.executable, str(TESTS / "_dloral_tiny_cli.py"),
-                        *dloral_args(root, out, "--prompt", "slow:0.5", "--ray", hosts.address)])
-    assert r.returncode == 2, r.stderr + r.stdout
-    assert "the Ray worker on " in r.stderr and f" {hosts.ips[1]} pid " in r.stderr, r.stderr
-    assert "does not see" in r.stderr and "file system every machine" in r.stderr, r.stderr
-    assert not any(p.name.startswith(".atelier-ray-probe") for p in out.iterdir())
+    models = tmp_path / "models"
+    models.mkdir()
+    for f in ("w.safetensors", "ck.safetensors"):
+        shutil.copy(root / f, models / f)
+    assert hosts.sees_in_b(models / "w.safetensors") and not hosts.sees_in_b(root / "frames" / "clip0")
+
+    def cli(out, *extra):
+        args = [str(models / pathlib.Path(a).name) if a in (str(root / "w.safetensors"), str(root / "ck.safetensors"))
+                else a for a in dloral_args(root, out, *extra)]
+        return hosts.run_in_a([sys.executable, str(TESTS / "_dloral_tiny_cli.py"), *args])
+
+    ref = tmp_path / "ref"
+    r = cli(ref)
+    assert r.returncode == 1, r.stderr   # the broken video listed, the rest done
+    seen = {}
+    for name, extra in (("clips", ()), ("chunks", ("--chunk", "2"))):
+        out = hosts.tmp / name
+        # each UNet call slowed to 0.5 s (the frames do not change): B's worker is up before A's does it all
+        r = cli(out, *extra, "--prompt", "slow:0.5", "--ray", hosts.address)
+        assert r.returncode == 1 and r.stdout.startswith("{"), r.stderr + r.stdout
+        s = json.loads(r.stdout)
+        assert (s["done"], s["failed"], s["lost_workers"]) == (3, 1, 0) and "2 node(s)" in s["where"], s
+        assert "PyAV" in next(o["reason"] for o in s["outputs"] if o["status"] == "failed"), s
+        nodes = _ips(s["by_worker"])
+        assert hosts.ips[1] in nodes, s["by_worker"]   # B did work without seeing a file of the job
+        for ip, n in nodes.items():
+            seen[ip] = seen.get(ip, 0) + n
+        if extra:
+            assert s["chunks_run"] == 7 and sorted(o.get("chunks", 0) for o in s["outputs"]) == [0, 2, 2, 3], s
+        assert tree(out) == tree(ref), name
+        assert not any(p.name.startswith(".") for p in out.iterdir())   # no job folder, partial or probe left
+    assert set(seen) == set(hosts.ips), seen
