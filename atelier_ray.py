@@ -20,7 +20,7 @@ that need it, never at module level (``tests/core/test_packaging.py`` checks bot
   :class:`Done` when the item needs no worker: its output is already in place) and ``land(payload, result)``
   runs in the driver on the item's one final result (it writes the output the worker returned as bytes,
   staged and renamed). The driver takes one final result per item, so an output a lost worker made is never
-  written (and never twice). :func:`read_tree` packs a folder's files. ``must_see``: paths each actor checks,
+  written (and never twice). :func:`read_tree` and :func:`write_tree` pack and unpack a folder's files. ``must_see``: paths each actor checks,
   as it starts, whether it sees as the driver does (same kind, size and modification time); ``sees`` tells
   ``ship`` whether the actor taking the item does (it may then send the paths, not the bytes: a shared file
   system, or Ray on this machine). Without Ray none of these is used.
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["BatchItem", "Outcome", "JobProgress", "StatusLine", "expand_inputs", "run_batch", "connect", "LOCAL",
-           "add_ray_arguments", "Done", "read_tree", "by_worker", "fingerprint"]
+           "add_ray_arguments", "Done", "read_tree", "write_tree", "by_worker", "fingerprint"]
 
 #: ``--ray`` without an address: start a Ray instance on this machine for the job
 LOCAL = "local"
@@ -225,6 +225,15 @@ def read_tree(folder: "str | os.PathLike") -> Dict[str, bytes]:
     """Every file below ``folder``: its path relative to ``folder`` (``/``-separated) -> its bytes."""
     root = pathlib.Path(folder)
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_tree(folder: "str | os.PathLike", files: Dict[str, bytes]) -> None:
+    """The files :func:`read_tree` gave, written below ``folder`` (which exists)."""
+    root = pathlib.Path(folder)
+    for rel, data in files.items():
+        f = root / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data)
 
 
 def fingerprint(path: "str | os.PathLike") -> str:

@@ -52,10 +52,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 try:
     from ..atelier_ray import (BatchItem, Done, JobProgress, Outcome,  # type: ignore[import-not-found]
-                               add_ray_arguments, by_worker, expand_inputs, read_tree, run_batch)
+                               add_ray_arguments, by_worker, expand_inputs, read_tree, run_batch, write_tree)
 except ImportError:   # the core as a top-level package (CLI from the repository root)
     from atelier_ray import (BatchItem, Done, JobProgress, Outcome, add_ray_arguments, by_worker, expand_inputs,
-                             read_tree, run_batch)
+                             read_tree, run_batch, write_tree)
 
 VIDEO_INPUT_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts")
 BATCH_EXTS = ("same", "mp4", "mkv", "mov", "frames")
@@ -179,10 +179,7 @@ def land_clip(payload: Any, result: Dict[str, Any]) -> Dict[str, Any]:
     try:
         if isinstance(result["data"], dict):
             mine.mkdir()
-            for rel, data in result["data"].items():
-                f = mine / rel
-                f.parent.mkdir(parents=True, exist_ok=True)
-                f.write_bytes(data)
+            write_tree(mine, result["data"])
         else:
             mine.write_bytes(result["data"])
         placed = _place(mine, d)
@@ -245,10 +242,8 @@ class ClipWorker:
             lsrc.parent.mkdir()
             ldest.parent.mkdir()
             if isinstance(s.data, dict):
-                for rel, data in s.data.items():
-                    f = lsrc / rel
-                    f.parent.mkdir(parents=True, exist_ok=True)
-                    f.write_bytes(data)
+                lsrc.mkdir()
+                write_tree(lsrc, s.data)
             elif s.data is not None:
                 lsrc.write_bytes(s.data)
             try:

@@ -39,9 +39,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 try:
     from ..atelier_ray import (BatchItem, Done, JobProgress, Outcome,  # type: ignore[import-not-found]
-                               by_worker, expand_inputs, read_tree, run_batch)
+                               by_worker, expand_inputs, read_tree, run_batch, write_tree)
 except ImportError:   # the core as a top-level package (CLI from the repository root)
-    from atelier_ray import BatchItem, Done, JobProgress, Outcome, by_worker, expand_inputs, read_tree, run_batch
+    from atelier_ray import (BatchItem, Done, JobProgress, Outcome, by_worker, expand_inputs, read_tree, run_batch,
+                             write_tree)
 
 SCAN_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 #: single-scan options a collection refuses (they name one scan's regions or files)
@@ -135,10 +136,7 @@ def land_record(payload: Tuple[str, str], result: Dict[str, Any]) -> Dict[str, A
     if files is None:   # done earlier, found by the worker
         return result
     with StagedFolder(payload[1]) as tmp:
-        for rel, data in files.items():
-            f = tmp / rel
-            f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_bytes(data)
+        write_tree(tmp, files)
     return {k: v for k, v in result.items() if k != "files"}
 
 

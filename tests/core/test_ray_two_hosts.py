@@ -27,6 +27,22 @@ from _testenv import REPO
 TESTS = REPO / "tests"
 
 
+def test_missing_netns_tools_fail_under_ci_and_skip_loudly_otherwise(monkeypatch):
+    import _raycluster
+    monkeypatch.setattr(_raycluster, "need_ray", lambda: None)
+    monkeypatch.setattr(_raycluster.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(_raycluster.shutil, "which", lambda name: None if name == "ip" else "/bin/" + name)
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="CI: two-host Ray test: missing ip"):
+        _raycluster.need_netns()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="TWO-HOST RAY TEST SKIPPED.*missing ip"):
+        _raycluster.need_netns()
+    monkeypatch.setattr(_raycluster.os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match="need root"):
+        _raycluster.need_netns()
+
+
 @pytest.fixture(scope="module")
 def hosts():
     need_netns()
