@@ -15,6 +15,15 @@ that need it, never at module level (``tests/core/test_packaging.py`` checks bot
   item's failure, reported with its reason while the rest go on. ``work`` must be idempotent and write
   its outputs atomically (the cores' staged folders and partial files do): a retried item whose output
   was completed just before its actor died finds it complete and does not write it again.
+* **No shared file system needed where the CLI ships bytes**: on Ray, ``ship(payload, sees)`` runs in the
+  driver as an item is handed to an actor (it reads the input's bytes into the payload, or returns
+  :class:`Done` when the item needs no worker: its output is already in place) and ``land(payload, result)``
+  runs in the driver on the item's one final result (it writes the output the worker returned as bytes,
+  staged and renamed). The driver takes one final result per item, so an output a lost worker made is never
+  written (and never twice). :func:`read_tree` and :func:`write_tree` pack and unpack a folder's files. ``must_see``: paths each actor checks,
+  as it starts, whether it sees as the driver does (same kind, size and modification time); ``sees`` tells
+  ``ship`` whether the actor taking the item does (it may then send the paths, not the bytes: a shared file
+  system, or Ray on this machine). Without Ray none of these is used.
 * :class:`JobProgress`: one progress line for the whole job (items done, failed, retried, work units per
   second, ETA), on stderr; :class:`StatusLine` the ending of such a line (also the single-scan bar's).
 * :func:`add_ray_arguments`: the ``--ray [ADDRESS]``, ``--workers`` and ``--ray-cpus`` flags of both CLIs.
@@ -32,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["BatchItem", "Outcome", "JobProgress", "StatusLine", "expand_inputs", "run_batch", "connect", "LOCAL",
-           "add_ray_arguments"]
+           "add_ray_arguments", "Done", "read_tree", "write_tree", "by_worker", "fingerprint"]
 
 #: ``--ray`` without an address: start a Ray instance on this machine for the job
 LOCAL = "local"
@@ -206,6 +215,46 @@ class JobProgress(StatusLine):
         self.stream.flush()
 
 
+@dataclass(frozen=True)
+class Done:
+    """What ``ship`` returns for an item that needs no worker (its output is in place): its ``result``."""
+    result: Any
+
+
+def read_tree(folder: "str | os.PathLike") -> Dict[str, bytes]:
+    """Every file below ``folder``: its path relative to ``folder`` (``/``-separated) -> its bytes."""
+    root = pathlib.Path(folder)
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_tree(folder: "str | os.PathLike", files: Dict[str, bytes]) -> None:
+    """The files :func:`read_tree` gave, written below ``folder`` (which exists)."""
+    root = pathlib.Path(folder)
+    for rel, data in files.items():
+        f = root / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data)
+
+
+def fingerprint(path: "str | os.PathLike") -> str:
+    """What ``must_see`` compares: a path's kind, size and modification time as this machine sees it."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{'dir' if os.path.isdir(path) else 'file'}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def by_worker(outcomes: Sequence[Outcome]) -> Dict[str, int]:
+    """How many items each worker finished (its name: host, node address, process; ``driver`` for an item
+    whose output was already in place): the summary's account of where the job ran."""
+    out: Dict[str, int] = {}
+    for o in outcomes:
+        if o.worker:
+            out[o.worker] = out.get(o.worker, 0) + 1
+    return dict(sorted(out.items()))
+
+
 def _reason(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
 
@@ -216,9 +265,17 @@ class _Runner:
     def __init__(self, make_worker: Callable[[], Callable[[Any], Any]]) -> None:
         self.work = make_worker()
 
-    def ready(self) -> str:
+    def ready(self, must_see: Sequence[Tuple[str, str]] = ()) -> Tuple[str, bool]:
+        """``(name, whether every path of must_see (path, driver's fingerprint) looks the same here)``. The
+        name: host, node address (Ray's) and process id."""
         import socket
-        return f"{socket.gethostname()}:{os.getpid()}"
+        name = f"{socket.gethostname()}:{os.getpid()}"
+        try:
+            import ray
+            name = f"{socket.gethostname()} {ray.util.get_node_ip_address()} pid {os.getpid()}"
+        except Exception:   # noqa: BLE001 - in process, or an address Ray cannot tell: the host name
+            pass
+        return name, all(fingerprint(path) == want for path, want in must_see)
 
     def run(self, payload: Any) -> Tuple[bool, Any]:
         """``(True, result)`` or ``(False, reason)``: a failure of the input is data, not a lost worker."""
@@ -281,8 +338,9 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
               progress: Optional[JobProgress] = None, ray_address: Optional[str] = None,
               cpus_per_worker: float = 1.0, max_workers: Optional[int] = None, max_attempts: int = 3,
               env_paths: Sequence[str] = (), start_timeout_s: float = 600.0,
-              gpus: bool = False, on_outcome: Optional[Callable[[Outcome], None]] = None
-              ) -> Tuple[List[Outcome], JobStats]:
+              gpus: bool = False, on_outcome: Optional[Callable[[Outcome], None]] = None,
+              ship: Optional[Callable[[Any, bool], Any]] = None, land: Optional[Callable[[Any, Any], Any]] = None,
+              must_see: Sequence[str] = ()) -> Tuple[List[Outcome], JobStats]:
     """Every item through a worker; returns the outcomes in item order and the job's counts.
 
     ``ray_address`` None runs in this process; otherwise see :func:`connect` (the caller's Ray session
@@ -290,7 +348,10 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
     has GPUs). An item is tried at most ``max_attempts``
     times when workers are lost under it; ``work`` raising is a failure of that item, not retried.
     ``on_outcome(outcome)`` is called in this process as each item gets its final outcome (DLoRAL: a clip
-    whose last chunk is done is stitched then, while the workers go on)."""
+    whose last chunk is done is stitched then, while the workers go on). On Ray only: ``ship``, ``land``
+    (the driver reads the inputs and writes the outputs: no shared file system) and ``must_see`` (paths each
+    actor checks it sees as the driver does), as the module's docstring says; ``ship`` or ``land`` raising is
+    that item's failure."""
     outcomes = [Outcome(it) for it in items]
     stats = JobStats()
     t0 = time.monotonic()
@@ -322,7 +383,7 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
                                   else int(max_workers * cpus_per_worker))
         try:
             _run_on_ray(outcomes, make_worker, progress, stats, cpus_per_worker, max_workers, max_attempts,
-                        start_timeout_s, gpus, on_outcome)
+                        start_timeout_s, gpus, on_outcome, ship, land, [(str(p), fingerprint(p)) for p in must_see])
         finally:
             if started_here:
                 ray.shutdown()
@@ -333,7 +394,8 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
 def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any], Any]],
                 progress: Optional[JobProgress], stats: JobStats, cpus_per_worker: float,
                 max_workers: Optional[int], max_attempts: int, start_timeout_s: float, gpus: bool,
-                on_outcome: Optional[Callable[[Outcome], None]] = None) -> None:
+                on_outcome: Optional[Callable[[Outcome], None]] = None, ship: Optional[Callable[[Any, bool], Any]] = None,
+                land: Optional[Callable[[Any, Any], Any]] = None, must_see: Sequence[Tuple[str, str]] = ()) -> None:
     """The scheduling loop: a free actor takes the next queued item; a lost actor's item is queued again
     (front of the queue) and a replacement actor started; the loop ends when every item has an outcome."""
     import ray
@@ -349,18 +411,47 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
 
     def start() -> None:
         a: Any = actor_cls.remote(make_worker)
-        starting[a.ready.remote()] = a
+        starting[a.ready.remote(list(must_see))] = a
         stats.workers += 1
+
+    def final(o: Outcome, ok: bool, val: Any) -> None:
+        if ok:
+            o.result = val
+        else:
+            o.error = val
+        if progress is not None:
+            progress.update(weight=o.item.weight, done=int(ok), failed=int(not ok), busy=len(busy))
+        if on_outcome is not None:
+            on_outcome(o)
+
+    sees: Dict[str, bool] = {}   # worker name -> whether it sees the must_see paths as the driver does
+
+    def shipped(o: Outcome, name: str) -> Tuple[bool, Any]:
+        """``(True, payload for the actor)``, or ``(False, (ok, value))``: the item's outcome, no actor needed."""
+        if ship is None:
+            return True, o.item.payload
+        try:
+            sent = ship(o.item.payload, sees[name])
+        except Exception as exc:   # noqa: BLE001 - the input could not be read: that item's failure
+            return False, (False, _reason(exc))
+        return (False, (True, sent.result)) if isinstance(sent, Done) else (True, sent)
 
     for _ in range(min(n, len(outcomes)) or 1):
         start()
     while queue or busy:
         assigned = bool(free and queue)
         while free and queue:
-            a, name = free.pop()
             i = queue.popleft()
-            outcomes[i].attempts += 1
-            busy[a.run.remote(outcomes[i].item.payload)] = (a, i, name)
+            o = outcomes[i]
+            a, name = free.pop()
+            go, sent = shipped(o, name)
+            if not go:
+                free.append((a, name))
+                o.attempts, o.worker = 1, "driver"
+                final(o, *sent)
+                continue
+            o.attempts += 1
+            busy[a.run.remote(sent)] = (a, i, name)
         if assigned and progress is not None:
             progress.update(workers=len(free) + len(busy), busy=len(busy))
         if not busy and not free and not starting:
@@ -376,13 +467,14 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
         if ref in starting:
             a = starting.pop(ref)
             try:
-                name = ray.get(ref)
+                name, same_files = ray.get(ref)
             except lost_errors as exc:
                 stats.lost_workers += 1
                 if stats.lost_workers > max_attempts * max(len(outcomes), 1):
                     raise ValueError(f"Ray workers keep failing to start: {exc}") from None
                 start()
                 continue
+            sees[name] = same_files
             last_ready = time.monotonic()
             stats.worker_names.append(name)
             free.append((a, name))
@@ -412,14 +504,12 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
             queue.appendleft(i)
             continue
         o.worker = name
-        if ok:
-            o.result = val
-        else:
-            o.error = val
         free.append((a, name))
-        if progress is not None:
-            progress.update(weight=o.item.weight, done=int(ok), failed=int(not ok), busy=len(busy))
-        if on_outcome is not None:
-            on_outcome(o)
+        if ok and land is not None:   # the one final result of this item: its output written here, once
+            try:
+                val = land(o.item.payload, val)
+            except Exception as exc:   # noqa: BLE001 - the output could not be placed: that item's failure
+                ok, val = False, _reason(exc)
+        final(o, ok, val)
     for a in [a for a, _ in free] + [a for a, _, _ in busy.values()] + list(starting.values()):
         ray.kill(a, no_restart=True)

@@ -15,7 +15,14 @@ on stderr (clips done, frames per second, ETA by frames).
 
 With ``--ray`` the clips are spread over Ray actors (one per GPU, else per ``--ray-cpus`` CPUs;
 :func:`atelier_ray.run_batch`); each actor loads the models once (the loader's first call is kept) and takes
-the next unit of work when free; a lost worker's unit is run again on another actor.
+the next unit of work when free; a lost worker's unit is run again on another actor. No file system needs to
+be shared with the workers: each actor checks as it starts whether it sees the inputs and ``--out`` as the
+driver does (``must_see``). One that does reads and writes the driver's paths (a shared file system, or Ray on
+this machine); to one that does not the driver sends the clip's bytes (:class:`Shipped`: a video file's bytes
+or a frame folder's files, for each unit of work) and the worker returns the output (a clip's file or frame
+folder, or a chunk's part), which the driver writes as a worker would (:func:`land_clip`: under a name of its
+own, placed where nothing is; a part published whole, never over one), once. The model files (``--weights``,
+``--checkpoint``, the ComfyUI tree) are read by each worker at the driver's paths: every machine holds them.
 
 With ``--chunk N`` the unit is a **chunk**, not a clip: each clip whose frame count is known is cut by the one
 chunk rule (:class:`dloral.chunks.ChunkPlan`) and its chunks are spread over the workers like clips. The
@@ -38,15 +45,17 @@ import os
 import pathlib
 import shutil
 import sys
+import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 try:
-    from ..atelier_ray import (BatchItem, JobProgress, Outcome, add_ray_arguments,  # type: ignore[import-not-found]
-                               expand_inputs, run_batch)
+    from ..atelier_ray import (BatchItem, Done, JobProgress, Outcome,  # type: ignore[import-not-found]
+                               add_ray_arguments, by_worker, expand_inputs, read_tree, run_batch, write_tree)
 except ImportError:   # the core as a top-level package (CLI from the repository root)
-    from atelier_ray import BatchItem, JobProgress, Outcome, add_ray_arguments, expand_inputs, run_batch
+    from atelier_ray import (BatchItem, Done, JobProgress, Outcome, add_ray_arguments, by_worker, expand_inputs,
+                             read_tree, run_batch, write_tree)
 
 VIDEO_INPUT_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts")
 BATCH_EXTS = ("same", "mp4", "mkv", "mov", "frames")
@@ -116,6 +125,69 @@ class ChunkTask:
     kind: str
 
 
+@dataclass(frozen=True)
+class Shipped:
+    """A unit of work sent to a worker that does not see the driver's files: ``task`` (``(input, output)`` or a
+    :class:`ChunkTask`, with the driver's paths) and the input's bytes (``data``: a video file's bytes, a frame
+    folder's files by path, or None where the driver has no such input)."""
+    task: Any
+    data: Any
+
+
+def _paths(task: Any) -> Tuple[str, str]:
+    return (task.src, task.dest) if isinstance(task, ChunkTask) else (task[0], task[1])
+
+
+def ship_clip(payload: Any, sees: bool) -> Any:
+    """In the driver, as a unit goes to a Ray worker: the payload itself where the worker sees the driver's
+    files (``sees``); else :class:`Shipped`, or ``Done`` where the output (a clip's, or a chunk's part) is
+    already in place."""
+    if sees:
+        return payload
+    src, dest = _paths(payload)
+    if isinstance(payload, ChunkTask):
+        from .job import job_dir
+        meta = job_dir(dest) / f"part_{payload.index:05d}" / "part.json"
+        if meta.exists():
+            return Done({"status": "done earlier", "frames": json.loads(meta.read_text())["frames"],
+                         "chunk": payload.index})
+    elif os.path.exists(dest):
+        return Done({"status": "done earlier", "output": dest, "frames": _count(pathlib.Path(dest))})
+    p = pathlib.Path(src)
+    return Shipped(payload, p.read_bytes() if p.is_file() else read_tree(p) if p.is_dir() else None)
+
+
+def land_clip(payload: Any, result: Dict[str, Any]) -> Dict[str, Any]:
+    """In the driver, on a unit's one final result: what a worker without the driver's files returned
+    (``data``: a clip's output file's bytes or frame folder's files; ``part``: a chunk's part folder's files)
+    written as the worker would have: the output under a name of this attempt's own, placed where nothing is;
+    the part published whole, never over one. Results of workers that wrote themselves pass unchanged."""
+    if "part" in result:
+        from .job import Job, job_dir
+        res = {k: v for k, v in result.items() if k != "part"}
+        if result["part"] is None:   # no part: empty, or found done
+            return res
+        placed = Job(job_dir(payload.dest), {}).publish(payload.index, result["part"])
+        return {**res, "status": "done" if placed else "done earlier"}
+    if "data" not in result:
+        return result
+    res = {k: v for k, v in result.items() if k != "data"}
+    d = pathlib.Path(payload[1])
+    if d.exists():
+        return {**res, "status": "done earlier", "frames": _count(d)}
+    mine = d.with_name(f".{d.stem}.attempt-{os.getpid()}-{os.urandom(3).hex()}{d.suffix}")
+    try:
+        if isinstance(result["data"], dict):
+            mine.mkdir()
+            write_tree(mine, result["data"])
+        else:
+            mine.write_bytes(result["data"])
+        placed = _place(mine, d)
+    finally:
+        _discard(mine)
+    return {**res, "status": "done" if placed else "done earlier"}
+
+
 def _dest(item: BatchItem) -> str:
     return item.payload.dest if isinstance(item.payload, ChunkTask) else item.payload[1]
 
@@ -159,7 +231,39 @@ class ClipWorker:
     def __init__(self, args: argparse.Namespace, loader: Callable[[Any], Any], single: Single) -> None:
         self.args, self.loader, self.single = args, _OnceLoader(loader), single
 
+    def _shipped(self, s: Shipped) -> Dict[str, Any]:
+        """A unit sent as bytes: the input written to a folder of this worker's own, the unit run there as
+        on the driver's files, and its output returned as bytes (``data`` or ``part``, see :func:`land_clip`);
+        a failure's reason names the driver's paths. Nothing is kept here."""
+        src, dest = _paths(s.task)
+        with tempfile.TemporaryDirectory(prefix="atelier-clip-") as t:
+            lsrc = pathlib.Path(t) / "in" / pathlib.PurePath(src).name
+            ldest = pathlib.Path(t) / "out" / pathlib.PurePath(dest).name
+            lsrc.parent.mkdir()
+            ldest.parent.mkdir()
+            if isinstance(s.data, dict):
+                lsrc.mkdir()
+                write_tree(lsrc, s.data)
+            elif s.data is not None:
+                lsrc.write_bytes(s.data)
+            try:
+                if isinstance(s.task, ChunkTask):
+                    from .job import job_dir
+                    job = job_dir(ldest)
+                    job.mkdir()
+                    res = self(replace(s.task, src=str(lsrc), dest=str(ldest)))
+                    part = job / f"part_{s.task.index:05d}"
+                    return {**res, "part": read_tree(part) if res["status"] == "done" else None}
+                res = self((str(lsrc), str(ldest)))
+                data = read_tree(ldest) if ldest.is_dir() else ldest.read_bytes()
+                return {**res, "output": dest, "data": data}
+            except Exception as exc:   # noqa: BLE001 - the reason, naming the driver's paths
+                msg = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                raise ValueError(msg.replace(str(lsrc), src).replace(str(ldest), dest)) from None
+
     def __call__(self, payload: Any) -> Dict[str, Any]:
+        if isinstance(payload, Shipped):
+            return self._shipped(payload)
         if isinstance(payload, ChunkTask):   # one chunk into its part of the clip's job folder
             t = payload
             assert self.single.chunk is not None
@@ -327,14 +431,22 @@ def run_clips(a: argparse.Namespace, loader: Callable[[Any], Any], single: Singl
             cj.stitched = stitcher.submit(_stitch_clip, a, single, cj)
     repo = pathlib.Path(__file__).resolve().parent.parent
     progress = JobProgress(sum(i.weight for i in work), len(work), unit="frames", quiet=quiet)
+    # each worker checks whether it sees the inputs and a file made here in --out as the driver does: one that
+    # does reads and writes those paths, one that does not gets the inputs' bytes and returns the outputs'
+    probe = out / f".atelier-ray-probe-{os.getpid()}-{os.urandom(4).hex()}" if a.ray is not None else None
     try:
+        if probe is not None:
+            probe.write_text(os.urandom(8).hex())
         outcomes, stats = run_batch(work, _Factory(a, loader, single), progress=progress, ray_address=a.ray,
                                     cpus_per_worker=a.ray_cpus, max_workers=a.workers or None,
                                     env_paths=[str(repo)], gpus=True,   # + the caller's PYTHONPATH (the loader's)
-                                    on_outcome=chunk_done)
+                                    on_outcome=chunk_done, ship=ship_clip, land=land_clip,
+                                    must_see=[] if probe is None else [probe, *(i.payload[0] for i in items)])
     finally:
         progress.close()
         stitcher.shutdown(wait=True)
+        if probe is not None:
+            probe.unlink(missing_ok=True)
     _remove_partials(work)
     whole = {o.item.key: o for o in outcomes if not isinstance(o.item.payload, ChunkTask)}
     rows = []
@@ -350,7 +462,8 @@ def run_clips(a: argparse.Namespace, loader: Callable[[Any], Any], single: Singl
     summary = {"clips": len(rows), "done": sum(r["status"] == "done" for r in rows),
                "done_earlier": sum(r["status"] == "done earlier" for r in rows), "failed": len(failed),
                "workers": stats.workers, "lost_workers": stats.lost_workers, "retried": stats.retried,
-               "where": stats.where, "wallclock_s": round(stats.seconds, 2), "outputs": rows}
+               "where": stats.where, "by_worker": by_worker(outcomes), "wallclock_s": round(stats.seconds, 2),
+               "outputs": rows}
     if jobs:
         summary["chunks"] = sum(cj.chunks for cj in jobs.values())
         summary["chunks_run"] = sum(1 for w in work if isinstance(w.payload, ChunkTask))

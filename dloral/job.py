@@ -157,6 +157,29 @@ class Job:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
+    def publish(self, index: int, files: Dict[str, bytes]) -> bool:
+        """A part made elsewhere (a Ray worker that does not see this folder: the part folder's files, path ->
+        bytes, ``part.json`` included) published as :meth:`part` publishes one: whole, never over a finished
+        part (that one is kept). True when this one was placed; ``placed[index]`` likewise."""
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".part_{index:05d}.", dir=self.folder))
+        try:
+            for rel, data in files.items():
+                f = tmp / rel
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_bytes(data)
+            try:
+                os.replace(tmp, self.part_dir(index))   # fails onto a part folder (never empty)
+                self.placed[index] = True
+            except OSError:
+                if not (self.part_dir(index) / "part.json").exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.placed[index] = False
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.placed[index]
+
     def frames(self) -> Iterator[Tuple[pathlib.Path, Optional[Fraction]]]:
         """(frame file, time) of every finished part in clip order; ValueError when a part is missing or a
         part before the last is short (the job is then not complete)."""

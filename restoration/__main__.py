@@ -274,7 +274,7 @@ def _run_claimed(args: argparse.Namespace, cfg: "PipelineConfig", size: Optional
         sw, sh = size
         dpi = SETTINGS["dpi"].default if args.dpi is None else args.dpi
     else:
-        img, dpi, scan_info = read_scan(args.scan, args.dpi)
+        img, dpi, scan_info = read_scan(args.scan, args.dpi, getattr(args, "scan_shown", None))
         if args.capture:
             capture, _, _ = read_scan(args.capture, dpi)
     masks = {}

@@ -15,7 +15,12 @@ held by ``DIR/.collection.lock`` for the run (a second run into it is refused). 
 flags, the same for every scan; the per-scan inputs (masks, accept/reject ids, capture) are refused here.
 
 With ``--ray`` the scans are spread over Ray actors (one per CPU slot; :func:`atelier_ray.run_batch`): a lost
-worker's scan is run again elsewhere; its record is staged, so it appears once and complete.
+worker's scan is run again elsewhere. No file system is shared with the workers: the driver reads each scan's
+bytes and sends them (:class:`ShippedScan`; a record already in place is checked here and not sent), the worker
+writes the record into a folder of its own and returns its files, and the driver writes them staged and
+renamed into place (:func:`land_record`), once: an attempt whose worker was declared lost never lands. The
+record is the one the scan gives in this process, byte for byte (the worker's messages and the record name
+the driver's path of the scan).
 """
 from __future__ import annotations
 
@@ -28,12 +33,16 @@ import json
 import os
 import pathlib
 import shutil
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 try:
-    from ..atelier_ray import BatchItem, JobProgress, Outcome, expand_inputs, run_batch  # type: ignore[import-not-found]
+    from ..atelier_ray import (BatchItem, Done, JobProgress, Outcome,  # type: ignore[import-not-found]
+                               by_worker, expand_inputs, read_tree, run_batch, write_tree)
 except ImportError:   # the core as a top-level package (CLI from the repository root)
-    from atelier_ray import BatchItem, JobProgress, Outcome, expand_inputs, run_batch
+    from atelier_ray import (BatchItem, Done, JobProgress, Outcome, by_worker, expand_inputs, read_tree, run_batch,
+                             write_tree)
 
 SCAN_EXTS = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 #: single-scan options a collection refuses (they name one scan's regions or files)
@@ -97,6 +106,40 @@ ConfigFn = Callable[[argparse.Namespace], Any]
 JobFn = Callable[[argparse.Namespace, Any], Dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class ShippedScan:
+    """A scan sent to a Ray worker: its path on the driver (``scan``, what the record and messages name), its
+    bytes (None: not a file there; the worker reports it as the driver would) and the record folder's name."""
+    scan: str
+    data: Optional[bytes]
+    record: str
+
+
+def ship_scan(payload: Tuple[str, str], sees: bool = False) -> Any:
+    """In the driver, as a scan goes to a Ray worker: :class:`ShippedScan`, or ``Done(row)`` when its record is
+    already in place (the same scan's: ``done earlier``; another's: ValueError, that scan's failure). Always
+    bytes, whatever the worker sees (``sees``): a scan and its record are small next to the work on them."""
+    from .fileio import sha256_file
+    scan, dest = payload
+    d = pathlib.Path(dest)
+    if d.exists() and any(d.iterdir()):
+        return Done(_existing(d, scan, sha256_file(scan)))
+    p = pathlib.Path(scan)
+    return ShippedScan(scan, p.read_bytes() if p.is_file() else None, d.name)
+
+
+def land_record(payload: Tuple[str, str], result: Dict[str, Any]) -> Dict[str, Any]:
+    """In the driver, on a scan's one final result from a Ray worker: its record's files (``result["files"]``)
+    written into a staged folder renamed to the record folder (never over one); the index row."""
+    from .fileio import StagedFolder
+    files = result.get("files")
+    if files is None:   # done earlier, found by the worker
+        return result
+    with StagedFolder(payload[1]) as tmp:
+        write_tree(tmp, files)
+    return {k: v for k, v in result.items() if k != "files"}
+
+
 class ScanWorker:
     """``work(payload)`` of a collection: one scan's record through the command line's single-scan job, with
     its settings (each actor builds one; no model to load)."""
@@ -109,8 +152,10 @@ class ScanWorker:
             torch.set_num_threads(args.threads)
             cv2.setNumThreads(args.threads)
 
-    def __call__(self, payload: Tuple[str, str]) -> Dict[str, Any]:
+    def __call__(self, payload: "Tuple[str, str] | ShippedScan") -> Dict[str, Any]:
         from .fileio import sha256_file
+        if isinstance(payload, ShippedScan):
+            return self._shipped(payload)
         scan, dest = payload
         d = pathlib.Path(dest)
         if d.exists() and any(d.iterdir()):
@@ -126,6 +171,19 @@ class ScanWorker:
                 return dict(_existing(d, scan, sha256_file(scan)), status="done")
             raise
         return dict(_row(manifest, d), status="done")
+
+    def _shipped(self, s: ShippedScan) -> Dict[str, Any]:
+        """A scan sent as bytes: read from a local copy, its record made in a folder of this worker's own and
+        returned as files (``files``: path in the record -> bytes) with the index row; nothing else is kept."""
+        with tempfile.TemporaryDirectory(prefix="atelier-scan-") as t:
+            local = pathlib.Path(t) / "in" / pathlib.PurePath(s.scan).name
+            local.parent.mkdir()
+            if s.data is not None:
+                local.write_bytes(s.data)
+            d = pathlib.Path(t) / "out" / s.record
+            a = argparse.Namespace(**{**vars(self.args), "scan": str(local), "scan_shown": s.scan, "out": str(d)})
+            manifest = self.job(a, self.config(a))
+            return dict(_row(manifest, d), status="done", files=read_tree(d))
 
 
 def _existing(d: pathlib.Path, scan: str, sha: str) -> Dict[str, Any]:
@@ -264,7 +322,7 @@ def run_collection(args: argparse.Namespace, config: ConfigFn, job: JobFn,
         try:
             outcomes, stats = run_batch(items, _Factory(args, config, job), progress=progress, ray_address=args.ray,
                                         cpus_per_worker=args.ray_cpus, max_workers=args.workers or None,
-                                        env_paths=[str(repo)])
+                                        env_paths=[str(repo)], ship=ship_scan, land=land_record)
         finally:
             progress.close()
         _remove_partials(out, [i.key for i in items])
@@ -276,7 +334,8 @@ def run_collection(args: argparse.Namespace, config: ConfigFn, job: JobFn,
                "done_earlier": sum(r["status"] == "done earlier" for r in rows), "failed": len(failed),
                "failures": {r["name"]: r["reason"] for r in failed}, "workers": stats.workers,
                "lost_workers": stats.lost_workers, "retried": stats.retried, "where": stats.where,
-               "wallclock_s": round(stats.seconds, 2), "index": str(out / "index.html")}
+               "by_worker": by_worker(outcomes), "wallclock_s": round(stats.seconds, 2),
+               "index": str(out / "index.html")}
     return summary, 1 if failed else 0
 
 
@@ -297,4 +356,4 @@ def collection_main(args: argparse.Namespace, config: ConfigFn, job: JobFn) -> i
 
 
 __all__ = ["is_collection", "run_collection", "collection_main", "index_rows", "index_csv", "index_html",
-           "record_names", "plan", "ScanWorker"]
+           "record_names", "plan", "ScanWorker", "ShippedScan", "ship_scan", "land_record"]

@@ -41,15 +41,24 @@ def mm_to_px(mm: float, dpi: float, minimum: int = 0) -> int:
     return whole_px(mm, dpi, minimum)
 
 
-def read_scan(path: "str | os.PathLike", dpi: Optional[float] = None) -> Tuple[np.ndarray, float, dict]:
+def _named(exc: BaseException, p: pathlib.Path, shown: pathlib.Path) -> str:
+    """A reader's message naming the shown path where it names the file read (a worker's local copy)."""
+    return str(exc) if p == shown else str(exc).replace(str(p), str(shown))
+
+
+def read_scan(path: "str | os.PathLike", dpi: Optional[float] = None,
+              shown: "Optional[str | os.PathLike]" = None) -> Tuple[np.ndarray, float, dict]:
     """Read a PNG/TIFF (8 or 16 bit, gray/RGB/RGBA) scan.
 
     Returns ``(image float32 (H, W, 3) in [0, 1], dpi float, info dict)``. ``dpi`` given here wins;
-    otherwise it comes from the file's metadata; if neither exists, ValueError.
+    otherwise it comes from the file's metadata; if neither exists, ValueError. ``shown``: the path the
+    messages and the info name (a Ray worker reads a local copy of the driver's file; default ``path``).
     """
     p = pathlib.Path(path)
+    shown = path if shown is None else shown
+    sp = pathlib.Path(shown)
     if not p.is_file():
-        raise ValueError(f"scan {str(path)!r} does not exist or is not a file")
+        raise ValueError(f"scan {str(shown)!r} does not exist or is not a file")
     file_dpi = None
     arr = None
     fmt = "TIFF"
@@ -68,7 +77,7 @@ def read_scan(path: "str | os.PathLike", dpi: Optional[float] = None) -> Tuple[n
                     if res > 0:
                         file_dpi = res * (2.54 if int(unit) == 3 else 1.0) if int(unit) in (2, 3) else None
         except Exception as exc:
-            raise ValueError(f"scan {str(path)!r} is not a readable TIFF: {exc}") from None
+            raise ValueError(f"scan {str(shown)!r} is not a readable TIFF: {_named(exc, p, sp)}") from None
     else:
         from PIL import Image
         import cv2
@@ -80,10 +89,11 @@ def read_scan(path: "str | os.PathLike", dpi: Optional[float] = None) -> Tuple[n
                     file_dpi = float(info_dpi[0])
                 im.verify()
         except Exception as exc:
-            raise ValueError(f"scan {str(path)!r} is not a readable image (PNG or TIFF expected): {exc}") from None
+            raise ValueError(f"scan {str(shown)!r} is not a readable image (PNG or TIFF expected): "
+                             f"{_named(exc, p, sp)}") from None
         arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)  # keeps 16-bit samples (Pillow reduces RGB48 to 8 bit)
         if arr is None:
-            raise ValueError(f"scan {str(path)!r} could not be decoded")
+            raise ValueError(f"scan {str(shown)!r} could not be decoded")
         if arr.ndim == 3:
             arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
     if arr.dtype == np.uint8:
@@ -93,17 +103,17 @@ def read_scan(path: "str | os.PathLike", dpi: Optional[float] = None) -> Tuple[n
     elif arr.dtype.kind == "f":
         scale = 1.0
     else:
-        raise ValueError(f"scan {str(path)!r} has unsupported sample type {arr.dtype}; use 8/16-bit")
+        raise ValueError(f"scan {str(shown)!r} has unsupported sample type {arr.dtype}; use 8/16-bit")
     bits = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(arr.dtype, 32)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4) or min(arr.shape[:2]) < 8:
-        raise ValueError(f"scan {str(path)!r} has shape {arr.shape}; expected (H, W) or (H, W, 3|4), H, W >= 8")
+        raise ValueError(f"scan {str(shown)!r} has shape {arr.shape}; expected (H, W) or (H, W, 3|4), H, W >= 8")
     img = (arr[..., :3].astype(np.float32) / scale).clip(0, 1)
     if dpi is None and file_dpi is None:
-        raise ValueError(f"dpi missing: {str(path)!r} has no resolution tag; pass --dpi (e.g. 600)")
+        raise ValueError(f"dpi missing: {str(shown)!r} has no resolution tag; pass --dpi (e.g. 600)")
     dpi_f = check_dpi(dpi if dpi is not None else file_dpi)
-    return img, dpi_f, {"path": str(p), "name": p.name, "bits": bits, "format": fmt,
+    return img, dpi_f, {"path": str(sp), "name": sp.name, "bits": bits, "format": fmt,
                         "lossy": fmt in LOSSY_FORMATS, "dpi_source": "given" if dpi is not None else "file",
                         "sha256": sha256_file(p), "shape": list(img.shape)}
 

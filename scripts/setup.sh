@@ -43,6 +43,16 @@ if [ ! -f "$rstamp" ]; then
   echo "[setup] core: installing the Ray extra (requirements-ray.txt)"
   pipq .venv/bin/python -r requirements-ray.txt && touch "$rstamp"
 fi
+# the two-host Ray test (tests/core/test_ray_two_hosts.py: network namespaces, as root) needs ip, unshare,
+# nsenter and mount; it fails without them in CI
+if ! command -v ip >/dev/null 2>&1 || ! command -v unshare >/dev/null 2>&1 || ! command -v nsenter >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] core: installing iproute2 and util-linux (the two-host Ray test)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 util-linux mount >/dev/null
+  else
+    echo "[setup] missing ip/unshare/nsenter: install them (apt-get install -y iproute2 util-linux); the two-host Ray test fails without them in CI" >&2
+  fi
+fi
 echo "[setup] core ready: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')"
 [ "$what" = hosts ] || exit 0
 # --- system tools of the tests: headless chromium (browser test), poppler (PDF check), node (web JS check),

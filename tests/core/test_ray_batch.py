@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from _raycluster import Cluster, env, need_ray
+from _raycluster import make_clips as _clips, dloral_args as _dloral_args, make_scans as _scans, \
+    records as _records, tree as _tree
 from _testenv import REPO
 
 TESTS = REPO / "tests"
@@ -66,35 +68,11 @@ def test_record_names_do_not_depend_on_order(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- scans ---
-def _scans(d, n=5, size=(128, 176)):
-    from restoration.fileio import to_uint, write_tiff
-    from restoration.synth import SynthConfig, make_sample
-    d.mkdir()
-    for i in range(n):
-        img = make_sample(SynthConfig(height=size[0], width=size[1]), seed=10 + i)[0]
-        write_tiff(d, f"scan{i}.tif", to_uint(img, 16), 600)
-    (d / "broken.png").write_bytes(b"not a picture")
-    return d
-
-
 def _cli(args, extra_env=None, timeout=240):
     e = env([TESTS])
     e.update(extra_env or {})
     return subprocess.run([sys.executable, "-m", "restoration", *args], cwd=REPO, env=e, capture_output=True,
                           text=True, timeout=timeout)
-
-
-def _records(out):
-    """name -> {file: sha256} of every record file the manifest lists (the record's content)."""
-    got = {}
-    for m in sorted(out.glob("*/manifest.json")):
-        man = json.loads(m.read_text())
-        files = {f["path"]: f["sha256"] for f in man["files"]}
-        from restoration.fileio import sha256_file
-        for p, h in files.items():
-            assert sha256_file(m.parent / p) == h, (m.parent.name, p)
-        got[m.parent.name] = files
-    return got
 
 
 @pytest.fixture(scope="module")
@@ -242,46 +220,9 @@ def test_worker_node_killed_mid_job_loses_nothing(scans, reference, cluster, tmp
 
 
 # ------------------------------------------------------------------------------------------- DLoRAL ---
-def _clips(root):
-    """Two frame folders, one video (MJPG .avi) and a broken video, in a folder of their own each way."""
-    import cv2
-    import _dloral_models
-    from dloral.__main__ import _save
-    from dloral import convert_official, save_weights
-    from _dloral_synth import make_official, unet_shapes
-    root.mkdir()
-    save_weights(convert_official(make_official(unet_shapes(), seed=0)[0]), str(root / "w.safetensors"))
-    (root / "ck.safetensors").write_bytes(b"stand-in: the tiny loader reads no checkpoint")
-    for k, n in ((0, 5), (1, 3)):
-        d = root / "frames" / f"clip{k}"
-        d.mkdir(parents=True)
-        for i, f in enumerate(_dloral_models.frames(n, seed=k)):
-            _save(f, d / f"f{i:03d}.png")
-    vids = root / "videos"
-    vids.mkdir()
-    wr = cv2.VideoWriter(str(vids / "clip2.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16, 16))
-    for f in _dloral_models.frames(4, seed=2):
-        wr.write((f.permute(1, 2, 0).numpy()[..., ::-1] * 255).astype(np.uint8))
-    wr.release()
-    (vids / "broken.mp4").write_bytes(b"\0" * 64)
-    return root
-
-
-def _dloral_args(root, out, *extra):
-    (root / "list.txt").write_text("# the rest\nframes/clip1\nvideos\n")
-    return ["upscale", str(root / "frames" / "clip0"), "@" + str(root / "list.txt"), "--out", str(out),
-            "--weights", str(root / "w.safetensors"), "--checkpoint", str(root / "ck.safetensors"),
-            "--process-size", "64", "--window", "2", "--batch-ext", "frames", *extra]
-
-
 def _dloral(root, out, *extra, timeout=240):
     return subprocess.run([sys.executable, str(TESTS / "_dloral_tiny_cli.py"), *_dloral_args(root, out, *extra)],
                           cwd=REPO, env=env([TESTS]), capture_output=True, text=True, timeout=timeout)
-
-
-def _tree(out):
-    from restoration.fileio import sha256_file
-    return {str(p.relative_to(out)): sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
