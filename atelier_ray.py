@@ -57,6 +57,9 @@ def add_ray_arguments(parser: argparse.ArgumentParser, what: str, cpus_when: str
     parser.add_argument("--workers", type=int, default=0,
                         help="with --ray: at most this many workers (0 = one per slot)")
     parser.add_argument("--ray-cpus", type=float, default=1.0, help=f"{cpus_when}: CPUs per worker (default 1)")
+    parser.add_argument("--ray-start-all", action="store_true",
+                        help="with --ray: hand out work only once every worker has started (models loaded), so a "
+                             "short job is split over all of them; by default the first worker up starts at once")
 
 
 def expand_inputs(specs: Sequence[str], exts: Sequence[str], dirs_are_items: bool = False) -> List[pathlib.Path]:
@@ -340,7 +343,7 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
               env_paths: Sequence[str] = (), start_timeout_s: float = 600.0,
               gpus: bool = False, on_outcome: Optional[Callable[[Outcome], None]] = None,
               ship: Optional[Callable[[Any, bool], Any]] = None, land: Optional[Callable[[Any, Any], Any]] = None,
-              must_see: Sequence[str] = ()) -> Tuple[List[Outcome], JobStats]:
+              must_see: Sequence[str] = (), start_all: bool = False) -> Tuple[List[Outcome], JobStats]:
     """Every item through a worker; returns the outcomes in item order and the job's counts.
 
     ``ray_address`` None runs in this process; otherwise see :func:`connect` (the caller's Ray session
@@ -351,7 +354,8 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
     whose last chunk is done is stitched then, while the workers go on). On Ray only: ``ship``, ``land``
     (the driver reads the inputs and writes the outputs: no shared file system) and ``must_see`` (paths each
     actor checks it sees as the driver does), as the module's docstring says; ``ship`` or ``land`` raising is
-    that item's failure."""
+    that item's failure. ``start_all``: no item is handed out before every first actor has started (or
+    ``start_timeout_s`` has passed with at least one up), so that each takes one at once."""
     outcomes = [Outcome(it) for it in items]
     stats = JobStats()
     t0 = time.monotonic()
@@ -383,7 +387,8 @@ def run_batch(items: Sequence[BatchItem], make_worker: Callable[[], Callable[[An
                                   else int(max_workers * cpus_per_worker))
         try:
             _run_on_ray(outcomes, make_worker, progress, stats, cpus_per_worker, max_workers, max_attempts,
-                        start_timeout_s, gpus, on_outcome, ship, land, [(str(p), fingerprint(p)) for p in must_see])
+                        start_timeout_s, gpus, on_outcome, ship, land, [(str(p), fingerprint(p)) for p in must_see],
+                        start_all)
         finally:
             if started_here:
                 ray.shutdown()
@@ -395,7 +400,8 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
                 progress: Optional[JobProgress], stats: JobStats, cpus_per_worker: float,
                 max_workers: Optional[int], max_attempts: int, start_timeout_s: float, gpus: bool,
                 on_outcome: Optional[Callable[[Outcome], None]] = None, ship: Optional[Callable[[Any, bool], Any]] = None,
-                land: Optional[Callable[[Any, Any], Any]] = None, must_see: Sequence[Tuple[str, str]] = ()) -> None:
+                land: Optional[Callable[[Any, Any], Any]] = None, must_see: Sequence[Tuple[str, str]] = (),
+                start_all: bool = False) -> None:
     """The scheduling loop: a free actor takes the next queued item; a lost actor's item is queued again
     (front of the queue) and a replacement actor started; the loop ends when every item has an outcome."""
     import ray
@@ -438,9 +444,13 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
 
     for _ in range(min(n, len(outcomes)) or 1):
         start()
+    t_first = time.monotonic()
+    held = start_all   # with start_all: nothing handed out until the first actors are all up
     while queue or busy:
-        assigned = bool(free and queue)
-        while free and queue:
+        if held and (not starting or time.monotonic() - t_first > start_timeout_s and free):
+            held = False
+        assigned = bool(free and queue and not held)
+        while free and queue and not held:
             i = queue.popleft()
             o = outcomes[i]
             a, name = free.pop()
@@ -459,7 +469,7 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
         waiting = list(busy) + list(starting)
         done, _ = ray.wait(waiting, num_returns=1, timeout=5.0)
         if not done:
-            if not busy and time.monotonic() - last_ready > start_timeout_s:
+            if not busy and not free and time.monotonic() - last_ready > start_timeout_s:
                 raise ValueError(f"no Ray worker could start in {start_timeout_s:.0f} s (the cluster has no free "
                                  "slot?); nothing left was processed")
             continue

@@ -439,6 +439,7 @@ def run_clips(a: argparse.Namespace, loader: Callable[[Any], Any], single: Singl
             probe.write_text(os.urandom(8).hex())
         outcomes, stats = run_batch(work, _Factory(a, loader, single), progress=progress, ray_address=a.ray,
                                     cpus_per_worker=a.ray_cpus, max_workers=a.workers or None,
+                                    start_all=a.ray_start_all,
                                     env_paths=[str(repo)], gpus=True,   # + the caller's PYTHONPATH (the loader's)
                                     on_outcome=chunk_done, ship=ship_clip, land=land_clip,
                                     must_see=[] if probe is None else [probe, *(i.payload[0] for i in items)])

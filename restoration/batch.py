@@ -322,6 +322,7 @@ def run_collection(args: argparse.Namespace, config: ConfigFn, job: JobFn,
         try:
             outcomes, stats = run_batch(items, _Factory(args, config, job), progress=progress, ray_address=args.ray,
                                         cpus_per_worker=args.ray_cpus, max_workers=args.workers or None,
+                                        start_all=args.ray_start_all,
                                         env_paths=[str(repo)], ship=ship_scan, land=land_record)
         finally:
             progress.close()

@@ -61,15 +61,16 @@ def hosts():
 
 
 def test_scans_on_two_hosts_without_a_shared_file_system(hosts, tmp_path):
-    scans = make_scans(hosts.tmp / "in", n=5)   # 128x176: each long enough that both nodes take some
+    scans = make_scans(hosts.tmp / "in", n=5)
     assert (scans / "scan0.tif").is_file() and not hosts.sees_in_b(scans / "scan0.tif")
     assert not hosts.sees_in_b(hosts.tmp / "head.log")   # B has a Ray temp dir of its own there, in its tmpfs
     ref = tmp_path / "out"   # the index names its folder
     r = hosts.run_in_a([sys.executable, "-m", "restoration", str(scans), "--out", str(ref), "--dpi", "600"])
     assert r.returncode == 1, r.stderr   # the broken scan listed, the rest done
     out = hosts.tmp / "out"
+    # --ray-start-all: each node's worker takes a scan as the job starts, whatever the machine's speed
     r = hosts.run_in_a([sys.executable, "-m", "restoration", str(scans), "--out", str(out), "--dpi", "600",
-                        "--ray", hosts.address])
+                        "--ray-start-all", "--ray", hosts.address])
     assert r.returncode == 1 and r.stdout.startswith("{"), r.stderr + r.stdout
     s = json.loads(r.stdout)
     assert (s["done"], s["failed"], s["lost_workers"]) == (5, 1, 0), s
@@ -124,8 +125,9 @@ def test_dloral_on_two_hosts_without_a_shared_file_system(hosts, tmp_path):
     seen = {}
     for name, extra in (("clips", ()), ("chunks", ("--chunk", "2"))):
         out = hosts.tmp / name
-        # each UNet call slowed to 0.5 s (the frames do not change): B's worker is up before A's does it all
-        r = cli(out, *extra, "--prompt", "slow:0.5", "--ray", hosts.address)
+        # --ray-start-all: B's worker takes a unit as the job starts (each UNet call slowed to 0.5 s, the
+        # frames unchanged, so that B does more than that first unit)
+        r = cli(out, *extra, "--prompt", "slow:0.5", "--ray-start-all", "--ray", hosts.address)
         assert r.returncode == 1 and r.stdout.startswith("{"), r.stderr + r.stdout
         s = json.loads(r.stdout)
         assert (s["done"], s["failed"], s["lost_workers"]) == (3, 1, 0) and "2 node(s)" in s["where"], s
