@@ -104,6 +104,7 @@ class DetectConfig:
     loss_noise_floor: float = 0.7                  # the losses' per-pixel noise (L*) below which texture is not compared
     loss_std_ratio: float = 2.0                    # interior L* std within this x the losses' (+ 0.5): else brushwork
     loss_sharp_rel: float = 0.45                   # "broken edge": a step of this x contrast between neighbours
+    ring_seen_share: float = 0.9                   # an edge is asked for only where it can be seen when this share of the ring differs
     # doubts: evidence that is not damning alone, but a loss seldom shows two of them (measured on the tune half
     # of the issue-21 benchmark: flat light paint beside the ground's colour, or a loss merged with it, does)
     doubt_colour: float = 0.6                      # mean colour beyond this share of its ground's match tolerance
@@ -143,7 +144,7 @@ class DetectConfig:
                   "doubt_noise", "doubt_std", "ground_tinted_chroma", "ground_tinted_support", "ground_tinted_spread"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
-        for k in ("loss_edge_frac", "loss_ring_differs", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
+        for k in ("loss_edge_frac", "loss_ring_differs", "ring_seen_share", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
             if not 0 <= getattr(self, k) <= 1:
                 raise ValueError(f"{k}={getattr(self, k)} must be in 0..1")
         if not 0 <= self.doubtful_confidence <= 1:
