@@ -347,7 +347,7 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         closer = d < best
         best = np.where(closer, d, best)
         ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions or g.get("confirmed_by") == "losses") \
-            and bool(g.get("plausible", True))
+            and bool(g.get("plausible", True)) and g.get("role") != "other"   # (another candidate beside the first)
         confirmed = np.where(closer, ok, confirmed)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
     support = np.where(confirmed, 1.0, 0.5)
