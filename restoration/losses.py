@@ -392,8 +392,9 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     # the edge share counts only the outline where an edge can be seen (the paint beside differs) when the paint
     # differs nearly all round (ring_seen_share of the ring point by point): where more of the ring has the loss's own
     # colour, the region may run on into paint of that colour, and the missing edge there counts against it
-    edge = np.where(np.asarray(f.get("ring_differs", np.zeros(n)), np.float64) >= cfg.ring_seen_share,
-                    np.asarray(f.get("edge_seen", f["edge_frac"]), np.float64), f["edge_frac"])
+    # (and its edge breaks the paint, no blended-edge doubt: a loss merged with a highlight blends where they meet)
+    seen_ok = (np.asarray(f.get("ring_differs", np.zeros(n)), np.float64) >= cfg.ring_seen_share) & (sharp >= cfg.doubt_sharp)
+    edge = np.where(seen_ok, np.asarray(f.get("edge_seen", f["edge_frac"]), np.float64), f["edge_frac"])
     conf = support * margin * np.clip(edge, 0, 1)
     bits = np.where(confirmed, EVIDENCE["ground_confirmed"], EVIDENCE["ground_unconfirmed"])
     bits = bits | np.where(seen < 1.5 * cfg.loss_contrast_de, EVIDENCE["low_contrast"], 0)
