@@ -123,9 +123,14 @@ def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray
     # the edge where one can be seen: the outline pixels whose colour differs from the inside by more than half of
     # loss_contrast_de (an outside pixel keeps at least half of the paint's colour, so the paint there differs by
     # about loss_contrast_de or more); where the paint beside a loss has its colour no edge shows, and none is missing
+    # (measured only where it can change the confidence: a ring that differs nearly all round, an edge short of all
+    # round; elsewhere it equals edge_frac)
     hit_s, tot_s = np.zeros(n + 1), np.zeros(n + 1)
     thr_e = cfg.loss_edge_rel * contrast * scale
-    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, 1, tile):
+    need = (ring_differs >= getattr(cfg, "ring_seen_share", 0.0)) & (hit < tot)
+    need[0] = False
+    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, 1, tile) if need.any() else ():
+        ring = ring & need[dil]
         if not ring.any():
             continue
         R = dil[ring]
