@@ -104,6 +104,7 @@ class DetectConfig:
     loss_noise_floor: float = 0.7                  # the losses' per-pixel noise (L*) below which texture is not compared
     loss_std_ratio: float = 2.0                    # interior L* std within this x the losses' (+ 0.5): else brushwork
     loss_sharp_rel: float = 0.45                   # "broken edge": a step of this x contrast between neighbours
+    ring_seen_share: float = 0.9                   # an edge is asked for only where it can be seen when this share of the ring differs
     # doubts: evidence that is not damning alone, but a loss seldom shows two of them (measured on the tune half
     # of the issue-21 benchmark: flat light paint beside the ground's colour, or a loss merged with it, does)
     doubt_colour: float = 0.6                      # mean colour beyond this share of its ground's match tolerance
@@ -143,7 +144,7 @@ class DetectConfig:
                   "doubt_noise", "doubt_std", "ground_tinted_chroma", "ground_tinted_support", "ground_tinted_spread"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
-        for k in ("loss_edge_frac", "loss_ring_differs", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
+        for k in ("loss_edge_frac", "loss_ring_differs", "ring_seen_share", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
             if not 0 <= getattr(self, k) <= 1:
                 raise ValueError(f"{k}={getattr(self, k)} must be in 0..1")
         if not 0 <= self.doubtful_confidence <= 1:
@@ -236,6 +237,67 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
                   and a["spread_de"] <= cfg.ground_tinted_spread * cfg.ground_tight_de)
         return [dict(a, source="estimated", plausible="tinted" if tinted else False)] + prior[: cfg.auto_grounds - 1]
     return prior
+
+
+def _confirmed(g: dict, cfg: DetectConfig) -> bool:
+    """Whether a ground's losses count as on a confirmed ground (:func:`restoration.losses.loss_confidence`)."""
+    return (g.get("support", 0) < 0 or g.get("support", 0) >= cfg.ground_min_regions
+            or g.get("confirmed_by") == "losses") and bool(g.get("plausible", True)) and g.get("role") != "other"
+
+
+def _other_grounds(found: list, cfg: DetectConfig) -> list:
+    """The candidate grounds that seed beside the first of ``found`` (best first, :func:`candidate_grounds`):
+    none when the first is confirmed by its candidates (``ground_min_regions`` of them, a plausible colour);
+    else the other plausible candidates (at most ``auto_grounds`` in all) at least ``ground_cluster_de`` from
+    every ground already taken. Each is marked ``role`` "other": it is never confirmed (its losses are
+    listed for review, :func:`_confirmed`), and what it explains is reported (``explains_regions``,
+    ``losses_agree``)."""
+    if not found or (found[0].get("support", 0) >= cfg.ground_min_regions and bool(found[0].get("plausible", True))):
+        return []
+    out: list = []
+    for g in found[1:]:
+        if len(out) + 1 >= cfg.auto_grounds:
+            break
+        if g.get("plausible", True) is not True:
+            continue
+        lab = torch.tensor(g["lab"], dtype=torch.float64)
+        if all(float(ciede2000(lab, torch.tensor(t["lab"], dtype=torch.float64))) > cfg.ground_cluster_de
+               for t in [found[0]] + out):
+            out.append(dict(g, role="other"))
+    return out
+
+
+def _several_grounds(grounds: list, results: list, cfg: DetectConfig) -> set:
+    """Several candidate grounds checked against what each explains. A candidate could be the ground when it has a
+    plausible colour, at least two candidates that agree (``spread_de`` within ``ground_tight_de``) and at least half
+    of ``ground_confirm_losses`` losses that agree with it (``losses_agree``) and match it closely (``match_ref_de``
+    within ``ground_tight_de``). A ground confirmed by its losses is no longer confirmed (its losses go to review)
+    when another such candidate explains its losses about as well: at least half as many agreeing losses, or losses
+    that match it more closely (a ground is one colour wherever it shows, paint patches of one colour spread more).
+    Which is the ground and which a flat passage of paint is then ambiguous. Returns the indices of the grounds
+    that lost that confirmation; they and their rivals are marked ``ambiguous``."""
+    if len(grounds) < 2:
+        return set()
+    tight = cfg.ground_tight_de
+
+    def could(g: dict) -> bool:
+        return (g.get("plausible", True) is True and g.get("support", 0) >= 2 and (g.get("spread_de") or 0.0) <= tight
+                and g.get("match_ref_de") is not None and g["match_ref_de"] <= tight
+                and 2 * g.get("losses_agree", 0) >= cfg.ground_confirm_losses)
+    idx = [j for j, *_ in results]
+    out = set()
+    for j in idx:
+        g = grounds[j]
+        if g.get("confirmed_by") != "losses":
+            continue
+        rivals = [r for r in idx if r != j and could(grounds[r])
+                  and (2 * grounds[r]["losses_agree"] >= g.get("losses_agree", 0) or grounds[r]["match_ref_de"] <= g["match_ref_de"])]
+        if rivals:
+            g["confirmed_by"] = None
+            out.add(j)
+            for r in [j] + rivals:
+                grounds[r]["ambiguous"] = True
+    return out
 
 
 def user_ground(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) -> list:
@@ -375,8 +437,11 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         found = candidate_grounds(img, dpi, cfg)
         # the best-supported mode seeds; the others are reported (params["ground_candidates"]): a second
         # mode is as often a flat passage of paint (brick faces, a dark sky) as a second ground, and its
-        # losses would merge with the first ground's. Give ground_color for another ground.
-        grounds = found[:1]
+        # losses would merge with the first ground's. Give ground_color for another ground. But when the first
+        # is not confirmed by its candidates (too few of them, or a colour no ground has: blue paint on a small
+        # picture), the other plausible candidates seed too, each checked against what it explains
+        # (:func:`_several_grounds`)
+        grounds = found[:1] + _other_grounds(found, cfg)
     den = denoise(img)
     ground_labs = [torch.tensor(g["lab"], dtype=torch.float32) for g in grounds]
     auto_seed = min(cfg.auto_seed_de, cfg.ground_seed_de)
@@ -455,6 +520,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
     evidence = np.zeros((h, w), np.uint8)
     loss = np.zeros((h, w), bool)
     loss_stats = {"candidates": 0, "kept": 0}
+    results: list = []   # per ground: (index, labels, kept, confidence, bits, features, doubtful)
     for j in range(len(grounds)):
         seed = seeds[j]
         lab_l = split_necks(_hysteresis(grows[j], seed), cfg.neck_px, cfg.neck_rim_px)   # a loss is never merged with a thin line
@@ -507,9 +573,11 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         # (agreement among the losses, not colour closeness alone), and its few candidates agree closely (spread
         # within ground_tight_de: a mode of paint patches is loose), it is confirmed by them
         g = grounds[j]
-        if 0 <= g.get("support", 0) < cfg.ground_min_regions and g.get("plausible", True) is True and ref_de is not None:
+        if ref_de is not None:
             like = keep & ((bits & (EVIDENCE["colour_off"] | EVIDENCE["unlike_ground"] | EVIDENCE["mixed_ring"])) == 0)
             g["losses_agree"] = int(like.sum())
+        if 0 <= g.get("support", 0) < cfg.ground_min_regions and g.get("role") != "other" \
+                and g.get("plausible", True) is True and ref_de is not None:
             if g["losses_agree"] >= cfg.ground_confirm_losses and ref_de <= cfg.ground_tight_de \
                     and g.get("spread_de") is not None and g["spread_de"] <= cfg.ground_tight_de:
                 g["confirmed_by"] = "losses"
@@ -517,27 +585,51 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         n_kept = np.bincount(lab_l.ravel(), minlength=n_l + 1)
         grounds[j]["explains_regions"] = int(keep.sum())
         grounds[j]["explains_mm2"] = round(scale.px_area_to_mm2(float(n_kept[keep].sum())), 4)
+        results.append((j, lab_l, keep, conf, bits, f, doubtful))
+        loss_stats["candidates"] += int(n_l)
+        loss_stats["kept"] += int(keep.sum() + (doubtful.sum() if doubtful is not None else 0))
+        del lab_l
+    del seeds, grows, des
+    ambiguous = _several_grounds(grounds, results, cfg)
+    # confirmed grounds first: a component of an unconfirmed ground that touches a loss of a confirmed one is the
+    # paint around that loss (a loss exposes one ground), not a loss of its own
+    results.sort(key=lambda r: not _confirmed(grounds[r[0]], cfg))
+    sure: Optional[np.ndarray] = None   # the losses of confirmed grounds (when several seed)
+    for j, lab_l, keep, conf, bits, f, doubtful in results:
+        if j in ambiguous:   # no longer confirmed by its losses: recomputed without it
+            conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
         if doubtful is not None and doubtful.any():
             conf = np.where(doubtful, np.minimum(conf, round(cfg.doubtful_confidence * 255)), conf).astype(np.uint8)
             bits = np.where(doubtful, bits | EVIDENCE["unlike_ground"], bits).astype(np.uint8)
             keep = keep | doubtful
+        if len(results) > 1 and not _confirmed(grounds[j], cfg) and sure is not None:
+            near = cv2.dilate(sure.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
+            touch = np.bincount(lab_l[near], minlength=len(keep)) > 0
+            touch[0] = False
+            grounds[j]["dropped_touching"] = int((keep & touch).sum())
+            keep = keep & ~touch
+            del near
         m = keep[lab_l]
         cl = conf[lab_l]
         better = m & (cl > confidence)
         confidence[better] = cl[better]
         evidence[better] = bits[lab_l[better]]
         loss |= m
-        del cl
-        loss_stats["candidates"] += int(n_l)
-        loss_stats["kept"] += int(keep.sum())
-        del lab_l
-    del seeds, grows, des
+        if len(results) > 1 and _confirmed(grounds[j], cfg):
+            sure = m if sure is None else sure | m
+        del cl, m
+    del results, sure
     # the ground checked against what it finds: a ground that explains almost no region is said to
     ground_check = None
     if grounds and grounds[0].get("explains_regions", 0) < 3:
         g0 = grounds[0]
         ground_check = (f"the ground colour {tuple(round(v, 3) for v in g0['rgb'])} ({g0.get('source')}) explains "
                         f"{g0.get('explains_regions', 0)} region(s): check it, or give the ground's colour")
+    amb = [g for g in grounds if g.get("ambiguous")]
+    if len(amb) > 1:
+        ground_check = ("several candidate grounds each explain losses that agree with them ("
+                        + ", ".join(str(tuple(round(v, 3) for v in g["rgb"])) for g in amb)
+                        + "): which is the ground is ambiguous, their losses are listed for review; give the ground's colour")
     crack = _hysteresis(masks.pop("crack_lo"), masks.pop("crack_hi"), cfg.crack_min_px)
     crack, crack_stats = _crack_gate(crack, resp, masks.pop("thin", None), cfg, scale.mm_per_px)
     light = _hysteresis(masks.pop("light_lo"), masks.pop("light_hi"), cfg.light_min_px)

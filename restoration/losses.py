@@ -89,7 +89,7 @@ def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray
     # the contrast point by point: the share of the ring (cracks left out) whose colour lies more than
     # loss_contrast_de from the inside mean. Around a loss that crosses light and dark paint the ring's
     # mean colour can equal the ground's while every ring pixel differs from it
-    differ = np.zeros(n + 1)
+    differ, ring_de = np.zeros(n + 1), np.zeros(n + 1)
     for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, cfg.loss_ring_px, tile):
         if exclude is not None:
             ring = ring & ~exclude[y0:y1, x0:x1].ravel()
@@ -99,7 +99,9 @@ def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray
         labr = lab_of(img[y0:y1, x0:x1].reshape(-1, 3)[ring][None])[0].astype(np.float64)
         d = ciede2000(torch.from_numpy(labr), torch.from_numpy(inside[R])).numpy()
         differ += np.bincount(R, (d > cfg.loss_contrast_de).astype(np.float64), minlength=n + 1)
+        ring_de += np.bincount(R, d, minlength=n + 1)
     ring_differs = differ / np.maximum(c_ring, 1)
+    ring_de = ring_de / np.maximum(c_ring, 1)
     noise = np.zeros(n + 1)
     if raw is not None:
         s_r2, c_tex = np.zeros(n + 1), np.zeros(n + 1)
@@ -118,12 +120,36 @@ def component_features(img: np.ndarray, labels: np.ndarray, grad_max: np.ndarray
         noise = np.where(c_tex > 0, np.sqrt(s_r2 / np.maximum(c_tex, 1)), np.nan)
     scale = RESP_SCALE if grad_max.dtype == np.uint8 else 1.0
     hit, tot = _edge_counts(labels, grad_max, cfg.loss_edge_rel * contrast * scale, tile)
+    # the edge where one can be seen: the outline pixels whose colour differs from the inside by more than half of
+    # loss_contrast_de (an outside pixel keeps at least half of the paint's colour, so the paint there differs by
+    # about loss_contrast_de or more); where the paint beside a loss has its colour no edge shows, and none is missing
+    # (measured only where it can change the confidence: a ring that differs nearly all round, an edge short of all
+    # round; elsewhere it equals edge_frac)
+    hit_s, tot_s = np.zeros(n + 1), np.zeros(n + 1)
+    thr_e = cfg.loss_edge_rel * contrast * scale
+    need = (ring_differs >= getattr(cfg, "ring_seen_share", 0.0)) & (hit < tot)
+    need[0] = False
+    for (y0, y1, x0, x1), L, dil, ring in _ring_tiles(labels, 1, tile) if need.any() else ():
+        ring = ring & need[dil]
+        if not ring.any():
+            continue
+        R = dil[ring]
+        labr = lab_of(img[y0:y1, x0:x1].reshape(-1, 3)[ring][None])[0].astype(np.float64)
+        d = ciede2000(torch.from_numpy(labr), torch.from_numpy(inside[R])).numpy()
+        vis = d > 0.5 * cfg.loss_contrast_de
+        g = grad_max[y0:y1, x0:x1].ravel()[ring]
+        tot_s += np.bincount(R[vis], minlength=n + 1)
+        # (the step expected there is the paint's own difference, about twice the outline pixel's; never more than
+        # the mean contrast asks)
+        t_loc = np.minimum(thr_e[R], cfg.loss_edge_rel * 2 * d * scale)
+        hit_s += np.bincount(R[vis], (g[vis] >= t_loc[vis]).astype(np.float64), minlength=n + 1)
     h, w = labels.shape
     edge_px = np.concatenate([labels[0], labels[-1], labels[1:-1, 0], labels[1:-1, -1]]) if h > 1 and w > 1 \
         else labels.ravel()
     b = np.bincount(edge_px, minlength=n + 1).astype(np.float64)
     return {"n": c_in, "lab": inside, "std_L": std_l, "ring_lab": ringm, "n_ring": c_ring, "contrast": contrast,
-            "ring_differs": ring_differs, "edge_frac": hit / np.maximum(tot, 1), "border_frac": b / np.maximum(b + tot, 1),
+            "ring_differs": ring_differs, "ring_de": ring_de, "edge_frac": hit / np.maximum(tot, 1),
+            "edge_seen": np.where(tot_s > 0, hit_s / np.maximum(tot_s, 1), hit / np.maximum(tot, 1)), "border_frac": b / np.maximum(b + tot, 1),
             "chroma": np.hypot(inside[:, 1], inside[:, 2]), "noise_L": noise}
 
 
@@ -326,7 +352,7 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         closer = d < best
         best = np.where(closer, d, best)
         ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions or g.get("confirmed_by") == "losses") \
-            and bool(g.get("plausible", True))
+            and bool(g.get("plausible", True)) and g.get("role") != "other"   # (another candidate beside the first)
         confirmed = np.where(closer, ok, confirmed)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
     support = np.where(confirmed, 1.0, 0.5)
@@ -364,10 +390,19 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     doubts = doubts + (noise_doubt | std_doubt).astype(int)
     unlike = tex_off | streaked | (doubts >= cfg.loss_doubts)
     support = support * np.where(unlike, 0.5, 1.0)
-    margin = np.sqrt(np.clip(f["contrast"] / (2 * cfg.loss_contrast_de), 0, 1))
-    conf = support * margin * np.clip(f["edge_frac"], 0, 1)
+    # the contrast a loss shows to the paint around it, point by point where that is larger than its mean's (a loss
+    # among lighter and darker paint: the ring's mean colour comes closer to its own than any of its pixels)
+    seen = np.maximum(f["contrast"], np.asarray(f.get("ring_de", f["contrast"]), np.float64))
+    margin = np.sqrt(np.clip(seen / (2 * cfg.loss_contrast_de), 0, 1))
+    # the edge share counts only the outline where an edge can be seen (the paint beside differs) when the paint
+    # differs nearly all round (ring_seen_share of the ring point by point): where more of the ring has the loss's own
+    # colour, the region may run on into paint of that colour, and the missing edge there counts against it
+    # (and its edge breaks the paint, no blended-edge doubt: a loss merged with a highlight blends where they meet)
+    seen_ok = (np.asarray(f.get("ring_differs", np.zeros(n)), np.float64) >= cfg.ring_seen_share) & (sharp >= cfg.doubt_sharp)
+    edge = np.where(seen_ok, np.asarray(f.get("edge_seen", f["edge_frac"]), np.float64), f["edge_frac"])
+    conf = support * margin * np.clip(edge, 0, 1)
     bits = np.where(confirmed, EVIDENCE["ground_confirmed"], EVIDENCE["ground_unconfirmed"])
-    bits = bits | np.where(f["contrast"] < 1.5 * cfg.loss_contrast_de, EVIDENCE["low_contrast"], 0)
+    bits = bits | np.where(seen < 1.5 * cfg.loss_contrast_de, EVIDENCE["low_contrast"], 0)
     bits = bits | np.where(f["edge_frac"] < 0.85, EVIDENCE["weak_edge"], 0)
     bits = bits | np.where(f["std_L"] > 0.6 * cfg.loss_flat_std, EVIDENCE["textured"], 0)
     bits = bits | np.where(off, EVIDENCE["colour_off"], 0)
