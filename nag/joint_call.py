@@ -332,68 +332,67 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
         config: :class:`~nag.config.NAGConfig`.
         attend: the host's attention (:data:`Attend4`), used for the unguided rows.
         mask: None, or the host's mask over the ``L`` keys (broadcastable to ``(B, H, L, L)``);
-            each part sees it restricted to its queries and keys. A masked guided call uses the
+            each part sees it restricted to its keys. A masked guided call uses the
             reference :func:`~nag.joint.attention_with_lse` for its partial attentions.
         attention_lse: :data:`~nag.joint.AttendLSE` for the guided partial attentions; None =
             :func:`~nag.joint.fused_attention_with_lse`.
 
     Returns:
-        ``(B, H, L, D)`` in ``q.dtype``. Guided rows: the image queries get ``nag_combine(Z+, Z-)`` (norm over
-        all heads) from :func:`~nag.joint.guided_from_parts` (on CUDA its fused kernel, :func:`nag.fused.guided`; image keys attended once, the two texts each
-        once, no copy of the image's q/k/v; Z+ and Z- kept in float32 up to the combine rule); the positive text's queries get the host's attention over
-        ``[positive text, image]``, the negative text's queries theirs over ``[negative text, image]``.
-        Other rows: the host's attention over ``[positive text, image]``, 0 at the negative's positions.
+        ``(B, H, L, D)`` in ``q.dtype``, a view of a token-major ``(B, L, H, D)`` tensor (so the host's
+        ``transpose(1, 2).reshape(B, L, H*D)`` copies nothing). Guided rows: every query of the sequence attends
+        the image keys, the positive text's keys and the negative text's keys in three partial attentions
+        (each key set a view of ``k``/``v``: no key or value is copied, the image keys are attended once for
+        all queries); :func:`~nag.joint.sequence_from_parts` (on CUDA its fused kernel, :func:`nag.fused.guided`)
+        merges them by log-sum-exp and gives the image queries ``nag_combine(Z+, Z-)`` (norm over all heads),
+        the positive text's queries their attention over ``[positive text, image]``, the negative text's
+        queries theirs over ``[negative text, image]`` (the negative stream evolves by itself, as in the official
+        Flux NAG); at cfg 1 (every row guided) the kernel's output is the call's output (no write-back). The
+        parts' cross rows (the negative text's queries over the positive's keys and the reverse, ``2 Lp Ln``
+        logits) are computed and not read. Other rows: the host's attention over ``[positive text, image]``, 0
+        at the negative's positions.
     """
     b, h, length, d = q.shape
     pos, neg, img = spans.split(length)
-    out = torch.empty(b, h, length, v.shape[-1], dtype=q.dtype, device=q.device)   # every position written
-    is_guided = torch.zeros(b, dtype=torch.bool)
-    for sl in guided:
-        is_guided[sl] = True
-    # the unguided rows, as runs of rows (usually one: the uncond chunk at cfg > 1): views, no gather; one copy
-    # of [positive text, image] of q, k and v per run for the host's attention
-    first, second = (pos, img) if spans.text_first else (img, pos)
-    n_first = first.stop - first.start
-    for rows in remap_row_slices([slice(r, r + 1) for r in range(b) if not is_guided[r]], range(b)):
-        qs, ks, vs = (torch.cat([t[rows][:, :, first], t[rows][:, :, second]], dim=2) for t in (q, k, v))
-        m = _rows(mask, rows)
-        if m is not None:
-            keep = torch.cat([torch.arange(length)[first], torch.arange(length)[second]]).to(m.device)
-            m = m.index_select(-1, keep)
-            if m.ndim >= 2 and m.shape[-2] == length:
-                m = m.index_select(-2, keep)
-        z = attend(qs, ks, vs, m)
-        out[rows, :, first] = z[:, :, :n_first]
-        out[rows, :, second] = z[:, :, n_first:]
-        out[rows, :, neg] = 0
+    rows = (pos, neg, img)
     lse = attention_lse if mask is None else None
     if mask is None and lse is None:
         lse = fused_attention_with_lse
     if lse is None:
         def lse(q_, k_, v_, m_):
             return attention_with_lse(q_, k_, v_, m_, out_dtype=torch.float32)
-    for sl in guided:
+    every = slice(0, length)
+
+    def guided_rows(sl: slice) -> torch.Tensor:
+        """``(rows, L, H, D)`` of the guided rows ``sl``."""
         m = _rows(mask, sl)
         qr, kr, vr = q[sl], k[sl], v[sl]
-        # image queries: Z+ over [positive, image], Z- over [negative, image], image keys once
-        q_img = qr[:, :, img]
-        p_img, p_pos, p_neg = (lse(q_img, kr[:, :, keys], vr[:, :, keys], _part(m, length, img, keys))
+        p_img, p_pos, p_neg = (lse(qr, kr[:, :, keys], vr[:, :, keys], _part(m, length, every, keys))
                                for keys in (img, pos, neg))
-        out[sl, :, img] = fused.guided(p_img, p_pos, p_neg, config.scale, config.tau, config.alpha,
-                                       out_dtype=q.dtype, chunk_tokens=config.chunk_tokens).transpose(1, 2)
-        # the two texts' own queries, each over [its text, image] with the host's attention (the negative
-        # stream evolves by itself; the positive text's output is what it is without the negative); the
-        # keys are read in place where the two spans touch (no copy of the image keys)
-        for qt in (pos, neg):
-            first, second = (qt, img) if spans.text_first else (img, qt)
-            if first.stop == second.start:
-                ks, vs = kr[:, :, first.start:second.stop], vr[:, :, first.start:second.stop]
-            else:
-                ks, vs = (torch.cat([t[:, :, first], t[:, :, second]], dim=2) for t in (kr, vr))
-            mt = None
-            if m is not None:
-                mf, ms = _part(m, length, qt, first), _part(m, length, qt, second)
-                assert mf is not None and ms is not None
-                mt = torch.cat([mf, ms], dim=-1)
-            out[sl, :, qt] = attend(qr[:, :, qt], ks, vs, mt)
+        return fused.guided(p_img, p_pos, p_neg, config.scale, config.tau, config.alpha, out_dtype=q.dtype,
+                            chunk_tokens=config.chunk_tokens, rows=rows)
+
+    is_guided = torch.zeros(b, dtype=torch.bool)
+    for sl in guided:
+        is_guided[sl] = True
+    if bool(is_guided.all()) and len(guided) == 1:        # cfg 1: the kernel's output is the call's
+        return guided_rows(guided[0]).transpose(1, 2)
+    out = torch.empty(b, length, h, v.shape[-1], dtype=q.dtype, device=q.device).transpose(1, 2)
+    # the unguided rows, as runs of rows (usually one: the uncond chunk at cfg > 1): views, no gather; one copy
+    # of [positive text, image] of q, k and v per run for the host's attention
+    first, second = (pos, img) if spans.text_first else (img, pos)
+    n_first = first.stop - first.start
+    for run in remap_row_slices([slice(r, r + 1) for r in range(b) if not is_guided[r]], range(b)):
+        qs, ks, vs = (torch.cat([t[run][:, :, first], t[run][:, :, second]], dim=2) for t in (q, k, v))
+        m = _rows(mask, run)
+        if m is not None:
+            keep = torch.cat([torch.arange(length)[first], torch.arange(length)[second]]).to(m.device)
+            m = m.index_select(-1, keep)
+            if m.ndim >= 2 and m.shape[-2] == length:
+                m = m.index_select(-2, keep)
+        z = attend(qs, ks, vs, m)
+        out[run, :, first] = z[:, :, :n_first]
+        out[run, :, second] = z[:, :, n_first:]
+        out[run, :, neg] = 0
+    for sl in guided:
+        out[sl] = guided_rows(sl).transpose(1, 2)
     return out
