@@ -5,7 +5,9 @@ merges and the combine rule (:func:`~nag.combine.combine_heads`) as separate PyT
 writing float32 tensors of ``tokens x width`` (about 100 bytes per element of the image queries' output on
 Flux). Written as one expression graph (:func:`guided_eager`, :func:`combine_eager`), ``torch.compile`` fuses it
 into a per-token reduction and one element-wise pass that read the partial outputs and write the result once;
-nothing of ``Z+``, ``Z-`` or ``G`` is stored.
+nothing of ``Z+``, ``Z-`` or ``G`` is stored. With per-token kinds (:func:`kinds`) the same pass covers the whole
+joint sequence, the text tokens' merges too (:func:`~nag.joint.sequence_from_parts`), and its token-major result
+is the joint call's output itself.
 
 The compiled kernels are used on CUDA only (:func:`guided`, :func:`combine`): on the CPU the eager functions of
 :mod:`nag.joint` / :mod:`nag.combine` run, as before. A compile that fails (no Triton on the machine, a torch

@@ -10,11 +10,13 @@ HunyuanVideo). :func:`nag_joint_attention` splits it (:class:`JointSpans`) and, 
 
 * unguided rows (the CFG negative, rows outside ``guided``): the host's attention over
   ``[positive text, image]`` exactly as without NAG; the negative text's queries get 0;
-* guided rows: the image queries' three partial attentions (image keys attended once, the two texts
-  each once) merged by log-sum-exp and combined by the NAG rule in one float32 pass chain
-  (:func:`~nag.joint.guided_from_parts`: what :func:`~nag.joint.joint_nag` computes); the positive
-  text's queries attend ``[positive text, image]``; the negative text's own queries attend ``[negative text, image]`` (the
-  negative stream evolves by itself, as in the official Flux NAG).
+* guided rows: every query's three partial attentions over the image keys, the positive text's and the
+  negative text's (each key set a view of the joint keys: nothing copied; the image keys attended once)
+  merged by log-sum-exp in one pass over the sequence (:func:`~nag.joint.sequence_from_parts`, on CUDA one
+  fused kernel): the image queries get the NAG rule on Z+ and Z- (what :func:`~nag.joint.joint_nag`
+  computes), the positive text's queries their attention over ``[positive text, image]``, the negative
+  text's own queries theirs over ``[negative text, image]`` (the negative stream evolves by itself, as in
+  the official Flux NAG).
 
 So the positive text and the image never attend the negative's tokens except through Z-, and
 the negative's tokens leave the sequence when the model drops the text at its end.

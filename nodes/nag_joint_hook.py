@@ -11,9 +11,9 @@ Radiance, Qwen-Image, HunyuanVideo (1.0 and 1.5), SD3.5, HiDream, Lumina2 / Z-Im
   ``transformer_options`` for the call and is removed after it, also on error.
 * ``optimized_attention_override``, set by the wrapper for the planned call only and put back after
   it (chained to the override there at call time, which still runs every plain part): a call that :meth:`nag.JointPlan.match` recognises as a joint attention goes through
-  ``nag.nag_joint_attention`` (plain rows exact; guided rows: image->image once, the two texts each
-  once, log-sum-exp merge, ``nag_combine`` on the image queries); every other attention call goes
-  to the host unchanged.
+  ``nag.nag_joint_attention`` (plain rows exact, through the host's attention; guided rows: every query
+  over the image keys once and each text's keys once, as views, log-sum-exp merge, ``nag_combine`` on
+  the image queries, the core's own attention kernels); every other attention call goes to the host unchanged.
 * Text-first families with a RoPE embedder (Flux family, Chroma, Qwen-Image): an object patch of
   ``diffusion_model.pe_embedder`` giving the negative text the positions it would have alone
   (Flux2 and Qwen-Image number their text tokens).
