@@ -86,6 +86,7 @@ def combine_eager(z_pos: torch.Tensor, z_neg: torch.Tensor, scale: float, tau: f
 _LOCK = threading.Lock()
 _COMPILED: Dict[str, Callable] = {}
 _FAILED: Dict[str, str] = {}
+_KINDS: Dict[tuple, torch.Tensor] = {}
 _POLICY = ["auto"]
 POLICIES = ("auto", "on", "off")
 
@@ -153,9 +154,21 @@ def kinds(rows: tuple[slice, slice, slice], length: int, device: torch.device) -
     """``(length,)`` int8 token kinds (:data:`POSITIVE`, :data:`NEGATIVE`, :data:`IMAGE`) of the ``(positive
     text, negative text, image)`` token slices ``rows`` (ValueError unless they cover ``0..length`` once)."""
     check_rows(rows, length)
+    key = (length, tuple(range(length)[sl][:1].start for sl in rows), tuple(range(length)[sl].stop for sl in rows),
+           str(device))
+    if not _is_compiling():   # made once per sequence layout and device (three small kernels less per call)
+        with _LOCK:
+            cached = _KINDS.get(key)
+        if cached is not None:
+            return cached
     kind = torch.full((length,), IMAGE, dtype=torch.int8, device=device)
     kind[rows[0]] = POSITIVE
     kind[rows[1]] = NEGATIVE
+    if not _is_compiling():
+        with _LOCK:
+            if len(_KINDS) >= 64:
+                _KINDS.clear()
+            _KINDS[key] = kind
     return kind
 
 
