@@ -173,20 +173,31 @@ def kinds(rows: tuple[slice, slice, slice], length: int, device: torch.device) -
 
 
 def guided(img: Part, pos: Part, neg: Part, scale: float, tau: float, alpha: float, *, out_dtype: torch.dtype,
-           chunk_tokens: Optional[int] = None, rows: Optional[tuple[slice, slice, slice]] = None) -> torch.Tensor:
+           chunk_tokens: Optional[int] = None, rows: Optional[tuple[slice, slice, slice]] = None,
+           order: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """:func:`~nag.joint.guided_from_parts` (same arguments, same ``(B, Li, H, D)`` result), or with ``rows``
     (the parts hold every query of the joint sequence) :func:`~nag.joint.sequence_from_parts` (same ``(B, L, H,
     D)`` result), through the fused kernel on CUDA (:func:`fused_available`) unless ``chunk_tokens`` asks for
-    bounded temporaries (the fused kernel keeps none, so it never needs them; the eager path does)."""
+    bounded temporaries (the fused kernel keeps none, so it never needs them; the eager path does). ``order``:
+    ``(order, inverse)`` when the parts' queries are in the host's order and ``rows`` describe the layout
+    ``q[:, :, order]`` (:func:`~nag.joint_call.nag_joint_attention`'s); the result is in the host's order."""
     check_nag_params(scale, tau, alpha)
     if scale == 1 or alpha == 0 or chunk_tokens is not None or not fused_available(img[0].device):
-        if rows is not None:
+        if rows is None:
+            return guided_from_parts(img, pos, neg, scale, tau, alpha, out_dtype=out_dtype,
+                                     chunk_tokens=chunk_tokens)
+        if order is None:
             return sequence_from_parts(img, pos, neg, rows, scale, tau, alpha, out_dtype=out_dtype,
                                        chunk_tokens=chunk_tokens)
-        return guided_from_parts(img, pos, neg, scale, tau, alpha, out_dtype=out_dtype, chunk_tokens=chunk_tokens)
+
+        def laid(p: Part) -> Part:
+            return p[0].index_select(2, order[0]), p[1].index_select(2, order[0])
+        return sequence_from_parts(laid(img), laid(pos), laid(neg), rows, scale, tau, alpha, out_dtype=out_dtype,
+                                   chunk_tokens=chunk_tokens).index_select(1, order[1])
     args: tuple = (img[0], img[1], pos[0], pos[1], neg[0], neg[1], float(scale), float(tau), float(alpha), out_dtype)
     if rows is not None:
-        args += (kinds(rows, img[0].shape[2], img[0].device),)
+        kind = kinds(rows, img[0].shape[2], img[0].device)
+        args += (kind if order is None else kind.index_select(0, order[1]),)
     return _run("guided", guided_eager, args)
 
 

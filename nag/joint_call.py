@@ -84,8 +84,8 @@ class JointPlan:
             host hook then sets :attr:`image` itself, since an image-only refiner runs before the joint layers);
             ``caption_pad`` ``(1, D)`` the family's caption pad token and ``negative_mask`` ``(1 or B, Ln)`` the
             NAG negative's own text mask, each None where there is none. None for the other families.
-        segments: HiDream: the text part as ``[+, -]`` segments (:class:`TextSegments`; the override reorders
-            each joint call by :meth:`segment_order`); None for the other families.
+        segments: HiDream: the text part as ``[+, -]`` segments (:class:`TextSegments`; the override passes
+            :meth:`segment_order` to each joint call as :func:`nag_joint_attention`'s ``order``); None for the other families.
     """
 
     def __init__(self, call: CallPlan, spans: JointSpans, positive: int) -> None:
@@ -301,8 +301,9 @@ class CaptionStreams:
         return out
 
 
-def _part(mask: Optional[torch.Tensor], length: int, queries: slice, keys: slice) -> Optional[torch.Tensor]:
-    """The host's mask (broadcastable to ``(B, H, L, L)``) for ``queries`` over ``keys``."""
+def _part(mask: Optional[torch.Tensor], length: int, queries: slice,
+          keys: slice | torch.Tensor) -> Optional[torch.Tensor]:
+    """The host's mask (broadcastable to ``(B, H, L, L)``) for ``queries`` over ``keys`` (a slice or indices)."""
     if mask is None:
         return None
     if mask.shape[-1] != length:
@@ -322,7 +323,8 @@ def _rows(mask: Optional[torch.Tensor], rows: slice) -> Optional[torch.Tensor]:
 def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: JointSpans,
                         guided: Sequence[slice], config: NAGConfig, attend: Attend4, *,
                         mask: Optional[torch.Tensor] = None,
-                        attention_lse: Optional[AttendLSE] = None) -> torch.Tensor:
+                        attention_lse: Optional[AttendLSE] = None,
+                        order: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """A joint attention with the NAG negative text in its sequence, guided on ``guided`` rows.
 
     Args:
@@ -338,6 +340,12 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
             reference :func:`~nag.joint.attention_with_lse` for its partial attentions.
         attention_lse: :data:`~nag.joint.AttendLSE` for the guided partial attentions; None =
             :func:`~nag.joint.fused_attention_with_lse`.
+        order: None, or ``(order, inverse)`` ``(L,)`` int64 on ``q``'s device when the host's sequence is not in
+            the layout ``spans`` describes: the layout's token ``j`` is the host's token ``order[j]`` (HiDream:
+            :meth:`JointPlan.segment_order`), the image tokens in their own places (``order[img] == img``). ``q``,
+            ``k``, ``v``, ``mask`` and the output stay in the host's order: guided rows gather only the two texts'
+            keys and values (text tokens), the image keys stay a view; unguided rows gather their ``[positive
+            text, image]`` as they copy it anyway.
 
     Returns:
         ``(B, H, L, D)`` in ``q.dtype``, a view of a token-major ``(B, L, H, D)`` tensor (so the host's
@@ -364,14 +372,22 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
             return attention_with_lse(q_, k_, v_, m_, out_dtype=torch.float32)
     every = slice(0, length)
 
+    def host(sl: slice) -> slice | torch.Tensor:
+        """The host's positions of the layout's tokens ``sl``: ``sl`` itself (a view) without ``order`` and for
+        the image, else an index tensor."""
+        return sl if order is None or sl is img else order[0][sl]
+
+    def take(t: torch.Tensor, at: slice | torch.Tensor) -> torch.Tensor:
+        return t[:, :, at] if isinstance(at, slice) else t.index_select(2, at)
+
     def guided_rows(sl: slice) -> torch.Tensor:
         """``(rows, L, H, D)`` of the guided rows ``sl``."""
         m = _rows(mask, sl)
         qr, kr, vr = q[sl], k[sl], v[sl]
-        p_img, p_pos, p_neg = (lse(qr, kr[:, :, keys], vr[:, :, keys], _part(m, length, every, keys))
-                               for keys in (img, pos, neg))
+        p_img, p_pos, p_neg = (lse(qr, take(kr, keys), take(vr, keys), _part(m, length, every, keys))
+                               for keys in (host(img), host(pos), host(neg)))
         return fused.guided(p_img, p_pos, p_neg, config.scale, config.tau, config.alpha, out_dtype=q.dtype,
-                            chunk_tokens=config.chunk_tokens, rows=rows)
+                            chunk_tokens=config.chunk_tokens, rows=rows, order=order)
 
     is_guided = torch.zeros(b, dtype=torch.bool)
     for sl in guided:
@@ -384,17 +400,27 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
     first, second = (pos, img) if spans.text_first else (img, pos)
     n_first = first.stop - first.start
     for run in remap_row_slices([slice(r, r + 1) for r in range(b) if not is_guided[r]], range(b)):
-        qs, ks, vs = (torch.cat([t[run][:, :, first], t[run][:, :, second]], dim=2) for t in (q, k, v))
+        if order is None:
+            qs, ks, vs = (torch.cat([t[run][:, :, first], t[run][:, :, second]], dim=2) for t in (q, k, v))
+            keep = torch.cat([torch.arange(length)[first], torch.arange(length)[second]])
+        else:
+            keep = torch.cat([order[0][first], order[0][second]])
+            qs, ks, vs = (t[run].index_select(2, keep) for t in (q, k, v))
         m = _rows(mask, run)
         if m is not None:
-            keep = torch.cat([torch.arange(length)[first], torch.arange(length)[second]]).to(m.device)
+            keep = keep.to(m.device)
             m = m.index_select(-1, keep)
             if m.ndim >= 2 and m.shape[-2] == length:
                 m = m.index_select(-2, keep)
         z = attend(qs, ks, vs, m)
-        out[run, :, first] = z[:, :, :n_first]
-        out[run, :, second] = z[:, :, n_first:]
-        out[run, :, neg] = 0
+        if order is None:
+            out[run, :, first] = z[:, :, :n_first]
+            out[run, :, second] = z[:, :, n_first:]
+            out[run, :, neg] = 0
+        else:
+            o = out[run]                                   # a view: the writes below land in ``out``
+            o[:, :, keep.to(o.device)] = z
+            o[:, :, order[0][neg]] = 0
     for sl in guided:
         out[sl] = guided_rows(sl).transpose(1, 2)
     return out

@@ -326,3 +326,77 @@ def test_guided_rows_copy_no_key_or_value(text_first):
     assert _copies_of(k, v, call([slice(0, 2)])) == []
     assert "cat" in _copies_of(k, v, call([slice(1, 2)]))      # row 0 unguided: its host attention's copy
     assert "cat" in _copies_of(k, v, call([]))
+
+
+@pytest.mark.parametrize("guided", [[slice(0, 2)], [slice(1, 2)]])
+@pytest.mark.parametrize("masked", [False, True])
+def test_order_reads_an_interleaved_text_in_place(guided, masked):
+    """HiDream's [image, +, -, +, -] read through ``order``: the output in the host's order equals the call on
+    the sequence reordered to [image, +, +, -, -] and reordered back; guided rows copy only text-sized pieces
+    of the keys and values (no image-sized copy), the unguided row its [image, positive text]."""
+    seg = TextSegments(((3, 2), (2, 4)))
+    image = 9
+    length = image + seg.text
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 3, length, 8, generator=g) for _ in range(3))
+    order = seg.order(image)
+    inverse = torch.argsort(order)
+    mask = None
+    if masked:
+        mask = torch.ones(2, 1, 1, length, dtype=torch.bool)
+        mask[1, ..., image + 1] = False                  # a positive T5 token of row 1 is padding
+    cfg = NAGConfig(scale=5.0, tau=2.0, alpha=0.5)
+
+    def attend(a, b_, c, m):
+        return torch.nn.functional.scaled_dot_product_attention(a, b_, c, attn_mask=m)
+    got = nag_joint_attention(q, k, v, seg.spans(), guided, cfg, attend, mask=mask, order=(order, inverse))
+    laid = [t.index_select(2, order) for t in (q, k, v)]
+    want = nag_joint_attention(*laid, seg.spans(), guided, cfg, attend,
+                               mask=None if mask is None else mask.index_select(-1, order)).index_select(2, inverse)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert torch.isfinite(got).all()
+    text_size = 3 * seg.text * 8
+    if not masked:
+        sizes = _copy_sizes(k, v, lambda: nag_joint_attention(q[:1], k[:1], v[:1], seg.spans(), [slice(0, 1)], cfg,
+                                                              attend, order=(order, inverse)))
+        assert sizes and max(sizes) <= text_size, sizes
+
+
+def _copy_sizes(k, v, fn):
+    """Elements of each new tensor ``fn()`` makes from ``k``'s or ``v``'s storage (cat, index_select, copies)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    storages = {k.untyped_storage().data_ptr(), v.untyped_storage().data_ptr()}
+    copying = ("cat", "index_select", "clone", "copy_", "_to_copy", "index", "gather", "stack")
+    sizes = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            flat = [a for a in args if isinstance(a, torch.Tensor)]
+            flat += [t for a in args if isinstance(a, (list, tuple)) for t in a if isinstance(t, torch.Tensor)]
+            if func.overloadpacket.__name__ in copying and any(t.untyped_storage().data_ptr() in storages for t in flat):
+                sizes.append(out.numel() if isinstance(out, torch.Tensor) else 0)
+            return out
+    with Spy():
+        fn()
+    return sizes
+
+
+def test_order_through_the_fused_graph(monkeypatch):
+    """The fused kernel's path with ``order`` (its per-token kinds in the host's order; the graph run eagerly
+    here) gives the eager path's output."""
+    from nag import fused
+    monkeypatch.setattr(fused, "compiled", lambda name: fused.guided_eager)
+    seg = TextSegments(((2, 3), (4, 1)))
+    image = 7
+    length = image + seg.text
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, length, 8, generator=g) for _ in range(3))
+    order = seg.order(image)
+    args = (q, k, v, seg.spans(), [slice(0, 1)], NAGConfig(scale=5.0, tau=2.0, alpha=0.5),
+            lambda *a: pytest.fail("host attention called"))
+    with fused.policy("off"):
+        want = nag_joint_attention(*args, order=(order, torch.argsort(order)))
+    with fused.policy("on"):
+        got = nag_joint_attention(*args, order=(order, torch.argsort(order)))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
