@@ -14,11 +14,14 @@ T5 encoding: 256 tokens for a short negative (the host's padding), 512 for a lon
      that is not shared with Z+ (the image->image part is attended once, ``nag.joint_pair``);
    * ``negative_queries``: the negative's queries over ``[negative, image]`` (``4 d Ln (Ln + Li)``): its stream
      evolves by itself, as in the official Flux NAG;
+   * ``cross_text_rows``: the positive text's queries over the negative's keys and the reverse
+     (``8 d Lp Ln``), computed and not read: the three partial attentions run over every query of the sequence,
+     so that each key set is a view of the joint keys (no copy);
 
-   and the bytes of the element-wise passes over the image queries' outputs that NAG's core adds per guided
-   joint call (the two log-sum-exp merges, the heads merge, the combine rule, the write-back, the key/value
-   copies of the text queries' attentions), counted pass by pass from ``nag/joint.py``, ``nag/joint_call.py``,
-   ``nag/combine.py``; they are turned into time with an H100's rates (``--tflops``, ``--tbps``) to be set
+   and the bytes of the element-wise passes and copies that NAG's core adds per guided joint call (the
+   log-sum-exp merges and the combine rule, the write-back, key/value copies, the extra attention outputs),
+   counted pass by pass from ``nag/joint.py``, ``nag/joint_call.py``, ``nag/fused.py``, ``nag/combine.py``
+   (:func:`byte_count`); they are turned into time with an H100's rates (``--tflops``, ``--tbps``) to be set
    against the FLOPs.
 
 2. **Measure** on the CPU at 1/8 of every dim (hidden 384 = 3 heads of 128, 512 image, 64 text, 32 or 64
@@ -33,7 +36,8 @@ T5 encoding: 256 tokens for a short negative (the host's padding), 512 for a lon
    CUDA-synchronised wall time, interleaved medians (about a minute on one H100, most of it the first compile).
 
 Usage: ``python bench/bench_nag_flux_cost.py [--repeats 15] [--device cuda]`` (core venv; no host). Writes
-``bench/results/nag_flux_cost.json`` (``nag_flux_cost_cuda.json`` on a GPU).
+``bench/results/nag_flux_cost_views.json`` (``nag_flux_cost_views_cuda.json`` on a GPU; the earlier rounds'
+``nag_flux_cost.json`` is kept as it was).
 """
 import argparse
 import json
@@ -50,12 +54,12 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 FLUX_DEV = dict(d=3072, heads=24, double=19, single=38, image=4096, text=512)
 
 
-def elementwise_ratio(d, image, text, negative, tflops=600.0, tbps=3.0):
-    """Per joint block: the time of NAG's element-wise passes (:func:`byte_count`, current code) at ``tbps``
-    over the time of an unguided block's matmuls at ``tflops``."""
+def elementwise_ratio(d, image, text, negative, tflops=600.0, tbps=3.0, which="current"):
+    """Per joint block: the time of NAG's element-wise passes (:func:`byte_count`'s ``which``; default the
+    current code unfused) at ``tbps`` over the time of an unguided block's matmuls at ``tflops``."""
     t = text + image
     block_s = (24 * d * d * t + 4 * d * t * t) / (tflops * 1e12)
-    return sum(byte_count(d, image, text, negative)["current"].values()) / (tbps * 1e12) / block_s
+    return sum(byte_count(d, image, text, negative)[which].values()) / (tbps * 1e12) / block_s
 
 
 def flop_count(d, heads, double, single, image, text, negative):
@@ -68,31 +72,87 @@ def flop_count(d, heads, double, single, image, text, negative):
         "negative_linear": 24 * d * d * negative * blocks,
         "image_x_negative": 4 * d * image * negative * blocks,
         "negative_queries": 4 * d * negative * (negative + image) * blocks,
+        "cross_text_rows": 8 * d * text * negative * blocks,
     }
     return {"unguided": {"linear": linear, "attention": attention, "total": linear + attention}, "nag": extra,
             "ratio": 1 + sum(extra.values()) / (linear + attention)}
 
 
-def byte_count(d, image, text, negative, elem=2, work=4):
-    """Bytes of the element-wise passes NAG's core adds in one guided joint call (batch 1), pass by pass.
+def byte_count(d, image, text, negative, elem=2, work=4, heads=None):
+    """Bytes of the element-wise passes (and copies) NAG's core adds in one guided joint call (batch 1, every
+    row guided: cfg 1), pass by pass.
 
-    ``elem``: bytes of the model's dtype (bf16: 2); ``work``: the merge's and combine rule's float32. A pass
-    reading ``r`` and writing ``w`` tensors of ``n`` elements moves ``(r + w) n`` elements. Returns
-    ``{"current": {what: bytes}, "before_cut": {...}, "fused": {...}}``: the pass chain of
-    ``nag.guided_from_parts`` (the eager path, the CPU's), the fused kernel of ``nag.fused.guided`` (CUDA) and the
-    one they replaced (``joint_pair``'s two merges back to the model's dtype, ``merge_heads`` copies,
-    ``nag_combine`` casting up again, a zeroed output, both text spans' keys/values copied)."""
+    ``elem``: bytes of the model's dtype (bf16: 2); ``work``: the merge's and combine rule's float32; ``heads``:
+    None = ``d // 128`` (Flux). A pass reading ``r`` and writing ``w`` tensors of ``n`` elements moves ``(r + w)
+    n`` elements. The partial attentions' outputs are in the model's dtype (``fused_attention_with_lse`` returns
+    the kernel's output). Returns ``{variant: {what: bytes}}``:
+
+    * ``fused``: this code on CUDA (``nag.nag_joint_attention``): every query of the sequence attends the image,
+      positive-text and negative-text keys as three views of the joint keys (no copy), and ``nag.fused.guided``
+      reads the three parts (a per-token reduction and one element-wise pass: each part read twice, at most)
+      and writes the whole sequence once, token-major: that tensor is the call's output (no write-back, and the
+      host's ``transpose(1, 2).reshape`` is a view, as after its own SDPA call);
+    * ``fused_if_one_read``: the same with each part read once (the lower bound of ``fused``: the kernel's second
+      loop re-reads a token's parts right after its reduction loop, from the L2 cache if they are still there);
+    * ``current``: this code with the fused kernel off (``nag.fused.policy("off")``, or no Triton): the eager
+      ``nag.joint.sequence_from_parts``;
+    * ``fused_before_views``: the code before this round on CUDA, counted the same way: image queries only in the
+      fused kernel, written back into a head-major output, the positive text's queries over a concatenated copy
+      of ``[positive text, image]`` keys/values, the host's reshape of the head-major output a copy;
+    * ``fused_as_counted_before`` / ``unfused_before_views`` / ``before_cut``: the earlier rounds' counts as they
+      were made (the first assumed float32 parts, the model's dtype in fact, and left out the output reshape and
+      the extra attention outputs).
+
+    ``partial_outputs``: the attention outputs written beyond the one a plain call writes (its ``text + image``
+    rows); ``lse``: the parts' float32 log-sum-exps read by the kernel."""
+    heads = heads or d // 128
+    length = image + text + negative
     n = image * d                       # the image queries' outputs (B=1, H*D = d)
+    nt = (text + negative) * d          # the two texts' queries' outputs
+    nl = length * d                     # the whole sequence
     up, lerp2, down, copy = elem + work, 3 * work, work + elem, 2 * elem
     combine_core = lerp2 + 2 * work + 2 * work + lerp2          # G = lerp, two L1 norms, G *= f, lerp out
     kv_pos = 2 * (image + text) * d * copy                      # cat([positive, image]) of k and v
     kv_neg = 2 * (image + negative) * d * copy
+    kernel = 2 * 3 * elem + elem                                # three model-dtype parts read twice, one write
+    fused = {
+        "fused_kernel": nl * kernel,
+        "lse": 2 * 3 * length * heads * work,
+        "partial_outputs": (2 * image + 2 * text + 3 * negative) * d * elem,
+    }
+    fused_if_one_read = {   # a lower bound: each token's parts (18 KB on Flux) re-read from the L2 cache by the
+        "fused_kernel": nl * (3 * elem + elem),               # program that just reduced them (or a persistent
+        "lse": 3 * length * heads * work,                      # reduction); not measured
+        "partial_outputs": fused["partial_outputs"],
+    }
     current = {
         "image_part_to_float32": n * up,
         "merges": 2 * n * (up + lerp2),                          # the text part up, lerp with the image part
         "combine": n * (combine_core + down),
+        "write_back": n * copy,                                  # the image rows into the token-major output
+        "text_merges": nt * (up + up + lerp2 + down + copy),     # merge_attention, then into the output
+        "partial_outputs": fused["partial_outputs"],
+    }
+    fused_before_views = {
+        "fused_kernel": n * kernel,
+        "lse": 2 * 3 * image * heads * work,
         "write_back": n * copy,
         "text_kv_copy_positive": kv_pos,                         # text first: [negative, image] is read in place
+        "text_outputs_write": nt * copy,
+        "output_reshape": nl * copy,                             # the host's reshape of a head-major output
+        "partial_outputs": (2 * image + negative) * d * elem,
+    }
+    fused_as_counted_before = {
+        "fused_kernel": n * (2 * 3 * work + elem),
+        "write_back": n * copy,
+        "text_kv_copy_positive": kv_pos,
+    }
+    unfused_before_views = {
+        "image_part_to_float32": n * up,
+        "merges": 2 * n * (up + lerp2),
+        "combine": n * (combine_core + down),
+        "write_back": n * copy,
+        "text_kv_copy_positive": kv_pos,
     }
     before = {
         "merges": 2 * n * (up + up + lerp2 + down),
@@ -103,12 +163,9 @@ def byte_count(d, image, text, negative, elem=2, work=4):
         "text_kv_copy_positive": kv_pos,
         "text_kv_copy_negative": kv_neg,
     }
-    fused = {   # nag.fused.guided on CUDA: one reduction and one element-wise pass, each reading the three float32
-        "fused_kernel": n * (2 * 3 * work + elem),              # parts (at most: a persistent reduction reads once)
-        "write_back": n * copy,
-        "text_kv_copy_positive": kv_pos,
-    }
-    return {"current": current, "before_cut": before, "fused": fused}
+    return {"fused": fused, "fused_if_one_read": fused_if_one_read, "current": current, "fused_before_views": fused_before_views,
+            "fused_as_counted_before": fused_as_counted_before, "unfused_before_views": unfused_before_views,
+            "before_cut": before}
 
 
 def _block_fns(d, heads, image, text, negative, seed=0, dtype=torch.float32, device="cpu"):
@@ -165,7 +222,8 @@ def _block_fns(d, heads, image, text, negative, seed=0, dtype=torch.float32, dev
            "attention_plain": lambda: attention_only(x_plain, False),
            "attention_nag": lambda: attention_only(x_nag, True),
            "attention_nag_before_cut": lambda: attention_before_cut(x_nag)}
-    flop_ratio = 1 + (24 * d * d * negative + 4 * d * image * negative + 4 * d * negative * (negative + image)) \
+    flop_ratio = 1 + (24 * d * d * negative + 4 * d * image * negative + 4 * d * negative * (negative + image)
+                      + 8 * d * text * negative) \
         / (24 * d * d * (text + image) + 4 * d * (text + image) ** 2)
     return fns, flop_ratio
 
@@ -245,11 +303,11 @@ def main():
     ap.add_argument("--tbps", type=float, default=3.0, help="memory bandwidth (TB/s) for the element-wise passes")
     ap.add_argument("--device", default="cpu", help="cuda: time a real-dims Flux single block (bf16) plain, NAG "
                     "unfused and NAG fused, instead of the CPU check at 1/8 scale")
-    ap.add_argument("--out", default=None, help="default bench/results/nag_flux_cost.json (nag_flux_cost_cuda.json "
-                    "with --device cuda)")
+    ap.add_argument("--out", default=None, help="default bench/results/nag_flux_cost_views.json "
+                    "(nag_flux_cost_views_cuda.json with --device cuda)")
     a = ap.parse_args()
-    a.out = a.out or str(REPO / "bench" / "results" / ("nag_flux_cost.json" if a.device == "cpu"
-                                                      else "nag_flux_cost_cuda.json"))
+    a.out = a.out or str(REPO / "bench" / "results" / ("nag_flux_cost_views.json" if a.device == "cpu"
+                                                      else "nag_flux_cost_views_cuda.json"))
     torch.set_num_threads(1)
     out = {"dims": FLUX_DEV, "rates": {"tflops": a.tflops, "tbps": a.tbps}, "negatives": {}}
     f = FLUX_DEV
@@ -259,18 +317,22 @@ def main():
         blocks = f["double"] + f["single"]
         step_s = flops["unguided"]["total"] / (a.tflops * 1e12)
         flop_s = sum(flops["nag"].values()) / (a.tflops * 1e12)
+        flop_s_before = flop_s - flops["nag"]["cross_text_rows"] / (a.tflops * 1e12)   # earlier code: no cross rows
         est = {}
-        for which in ("current", "before_cut", "fused"):
+        for which in by:
+            fs = flop_s if which in ("fused", "fused_if_one_read", "current") else flop_s_before
             byte_s = sum(by[which].values()) * blocks / (a.tbps * 1e12)
             est[which] = {"elementwise_bytes_per_step": sum(by[which].values()) * blocks,
-                          "elementwise_s": byte_s, "ratio": 1 + (flop_s + byte_s) / step_s}
+                          "elementwise_s": byte_s, "matmul_s": fs, "ratio": 1 + (fs + byte_s) / step_s}
         out["negatives"][ln] = {"flops": flops, "bytes_per_joint_call": by, "unguided_step_s": step_s,
                                 "nag_matmul_s": flop_s, "estimate": est,
                                 "shares_of_nag_flops": {k: v / sum(flops["nag"].values())
                                                         for k, v in flops["nag"].items()}}
         print(f"negative {ln}: matmul-FLOP ratio {flops['ratio']:.4f}x; with the element-wise passes at "
-              f"{a.tflops:.0f} TFLOP/s, {a.tbps:.1f} TB/s: unfused {est['current']['ratio']:.4f}x, fused "
-              f"{est['fused']['ratio']:.4f}x (before the cut {est['before_cut']['ratio']:.4f}x); shares of NAG's FLOPs "
+              f"{a.tflops:.0f} TFLOP/s, {a.tbps:.1f} TB/s: fused {est['fused']['ratio']:.4f}x, unfused "
+              f"{est['current']['ratio']:.4f}x (before the views, same count: fused "
+              f"{est['fused_before_views']['ratio']:.4f}x; as counted then {est['fused_as_counted_before']['ratio']:.4f}x"
+              f"); shares of NAG's FLOPs "
               + ", ".join(f"{k} {v:.0%}" for k, v in out['negatives'][ln]['shares_of_nag_flops'].items()))
     if a.device != "cpu":
         f = FLUX_DEV

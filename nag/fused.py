@@ -5,7 +5,9 @@ merges and the combine rule (:func:`~nag.combine.combine_heads`) as separate PyT
 writing float32 tensors of ``tokens x width`` (about 100 bytes per element of the image queries' output on
 Flux). Written as one expression graph (:func:`guided_eager`, :func:`combine_eager`), ``torch.compile`` fuses it
 into a per-token reduction and one element-wise pass that read the partial outputs and write the result once;
-nothing of ``Z+``, ``Z-`` or ``G`` is stored.
+nothing of ``Z+``, ``Z-`` or ``G`` is stored. With per-token kinds (:func:`kinds`) the same pass covers the whole
+joint sequence, the text tokens' merges too (:func:`~nag.joint.sequence_from_parts`), and its token-major result
+is the joint call's output itself.
 
 The compiled kernels are used on CUDA only (:func:`guided`, :func:`combine`): on the CPU the eager functions of
 :mod:`nag.joint` / :mod:`nag.combine` run, as before. A compile that fails (no Triton on the machine, a torch
@@ -24,32 +26,42 @@ from typing import Callable, Dict, Iterator, Optional
 import torch
 
 from .combine import _combine, check_nag_params, nag_combine
-from .joint import guided_from_parts, merge_weight
+from .joint import check_rows, guided_from_parts, merge_weight, sequence_from_parts
 
-__all__ = ["guided_eager", "combine_eager", "guided", "combine", "compiled", "fused_available", "policy"]
+__all__ = ["guided_eager", "combine_eager", "guided", "combine", "compiled", "fused_available", "policy", "kinds",
+           "IMAGE", "POSITIVE", "NEGATIVE"]
 
 log = logging.getLogger(__name__)
 
 Part = tuple[torch.Tensor, torch.Tensor]
 
 
+IMAGE, POSITIVE, NEGATIVE = 0, 1, 2
+"""Token kinds of ``guided_eager``'s ``kind``: the image tokens get NAG's rule, the positive text's Z+, the
+negative text's Z-."""
+
+
 def guided_eager(o_img: torch.Tensor, l_img: torch.Tensor, o_pos: torch.Tensor, l_pos: torch.Tensor,
                  o_neg: torch.Tensor, l_neg: torch.Tensor, scale: float, tau: float, alpha: float,
-                 out_dtype: torch.dtype) -> torch.Tensor:
-    """NAG's guided output of the image queries of a joint attention, as one expression graph.
+                 out_dtype: torch.dtype, kind: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """NAG's guided output of the queries of a joint attention, as one expression graph.
 
     Args:
-        o_img, o_pos, o_neg: ``(B, H, Li, D)`` outputs of the image queries over the image keys, the positive
+        o_img, o_pos, o_neg: ``(B, H, L, D)`` outputs of the queries over the image keys, the positive
             text's keys and the negative text's keys (any float dtype).
-        l_img, l_pos, l_neg: ``(B, H, Li)`` their log-sum-exps (``-inf`` where a part has no key).
+        l_img, l_pos, l_neg: ``(B, H, L)`` their log-sum-exps (``-inf`` where a part has no key).
         scale, tau, alpha: the NAG rule's (checked by the caller; ``scale > 1`` and ``alpha > 0``).
         out_dtype: dtype of the result.
+        kind: None (every query is an image query), or ``(L,)`` integers, each query's :data:`IMAGE`,
+            :data:`POSITIVE` or :data:`NEGATIVE` (the whole joint sequence in one kernel).
 
     Returns:
-        ``(B, Li, H, D)``: ``Z+ = merge(img, pos)``, ``Z- = merge(img, neg)`` (two-part log-sum-exp merge:
+        ``(B, L, H, D)``: ``Z+ = merge(img, pos)``, ``Z- = merge(img, neg)`` (two-part log-sum-exp merge:
         ``o_img + (o_part - o_img) * sigmoid(l_part - l_img)``), ``G = lerp(Z-, Z+, scale)``, the rescale
         ``min(1, tau*||Z+||_1 / ||G||_1)`` over the ``H*D`` channels of a token and ``lerp(Z+, G*f, alpha)``,
-        in float32 (float64 if an input is): what :func:`~nag.joint.guided_from_parts` computes.
+        in float32 (float64 if an input is): what :func:`~nag.joint.guided_from_parts` computes; with
+        ``kind``, that on the image queries, ``Z+`` on the positive text's and ``Z-`` on the negative text's
+        (what :func:`~nag.joint.sequence_from_parts` computes). Written once, in the token-major layout.
     """
     work = torch.float64 if any(t.dtype == torch.float64 for t in (o_img, o_pos, o_neg)) else torch.float32
     oi = o_img.transpose(1, 2).to(work)                                     # (B, Li, H, D) views, cast in-kernel
@@ -59,7 +71,11 @@ def guided_eager(o_img: torch.Tensor, l_img: torch.Tensor, o_pos: torch.Tensor, 
         return merge_weight(lse.to(work), li).transpose(1, 2).unsqueeze(-1)
     zp = torch.lerp(oi, o_pos.transpose(1, 2).to(work), weight(l_pos))
     zn = torch.lerp(oi, o_neg.transpose(1, 2).to(work), weight(l_neg))
-    return _combine(zp, zn, scale, tau, alpha, (-2, -1), out_dtype)
+    if kind is None:
+        return _combine(zp, zn, scale, tau, alpha, (-2, -1), out_dtype)
+    k = kind.reshape(1, -1, 1, 1)
+    rule = _combine(zp, zn, scale, tau, alpha, (-2, -1), work)
+    return torch.where(k == IMAGE, rule, torch.where(k == POSITIVE, zp, zn)).to(out_dtype)
 
 
 def combine_eager(z_pos: torch.Tensor, z_neg: torch.Tensor, scale: float, tau: float, alpha: float) -> torch.Tensor:
@@ -70,6 +86,7 @@ def combine_eager(z_pos: torch.Tensor, z_neg: torch.Tensor, scale: float, tau: f
 _LOCK = threading.Lock()
 _COMPILED: Dict[str, Callable] = {}
 _FAILED: Dict[str, str] = {}
+_KINDS: Dict[tuple, torch.Tensor] = {}
 _POLICY = ["auto"]
 POLICIES = ("auto", "on", "off")
 
@@ -133,15 +150,54 @@ def _run(name: str, eager: Callable, args: tuple) -> torch.Tensor:
         return eager(*args)
 
 
+def kinds(rows: tuple[slice, slice, slice], length: int, device: torch.device) -> torch.Tensor:
+    """``(length,)`` int8 token kinds (:data:`POSITIVE`, :data:`NEGATIVE`, :data:`IMAGE`) of the ``(positive
+    text, negative text, image)`` token slices ``rows`` (ValueError unless they cover ``0..length`` once)."""
+    check_rows(rows, length)
+    key = (length, tuple(range(length)[sl][:1].start for sl in rows), tuple(range(length)[sl].stop for sl in rows),
+           str(device))
+    if not _is_compiling():   # made once per sequence layout and device (three small kernels less per call)
+        with _LOCK:
+            cached = _KINDS.get(key)
+        if cached is not None:
+            return cached
+    kind = torch.full((length,), IMAGE, dtype=torch.int8, device=device)
+    kind[rows[0]] = POSITIVE
+    kind[rows[1]] = NEGATIVE
+    if not _is_compiling():
+        with _LOCK:
+            if len(_KINDS) >= 64:
+                _KINDS.clear()
+            _KINDS[key] = kind
+    return kind
+
+
 def guided(img: Part, pos: Part, neg: Part, scale: float, tau: float, alpha: float, *, out_dtype: torch.dtype,
-           chunk_tokens: Optional[int] = None) -> torch.Tensor:
-    """:func:`~nag.joint.guided_from_parts` (same arguments, same ``(B, Li, H, D)`` result), through the fused
-    kernel on CUDA (:func:`fused_available`) unless ``chunk_tokens`` asks for bounded temporaries (the fused
-    kernel keeps none, so it never needs them; the eager path does)."""
+           chunk_tokens: Optional[int] = None, rows: Optional[tuple[slice, slice, slice]] = None,
+           order: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
+    """:func:`~nag.joint.guided_from_parts` (same arguments, same ``(B, Li, H, D)`` result), or with ``rows``
+    (the parts hold every query of the joint sequence) :func:`~nag.joint.sequence_from_parts` (same ``(B, L, H,
+    D)`` result), through the fused kernel on CUDA (:func:`fused_available`) unless ``chunk_tokens`` asks for
+    bounded temporaries (the fused kernel keeps none, so it never needs them; the eager path does). ``order``:
+    ``(order, inverse)`` when the parts' queries are in the host's order and ``rows`` describe the layout
+    ``q[:, :, order]`` (:func:`~nag.joint_call.nag_joint_attention`'s); the result is in the host's order."""
     check_nag_params(scale, tau, alpha)
     if scale == 1 or alpha == 0 or chunk_tokens is not None or not fused_available(img[0].device):
-        return guided_from_parts(img, pos, neg, scale, tau, alpha, out_dtype=out_dtype, chunk_tokens=chunk_tokens)
-    args = (img[0], img[1], pos[0], pos[1], neg[0], neg[1], float(scale), float(tau), float(alpha), out_dtype)
+        if rows is None:
+            return guided_from_parts(img, pos, neg, scale, tau, alpha, out_dtype=out_dtype,
+                                     chunk_tokens=chunk_tokens)
+        if order is None:
+            return sequence_from_parts(img, pos, neg, rows, scale, tau, alpha, out_dtype=out_dtype,
+                                       chunk_tokens=chunk_tokens)
+
+        def laid(p: Part) -> Part:
+            return p[0].index_select(2, order[0]), p[1].index_select(2, order[0])
+        return sequence_from_parts(laid(img), laid(pos), laid(neg), rows, scale, tau, alpha, out_dtype=out_dtype,
+                                   chunk_tokens=chunk_tokens).index_select(1, order[1])
+    args: tuple = (img[0], img[1], pos[0], pos[1], neg[0], neg[1], float(scale), float(tau), float(alpha), out_dtype)
+    if rows is not None:
+        kind = kinds(rows, img[0].shape[2], img[0].device)
+        args += (kind if order is None else kind.index_select(0, order[1]),)
     return _run("guided", guided_eager, args)
 
 

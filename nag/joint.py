@@ -46,7 +46,7 @@ import torch
 from .combine import check_nag_params, combine_heads, nag_combine
 
 __all__ = ["attention_with_lse", "fused_attention_with_lse", "merge_attention", "merge_weight", "joint_pair",
-           "joint_nag", "merge_heads", "guided_from_parts", "AttendLSE", "SCORE_BUDGET"]
+           "joint_nag", "merge_heads", "guided_from_parts", "sequence_from_parts", "check_rows", "AttendLSE", "SCORE_BUDGET"]
 
 AttendLSE = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]],
                      tuple[torch.Tensor, torch.Tensor]]
@@ -294,6 +294,50 @@ def guided_from_parts(img: tuple[torch.Tensor, torch.Tensor], pos: tuple[torch.T
 
     return combine_heads(merged(pos), merged(neg), scale, tau, alpha, out_dtype=out_dtype,
                          chunk_tokens=chunk_tokens)
+
+
+def check_rows(rows: Sequence[slice], length: int) -> None:
+    """ValueError unless the token slices ``rows`` (step 1) cover ``0..length`` once, in any order."""
+    spans = sorted((range(length)[sl] for sl in rows), key=lambda r: (r.start, r.stop))
+    if not spans or any(r.step != 1 for r in spans) or \
+            [spans[0].start, *(r.stop for r in spans)] != [0, *(r.start for r in spans[1:]), length]:
+        raise ValueError(f"rows {tuple(rows)} do not cover the {length} tokens once")
+
+
+def sequence_from_parts(img: tuple[torch.Tensor, torch.Tensor], pos: tuple[torch.Tensor, torch.Tensor],
+                        neg: tuple[torch.Tensor, torch.Tensor], rows: tuple[slice, slice, slice], scale: float,
+                        tau: float, alpha: float, *, out_dtype: torch.dtype,
+                        chunk_tokens: Optional[int] = None) -> torch.Tensor:
+    """A whole guided joint sequence from three partial attentions of *every* query over the three key sets.
+
+    Args:
+        img, pos, neg: ``(out (B, H, L, D), lse (B, H, L))`` of all ``L`` queries of the sequence over the image
+            keys, the positive text's keys and the negative text's keys (:data:`AttendLSE` results; each key
+            set a view of the joint keys, so no key or value is copied).
+        rows: ``(positive text, negative text, image)`` token slices of the sequence (they cover ``0..L``).
+        scale, tau, alpha, chunk_tokens: as :func:`~nag.combine.nag_combine`.
+        out_dtype: dtype of the result (the model's).
+
+    Returns:
+        ``(B, L, H, D)`` (token-major: ``.flatten(-2)`` is the heads-merged output; ``.transpose(1, 2)`` the
+        ``(B, H, L, D)`` one): the image tokens get :func:`guided_from_parts` (NAG's rule on ``Z+ = merge(img,
+        pos)`` and ``Z- = merge(img, neg)``), the positive text's tokens ``merge(img, pos)`` (their attention
+        over ``[positive text, image]``), the negative text's tokens ``merge(img, neg)`` (over ``[negative text,
+        image]``); :func:`merge_attention`'s two-part rule. The parts' other rows (the negative text's queries
+        over the positive's keys and the reverse) are not read.
+    """
+    p_rows, n_rows, i_rows = rows
+    b, h, length, d = img[0].shape
+    check_rows(rows, length)
+    out = torch.empty((b, length, h, d), dtype=out_dtype, device=img[0].device)
+
+    def at(part, sl):
+        return part[0][:, :, sl], part[1][:, :, sl]
+    out[:, i_rows] = guided_from_parts(at(img, i_rows), at(pos, i_rows), at(neg, i_rows), scale, tau, alpha,
+                                       out_dtype=out_dtype, chunk_tokens=chunk_tokens)
+    for sl, part in ((p_rows, pos), (n_rows, neg)):
+        out[:, sl] = merge_attention([at(img, sl), at(part, sl)], out_dtype=out_dtype)[0].transpose(1, 2)
+    return out
 
 
 def merge_heads(z: torch.Tensor) -> torch.Tensor:

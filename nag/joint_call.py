@@ -10,11 +10,13 @@ HunyuanVideo). :func:`nag_joint_attention` splits it (:class:`JointSpans`) and, 
 
 * unguided rows (the CFG negative, rows outside ``guided``): the host's attention over
   ``[positive text, image]`` exactly as without NAG; the negative text's queries get 0;
-* guided rows: the image queries' three partial attentions (image keys attended once, the two texts
-  each once) merged by log-sum-exp and combined by the NAG rule in one float32 pass chain
-  (:func:`~nag.joint.guided_from_parts`: what :func:`~nag.joint.joint_nag` computes); the positive
-  text's queries attend ``[positive text, image]``; the negative text's own queries attend ``[negative text, image]`` (the
-  negative stream evolves by itself, as in the official Flux NAG).
+* guided rows: every query's three partial attentions over the image keys, the positive text's and the
+  negative text's (each key set a view of the joint keys: nothing copied; the image keys attended once)
+  merged by log-sum-exp in one pass over the sequence (:func:`~nag.joint.sequence_from_parts`, on CUDA one
+  fused kernel): the image queries get the NAG rule on Z+ and Z- (what :func:`~nag.joint.joint_nag`
+  computes), the positive text's queries their attention over ``[positive text, image]``, the negative
+  text's own queries theirs over ``[negative text, image]`` (the negative stream evolves by itself, as in
+  the official Flux NAG).
 
 So the positive text and the image never attend the negative's tokens except through Z-, and
 the negative's tokens leave the sequence when the model drops the text at its end.
@@ -82,8 +84,8 @@ class JointPlan:
             host hook then sets :attr:`image` itself, since an image-only refiner runs before the joint layers);
             ``caption_pad`` ``(1, D)`` the family's caption pad token and ``negative_mask`` ``(1 or B, Ln)`` the
             NAG negative's own text mask, each None where there is none. None for the other families.
-        segments: HiDream: the text part as ``[+, -]`` segments (:class:`TextSegments`; the override reorders
-            each joint call by :meth:`segment_order`); None for the other families.
+        segments: HiDream: the text part as ``[+, -]`` segments (:class:`TextSegments`; the override passes
+            :meth:`segment_order` to each joint call as :func:`nag_joint_attention`'s ``order``); None for the other families.
     """
 
     def __init__(self, call: CallPlan, spans: JointSpans, positive: int) -> None:
@@ -299,8 +301,9 @@ class CaptionStreams:
         return out
 
 
-def _part(mask: Optional[torch.Tensor], length: int, queries: slice, keys: slice) -> Optional[torch.Tensor]:
-    """The host's mask (broadcastable to ``(B, H, L, L)``) for ``queries`` over ``keys``."""
+def _part(mask: Optional[torch.Tensor], length: int, queries: slice,
+          keys: slice | torch.Tensor) -> Optional[torch.Tensor]:
+    """The host's mask (broadcastable to ``(B, H, L, L)``) for ``queries`` over ``keys`` (a slice or indices)."""
     if mask is None:
         return None
     if mask.shape[-1] != length:
@@ -320,7 +323,8 @@ def _rows(mask: Optional[torch.Tensor], rows: slice) -> Optional[torch.Tensor]:
 def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: JointSpans,
                         guided: Sequence[slice], config: NAGConfig, attend: Attend4, *,
                         mask: Optional[torch.Tensor] = None,
-                        attention_lse: Optional[AttendLSE] = None) -> torch.Tensor:
+                        attention_lse: Optional[AttendLSE] = None,
+                        order: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
     """A joint attention with the NAG negative text in its sequence, guided on ``guided`` rows.
 
     Args:
@@ -332,68 +336,91 @@ def nag_joint_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans
         config: :class:`~nag.config.NAGConfig`.
         attend: the host's attention (:data:`Attend4`), used for the unguided rows.
         mask: None, or the host's mask over the ``L`` keys (broadcastable to ``(B, H, L, L)``);
-            each part sees it restricted to its queries and keys. A masked guided call uses the
+            each part sees it restricted to its keys. A masked guided call uses the
             reference :func:`~nag.joint.attention_with_lse` for its partial attentions.
         attention_lse: :data:`~nag.joint.AttendLSE` for the guided partial attentions; None =
             :func:`~nag.joint.fused_attention_with_lse`.
+        order: None, or ``(order, inverse)`` ``(L,)`` int64 on ``q``'s device when the host's sequence is not in
+            the layout ``spans`` describes: the layout's token ``j`` is the host's token ``order[j]`` (HiDream:
+            :meth:`JointPlan.segment_order`), the image tokens in their own places (``order[img] == img``). ``q``,
+            ``k``, ``v``, ``mask`` and the output stay in the host's order: guided rows gather only the two texts'
+            keys and values (text tokens), the image keys stay a view; unguided rows gather their ``[positive
+            text, image]`` as they copy it anyway.
 
     Returns:
-        ``(B, H, L, D)`` in ``q.dtype``. Guided rows: the image queries get ``nag_combine(Z+, Z-)`` (norm over
-        all heads) from :func:`~nag.joint.guided_from_parts` (on CUDA its fused kernel, :func:`nag.fused.guided`; image keys attended once, the two texts each
-        once, no copy of the image's q/k/v; Z+ and Z- kept in float32 up to the combine rule); the positive text's queries get the host's attention over
-        ``[positive text, image]``, the negative text's queries theirs over ``[negative text, image]``.
-        Other rows: the host's attention over ``[positive text, image]``, 0 at the negative's positions.
+        ``(B, H, L, D)`` in ``q.dtype``, a view of a token-major ``(B, L, H, D)`` tensor (so the host's
+        ``transpose(1, 2).reshape(B, L, H*D)`` copies nothing). Guided rows: every query of the sequence attends
+        the image keys, the positive text's keys and the negative text's keys in three partial attentions
+        (each key set a view of ``k``/``v``: no key or value is copied, the image keys are attended once for
+        all queries); :func:`~nag.joint.sequence_from_parts` (on CUDA its fused kernel, :func:`nag.fused.guided`)
+        merges them by log-sum-exp and gives the image queries ``nag_combine(Z+, Z-)`` (norm over all heads),
+        the positive text's queries their attention over ``[positive text, image]``, the negative text's
+        queries theirs over ``[negative text, image]`` (the negative stream evolves by itself, as in the official
+        Flux NAG); at cfg 1 (every row guided) the kernel's output is the call's output (no write-back). The
+        parts' cross rows (the negative text's queries over the positive's keys and the reverse, ``2 Lp Ln``
+        logits) are computed and not read. Other rows: the host's attention over ``[positive text, image]``, 0
+        at the negative's positions.
     """
     b, h, length, d = q.shape
     pos, neg, img = spans.split(length)
-    out = torch.empty(b, h, length, v.shape[-1], dtype=q.dtype, device=q.device)   # every position written
-    is_guided = torch.zeros(b, dtype=torch.bool)
-    for sl in guided:
-        is_guided[sl] = True
-    # the unguided rows, as runs of rows (usually one: the uncond chunk at cfg > 1): views, no gather; one copy
-    # of [positive text, image] of q, k and v per run for the host's attention
-    first, second = (pos, img) if spans.text_first else (img, pos)
-    n_first = first.stop - first.start
-    for rows in remap_row_slices([slice(r, r + 1) for r in range(b) if not is_guided[r]], range(b)):
-        qs, ks, vs = (torch.cat([t[rows][:, :, first], t[rows][:, :, second]], dim=2) for t in (q, k, v))
-        m = _rows(mask, rows)
-        if m is not None:
-            keep = torch.cat([torch.arange(length)[first], torch.arange(length)[second]]).to(m.device)
-            m = m.index_select(-1, keep)
-            if m.ndim >= 2 and m.shape[-2] == length:
-                m = m.index_select(-2, keep)
-        z = attend(qs, ks, vs, m)
-        out[rows, :, first] = z[:, :, :n_first]
-        out[rows, :, second] = z[:, :, n_first:]
-        out[rows, :, neg] = 0
+    rows = (pos, neg, img)
     lse = attention_lse if mask is None else None
     if mask is None and lse is None:
         lse = fused_attention_with_lse
     if lse is None:
         def lse(q_, k_, v_, m_):
             return attention_with_lse(q_, k_, v_, m_, out_dtype=torch.float32)
-    for sl in guided:
+    every = slice(0, length)
+
+    def host(sl: slice) -> slice | torch.Tensor:
+        """The host's positions of the layout's tokens ``sl``: ``sl`` itself (a view) without ``order`` and for
+        the image, else an index tensor."""
+        return sl if order is None or sl is img else order[0][sl]
+
+    def take(t: torch.Tensor, at: slice | torch.Tensor) -> torch.Tensor:
+        return t[:, :, at] if isinstance(at, slice) else t.index_select(2, at)
+
+    def guided_rows(sl: slice) -> torch.Tensor:
+        """``(rows, L, H, D)`` of the guided rows ``sl``."""
         m = _rows(mask, sl)
         qr, kr, vr = q[sl], k[sl], v[sl]
-        # image queries: Z+ over [positive, image], Z- over [negative, image], image keys once
-        q_img = qr[:, :, img]
-        p_img, p_pos, p_neg = (lse(q_img, kr[:, :, keys], vr[:, :, keys], _part(m, length, img, keys))
-                               for keys in (img, pos, neg))
-        out[sl, :, img] = fused.guided(p_img, p_pos, p_neg, config.scale, config.tau, config.alpha,
-                                       out_dtype=q.dtype, chunk_tokens=config.chunk_tokens).transpose(1, 2)
-        # the two texts' own queries, each over [its text, image] with the host's attention (the negative
-        # stream evolves by itself; the positive text's output is what it is without the negative); the
-        # keys are read in place where the two spans touch (no copy of the image keys)
-        for qt in (pos, neg):
-            first, second = (qt, img) if spans.text_first else (img, qt)
-            if first.stop == second.start:
-                ks, vs = kr[:, :, first.start:second.stop], vr[:, :, first.start:second.stop]
-            else:
-                ks, vs = (torch.cat([t[:, :, first], t[:, :, second]], dim=2) for t in (kr, vr))
-            mt = None
-            if m is not None:
-                mf, ms = _part(m, length, qt, first), _part(m, length, qt, second)
-                assert mf is not None and ms is not None
-                mt = torch.cat([mf, ms], dim=-1)
-            out[sl, :, qt] = attend(qr[:, :, qt], ks, vs, mt)
+        p_img, p_pos, p_neg = (lse(qr, take(kr, keys), take(vr, keys), _part(m, length, every, keys))
+                               for keys in (host(img), host(pos), host(neg)))
+        return fused.guided(p_img, p_pos, p_neg, config.scale, config.tau, config.alpha, out_dtype=q.dtype,
+                            chunk_tokens=config.chunk_tokens, rows=rows, order=order)
+
+    is_guided = torch.zeros(b, dtype=torch.bool)
+    for sl in guided:
+        is_guided[sl] = True
+    if bool(is_guided.all()) and len(guided) == 1:        # cfg 1: the kernel's output is the call's
+        return guided_rows(guided[0]).transpose(1, 2)
+    out = torch.empty(b, length, h, v.shape[-1], dtype=q.dtype, device=q.device).transpose(1, 2)
+    # the unguided rows, as runs of rows (usually one: the uncond chunk at cfg > 1): views, no gather; one copy
+    # of [positive text, image] of q, k and v per run for the host's attention
+    first, second = (pos, img) if spans.text_first else (img, pos)
+    n_first = first.stop - first.start
+    for run in remap_row_slices([slice(r, r + 1) for r in range(b) if not is_guided[r]], range(b)):
+        if order is None:
+            qs, ks, vs = (torch.cat([t[run][:, :, first], t[run][:, :, second]], dim=2) for t in (q, k, v))
+            keep = torch.cat([torch.arange(length)[first], torch.arange(length)[second]])
+        else:
+            keep = torch.cat([order[0][first], order[0][second]])
+            qs, ks, vs = (t[run].index_select(2, keep) for t in (q, k, v))
+        m = _rows(mask, run)
+        if m is not None:
+            keep = keep.to(m.device)
+            m = m.index_select(-1, keep)
+            if m.ndim >= 2 and m.shape[-2] == length:
+                m = m.index_select(-2, keep)
+        z = attend(qs, ks, vs, m)
+        if order is None:
+            out[run, :, first] = z[:, :, :n_first]
+            out[run, :, second] = z[:, :, n_first:]
+            out[run, :, neg] = 0
+        else:
+            o = out[run]                                   # a view: the writes below land in ``out``
+            o[:, :, keep.to(o.device)] = z
+            o[:, :, order[0][neg]] = 0
+    for sl in guided:
+        out[sl] = guided_rows(sl).transpose(1, 2)
     return out

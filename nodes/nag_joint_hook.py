@@ -11,9 +11,9 @@ Radiance, Qwen-Image, HunyuanVideo (1.0 and 1.5), SD3.5, HiDream, Lumina2 / Z-Im
   ``transformer_options`` for the call and is removed after it, also on error.
 * ``optimized_attention_override``, set by the wrapper for the planned call only and put back after
   it (chained to the override there at call time, which still runs every plain part): a call that :meth:`nag.JointPlan.match` recognises as a joint attention goes through
-  ``nag.nag_joint_attention`` (plain rows exact; guided rows: image->image once, the two texts each
-  once, log-sum-exp merge, ``nag_combine`` on the image queries); every other attention call goes
-  to the host unchanged.
+  ``nag.nag_joint_attention`` (plain rows exact, through the host's attention; guided rows: every query
+  over the image keys once and each text's keys once, as views, log-sum-exp merge, ``nag_combine`` on
+  the image queries, the core's own attention kernels); every other attention call goes to the host unchanged.
 * Text-first families with a RoPE embedder (Flux family, Chroma, Qwen-Image): an object patch of
   ``diffusion_model.pe_embedder`` giving the negative text the positions it would have alone
   (Flux2 and Qwen-Image number their text tokens).
@@ -28,8 +28,9 @@ Radiance, Qwen-Image, HunyuanVideo (1.0 and 1.5), SD3.5, HiDream, Lumina2 / Z-Im
   The wrapper sets the image token count of the plan itself (an image-only refiner runs before the joint layers).
 * HiDream: the NAG negative's per-layer Llama states (``conditioning_llama3`` of its CONDITIONING) are appended to
   the call's ``encoder_hidden_states_llama3`` along the tokens, as its T5 text is to the context; the joint sequence
-  is ``[image, T5+, T5-, L+, L-, Li+, Li-]`` (``nag.TextSegments``), which the override reorders to ``[image,
-  positive parts, negative parts]`` around ``nag_joint_attention`` and back. No object patch (text RoPE is 0).
+  is ``[image, T5+, T5-, L+, L-, Li+, Li-]`` (``nag.TextSegments``), which ``nag_joint_attention`` reads as
+  ``[image, positive parts, negative parts]`` through its ``order`` (the image in place, the texts' keys
+  gathered; nothing reordered back). No object patch (text RoPE is 0).
 * ``OUTER_SAMPLE`` wrapper: a fresh ``nag.NAGRun`` per sampling run, dropped in ``finally``.
 
 The model's own forward is never copied: it drops the text part (negative included) at its end as
@@ -205,17 +206,9 @@ def make_override(previous):
 
         q4, k4, v4 = (_to4(t, heads, skip) for t in (q, k, v))
         guided = plan.call.rows_for(q4.shape[0], block_rows(to))
+        # HiDream: the layout [image, +, +, +, -, -, -] of the host's [image, +, -, +, -, +, -], read in place
         orders = plan.segment_order(lq, q4.device)
-        if orders is not None:      # HiDream: [image, +, -, +, -, +, -] -> [image, +, +, +, -, -, -]
-            order, inverse = orders
-            q4, k4, v4 = (t.index_select(2, order) for t in (q4, k4, v4))
-            if mask is not None:
-                mask = mask.index_select(-1, order.to(mask.device))
-                if mask.ndim >= 2 and mask.shape[-2] == lq:
-                    mask = mask.index_select(-2, order.to(mask.device))
-        out = nag_joint_attention(q4, k4, v4, plan.spans, guided, plan.call.config, attend, mask=mask)
-        if orders is not None:
-            out = out.index_select(2, inverse)
+        out = nag_joint_attention(q4, k4, v4, plan.spans, guided, plan.call.config, attend, mask=mask, order=orders)
         plan.joint_calls += 1
         if kwargs.get("skip_output_reshape", False):
             return out

@@ -205,3 +205,198 @@ def test_text_segments_order():
     plan.segments = seg
     o, inv = plan.segment_order(12, torch.device("cpu"))
     assert o.tolist() == order.tolist() and o[inv].tolist() == list(range(12))
+
+
+def _direct(q, k, v, spans, cfg, mask=None):
+    """Every row guided, computed directly in float64: explicit concatenations of each key set, softmax
+    attention, NAG's rule on the heads-merged image outputs."""
+    q, k, v = q.double(), k.double(), v.double()
+    length = q.shape[2]
+    pos, neg, img = (idx(s) for s in spans.split(length))
+    out = torch.zeros(q.shape, dtype=torch.float64)
+
+    def att(queries, keys):
+        m = None if mask is None else mask[..., keys]
+        if m is not None and m.shape[-2] == length:
+            m = m[..., queries, :]
+        if m is not None and m.dtype == torch.bool:
+            m = torch.zeros(m.shape, dtype=torch.float64).masked_fill(~m, -math.inf)
+        return ref_attend(q[:, :, queries], k[:, :, keys], v[:, :, keys], m)
+    out[:, :, pos] = att(pos, torch.cat([pos, img]))
+    out[:, :, neg] = att(neg, torch.cat([neg, img]))
+    zp, zn = att(img, torch.cat([pos, img])), att(img, torch.cat([neg, img]))
+    g = nag_combine(heads_merged(zp), heads_merged(zn), cfg.scale, cfg.tau, cfg.alpha)
+    out[:, :, img] = g.reshape(g.shape[0], g.shape[1], q.shape[1], -1).transpose(1, 2)
+    return out
+
+
+def _key_padding(b, length, pad, seed):
+    """A bool key mask (B, 1, 1, L): ``pad`` random keys of each row dropped (True = attend)."""
+    g = torch.Generator().manual_seed(seed)
+    m = torch.ones(b, 1, 1, length, dtype=torch.bool)
+    for r in range(b):
+        m[r, 0, 0, torch.randperm(length, generator=g)[:pad]] = False
+    return m
+
+
+@pytest.mark.parametrize("b,h,lp,ln,li,d", [(1, 1, 3, 2, 5, 4), (2, 3, 7, 9, 11, 8), (1, 24, 16, 4, 33, 4),
+                                             (3, 2, 1, 1, 2, 16)])
+@pytest.mark.parametrize("text_first", [True, False])
+@pytest.mark.parametrize("masked", [None, "keys", "queries"])
+def test_guided_call_equals_the_direct_computation_fp32(b, h, lp, ln, li, d, text_first, masked):
+    """float32 inputs through the default partial attentions (torch's fused kernels unmasked, the reference
+    with a mask) against the float64 direct computation: several shapes, head counts, key masks and
+    per-query masks."""
+    g = torch.Generator().manual_seed(b * 100 + h + lp)
+    length = lp + ln + li
+    q, k, v = (torch.randn(b, h, length, d, generator=g) for _ in range(3))
+    spans = JointSpans(text_first, lp + ln, ln)
+    cfg = NAGConfig(scale=5.0, tau=2.0, alpha=0.5)
+    mask = None
+    if masked == "keys":
+        mask = _key_padding(b, length, min(2, lp + ln - 1), seed=length)
+        pos, neg, img = spans.split(length)
+        mask[:, ..., img] = True            # padding in the texts only: every query keeps its image keys
+    elif masked == "queries":               # additive, per query: keys from 3 after the query on removed, so some
+        mask = torch.zeros(1, 1, length, length)                     # queries have a part with no key at all
+        mask[0, 0][tuple(torch.triu_indices(length, length, 3))] = -math.inf
+    out = nag_joint_attention(q, k, v, spans, [slice(0, b)], cfg, lambda *a: pytest.fail("host attention called"),
+                              mask=mask)
+    assert out.dtype == torch.float32 and out.shape == q.shape
+    assert out.transpose(1, 2).is_contiguous()      # token-major: the host's reshape is a view
+    torch.testing.assert_close(out.double(), _direct(q, k, v, spans, cfg, mask), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("text_first", [True, False])
+@pytest.mark.parametrize("guided", [[slice(0, 3)], [slice(1, 3)], [slice(0, 1), slice(2, 3)]])
+def test_identities_are_bit_exact(text_first, guided):
+    """The NAG negative equal to the positive gives the output of scale 1 and of alpha 0 bit for bit (every
+    row, the negative text's rows included), and scale 1 / alpha 0 give the same output as each other."""
+    q, k, v, spans = (t.float() if isinstance(t, torch.Tensor) else t for t in make(lp=4, ln=4, li=9,
+                                                                                    text_first=text_first))
+    pos, neg, _ = spans.split(q.shape[2])
+    for t in (k, v):
+        t[:, :, neg] = t[:, :, pos]
+
+    def run(**kw):
+        return nag_joint_attention(q, k, v, spans, guided, NAGConfig(**kw), lambda a, b_, c, m: ref_attend(a, b_, c, m))
+    same = run(scale=11.0, tau=2.5, alpha=0.25)
+    off_scale, off_alpha = run(scale=1.0, tau=2.5, alpha=0.25), run(scale=11.0, tau=2.5, alpha=0.0)
+    assert torch.equal(same, off_scale) and torch.equal(same, off_alpha)
+    q2 = q.clone()
+    q2[:, :, neg] = q[:, :, pos]
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, neg], v2[:, :, neg] = k[:, :, pos] + 1, v[:, :, pos] * 2           # a real negative: guidance acts
+    moved = nag_joint_attention(q2, k2, v2, spans, guided, NAGConfig(scale=11.0, tau=2.5, alpha=0.25),
+                                lambda a, b_, c, m: ref_attend(a, b_, c, m))
+    img = spans.split(q.shape[2])[2]
+    assert not torch.equal(moved[guided[0], :, img], same[guided[0], :, img])
+
+
+def _copies_of(k, v, fn):
+    """The aten ops of ``fn()`` that read ``k``'s or ``v``'s storage into a new tensor (cat, index_select,
+    clone, copy, contiguous)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    storages = {k.untyped_storage().data_ptr(), v.untyped_storage().data_ptr()}
+    copying = ("cat", "index_select", "clone", "copy_", "_to_copy", "index", "gather", "stack")
+    seen = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            flat = [a for a in args if isinstance(a, torch.Tensor)]
+            flat += [t for a in args if isinstance(a, (list, tuple)) for t in a if isinstance(t, torch.Tensor)]
+            if name in copying and any(t.untyped_storage().data_ptr() in storages for t in flat):
+                seen.append(name)
+            return func(*args, **(kwargs or {}))
+    with Spy():
+        fn()
+    return seen
+
+
+@pytest.mark.parametrize("text_first", [True, False])
+def test_guided_rows_copy_no_key_or_value(text_first):
+    """The guided rows read the joint keys and values in place (three views); the check itself sees the one
+    [positive text, image] copy of the unguided rows."""
+    q, k, v, spans = (t.float() if isinstance(t, torch.Tensor) else t for t in make(b=2, text_first=text_first))
+    cfg = NAGConfig(scale=5.0, tau=2.0, alpha=0.5)
+
+    def call(guided):
+        return lambda: nag_joint_attention(q, k, v, spans, guided, cfg, lambda a, b_, c, m: ref_attend(a, b_, c, m))
+    assert _copies_of(k, v, call([slice(0, 2)])) == []
+    assert "cat" in _copies_of(k, v, call([slice(1, 2)]))      # row 0 unguided: its host attention's copy
+    assert "cat" in _copies_of(k, v, call([]))
+
+
+@pytest.mark.parametrize("guided", [[slice(0, 2)], [slice(1, 2)]])
+@pytest.mark.parametrize("masked", [False, True])
+def test_order_reads_an_interleaved_text_in_place(guided, masked):
+    """HiDream's [image, +, -, +, -] read through ``order``: the output in the host's order equals the call on
+    the sequence reordered to [image, +, +, -, -] and reordered back; guided rows copy only text-sized pieces
+    of the keys and values (no image-sized copy), the unguided row its [image, positive text]."""
+    seg = TextSegments(((3, 2), (2, 4)))
+    image = 9
+    length = image + seg.text
+    g = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(2, 3, length, 8, generator=g) for _ in range(3))
+    order = seg.order(image)
+    inverse = torch.argsort(order)
+    mask = None
+    if masked:
+        mask = torch.ones(2, 1, 1, length, dtype=torch.bool)
+        mask[1, ..., image + 1] = False                  # a positive T5 token of row 1 is padding
+    cfg = NAGConfig(scale=5.0, tau=2.0, alpha=0.5)
+
+    def attend(a, b_, c, m):
+        return torch.nn.functional.scaled_dot_product_attention(a, b_, c, attn_mask=m)
+    got = nag_joint_attention(q, k, v, seg.spans(), guided, cfg, attend, mask=mask, order=(order, inverse))
+    laid = [t.index_select(2, order) for t in (q, k, v)]
+    want = nag_joint_attention(*laid, seg.spans(), guided, cfg, attend,
+                               mask=None if mask is None else mask.index_select(-1, order)).index_select(2, inverse)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert torch.isfinite(got).all()
+    text_size = 3 * seg.text * 8
+    if not masked:
+        sizes = _copy_sizes(k, v, lambda: nag_joint_attention(q[:1], k[:1], v[:1], seg.spans(), [slice(0, 1)], cfg,
+                                                              attend, order=(order, inverse)))
+        assert sizes and max(sizes) <= text_size, sizes
+
+
+def _copy_sizes(k, v, fn):
+    """Elements of each new tensor ``fn()`` makes from ``k``'s or ``v``'s storage (cat, index_select, copies)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    storages = {k.untyped_storage().data_ptr(), v.untyped_storage().data_ptr()}
+    copying = ("cat", "index_select", "clone", "copy_", "_to_copy", "index", "gather", "stack")
+    sizes = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            flat = [a for a in args if isinstance(a, torch.Tensor)]
+            flat += [t for a in args if isinstance(a, (list, tuple)) for t in a if isinstance(t, torch.Tensor)]
+            if func.overloadpacket.__name__ in copying and any(t.untyped_storage().data_ptr() in storages for t in flat):
+                sizes.append(out.numel() if isinstance(out, torch.Tensor) else 0)
+            return out
+    with Spy():
+        fn()
+    return sizes
+
+
+def test_order_through_the_fused_graph(monkeypatch):
+    """The fused kernel's path with ``order`` (its per-token kinds in the host's order; the graph run eagerly
+    here) gives the eager path's output."""
+    from nag import fused
+    monkeypatch.setattr(fused, "compiled", lambda name: fused.guided_eager)
+    seg = TextSegments(((2, 3), (4, 1)))
+    image = 7
+    length = image + seg.text
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 2, length, 8, generator=g) for _ in range(3))
+    order = seg.order(image)
+    args = (q, k, v, seg.spans(), [slice(0, 1)], NAGConfig(scale=5.0, tau=2.0, alpha=0.5),
+            lambda *a: pytest.fail("host attention called"))
+    with fused.policy("off"):
+        want = nag_joint_attention(*args, order=(order, torch.argsort(order)))
+    with fused.policy("on"):
+        got = nag_joint_attention(*args, order=(order, torch.argsort(order)))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
