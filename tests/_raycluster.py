@@ -61,6 +61,24 @@ def env(extra_paths=()):
     return e
 
 
+def start_node(argv, name, folder, environ, ready_word, procs, timeout_s=90):
+    """Start a Ray node's process (its output in ``folder/name.log``, added to ``procs`` at once so that a
+    stop finds it) and wait until its log shows ``ready_word``; RuntimeError with the log's tail when it exits
+    first or does not come up in ``timeout_s``."""
+    log = open(folder / f"{name}.log", "wb")
+    p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=environ, start_new_session=True)
+    procs.append(p)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = (folder / f"{name}.log").read_text(errors="replace")
+        if ready_word in text:
+            return p
+        if p.poll() is not None:
+            raise RuntimeError(f"Ray node ({name}) exited:\n{text[-3000:]}")
+        time.sleep(0.2)
+    raise RuntimeError(f"Ray node ({name}) did not come up in {timeout_s} s")
+
+
 class Cluster:
     """``Cluster().start()``: head + one worker node; ``address``; ``kill_worker()``; ``add_worker()`` (a new
     worker node after a kill); ``stop()``."""
@@ -73,19 +91,8 @@ class Cluster:
         self.procs = []
 
     def _node(self, args, name):
-        log = open(self.tmp / f"{name}.log", "wb")
-        p = subprocess.Popen([sys.executable, str(REPO / "tests" / "_raynode.py"), *map(str, args)], stdout=log,
-                             stderr=subprocess.STDOUT, env=env(self.extra_paths), start_new_session=True)
-        self.procs.append(p)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            text = (self.tmp / f"{name}.log").read_text(errors="replace")
-            if "READY" in text:
-                return p
-            if p.poll() is not None:
-                raise RuntimeError(f"Ray node ({name}) exited:\n{text[-3000:]}")
-            time.sleep(0.2)
-        raise RuntimeError(f"Ray node ({name}) did not come up in 90 s")
+        return start_node([sys.executable, str(REPO / "tests" / "_raynode.py"), *map(str, args)], name, self.tmp,
+                          env(self.extra_paths), "READY", self.procs)
 
     def start(self):
         try:
@@ -299,18 +306,7 @@ class TwoHosts:
         return self
 
     def _node(self, argv, name):
-        log = open(self.tmp / f"{name}.log", "wb")
-        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
-        self.procs.append(p)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            text = (self.tmp / f"{name}.log").read_text(errors="replace")
-            if "Ray runtime started" in text:
-                return p
-            if p.poll() is not None:
-                raise RuntimeError(f"Ray node ({name}) exited:\n{text[-3000:]}")
-            time.sleep(0.2)
-        raise RuntimeError(f"Ray node ({name}) did not come up in 90 s")
+        return start_node(argv, name, self.tmp, self.env, "Ray runtime started", self.procs)
 
     def start(self):
         common = ["--num-cpus", None, "--num-gpus", "0", "--object-store-memory", str(80 * 2**20),
