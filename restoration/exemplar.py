@@ -117,33 +117,39 @@ def _membrane_exact(resid: np.ndarray, known: np.ndarray) -> np.ndarray:
     gets the mean of the known ones (a pull of 1e-6 towards it keeps the system definite).
     ``resid`` (h, w, C) float32, ``known`` (h, w) bool -> (h, w, C) float32, equal to ``resid`` on ``known``."""
     import cv2
-    from scipy.linalg.lapack import dpbsv
     h, w, c = resid.shape
     unk = ~known
-    n = int(unk.sum())
+    n = int(np.count_nonzero(unk))
     out = resid.copy()
     if n == 0:
         return out
-    idx = np.full((h, w), -1, np.int64)
-    idx[unk] = np.arange(n)
+    idx = np.cumsum(unk.ravel()).reshape(h, w) - 1  # raster index of each unknown pixel (where unk)
     pv = unk[:-1] & unk[1:]                       # vertical unknown-unknown pairs: (upper i, lower j)
     iv, jv = idx[:-1][pv], idx[1:][pv]
-    kd = int((jv - iv).max()) if iv.size else min(1, n - 1)  # half bandwidth (0 for a single unknown)
+    dv = jv - iv
+    kd = int(dv.max()) if dv.size else min(1, n - 1)  # half bandwidth (0 for a single unknown)
     eps = 1e-6
     ab = np.zeros((kd + 1, n))                     # upper band: ab[kd + i - j, j] = a[i, j], i <= j
     ab[kd] = _degree(h, w)[unk]
     ab[kd] += eps
     if kd:
         ab[kd - 1, idx[:, 1:][unk[:, :-1] & unk[:, 1:]]] = -1.0
-    ab[kd - (jv - iv), jv] = -1.0
+    ab[kd - dv, jv] = -1.0
     rk = resid * known[..., None]
     b = cv2.filter2D(rk, -1, _CROSS, borderType=cv2.BORDER_CONSTANT).reshape(resid.shape)[unk].astype(np.float64)
-    b += eps * (rk.reshape(-1, c).sum(0) / max(int(known.sum()), 1))
-    _, x, info = dpbsv(ab, b, overwrite_ab=1, overwrite_b=1)
+    b += eps * (rk.reshape(-1, c).sum(0) / max(h * w - n, 1))
+    _, x, info = _dpbsv()(ab, b, overwrite_ab=1, overwrite_b=1)
     if info != 0:  # pragma: no cover - the system is positive definite by construction
         raise np.linalg.LinAlgError(f"seam membrane: LAPACK dpbsv info {info}")
     out[unk] = x
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _dpbsv() -> Any:
+    """LAPACK's banded Cholesky solve (scipy), looked up once."""
+    from scipy.linalg.lapack import dpbsv
+    return dpbsv
 
 
 @functools.lru_cache(maxsize=64)
@@ -290,8 +296,8 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
         # far from the rim as the rim varies predicts nothing, and the smooth membrane of the rim is kept instead
         # (mean of the per-channel variances of the known pixels; OpenCV sums in float64)
         if nk > 1:
-            sd = cv2.meanStdDev(tpl, mask=known.view(np.uint8))[1]
-            var = float((sd * sd).mean())
+            sd = cv2.meanStdDev(tpl, mask=known.view(np.uint8))[1][:, 0].tolist()
+            var = (sd[0] * sd[0] + sd[1] * sd[1] + sd[2] * sd[2]) / 3
         if var < cfg.flat_var:
             # a flat rim: the copy's detail would be at most its own tiny variation; the membrane alone
             _put(out, weight, box, sub, _membrane(tpl, known, cfg.seam_iters, cfg.seam_exact)[inner], cfg.filled_weight)
@@ -311,10 +317,11 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
         tl = tpl @ _LUM
         d = _ssd_grey_raw(wl, wl2, tl, wt)
         if scan is not None and scan.side == (th, tw):
-            np.copyto(d, np.float32(np.inf), where=scan.bad[wy0:wy1 - th + 1, wx0:wx1 - tw + 1].view(bool))
-        else:
-            dmg = damaged[wy0:wy1, wx0:wx1]
-            np.copyto(d, np.float32(np.inf), where=_box_sum(cv2.integral(dmg.view(np.uint8)), th, tw) > 0)
+            bad = scan.bad[wy0:wy1 - th + 1, wx0:wx1 - tw + 1]
+        else:   # the damage-box map of this template size, for the window (as _scan_maps)
+            bad = cv2.dilate(damaged[wy0:wy1, wx0:wx1].view(np.uint8), np.ones((th, tw), np.uint8), anchor=(0, 0),
+                             borderType=cv2.BORDER_CONSTANT, borderValue=0)[:d.shape[0], :d.shape[1]]
+        cv2.add(d, np.inf, dst=d, mask=bad)           # places whose box holds damage: never chosen
         # the kept places' scores made per-pixel means (as _ssd_grey), an affine map that keeps their order
         c0, inv = float((wt * tl * tl).sum()), 1.0 / max(sw, 1e-12)
         best = [(iy, ix, max(v + c0, 0.0) * inv) for iy, ix, v in _best_places(d, cfg.k, cfg.k_sep)]
@@ -423,7 +430,7 @@ def _exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig,
                         around = weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b]
                         conf[q] = float(around.sum() / np.float32(around.size))   # its mean, without np.mean's overhead
                         stale[q] = False
-                j = int(np.argmax(conf))
+                j = max(range(len(conf)), key=conf.__getitem__)   # the first of the largest, as np.argmax
             c = cells.pop(j)
             conf.pop(j)
             stale.pop(j)
