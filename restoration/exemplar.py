@@ -117,33 +117,39 @@ def _membrane_exact(resid: np.ndarray, known: np.ndarray) -> np.ndarray:
     gets the mean of the known ones (a pull of 1e-6 towards it keeps the system definite).
     ``resid`` (h, w, C) float32, ``known`` (h, w) bool -> (h, w, C) float32, equal to ``resid`` on ``known``."""
     import cv2
-    from scipy.linalg.lapack import dpbsv
     h, w, c = resid.shape
     unk = ~known
-    n = int(unk.sum())
+    n = int(np.count_nonzero(unk))
     out = resid.copy()
     if n == 0:
         return out
-    idx = np.full((h, w), -1, np.int64)
-    idx[unk] = np.arange(n)
+    idx = np.cumsum(unk.ravel()).reshape(h, w) - 1  # raster index of each unknown pixel (where unk)
     pv = unk[:-1] & unk[1:]                       # vertical unknown-unknown pairs: (upper i, lower j)
     iv, jv = idx[:-1][pv], idx[1:][pv]
-    kd = int((jv - iv).max()) if iv.size else min(1, n - 1)  # half bandwidth (0 for a single unknown)
+    dv = jv - iv
+    kd = int(dv.max()) if dv.size else min(1, n - 1)  # half bandwidth (0 for a single unknown)
     eps = 1e-6
     ab = np.zeros((kd + 1, n))                     # upper band: ab[kd + i - j, j] = a[i, j], i <= j
     ab[kd] = _degree(h, w)[unk]
     ab[kd] += eps
     if kd:
         ab[kd - 1, idx[:, 1:][unk[:, :-1] & unk[:, 1:]]] = -1.0
-    ab[kd - (jv - iv), jv] = -1.0
+    ab[kd - dv, jv] = -1.0
     rk = resid * known[..., None]
     b = cv2.filter2D(rk, -1, _CROSS, borderType=cv2.BORDER_CONSTANT).reshape(resid.shape)[unk].astype(np.float64)
-    b += eps * (rk.reshape(-1, c).sum(0) / max(int(known.sum()), 1))
-    _, x, info = dpbsv(ab, b, overwrite_ab=1, overwrite_b=1)
+    b += eps * (rk.reshape(-1, c).sum(0) / max(h * w - n, 1))
+    _, x, info = _dpbsv()(ab, b, overwrite_ab=1, overwrite_b=1)
     if info != 0:  # pragma: no cover - the system is positive definite by construction
         raise np.linalg.LinAlgError(f"seam membrane: LAPACK dpbsv info {info}")
     out[unk] = x
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _dpbsv() -> Any:
+    """LAPACK's banded Cholesky solve (scipy), looked up once."""
+    from scipy.linalg.lapack import dpbsv
+    return dpbsv
 
 
 @functools.lru_cache(maxsize=64)
@@ -184,14 +190,16 @@ def _membrane(resid: np.ndarray, known: np.ndarray, iters: int = 24, exact_max: 
 
 
 def _best_places(d: np.ndarray, k: int, sep: int) -> list:
-    """Up to ``k`` (iy, ix) of the smallest finite values of ``d`` (modified), each ``sep`` px apart."""
+    """Up to ``k`` (iy, ix, d) of the smallest finite values of ``d`` ((H, W) float32, modified), each ``sep`` px
+    apart: the smallest, then the smallest outside the boxes of ``sep`` px around those taken (OpenCV
+    ``minMaxLoc``: the first of equal values in raster order, as ``np.argmin``)."""
+    import cv2
     out = []
     for _ in range(k):
-        i = int(np.argmin(d))
-        iy, ix = divmod(i, d.shape[1])
-        if not np.isfinite(d[iy, ix]):
+        v, _, (ix, iy), _ = cv2.minMaxLoc(d)
+        if not v < np.inf:
             break
-        out.append((iy, ix, float(d[iy, ix])))
+        out.append((iy, ix, v))
         d[max(0, iy - sep):iy + sep + 1, max(0, ix - sep):ix + sep + 1] = np.inf
     return out
 
@@ -272,39 +280,35 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     th, tw = ty1 - ty0, tx1 - tx0
     wy0, wy1, wx0, wx1 = max(0, ty0 - r), min(h, ty1 + r), max(0, tx0 - r), min(w, tx1 + r)
     wt = weight[ty0:ty1, tx0:tx1]
-    sw = float(wt.sum())
-    if sw <= 0:
-        return None
     known = wt > 0
+    nk = cv2.countNonZero(known.view(np.uint8))
+    if nk == 0:
+        return None
     # what is still damaged never enters a computation (the fill does not depend on the damaged values)
     tpl = np.where(known[..., None], out[ty0:ty1, tx0:tx1], np.float32(0))
+    inner = (slice(y0 - ty0, y1 - ty0), slice(x0 - tx0, x1 - tx0))
     if smooth_only:
-        val = np.clip(_membrane(np.ascontiguousarray(tpl), known, 8, cfg.seam_exact), 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
-        out[y0:y1, x0:x1][sub] = val[sub]
-        weight[y0:y1, x0:x1][sub] = cfg.filled_weight
+        _put(out, weight, box, sub, _membrane(tpl, known, 8, cfg.seam_exact)[inner], cfg.filled_weight)
         return 0.0
     var = 0.0
     if cfg.gamma > 0:
         # keep the copied detail in proportion to how well it predicts the rim (Wiener-like, below): a match as
         # far from the rim as the rim varies predicts nothing, and the smooth membrane of the rim is kept instead
-        # (per-channel variance of the known pixels, from sums in float64: tpl is 0 elsewhere)
-        nk = int(known.sum())
+        # (mean of the per-channel variances of the known pixels; OpenCV sums in float64)
         if nk > 1:
-            t64 = tpl.reshape(-1, 3).astype(np.float64)
-            m1 = t64.sum(0) / nk
-            var = float(np.maximum((t64 * t64).sum(0) / nk - m1 * m1, 0).mean())
+            sd = cv2.meanStdDev(tpl, mask=known.view(np.uint8))[1][:, 0].tolist()
+            var = (sd[0] * sd[0] + sd[1] * sd[1] + sd[2] * sd[2]) / 3
         if var < cfg.flat_var:
             # a flat rim: the copy's detail would be at most its own tiny variation; the membrane alone
-            val = np.clip(_membrane(tpl, known, cfg.seam_iters, cfg.seam_exact), 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
-            out[y0:y1, x0:x1][sub] = val[sub]
-            weight[y0:y1, x0:x1][sub] = cfg.filled_weight
+            _put(out, weight, box, sub, _membrane(tpl, known, cfg.seam_iters, cfg.seam_exact)[inner], cfg.filled_weight)
             return 0.0
     if wy1 - wy0 <= th or wx1 - wx0 <= tw:
         return None
     win = out[wy0:wy1, wx0:wx1]
-    dmg = damaged[wy0:wy1, wx0:wx1]
+    sw = float(wt.sum())
     if cfg.grey:
         if scan is None:
+            dmg = damaged[wy0:wy1, wx0:wx1]
             wl = win @ _LUM
             wl[dmg] = 0
             wl2 = wl * wl
@@ -313,13 +317,16 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
         tl = tpl @ _LUM
         d = _ssd_grey_raw(wl, wl2, tl, wt)
         if scan is not None and scan.side == (th, tw):
-            np.copyto(d, np.float32(np.inf), where=scan.bad[wy0:wy1 - th + 1, wx0:wx1 - tw + 1].view(bool))
-        else:
-            np.copyto(d, np.float32(np.inf), where=_box_sum(cv2.integral(dmg.view(np.uint8)), th, tw) > 0)
+            bad = scan.bad[wy0:wy1 - th + 1, wx0:wx1 - tw + 1]
+        else:   # the damage-box map of this template size, for the window (as _scan_maps)
+            bad = cv2.dilate(damaged[wy0:wy1, wx0:wx1].view(np.uint8), np.ones((th, tw), np.uint8), anchor=(0, 0),
+                             borderType=cv2.BORDER_CONSTANT, borderValue=0)[:d.shape[0], :d.shape[1]]
+        cv2.add(d, np.inf, dst=d, mask=bad)           # places whose box holds damage: never chosen
         # the kept places' scores made per-pixel means (as _ssd_grey), an affine map that keeps their order
         c0, inv = float((wt * tl * tl).sum()), 1.0 / max(sw, 1e-12)
         best = [(iy, ix, max(v + c0, 0.0) * inv) for iy, ix, v in _best_places(d, cfg.k, cfg.k_sep)]
     else:
+        dmg = damaged[wy0:wy1, wx0:wx1]
         ii = cv2.integral(dmg.view(np.uint8))
         best = _search_full(np.where(dmg[..., None], np.float32(0), win), ii, tpl, wt, cfg)
     if not best:
@@ -328,7 +335,7 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     cand = np.stack([win[iy:iy + th, ix:ix + tw] for iy, ix, _ in best])          # (k, th, tw, 3)
     a = np.exp(-(np.array([c[2] for c in best]) - d0) / (cfg.h ** 2 + cfg.tau * d0)).astype(np.float32)
     a /= a.sum()
-    src = np.tensordot(a, cand, 1)
+    src = np.dot(a[None], cand.reshape(len(best), -1)).reshape(th, tw, 3)      # the blend (as np.tensordot)
     beta = 1.0
     if cfg.gamma > 0:
         beta = max(0.0, 1.0 - cfg.gamma * d0 / var) if var > 0 else 0.0
@@ -336,10 +343,21 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     # and of the copy's rim); the solver is linear, so this is beta src + membrane(tpl - beta src): one
     # 3-channel pass
     bs = np.float32(beta) * src
-    val = np.clip(_membrane(tpl - bs, known, cfg.seam_iters, cfg.seam_exact) + bs, 0, 1)[y0 - ty0:y1 - ty0, x0 - tx0:x1 - tx0]
-    out[y0:y1, x0:x1][sub] = val[sub]
-    weight[y0:y1, x0:x1][sub] = cfg.filled_weight
+    val = _membrane(tpl - bs, known, cfg.seam_iters, cfg.seam_exact)
+    val += bs
+    _put(out, weight, box, sub, val[inner], cfg.filled_weight)
     return beta
+
+
+def _put(out: np.ndarray, weight: np.ndarray, box: Tuple[int, int, int, int], sub: np.ndarray, val: np.ndarray,
+         filled_weight: float) -> None:
+    """Write ``val`` ((y1 - y0, x1 - x0, 3) float32, clipped to [0, 1] in place) into ``out`` at the ``sub``
+    pixels of ``box`` (y0, y1, x0, x1) and give them ``filled_weight`` in ``weight``."""
+    y0, y1, x0, x1 = box
+    np.minimum(val, 1, out=val)
+    np.maximum(val, 0, out=val)
+    np.copyto(out[y0:y1, x0:x1], val, where=sub[..., None])
+    weight[y0:y1, x0:x1][sub] = filled_weight
 
 
 def exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig = ExemplarConfig(),
@@ -412,7 +430,7 @@ def _exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig,
                         around = weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b]
                         conf[q] = float(around.sum() / np.float32(around.size))   # its mean, without np.mean's overhead
                         stale[q] = False
-                j = int(np.argmax(conf))
+                j = max(range(len(conf)), key=conf.__getitem__)   # the first of the largest, as np.argmax
             c = cells.pop(j)
             conf.pop(j)
             stale.pop(j)

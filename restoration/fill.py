@@ -165,17 +165,18 @@ def fill_image(img: np.ndarray, mask: np.ndarray, method: str = "harmonic", exte
     if mask.shape != img.shape[:2]:
         raise ValueError(f"fill mask has size {mask.shape}; the image is {img.shape[:2]}")
     m = grow_mask(mask, grow_px)
-    out = img.copy()
     if not m.any():
-        return out, m
+        return img.copy(), m
     if method == "external":
         if external is None or external.shape != img.shape:
             raise ValueError(f"external fill must be an image of the scan's size {img.shape}, got "
                              f"{None if external is None else external.shape}")
+        out = img.copy()
         out[m] = external[m].astype(np.float32)
         return out, m
     if method in ("telea", "ns"):
         import cv2
+        out = img.copy()
         flag = cv2.INPAINT_TELEA if method == "telea" else cv2.INPAINT_NS
         h, w = m.shape
         boxes = list(tile_boxes(h, w, tile, overlap))
@@ -193,7 +194,6 @@ def fill_image(img: np.ndarray, mask: np.ndarray, method: str = "harmonic", exte
     if method in ("patch", "exemplar"):
         if source is not None and np.asarray(source).shape != m.shape:
             raise ValueError(f"patch source mask has size {np.asarray(source).shape}; the image is {m.shape}")
-        del out
         half = (lambda i, k: progress(i, 2 * k)) if progress else None  # type: ignore[misc]
         if method == "patch":
             out, m_rest = patch_fill(img, m, source, progress=half)
@@ -208,6 +208,7 @@ def fill_image(img: np.ndarray, mask: np.ndarray, method: str = "harmonic", exte
         progress = (lambda i, k: done(k + i, 2 * k)) if done else None
     else:
         used = m
+        out = img.copy()
     h, w = m.shape
     boxes = list(tile_boxes(h, w, tile, overlap))
     for i, (y0, y1, x0, x1, py0, py1, px0, px1) in enumerate(boxes):
