@@ -143,7 +143,8 @@ class DetectConfig:
         for k in ("auto_seed_de", "loss_contrast_de", "flat_grad", "loss_flat_std", "loss_match_de",
                   "ground_cluster_de", "crack_min_depth", "crack_texture_ratio", "crack_texture_low",
                   "light_texture_ratio", "light_texture_low", "crack_max_straight_mm", "doubt_colour", "doubt_sharp",
-                  "doubt_noise", "doubt_std", "ground_tinted_chroma", "ground_tinted_support", "ground_tinted_spread"):
+                  "doubt_noise", "doubt_std", "ground_tinted_chroma", "ground_tinted_support", "ground_tinted_spread",
+                  "ground_loose_de", "ground_rival_spread"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
         for k in ("loss_edge_frac", "loss_ring_differs", "ring_seen_share", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
