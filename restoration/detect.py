@@ -84,6 +84,8 @@ class DetectConfig:
     ground_min_regions: int = 8                    # candidates needed before a colour counts as a ground
     ground_tight_de: float = 2.0                   # a ground's candidates agree within this (median dE00 to the mode)
     ground_confirm_losses: int = 6                 # ... or this many of its losses match it with nothing unlike it
+    ground_loose_de: float = 1.0                   # a ground its candidates confirm, spread beyond this, is checked ...
+    ground_rival_spread: float = 0.5               # ... against a plausible candidate agreeing within this x its spread
     ground_grain_support: float = 0.3              # a grainy mode this well supported (x the best) beats a smooth one
     ground_min_L: float = 25.0                     # grounds (gesso, bole, imprimatura, wood) are not black
     ground_hue_deg: tuple = (15.0, 110.0)          # a chromatic ground is warm (reds, browns, ochres, creams)
@@ -141,7 +143,8 @@ class DetectConfig:
         for k in ("auto_seed_de", "loss_contrast_de", "flat_grad", "loss_flat_std", "loss_match_de",
                   "ground_cluster_de", "crack_min_depth", "crack_texture_ratio", "crack_texture_low",
                   "light_texture_ratio", "light_texture_low", "crack_max_straight_mm", "doubt_colour", "doubt_sharp",
-                  "doubt_noise", "doubt_std", "ground_tinted_chroma", "ground_tinted_support", "ground_tinted_spread"):
+                  "doubt_noise", "doubt_std", "ground_tinted_chroma", "ground_tinted_support", "ground_tinted_spread",
+                  "ground_loose_de", "ground_rival_spread"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
         for k in ("loss_edge_frac", "loss_ring_differs", "ring_seen_share", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
@@ -242,20 +245,44 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
 def _confirmed(g: dict, cfg: DetectConfig) -> bool:
     """Whether a ground's losses count as on a confirmed ground (:func:`restoration.losses.loss_confidence`)."""
     return (g.get("support", 0) < 0 or g.get("support", 0) >= cfg.ground_min_regions
-            or g.get("confirmed_by") == "losses") and bool(g.get("plausible", True)) and g.get("role") != "other"
+            or g.get("confirmed_by") == "losses") and bool(g.get("plausible", True)) and g.get("role") != "other" \
+        and not g.get("ambiguous")
+
+
+def _rivals(found: list, cfg: DetectConfig) -> list:
+    """The candidates that challenge a first ground its candidates confirm: when those candidates spread beyond
+    ``ground_loose_de`` (looser than an exposed ground's: it is one colour wherever it shows), the other plausible
+    candidates of at least two that agree within ``ground_rival_spread`` x that spread (a dark passage of paint
+    between a picture's objects is confirmed by many loose candidates; the gesso of a few losses is tight).
+    Empty when none, or when the first is not confirmed by its candidates."""
+    if not found or found[0].get("support", 0) < cfg.ground_min_regions or found[0].get("plausible", True) is not True:
+        return []
+    spread = found[0].get("spread_de") or 0.0
+    if spread <= cfg.ground_loose_de:
+        return []
+    return [g for g in found[1:] if g.get("plausible", True) is True and g.get("support", 0) >= 2
+            and (g.get("spread_de") or 0.0) <= cfg.ground_rival_spread * spread]
 
 
 def _other_grounds(found: list, cfg: DetectConfig) -> list:
     """The candidate grounds that seed beside the first of ``found`` (best first, :func:`candidate_grounds`):
-    none when the first is confirmed by its candidates (``ground_min_regions`` of them, a plausible colour);
+    none when the first is confirmed by its candidates (``ground_min_regions`` of them, a plausible colour) and
+    no candidate rivals it (:func:`_rivals`: then only the rivals seed, and it is checked against them);
     else the other plausible candidates (at most ``auto_grounds`` in all) at least ``ground_cluster_de`` from
     every ground already taken. Each is marked ``role`` "other": it is never confirmed (its losses are
     listed for review, :func:`_confirmed`), and what it explains is reported (``explains_regions``,
     ``losses_agree``)."""
-    if not found or (found[0].get("support", 0) >= cfg.ground_min_regions and bool(found[0].get("plausible", True))):
+    if not found:
         return []
+    pool = found[1:]
+    if found[0].get("support", 0) >= cfg.ground_min_regions and bool(found[0].get("plausible", True)):
+        # confirmed by its candidates: only its rivals seed beside it (:func:`_rivals`), and it is checked against them
+        pool = _rivals(found, cfg)
+        if not pool:
+            return []
+        found[0]["rivalled"] = True
     out: list = []
-    for g in found[1:]:
+    for g in pool:
         if len(out) + 1 >= cfg.auto_grounds:
             break
         if g.get("plausible", True) is not True:
@@ -288,12 +315,12 @@ def _several_grounds(grounds: list, results: list, cfg: DetectConfig) -> set:
     out = set()
     for j in idx:
         g = grounds[j]
-        if g.get("confirmed_by") != "losses":
+        if g.get("confirmed_by") != "losses" and not g.get("rivalled"):
             continue
         rivals = [r for r in idx if r != j and could(grounds[r])
                   and (2 * grounds[r]["losses_agree"] >= g.get("losses_agree", 0) or grounds[r]["match_ref_de"] <= g["match_ref_de"])]
         if rivals:
-            g["confirmed_by"] = None
+            g["confirmed_by"] = None   # (a rivalled ground loses its candidates' confirmation: ambiguous, _confirmed)
             out.add(j)
             for r in [j] + rivals:
                 grounds[r]["ambiguous"] = True
@@ -525,6 +552,14 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         seed = seeds[j]
         lab_l = split_necks(_hysteresis(grows[j], seed), cfg.neck_px, cfg.neck_rim_px)   # a loss is never merged with a thin line
         n_l = int(lab_l.max())
+        # a ground the user gives seeds within its tolerance (the losses are found, and judged whole), but a loss's
+        # own colour is the one an estimated ground's seeds reach (auto_seed): a loss's pixels that its seeds within
+        # that reach, grown as a loss grows, do not hold are paint near the ground's colour, never part of its region
+        core = None
+        if n_l and grounds[j].get("source") == "given" and grounds[j].get("seed_de", auto_seed) > auto_seed:
+            c_seed = seed & (des[j] < auto_seed * RESP_SCALE)
+            core = _hysteresis(grows[j] & (cv2.dilate(c_seed.view(np.uint8), disk_grow) > 0), c_seed)
+            del c_seed
         grows[j] = None
         if n_l == 0:
             continue
@@ -585,7 +620,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         n_kept = np.bincount(lab_l.ravel(), minlength=n_l + 1)
         grounds[j]["explains_regions"] = int(keep.sum())
         grounds[j]["explains_mm2"] = round(scale.px_area_to_mm2(float(n_kept[keep].sum())), 4)
-        results.append((j, lab_l, keep, conf, bits, f, doubtful))
+        results.append((j, lab_l, keep, conf, bits, f, doubtful, core))
         loss_stats["candidates"] += int(n_l)
         loss_stats["kept"] += int(keep.sum() + (doubtful.sum() if doubtful is not None else 0))
         del lab_l
@@ -595,7 +630,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
     # paint around that loss (a loss exposes one ground), not a loss of its own
     results.sort(key=lambda r: not _confirmed(grounds[r[0]], cfg))
     sure: Optional[np.ndarray] = None   # the losses of confirmed grounds (when several seed)
-    for j, lab_l, keep, conf, bits, f, doubtful in results:
+    for j, lab_l, keep, conf, bits, f, doubtful, core in results:
         if j in ambiguous:   # no longer confirmed by its losses: recomputed without it
             conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
         if doubtful is not None and doubtful.any():
@@ -610,6 +645,12 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
             keep = keep & ~touch
             del near
         m = keep[lab_l]
+        if core is not None:   # (a given ground: a loss that holds core pixels is its core; one that holds none stays whole)
+            held = np.bincount(lab_l[core], minlength=len(keep)) > 0
+            trim = m & ~core & held[lab_l]
+            grounds[j]["trimmed_px"] = int(trim.sum())
+            m &= ~trim
+            del held, trim
         cl = conf[lab_l]
         better = m & (cl > confidence)
         confidence[better] = cl[better]

@@ -347,14 +347,16 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     confirmed = np.zeros(n, bool)
     best = np.full(n, np.inf)
     tol = np.full(n, cfg.loss_match_de)
+    given = np.zeros(n, bool)
     for g in grounds:
         d = ciede2000(lab, torch.tensor(g["lab"], dtype=torch.float64)).numpy()
         closer = d < best
         best = np.where(closer, d, best)
         ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions or g.get("confirmed_by") == "losses") \
-            and bool(g.get("plausible", True)) and g.get("role") != "other"   # (another candidate beside the first)
+            and bool(g.get("plausible", True)) and g.get("role") != "other" and not g.get("ambiguous")   # (another candidate beside the first)
         confirmed = np.where(closer, ok, confirmed)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
+        given = np.where(closer, g.get("source") == "given", given)
     support = np.where(confirmed, 1.0, 0.5)
     off = best > tol
     support = support * np.where(off, 0.5, 1.0)
@@ -387,7 +389,11 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         doubts = (best > cfg.doubt_colour * tol).astype(int) + (sharp < cfg.doubt_sharp).astype(int)
         noise_doubt = np.isfinite(g_noise) & np.isfinite(own) & ((ratio > cfg.doubt_noise) | (ratio < 1 / cfg.doubt_noise))
         std_doubt = np.isfinite(g_std) & (f["std_L"] > cfg.doubt_std * g_std + 0.5)
-    doubts = doubts + (noise_doubt | std_doubt).astype(int)
+        # a ground the user gives has no candidates that vouch for its colour: the texture its losses share is the
+        # scan's only sign of exposed ground, and a region too thin for an interior cannot show it (a painted star
+        # point or stroke of a colour near the ground's): no proof either way, a doubt
+        unseen = given & np.isfinite(g_noise) & ~np.isfinite(own)
+    doubts = doubts + (noise_doubt | std_doubt | unseen).astype(int)
     unlike = tex_off | streaked | (doubts >= cfg.loss_doubts)
     support = support * np.where(unlike, 0.5, 1.0)
     # the contrast a loss shows to the paint around it, point by point where that is larger than its mean's (a loss
