@@ -29,7 +29,8 @@ the rim (scratches) search only ``thin_search`` px around
 (the lines that cross a scratch continue nearby; 0: the membrane only). Pieces whose window holds no clean
 place (a hole touching a huge damaged area) get the harmonic fill. Work is local (a window around each
 piece), so the time grows with the damaged area, not the scan; nothing filled is ever a source (holes are
-filled in raster order of their first pixel). A hole none of whose pieces kept more than ``smooth_hole`` of the
+filled in raster order of their first pixel; holes that do not read each other, :func:`hole_groups`, are filled at
+the same time on ``workers`` processes or threads, with the same result bit for bit). A hole none of whose pieces kept more than ``smooth_hole`` of the
 copied detail (grain or noise that no place predicts; holes of at most 64 pieces) is filled again with one exact
 membrane of the whole hole, the converged harmonic fill, whose smooth guess is closer there than the chain of
 per-piece membranes.
