@@ -460,11 +460,13 @@ def auto_workers(n: int = 0) -> int:
 
 
 def _can_fork() -> bool:
-    """Worker processes are started by fork (they share the scan's maps without a copy): Linux only; elsewhere
-    the workers are threads (Python's lock holds them to about 1.2x)."""
+    """Worker processes are started by fork (they share the scan's maps without a copy): Linux only, and not
+    inside a daemonic worker of a multiprocessing pool (which may have no children); elsewhere the workers are
+    threads (Python's lock, which the per-piece glue holds, limits what they gain)."""
+    import multiprocessing
     import os
     import sys
-    return sys.platform.startswith("linux") and hasattr(os, "fork")
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and not multiprocessing.current_process().daemon
 
 
 def _alloc(shape: Tuple[int, ...], dtype: Any, shared: bool) -> np.ndarray:

@@ -116,6 +116,19 @@ def test_a_failing_worker_is_reported(small_parallel, monkeypatch):
     assert not multiprocessing.active_children()
 
 
+def _fill_in_pool_worker(_):
+    E.PARALLEL_MIN_AREA = 1
+    img, mask = _picture(), _near_holes()
+    return E._can_fork(), E.exemplar_fill(img, mask, workers=2)[0], E.exemplar_fill(img, mask, workers=1)[0]
+
+
+def test_inside_a_pool_worker_the_workers_are_threads():
+    with multiprocessing.get_context("fork").Pool(1) as pool:   # a daemonic process may not have children
+        forks, par, ser = pool.map(_fill_in_pool_worker, [0])[0]
+    assert not forks
+    assert np.array_equal(par.view(np.uint32), ser.view(np.uint32))
+
+
 def test_fill_workers_record():
     rec = SETTINGS["fill_workers"]
     assert rec.default == 0 and rec.min == 0
