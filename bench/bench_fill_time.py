@@ -64,7 +64,8 @@ if a.before:
     spec = importlib.util.spec_from_file_location("restoration.exemplar_before", path)
     old = importlib.util.module_from_spec(spec); sys.modules[spec.name] = old; spec.loader.exec_module(old)
     new_fn = EX.exemplar_fill
-    EX.exemplar_fill = old.exemplar_fill                       # the pipeline imports it at call time
+    # the pipeline imports it at call time; an exemplar before fill_workers takes no workers
+    EX.exemplar_fill = lambda img, mask, progress=None, workers=1: old.exemplar_fill(img, mask, progress=progress)
     try:
         ref, r = timed(f"exemplar@{a.before}", lambda: BF.run_fill("exemplar", img, mask))
     finally:
@@ -73,20 +74,20 @@ if a.before:
 defaults = EX.exemplar_fill.__defaults__
 first = None
 for v in variants:
-  for nw in [int(x) for x in a.workers.split(",")]:
-    EX.exemplar_fill.__defaults__ = (replace(EX.ExemplarConfig(), **v), None, 1)
-    f, r = timed(f"exemplar {json.dumps(v)} workers {nw}", lambda: BF.run_fill("exemplar", img, mask, workers=nw),
-                 workers=EX.auto_workers(nw))
-    r["max_rss_mb"] = [round(resource.getrusage(w).ru_maxrss / 1024) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    if first is None:
-        first = f
-    else:
-        r["bit_identical_to_first"] = bool(np.array_equal(f.view(np.uint32), first.view(np.uint32)))
-    r["dE00"] = round(BF.de00_in(f, clean, mask), 3)
-    if ref is not None:
-        d = np.abs(f - ref)[mask]
-        r["vs_before"] = {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "px_over_1e-3": int((d.max(1) > 1e-3).sum())}
-    print("  ", {k: r[k] for k in r if k in ("dE00", "vs_before", "bit_identical_to_first", "max_rss_mb")}, flush=True)
+    for nw in [int(x) for x in a.workers.split(",")]:
+        EX.exemplar_fill.__defaults__ = (replace(EX.ExemplarConfig(), **v), None, 1)
+        f, r = timed(f"exemplar {json.dumps(v)} workers {nw}", lambda: BF.run_fill("exemplar", img, mask, workers=nw),
+                     workers=EX.auto_workers(nw))
+        r["max_rss_mb"] = [round(resource.getrusage(w).ru_maxrss / 1024) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        if first is None:
+            first = f
+        else:
+            r["bit_identical_to_first"] = bool(np.array_equal(f.view(np.uint32), first.view(np.uint32)))
+        r["dE00"] = round(BF.de00_in(f, clean, mask), 3)
+        if ref is not None:
+            d = np.abs(f - ref)[mask]
+            r["vs_before"] = {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "px_over_1e-3": int((d.max(1) > 1e-3).sum())}
+        print("  ", {k: r[k] for k in r if k in ("dE00", "vs_before", "bit_identical_to_first", "max_rss_mb")}, flush=True)
 EX.exemplar_fill.__defaults__ = defaults
 doc["load_1min"].append(round(os.getloadavg()[0], 2))
 old_s = [r["s"] for r in doc["runs"] if r["name"] in methods]
