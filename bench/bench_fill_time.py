@@ -7,8 +7,13 @@ The scan is bench_fill.synthetic_scan (real pictures tiled, losses from bench_fi
 
 Prints wall seconds, seconds per MP and CPU seconds per method (and the exemplar's dE00 to the undamaged scan and
 its largest difference to the ``--before`` fill); ``--out`` writes them as JSON with the load average.
+``--workers 1,0`` runs each exemplar variant with each ``fill_workers`` value (0 = one per CPU) and checks that
+every run gives the first one's fill bit for bit; CPU seconds then include the worker processes' (``cpu_s`` is
+the process and its children), and ``max_rss_mb`` gives the peak resident memory of the process and of its
+largest child (the scan's maps and the fill are shared with the children, so the two overlap).
+``--lib-threads`` leaves OpenCV and torch at their own thread counts (what a user gets; default: one thread).
 """
-import argparse, importlib.util, json, os, pathlib, subprocess, sys, tempfile, time
+import argparse, importlib.util, json, os, pathlib, resource, subprocess, sys, tempfile, time
 import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
@@ -16,24 +21,33 @@ import bench_fill as BF
 import restoration.exemplar as EX
 from dataclasses import replace
 import cv2, torch
-cv2.setNumThreads(1); torch.set_num_threads(1)
 ap = argparse.ArgumentParser()
 ap.add_argument("mp", type=float); ap.add_argument("variants"); ap.add_argument("methods", nargs="?", default="")
 ap.add_argument("--before", default=""); ap.add_argument("--out", default="")
+ap.add_argument("--workers", default="1"); ap.add_argument("--lib-threads", action="store_true")
 a = ap.parse_args()
+if not a.lib_threads:
+    cv2.setNumThreads(1); torch.set_num_threads(1)
 mp, variants, methods = a.mp, json.loads(a.variants), [m for m in a.methods.split(",") if m]
 img, mask, clean = BF.synthetic_scan(mp)
 mpx = img.shape[0] * img.shape[1] / 1e6
 doc = {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mp": round(mpx, 2),
-       "mask_share": round(float(mask.mean()), 4), "load_1min": [round(os.getloadavg()[0], 2)], "runs": []}
+       "mask_share": round(float(mask.mean()), 4), "load_1min": [round(os.getloadavg()[0], 2)], "runs": [],
+       "threads": {"cv2": cv2.getNumThreads(), "torch": torch.get_num_threads(), "cpus": len(os.sched_getaffinity(0))}}
 print("mp", round(mpx, 2), "mask", doc["mask_share"], flush=True)
 
 
+def _cpu():
+    return sum(getattr(resource.getrusage(w), k) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for k in ("ru_utime", "ru_stime"))
+
+
 def timed(name, f, **extra):
-    t, c = time.perf_counter(), time.process_time()
+    t, c = time.perf_counter(), _cpu()
     out = f()
-    s, cs = time.perf_counter() - t, time.process_time() - c
-    r = {"name": name, "s": round(s, 1), "s_per_mp": round(s / mpx, 3), "cpu_s": round(cs, 1), **extra}
+    s, cs = time.perf_counter() - t, _cpu() - c
+    r = {"name": name, "s": round(s, 1), "s_per_mp": round(s / mpx, 3), "cpu_s": round(cs, 1), **extra,
+         "load_1min_after": round(os.getloadavg()[0], 2)}
     doc["runs"].append(r)
     print(name, r["s"], "s", r["s_per_mp"], "s/MP", "cpu", r["cpu_s"], "s", extra or "", flush=True)
     return out, r
@@ -50,21 +64,30 @@ if a.before:
     spec = importlib.util.spec_from_file_location("restoration.exemplar_before", path)
     old = importlib.util.module_from_spec(spec); sys.modules[spec.name] = old; spec.loader.exec_module(old)
     new_fn = EX.exemplar_fill
-    EX.exemplar_fill = old.exemplar_fill                       # the pipeline imports it at call time
+    # the pipeline imports it at call time; an exemplar before fill_workers takes no workers
+    EX.exemplar_fill = lambda img, mask, progress=None, workers=1: old.exemplar_fill(img, mask, progress=progress)
     try:
         ref, r = timed(f"exemplar@{a.before}", lambda: BF.run_fill("exemplar", img, mask))
     finally:
         EX.exemplar_fill = new_fn
     r["dE00"] = round(BF.de00_in(ref, clean, mask), 3)
 defaults = EX.exemplar_fill.__defaults__
+first = None
 for v in variants:
-    EX.exemplar_fill.__defaults__ = (replace(EX.ExemplarConfig(), **v), None)
-    f, r = timed(f"exemplar {json.dumps(v)}", lambda: BF.run_fill("exemplar", img, mask))
-    r["dE00"] = round(BF.de00_in(f, clean, mask), 3)
-    if ref is not None:
-        d = np.abs(f - ref)[mask]
-        r["vs_before"] = {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "px_over_1e-3": int((d.max(1) > 1e-3).sum())}
-    print("  ", {k: r[k] for k in r if k in ("dE00", "vs_before")}, flush=True)
+    for nw in [int(x) for x in a.workers.split(",")]:
+        EX.exemplar_fill.__defaults__ = (replace(EX.ExemplarConfig(), **v), None, 1)
+        f, r = timed(f"exemplar {json.dumps(v)} workers {nw}", lambda: BF.run_fill("exemplar", img, mask, workers=nw),
+                     workers=EX.auto_workers(nw))
+        r["max_rss_mb"] = [round(resource.getrusage(w).ru_maxrss / 1024) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        if first is None:
+            first = f
+        else:
+            r["bit_identical_to_first"] = bool(np.array_equal(f.view(np.uint32), first.view(np.uint32)))
+        r["dE00"] = round(BF.de00_in(f, clean, mask), 3)
+        if ref is not None:
+            d = np.abs(f - ref)[mask]
+            r["vs_before"] = {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "px_over_1e-3": int((d.max(1) > 1e-3).sum())}
+        print("  ", {k: r[k] for k in r if k in ("dE00", "vs_before", "bit_identical_to_first", "max_rss_mb")}, flush=True)
 EX.exemplar_fill.__defaults__ = defaults
 doc["load_1min"].append(round(os.getloadavg()[0], 2))
 old_s = [r["s"] for r in doc["runs"] if r["name"] in methods]

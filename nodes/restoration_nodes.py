@@ -290,25 +290,27 @@ class AtelierRestorationFill(io.ComfyNode):
                     RegionTableT.Input("regions", optional=True, tooltip="Region table to annotate with the fill method."),
                     widget(SETTINGS["external_model"], optional=True),
                     io.Mask.Input("source_mask", optional=True, tooltip="For method 'patch': where texture may be "
-                                  "copied from (white = allowed). Default: anywhere undamaged.")],
+                                  "copied from (white = allowed). Default: anywhere undamaged."),
+                    widget(SETTINGS["fill_workers"], optional=True)],
             outputs=[io.Image.Output("filled", display_name="filled", tooltip="The scan with the mask filled."),
                      io.Mask.Output("used_mask", display_name="used_mask", tooltip="The pixels actually filled (the mask grown by grow_px): the "
                                                          "ink footprint of the print layers."),
                      RegionTableT.Output("regions_out", display_name="regions", tooltip="The region table annotated with the fill method (None "
                                                             "when no table was connected).")])
 
-    validate_inputs = validator(SETTINGS, ("method", "grow_px", "external_model"))
+    validate_inputs = validator(SETTINGS, ("method", "grow_px", "external_model", "fill_workers"))
 
     @classmethod
     def execute(cls, image, mask, method, grow_px, external_fill=None, regions=None, external_model="",
-                source_mask=None):
+                source_mask=None, fill_workers=0):
         img = image_array(image)
         ext = None if external_fill is None else image_array(external_fill, "external_fill")
         t, pbar = time.perf_counter(), progress_bar(100)
         filled, used = stages.fill(img, mask_array(mask, img.shape[:2], "mask"), method, grow_px, external=ext,
                                    source=mask_array(source_mask, img.shape[:2], "source_mask"),
                                    device=torch_device() if method == "harmonic" else "cpu",
-                                   progress=lambda i, n: pbar.update_absolute(int(100 * i / n), 100))
+                                   progress=lambda i, n: pbar.update_absolute(int(100 * i / n), 100),
+                                   workers=fill_workers or 0)
         tab = None if regions is None else stages.annotate_fill(regions, method, external_model,
                                                                 round(time.perf_counter() - t, 3))
         return output((image_batch(filled), mask_batch(used), tab), [filled], "fill")

@@ -79,7 +79,7 @@ THRESHOLDS = ("ground_tolerance_de", "crack_low", "crack_high", "light_low", "li
 CLI_SETTINGS = ("dpi", "seed", "ground_color", *THRESHOLDS, "accept_ids", "reject_ids", "min_confidence",
                 "large_min_confidence",
                 "max_fill_mm2", "max_fill_share", "grow_px", "count_q", "white_mode", "amount_mm", "min_feature_mm",
-                "margin_mm", "mirror", "tile")
+                "margin_mm", "mirror", "tile", "fill_workers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,6 +214,15 @@ def _collection(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
+def fill_workers(args: argparse.Namespace) -> int:
+    """The exemplar fill's workers for this run: ``--fill-workers``; its 0 (one per CPU) becomes the CPUs of one
+    Ray worker (``--ray-cpus``) when a collection is spread over Ray, whose workers share the machines."""
+    n = int(getattr(args, "fill_workers", 0) or 0)
+    if n == 0 and getattr(args, "ray", None) is not None:
+        n = max(1, int(getattr(args, "ray_cpus", 1)))
+    return n
+
+
 def _one_record(args: argparse.Namespace, cfg: "PipelineConfig") -> dict:
     """One scan of a collection: its record staged into ``args.out`` (the collection holds the lock)."""
     return _run_claimed(args, cfg, None, None)
@@ -305,7 +314,8 @@ def _run_claimed(args: argparse.Namespace, cfg: "PipelineConfig", size: Optional
             extra["sample"] = {"seed": args.seed, "generator_s": round(time.perf_counter() - t0, 3),
                                "simulated_capture_shift_px": [2.0, 1.0]}
         manifest = run(img, dpi, out, cfg, scan_info=scan_info, user_add=user_add, user_remove=user_remove,
-                       extra=extra, progress=progress, capture=capture, **review_choice(args, masks))
+                       extra=extra, progress=progress, capture=capture, fill_workers=fill_workers(args),
+                       **review_choice(args, masks))
         if args.sample:
             manifest = _sample_metrics(out, manifest, img, clean, gt, args)
     return manifest
@@ -386,7 +396,8 @@ def replay_cli(args: argparse.Namespace, progress: Optional[Callable[..., None]]
         with StagedFolder(args.out) as out:
             new = run(img, dpi, out, spec.config, scan_info=info, user_add=masks.get("add"),
                       user_remove=masks.get("remove"), external_fill=external, accept=spec.accepted,
-                      reject=spec.rejected, extra={"replayed_from": replayed}, progress=progress)
+                      reject=spec.rejected, extra={"replayed_from": replayed}, progress=progress,
+                      fill_workers=fill_workers(args))
     got = {f.get("role"): f for f in new["files"]}
     report, same = [], True
     for role in REPLAY_ROLES:

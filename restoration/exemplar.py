@@ -29,7 +29,8 @@ the rim (scratches) search only ``thin_search`` px around
 (the lines that cross a scratch continue nearby; 0: the membrane only). Pieces whose window holds no clean
 place (a hole touching a huge damaged area) get the harmonic fill. Work is local (a window around each
 piece), so the time grows with the damaged area, not the scan; nothing filled is ever a source (holes are
-filled in raster order of their first pixel). A hole none of whose pieces kept more than ``smooth_hole`` of the
+filled in raster order of their first pixel; holes that do not read each other, :func:`hole_groups`, are filled at
+the same time on ``workers`` processes or threads, with the same result bit for bit). A hole none of whose pieces kept more than ``smooth_hole`` of the
 copied detail (grain or noise that no place predicts; holes of at most 64 pieces) is filled again with one exact
 membrane of the whole hole, the converged harmonic fill, whose smooth guess is closer there than the chain of
 per-piece membranes.
@@ -361,11 +362,16 @@ def _put(out: np.ndarray, weight: np.ndarray, box: Tuple[int, int, int, int], su
 
 
 def exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig = ExemplarConfig(),
-                  progress: Optional[Callable[[int, int], None]] = None) -> Tuple[np.ndarray, np.ndarray]:
+                  progress: Optional[Callable[[int, int], None]] = None, workers: int = 1
+                  ) -> Tuple[np.ndarray, np.ndarray]:
     """Fill ``mask`` in ``img`` by blended exemplar copies (see the module docstring).
 
     Args:
         img: (H, W, 3) float32 sRGB in [0, 1]; mask: (H, W) bool, True = fill.
+        progress: called ``progress(done, total)`` with the number of holes filled (in the caller's thread; an
+            exception it raises, e.g. the host's interrupt, stops the fill and is raised here).
+        workers: threads that fill independent groups of holes at once (:func:`hole_groups`; 1: one after
+            another in this thread). The result does not depend on it, bit for bit.
     Returns ``(out (H, W, 3) float32, rest (H, W) bool)``: ``out`` equals ``img`` bit for bit outside
     ``mask``; ``rest`` is the part of the mask no clean place was found for (left as in ``img``; the
     caller fills it another way).
@@ -373,18 +379,33 @@ def exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig = Exemp
     from: use the harmonic or an external fill).
     """
     with _one_blas_thread():
-        return _exemplar_fill(img, mask, cfg, progress)
+        return _exemplar_fill(img, mask, cfg, progress, max(1, int(workers)))
 
 
 def _one_blas_thread() -> Any:
     """A context that holds the BLAS/LAPACK pools at one thread (threadpoolctl, a requirement of the pack): the
-    seam solves are tiny banded systems, which a thread pool only slows (several times on a loaded machine)."""
+    seam solves are tiny banded systems, which a thread pool only slows (several times on a loaded machine).
+    Each worker thread of the fill then runs its own solves on one thread."""
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
     return threadpool_limits(limits=1, user_api="blas")
 
 
+class _Job(NamedTuple):
+    """One fill's shared state: ``out`` (H, W, 3) float32, ``weight`` (H, W) float32, ``rest`` (H, W) bool are
+    written (each hole only at its own pixels); ``mask`` (H, W) bool, ``lab`` (H, W) int32 hole labels,
+    ``stats`` (n, 5) int32 (OpenCV's x, y, w, h, area per label) and ``scan`` are read only."""
+    out: np.ndarray
+    weight: np.ndarray
+    rest: np.ndarray
+    mask: np.ndarray
+    lab: np.ndarray
+    stats: np.ndarray
+    scan: Optional[_Scan]
+    cfg: ExemplarConfig
+
+
 def _exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig,
-                   progress: Optional[Callable[[int, int], None]]) -> Tuple[np.ndarray, np.ndarray]:
+                   progress: Optional[Callable[[int, int], None]], workers: int) -> Tuple[np.ndarray, np.ndarray]:
     """:func:`exemplar_fill` (same arguments and result) inside :func:`_one_blas_thread`."""
     import cv2
     cfg.validate()
@@ -392,70 +413,335 @@ def _exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig,
     if img.ndim != 3 or img.shape[2] != 3 or mask.shape != img.shape[:2]:
         raise ValueError(f"exemplar fill needs an (H, W, 3) image and an (H, W) mask, got {img.shape} and {mask.shape}")
     h, w = mask.shape
-    out = np.ascontiguousarray(img, dtype=np.float32).copy()
-    rest = np.zeros((h, w), bool)
     share = 1.0 - float(mask.mean()) if mask.size else 0.0
     if not mask.any():
-        return out, rest
+        return np.ascontiguousarray(img, dtype=np.float32).copy(), np.zeros((h, w), bool)
     if share < cfg.min_known_share:
         raise ValueError(f"exemplar fill: only {100 * share:.1f} % of the picture is undamaged (needs at least "
                          f"{100 * cfg.min_known_share:.0f} % to copy from); use fill method 'harmonic' or 'external'")
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    weight = (~mask).astype(np.float32)
+    workers = workers if int(stats[1:, 4].sum()) >= PARALLEL_MIN_AREA and n > 2 else 1
+    procs = workers > 1 and _can_fork()
+    # what the workers write: in memory shared with the worker processes when there are any (the same values)
+    out = _alloc((h, w, 3), np.float32, procs)
+    np.copyto(out, img, casting="unsafe")
+    weight = _alloc((h, w), np.float32, procs)
+    np.logical_not(mask, out=weight, casting="unsafe")
+    rest = _alloc((h, w), np.bool_, procs)
+    rest[...] = False
     scan = _scan_maps(out, mask, cfg.piece + 2 * cfg.band) if cfg.grey else None
-    p, b = cfg.piece, cfg.band
-    for i in range(1, n):
-        x0, y0, bw, bh = (int(v) for v in stats[i, :4])
-        # distance of each hole pixel to the rim, in the box grown by 1 px
-        gy0, gx0 = max(0, y0 - 1), max(0, x0 - 1)
-        dist = cv2.distanceTransform((lab[gy0:y0 + bh + 1, gx0:x0 + bw + 1] == i).view(np.uint8), cv2.DIST_L2, 3)
-        # pieces: grid cells over the bounding box that hold pixels of this hole
-        cells = [(cy, min(cy + p, y0 + bh), cx, min(cx + p, x0 + bw))
-                 for cy in range(y0, y0 + bh, p) for cx in range(x0, x0 + bw, p)]
-        cells = [c for c in cells if (lab[c[0]:c[1], c[2]:c[3]] == i).any()]
-        dynamic = len(cells) <= 64
-        if not dynamic:  # a large hole: a fixed rim-first order (each piece's nearest pixel to the rim), raster ties
-            cells.sort(key=lambda c: float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][
-                lab[c[0]:c[1], c[2]:c[3]] == i].min()))
-        most, gone = 0.0, False   # the largest share of copied detail a piece kept; whether one found no place
-        conf = [0.0] * len(cells)
-        stale = [True] * len(cells)
-        while cells:
-            # confidence: known weight around each remaining piece (rim first, then inwards); only the pieces
-            # whose grown box meets the piece filled last change
-            j = 0
-            if dynamic and len(cells) > 1:
-                for q, c in enumerate(cells):
-                    if stale[q]:
-                        around = weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b]
-                        conf[q] = float(around.sum() / np.float32(around.size))   # its mean, without np.mean's overhead
-                        stale[q] = False
-                j = max(range(len(conf)), key=conf.__getitem__)   # the first of the largest, as np.argmax
-            c = cells.pop(j)
-            conf.pop(j)
-            stale.pop(j)
-            for q, e in enumerate(cells):
-                if e[0] - b < c[1] and c[0] < e[1] + b and e[2] - b < c[3] and c[2] < e[3] + b:
-                    stale[q] = True
-            sub = lab[c[0]:c[1], c[2]:c[3]] == i
-            thin = cfg.thin > 0 and float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][sub].max()) <= cfg.thin
-            kept = _fill_piece(out, weight, mask, sub, c, cfg, smooth_only=thin and cfg.thin_search <= 0,
-                               search=cfg.thin_search if thin else None, scan=scan)
-            if kept is None:
-                rest[c[0]:c[1], c[2]:c[3]] |= sub
-                gone = True
-            else:
-                most = max(most, kept)
-        if dynamic and not gone and most <= cfg.smooth_hole:
-            # no piece kept enough copied detail: the hole is grain or noise no place predicts, whose best guess is
-            # the smooth fill; one exact membrane of the whole hole (what the harmonic fill converges to) instead
-            # of the chain of per-piece ones. Holes of at most 64 pieces only (the banded solve of a hole w px wide
-            # and n px large costs n w^2 and holds n w numbers: about 0.1 s and 7 MB at the largest, 96 x 96 px)
-            gy1, gx1 = min(h, y0 + bh + 1), min(w, x0 + bw + 1)
-            hole = lab[gy0:gy1, gx0:gx1] == i
-            box = out[gy0:gy1, gx0:gx1]
-            memb = np.clip(_membrane_exact(np.ascontiguousarray(box), ~mask[gy0:gy1, gx0:gx1]), 0, 1)
-            box[hole] = memb[hole]
-        if progress:
-            progress(i, n - 1)
+    job = _Job(out, weight, rest, mask, lab, stats, scan, cfg)
+    if workers <= 1:
+        for i in range(1, n):
+            _fill_hole(job, i)
+            if progress:
+                progress(i, n - 1)
+    elif procs:
+        _fill_processes(job, hole_groups(lab, stats, cfg.band), workers, progress)
+    else:
+        _fill_parallel(job, hole_groups(lab, stats, cfg.band), workers, progress)
     return out, rest
+
+
+#: below this many damaged pixels the fill runs in the caller alone (a worker's start costs more than it saves)
+PARALLEL_MIN_AREA = 20000
+
+
+def auto_workers(n: int = 0) -> int:
+    """The fill's worker count for a setting ``n`` (``fill_workers``): ``n`` itself, or for 0 the CPUs this
+    process may run on (``os.sched_getaffinity``; ``os.cpu_count`` where that is missing)."""
+    import os
+    if n > 0:
+        return int(n)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _can_fork() -> bool:
+    """Worker processes are started by fork (they share the scan's maps without a copy): Linux only, and not
+    inside a daemonic worker of a multiprocessing pool (which may have no children); elsewhere the workers are
+    threads (Python's lock, which the per-piece glue holds, limits what they gain)."""
+    import multiprocessing
+    import os
+    import sys
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and not multiprocessing.current_process().daemon
+
+
+def _alloc(shape: Tuple[int, ...], dtype: Any, shared: bool) -> np.ndarray:
+    """An uninitialised array, in anonymous memory shared with processes forked later when ``shared``."""
+    if not shared:
+        return np.empty(shape, dtype)
+    import mmap
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = mmap.mmap(-1, max(nbytes, 1))          # MAP_SHARED | MAP_ANONYMOUS: the children write into it
+    return np.frombuffer(buf, dtype, int(np.prod(shape))).reshape(shape)
+
+
+def _fill_hole(job: _Job, i: int) -> None:
+    """Fill hole ``i`` (label of ``job.lab``) in ``job.out``, piece by piece (see the module docstring).
+    Reads ``out`` and ``weight`` of other holes only inside the hole's bounding box grown by ``cfg.band`` (the
+    templates and the confidence order); writes only the hole's own pixels of ``out``, ``weight`` and ``rest``."""
+    import cv2
+    out, weight, rest, mask, lab, stats, scan, cfg = job
+    h, w = mask.shape
+    p, b = cfg.piece, cfg.band
+    x0, y0, bw, bh = (int(v) for v in stats[i, :4])
+    # distance of each hole pixel to the rim, in the box grown by 1 px
+    gy0, gx0 = max(0, y0 - 1), max(0, x0 - 1)
+    dist = cv2.distanceTransform((lab[gy0:y0 + bh + 1, gx0:x0 + bw + 1] == i).view(np.uint8), cv2.DIST_L2, 3)
+    # pieces: grid cells over the bounding box that hold pixels of this hole
+    cells = [(cy, min(cy + p, y0 + bh), cx, min(cx + p, x0 + bw))
+             for cy in range(y0, y0 + bh, p) for cx in range(x0, x0 + bw, p)]
+    cells = [c for c in cells if (lab[c[0]:c[1], c[2]:c[3]] == i).any()]
+    dynamic = len(cells) <= 64
+    if not dynamic:  # a large hole: a fixed rim-first order (each piece's nearest pixel to the rim), raster ties
+        cells.sort(key=lambda c: float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][
+            lab[c[0]:c[1], c[2]:c[3]] == i].min()))
+    most, gone = 0.0, False   # the largest share of copied detail a piece kept; whether one found no place
+    conf = [0.0] * len(cells)
+    stale = [True] * len(cells)
+    while cells:
+        # confidence: known weight around each remaining piece (rim first, then inwards); only the pieces
+        # whose grown box meets the piece filled last change
+        j = 0
+        if dynamic and len(cells) > 1:
+            for q, c in enumerate(cells):
+                if stale[q]:
+                    around = weight[max(0, c[0] - b):c[1] + b, max(0, c[2] - b):c[3] + b]
+                    conf[q] = float(around.sum() / np.float32(around.size))   # its mean, without np.mean's overhead
+                    stale[q] = False
+            j = max(range(len(conf)), key=conf.__getitem__)   # the first of the largest, as np.argmax
+        c = cells.pop(j)
+        conf.pop(j)
+        stale.pop(j)
+        for q, e in enumerate(cells):
+            if e[0] - b < c[1] and c[0] < e[1] + b and e[2] - b < c[3] and c[2] < e[3] + b:
+                stale[q] = True
+        sub = lab[c[0]:c[1], c[2]:c[3]] == i
+        thin = cfg.thin > 0 and float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][sub].max()) <= cfg.thin
+        kept = _fill_piece(out, weight, mask, sub, c, cfg, smooth_only=thin and cfg.thin_search <= 0,
+                           search=cfg.thin_search if thin else None, scan=scan)
+        if kept is None:
+            rest[c[0]:c[1], c[2]:c[3]][sub] = True    # this hole's pixels only (other holes may share the box)
+            gone = True
+        else:
+            most = max(most, kept)
+    if dynamic and not gone and most <= cfg.smooth_hole:
+        # no piece kept enough copied detail: the hole is grain or noise no place predicts, whose best guess is
+        # the smooth fill; one exact membrane of the whole hole (what the harmonic fill converges to) instead
+        # of the chain of per-piece ones. Holes of at most 64 pieces only (the banded solve of a hole w px wide
+        # and n px large costs n w^2 and holds n w numbers: about 0.1 s and 7 MB at the largest, 96 x 96 px).
+        # Only undamaged pixels are known; the damaged ones (this hole's, other holes' filled or not yet, NaN
+        # or not) enter as 0, so nothing of another hole is read.
+        gy1, gx1 = min(h, y0 + bh + 1), min(w, x0 + bw + 1)
+        hole = lab[gy0:gy1, gx0:gx1] == i
+        box = out[gy0:gy1, gx0:gx1]
+        known = ~mask[gy0:gy1, gx0:gx1]
+        memb = np.clip(_membrane_exact(np.where(known[..., None], box, np.float32(0)), known), 0, 1)
+        box[hole] = memb[hole]
+
+
+def hole_groups(lab: np.ndarray, stats: np.ndarray, band: int) -> list:
+    """The holes of ``lab`` ((H, W) int32, labels 1..n-1; ``stats`` (n, 5) OpenCV's x, y, w, h, area) in groups
+    that can be filled in any order and at the same time, each giving the same pixels as the one-by-one fill.
+
+    What hole ``i`` reads of the other holes (:func:`_fill_hole`) lies in its reach, its bounding box grown by
+    ``band`` px (the templates of its pieces and their confidence order); its search and its copies read only
+    undamaged pixels, and it writes only its own pixels. So two holes depend on each other only when one has a
+    pixel in the other's reach; such pairs are joined (transitively) into one group, filled in label order
+    (the one-by-one order), and different groups never read each other. Returns a list of groups, each a list
+    of labels in ascending order, the largest total area first (so the last groups to finish are short)."""
+    n = len(stats) - 1
+    if n <= 0:
+        return []
+    h, w = lab.shape
+    x, y, bw, bh, area = (stats[1:, k].astype(np.int64) for k in range(5))
+    ry0, ry1 = np.maximum(y - band, 0), np.minimum(y + bh + band, h)
+    rx0, rx1 = np.maximum(x - band, 0), np.minimum(x + bw + band, w)
+    # candidate pairs: a reach that meets another hole's box; found through a grid of g px cells that each
+    # reach covers (a pair meets in at least one cell both cover, since a box lies inside its reach)
+    g = 64
+    cy0, cy1, cx0, cx1 = ry0 // g, (ry1 - 1) // g, rx0 // g, (rx1 - 1) // g
+    ny, nx = cy1 - cy0 + 1, cx1 - cx0 + 1
+    cnt = ny * nx
+    hole = np.repeat(np.arange(n), cnt)
+    k = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt)   # index of the cell within each reach
+    cell = (np.repeat(cy0, cnt) + k // np.repeat(nx, cnt)) * (w // g + 1) + np.repeat(cx0, cnt) + k % np.repeat(nx, cnt)
+    order = np.lexsort((hole, cell))
+    cell, hole = cell[order], hole[order]
+    starts = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])
+    ends = np.r_[starts[1:], len(cell)]
+    parent = list(range(n))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    seen = set()
+    for s, e in zip(starts[ends - starts > 1].tolist(), ends[ends - starts > 1].tolist()):
+        hs = hole[s:e].tolist()
+        for u in range(len(hs)):
+            a = hs[u]
+            for bb in hs[u + 1:]:
+                if (a, bb) in seen:
+                    continue
+                seen.add((a, bb))
+                if _reads(lab, a, bb, ry0, ry1, rx0, rx1, x, y, bw, bh) or _reads(lab, bb, a, ry0, ry1, rx0, rx1, x, y, bw, bh):
+                    ra, rb = root(a), root(bb)
+                    if ra != rb:
+                        parent[max(ra, rb)] = min(ra, rb)
+    groups: dict = {}
+    for a in range(n):
+        groups.setdefault(root(a), []).append(a + 1)
+    out = list(groups.values())
+    sizes = {id(gr): int(area[np.asarray(gr) - 1].sum()) for gr in out}
+    out.sort(key=lambda gr: -sizes[id(gr)])
+    return out
+
+
+def _reads(lab: np.ndarray, a: int, b: int, ry0: np.ndarray, ry1: np.ndarray, rx0: np.ndarray, rx1: np.ndarray,
+           x: np.ndarray, y: np.ndarray, bw: np.ndarray, bh: np.ndarray) -> bool:
+    """Whether hole ``b + 1`` has a pixel in the reach of hole ``a + 1`` (0-based indices into the arrays of
+    :func:`hole_groups`): only where the reach meets ``b``'s box."""
+    y0, y1 = max(int(ry0[a]), int(y[b])), min(int(ry1[a]), int(y[b] + bh[b]))
+    x0, x1 = max(int(rx0[a]), int(x[b])), min(int(rx1[a]), int(x[b] + bw[b]))
+    return y0 < y1 and x0 < x1 and bool((lab[y0:y1, x0:x1] == b + 1).any())
+
+
+def _fill_parallel(job: _Job, groups: list, workers: int,
+                   progress: Optional[Callable[[int, int], None]]) -> None:
+    """Fill ``groups`` (:func:`hole_groups`) on ``workers`` threads, each hole as :func:`_fill_hole`: the same
+    pixels as the one-by-one fill, bit for bit (groups never read each other; within a group, label order).
+    The per-piece work is mostly OpenCV and LAPACK calls, which release Python's lock. ``progress(done,
+    total)`` is called here, in the calling thread, as holes are done; when it (or a worker) raises, the
+    workers stop after their current hole and the exception is raised here."""
+    import queue
+    import threading
+    total = sum(len(g) for g in groups)
+    todo = iter(groups)
+    lock, stop = threading.Lock(), threading.Event()
+    news: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+
+    def work() -> None:
+        try:
+            while not stop.is_set():
+                with lock:
+                    grp = next(todo, None)
+                if grp is None:
+                    break
+                for i in grp:
+                    if stop.is_set():
+                        return
+                    _fill_hole(job, i)
+                    news.put(1)
+        except BaseException as exc:  # handed to the calling thread, which raises it
+            news.put(exc)
+        finally:
+            news.put(None)
+
+    threads = [threading.Thread(target=work, name=f"exemplar-fill-{k}", daemon=True)
+               for k in range(min(workers, len(groups)))]
+    for t in threads:
+        t.start()
+    done, running = 0, len(threads)
+    try:
+        while running:
+            msg = news.get()
+            if msg is None:
+                running -= 1
+            elif isinstance(msg, BaseException):
+                raise msg
+            else:
+                done += msg
+                if progress:
+                    progress(done, total)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
+def _fill_processes(job: _Job, groups: list, workers: int,
+                    progress: Optional[Callable[[int, int], None]]) -> None:
+    """:func:`_fill_parallel` on ``workers`` forked processes (Python's lock does not hold them back): they
+    inherit the read-only maps (no copy) and write ``job.out``, ``job.weight`` and ``job.rest``, which are in
+    shared memory (:func:`_alloc`), each hole only at its own pixels, so the result is the one-by-one fill's bit
+    for bit. The groups are handed out one at a time (the next index under a lock); ``progress(done, total)``
+    is called here about ten times a second; when it raises (the host's interrupt) or a worker fails, the
+    workers stop after their current hole, are waited for, and the exception is raised here."""
+    import multiprocessing as mp
+    from multiprocessing.connection import wait
+    ctx = mp.get_context("fork")
+    total = sum(len(g) for g in groups)
+    counters = _alloc((workers + 2,), np.int64, True)   # [next group, stop flag, holes done by each worker]
+    counters[:] = 0
+    lock = ctx.Lock()
+    pipes = [ctx.Pipe(duplex=False) for _ in range(workers)]
+    procs = [ctx.Process(target=_worker, args=(job, groups, counters, lock, k, pipes[k][1]),
+                         name=f"exemplar-fill-{k}", daemon=True) for k in range(workers)]
+    import cv2
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)     # OpenCV's thread pool stopped while forking: a child that inherits a pool whose threads
+    try:                     # it lacks hangs in its first parallel call (seen); back to what it was right after
+        for pr in procs:
+            pr.start()
+    finally:
+        cv2.setNumThreads(cv_threads)
+    for _, snd in pipes:
+        snd.close()
+    shown = -1
+    try:
+        alive = list(procs)
+        while alive:
+            wait([pr.sentinel for pr in alive], timeout=0.1)
+            for pr in [pr for pr in alive if not pr.is_alive()]:
+                pr.join()
+                alive.remove(pr)
+                if pr.exitcode != 0:
+                    rcv = pipes[procs.index(pr)][0]
+                    why = rcv.recv() if rcv.poll() else f"exit code {pr.exitcode}"
+                    raise RuntimeError(f"exemplar fill: worker {pr.name} failed: {why}")
+            done = int(counters[2:].sum())
+            if progress and done != shown:
+                shown = done
+                progress(done, total)
+    finally:
+        counters[1] = 1
+        for pr in procs:
+            pr.join(600)
+            if pr.is_alive():  # pragma: no cover - a hole takes seconds at most
+                pr.kill()
+                pr.join()
+        for rcv, _ in pipes:
+            rcv.close()
+
+
+def _worker(job: _Job, groups: list, counters: np.ndarray, lock: Any, k: int, errors: Any) -> None:
+    """A worker process of :func:`_fill_processes`: takes the next group until none is left or the stop flag is
+    set; a failure is sent on ``errors`` as text and ends the process with exit code 1."""
+    import os
+    import signal
+    import traceback
+    try:
+        # one thread per worker: OpenCV's pool was at one thread when forked, BLAS is held at one by the parent's
+        # limit; Ctrl-C is the parent's to handle (it stops the workers)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        while not counters[1]:
+            with lock:
+                g = int(counters[0])
+                counters[0] = g + 1
+            if g >= len(groups):
+                break
+            for i in groups[g]:
+                if counters[1]:
+                    break
+                _fill_hole(job, i)
+                counters[2 + k] += 1
+    except BaseException:
+        errors.send(traceback.format_exc(limit=8))
+        errors.close()
+        os._exit(1)

@@ -144,8 +144,8 @@ def patch_fill(img: np.ndarray, mask: np.ndarray, source: Optional[np.ndarray] =
 
 def fill_image(img: np.ndarray, mask: np.ndarray, method: str = "harmonic", external: Optional[np.ndarray] = None,
                grow_px: int = 1, tile: int = 2048, overlap: int = 128, device: Any = "cpu",
-               progress: Optional[Callable[[int, int], None]] = None, source: Optional[np.ndarray] = None
-               ) -> Tuple[np.ndarray, np.ndarray]:
+               progress: Optional[Callable[[int, int], None]] = None, source: Optional[np.ndarray] = None,
+               workers: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """Fill ``mask`` in ``img``.
 
     Args:
@@ -155,6 +155,8 @@ def fill_image(img: np.ndarray, mask: np.ndarray, method: str = "harmonic", exte
             method cannot serve (wider than 256 px, no clean source nearby) get the harmonic fill, as do the
             pieces the ``exemplar`` method finds no clean place for.
         grow_px: the mask is grown by this many px first (absorbs anti-aliased edges).
+        workers: the ``exemplar`` method's workers (the ``fill_workers`` record: 0 = one per CPU, see
+            :func:`restoration.exemplar.auto_workers`); the result does not depend on it.
     Returns ``(filled (H, W, 3) float32, used_mask (H, W) bool)``; outside ``used_mask`` the output
     is bit-identical to ``img``. Harmonic fill runs per tile with ``overlap`` px of context (tiles
     see only their context, so a tiled fill equals the untiled one when the holes and their
@@ -198,8 +200,8 @@ def fill_image(img: np.ndarray, mask: np.ndarray, method: str = "harmonic", exte
         if method == "patch":
             out, m_rest = patch_fill(img, m, source, progress=half)
         else:
-            from .exemplar import exemplar_fill
-            out, m_rest = exemplar_fill(img, m, progress=half)
+            from .exemplar import auto_workers, exemplar_fill
+            out, m_rest = exemplar_fill(img, m, progress=half, workers=auto_workers(workers))
         if not m_rest.any():
             return out, m
         img = out  # the rest gets the harmonic fill, with the copied pixels as known context

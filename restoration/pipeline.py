@@ -135,7 +135,7 @@ def run(img: np.ndarray, dpi: "float | Scale", out_dir: Any, cfg: PipelineConfig
         progress: Optional[Callable[[int, int, str, float], None]] = None, capture: Optional[np.ndarray] = None,
         accept: "str | Iterable[int]" = (), reject: "str | Iterable[int]" = (),
         accept_mask: Optional[np.ndarray] = None, reject_mask: Optional[np.ndarray] = None,
-        review_names: Optional[Sequence[str]] = None) -> dict:
+        review_names: Optional[Sequence[str]] = None, fill_workers: int = 0) -> dict:
     """Run every stage on ``img`` ((H, W, 3) float32 sRGB in [0, 1]) and write all artefacts into
     ``out_dir`` (the CLI stages it in a hidden folder, :class:`restoration.fileio.StagedFolder`).
 
@@ -144,9 +144,11 @@ def run(img: np.ndarray, dpi: "float | Scale", out_dir: Any, cfg: PipelineConfig
     normal result (empty region table, empty print layers apart from the fiducials). ``accept`` /
     ``reject`` (region ids) and ``accept_mask`` / ``reject_mask`` ((H, W) bool) are the user's review
     choices (:func:`restoration.stages.review_ids`; ``review_names``: how the caller spells them in
-    messages); the record keeps the ids they resolve to.
+    messages); the record keeps the ids they resolve to. ``fill_workers``: the exemplar fill's workers (the
+    ``fill_workers`` record; the result, hence the record, does not depend on it).
     """
     cfg.validate()
+    _S["fill_workers"].check(fill_workers)
     stages.check_review(cfg.review, accept, reject, review_names or stages.REVIEW_INPUTS)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3), got {img.shape}")
@@ -176,7 +178,7 @@ def run(img: np.ndarray, dpi: "float | Scale", out_dir: Any, cfg: PipelineConfig
     st.start("fill")
     method = cfg.fill_method if external_fill is None else "external"
     filled, used = stages.fill(img, table.footprint(), method, grow_px=cfg.grow_px, external=external_fill,
-                               tile=cfg.tile, progress=lambda i, k: st.tick(i / k))
+                               tile=cfg.tile, progress=lambda i, k: st.tick(i / k), workers=fill_workers)
     table = stages.annotate_fill(table, method)
     st.end()
 

@@ -89,6 +89,9 @@ SETTINGS = SettingsTable("Atelier Restoration", (
             "inside the mask.",
             flag="--fill", choices=FILL_METHODS),
     Setting("grow_px", 1, "Grow the mask first so anti-aliased edges are absorbed.", min=0, max=32),
+    Setting("fill_workers", 0, "Workers of the exemplar fill: independent holes are filled at the same time, in "
+            "processes on Linux (threads elsewhere). 0 = one per CPU this process may use; 1 = one after another. "
+            "The fill is the same bit for bit whatever the number.", min=0, max=256),
     Setting("external_model", "", "Name of the model that made external_fill (goes into the record)."),
     # Fill QA, Colour Count, Record
     Setting("edge_de", 3.0, "Flag regions whose fill differs from its edge ring by more than this ΔE00.",

@@ -181,13 +181,16 @@ def regions(img: np.ndarray, dmap: DamageMap, dpi: "float | Scale", cfg: RegionC
 
 def fill(img: np.ndarray, mask: np.ndarray, method: str = "harmonic", grow_px: int = 1,
          external: Optional[np.ndarray] = None, source: Optional[np.ndarray] = None, tile: int = TILE,
-         device: Any = "cpu", progress: Optional[Callable[[int, int], None]] = None) -> Tuple[np.ndarray, np.ndarray]:
+         device: Any = "cpu", progress: Optional[Callable[[int, int], None]] = None,
+         workers: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """Fill ``mask`` (see :func:`restoration.fill.fill_image`) -> ``(filled, used)``; the tile is the
     same on every path so node and CLI fills are identical. ``external`` is required by (and only used
     with) method ``external``, ``source`` only with ``patch``; an input given to another method is
-    ignored with a warning. ``method`` and ``grow_px`` are checked by their records."""
+    ignored with a warning. ``method``, ``grow_px`` and ``workers`` (the exemplar fill's, ``fill_workers``: the
+    result does not depend on it) are checked by their records."""
     SETTINGS["method"].check(method)
     SETTINGS["grow_px"].check(grow_px)
+    SETTINGS["fill_workers"].check(workers)
     if method == "external" and external is None:
         raise ValueError("fill method 'external' needs the external fill IMAGE (external_fill)")
     if external is not None and method != "external":
@@ -197,7 +200,7 @@ def fill(img: np.ndarray, mask: np.ndarray, method: str = "harmonic", grow_px: i
         log.warning("atelier restoration: a source mask is given but the method is %r; it is ignored", method)
         source = None
     return fill_image(img, mask, method, external=external, grow_px=grow_px, tile=tile, device=device,
-                      progress=progress, source=source)
+                      progress=progress, source=source, workers=workers)
 
 
 def annotate_fill(table: RegionTable, method: str, external_model: Optional[str] = "",
