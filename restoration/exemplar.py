@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import functools
+import time
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -445,6 +446,11 @@ def _exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig,
 
 #: below this many damaged pixels the fill runs in the caller alone (a worker's start costs more than it saves)
 PARALLEL_MIN_AREA = 20000
+#: the longest the caller goes without a ``progress`` call while workers fill (the host's interrupt is heard there)
+PROGRESS_EVERY_S = 1.0
+#: after an interrupt or a failure, how long the caller waits for busy workers before it kills them (processes) or
+#: leaves them behind (threads): the fill is discarded then
+STOP_WAIT_S = 5.0
 
 
 def auto_workers(n: int = 0) -> int:
@@ -647,10 +653,15 @@ def _fill_parallel(job: _Job, groups: list, workers: int,
                for k in range(min(workers, len(groups)))]
     for t in threads:
         t.start()
-    done, running = 0, len(threads)
+    done, running, ended = 0, len(threads), False
     try:
         while running:
-            msg = news.get()
+            try:
+                msg = news.get(timeout=PROGRESS_EVERY_S)
+            except queue.Empty:   # no hole done for a while: the caller still hears (and may interrupt)
+                if progress:
+                    progress(done, total)
+                continue
             if msg is None:
                 running -= 1
             elif isinstance(msg, BaseException):
@@ -659,10 +670,12 @@ def _fill_parallel(job: _Job, groups: list, workers: int,
                 done += msg
                 if progress:
                     progress(done, total)
+        ended = True
     finally:
         stop.set()
-        for t in threads:
-            t.join()
+        deadline = time.monotonic() + STOP_WAIT_S
+        for t in threads:   # after an exception: a thread still busy is left behind (a daemon; not killable)
+            t.join(None if ended else max(0.0, deadline - time.monotonic()))
 
 
 def _fill_processes(job: _Job, groups: list, workers: int,
@@ -693,7 +706,7 @@ def _fill_processes(job: _Job, groups: list, workers: int,
         cv2.setNumThreads(cv_threads)
     for _, snd in pipes:
         snd.close()
-    shown = -1
+    shown, last = -1, 0.0
     try:
         alive = list(procs)
         while alive:
@@ -705,15 +718,16 @@ def _fill_processes(job: _Job, groups: list, workers: int,
                     rcv = pipes[procs.index(pr)][0]
                     why = rcv.recv() if rcv.poll() else f"exit code {pr.exitcode}"
                     raise RuntimeError(f"exemplar fill: worker {pr.name} failed: {why}")
-            done = int(counters[2:].sum())
-            if progress and done != shown:
-                shown = done
+            done, now = int(counters[2:].sum()), time.monotonic()
+            if progress and (done != shown or now - last >= PROGRESS_EVERY_S):   # heard at least once a second
+                shown, last = done, now
                 progress(done, total)
     finally:
-        counters[1] = 1
+        counters[1] = 1   # here every worker has ended, or an exception discards the fill: a worker still busy
+        deadline = time.monotonic() + STOP_WAIT_S   # then (a large hole, or one wedged) is killed
         for pr in procs:
-            pr.join(600)
-            if pr.is_alive():  # pragma: no cover - a hole takes seconds at most
+            pr.join(max(0.0, deadline - time.monotonic()))
+            if pr.is_alive():
                 pr.kill()
                 pr.join()
         for rcv, _ in pipes:

@@ -116,6 +116,38 @@ def test_a_failing_worker_is_reported(small_parallel, monkeypatch):
     assert not multiprocessing.active_children()
 
 
+@pytest.mark.parametrize("threads", [False, True])
+def test_an_interrupt_ends_a_wedged_worker_promptly(small_parallel, monkeypatch, threads):
+    """A worker stuck in a hole (a wedged library call) does not hold the caller: the caller still hears
+    ``progress`` every ``PROGRESS_EVERY_S``, so the host's interrupt is raised there; a worker process is then
+    killed after ``STOP_WAIT_S`` (no child left), a worker thread left behind."""
+    import threading
+    import time
+    release = threading.Event()
+    monkeypatch.setattr(E, "PROGRESS_EVERY_S", 0.2)
+    monkeypatch.setattr(E, "STOP_WAIT_S", 1.0)
+    if threads:
+        monkeypatch.setattr(E, "_can_fork", lambda: False)
+    monkeypatch.setattr(E, "_fill_hole", lambda job, i: release.wait(3600) if threads else time.sleep(3600))
+
+    class Interrupted(Exception):
+        pass
+    calls = []
+
+    def interrupt(i, n):
+        calls.append(i)
+        if len(calls) >= 3:
+            raise Interrupted()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(Interrupted):
+            E.exemplar_fill(_picture(), _near_holes(), workers=2, progress=interrupt)
+        assert time.monotonic() - t0 < 30 and set(calls) == {0}
+        assert not multiprocessing.active_children()
+    finally:
+        release.set()
+
+
 def _fill_in_pool_worker(_):
     E.PARALLEL_MIN_AREA = 1
     img, mask = _picture(), _near_holes()
