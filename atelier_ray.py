@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["BatchItem", "Outcome", "JobProgress", "StatusLine", "expand_inputs", "run_batch", "connect", "LOCAL",
-           "add_ray_arguments", "Done", "read_tree", "write_tree", "by_worker", "fingerprint"]
+           "add_ray_arguments", "Done", "read_tree", "write_tree", "by_worker", "fingerprint", "failure_reason"]
 
 #: ``--ray`` without an address: start a Ray instance on this machine for the job
 LOCAL = "local"
@@ -258,7 +258,9 @@ def by_worker(outcomes: Sequence[Outcome]) -> Dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
+    """An item's failure as one line: a ValueError's message as it is (it names the input), else the
+    exception's type and message."""
     return str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
 
 
@@ -285,7 +287,7 @@ class _Runner:
         try:
             return True, self.work(payload)
         except Exception as exc:   # noqa: BLE001 - the reason goes into the job's report
-            return False, _reason(exc)
+            return False, failure_reason(exc)
 
 
 def connect(address: Optional[str], env_paths: Sequence[str] = (), num_cpus: Optional[int] = None) -> str:
@@ -439,7 +441,7 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
         try:
             sent = ship(o.item.payload, sees[name])
         except Exception as exc:   # noqa: BLE001 - the input could not be read: that item's failure
-            return False, (False, _reason(exc))
+            return False, (False, failure_reason(exc))
         return (False, (True, sent.result)) if isinstance(sent, Done) else (True, sent)
 
     for _ in range(min(n, len(outcomes)) or 1):
@@ -519,7 +521,7 @@ def _run_on_ray(outcomes: List[Outcome], make_worker: Callable[[], Callable[[Any
             try:
                 val = land(o.item.payload, val)
             except Exception as exc:   # noqa: BLE001 - the output could not be placed: that item's failure
-                ok, val = False, _reason(exc)
+                ok, val = False, failure_reason(exc)
         final(o, ok, val)
     for a in [a for a, _ in free] + [a for a, _, _ in busy.values()] + list(starting.values()):
         ray.kill(a, no_restart=True)

@@ -52,10 +52,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 try:
     from ..atelier_ray import (BatchItem, Done, JobProgress, Outcome,  # type: ignore[import-not-found]
-                               add_ray_arguments, by_worker, expand_inputs, read_tree, run_batch, write_tree)
+                               add_ray_arguments, by_worker, expand_inputs, failure_reason, read_tree, run_batch,
+                               write_tree)
 except ImportError:   # the core as a top-level package (CLI from the repository root)
     from atelier_ray import (BatchItem, Done, JobProgress, Outcome, add_ray_arguments, by_worker, expand_inputs,
-                             read_tree, run_batch, write_tree)
+                             failure_reason, read_tree, run_batch, write_tree)
 
 VIDEO_INPUT_EXTS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts")
 BATCH_EXTS = ("same", "mp4", "mkv", "mov", "frames")
@@ -153,8 +154,22 @@ def ship_clip(payload: Any, sees: bool) -> Any:
                          "chunk": payload.index})
     elif os.path.exists(dest):
         return Done({"status": "done earlier", "output": dest, "frames": _count(pathlib.Path(dest))})
-    p = pathlib.Path(src)
-    return Shipped(payload, p.read_bytes() if p.is_file() else read_tree(p) if p.is_dir() else None)
+    return Shipped(payload, _take(pathlib.Path(src)))
+
+
+def _take(p: pathlib.Path) -> Any:
+    """A clip's input or output as data: a file's bytes, a folder's files (:func:`read_tree`), None when
+    neither is there."""
+    return p.read_bytes() if p.is_file() else read_tree(p) if p.is_dir() else None
+
+
+def _put(p: pathlib.Path, data: Any) -> None:
+    """What :func:`_take` gave, written at ``p`` (which must not exist): a folder of files, or a file."""
+    if isinstance(data, dict):
+        p.mkdir()
+        write_tree(p, data)
+    else:
+        p.write_bytes(data)
 
 
 def land_clip(payload: Any, result: Dict[str, Any]) -> Dict[str, Any]:
@@ -177,11 +192,7 @@ def land_clip(payload: Any, result: Dict[str, Any]) -> Dict[str, Any]:
         return {**res, "status": "done earlier", "frames": _count(d)}
     mine = d.with_name(f".{d.stem}.attempt-{os.getpid()}-{os.urandom(3).hex()}{d.suffix}")
     try:
-        if isinstance(result["data"], dict):
-            mine.mkdir()
-            write_tree(mine, result["data"])
-        else:
-            mine.write_bytes(result["data"])
+        _put(mine, result["data"])
         placed = _place(mine, d)
     finally:
         _discard(mine)
@@ -241,11 +252,8 @@ class ClipWorker:
             ldest = pathlib.Path(t) / "out" / pathlib.PurePath(dest).name
             lsrc.parent.mkdir()
             ldest.parent.mkdir()
-            if isinstance(s.data, dict):
-                lsrc.mkdir()
-                write_tree(lsrc, s.data)
-            elif s.data is not None:
-                lsrc.write_bytes(s.data)
+            if s.data is not None:
+                _put(lsrc, s.data)
             try:
                 if isinstance(s.task, ChunkTask):
                     from .job import job_dir
@@ -255,11 +263,9 @@ class ClipWorker:
                     part = job / f"part_{s.task.index:05d}"
                     return {**res, "part": read_tree(part) if res["status"] == "done" else None}
                 res = self((str(lsrc), str(ldest)))
-                data = read_tree(ldest) if ldest.is_dir() else ldest.read_bytes()
-                return {**res, "output": dest, "data": data}
+                return {**res, "output": dest, "data": _take(ldest)}
             except Exception as exc:   # noqa: BLE001 - the reason, naming the driver's paths
-                msg = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-                raise ValueError(msg.replace(str(lsrc), src).replace(str(ldest), dest)) from None
+                raise ValueError(failure_reason(exc).replace(str(lsrc), src).replace(str(ldest), dest)) from None
 
     def __call__(self, payload: Any) -> Dict[str, Any]:
         if isinstance(payload, Shipped):

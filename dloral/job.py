@@ -31,6 +31,11 @@ PathArg = Union[str, "os.PathLike[str]"]
 
 from .chunks import Chunk
 
+try:
+    from ..atelier_ray import write_tree  # type: ignore[import-not-found]
+except ImportError:  # the core imported as a top-level package (tests, ``python -m dloral``)
+    from atelier_ray import write_tree
+
 __all__ = ["JOB_FORMAT", "job_dir", "file_fingerprint", "input_fingerprint", "Job"]
 
 JOB_FORMAT = "atelier-dloral-job/1"
@@ -163,10 +168,7 @@ class Job:
         part (that one is kept). True when this one was placed; ``placed[index]`` likewise."""
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".part_{index:05d}.", dir=self.folder))
         try:
-            for rel, data in files.items():
-                f = tmp / rel
-                f.parent.mkdir(parents=True, exist_ok=True)
-                f.write_bytes(data)
+            write_tree(tmp, files)
             try:
                 os.replace(tmp, self.part_dir(index))   # fails onto a part folder (never empty)
                 self.placed[index] = True
