@@ -32,7 +32,8 @@ T5 encoding: 256 tokens for a short negative (the host's padding), 512 for a lon
    this checks the count's FLOP part and shows the size of the element-wise part, it does not predict the GPU.
 
 3. **On a GPU** (``--device cuda``): a Flux-dev single block at the real dims in bf16, plain, with NAG through
-   the unfused element-wise kernels and through the fused compiled kernel (``nag.fused``, the default on CUDA),
+   the unfused element-wise kernels, through the hand-written Triton kernel (``nag.triton_rule``, the default on
+   CUDA) and through the ``torch.compile``d one (``nag.fused``, its fallback),
    CUDA-synchronised wall time, interleaved medians (about a minute on one H100, most of it the first compile).
 
 Usage: ``python bench/bench_nag_flux_cost.py [--repeats 15] [--device cuda]`` (core venv; no host). Writes
@@ -88,12 +89,14 @@ def byte_count(d, image, text, negative, elem=2, work=4, heads=None):
     the kernel's output). Returns ``{variant: {what: bytes}}``:
 
     * ``fused``: this code on CUDA (``nag.nag_joint_attention``): every query of the sequence attends the image,
-      positive-text and negative-text keys as three views of the joint keys (no copy), and ``nag.fused.guided``
-      reads the three parts (a per-token reduction and one element-wise pass: each part read twice, at most)
-      and writes the whole sequence once, token-major: that tensor is the call's output (no write-back, and the
-      host's ``transpose(1, 2).reshape`` is a view, as after its own SDPA call);
-    * ``fused_if_one_read``: the same with each part read once (the lower bound of ``fused``: the kernel's second
-      loop re-reads a token's parts right after its reduction loop, from the L2 cache if they are still there);
+      positive-text and negative-text keys as three views of the joint keys (no copy), and the hand-written
+      Triton kernel (``nag.triton_rule``, one program per token) reads each token's three parts and
+      log-sum-exps once and writes the whole sequence once, token-major: that tensor is the call's output (no
+      write-back, and the host's ``transpose(1, 2).reshape`` is a view, as after its own SDPA call);
+    * ``fused_compiled``: the same through the ``torch.compile``d kernel (``nag.fused``: the fallback where the
+      hand-written one fails): inductor's reduction over a token's 3,072 channels is not single-pass, so it
+      reads each part twice (once to reduce, once for the element-wise pass), at most (the second read may come
+      from the L2 cache);
     * ``current``: this code with the fused kernel off (``nag.fused.policy("off")``, or no Triton): the eager
       ``nag.joint.sequence_from_parts``;
     * ``fused_before_views``: the code before this round on CUDA, counted the same way: image queries only in the
@@ -114,15 +117,15 @@ def byte_count(d, image, text, negative, elem=2, work=4, heads=None):
     combine_core = lerp2 + 2 * work + 2 * work + lerp2          # G = lerp, two L1 norms, G *= f, lerp out
     kv_pos = 2 * (image + text) * d * copy                      # cat([positive, image]) of k and v
     kv_neg = 2 * (image + negative) * d * copy
-    kernel = 2 * 3 * elem + elem                                # three model-dtype parts read twice, one write
+    kernel = 3 * elem + elem                                    # three model-dtype parts read once, one write
     fused = {
         "fused_kernel": nl * kernel,
-        "lse": 2 * 3 * length * heads * work,
+        "lse": 3 * length * heads * work,
         "partial_outputs": (2 * image + 2 * text + 3 * negative) * d * elem,
     }
-    fused_if_one_read = {   # a lower bound: each token's parts (18 KB on Flux) re-read from the L2 cache by the
-        "fused_kernel": nl * (3 * elem + elem),               # program that just reduced them (or a persistent
-        "lse": 3 * length * heads * work,                      # reduction); not measured
+    fused_compiled = {   # inductor's looped reduction: each part read twice, the log-sum-exps too
+        "fused_kernel": nl * (2 * 3 * elem + elem),
+        "lse": 2 * 3 * length * heads * work,
         "partial_outputs": fused["partial_outputs"],
     }
     current = {
@@ -134,7 +137,7 @@ def byte_count(d, image, text, negative, elem=2, work=4, heads=None):
         "partial_outputs": fused["partial_outputs"],
     }
     fused_before_views = {
-        "fused_kernel": n * kernel,
+        "fused_kernel": n * (2 * 3 * elem + elem),
         "lse": 2 * 3 * image * heads * work,
         "write_back": n * copy,
         "text_kv_copy_positive": kv_pos,                         # text first: [negative, image] is read in place
@@ -163,7 +166,7 @@ def byte_count(d, image, text, negative, elem=2, work=4, heads=None):
         "text_kv_copy_positive": kv_pos,
         "text_kv_copy_negative": kv_neg,
     }
-    return {"fused": fused, "fused_if_one_read": fused_if_one_read, "current": current, "fused_before_views": fused_before_views,
+    return {"fused": fused, "fused_compiled": fused_compiled, "current": current, "fused_before_views": fused_before_views,
             "fused_as_counted_before": fused_as_counted_before, "unfused_before_views": unfused_before_views,
             "before_cut": before}
 
@@ -255,16 +258,20 @@ def device_block(d, heads, image, text, negative, repeats, device="cuda", dtype=
     kernel is compiled (and checked against the unfused output) before timing. On the CPU at tiny dims this is
     the check that keeps the GPU path from rotting (tests/core/test_bench_nag_flux_cost.py)."""
     sys.path.insert(0, str(REPO))
-    from nag import fused
+    from nag import fused, triton_rule
     fns, flop_ratio = _block_fns(d, heads, image, text, negative, seed, dtype, device)
 
     def sync():
         if torch.device(device).type == "cuda":
             torch.cuda.synchronize()
 
-    variants = {"block_plain": ("auto", fns["block_plain"]), "block_nag_unfused": ("off", fns["block_nag"]),
-                "block_nag_fused": ("on", fns["block_nag"]), "attention_plain": ("auto", fns["attention_plain"]),
-                "attention_nag_unfused": ("off", fns["attention_nag"]), "attention_nag_fused": ("on", fns["attention_nag"])}
+    variants = {"block_plain": ("auto", True, fns["block_plain"]), "block_nag_unfused": ("off", True, fns["block_nag"]),
+                "block_nag_fused": ("on", True, fns["block_nag"]),
+                "block_nag_fused_compiled": ("on", False, fns["block_nag"]),
+                "attention_plain": ("auto", True, fns["attention_plain"]),
+                "attention_nag_unfused": ("off", True, fns["attention_nag"]),
+                "attention_nag_fused": ("on", True, fns["attention_nag"]),
+                "attention_nag_fused_compiled": ("on", False, fns["attention_nag"])}
     times = {k: [] for k in variants}
     with torch.no_grad():
         t0 = time.perf_counter()
@@ -273,14 +280,20 @@ def device_block(d, heads, image, text, negative, repeats, device="cuda", dtype=
         compile_s = time.perf_counter() - t0
         with fused.policy("off"):
             b = fns["block_nag"]().float()
+        t0 = time.perf_counter()
+        with fused.policy("on"), fused.hand_kernel(False):
+            c = fns["block_nag"]().float()
+        compiled_s = time.perf_counter() - t0
         max_diff = float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+        max_diff_compiled = float((c - b).abs().max() / b.abs().max().clamp_min(1e-30))
+        hand_used = triton_rule.available(b.to(device)) and not fused.hand_kernel_failure()
         for _ in range(2):
-            for mode, fn in variants.values():
-                with fused.policy(mode):
+            for mode, hand, fn in variants.values():
+                with fused.policy(mode), fused.hand_kernel(hand):
                     fn()
         for _ in range(repeats):
-            for key, (mode, fn) in variants.items():
-                with fused.policy(mode):
+            for key, (mode, hand, fn) in variants.items():
+                with fused.policy(mode), fused.hand_kernel(hand):
                     sync()
                     t0 = time.perf_counter()
                     fn()
@@ -290,6 +303,10 @@ def device_block(d, heads, image, text, negative, repeats, device="cuda", dtype=
     return {"device": str(device), "dtype": str(dtype).replace("torch.", ""), "seconds": med,
             "block_ratio_unfused": med["block_nag_unfused"] / med["block_plain"],
             "block_ratio_fused": med["block_nag_fused"] / med["block_plain"],
+            "block_ratio_fused_compiled": med["block_nag_fused_compiled"] / med["block_plain"],
+            "attention_ratio_fused_compiled": med["attention_nag_fused_compiled"] / med["attention_plain"],
+            "hand_written_kernel_used": hand_used, "hand_kernel_failure": fused.hand_kernel_failure(),
+            "first_compiled_call_s": compiled_s, "compiled_vs_unfused_max_rel_diff": max_diff_compiled,
             "attention_ratio_unfused": med["attention_nag_unfused"] / med["attention_plain"],
             "attention_ratio_fused": med["attention_nag_fused"] / med["attention_plain"],
             "flop_ratio_of_this_block": flop_ratio, "first_fused_call_s": compile_s,
@@ -320,7 +337,7 @@ def main():
         flop_s_before = flop_s - flops["nag"]["cross_text_rows"] / (a.tflops * 1e12)   # earlier code: no cross rows
         est = {}
         for which in by:
-            fs = flop_s if which in ("fused", "fused_if_one_read", "current") else flop_s_before
+            fs = flop_s if which in ("fused", "fused_compiled", "current") else flop_s_before
             byte_s = sum(by[which].values()) * blocks / (a.tbps * 1e12)
             est[which] = {"elementwise_bytes_per_step": sum(by[which].values()) * blocks,
                           "elementwise_s": byte_s, "matmul_s": fs, "ratio": 1 + (fs + byte_s) / step_s}
@@ -329,7 +346,8 @@ def main():
                                 "shares_of_nag_flops": {k: v / sum(flops["nag"].values())
                                                         for k, v in flops["nag"].items()}}
         print(f"negative {ln}: matmul-FLOP ratio {flops['ratio']:.4f}x; with the element-wise passes at "
-              f"{a.tflops:.0f} TFLOP/s, {a.tbps:.1f} TB/s: fused {est['fused']['ratio']:.4f}x, unfused "
+              f"{a.tflops:.0f} TFLOP/s, {a.tbps:.1f} TB/s: fused {est['fused']['ratio']:.4f}x (compiled kernel "
+              f"{est['fused_compiled']['ratio']:.4f}x), unfused "
               f"{est['current']['ratio']:.4f}x (before the views, same count: fused "
               f"{est['fused_before_views']['ratio']:.4f}x; as counted then {est['fused_as_counted_before']['ratio']:.4f}x"
               f"); shares of NAG's FLOPs "
@@ -341,7 +359,8 @@ def main():
             r = device_block(f["d"], f["heads"], f["image"], f["text"], ln, a.repeats, device=a.device)
             out["device_real_dims"][ln] = r
             print(f"{a.device}, Flux single block, negative {ln}: NAG unfused {r['block_ratio_unfused']:.3f}x, fused "
-                  f"{r['block_ratio_fused']:.3f}x (FLOPs {r['flop_ratio_of_this_block']:.3f}x); attention alone "
+                  f"{r['block_ratio_fused']:.3f}x (hand-written kernel used: {r['hand_written_kernel_used']}; "
+                  f"compiled {r['block_ratio_fused_compiled']:.3f}x) (FLOPs {r['flop_ratio_of_this_block']:.3f}x); attention alone "
                   f"{r['attention_ratio_unfused']:.3f}x / {r['attention_ratio_fused']:.3f}x; first fused call "
                   f"{r['first_fused_call_s']:.1f} s; fused vs unfused {r['fused_vs_unfused_max_rel_diff']:.1e}", flush=True)
         pathlib.Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,10 @@ nothing of ``Z+``, ``Z-`` or ``G`` is stored. With per-token kinds (:func:`kinds
 joint sequence, the text tokens' merges too (:func:`~nag.joint.sequence_from_parts`), and its token-major result
 is the joint call's output itself.
 
+On CUDA with Triton, the hand-written kernel of :mod:`nag.triton_rule` runs first: inductor reduces a token's
+channels in one pass only up to 1,024 of them, so at Flux's 3,072 its kernel reads each token's parts twice; the
+hand-written one holds a token whole and reads them once. It falls back to the compiled kernel if it fails.
+
 The compiled kernels are used on CUDA only (:func:`guided`, :func:`combine`): on the CPU the eager functions of
 :mod:`nag.joint` / :mod:`nag.combine` run, as before. A compile that fails (no Triton on the machine, a torch
 that cannot compile) is reported once as a warning and the eager functions run from then on; results are the
@@ -25,10 +29,12 @@ from typing import Callable, Dict, Iterator, Optional
 
 import torch
 
+from . import triton_rule
 from .combine import _combine, check_nag_params, nag_combine
 from .joint import check_rows, guided_from_parts, merge_weight, sequence_from_parts
 
 __all__ = ["guided_eager", "combine_eager", "guided", "combine", "compiled", "fused_available", "policy", "kinds",
+           "hand_kernel", "hand_kernel_failure",
            "IMAGE", "POSITIVE", "NEGATIVE"]
 
 log = logging.getLogger(__name__)
@@ -135,9 +141,54 @@ def _is_compiling() -> bool:
     return bool(check()) if check is not None else False
 
 
+_HAND_FAILED: Dict[str, str] = {}
+_HAND_POLICY = [True]
+
+
+@contextlib.contextmanager
+def hand_kernel(enabled: bool) -> Iterator[None]:
+    """Within the block, whether the hand-written Triton kernel (:mod:`nag.triton_rule`, each token's parts
+    read once) runs where it can (True, the default) or the ``torch.compile``d one does (False: the benchmark's
+    comparison of the two)."""
+    with _LOCK:
+        _HAND_POLICY.append(bool(enabled))
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _HAND_POLICY.pop()
+
+
+def hand_kernel_failure() -> Dict[str, str]:
+    """Why the hand-written kernel stopped being used in this process (``{kernel: reason}``; empty if it never
+    failed)."""
+    with _LOCK:
+        return dict(_HAND_FAILED)
+
+
+def _hand(name: str, args: tuple) -> Optional[torch.Tensor]:
+    """The hand-written kernel's result, or None where it does not run (off, no Triton, not CUDA, a dtype it
+    does not take, an earlier failure in this process: reported once, then the compiled kernel runs)."""
+    if not _HAND_POLICY[-1] or _HAND_FAILED or not triton_rule.available(args[0]):
+        return None
+    try:
+        return (triton_rule.guided if name == "guided" else triton_rule.combine)(*args)
+    except Exception as exc:   # noqa: BLE001 - any launch/compile failure: the compiled kernel runs instead
+        with _LOCK:
+            first = not _HAND_FAILED
+            _HAND_FAILED[name] = f"{type(exc).__name__}: {exc}"
+        if first:
+            log.warning("Atelier NAG: the hand-written Triton kernel failed on this machine (%s); the compiled "
+                        "kernel runs instead (same result, each token read twice)", _HAND_FAILED[name][:300])
+        return None
+
+
 def _run(name: str, eager: Callable, args: tuple) -> torch.Tensor:
     if _is_compiling():   # traced into a compiled model (TorchCompileModel): its graph fuses it
         return eager(*args)
+    hand = _hand(name, args)
+    if hand is not None:
+        return hand
     try:
         return compiled(name)(*args)
     except Exception as exc:   # noqa: BLE001 - any compile/runtime failure of the kernel: fall back, say so once

@@ -23,6 +23,9 @@ OWN_TOP_LEVEL = {"atelier_settings", "atelier_files", "atelier_ray"}
 # Optional extras: import name -> (distribution, the files that may import it, the requirements file and the
 # pyproject extra that declare it). Imported only inside functions, never when a module is imported.
 OPTIONAL = {"ray": ("ray", {"atelier_ray.py"}, "requirements-ray.txt", "ray")}
+# Shipped with PyTorch's CUDA builds (the host's torch), imported optionally by one module only: NAG's hand-written
+# kernel, which is used where it imports (CUDA) and never needed otherwise.
+WITH_TORCH = {"triton": {"nag/_triton_kernels.py"}}
 
 
 def _requirements():
@@ -63,7 +66,9 @@ def test_requirements_are_exactly_the_imports():
     assert not unused, f"requirements.txt lists {unused}, which no shipped module imports"
     third_party = {m: files for m, files in imports.items()
                    if m not in sys.stdlib_module_names and m not in HOST_PROVIDED and m not in DEV_ONLY
-                   and m not in OWN_TOP_LEVEL and m not in OPTIONAL}
+                   and m not in OWN_TOP_LEVEL and m not in OPTIONAL and m not in WITH_TORCH}
+    for mod, allowed in WITH_TORCH.items():
+        assert imports.get(mod, set()) <= allowed, f"{mod} imported outside {allowed}: {imports[mod]}"
     undeclared = {m: sorted(f) for m, f in third_party.items() if m not in declared}
     assert not undeclared, f"imported but not in requirements.txt: {undeclared}"
     dev = (REPO / "requirements-dev.txt").read_text().lower()
