@@ -107,18 +107,23 @@ def fused_available(device: torch.device) -> bool:
 
 
 @contextlib.contextmanager
-def policy(mode: str) -> Iterator[None]:
-    """Within the block, ``"on"`` (the compiled kernels on every device, e.g. the CPU check of the GPU bench),
-    ``"off"`` (the eager functions, the bench's unfused baseline) or ``"auto"`` (CUDA only; the default)."""
-    if mode not in POLICIES:
-        raise ValueError(f"mode={mode!r}: allowed {', '.join(POLICIES)}")
+def _pushed(stack: list, value: object) -> Iterator[None]:
+    """``value`` on top of the setting ``stack`` within the block (nested blocks stack; the lock guards it)."""
     with _LOCK:
-        _POLICY.append(mode)
+        stack.append(value)
     try:
         yield
     finally:
         with _LOCK:
-            _POLICY.pop()
+            stack.pop()
+
+
+def policy(mode: str) -> contextlib.AbstractContextManager:
+    """Within the block, ``"on"`` (the compiled kernels on every device, e.g. the CPU check of the GPU bench),
+    ``"off"`` (the eager functions, the bench's unfused baseline) or ``"auto"`` (CUDA only; the default)."""
+    if mode not in POLICIES:
+        raise ValueError(f"mode={mode!r}: allowed {', '.join(POLICIES)}")
+    return _pushed(_POLICY, mode)
 
 
 def compiled(name: str) -> Callable:
@@ -145,18 +150,11 @@ _HAND_FAILED: Dict[str, str] = {}
 _HAND_POLICY = [True]
 
 
-@contextlib.contextmanager
-def hand_kernel(enabled: bool) -> Iterator[None]:
+def hand_kernel(enabled: bool) -> contextlib.AbstractContextManager:
     """Within the block, whether the hand-written Triton kernel (:mod:`nag.triton_rule`, each token's parts
     read once) runs where it can (True, the default) or the ``torch.compile``d one does (False: the benchmark's
     comparison of the two)."""
-    with _LOCK:
-        _HAND_POLICY.append(bool(enabled))
-    try:
-        yield
-    finally:
-        with _LOCK:
-            _HAND_POLICY.pop()
+    return _pushed(_HAND_POLICY, bool(enabled))
 
 
 def hand_kernel_failure() -> Dict[str, str]:
@@ -174,13 +172,19 @@ def _hand(name: str, args: tuple) -> Optional[torch.Tensor]:
     try:
         return (triton_rule.guided if name == "guided" else triton_rule.combine)(*args)
     except Exception as exc:   # noqa: BLE001 - any launch/compile failure: the compiled kernel runs instead
-        with _LOCK:
-            first = not _HAND_FAILED
-            _HAND_FAILED[name] = f"{type(exc).__name__}: {exc}"
-        if first:
-            log.warning("Atelier NAG: the hand-written Triton kernel failed on this machine (%s); the compiled "
-                        "kernel runs instead (same result, each token read twice)", _HAND_FAILED[name][:300])
+        _failed(_HAND_FAILED, name, exc, "the hand-written Triton kernel failed on this machine (%s); the compiled "
+                "kernel runs instead (same result, each token read twice)")
         return None
+
+
+def _failed(record: Dict[str, str], name: str, exc: BaseException, message: str) -> None:
+    """Record why kernel ``name`` failed; the first failure of ``record``'s kind is logged once (``message``
+    takes the reason)."""
+    with _LOCK:
+        first = not record
+        record[name] = f"{type(exc).__name__}: {exc}"
+    if first:
+        log.warning("Atelier NAG: " + message, record[name][:300])
 
 
 def _run(name: str, eager: Callable, args: tuple) -> torch.Tensor:
@@ -192,12 +196,8 @@ def _run(name: str, eager: Callable, args: tuple) -> torch.Tensor:
     try:
         return compiled(name)(*args)
     except Exception as exc:   # noqa: BLE001 - any compile/runtime failure of the kernel: fall back, say so once
-        with _LOCK:
-            first = not _FAILED
-            _FAILED[name] = f"{type(exc).__name__}: {exc}"
-        if first:
-            log.warning("Atelier NAG: the fused kernel could not be compiled on this machine (%s); the "
-                        "unfused kernels run instead (same result, more memory traffic)", _FAILED[name][:300])
+        _failed(_FAILED, name, exc, "the fused kernel could not be compiled on this machine (%s); the unfused "
+                "kernels run instead (same result, more memory traffic)")
         return eager(*args)
 
 

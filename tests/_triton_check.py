@@ -7,26 +7,17 @@ import sys
 
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(pathlib.Path(__file__).resolve().parents[1]), str(pathlib.Path(__file__).resolve().parent)]
 
+from _nagparts import flat, parts as _parts  # noqa: E402
 from nag import fused, triton_rule  # noqa: E402
-from nag.joint import attention_with_lse  # noqa: E402
 
 SETTINGS = [(11.0, 2.5, 0.25), (4.0, 1.0, 1.0), (2.0, 10.0, 0.5)]
 
 
 def parts(shape, seed=0, empty=None):
-    """(o_img, l_img, o_pos, l_pos, o_neg, l_neg) of the same queries over three key sets, by real attention."""
-    g = torch.Generator().manual_seed(seed)
-    b, h, n, d = shape
-    q = torch.randn(b, h, n, d, generator=g)
-    out = []
-    for name, nk in (("img", n), ("pos", 5), ("neg", 9)):
-        k, v = torch.randn(b, h, nk, d, generator=g), torch.randn(b, h, nk, d, generator=g) * 3
-        mask = torch.zeros(1, 1, 1, nk, dtype=torch.bool) if name == empty else None
-        o, lse = attention_with_lse(q, k, v, mask, out_dtype=torch.float32)
-        out += [o, lse]
-    return out
+    """(o_img, l_img, o_pos, l_pos, o_neg, l_neg) in float32 (tests/_nagparts.py)."""
+    return list(flat(_parts(shape, seed, empty=empty)))
 
 
 def token_major(p):

@@ -11,30 +11,12 @@ import logging
 import pytest
 import torch
 
+from _nagparts import flat, parts
 from nag import fused
 from nag.combine import nag_combine
-from nag.joint import attention_with_lse, guided_from_parts, sequence_from_parts
+from nag.joint import guided_from_parts, sequence_from_parts
 
 SHAPES = [(1, 2, 7, 8), (2, 3, 33, 16), (1, 24, 64, 4)]   # (B, H, Li, D): odd lengths, many heads
-
-
-def parts(shape, seed=0, dtype=torch.float32, empty=None):
-    """Three (out, lse) parts of the same image queries over image / positive / negative keys, made by real
-    attention over random keys (so lse and out agree); ``empty`` names a part whose keys are all masked."""
-    g = torch.Generator().manual_seed(seed)
-    b, h, n, d = shape
-    q = torch.randn(b, h, n, d, generator=g)
-    out = []
-    for name, nk in (("img", n), ("pos", 5), ("neg", 9)):
-        k, v = torch.randn(b, h, nk, d, generator=g), torch.randn(b, h, nk, d, generator=g) * 3
-        mask = torch.zeros(1, 1, 1, nk, dtype=torch.bool) if name == empty else None
-        o, l = attention_with_lse(q, k, v, mask, out_dtype=torch.float32)
-        out.append((o.to(dtype), l))
-    return out
-
-
-def flat(p):
-    return (p[0][0], p[0][1], p[1][0], p[1][1], p[2][0], p[2][1])
 
 
 @pytest.mark.parametrize("shape", SHAPES)
