@@ -140,9 +140,9 @@ def _membrane_solve(resid: np.ndarray, known: np.ndarray) -> Tuple[np.ndarray, O
     jv = idx[1:][pv]
     dv = jv - idx[:-1][pv]
     kd = int(dv.max()) if dv.size else min(1, n - 1)  # half bandwidth (0 for a single unknown)
-    eps = 1e-6
-    ab = np.zeros((kd + 1, n))                     # upper band: ab[kd + i - j, j] = a[i, j], i <= j
-    np.add(_degree(h, w)[unk], eps, out=ab[kd])
+    eps = _EPS
+    ab = np.zeros((kd + 1, n), order="F")          # upper band: ab[kd + i - j, j] = a[i, j], i <= j (LAPACK's order:
+    ab[kd] = _degree(h, w, eps)[unk]               # no copy on the way in)
     if kd:
         ab[kd - 1, idx[:, 1:][unk[:, :-1] & unk[:, 1:]] - 1] = -1.0
     ab[kd - dv, jv - 1] = -1.0
@@ -163,14 +163,18 @@ def _dpbsv() -> Any:
     return dpbsv
 
 
-@functools.lru_cache(maxsize=64)
-def _degree(h: int, w: int) -> np.ndarray:
-    """(h, w) float64: each pixel's number of 4-neighbours inside an h x w box (read-only, cached)."""
+_EPS = 1e-6   # the membrane's pull towards the mean of the known pixels (keeps the system definite)
+
+
+@functools.lru_cache(maxsize=256)
+def _degree(h: int, w: int, add: float = 0.0) -> np.ndarray:
+    """(h, w) float64: each pixel's number of 4-neighbours inside an h x w box, plus ``add`` (read-only, cached)."""
     deg = np.full((h, w), 4.0)
     deg[0] -= 1
     deg[-1] -= 1
     deg[:, 0] -= 1
     deg[:, -1] -= 1
+    deg += add
     deg.setflags(write=False)
     return deg
 
