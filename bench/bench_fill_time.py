@@ -12,6 +12,9 @@ every run gives the first one's fill bit for bit; CPU seconds then include the w
 the process and its children), and ``max_rss_mb`` gives the peak resident memory of the process and of its
 largest child (the scan's maps and the fill are shared with the children, so the two overlap).
 ``--lib-threads`` leaves OpenCV and torch at their own thread counts (what a user gets; default: one thread).
+``--rounds N`` runs the ``--before`` exemplar and the variants N times, alternating (before, now, before, now, ...),
+so that a change of a few per cent is not read off one pair of runs on a shared machine; ``sys_s`` is the system
+part of ``cpu_s``.
 """
 import argparse, importlib.util, json, os, pathlib, resource, subprocess, sys, tempfile, time
 import numpy as np
@@ -25,6 +28,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("mp", type=float); ap.add_argument("variants"); ap.add_argument("methods", nargs="?", default="")
 ap.add_argument("--before", default=""); ap.add_argument("--out", default="")
 ap.add_argument("--workers", default="1"); ap.add_argument("--lib-threads", action="store_true")
+ap.add_argument("--rounds", type=int, default=1)
 a = ap.parse_args()
 if not a.lib_threads:
     cv2.setNumThreads(1); torch.set_num_threads(1)
@@ -37,17 +41,17 @@ doc = {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "mp": rou
 print("mp", round(mpx, 2), "mask", doc["mask_share"], flush=True)
 
 
-def _cpu():
+def _cpu(keys=("ru_utime", "ru_stime")):
     return sum(getattr(resource.getrusage(w), k) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-               for k in ("ru_utime", "ru_stime"))
+               for k in keys)
 
 
 def timed(name, f, **extra):
-    t, c = time.perf_counter(), _cpu()
+    t, c, cs0 = time.perf_counter(), _cpu(), _cpu(("ru_stime",))
     out = f()
-    s, cs = time.perf_counter() - t, _cpu() - c
-    r = {"name": name, "s": round(s, 1), "s_per_mp": round(s / mpx, 3), "cpu_s": round(cs, 1), **extra,
-         "load_1min_after": round(os.getloadavg()[0], 2)}
+    s, cs, ss = time.perf_counter() - t, _cpu() - c, _cpu(("ru_stime",)) - cs0
+    r = {"name": name, "s": round(s, 1), "s_per_mp": round(s / mpx, 3), "cpu_s": round(cs, 2), "sys_s": round(ss, 2),
+         **extra, "load_1min_after": round(os.getloadavg()[0], 2)}
     doc["runs"].append(r)
     print(name, r["s"], "s", r["s_per_mp"], "s/MP", "cpu", r["cpu_s"], "s", extra or "", flush=True)
     return out, r
@@ -56,6 +60,7 @@ def timed(name, f, **extra):
 for m in methods:
     timed(m, lambda: BF.run_fill(m, img, mask))
 ref = None
+old = None
 if a.before:
     src = subprocess.run(["git", "-C", str(REPO), "show", f"{a.before}:restoration/exemplar.py"], check=True,
                          capture_output=True, text=True).stdout
@@ -63,31 +68,41 @@ if a.before:
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("restoration.exemplar_before", path)
     old = importlib.util.module_from_spec(spec); sys.modules[spec.name] = old; spec.loader.exec_module(old)
-    new_fn = EX.exemplar_fill
-    # the pipeline imports it at call time; an exemplar before fill_workers takes no workers
-    EX.exemplar_fill = lambda img, mask, progress=None, workers=1: old.exemplar_fill(img, mask, progress=progress)
-    try:
-        ref, r = timed(f"exemplar@{a.before}", lambda: BF.run_fill("exemplar", img, mask))
-    finally:
-        EX.exemplar_fill = new_fn
-    r["dE00"] = round(BF.de00_in(ref, clean, mask), 3)
 defaults = EX.exemplar_fill.__defaults__
+new_fn = EX.exemplar_fill
 first = None
-for v in variants:
-    for nw in [int(x) for x in a.workers.split(",")]:
-        EX.exemplar_fill.__defaults__ = (replace(EX.ExemplarConfig(), **v), None, 1)
-        f, r = timed(f"exemplar {json.dumps(v)} workers {nw}", lambda: BF.run_fill("exemplar", img, mask, workers=nw),
-                     workers=EX.auto_workers(nw))
-        r["max_rss_mb"] = [round(resource.getrusage(w).ru_maxrss / 1024) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-        if first is None:
-            first = f
-        else:
-            r["bit_identical_to_first"] = bool(np.array_equal(f.view(np.uint32), first.view(np.uint32)))
+for rnd in range(a.rounds):
+    tag = f" round {rnd + 1}" if a.rounds > 1 else ""
+    if old is not None:
+        # the pipeline imports it at call time; an exemplar before fill_workers takes no workers
+        EX.exemplar_fill = lambda img, mask, progress=None, workers=1: old.exemplar_fill(img, mask, progress=progress)
+        try:
+            f, r = timed(f"exemplar@{a.before}{tag}", lambda: BF.run_fill("exemplar", img, mask))
+        finally:
+            EX.exemplar_fill = new_fn
         r["dE00"] = round(BF.de00_in(f, clean, mask), 3)
-        if ref is not None:
-            d = np.abs(f - ref)[mask]
-            r["vs_before"] = {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "px_over_1e-3": int((d.max(1) > 1e-3).sum())}
-        print("  ", {k: r[k] for k in r if k in ("dE00", "vs_before", "bit_identical_to_first", "max_rss_mb")}, flush=True)
+        if ref is None:
+            ref = f
+        else:
+            r["bit_identical_to_first_before"] = bool(np.array_equal(f.view(np.uint32), ref.view(np.uint32)))
+        del f
+    for v in variants:
+        for nw in [int(x) for x in a.workers.split(",")]:
+            EX.exemplar_fill.__defaults__ = (replace(EX.ExemplarConfig(), **v), None, 1)
+            f, r = timed(f"exemplar {json.dumps(v)} workers {nw}{tag}", lambda: BF.run_fill("exemplar", img, mask, workers=nw),
+                         workers=EX.auto_workers(nw))
+            r["max_rss_mb"] = [round(resource.getrusage(w).ru_maxrss / 1024) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+            if first is None:
+                first = f
+            else:
+                r["bit_identical_to_first"] = bool(np.array_equal(f.view(np.uint32), first.view(np.uint32)))
+            r["dE00"] = round(BF.de00_in(f, clean, mask), 3)
+            if ref is not None:
+                d = np.abs(f - ref)[mask]
+                r["vs_before"] = {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "px_over_1e-3": int((d.max(1) > 1e-3).sum()),
+                                  "bit_identical": bool(np.array_equal(f.view(np.uint32), ref.view(np.uint32)))}
+            print("  ", {k: r[k] for k in r if k in ("dE00", "vs_before", "bit_identical_to_first", "max_rss_mb")}, flush=True)
+            del f
 EX.exemplar_fill.__defaults__ = defaults
 doc["load_1min"].append(round(os.getloadavg()[0], 2))
 old_s = [r["s"] for r in doc["runs"] if r["name"] in methods]
@@ -95,6 +110,11 @@ if old_s:
     for r in doc["runs"]:
         if r["name"].startswith("exemplar"):
             r["vs_slowest_old"] = round(r["s"] / max(old_s), 2)
+base = {r["name"]: r for r in doc["runs"] if r["name"] in methods}
+for r in doc["runs"]:
+    if r["name"].startswith("exemplar") and base:   # each exemplar run against each old method: wall and CPU
+        r["vs_old"] = {m: {"wall": round(r["s"] / b["s"], 2), "cpu": round(r["cpu_s"] / b["cpu_s"], 2)} for m, b in base.items()}
 print(json.dumps({r["name"]: r.get("vs_slowest_old") for r in doc["runs"]}), flush=True)
+print(json.dumps({r["name"]: r["vs_old"] for r in doc["runs"] if "vs_old" in r}), flush=True)
 if a.out:
     pathlib.Path(a.out).write_text(json.dumps(doc, indent=1))

@@ -118,33 +118,42 @@ def _membrane_exact(resid: np.ndarray, known: np.ndarray) -> np.ndarray:
     scipy: about n w^2 operations for n unknowns in a box w wide). A part of the box with no known pixel
     gets the mean of the known ones (a pull of 1e-6 towards it keeps the system definite).
     ``resid`` (h, w, C) float32, ``known`` (h, w) bool -> (h, w, C) float32, equal to ``resid`` on ``known``."""
+    unk, x = _membrane_solve(resid, known)
+    out = resid.copy()
+    if x is not None:
+        out[unk] = x
+    return out
+
+
+def _membrane_solve(resid: np.ndarray, known: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The solve of :func:`_membrane_exact`: ``(unk, x)``, ``unk`` = ~``known`` (h, w) bool and ``x`` (n, C)
+    float64 the membrane at the n unknown pixels in raster order (None where there is none)."""
     import cv2
     h, w, c = resid.shape
     unk = ~known
-    n = int(np.count_nonzero(unk))
-    out = resid.copy()
+    idx = np.cumsum(unk.ravel())                  # 1 + raster index of each unknown pixel (where unk)
+    n = int(idx[-1])
     if n == 0:
-        return out
-    idx = np.cumsum(unk.ravel()).reshape(h, w) - 1  # raster index of each unknown pixel (where unk)
+        return unk, None
+    idx = idx.reshape(h, w)
     pv = unk[:-1] & unk[1:]                       # vertical unknown-unknown pairs: (upper i, lower j)
-    iv, jv = idx[:-1][pv], idx[1:][pv]
-    dv = jv - iv
+    jv = idx[1:][pv]
+    dv = jv - idx[:-1][pv]
     kd = int(dv.max()) if dv.size else min(1, n - 1)  # half bandwidth (0 for a single unknown)
-    eps = 1e-6
-    ab = np.zeros((kd + 1, n))                     # upper band: ab[kd + i - j, j] = a[i, j], i <= j
-    ab[kd] = _degree(h, w)[unk]
-    ab[kd] += eps
+    eps = _EPS
+    ab = np.zeros((kd + 1, n), order="F")          # upper band: ab[kd + i - j, j] = a[i, j], i <= j (LAPACK's order:
+    ab[kd] = _degree(h, w, eps)[unk]               # no copy on the way in)
     if kd:
-        ab[kd - 1, idx[:, 1:][unk[:, :-1] & unk[:, 1:]]] = -1.0
-    ab[kd - dv, jv] = -1.0
+        ab[kd - 1, idx[:, 1:][unk[:, :-1] & unk[:, 1:]] - 1] = -1.0
+    ab[kd - dv, jv - 1] = -1.0
     rk = resid * known[..., None]
-    b = cv2.filter2D(rk, -1, _CROSS, borderType=cv2.BORDER_CONSTANT).reshape(resid.shape)[unk].astype(np.float64)
-    b += eps * (rk.reshape(-1, c).sum(0) / max(h * w - n, 1))
+    e = eps * (rk.reshape(-1, c).sum(0) / max(h * w - n, 1))
+    b = np.add(cv2.filter2D(rk, -1, _CROSS, borderType=cv2.BORDER_CONSTANT).reshape(resid.shape)[unk], e,
+               dtype=np.float64)
     _, x, info = _dpbsv()(ab, b, overwrite_ab=1, overwrite_b=1)
     if info != 0:  # pragma: no cover - the system is positive definite by construction
         raise np.linalg.LinAlgError(f"seam membrane: LAPACK dpbsv info {info}")
-    out[unk] = x
-    return out
+    return unk, x
 
 
 @functools.lru_cache(maxsize=1)
@@ -154,14 +163,18 @@ def _dpbsv() -> Any:
     return dpbsv
 
 
-@functools.lru_cache(maxsize=64)
-def _degree(h: int, w: int) -> np.ndarray:
-    """(h, w) float64: each pixel's number of 4-neighbours inside an h x w box (read-only, cached)."""
+_EPS = 1e-6   # the membrane's pull towards the mean of the known pixels (keeps the system definite)
+
+
+@functools.lru_cache(maxsize=256)
+def _degree(h: int, w: int, add: float = 0.0) -> np.ndarray:
+    """(h, w) float64: each pixel's number of 4-neighbours inside an h x w box, plus ``add`` (read-only, cached)."""
     deg = np.full((h, w), 4.0)
     deg[0] -= 1
     deg[-1] -= 1
     deg[:, 0] -= 1
     deg[:, -1] -= 1
+    deg += add
     deg.setflags(write=False)
     return deg
 
@@ -236,12 +249,19 @@ def _ssd_grey_raw(wl: np.ndarray, wl2: np.ndarray, tpl: np.ndarray, wt: np.ndarr
     same (the rest, sum(w T^2) and the division by sum(w), is one affine map, applied by the caller to the
     few places it keeps): ``wl``, ``wl2`` (Hw, Ww), ``tpl``, ``wt`` (th, tw) float32 -> (Hw - th + 1,
     Ww - tw + 1) float32."""
+    return _search_raw(wl, wl2, tpl, wt)[0]
+
+
+def _search_raw(wl: np.ndarray, wl2: np.ndarray, tpl: np.ndarray, wt: np.ndarray) -> Tuple[np.ndarray, float]:
+    """:func:`_ssd_grey_raw` and the constant term sum(w T^2) (float64 of the float32 sum, as
+    ``float((wt * tpl * tpl).sum())``), sharing the product w T."""
     import cv2
     d: np.ndarray = cv2.matchTemplate(wl2, wt, cv2.TM_CCORR)
     wtt = wt * tpl
+    c0 = float((wtt * tpl).sum())
     wtt *= np.float32(-2)                            # exact (a power of two): the same sums as 2 * corr
     d += cv2.matchTemplate(wl, wtt, cv2.TM_CCORR)
-    return d
+    return d, c0
 
 
 def _ssd_grey(wl: np.ndarray, wl2: np.ndarray, tpl: np.ndarray, wt: np.ndarray) -> np.ndarray:
@@ -289,8 +309,10 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     # what is still damaged never enters a computation (the fill does not depend on the damaged values)
     tpl = np.where(known[..., None], out[ty0:ty1, tx0:tx1], np.float32(0))
     inner = (slice(y0 - ty0, y1 - ty0), slice(x0 - tx0, x1 - tx0))
+    exact = th * tw <= cfg.seam_exact     # every box of this size is solved exactly (as _membrane decides)
     if smooth_only:
-        _put(out, weight, box, sub, _membrane(tpl, known, 8, cfg.seam_exact)[inner], cfg.filled_weight)
+        memb = _membrane_exact(tpl, known) if exact else _membrane(tpl, known, 8, cfg.seam_exact)
+        _put(out, weight, box, sub, memb[inner], cfg.filled_weight)
         return 0.0
     var = 0.0
     if cfg.gamma > 0:
@@ -302,7 +324,8 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
             var = (sd[0] * sd[0] + sd[1] * sd[1] + sd[2] * sd[2]) / 3
         if var < cfg.flat_var:
             # a flat rim: the copy's detail would be at most its own tiny variation; the membrane alone
-            _put(out, weight, box, sub, _membrane(tpl, known, cfg.seam_iters, cfg.seam_exact)[inner], cfg.filled_weight)
+            memb = _membrane_exact(tpl, known) if exact else _membrane(tpl, known, cfg.seam_iters, cfg.seam_exact)
+            _put(out, weight, box, sub, memb[inner], cfg.filled_weight)
             return 0.0
     if wy1 - wy0 <= th or wx1 - wx0 <= tw:
         return None
@@ -317,7 +340,7 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
         else:
             wl, wl2 = scan.lum[wy0:wy1, wx0:wx1], scan.lum2[wy0:wy1, wx0:wx1]
         tl = tpl @ _LUM
-        d = _ssd_grey_raw(wl, wl2, tl, wt)
+        d, c0 = _search_raw(wl, wl2, tl, wt)
         if scan is not None and scan.side == (th, tw):
             bad = scan.bad[wy0:wy1 - th + 1, wx0:wx1 - tw + 1]
         else:   # the damage-box map of this template size, for the window (as _scan_maps)
@@ -325,7 +348,7 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
                              borderType=cv2.BORDER_CONSTANT, borderValue=0)[:d.shape[0], :d.shape[1]]
         cv2.add(d, np.inf, dst=d, mask=bad)           # places whose box holds damage: never chosen
         # the kept places' scores made per-pixel means (as _ssd_grey), an affine map that keeps their order
-        c0, inv = float((wt * tl * tl).sum()), 1.0 / max(sw, 1e-12)
+        inv = 1.0 / max(sw, 1e-12)
         best = [(iy, ix, max(v + c0, 0.0) * inv) for iy, ix, v in _best_places(d, cfg.k, cfg.k_sep)]
     else:
         dmg = damaged[wy0:wy1, wx0:wx1]
@@ -334,10 +357,15 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     if not best:
         return None
     d0 = best[0][2]
-    cand = np.stack([win[iy:iy + th, ix:ix + tw] for iy, ix, _ in best])          # (k, th, tw, 3)
-    a = np.exp(-(np.array([c[2] for c in best]) - d0) / (cfg.h ** 2 + cfg.tau * d0)).astype(np.float32)
+    kb = len(best)
+    cand = np.empty((kb, th, tw, 3), np.float32)                                 # (k, th, tw, 3)
+    for q in range(kb):
+        iy, ix = best[q][0], best[q][1]
+        cand[q] = win[iy:iy + th, ix:ix + tw]
+    den = cfg.h ** 2 + cfg.tau * d0
+    a = np.exp(np.array([-(c[2] - d0) / den for c in best])).astype(np.float32)
     a /= a.sum()
-    src = np.dot(a[None], cand.reshape(len(best), -1)).reshape(th, tw, 3)      # the blend (as np.tensordot)
+    src = np.dot(a[None], cand.reshape(kb, -1)).reshape(th, tw, 3)             # the blend (as np.tensordot)
     beta = 1.0
     if cfg.gamma > 0:
         beta = max(0.0, 1.0 - cfg.gamma * d0 / var) if var > 0 else 0.0
@@ -345,7 +373,8 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     # and of the copy's rim); the solver is linear, so this is beta src + membrane(tpl - beta src): one
     # 3-channel pass
     bs = np.float32(beta) * src
-    val = _membrane(tpl - bs, known, cfg.seam_iters, cfg.seam_exact)
+    resid = tpl - bs
+    val = _membrane_exact(resid, known) if exact else _membrane(resid, known, cfg.seam_iters, cfg.seam_exact)
     val += bs
     _put(out, weight, box, sub, val[inner], cfg.filled_weight)
     return beta
@@ -414,8 +443,9 @@ def _exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig,
     if img.ndim != 3 or img.shape[2] != 3 or mask.shape != img.shape[:2]:
         raise ValueError(f"exemplar fill needs an (H, W, 3) image and an (H, W) mask, got {img.shape} and {mask.shape}")
     h, w = mask.shape
-    share = 1.0 - float(mask.mean()) if mask.size else 0.0
-    if not mask.any():
+    nd = cv2.countNonZero(mask.view(np.uint8)) if mask.size else 0
+    share = 1.0 - nd / mask.size if mask.size else 0.0    # as 1 - mask.mean()
+    if nd == 0:
         return np.ascontiguousarray(img, dtype=np.float32).copy(), np.zeros((h, w), bool)
     if share < cfg.min_known_share:
         raise ValueError(f"exemplar fill: only {100 * share:.1f} % of the picture is undamaged (needs at least "
@@ -428,8 +458,11 @@ def _exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig,
     np.copyto(out, img, casting="unsafe")
     weight = _alloc((h, w), np.float32, procs)
     np.logical_not(mask, out=weight, casting="unsafe")
-    rest = _alloc((h, w), np.bool_, procs)
-    rest[...] = False
+    if procs:
+        rest = _alloc((h, w), np.bool_, True)
+        rest[...] = False
+    else:
+        rest = np.zeros((h, w), bool)    # pages zeroed lazily by the system: only holes with no clean place touch it
     scan = _scan_maps(out, mask, cfg.piece + 2 * cfg.band) if cfg.grey else None
     job = _Job(out, weight, rest, mask, lab, stats, scan, cfg)
     if workers <= 1:
@@ -500,11 +533,14 @@ def _fill_hole(job: _Job, i: int) -> None:
     # pieces: grid cells over the bounding box that hold pixels of this hole
     cells = [(cy, min(cy + p, y0 + bh), cx, min(cx + p, x0 + bw))
              for cy in range(y0, y0 + bh, p) for cx in range(x0, x0 + bw, p)]
-    cells = [c for c in cells if (lab[c[0]:c[1], c[2]:c[3]] == i).any()]
+    subs = [lab[c[0]:c[1], c[2]:c[3]] == i for c in cells]    # each cell's pixels of this hole
+    keep = [q for q, sb in enumerate(subs) if sb.any()]
+    cells, subs = [cells[q] for q in keep], [subs[q] for q in keep]
     dynamic = len(cells) <= 64
     if not dynamic:  # a large hole: a fixed rim-first order (each piece's nearest pixel to the rim), raster ties
-        cells.sort(key=lambda c: float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][
-            lab[c[0]:c[1], c[2]:c[3]] == i].min()))
+        order = sorted(range(len(cells)), key=lambda q: float(dist[cells[q][0] - gy0:cells[q][1] - gy0,
+                                                                    cells[q][2] - gx0:cells[q][3] - gx0][subs[q]].min()))
+        cells, subs = [cells[q] for q in order], [subs[q] for q in order]
     most, gone = 0.0, False   # the largest share of copied detail a piece kept; whether one found no place
     conf = [0.0] * len(cells)
     stale = [True] * len(cells)
@@ -520,12 +556,12 @@ def _fill_hole(job: _Job, i: int) -> None:
                     stale[q] = False
             j = max(range(len(conf)), key=conf.__getitem__)   # the first of the largest, as np.argmax
         c = cells.pop(j)
+        sub = subs.pop(j)
         conf.pop(j)
         stale.pop(j)
         for q, e in enumerate(cells):
             if e[0] - b < c[1] and c[0] < e[1] + b and e[2] - b < c[3] and c[2] < e[3] + b:
                 stale[q] = True
-        sub = lab[c[0]:c[1], c[2]:c[3]] == i
         thin = cfg.thin > 0 and float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][sub].max()) <= cfg.thin
         kept = _fill_piece(out, weight, mask, sub, c, cfg, smooth_only=thin and cfg.thin_search <= 0,
                            search=cfg.thin_search if thin else None, scan=scan)

@@ -102,8 +102,8 @@ def test_a_flat_rim_gets_the_membrane_without_a_search(monkeypatch):
     """Pieces whose rim varies less than flat_var skip the search (their copy could add at most that little
     detail); a textured rim is searched."""
     calls = []
-    real = E._ssd_grey_raw
-    monkeypatch.setattr(E, "_ssd_grey_raw", lambda *a: calls.append(1) or real(*a))
+    real = E._search_raw
+    monkeypatch.setattr(E, "_search_raw", lambda *a: calls.append(1) or real(*a))
     rng = np.random.default_rng(3)
     flat = np.clip(0.5 + 0.003 * rng.standard_normal((96, 96, 1)), 0, 1).repeat(3, 2).astype(np.float32)
     mask = np.zeros((96, 96), bool)
