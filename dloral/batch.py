@@ -104,9 +104,10 @@ class Single:
     """The single-clip command the CLI gives (``dloral/__main__.py``; passed in, so this module does not import
     it): ``check(args)`` the settings, ``probe(path) -> (frames or None, (H, W))``, ``upscale(args, loader)``
     one clip into ``args.out`` (staged: in place only when complete); for chunks across workers
-    ``open_job(args) -> (job, chunks, digits, kind)``, ``chunk(args, loader, index, last, digits, kind, frames=None)``,
-    ``stitch(args, job) -> frames`` and, for a worker that does not see INPUT, ``frames(args, index, last)``: the
-    input frames the chunk reads, as data, which ``chunk`` then reads in place of INPUT (``open_chunk_job``,
+    ``open_job(args) -> (job, chunks, digits, kind)``, ``chunk(args, loader, index, last, digits, kind,
+    frames=None)``, ``stitch(args, job) -> frames`` and, for a worker that does not see INPUT,
+    ``frames(args, index, last, read)``: the input frames the chunk reads, as data (``read``: a
+    ``dloral.cliargs.RangeReader``), which ``chunk`` then reads in place of INPUT (``open_chunk_job``,
     ``cmd_chunk``, ``cmd_stitch``, ``chunk_frames``). Pickled to the Ray actors."""
 
     def __init__(self, check: Callable[[argparse.Namespace], Any], probe: Callable[[Any], Tuple[Optional[int], Any]],
@@ -448,9 +449,12 @@ def run_clips(a: argparse.Namespace, loader: Callable[[Any], Any], single: Singl
             cj.stitched = stitcher.submit(_stitch_clip, a, single, cj)
     repo = pathlib.Path(__file__).resolve().parent.parent
 
+    from .cliargs import RangeReader
+    reader = RangeReader()   # a video's chunks, sent one after another, read in one pass
+
     def sent_frames(t: ChunkTask) -> Any:   # what a worker without the driver's files gets of a chunk's clip
         assert single.frames is not None
-        return single.frames(_clip_args(a, t.src, t.dest), t.index, t.last)
+        return single.frames(_clip_args(a, t.src, t.dest), t.index, t.last, reader)
     progress = JobProgress(sum(i.weight for i in work), len(work), unit="frames", quiet=quiet)
     # each worker checks whether it sees the inputs and a file made here in --out as the driver does: one that
     # does reads and writes those paths, one that does not gets the inputs' bytes and returns the outputs'
@@ -467,6 +471,7 @@ def run_clips(a: argparse.Namespace, loader: Callable[[Any], Any], single: Singl
                                     must_see=[] if probe is None else [probe, *(i.payload[0] for i in items)])
     finally:
         progress.close()
+        reader.close()
         stitcher.shutdown(wait=True)
         if probe is not None:
             probe.unlink(missing_ok=True)

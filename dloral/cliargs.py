@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import islice
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -95,20 +95,74 @@ def read_range(path: Union[str, os.PathLike], start: int, stop: int) -> FrameRan
     """Frames ``[start, stop)`` of INPUT (fewer where the clip ends before ``stop``) as a :class:`FrameRange`:
     a folder's files read as they are; a video decoded from its start (the frames before ``start`` are
     decoded, not kept), each kept frame's integers written as PNG (lossless, 16-bit for a deeper source)."""
-    import cv2
-    p = pathlib.Path(path)
-    if p.is_dir():
-        return FrameRange(start, tuple(f.read_bytes() for f in _frame_files(p)[start:stop]))
-    if not p.is_file():
-        raise ValueError(f"INPUT {str(path)!r} is neither a folder of frames nor a video file")
-    images, times = [], []
-    for pixels, t in islice(iter_raw_frames(p, start), max(stop - start, 0)):
-        ok, buf = cv2.imencode(".png", pixels)
-        if not ok:   # pragma: no cover - PNG holds any uint8 / uint16 three-channel image
-            raise ValueError(f"video {str(path)!r}: frame at {float(t):.6f} s cannot be written as PNG")
-        images.append(buf.tobytes())
-        times.append(t)
-    return FrameRange(start, tuple(images), tuple(times))
+    with RangeReader() as read:
+        return read(path, start, stop)
+
+
+class _Decoding:
+    """A video being read by a :class:`RangeReader`: the decoder at frame ``next``, the frame before kept."""
+
+    def __init__(self, it: Any, at: int) -> None:
+        self.it, self.next = it, at
+        self.last: Optional[Tuple[bytes, Fraction]] = None
+
+
+class RangeReader:
+    """:func:`read_range` for a driver that sends chunk after chunk of its clips: a video's ranges asked in
+    increasing order are read by one decoder from its start to its end, not from its start again for each
+    (a chunk's range starts at the frame before the previous chunk's end: that frame is kept); a range before
+    the decoder's place (a chunk sent again after a lost worker) starts a new one. At most ``keep`` videos
+    are open at once (the one read longest ago is closed); :meth:`close` closes them all."""
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self.open: Dict[str, _Decoding] = {}
+
+    def __enter__(self) -> "RangeReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for d in self.open.values():
+            d.it.close()
+        self.open.clear()
+
+    def __call__(self, path: Union[str, os.PathLike], start: int, stop: int) -> FrameRange:
+        import cv2
+        p = pathlib.Path(path)
+        if p.is_dir():
+            return FrameRange(start, tuple(f.read_bytes() for f in _frame_files(p)[start:stop]))
+        if not p.is_file():
+            raise ValueError(f"INPUT {str(path)!r} is neither a folder of frames nor a video file")
+        d = self.open.pop(str(p), None)
+        if d is not None and (start < d.next - 1 or start == d.next - 1 and d.last is None):
+            d.it.close()
+            d = None
+        if d is None:
+            d = _Decoding(iter_raw_frames(p, start), start)
+        while len(self.open) >= self.keep:
+            self.open.pop(next(iter(self.open))).it.close()
+        self.open[str(p)] = d
+        kept: List[Tuple[bytes, Fraction]] = [d.last] if start == d.next - 1 and d.last is not None else []
+        try:
+            skipped = sum(1 for _ in islice(d.it, max(start - d.next, 0)))
+            d.next, d.last = d.next + skipped, d.last if not skipped else None
+            if d.next < start:   # the clip ends before the range
+                return FrameRange(start, (), ())
+            for pixels, t in islice(d.it, max(stop - start - len(kept), 0)):
+                ok, buf = cv2.imencode(".png", pixels)
+                if not ok:   # pragma: no cover - PNG holds any uint8 / uint16 three-channel image
+                    raise ValueError(f"video {str(path)!r}: frame at {float(t):.6f} s cannot be written as PNG")
+                kept.append((buf.tobytes(), t))
+        except BaseException:   # a decoder that failed is not read again
+            self.open.pop(str(p), None)
+            d.it.close()
+            raise
+        d.next = start + len(kept)
+        d.last = kept[-1] if kept else None
+        return FrameRange(start, tuple(b for b, _ in kept), tuple(t for _, t in kept))
 
 
 def _image(data: bytes, name: str) -> torch.Tensor:
@@ -134,6 +188,8 @@ def _frames(path, times=None, start=0):
                 yield _image(path.images[k], f"{path.first + k} of the frames sent")
                 continue
             pixels = cv2.imdecode(np.frombuffer(path.images[k], np.uint8), cv2.IMREAD_UNCHANGED)
+            if pixels is None:   # pragma: no cover - the driver wrote it
+                raise ValueError(f"cannot read frame {path.first + k} of the frames sent")
             if times is not None:
                 times.append(path.times[k])
             yield frame_image(pixels).permute(2, 0, 1)

@@ -7,7 +7,7 @@ gives the same part either way.
 import argparse
 import os
 import pathlib
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -43,10 +43,12 @@ def chunk_of(a: argparse.Namespace, index: int, last: bool) -> Chunk:
     return plan.last(index) if last else plan[index]
 
 
-def chunk_frames(a: argparse.Namespace, index: int, last: bool) -> FrameRange:
+def chunk_frames(a: argparse.Namespace, index: int, last: bool,
+                 read: Callable[[str, int, int], FrameRange] = read_range) -> FrameRange:
     """In the driver, for a worker that does not see INPUT: the frames chunk ``index`` reads
-    (:attr:`Chunk.reads`: its own and the carried previous frame), as data."""
-    return read_range(a.input, *chunk_of(a, index, last).reads)
+    (:attr:`Chunk.reads`: its own and the carried previous frame), as data; ``read``: :func:`read_range`, or
+    a ``RangeReader`` that reads a video's chunks in one pass."""
+    return read(a.input, *chunk_of(a, index, last).reads)
 
 
 def _digits(total):

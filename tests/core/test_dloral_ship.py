@@ -24,7 +24,7 @@ from dloral import convert_official, save_weights
 from dloral import video as V
 from dloral.__main__ import _save, main
 from dloral.chunks import ChunkPlan, chunk_input
-from dloral.cliargs import FrameRange, _frames, read_range
+from dloral.cliargs import FrameRange, RangeReader, _frames, read_range
 
 N, CHUNK = 40, 8
 
@@ -80,6 +80,37 @@ def test_a_frame_range_reads_as_the_input_does(tmp_path):
     with pytest.raises(ValueError, match="starting at frame 2"):
         next(_frames(r, start=1))
 
+
+
+def test_a_range_reader_reads_a_videos_chunks_in_one_pass(tmp_path, monkeypatch):
+    """The driver's reader: a video's chunk ranges asked in order come from one decoder (each frame decoded
+    once, the shared frame kept), equal to reading each range from the start; a range asked again (a retried
+    chunk) or after the end starts a decoder of its own and gives the same data."""
+    import dloral.cliargs as C
+    v = tmp_path / "v.mp4"
+    with V.VideoWriter(v, 32, 32, Fraction(1, 25), Fraction(25), "h264") as w:
+        for i, f in enumerate(dm.frames(20, 32, 32, seed=5)):
+            w.write(f.permute(1, 2, 0), Fraction(i, 25))
+    plan = ChunkPlan(4, 2)
+    ranges = [c.reads for c in plan.chunks(20)][:-1] + [plan.last(4).reads]
+    want = [read_range(v, *r) for r in ranges]
+    assert [(r.first, len(r.images)) for r in want] == [(0, 4), (3, 5), (7, 5), (11, 5), (15, 5)]
+    starts, decoded = [], []
+    real = C.iter_raw_frames
+
+    def counted(path, start=0):
+        starts.append(start)
+        for f in real(path, start):
+            decoded.append(f[1])
+            yield f
+    monkeypatch.setattr(C, "iter_raw_frames", counted)
+    with RangeReader() as read:
+        assert [read(v, *r) for r in ranges] == want
+        assert starts == [0] and decoded == [Fraction(i, 25) for i in range(20)]
+        assert read(v, *ranges[2]) == want[2] and starts == [0, 7]
+        assert read(v, 30, 34) == FrameRange(30, (), ())
+        assert read(v, 19, 20) == read_range(v, 19, 20) and read(v, 19, 20).times == (Fraction(19, 25),)
+    assert not read.open
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
