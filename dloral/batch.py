@@ -135,7 +135,8 @@ class Shipped:
     """A unit of work sent to a worker that does not see the driver's files: ``task`` (``(input, output)`` or a
     :class:`ChunkTask`, with the driver's paths) and the input as data: for a whole clip a video file's bytes or
     a frame folder's files by path (None where the driver has no such input); for a chunk only the frames it
-    reads (``Single.frames``: a ``dloral.cliargs.FrameRange``, its own frames and the carried one before)."""
+    reads (``Single.frames``: a ``dloral.cliargs.FrameRange``, its own frames and the carried one before), or
+    a video file's bytes where they weigh less."""
     task: Any
     data: Any
 
@@ -147,7 +148,9 @@ def _paths(task: Any) -> Tuple[str, str]:
 def ship_clip(payload: Any, sees: bool, chunk_frames: Optional[Callable[[ChunkTask], Any]] = None) -> Any:
     """In the driver, as a unit goes to a Ray worker: the payload itself where the worker sees the driver's
     files (``sees``); else :class:`Shipped`, or ``Done`` where the output (a clip's, or a chunk's part) is
-    already in place. A chunk is sent with ``chunk_frames(task)``, the frames it reads (``Single.frames``)."""
+    already in place. A chunk is sent with ``chunk_frames(task)``, the frames it reads (``Single.frames``), or
+    with the video file where that is smaller (a short clip's compressed file can weigh less than the chunk's
+    frames decoded, which are sent lossless): never more than the clip."""
     if sees:
         return payload
     src, dest = _paths(payload)
@@ -158,7 +161,10 @@ def ship_clip(payload: Any, sees: bool, chunk_frames: Optional[Callable[[ChunkTa
             return Done({"status": "done earlier", "frames": json.loads(meta.read_text())["frames"],
                          "chunk": payload.index})
         assert chunk_frames is not None, "a chunk is sent with the frames it reads"
-        return Shipped(payload, chunk_frames(payload))
+        frames = chunk_frames(payload)
+        if os.path.isfile(src) and os.path.getsize(src) < frames.nbytes:
+            return Shipped(payload, _take(pathlib.Path(src)))
+        return Shipped(payload, frames)
     if os.path.exists(dest):
         return Done({"status": "done earlier", "output": dest, "frames": _count(pathlib.Path(dest))})
     return Shipped(payload, _take(pathlib.Path(src)))
@@ -250,8 +256,8 @@ class ClipWorker:
         self.args, self.loader, self.single = args, _OnceLoader(loader), single
 
     def _shipped(self, s: Shipped) -> Dict[str, Any]:
-        """A unit sent as bytes: a clip's input written to a folder of this worker's own (a chunk's frames are
-        read from the data sent), the unit run there as on the driver's files, and its output returned as
+        """A unit sent as bytes: a clip's input written to a folder of this worker's own (a chunk's frames sent
+        are read from the data), the unit run there as on the driver's files, and its output returned as
         bytes (``data`` or ``part``, see :func:`land_clip`); a failure's reason names the driver's paths.
         Nothing is kept here."""
         src, dest = _paths(s.task)
@@ -261,14 +267,15 @@ class ClipWorker:
             lsrc.parent.mkdir()
             ldest.parent.mkdir()
             chunk = isinstance(s.task, ChunkTask)
-            if s.data is not None and not chunk:
+            frames = s.data if chunk and not isinstance(s.data, bytes) else None   # a chunk's frames, not a file
+            if s.data is not None and frames is None:
                 _put(lsrc, s.data)
             try:
                 if chunk:
                     from .job import job_dir
                     job = job_dir(ldest)
                     job.mkdir()
-                    res = self._chunk(replace(s.task, src=str(lsrc), dest=str(ldest)), s.data)
+                    res = self._chunk(replace(s.task, src=str(lsrc), dest=str(ldest)), frames)
                     part = job / f"part_{s.task.index:05d}"
                     return {**res, "part": read_tree(part) if res["status"] == "done" else None}
                 res = self((str(lsrc), str(ldest)))

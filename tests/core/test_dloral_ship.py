@@ -147,11 +147,14 @@ def _packets(path):
         return s.codec_context.name, s.sample_rate, [(p.pts, bytes(p)) for p in c.demux(s) if p.size]
 
 
-def test_shipped_chunks_hold_only_their_frames_and_give_the_one_pass_output(inputs, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("file_smaller", [False, True])
+def test_shipped_chunks_hold_only_their_frames_and_give_the_one_pass_output(inputs, tmp_path, monkeypatch, capsys,
+                                                                            file_smaller):
     """``--chunk 8`` over a worker that sees none of the driver's files: each chunk is sent the frames
     ``[start - 1, stop)`` only (9 frames, 8 for the first), so the bytes sent per chunk are bounded by its
     frames, not the clip's (before: the whole clip, 5 times per clip); the worker reads no input file; the
-    stitched outputs (frames, timecodes, the sound copied on the driver) equal the one-pass run's byte for byte."""
+    stitched outputs (frames, timecodes, the sound copied on the driver) equal the one-pass run's byte for byte.
+    ``file_smaller``: the video's decoded frames made to weigh more than its file, which is then sent instead."""
     import dloral.batch as B
     from _dloral_tiny_cli import tiny_loader
     sent = {}
@@ -183,6 +186,8 @@ def test_shipped_chunks_hold_only_their_frames_and_give_the_one_pass_output(inpu
         assert main(_args(inputs, tmp_path / "one"), loader=tiny_loader) == 0
         one = json.loads(capsys.readouterr().out)
         monkeypatch.setattr(B, "run_batch", stand_in)
+        if file_smaller:
+            monkeypatch.setattr(FrameRange, "nbytes", property(lambda r: 1 << 40))
         assert main(_args(inputs, tmp_path / "ch", "--chunk", str(CHUNK), "--ray", "stand-in"), loader=tiny_loader) == 0
         ch = json.loads(capsys.readouterr().out)
     finally:
@@ -193,6 +198,9 @@ def test_shipped_chunks_hold_only_their_frames_and_give_the_one_pass_output(inpu
     for key, data in sent.items():
         name, i = key.rsplit("#", 1)
         first, stop = max(int(i) * CHUNK - 1, 0), (int(i) + 1) * CHUNK
+        if name == "clip" and file_smaller:
+            assert data == (inputs / "in" / "clip.mp4").read_bytes(), key
+            continue
         assert isinstance(data, FrameRange) and (data.first, len(data.images)) == (first, stop - first), key
         if name == "folder":
             assert data.images == tuple(f.read_bytes() for f in files[first:stop]) and data.times is None
