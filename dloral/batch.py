@@ -52,10 +52,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 try:
+    from ..atelier_files import shown_paths  # type: ignore[import-not-found]
     from ..atelier_ray import (BatchItem, Done, JobProgress, Outcome,  # type: ignore[import-not-found]
                                add_ray_arguments, by_worker, expand_inputs, failure_reason, read_tree, run_batch,
                                write_tree)
 except ImportError:   # the core as a top-level package (CLI from the repository root)
+    from atelier_files import shown_paths
     from atelier_ray import (BatchItem, Done, JobProgress, Outcome, add_ray_arguments, by_worker, expand_inputs,
                              failure_reason, read_tree, run_batch, write_tree)
 
@@ -281,7 +283,7 @@ class ClipWorker:
                 res = self((str(lsrc), str(ldest)))
                 return {**res, "output": dest, "data": _take(ldest)}
             except Exception as exc:   # noqa: BLE001 - the reason, naming the driver's paths
-                raise ValueError(failure_reason(exc).replace(str(lsrc), src).replace(str(ldest), dest)) from None
+                raise ValueError(shown_paths(failure_reason(exc), {lsrc: src, ldest: dest})) from None
 
     def _chunk(self, t: ChunkTask, frames: Any = None) -> Dict[str, Any]:
         """One chunk into its part of the clip's job folder; ``frames``: the frames it reads, when sent."""

@@ -212,3 +212,26 @@ def test_shipped_chunks_hold_only_their_frames_and_give_the_one_pass_output(inpu
     assert _packets(tmp_path / "ch" / "clip" / "audio.mka")[:2] == ("aac", 48000)   # muxed on the driver
     assert _tree(tmp_path / "ch") == _tree(tmp_path / "one")
     assert not any(p.name.startswith(".") for p in (tmp_path / "ch").iterdir())
+
+
+def test_a_workers_errors_name_the_drivers_paths(tmp_path):
+    """A worker reads a local copy of what the driver sent: its errors name the driver's paths, not the copy's
+    (``atelier_files.shown_paths``, used by both cores: a scan's reader, a DLoRAL clip's worker)."""
+    from atelier_files import shown_paths
+    from dloral.batch import ClipWorker, Shipped, Single
+    from dloral.__main__ import cmd_upscale
+    from dloral.cliargs import build_parser, probe, settings_from_args
+    from restoration.scanio import read_scan
+    assert shown_paths("/t/x and /t/x.job/p", {"/t/x": "/d/x", "/t/x.job": "/d/x.job"}) == "/d/x and /d/x.job/p"
+    assert shown_paths("/t/x", {}) == "/t/x"
+    local = tmp_path / "copy" / "broken.png"
+    local.parent.mkdir()
+    local.write_bytes(b"not a picture")
+    with pytest.raises(ValueError) as e:
+        read_scan(local, 600, shown="/driver/scans/broken.png")
+    assert "/driver/scans/broken.png" in str(e.value) and "copy" not in str(e.value), e.value
+    a = build_parser("x", None, None).parse_args(["upscale", "x", "--out", "o", "--weights", "w", "--checkpoint", "c"])
+    worker = ClipWorker(a, lambda request: pytest.fail("no model is loaded"), Single(settings_from_args, probe, cmd_upscale))
+    with pytest.raises(ValueError) as e:
+        worker(Shipped(("/driver/clips/v.mp4", "/driver/out/v.mp4"), b"\0" * 64))
+    assert "'/driver/clips/v.mp4' cannot be opened by PyAV" in str(e.value) and "atelier-clip-" not in str(e.value)
