@@ -18,10 +18,11 @@ With ``--ray`` the clips are spread over Ray actors (one per GPU, else per ``--r
 the next unit of work when free; a lost worker's unit is run again on another actor. No file system needs to
 be shared with the workers: each actor checks as it starts whether it sees the inputs and ``--out`` as the
 driver does (``must_see``). One that does reads and writes the driver's paths (a shared file system, or Ray on
-this machine); to one that does not the driver sends the clip's bytes (:class:`Shipped`: a video file's bytes
-or a frame folder's files, for each unit of work) and the worker returns the output (a clip's file or frame
-folder, or a chunk's part), which the driver writes as a worker would (:func:`land_clip`: under a name of its
-own, placed where nothing is; a part published whole, never over one), once. The model files (``--weights``,
+this machine); to one that does not the driver sends what the unit reads (:class:`Shipped`: a whole clip's video
+file or frame folder; for a chunk only the frames it reads, ``Chunk.reads``, or the video file where that weighs
+less) and the worker returns the output (a clip's file or frame folder, or a chunk's part), which the driver
+writes as a worker would (:func:`land_clip`: under a name of its own, placed where nothing is; a part published
+whole, never over one), once. The model files (``--weights``,
 ``--checkpoint``, the ComfyUI tree) are read by each worker at the driver's paths: every machine holds them.
 
 With ``--chunk N`` the unit is a **chunk**, not a clip: each clip whose frame count is known is cut by the one
