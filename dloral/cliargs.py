@@ -141,7 +141,7 @@ class RangeReader:
             d.it.close()
             d = None
         if d is None:
-            d = _Decoding(iter_raw_frames(p, start), start)
+            d = _Decoding(iter_raw_frames(p, start, threads="SLICE"), start)   # closed at any time: no busy thread
         while len(self.open) >= self.keep:
             self.open.pop(next(iter(self.open))).it.close()
         self.open[str(p)] = d

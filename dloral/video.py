@@ -163,15 +163,19 @@ def probe_video(path: PathLike) -> VideoInfo:
                          _bits(first.format), first.format.name, audio)
 
 
-def iter_raw_frames(path: PathLike, start: int = 0) -> Iterator[Tuple[np.ndarray, Fraction]]:
+def iter_raw_frames(path: PathLike, start: int = 0, threads: str = "AUTO"
+                    ) -> Iterator[Tuple[np.ndarray, Fraction]]:
     """Decode ``path`` frame by frame in presentation order: ``(pixels, time)``, ``pixels`` the integers the
     decoder gives (H, W, 3) RGB, uint8 for an 8-bit source, uint16 for a deeper one (:func:`frame_image`
     makes the float frame), ``time`` in seconds; a frame without a timestamp gets the previous one's plus
     1 / average rate. ``start``: the frames before it are decoded (their times checked) but not converted
-    nor yielded."""
+    nor yielded. ``threads``: the decoder's threading (FFmpeg's ``thread_type``; its decoders give the same
+    frames either way): ``AUTO`` decodes frames ahead on threads of its own; ``SLICE`` leaves none busy
+    between frames, for a reader that is left open and closed at any time (closing a decoder whose frame
+    threads are busy can hang while FFmpeg logs through PyAV: PyAV's caveats, "Logging")."""
     with _open(path) as c:
         vs = c.streams.video[0]
-        vs.thread_type = "AUTO"
+        vs.thread_type = threads
         tb = Fraction(vs.time_base)
         step = 1 / Fraction(vs.average_rate) if vs.average_rate else Fraction(1, 24)
         last = None

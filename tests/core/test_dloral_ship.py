@@ -98,16 +98,16 @@ def test_a_range_reader_reads_a_videos_chunks_in_one_pass(tmp_path, monkeypatch)
     starts, decoded = [], []
     real = C.iter_raw_frames
 
-    def counted(path, start=0):
-        starts.append(start)
-        for f in real(path, start):
+    def counted(path, start=0, threads="AUTO"):
+        starts.append((start, threads))
+        for f in real(path, start, threads):
             decoded.append(f[1])
             yield f
     monkeypatch.setattr(C, "iter_raw_frames", counted)
     with RangeReader() as read:
         assert [read(v, *r) for r in ranges] == want
-        assert starts == [0] and decoded == [Fraction(i, 25) for i in range(20)]
-        assert read(v, *ranges[2]) == want[2] and starts == [0, 7]
+        assert starts == [(0, "SLICE")] and decoded == [Fraction(i, 25) for i in range(20)]
+        assert read(v, *ranges[2]) == want[2] and [s for s, _ in starts] == [0, 7]
         assert read(v, 30, 34) == FrameRange(30, (), ())
         assert read(v, 19, 20) == read_range(v, 19, 20) and read(v, 19, 20).times == (Fraction(19, 25),)
     assert not read.open
