@@ -55,10 +55,10 @@ import numpy as np
 import torch
 
 from .chunks import ChunkPastEnd, chunk_input, stream_chunks
-from .cliargs import FRAME_GLOBS, IMAGE_EXTS, QUALITY_PROMPT, LoadRequest, ModelLoader, _fps, _frame_files, \
-    _frames, _link, _read_part_frame, _Staging, build_parser, probe, settings_from_args  # noqa: F401 - the CLI's names
+from .cliargs import FRAME_GLOBS, IMAGE_EXTS, QUALITY_PROMPT, FrameRange, LoadRequest, ModelLoader, _fps, \
+    _frame_files, _frames, _link, _read_part_frame, _Staging, build_parser, probe, settings_from_args  # noqa: F401 - the CLI's names
 from .clijob import _digits, _finish, _open_job, _output, _part_kind, _stitch, _weights_once, _write_part, \
-    chunk_plan, cmd_stitch, open_chunk_job
+    chunk_frames, chunk_of, chunk_plan, cmd_stitch, open_chunk_job
 from .cpu import THP_VAR, thp_env
 from .job import Job, job_dir
 from .progress import RateEstimate, clock
@@ -123,25 +123,27 @@ def _write_frame(f, path, kind):
 
 
 def cmd_chunk(a: argparse.Namespace, loader: ModelLoader, index: int, last: bool, digits: int,
-              kind: str) -> dict:
+              kind: str, frames: Optional[FrameRange] = None) -> dict:
     """One chunk of ``a.input`` into its part of the job folder of ``a.out`` (opened by the driver,
     ``open_chunk_job``): the clip read from the chunk's carried frame on (``chunk_input``), the frames
     ``upscale_chunk`` gives, as in a one-process ``--chunk`` run. ``last``: the last planned chunk (runs
-    to the end). Returns ``{"status": "done" | "done earlier" | "empty", "frames": n}``: a part already
-    finished (a retry after its worker was lost) is not made again; a chunk past the end has no part."""
+    to the end). ``frames``: the frames the chunk reads (``chunk_frames``), sent by a driver whose INPUT this
+    worker does not see; read in place of ``a.input``. Returns ``{"status": "done" | "done earlier" | "empty",
+    "frames": n}``: a part already finished (a retry after its worker was lost) is not made again; a chunk past
+    the end has no part."""
     settings = settings_from_args(a)
-    plan = chunk_plan(a, settings)
-    assert plan is not None
-    c = plan.last(index) if last else plan[index]
+    c = chunk_of(a, index, last)
     job = Job(job_dir(a.out), {})
     meta = job.part_dir(index) / "part.json"
     if meta.exists():
         import json
         return {"status": "done earlier", "frames": json.loads(meta.read_text())["frames"]}
     models = loader(LoadRequest(a.comfyui, a.checkpoint, a.prompt, _weights_once(a.weights), settings))
-    times: Optional[List[Any]] = [] if os.path.isfile(a.input) else None
+    src: Any = a.input if frames is None else frames
+    video = os.path.isfile(a.input) if frames is None else frames.times is not None
+    times: Optional[List[Any]] = [] if video else None
     try:
-        prev, span = chunk_input(_frames(a.input, times, start=c.read_from), c, first=c.read_from)
+        prev, span = chunk_input(_frames(src, times, start=c.read_from), c, first=c.read_from)
     except ChunkPastEnd:
         return {"status": "empty", "frames": 0}
     head = next(span, None)
@@ -232,7 +234,7 @@ def main(argv: Optional[Sequence[str]] = None, loader: Optional[ModelLoader] = N
         from .batch import Single, batch_main, is_batch
         if a.cmd == "upscale" and loader is not None and is_batch(a):
             return batch_main(a, loader, Single(settings_from_args, probe, cmd_upscale, open_chunk_job, cmd_chunk,
-                                                cmd_stitch))
+                                                cmd_stitch, chunk_frames))
         if a.cmd == "upscale":
             a.input = a.input[0]
         a.fn(a, loader)

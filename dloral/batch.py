@@ -18,10 +18,11 @@ With ``--ray`` the clips are spread over Ray actors (one per GPU, else per ``--r
 the next unit of work when free; a lost worker's unit is run again on another actor. No file system needs to
 be shared with the workers: each actor checks as it starts whether it sees the inputs and ``--out`` as the
 driver does (``must_see``). One that does reads and writes the driver's paths (a shared file system, or Ray on
-this machine); to one that does not the driver sends the clip's bytes (:class:`Shipped`: a video file's bytes
-or a frame folder's files, for each unit of work) and the worker returns the output (a clip's file or frame
-folder, or a chunk's part), which the driver writes as a worker would (:func:`land_clip`: under a name of its
-own, placed where nothing is; a part published whole, never over one), once. The model files (``--weights``,
+this machine); to one that does not the driver sends what the unit reads (:class:`Shipped`: a whole clip's video
+file or frame folder; for a chunk only the frames it reads, ``Chunk.reads``, or the video file where that weighs
+less) and the worker returns the output (a clip's file or frame folder, or a chunk's part), which the driver
+writes as a worker would (:func:`land_clip`: under a name of its own, placed where nothing is; a part published
+whole, never over one), once. The model files (``--weights``,
 ``--checkpoint``, the ComfyUI tree) are read by each worker at the driver's paths: every machine holds them.
 
 With ``--chunk N`` the unit is a **chunk**, not a clip: each clip whose frame count is known is cut by the one
@@ -39,6 +40,7 @@ give no part. A clip whose count is unknown is one unit, run in one pass, as wit
 """
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -51,10 +53,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 try:
+    from ..atelier_files import shown_paths  # type: ignore[import-not-found]
     from ..atelier_ray import (BatchItem, Done, JobProgress, Outcome,  # type: ignore[import-not-found]
                                add_ray_arguments, by_worker, expand_inputs, failure_reason, read_tree, run_batch,
                                write_tree)
 except ImportError:   # the core as a top-level package (CLI from the repository root)
+    from atelier_files import shown_paths
     from atelier_ray import (BatchItem, Done, JobProgress, Outcome, add_ray_arguments, by_worker, expand_inputs,
                              failure_reason, read_tree, run_batch, write_tree)
 
@@ -103,15 +107,18 @@ class Single:
     """The single-clip command the CLI gives (``dloral/__main__.py``; passed in, so this module does not import
     it): ``check(args)`` the settings, ``probe(path) -> (frames or None, (H, W))``, ``upscale(args, loader)``
     one clip into ``args.out`` (staged: in place only when complete); for chunks across workers
-    ``open_job(args) -> (job, chunks, digits, kind)``, ``chunk(args, loader, index, last, digits, kind)`` and
-    ``stitch(args, job) -> frames`` (``open_chunk_job``, ``cmd_chunk``, ``cmd_stitch``). Pickled to the Ray actors."""
+    ``open_job(args) -> (job, chunks, digits, kind)``, ``chunk(args, loader, index, last, digits, kind,
+    frames=None)``, ``stitch(args, job) -> frames`` and, for a worker that does not see INPUT,
+    ``frames(args, index, last, read)``: the input frames the chunk reads, as data (``read``: a
+    ``dloral.cliargs.RangeReader``), which ``chunk`` then reads in place of INPUT (``open_chunk_job``,
+    ``cmd_chunk``, ``cmd_stitch``, ``chunk_frames``). Pickled to the Ray actors."""
 
     def __init__(self, check: Callable[[argparse.Namespace], Any], probe: Callable[[Any], Tuple[Optional[int], Any]],
                  upscale: Callable[[argparse.Namespace, Any], None], open_job: Optional[Callable[..., Any]] = None,
                  chunk: Optional[Callable[..., Dict[str, Any]]] = None,
-                 stitch: Optional[Callable[..., int]] = None) -> None:
+                 stitch: Optional[Callable[..., int]] = None, frames: Optional[Callable[..., Any]] = None) -> None:
         self.check, self.probe, self.upscale = check, probe, upscale
-        self.open_job, self.chunk, self.stitch = open_job, chunk, stitch
+        self.open_job, self.chunk, self.stitch, self.frames = open_job, chunk, stitch, frames
 
 
 @dataclass(frozen=True)
@@ -129,8 +136,10 @@ class ChunkTask:
 @dataclass(frozen=True)
 class Shipped:
     """A unit of work sent to a worker that does not see the driver's files: ``task`` (``(input, output)`` or a
-    :class:`ChunkTask`, with the driver's paths) and the input's bytes (``data``: a video file's bytes, a frame
-    folder's files by path, or None where the driver has no such input)."""
+    :class:`ChunkTask`, with the driver's paths) and the input as data: for a whole clip a video file's bytes or
+    a frame folder's files by path (None where the driver has no such input); for a chunk only the frames it
+    reads (``Single.frames``: a ``dloral.cliargs.FrameRange``, its own frames and the carried one before), or
+    a video file's bytes where they weigh less."""
     task: Any
     data: Any
 
@@ -139,10 +148,12 @@ def _paths(task: Any) -> Tuple[str, str]:
     return (task.src, task.dest) if isinstance(task, ChunkTask) else (task[0], task[1])
 
 
-def ship_clip(payload: Any, sees: bool) -> Any:
+def ship_clip(payload: Any, sees: bool, chunk_frames: Optional[Callable[[ChunkTask], Any]] = None) -> Any:
     """In the driver, as a unit goes to a Ray worker: the payload itself where the worker sees the driver's
     files (``sees``); else :class:`Shipped`, or ``Done`` where the output (a clip's, or a chunk's part) is
-    already in place."""
+    already in place. A chunk is sent with ``chunk_frames(task)``, the frames it reads (``Single.frames``), or
+    with the video file where that is smaller (a short clip's compressed file can weigh less than the chunk's
+    frames decoded, which are sent lossless): never more than the clip."""
     if sees:
         return payload
     src, dest = _paths(payload)
@@ -152,7 +163,12 @@ def ship_clip(payload: Any, sees: bool) -> Any:
         if meta.exists():
             return Done({"status": "done earlier", "frames": json.loads(meta.read_text())["frames"],
                          "chunk": payload.index})
-    elif os.path.exists(dest):
+        assert chunk_frames is not None, "a chunk is sent with the frames it reads"
+        frames = chunk_frames(payload)
+        if os.path.isfile(src) and os.path.getsize(src) < frames.nbytes:
+            return Shipped(payload, _take(pathlib.Path(src)))
+        return Shipped(payload, frames)
+    if os.path.exists(dest):
         return Done({"status": "done earlier", "output": dest, "frames": _count(pathlib.Path(dest))})
     return Shipped(payload, _take(pathlib.Path(src)))
 
@@ -243,40 +259,46 @@ class ClipWorker:
         self.args, self.loader, self.single = args, _OnceLoader(loader), single
 
     def _shipped(self, s: Shipped) -> Dict[str, Any]:
-        """A unit sent as bytes: the input written to a folder of this worker's own, the unit run there as
-        on the driver's files, and its output returned as bytes (``data`` or ``part``, see :func:`land_clip`);
-        a failure's reason names the driver's paths. Nothing is kept here."""
+        """A unit sent as bytes: a clip's input written to a folder of this worker's own (a chunk's frames sent
+        are read from the data), the unit run there as on the driver's files, and its output returned as
+        bytes (``data`` or ``part``, see :func:`land_clip`); a failure's reason names the driver's paths.
+        Nothing is kept here."""
         src, dest = _paths(s.task)
         with tempfile.TemporaryDirectory(prefix="atelier-clip-") as t:
             lsrc = pathlib.Path(t) / "in" / pathlib.PurePath(src).name
             ldest = pathlib.Path(t) / "out" / pathlib.PurePath(dest).name
             lsrc.parent.mkdir()
             ldest.parent.mkdir()
-            if s.data is not None:
+            chunk = isinstance(s.task, ChunkTask)
+            frames = s.data if chunk and not isinstance(s.data, bytes) else None   # a chunk's frames, not a file
+            if s.data is not None and frames is None:
                 _put(lsrc, s.data)
             try:
-                if isinstance(s.task, ChunkTask):
+                if chunk:
                     from .job import job_dir
                     job = job_dir(ldest)
                     job.mkdir()
-                    res = self(replace(s.task, src=str(lsrc), dest=str(ldest)))
+                    res = self._chunk(replace(s.task, src=str(lsrc), dest=str(ldest)), frames)
                     part = job / f"part_{s.task.index:05d}"
                     return {**res, "part": read_tree(part) if res["status"] == "done" else None}
                 res = self((str(lsrc), str(ldest)))
                 return {**res, "output": dest, "data": _take(ldest)}
             except Exception as exc:   # noqa: BLE001 - the reason, naming the driver's paths
-                raise ValueError(failure_reason(exc).replace(str(lsrc), src).replace(str(ldest), dest)) from None
+                raise ValueError(shown_paths(failure_reason(exc), {lsrc: src, ldest: dest})) from None
+
+    def _chunk(self, t: ChunkTask, frames: Any = None) -> Dict[str, Any]:
+        """One chunk into its part of the clip's job folder; ``frames``: the frames it reads, when sent."""
+        assert self.single.chunk is not None
+        with contextlib.redirect_stdout(sys.stderr):
+            res = self.single.chunk(_clip_args(self.args, t.src, t.dest), self.loader, t.index, t.last,
+                                    t.digits, t.kind, frames=frames)
+        return {**res, "chunk": t.index}
 
     def __call__(self, payload: Any) -> Dict[str, Any]:
         if isinstance(payload, Shipped):
             return self._shipped(payload)
-        if isinstance(payload, ChunkTask):   # one chunk into its part of the clip's job folder
-            t = payload
-            assert self.single.chunk is not None
-            with contextlib.redirect_stdout(sys.stderr):
-                res = self.single.chunk(_clip_args(self.args, t.src, t.dest), self.loader, t.index, t.last,
-                                        t.digits, t.kind)
-            return {**res, "chunk": t.index}
+        if isinstance(payload, ChunkTask):
+            return self._chunk(payload)
         src, dest = payload
         d = pathlib.Path(dest)
         if d.exists():   # renamed into place only when complete: this clip is done
@@ -436,6 +458,13 @@ def run_clips(a: argparse.Namespace, loader: Callable[[Any], Any], single: Singl
         if not cj.pending:
             cj.stitched = stitcher.submit(_stitch_clip, a, single, cj)
     repo = pathlib.Path(__file__).resolve().parent.parent
+
+    from .cliargs import RangeReader
+    reader = RangeReader()   # a video's chunks, sent one after another, read in one pass
+
+    def sent_frames(t: ChunkTask) -> Any:   # what a worker without the driver's files gets of a chunk's clip
+        assert single.frames is not None
+        return single.frames(_clip_args(a, t.src, t.dest), t.index, t.last, reader)
     progress = JobProgress(sum(i.weight for i in work), len(work), unit="frames", quiet=quiet)
     # each worker checks whether it sees the inputs and a file made here in --out as the driver does: one that
     # does reads and writes those paths, one that does not gets the inputs' bytes and returns the outputs'
@@ -447,10 +476,12 @@ def run_clips(a: argparse.Namespace, loader: Callable[[Any], Any], single: Singl
                                     cpus_per_worker=a.ray_cpus, max_workers=a.workers or None,
                                     start_all=a.ray_start_all,
                                     env_paths=[str(repo)], gpus=True,   # + the caller's PYTHONPATH (the loader's)
-                                    on_outcome=chunk_done, ship=ship_clip, land=land_clip,
+                                    on_outcome=chunk_done, ship=functools.partial(ship_clip, chunk_frames=sent_frames),
+                                    land=land_clip,
                                     must_see=[] if probe is None else [probe, *(i.payload[0] for i in items)])
     finally:
         progress.close()
+        reader.close()
         stitcher.shutdown(wait=True)
         if probe is not None:
             probe.unlink(missing_ok=True)

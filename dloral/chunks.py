@@ -51,6 +51,12 @@ class Chunk:
         """First frame the chunk reads: ``start - 1`` (the carried previous frame), 0 for the first chunk."""
         return max(self.start - 1, 0)
 
+    @property
+    def reads(self) -> Tuple[int, int]:
+        """The frames ``[read_from, stop)`` the chunk reads of the clip (:func:`chunk_input` takes exactly
+        these): all a worker needs of the input (``dloral/batch.py`` sends only these)."""
+        return self.read_from, self.stop
+
 
 @dataclass(frozen=True)
 class ChunkPlan:

@@ -1,7 +1,8 @@
 """The DLoRAL command line's arguments and inputs (``python -m dloral``, ``dloral/__main__.py``): the parser, the
 checked settings of the flags, the model loader's request, and reading INPUT (a folder of frames or a video file):
-``probe`` checks it without decoding it all, ``_frames`` streams its frames from any index; ``_Staging`` is the
-hidden folder a frame-folder output is written in and renamed from.
+``probe`` checks it without decoding it all, ``_frames`` streams its frames from any index, ``read_range`` reads a
+range of them as data (:class:`FrameRange`, what a Ray worker without INPUT is sent); ``_Staging`` is the hidden
+folder a frame-folder output is written in and renamed from.
 """
 import argparse
 import os
@@ -10,7 +11,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable, Optional, Tuple, Union
+from itertools import islice
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -18,7 +20,7 @@ import torch
 from .checkpoint import DLoRALWeights
 from .pipeline import DLoRALModels
 from .settings import CONVERT_SETTINGS, JOB_SETTINGS, OUTPUT_SETTINGS, SETTINGS, UpscaleSettings
-from .video import iter_frames, probe_video
+from .video import frame_image, iter_frames, iter_raw_frames, probe_video
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -73,18 +75,129 @@ def probe(path: Union[str, os.PathLike]) -> Tuple[Optional[int], Tuple[int, int]
     return count, (int(size[0]), int(size[1]))
 
 
-def _frames(path, times=None, start=0):
-    """Yield (3, H, W) float frames in [0, 1] from a folder of images or a video file, from frame ``start``
-    on (a video decodes the frames before, a folder skips their files); a video's frame times (seconds)
-    are appended to ``times`` as the frames are yielded."""
+@dataclass(frozen=True)
+class FrameRange:
+    """The frames ``[first, first + len(images))`` of INPUT as data (:func:`read_range`): what a worker that
+    does not see INPUT is sent for a chunk (``dloral/batch.py``). ``images``: a frame folder's files as they
+    are, in the folder's order; or a video's frames as the decoder gave them (integers, 8 or 16 bits per
+    channel) in lossless PNG, with their ``times`` (None for a folder). :func:`_frames` reads it as it
+    reads INPUT, to the same frames bit for bit."""
+    first: int
+    images: Tuple[bytes, ...]
+    times: Optional[Tuple[Fraction, ...]] = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(b) for b in self.images)
+
+
+def read_range(path: Union[str, os.PathLike], start: int, stop: int) -> FrameRange:
+    """Frames ``[start, stop)`` of INPUT (fewer where the clip ends before ``stop``) as a :class:`FrameRange`:
+    a folder's files read as they are; a video decoded from its start (the frames before ``start`` are
+    decoded, not kept), each kept frame's integers written as PNG (lossless, 16-bit for a deeper source)."""
+    with RangeReader() as read:
+        return read(path, start, stop)
+
+
+class _Decoding:
+    """A video being read by a :class:`RangeReader`: the decoder at frame ``next``, the frame before kept."""
+
+    def __init__(self, it: Any, at: int) -> None:
+        self.it, self.next = it, at
+        self.last: Optional[Tuple[bytes, Fraction]] = None
+
+
+class RangeReader:
+    """:func:`read_range` for a driver that sends chunk after chunk of its clips: a video's ranges asked in
+    increasing order are read by one decoder from its start to its end, not from its start again for each
+    (a chunk's range starts at the frame before the previous chunk's end: that frame is kept); a range before
+    the decoder's place (a chunk sent again after a lost worker) starts a new one. At most ``keep`` videos
+    are open at once (the one read longest ago is closed); :meth:`close` closes them all."""
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self.open: Dict[str, _Decoding] = {}
+
+    def __enter__(self) -> "RangeReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for d in self.open.values():
+            d.it.close()
+        self.open.clear()
+
+    def __call__(self, path: Union[str, os.PathLike], start: int, stop: int) -> FrameRange:
+        import cv2
+        p = pathlib.Path(path)
+        if p.is_dir():
+            return FrameRange(start, tuple(f.read_bytes() for f in _frame_files(p)[start:stop]))
+        if not p.is_file():
+            raise ValueError(f"INPUT {str(path)!r} is neither a folder of frames nor a video file")
+        d = self.open.pop(str(p), None)
+        if d is not None and (start < d.next - 1 or start == d.next - 1 and d.last is None):
+            d.it.close()
+            d = None
+        if d is None:
+            d = _Decoding(iter_raw_frames(p, start, threads="SLICE"), start)   # closed at any time: no busy thread
+        while len(self.open) >= self.keep:
+            self.open.pop(next(iter(self.open))).it.close()
+        self.open[str(p)] = d
+        kept: List[Tuple[bytes, Fraction]] = [d.last] if start == d.next - 1 and d.last is not None else []
+        try:
+            skipped = sum(1 for _ in islice(d.it, max(start - d.next, 0)))
+            d.next, d.last = d.next + skipped, d.last if not skipped else None
+            if d.next < start:   # the clip ends before the range
+                return FrameRange(start, (), ())
+            for pixels, t in islice(d.it, max(stop - start - len(kept), 0)):
+                ok, buf = cv2.imencode(".png", pixels)
+                if not ok:   # pragma: no cover - PNG holds any uint8 / uint16 three-channel image
+                    raise ValueError(f"video {str(path)!r}: frame at {float(t):.6f} s cannot be written as PNG")
+                kept.append((buf.tobytes(), t))
+        except BaseException:   # a decoder that failed is not read again
+            self.open.pop(str(p), None)
+            d.it.close()
+            raise
+        d.next = start + len(kept)
+        d.last = kept[-1] if kept else None
+        return FrameRange(start, tuple(b for b, _ in kept), tuple(t for _, t in kept))
+
+
+def _image(data: bytes, name: str) -> torch.Tensor:
+    """A frame file's bytes as the (3, H, W) float frame in [0, 1] (8-bit colour, as OpenCV reads it)."""
     import cv2
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"cannot read frame {name}")
+    return torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1).float() / 255
+
+
+def _frames(path, times=None, start=0):
+    """Yield (3, H, W) float frames in [0, 1] from a folder of images, a video file or a :class:`FrameRange`
+    of either, from clip frame ``start`` on (a video decodes the frames before, a folder skips their files; a
+    range starts at its ``first``, at most ``start``); a video's frame times (seconds) are appended to
+    ``times`` as the frames are yielded."""
+    import cv2
+    if isinstance(path, FrameRange):
+        if not path.first <= start:
+            raise ValueError(f"frames from {start} asked of a range starting at frame {path.first}")
+        for k in range(start - path.first, len(path.images)):
+            if path.times is None:
+                yield _image(path.images[k], f"{path.first + k} of the frames sent")
+                continue
+            pixels = cv2.imdecode(np.frombuffer(path.images[k], np.uint8), cv2.IMREAD_UNCHANGED)
+            if pixels is None:   # pragma: no cover - the driver wrote it
+                raise ValueError(f"cannot read frame {path.first + k} of the frames sent")
+            if times is not None:
+                times.append(path.times[k])
+            yield frame_image(pixels).permute(2, 0, 1)
+        return
     p = pathlib.Path(path)
     if p.is_dir():
         for f in _frame_files(p)[start:]:
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None:
-                raise ValueError(f"cannot read frame {f}")
-            yield torch.from_numpy(img[..., ::-1].copy()).permute(2, 0, 1).float() / 255
+            yield _image(f.read_bytes(), str(f))
         return
     if not p.is_file():
         raise ValueError(f"INPUT {path!r} is neither a folder of frames nor a video file")

@@ -7,12 +7,13 @@ gives the same part either way.
 import argparse
 import os
 import pathlib
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
-from .chunks import ChunkPlan, upscale_chunk
-from .cliargs import _frame_files, _link, _read_part_frame, _Staging, probe, settings_from_args
+from .chunks import Chunk, ChunkPlan, upscale_chunk
+from .cliargs import FrameRange, _frame_files, _link, _read_part_frame, _Staging, probe, read_range, \
+    settings_from_args
 from .job import Job, file_fingerprint, input_fingerprint, job_dir
 from .settings import JOB_SETTINGS, SETTINGS, UpscaleSettings
 from .video import ENCODERS, FRAME_FORMATS, VideoWriter, copy_audio, is_video_path, probe_video, resolve_format, \
@@ -31,6 +32,23 @@ def chunk_plan(a: argparse.Namespace, settings: UpscaleSettings) -> Optional[Chu
     """The chunk plan of ``--chunk`` (None for one pass); ValueError when a chunk would split a window."""
     return ChunkPlan(a.chunk, settings.window, (JOB_SETTINGS["chunk"].label, SETTINGS["window"].label)) \
         if a.chunk else None
+
+
+def chunk_of(a: argparse.Namespace, index: int, last: bool) -> Chunk:
+    """Chunk ``index`` of the plan of ``a``'s flags (``last``: the last planned one, which runs to the end of
+    the clip): the chunk a worker runs (``cmd_chunk``) and whose frames the driver sends (:func:`chunk_frames`)."""
+    plan = chunk_plan(a, settings_from_args(a))
+    if plan is None:
+        raise ValueError("a chunk needs --chunk")
+    return plan.last(index) if last else plan[index]
+
+
+def chunk_frames(a: argparse.Namespace, index: int, last: bool,
+                 read: Callable[[str, int, int], FrameRange] = read_range) -> FrameRange:
+    """In the driver, for a worker that does not see INPUT: the frames chunk ``index`` reads
+    (:attr:`Chunk.reads`: its own and the carried previous frame), as data; ``read``: :func:`read_range`, or
+    a ``RangeReader`` that reads a video's chunks in one pass."""
+    return read(a.input, *chunk_of(a, index, last).reads)
 
 
 def _digits(total):

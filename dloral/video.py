@@ -47,7 +47,7 @@ except ImportError:  # the core imported as a top-level package (tests, ``python
     from atelier_files import next_number, numbered_name, process_umask
 
 __all__ = ["VIDEO_EXTS", "VIDEO_FORMATS", "FRAME_FORMATS", "AudioInfo", "VideoInfo", "Frame", "probe_video",
-           "iter_frames", "read_video", "video_formats", "resolve_format", "VideoWriter", "save_frame",
+           "iter_frames", "iter_raw_frames", "frame_image", "read_video", "video_formats", "resolve_format", "VideoWriter", "save_frame",
            "write_timecodes", "copy_audio", "is_video_path"]
 
 #: container (PyAV format name) per output extension
@@ -163,13 +163,19 @@ def probe_video(path: PathLike) -> VideoInfo:
                          _bits(first.format), first.format.name, audio)
 
 
-def iter_frames(path: PathLike, start: int = 0) -> Iterator[Frame]:
-    """Decode ``path`` frame by frame in presentation order: :class:`Frame` (image (H, W, 3) float32 in
-    [0, 1], time in seconds). A frame without a timestamp gets the previous one's plus 1 / average rate.
-    ``start``: the frames before it are decoded (their times checked) but not converted nor yielded."""
+def iter_raw_frames(path: PathLike, start: int = 0, threads: str = "AUTO"
+                    ) -> Iterator[Tuple[np.ndarray, Fraction]]:
+    """Decode ``path`` frame by frame in presentation order: ``(pixels, time)``, ``pixels`` the integers the
+    decoder gives (H, W, 3) RGB, uint8 for an 8-bit source, uint16 for a deeper one (:func:`frame_image`
+    makes the float frame), ``time`` in seconds; a frame without a timestamp gets the previous one's plus
+    1 / average rate. ``start``: the frames before it are decoded (their times checked) but not converted
+    nor yielded. ``threads``: the decoder's threading (FFmpeg's ``thread_type``; its decoders give the same
+    frames either way): ``AUTO`` decodes frames ahead on threads of its own; ``SLICE`` leaves none busy
+    between frames, for a reader that is left open and closed at any time (closing a decoder whose frame
+    threads are busy can hang while FFmpeg logs through PyAV: PyAV's caveats, "Logging")."""
     with _open(path) as c:
         vs = c.streams.video[0]
-        vs.thread_type = "AUTO"
+        vs.thread_type = threads
         tb = Fraction(vs.time_base)
         step = 1 / Fraction(vs.average_rate) if vs.average_rate else Fraction(1, 24)
         last = None
@@ -184,11 +190,21 @@ def iter_frames(path: PathLike, start: int = 0) -> Iterator[Frame]:
             last = t
             if i < start:
                 continue
-            if _bits(f.format) > 8:
-                img = torch.from_numpy(f.to_ndarray(format="rgb48le").astype(np.float32) / 65535)
-            else:
-                img = torch.from_numpy(f.to_ndarray(format="rgb24")).float() / 255
-            yield Frame(img, t)
+            yield f.to_ndarray(format="rgb48le" if _bits(f.format) > 8 else "rgb24"), t
+
+
+def frame_image(pixels: np.ndarray) -> torch.Tensor:
+    """A decoded frame's integers (:func:`iter_raw_frames`) as the (H, W, 3) float32 frame in [0, 1]."""
+    if pixels.dtype == np.uint16:
+        return torch.from_numpy(pixels.astype(np.float32) / 65535)
+    return torch.from_numpy(pixels).float() / 255
+
+
+def iter_frames(path: PathLike, start: int = 0) -> Iterator[Frame]:
+    """Decode ``path`` frame by frame in presentation order: :class:`Frame` (image (H, W, 3) float32 in
+    [0, 1], time in seconds): :func:`iter_raw_frames` through :func:`frame_image`."""
+    for pixels, t in iter_raw_frames(path, start):
+        yield Frame(frame_image(pixels), t)
 
 
 def read_video(path: PathLike) -> Tuple[torch.Tensor, List[Fraction], VideoInfo]:

@@ -12,6 +12,10 @@ import pathlib
 
 import numpy as np
 
+try:
+    from ..atelier_files import shown_paths  # type: ignore[import-not-found]
+except ImportError:  # the core imported as a top-level package (tests, ``python -m restoration``)
+    from atelier_files import shown_paths
 from .fileio import (atomic_write, prepare_out_dir, safe_path, sha256_file, to_uint, write_bytes,  # noqa: F401
                      write_png, write_tiff)
 
@@ -39,11 +43,6 @@ def check_dpi(dpi: Any) -> float:
 def mm_to_px(mm: float, dpi: float, minimum: int = 0) -> int:
     """Millimetres -> whole pixels (rounded), at least ``minimum`` (:func:`restoration.scale.whole_px`)."""
     return whole_px(mm, dpi, minimum)
-
-
-def _named(exc: BaseException, p: pathlib.Path, shown: pathlib.Path) -> str:
-    """A reader's message naming the shown path where it names the file read (a worker's local copy)."""
-    return str(exc) if p == shown else str(exc).replace(str(p), str(shown))
 
 
 def read_scan(path: "str | os.PathLike", dpi: Optional[float] = None,
@@ -77,7 +76,7 @@ def read_scan(path: "str | os.PathLike", dpi: Optional[float] = None,
                     if res > 0:
                         file_dpi = res * (2.54 if int(unit) == 3 else 1.0) if int(unit) in (2, 3) else None
         except Exception as exc:
-            raise ValueError(f"scan {str(shown)!r} is not a readable TIFF: {_named(exc, p, sp)}") from None
+            raise ValueError(f"scan {str(shown)!r} is not a readable TIFF: {shown_paths(str(exc), {p: sp})}") from None
     else:
         from PIL import Image
         import cv2
@@ -90,7 +89,7 @@ def read_scan(path: "str | os.PathLike", dpi: Optional[float] = None,
                 im.verify()
         except Exception as exc:
             raise ValueError(f"scan {str(shown)!r} is not a readable image (PNG or TIFF expected): "
-                             f"{_named(exc, p, sp)}") from None
+                             f"{shown_paths(str(exc), {p: sp})}") from None
         arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)  # keeps 16-bit samples (Pillow reduces RGB48 to 8 bit)
         if arr is None:
             raise ValueError(f"scan {str(shown)!r} could not be decoded")
@@ -150,7 +149,7 @@ def read_confined(folder: "str | os.PathLike", name: str, dpi: Optional[float] =
     try:
         img, d, info = read_scan(p, dpi if dpi and dpi > 0 else None)
     except ValueError as exc:
-        raise ValueError(str(exc).replace(str(p), str(name))) from None
+        raise ValueError(shown_paths(str(exc), {p: name})) from None
     return img, d, {k: info[k] for k in RECORD_SCAN_KEYS}
 
 
