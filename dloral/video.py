@@ -78,7 +78,9 @@ def _av():
         import av
     except ImportError:   # pragma: no cover - av is a requirement of the pack and of ComfyUI
         raise ValueError("reading and writing video needs PyAV: pip install av") from None
-    av.logging.set_level(av.logging.ERROR)
+    # PyAV's logging is left as it is (off by default since PyAV 13): turned on, FFmpeg's decoder threads log
+    # through a Python callback that needs the GIL, and closing a decoder whose threads are busy can then hang
+    # (PyAV's caveats, "Logging"); it is also the host's setting, not the pack's.
     return av
 
 
@@ -172,7 +174,8 @@ def iter_raw_frames(path: PathLike, start: int = 0, threads: str = "AUTO"
     nor yielded. ``threads``: the decoder's threading (FFmpeg's ``thread_type``; its decoders give the same
     frames either way): ``AUTO`` decodes frames ahead on threads of its own; ``SLICE`` leaves none busy
     between frames, for a reader that is left open and closed at any time (closing a decoder whose frame
-    threads are busy can hang while FFmpeg logs through PyAV: PyAV's caveats, "Logging")."""
+    threads are busy can hang if FFmpeg logs through PyAV: PyAV's caveats, "Logging"; the pack leaves PyAV's
+    logging off, its default)."""
     with _open(path) as c:
         vs = c.streams.video[0]
         vs.thread_type = threads
