@@ -8,6 +8,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh hosts || { echo "[test] set-up failed" >&2; exit 1; }
 rc=0
+# A test that runs past 10 minutes has every thread's stack printed (it is not stopped): a hang shows where it is.
+export PYTEST_ADDOPTS="${PYTEST_ADDOPTS:-} -o faulthandler_timeout=600"
 echo "=== core tier ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')) ==="
 .venv/bin/python -m pytest tests/core -q -p no:cacheprovider "$@" || rc=1
 mapfile -t trees < <(bash scripts/hosts.sh) || true
