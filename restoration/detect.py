@@ -83,7 +83,7 @@ class DetectConfig:
     ground_cluster_de: float = 6.0                 # candidates within this dE00 share a ground colour
     ground_min_regions: int = 8                    # candidates needed before a colour counts as a ground
     ground_tight_de: float = 2.0                   # a ground's candidates agree within this (median dE00 to the mode)
-    ground_confirm_losses: int = 6                 # ... or this many of its losses match it with nothing unlike it
+    ground_confirm_losses: int = 4                 # ... or this many of its losses match it with nothing unlike it
     ground_loose_de: float = 1.0                   # a ground its candidates confirm, spread beyond this, is checked ...
     ground_rival_spread: float = 0.5               # ... against a plausible candidate agreeing within this x its spread
     ground_grain_support: float = 0.3              # a grainy mode this well supported (x the best) beats a smooth one

@@ -356,7 +356,8 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
             and bool(g.get("plausible", True)) and g.get("role") != "other" and not g.get("ambiguous")   # (another candidate beside the first)
         confirmed = np.where(closer, ok, confirmed)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
-        given = np.where(closer, g.get("source") == "given", given)
+        # (a ground no crowd of candidates vouches for: given by the user, or confirmed by the few losses it explains)
+        given = np.where(closer, g.get("source") == "given" or g.get("confirmed_by") == "losses", given)
     support = np.where(confirmed, 1.0, 0.5)
     off = best > tol
     support = support * np.where(off, 0.5, 1.0)
