@@ -245,8 +245,22 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
 def _confirmed(g: dict, cfg: DetectConfig) -> bool:
     """Whether a ground's losses count as on a confirmed ground (:func:`restoration.losses.loss_confidence`)."""
     return (g.get("support", 0) < 0 or g.get("support", 0) >= cfg.ground_min_regions
-            or g.get("confirmed_by") == "losses") and bool(g.get("plausible", True)) and g.get("role") != "other" \
+            or g.get("confirmed_by") == "losses") and bool(g.get("plausible", True)) \
+        and (g.get("role") != "other" or g.get("confirmed_by") == "losses") \
         and not g.get("ambiguous")
+
+
+def _grain_agrees(g: dict, cfg: DetectConfig) -> bool:
+    """Whether a candidate ground beside an implausible first one has the evidence of one exposed material: at least
+    two candidates that agree within ``ground_loose_de``, and a per-pixel grain the scan can measure
+    (``loss_noise_floor``) that its candidates and the losses it explains share (within ``doubt_noise`` either way).
+    Flat paint patches of one colour have no grain, or not the same in its large and small patches."""
+    a, b = g.get("noise_L"), g.get("noise_ref_L")
+    if g.get("support", 0) < 2 or (g.get("spread_de") or 0.0) > cfg.ground_loose_de or a is None or b is None:
+        return False
+    if min(a, b) < cfg.loss_noise_floor:
+        return False
+    return max(a, b) <= cfg.doubt_noise * min(a, b)
 
 
 def _rivals(found: list, cfg: DetectConfig) -> list:
@@ -611,10 +625,14 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         if ref_de is not None:
             like = keep & ((bits & (EVIDENCE["colour_off"] | EVIDENCE["unlike_ground"] | EVIDENCE["mixed_ring"])) == 0)
             g["losses_agree"] = int(like.sum())
-        if 0 <= g.get("support", 0) < cfg.ground_min_regions and g.get("role") != "other" \
+        # (a candidate beside the first is checked so only when the first has a colour no ground has: then it is the
+        # scan's only plausible ground, and its losses vouch for it or nothing does)
+        if 0 <= g.get("support", 0) < cfg.ground_min_regions \
+                and (g.get("role") != "other" or grounds[0].get("plausible", True) is not True) \
                 and g.get("plausible", True) is True and ref_de is not None:
             if g["losses_agree"] >= cfg.ground_confirm_losses and ref_de <= cfg.ground_tight_de \
-                    and g.get("spread_de") is not None and g["spread_de"] <= cfg.ground_tight_de:
+                    and g.get("spread_de") is not None and g["spread_de"] <= cfg.ground_tight_de \
+                    and (g.get("role") != "other" or _grain_agrees(g, cfg)):
                 g["confirmed_by"] = "losses"
                 conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
         n_kept = np.bincount(lab_l.ravel(), minlength=n_l + 1)

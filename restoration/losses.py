@@ -353,7 +353,8 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         closer = d < best
         best = np.where(closer, d, best)
         ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions or g.get("confirmed_by") == "losses") \
-            and bool(g.get("plausible", True)) and g.get("role") != "other" and not g.get("ambiguous")   # (another candidate beside the first)
+            and bool(g.get("plausible", True)) and (g.get("role") != "other" or g.get("confirmed_by") == "losses") \
+            and not g.get("ambiguous")   # (another candidate beside the first)
         confirmed = np.where(closer, ok, confirmed)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
         # (a ground no crowd of candidates vouches for: given by the user, or confirmed by the few losses it explains)
