@@ -42,7 +42,7 @@ from .tiles import tile_boxes
 
 from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, denoise,  # noqa: F401
                      edge_share, estimate_grounds, ground_candidates, lab_grad, lab_of, lab_step, label_lab_sums,
-                     loss_confidence, loss_signature, split_necks, split_unlike, interior_of)
+                     loss_confidence, loss_signature, smooth_off, split_necks, split_unlike, interior_of)
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class DetectConfig:
     ground_cluster_de: float = 6.0                 # candidates within this dE00 share a ground colour
     ground_min_regions: int = 8                    # candidates needed before a colour counts as a ground
     ground_tight_de: float = 2.0                   # a ground's candidates agree within this (median dE00 to the mode)
-    ground_confirm_losses: int = 6                 # ... or this many of its losses match it with nothing unlike it
+    ground_confirm_losses: int = 4                 # ... or this many of its losses match it with nothing unlike it
     ground_loose_de: float = 1.0                   # a ground its candidates confirm, spread beyond this, is checked ...
     ground_rival_spread: float = 0.5               # ... against a plausible candidate agreeing within this x its spread
     ground_grain_support: float = 0.3              # a grainy mode this well supported (x the best) beats a smooth one
@@ -100,6 +100,7 @@ class DetectConfig:
     split_min_de: float = 1.5                      # ... (never less than this dE00) ...
     split_min_px: int = 25                         # ... and at least this large is cut off and tested on its own
     doubtful_confidence: float = 0.25              # a cut piece without the signature stays a loss this sure (review)
+    smooth_part_share: float = 0.25                # a cut piece this much of which lacks the losses' grain: review
     loss_noise_ratio: float = 1.6                  # a loss's per-pixel noise within this factor of the losses'
     loss_match_ref: float = 3.0                    # a loss's colour within this x the losses' median distance to the ground
     loss_match_min_de: float = 1.5                 # ... but never tighter than this
@@ -147,7 +148,7 @@ class DetectConfig:
                   "ground_loose_de", "ground_rival_spread"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
-        for k in ("loss_edge_frac", "loss_ring_differs", "ring_seen_share", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
+        for k in ("loss_edge_frac", "loss_ring_differs", "ring_seen_share", "smooth_part_share", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
             if not 0 <= getattr(self, k) <= 1:
                 raise ValueError(f"{k}={getattr(self, k)} must be in 0..1")
         if not 0 <= self.doubtful_confidence <= 1:
@@ -245,8 +246,22 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
 def _confirmed(g: dict, cfg: DetectConfig) -> bool:
     """Whether a ground's losses count as on a confirmed ground (:func:`restoration.losses.loss_confidence`)."""
     return (g.get("support", 0) < 0 or g.get("support", 0) >= cfg.ground_min_regions
-            or g.get("confirmed_by") == "losses") and bool(g.get("plausible", True)) and g.get("role") != "other" \
+            or g.get("confirmed_by") == "losses") and bool(g.get("plausible", True)) \
+        and (g.get("role") != "other" or g.get("confirmed_by") == "losses") \
         and not g.get("ambiguous")
+
+
+def _grain_agrees(g: dict, cfg: DetectConfig) -> bool:
+    """Whether a candidate ground beside an implausible first one has the evidence of one exposed material: at least
+    two candidates that agree within ``ground_loose_de``, and a per-pixel grain the scan can measure
+    (``loss_noise_floor``) that its candidates and the losses it explains share (within ``doubt_noise`` either way).
+    Flat paint patches of one colour have no grain, or not the same in its large and small patches."""
+    a, b = g.get("noise_L"), g.get("noise_ref_L")
+    if g.get("support", 0) < 2 or (g.get("spread_de") or 0.0) > cfg.ground_loose_de or a is None or b is None:
+        return False
+    if min(a, b) < cfg.loss_noise_floor:
+        return False
+    return max(a, b) <= cfg.doubt_noise * min(a, b)
 
 
 def _rivals(found: list, cfg: DetectConfig) -> list:
@@ -485,6 +500,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
     des: list = [np.zeros((h, w), np.uint8) for _ in grounds]   # per ground: dE00 of the denoised scan to it (1/RESP_SCALE)
     grad_max = np.zeros((h, w), np.uint8)  # 3 x 3 max of the Lab gradient, 1/RESP_SCALE units
     step_max = np.zeros((h, w), np.uint8)  # 3 x 3 max of the Lab step between neighbours (a broken edge)
+    grain = np.zeros((h, w), np.uint8)     # local per-pixel texture: rms over 5 x 5 of L* minus the denoised L*
     disk_grow = _disk(max(1, cfg.loss_grow_px))
     resp = {k: np.zeros((h, w), np.uint8) for k in ("crack_dark", "light", "ground_de", "split")}
     boxes = list(tile_boxes(h, w, cfg.tile, overlap))
@@ -528,6 +544,9 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         else:
             de = np.full((y1 - y0, x1 - x0), 255.0 / RESP_SCALE, np.float32)
         grad_max[out] = np.clip(cv2.dilate(lab_grad(lab), np.ones((3, 3), np.uint8))[sl] * RESP_SCALE, 0, 255)
+        dl = np.ascontiguousarray(lab_raw[..., 0] - lab[..., 0])
+        grain[out] = np.clip(np.sqrt(cv2.boxFilter(dl * dl, -1, (5, 5), borderType=cv2.BORDER_REFLECT))[sl] * RESP_SCALE, 0, 255)
+        del dl
         step_max[out] = np.clip(cv2.dilate(lab_step(lab), np.ones((3, 3), np.uint8))[sl] * RESP_SCALE, 0, 255)
         masks["crack_lo"][out] = (bh >= cfg.crack_low) & (bh >= cfg.crack_texture_low * (1 + tex))
         masks["crack_hi"][out] = (bh >= cfg.crack_high) & (bh >= cfg.crack_texture_ratio * (1 + tex))
@@ -568,11 +587,16 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         keep = loss_signature(f, h * w, cfg)
         # a loss is never merged with flat paint of a colour near the ground's (a highlight wider than a neck):
         # parts off the colour the losses share are cut off and tested on their own
-        lab_s, cut = split_unlike(lab_l, des[j], keep, cfg)
+        # ... nor with smooth paint of such a colour where its losses share a grain (a smooth light line merged with a
+        # loss of a grainy gesso): parts without that grain are cut off too
+        smooth, grain_l = smooth_off(lab_l, grain, keep, cfg)
+        lab_s, cut = split_unlike(lab_l, des[j], keep, cfg, smooth)
+        cut["grain_L"] = grain_l
         grounds[j]["split"] = cut
         doubtful = None
         if cut["cut"]:
             was = keep[lab_l]   # pixels of the losses that had the signature before the cut
+            lab_old = lab_l
             lab_l = lab_s
             n_l = int(lab_l.max())
             f = component_features(den, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img,
@@ -580,10 +604,30 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
             keep = loss_signature(f, h * w, cfg)
             # a piece of such a loss without the signature on its own (the ground's own texture cut off, or paint
             # that blends into the paint around it) is ambiguous: it stays a loss, listed for review, never filled
-            doubtful = (np.bincount(lab_l.ravel(), was.ravel(), minlength=n_l + 1) > 0) & ~keep
+            had = np.bincount(lab_l.ravel(), was.ravel(), minlength=n_l + 1) > 0
+            doubtful = had & ~keep
+            if smooth is not None:
+                # a piece cut for lacking the losses' grain is unlike them by that alone: review, with or without the
+                # signature on its own (the share of its pixels the smooth mask holds: its rim is the rest)
+                cnt = np.bincount(lab_l.ravel(), minlength=n_l + 1)
+                sm = np.bincount(lab_l.ravel(), smooth.ravel(), minlength=n_l + 1)
+                part = had & (sm >= cfg.smooth_part_share * np.maximum(cnt, 1))
+                part[0] = False
+                doubtful |= part
+                cut["smooth_parts"] = int(part.sum())
+                # ... and what is left of a loss such a piece was cut from was merged with smooth paint: one doubt
+                # (a grainy gesso's body keeps the losses' texture; the rest of a painted stroke does not: two)
+                if part.any():
+                    owners = np.unique(lab_old[part[lab_l]])
+                    rest = np.zeros(n_l + 1, bool)
+                    rest[np.unique(lab_l[np.isin(lab_old, owners[owners > 0])])] = True
+                    rest &= ~part
+                    rest[0] = False
+                    f["merged_smooth"] = rest
+                del cnt, sm, part
             doubtful[0] = False
             cut["doubtful"] = int(doubtful.sum())
-            del was
+            del was, lab_old
         des[j] = None
         c_lab = np.sqrt(((f["lab"] - f["ring_lab"]) ** 2).sum(1))   # the step a break makes (Lab distance)
         f["sharp_frac"] = edge_share(lab_l, step_max, cfg.loss_sharp_rel * c_lab * RESP_SCALE, cfg.tile)
@@ -611,10 +655,14 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         if ref_de is not None:
             like = keep & ((bits & (EVIDENCE["colour_off"] | EVIDENCE["unlike_ground"] | EVIDENCE["mixed_ring"])) == 0)
             g["losses_agree"] = int(like.sum())
-        if 0 <= g.get("support", 0) < cfg.ground_min_regions and g.get("role") != "other" \
+        # (a candidate beside the first is checked so only when the first has a colour no ground has: then it is the
+        # scan's only plausible ground, and its losses vouch for it or nothing does)
+        if 0 <= g.get("support", 0) < cfg.ground_min_regions \
+                and (g.get("role") != "other" or grounds[0].get("plausible", True) is not True) \
                 and g.get("plausible", True) is True and ref_de is not None:
             if g["losses_agree"] >= cfg.ground_confirm_losses and ref_de <= cfg.ground_tight_de \
-                    and g.get("spread_de") is not None and g["spread_de"] <= cfg.ground_tight_de:
+                    and g.get("spread_de") is not None and g["spread_de"] <= cfg.ground_tight_de \
+                    and (g.get("role") != "other" or _grain_agrees(g, cfg)):
                 g["confirmed_by"] = "losses"
                 conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
         n_kept = np.bincount(lab_l.ravel(), minlength=n_l + 1)
@@ -624,7 +672,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         loss_stats["candidates"] += int(n_l)
         loss_stats["kept"] += int(keep.sum() + (doubtful.sum() if doubtful is not None else 0))
         del lab_l
-    del seeds, grows, des
+    del seeds, grows, des, grain
     ambiguous = _several_grounds(grounds, results, cfg)
     # confirmed grounds first: a component of an unconfirmed ground that touches a loss of a confirmed one is the
     # paint around that loss (a loss exposes one ground), not a loss of its own

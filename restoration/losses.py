@@ -353,10 +353,12 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         closer = d < best
         best = np.where(closer, d, best)
         ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions or g.get("confirmed_by") == "losses") \
-            and bool(g.get("plausible", True)) and g.get("role") != "other" and not g.get("ambiguous")   # (another candidate beside the first)
+            and bool(g.get("plausible", True)) and (g.get("role") != "other" or g.get("confirmed_by") == "losses") \
+            and not g.get("ambiguous")   # (another candidate beside the first)
         confirmed = np.where(closer, ok, confirmed)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
-        given = np.where(closer, g.get("source") == "given", given)
+        # (a ground no crowd of candidates vouches for: given by the user, or confirmed by the few losses it explains)
+        given = np.where(closer, g.get("source") == "given" or g.get("confirmed_by") == "losses", given)
     support = np.where(confirmed, 1.0, 0.5)
     off = best > tol
     support = support * np.where(off, 0.5, 1.0)
@@ -394,7 +396,13 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         # point or stroke of a colour near the ground's): no proof either way, a doubt
         unseen = given & np.isfinite(g_noise) & ~np.isfinite(own)
     doubts = doubts + (noise_doubt | std_doubt | unseen).astype(int)
-    unlike = tex_off | streaked | (doubts >= cfg.loss_doubts)
+    # what is left of a loss that a piece without the losses' grain was cut from (restoration.detect) was merged with
+    # smooth paint of a near colour and may be more of it: unless it shows the losses' grain itself (a gesso's body
+    # does), it is unlike them
+    merged = np.asarray(f.get("merged_smooth", np.zeros(n, bool)), bool)
+    with np.errstate(invalid="ignore"):
+        merged_off = merged & np.isfinite(g_noise) & (noise_doubt | ~np.isfinite(own))
+    unlike = tex_off | streaked | (doubts >= cfg.loss_doubts) | merged_off
     support = support * np.where(unlike, 0.5, 1.0)
     # the contrast a loss shows to the paint around it, point by point where that is larger than its mean's (a loss
     # among lighter and darker paint: the ring's mean colour comes closer to its own than any of its pixels)
@@ -404,7 +412,12 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     # differs nearly all round (ring_seen_share of the ring point by point): where more of the ring has the loss's own
     # colour, the region may run on into paint of that colour, and the missing edge there counts against it
     # (and its edge breaks the paint, no blended-edge doubt: a loss merged with a highlight blends where they meet)
-    seen_ok = (np.asarray(f.get("ring_differs", np.zeros(n)), np.float64) >= cfg.ring_seen_share) & (sharp >= cfg.doubt_sharp)
+    # (or, on a ground its candidates vouch for, with no doubt but that blended edge and nothing unlike the ground: an
+    # anti-aliased edge blends along much of a real loss's outline; smooth paint merged with a loss where the losses
+    # share a grain is cut off from it first (restoration.detect). Not on a ground given or confirmed by a few losses:
+    # a loss there is judged whole within the tolerance, and paint of a near colour merges more easily)
+    seen_ok = (np.asarray(f.get("ring_differs", np.zeros(n)), np.float64) >= cfg.ring_seen_share) \
+        & ((sharp >= cfg.doubt_sharp) | (~given & (doubts <= 1) & ~unlike))
     edge = np.where(seen_ok, np.asarray(f.get("edge_seen", f["edge_frac"]), np.float64), f["edge_frac"])
     conf = support * margin * np.clip(edge, 0, 1)
     bits = np.where(confirmed, EVIDENCE["ground_confirmed"], EVIDENCE["ground_unconfirmed"])
@@ -498,7 +511,8 @@ def interior_of(labels: np.ndarray, r: int = 2) -> np.ndarray:
     return (labels > 0) & (cv2.erode(lf, k) == lf) & (cv2.dilate(lf, k) == lf)
 
 
-def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any) -> Tuple[np.ndarray, dict]:
+def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any,
+                 extra_off: Optional[np.ndarray] = None) -> Tuple[np.ndarray, dict]:
     """Cut from each kept loss the parts whose colour the picture's losses do not share (flat paint of a colour
     near the ground's that a loss touches: a highlight stroke wider than a neck).
 
@@ -509,11 +523,10 @@ def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any)
     (never below ``split_min_de``). Off pixels of an interior, opened by a 3 x 3 disk, that form a part of at
     least ``split_min_px`` px of a loss that keeps a body as large, become a component of their own with
     their rim (within 2 px), cut from the body by one pixel (dropped), so each part is tested on its own.
+    ``extra_off``: optional (H, W) bool, more pixels off what the losses share (:func:`smooth_off`), cut the same way.
     Returns ``(labels int32 (H, W), stats)``; unchanged labels when nothing is cut."""
-    import cv2
-    from scipy import ndimage
     n = int(labels.max())
-    stats = {"split_de": None, "cut": 0}
+    stats: dict = {"split_de": None, "cut": 0}
     if n == 0 or not keep.any():
         return labels, stats
     inner = interior_of(labels) & keep[labels]
@@ -526,9 +539,43 @@ def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any)
     stats["split_de"] = round(t, 3)
     # the same test per possible uint8 value (a 256-entry table): no float64 copy of the whole scan
     off = inner & (np.arange(256, dtype=np.float64) / RESP_SCALE > t)[de]
+    if extra_off is not None:
+        off |= extra_off
+    out, stats["cut"] = _cut_parts(labels, off, cfg)
+    return out, stats
+
+
+def smooth_off(labels: np.ndarray, grain: np.ndarray, keep: np.ndarray, cfg: Any) -> Tuple[Optional[np.ndarray], Optional[float]]:
+    """The interior pixels of the kept losses that lack the grain the picture's losses share (a smooth light line or
+    highlight of a colour near the ground's merged with a loss of a grainy gesso: colour alone cannot part them).
+
+    labels: (H, W) int32 loss components; grain: (H, W) uint8 local per-pixel texture (L*, 1/RESP_SCALE units: the
+    root mean square over 5 x 5 of the scan's L* minus the denoised scan's); keep: (N + 1,) bool. The losses' grain is
+    the median over their interiors; only when it is measurable (at least ``loss_noise_floor``) are the interior
+    pixels below it / ``loss_noise_ratio`` returned ((H, W) bool, else None), with that median (L*, or None)."""
+    n = int(labels.max())
+    if n == 0 or not keep.any():
+        return None, None
+    inner = interior_of(labels) & keep[labels]
+    v = grain[inner].astype(np.float64) / RESP_SCALE
+    if v.size < 50:
+        return None, None
+    med = float(np.median(v))
+    if med < cfg.loss_noise_floor:
+        return None, round(med, 3)
+    return inner & (np.arange(256, dtype=np.float64) / RESP_SCALE < med / cfg.loss_noise_ratio)[grain], round(med, 3)
+
+
+def _cut_parts(labels: np.ndarray, off: np.ndarray, cfg: Any) -> Tuple[np.ndarray, int]:
+    """The parts of ``off`` ((H, W) bool, interior pixels of losses off what the losses share), opened by a 3 x 3
+    disk, of at least ``split_min_px`` px in a loss that keeps a body as large, made components of their own with
+    their rim (within 2 px), cut from the body by one pixel (dropped). Returns ``(labels int32, parts cut)``."""
+    import cv2
+    from scipy import ndimage
+    n = int(labels.max())
     off = cv2.morphologyEx(off.view(np.uint8), cv2.MORPH_OPEN, _disk(1)) > 0
     if not off.any():
-        return labels, stats
+        return labels, 0
     st = np.ones((3, 3), bool)
     lab_o, n_o = ndimage.label(off, structure=st)
     size_o = np.bincount(lab_o.ravel(), minlength=n_o + 1)
@@ -538,7 +585,7 @@ def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any)
     big = (size_o >= cfg.split_min_px) & (size_l[owner] >= size_o + cfg.split_min_px)
     big[0] = False
     if not big.any():
-        return labels, stats
+        return labels, 0
     part = big[lab_o]
     # the part with its rim: the off pixels grown 2 px within their own loss
     grown = cv2.dilate(lab_o.astype(np.float32) * part, _disk(2)).astype(np.int32)
@@ -551,5 +598,4 @@ def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any)
         lab, c = ndimage.label(m, structure=st)
         out[lab > 0] = lab[lab > 0] + k
         k += c
-    stats["cut"] = int(big.sum())
-    return out, stats
+    return out, int(big.sum())

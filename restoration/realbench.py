@@ -405,7 +405,7 @@ def evaluate_case(name: str, k: int = 0, detect_cfg: DetectConfig | None = None,
              ground_found=[round(v, 3) for v in dmap.ground_rgb] if dmap.ground_rgb else None)
     if keep:
         return s, {"damaged": img, "clean": clean, "classes": dmap.classes, "fill": fp, "review": rv, "gt": gt,
-                   "info": info, "params": dmap.params}
+                   "info": info, "params": dmap.params, "table": table, "evidence": dmap.evidence}
     return s
 
 
