@@ -41,7 +41,7 @@ from .settings import SETTINGS, check_tile
 from .tiles import tile_boxes
 
 from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, denoise,  # noqa: F401
-                     edge_share, estimate_grounds, ground_candidates, lab_grad, lab_of, lab_step, label_lab_sums,
+                     edge_share, estimate_grounds, ground_candidates, ground_confirmed, lab_grad, lab_of, lab_step, label_lab_sums,
                      loss_confidence, loss_signature, smooth_off, split_necks, split_unlike, interior_of)
 
 
@@ -93,6 +93,7 @@ class DetectConfig:
     ground_vote_mm2: float = 0.03                  # candidates that vote for a ground: at least this large ...
     ground_vote_std: float = 2.0                   # ... and this flat (L* std): small flat paint patches do not vote
     ground_vote_same: float = 0.1                  # ... and its own colour on at most this share of its ring
+    ground_max_share: float = 0.5                  # an estimated ground explaining more of the picture is its paint
     auto_grounds: int = 3                          # candidate grounds estimated; beyond the first, only confirmed ones seed
     neck_px: int = 3                               # parts of a loss joined by a neck narrower than 2 x this + 1 are split
     neck_rim_px: int = 2                           # ... keeping the rim within this of the body (its frayed edge)
@@ -148,7 +149,7 @@ class DetectConfig:
                   "ground_loose_de", "ground_rival_spread"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k}={getattr(self, k)} must be >= 0")
-        for k in ("loss_edge_frac", "loss_ring_differs", "ring_seen_share", "smooth_part_share", "loss_max_share", "loss_border_frac", "ground_vote_same", "crack_thin_share"):
+        for k in ("loss_edge_frac", "loss_ring_differs", "ring_seen_share", "smooth_part_share", "loss_max_share", "loss_border_frac", "ground_max_share", "ground_vote_same", "crack_thin_share"):
             if not 0 <= getattr(self, k) <= 1:
                 raise ValueError(f"{k}={getattr(self, k)} must be in 0..1")
         if not 0 <= self.doubtful_confidence <= 1:
@@ -244,11 +245,8 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
 
 
 def _confirmed(g: dict, cfg: DetectConfig) -> bool:
-    """Whether a ground's losses count as on a confirmed ground (:func:`restoration.losses.loss_confidence`)."""
-    return (g.get("support", 0) < 0 or g.get("support", 0) >= cfg.ground_min_regions
-            or g.get("confirmed_by") == "losses") and bool(g.get("plausible", True)) \
-        and (g.get("role") != "other" or g.get("confirmed_by") == "losses") \
-        and not g.get("ambiguous")
+    """Whether a ground's losses count as on a confirmed ground (:func:`restoration.losses.ground_confirmed`)."""
+    return ground_confirmed(g, cfg)
 
 
 def _grain_agrees(g: dict, cfg: DetectConfig) -> bool:
@@ -668,6 +666,13 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         n_kept = np.bincount(lab_l.ravel(), minlength=n_l + 1)
         grounds[j]["explains_regions"] = int(keep.sum())
         grounds[j]["explains_mm2"] = round(scale.px_area_to_mm2(float(n_kept[keep].sum())), 4)
+        grounds[j]["explains_share"] = round(float(n_kept[keep].sum()) / (h * w), 4)
+        # an estimated ground whose losses would cover more of the picture than ground_max_share is the picture's
+        # own paint (flat brick faces of one colour voted by dozens of candidates), not exposed ground: never
+        # confirmed, so every loss it explains goes to review (a ground the user gives is used as given)
+        if g.get("source") == "estimated" and grounds[j]["explains_share"] > cfg.ground_max_share:
+            g["explains_most"] = True
+            conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
         results.append((j, lab_l, keep, conf, bits, f, doubtful, core))
         loss_stats["candidates"] += int(n_l)
         loss_stats["kept"] += int(keep.sum() + (doubtful.sum() if doubtful is not None else 0))
@@ -714,6 +719,12 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         g0 = grounds[0]
         ground_check = (f"the ground colour {tuple(round(v, 3) for v in g0['rgb'])} ({g0.get('source')}) explains "
                         f"{g0.get('explains_regions', 0)} region(s): check it, or give the ground's colour")
+    most = [g for g in grounds if g.get("explains_most")]
+    if most:
+        ground_check = ("the estimated ground colour " + ", ".join(
+            f"{tuple(round(v, 3) for v in g['rgb'])} would make {g['explains_share']:.0%} of the picture loss"
+            for g in most) + f" (more than {cfg.ground_max_share:.0%}): that is the picture's paint, not exposed ground; "
+            "its losses are listed for review; give the ground's colour")
     amb = [g for g in grounds if g.get("ambiguous")]
     if len(amb) > 1:
         ground_check = ("several candidate grounds each explain losses that agree with them ("

@@ -325,6 +325,19 @@ EVIDENCE = {"ground_confirmed": 1,   # colour of a ground given by the user or s
             "unlike_ground": 128}     # per-pixel texture unlike its ground's, or an edge that blends (paint?)
 
 
+def ground_confirmed(g: dict, cfg: Any) -> bool:
+    """Whether the losses of ground ``g`` (a record of :func:`restoration.detect.detect_damage`'s ``grounds``) count as
+    on a confirmed ground: given by the user (support -1), shared by ``ground_min_regions`` candidates or confirmed
+    by the losses it explains, of a plausible colour; a candidate beside the first only when its losses confirm it;
+    never when another candidate explains them as well (``ambiguous``) or when its losses would cover more of the
+    picture than ``ground_max_share`` (``explains_most``: that is the picture's paint). The one rule of
+    :func:`loss_confidence` and of the detector's ordering of grounds."""
+    return (g.get("support", 0) < 0 or g.get("support", 0) >= cfg.ground_min_regions
+            or g.get("confirmed_by") == "losses") and bool(g.get("plausible", True)) \
+        and (g.get("role") != "other" or g.get("confirmed_by") == "losses") \
+        and not g.get("ambiguous") and not g.get("explains_most")
+
+
 def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray, np.ndarray]:
     """Per loss component a confidence in 0..255 (uint8) and evidence bits (uint8, :data:`EVIDENCE`).
 
@@ -352,10 +365,7 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
         d = ciede2000(lab, torch.tensor(g["lab"], dtype=torch.float64)).numpy()
         closer = d < best
         best = np.where(closer, d, best)
-        ok = (g["support"] < 0 or g["support"] >= cfg.ground_min_regions or g.get("confirmed_by") == "losses") \
-            and bool(g.get("plausible", True)) and (g.get("role") != "other" or g.get("confirmed_by") == "losses") \
-            and not g.get("ambiguous")   # (another candidate beside the first)
-        confirmed = np.where(closer, ok, confirmed)
+        confirmed = np.where(closer, ground_confirmed(g, cfg), confirmed)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
         # (a ground no crowd of candidates vouches for: given by the user, or confirmed by the few losses it explains)
         given = np.where(closer, g.get("source") == "given" or g.get("confirmed_by") == "losses", given)
