@@ -2,7 +2,7 @@
 import triton
 import triton.language as tl
 
-__all__ = ["token_kernel"]
+__all__: list = []   # the kernel is private: Triton kernels take untyped pointer and stride arguments
 
 
 @triton.jit
@@ -20,7 +20,7 @@ def _weight(l_part, l_base):
 
 
 @triton.jit
-def token_kernel(oi, op, on, li, lp, ln, kind, out,
+def _token_kernel(oi, op, on, li, lp, ln, kind, out,
                  H, D,
                  so_b, so_h, so_l, so_d, sp_b, sp_h, sp_l, sp_d, sn_b, sn_h, sn_l, sn_d,
                  sli_b, sli_h, sli_l, slp_b, slp_h, slp_l, sln_b, sln_h, sln_l,

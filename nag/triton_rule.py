@@ -45,7 +45,7 @@ def _kernel() -> Any:
     if "kernel" in _STATE or "error" in _STATE:
         return _STATE.get("kernel")
     try:   # optional: PyTorch's CUDA builds ship Triton; the CPU builds do not
-        from ._triton_kernels import token_kernel
+        from ._triton_kernels import _token_kernel as token_kernel
     except Exception as exc:   # noqa: BLE001 - an absent or broken Triton means "not available", nothing else
         _STATE["error"] = f"{type(exc).__name__}: {exc}"
         return None

@@ -17,7 +17,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from nag import triton_rule  # noqa: E402
-from nag._triton_kernels import token_kernel  # noqa: E402
+from nag._triton_kernels import _token_kernel as token_kernel  # noqa: E402
 
 # (name, heads, width, merged): joint-attention parts (guided, with token kinds) and cross-attention Z+/Z- (combine,
 # one "head" of all channels)
