@@ -535,14 +535,11 @@ def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any,
     their rim (within 2 px), cut from the body by one pixel (dropped), so each part is tested on its own.
     ``extra_off``: optional (H, W) bool, more pixels off what the losses share (:func:`smooth_off`), cut the same way.
     Returns ``(labels int32 (H, W), stats)``; unchanged labels when nothing is cut."""
-    n = int(labels.max())
     stats: dict = {"split_de": None, "cut": 0}
-    if n == 0 or not keep.any():
+    got = _kept_interior(labels, de, keep)
+    if got is None:
         return labels, stats
-    inner = interior_of(labels) & keep[labels]
-    v = de[inner].astype(np.float64) / RESP_SCALE
-    if v.size < 50:
-        return labels, stats
+    inner, v = got
     med = float(np.median(v))
     mad = 1.4826 * float(np.median(np.abs(v - med)))
     t = max(cfg.split_min_de, med + cfg.split_mad * mad)
@@ -555,6 +552,18 @@ def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any,
     return out, stats
 
 
+def _kept_interior(labels: np.ndarray, values: np.ndarray, keep: np.ndarray, min_px: int = 50
+                   ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The interior pixels of the kept losses ((H, W) bool: :func:`interior_of`, ``keep[labels]``) and their
+    ``values`` ((H, W) uint8 in 1/RESP_SCALE units) as float64; None when no loss is kept or the interiors hold
+    fewer than ``min_px`` pixels (too few to measure what the losses share)."""
+    if int(labels.max()) == 0 or not keep.any():
+        return None
+    inner = interior_of(labels) & keep[labels]
+    v = values[inner].astype(np.float64) / RESP_SCALE
+    return None if v.size < min_px else (inner, v)
+
+
 def smooth_off(labels: np.ndarray, grain: np.ndarray, keep: np.ndarray, cfg: Any) -> Tuple[Optional[np.ndarray], Optional[float]]:
     """The interior pixels of the kept losses that lack the grain the picture's losses share (a smooth light line or
     highlight of a colour near the ground's merged with a loss of a grainy gesso: colour alone cannot part them).
@@ -563,13 +572,10 @@ def smooth_off(labels: np.ndarray, grain: np.ndarray, keep: np.ndarray, cfg: Any
     root mean square over 5 x 5 of the scan's L* minus the denoised scan's); keep: (N + 1,) bool. The losses' grain is
     the median over their interiors; only when it is measurable (at least ``loss_noise_floor``) are the interior
     pixels below it / ``loss_noise_ratio`` returned ((H, W) bool, else None), with that median (L*, or None)."""
-    n = int(labels.max())
-    if n == 0 or not keep.any():
+    got = _kept_interior(labels, grain, keep)
+    if got is None:
         return None, None
-    inner = interior_of(labels) & keep[labels]
-    v = grain[inner].astype(np.float64) / RESP_SCALE
-    if v.size < 50:
-        return None, None
+    inner, v = got
     med = float(np.median(v))
     if med < cfg.loss_noise_floor:
         return None, round(med, 3)
