@@ -118,13 +118,14 @@ def byte_count(d, image, text, negative, elem=2, work=4, heads=None):
     kv_pos = 2 * (image + text) * d * copy                      # cat([positive, image]) of k and v
     kv_neg = 2 * (image + negative) * d * copy
     kernel = 3 * elem + elem                                    # three model-dtype parts read once, one write
+    kernel_two_reads = 2 * 3 * elem + elem                      # the same parts read twice (inductor's loops)
     fused = {
         "fused_kernel": nl * kernel,
         "lse": 3 * length * heads * work,
         "partial_outputs": (2 * image + 2 * text + 3 * negative) * d * elem,
     }
     fused_compiled = {   # inductor's looped reduction: each part read twice, the log-sum-exps too
-        "fused_kernel": nl * (2 * 3 * elem + elem),
+        "fused_kernel": nl * kernel_two_reads,
         "lse": 2 * 3 * length * heads * work,
         "partial_outputs": fused["partial_outputs"],
     }
@@ -137,7 +138,7 @@ def byte_count(d, image, text, negative, elem=2, work=4, heads=None):
         "partial_outputs": fused["partial_outputs"],
     }
     fused_before_views = {
-        "fused_kernel": n * (2 * 3 * elem + elem),
+        "fused_kernel": n * kernel_two_reads,
         "lse": 2 * 3 * image * heads * work,
         "write_back": n * copy,
         "text_kv_copy_positive": kv_pos,                         # text first: [negative, image] is read in place

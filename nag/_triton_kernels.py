@@ -26,7 +26,8 @@ def _token_kernel(oi, op, on, li, lp, ln, kind, out,
                  sli_b, sli_h, sli_l, slp_b, slp_h, slp_l, sln_b, sln_h, sln_l,
                  sout_b, sout_l, sout_h, sout_d,
                  scale, tau, alpha, tiny,
-                 MERGED: tl.constexpr, HAS_KIND: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+                 MERGED: tl.constexpr, HAS_KIND: tl.constexpr, KIND_IMAGE: tl.constexpr, KIND_POSITIVE: tl.constexpr,
+                 BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
     t = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1).to(tl.int64)
     hv = tl.arange(0, BLOCK_H)
@@ -53,6 +54,6 @@ def _token_kernel(oi, op, on, li, lp, ln, kind, out,
     res = _lerp(zp, g * factor, alpha)
     if HAS_KIND:
         k = tl.load(kind + t).to(tl.int32)
-        res = tl.where(k == 0, res, tl.where(k == 1, zp, zn))
+        res = tl.where(k == KIND_IMAGE, res, tl.where(k == KIND_POSITIVE, zp, zn))
     dst = out + b * sout_b + t * sout_l + h * sout_h + d * sout_d
     tl.store(dst, res.to(out.dtype.element_ty), mask=m)

@@ -30,6 +30,7 @@ from typing import Callable, Dict, Iterator, Optional
 import torch
 
 from . import triton_rule
+from .triton_rule import IMAGE, NEGATIVE, POSITIVE
 from .combine import _combine, check_nag_params, nag_combine
 from .joint import check_rows, guided_from_parts, merge_weight, sequence_from_parts
 
@@ -42,9 +43,8 @@ log = logging.getLogger(__name__)
 Part = tuple[torch.Tensor, torch.Tensor]
 
 
-IMAGE, POSITIVE, NEGATIVE = 0, 1, 2
-"""Token kinds of ``guided_eager``'s ``kind``: the image tokens get NAG's rule, the positive text's Z+, the
-negative text's Z-."""
+# Token kinds of guided_eager's ``kind`` (IMAGE, POSITIVE, NEGATIVE): defined once in nag.triton_rule, whose kernel
+# reads them too: the image tokens get NAG's rule, the positive text's Z+, the negative text's Z-.
 
 
 def guided_eager(o_img: torch.Tensor, l_img: torch.Tensor, o_pos: torch.Tensor, l_pos: torch.Tensor,

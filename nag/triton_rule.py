@@ -23,7 +23,10 @@ import torch
 
 __all__ = ["available", "interpreting", "guided", "combine", "launch_config", "IMAGE", "POSITIVE", "NEGATIVE"]
 
-IMAGE, POSITIVE, NEGATIVE = 0, 1, 2   # the token kinds of nag.fused (same values)
+IMAGE, POSITIVE, NEGATIVE = 0, 1, 2
+"""Token kinds of a joint sequence (``kind`` of :func:`guided` and :func:`nag.fused.guided_eager`): the image tokens
+get NAG's rule, the positive text's Z+, the negative text's Z-. Defined here, the leaf of the two modules; the kernel
+is told them (``KIND_IMAGE``, ``KIND_POSITIVE``)."""
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _STATE: dict = {}   # "kernel": the jit kernel once defined; "error": why Triton could not be imported
 
@@ -82,7 +85,8 @@ def _launch(oi: torch.Tensor, op: torch.Tensor, on: torch.Tensor, lses: Optional
             *oi.stride(), *op.stride(), *on.stride(), *lstrides,
             *out.stride(),
             float(scale), float(tau), float(alpha), float(torch.finfo(torch.float32).tiny),
-            MERGED=merged, HAS_KIND=kind is not None, BLOCK_H=bh, BLOCK_D=bd, num_warps=warps)
+            MERGED=merged, HAS_KIND=kind is not None, KIND_IMAGE=IMAGE, KIND_POSITIVE=POSITIVE,
+            BLOCK_H=bh, BLOCK_D=bd, num_warps=warps)
     return out
 
 

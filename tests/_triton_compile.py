@@ -38,7 +38,7 @@ def signature(elem):
             sig[n] = "*i8"
         elif n in ("scale", "tau", "alpha", "tiny"):
             sig[n] = "fp32"
-        elif n in ("MERGED", "HAS_KIND", "BLOCK_H", "BLOCK_D"):
+        elif n in ("MERGED", "HAS_KIND", "KIND_IMAGE", "KIND_POSITIVE", "BLOCK_H", "BLOCK_D"):
             sig[n] = "constexpr"
         else:
             sig[n] = "i64"
@@ -52,7 +52,8 @@ def main():
         for dname, elem in DTYPES.items():
             bh, bd, warps = triton_rule.launch_config(heads, width)
             src = ASTSource(fn=token_kernel, signature=signature(elem),
-                            constexprs={"MERGED": merged, "HAS_KIND": not merged, "BLOCK_H": bh, "BLOCK_D": bd})
+                            constexprs={"MERGED": merged, "HAS_KIND": not merged, "BLOCK_H": bh, "BLOCK_D": bd,
+                                        "KIND_IMAGE": triton_rule.IMAGE, "KIND_POSITIVE": triton_rule.POSITIVE})
             k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
             with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
                 f.write(k.asm["ptx"])
