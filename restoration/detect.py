@@ -244,11 +244,6 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     return prior
 
 
-def _confirmed(g: dict, cfg: DetectConfig) -> bool:
-    """Whether a ground's losses count as on a confirmed ground (:func:`restoration.losses.ground_confirmed`)."""
-    return ground_confirmed(g, cfg)
-
-
 def _grain_agrees(g: dict, cfg: DetectConfig) -> bool:
     """Whether a candidate ground beside an implausible first one has the evidence of one exposed material: at least
     two candidates that agree within ``ground_loose_de``, and a per-pixel grain the scan can measure
@@ -283,7 +278,7 @@ def _other_grounds(found: list, cfg: DetectConfig) -> list:
     no candidate rivals it (:func:`_rivals`: then only the rivals seed, and it is checked against them);
     else the other plausible candidates (at most ``auto_grounds`` in all) at least ``ground_cluster_de`` from
     every ground already taken. Each is marked ``role`` "other": it is never confirmed (its losses are
-    listed for review, :func:`_confirmed`), and what it explains is reported (``explains_regions``,
+    listed for review, :func:`~restoration.losses.ground_confirmed`), and what it explains is reported (``explains_regions``,
     ``losses_agree``)."""
     if not found:
         return []
@@ -333,7 +328,7 @@ def _several_grounds(grounds: list, results: list, cfg: DetectConfig) -> set:
         rivals = [r for r in idx if r != j and could(grounds[r])
                   and (2 * grounds[r]["losses_agree"] >= g.get("losses_agree", 0) or grounds[r]["match_ref_de"] <= g["match_ref_de"])]
         if rivals:
-            g["confirmed_by"] = None   # (a rivalled ground loses its candidates' confirmation: ambiguous, _confirmed)
+            g["confirmed_by"] = None   # (a rivalled ground loses its candidates' confirmation: ambiguous, ground_confirmed)
             out.add(j)
             for r in [j] + rivals:
                 grounds[r]["ambiguous"] = True
@@ -580,15 +575,17 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         grows[j] = None
         if n_l == 0:
             continue
+        interior = interior_of(lab_l)   # one for the features and both splits (the same labels)
         f = component_features(den, lab_l, grad_max, cfg, cfg.tile, core=seed, exclude=masks["crack_lo"], raw=img,
-                               interior=interior_of(lab_l))
+                               interior=interior)
         keep = loss_signature(f, h * w, cfg)
         # a loss is never merged with flat paint of a colour near the ground's (a highlight wider than a neck):
         # parts off the colour the losses share are cut off and tested on their own
         # ... nor with smooth paint of such a colour where its losses share a grain (a smooth light line merged with a
         # loss of a grainy gesso): parts without that grain are cut off too
-        smooth, grain_l = smooth_off(lab_l, grain, keep, cfg)
-        lab_s, cut = split_unlike(lab_l, des[j], keep, cfg, smooth)
+        smooth, grain_l = smooth_off(lab_l, grain, keep, cfg, interior)
+        lab_s, cut = split_unlike(lab_l, des[j], keep, cfg, smooth, interior)
+        del interior
         cut["grain_L"] = grain_l
         grounds[j]["split"] = cut
         doubtful = None
@@ -681,7 +678,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
     ambiguous = _several_grounds(grounds, results, cfg)
     # confirmed grounds first: a component of an unconfirmed ground that touches a loss of a confirmed one is the
     # paint around that loss (a loss exposes one ground), not a loss of its own
-    results.sort(key=lambda r: not _confirmed(grounds[r[0]], cfg))
+    results.sort(key=lambda r: not ground_confirmed(grounds[r[0]], cfg))
     sure: Optional[np.ndarray] = None   # the losses of confirmed grounds (when several seed)
     for j, lab_l, keep, conf, bits, f, doubtful, core in results:
         if j in ambiguous:   # no longer confirmed by its losses: recomputed without it
@@ -690,7 +687,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
             conf = np.where(doubtful, np.minimum(conf, round(cfg.doubtful_confidence * 255)), conf).astype(np.uint8)
             bits = np.where(doubtful, bits | EVIDENCE["unlike_ground"], bits).astype(np.uint8)
             keep = keep | doubtful
-        if len(results) > 1 and not _confirmed(grounds[j], cfg) and sure is not None:
+        if len(results) > 1 and not ground_confirmed(grounds[j], cfg) and sure is not None:
             near = cv2.dilate(sure.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
             touch = np.bincount(lab_l[near], minlength=len(keep)) > 0
             touch[0] = False
@@ -709,7 +706,7 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         confidence[better] = cl[better]
         evidence[better] = bits[lab_l[better]]
         loss |= m
-        if len(results) > 1 and _confirmed(grounds[j], cfg):
+        if len(results) > 1 and ground_confirmed(grounds[j], cfg):
             sure = m if sure is None else sure | m
         del cl, m
     del results, sure

@@ -522,7 +522,8 @@ def interior_of(labels: np.ndarray, r: int = 2) -> np.ndarray:
 
 
 def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any,
-                 extra_off: Optional[np.ndarray] = None) -> Tuple[np.ndarray, dict]:
+                 extra_off: Optional[np.ndarray] = None, interior: Optional[np.ndarray] = None
+                 ) -> Tuple[np.ndarray, dict]:
     """Cut from each kept loss the parts whose colour the picture's losses do not share (flat paint of a colour
     near the ground's that a loss touches: a highlight stroke wider than a neck).
 
@@ -534,9 +535,10 @@ def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any,
     least ``split_min_px`` px of a loss that keeps a body as large, become a component of their own with
     their rim (within 2 px), cut from the body by one pixel (dropped), so each part is tested on its own.
     ``extra_off``: optional (H, W) bool, more pixels off what the losses share (:func:`smooth_off`), cut the same way.
+    ``interior``: :func:`interior_of` of ``labels`` where the caller has it (else computed here).
     Returns ``(labels int32 (H, W), stats)``; unchanged labels when nothing is cut."""
     stats: dict = {"split_de": None, "cut": 0}
-    got = _kept_interior(labels, de, keep)
+    got = _kept_interior(labels, de, keep, interior)
     if got is None:
         return labels, stats
     inner, v = got
@@ -552,27 +554,29 @@ def split_unlike(labels: np.ndarray, de: np.ndarray, keep: np.ndarray, cfg: Any,
     return out, stats
 
 
-def _kept_interior(labels: np.ndarray, values: np.ndarray, keep: np.ndarray, min_px: int = 50
-                   ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    """The interior pixels of the kept losses ((H, W) bool: :func:`interior_of`, ``keep[labels]``) and their
-    ``values`` ((H, W) uint8 in 1/RESP_SCALE units) as float64; None when no loss is kept or the interiors hold
-    fewer than ``min_px`` pixels (too few to measure what the losses share)."""
+def _kept_interior(labels: np.ndarray, values: np.ndarray, keep: np.ndarray, interior: Optional[np.ndarray] = None,
+                   min_px: int = 50) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The interior pixels of the kept losses ((H, W) bool: :func:`interior_of`, given as ``interior`` or computed,
+    and ``keep[labels]``) and their ``values`` ((H, W) uint8 in 1/RESP_SCALE units) as float64; None when no loss is
+    kept or the interiors hold fewer than ``min_px`` pixels (too few to measure what the losses share)."""
     if int(labels.max()) == 0 or not keep.any():
         return None
-    inner = interior_of(labels) & keep[labels]
+    inner = (interior_of(labels) if interior is None else interior) & keep[labels]
     v = values[inner].astype(np.float64) / RESP_SCALE
     return None if v.size < min_px else (inner, v)
 
 
-def smooth_off(labels: np.ndarray, grain: np.ndarray, keep: np.ndarray, cfg: Any) -> Tuple[Optional[np.ndarray], Optional[float]]:
+def smooth_off(labels: np.ndarray, grain: np.ndarray, keep: np.ndarray, cfg: Any, interior: Optional[np.ndarray] = None
+               ) -> Tuple[Optional[np.ndarray], Optional[float]]:
     """The interior pixels of the kept losses that lack the grain the picture's losses share (a smooth light line or
     highlight of a colour near the ground's merged with a loss of a grainy gesso: colour alone cannot part them).
 
     labels: (H, W) int32 loss components; grain: (H, W) uint8 local per-pixel texture (L*, 1/RESP_SCALE units: the
     root mean square over 5 x 5 of the scan's L* minus the denoised scan's); keep: (N + 1,) bool. The losses' grain is
     the median over their interiors; only when it is measurable (at least ``loss_noise_floor``) are the interior
-    pixels below it / ``loss_noise_ratio`` returned ((H, W) bool, else None), with that median (L*, or None)."""
-    got = _kept_interior(labels, grain, keep)
+    pixels below it / ``loss_noise_ratio`` returned ((H, W) bool, else None), with that median (L*, or None).
+    ``interior``: :func:`interior_of` of ``labels`` where the caller has it (else computed here)."""
+    got = _kept_interior(labels, grain, keep, interior)
     if got is None:
         return None, None
     inner, v = got

@@ -483,7 +483,8 @@ def test_a_ground_its_loose_candidates_confirm_is_rivalled_by_a_tight_one():
     # confirmed by its candidates and filled (96 % intact paint); the cream gesso beside it (4 candidates within
     # 0.35 dE00) never seeded. A ground is one colour wherever it shows: a tight rival seeds too, and when it explains
     # losses that agree with it, which is the ground is ambiguous: both are listed for review
-    from restoration.detect import _confirmed, _other_grounds
+    from restoration.detect import _other_grounds
+    from restoration.losses import ground_confirmed as _confirmed
     from restoration.realbench import evaluate_case
     cfg = DetectConfig()
     first = {"lab": [35.0, 1.0, 3.0], "support": 16, "spread_de": 1.66, "plausible": True}
