@@ -186,7 +186,8 @@ def _membrane(resid: np.ndarray, known: np.ndarray, iters: int = 24, exact_max: 
     sweeps of the Laplace equation (replicate border) with the known pixels held. Returns (h, w, C) float32
     equal to ``resid`` on ``known``."""
     import cv2
-    if exact_max > 0 and int(known.size - np.count_nonzero(known)) <= exact_max:
+    # (a box of at most exact_max pixels is solved exactly whatever it holds: no count needed)
+    if exact_max > 0 and (known.size <= exact_max or int(known.size - np.count_nonzero(known)) <= exact_max):
         return _membrane_exact(resid, known)
     k = known.astype(np.float32)
     c = resid.shape[2]
@@ -309,10 +310,8 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     # what is still damaged never enters a computation (the fill does not depend on the damaged values)
     tpl = np.where(known[..., None], out[ty0:ty1, tx0:tx1], np.float32(0))
     inner = (slice(y0 - ty0, y1 - ty0), slice(x0 - tx0, x1 - tx0))
-    exact = th * tw <= cfg.seam_exact     # every box of this size is solved exactly (as _membrane decides)
     if smooth_only:
-        memb = _membrane_exact(tpl, known) if exact else _membrane(tpl, known, 8, cfg.seam_exact)
-        _put(out, weight, box, sub, memb[inner], cfg.filled_weight)
+        _put(out, weight, box, sub, _membrane(tpl, known, 8, cfg.seam_exact)[inner], cfg.filled_weight)
         return 0.0
     var = 0.0
     if cfg.gamma > 0:
@@ -324,8 +323,7 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
             var = (sd[0] * sd[0] + sd[1] * sd[1] + sd[2] * sd[2]) / 3
         if var < cfg.flat_var:
             # a flat rim: the copy's detail would be at most its own tiny variation; the membrane alone
-            memb = _membrane_exact(tpl, known) if exact else _membrane(tpl, known, cfg.seam_iters, cfg.seam_exact)
-            _put(out, weight, box, sub, memb[inner], cfg.filled_weight)
+            _put(out, weight, box, sub, _membrane(tpl, known, cfg.seam_iters, cfg.seam_exact)[inner], cfg.filled_weight)
             return 0.0
     if wy1 - wy0 <= th or wx1 - wx0 <= tw:
         return None
@@ -373,8 +371,7 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     # and of the copy's rim); the solver is linear, so this is beta src + membrane(tpl - beta src): one
     # 3-channel pass
     bs = np.float32(beta) * src
-    resid = tpl - bs
-    val = _membrane_exact(resid, known) if exact else _membrane(resid, known, cfg.seam_iters, cfg.seam_exact)
+    val = _membrane(tpl - bs, known, cfg.seam_iters, cfg.seam_exact)
     val += bs
     _put(out, weight, box, sub, val[inner], cfg.filled_weight)
     return beta
