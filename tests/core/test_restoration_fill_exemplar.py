@@ -232,3 +232,30 @@ def test_a_large_hole_in_noise_keeps_its_pieces():
     whole = np.clip(E._membrane_exact(np.ascontiguousarray(dmg[39:161, 39:161]), ~mask[39:161, 39:161]), 0, 1)
     assert np.abs(out[40:160, 40:160] - whole[1:-1, 1:-1]).max() > 1e-3
     assert np.abs(out[mask] - 0.5).mean() < 0.1                  # still a fill of the noise's level
+
+
+def test_the_whole_hole_membrane_threshold_is_the_largest_share_kept(monkeypatch):
+    """The rule reads the largest share of copied detail any piece of the hole kept: at most ``smooth_hole``
+    (0.8 by default, chosen on the tune half over six seeds) -> the exact membrane of the whole hole; above it
+    -> the chain of pieces. Pieces are made to report a share of 0.7 (between the old default 0.5 and 0.8) and
+    0.9."""
+    from restoration import exemplar as E
+    assert E.ExemplarConfig().smooth_hole == 0.8
+    rng = np.random.default_rng(3)
+    h, w = 60, 60
+    img = np.clip(0.5 + 0.1 * rng.standard_normal((h, w, 1)), 0, 1).repeat(3, 2).astype(np.float32)
+    mask = _disk(h, w, 30, 30, 8)
+    dmg = img.copy()
+    dmg[mask] = 0.9
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min() - 1, ys.max() + 2, xs.min() - 1, xs.max() + 2
+    ref = np.clip(E._membrane_exact(np.ascontiguousarray(dmg[y0:y1, x0:x1]), ~mask[y0:y1, x0:x1]), 0, 1)
+    real = E._fill_piece
+    for share, whole in ((0.7, True), (0.9, False)):
+        def piece(*a, _s=share, **k):
+            kept = real(*a, **k)
+            return None if kept is None else _s
+        monkeypatch.setattr(E, "_fill_piece", piece)
+        out, _ = exemplar_fill(dmg, mask)
+        gap = float(np.abs(out[y0:y1, x0:x1][mask[y0:y1, x0:x1]] - ref[mask[y0:y1, x0:x1]]).max())
+        assert (gap < 1e-5) == whole, (share, gap)
