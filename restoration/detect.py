@@ -244,17 +244,28 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     return prior
 
 
-def _grain_agrees(g: dict, cfg: DetectConfig) -> bool:
-    """Whether a candidate ground beside an implausible first one has the evidence of one exposed material: at least
-    two candidates that agree within ``ground_loose_de``, and a per-pixel grain the scan can measure
-    (``loss_noise_floor``) that its candidates and the losses it explains share (within ``doubt_noise`` either way).
-    Flat paint patches of one colour have no grain, or not the same in its large and small patches."""
+def grain_shared(g: dict, cfg: DetectConfig) -> Optional[bool]:
+    """Whether a candidate ground's candidates and the losses it explains share one per-pixel grain (L* noise,
+    ``noise_L`` and ``noise_ref_L``): an exposed ground is one material wherever it shows, flat paint patches of one
+    colour have no grain, or not the same in their large and small patches. True when both are measurable (at least
+    ``loss_noise_floor``) and agree within ``doubt_noise`` either way; False when either is measurable and they differ
+    by more (the smaller floored at 0.3 L*, as :func:`~restoration.losses.loss_confidence` compares a loss's noise);
+    None when neither can be measured, or one is missing (no proof either way)."""
     a, b = g.get("noise_L"), g.get("noise_ref_L")
-    if g.get("support", 0) < 2 or (g.get("spread_de") or 0.0) > cfg.ground_loose_de or a is None or b is None:
-        return False
-    if min(a, b) < cfg.loss_noise_floor:
-        return False
-    return max(a, b) <= cfg.doubt_noise * min(a, b)
+    if a is None or b is None:
+        return None
+    lo, hi = sorted((float(a), float(b)))
+    if hi < cfg.loss_noise_floor:
+        return None
+    if lo >= cfg.loss_noise_floor and hi <= cfg.doubt_noise * lo:
+        return True
+    return False if hi > cfg.doubt_noise * max(lo, 0.3) else None
+
+
+def _grain_agrees(g: dict, cfg: DetectConfig) -> bool:
+    """Whether a candidate ground beside the first has the evidence of one exposed material: at least two candidates
+    that agree within ``ground_tight_de`` and a grain its candidates and its losses share (:func:`grain_shared`)."""
+    return g.get("support", 0) >= 2 and (g.get("spread_de") or 0.0) <= cfg.ground_tight_de and grain_shared(g, cfg) is True
 
 
 def _rivals(found: list, cfg: DetectConfig) -> list:
@@ -318,14 +329,17 @@ def _several_grounds(grounds: list, results: list, cfg: DetectConfig) -> set:
     def could(g: dict) -> bool:
         return (g.get("plausible", True) is True and g.get("support", 0) >= 2 and (g.get("spread_de") or 0.0) <= tight
                 and g.get("match_ref_de") is not None and g["match_ref_de"] <= tight
-                and 2 * g.get("losses_agree", 0) >= cfg.ground_confirm_losses)
+                and 2 * g.get("losses_agree", 0) >= cfg.ground_confirm_losses
+                and grain_shared(g, cfg) is not False)
     idx = [j for j, *_ in results]
     out = set()
     for j in idx:
         g = grounds[j]
         if g.get("confirmed_by") != "losses" and not g.get("rivalled"):
             continue
-        rivals = [r for r in idx if r != j and could(grounds[r])
+        # (a ground whose candidates and losses share a grain is one material: a rival without that evidence is none)
+        shared = grain_shared(g, cfg) is True
+        rivals = [r for r in idx if r != j and could(grounds[r]) and (not shared or grain_shared(grounds[r], cfg) is True)
                   and (2 * grounds[r]["losses_agree"] >= g.get("losses_agree", 0) or grounds[r]["match_ref_de"] <= g["match_ref_de"])]
         if rivals:
             g["confirmed_by"] = None   # (a rivalled ground loses its candidates' confirmation: ambiguous, ground_confirmed)
@@ -645,17 +659,22 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         # a ground that few candidates voted for is checked against what it finds: when at least
         # ground_confirm_losses of its losses match it within its tolerance and show nothing unlike the ground
         # (agreement among the losses, not colour closeness alone), and its few candidates agree closely (spread
-        # within ground_tight_de: a mode of paint patches is loose), it is confirmed by them
+        # within ground_tight_de: a mode of paint patches is loose), it is confirmed by them; half as many suffice when
+        # its candidates and its losses share a measurable grain (grain_shared: one exposed material, evidence that
+        # flat paint lacks; a small picture shows few losses)
         g = grounds[j]
         if ref_de is not None:
             like = keep & ((bits & (EVIDENCE["colour_off"] | EVIDENCE["unlike_ground"] | EVIDENCE["mixed_ring"])) == 0)
             g["losses_agree"] = int(like.sum())
-        # (a candidate beside the first is checked so only when the first has a colour no ground has: then it is the
-        # scan's only plausible ground, and its losses vouch for it or nothing does)
+        # (a candidate beside the first is checked so only when the first has a colour no ground has, or is confirmed
+        # neither by its candidates nor by its losses and shows no grain shared with them: then its losses vouch for
+        # the candidate, which must show that grain itself (_grain_agrees), or nothing does)
         if 0 <= g.get("support", 0) < cfg.ground_min_regions \
-                and (g.get("role") != "other" or grounds[0].get("plausible", True) is not True) \
+                and (g.get("role") != "other" or grounds[0].get("plausible", True) is not True
+                     or (not ground_confirmed(grounds[0], cfg) and grain_shared(grounds[0], cfg) is not True)) \
                 and g.get("plausible", True) is True and ref_de is not None:
-            if g["losses_agree"] >= cfg.ground_confirm_losses and ref_de <= cfg.ground_tight_de \
+            need = -(-cfg.ground_confirm_losses // 2) if grain_shared(g, cfg) is True else cfg.ground_confirm_losses
+            if g["losses_agree"] >= need and ref_de <= cfg.ground_tight_de \
                     and g.get("spread_de") is not None and g["spread_de"] <= cfg.ground_tight_de \
                     and (g.get("role") != "other" or _grain_agrees(g, cfg)):
                 g["confirmed_by"] = "losses"
