@@ -41,7 +41,7 @@ from .settings import SETTINGS, check_tile
 from .tiles import tile_boxes
 
 from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, denoise,  # noqa: F401
-                     edge_share, estimate_grounds, ground_candidates, ground_confirmed, lab_grad, lab_of, lab_step, label_lab_sums,
+                     edge_share, estimate_grounds, grain_shared, ground_candidates, ground_confirmed, lab_grad, lab_of, lab_step, label_lab_sums,
                      loss_confidence, loss_signature, smooth_off, split_necks, split_unlike, interior_of)
 
 
@@ -245,16 +245,11 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
 
 
 def _grain_agrees(g: dict, cfg: DetectConfig) -> bool:
-    """Whether a candidate ground beside an implausible first one has the evidence of one exposed material: at least
-    two candidates that agree within ``ground_loose_de``, and a per-pixel grain the scan can measure
-    (``loss_noise_floor``) that its candidates and the losses it explains share (within ``doubt_noise`` either way).
-    Flat paint patches of one colour have no grain, or not the same in its large and small patches."""
-    a, b = g.get("noise_L"), g.get("noise_ref_L")
-    if g.get("support", 0) < 2 or (g.get("spread_de") or 0.0) > cfg.ground_loose_de or a is None or b is None:
-        return False
-    if min(a, b) < cfg.loss_noise_floor:
-        return False
-    return max(a, b) <= cfg.doubt_noise * min(a, b)
+    """Whether a candidate ground has the evidence of one exposed material: at least two candidates that agree within
+    ``ground_loose_de`` (an exposed ground is one colour wherever it shows) and a per-pixel grain its candidates and the
+    losses it explains share (:func:`~restoration.losses.grain_shared`). Flat paint patches of one colour have no
+    grain, or not the same in their large and small patches."""
+    return g.get("support", 0) >= 2 and (g.get("spread_de") or 0.0) <= cfg.ground_loose_de and grain_shared(g, cfg) is True
 
 
 def _rivals(found: list, cfg: DetectConfig) -> list:
@@ -310,7 +305,10 @@ def _several_grounds(grounds: list, results: list, cfg: DetectConfig) -> set:
     when another such candidate explains its losses about as well: at least half as many agreeing losses, or losses
     that match it more closely (a ground is one colour wherever it shows, paint patches of one colour spread more).
     Which is the ground and which a flat passage of paint is then ambiguous. Returns the indices of the grounds
-    that lost that confirmation; they and their rivals are marked ``ambiguous``."""
+    that lost that confirmation; they and their rivals are marked ``ambiguous``. A ground its losses confirm whose
+    candidates and losses share a measurable grain (:func:`~restoration.losses.grain_shared`: one exposed material) is
+    rivalled only by a candidate that shows a shared grain too: a passage of flat paint shows none. (A ground its
+    candidates confirm, rivalled by a tighter one, :func:`_rivals`, is not spared so: dark paint shows a grain too.)"""
     if len(grounds) < 2:
         return set()
     tight = cfg.ground_tight_de
@@ -325,7 +323,9 @@ def _several_grounds(grounds: list, results: list, cfg: DetectConfig) -> set:
         g = grounds[j]
         if g.get("confirmed_by") != "losses" and not g.get("rivalled"):
             continue
-        rivals = [r for r in idx if r != j and could(grounds[r])
+        # (a ground its losses confirm with a grain its candidates share: a rival without such a grain is none)
+        one = g.get("confirmed_by") == "losses" and grain_shared(g, cfg) is True
+        rivals = [r for r in idx if r != j and could(grounds[r]) and (not one or grain_shared(grounds[r], cfg) is True)
                   and (2 * grounds[r]["losses_agree"] >= g.get("losses_agree", 0) or grounds[r]["match_ref_de"] <= g["match_ref_de"])]
         if rivals:
             g["confirmed_by"] = None   # (a rivalled ground loses its candidates' confirmation: ambiguous, ground_confirmed)
@@ -645,19 +645,25 @@ def detect_damage(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig = Det
         # a ground that few candidates voted for is checked against what it finds: when at least
         # ground_confirm_losses of its losses match it within its tolerance and show nothing unlike the ground
         # (agreement among the losses, not colour closeness alone), and its few candidates agree closely (spread
-        # within ground_tight_de: a mode of paint patches is loose), it is confirmed by them
+        # within ground_tight_de: a mode of paint patches is loose), it is confirmed by them; half as many suffice when
+        # its candidates and its losses share a measurable grain (grain_shared: one exposed material, evidence that
+        # flat paint lacks; a small picture shows few losses)
         g = grounds[j]
         if ref_de is not None:
             like = keep & ((bits & (EVIDENCE["colour_off"] | EVIDENCE["unlike_ground"] | EVIDENCE["mixed_ring"])) == 0)
             g["losses_agree"] = int(like.sum())
-        # (a candidate beside the first is checked so only when the first has a colour no ground has: then it is the
-        # scan's only plausible ground, and its losses vouch for it or nothing does)
+        # (a candidate beside the first is checked so only with a grain its candidates and its losses share, and only when
+        # the first has a colour no ground has (then it must agree within ground_loose_de too, _grain_agrees), or is
+        # confirmed neither by its candidates nor by its losses and shows no grain shared with them: then its losses
+        # vouch for the candidate or nothing does)
         if 0 <= g.get("support", 0) < cfg.ground_min_regions \
-                and (g.get("role") != "other" or grounds[0].get("plausible", True) is not True) \
+                and (g.get("role") != "other" or (grounds[0].get("plausible", True) is not True and _grain_agrees(g, cfg))
+                     or (not ground_confirmed(grounds[0], cfg) and grain_shared(grounds[0], cfg) is not True
+                         and grain_shared(g, cfg) is True)) \
                 and g.get("plausible", True) is True and ref_de is not None:
-            if g["losses_agree"] >= cfg.ground_confirm_losses and ref_de <= cfg.ground_tight_de \
-                    and g.get("spread_de") is not None and g["spread_de"] <= cfg.ground_tight_de \
-                    and (g.get("role") != "other" or _grain_agrees(g, cfg)):
+            need = -(-cfg.ground_confirm_losses // 2) if grain_shared(g, cfg) is True else cfg.ground_confirm_losses
+            if g["losses_agree"] >= need and ref_de <= cfg.ground_tight_de \
+                    and g.get("spread_de") is not None and g["spread_de"] <= cfg.ground_tight_de:
                 g["confirmed_by"] = "losses"
                 conf, bits = loss_confidence(f, grounds[j:j + 1], cfg)
         n_kept = np.bincount(lab_l.ravel(), minlength=n_l + 1)

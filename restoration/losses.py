@@ -325,6 +325,24 @@ EVIDENCE = {"ground_confirmed": 1,   # colour of a ground given by the user or s
             "unlike_ground": 128}     # per-pixel texture unlike its ground's, or an edge that blends (paint?)
 
 
+def grain_shared(g: dict, cfg: Any) -> Optional[bool]:
+    """Whether a candidate ground's candidates and the losses it explains share one per-pixel grain (L* noise,
+    ``noise_L`` and ``noise_ref_L``): an exposed ground is one material wherever it shows, flat paint patches of one
+    colour have no grain, or not the same in their large and small patches. True when both are measurable (at least
+    ``loss_noise_floor``) and agree within ``doubt_noise`` either way; False when either is measurable and they differ
+    by more (the smaller floored at 0.3 L*, as :func:`~restoration.losses.loss_confidence` compares a loss's noise);
+    None when neither can be measured, or one is missing (no proof either way)."""
+    a, b = g.get("noise_L"), g.get("noise_ref_L")
+    if a is None or b is None:
+        return None
+    lo, hi = sorted((float(a), float(b)))
+    if hi < cfg.loss_noise_floor:
+        return None
+    if lo >= cfg.loss_noise_floor and hi <= cfg.doubt_noise * lo:
+        return True
+    return False if hi > cfg.doubt_noise * max(lo, 0.3) else None
+
+
 def ground_confirmed(g: dict, cfg: Any) -> bool:
     """Whether the losses of ground ``g`` (a record of :func:`restoration.detect.detect_damage`'s ``grounds``) count as
     on a confirmed ground: given by the user (support -1), shared by ``ground_min_regions`` candidates or confirmed
@@ -380,7 +398,9 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     # evidence a painted highlight lacks: the ground's own per-pixel texture (noise measured on the loss
     # candidates) and an edge that breaks the paint (a step of most of the contrast between neighbours)
     g_noise, g_std = np.full(n, np.nan), np.full(n, np.nan)
+    grainy = False
     for g in grounds:
+        grainy = grain_shared(g, cfg) is True
         ref = g.get("noise_ref_L", g.get("noise_L"))
         if ref is not None and ref >= cfg.loss_noise_floor:   # a ground texture the scan can measure
             g_noise[:] = float(ref)
@@ -389,7 +409,12 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     own = np.asarray(f.get("noise_L", np.full(n, np.nan)), np.float64)
     with np.errstate(invalid="ignore"):
         ratio = np.maximum(own, 0.3) / g_noise
-        tex_off = np.isfinite(g_noise) & np.isfinite(own) & ((ratio > cfg.loss_noise_ratio) | (ratio < 1 / cfg.loss_noise_ratio))
+        # (grainier than the losses by loss_noise_ratio is paint's texture, proof alone; smoother is proof only on a
+        # ground whose candidates show the losses' grain (grain_shared: the ground is grainy wherever it shows), else
+        # one doubt (noise_doubt below): the losses' grain is then not the ground's for certain, they can expose it
+        # smoother in one place than in another, and flat paint of the ground's colour seldom shows no second doubt)
+        tex_off = np.isfinite(g_noise) & np.isfinite(own) & ((ratio > cfg.loss_noise_ratio)
+                                                             | (grainy & (ratio < 1 / cfg.loss_noise_ratio)))
         # brush texture: less flat than the picture's losses are (std of L* inside, the denoised scan)
         streaked = np.isfinite(g_std) & (f["std_L"] > cfg.loss_std_ratio * g_std + 0.5)
     sharp = np.asarray(f.get("sharp_frac", np.ones(n)), np.float64)

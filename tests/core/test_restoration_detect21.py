@@ -173,7 +173,7 @@ def test_the_generator_does_not_use_the_detector():
 HELD_SMALL = ("chelsea", "china", "coffee")   # the first three held-out pictures (alphabetical)
 #: goals this detector misses on the reduced check (256 px, case 0), measured once and kept as they are: strict, so
 #: a change that meets a goal must say so here
-MISSED = {"chelsea": "loss area filled without review 0.00 at 256 px (goal 0.80; recall 0.99): every loss listed for review"}
+MISSED: dict = {}   # (chelsea, every loss listed for review at 256 px before the grain rulings of the ground, meets them now)
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=MISSED[n], strict=True))
@@ -530,3 +530,104 @@ def test_the_share_rule_is_one_predicate_and_spares_a_given_ground():
     s, a = evaluate_case("brick", 15, max_side=512, keep=True, detect_cfg=DetectConfig(ground_rgb=rgb))
     g = a["params"]["grounds"][0]
     assert g["source"] == "given" and g["explains_share"] > 0.5 and not g.get("explains_most") and s["n_fill"] > 0
+
+
+def test_grain_shared_is_measured_agreeing_contradicting_or_unknown():
+    # the one predicate of the grain rulings: a ground's candidates and its losses share one per-pixel grain
+    from restoration.detect import grain_shared
+    cfg = DetectConfig()
+    assert grain_shared({"noise_L": 2.59, "noise_ref_L": 2.44}, cfg) is True         # a noisy gesso (astronaut/2, 256 px)
+    assert grain_shared({"noise_L": 0.084, "noise_ref_L": 0.928}, cfg) is False      # flat paint, grainy "losses"
+    assert grain_shared({"noise_L": 2.1, "noise_ref_L": 0.534}, cfg) is False        # grainy candidates, smooth losses
+    assert grain_shared({"noise_L": 0.495, "noise_ref_L": 0.531}, cfg) is None       # both below the floor: no proof
+    assert grain_shared({"noise_L": None, "noise_ref_L": 2.0}, cfg) is None
+    assert grain_shared({"noise_L": 1.0, "noise_ref_L": 1.0 * cfg.doubt_noise + 0.01}, cfg) is False
+
+
+def test_a_rival_without_the_grain_of_a_grainy_ground_does_not_make_it_ambiguous():
+    # tune case astronaut/2 (256 px, estimated cream gesso, 0.00 filled): the gesso (7 candidates within 0.33 dE00,
+    # grain 2.6 L* shared by its losses) was confirmed by its losses, then ruled ambiguous by a grey passage of
+    # paint (4 flat candidates, grain 0.08, "losses" 0.93) explaining a few agreeing regions. Beside a ground whose
+    # grain its candidates and losses share (evidence of one material), a rival counts only when it shares one too
+    from restoration.detect import _several_grounds
+    cfg = DetectConfig()
+    gesso = {"plausible": True, "support": 7, "spread_de": 0.33, "match_ref_de": 0.21, "losses_agree": 5,
+             "confirmed_by": "losses", "noise_L": 2.59, "noise_ref_L": 2.44}
+    grey = {"plausible": True, "support": 4, "spread_de": 0.75, "match_ref_de": 1.29, "losses_agree": 4,
+            "noise_L": 0.08, "noise_ref_L": 0.93}
+    res = [(0,), (1,)]
+    gs = [dict(gesso), dict(grey)]
+    assert _several_grounds(gs, res, cfg) == set() and gs[0]["confirmed_by"] == "losses"
+    # the same grey rival with a grain it shares with its losses: which is the ground is ambiguous
+    gs = [dict(gesso), dict(grey, noise_L=0.9)]
+    assert _several_grounds(gs, res, cfg) == {0} and gs[0]["ambiguous"] and gs[1]["ambiguous"]
+    # a ground with no measurable grain is still rivalled by one that shows none either (the rule before)
+    gs = [dict(gesso, noise_L=0.4, noise_ref_L=0.5), dict(grey, noise_L=0.3, noise_ref_L=0.4)]
+    assert _several_grounds(gs, res, cfg) == {0}
+    from restoration.realbench import evaluate_case
+    s = evaluate_case("astronaut", 2, max_side=256)
+    assert s["loss_filled_area"] >= 0.8 and s["intact_share_of_fill"] <= 0.05        # before: 0.00 filled
+
+
+def test_a_grainy_candidate_beside_an_unconfirmed_grainless_first_ground_is_confirmed_by_its_losses():
+    # tune case text/11 (512 px, estimated grey imprimatura, 0.00 filled): the first mode (5 loose candidates,
+    # spread 4.3 dE00, no grain while its "losses" show 2.9 L*) is confirmed by nothing; the imprimatura beside it
+    # (4 candidates within 1.5 dE00, grain 1.41 L* shared by its losses at 1.37) was never checked against its 21
+    # agreeing losses, so every loss went to review. Beside an unconfirmed first ground without a shared grain, a
+    # candidate that shows one is confirmed by its losses; the first's losses stay in review
+    from restoration.realbench import evaluate_case
+    s, a = evaluate_case("text", 11, max_side=512, keep=True)
+    g0, other = a["params"]["grounds"][0], a["params"]["grounds"][1]
+    assert g0.get("confirmed_by") is None and other["role"] == "other" and other["confirmed_by"] == "losses"
+    assert s["loss_filled_area"] >= 0.9 and s["intact_share_of_fill"] <= 0.01         # before: 0.00 filled
+    # without the grain (the same case with the shared-grain test made impossible) nothing is confirmed
+    s2 = evaluate_case("text", 11, max_side=512, detect_cfg=DetectConfig(doubt_noise=1.0))
+    assert s2["loss_filled_area"] <= 0.1
+
+
+def test_half_the_agreeing_losses_confirm_a_ground_whose_grain_they_share():
+    # tune case text/2 (256 px, estimated cream gesso, 0.00 filled): 4 candidates within 0.56 dE00 and 3 agreeing
+    # losses (ground_confirm_losses is 4), their grain 0.80 L* shared by the candidates at 0.80: a small picture shows
+    # few losses, and the shared grain is evidence flat paint lacks. Half as many agreeing losses confirm it then
+    from restoration.realbench import evaluate_case
+    s, a = evaluate_case("text", 2, max_side=256, keep=True)
+    g = a["params"]["grounds"][0]
+    assert g["support"] < 8 and g["losses_agree"] < DetectConfig().ground_confirm_losses
+    assert g["confirmed_by"] == "losses"
+    assert s["loss_filled_area"] >= 0.9 and s["intact_share_of_fill"] <= 0.01         # before: 0.00 filled
+    s2, a2 = evaluate_case("text", 2, max_side=256, keep=True, detect_cfg=DetectConfig(ground_confirm_losses=7))
+    assert a2["params"]["grounds"][0].get("confirmed_by") is None and s2["loss_filled_area"] == 0.0
+
+
+def _one_loss(noise_L: float, de: float = 0.3, sharp: float = 1.0) -> dict:
+    """Component features (restoration.losses.component_features) of one loss on the ground Lab (50, 10, 20): its
+    colour ``de`` dE00 off along L*, contrast 15 to its ring, an edge all round, flat; its per-pixel noise ``noise_L``."""
+    n = np.array([0.0, 400.0])
+    lab = np.array([[0.0, 0.0, 0.0], [50.0 + de, 10.0, 20.0]])
+    one = lambda v: np.array([0.0, v])
+    return {"n": n, "lab": lab, "contrast": one(15.0), "ring_de": one(15.0), "ring_differs": one(1.0),
+            "edge_frac": one(1.0), "edge_seen": one(1.0), "sharp_frac": one(sharp), "std_L": one(1.0), "noise_L": one(noise_L)}
+
+
+def test_a_loss_smoother_than_the_losses_is_unlike_them_only_on_a_ground_known_grainy():
+    # tune case text/13 (512 px, given bole, 0.47 filled): the bole's losses show a per-pixel noise of 0.4 to 1.7 L*
+    # (weighted median 1.05) while the flat candidates of the bole's colour show 0.15: the smoother losses (0.4-0.5)
+    # were each ruled unlike the ground by that alone and went to review. Smoother than the losses is proof of flat
+    # paint only where the candidates show the losses' grain too (grain_shared: the ground is grainy wherever it
+    # shows: a star on a noisy gesso, hubble_deep_field/14); else it is one doubt, and flat paint seldom shows no second
+    from restoration.losses import EVIDENCE, loss_confidence
+    cfg = DetectConfig()
+    g = {"lab": [50.0, 10.0, 20.0], "support": -1, "source": "given", "match_de": 2.5, "noise_ref_L": 1.05,
+         "flat_ref_L": 1.0}
+    unlike = lambda c_b: bool(c_b[1][1] & EVIDENCE["unlike_ground"])
+    smooth = _one_loss(0.45)
+    assert unlike(loss_confidence(smooth, [dict(g, noise_L=1.0)], cfg))          # grainy ground: proof alone
+    c, b = loss_confidence(smooth, [dict(g, noise_L=0.15)], cfg)                # candidates smooth: one doubt
+    assert not unlike((c, b)) and c[1] == 255
+    # ... and a second doubt makes it unlike (its colour towards the tolerance's edge: paint of a near colour)
+    assert unlike(loss_confidence(_one_loss(0.45, de=2.0), [dict(g, noise_L=0.15)], cfg))
+    # grainier than the losses stays proof on any ground (paint's texture)
+    assert unlike(loss_confidence(_one_loss(2.0), [dict(g, noise_L=0.15)], cfg))
+    from restoration.realbench import evaluate_case
+    s = evaluate_case("text", 13, max_side=512)
+    assert s["loss_filled_area"] >= 0.75 and s["intact_share_of_fill"] <= 0.06     # before: 0.47 and 0.089
