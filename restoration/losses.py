@@ -370,7 +370,10 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     unlike its ground (``unlike_ground``): a per-pixel texture beyond ``loss_noise_ratio`` of the losses', an
     interior less flat than ``loss_std_ratio`` x theirs, or ``loss_doubts`` doubts (colour beyond ``doubt_colour``
     x the match tolerance, a broken edge on less than ``doubt_sharp`` of the outline, texture off by ``doubt_noise``
-    or flatness above ``doubt_std`` x theirs).
+    or flatness above ``doubt_std`` x theirs). A loss every other check vouches for (confirmed ground, colour matched,
+    ring differing on average, contrast at least 1.5 ``loss_contrast_de``, flat, nothing unlike the ground, and a grain
+    its ground's candidates do not contradict, :func:`grain_shared` not False) has edge share 1: the signature's
+    ``loss_edge_frac`` suffices, the rest of its outline may blend (a large soft loss's frayed edge).
     """
     n = len(f["n"])
     lab = torch.from_numpy(f["lab"])
@@ -379,11 +382,13 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     best = np.full(n, np.inf)
     tol = np.full(n, cfg.loss_match_de)
     given = np.zeros(n, bool)
+    contradicted = np.zeros(n, bool)   # on a ground whose candidates' grain contradicts its losses' (grain_shared False)
     for g in grounds:
         d = ciede2000(lab, torch.tensor(g["lab"], dtype=torch.float64)).numpy()
         closer = d < best
         best = np.where(closer, d, best)
         confirmed = np.where(closer, ground_confirmed(g, cfg), confirmed)
+        contradicted = np.where(closer, grain_shared(g, cfg) is False, contradicted)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
         # (a ground no crowd of candidates vouches for: given by the user, or confirmed by the few losses it explains)
         given = np.where(closer, g.get("source") == "given" or g.get("confirmed_by") == "losses", given)
@@ -454,11 +459,20 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     seen_ok = (np.asarray(f.get("ring_differs", np.zeros(n)), np.float64) >= cfg.ring_seen_share) \
         & ((sharp >= cfg.doubt_sharp) | (~given & (doubts <= 1) & ~unlike))
     edge = np.where(seen_ok, np.asarray(f.get("edge_seen", f["edge_frac"]), np.float64), f["edge_frac"])
+    low_contrast = seen < 1.5 * cfg.loss_contrast_de
+    textured = f["std_L"] > 0.6 * cfg.loss_flat_std
+    # a loss every other check vouches for (a confirmed ground, its colour matched, a clear contrast to a ring that
+    # differs on average, a flat interior, nothing unlike the ground, and the ground's grain not contradicted by its
+    # candidates) needs no more edge than the signature asks (loss_edge_frac): the rest of its outline may blend, as a
+    # frayed or anti-aliased edge of a large soft loss does; where the candidates' grain contradicts the losses' (a
+    # highlight merged with a loss on a given ground), the blended edge still counts
+    vouched = confirmed & ~off & ~mixed & ~unlike & ~low_contrast & ~textured & ~contradicted
+    edge = np.where(vouched, 1.0, edge)
     conf = support * margin * np.clip(edge, 0, 1)
     bits = np.where(confirmed, EVIDENCE["ground_confirmed"], EVIDENCE["ground_unconfirmed"])
-    bits = bits | np.where(seen < 1.5 * cfg.loss_contrast_de, EVIDENCE["low_contrast"], 0)
+    bits = bits | np.where(low_contrast, EVIDENCE["low_contrast"], 0)
     bits = bits | np.where(f["edge_frac"] < 0.85, EVIDENCE["weak_edge"], 0)
-    bits = bits | np.where(f["std_L"] > 0.6 * cfg.loss_flat_std, EVIDENCE["textured"], 0)
+    bits = bits | np.where(textured, EVIDENCE["textured"], 0)
     bits = bits | np.where(off, EVIDENCE["colour_off"], 0)
     bits = bits | np.where(mixed, EVIDENCE["mixed_ring"], 0)
     bits = bits | np.where(unlike, EVIDENCE["unlike_ground"], 0)
