@@ -650,8 +650,12 @@ def test_a_loss_every_other_check_vouches_for_needs_no_more_edge_than_the_signat
     smooth = dict(soft, noise_L=np.array([np.nan, 0.6]))
     assert conf(smooth, dict(g, noise_L=0.55, noise_ref_L=0.6)) == 255   # no grain measurable: not contradicted
     assert abs(conf(soft, dict(g, noise_L=0.15)) - 0.7 * 255) <= 1       # grain contradicted: the edge counts
+    # a low contrast (camera/15, astronaut/4 at 512 px: a ground among paint of a near colour) with a ring that differs
+    # point by point all round: vouched; with a ring that differs on half of it, the edge and the contrast margin count
     low = dict(soft, contrast=np.array([0.0, 1.2 * cfg.loss_contrast_de]), ring_de=np.array([0.0, 1.2 * cfg.loss_contrast_de]))
-    assert abs(conf(low, dict(g, noise_L=1.0)) - 0.7 * 0.6 ** 0.5 * 255) <= 1   # low contrast: the edge counts
+    assert conf(low, dict(g, noise_L=1.0)) == 255
+    low_half = dict(low, ring_differs=np.array([0.0, 0.5]))
+    assert abs(conf(low_half, dict(g, noise_L=1.0)) - 0.7 * 0.6 ** 0.5 * 255) <= 1
     est = {"lab": [50.0, 10.0, 20.0], "support": 3, "source": "estimated", "match_de": 2.5, "noise_ref_L": 1.05,
            "noise_L": 1.0, "flat_ref_L": 1.0}
     assert abs(conf(soft, est) - 0.5 * 0.7 * 255) <= 1                   # unconfirmed ground: the edge counts
