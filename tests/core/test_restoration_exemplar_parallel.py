@@ -90,6 +90,7 @@ def test_the_c_and_its_dot_read_each_other_so_they_share_a_group():
     groups = E.hole_groups(lab, stats, band=1)
     assert sorted(i for g in groups for i in g) == list(range(1, n))
     assert all(g == sorted(g) for g in groups)
+    assert [g[0] for g in groups] == sorted(g[0] for g in groups)   # raster order of their first hole
     of = {i: tuple(g) for g in groups for i in g}
     at = lambda y, x: int(lab[y, x])              # noqa: E731
     assert of[at(40, 40)] == of[at(40, 28)]        # the dot lies in the C's box
