@@ -30,7 +30,7 @@ the rim (scratches) search only ``thin_search`` px around
 place (a hole touching a huge damaged area) get the harmonic fill. Work is local (a window around each
 piece), so the time grows with the damaged area, not the scan; nothing filled is ever a source (holes are
 filled in raster order of their first pixel; holes that do not read each other, :func:`hole_groups`, are filled at
-the same time on ``workers`` processes or threads, with the same result bit for bit; in each thread up to 64 such
+the same time on ``workers`` processes or threads, with the same result bit for bit; in each thread up to 8 such
 groups run side by side, their pieces' seam membranes solved together as one banded system,
 :func:`_fill_lockstep`, again bit for bit). A hole none of whose pieces kept more than ``smooth_hole`` of the
 copied detail (grain or noise that no place predicts; holes of at most 64 pieces) is filled again with one exact
@@ -653,8 +653,10 @@ def _fill_lockstep(job: _Job, groups: Sequence[Sequence[int]], done: Callable[[]
 
 
 #: the groups of holes :func:`_fill_lockstep` runs side by side (their membranes: one banded solve per step); at most
-#: the groups a worker takes at a time (:func:`_chunks`)
-LOCKSTEP = 64
+#: the groups a worker takes at a time (:func:`_chunks`). 8: a batch of 8 boxes costs about 30 us per box against 24
+#: for 64 and 74 for one (bench_fill_batch.py), and fewer groups side by side keep their windows in the caches (64
+#: was 2 % slower than the one-by-one fill at 100 MP; bench_fill_lockstep.py)
+LOCKSTEP = 8
 
 
 def hole_groups(lab: np.ndarray, stats: np.ndarray, band: int) -> list:
@@ -784,7 +786,7 @@ def _fill_parallel(job: _Job, groups: list, workers: int,
 
 def _chunks(groups: list, workers: int) -> list:
     """``groups`` in runs that a worker takes at a time, in order: :data:`LOCKSTEP` groups, fewer where there are
-    not four runs per worker (so that every worker has some, and the last runs are short)."""
+    not four runs per worker (so that every worker has some)."""
     k = max(1, min(LOCKSTEP, len(groups) // (4 * workers)))
     return [groups[j:j + k] for j in range(0, len(groups), k)]
 
