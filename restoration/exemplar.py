@@ -30,7 +30,9 @@ the rim (scratches) search only ``thin_search`` px around
 place (a hole touching a huge damaged area) get the harmonic fill. Work is local (a window around each
 piece), so the time grows with the damaged area, not the scan; nothing filled is ever a source (holes are
 filled in raster order of their first pixel; holes that do not read each other, :func:`hole_groups`, are filled at
-the same time on ``workers`` processes or threads, with the same result bit for bit). A hole none of whose pieces kept more than ``smooth_hole`` of the
+the same time on ``workers`` processes or threads, with the same result bit for bit; in each thread up to 8 such
+groups run side by side, their pieces' seam membranes solved together as one banded system,
+:func:`_fill_lockstep`, again bit for bit). A hole none of whose pieces kept more than ``smooth_hole`` of the
 copied detail (grain or noise that no place predicts; holes of at most 64 pieces) is filled again with one exact
 membrane of the whole hole, the converged harmonic fill, whose smooth guess is closer there than the chain of
 per-piece membranes.
@@ -42,7 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import functools
 import time
-from typing import Any, Callable, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Generator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -118,43 +120,63 @@ def _membrane_exact(resid: np.ndarray, known: np.ndarray) -> np.ndarray:
     positive definite system (band: one box row), solved by banded Cholesky (LAPACK ``dpbsv`` through
     scipy: about n w^2 operations for n unknowns in a box w wide). A part of the box with no known pixel
     gets the mean of the known ones (a pull of 1e-6 towards it keeps the system definite).
-    ``resid`` (h, w, C) float32, ``known`` (h, w) bool -> (h, w, C) float32, equal to ``resid`` on ``known``."""
-    unk, x = _membrane_solve(resid, known)
-    out = resid.copy()
-    if x is not None:
-        out[unk] = x
-    return out
+    ``resid`` (h, w, C) float32, ``known`` (h, w) bool -> (h, w, C) float32, equal to ``resid`` on ``known``.
+    One box is a batch of one (:func:`_membrane_batch`)."""
+    return _membrane_batch([(resid, known)])[0]
 
 
-def _membrane_solve(resid: np.ndarray, known: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """The solve of :func:`_membrane_exact`: ``(unk, x)``, ``unk`` = ~``known`` (h, w) bool and ``x`` (n, C)
-    float64 the membrane at the n unknown pixels in raster order (None where there is none)."""
+def _membrane_batch(boxes: Sequence[Tuple[np.ndarray, np.ndarray]]) -> List[np.ndarray]:
+    """:func:`_membrane_exact` of each ``(resid (h, w, C) float32, known (h, w) bool)`` box (any sizes, same C),
+    all solved as one block-diagonal banded system: one band matrix and one LAPACK call for the batch instead of
+    some 25 small numpy calls per box. The boxes are laid on one canvas (m, Hc, Wc), each followed by a zero row
+    and column (Hc, Wc: the largest box + 1), so one ``filter2D`` gives every box's known-neighbour sums and a
+    pixel's lower neighbour is always Wc on; the unknown pixels of all boxes, in order, are the system's rows.
+    Each box's solution does not depend on the others in the batch (the blocks are not coupled; LAPACK's sums
+    over the zero entries between them add nothing): the same values, bit for bit, as the box solved alone
+    (tests/core/test_restoration_exemplar_search.py). Returns the (h, w, C) float32 solutions in order."""
     import cv2
-    h, w, c = resid.shape
-    unk = ~known
-    idx = np.cumsum(unk.ravel())                  # 1 + raster index of each unknown pixel (where unk)
+    m, c = len(boxes), boxes[0][0].shape[2]
+    hc = max(k.shape[0] for _, k in boxes) + 1
+    wc = max(k.shape[1] for _, k in boxes) + 1
+    res = np.zeros((m, hc, wc, c), np.float32)
+    kn = np.zeros((m, hc, wc), bool)
+    box = np.zeros((m, hc, wc), bool)             # the pixels of a box (not the padding)
+    for q, (r, k) in enumerate(boxes):
+        h, w = k.shape
+        res[q, :h, :w] = r
+        kn[q, :h, :w] = k
+        box[q, :h, :w] = True
+    unk = box & ~kn
+    out = res.copy()
+    uf = unk.ravel()
+    idx = np.cumsum(uf)                           # 1 + the row of each unknown pixel (where unknown)
     n = int(idx[-1])
-    if n == 0:
-        return unk, None
-    idx = idx.reshape(h, w)
-    pv = unk[:-1] & unk[1:]                       # vertical unknown-unknown pairs: (upper i, lower j)
-    jv = idx[1:][pv]
-    dv = jv - idx[:-1][pv]
-    kd = int(dv.max()) if dv.size else min(1, n - 1)  # half bandwidth (0 for a single unknown)
-    eps = _EPS
-    ab = np.zeros((kd + 1, n), order="F")          # upper band: ab[kd + i - j, j] = a[i, j], i <= j (LAPACK's order:
-    ab[kd] = _degree(h, w, eps)[unk]               # no copy on the way in)
-    if kd:
-        ab[kd - 1, idx[:, 1:][unk[:, :-1] & unk[:, 1:]] - 1] = -1.0
-    ab[kd - dv, jv - 1] = -1.0
-    rk = resid * known[..., None]
-    e = eps * (rk.reshape(-1, c).sum(0) / max(h * w - n, 1))
-    b = np.add(cv2.filter2D(rk, -1, _CROSS, borderType=cv2.BORDER_CONSTANT).reshape(resid.shape)[unk], e,
-               dtype=np.float64)
-    _, x, info = _dpbsv()(ab, b, overwrite_ab=1, overwrite_b=1)
-    if info != 0:  # pragma: no cover - the system is positive definite by construction
-        raise np.linalg.LinAlgError(f"seam membrane: LAPACK dpbsv info {info}")
-    return unk, x
+    if n:
+        rk = res * kn[..., None]
+        nb = cv2.filter2D(rk.reshape(m * hc, wc, c), -1, _CROSS, borderType=cv2.BORDER_CONSTANT).reshape(rk.shape)
+        e = _EPS * (rk.reshape(m, -1, c).sum(1) / np.maximum(kn.reshape(m, -1).sum(1), 1)[:, None].astype(np.float32))
+        b = np.add(nb, e[:, None, None, :], dtype=np.float64)[unk]
+        bf = box.ravel()
+        deg = np.zeros(bf.shape)                  # each pixel's neighbours in its box, + the pull
+        deg[1:] += bf[:-1]
+        deg[:-1] += bf[1:]
+        deg[wc:] += bf[:-wc]
+        deg[:-wc] += bf[wc:]
+        deg += _EPS
+        pv = np.flatnonzero(uf[:-wc] & uf[wc:])   # vertical unknown-unknown pairs (upper p, lower p + wc)
+        jv = idx[pv + wc]
+        dv = jv - idx[pv]
+        kd = int(dv.max()) if dv.size else min(1, n - 1)  # half bandwidth (0 for a single unknown)
+        ab = np.zeros((kd + 1, n), order="F")      # upper band: ab[kd + i - j, j] = a[i, j], i <= j (LAPACK's order:
+        ab[kd] = deg[uf]                           # no copy on the way in)
+        if kd:
+            ab[kd - 1, idx[1:][uf[:-1] & uf[1:]] - 1] = -1.0   # horizontal pairs (the padding column parts rows)
+        ab[kd - dv, jv - 1] = -1.0
+        _, x, info = _dpbsv()(ab, b, overwrite_ab=1, overwrite_b=1)
+        if info != 0:  # pragma: no cover - the system is positive definite by construction
+            raise np.linalg.LinAlgError(f"seam membrane: LAPACK dpbsv info {info}")
+        out[unk] = x
+    return [out[q, :k.shape[0], :k.shape[1]] for q, (_, k) in enumerate(boxes)]
 
 
 @functools.lru_cache(maxsize=1)
@@ -167,19 +189,6 @@ def _dpbsv() -> Any:
 _EPS = 1e-6   # the membrane's pull towards the mean of the known pixels (keeps the system definite)
 
 
-@functools.lru_cache(maxsize=256)
-def _degree(h: int, w: int, add: float = 0.0) -> np.ndarray:
-    """(h, w) float64: each pixel's number of 4-neighbours inside an h x w box, plus ``add`` (read-only, cached)."""
-    deg = np.full((h, w), 4.0)
-    deg[0] -= 1
-    deg[-1] -= 1
-    deg[:, 0] -= 1
-    deg[:, -1] -= 1
-    deg += add
-    deg.setflags(write=False)
-    return deg
-
-
 def _membrane(resid: np.ndarray, known: np.ndarray, iters: int = 24, exact_max: int = 0) -> np.ndarray:
     """Smooth extension of ``resid`` ((h, w, C) float32) from ``known`` ((h, w) bool) to the rest of a small
     box: with at most ``exact_max`` unknown pixels, the exact solution of the Laplace equation
@@ -187,8 +196,7 @@ def _membrane(resid: np.ndarray, known: np.ndarray, iters: int = 24, exact_max: 
     sweeps of the Laplace equation (replicate border) with the known pixels held. Returns (h, w, C) float32
     equal to ``resid`` on ``known``."""
     import cv2
-    # (a box of at most exact_max pixels is solved exactly whatever it holds: no count needed)
-    if exact_max > 0 and (known.size <= exact_max or int(known.size - np.count_nonzero(known)) <= exact_max):
+    if _exact(known, exact_max):
         return _membrane_exact(resid, known)
     k = known.astype(np.float32)
     c = resid.shape[2]
@@ -204,6 +212,25 @@ def _membrane(resid: np.ndarray, known: np.ndarray, iters: int = 24, exact_max: 
         x = cv2.filter2D(x, -1, _K4, borderType=cv2.BORDER_REPLICATE).reshape(resid.shape)
         np.copyto(x, resid, where=kn)
     return x
+
+
+def _exact(known: np.ndarray, exact_max: int) -> bool:
+    """Whether :func:`_membrane` solves the box of ``known`` ((h, w) bool) exactly: at most ``exact_max`` unknown
+    pixels (a box of at most that many pixels whatever it holds: no count needed)."""
+    return exact_max > 0 and (known.size <= exact_max or int(known.size - np.count_nonzero(known)) <= exact_max)
+
+
+#: what a fill step asks for: the exact membrane of a box (resid (h, w, C) float32, known (h, w) bool), answered
+#: with :func:`_membrane_exact` of it, batched with other holes' boxes (:func:`_fill_lockstep`)
+_Steps = Generator[Tuple[np.ndarray, np.ndarray], np.ndarray, Any]
+
+
+def _membrane_steps(resid: np.ndarray, known: np.ndarray, iters: int, exact_max: int) -> _Steps:
+    """:func:`_membrane` as a step: an exact box is asked of the caller (one step), the Jacobi one computed here."""
+    if _exact(known, exact_max):
+        x = yield resid, known
+        return x
+    return _membrane(resid, known, iters, 0)
 
 
 def _best_places(d: np.ndarray, k: int, sep: int) -> list:
@@ -285,9 +312,9 @@ def _search_full(win: np.ndarray, ii: np.ndarray, tpl: np.ndarray, wt: np.ndarra
     return _best_places(d, cfg.k, cfg.k_sep)
 
 
-def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: np.ndarray,
-                box: Tuple[int, int, int, int], cfg: ExemplarConfig, smooth_only: bool = False,
-                search: Optional[int] = None, scan: Optional["_Scan"] = None) -> Optional[float]:
+def _piece_steps(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: np.ndarray,
+                 box: Tuple[int, int, int, int], cfg: ExemplarConfig, smooth_only: bool = False,
+                 search: Optional[int] = None, scan: Optional["_Scan"] = None) -> _Steps:
     """Fill the ``sub`` pixels ((y1 - y0, x1 - x0) bool) of ``box`` (y0, y1, x0, x1) in ``out`` in place
     and give them ``filled_weight`` in ``weight``.
 
@@ -295,6 +322,7 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     damaged: (H, W) bool (never a source); scan: what the grey search needs of the whole scan, computed once
     (:func:`_scan_maps`; computed here per window when None: the same result). Returns the share of the copied
     detail kept (``beta``: 0 for the membrane alone), or None where no clean place was found (nothing written).
+    Fill steps (:data:`_Steps`): its exact membrane is asked of the caller.
     """
     import cv2
     h, w = damaged.shape
@@ -312,7 +340,8 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     tpl = np.where(known[..., None], out[ty0:ty1, tx0:tx1], np.float32(0))
     inner = (slice(y0 - ty0, y1 - ty0), slice(x0 - tx0, x1 - tx0))
     if smooth_only:
-        _put(out, weight, box, sub, _membrane(tpl, known, 8, cfg.seam_exact)[inner], cfg.filled_weight)
+        val = yield from _membrane_steps(tpl, known, 8, cfg.seam_exact)
+        _put(out, weight, box, sub, val[inner], cfg.filled_weight)
         return 0.0
     var = 0.0
     if cfg.gamma > 0:
@@ -324,7 +353,8 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
             var = (sd[0] * sd[0] + sd[1] * sd[1] + sd[2] * sd[2]) / 3
         if var < cfg.flat_var:
             # a flat rim: the copy's detail would be at most its own tiny variation; the membrane alone
-            _put(out, weight, box, sub, _membrane(tpl, known, cfg.seam_iters, cfg.seam_exact)[inner], cfg.filled_weight)
+            val = yield from _membrane_steps(tpl, known, cfg.seam_iters, cfg.seam_exact)
+            _put(out, weight, box, sub, val[inner], cfg.filled_weight)
             return 0.0
     if wy1 - wy0 <= th or wx1 - wx0 <= tw:
         return None
@@ -372,7 +402,7 @@ def _fill_piece(out: np.ndarray, weight: np.ndarray, damaged: np.ndarray, sub: n
     # and of the copy's rim); the solver is linear, so this is beta src + membrane(tpl - beta src): one
     # 3-channel pass
     bs = np.float32(beta) * src
-    val = _membrane(tpl - bs, known, cfg.seam_iters, cfg.seam_exact)
+    val = yield from _membrane_steps(tpl - bs, known, cfg.seam_iters, cfg.seam_exact)
     val += bs
     _put(out, weight, box, sub, val[inner], cfg.filled_weight)
     return beta
@@ -464,10 +494,13 @@ def _exemplar_fill(img: np.ndarray, mask: np.ndarray, cfg: ExemplarConfig,
     scan = _scan_maps(out, mask, cfg.piece + 2 * cfg.band) if cfg.grey else None
     job = _Job(out, weight, rest, mask, lab, stats, scan, cfg)
     if workers <= 1:
-        for i in range(1, n):
-            _fill_hole(job, i)
+        count = [0]
+
+        def done() -> None:
+            count[0] += 1
             if progress:
-                progress(i, n - 1)
+                progress(count[0], n - 1)
+        _fill_lockstep(job, hole_groups(lab, stats, cfg.band), done)
     elif procs:
         _fill_processes(job, hole_groups(lab, stats, cfg.band), workers, progress)
     else:
@@ -516,10 +549,11 @@ def _alloc(shape: Tuple[int, ...], dtype: Any, shared: bool) -> np.ndarray:
     return np.frombuffer(buf, dtype, int(np.prod(shape))).reshape(shape)
 
 
-def _fill_hole(job: _Job, i: int) -> None:
+def _hole_steps(job: _Job, i: int) -> _Steps:
     """Fill hole ``i`` (label of ``job.lab``) in ``job.out``, piece by piece (see the module docstring).
     Reads ``out`` and ``weight`` of other holes only inside the hole's bounding box grown by ``cfg.band`` (the
-    templates and the confidence order); writes only the hole's own pixels of ``out``, ``weight`` and ``rest``."""
+    templates and the confidence order); writes only the hole's own pixels of ``out``, ``weight`` and ``rest``.
+    Fill steps (:data:`_Steps`): the pieces' exact membranes are asked of the caller."""
     import cv2
     out, weight, rest, mask, lab, stats, scan, cfg = job
     h, w = mask.shape
@@ -561,8 +595,8 @@ def _fill_hole(job: _Job, i: int) -> None:
             if e[0] - b < c[1] and c[0] < e[1] + b and e[2] - b < c[3] and c[2] < e[3] + b:
                 stale[q] = True
         thin = cfg.thin > 0 and float(dist[c[0] - gy0:c[1] - gy0, c[2] - gx0:c[3] - gx0][sub].max()) <= cfg.thin
-        kept = _fill_piece(out, weight, mask, sub, c, cfg, smooth_only=thin and cfg.thin_search <= 0,
-                           search=cfg.thin_search if thin else None, scan=scan)
+        kept = yield from _piece_steps(out, weight, mask, sub, c, cfg, smooth_only=thin and cfg.thin_search <= 0,
+                                       search=cfg.thin_search if thin else None, scan=scan)
         if kept is None:
             rest[c[0]:c[1], c[2]:c[3]][sub] = True    # this hole's pixels only (other holes may share the box)
             gone = True
@@ -583,21 +617,66 @@ def _fill_hole(job: _Job, i: int) -> None:
         box[hole] = memb[hole]
 
 
+def _fill_lockstep(job: _Job, groups: Sequence[Sequence[int]], done: Callable[[], None],
+                   stop: Callable[[], bool] = lambda: False) -> None:
+    """Fill ``groups`` (:func:`hole_groups`, each group's holes in label order) side by side in this thread: up to
+    :data:`LOCKSTEP` groups run at once, each up to its next exact membrane, and those membranes are solved
+    together (:func:`_membrane_batch`: one banded system, not some 25 numpy calls per box). Groups never read
+    each other and a box's solution does not depend on its batch, so the pixels are those of the one-by-one fill
+    bit for bit. ``done()`` is called after each hole (it may raise: the fill then stops); ``stop()``, checked
+    after each step, ends the fill early (the caller discards it)."""
+    def steps(grp: Sequence[int]) -> _Steps:
+        for i in grp:
+            yield from _hole_steps(job, i)
+            done()
+
+    todo = iter(groups)
+    running: list = []              # (the steps of a group, the box it asks for)
+    while True:
+        while len(running) < LOCKSTEP:
+            grp = next(todo, None)
+            if grp is None:
+                break
+            st = steps(grp)
+            box = next(st, None)
+            if box is not None:
+                running.append((st, box))
+        if not running or stop():
+            return
+        sols = _membrane_batch([box for _, box in running])
+        nxt = []
+        for (st, _), x in zip(running, sols):
+            try:
+                nxt.append((st, st.send(x)))
+            except StopIteration:
+                pass
+        running = nxt
+
+
+#: the groups of holes :func:`_fill_lockstep` runs side by side (their membranes: one banded solve per step); at most
+#: the groups a worker takes at a time (:func:`_chunks`). 8: a batch of 8 boxes costs about 30 us per box against 24
+#: for 64 and 74 for one (bench_fill_batch.py), and fewer groups side by side keep their windows in the caches (64
+#: was 2 % slower than the one-by-one fill at 100 MP; bench_fill_lockstep.py)
+LOCKSTEP = 8
+
+
 def hole_groups(lab: np.ndarray, stats: np.ndarray, band: int) -> list:
     """The holes of ``lab`` ((H, W) int32, labels 1..n-1; ``stats`` (n, 5) OpenCV's x, y, w, h, area) in groups
     that can be filled in any order and at the same time, each giving the same pixels as the one-by-one fill.
 
-    What hole ``i`` reads of the other holes (:func:`_fill_hole`) lies in its reach, its bounding box grown by
+    What hole ``i`` reads of the other holes (:func:`_hole_steps`) lies in its reach, its bounding box grown by
     ``band`` px (the templates of its pieces and their confidence order); its search and its copies read only
     undamaged pixels, and it writes only its own pixels. So two holes depend on each other only when one has a
     pixel in the other's reach; such pairs are joined (transitively) into one group, filled in label order
     (the one-by-one order), and different groups never read each other. Returns a list of groups, each a list
-    of labels in ascending order, the largest total area first (so the last groups to finish are short)."""
+    of labels in ascending order, in order of their first label (raster order: groups next in the list lie near
+    each other on the scan, so groups filled side by side share the scan's rows in the caches; ordered by area,
+    largest first, they were spread over the scan and the fill was 3 % slower at 100 MP)."""
     n = len(stats) - 1
     if n <= 0:
         return []
     h, w = lab.shape
-    x, y, bw, bh, area = (stats[1:, k].astype(np.int64) for k in range(5))
+    x, y, bw, bh = (stats[1:, k].astype(np.int64) for k in range(4))
     ry0, ry1 = np.maximum(y - band, 0), np.minimum(y + bh + band, h)
     rx0, rx1 = np.maximum(x - band, 0), np.minimum(x + bw + band, w)
     # candidate pairs: a reach that meets another hole's box; found through a grid of g px cells that each
@@ -637,10 +716,7 @@ def hole_groups(lab: np.ndarray, stats: np.ndarray, band: int) -> list:
     groups: dict = {}
     for a in range(n):
         groups.setdefault(root(a), []).append(a + 1)
-    out = list(groups.values())
-    sizes = {id(gr): int(area[np.asarray(gr) - 1].sum()) for gr in out}
-    out.sort(key=lambda gr: -sizes[id(gr)])
-    return out
+    return list(groups.values())   # in order of their first hole (a group's root is its smallest label)
 
 
 def _reads(lab: np.ndarray, a: int, b: int, ry0: np.ndarray, ry1: np.ndarray, rx0: np.ndarray, rx1: np.ndarray,
@@ -654,15 +730,16 @@ def _reads(lab: np.ndarray, a: int, b: int, ry0: np.ndarray, ry1: np.ndarray, rx
 
 def _fill_parallel(job: _Job, groups: list, workers: int,
                    progress: Optional[Callable[[int, int], None]]) -> None:
-    """Fill ``groups`` (:func:`hole_groups`) on ``workers`` threads, each hole as :func:`_fill_hole`: the same
-    pixels as the one-by-one fill, bit for bit (groups never read each other; within a group, label order).
-    The per-piece work is mostly OpenCV and LAPACK calls, which release Python's lock. ``progress(done,
-    total)`` is called here, in the calling thread, as holes are done; when it (or a worker) raises, the
-    workers stop after their current hole and the exception is raised here."""
+    """Fill ``groups`` (:func:`hole_groups`) on ``workers`` threads, each taking a run of groups at a time
+    (:func:`_chunks`) and filling it as :func:`_fill_lockstep`: the same pixels as the one-by-one fill, bit for bit (groups
+    never read each other; within a group, label order). The per-piece work is mostly OpenCV and LAPACK calls,
+    which release Python's lock. ``progress(done, total)`` is called here, in the calling thread, as holes are
+    done; when it (or a worker) raises, the workers stop after their current step and the exception is raised
+    here."""
     import queue
     import threading
     total = sum(len(g) for g in groups)
-    todo = iter(groups)
+    todo = iter(_chunks(groups, workers))
     lock, stop = threading.Lock(), threading.Event()
     news: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
 
@@ -670,14 +747,10 @@ def _fill_parallel(job: _Job, groups: list, workers: int,
         try:
             while not stop.is_set():
                 with lock:
-                    grp = next(todo, None)
-                if grp is None:
+                    chunk = next(todo, None)
+                if chunk is None:
                     break
-                for i in grp:
-                    if stop.is_set():
-                        return
-                    _fill_hole(job, i)
-                    news.put(1)
+                _fill_lockstep(job, chunk, lambda: news.put(1), stop.is_set)
         except BaseException as exc:  # handed to the calling thread, which raises it
             news.put(exc)
         finally:
@@ -712,23 +785,33 @@ def _fill_parallel(job: _Job, groups: list, workers: int,
             t.join(None if ended else max(0.0, deadline - time.monotonic()))
 
 
+def _chunks(groups: list, workers: int) -> list:
+    """``groups`` in runs that a worker takes at a time, in order: :data:`LOCKSTEP` groups, fewer where there are
+    not four runs per worker (so that every worker has some)."""
+    k = max(1, min(LOCKSTEP, len(groups) // (4 * workers)))
+    return [groups[j:j + k] for j in range(0, len(groups), k)]
+
+
 def _fill_processes(job: _Job, groups: list, workers: int,
                     progress: Optional[Callable[[int, int], None]]) -> None:
     """:func:`_fill_parallel` on ``workers`` forked processes (Python's lock does not hold them back): they
     inherit the read-only maps (no copy) and write ``job.out``, ``job.weight`` and ``job.rest``, which are in
     shared memory (:func:`_alloc`), each hole only at its own pixels, so the result is the one-by-one fill's bit
-    for bit. The groups are handed out one at a time (the next index under a lock); ``progress(done, total)``
-    is called here about ten times a second; when it raises (the host's interrupt) or a worker fails, the
-    workers stop after their current hole, are waited for, and the exception is raised here."""
+    for bit. The groups are handed out in runs (:func:`_chunks`; the next run's index under a lock), each run
+    filled as :func:`_fill_lockstep`; ``progress(done, total)`` is called here about ten times a second; when it
+    raises (the host's interrupt) or a worker fails, the workers stop after their current step, are waited for,
+    and the exception is raised here."""
     import multiprocessing as mp
     from multiprocessing.connection import wait
     ctx = mp.get_context("fork")
     total = sum(len(g) for g in groups)
-    counters = _alloc((workers + 2,), np.int64, True)   # [next group, stop flag, holes done by each worker]
+    chunks = _chunks(groups, workers)
+    workers = min(workers, len(chunks))
+    counters = _alloc((workers + 2,), np.int64, True)   # [next run of groups, stop flag, holes done by each worker]
     counters[:] = 0
     lock = ctx.Lock()
     pipes = [ctx.Pipe(duplex=False) for _ in range(workers)]
-    procs = [ctx.Process(target=_worker, args=(job, groups, counters, lock, k, pipes[k][1]),
+    procs = [ctx.Process(target=_worker, args=(job, chunks, counters, lock, k, pipes[k][1]),
                          name=f"exemplar-fill-{k}", daemon=True) for k in range(workers)]
     import cv2
     cv_threads = cv2.getNumThreads()
@@ -768,9 +851,14 @@ def _fill_processes(job: _Job, groups: list, workers: int,
             rcv.close()
 
 
-def _worker(job: _Job, groups: list, counters: np.ndarray, lock: Any, k: int, errors: Any) -> None:
-    """A worker process of :func:`_fill_processes`: takes the next group until none is left or the stop flag is
-    set; a failure is sent on ``errors`` as text and ends the process with exit code 1."""
+def _count(counters: np.ndarray, i: int) -> None:
+    """One more hole done by a worker (``counters[i]``, in memory shared with the caller)."""
+    counters[i] += 1
+
+
+def _worker(job: _Job, chunks: list, counters: np.ndarray, lock: Any, k: int, errors: Any) -> None:
+    """A worker process of :func:`_fill_processes`: takes the next run of groups (:func:`_chunks`) until none is
+    left or the stop flag is set; a failure is sent on ``errors`` as text and ends the process with exit code 1."""
     import os
     import signal
     import traceback
@@ -782,13 +870,9 @@ def _worker(job: _Job, groups: list, counters: np.ndarray, lock: Any, k: int, er
             with lock:
                 g = int(counters[0])
                 counters[0] = g + 1
-            if g >= len(groups):
+            if g >= len(chunks):
                 break
-            for i in groups[g]:
-                if counters[1]:
-                    break
-                _fill_hole(job, i)
-                counters[2 + k] += 1
+            _fill_lockstep(job, chunks[g], lambda: _count(counters, 2 + k), lambda: bool(counters[1]))
     except BaseException:
         errors.send(traceback.format_exc(limit=8))
         errors.close()

@@ -67,12 +67,30 @@ def test_workers_give_the_one_by_one_fill_bit_for_bit(small_parallel, monkeypatc
     assert not multiprocessing.active_children()
 
 
+def test_groups_side_by_side_give_the_one_by_one_fill_bit_for_bit(monkeypatch):
+    """In one thread the hole groups run side by side, their pieces' membranes solved as one banded system per step
+    (:func:`restoration.exemplar._fill_lockstep`): the fill equals the one where every group runs alone
+    (LOCKSTEP 1: each membrane solved by itself), bit for bit, and the batches did hold several boxes."""
+    img, mask = _picture(), _near_holes()
+    sizes = []
+    real = E._membrane_batch
+    monkeypatch.setattr(E, "_membrane_batch", lambda boxes: sizes.append(len(boxes)) or real(boxes))
+    out, rest = E.exemplar_fill(img, mask)
+    assert max(sizes) > 1
+    sizes.clear()
+    monkeypatch.setattr(E, "LOCKSTEP", 1)
+    ref, rest0 = E.exemplar_fill(img, mask)
+    assert max(sizes) == 1
+    assert np.array_equal(out.view(np.uint32), ref.view(np.uint32)) and np.array_equal(rest, rest0)
+
+
 def test_the_c_and_its_dot_read_each_other_so_they_share_a_group():
     mask = _near_holes()
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     groups = E.hole_groups(lab, stats, band=1)
     assert sorted(i for g in groups for i in g) == list(range(1, n))
     assert all(g == sorted(g) for g in groups)
+    assert [g[0] for g in groups] == sorted(g[0] for g in groups)   # raster order of their first hole
     of = {i: tuple(g) for g in groups for i in g}
     at = lambda y, x: int(lab[y, x])              # noqa: E731
     assert of[at(40, 40)] == of[at(40, 28)]        # the dot lies in the C's box
@@ -110,7 +128,7 @@ def test_progress_counts_every_hole_and_its_interrupt_stops_the_fill(small_paral
 def test_a_failing_worker_is_reported(small_parallel, monkeypatch):
     def broken(job, i):
         raise ZeroDivisionError("hole %d" % i)
-    monkeypatch.setattr(E, "_fill_hole", broken)
+    monkeypatch.setattr(E, "_hole_steps", broken)
     with pytest.raises((RuntimeError, ZeroDivisionError), match="ZeroDivisionError|hole"):
         E.exemplar_fill(_picture(), _near_holes(), workers=2)
     assert not multiprocessing.active_children()
@@ -128,7 +146,7 @@ def test_an_interrupt_ends_a_wedged_worker_promptly(small_parallel, monkeypatch,
     monkeypatch.setattr(E, "STOP_WAIT_S", 1.0)
     if threads:
         monkeypatch.setattr(E, "_can_fork", lambda: False)
-    monkeypatch.setattr(E, "_fill_hole", lambda job, i: release.wait(3600) if threads else time.sleep(3600))
+    monkeypatch.setattr(E, "_hole_steps", lambda job, i: release.wait(3600) if threads else time.sleep(3600))
 
     class Interrupted(Exception):
         pass

@@ -140,6 +140,45 @@ def test_the_exact_seam_membrane_is_what_the_jacobi_sweeps_converge_to(seed):
     assert np.allclose(E._membrane_exact(r, one)[2, 2], (r[1, 2] + r[3, 2] + r[2, 1] + r[2, 3]) / 4)
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_a_batch_of_membranes_gives_each_box_its_own_solution_bit_for_bit(seed):
+    """Boxes solved together (one block-diagonal banded system, :func:`restoration.exemplar._membrane_batch`) get
+    what each gets solved alone, bit for bit, whatever the batch holds (boxes of other sizes, a wide one that
+    widens the band, all known, one unknown, none known), and each solves its Laplace equation."""
+    rng = np.random.default_rng(seed)
+    boxes = []
+    for q in range(40):
+        h, w = (14, 14) if q % 3 else tuple(int(v) for v in rng.integers(1, 17, 2))
+        if q == 7:
+            h, w = 31, 40
+        known = rng.random((h, w)) < rng.uniform(0.1, 0.9)
+        if q == 5:
+            known[:] = True
+        if q == 9:
+            known[:] = True
+            known[h // 2, w // 2] = False
+        if q == 11:
+            known[:] = False
+        boxes.append((rng.random((h, w, 3)).astype(np.float32) * known[..., None], known))
+    alone = [E._membrane_exact(r, k) for r, k in boxes]
+    for order in (list(range(40)), list(rng.permutation(40))):
+        for lo, hi in ((0, 40), (3, 17), (7, 8)):
+            got = E._membrane_batch([boxes[i] for i in order[lo:hi]])
+            for i, x in zip(order[lo:hi], got):
+                assert x.shape == boxes[i][0].shape and np.array_equal(x.view(np.uint32), alone[i].view(np.uint32))
+    for (r, k), x in zip(boxes, alone):
+        assert np.array_equal(x[k], r[k])
+        if k.any() and not k.all():   # (deg + eps) x = the sum of the box neighbours + eps * the known mean
+            h, w = k.shape
+            p = np.pad(x.astype(np.float64), ((1, 1), (1, 1), (0, 0)))
+            inb = np.pad(np.ones((h, w)), 1)
+            nb = p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
+            deg = inb[:-2, 1:-1] + inb[2:, 1:-1] + inb[1:-1, :-2] + inb[1:-1, 2:]
+            mean = r[k].astype(np.float64).mean(0)
+            lhs = (deg[..., None] + E._EPS) * x - nb - E._EPS * mean
+            assert np.abs(lhs[~k]).max() < 1e-4
+
+
 def test_the_exact_seam_membrane_reproduces_a_ramp_and_is_the_default():
     """A linear ramp is harmonic: the exact membrane gives it back inside a hole (24 Jacobi sweeps from a
     blurred start do not); the default fill uses the exact solve for every box of a piece and its band."""
@@ -158,8 +197,8 @@ def test_the_seam_solves_run_with_one_blas_thread(monkeypatch):
     the fill holds BLAS at one thread while it runs and gives the caller's setting back after."""
     tpc = pytest.importorskip("threadpoolctl")
     seen = []
-    real = E._membrane_exact
-    monkeypatch.setattr(E, "_membrane_exact", lambda *a: seen.append(
+    real = E._membrane_batch
+    monkeypatch.setattr(E, "_membrane_batch", lambda *a: seen.append(
         [i["num_threads"] for i in tpc.threadpool_info() if i["user_api"] == "blas"]) or real(*a))
     img = np.repeat((0.5 + 0.3 * np.sin(np.arange(64) / 3.0))[None, :, None], 48, 0).repeat(3, 2)
     mask = np.zeros((48, 64), bool)
