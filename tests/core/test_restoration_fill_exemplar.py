@@ -250,12 +250,12 @@ def test_the_whole_hole_membrane_threshold_is_the_largest_share_kept(monkeypatch
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min() - 1, ys.max() + 2, xs.min() - 1, xs.max() + 2
     ref = np.clip(E._membrane_exact(np.ascontiguousarray(dmg[y0:y1, x0:x1]), ~mask[y0:y1, x0:x1]), 0, 1)
-    real = E._fill_piece
+    real = E._piece_steps
     for share, whole in ((0.7, True), (0.9, False)):
-        def piece(*a, _s=share, **k):
-            kept = real(*a, **k)
+        def piece(*a, _s=share, **k):   # the piece's fill steps as they are, reporting the share _s
+            kept = yield from real(*a, **k)
             return None if kept is None else _s
-        monkeypatch.setattr(E, "_fill_piece", piece)
+        monkeypatch.setattr(E, "_piece_steps", piece)
         out, _ = exemplar_fill(dmg, mask)
         gap = float(np.abs(out[y0:y1, x0:x1][mask[y0:y1, x0:x1]] - ref[mask[y0:y1, x0:x1]]).max())
         assert (gap < 1e-5) == whole, (share, gap)
