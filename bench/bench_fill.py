@@ -40,6 +40,23 @@ METHODS = ("exemplar", "harmonic", "telea", "ns")
 GROUND = (0.88, 0.84, 0.74)
 
 
+def exemplar_at(rev: str):
+    """``restoration/exemplar.py`` as it was at git revision ``rev``, imported as the module
+    ``restoration.exemplar_before`` (for timing the fill against an earlier commit in the same process)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+    src = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:restoration/exemplar.py"], check=True,
+                         capture_output=True, text=True).stdout
+    path = pathlib.Path(tempfile.mkdtemp()) / "exemplar_before.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("restoration.exemplar_before", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def picture(name: str) -> np.ndarray:
     """A photograph shipped with scikit-image as (H, W, 3) float32 sRGB in [0, 1] (grey ones repeated)."""
     import skimage.data as skd

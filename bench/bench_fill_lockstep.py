@@ -7,7 +7,7 @@ bench_fill_time.py). The fill does not depend on LOCKSTEP (each run is checked b
     python bench/bench_fill_lockstep.py 100 4,8,16 --before 72db27d --rounds 2 --methods harmonic,telea,ns \
         --out bench/results/fill_timing_lockstep_size_100mp.json
 """
-import argparse, importlib.util, json, os, pathlib, resource, subprocess, sys, tempfile, time
+import argparse, json, os, pathlib, resource, sys, time
 import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
@@ -21,12 +21,7 @@ ap.add_argument("--before", required=True); ap.add_argument("--rounds", type=int
 ap.add_argument("--methods", default=""); ap.add_argument("--out", default="")
 a = ap.parse_args()
 cv2.setNumThreads(1); torch.set_num_threads(1)   # one thread, as bench_fill_time.py (the harmonic fill is torch's)
-src = subprocess.run(["git", "-C", str(REPO), "show", f"{a.before}:restoration/exemplar.py"], check=True,
-                     capture_output=True, text=True).stdout
-path = pathlib.Path(tempfile.mkdtemp()) / "exemplar_before.py"
-path.write_text(src)
-spec = importlib.util.spec_from_file_location("restoration.exemplar_before", path)
-OLD = importlib.util.module_from_spec(spec); sys.modules[spec.name] = OLD; spec.loader.exec_module(OLD)
+OLD = BF.exemplar_at(a.before)
 img, mask, _ = BF.synthetic_scan(a.mp)
 
 

@@ -16,7 +16,7 @@ largest child (the scan's maps and the fill are shared with the children, so the
 so that a change of a few per cent is not read off one pair of runs on a shared machine; ``sys_s`` is the system
 part of ``cpu_s``.
 """
-import argparse, importlib.util, json, os, pathlib, resource, subprocess, sys, tempfile, time
+import argparse, json, os, pathlib, resource, sys, time
 import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
@@ -62,12 +62,7 @@ for m in methods:
 ref = None
 old = None
 if a.before:
-    src = subprocess.run(["git", "-C", str(REPO), "show", f"{a.before}:restoration/exemplar.py"], check=True,
-                         capture_output=True, text=True).stdout
-    path = pathlib.Path(tempfile.mkdtemp()) / "exemplar_before.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("restoration.exemplar_before", path)
-    old = importlib.util.module_from_spec(spec); sys.modules[spec.name] = old; spec.loader.exec_module(old)
+    old = BF.exemplar_at(a.before)
 defaults = EX.exemplar_fill.__defaults__
 new_fn = EX.exemplar_fill
 first = None
