@@ -42,6 +42,7 @@ from .tiles import tile_boxes
 
 from .losses import (EVIDENCE, RESP_SCALE, _disk, _ring_tiles, component_features, denoise,  # noqa: F401
                      edge_share, estimate_grounds, grain_shared, ground_candidates, ground_confirmed, lab_grad, lab_of, lab_step, label_lab_sums,
+                     measured_grain,
                      loss_confidence, loss_signature, smooth_off, split_necks, split_unlike, interior_of)
 
 
@@ -210,7 +211,8 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     tight mode of a plausible ground colour (not black; neutral or warm) with ``ground_min_regions``
     candidates; when that mode is smooth, a mode whose candidates show a measurable per-pixel grain (``noise_L``
     at least ``loss_noise_floor``: an exposed ground) with ``ground_grain_support`` x its support comes first
-    (the smooth one is flat paint). Else a tight mode of any colour with that support (a greenish chalk ground, a cool grey
+    (the smooth one is flat paint), as does one with that grain and one colour (``spread_de`` within
+    ``ground_loose_de``) when the first is grainy but loose (:func:`grain_beats`). Else a tight mode of any colour with that support (a greenish chalk ground, a cool grey
     imprimatura) is used but marked ``plausible`` False, which no loss confirms (:func:`loss_confidence`:
     review, never a default fill) unless it is a tinted neutral (C* at most ``ground_tinted_chroma``: a greenish
     chalk, a cool grey) shared by ``ground_tinted_support`` x ``ground_min_regions`` candidates within
@@ -226,9 +228,12 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     # and that is comparably supported (ground_grain_support x its support) comes first: the smooth one is a flat
     # passage of paint (brick faces, a sky, a poster's flat colour)
     best = sorted((g for g in prior if tight(g)), key=lambda g: g["support"], reverse=True)
-    grain = lambda g: g["noise_L"] >= cfg.loss_noise_floor
-    if best and not grain(best[0]):
-        rival = [g for g in best if grain(g) and g["support"] >= cfg.ground_grain_support * best[0]["support"]]
+    # (and when it is grainy but loose, beyond ground_loose_de, a comparably supported mode that shows both signs of
+    # one exposed material, a grain and one colour wherever it shows, comes first: grainy paint, gravel or brick, is
+    # spread in colour; tune gravel/9 at 512 px, a grey passage of 55 candidates spread 1.6 dE00 beside a bole of 34
+    # within 0.43; grain_beats)
+    if best:
+        rival = [g for g in best if grain_beats(g, best[0], cfg)]
         if rival:
             best = rival[:1] + [g for g in best if g is not rival[0]]
     if best:
@@ -242,6 +247,19 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
                   and a["spread_de"] <= cfg.ground_tinted_spread * cfg.ground_tight_de)
         return [dict(a, source="estimated", plausible="tinted" if tinted else False)] + prior[: cfg.auto_grounds - 1]
     return prior
+
+
+def grain_beats(g: dict, first: dict, cfg: DetectConfig) -> bool:
+    """Whether candidate ground ``g`` comes before ``first``, the best-supported tight mode (:func:`candidate_grounds`):
+    it has at least ``ground_grain_support`` x its support and shows a sign of one exposed material that ``first``
+    lacks: a per-pixel grain the scan can measure (``noise_L`` at least ``loss_noise_floor``) where ``first`` is smooth
+    (flat paint: brick faces, a sky, a poster's colour), or that grain and one colour wherever it shows (``spread_de``
+    within ``ground_loose_de``) where ``first`` is grainy but loose (grainy paint of one hue: gravel, brick)."""
+    grain = lambda h: (h.get("noise_L") or 0.0) >= cfg.loss_noise_floor
+    one = lambda h: (h.get("spread_de") or 0.0) <= cfg.ground_loose_de
+    if g is first or g.get("support", 0) < cfg.ground_grain_support * first.get("support", 0):
+        return False
+    return grain(g) and (not grain(first) or (one(g) and not one(first)))
 
 
 def _grain_agrees(g: dict, cfg: DetectConfig) -> bool:
@@ -353,7 +371,7 @@ def user_ground(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) -> lis
         near = d < max(tol, cfg.ground_cluster_de)
         if near.any():
             med = np.median(lab[near], axis=0)
-            given.update(candidates_near=int(near.sum()), noise_L=round(float(np.median(noise[near])), 3),
+            given.update(candidates_near=int(near.sum()), noise_L=measured_grain(noise[near]),
                          spread_de=round(float(np.median(ciede2000(torch.from_numpy(lab[near]),
                                                                     torch.from_numpy(med)).numpy())), 3),
                          candidates_de=round(float(ciede2000(torch.from_numpy(med), g_lab)), 3))

@@ -664,3 +664,39 @@ def test_a_loss_every_other_check_vouches_for_needs_no_more_edge_than_the_signat
     assert s["loss_filled_area"] >= 0.7 and s["intact_share_of_fill"] <= 0.01   # before: 0.36 and 0.002
     s = evaluate_case("text", 15, max_side=256)                                 # a contradicted grain: edge counts
     assert s["intact_share_of_fill"] <= 0.01                                    # without the grain check: 0.034
+
+
+def test_a_candidate_without_an_interior_has_no_measured_grain():
+    # tune cell/13 (512 px, noisy cream gesso): 22 of the gesso's 38 candidates were too small for an interior and
+    # counted as smooth (0 L*), so the mode's grain read 0.10 L* against 2.2 L* on its measured candidates and its
+    # losses: its grain contradicted them and its large losses stayed in review. Unmeasured is not smooth
+    from restoration.losses import estimate_grounds, grain_shared, measured_grain
+    cfg = DetectConfig()
+    nan = float("nan")
+    assert measured_grain(np.array([nan, 2.2, nan, 2.4, nan])) == pytest.approx(2.3)
+    assert measured_grain(np.array([nan, nan])) is None and measured_grain(np.zeros(0)) is None
+    assert measured_grain(np.array([0.1, 0.2, nan])) == pytest.approx(0.15)    # flat paint stays flat
+    lab = np.array([[85.0, 1.0, 12.0]] * 9) + np.linspace(0, 0.4, 9)[:, None]
+    noise = np.array([2.2, nan, nan, 2.3, nan, nan, 2.1, nan, nan])          # 6 of 9 too small to measure
+    g = estimate_grounds(lab, np.full(9, 200.0), cfg, 1, noise)[0]
+    assert g["support"] == 9 and g["noise_L"] == pytest.approx(2.2)
+    assert grain_shared(dict(g, noise_ref_L=2.16), cfg) is True
+    assert estimate_grounds(lab, np.full(9, 200.0), cfg, 1, np.full(9, nan))[0]["noise_L"] is None
+
+
+def test_a_mode_showing_more_signs_of_one_material_comes_first():
+    # the ordering of candidate grounds: a comparably supported mode comes before the best-supported one when it shows
+    # a sign of one exposed material that one lacks: a grain where it is smooth (flat paint), or a grain and one colour
+    # where it is grainy but loose (tune gravel/9 at 512 px: a grey passage of grainy paint, 55 candidates spread
+    # 1.6 dE00, beside the bole, 34 within 0.43)
+    from restoration.detect import grain_beats
+    cfg = DetectConfig()
+    grey = {"support": 55, "spread_de": 1.603, "noise_L": 1.541}
+    bole = {"support": 34, "spread_de": 0.426, "noise_L": 0.955}
+    assert grain_beats(bole, grey, cfg) and not grain_beats(grey, bole, cfg)
+    assert not grain_beats(dict(bole, support=10), grey, cfg)                     # not comparably supported
+    assert not grain_beats(dict(bole, spread_de=1.2), grey, cfg)                  # as loose: no sign more
+    assert not grain_beats(dict(bole, noise_L=0.4), grey, cfg)                    # smooth: no grain
+    assert not grain_beats(bole, dict(grey, spread_de=0.8), cfg)                  # both one colour, both grainy
+    assert grain_beats(dict(bole, spread_de=1.5), dict(grey, noise_L=0.2), cfg)   # the grain alone beats flat paint
+    assert not grain_beats(dict(bole, noise_L=None), dict(grey, noise_L=0.2), cfg)  # an unmeasured grain is none
