@@ -700,3 +700,19 @@ def test_a_mode_showing_more_signs_of_one_material_comes_first():
     assert not grain_beats(bole, dict(grey, spread_de=0.8), cfg)                  # both one colour, both grainy
     assert grain_beats(dict(bole, spread_de=1.5), dict(grey, noise_L=0.2), cfg)   # the grain alone beats flat paint
     assert not grain_beats(dict(bole, noise_L=None), dict(grey, noise_L=0.2), cfg)  # an unmeasured grain is none
+
+
+def test_a_loose_ground_whose_grain_its_losses_contradict_is_not_confirmed_by_its_candidates():
+    # tune brick/11 at 256 px: 8 candidates of the bricks' grey-blue paint (31.9 dE00 from the chalk ground), spread
+    # 1.45 dE00, grain 3.1 L* against its losses' 5.0 L*: neither one colour nor one grain, and 98 % of its fill was
+    # intact paint. Either sign alone still confirms it, as do a given ground and one its losses confirm
+    from restoration.losses import ground_confirmed
+    cfg = DetectConfig()
+    paint = {"source": "estimated", "support": 8, "spread_de": 1.45, "plausible": True, "noise_L": 3.064,
+             "noise_ref_L": 4.955}
+    assert not ground_confirmed(paint, cfg)
+    assert ground_confirmed(dict(paint, spread_de=0.9), cfg)                    # one colour
+    assert ground_confirmed(dict(paint, noise_ref_L=3.2), cfg)                  # one grain
+    assert ground_confirmed(dict(paint, noise_ref_L=None), cfg)                 # the losses' grain not yet measured
+    assert ground_confirmed(dict(paint, support=-1, source="given"), cfg)       # given: used as given
+    assert ground_confirmed(dict(paint, support=3, confirmed_by="losses"), cfg)
