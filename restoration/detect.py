@@ -211,8 +211,8 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     tight mode of a plausible ground colour (not black; neutral or warm) with ``ground_min_regions``
     candidates; when that mode is smooth, a mode whose candidates show a measurable per-pixel grain (``noise_L``
     at least ``loss_noise_floor``: an exposed ground) with ``ground_grain_support`` x its support comes first
-    (the smooth one is flat paint), as does one with that grain and one colour (``spread_de`` within
-    ``ground_loose_de``) when the first is grainy but loose (:func:`grain_beats`). Else a tight mode of any colour with that support (a greenish chalk ground, a cool grey
+    (the smooth one is flat paint) unless the smooth one is one colour and it is not, as does one with that grain and
+    one colour (``spread_de`` within ``ground_loose_de``) when the first is grainy but loose (:func:`grain_beats`). Else a tight mode of any colour with that support (a greenish chalk ground, a cool grey
     imprimatura) is used but marked ``plausible`` False, which no loss confirms (:func:`loss_confidence`:
     review, never a default fill) unless it is a tinted neutral (C* at most ``ground_tinted_chroma``: a greenish
     chalk, a cool grey) shared by ``ground_tinted_support`` x ``ground_min_regions`` candidates within
@@ -228,10 +228,9 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
     # and that is comparably supported (ground_grain_support x its support) comes first: the smooth one is a flat
     # passage of paint (brick faces, a sky, a poster's flat colour)
     best = sorted((g for g in prior if tight(g)), key=lambda g: g["support"], reverse=True)
-    # (and when it is grainy but loose, beyond ground_loose_de, a comparably supported mode that shows both signs of
-    # one exposed material, a grain and one colour wherever it shows, comes first: grainy paint, gravel or brick, is
-    # spread in colour; tune gravel/9 at 512 px, a grey passage of 55 candidates spread 1.6 dE00 beside a bole of 34
-    # within 0.43; grain_beats)
+    # (a comparably supported mode comes first when it shows every sign of one exposed material the first shows and one
+    # more, a grain and one colour wherever it shows: grainy paint, gravel or grass, is spread in colour; tune gravel/9
+    # at 512 px, a grey passage of 55 candidates spread 1.6 dE00 beside a bole of 34 within 0.43; grain_beats)
     if best:
         rival = [g for g in best if grain_beats(g, best[0], cfg)]
         if rival:
@@ -251,15 +250,17 @@ def candidate_grounds(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) 
 
 def grain_beats(g: dict, first: dict, cfg: DetectConfig) -> bool:
     """Whether candidate ground ``g`` comes before ``first``, the best-supported tight mode (:func:`candidate_grounds`):
-    it has at least ``ground_grain_support`` x its support and shows a sign of one exposed material that ``first``
-    lacks: a per-pixel grain the scan can measure (``noise_L`` at least ``loss_noise_floor``) where ``first`` is smooth
-    (flat paint: brick faces, a sky, a poster's colour), or that grain and one colour wherever it shows (``spread_de``
-    within ``ground_loose_de``) where ``first`` is grainy but loose (grainy paint of one hue: gravel, brick)."""
-    grain = lambda h: (h.get("noise_L") or 0.0) >= cfg.loss_noise_floor
-    one = lambda h: (h.get("spread_de") or 0.0) <= cfg.ground_loose_de
+    it has at least ``ground_grain_support`` x its support, a grain, and every sign of one exposed material that
+    ``first`` shows and one more. The signs: a per-pixel grain the scan can measure (``noise_L`` at least ``loss_noise_floor``;
+    flat paint, brick faces, a sky, a poster's colour, has none) and one colour wherever it shows (``spread_de`` within
+    ``ground_loose_de``; grainy paint of one hue, gravel, grass, is spread in colour). A grainy but loose mode does not
+    beat a smooth tight one: each lacks a sign the other shows."""
+    def signs(h: dict) -> set:
+        return {s for s, ok in (("grain", (h.get("noise_L") or 0.0) >= cfg.loss_noise_floor),
+                                ("one colour", (h.get("spread_de") or 0.0) <= cfg.ground_loose_de)) if ok}
     if g is first or g.get("support", 0) < cfg.ground_grain_support * first.get("support", 0):
         return False
-    return grain(g) and (not grain(first) or (one(g) and not one(first)))
+    return "grain" in signs(g) and signs(g) > signs(first)
 
 
 def _grain_agrees(g: dict, cfg: DetectConfig) -> bool:

@@ -387,8 +387,7 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     interior less flat than ``loss_std_ratio`` x theirs, or ``loss_doubts`` doubts (colour beyond ``doubt_colour``
     x the match tolerance, a broken edge on less than ``doubt_sharp`` of the outline, texture off by ``doubt_noise``
     or flatness above ``doubt_std`` x theirs). A loss every other check vouches for (confirmed ground, colour matched,
-    ring differing on average, contrast at least 1.5 ``loss_contrast_de`` or a ring that differs point by point on
-    ``ring_seen_share`` of it, flat, nothing unlike the ground, and a grain its ground's candidates do not contradict,
+    ring differing on average, flat, nothing unlike the ground, and a grain its ground's candidates do not contradict,
     :func:`grain_shared` not False) has edge share and contrast margin 1: the signature's ``loss_edge_frac`` and
     ``loss_contrast_de`` suffice, the rest of its outline may blend (a large soft loss's frayed edge).
     """
@@ -479,13 +478,13 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     low_contrast = seen < 1.5 * cfg.loss_contrast_de
     textured = f["std_L"] > 0.6 * cfg.loss_flat_std
     # a loss every other check vouches for (a confirmed ground, its colour matched, a ring that differs on average, a
-    # flat interior, nothing unlike the ground, and the ground's grain not contradicted by its candidates), whose
-    # contrast is clear (not low) or whose ring differs from it point by point nearly all round (ring_seen_share: a
-    # ground among paint of a near colour), needs no more edge and contrast than the signature asks (loss_edge_frac,
-    # loss_contrast_de): the rest of its outline may blend, as a frayed or anti-aliased edge of a large soft loss does;
+    # flat interior, nothing unlike the ground, and the ground's grain not contradicted by its candidates) needs no more
+    # edge and contrast than the signature asks (loss_edge_frac, loss_contrast_de): the rest of its outline may blend,
+    # as a frayed or anti-aliased edge of a large soft loss does, and a contrast below 1.5 loss_contrast_de is no
+    # doubt on its own (a low-contrast loss whose ring differs on part of it only, tune grass/14 at 512 px: 0.78 -> 0.87);
     # where the candidates' grain contradicts the losses' (a highlight merged with a loss on a given ground), the
     # blended edge and the contrast margin still count
-    vouched = confirmed & ~off & ~mixed & ~unlike & (~low_contrast | ring_all) & ~textured & ~contradicted
+    vouched = confirmed & ~off & ~mixed & ~unlike & ~textured & ~contradicted
     edge = np.where(vouched, 1.0, edge)
     margin = np.where(vouched, 1.0, margin)
     conf = support * margin * np.clip(edge, 0, 1)
