@@ -481,7 +481,7 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     # flat interior, nothing unlike the ground, and the ground's grain not contradicted by its candidates) needs no more
     # edge and contrast than the signature asks (loss_edge_frac, loss_contrast_de): the rest of its outline may blend,
     # as a frayed or anti-aliased edge of a large soft loss does, and a contrast below 1.5 loss_contrast_de is no
-    # doubt on its own (a low-contrast loss whose ring differs on part of it only, tune grass/14 at 512 px: 0.78 -> 0.87);
+    # doubt on its own (a low-contrast loss whose ring differs on part of it only, tune camera/12 at 512 px: 0.48 -> 0.60);
     # where the candidates' grain contradicts the losses' (a highlight merged with a loss on a given ground), the
     # blended edge and the contrast margin still count
     vouched = confirmed & ~off & ~mixed & ~unlike & ~textured & ~contradicted

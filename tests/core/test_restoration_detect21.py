@@ -651,8 +651,8 @@ def test_a_loss_every_other_check_vouches_for_needs_no_more_edge_than_the_signat
     assert conf(smooth, dict(g, noise_L=0.55, noise_ref_L=0.6)) == 255   # no grain measurable: not contradicted
     assert abs(conf(soft, dict(g, noise_L=0.15)) - 0.7 * 255) <= 1       # grain contradicted: the edge counts
     # a low contrast (camera/15, astronaut/4 at 512 px: a ground among paint of a near colour) with a ring that differs
-    # point by point all round: vouched; so is one whose ring differs on half of it only (the signature's share; grass/14
-    # at 512 px, given imprimatura: 0.78 -> 0.87 filled; before: the edge and the contrast margin counted, 0.7 x 0.77);
+    # point by point all round: vouched; so is one whose ring differs on half of it only (the signature's share; camera/12
+    # at 512 px, estimated ochre: 0.48 -> 0.60 filled; before: the edge and the contrast margin counted, 0.7 x 0.77);
     # a ring that differs point by point only (mean contrast within loss_contrast_de, mixed_ring) is never vouched
     low = dict(soft, contrast=np.array([0.0, 1.2 * cfg.loss_contrast_de]), ring_de=np.array([0.0, 1.2 * cfg.loss_contrast_de]))
     assert conf(low, dict(g, noise_L=1.0)) == 255
