@@ -361,8 +361,7 @@ def _given_grain(noise_L: np.ndarray) -> float:
     1.58 L*) no longer contradict its losses' grain, and a loss merged with a thin light line there is vouched for
     (:func:`~restoration.losses.loss_confidence`) and filled: intact share of the fill 1.65 % -> 5.0 %. Until a loss
     is split from such a line, the given ground keeps the guard. (K,) float64 with NaN for unmeasured."""
-    v = np.nan_to_num(np.asarray(noise_L, np.float64), nan=0.0)
-    return round(float(np.median(v)), 3) if len(v) else 0.0
+    return measured_grain(np.nan_to_num(np.asarray(noise_L, np.float64), nan=0.0)) or 0.0
 
 
 def user_ground(img: np.ndarray, dpi: "float | Scale", cfg: DetectConfig) -> list:

@@ -399,12 +399,15 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     tol = np.full(n, cfg.loss_match_de)
     given = np.zeros(n, bool)
     contradicted = np.zeros(n, bool)   # on a ground whose candidates' grain contradicts its losses' (grain_shared False)
+    grainy = np.zeros(n, bool)         # ... or whose candidates show its losses' grain (grain_shared True)
     for g in grounds:
         d = ciede2000(lab, torch.tensor(g["lab"], dtype=torch.float64)).numpy()
         closer = d < best
         best = np.where(closer, d, best)
         confirmed = np.where(closer, ground_confirmed(g, cfg), confirmed)
-        contradicted = np.where(closer, grain_shared(g, cfg) is False, contradicted)
+        shared = grain_shared(g, cfg)
+        contradicted = np.where(closer, shared is False, contradicted)
+        grainy = np.where(closer, shared is True, grainy)
         tol = np.where(closer, g.get("match_de", cfg.loss_match_de), tol)
         # (a ground no crowd of candidates vouches for: given by the user, or confirmed by the few losses it explains)
         given = np.where(closer, g.get("source") == "given" or g.get("confirmed_by") == "losses", given)
@@ -419,9 +422,7 @@ def loss_confidence(f: dict, grounds: List[dict], cfg: Any) -> Tuple[np.ndarray,
     # evidence a painted highlight lacks: the ground's own per-pixel texture (noise measured on the loss
     # candidates) and an edge that breaks the paint (a step of most of the contrast between neighbours)
     g_noise, g_std = np.full(n, np.nan), np.full(n, np.nan)
-    grainy = False
     for g in grounds:
-        grainy = grain_shared(g, cfg) is True
         ref = g.get("noise_ref_L", g.get("noise_L"))
         if ref is not None and ref >= cfg.loss_noise_floor:   # a ground texture the scan can measure
             g_noise[:] = float(ref)
